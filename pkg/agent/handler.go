@@ -1,0 +1,39 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+)
+
+// Handler returns the agent's HTTP API: AgentService for holders of one of
+// tokens (every caller when tokens is nil), and the unauthenticated probes
+// /healthz, /readyz (containerd answers) and /metrics.
+func (a *Agent) Handler(tokens auth.Tokens) http.Handler {
+	var opts []connect.HandlerOption
+	if tokens != nil {
+		opts = append(opts, connect.WithInterceptors(auth.Require(tokens)))
+	}
+	mux := http.NewServeMux()
+	mux.Handle(fsbv1connect.NewAgentServiceHandler(a, opts...))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.cfg.Runtime.Ping(ctx); err != nil {
+			http.Error(w, "containerd: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}

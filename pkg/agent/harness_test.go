@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/containerd/containerd"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+)
+
+const testToken = "test-token-0123456789"
+
+// harness is one agent on the real rig: its own containerd namespace, log
+// directory and HTTP server, reached through a Connect client.
+type harness struct {
+	t       testing.TB
+	cd      *containerd.Client
+	rt      *runtime.Runtime
+	agent   *Agent
+	url     string
+	client  fsbv1connect.AgentServiceClient
+	logDir  string
+	agentID string
+	seq     atomic.Int64
+}
+
+type harnessOption func(*runtime.Config, *Config)
+
+func withCapacity(n int) harnessOption {
+	return func(_ *runtime.Config, c *Config) { c.Capacity = n }
+}
+
+func newHarness(t testing.TB, opts ...harnessOption) *harness {
+	t.Helper()
+	_, ns := rig.Containerd(t)
+	// A client of our own whose default namespace is the test's, as the
+	// agent's is in production.
+	cd, err := containerd.New(rig.Env(t, rig.EnvSocket), containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatalf("connect to containerd: %v", err)
+	}
+	t.Cleanup(func() { cd.Close() })
+	helper := rig.Env(t, "FSB_HELPER_BINARY")
+	h := &harness{t: t, cd: cd, logDir: t.TempDir(), agentID: "agent-" + ns}
+	rcfg := runtime.Config{
+		Client:           cd,
+		AgentID:          h.agentID,
+		InitBinary:       helper,
+		LogDriverBinary:  helper,
+		LogDir:           h.logDir,
+		DefaultPidsLimit: 1024,
+		Snapshotter:      rig.Snapshotter,
+		Runtimes:         map[string]string{runtime.RuntimeRunc: "runc", runtime.RuntimeCrun: "crun"},
+	}
+	acfg := Config{AgentID: h.agentID, AdvertiseAddress: "127.0.0.1", NodeName: "test-node", Capacity: 5}
+	for _, o := range opts {
+		o(&rcfg, &acfg)
+	}
+	h.rt, err = runtime.New(rcfg)
+	if err != nil {
+		t.Fatalf("runtime: %v", err)
+	}
+	acfg.Runtime = h.rt
+	h.agent, err = New(context.Background(), acfg)
+	if err != nil {
+		t.Fatalf("agent: %v", err)
+	}
+	srv := httptest.NewUnstartedServer(h.agent.Handler(auth.Tokens{testToken}))
+	srv.EnableHTTP2 = true
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	h.client = fsbv1connect.NewAgentServiceClient(http.DefaultClient, srv.URL, connect.WithInterceptors(auth.Bearer(testToken)))
+	return h
+}
+
+// spec returns a busybox spec running cmd under sh.
+func spec(script string) *fsbv1.SandboxSpec {
+	return &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sh", "-c", script}}
+}
+
+// create starts a sandbox with a fresh ID and fails the test on error.
+func (h *harness) create(spec *fsbv1.SandboxSpec) *fsbv1.AgentSandbox {
+	h.t.Helper()
+	sb, err := h.tryCreate(spec)
+	if err != nil {
+		h.t.Fatalf("CreateSandbox: %v", err)
+	}
+	return sb
+}
+
+func (h *harness) tryCreate(spec *fsbv1.SandboxSpec) (*fsbv1.AgentSandbox, error) {
+	id := h.newID()
+	resp, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id,
+		Revision:  1,
+		Namespace: "default",
+		Name:      "test-" + id,
+		Spec:      spec,
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg.GetSandbox(), nil
+}
+
+// newID returns a sandbox ID unique within the test.
+func (h *harness) newID() string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(h.t.Name()))
+	name = strings.Trim(name[:min(24, len(name))], "-")
+	return "sb-" + name + "-" + strconv.FormatInt(h.seq.Add(1), 10)
+}
+
+// get returns the agent's view of one sandbox, or nil when it has none.
+func (h *harness) get(id string) *fsbv1.AgentSandbox {
+	h.t.Helper()
+	resp, err := h.client.GetStatus(context.Background(), connect.NewRequest(&fsbv1.GetStatusRequest{}))
+	if err != nil {
+		h.t.Fatalf("GetStatus: %v", err)
+	}
+	for _, sb := range resp.Msg.GetStatus().GetSandboxes() {
+		if sb.GetSandboxId() == id {
+			return sb
+		}
+	}
+	return nil
+}
+
+// waitPhase polls GetStatus until the sandbox reaches phase.
+func (h *harness) waitPhase(id string, phase fsbv1.Phase) *fsbv1.AgentSandbox {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sb := h.get(id)
+		if sb != nil && sb.GetPhase() == phase {
+			return sb
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("sandbox %s never reached %v; last seen %v", id, phase, sb)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitLog polls the sandbox's log file until it contains want.
+func (h *harness) waitLog(sb *fsbv1.AgentSandbox, want string) string {
+	h.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(sb.GetLogPath())
+		if strings.Contains(string(b), want) {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("log %s never showed %q; it holds:\n%s", sb.GetLogPath(), want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// delete deletes a sandbox with the given grace period in seconds.
+func (h *harness) delete(id string, grace int32) *fsbv1.AgentServiceDeleteSandboxResponse {
+	h.t.Helper()
+	resp, err := h.client.DeleteSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+		SandboxId: id, GracePeriodSeconds: &grace,
+	}))
+	if err != nil {
+		h.t.Fatalf("DeleteSandbox %s: %v", id, err)
+	}
+	return resp.Msg
+}

@@ -1,0 +1,53 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the agent's Prometheus series, on a registry of its own.
+type metrics struct {
+	registry  *prometheus.Registry
+	creates   *prometheus.HistogramVec
+	deletes   *prometheus.HistogramVec
+	sandboxes prometheus.Gauge
+	capacity  prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	buckets := []float64{.005, .01, .02, .03, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		creates: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fsb_agent_create_seconds",
+			Help:    "Time to answer CreateSandbox, by outcome (ok, refused, error).",
+			Buckets: buckets,
+		}, []string{"outcome"}),
+		deletes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fsb_agent_delete_seconds",
+			Help:    "Time to answer DeleteSandbox, grace period included, by outcome.",
+			Buckets: buckets,
+		}, []string{"outcome"}),
+		sandboxes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fsb_agent_sandboxes",
+			Help: "Sandbox containers this agent holds (running or exited, not yet deleted).",
+		}),
+		capacity: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fsb_agent_capacity",
+			Help: "The most sandboxes this agent runs at once.",
+		}),
+	}
+	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeCreate(start time.Time, outcome string) {
+	m.creates.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) observeDelete(start time.Time, outcome string) {
+	m.deletes.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,65 @@
+// Package httpserver runs the one HTTP server each fsb process has: HTTP/1.1
+// and cleartext HTTP/2 (or TLS when certificates are given) on one port, so
+// gRPC, gRPC-Web and Connect JSON all reach the same handler.
+package httpserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ShutdownTimeout bounds how long Serve waits for open requests once its
+// context ends; streams still open then are cut.
+const ShutdownTimeout = 5 * time.Second
+
+// Config says where and how to serve.
+type Config struct {
+	Handler http.Handler
+	// CertFile and KeyFile turn on TLS when both are set.
+	CertFile, KeyFile string
+	Logger            *slog.Logger
+}
+
+// Serve serves cfg.Handler on ln until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           cfg.Handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if cfg.Logger != nil {
+		srv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.CertFile != "" && cfg.KeyFile != "" {
+			errc <- srv.ServeTLS(ln, cfg.CertFile, cfg.KeyFile)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}

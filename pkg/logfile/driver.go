@@ -1,0 +1,97 @@
+package logfile
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+
+	"github.com/containerd/containerd/runtime/v2/logging"
+	"golang.org/x/sync/errgroup"
+)
+
+// DriverConfig is what `fsb log-driver` needs to know. containerd's shim
+// passes a log binary's arguments in no fixed order, so the config travels
+// as a single argument: a query string made by Encode.
+type DriverConfig struct {
+	Path     string
+	MaxSize  int64
+	MaxFiles int
+}
+
+// Encode returns the config as "path=FILE&max-size=BYTES&max-files=N".
+func (c DriverConfig) Encode() string {
+	q := url.Values{"path": {c.Path}}
+	if c.MaxSize > 0 {
+		q.Set("max-size", strconv.FormatInt(c.MaxSize, 10))
+	}
+	if c.MaxFiles > 0 {
+		q.Set("max-files", strconv.Itoa(c.MaxFiles))
+	}
+	return q.Encode()
+}
+
+// ParseDriverConfig parses what Encode made.
+func ParseDriverConfig(s string) (DriverConfig, error) {
+	q, err := url.ParseQuery(s)
+	if err != nil {
+		return DriverConfig{}, fmt.Errorf("log driver config %q: %w", s, err)
+	}
+	c := DriverConfig{Path: q.Get("path"), MaxFiles: 1}
+	if c.Path == "" {
+		return DriverConfig{}, fmt.Errorf("log driver config %q: no path", s)
+	}
+	if v := q.Get("max-size"); v != "" {
+		if c.MaxSize, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return DriverConfig{}, fmt.Errorf("log driver max-size: %w", err)
+		}
+	}
+	if v := q.Get("max-files"); v != "" {
+		if c.MaxFiles, err = strconv.Atoi(v); err != nil {
+			return DriverConfig{}, fmt.Errorf("log driver max-files: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// DriverMain is the `log-driver` role's entry: args are what follows
+// "log-driver", one config made by DriverConfig.Encode. containerd's shim
+// runs it with the task's stdout and stderr as file descriptors 3 and 4; it
+// signals ready on descriptor 5 once the log file is open, copies both
+// streams into it until they close, and exits. It returns only on a bad
+// config.
+func DriverMain(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "fsb log-driver: want one argument, path=FILE[&max-size=BYTES&max-files=N]")
+		return 2
+	}
+	cfg, err := ParseDriverConfig(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fsb log-driver:", err)
+		return 2
+	}
+	logging.Run(func(_ context.Context, io *logging.Config, ready func() error) error {
+		return runDriver(cfg, io, ready)
+	})
+	return 0
+}
+
+func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
+	w, err := Create(cfg.Path, WithRotation(cfg.MaxSize, cfg.MaxFiles))
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	// The shim holds the task back until the driver is ready, so no output
+	// is written before the file is open.
+	if err := ready(); err != nil {
+		return fmt.Errorf("signal ready: %w", err)
+	}
+	// Copying ends when the task's pipes close, not on SIGTERM: the shim
+	// closes them once the task is gone, and what is still in them is kept.
+	var g errgroup.Group
+	g.Go(func() error { return w.Copy(Stdout, io.Stdout) })
+	g.Go(func() error { return w.Copy(Stderr, io.Stderr) })
+	return g.Wait()
+}

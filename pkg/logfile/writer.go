@@ -1,0 +1,153 @@
+package logfile
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// MaxLineSize is the longest text one record holds; a longer line is written
+// as several partial records.
+const MaxLineSize = 16 * 1024
+
+// Writer appends records to a log file and rotates it by size. It is safe
+// for concurrent use: stdout and stderr copy into one Writer.
+type Writer struct {
+	path     string
+	maxSize  int64
+	maxFiles int
+	now      func() time.Time
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+	buf  []byte
+}
+
+// Option configures a Writer.
+type Option func(*Writer)
+
+// WithRotation rotates the file once it would grow past maxSize bytes,
+// keeping at most maxFiles files in all (the live one included). A maxSize
+// of 0 never rotates.
+func WithRotation(maxSize int64, maxFiles int) Option {
+	return func(w *Writer) {
+		w.maxSize = maxSize
+		w.maxFiles = max(maxFiles, 1)
+	}
+}
+
+// Create opens path for appending, making its directory when missing.
+func Create(path string, opts ...Option) (*Writer, error) {
+	w := &Writer{path: path, maxFiles: 1, now: time.Now}
+	for _, o := range opts {
+		o(w)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create log dir: %w", err)
+	}
+	if err := w.open(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Writer) open() error {
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("open log file: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat log file: %w", err)
+	}
+	w.f, w.size = f, fi.Size()
+	return nil
+}
+
+// Write appends one record. Each record reaches the file in one write, so a
+// reader sees the line as soon as Write returns.
+func (w *Writer) Write(stream string, partial bool, text []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = appendRecord(w.buf[:0], Line{Time: w.now(), Stream: stream, Partial: partial, Text: text})
+	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(w.buf)) > w.maxSize {
+		if err := w.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := w.f.Write(w.buf)
+	w.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("write log file: %w", err)
+	}
+	return nil
+}
+
+// rotate shifts path.N-1 to path.N and so on, path to path.1, and opens a
+// new path. The oldest file beyond maxFiles is removed.
+func (w *Writer) rotate() error {
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("close log file: %w", err)
+	}
+	if w.maxFiles == 1 {
+		if err := os.Remove(w.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rotate log file: %w", err)
+		}
+		return w.open()
+	}
+	for i := w.maxFiles - 1; i >= 1; i-- {
+		from := w.path
+		if i > 1 {
+			from = fmt.Sprintf("%s.%d", w.path, i-1)
+		}
+		err := os.Rename(from, fmt.Sprintf("%s.%d", w.path, i))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rotate log file: %w", err)
+		}
+	}
+	return w.open()
+}
+
+// Close closes the file.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.f.Close()
+}
+
+// Copy writes every line read from r as records of stream until r ends.
+// Lines longer than MaxLineSize become partial records; a last line without
+// a newline is written as a full record.
+func (w *Writer) Copy(stream string, r io.Reader) error {
+	br := bufio.NewReaderSize(r, MaxLineSize)
+	for {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if werr := w.Write(stream, false, line[:len(line)-1]); werr != nil {
+				return werr
+			}
+		case errors.Is(err, bufio.ErrBufferFull):
+			if werr := w.Write(stream, true, line); werr != nil {
+				return werr
+			}
+		case errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed):
+			if len(line) > 0 {
+				return w.Write(stream, false, line)
+			}
+			return nil
+		default:
+			if len(line) > 0 {
+				_ = w.Write(stream, false, line)
+			}
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/runtime/v2/runc/options"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
+)
+
+const runcShim = "io.containerd.runc.v2"
+
+// Ensure makes sure the sandbox revision runs and returns its state. It is
+// idempotent: a container or task that already exists is reused, and a
+// half-made one (container without task, task never started) is finished.
+// When Ensure fails, it removes what it made, so a retry starts clean.
+func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
+	id := ContainerID(sb.ID, sb.Revision)
+	unlock := r.locks.lock(id)
+	defer unlock()
+
+	binary, ok := r.cfg.Runtimes[runtimeName(sb.Spec.GetRuntime())]
+	if !ok {
+		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
+	}
+	c, err := r.cfg.Client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		c, err = r.newContainer(ctx, sb, id, binary)
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	info, err := r.ensureTask(ctx, c, sb)
+	if err != nil {
+		// Roll back, so that the retry the caller makes starts clean.
+		cleanupCtx := context.WithoutCancel(ctx)
+		if derr := r.remove(cleanupCtx, c); derr != nil {
+			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
+		}
+		return Info{}, err
+	}
+	return info, nil
+}
+
+func runtimeName(name string) string {
+	if name == "" {
+		return RuntimeRunc
+	}
+	return name
+}
+
+func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, error) {
+	img, err := r.images.get(ctx, sb.Spec.GetImage())
+	if err != nil {
+		return nil, err
+	}
+	specOpts, err := r.specOpts(sb, img)
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{
+		LabelID:        sb.ID,
+		LabelRevision:  strconv.FormatInt(sb.Revision, 10),
+		LabelNamespace: sb.Namespace,
+		LabelName:      sb.Name,
+		LabelAgent:     r.cfg.AgentID,
+		LabelLogPath:   r.LogPath(sb),
+	}
+	opts := []containerd.NewContainerOpts{
+		containerd.WithContainerLabels(labels),
+		containerd.WithContainerExtension(ExtensionSpec, sb.Spec),
+		containerd.WithRuntime(runcShim, &options.Options{BinaryName: binary}),
+	}
+	if r.cfg.Snapshotter != "" {
+		opts = append(opts, containerd.WithSnapshotter(r.cfg.Snapshotter))
+	}
+	opts = append(opts,
+		containerd.WithNewSnapshot(id, img.img),
+		containerd.WithNewSpec(specOpts...),
+	)
+	c, err := r.cfg.Client.NewContainer(ctx, id, opts...)
+	if errdefs.IsNotFound(err) {
+		// The image's snapshot chain went away under the cache; resolve it
+		// afresh once.
+		r.images.forget(img.img.Name())
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// specOpts builds the OCI spec: the image's config, the sandbox's command,
+// env and limits, fsb init as PID 1, and hardened defaults (containerd's
+// default seccomp profile, Docker's default capabilities, no new
+// privileges, a pids limit).
+func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
+	spec := sb.Spec
+	argv := processArgs(img.config.Entrypoint, img.config.Cmd, spec.GetCommand(), spec.GetArgs())
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%w: image %s has no entrypoint or cmd, so the sandbox needs a command", ErrInvalid, img.img.Name())
+	}
+	if !spec.GetNoInit() {
+		argv = append([]string{InitPath, "init", "--"}, argv...)
+	}
+	env := img.config.Env
+	if len(env) == 0 {
+		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
+	for _, e := range spec.GetEnvs() {
+		env = append(env, e.GetName()+"="+e.GetValue())
+	}
+	cwd := spec.GetWorkingDir()
+	if cwd == "" {
+		cwd = img.config.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	hostname := sb.Name
+	if len(hostname) > 63 {
+		hostname = hostname[:63]
+	}
+	pids := r.cfg.DefaultPidsLimit
+	if p := spec.GetResources().GetPids(); p > 0 {
+		pids = p
+	}
+	opts := []oci.SpecOpts{
+		oci.WithProcessArgs(argv...),
+		oci.WithEnv(env),
+		oci.WithProcessCwd(cwd),
+		oci.WithHostname(hostname),
+		oci.WithNoNewPrivileges,
+		seccomp.WithDefaultProfile(),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.cfg.NetNSPath}),
+		oci.WithMounts([]specs.Mount{{
+			Destination: InitPath,
+			Type:        "bind",
+			Source:      r.cfg.InitBinary,
+			Options:     []string{"rbind", "ro", "nosuid", "nodev"},
+		}}),
+	}
+	opts = append(opts, userOpt(img.config.User))
+	if pids > 0 {
+		opts = append(opts, oci.WithPidsLimit(pids))
+	}
+	if m := spec.GetResources().GetMemory(); m != "" {
+		q, err := resource.ParseQuantity(m)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("%w: memory %q: want a positive quantity such as 256Mi", ErrInvalid, m)
+		}
+		opts = append(opts, oci.WithMemoryLimit(uint64(q.Value())))
+	}
+	if c := spec.GetResources().GetCpu(); c != "" {
+		q, err := resource.ParseQuantity(c)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("%w: cpu %q: want a positive quantity such as 500m", ErrInvalid, c)
+		}
+		const period = 100_000 // microseconds
+		quota := max(q.MilliValue()*period/1000, 1000)
+		opts = append(opts, oci.WithCPUCFS(quota, period))
+	}
+	return opts, nil
+}
+
+// processArgs applies Kubernetes' rules: command replaces the entrypoint
+// (and drops the image's cmd), args replace the cmd.
+func processArgs(entrypoint, cmd, command, args []string) []string {
+	if len(command) > 0 {
+		return append(append([]string{}, command...), args...)
+	}
+	if len(args) > 0 {
+		cmd = args
+	}
+	return append(append([]string{}, entrypoint...), cmd...)
+}
+
+// userOpt sets the image's user. A numeric user is set directly; a name
+// needs the image's /etc/passwd, which oci.WithUser reads from the rootfs.
+func userOpt(user string) oci.SpecOpts {
+	if user == "" {
+		return oci.WithUserID(0)
+	}
+	return oci.WithUser(user)
+}
+
+// ensureTask makes sure c has a started task, creating it when missing.
+func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb Sandbox) (Info, error) {
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
+		task, err = c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
+		if err != nil {
+			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
+		}
+	} else if err != nil {
+		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
+	}
+	status, err := task.Status(ctx)
+	if err != nil {
+		return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+	}
+	if status.Status == containerd.Created {
+		if err := task.Start(ctx); err != nil {
+			return Info{}, fmt.Errorf("start task %s: %w", c.ID(), err)
+		}
+		status.Status = containerd.Running
+	}
+	info := Info{
+		ContainerID: c.ID(),
+		ID:          sb.ID,
+		Revision:    sb.Revision,
+		Namespace:   sb.Namespace,
+		Name:        sb.Name,
+		Spec:        sb.Spec,
+		LogPath:     r.LogPath(sb),
+	}
+	setPhase(&info, status)
+	return info, nil
+}
+
+func setPhase(info *Info, status containerd.Status) {
+	switch status.Status {
+	case containerd.Created, containerd.Unknown:
+		info.Phase = PhaseCreated
+	case containerd.Stopped:
+		info.Phase = PhaseExited
+		info.ExitCode = status.ExitStatus
+		info.ExitTime = status.ExitTime
+	default:
+		info.Phase = PhaseRunning
+	}
+}

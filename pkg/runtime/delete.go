@@ -1,0 +1,143 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+)
+
+// Delete stops every container of the sandbox (one revision, or all when
+// revision is 0) and removes its task, container and snapshot. Stopping
+// sends SIGTERM (to fsb init, which passes it on), waits up to grace, then
+// sends SIGKILL to every process of the sandbox. It returns how each
+// revision ended. Deleting what is gone succeeds and returns nothing.
+func (r *Runtime) Delete(ctx context.Context, sandboxID string, revision int64, grace time.Duration) ([]Info, error) {
+	var found []containerd.Container
+	if revision > 0 {
+		c, err := r.cfg.Client.LoadContainer(ctx, ContainerID(sandboxID, revision))
+		if errdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load sandbox %s: %w", sandboxID, err)
+		}
+		found = append(found, c)
+	} else {
+		cs, err := r.cfg.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s,labels.%q==%s", LabelAgent, r.cfg.AgentID, LabelID, sandboxID))
+		if err != nil {
+			return nil, fmt.Errorf("find sandbox %s: %w", sandboxID, err)
+		}
+		found = cs
+	}
+	var ended []Info
+	for _, c := range found {
+		info, err := r.deleteOne(ctx, c, grace)
+		if err != nil {
+			return ended, err
+		}
+		if info.ContainerID != "" {
+			ended = append(ended, info)
+		}
+	}
+	return ended, nil
+}
+
+func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace time.Duration) (Info, error) {
+	unlock := r.locks.lock(c.ID())
+	defer unlock()
+	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if errdefs.IsNotFound(err) {
+		return Info{}, nil
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
+	}
+	info := infoFromContainer(cinfo)
+	if info.agent != r.cfg.AgentID {
+		// Another agent's sandbox: not ours to stop.
+		return Info{}, nil
+	}
+	status, err := r.stop(ctx, c, grace)
+	if err != nil {
+		return Info{}, err
+	}
+	setPhase(&info, status)
+	if err := r.remove(ctx, c); err != nil {
+		return Info{}, err
+	}
+	return info, nil
+}
+
+// stop ends c's task: SIGTERM, up to grace, then SIGKILL to every process.
+// It returns the task's final status; a container without a task reports
+// Unknown.
+func (r *Runtime) stop(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Status, error) {
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return containerd.Status{Status: containerd.Unknown}, nil
+	}
+	if err != nil {
+		return containerd.Status{}, fmt.Errorf("load task %s: %w", c.ID(), err)
+	}
+	status, err := task.Status(ctx)
+	if err != nil {
+		return containerd.Status{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+	}
+	if status.Status != containerd.Running && status.Status != containerd.Paused && status.Status != containerd.Pausing {
+		return status, nil
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return containerd.Status{}, fmt.Errorf("wait for task %s: %w", c.ID(), err)
+	}
+	if grace > 0 {
+		if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+			return containerd.Status{}, fmt.Errorf("send SIGTERM to %s: %w", c.ID(), err)
+		}
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
+		select {
+		case es := <-exited:
+			return exitStatus(es), nil
+		case <-timer.C:
+		case <-ctx.Done():
+			return containerd.Status{}, ctx.Err()
+		}
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return containerd.Status{}, fmt.Errorf("send SIGKILL to %s: %w", c.ID(), err)
+	}
+	select {
+	case es := <-exited:
+		return exitStatus(es), nil
+	case <-ctx.Done():
+		return containerd.Status{}, ctx.Err()
+	}
+}
+
+func exitStatus(es containerd.ExitStatus) containerd.Status {
+	return containerd.Status{Status: containerd.Stopped, ExitStatus: es.ExitCode(), ExitTime: es.ExitTime()}
+}
+
+// remove deletes c's task (killing it if it still runs), then c and its
+// snapshot. What is already gone is skipped.
+func (r *Runtime) remove(ctx context.Context, c containerd.Container) error {
+	task, err := c.Task(ctx, nil)
+	switch {
+	case errdefs.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("load task %s: %w", c.ID(), err)
+	default:
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", c.ID(), err)
+		}
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", c.ID(), err)
+	}
+	return nil
+}

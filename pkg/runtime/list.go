@@ -1,0 +1,102 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// List returns every sandbox container of this agent with its task's state.
+func (r *Runtime) List(ctx context.Context) ([]Info, error) {
+	cs, err := r.cfg.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelAgent, r.cfg.AgentID))
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	out := make([]Info, 0, len(cs))
+	for _, c := range cs {
+		info, err := r.inspect(ctx, c)
+		if errdefs.IsNotFound(err) {
+			continue // deleted while we listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// Get returns one sandbox revision's state; an error matching
+// errdefs.IsNotFound when it is not there or belongs to another agent.
+func (r *Runtime) Get(ctx context.Context, sandboxID string, revision int64) (Info, error) {
+	id := ContainerID(sandboxID, revision)
+	c, err := r.cfg.Client.LoadContainer(ctx, id)
+	if err != nil {
+		return Info{}, fmt.Errorf("load sandbox %s: %w", id, err)
+	}
+	info, err := r.inspect(ctx, c)
+	if err != nil {
+		return Info{}, err
+	}
+	if info.agent != r.cfg.AgentID {
+		return Info{}, fmt.Errorf("sandbox %s belongs to agent %q: %w", id, info.agent, errdefs.ErrNotFound)
+	}
+	return info, nil
+}
+
+// inspect reads a container's sandbox identity and its task's state.
+func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, error) {
+	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
+	}
+	info := infoFromContainer(cinfo)
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		info.Phase = PhaseCreated
+		return info, nil
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
+	}
+	status, err := task.Status(ctx)
+	if errdefs.IsNotFound(err) {
+		info.Phase = PhaseCreated
+		return info, nil
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+	}
+	setPhase(&info, status)
+	return info, nil
+}
+
+// infoFromContainer reads a sandbox's identity and spec from its container.
+func infoFromContainer(c containers.Container) Info {
+	rev, _ := strconv.ParseInt(c.Labels[LabelRevision], 10, 64)
+	info := Info{
+		ContainerID: c.ID,
+		ID:          c.Labels[LabelID],
+		Revision:    rev,
+		Namespace:   c.Labels[LabelNamespace],
+		Name:        c.Labels[LabelName],
+		LogPath:     c.Labels[LabelLogPath],
+		Created:     c.CreatedAt,
+		agent:       c.Labels[LabelAgent],
+	}
+	if ext, ok := c.Extensions[ExtensionSpec]; ok {
+		if v, err := typeurl.UnmarshalAny(ext); err == nil {
+			if spec, ok := v.(*fsbv1.SandboxSpec); ok {
+				info.Spec = spec
+			}
+		}
+	}
+	return info
+}

@@ -1,0 +1,255 @@
+// Package runtime runs sandboxes as containerd containers: one container and
+// one task per sandbox revision, with fsb init as PID 1 and fsb log-driver
+// writing its output. It is the agent's only way to containerd.
+package runtime
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// Labels every sandbox container carries. The agent adopts and counts only
+// containers whose LabelAgent is its own ID.
+const (
+	LabelID        = "sandbox.fast.io/id"
+	LabelRevision  = "sandbox.fast.io/revision"
+	LabelNamespace = "sandbox.fast.io/namespace"
+	LabelName      = "sandbox.fast.io/name"
+	LabelAgent     = "sandbox.fast.io/agent"
+	LabelLogPath   = "sandbox.fast.io/log-path"
+)
+
+// ExtensionSpec names the container extension that holds the sandbox's full
+// spec (an fsbv1.SandboxSpec), so that an agent or controller can rebuild the
+// sandbox's object from the container alone.
+const ExtensionSpec = "sandbox.fast.io/spec"
+
+// InitPath is where fsb init is bind-mounted inside every sandbox.
+const InitPath = "/.fsb/init"
+
+// Runtime names an agent accepts in a spec.
+const (
+	RuntimeRunc = "runc"
+	RuntimeCrun = "crun"
+)
+
+// Errors that the agent maps to API codes.
+var (
+	// ErrInvalid marks a spec that cannot run as asked.
+	ErrInvalid = errors.New("invalid sandbox")
+	// ErrImageNotFound marks an image that is neither present nor pullable.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrUnavailable marks a runtime this node does not offer.
+	ErrUnavailable = errors.New("not available on this agent")
+)
+
+// Config is what a Runtime needs.
+type Config struct {
+	Client *containerd.Client
+	// AgentID is written into every container's labels.
+	AgentID string
+	// InitBinary is the host path of the static fsb binary mounted as PID 1.
+	InitBinary string
+	// LogDriverBinary is the host path of the fsb binary the shim runs to
+	// write logs.
+	LogDriverBinary string
+	// LogDir holds <namespace>/<name>/<sandboxID>-<revision>.log.
+	LogDir string
+	// LogMaxSize and LogMaxFiles rotate each log file; 0 never rotates.
+	LogMaxSize  int64
+	LogMaxFiles int
+	// NetNSPath is the network namespace sandboxes join; empty means the
+	// calling process's own.
+	NetNSPath string
+	// DefaultPidsLimit applies when a spec sets no pids limit.
+	DefaultPidsLimit int64
+	// Snapshotter for root filesystems; empty means containerd's default.
+	Snapshotter string
+	// Runtimes maps a runtime name to the OCI binary the runc shim runs.
+	Runtimes map[string]string
+}
+
+// Runtime creates, inspects and deletes sandbox containers.
+type Runtime struct {
+	cfg    Config
+	images *imageCache
+	locks  keyedMutex
+}
+
+// New returns a Runtime for cfg. The client's default namespace is used.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("runtime: no containerd client")
+	}
+	if cfg.InitBinary == "" || cfg.LogDriverBinary == "" {
+		return nil, errors.New("runtime: init and log driver binaries must be set")
+	}
+	for _, p := range []string{cfg.InitBinary, cfg.LogDriverBinary} {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("runtime: %q must be an absolute path", p)
+		}
+	}
+	// The init binary runs inside images that have no C library.
+	if err := checkStatic(cfg.InitBinary); err != nil {
+		return nil, fmt.Errorf("runtime: init binary: %w", err)
+	}
+	if cfg.NetNSPath == "" {
+		cfg.NetNSPath = fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+	}
+	if cfg.Runtimes == nil {
+		cfg.Runtimes = map[string]string{RuntimeRunc: "runc"}
+	}
+	return &Runtime{cfg: cfg, images: newImageCache(cfg.Client, cfg.Snapshotter)}, nil
+}
+
+// checkStatic fails unless path is a statically linked executable.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; build it with CGO_ENABLED=0 (make build)", path)
+		}
+	}
+	return nil
+}
+
+// Sandbox is one revision of a sandbox to run.
+type Sandbox struct {
+	ID        string
+	Revision  int64
+	Namespace string
+	Name      string
+	Spec      *fsbv1.SandboxSpec
+}
+
+// Phase of a sandbox's container as containerd reports it.
+type Phase int
+
+// Phases, in the order a sandbox goes through them.
+const (
+	// PhaseCreated: the container exists but its task has not started.
+	PhaseCreated Phase = iota
+	PhaseRunning
+	PhaseExited
+)
+
+// Info is the observed state of one sandbox container.
+type Info struct {
+	ContainerID string
+	ID          string
+	Revision    int64
+	Namespace   string
+	Name        string
+	Spec        *fsbv1.SandboxSpec
+	LogPath     string
+	Created     time.Time
+	Phase       Phase
+	// ExitCode and ExitTime are set once Phase is PhaseExited.
+	ExitCode uint32
+	ExitTime time.Time
+
+	agent string
+}
+
+// ContainerID is the containerd ID of a sandbox revision.
+func ContainerID(sandboxID string, revision int64) string {
+	return sandboxID + "-" + strconv.FormatInt(revision, 10)
+}
+
+// LogPath is where the log driver writes a sandbox revision's output.
+func (r *Runtime) LogPath(sb Sandbox) string {
+	return filepath.Join(r.cfg.LogDir, sb.Namespace, sb.Name, ContainerID(sb.ID, sb.Revision)+".log")
+}
+
+// Runtimes lists the runtime names this Runtime can start.
+func (r *Runtime) Runtimes() []string {
+	names := make([]string, 0, len(r.cfg.Runtimes))
+	for _, n := range []string{RuntimeRunc, RuntimeCrun} {
+		if _, ok := r.cfg.Runtimes[n]; ok {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// Images lists the image names present in the agent's namespace.
+func (r *Runtime) Images(ctx context.Context) ([]string, error) {
+	imgs, err := r.cfg.Client.ImageService().List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	names := make([]string, len(imgs))
+	for i, img := range imgs {
+		names[i] = img.Name
+	}
+	return names, nil
+}
+
+// keyedMutex serializes work on one key while other keys go on in parallel.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = make(map[string]*keyedLock)
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+func ignoreNotFound(err error) error {
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// Ping reports whether containerd answers.
+func (r *Runtime) Ping(ctx context.Context) error {
+	serving, err := r.cfg.Client.IsServing(ctx)
+	if err != nil {
+		return fmt.Errorf("containerd: %w", err)
+	}
+	if !serving {
+		return errors.New("containerd is not serving")
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+// Package agent is the `fsb agent` role: flags, wiring, run.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/containerd/containerd"
+	"github.com/urfave/cli/v2"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
+	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+)
+
+// Command returns the `fsb agent` command.
+func Command() *cli.Command {
+	hostname, _ := os.Hostname()
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run sandboxes on this node's containerd for the controller",
+		Description: "The agent serves fsb.v1.AgentService (Connect, gRPC and gRPC-Web) on --http-port,\n" +
+			"with /healthz, /readyz and /metrics beside it. Every call needs the bearer token\n" +
+			"in --token-file unless --insecure-no-auth is given.",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "http-port", Value: 5758, Usage: "port of the API and probes"},
+			&cli.StringFlag{Name: "bind-address", Value: "", Usage: "address to listen on (empty: every address)"},
+			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
+			&cli.StringFlag{Name: "containerd-namespace", Value: "fsb", Usage: "containerd namespace for sandboxes"},
+			&cli.StringFlag{Name: "agent-id", Value: hostname, Usage: "this agent's ID, written into every sandbox's labels (the pod UID in Kubernetes)"},
+			&cli.StringFlag{Name: "advertise-address", Value: "127.0.0.1", Usage: "address sandboxes' endpoints are reached at"},
+			&cli.StringFlag{Name: "node-name", Value: hostname, EnvVars: []string{"NODE_NAME"}, Usage: "node this agent runs on"},
+			&cli.StringFlag{Name: "log-dir", Value: "/var/log/fsb", Usage: "where sandbox logs are written"},
+			&cli.Int64Flag{Name: "log-max-size", Value: 10 << 20, Usage: "rotate a sandbox's log file past this many bytes (0: never)"},
+			&cli.IntFlag{Name: "log-max-files", Value: 3, Usage: "log files kept per sandbox, the live one included"},
+			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token the controller must present"},
+			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
+			&cli.StringFlag{Name: "init-binary", Usage: "static fsb (or fsb-helper) binary mounted as every sandbox's PID 1 (default: fsb-helper beside this executable, else this executable)"},
+			&cli.StringFlag{Name: "log-driver-binary", Usage: "fsb (or fsb-helper) binary containerd's shim runs to write logs (default: as --init-binary)"},
+			&cli.IntFlag{Name: "capacity", Value: 5, EnvVars: []string{"AGENT_CAPACITY"}, Usage: "the most sandboxes this agent runs at once"},
+			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
+			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
+			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
+			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, text or json"},
+		},
+		Action: run,
+	}
+}
+
+func run(c *cli.Context) error {
+	log, err := logging.New(os.Stderr, c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	tokens, err := tokens(c)
+	if err != nil {
+		return err
+	}
+	helper, err := defaultHelper()
+	if err != nil {
+		return err
+	}
+	initBinary := or(c.String("init-binary"), helper)
+	logDriverBinary := or(c.String("log-driver-binary"), helper)
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	client, err := containerd.New(c.String("containerd-socket"), containerd.WithDefaultNamespace(c.String("containerd-namespace")))
+	if err != nil {
+		return fmt.Errorf("connect to containerd at %s: %w", c.String("containerd-socket"), err)
+	}
+	defer client.Close()
+
+	rt, err := runtime.New(runtime.Config{
+		Client:           client,
+		AgentID:          c.String("agent-id"),
+		InitBinary:       initBinary,
+		LogDriverBinary:  logDriverBinary,
+		LogDir:           c.String("log-dir"),
+		LogMaxSize:       c.Int64("log-max-size"),
+		LogMaxFiles:      c.Int("log-max-files"),
+		DefaultPidsLimit: c.Int64("default-pids-limit"),
+		Snapshotter:      c.String("snapshotter"),
+		Runtimes:         availableRuntimes(),
+	})
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, agent.Config{
+		Runtime:          rt,
+		AgentID:          c.String("agent-id"),
+		AdvertiseAddress: c.String("advertise-address"),
+		NodeName:         c.String("node-name"),
+		Capacity:         c.Int("capacity"),
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(c.String("bind-address"), strconv.Itoa(c.Int("http-port")))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("agent serving",
+		slog.String("address", ln.Addr().String()),
+		slog.String("agent", c.String("agent-id")),
+		slog.String("containerd", c.String("containerd-socket")),
+		slog.String("namespace", c.String("containerd-namespace")),
+		slog.Int("capacity", c.Int("capacity")),
+		slog.Bool("auth", tokens != nil))
+	err = httpserver.Serve(ctx, ln, httpserver.Config{
+		Handler:  a.Handler(tokens),
+		CertFile: c.String("tls-cert-file"),
+		KeyFile:  c.String("tls-key-file"),
+		Logger:   log,
+	})
+	log.Info("agent stopped")
+	return err
+}
+
+func tokens(c *cli.Context) (auth.Tokens, error) {
+	switch {
+	case c.Bool("insecure-no-auth") && c.String("token-file") != "":
+		return nil, errors.New("--insecure-no-auth and --token-file exclude each other")
+	case c.Bool("insecure-no-auth"):
+		return nil, nil
+	case c.String("token-file") == "":
+		return nil, errors.New("--token-file is required (or --insecure-no-auth, for local experiments only)")
+	}
+	tok, err := auth.ReadTokenFile(c.String("token-file"))
+	if err != nil {
+		return nil, err
+	}
+	return auth.Tokens{tok}, nil
+}
+
+// availableRuntimes maps each runtime whose OCI binary is installed to it.
+func availableRuntimes() map[string]string {
+	out := make(map[string]string)
+	for _, name := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {
+		if _, err := exec.LookPath(name); err == nil {
+			out[name] = name
+		}
+	}
+	return out
+}
+
+// defaultHelper returns the binary containerd runs as each sandbox's init
+// and log driver: fsb-helper beside this executable when it is there (it
+// starts several times faster), else this executable itself.
+func defaultHelper() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	helper := filepath.Join(filepath.Dir(self), "fsb-helper")
+	if _, err := os.Stat(helper); err == nil {
+		return helper, nil
+	}
+	return self, nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
