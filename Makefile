@@ -53,7 +53,7 @@ test: build check-generated lint ## build, check generated code, lint, and run e
 
 .PHONY: bench
 bench: build ## agent create/delete latency for runc and crun beside raw containerd
-	scripts/test.sh -run '^$$' -bench BenchmarkAgent -benchtime 25x -count 1 ./pkg/agent/
+	scripts/test.sh -run '^$$' -bench AgentVsContainerd -benchtime 25x -count 1 ./pkg/agent/
 
 .PHONY: rig-up
 rig-up: ## start the test rig in .rig (then: source .rig/env)

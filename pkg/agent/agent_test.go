@@ -442,4 +442,3 @@ func TestNoInitRunsCommandAsPID1(t *testing.T) {
 	sb := h.create(s)
 	h.waitLog(sb, "pid=1")
 }
-
