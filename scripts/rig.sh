@@ -38,7 +38,7 @@ pid_of_daemon() {
 	[[ -r $dir/containerd.pid ]] || return 1
 	pid=$(<"$dir/containerd.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	args=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	args=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline") || return 1
 	grep -qxF -- "$dir/containerd.toml" <<<"$args" || return 1
 	echo "$pid"
 }
@@ -78,6 +78,12 @@ mount_hugetlb() {
 	if ! { mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb; }; then
 		log "warning: could not mount the hugetlb cgroup hierarchy; crun will not work"
 	fi
+}
+
+# lock serializes rig.sh runs on one DIR (fd 9 stays open until exit).
+lock() {
+	exec 9>"$dir/.lock"
+	flock -w 60 9 || die "another rig.sh run holds $dir/.lock"
 }
 
 write_config() {
@@ -133,7 +139,7 @@ start_containerd() {
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	setsid -f bash -c 'cd / && echo $$ >"$1.tmp" && mv -f "$1.tmp" "$1" && exec containerd --config "$2"' \
 		rig-containerd "$dir/containerd.pid" "$dir/containerd.toml" \
-		>>"$dir/containerd.log" 2>&1 </dev/null
+		>>"$dir/containerd.log" 2>&1 </dev/null 9>&-
 
 	local deadline=$((SECONDS + START_TIMEOUT))
 	until answers; do
@@ -195,8 +201,7 @@ cmd_up() {
 	fi
 	mkdir -p "$dir"
 	touch "$dir/$MARKER"
-	exec 9>"$dir/.lock"
-	flock 9
+	lock
 	install_packages
 	mount_hugetlb
 	write_config
@@ -283,7 +288,7 @@ kill_shims() {
 		pid=${cmdline#/proc/}
 		pid=${pid%/cmdline}
 		[[ $pid != "$$" ]] || continue
-		if tr '\0' '\n' <"$cmdline" 2>/dev/null | awk -v sock="$sock" '
+		if tr '\0' '\n' 2>/dev/null <"$cmdline" | awk -v sock="$sock" '
 			NR == 1 && $0 !~ /containerd-shim/ { exit 1 }
 			prev == "-address" && $0 == sock { found = 1 }
 			{ prev = $0 }
@@ -316,8 +321,7 @@ cmd_down() {
 	fi
 	[[ -e $dir/$MARKER ]] || die "$dir is not a rig directory (no $MARKER); not touching it"
 	((EUID == 0)) || die "must run as root"
-	exec 9>"$dir/.lock"
-	flock 9
+	lock
 	delete_tasks
 	reap_bundles
 	stop_containerd

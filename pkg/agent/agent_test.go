@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -256,6 +257,18 @@ func TestSandboxIsHardened(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("sandbox output lacks %q:\n%s", want, out)
 		}
+	}
+	// containerd's default profile, for the native system call ABI only.
+	c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oci, err := c.Spec(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := oci.Linux.Seccomp; sc == nil || sc.DefaultAction != specs.ActErrno || len(sc.Architectures) != 1 || len(sc.Syscalls) == 0 {
+		t.Errorf("seccomp = %+v, want the default allowlist for one ABI", sc)
 	}
 	// The agent's default pids limit, as the kernel holds it.
 	if got := h.cgroupFile(sb, "pids/pids.max"); got != "1024" {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"strconv"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
@@ -44,7 +46,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	if err != nil {
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
-		if derr := r.remove(cleanupCtx, c); derr != nil {
+		if derr := r.remove(cleanupCtx, c, nil); derr != nil {
 			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
 		return Info{}, err
@@ -142,7 +144,7 @@ func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
 		oci.WithProcessCwd(cwd),
 		oci.WithHostname(hostname),
 		oci.WithNoNewPrivileges,
-		seccomp.WithDefaultProfile(),
+		r.seccompOpt(),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.cfg.NetNSPath}),
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
@@ -172,6 +174,33 @@ func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
 		opts = append(opts, oci.WithCPUCFS(quota, period))
 	}
 	return opts, nil
+}
+
+// seccompOpt applies containerd's default seccomp profile. Unless
+// Config.SeccompCompatArches is set, the filter admits only the native
+// system call ABI: 32-bit compat calls (an old attack surface few sandboxed
+// programs need) are refused, and the filter runc compiles for every create
+// shrinks to a third, which takes about 20 ms off a cold start here.
+func (r *Runtime) seccompOpt() oci.SpecOpts {
+	if r.cfg.SeccompCompatArches {
+		return seccomp.WithDefaultProfile()
+	}
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		profile := seccomp.DefaultProfile(s)
+		if native, ok := nativeArch[goruntime.GOARCH]; ok {
+			profile.Architectures = []specs.Arch{native}
+		}
+		s.Linux.Seccomp = profile
+		return nil
+	}
+}
+
+var nativeArch = map[string]specs.Arch{
+	"amd64":   specs.ArchX86_64,
+	"arm64":   specs.ArchAARCH64,
+	"ppc64le": specs.ArchPPC64LE,
+	"s390x":   specs.ArchS390X,
+	"riscv64": specs.ArchRISCV64,
 }
 
 // processArgs applies Kubernetes' rules: command replaces the entrypoint

@@ -61,42 +61,52 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 		// Another agent's sandbox: not ours to stop.
 		return Info{}, nil
 	}
-	status, err := r.stop(ctx, c, grace)
+	task, status, err := r.stop(ctx, c, grace)
 	if err != nil {
 		return Info{}, err
 	}
 	setPhase(&info, status)
-	if err := r.remove(ctx, c); err != nil {
+	if err := r.remove(ctx, c, task); err != nil {
 		return Info{}, err
 	}
 	return info, nil
 }
 
 // stop ends c's task: SIGTERM, up to grace, then SIGKILL to every process.
-// It returns the task's final status; a container without a task reports
-// Unknown.
-func (r *Runtime) stop(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Status, error) {
+// It returns the task (nil when c has none) and its final status; a
+// container without a task reports Unknown.
+func (r *Runtime) stop(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Task, containerd.Status, error) {
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		return containerd.Status{Status: containerd.Unknown}, nil
+		return nil, containerd.Status{Status: containerd.Unknown}, nil
 	}
 	if err != nil {
-		return containerd.Status{}, fmt.Errorf("load task %s: %w", c.ID(), err)
+		return nil, containerd.Status{}, fmt.Errorf("load task %s: %w", c.ID(), err)
 	}
 	status, err := task.Status(ctx)
 	if err != nil {
-		return containerd.Status{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+		return nil, containerd.Status{}, fmt.Errorf("task %s status: %w", c.ID(), err)
 	}
 	if status.Status != containerd.Running && status.Status != containerd.Paused && status.Status != containerd.Pausing {
-		return status, nil
+		return task, status, nil
 	}
+	status, err = terminate(ctx, task, grace)
+	if err != nil {
+		return nil, containerd.Status{}, fmt.Errorf("stop %s: %w", c.ID(), err)
+	}
+	return task, status, nil
+}
+
+// terminate sends SIGTERM, waits up to grace, then sends SIGKILL to every
+// process of the task, and returns its exit status.
+func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (containerd.Status, error) {
 	exited, err := task.Wait(ctx)
 	if err != nil {
-		return containerd.Status{}, fmt.Errorf("wait for task %s: %w", c.ID(), err)
+		return containerd.Status{}, fmt.Errorf("wait: %w", err)
 	}
 	if grace > 0 {
 		if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
-			return containerd.Status{}, fmt.Errorf("send SIGTERM to %s: %w", c.ID(), err)
+			return containerd.Status{}, fmt.Errorf("send SIGTERM: %w", err)
 		}
 		timer := time.NewTimer(grace)
 		defer timer.Stop()
@@ -109,7 +119,7 @@ func (r *Runtime) stop(ctx context.Context, c containerd.Container, grace time.D
 		}
 	}
 	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
-		return containerd.Status{}, fmt.Errorf("send SIGKILL to %s: %w", c.ID(), err)
+		return containerd.Status{}, fmt.Errorf("send SIGKILL: %w", err)
 	}
 	select {
 	case es := <-exited:
@@ -124,9 +134,13 @@ func exitStatus(es containerd.ExitStatus) containerd.Status {
 }
 
 // remove deletes c's task (killing it if it still runs), then c and its
-// snapshot. What is already gone is skipped.
-func (r *Runtime) remove(ctx context.Context, c containerd.Container) error {
-	task, err := c.Task(ctx, nil)
+// snapshot. task may be nil: it is then looked up. What is already gone is
+// skipped.
+func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task) error {
+	var err error
+	if task == nil {
+		task, err = c.Task(ctx, nil)
+	}
 	switch {
 	case errdefs.IsNotFound(err):
 	case err != nil:

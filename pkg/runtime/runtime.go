@@ -75,6 +75,9 @@ type Config struct {
 	NetNSPath string
 	// DefaultPidsLimit applies when a spec sets no pids limit.
 	DefaultPidsLimit int64
+	// SeccompCompatArches keeps the 32-bit compat system call ABIs in the
+	// seccomp filter, as Docker does; by default only the native ABI passes.
+	SeccompCompatArches bool
 	// Snapshotter for root filesystems; empty means containerd's default.
 	Snapshotter string
 	// Runtimes maps a runtime name to the OCI binary the runc shim runs.

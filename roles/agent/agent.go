@@ -49,6 +49,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "log-driver-binary", Usage: "fsb (or fsb-helper) binary containerd's shim runs to write logs (default: as --init-binary)"},
 			&cli.IntFlag{Name: "capacity", Value: 5, EnvVars: []string{"AGENT_CAPACITY"}, Usage: "the most sandboxes this agent runs at once"},
 			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
+			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "let sandboxes make 32-bit compat system calls, as Docker's profile does (slower creates; off: native ABI only)"},
 			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
@@ -85,16 +86,17 @@ func run(c *cli.Context) error {
 	defer client.Close()
 
 	rt, err := runtime.New(runtime.Config{
-		Client:           client,
-		AgentID:          c.String("agent-id"),
-		InitBinary:       initBinary,
-		LogDriverBinary:  logDriverBinary,
-		LogDir:           c.String("log-dir"),
-		LogMaxSize:       c.Int64("log-max-size"),
-		LogMaxFiles:      c.Int("log-max-files"),
-		DefaultPidsLimit: c.Int64("default-pids-limit"),
-		Snapshotter:      c.String("snapshotter"),
-		Runtimes:         availableRuntimes(),
+		Client:              client,
+		AgentID:             c.String("agent-id"),
+		InitBinary:          initBinary,
+		LogDriverBinary:     logDriverBinary,
+		LogDir:              c.String("log-dir"),
+		LogMaxSize:          c.Int64("log-max-size"),
+		LogMaxFiles:         c.Int("log-max-files"),
+		DefaultPidsLimit:    c.Int64("default-pids-limit"),
+		Snapshotter:         c.String("snapshotter"),
+		SeccompCompatArches: c.Bool("seccomp-compat-arches"),
+		Runtimes:            availableRuntimes(),
 	})
 	if err != nil {
 		return err
