@@ -55,13 +55,18 @@ test: build check-generated lint ## build, check generated code, lint, and run e
 bench: build ## agent create/delete latency for runc and crun beside raw containerd
 	scripts/test.sh -run '^$$' -bench AgentVsContainerd -benchtime 25x -count 1 ./pkg/agent/
 
+# Where `make rig-up` keeps a rig for working by hand; socket paths must
+# stay short.
+RIG_DIR ?= /tmp/fsb-rig.dev
+
 .PHONY: rig-up
-rig-up: ## start the test rig in .rig (then: source .rig/env)
-	scripts/rig.sh up $(CURDIR)/.rig
+rig-up: build ## start a rig in $(RIG_DIR) for go test by hand (then: source $(RIG_DIR)/env)
+	scripts/rig.sh up $(RIG_DIR)
+	@echo 'export FSB_BINARY=$(CURDIR)/bin/fsb FSB_HELPER_BINARY=$(CURDIR)/bin/fsb-helper' >> $(RIG_DIR)/env
 
 .PHONY: rig-down
-rig-down: ## stop the test rig in .rig
-	scripts/rig.sh down $(CURDIR)/.rig
+rig-down: ## stop the rig in $(RIG_DIR)
+	scripts/rig.sh down $(RIG_DIR)
 
 .PHONY: demo
 demo: ## the quick start (arrives with the controller)

@@ -12,7 +12,7 @@
 # not used.
 set -euo pipefail
 
-readonly PACKAGES=(containerd runc crun runsc criu containernetworking-plugins busybox-static iproute2)
+readonly PACKAGES=(containerd runc crun runsc criu containernetworking-plugins busybox-static iproute2 gcc)
 readonly MARKER=.fsb-rig
 readonly START_TIMEOUT=20 # seconds to wait for containerd to answer
 readonly STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
@@ -82,8 +82,8 @@ mount_hugetlb() {
 
 # lock serializes rig.sh runs on one DIR (fd 9 stays open until exit).
 lock() {
-	exec 9>"$dir/.lock"
-	flock -w 60 9 || die "another rig.sh run holds $dir/.lock"
+	exec 9>"$dir/.rig.lock"
+	flock -w 60 9 || die "another rig.sh run holds $dir/.rig.lock"
 }
 
 write_config() {
@@ -235,13 +235,31 @@ delete_tasks() {
 		for id in $ids; do
 			ctr -a "$sock" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
 		done
+		remove_ns_leftovers "$ns"
+	done
+}
+
+# remove_ns_leftovers removes the empty runtime state and cgroup directories
+# the runc shim leaves for a test namespace. Only fsbtest-* namespaces (made
+# by pkg/rig, unique by a random suffix) are touched: other names may be
+# shared with another containerd on the host.
+remove_ns_leftovers() {
+	local ns=$1 d
+	[[ $ns == fsbtest-* ]] || return 0
+	rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
+	for d in /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns"; do
+		if [[ -d $d ]]; then
+			find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		fi
 	done
 }
 
 # reap_bundles stops containers whose task bundle survived (daemon gone or
 # delete failed), using the runtime binary and root recorded in the bundle.
+# With "final" (once the daemon and all its shims are dead) it also removes
+# the shim sockets the bundles name: a killed shim leaves its socket behind.
 reap_bundles() {
-	local bundle ns id bin root opts
+	local final=${1:-} bundle ns id bin root opts addr
 	for bundle in "$dir"/state/io.containerd.runtime.v2.task/*/*; do
 		[[ -d $bundle ]] || continue
 		id=${bundle##*/}
@@ -259,6 +277,14 @@ reap_bundles() {
 		if command -v "$bin" >/dev/null; then
 			"$bin" --root "$root/$ns" kill "$id" KILL >/dev/null 2>&1 || true
 			"$bin" --root "$root/$ns" delete --force "$id" >/dev/null 2>&1 || true
+		fi
+		remove_ns_leftovers "$ns"
+		if [[ $final == final && -r $bundle/address ]]; then
+			addr=$(<"$bundle/address")
+			addr=${addr#unix://}
+			if [[ $addr == /* && -S $addr ]]; then
+				rm -f -- "$addr"
+			fi
 		fi
 	done
 }
@@ -326,7 +352,7 @@ cmd_down() {
 	reap_bundles
 	stop_containerd
 	kill_shims
-	reap_bundles
+	reap_bundles final
 	unmount_all
 	rm -rf "$dir"
 	log "down: $dir removed"

@@ -45,15 +45,10 @@ func withCapacity(n int) harnessOption {
 
 func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
-	_, ns := rig.Containerd(t)
-	// A client of our own whose default namespace is the test's, as the
-	// agent's is in production.
-	cd, err := containerd.New(rig.Env(t, rig.EnvSocket), containerd.WithDefaultNamespace(ns))
-	if err != nil {
-		t.Fatalf("connect to containerd: %v", err)
-	}
-	t.Cleanup(func() { cd.Close() })
-	helper := rig.Env(t, "FSB_HELPER_BINARY")
+	// The client's default namespace is the test's own, as the agent's is
+	// --containerd-namespace in production.
+	cd, ns := rig.Containerd(t)
+	helper := rig.HelperBinary(t)
 	h := &harness{t: t, cd: cd, logDir: t.TempDir(), agentID: "agent-" + ns}
 	rcfg := runtime.Config{
 		Client:           cd,
@@ -69,6 +64,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	for _, o := range opts {
 		o(&rcfg, &acfg)
 	}
+	var err error
 	h.rt, err = runtime.New(rcfg)
 	if err != nil {
 		t.Fatalf("runtime: %v", err)

@@ -41,6 +41,9 @@ const (
 	EnvRunscWrapper = "FSB_RUNSC_WRAPPER"
 	// EnvBinary is the static fsb binary that `make build` produces.
 	EnvBinary = "FSB_BINARY"
+	// EnvHelperBinary is the static fsb-helper binary (init and log driver)
+	// that `make build` produces beside fsb.
+	EnvHelperBinary = "FSB_HELPER_BINARY"
 	// EnvRigDir is the directory the rig lives in.
 	EnvRigDir = "FSB_RIG_DIR"
 )
@@ -98,6 +101,20 @@ func FsbBinary(t testing.TB) string {
 	return p
 }
 
+// HelperBinary returns the path of the static fsb-helper binary
+// (FSB_HELPER_BINARY), failing the test when it is unset or missing.
+func HelperBinary(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv(EnvHelperBinary)
+	if p == "" {
+		t.Fatalf("%s is not set: run `make build` and export %s=<repo>/bin/fsb-helper, or run `make test`", EnvHelperBinary, EnvHelperBinary)
+	}
+	if err := checkExecutable(p); err != nil {
+		t.Fatalf("%s: %v: run `make build`, or run `make test`", EnvHelperBinary, err)
+	}
+	return p
+}
+
 // RunscWrapper returns the runsc wrapper (FSB_RUNSC_WRAPPER) to pass as the
 // runc shim's BinaryName for gVisor, failing the test when it is missing.
 func RunscWrapper(t testing.TB) string {
@@ -130,6 +147,10 @@ func Containerd(t testing.TB) (*containerd.Client, string) {
 	sock := Env(t, EnvSocket)
 	archive := Env(t, EnvImageTar)
 	ns := namespaceName(t.Name())
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		// Fail at once: dialing a missing socket would retry until the timeout.
+		t.Fatalf("no containerd socket at %s (%s); the rig is down or the environment is stale; %s", sock, EnvSocket, rigAdvice)
+	}
 
 	client, err := containerd.New(sock,
 		containerd.WithTimeout(connectTimeout),

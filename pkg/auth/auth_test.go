@@ -1,0 +1,42 @@
+package auth
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	ts := Tokens{"alpha", "beta"}
+	for header, want := range map[string]error{
+		"Bearer alpha": nil,
+		"Bearer beta":  nil,
+		"Bearer gamma": errWrongToken,
+		"Bearer alph":  errWrongToken,
+		"Bearer ":      errNoToken,
+		"alpha":        errNoToken,
+		"Basic alpha":  errNoToken,
+		"":             errNoToken,
+	} {
+		if got := ts.check(header); got != want {
+			t.Errorf("check(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
+func TestReadTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("  s3cret\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	if tok, err := ReadTokenFile(good); err != nil || tok != "s3cret" {
+		t.Errorf("ReadTokenFile(good) = %q, %v", tok, err)
+	}
+	if _, err := ReadTokenFile(empty); err == nil {
+		t.Error("an empty token file was accepted")
+	}
+	if _, err := ReadTokenFile(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing token file was accepted")
+	}
+}
