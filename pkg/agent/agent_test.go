@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,9 @@ func TestLogsCarryStreamAndTimestamp(t *testing.T) {
 	if err := stream.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(got, ",") != "stdout:to-out,stderr:to-err" {
+	// stdout and stderr are two pipes: their lines may interleave either way.
+	slices.Sort(got)
+	if strings.Join(got, ",") != "stderr:to-err,stdout:to-out" {
 		t.Errorf("StreamLogs = %v", got)
 	}
 }
