@@ -36,13 +36,14 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
+	fresh := errdefs.IsNotFound(err)
+	if fresh {
 		c, err = r.newContainer(ctx, sb, id, binary)
 	}
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := r.ensureTask(ctx, c, sb)
+	info, err := r.ensureTask(ctx, c, sb, fresh)
 	if err != nil {
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
@@ -224,21 +225,30 @@ func userOpt(user string) oci.SpecOpts {
 	return oci.WithUser(user)
 }
 
-// ensureTask makes sure c has a started task, creating it when missing.
-func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb Sandbox) (Info, error) {
-	task, err := c.Task(ctx, nil)
-	if errdefs.IsNotFound(err) {
+// ensureTask makes sure c has a started task, creating it when missing. A
+// fresh container has no task, so the look-ups are skipped for it: the
+// create path is the product.
+func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb Sandbox, fresh bool) (Info, error) {
+	var task containerd.Task
+	var status containerd.Status
+	var err error = errdefs.ErrNotFound
+	if !fresh {
+		task, err = c.Task(ctx, nil)
+	}
+	switch {
+	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
 		task, err = c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
 		if err != nil {
 			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
 		}
-	} else if err != nil {
+		status.Status = containerd.Created
+	case err != nil:
 		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
-	}
-	status, err := task.Status(ctx)
-	if err != nil {
-		return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+	default:
+		if status, err = task.Status(ctx); err != nil {
+			return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+		}
 	}
 	if status.Status == containerd.Created {
 		if err := task.Start(ctx); err != nil {
@@ -246,15 +256,13 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		}
 		status.Status = containerd.Running
 	}
-	info := Info{
-		ContainerID: c.ID(),
-		ID:          sb.ID,
-		Revision:    sb.Revision,
-		Namespace:   sb.Namespace,
-		Name:        sb.Name,
-		Spec:        sb.Spec,
-		LogPath:     r.LogPath(sb),
+	// The container's record came with it from containerd: no extra call.
+	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
 	}
+	info := infoFromContainer(cinfo)
+	info.Spec = sb.Spec
 	setPhase(&info, status)
 	return info, nil
 }
