@@ -80,6 +80,14 @@ type Config struct {
 	SeccompCompatArches bool
 	// Snapshotter for root filesystems; empty means containerd's default.
 	Snapshotter string
+	// ImageNamespaces are other containerd namespaces (such as k8s.io, where
+	// the kubelet keeps its pulls) whose images a sandbox may use without a
+	// pull: the content is shared, only the records are copied.
+	ImageNamespaces []string
+	// RegistryConfigPath is a directory of containerd hosts.toml files
+	// (<dir>/<host>/hosts.toml) naming mirrors, TLS and plain-HTTP
+	// registries for pulls. Registries on loopback always use plain HTTP.
+	RegistryConfigPath string
 	// Runtimes maps a runtime name to the OCI binary the runc shim runs.
 	Runtimes map[string]string
 }

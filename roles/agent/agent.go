@@ -50,6 +50,8 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "capacity", Value: 5, EnvVars: []string{"AGENT_CAPACITY"}, Usage: "the most sandboxes this agent runs at once"},
 			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
 			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "let sandboxes make 32-bit compat system calls, as Docker's profile does (slower creates; off: native ABI only)"},
+			&cli.StringSliceFlag{Name: "image-namespaces", Value: cli.NewStringSlice("k8s.io"), Usage: "other containerd namespaces whose images sandboxes may use without a pull"},
+			&cli.StringFlag{Name: "registry-config-path", Usage: "directory of containerd hosts.toml files (<dir>/<registry>/hosts.toml): mirrors, TLS, plain HTTP"},
 			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
@@ -96,6 +98,8 @@ func run(c *cli.Context) error {
 		DefaultPidsLimit:    c.Int64("default-pids-limit"),
 		Snapshotter:         c.String("snapshotter"),
 		SeccompCompatArches: c.Bool("seccomp-compat-arches"),
+		ImageNamespaces:     c.StringSlice("image-namespaces"),
+		RegistryConfigPath:  c.String("registry-config-path"),
 		Runtimes:            availableRuntimes(),
 	})
 	if err != nil {
