@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -44,17 +44,21 @@ type Config struct {
 type Agent struct {
 	cfg     Config
 	metrics *metrics
+	watcher sync.WaitGroup
 
-	// mu guards slots: every sandbox container this agent holds, by
-	// container ID, with the ports it exposes. A create reserves its slot
-	// here before it reaches containerd, so concurrent creates cannot
-	// overrun capacity or share a port.
-	mu    sync.Mutex
-	slots map[string][]int32
+	// mu guards creating: the creates under way, by container ID, with the
+	// ports they expose. A create reserves its slot here before it reaches
+	// containerd, so concurrent creates cannot overrun capacity or share a
+	// port; once it is done the runtime's state holds the sandbox.
+	mu       sync.Mutex
+	creating map[string][]int32
+	images   []string // the last image list containerd gave
 }
 
-// New returns an Agent that has adopted the sandboxes its runtime already
-// holds for this agent ID.
+// New starts an agent: it watches containerd's events until ctx ends (Wait
+// waits for that), loads the state of the sandboxes containerd already runs
+// for this agent ID — adopting them — and finishes or rolls back any that a
+// crash left half made.
 func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Runtime == nil {
 		return nil, errors.New("agent: no runtime")
@@ -65,50 +69,64 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, metrics: newMetrics(), slots: make(map[string][]int32)}
-	existing, err := cfg.Runtime.List(ctx)
+	a := &Agent{cfg: cfg, metrics: newMetrics(), creating: make(map[string][]int32)}
+	synced := make(chan struct{})
+	a.watcher.Add(1)
+	go func() {
+		defer a.watcher.Done()
+		cfg.Runtime.Watch(ctx, synced)
+	}()
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("agent: load sandboxes: %w", ctx.Err())
+	}
+	finished, rolledBack, err := cfg.Runtime.Repair(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("adopt sandboxes: %w", err)
+		return nil, fmt.Errorf("agent: repair half-made sandboxes: %w", err)
 	}
-	for _, info := range existing {
-		a.slots[info.ContainerID] = info.Spec.GetExposedPorts()
-	}
+	sandboxes, _ := cfg.Runtime.Sandboxes()
 	a.metrics.capacity.Set(float64(cfg.Capacity))
-	a.metrics.sandboxes.Set(float64(len(a.slots)))
-	if len(existing) > 0 {
-		cfg.Logger.Info("adopted sandboxes", slog.Int("count", len(existing)))
-	}
+	a.metrics.sandboxes.Set(float64(len(sandboxes)))
+	cfg.Logger.Info("sandboxes loaded", slog.Int("running", len(sandboxes)),
+		slog.Int("finished", finished), slog.Int("rolledBack", rolledBack))
 	return a, nil
 }
+
+// Wait waits until the agent has stopped watching containerd, after the
+// context given to New has ended.
+func (a *Agent) Wait() { a.watcher.Wait() }
 
 // reserve takes a slot and the ports for a container, or says why not. A
 // container that already holds a slot keeps it: creates are idempotent.
 func (a *Agent) reserve(containerID string, ports []int32) (release func(), err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.slots[containerID]; ok {
+	held := make(map[string][]int32, len(a.creating))
+	sandboxes, _ := a.cfg.Runtime.Sandboxes()
+	for _, info := range sandboxes {
+		held[info.ContainerID] = info.Spec.GetExposedPorts()
+	}
+	maps.Copy(held, a.creating)
+	if _, ok := held[containerID]; ok {
 		return func() {}, nil
 	}
-	if len(a.slots) >= a.cfg.Capacity {
-		return nil, fmt.Errorf("agent %s is full: %d of %d sandboxes", a.cfg.AgentID, len(a.slots), a.cfg.Capacity)
+	if len(held) >= a.cfg.Capacity {
+		return nil, fmt.Errorf("agent %s is full: %d of %d sandboxes", a.cfg.AgentID, len(held), a.cfg.Capacity)
 	}
-	for id, used := range a.slots {
+	for id, used := range held {
 		for _, p := range ports {
 			if slices.Contains(used, p) {
 				return nil, fmt.Errorf("port %d is already used by sandbox container %s on agent %s", p, id, a.cfg.AgentID)
 			}
 		}
 	}
-	a.slots[containerID] = ports
-	a.metrics.sandboxes.Set(float64(len(a.slots)))
-	return func() { a.free(containerID) }, nil
-}
-
-func (a *Agent) free(containerID string) {
-	a.mu.Lock()
-	delete(a.slots, containerID)
-	a.metrics.sandboxes.Set(float64(len(a.slots)))
-	a.mu.Unlock()
+	a.creating[containerID] = ports
+	return func() {
+		a.mu.Lock()
+		delete(a.creating, containerID)
+		a.mu.Unlock()
+	}, nil
 }
 
 // CreateSandbox implements AgentService.CreateSandbox.
@@ -126,8 +144,8 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	info, err := a.cfg.Runtime.Ensure(ctx, sb)
+	release()
 	if err != nil {
-		release()
 		a.metrics.observeCreate(start, "error")
 		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", cid), slog.Any("err", err))
 		return nil, connect.NewError(createCode(err), err)
@@ -168,9 +186,6 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		grace = time.Duration(msg.GetGracePeriodSeconds()) * time.Second
 	}
 	ended, err := a.cfg.Runtime.Delete(ctx, msg.GetSandboxId(), msg.GetRevision(), grace)
-	for _, info := range ended {
-		a.free(info.ContainerID)
-	}
 	if err != nil {
 		a.metrics.observeDelete(start, "error")
 		return nil, connect.NewError(createCode(err), err)
@@ -185,23 +200,30 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 
 // GetStatus implements AgentService.GetStatus.
 func (a *Agent) GetStatus(ctx context.Context, _ *connect.Request[fsbv1.GetStatusRequest]) (*connect.Response[fsbv1.GetStatusResponse], error) {
-	st, err := a.status(ctx)
+	infos, _ := a.cfg.Runtime.Sandboxes()
+	st, err := a.status(ctx, infos)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	return connect.NewResponse(&fsbv1.GetStatusResponse{Status: st}), nil
 }
 
-func (a *Agent) status(ctx context.Context) (*fsbv1.AgentStatus, error) {
-	infos, err := a.cfg.Runtime.List(ctx)
-	if err != nil {
-		return nil, err
-	}
+// status describes the agent and the sandboxes in the runtime's state.
+func (a *Agent) status(ctx context.Context, infos []runtime.Info) (*fsbv1.AgentStatus, error) {
 	images, err := a.cfg.Runtime.Images(ctx)
+	a.mu.Lock()
+	if err == nil {
+		a.images = images
+	} else if a.images != nil {
+		// containerd is away (restarting): the sandboxes' state is kept
+		// from events, and the images are what they were a moment ago.
+		images, err = a.images, nil
+	}
+	a.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].ContainerID < infos[j].ContainerID })
+	a.metrics.sandboxes.Set(float64(len(infos)))
 	st := &fsbv1.AgentStatus{
 		AgentId:          a.cfg.AgentID,
 		AdvertiseAddress: a.cfg.AdvertiseAddress,
@@ -216,9 +238,27 @@ func (a *Agent) status(ctx context.Context) (*fsbv1.AgentStatus, error) {
 	return st, nil
 }
 
-// WatchStatus implements AgentService.WatchStatus.
-func (a *Agent) WatchStatus(context.Context, *connect.Request[fsbv1.WatchStatusRequest], *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errors.New("WatchStatus is not served by this agent version yet: poll GetStatus"))
+// WatchStatus implements AgentService.WatchStatus: the full status first,
+// then again after every change, until the caller goes away.
+func (a *Agent) WatchStatus(ctx context.Context, _ *connect.Request[fsbv1.WatchStatusRequest], stream *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
+	for {
+		infos, changed := a.cfg.Runtime.Sandboxes()
+		st, err := a.status(ctx, infos)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return connect.NewError(connect.CodeUnavailable, err)
+		}
+		if err := stream.Send(&fsbv1.WatchStatusResponse{Status: st}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
 }
 
 // StreamLogs implements AgentService.StreamLogs.
@@ -230,13 +270,13 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 	if msg.GetTail() < 0 {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("tail %d: want 0 (everything) or more", msg.GetTail()))
 	}
-	info, err := a.find(ctx, msg.GetSandboxId(), msg.GetRevision())
+	info, err := a.find(msg.GetSandboxId(), msg.GetRevision())
 	if err != nil {
 		return err
 	}
 	done := func() bool {
-		cur, err := a.cfg.Runtime.Get(ctx, info.ID, info.Revision)
-		return err != nil || cur.Phase == runtime.PhaseExited
+		cur, ok := a.cfg.Runtime.Sandbox(info.ContainerID)
+		return !ok || cur.Phase == runtime.PhaseExited
 	}
 	opts := logfile.StreamOptions{Tail: int(msg.GetTail()), Follow: msg.GetFollow(), Done: done}
 	err = logfile.Stream(ctx, info.LogPath, opts, func(lines []logfile.Line) error {
@@ -253,31 +293,21 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 }
 
 // find returns a sandbox revision, or its newest one when revision is 0.
-func (a *Agent) find(ctx context.Context, sandboxID string, revision int64) (runtime.Info, error) {
-	if revision > 0 {
-		info, err := a.cfg.Runtime.Get(ctx, sandboxID, revision)
-		if errdefs.IsNotFound(err) {
+func (a *Agent) find(sandboxID string, revision int64) (runtime.Info, error) {
+	infos, _ := a.cfg.Runtime.Sandboxes()
+	var found runtime.Info
+	for _, info := range infos {
+		if info.ID == sandboxID && (info.Revision == revision || revision == 0 && info.Revision > found.Revision) {
+			found = info
+		}
+	}
+	if found.ContainerID == "" {
+		if revision > 0 {
 			return runtime.Info{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s revision %d is not on agent %s", sandboxID, revision, a.cfg.AgentID))
 		}
-		if err != nil {
-			return runtime.Info{}, connect.NewError(connect.CodeUnavailable, err)
-		}
-		return info, nil
-	}
-	infos, err := a.cfg.Runtime.List(ctx)
-	if err != nil {
-		return runtime.Info{}, connect.NewError(connect.CodeUnavailable, err)
-	}
-	var newest runtime.Info
-	for _, info := range infos {
-		if info.ID == sandboxID && info.Revision > newest.Revision {
-			newest = info
-		}
-	}
-	if newest.ContainerID == "" {
 		return runtime.Info{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s is not on agent %s", sandboxID, a.cfg.AgentID))
 	}
-	return newest, nil
+	return found, nil
 }
 
 func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
@@ -304,6 +334,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 			out.Phase = fsbv1.Phase_PHASE_FAILED
 		}
 		out.ExitCode = int32(info.ExitCode)
+		out.Reason = info.Reason
 		if !info.ExitTime.IsZero() {
 			out.ExitTime = timestamppb.New(info.ExitTime)
 		}

@@ -37,22 +37,36 @@ type harness struct {
 	seq     atomic.Int64
 }
 
-type harnessOption func(*runtime.Config, *Config)
+// harnessSetup is what options may change before the agent starts.
+type harnessSetup struct {
+	runtime *runtime.Config
+	agent   *Config
+	// socket is the containerd to use; empty means the shared rig's.
+	socket string
+	// before runs once containerd and the runtime are ready, before the
+	// agent starts: to leave something for it to find.
+	before func(h *harness)
+}
+
+type harnessOption func(*harnessSetup)
 
 func withCapacity(n int) harnessOption {
-	return func(_ *runtime.Config, c *Config) { c.Capacity = n }
+	return func(s *harnessSetup) { s.agent.Capacity = n }
+}
+
+func withContainerd(socket string) harnessOption {
+	return func(s *harnessSetup) { s.socket = socket }
+}
+
+func beforeStart(fn func(h *harness)) harnessOption {
+	return func(s *harnessSetup) { s.before = fn }
 }
 
 func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
-	// The client's default namespace is the test's own, as the agent's is
-	// --containerd-namespace in production.
-	cd, ns := rig.Containerd(t)
 	helper := rig.HelperBinary(t)
-	h := &harness{t: t, cd: cd, logDir: t.TempDir(), agentID: "agent-" + ns}
+	h := &harness{t: t, logDir: t.TempDir()}
 	rcfg := runtime.Config{
-		Client:           cd,
-		AgentID:          h.agentID,
 		InitBinary:       helper,
 		LogDriverBinary:  helper,
 		LogDir:           h.logDir,
@@ -60,20 +74,40 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		Snapshotter:      rig.Snapshotter,
 		Runtimes:         map[string]string{runtime.RuntimeRunc: "runc", runtime.RuntimeCrun: "crun"},
 	}
-	acfg := Config{AgentID: h.agentID, AdvertiseAddress: "127.0.0.1", NodeName: "test-node", Capacity: 5}
+	acfg := Config{AdvertiseAddress: "127.0.0.1", NodeName: "test-node", Capacity: 5}
+	setup := harnessSetup{runtime: &rcfg, agent: &acfg}
 	for _, o := range opts {
-		o(&rcfg, &acfg)
+		o(&setup)
 	}
+	// The client's default namespace is the test's own, as the agent's is
+	// --containerd-namespace in production.
+	var ns string
+	if setup.socket != "" {
+		h.cd, ns = rig.ContainerdAt(t, setup.socket)
+	} else {
+		h.cd, ns = rig.Containerd(t)
+	}
+	h.agentID = "agent-" + ns
+	rcfg.Client, rcfg.AgentID, acfg.AgentID = h.cd, h.agentID, h.agentID
 	var err error
 	h.rt, err = runtime.New(rcfg)
 	if err != nil {
 		t.Fatalf("runtime: %v", err)
 	}
+	if setup.before != nil {
+		setup.before(h)
+	}
 	acfg.Runtime = h.rt
-	h.agent, err = New(context.Background(), acfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.agent, err = New(ctx, acfg)
 	if err != nil {
+		cancel()
 		t.Fatalf("agent: %v", err)
 	}
+	t.Cleanup(func() {
+		cancel()
+		h.agent.Wait()
+	})
 	srv := httptest.NewUnstartedServer(h.agent.Handler(auth.Tokens{testToken}))
 	srv.EnableHTTP2 = true
 	srv.Start()

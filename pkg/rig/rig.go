@@ -144,7 +144,13 @@ func checkExecutable(p string) error {
 // the namespace itself, and the client is closed.
 func Containerd(t testing.TB) (*containerd.Client, string) {
 	t.Helper()
-	sock := Env(t, EnvSocket)
+	return ContainerdAt(t, Env(t, EnvSocket))
+}
+
+// ContainerdAt is Containerd for the daemon listening on sock, such as a
+// PrivateContainerd.
+func ContainerdAt(t testing.TB, sock string) (*containerd.Client, string) {
+	t.Helper()
 	archive := Env(t, EnvImageTar)
 	ns := namespaceName(t.Name())
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {

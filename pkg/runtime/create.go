@@ -50,9 +50,41 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		if derr := r.remove(cleanupCtx, c, nil); derr != nil {
 			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
+		r.forget(id)
 		return Info{}, err
 	}
+	r.record(info)
 	return info, nil
+}
+
+// Repair finishes every half-made sandbox of this agent (a container
+// without a task, or a task never started), as a create cut short by a
+// crash leaves it; one that cannot be finished is rolled back. It returns
+// how many it finished and rolled back.
+func (r *Runtime) Repair(ctx context.Context) (finished, rolledBack int, err error) {
+	infos, err := r.List(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, info := range infos {
+		if info.Phase != PhaseCreated {
+			continue
+		}
+		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec}
+		if sb.Spec != nil {
+			if _, err := r.Ensure(ctx, sb); err == nil {
+				finished++
+				continue
+			}
+		}
+		// Ensure rolls back what it cannot finish; a container without its
+		// spec cannot be finished at all.
+		if _, err := r.Delete(ctx, info.ID, info.Revision, 0); err != nil {
+			return finished, rolledBack, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
+		}
+		rolledBack++
+	}
+	return finished, rolledBack, nil
 }
 
 func runtimeName(name string) string {
@@ -101,6 +133,10 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
+	// Known before containerd's event about it arrives, so the event
+	// costs no look-up.
+	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
+		Spec: sb.Spec, LogPath: r.LogPath(sb), Phase: PhaseCreated, agent: r.cfg.AgentID})
 	return c, nil
 }
 

@@ -69,7 +69,11 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	if err := r.remove(ctx, c, task); err != nil {
 		return Info{}, err
 	}
-	return info, nil
+	if known, ok := r.Sandbox(c.ID()); ok {
+		info.oom = known.oom
+	}
+	r.forget(c.ID())
+	return withReason(info), nil
 }
 
 // stop ends c's task: SIGTERM, up to grace, then SIGKILL to every process.

@@ -33,24 +33,6 @@ func (r *Runtime) List(ctx context.Context) ([]Info, error) {
 	return out, nil
 }
 
-// Get returns one sandbox revision's state; an error matching
-// errdefs.IsNotFound when it is not there or belongs to another agent.
-func (r *Runtime) Get(ctx context.Context, sandboxID string, revision int64) (Info, error) {
-	id := ContainerID(sandboxID, revision)
-	c, err := r.cfg.Client.LoadContainer(ctx, id)
-	if err != nil {
-		return Info{}, fmt.Errorf("load sandbox %s: %w", id, err)
-	}
-	info, err := r.inspect(ctx, c)
-	if err != nil {
-		return Info{}, err
-	}
-	if info.agent != r.cfg.AgentID {
-		return Info{}, fmt.Errorf("sandbox %s belongs to agent %q: %w", id, info.agent, errdefs.ErrNotFound)
-	}
-	return info, nil
-}
-
 // inspect reads a container's sandbox identity and its task's state.
 func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, error) {
 	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)

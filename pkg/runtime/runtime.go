@@ -8,6 +8,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,15 +89,22 @@ type Config struct {
 	// (<dir>/<host>/hosts.toml) naming mirrors, TLS and plain-HTTP
 	// registries for pulls. Registries on loopback always use plain HTTP.
 	RegistryConfigPath string
+	// Logger receives what the runtime cannot return: event stream trouble.
+	Logger *slog.Logger
 	// Runtimes maps a runtime name to the OCI binary the runc shim runs.
 	Runtimes map[string]string
 }
 
-// Runtime creates, inspects and deletes sandbox containers.
+// Runtime creates, inspects and deletes sandbox containers, and keeps their
+// state in memory from containerd's events (see Watch).
 type Runtime struct {
 	cfg    Config
 	images *imageCache
 	locks  keyedMutex
+
+	stateMu sync.Mutex
+	state   map[string]Info // by container ID
+	changed chan struct{}   // closed at every change of state
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -122,7 +130,15 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Runtimes == nil {
 		cfg.Runtimes = map[string]string{RuntimeRunc: "runc"}
 	}
-	return &Runtime{cfg: cfg, images: newImageCache(cfg.Client, cfg.Snapshotter)}, nil
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{
+		cfg:     cfg,
+		images:  newImageCache(cfg.Client, cfg.Snapshotter),
+		state:   make(map[string]Info),
+		changed: make(chan struct{}),
+	}, nil
 }
 
 // checkStatic fails unless path is a statically linked executable.
@@ -174,6 +190,11 @@ type Info struct {
 	// ExitCode and ExitTime are set once Phase is PhaseExited.
 	ExitCode uint32
 	ExitTime time.Time
+	// Reason says why it exited: ReasonCompleted, ReasonError or
+	// ReasonOOMKilled.
+	Reason string
+
+	oom bool // the OOM killer struck in the sandbox
 
 	agent string
 }

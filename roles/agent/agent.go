@@ -101,6 +101,7 @@ func run(c *cli.Context) error {
 		ImageNamespaces:     c.StringSlice("image-namespaces"),
 		RegistryConfigPath:  c.String("registry-config-path"),
 		Runtimes:            availableRuntimes(),
+		Logger:              log,
 	})
 	if err != nil {
 		return err
@@ -116,6 +117,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer a.Wait()
 	addr := net.JoinHostPort(c.String("bind-address"), strconv.Itoa(c.Int("http-port")))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

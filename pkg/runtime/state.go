@@ -1,0 +1,287 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/typeurl/v2"
+)
+
+// Exit reasons, as Kubernetes names them.
+const (
+	ReasonCompleted = "Completed"
+	ReasonError     = "Error"
+	ReasonOOMKilled = "OOMKilled"
+)
+
+// ResyncInterval is how often Watch reloads the whole state from
+// containerd even when its event stream is healthy, so that an event lost
+// while a subscription was being set up is corrected within this time.
+const ResyncInterval = 15 * time.Second
+
+// Sandboxes returns the state of every sandbox of this agent, as the event
+// stream has kept it, and a channel that is closed at the next change.
+func (r *Runtime) Sandboxes() ([]Info, <-chan struct{}) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	out := make([]Info, 0, len(r.state))
+	for _, id := range slices.Sorted(maps.Keys(r.state)) {
+		out = append(out, r.state[id])
+	}
+	return out, r.changed
+}
+
+// Sandbox returns the state of one container, as Sandboxes does.
+func (r *Runtime) Sandbox(containerID string) (Info, bool) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	info, ok := r.state[containerID]
+	return info, ok
+}
+
+// notifyLocked wakes everyone waiting for a change. stateMu must be held.
+func (r *Runtime) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// record merges an observation of a sandbox into the state. A phase never
+// goes back (an exit seen before the start's answer stays an exit), and an
+// exit's reason, once known, is kept.
+func (r *Runtime) record(info Info) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	old, ok := r.state[info.ContainerID]
+	if ok && old.Phase > info.Phase {
+		return
+	}
+	if ok {
+		info.oom = info.oom || old.oom
+	}
+	r.state[info.ContainerID] = withReason(info)
+	r.notifyLocked()
+}
+
+// forget drops a container from the state.
+func (r *Runtime) forget(containerID string) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if _, ok := r.state[containerID]; ok {
+		delete(r.state, containerID)
+		r.notifyLocked()
+	}
+}
+
+// update applies fn to a known container's state; unknown ones are skipped.
+func (r *Runtime) update(containerID string, fn func(*Info) bool) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	info, ok := r.state[containerID]
+	if !ok {
+		return
+	}
+	if fn(&info) {
+		r.state[containerID] = info
+		r.notifyLocked()
+	}
+}
+
+// resync replaces the state with what containerd reports now. Only
+// containerd's word makes an exit: a sandbox it still lists as running stays
+// running, whatever was missed.
+func (r *Runtime) resync(infos []Info) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	next := make(map[string]Info, len(infos))
+	for _, info := range infos {
+		if old, ok := r.state[info.ContainerID]; ok {
+			info.oom = old.oom
+		}
+		next[info.ContainerID] = withReason(info)
+	}
+	if !maps.EqualFunc(r.state, next, sameInfo) {
+		r.state = next
+		r.notifyLocked()
+	}
+}
+
+// withReason sets why an exited sandbox ended: OOMKilled when the kernel's
+// OOM killer struck in it and its main process failed (a killed child
+// whose parent carried on does not count), else by its exit code.
+func withReason(info Info) Info {
+	switch {
+	case info.Phase != PhaseExited:
+		info.Reason = ""
+	case info.ExitCode == 0:
+		info.Reason = ReasonCompleted
+	case info.oom:
+		info.Reason = ReasonOOMKilled
+	default:
+		info.Reason = ReasonError
+	}
+	return info
+}
+
+func sameInfo(a, b Info) bool {
+	return a.ContainerID == b.ContainerID && a.Phase == b.Phase && a.ExitCode == b.ExitCode &&
+		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom
+}
+
+// Watch keeps the state current from containerd's event stream until ctx
+// ends. When the stream breaks (containerd restarting), it reconnects with
+// back-off, reloads the whole state and resumes; it never takes a broken
+// stream for an exit. synced is closed after the first full load.
+func (r *Runtime) Watch(ctx context.Context, synced chan<- struct{}) {
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		err := r.watchOnce(ctx, func() {
+			backoff = 100 * time.Millisecond
+			if first {
+				first = false
+				close(synced)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.cfg.Logger.Warn("containerd event stream broken; reconnecting", slog.Any("err", err), slog.Duration("in", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return err
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Subscribe first, then load: what happens in between arrives as events.
+	evs, errs := r.cfg.Client.Subscribe(subCtx,
+		fmt.Sprintf(`namespace==%s,topic~="^/tasks/"`, ns),
+		fmt.Sprintf(`namespace==%s,topic~="^/containers/"`, ns))
+	reload := func() error {
+		infos, err := r.List(ctx)
+		if err != nil {
+			return fmt.Errorf("reload sandboxes: %w", err)
+		}
+		r.resync(infos)
+		return nil
+	}
+	if err := reload(); err != nil {
+		return err
+	}
+	loaded()
+	tick := time.NewTicker(ResyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			if err == nil {
+				err = fmt.Errorf("event stream closed")
+			}
+			return err
+		case <-tick.C:
+			if err := reload(); err != nil {
+				return err
+			}
+		case e := <-evs:
+			r.apply(ctx, e)
+		}
+	}
+}
+
+func (r *Runtime) namespace(ctx context.Context) (string, error) {
+	if ns, ok := namespaces.Namespace(ctx); ok {
+		return ns, nil
+	}
+	ns := r.cfg.Client.DefaultNamespace()
+	if ns == "" {
+		return "", fmt.Errorf("no containerd namespace set")
+	}
+	return ns, nil
+}
+
+// apply folds one containerd event into the state.
+func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
+	v, err := typeurl.UnmarshalAny(e.Event)
+	if err != nil {
+		return
+	}
+	switch ev := v.(type) {
+	case *apievents.ContainerCreate:
+		r.adopt(ctx, ev.ID)
+	case *apievents.ContainerDelete:
+		r.forget(ev.ID)
+	case *apievents.TaskStart:
+		r.update(ev.ContainerID, func(info *Info) bool {
+			if info.Phase >= PhaseRunning {
+				return false
+			}
+			info.Phase = PhaseRunning
+			return true
+		})
+	case *apievents.TaskOOM:
+		r.update(ev.ContainerID, func(info *Info) bool {
+			if info.oom {
+				return false
+			}
+			info.oom = true
+			*info = withReason(*info)
+			return true
+		})
+	case *apievents.TaskExit:
+		if ev.ID != ev.ContainerID {
+			return // an exec'd process, not the sandbox's main one
+		}
+		r.exited(ev.ContainerID, ev.ExitStatus, ev.ExitedAt.AsTime())
+	case *apievents.TaskDelete:
+		if ev.ID != "" && ev.ID != ev.ContainerID {
+			return
+		}
+		r.exited(ev.ContainerID, ev.ExitStatus, ev.ExitedAt.AsTime())
+	}
+}
+
+func (r *Runtime) exited(containerID string, code uint32, at time.Time) {
+	r.update(containerID, func(info *Info) bool {
+		if info.Phase == PhaseExited {
+			return false
+		}
+		info.Phase, info.ExitCode, info.ExitTime = PhaseExited, code, at
+		*info = withReason(*info)
+		return true
+	})
+}
+
+// adopt adds a container created outside Ensure (or whose event came
+// first) when it is one of this agent's.
+func (r *Runtime) adopt(ctx context.Context, containerID string) {
+	if _, ok := r.Sandbox(containerID); ok {
+		return
+	}
+	c, err := r.cfg.Client.LoadContainer(ctx, containerID)
+	if err != nil {
+		return // gone again, or containerd away: the next resync decides
+	}
+	info, err := r.inspect(ctx, c)
+	if err != nil || info.agent != r.cfg.AgentID {
+		return
+	}
+	r.record(info)
+}
