@@ -13,10 +13,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
@@ -72,81 +78,107 @@ func TestAgentRefusesToStartWithoutToken(t *testing.T) {
 	}
 }
 
-// TestAgentRoleOverConnectJSON starts `fsb agent` as a process on the rig and
-// drives it with plain HTTP+JSON, as the README's curl example does.
-func TestAgentRoleOverConnectJSON(t *testing.T) {
-	_, ns := rig.Containerd(t)
-	dir := t.TempDir()
+// agentProc is `fsb agent` running as a process on the rig.
+type agentProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string
+	token  string
+	stderr *syncBuffer
+	done   chan error
+}
+
+// startAgent starts `fsb agent` for containerd namespace ns with agent ID id,
+// keeping its logs and token under dir, and waits until it is ready.
+func startAgent(t *testing.T, ns, id, dir string) *agentProc {
+	t.Helper()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	cmd := exec.Command(rig.FsbBinary(t), "agent",
+	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1)}
+	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
 		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port),
 		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
-		"--agent-id", "e2e-agent", "--token-file", tokenFile, "--log-dir", filepath.Join(dir, "logs"),
+		"--agent-id", id, "--token-file", tokenFile, "--log-dir", filepath.Join(dir, "logs"),
 		"--log-format", "json")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	a.cmd.Stderr = a.stderr
+	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
+	go func() { a.done <- a.cmd.Wait() }()
 	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
+		a.cmd.Process.Kill()
+		<-a.done
 	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitReady(t, base+"/readyz", &stderr)
+	waitReady(t, a.base+"/readyz", a.stderr)
+	return a
+}
 
-	call := func(method, token string, body any) (int, map[string]any) {
-		t.Helper()
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(http.MethodPost, base+"/fsb.v1.AgentService/"+method, bytes.NewReader(b))
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+// call makes one Connect JSON call, as curl would.
+func (a *agentProc) call(method, token string, body any) (int, map[string]any) {
+	a.t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, a.base+"/fsb.v1.AgentService/"+method, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
 
-	if code, _ := call("GetStatus", "wrong", map[string]any{}); code != http.StatusUnauthorized {
-		t.Errorf("GetStatus with a wrong token: HTTP %d, want 401", code)
-	}
-	code, out := call("CreateSandbox", "e2e-token", map[string]any{
-		"sandboxId": "sb-e2e", "revision": 1, "namespace": "default", "name": "e2e",
-		"spec": map[string]any{"image": rig.ImageRef, "command": []string{"sh", "-c", "echo hello from e2e; exec sleep 300"}},
+// create starts a sandbox running script and returns it as JSON.
+func (a *agentProc) create(id, script string) map[string]any {
+	a.t.Helper()
+	code, out := a.call("CreateSandbox", a.token, map[string]any{
+		"sandboxId": id, "revision": 1, "namespace": "default", "name": id,
+		"spec": map[string]any{"image": rig.ImageRef, "command": []string{"sh", "-c", script}},
 	})
 	if code != http.StatusOK {
-		t.Fatalf("CreateSandbox: HTTP %d %v\nagent log:\n%s", code, out, stderr.String())
+		a.t.Fatalf("CreateSandbox %s: HTTP %d %v\nagent log:\n%s", id, code, out, a.stderr.String())
 	}
-	sb := out["sandbox"].(map[string]any)
+	return out["sandbox"].(map[string]any)
+}
+
+// sandboxes returns GetStatus's sandboxes by ID.
+func (a *agentProc) sandboxes() map[string]map[string]any {
+	a.t.Helper()
+	code, out := a.call("GetStatus", a.token, map[string]any{})
+	if code != http.StatusOK {
+		a.t.Fatalf("GetStatus: HTTP %d %v", code, out)
+	}
+	got := map[string]map[string]any{}
+	list, _ := out["status"].(map[string]any)["sandboxes"].([]any)
+	for _, s := range list {
+		sb := s.(map[string]any)
+		got[sb["sandboxId"].(string)] = sb
+	}
+	return got
+}
+
+// TestAgentRoleOverConnectJSON starts `fsb agent` as a process on the rig and
+// drives it with plain HTTP+JSON, as the README's curl example does.
+func TestAgentRoleOverConnectJSON(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	a := startAgent(t, ns, "e2e-agent", t.TempDir())
+
+	if code, _ := a.call("GetStatus", "wrong", map[string]any{}); code != http.StatusUnauthorized {
+		t.Errorf("GetStatus with a wrong token: HTTP %d, want 401", code)
+	}
+	sb := a.create("sb-e2e", "echo hello from e2e; exec sleep 300")
 	if sb["phase"] != "PHASE_RUNNING" {
 		t.Errorf("created sandbox phase %v", sb["phase"])
 	}
-	logPath := sb["logPath"].(string)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(logPath)
-		if strings.Contains(string(b), "stdout F hello from e2e") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log %s never showed the output: %q", logPath, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	code, out = call("DeleteSandbox", "e2e-token", map[string]any{"sandboxId": "sb-e2e", "gracePeriodSeconds": 5})
+	waitFile(t, sb["logPath"].(string), "stdout F hello from e2e")
+	code, out := a.call("DeleteSandbox", a.token, map[string]any{"sandboxId": "sb-e2e", "gracePeriodSeconds": 5})
 	if code != http.StatusOK {
 		t.Fatalf("DeleteSandbox: HTTP %d %v", code, out)
 	}
@@ -156,18 +188,111 @@ func TestAgentRoleOverConnectJSON(t *testing.T) {
 	}
 
 	// SIGTERM stops the agent cleanly.
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-done:
-		stopped = true
+	case err := <-a.done:
+		a.done <- err // for the cleanup
 		if err != nil {
-			t.Errorf("agent exited with %v after SIGTERM\n%s", err, stderr.String())
+			t.Errorf("agent exited with %v after SIGTERM\n%s", err, a.stderr.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Errorf("agent still running 15s after SIGTERM")
 	}
+}
+
+// TestAgentKill9 kills the agent with SIGKILL and starts a new one: it adopts
+// the sandboxes of its agent ID (and only those), streams their logs, and
+// reports the exits that happen after it took over.
+func TestAgentKill9(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	first := startAgent(t, ns, "agent-a", dir)
+	long := first.create("sb-long", "echo long-running; exec sleep 300")
+	first.create("sb-short", "echo short-lived; sleep 4; exit 3")
+	waitFile(t, long["logPath"].(string), "long-running")
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	<-first.done
+	first.done <- nil
+
+	// Another agent ID on the same containerd namespace sees none of them.
+	other := startAgent(t, ns, "agent-b", t.TempDir())
+	if got := other.sandboxes(); len(got) != 0 {
+		t.Errorf("agent-b adopted agent-a's sandboxes: %v", got)
+	}
+
+	second := startAgent(t, ns, "agent-a", dir)
+	got := second.sandboxes()
+	if got["sb-long"]["phase"] != "PHASE_RUNNING" || got["sb-short"] == nil {
+		t.Fatalf("after the restart: %v", got)
+	}
+	// Logs still stream: the log driver never depended on the agent.
+	client := fsbv1connect.NewAgentServiceClient(http.DefaultClient, second.base, connect.WithInterceptors(auth.Bearer(second.token)))
+	stream, err := client.StreamLogs(context.Background(), connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{SandboxId: "sb-long"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for stream.Receive() {
+		for _, l := range stream.Msg().GetLines() {
+			lines = append(lines, l.GetText())
+		}
+	}
+	if stream.Err() != nil || strings.Join(lines, ",") != "long-running" {
+		t.Errorf("StreamLogs after the restart: %v, %v", lines, stream.Err())
+	}
+	// Exits are still reported.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sb := second.sandboxes()["sb-short"]
+		if sb["phase"] == "PHASE_FAILED" {
+			if sb["exitCode"] != float64(3) {
+				t.Errorf("sb-short exit code %v, want 3", sb["exitCode"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sb-short's exit was never reported: %v", sb)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, id := range []string{"sb-long", "sb-short"} {
+		if code, out := second.call("DeleteSandbox", second.token, map[string]any{"sandboxId": id, "gracePeriodSeconds": 0}); code != http.StatusOK {
+			t.Errorf("delete %s: HTTP %d %v", id, code, out)
+		}
+	}
+}
+
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never showed %q: %q", path, want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and a test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freePort(t *testing.T) int {
@@ -180,7 +305,7 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitReady(t *testing.T, url string, log *bytes.Buffer) {
+func waitReady(t *testing.T, url string, log *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
