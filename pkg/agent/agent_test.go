@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -364,7 +365,7 @@ func TestStatusDescribesAgent(t *testing.T) {
 	if !strings.Contains(strings.Join(st.GetImages(), ","), rig.ImageRef) {
 		t.Errorf("images %v lack %s", st.GetImages(), rig.ImageRef)
 	}
-	if strings.Join(st.GetRuntimes(), ",") != "runc,crun" {
+	if strings.Join(st.GetRuntimes(), ",") != "runc,crun,gvisor" {
 		t.Errorf("runtimes = %v", st.GetRuntimes())
 	}
 	got := h.get(sb.GetSandboxId())
@@ -457,4 +458,11 @@ func TestNoInitRunsCommandAsPID1(t *testing.T) {
 	s.NoInit = true
 	sb := h.create(s)
 	h.waitLog(sb, "pid=1")
+}
+
+// creatingSnapshot returns the creates under way, for tests.
+func (a *Agent) creatingSnapshot() map[string][]int32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.creating)
 }

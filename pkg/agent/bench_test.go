@@ -16,21 +16,22 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
-// BenchmarkAgentVsContainerd times, per runtime, the agent's create -> first
+// BenchmarkAgentVsContainerd times, per runtime (runc, crun, gVisor), the agent's create -> first
 // output and delete (a Connect call over loopback HTTP, fsb init, the log
 // driver) beside the plainest raw containerd equivalent (DESIGN §8), the two
 // interleaved so that both see the same noise. Run it with a fixed count:
 //
 //	make bench   (or: go test -run '^$' -bench AgentVsContainerd -benchtime 25x ./pkg/agent/)
 func BenchmarkAgentVsContainerd(b *testing.B) {
-	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {
+	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun, runtime.RuntimeGVisor} {
 		b.Run(rt, func(b *testing.B) {
-			h := newHarness(b, withCapacity(1))
+			var binary string
+			h := newHarness(b, withCapacity(1), func(s *harnessSetup) { binary = s.runtime.Runtimes[rt] })
 			base := bench.Baseline{
 				Client:      h.cd,
 				Image:       rig.ImageRef,
 				Snapshotter: rig.Snapshotter,
-				BinaryName:  rt,
+				BinaryName:  binary,
 				Command:     []string{"echo", "hello"},
 				Dir:         b.TempDir(),
 			}

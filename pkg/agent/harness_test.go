@@ -72,7 +72,11 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		LogDir:           h.logDir,
 		DefaultPidsLimit: 1024,
 		Snapshotter:      rig.Snapshotter,
-		Runtimes:         map[string]string{runtime.RuntimeRunc: "runc", runtime.RuntimeCrun: "crun"},
+		Runtimes: map[string]string{
+			runtime.RuntimeRunc:   "runc",
+			runtime.RuntimeCrun:   "crun",
+			runtime.RuntimeGVisor: rig.RunscWrapper(t),
+		},
 	}
 	acfg := Config{AdvertiseAddress: "127.0.0.1", NodeName: "test-node", Capacity: 5}
 	setup := harnessSetup{runtime: &rcfg, agent: &acfg}

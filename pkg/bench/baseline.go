@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -21,7 +22,8 @@ type Baseline struct {
 	Client      *containerd.Client
 	Image       string
 	Snapshotter string
-	// BinaryName is the OCI runtime the runc shim runs ("runc", "crun").
+	// BinaryName is the OCI runtime the runc shim runs ("runc", "crun", or
+	// a runsc wrapper for gVisor).
 	BinaryName string
 	Command    []string
 	// Dir receives one output file per run.
@@ -67,7 +69,20 @@ func (b Baseline) Run(ctx context.Context, id string) (create, del time.Duration
 	create = seen.Sub(start)
 
 	start = time.Now()
-	if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+	// Kill whatever still runs (the kill may lose the race with the exit:
+	// that is fine), wait for the exit, then delete the task as it is
+	// (gVisor refuses to kill an exited sandbox).
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("baseline wait: %w", err)
+	}
+	_ = task.Kill(ctx, syscall.SIGKILL)
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	if _, err := task.Delete(ctx); err != nil {
 		return 0, 0, fmt.Errorf("baseline delete task: %w", err)
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {

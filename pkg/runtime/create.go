@@ -47,7 +47,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	if err != nil {
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
-		if derr := r.remove(cleanupCtx, c, nil); derr != nil {
+		if derr := r.remove(cleanupCtx, c, nil, "", runtimeName(sb.Spec.GetRuntime())); derr != nil {
 			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
 		r.forget(id)

@@ -1,8 +1,12 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -66,7 +70,7 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 		return Info{}, err
 	}
 	setPhase(&info, status)
-	if err := r.remove(ctx, c, task); err != nil {
+	if err := r.remove(ctx, c, task, status.Status, runtimeName(info.Spec.GetRuntime())); err != nil {
 		return Info{}, err
 	}
 	if known, ok := r.Sandbox(c.ID()); ok {
@@ -108,9 +112,23 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (
 	if err != nil {
 		return containerd.Status{}, fmt.Errorf("wait: %w", err)
 	}
+	// A kill can lose the race with the task's own exit: runc then says
+	// NotFound, runsc "sandbox is not running". Either way, an exit that
+	// follows promptly is the answer.
+	killed := func(sig syscall.Signal, err error) (containerd.Status, bool, error) {
+		if err == nil || errdefs.IsNotFound(err) {
+			return containerd.Status{}, false, nil
+		}
+		select {
+		case es := <-exited:
+			return exitStatus(es), true, nil
+		case <-time.After(2 * time.Second):
+			return containerd.Status{}, false, fmt.Errorf("send %v: %w", sig, err)
+		}
+	}
 	if grace > 0 {
-		if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
-			return containerd.Status{}, fmt.Errorf("send SIGTERM: %w", err)
+		if st, done, err := killed(syscall.SIGTERM, task.Kill(ctx, syscall.SIGTERM)); done || err != nil {
+			return st, err
 		}
 		timer := time.NewTimer(grace)
 		defer timer.Stop()
@@ -122,8 +140,8 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (
 			return containerd.Status{}, ctx.Err()
 		}
 	}
-	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
-		return containerd.Status{}, fmt.Errorf("send SIGKILL: %w", err)
+	if st, done, err := killed(syscall.SIGKILL, task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)); done || err != nil {
+		return st, err
 	}
 	select {
 	case es := <-exited:
@@ -137,10 +155,12 @@ func exitStatus(es containerd.ExitStatus) containerd.Status {
 	return containerd.Status{Status: containerd.Stopped, ExitStatus: es.ExitCode(), ExitTime: es.ExitTime()}
 }
 
-// remove deletes c's task (killing it if it still runs), then c and its
-// snapshot. task may be nil: it is then looked up. What is already gone is
-// skipped.
-func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task) error {
+// remove deletes c's task, then c and its snapshot; what is already gone
+// is skipped. task may be nil (it is then looked up) and status empty (it is
+// then asked for). A task that has exited is deleted as it is: gVisor refuses
+// to kill an exited sandbox; any other is killed first. A gVisor task stuck
+// in CREATED after a failed start is cleared with runsc's forced delete.
+func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
 	var err error
 	if task == nil {
 		task, err = c.Task(ctx, nil)
@@ -150,12 +170,44 @@ func (r *Runtime) remove(ctx context.Context, c containerd.Container, task conta
 	case err != nil:
 		return fmt.Errorf("load task %s: %w", c.ID(), err)
 	default:
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		if status == "" {
+			if st, err := task.Status(ctx); err == nil {
+				status = st.Status
+			}
+		}
+		var opts []containerd.ProcessDeleteOpts
+		if status != containerd.Stopped {
+			opts = append(opts, containerd.WithProcessKill)
+		}
+		_, err := task.Delete(ctx, opts...)
+		if err != nil && !errdefs.IsNotFound(err) && runtimeName == RuntimeGVisor {
+			if ferr := r.forceDeleteGVisor(ctx, c.ID()); ferr != nil {
+				err = errors.Join(err, ferr)
+			} else {
+				_, err = task.Delete(ctx)
+			}
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task %s: %w", c.ID(), err)
 		}
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// forceDeleteGVisor clears a gVisor sandbox that runsc left behind, as
+// the runc shim keeps it: under /run/containerd/runc/<namespace>.
+func (r *Runtime) forceDeleteGVisor(ctx context.Context, id string) error {
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return err
+	}
+	root := filepath.Join(runcRoot, ns)
+	out, err := exec.CommandContext(ctx, r.cfg.Runtimes[RuntimeGVisor], "--root", root, "delete", "--force", id).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runsc delete --force %s: %w: %s", id, err, bytes.TrimSpace(out))
 	}
 	return nil
 }

@@ -42,9 +42,14 @@ const InitPath = "/.fsb/init"
 
 // Runtime names an agent accepts in a spec.
 const (
-	RuntimeRunc = "runc"
-	RuntimeCrun = "crun"
+	RuntimeRunc   = "runc"
+	RuntimeCrun   = "crun"
+	RuntimeGVisor = "gvisor"
 )
+
+// runcRoot is where containerd's runc shim keeps runtime state, per
+// namespace; runsc behind the shim keeps its own there too.
+const runcRoot = "/run/containerd/runc"
 
 // Errors that the agent maps to API codes.
 var (
@@ -91,7 +96,8 @@ type Config struct {
 	RegistryConfigPath string
 	// Logger receives what the runtime cannot return: event stream trouble.
 	Logger *slog.Logger
-	// Runtimes maps a runtime name to the OCI binary the runc shim runs.
+	// Runtimes maps a runtime name to the OCI binary the runc shim runs:
+	// "runc", "crun", and for "gvisor" a runsc wrapper (see WriteRunscWrapper).
 	Runtimes map[string]string
 }
 
@@ -212,7 +218,7 @@ func (r *Runtime) LogPath(sb Sandbox) string {
 // Runtimes lists the runtime names this Runtime can start.
 func (r *Runtime) Runtimes() []string {
 	names := make([]string, 0, len(r.cfg.Runtimes))
-	for _, n := range []string{RuntimeRunc, RuntimeCrun} {
+	for _, n := range []string{RuntimeRunc, RuntimeCrun, RuntimeGVisor} {
 		if _, ok := r.cfg.Runtimes[n]; ok {
 			names = append(names, n)
 		}

@@ -52,6 +52,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "let sandboxes make 32-bit compat system calls, as Docker's profile does (slower creates; off: native ABI only)"},
 			&cli.StringSliceFlag{Name: "image-namespaces", Value: cli.NewStringSlice("k8s.io"), Usage: "other containerd namespaces whose images sandboxes may use without a pull"},
 			&cli.StringFlag{Name: "registry-config-path", Usage: "directory of containerd hosts.toml files (<dir>/<registry>/hosts.toml): mirrors, TLS, plain HTTP"},
+			&cli.StringFlag{Name: "gvisor-wrapper", Usage: "runsc wrapper the runc shim runs for runtime gvisor (default: one the agent writes into --state-dir when runsc is installed)"},
+			&cli.StringFlag{Name: "state-dir", Value: "/run/fsb", Usage: "where the agent keeps files of its own, such as the runsc wrapper"},
 			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
@@ -87,6 +89,10 @@ func run(c *cli.Context) error {
 	}
 	defer client.Close()
 
+	runtimes, err := availableRuntimes(c.String("gvisor-wrapper"), c.String("state-dir"))
+	if err != nil {
+		return err
+	}
 	rt, err := runtime.New(runtime.Config{
 		Client:              client,
 		AgentID:             c.String("agent-id"),
@@ -100,7 +106,7 @@ func run(c *cli.Context) error {
 		SeccompCompatArches: c.Bool("seccomp-compat-arches"),
 		ImageNamespaces:     c.StringSlice("image-namespaces"),
 		RegistryConfigPath:  c.String("registry-config-path"),
-		Runtimes:            availableRuntimes(),
+		Runtimes:            runtimes,
 		Logger:              log,
 	})
 	if err != nil {
@@ -156,15 +162,25 @@ func tokens(c *cli.Context) (auth.Tokens, error) {
 	return auth.Tokens{tok}, nil
 }
 
-// availableRuntimes maps each runtime whose OCI binary is installed to it.
-func availableRuntimes() map[string]string {
+// availableRuntimes maps each runtime whose OCI binary is installed to the
+// binary the runc shim runs for it; gvisor gets a runsc wrapper.
+func availableRuntimes(gvisorWrapper, stateDir string) (map[string]string, error) {
 	out := make(map[string]string)
 	for _, name := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {
 		if _, err := exec.LookPath(name); err == nil {
 			out[name] = name
 		}
 	}
-	return out
+	if gvisorWrapper != "" {
+		out[runtime.RuntimeGVisor] = gvisorWrapper
+	} else if _, err := exec.LookPath("runsc"); err == nil {
+		wrapper := filepath.Join(stateDir, "runsc-fsb")
+		if err := runtime.WriteRunscWrapper(wrapper, "runsc"); err != nil {
+			return nil, err
+		}
+		out[runtime.RuntimeGVisor] = wrapper
+	}
+	return out, nil
 }
 
 // defaultHelper returns the binary containerd runs as each sandbox's init
