@@ -141,7 +141,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	return &Runtime{
 		cfg:     cfg,
-		images:  newImageCache(cfg.Client, cfg.Snapshotter),
+		images:  newImageCache(cfg),
 		state:   make(map[string]Info),
 		changed: make(chan struct{}),
 	}, nil
