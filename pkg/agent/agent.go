@@ -163,6 +163,8 @@ func createCode(err error) connect.Code {
 		return connect.CodeNotFound
 	case errors.Is(err, runtime.ErrUnavailable):
 		return connect.CodeFailedPrecondition
+	case errors.Is(err, runtime.ErrExists):
+		return connect.CodeAlreadyExists
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return connect.CodeDeadlineExceeded
 	case errdefs.IsUnavailable(err):

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
@@ -83,7 +84,13 @@ func TestAgentOnlyAdoptsItsOwn(t *testing.T) {
 	if h.get("sb-foreign") != nil {
 		t.Errorf("the agent adopted another agent's sandbox")
 	}
-	// Nor does it touch it.
+	// Nor does it touch it: neither a create nor a delete of that ID.
+	_, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: "sb-foreign", Revision: 1, Namespace: "default", Name: "sb-foreign", Spec: spec("exec sleep 300"),
+	}))
+	if connect.CodeOf(err) != connect.CodeAlreadyExists {
+		t.Errorf("create over another agent's container: %v, want AlreadyExists", err)
+	}
 	h.delete("sb-foreign", 0)
 	if _, err := h.cd.LoadContainer(context.Background(), runtime.ContainerID("sb-foreign", 1)); err != nil {
 		t.Errorf("the agent deleted another agent's sandbox: %v", err)

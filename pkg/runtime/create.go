@@ -37,8 +37,14 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
 	fresh := errdefs.IsNotFound(err)
-	if fresh {
+	switch {
+	case fresh:
 		c, err = r.newContainer(ctx, sb, id, binary)
+	case err == nil:
+		// The record came with the container: no extra call.
+		if cinfo, ierr := c.Info(ctx, containerd.WithoutRefreshedMetadata); ierr == nil && cinfo.Labels[LabelAgent] != r.cfg.AgentID {
+			return Info{}, fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, id, cinfo.Labels[LabelAgent])
+		}
 	}
 	if err != nil {
 		return Info{}, err

@@ -59,6 +59,8 @@ var (
 	ErrImageNotFound = errors.New("image not found")
 	// ErrUnavailable marks a runtime this node does not offer.
 	ErrUnavailable = errors.New("not available on this agent")
+	// ErrExists marks a sandbox container that another agent owns.
+	ErrExists = errors.New("sandbox exists")
 )
 
 // Config is what a Runtime needs.

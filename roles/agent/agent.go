@@ -123,7 +123,10 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer a.Wait()
+	defer func() {
+		stop() // the agent's watch ends with ctx, even when serving failed
+		a.Wait()
+	}()
 	addr := net.JoinHostPort(c.String("bind-address"), strconv.Itoa(c.Int("http-port")))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
