@@ -8,6 +8,7 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X $(MODULE)/pkg/version.Version=$(VERSION) -X $(MODULE)/pkg/version.Commit=$(COMMIT)
 BUF_VERSION := v1.75.0
+CONTROLLER_GEN_VERSION := v0.23.0
 TOOLS      := $(CURDIR)/bin/tools
 # Packages and flags `make test` hands to go test; override to narrow a run.
 PKGS       ?= ./...
@@ -23,23 +24,26 @@ build: ## build the static bin/fsb and bin/fsb-helper
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -tags fsbhelper -o bin/fsb-helper .
 
 .PHONY: tools
-tools: ## build buf and the protoc plugins at pinned versions into bin/tools
+tools: ## build buf, the protoc plugins and controller-gen at pinned versions into bin/tools
 	@mkdir -p $(TOOLS)
 	@[ -x $(TOOLS)/buf ] && $(TOOLS)/buf --version 2>/dev/null | grep -qx '$(BUF_VERSION:v%=%)' || \
 		GOBIN=$(TOOLS) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@[ -x $(TOOLS)/controller-gen ] && $(TOOLS)/controller-gen --version 2>/dev/null | grep -qx 'Version: $(CONTROLLER_GEN_VERSION)' || \
+		GOBIN=$(TOOLS) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	go build -o $(TOOLS)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	go build -o $(TOOLS)/protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go
 
 .PHONY: generate
-generate: tools ## regenerate pkg/gen from proto/ (buf with local plugins)
+generate: tools ## regenerate pkg/gen from proto/ (buf with local plugins) and the API types' deepcopy
 	$(TOOLS)/buf lint
 	$(TOOLS)/buf generate
+	$(TOOLS)/controller-gen object paths=./pkg/api/...
 
 .PHONY: check-generated
 check-generated: generate ## fail when the committed generated code is stale
-	@if [ -n "$$(git status --porcelain -- pkg/gen)" ]; then \
-		echo "generated code is stale: run 'make generate' and commit pkg/gen:"; \
-		git status --porcelain -- pkg/gen; git --no-pager diff --stat -- pkg/gen; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- pkg/gen pkg/api)" ]; then \
+		echo "generated code is stale: run 'make generate' and commit pkg/gen and pkg/api:"; \
+		git status --porcelain -- pkg/gen pkg/api; git --no-pager diff --stat -- pkg/gen pkg/api; exit 1; fi
 
 .PHONY: lint
 lint: ## gofmt and go vet
@@ -68,9 +72,19 @@ rig-up: build ## start a rig in $(RIG_DIR) for go test by hand (then: source $(R
 rig-down: ## stop the rig in $(RIG_DIR)
 	scripts/rig.sh down $(RIG_DIR)
 
+.PHONY: up
+up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env)
+	scripts/up.sh
+
+.PHONY: down
+down: ## stop what make up started and remove .fsb/
+	scripts/down.sh
+
+# down runs whatever happens; `|| rc=$$?` keeps the shell's -e from leaving
+# before it.
 .PHONY: demo
-demo: ## the quick start (arrives with the controller)
-	@echo "make demo arrives with the controller (fsb controller and fsb ctl); today 'make test' shows the agent at work."
+demo: build ## the quick start: make up, a sandbox and its logs, make down
+	rc=0; scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
 
 .PHONY: clean
 clean: ## remove build output

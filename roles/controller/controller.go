@@ -1,16 +1,228 @@
-// Package controller is the `fsb controller` role.
+// Package controller is the `fsb controller` role: flags, wiring, run.
 package controller
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 
-// Command returns the `fsb controller` command, which this release does not
-// serve yet.
+	"connectrpc.com/connect"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
+	"github.com/fast-sandbox/fast-sandbox/pkg/fastpath"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
+	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
+	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
+)
+
+// Command returns the `fsb controller` command.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "controller",
-		Usage: "serve the fast-path API and run the sandbox controllers (not built yet)",
-		Action: func(*cli.Context) error {
-			return cli.Exit("fsb controller: this role is not built yet in this release; only `fsb agent` runs sandboxes so far", 2)
+		Usage: "serve the fast-path API and run the sandbox controller",
+		Description: "The controller serves fsb.v1.FastPathService (Connect, gRPC and gRPC-Web) on\n" +
+			"--fastpath-bind-address, keeps Sandbox objects in its store, and places sandboxes on the\n" +
+			"agents named by --agents. Health probes (/healthz, /readyz) are on\n" +
+			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
+			"unless --insecure-no-auth is given.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
+			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
+			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port, comma separated"},
+			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
+			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
+			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Value: fastpath.DefaultOrphanTimeout, Usage: "how long a FAST create's object write is retried before its container is removed as an orphan"},
+			&cli.StringFlag{Name: "store", Value: "auto", Usage: "auto, embedded or kube (auto: embedded; the Kubernetes store arrives with the Kubernetes mode)"},
+			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
+			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
+			&cli.StringFlag{Name: "agent-token-file", Usage: "file of the bearer token sent to agents"},
+			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer token the janitor presents"},
+			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
+			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
+			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
+			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, text or json"},
 		},
+		Action: run,
 	}
+}
+
+func run(c *cli.Context) error {
+	log, err := logging.New(os.Stderr, c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	mode := v1alpha1.ConsistencyMode(c.String("fastpath-consistency-mode"))
+	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
+		return fmt.Errorf("--fastpath-consistency-mode %q: want fast or strong", mode)
+	}
+	userTokens, err := userTokens(c)
+	if err != nil {
+		return err
+	}
+	agentToken := ""
+	if f := c.String("agent-token-file"); f != "" {
+		if agentToken, err = auth.ReadTokenFile(f); err != nil {
+			return err
+		}
+	}
+	if f := c.String("janitor-token-file"); f != "" && userTokens != nil {
+		tok, err := auth.ReadTokenFile(f)
+		if err != nil {
+			return err
+		}
+		userTokens = append(userTokens, tok)
+	}
+	switch c.String("store") {
+	case "auto", "embedded":
+	case "kube":
+		return errors.New("--store kube: the Kubernetes store is not built yet in this release; use --store embedded")
+	default:
+		return fmt.Errorf("--store %q: want auto, embedded or kube", c.String("store"))
+	}
+	if err := os.MkdirAll(c.String("data-dir"), 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	st, err := store.OpenEmbedded(c.String("data-dir"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	reg := registry.New()
+	var ctrl *controller.Controller
+	set := agents.New(agents.Config{
+		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
+		Token:     agentToken,
+		Registry:  reg,
+		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
+		Logger:    log,
+	})
+	ctrl = controller.New(controller.Config{Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID})
+	fp := fastpath.New(ctx, fastpath.Config{
+		Store: st, Registry: reg, Agents: set, Controller: ctrl,
+		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log,
+	})
+
+	var ready atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { set.Run(gctx); return nil })
+	ctrlSynced := make(chan struct{})
+	g.Go(func() error { return ctrl.Run(gctx, c.Int("workers"), ctrlSynced) })
+	g.Go(func() error {
+		return serve(gctx, c.String("health-probe-bind-address"), health(&ready), httpserver.Config{Logger: log})
+	})
+	g.Go(func() error {
+		// Ready, and serving the fast path, once the store's objects and
+		// every agent's sandboxes are known: the registry is rebuilt.
+		for _, ch := range []<-chan struct{}{ctrlSynced, set.Synced()} {
+			select {
+			case <-ch:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		var opts []connect.HandlerOption
+		if userTokens != nil {
+			opts = append(opts, connect.WithInterceptors(auth.Require(userTokens)))
+		}
+		mux := http.NewServeMux()
+		mux.Handle(fsbv1connect.NewFastPathServiceHandler(fp, opts...))
+		ready.Store(true)
+		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
+			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
+			slog.String("store", "embedded"), slog.Bool("auth", userTokens != nil))
+		return serve(gctx, c.String("fastpath-bind-address"), mux, httpserver.Config{
+			CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
+		})
+	})
+	err = g.Wait()
+	stop()
+	fp.Wait()
+	log.Info("controller stopped")
+	return err
+}
+
+func serve(ctx context.Context, addr string, h http.Handler, cfg httpserver.Config) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	cfg.Handler = h
+	return httpserver.Serve(ctx, ln, cfg)
+}
+
+func health(ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: loading the store and the agents' sandboxes", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// userTokens reads the tokens users may present, one per line.
+func userTokens(c *cli.Context) (auth.Tokens, error) {
+	switch {
+	case c.Bool("insecure-no-auth") && c.String("user-token-file") != "":
+		return nil, errors.New("--insecure-no-auth and --user-token-file exclude each other")
+	case c.Bool("insecure-no-auth"):
+		return nil, nil
+	case c.String("user-token-file") == "":
+		return nil, errors.New("--user-token-file is required (or --insecure-no-auth, for local experiments only)")
+	}
+	b, err := os.ReadFile(c.String("user-token-file"))
+	if err != nil {
+		return nil, fmt.Errorf("read user token file: %w", err)
+	}
+	var toks auth.Tokens
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			toks = append(toks, line)
+		}
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("user token file %s holds no token", filepath.Clean(c.String("user-token-file")))
+	}
+	return toks, nil
+}
+
+// withPort adds the agent port to addresses that have none.
+func withPort(addrs []string, port int) []string {
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, fmt.Sprint(port))
+		}
+		out = append(out, a)
+	}
+	return out
 }

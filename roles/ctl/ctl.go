@@ -1,16 +1,322 @@
-// Package ctl is the `fsb ctl` role: the command-line client.
+// Package ctl is the `fsb ctl` role: the command-line client's commands and
+// flags. What each command does lives in pkg/ctl.
 package ctl
 
-import "github.com/urfave/cli/v2"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
-// Command returns the `fsb ctl` command, which this release does not serve
-// yet.
+	"github.com/urfave/cli/v2"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctl"
+)
+
+// Command returns the `fsb ctl` command. Its arguments go to an App of its
+// own, after interspersed has moved flags in front of positional arguments,
+// so that flags work wherever they are typed.
 func Command() *cli.Command {
 	return &cli.Command{
-		Name:  "ctl",
-		Usage: "the command-line client: run, list, get, logs, delete sandboxes (not built yet)",
-		Action: func(*cli.Context) error {
-			return cli.Exit("fsb ctl: this role is not built yet in this release; it arrives with the controller", 2)
+		Name:            "ctl",
+		Usage:           "the command-line client: run, list, get, logs, delete sandboxes; list agents",
+		UsageText:       "fsb ctl [--server URL] [--token TOKEN] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, c.App.Writer, c.App.ErrWriter, c.Args().Slice())
 		},
 	}
+}
+
+// run runs one ctl command line (without "fsb ctl") and returns an error
+// that carries its exit status: 1 for a failed request, 2 for a usage
+// mistake.
+func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+	app := newApp(stdout, stderr)
+	return app.RunContext(ctx, append([]string{"fsb ctl"}, interspersed(app, args)...))
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:     "fsb ctl",
+		HelpName: "fsb ctl",
+		Usage:    "talk to a Fast Sandbox controller",
+		Description: "Creates, inspects and deletes sandboxes through the controller's fast-path API\n" +
+			"(fsb.v1.FastPathService). After `make up`, `source .fsb/env` sets FSB_SERVER and FSB_TOKEN.\n" +
+			"Flags may come before or after the command's arguments.\n\n" +
+			"Example:\n" +
+			"   source .fsb/env\n" +
+			"   fsb ctl run hello --image localhost/fsb/busybox:latest -- sh -c 'echo hello; sleep 30'\n" +
+			"   fsb ctl logs hello -f\n" +
+			"   fsb ctl delete hello",
+		Writer:                    stdout,
+		ErrWriter:                 stderr,
+		HideVersion:               true,
+		DisableSliceFlagSeparator: true, // "-e A=1,2" is one variable
+		// The errors go back to the fsb App, which prints them and exits.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   usageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usage("unknown command %q (see fsb ctl --help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", Value: ctl.DefaultServer, EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"FSB_TOKEN"}, Usage: "bearer `TOKEN` the controller accepts (make up writes it into .fsb/env)"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "default", EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`"},
+		},
+		Commands: []*cli.Command{
+			runCommand(),
+			listCommand(),
+			getCommand(),
+			logsCommand(),
+			deleteCommand(),
+			agentsCommand(),
+		},
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "create a sandbox and print it with the time the create took",
+		UsageText: "fsb ctl run NAME --image IMAGE [options] [-- COMMAND [ARG...]]",
+		Description: "Creates sandbox NAME from IMAGE and answers once it runs (fast mode) or once it runs\n" +
+			"and is recorded (strong mode). COMMAND, after --, replaces the image's entrypoint and\n" +
+			"cmd; without --, the first argument after NAME starts it.\n\n" +
+			"Example:\n" +
+			"   fsb ctl run web --image localhost/fsb/busybox:latest -p 8080 -e GREETING=hi \\\n" +
+			"     -- httpd -f -p 8080\n" +
+			"   fsb ctl run job --image localhost/fsb/busybox:latest --mode strong --runtime crun \\\n" +
+			"     --cpu 500m --memory 64Mi -- sh -c 'echo working; sleep 5'",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "image", Usage: "the `IMAGE` to run, such as localhost/fsb/busybox:latest (required)"},
+			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "a `PORT` the sandbox listens on, reported as an endpoint (repeat for more)"},
+			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "an environment variable `NAME=VALUE` (repeat for more)"},
+			&cli.StringSliceFlag{Name: "label", Aliases: []string{"l"}, Usage: "a label `KEY=VALUE` for selecting sandboxes (repeat for more)"},
+			&cli.StringFlag{Name: "pool", Usage: "the `POOL` (SandboxPool) whose agents may run it", DefaultText: "the controller's choice"},
+			&cli.StringFlag{Name: "mode", Usage: "`MODE`: fast (start, answer, then record) or strong (record, start, answer)", DefaultText: "the controller's"},
+			&cli.StringFlag{Name: "runtime", Usage: "`RUNTIME`: runc, crun or gvisor", DefaultText: "runc"},
+			&cli.StringFlag{Name: "workdir", Aliases: []string{"w"}, Usage: "working `DIR` of the command", DefaultText: "the image's"},
+			&cli.StringFlag{Name: "cpu", Usage: "CPU limit as a Kubernetes `QUANTITY`, such as 500m", DefaultText: "none"},
+			&cli.StringFlag{Name: "memory", Usage: "memory limit as a Kubernetes `QUANTITY`, such as 256Mi", DefaultText: "none"},
+			&cli.Int64Flag{Name: "pids", Usage: "at most `N` processes at once", DefaultText: "the agent's"},
+			&cli.StringFlag{Name: "failure-policy", Usage: "`POLICY`: manual (report a failure) or auto-recreate (start a new revision)", DefaultText: "manual"},
+			&cli.BoolFlag{Name: "no-init", Usage: "run the command as PID 1 instead of under fsb init"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() == 0 {
+				return usage("run needs a sandbox name: fsb ctl run NAME --image IMAGE [-- COMMAND...]")
+			}
+			return client.Run(c.Context, ctl.RunOptions{
+				Name:          c.Args().First(),
+				Image:         c.String("image"),
+				Ports:         c.StringSlice("port"),
+				Env:           c.StringSlice("env"),
+				Labels:        c.StringSlice("label"),
+				Pool:          c.String("pool"),
+				Mode:          c.String("mode"),
+				Runtime:       c.String("runtime"),
+				WorkDir:       c.String("workdir"),
+				CPU:           c.String("cpu"),
+				Memory:        c.String("memory"),
+				Pids:          c.Int64("pids"),
+				FailurePolicy: c.String("failure-policy"),
+				NoInit:        c.Bool("no-init"),
+				Command:       c.Args().Tail(),
+			})
+		}),
+	}
+}
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"}
+}
+
+func listCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "list",
+		Aliases:   []string{"ls"},
+		Usage:     "list sandboxes",
+		UsageText: "fsb ctl list [-l SELECTOR] [-A] [-o table|json]",
+		Description: "Lists the sandboxes of the namespace (-n), or of every namespace with -A. JSON output\n" +
+			"is {\"items\": [...]}, each item shaped as `fsb ctl get NAME -o json` prints it.\n\n" +
+			"Example:\n" +
+			"   fsb ctl list\n" +
+			"   fsb ctl list -A -l app=demo -o json",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Usage: "only sandboxes whose labels match this Kubernetes label `SELECTOR`, such as app=demo,tier!=db"},
+			&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Usage: "list every namespace"},
+			outputFlag(),
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() > 0 {
+				return usage("list takes no arguments (got %q): to see one sandbox, fsb ctl get NAME", c.Args().First())
+			}
+			return client.List(c.Context, ctl.ListOptions{
+				Selector:      c.String("selector"),
+				AllNamespaces: c.Bool("all-namespaces"),
+				Output:        c.String("output"),
+			})
+		}),
+	}
+}
+
+func getCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "get",
+		Usage:     "show one sandbox",
+		UsageText: "fsb ctl get NAME [-o table|json]",
+		Description: "Shows sandbox NAME. The JSON form always has name, namespace, sandboxID, phase, agent,\n" +
+			"node, endpoints, image, revision, exitCode (null until the command ended), message,\n" +
+			"labels, createTime and spec.\n\n" +
+			"Example:\n" +
+			"   fsb ctl get demo\n" +
+			"   fsb ctl get demo -o json | jq -r .phase",
+		OnUsageError: usageError,
+		Flags:        []cli.Flag{outputFlag()},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() != 1 {
+				return usage("get needs exactly one sandbox name: fsb ctl get NAME")
+			}
+			return client.Get(c.Context, c.Args().First(), c.String("output"))
+		}),
+	}
+}
+
+func logsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "logs",
+		Usage:     "print a sandbox's output",
+		UsageText: "fsb ctl logs NAME [-f] [--tail N] [--timestamps]",
+		Description: "Prints what sandbox NAME wrote: its stdout to stdout, its stderr to stderr. With -f\n" +
+			"it keeps printing until the sandbox has ended (or Ctrl-C).\n\n" +
+			"Example:\n" +
+			"   fsb ctl logs demo\n" +
+			"   fsb ctl logs demo -f --tail 20 --timestamps",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until the sandbox has ended"},
+			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines", DefaultText: "all"},
+			&cli.BoolFlag{Name: "timestamps", Usage: "start each line with the time it was written (RFC 3339, UTC)"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() != 1 {
+				return usage("logs needs exactly one sandbox name: fsb ctl logs NAME [-f]")
+			}
+			return client.Logs(c.Context, ctl.LogsOptions{
+				Name:       c.Args().First(),
+				Follow:     c.Bool("follow"),
+				Tail:       c.Int("tail"),
+				Timestamps: c.Bool("timestamps"),
+			})
+		}),
+	}
+}
+
+func deleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "delete",
+		Aliases:   []string{"rm"},
+		Usage:     "delete sandboxes",
+		UsageText: "fsb ctl delete NAME... [--grace-period S] [--no-wait] [--ignore-not-found]",
+		Description: "Deletes each sandbox NAME: SIGTERM, up to --grace-period seconds (default 10), then\n" +
+			"SIGKILL; it answers once the container is gone, or at once with --no-wait.\n\n" +
+			"Example:\n" +
+			"   fsb ctl delete demo\n" +
+			"   fsb ctl delete web job --grace-period 0",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "grace-period", Usage: "`SECONDS` between SIGTERM and SIGKILL (0: kill at once)", DefaultText: "10"},
+			&cli.BoolFlag{Name: "no-wait", Usage: "answer once the deletion is recorded, before the container is gone"},
+			&cli.BoolFlag{Name: "ignore-not-found", Usage: "treat a sandbox that does not exist as deleted"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			o := ctl.DeleteOptions{
+				Names:          c.Args().Slice(),
+				NoWait:         c.Bool("no-wait"),
+				IgnoreNotFound: c.Bool("ignore-not-found"),
+			}
+			if c.IsSet("grace-period") {
+				g := c.Int("grace-period")
+				if g < 0 || g > 1<<31-1 {
+					return usage("--grace-period %d: want seconds, 0 or more", g)
+				}
+				grace := int32(g)
+				o.GracePeriod = &grace
+			}
+			return client.Delete(c.Context, o)
+		}),
+	}
+}
+
+func agentsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "agents",
+		Usage:     "list the agents the controller schedules on, with their free slots",
+		UsageText: "fsb ctl agents [-o table|json]",
+		Description: "Lists the agents: ID, the address sandboxes' endpoints use, node, sandboxes held out of\n" +
+			"capacity, runtimes, and how many images each has without a pull.\n\n" +
+			"Example:\n" +
+			"   fsb ctl agents",
+		OnUsageError: usageError,
+		Flags:        []cli.Flag{outputFlag()},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() > 0 {
+				return usage("agents takes no arguments (got %q)", c.Args().First())
+			}
+			return client.Agents(c.Context, c.String("output"))
+		}),
+	}
+}
+
+// withClient builds the client from the global flags, runs f with it, and
+// turns its error into an exit status.
+func withClient(f func(*cli.Context, *ctl.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		client, err := ctl.New(ctl.Config{
+			Server:    c.String("server"),
+			Token:     c.String("token"),
+			Namespace: c.String("namespace"),
+			Out:       c.App.Writer,
+			Err:       c.App.ErrWriter,
+		})
+		if err == nil {
+			err = f(c, client)
+		}
+		var exit cli.ExitCoder
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &exit):
+			return err
+		case ctl.IsUsage(err):
+			return cli.Exit("error: "+err.Error(), 2)
+		default:
+			return cli.Exit("error: "+err.Error(), 1)
+		}
+	}
+}
+
+// usage is a usage mistake: exit status 2.
+func usage(format string, args ...any) error {
+	return cli.Exit("error: "+fmt.Sprintf(format, args...), 2)
+}
+
+// usageError reports a flag urfave/cli could not parse, with where to look.
+func usageError(c *cli.Context, err error, _ bool) error {
+	help := "fsb ctl"
+	if c.Command != nil && c.Command.HelpName != "" {
+		help = c.Command.HelpName
+	}
+	return usage("%v (see %s --help)", err, help)
 }

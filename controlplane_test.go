@@ -1,0 +1,237 @@
+//go:build !fsbhelper
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// cluster is the quick start's shape on the rig: one `fsb agent` and one
+// `fsb controller` (embedded store) as processes, driven with `fsb ctl`.
+type cluster struct {
+	t      *testing.T
+	cd     *containerd.Client
+	agent  *agentProc
+	server string
+	token  string
+	ctrl   *exec.Cmd
+	log    *syncBuffer
+}
+
+func startCluster(t *testing.T, mode string, agentArgs ...string) *cluster {
+	t.Helper()
+	cd, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-1", dir, agentArgs...)
+	userToken := filepath.Join(dir, "user-token")
+	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port, health := freePort(t), freePort(t)
+	c := &cluster{t: t, cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
+	c.ctrl = exec.Command(rig.FsbBinary(t), "controller",
+		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
+		"--agents", strings.TrimPrefix(a.base, "http://"),
+		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
+		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
+		"--fastpath-consistency-mode", mode, "--log-format", "json")
+	c.ctrl.Stderr = c.log
+	if err := c.ctrl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.ctrl.Wait(); close(done) }()
+	t.Cleanup(func() {
+		c.ctrl.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("controller log:\n%s\nagent log:\n%s", c.log.String(), a.stderr.String())
+		}
+	})
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), c.log)
+	return c
+}
+
+// ctl runs `fsb ctl ARGS...` against the cluster.
+func (c *cluster) ctl(args ...string) (stdout, stderr string, code int) {
+	c.t.Helper()
+	cmd := exec.Command(rig.FsbBinary(c.t), append([]string{"ctl"}, args...)...)
+	cmd.Env = append(os.Environ(), "FSB_SERVER="+c.server, "FSB_TOKEN="+c.token)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func (c *cluster) mustCtl(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.ctl(args...)
+	if code != 0 {
+		c.t.Fatalf("fsb ctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func (c *cluster) getJSON(name string) map[string]any {
+	c.t.Helper()
+	var obj map[string]any
+	out := c.mustCtl("get", name, "-o", "json")
+	if err := json.Unmarshal([]byte(out), &obj); err != nil {
+		c.t.Fatalf("get -o json: %v\n%s", err, out)
+	}
+	return obj
+}
+
+func TestControlPlaneEndToEnd(t *testing.T) {
+	for _, mode := range []string{"fast", "strong"} {
+		t.Run(mode, func(t *testing.T) {
+			c := startCluster(t, mode)
+			out := c.mustCtl("run", "demo", "--image", rig.ImageRef, "-p", "8080", "-e", "GREETING=hello", "--label", "app=demo",
+				"--", "sh", "-c", "echo $GREETING from "+mode+"; exec sleep 300")
+			if !strings.Contains(out, "demo") {
+				t.Errorf("run printed %q", out)
+			}
+			obj := c.getJSON("demo")
+			for k, want := range map[string]any{
+				"name": "demo", "namespace": "default", "phase": "Running", "agent": "agent-1",
+				"image": rig.ImageRef, "revision": float64(1),
+			} {
+				if fmt.Sprint(obj[k]) != fmt.Sprint(want) {
+					t.Errorf("get: %s = %v, want %v (%v)", k, obj[k], want, obj)
+				}
+			}
+			if eps, _ := obj["endpoints"].([]any); len(eps) != 1 || eps[0] != "127.0.0.1:8080" {
+				t.Errorf("endpoints = %v", obj["endpoints"])
+			}
+
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(c.mustCtl("logs", "demo"), "hello from "+mode) {
+				if time.Now().After(deadline) {
+					t.Fatalf("logs never showed the output")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+
+			var list struct {
+				Items []map[string]any `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(c.mustCtl("list", "-o", "json", "-l", "app=demo")), &list); err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Items) != 1 || list.Items[0]["name"] != "demo" {
+				t.Errorf("list -l app=demo = %v", list.Items)
+			}
+			if err := json.Unmarshal([]byte(c.mustCtl("list", "-o", "json", "-l", "app=other")), &list); err != nil || len(list.Items) != 0 {
+				t.Errorf("list -l app=other = %v (%v)", list.Items, err)
+			}
+
+			// The same create again is answered with the sandbox; another
+			// spec under the name is refused.
+			c.mustCtl("run", "demo", "--image", rig.ImageRef, "-p", "8080", "-e", "GREETING=hello", "--label", "app=demo",
+				"--", "sh", "-c", "echo $GREETING from "+mode+"; exec sleep 300")
+			if _, errOut, code := c.ctl("run", "demo", "--image", rig.ImageRef, "--", "true"); code == 0 || !strings.Contains(errOut, "already exists") {
+				t.Errorf("a second demo with another spec: exit %d, %q", code, errOut)
+			}
+
+			id := obj["sandboxID"]
+			c.mustCtl("delete", "demo", "--grace-period", "5")
+			if _, errOut, code := c.ctl("get", "demo"); code == 0 || !strings.Contains(errOut, "not found") {
+				t.Errorf("get after delete: exit %d, %q", code, errOut)
+			}
+			cs, err := c.cd.Containers(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) != 0 {
+				t.Errorf("%d containers left after delete (sandbox %v)", len(cs), id)
+			}
+		})
+	}
+}
+
+func TestControlPlaneRefusesBadInput(t *testing.T) {
+	c := startCluster(t, "fast", "--capacity", "1")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "Bad_Name", "--image", rig.ImageRef}, "Bad_Name"},
+		{[]string{"run", "x", "--image", rig.ImageRef, "-p", "70000"}, "70000"},
+		{[]string{"run", "x", "--image", rig.ImageRef, "--runtime", "kata"}, "kata"},
+		{[]string{"run", "x", "--image", "localhost/fsb/nope:latest", "--", "true"}, "localhost/fsb/nope:latest"},
+		{[]string{"get", "nothing-here"}, "not found"},
+		{[]string{"delete", "nothing-here"}, "not found"},
+	} {
+		_, errOut, code := c.ctl(tc.args...)
+		if code == 0 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("fsb ctl %s: exit %d, stderr %q; want a failure naming %q", strings.Join(tc.args, " "), code, errOut, tc.want)
+		}
+	}
+	// No slot left: ResourceExhausted, in both modes.
+	c.mustCtl("run", "only", "--image", rig.ImageRef, "--", "sleep", "300")
+	for _, mode := range []string{"fast", "strong"} {
+		_, errOut, code := c.ctl("run", "one-too-many-"+mode, "--mode", mode, "--image", rig.ImageRef, "--", "sleep", "300")
+		if code == 0 || !strings.Contains(errOut, "full") {
+			t.Errorf("%s create beyond capacity: exit %d, %q", mode, code, errOut)
+		}
+		if _, _, code := c.ctl("get", "one-too-many-"+mode); code == 0 {
+			t.Errorf("%s create beyond capacity left an object", mode)
+		}
+	}
+	// A wrong token is refused.
+	c.token = "wrong"
+	if _, errOut, code := c.ctl("list"); code == 0 || !strings.Contains(errOut, "token") {
+		t.Errorf("list with a wrong token: exit %d, %q", code, errOut)
+	}
+}
+
+// TestControlPlaneOverCurl drives the fast path with plain HTTP+JSON and a
+// user token, as the README shows.
+func TestControlPlaneOverCurl(t *testing.T) {
+	c := startCluster(t, "fast")
+	call := func(method string, body any) (int, map[string]any) {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(http.MethodPost, c.server+"/fsb.v1.FastPathService/"+method, bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	code, out := call("CreateSandbox", map[string]any{"name": "curl", "spec": map[string]any{"image": rig.ImageRef, "command": []string{"sleep", "300"}}})
+	if code != http.StatusOK {
+		t.Fatalf("CreateSandbox: HTTP %d %v", code, out)
+	}
+	code, out = call("ListSandboxes", map[string]any{"namespace": "default"})
+	if items, _ := out["sandboxes"].([]any); code != http.StatusOK || len(items) != 1 {
+		t.Errorf("ListSandboxes: HTTP %d %v", code, out)
+	}
+	if code, out = call("DeleteSandbox", map[string]any{"name": "curl"}); code != http.StatusOK {
+		t.Errorf("DeleteSandbox: HTTP %d %v", code, out)
+	}
+}

@@ -1,0 +1,57 @@
+package ctl
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// Agents prints the agents the controller knows, with their used and free
+// slots. With OutputJSON it prints {"items": [...]} of the agents' full
+// status (protobuf JSON).
+func (c *Client) Agents(ctx context.Context, output string) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	resp, err := c.api.ListAgents(ctx, connect.NewRequest(&fsbv1.ListAgentsRequest{}))
+	if err != nil {
+		return c.describe(err, target{})
+	}
+	agents := slices.Clone(resp.Msg.GetAgents())
+	slices.SortFunc(agents, func(a, b *fsbv1.AgentStatus) int { return cmp.Compare(a.GetAgentId(), b.GetAgentId()) })
+	if output == OutputJSON {
+		items := make([]json.RawMessage, 0, len(agents))
+		for _, a := range agents {
+			b, err := protojson.Marshal(a)
+			if err != nil {
+				return err
+			}
+			items = append(items, b)
+		}
+		return c.writeJSON(struct {
+			Items []json.RawMessage `json:"items"`
+		}{items})
+	}
+	if len(agents) == 0 {
+		fmt.Fprintln(c.err, "No agents: the controller knows none yet.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tNODE\tSANDBOXES\tRUNTIMES\tIMAGES")
+	for _, a := range agents {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%d\n",
+			a.GetAgentId(), orNone(a.GetAdvertiseAddress()), orNone(a.GetNodeName()),
+			len(a.GetSandboxes()), a.GetCapacity(),
+			orNone(strings.Join(a.GetRuntimes(), ",")), len(a.GetImages()))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,137 @@
+// Package ctl is what `fsb ctl` does: it turns a user's command into calls
+// on the controller's fsb.v1.FastPathService and the answers into tables for
+// people or JSON for scripts, and it words every failure so that the person
+// reading it knows what to do next.
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+)
+
+// DefaultServer is the controller's fast-path address on this machine, where
+// `make up` starts it.
+const DefaultServer = "http://127.0.0.1:9090"
+
+// Config says where the controller is and where output goes.
+type Config struct {
+	// Server is the controller's fast-path base URL; a bare "host:port"
+	// means http://host:port.
+	Server string
+	// Token is sent as "Authorization: Bearer <token>" when set.
+	Token string
+	// Namespace is the sandboxes' namespace; empty means "default".
+	Namespace string
+	// Out receives results, Err diagnostics and sandboxes' stderr lines.
+	Out, Err io.Writer
+	// HTTPClient carries the calls; nil means one speaking HTTP/1.1 to
+	// http:// URLs and HTTP/2 over TLS to https:// URLs.
+	HTTPClient connect.HTTPClient
+}
+
+// Client runs the ctl commands against one controller.
+type Client struct {
+	api       fsbv1connect.FastPathServiceClient
+	server    string
+	token     string
+	namespace string
+	out, err  io.Writer
+}
+
+// New returns a Client for cfg. It fails only when cfg.Server is not a
+// usable URL.
+func New(cfg Config) (*Client, error) {
+	server, err := serverURL(cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	httpClient := cfg.HTTPClient
+	if httpClient == nil {
+		httpClient = newHTTPClient()
+	}
+	var opts []connect.ClientOption
+	if cfg.Token != "" {
+		opts = append(opts, connect.WithInterceptors(auth.Bearer(cfg.Token)))
+	}
+	ns := cfg.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	out, errw := cfg.Out, cfg.Err
+	if out == nil {
+		out = io.Discard
+	}
+	if errw == nil {
+		errw = io.Discard
+	}
+	return &Client{
+		api:       fsbv1connect.NewFastPathServiceClient(httpClient, server, opts...),
+		server:    server,
+		token:     cfg.Token,
+		namespace: ns,
+		out:       out,
+		err:       errw,
+	}, nil
+}
+
+// serverURL validates s and returns it without a trailing slash.
+func serverURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", usagef("no controller address: set --server or FSB_SERVER (such as %s)", DefaultServer)
+	}
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", usagef("--server %q is not a controller address: want a URL such as %s", s, DefaultServer)
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+// newHTTPClient speaks HTTP/1.1 to http:// URLs, which any Connect server
+// (and any proxy in between) understands, and HTTP/2 to https:// URLs. The
+// dial is bounded so that an unreachable controller is reported at once;
+// the calls themselves are not, since `logs -f` streams for as long as the
+// sandbox runs.
+func newHTTPClient() *http.Client {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Protocols:           &protocols,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// UsageError is a mistake in how a command was called, found before any
+// request was sent. The CLI exits with status 2 for it, 1 for other errors.
+type UsageError struct{ msg string }
+
+func (e *UsageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// IsUsage reports whether err is a UsageError.
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u)
+}

@@ -1,0 +1,127 @@
+package ctl
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+func TestDelete(t *testing.T) {
+	f := newFake()
+	f.add("default", "a", "busybox", time.Minute)
+	f.add("default", "b", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "")
+	if err := c.Delete(context.Background(), DeleteOptions{Names: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "sandbox a deleted\nsandbox b deleted\n" {
+		t.Errorf("output %q", out)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.sandboxes) != 0 {
+		t.Errorf("%d sandboxes left", len(f.sandboxes))
+	}
+	for _, req := range f.deletes {
+		if req.GracePeriodSeconds != nil || req.GetNoWait() || req.GetNamespace() != "default" {
+			t.Errorf("request %v, want the defaults in namespace default", req)
+		}
+	}
+}
+
+func TestDeleteOptions(t *testing.T) {
+	f := newFake()
+	f.add("team", "a", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "team")
+	grace := int32(0)
+	if err := c.Delete(context.Background(), DeleteOptions{Names: []string{"a"}, GracePeriod: &grace, NoWait: true}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "sandbox a is being deleted\n" {
+		t.Errorf("output %q", out)
+	}
+	f.mu.Lock()
+	req := f.deletes[0]
+	f.mu.Unlock()
+	if req.GracePeriodSeconds == nil || req.GetGracePeriodSeconds() != 0 || !req.GetNoWait() {
+		t.Errorf("request %v, want grace period 0 (set) and no_wait", req)
+	}
+}
+
+func TestDeleteGoesOnPastFailures(t *testing.T) {
+	f := newFake()
+	f.add("default", "a", "busybox", time.Minute)
+	f.add("default", "c", "busybox", time.Minute)
+	c, out, errw := client(t, serve(t, f), testToken, "")
+	err := c.Delete(context.Background(), DeleteOptions{Names: []string{"a", "ghost", "c"}})
+	if err == nil || err.Error() != "1 of 3 sandboxes not deleted" {
+		t.Errorf("err = %v", err)
+	}
+	if out.String() != "sandbox a deleted\nsandbox c deleted\n" {
+		t.Errorf("stdout %q", out)
+	}
+	if errw.String() != "error: sandbox ghost not found in namespace default\n" {
+		t.Errorf("stderr %q", errw)
+	}
+
+	// One name: its error is the error.
+	err = c.Delete(context.Background(), DeleteOptions{Names: []string{"ghost"}})
+	if err == nil || err.Error() != "sandbox ghost not found in namespace default" {
+		t.Errorf("err = %v", err)
+	}
+	// --ignore-not-found: what is gone is deleted.
+	if err := c.Delete(context.Background(), DeleteOptions{Names: []string{"ghost"}, IgnoreNotFound: true}); err != nil {
+		t.Errorf("with IgnoreNotFound: %v", err)
+	}
+}
+
+func TestDeleteUsage(t *testing.T) {
+	c, _, _ := client(t, serve(t, newFake()), testToken, "")
+	neg := int32(-1)
+	for _, o := range []DeleteOptions{{}, {Names: []string{"a"}, GracePeriod: &neg}} {
+		if err := c.Delete(context.Background(), o); !IsUsage(err) {
+			t.Errorf("Delete(%+v) = %v, want a usage error", o, err)
+		}
+	}
+}
+
+func TestAgents(t *testing.T) {
+	f := newFake()
+	f.agents = []*fsbv1.AgentStatus{{
+		AgentId: "node-b-agent", AdvertiseAddress: "10.0.0.2", NodeName: "node-b", Capacity: 5,
+		Runtimes: []string{"runc"}, Images: []string{"busybox"},
+	}, {
+		AgentId: "local", AdvertiseAddress: "127.0.0.1", NodeName: "node-a", Capacity: 5,
+		Sandboxes: []*fsbv1.AgentSandbox{{SandboxId: "sb-1"}, {SandboxId: "sb-2"}},
+		Runtimes:  []string{"runc", "crun", "gvisor"}, Images: []string{"busybox", "alpine", "nginx"},
+	}}
+	c, out, _ := client(t, serve(t, f), testToken, "")
+	if err := c.Agents(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"ID", "ADDRESS", "NODE", "SANDBOXES", "RUNTIMES", "IMAGES"},
+		{"local", "127.0.0.1", "node-a", "2/5", "runc,crun,gvisor", "3"},
+		{"node-b-agent", "10.0.0.2", "node-b", "0/5", "runc", "1"},
+	}
+	got := fields(out.String())
+	if len(got) != len(want) {
+		t.Fatalf("table:\n%s", out)
+	}
+	for i := range want {
+		if strings.Join(got[i], " ") != strings.Join(want[i], " ") {
+			t.Errorf("row %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+
+	out.buf.Reset()
+	if err := c.Agents(context.Background(), OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"agentId": "local"`) || !strings.HasPrefix(out.String(), "{\n  \"items\": [") {
+		t.Errorf("JSON:\n%s", out)
+	}
+}

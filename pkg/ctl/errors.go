@@ -1,0 +1,98 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"connectrpc.com/connect"
+)
+
+// target names the sandbox a call was about, for messages such as "sandbox
+// demo not found in namespace default". An empty name means the call was
+// about no single sandbox.
+type target struct {
+	name, namespace string
+	// create is set for CreateSandbox, whose NotFound is about what the
+	// spec names (an image, a pool), never about the sandbox itself.
+	create bool
+}
+
+// describe turns an error of a call to the controller into a sentence that
+// says what went wrong and what to do about it.
+func (c *Client) describe(err error, t target) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		return errors.New("interrupted")
+	}
+	code := connect.CodeOf(err)
+	if !connect.IsWireError(err) {
+		// The call never got an answer from a Connect server.
+		switch {
+		case unreachable(err):
+			return fmt.Errorf("cannot reach the controller at %s: is it running? (make up)", c.server)
+		case code == connect.CodeDeadlineExceeded:
+			return fmt.Errorf("the controller at %s did not answer in time", c.server)
+		case code == connect.CodeUnimplemented:
+			return fmt.Errorf("%s does not serve fsb.v1.FastPathService: is --server the controller's fast-path address (port 9090)?", c.server)
+		case code == connect.CodeUnavailable || code == connect.CodeUnknown:
+			return fmt.Errorf("lost the connection to the controller at %s: %v", c.server, message(err))
+		}
+	}
+	switch code {
+	case connect.CodeUnauthenticated:
+		if c.token == "" {
+			return errors.New("the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up)")
+		}
+		return errors.New("the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)")
+	case connect.CodePermissionDenied:
+		return fmt.Errorf("not allowed: %s", message(err))
+	case connect.CodeNotFound:
+		if t.name != "" && !t.create {
+			return fmt.Errorf("sandbox %s not found in namespace %s", t.name, t.namespace)
+		}
+	case connect.CodeAlreadyExists:
+		if t.create {
+			return fmt.Errorf("sandbox %s already exists in namespace %s with another spec: delete it first (fsb ctl delete %s) or pick another name",
+				t.name, t.namespace, t.name)
+		}
+	case connect.CodeUnimplemented:
+		return fmt.Errorf("the controller at %s does not support this call (%s): is it an older release?", c.server, message(err))
+	case connect.CodeUnavailable:
+		return fmt.Errorf("the controller is not ready: %s", message(err))
+	case connect.CodeDeadlineExceeded:
+		return fmt.Errorf("timed out: %s", message(err))
+	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
+		return fmt.Errorf("the controller failed: %s", message(err))
+	}
+	// InvalidArgument, ResourceExhausted, FailedPrecondition, Aborted and
+	// the rest: the server's own words say what to fix.
+	return errors.New(message(err))
+}
+
+// message returns the error's message without Connect's "code: " prefix.
+func message(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) && ce.Message() != "" {
+		return ce.Message()
+	}
+	return err.Error()
+}
+
+// unreachable reports whether err means no connection could be made: refused,
+// no route, an unknown host or a dial that timed out.
+func unreachable(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial"
+}

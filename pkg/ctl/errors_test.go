@@ -1,0 +1,136 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"connectrpc.com/connect"
+)
+
+func TestErrorMessages(t *testing.T) {
+	f := newFake()
+	f.add("team", "taken", "busybox", 0)
+	url := serve(t, f)
+
+	// A port nothing listens on: bind one, note it, close it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+
+	// Something that answers HTTP but is not the controller.
+	other := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(other.Close)
+
+	tests := []struct {
+		name   string
+		server string
+		token  string
+		call   func(*Client) error
+		want   string
+	}{{
+		name: "wrong token", server: url, token: "nope",
+		call: func(c *Client) error { return c.List(context.Background(), ListOptions{}) },
+		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+	}, {
+		name: "no token", server: url,
+		call: func(c *Client) error { return c.Get(context.Background(), "x", "") },
+		want: "the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+	}, {
+		name: "wrong token on a stream", server: url, token: "nope",
+		call: func(c *Client) error { return c.Logs(context.Background(), LogsOptions{Name: "taken", Follow: true}) },
+		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+	}, {
+		name: "get of a missing sandbox", server: url, token: testToken,
+		call: func(c *Client) error { return c.Get(context.Background(), "ghost", "") },
+		want: "sandbox ghost not found in namespace team",
+	}, {
+		name: "logs of a missing sandbox", server: url, token: testToken,
+		call: func(c *Client) error { return c.Logs(context.Background(), LogsOptions{Name: "ghost"}) },
+		want: "sandbox ghost not found in namespace team",
+	}, {
+		name: "delete of a missing sandbox", server: url, token: testToken,
+		call: func(c *Client) error { return c.Delete(context.Background(), DeleteOptions{Names: []string{"ghost"}}) },
+		want: "sandbox ghost not found in namespace team",
+	}, {
+		name: "name taken with another spec", server: url, token: testToken,
+		call: func(c *Client) error { return c.Run(context.Background(), RunOptions{Name: "taken", Image: "alpine"}) },
+		want: "sandbox taken already exists in namespace team with another spec: delete it first (fsb ctl delete taken) or pick another name",
+	}, {
+		name: "connection refused", server: refused, token: testToken,
+		call: func(c *Client) error { return c.List(context.Background(), ListOptions{}) },
+		want: "cannot reach the controller at " + refused + ": is it running? (make up)",
+	}, {
+		name: "connection refused on a stream", server: refused, token: testToken,
+		call: func(c *Client) error { return c.Logs(context.Background(), LogsOptions{Name: "x", Follow: true}) },
+		want: "cannot reach the controller at " + refused + ": is it running? (make up)",
+	}, {
+		name: "not the controller", server: other.URL, token: testToken,
+		call: func(c *Client) error { return c.Agents(context.Background(), "") },
+		want: other.URL + " does not serve fsb.v1.FastPathService: is --server the controller's fast-path address (port 9090)?",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, _ := client(t, tt.server, tt.token, "team")
+			err := tt.call(c)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("err = %v\nwant    %s", err, tt.want)
+			}
+			if IsUsage(err) {
+				t.Error("a request error must not count as a usage error")
+			}
+		})
+	}
+}
+
+// TestServerMessagesPassThrough checks that the errors whose remedy only the
+// server knows keep its words, without Connect's code prefix.
+func TestServerMessagesPassThrough(t *testing.T) {
+	tests := []struct {
+		code connect.Code
+		msg  string
+		want string
+	}{
+		{connect.CodeInvalidArgument, `name "Demo": must be a DNS-1123 label`, `name "Demo": must be a DNS-1123 label`},
+		{connect.CodeResourceExhausted, "no agent has a free slot with port 8080 free", "no agent has a free slot with port 8080 free"},
+		{connect.CodeFailedPrecondition, "runtime gvisor is not installed on any agent", "runtime gvisor is not installed on any agent"},
+		{connect.CodeNotFound, "image nope:latest not found", "image nope:latest not found"}, // run: NotFound is the image's
+		{connect.CodeUnavailable, "rebuilding the registry", "the controller is not ready: rebuilding the registry"},
+		{connect.CodeInternal, "store: disk full", "the controller failed: store: disk full"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code.String(), func(t *testing.T) {
+			f := newFake()
+			f.createErr = connect.NewError(tt.code, errors.New(tt.msg))
+			c, _, _ := client(t, serve(t, f), testToken, "")
+			err := c.Run(context.Background(), RunOptions{Name: "demo", Image: "nope:latest"})
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("err = %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestServerURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:9090":  "http://127.0.0.1:9090",
+		"http://127.0.0.1:9090/": "http://127.0.0.1:9090",
+		"127.0.0.1:9090":         "http://127.0.0.1:9090",
+		"https://fsb.example":    "https://fsb.example",
+	} {
+		if got, err := serverURL(in); err != nil || got != want {
+			t.Errorf("serverURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "ftp://x", "http://"} {
+		if _, err := serverURL(bad); !IsUsage(err) {
+			t.Errorf("serverURL(%q) = %v, want a usage error", bad, err)
+		}
+	}
+}

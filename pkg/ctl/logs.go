@@ -1,0 +1,87 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// LogsOptions are the arguments of `fsb ctl logs`.
+type LogsOptions struct {
+	Name string
+	// Follow keeps streaming until the sandbox has ended and its log is
+	// drained.
+	Follow bool
+	// Tail keeps only the last Tail lines; 0 means all of them.
+	Tail int
+	// Timestamps prefixes each line with the time it was written.
+	Timestamps bool
+}
+
+// Logs prints a sandbox's log: its stdout lines to Out, its stderr lines to
+// Err. With Follow it returns when the controller ends the stream (the
+// sandbox has ended) or ctx ends (the user pressed Ctrl-C).
+func (c *Client) Logs(ctx context.Context, o LogsOptions) error {
+	if o.Name == "" {
+		return usagef("logs needs a sandbox name: fsb ctl logs NAME [-f]")
+	}
+	if o.Tail < 0 {
+		return usagef("--tail %d: want a positive number of lines (0: all)", o.Tail)
+	}
+	stream, err := c.api.StreamLogs(ctx, connect.NewRequest(&fsbv1.StreamLogsRequest{
+		Name:      o.Name,
+		Namespace: c.namespace,
+		Tail:      int32(min(o.Tail, 1<<31-1)),
+		Follow:    o.Follow,
+	}))
+	if err != nil {
+		return c.logsError(ctx, err, o)
+	}
+	defer stream.Close()
+	var stdout, stderr bytes.Buffer
+	for stream.Receive() {
+		stdout.Reset()
+		stderr.Reset()
+		for _, l := range stream.Msg().GetLines() {
+			buf := &stdout
+			if l.GetStream() == "stderr" {
+				buf = &stderr
+			}
+			if o.Timestamps && l.GetTime() != nil {
+				buf.WriteString(l.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
+				buf.WriteByte(' ')
+			}
+			buf.WriteString(l.GetText())
+			buf.WriteByte('\n')
+		}
+		// One write per stream and message, so that a follower sees each
+		// batch as soon as it arrives.
+		if stdout.Len() > 0 {
+			if _, err := c.out.Write(stdout.Bytes()); err != nil {
+				return err
+			}
+		}
+		if stderr.Len() > 0 {
+			if _, err := c.err.Write(stderr.Bytes()); err != nil {
+				return err
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return c.logsError(ctx, err, o)
+	}
+	return nil
+}
+
+func (c *Client) logsError(ctx context.Context, err error, o LogsOptions) error {
+	// Ctrl-C during `logs -f` is how a follow ends by hand: not a failure.
+	if o.Follow && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return c.describe(err, target{name: o.Name, namespace: c.namespace})
+}

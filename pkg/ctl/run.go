@@ -1,0 +1,156 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// RunOptions are the arguments of `fsb ctl run`, as the user typed them.
+type RunOptions struct {
+	Name  string
+	Image string
+	// Ports are the ports the sandbox listens on, such as "8080".
+	Ports []string
+	// Env holds NAME=VALUE pairs for the main process.
+	Env []string
+	// Labels holds KEY=VALUE pairs for the sandbox.
+	Labels []string
+	Pool   string
+	// Mode is "fast", "strong" or empty for the controller's default.
+	Mode string
+	// Runtime is "runc", "crun", "gvisor" or empty for the agent's default.
+	Runtime string
+	WorkDir string
+	// CPU and Memory are Kubernetes quantities, such as "500m" and "256Mi".
+	CPU, Memory string
+	// Pids caps the sandbox's processes; 0 leaves the agent's default.
+	Pids int64
+	// FailurePolicy is "manual", "auto-recreate" or empty (manual).
+	FailurePolicy string
+	NoInit        bool
+	// Command replaces the image's entrypoint and cmd when set.
+	Command []string
+}
+
+// Run creates a sandbox and prints it with the time the call took.
+func (c *Client) Run(ctx context.Context, o RunOptions) error {
+	req, err := c.createRequest(o)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	resp, err := c.api.CreateSandbox(ctx, connect.NewRequest(req))
+	took := time.Since(start)
+	if err != nil {
+		return c.describe(err, target{name: req.Name, namespace: req.Namespace, create: true})
+	}
+	sb := resp.Msg.GetSandbox()
+	st := sb.GetStatus()
+	fmt.Fprintf(c.out, "sandbox %s created in %s\n", sb.GetName(), millis(took))
+	fmt.Fprintf(c.out, "  namespace: %s\n", sb.GetNamespace())
+	fmt.Fprintf(c.out, "  phase:     %s\n", phase(st.GetPhase()))
+	fmt.Fprintf(c.out, "  agent:     %s\n", orNone(st.GetAssignedPod()))
+	fmt.Fprintf(c.out, "  endpoints: %s\n", orNone(strings.Join(st.GetEndpoints(), ",")))
+	if st.GetMessage() != "" {
+		fmt.Fprintf(c.out, "  message:   %s\n", st.GetMessage())
+	}
+	return nil
+}
+
+// createRequest checks o and builds the request it stands for.
+func (c *Client) createRequest(o RunOptions) (*fsbv1.CreateSandboxRequest, error) {
+	if o.Name == "" {
+		return nil, usagef("run needs a sandbox name: fsb ctl run NAME --image IMAGE [-- COMMAND...]")
+	}
+	if o.Image == "" {
+		return nil, usagef("an image is required: fsb ctl run %s --image IMAGE [-- COMMAND...]", o.Name)
+	}
+	spec := &fsbv1.SandboxSpec{
+		Image:      o.Image,
+		Command:    o.Command,
+		PoolRef:    o.Pool,
+		Runtime:    o.Runtime,
+		WorkingDir: o.WorkDir,
+		NoInit:     o.NoInit,
+	}
+	for _, p := range o.Ports {
+		port, err := strconv.ParseUint(strings.TrimSpace(p), 10, 16)
+		if err != nil || port == 0 {
+			return nil, usagef("--port %q: want a port number from 1 to 65535", p)
+		}
+		spec.ExposedPorts = append(spec.ExposedPorts, int32(port))
+	}
+	for _, e := range o.Env {
+		name, value, ok := strings.Cut(e, "=")
+		if !ok || name == "" {
+			return nil, usagef("--env %q: want NAME=VALUE", e)
+		}
+		spec.Envs = append(spec.Envs, &fsbv1.EnvVar{Name: name, Value: value})
+	}
+	labels, err := pairs("--label", o.Labels)
+	if err != nil {
+		return nil, err
+	}
+	switch strings.ToLower(o.Mode) {
+	case "":
+	case "fast":
+		spec.ConsistencyMode = fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST
+	case "strong":
+		spec.ConsistencyMode = fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG
+	default:
+		return nil, usagef("--mode %q: want fast (start first, record after) or strong (record first)", o.Mode)
+	}
+	switch strings.ToLower(strings.ReplaceAll(o.FailurePolicy, "-", "")) {
+	case "":
+	case "manual":
+		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL
+	case "autorecreate":
+		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE
+	default:
+		return nil, usagef("--failure-policy %q: want manual or auto-recreate", o.FailurePolicy)
+	}
+	if o.Pids < 0 {
+		return nil, usagef("--pids %d: want a positive number (0: the agent's default)", o.Pids)
+	}
+	if o.CPU != "" || o.Memory != "" || o.Pids != 0 {
+		spec.Resources = &fsbv1.Resources{Cpu: o.CPU, Memory: o.Memory, Pids: o.Pids}
+	}
+	return &fsbv1.CreateSandboxRequest{
+		Name:      o.Name,
+		Namespace: c.namespace,
+		Labels:    labels,
+		Spec:      spec,
+	}, nil
+}
+
+// pairs parses KEY=VALUE arguments of flag into a map.
+func pairs(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s %q: want KEY=VALUE", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// millis formats d in milliseconds, with one decimal below 10 ms.
+func millis(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	if ms < 10 {
+		return strconv.FormatFloat(ms, 'f', 1, 64) + " ms"
+	}
+	return strconv.FormatFloat(ms, 'f', 0, 64) + " ms"
+}

@@ -1,0 +1,160 @@
+package ctl
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+func TestRunRequest(t *testing.T) {
+	tests := []struct {
+		name string
+		opts RunOptions
+		want *fsbv1.CreateSandboxRequest
+	}{{
+		name: "image only: the controller's defaults",
+		opts: RunOptions{Name: "demo", Image: "localhost/fsb/busybox:latest"},
+		want: &fsbv1.CreateSandboxRequest{
+			Name: "demo", Namespace: "team-a",
+			Spec: &fsbv1.SandboxSpec{Image: "localhost/fsb/busybox:latest"},
+		},
+	}, {
+		name: "every option",
+		opts: RunOptions{
+			Name:          "web",
+			Image:         "img:1",
+			Ports:         []string{"8080", "9090"},
+			Env:           []string{"GREETING=hello, world", "EMPTY=", "EQ=a=b"},
+			Labels:        []string{"app=web", "tier=front"},
+			Pool:          "gpu-pool",
+			Mode:          "strong",
+			Runtime:       "crun",
+			WorkDir:       "/srv",
+			CPU:           "500m",
+			Memory:        "256Mi",
+			Pids:          64,
+			FailurePolicy: "auto-recreate",
+			NoInit:        true,
+			Command:       []string{"sh", "-c", "echo hi; sleep 1"},
+		},
+		want: &fsbv1.CreateSandboxRequest{
+			Name: "web", Namespace: "team-a",
+			Labels: map[string]string{"app": "web", "tier": "front"},
+			Spec: &fsbv1.SandboxSpec{
+				Image:   "img:1",
+				Command: []string{"sh", "-c", "echo hi; sleep 1"},
+				Envs: []*fsbv1.EnvVar{
+					{Name: "GREETING", Value: "hello, world"},
+					{Name: "EMPTY"},
+					{Name: "EQ", Value: "a=b"},
+				},
+				WorkingDir:      "/srv",
+				ExposedPorts:    []int32{8080, 9090},
+				PoolRef:         "gpu-pool",
+				ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG,
+				FailurePolicy:   fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+				Resources:       &fsbv1.Resources{Cpu: "500m", Memory: "256Mi", Pids: 64},
+				Runtime:         "crun",
+				NoInit:          true,
+			},
+		},
+	}, {
+		name: "fast mode, manual policy, case-insensitive",
+		opts: RunOptions{Name: "f", Image: "img", Mode: "FAST", FailurePolicy: "Manual"},
+		want: &fsbv1.CreateSandboxRequest{
+			Name: "f", Namespace: "team-a",
+			Spec: &fsbv1.SandboxSpec{
+				Image:           "img",
+				ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST,
+				FailurePolicy:   fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL,
+			},
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake()
+			c, _, _ := client(t, serve(t, f), testToken, "team-a")
+			if err := c.Run(context.Background(), tt.opts); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.lastCreate(t); !proto.Equal(got, tt.want) {
+				t.Errorf("request:\n%s\nwant:\n%s", prototext.Format(got), prototext.Format(tt.want))
+			}
+		})
+	}
+}
+
+func TestRunOutput(t *testing.T) {
+	f := newFake()
+	c, out, _ := client(t, serve(t, f), testToken, "")
+	err := c.Run(context.Background(), RunOptions{Name: "demo", Image: "img", Ports: []string{"8080"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if !regexp.MustCompile(`^sandbox demo created in [0-9.]+ ms\n`).MatchString(got) {
+		t.Errorf("first line does not give the latency:\n%s", got)
+	}
+	for _, want := range []string{"namespace: default", "phase:     Running", "agent:     local", "endpoints: 127.0.0.1:8080"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+	if ns := f.lastCreate(t).GetNamespace(); ns != "default" {
+		t.Errorf("namespace = %q, want default when none is given", ns)
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		opts RunOptions
+		want string
+	}{
+		{"no name", RunOptions{Image: "img"}, "run needs a sandbox name"},
+		{"no image", RunOptions{Name: "demo"}, "an image is required: fsb ctl run demo --image IMAGE"},
+		{"port not a number", RunOptions{Name: "d", Image: "i", Ports: []string{"http"}}, `--port "http": want a port number from 1 to 65535`},
+		{"port out of range", RunOptions{Name: "d", Image: "i", Ports: []string{"70000"}}, `--port "70000"`},
+		{"port zero", RunOptions{Name: "d", Image: "i", Ports: []string{"0"}}, `--port "0"`},
+		{"env without =", RunOptions{Name: "d", Image: "i", Env: []string{"PATH"}}, `--env "PATH": want NAME=VALUE`},
+		{"label without key", RunOptions{Name: "d", Image: "i", Labels: []string{"=x"}}, `--label "=x": want KEY=VALUE`},
+		{"unknown mode", RunOptions{Name: "d", Image: "i", Mode: "eventual"}, `--mode "eventual": want fast`},
+		{"unknown policy", RunOptions{Name: "d", Image: "i", FailurePolicy: "retry"}, `--failure-policy "retry"`},
+		{"negative pids", RunOptions{Name: "d", Image: "i", Pids: -1}, "--pids -1"},
+	}
+	f := newFake()
+	c, _, _ := client(t, serve(t, f), testToken, "")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := c.Run(context.Background(), tt.opts)
+			if err == nil || !IsUsage(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v (usage error: %v), want a usage error with %q", err, IsUsage(err), tt.want)
+			}
+		})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.creates) != 0 {
+		t.Errorf("%d requests reached the server; a usage error must send none", len(f.creates))
+	}
+}
+
+func TestRunCommandVerbatim(t *testing.T) {
+	// The command after -- goes through verbatim, flags-looking words included.
+	f := newFake()
+	c, _, _ := client(t, serve(t, f), testToken, "")
+	cmdline := []string{"python3", "-m", "http.server", "--bind", "0.0.0.0", "8000"}
+	if err := c.Run(context.Background(), RunOptions{Name: "py", Image: "python", Command: cmdline}); err != nil {
+		t.Fatal(err)
+	}
+	want := &fsbv1.SandboxSpec{Image: "python", Command: cmdline}
+	if got := f.lastCreate(t).GetSpec(); !proto.Equal(got, want) {
+		t.Errorf("spec = %v, want %v", got, want)
+	}
+}

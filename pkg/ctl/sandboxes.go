@@ -1,0 +1,228 @@
+package ctl
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// Output formats of list, get and agents.
+const (
+	OutputTable = "table"
+	OutputJSON  = "json"
+)
+
+// ListOptions are the arguments of `fsb ctl list`.
+type ListOptions struct {
+	// Selector is a Kubernetes label selector, such as "app=demo,tier!=db".
+	Selector string
+	// AllNamespaces lists every namespace instead of the client's one.
+	AllNamespaces bool
+	// Output is OutputTable (the default) or OutputJSON.
+	Output string
+}
+
+// List prints the sandboxes of the namespace, or of every namespace.
+func (c *Client) List(ctx context.Context, o ListOptions) error {
+	if err := checkOutput(o.Output); err != nil {
+		return err
+	}
+	ns := c.namespace
+	if o.AllNamespaces {
+		ns = ""
+	}
+	resp, err := c.api.ListSandboxes(ctx, connect.NewRequest(&fsbv1.ListSandboxesRequest{
+		Namespace:     ns,
+		LabelSelector: o.Selector,
+	}))
+	if err != nil {
+		return c.describe(err, target{})
+	}
+	sbs := slices.Clone(resp.Msg.GetSandboxes())
+	slices.SortFunc(sbs, func(a, b *fsbv1.Sandbox) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+	if o.Output == OutputJSON {
+		items := make([]sandboxJSON, 0, len(sbs))
+		for _, sb := range sbs {
+			items = append(items, toJSON(sb))
+		}
+		return c.writeJSON(struct {
+			Items []sandboxJSON `json:"items"`
+		}{items})
+	}
+	if len(sbs) == 0 {
+		if o.AllNamespaces {
+			fmt.Fprintln(c.err, "No sandboxes found.")
+		} else {
+			fmt.Fprintf(c.err, "No sandboxes found in namespace %s.\n", ns)
+		}
+		return nil
+	}
+	return c.writeTable(sbs, o.AllNamespaces)
+}
+
+// Get prints one sandbox.
+func (c *Client) Get(ctx context.Context, name, output string) error {
+	if name == "" {
+		return usagef("get needs a sandbox name: fsb ctl get NAME")
+	}
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	resp, err := c.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: name, Namespace: c.namespace}))
+	if err != nil {
+		return c.describe(err, target{name: name, namespace: c.namespace})
+	}
+	if output == OutputJSON {
+		return c.writeJSON(toJSON(resp.Msg.GetSandbox()))
+	}
+	return c.writeTable([]*fsbv1.Sandbox{resp.Msg.GetSandbox()}, false)
+}
+
+func checkOutput(o string) error {
+	switch o {
+	case "", OutputTable, OutputJSON:
+		return nil
+	}
+	return usagef("-o %q: want table or json", o)
+}
+
+// writeTable prints sandboxes in the columns `list` and `get` share.
+func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace bool) error {
+	tw := tabwriter.NewWriter(c.out, 0, 8, 3, ' ', 0)
+	if withNamespace {
+		fmt.Fprint(tw, "NAMESPACE\t")
+	}
+	fmt.Fprintln(tw, "NAME\tPHASE\tAGENT\tENDPOINTS\tIMAGE\tAGE")
+	now := time.Now()
+	for _, sb := range sbs {
+		st := sb.GetStatus()
+		if withNamespace {
+			fmt.Fprintf(tw, "%s\t", sb.GetNamespace())
+		}
+		age := "<unknown>"
+		if sb.GetCreateTime() != nil {
+			age = duration.HumanDuration(now.Sub(sb.GetCreateTime().AsTime()))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+			sb.GetName(), phase(st.GetPhase()), orNone(st.GetAssignedPod()),
+			orNone(strings.Join(st.GetEndpoints(), ",")), sb.GetSpec().GetImage(), age)
+	}
+	return tw.Flush()
+}
+
+// sandboxJSON is the shape of a sandbox in `get -o json` and, inside
+// {"items": [...]}, in `list -o json`. Scripts rely on it: every key is
+// always present, keys are lowerCamel, and fields are only ever added.
+type sandboxJSON struct {
+	Name      string   `json:"name"`
+	Namespace string   `json:"namespace"`
+	SandboxID string   `json:"sandboxID"`
+	Phase     string   `json:"phase"`
+	Agent     string   `json:"agent"`
+	Node      string   `json:"node"`
+	Endpoints []string `json:"endpoints"`
+	Image     string   `json:"image"`
+	Revision  int64    `json:"revision"`
+	// ExitCode is null until the sandbox's main process has ended.
+	ExitCode   *int32            `json:"exitCode"`
+	Message    string            `json:"message"`
+	Labels     map[string]string `json:"labels"`
+	CreateTime *time.Time        `json:"createTime"`
+	// Spec is the full spec as the API has it (protobuf JSON).
+	Spec json.RawMessage `json:"spec"`
+}
+
+func toJSON(sb *fsbv1.Sandbox) sandboxJSON {
+	st := sb.GetStatus()
+	v := sandboxJSON{
+		Name:      sb.GetName(),
+		Namespace: sb.GetNamespace(),
+		SandboxID: st.GetSandboxId(),
+		Phase:     phase(st.GetPhase()),
+		Agent:     st.GetAssignedPod(),
+		Node:      st.GetNodeName(),
+		Endpoints: st.GetEndpoints(),
+		Image:     sb.GetSpec().GetImage(),
+		Revision:  st.GetRevision(),
+		Message:   st.GetMessage(),
+		Labels:    sb.GetLabels(),
+		Spec:      json.RawMessage("{}"),
+	}
+	if v.Endpoints == nil {
+		v.Endpoints = []string{}
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	switch st.GetPhase() {
+	case fsbv1.Phase_PHASE_SUCCEEDED, fsbv1.Phase_PHASE_FAILED, fsbv1.Phase_PHASE_EXPIRED:
+		code := st.GetExitCode()
+		v.ExitCode = &code
+	default:
+		if code := st.GetExitCode(); code != 0 {
+			v.ExitCode = &code
+		}
+	}
+	if sb.GetCreateTime() != nil {
+		t := sb.GetCreateTime().AsTime().UTC()
+		v.CreateTime = &t
+	}
+	if sb.GetSpec() != nil {
+		if b, err := protojson.Marshal(sb.GetSpec()); err == nil {
+			v.Spec = b
+		}
+	}
+	return v
+}
+
+func (c *Client) writeJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = c.out.Write(append(b, '\n'))
+	return err
+}
+
+// phase names a phase as the Sandbox object does: "Running", "Succeeded".
+func phase(p fsbv1.Phase) string {
+	switch p {
+	case fsbv1.Phase_PHASE_PENDING:
+		return "Pending"
+	case fsbv1.Phase_PHASE_BOUND:
+		return "Bound"
+	case fsbv1.Phase_PHASE_RUNNING:
+		return "Running"
+	case fsbv1.Phase_PHASE_SUCCEEDED:
+		return "Succeeded"
+	case fsbv1.Phase_PHASE_FAILED:
+		return "Failed"
+	case fsbv1.Phase_PHASE_TERMINATING:
+		return "Terminating"
+	case fsbv1.Phase_PHASE_EXPIRED:
+		return "Expired"
+	case fsbv1.Phase_PHASE_LOST:
+		return "Lost"
+	}
+	return "Unknown"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}

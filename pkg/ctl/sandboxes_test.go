@@ -1,0 +1,193 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+// fields splits a table into rows of whitespace-separated cells.
+func fields(table string) [][]string {
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimRight(table, "\n"), "\n") {
+		rows = append(rows, strings.Fields(line))
+	}
+	return rows
+}
+
+func TestListTable(t *testing.T) {
+	f := newFake()
+	f.add("default", "web", "nginx:1", 5*time.Minute, "127.0.0.1:8080", "127.0.0.1:8443")
+	f.add("default", "api", "busybox", 3*time.Hour)
+	f.add("other", "hidden", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+	if err := c.List(context.Background(), ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE"},
+		{"api", "Running", "local", "<none>", "busybox", "3h"},
+		{"web", "Running", "local", "127.0.0.1:8080,127.0.0.1:8443", "nginx:1", "5m"},
+	}
+	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("table:\n%s\nwant rows %q", out, want)
+	}
+	if got := f.lists[0].GetNamespace(); got != "default" {
+		t.Errorf("listed namespace %q, want default", got)
+	}
+}
+
+func TestListAllNamespacesAndSelector(t *testing.T) {
+	f := newFake()
+	f.add("b", "one", "busybox", time.Minute).Labels = map[string]string{"app": "demo"}
+	f.add("a", "two", "busybox", time.Minute).Labels = map[string]string{"app": "demo"}
+	f.add("a", "three", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+	if err := c.List(context.Background(), ListOptions{AllNamespaces: true, Selector: "app=demo"}); err != nil {
+		t.Fatal(err)
+	}
+	req := f.lists[0]
+	if req.GetNamespace() != "" || req.GetLabelSelector() != "app=demo" {
+		t.Errorf("request namespace %q selector %q, want every namespace and app=demo", req.GetNamespace(), req.GetLabelSelector())
+	}
+	rows := fields(out.String())
+	if len(rows) != 3 || rows[0][0] != "NAMESPACE" || rows[1][0] != "a" || rows[1][1] != "two" || rows[2][0] != "b" || rows[2][1] != "one" {
+		t.Errorf("want a NAMESPACE column and a/two then b/one:\n%s", out)
+	}
+}
+
+func TestListEmpty(t *testing.T) {
+	f := newFake()
+	c, out, errw := client(t, serve(t, f), testToken, "team")
+	if err := c.List(context.Background(), ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "" || !strings.Contains(errw.String(), "No sandboxes found in namespace team.") {
+		t.Errorf("stdout %q, stderr %q", out, errw)
+	}
+	out2 := &syncBuffer{}
+	c.out = out2
+	if err := c.List(context.Background(), ListOptions{Output: OutputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(out2.String()), ""); got != `{"items":[]}` {
+		t.Errorf("empty JSON list = %s, want {\"items\":[]}", out2)
+	}
+}
+
+func TestListJSON(t *testing.T) {
+	f := newFake()
+	f.add("default", "web", "nginx:1", time.Minute, "127.0.0.1:8080")
+	f.add("default", "api", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+	if err := c.List(context.Background(), ListOptions{Output: OutputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(got.Items) != 2 || got.Items[0]["name"] != "api" || got.Items[1]["name"] != "web" {
+		t.Fatalf("items = %v, want api then web", got.Items)
+	}
+	if eps := got.Items[1]["endpoints"]; !slices.Equal(toStrings(eps), []string{"127.0.0.1:8080"}) {
+		t.Errorf("web endpoints = %v", eps)
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+func TestGetJSON(t *testing.T) {
+	f := newFake()
+	sb := f.add("default", "done", "busybox", time.Minute)
+	sb.Status.Phase = fsbv1.Phase_PHASE_SUCCEEDED
+	sb.Status.Message = "Completed"
+	sb.Spec.Command = []string{"true"}
+	running := f.add("default", "live", "busybox", time.Minute)
+	running.Labels = map[string]string{"app": "demo"}
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+
+	if err := c.Get(context.Background(), "done", OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	want := map[string]any{
+		"name": "done", "namespace": "default", "sandboxID": "sb-done", "phase": "Succeeded",
+		"agent": "local", "node": "node-1", "image": "busybox", "revision": 1.0, "exitCode": 0.0,
+		"message": "Completed",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %#v, want %#v", k, got[k], v)
+		}
+	}
+	for _, k := range []string{"endpoints", "labels", "createTime", "spec"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("key %s missing: %s", k, out)
+		}
+	}
+	if spec, _ := got["spec"].(map[string]any); spec["image"] != "busybox" || spec["command"] == nil {
+		t.Errorf("spec = %v, want the full spec with lowerCamel keys", got["spec"])
+	}
+
+	// A running sandbox has no exit code yet: null, not 0.
+	out.buf.Reset()
+	if err := c.Get(context.Background(), "live", OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := got["exitCode"]; !ok || v != nil {
+		t.Errorf("exitCode of a running sandbox = %#v (present %v), want null", v, ok)
+	}
+	if l, _ := got["labels"].(map[string]any); l["app"] != "demo" {
+		t.Errorf("labels = %v", got["labels"])
+	}
+}
+
+func TestGetTable(t *testing.T) {
+	f := newFake()
+	f.add("team", "web", "nginx:1", 90*time.Second, "127.0.0.1:8080")
+	c, out, _ := client(t, serve(t, f), testToken, "team")
+	if err := c.Get(context.Background(), "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE"},
+		{"web", "Running", "local", "127.0.0.1:8080", "nginx:1", "90s"},
+	}
+	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("table:\n%s\nwant rows %q", out, want)
+	}
+}
+
+func TestOutputFormatChecked(t *testing.T) {
+	c, _, _ := client(t, serve(t, newFake()), testToken, "")
+	for name, err := range map[string]error{
+		"get":    c.Get(context.Background(), "x", "yaml"),
+		"list":   c.List(context.Background(), ListOptions{Output: "wide"}),
+		"agents": c.Agents(context.Background(), "xml"),
+	} {
+		if !IsUsage(err) || !strings.Contains(err.Error(), "want table or json") {
+			t.Errorf("%s: err = %v, want a usage error naming table and json", name, err)
+		}
+	}
+}

@@ -1,0 +1,654 @@
+// Package fastpath serves fsb.v1.FastPathService, the API users and the CLI
+// talk to. CreateSandbox has two consistency modes (DESIGN §4):
+//
+//   - FAST: allocate a slot, have the agent start the container, answer,
+//     and write the object afterwards. Until the write lands, a table of
+//     pending creates makes Get, List, Delete and the AlreadyExists check
+//     see the truth; a write that never lands within the orphan timeout
+//     has its container removed.
+//   - STRONG: write the object; the controller persists Bound with an
+//     agent, starts the container and persists Running; the request
+//     answers then.
+package fastpath
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
+)
+
+// Defaults.
+const (
+	DefaultNamespace     = "default"
+	DefaultOrphanTimeout = 10 * time.Second
+	// StrongTimeout bounds how long a STRONG create waits for Running.
+	StrongTimeout = 60 * time.Second
+)
+
+// Config is what a Server needs.
+type Config struct {
+	Store      store.Interface
+	Registry   *registry.Registry
+	Agents     *agents.Set
+	Controller *controller.Controller
+	// DefaultMode applies when a request sets none.
+	DefaultMode v1alpha1.ConsistencyMode
+	// OrphanTimeout is how long a FAST create's object write is retried
+	// before its container counts as an orphan and is removed.
+	OrphanTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Server implements fsbv1connect.FastPathServiceHandler.
+type Server struct {
+	cfg Config
+	ctx context.Context // owns the asynchronous writes
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex
+	pending map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+}
+
+// pendingCreate is a FAST create whose object is being written.
+type pendingCreate struct {
+	mu      sync.Mutex
+	obj     *v1alpha1.Sandbox
+	deleted bool
+}
+
+// New returns a Server whose asynchronous writes run until ctx ends; Wait
+// waits for them.
+func New(ctx context.Context, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DefaultMode == "" {
+		cfg.DefaultMode = v1alpha1.ConsistencyFast
+	}
+	if cfg.OrphanTimeout <= 0 {
+		cfg.OrphanTimeout = DefaultOrphanTimeout
+	}
+	return &Server{cfg: cfg, ctx: ctx, pending: make(map[string]*pendingCreate)}
+}
+
+// Wait waits for the asynchronous object writes to end.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// NewID returns a fresh sandbox ID: "sb-" and 16 random base32 characters.
+func NewID() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return "sb-" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+func key(namespace, name string) string { return namespace + "/" + name }
+
+// lookup returns the sandbox namespace/name as the API shows it: the
+// cached object, else a pending FAST create.
+func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
+	if sb, ok := s.cfg.Controller.Get(namespace, name); ok {
+		return sb
+	}
+	s.mu.Lock()
+	p := s.pending[key(namespace, name)]
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.deleted {
+		return nil
+	}
+	return p.obj
+}
+
+// CreateSandbox implements FastPathService.CreateSandbox.
+func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.CreateSandboxRequest]) (*connect.Response[fsbv1.CreateSandboxResponse], error) {
+	msg := req.Msg
+	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	if err := validateCreate(namespace, msg); err != nil {
+		return nil, err
+	}
+	spec := v1alpha1.SpecFromProto(msg.GetSpec())
+	if spec.ConsistencyMode == "" {
+		spec.ConsistencyMode = s.cfg.DefaultMode
+	}
+	if spec.FailurePolicy == "" {
+		spec.FailurePolicy = v1alpha1.FailurePolicyManual
+	}
+	obj := &v1alpha1.Sandbox{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: msg.GetName(), Namespace: namespace, Labels: msg.GetLabels(),
+			Annotations: map[string]string{v1alpha1.AnnotationID: NewID()},
+			Finalizers:  []string{v1alpha1.Finalizer},
+		},
+		Spec: spec,
+	}
+	if existing := s.lookup(namespace, msg.GetName()); existing != nil {
+		return s.existing(existing, obj)
+	}
+	var out *v1alpha1.Sandbox
+	var err error
+	if spec.ConsistencyMode == v1alpha1.ConsistencyStrong {
+		out, err = s.createStrong(ctx, obj)
+	} else {
+		out, err = s.createFast(ctx, obj)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// existing answers a create for a name that is taken: the same spec and
+// labels return the sandbox, anything else is AlreadyExists.
+func (s *Server) existing(have, want *v1alpha1.Sandbox) (*connect.Response[fsbv1.CreateSandboxResponse], error) {
+	if have.DeletionTimestamp == nil && equality.Semantic.DeepEqual(have.Spec, want.Spec) && maps.Equal(have.Labels, want.Labels) {
+		return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: v1alpha1.ToProto(have)}), nil
+	}
+	return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("sandbox %s/%s already exists with another spec: delete it first or pick another name", have.Namespace, have.Name))
+}
+
+func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	k := key(obj.Namespace, obj.Name)
+	p := &pendingCreate{obj: obj}
+	s.mu.Lock()
+	if s.pending[k] != nil {
+		s.mu.Unlock()
+		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("sandbox %s is being created", k))
+	}
+	s.pending[k] = p
+	s.mu.Unlock()
+	drop := func() {
+		s.mu.Lock()
+		delete(s.pending, k)
+		s.mu.Unlock()
+	}
+	// The cache may have got the object between lookup and reservation.
+	if existing, ok := s.cfg.Controller.Get(obj.Namespace, obj.Name); ok {
+		drop()
+		if _, err := s.existing(existing, obj); err != nil {
+			return nil, err
+		}
+		return existing, nil
+	}
+	id := obj.Annotations[v1alpha1.AnnotationID]
+	req, err := controller.PlacementRequest(obj, id)
+	if err != nil {
+		drop()
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	place, err := s.cfg.Registry.Allocate(req)
+	if err != nil {
+		drop()
+		return nil, connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	client, err := s.cfg.Agents.Client(place.AgentID)
+	if err == nil {
+		var resp *connect.Response[fsbv1.AgentServiceCreateSandboxResponse]
+		resp, err = client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec),
+		}))
+		if err == nil {
+			p.mu.Lock()
+			obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
+			obj.Annotations[v1alpha1.AnnotationRevision] = "1"
+			obj.Status = v1alpha1.SandboxStatus{
+				Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
+				Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
+			}
+			obj.CreationTimestamp = metav1.Now()
+			out := obj.DeepCopy()
+			p.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.persist(k, p)
+			}()
+			return out, nil
+		}
+	}
+	s.cfg.Registry.Release(id)
+	drop()
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return nil, ce
+	}
+	return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+}
+
+// persist writes a FAST create's object, retrying until the orphan timeout;
+// then the container is an orphan and is removed.
+func (s *Server) persist(k string, p *pendingCreate) {
+	ctx := s.ctx
+	deadline := time.Now().Add(s.cfg.OrphanTimeout)
+	backoff := 20 * time.Millisecond
+	for {
+		p.mu.Lock()
+		if p.deleted {
+			p.mu.Unlock()
+			s.forgetPending(k, p)
+			return
+		}
+		_, err := s.cfg.Store.Create(ctx, p.obj.DeepCopy())
+		p.mu.Unlock()
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.orphan(k, p, err)
+			return
+		}
+		s.cfg.Logger.Warn("writing a FAST sandbox failed; retrying", slog.String("sandbox", k), slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	// Keep answering from the table until the cache has the object.
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ns, name, _ := strings.Cut(k, "/")
+	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool { return sb != nil })
+	s.forgetPending(k, p)
+}
+
+func (s *Server) forgetPending(k string, p *pendingCreate) {
+	s.mu.Lock()
+	if s.pending[k] == p {
+		delete(s.pending, k)
+	}
+	s.mu.Unlock()
+}
+
+// orphan removes the container of a FAST create whose object could not be
+// written.
+func (s *Server) orphan(k string, p *pendingCreate, cause error) {
+	ctx := context.WithoutCancel(s.ctx)
+	id, agentID := p.obj.Annotations[v1alpha1.AnnotationID], p.obj.Annotations[v1alpha1.AnnotationAgent]
+	s.cfg.Logger.Error("FAST sandbox never written; removing its container", slog.String("sandbox", k), slog.String("id", id), slog.Any("err", cause))
+	if client, err := s.cfg.Agents.Client(agentID); err == nil {
+		zero := int32(0)
+		if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: &zero})); err != nil {
+			s.cfg.Logger.Error("removing orphan failed", slog.String("id", id), slog.Any("err", err))
+		}
+	}
+	s.cfg.Registry.Release(id)
+	s.forgetPending(k, p)
+}
+
+func (s *Server) createStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if _, err := s.cfg.Store.Create(ctx, obj); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			if have, gerr := s.cfg.Store.Get(ctx, obj.Namespace, obj.Name); gerr == nil {
+				if _, err := s.existing(have, obj); err != nil {
+					return nil, err
+				}
+				obj = have
+			}
+		} else {
+			return nil, storeError(err)
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, StrongTimeout)
+	defer cancel()
+	// The cache may not have the new object yet: absent counts as deleted
+	// only once it has been seen.
+	seen := false
+	sb, err := s.cfg.Controller.Wait(waitCtx, obj.Namespace, obj.Name, func(sb *v1alpha1.Sandbox) bool {
+		if sb == nil {
+			return seen
+		}
+		seen = true
+		if _, _, refused := controller.Refusal(sb); refused {
+			return true
+		}
+		switch sb.Status.Phase {
+		case v1alpha1.PhaseRunning, v1alpha1.PhaseSucceeded, v1alpha1.PhaseFailed, v1alpha1.PhaseLost:
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s/%s did not start in time (last phase %q); it is still there", obj.Namespace, obj.Name, phaseOf(sb)))
+	}
+	if sb == nil {
+		return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("sandbox %s/%s was deleted while it started", obj.Namespace, obj.Name))
+	}
+	if code, msg, refused := controller.Refusal(sb); refused {
+		// Nothing runs: take the object back, as a FAST create that the
+		// agent refused leaves nothing either.
+		_ = s.cfg.Store.Delete(context.WithoutCancel(ctx), sb.Namespace, sb.Name)
+		return nil, connect.NewError(code, errors.New(msg))
+	}
+	return sb, nil
+}
+
+func phaseOf(sb *v1alpha1.Sandbox) v1alpha1.Phase {
+	if sb == nil {
+		return ""
+	}
+	return sb.Status.Phase
+}
+
+// DeleteSandbox implements FastPathService.DeleteSandbox.
+func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+	msg := req.Msg
+	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	if msg.GetName() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name is required"))
+	}
+	if msg.GracePeriodSeconds != nil && msg.GetGracePeriodSeconds() < 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("grace_period_seconds %d: want 0 or more", msg.GetGracePeriodSeconds()))
+	}
+	k := key(namespace, msg.GetName())
+	if _, cached := s.cfg.Controller.Get(namespace, msg.GetName()); !cached {
+		s.mu.Lock()
+		p := s.pending[k]
+		s.mu.Unlock()
+		if p != nil {
+			return s.deletePending(ctx, k, p, msg)
+		}
+	}
+	if msg.GracePeriodSeconds != nil {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			sb, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
+			if err != nil {
+				return err
+			}
+			if sb.Annotations == nil {
+				sb.Annotations = map[string]string{}
+			}
+			sb.Annotations[controller.AnnotationGracePeriod] = strconv.Itoa(int(msg.GetGracePeriodSeconds()))
+			_, err = s.cfg.Store.Update(ctx, sb)
+			return err
+		})
+		if err != nil {
+			return nil, storeError(err)
+		}
+	}
+	if err := s.cfg.Store.Delete(ctx, namespace, msg.GetName()); err != nil {
+		return nil, storeError(err)
+	}
+	if !msg.GetNoWait() {
+		if _, err := s.cfg.Controller.Wait(ctx, namespace, msg.GetName(), func(sb *v1alpha1.Sandbox) bool { return sb == nil }); err != nil {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s is still being deleted", k))
+		}
+	}
+	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+}
+
+// deletePending deletes a FAST sandbox whose object is not written yet: the
+// container is removed before the call answers, and the pending write, if
+// it lands anyway, is deleted too.
+func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+	p.mu.Lock()
+	p.deleted = true
+	obj := p.obj.DeepCopy()
+	p.mu.Unlock()
+	id, agentID := obj.Annotations[v1alpha1.AnnotationID], obj.Annotations[v1alpha1.AnnotationAgent]
+	client, err := s.cfg.Agents.Client(agentID)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
+		return nil, err
+	}
+	s.cfg.Registry.Release(id)
+	// The write may have landed in the meantime: the object goes too.
+	if err := s.cfg.Store.Delete(ctx, obj.Namespace, obj.Name); err != nil && !apierrors.IsNotFound(err) {
+		return nil, storeError(err)
+	}
+	s.forgetPending(k, p)
+	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+}
+
+// UpdateSandbox implements FastPathService.UpdateSandbox: labels and the
+// Manual failure policy; AutoRecreate comes with self-healing.
+func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
+	msg := req.Msg
+	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	if msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
+	}
+	if err := validateLabels(msg.GetLabels()); err != nil {
+		return nil, err
+	}
+	var out *v1alpha1.Sandbox
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		sb, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
+		if err != nil {
+			return err
+		}
+		if msg.GetLabels() != nil {
+			sb.Labels = msg.GetLabels()
+		}
+		out, err = s.cfg.Store.Update(ctx, sb)
+		return err
+	})
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// ListSandboxes implements FastPathService.ListSandboxes.
+func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.ListSandboxesRequest]) (*connect.Response[fsbv1.ListSandboxesResponse], error) {
+	sel, err := labels.Parse(req.Msg.GetLabelSelector())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label selector: %w", err))
+	}
+	ns := req.Msg.GetNamespace()
+	seen := map[string]bool{}
+	var items []*v1alpha1.Sandbox
+	add := func(sb *v1alpha1.Sandbox) {
+		k := key(sb.Namespace, sb.Name)
+		if seen[k] || (ns != "" && sb.Namespace != ns) || !sel.Matches(labels.Set(sb.Labels)) {
+			return
+		}
+		seen[k] = true
+		items = append(items, sb)
+	}
+	for _, sb := range s.cfg.Controller.List() {
+		add(sb)
+	}
+	s.mu.Lock()
+	pending := slices.Collect(maps.Values(s.pending))
+	s.mu.Unlock()
+	for _, p := range pending {
+		p.mu.Lock()
+		if !p.deleted {
+			add(p.obj.DeepCopy())
+		}
+		p.mu.Unlock()
+	}
+	slices.SortFunc(items, func(a, b *v1alpha1.Sandbox) int {
+		return strings.Compare(key(a.Namespace, a.Name), key(b.Namespace, b.Name))
+	})
+	resp := &fsbv1.ListSandboxesResponse{}
+	for _, sb := range items {
+		resp.Sandboxes = append(resp.Sandboxes, v1alpha1.ToProto(sb))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetSandbox implements FastPathService.GetSandbox.
+func (s *Server) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSandboxRequest]) (*connect.Response[fsbv1.GetSandboxResponse], error) {
+	namespace := or(req.Msg.GetNamespace(), DefaultNamespace)
+	sb := s.lookup(namespace, req.Msg.GetName())
+	if sb == nil {
+		return nil, notFound(namespace, req.Msg.GetName())
+	}
+	return connect.NewResponse(&fsbv1.GetSandboxResponse{Sandbox: v1alpha1.ToProto(sb)}), nil
+}
+
+// StreamLogs implements FastPathService.StreamLogs, relayed from the agent.
+func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {
+	namespace := or(req.Msg.GetNamespace(), DefaultNamespace)
+	sb := s.lookup(namespace, req.Msg.GetName())
+	if sb == nil {
+		return notFound(namespace, req.Msg.GetName())
+	}
+	agentID, id, revision := sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
+	if agentID == "" {
+		agentID, revision = sb.Annotations[v1alpha1.AnnotationAgent], 0
+		id = sb.Annotations[v1alpha1.AnnotationID]
+	}
+	if agentID == "" {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, req.Msg.GetName()))
+	}
+	client, err := s.cfg.Agents.Client(agentID)
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	in, err := client.StreamLogs(ctx, connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{
+		SandboxId: id, Revision: revision, Tail: req.Msg.GetTail(), Follow: req.Msg.GetFollow(),
+	}))
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	for in.Receive() {
+		if err := stream.Send(&fsbv1.StreamLogsResponse{Lines: in.Msg().GetLines()}); err != nil {
+			return err
+		}
+	}
+	return in.Err()
+}
+
+// ListAgents implements FastPathService.ListAgents.
+func (s *Server) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRequest]) (*connect.Response[fsbv1.ListAgentsResponse], error) {
+	return connect.NewResponse(&fsbv1.ListAgentsResponse{Agents: s.cfg.Agents.Statuses()}), nil
+}
+
+// KnownSandboxes implements FastPathService.KnownSandboxes for the janitor.
+func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.KnownSandboxesRequest]) (*connect.Response[fsbv1.KnownSandboxesResponse], error) {
+	known := map[string]bool{}
+	for _, sb := range s.cfg.Controller.List() {
+		_, id, _ := placementOf(sb)
+		known[id] = true
+	}
+	s.mu.Lock()
+	for _, p := range s.pending {
+		p.mu.Lock()
+		known[p.obj.Annotations[v1alpha1.AnnotationID]] = true
+		p.mu.Unlock()
+	}
+	s.mu.Unlock()
+	resp := &fsbv1.KnownSandboxesResponse{}
+	for _, id := range req.Msg.GetSandboxIds() {
+		if known[id] {
+			resp.KnownIds = append(resp.KnownIds, id)
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func placementOf(sb *v1alpha1.Sandbox) (agentID, id string, revision int64) {
+	agentID, id, revision = sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
+	if id == "" {
+		id = sb.Annotations[v1alpha1.AnnotationID]
+	}
+	return agentID, id, revision
+}
+
+func notFound(namespace, name string) error {
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s not found in namespace %s", name, namespace))
+}
+
+// storeError maps a store error to the Connect code a user should see.
+func storeError(err error) error {
+	switch {
+	case apierrors.IsNotFound(err):
+		return connect.NewError(connect.CodeNotFound, err)
+	case apierrors.IsAlreadyExists(err):
+		return connect.NewError(connect.CodeAlreadyExists, err)
+	case apierrors.IsConflict(err):
+		return connect.NewError(connect.CodeAborted, err)
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// validateCreate checks a create once, at the edge, saying what to fix.
+func validateCreate(namespace string, msg *fsbv1.CreateSandboxRequest) error {
+	invalid := func(format string, args ...any) error {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+	}
+	if msg.GetName() == "" {
+		return invalid("name is required")
+	}
+	if errs := validation.IsDNS1123Subdomain(msg.GetName()); len(errs) > 0 {
+		return invalid("name %q: %s", msg.GetName(), strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return invalid("namespace %q: %s", namespace, strings.Join(errs, "; "))
+	}
+	if err := validateLabels(msg.GetLabels()); err != nil {
+		return err
+	}
+	if err := agent.ValidateSpec(msg.GetSpec()); err != nil {
+		return invalid("%v", err)
+	}
+	spec := msg.GetSpec()
+	notYet := func(field string) error {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("spec.%s is not supported yet: it arrives with self-healing", field))
+	}
+	switch {
+	case spec.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
+		return notYet("failurePolicy AutoRecreate")
+	case spec.GetResetRevision() != nil:
+		return notYet("resetRevision")
+	case spec.GetExpireTime() != nil:
+		return notYet("expireTime")
+	case spec.GetRecoveryTimeoutSeconds() != 0:
+		return notYet("recoveryTimeoutSeconds")
+	}
+	return nil
+}
+
+func validateLabels(ls map[string]string) error {
+	for k, v := range ls {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; ")))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label %s value %q: %s", k, v, strings.Join(errs, "; ")))
+		}
+	}
+	return nil
+}

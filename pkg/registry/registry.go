@@ -1,0 +1,519 @@
+// Package registry is the controller's in-memory truth about agents: their
+// slots, the ports in use in each agent's network namespace, the images on
+// their nodes, their runtimes and health, and which sandbox runs where.
+//
+// Allocate runs on every create, so it does not look at every agent. Each
+// healthy agent is filed in a few groups: one per (pool, runtime) and one
+// per (pool, runtime, image) it can serve, where the pool is both its own
+// and "any pool". Inside a group agents sit in buckets by free slots, so the
+// least loaded agent is in the highest non-empty bucket, found from a
+// bitset. Allocate looks there in the request's image group, then in its
+// plain group: two map lookups and O(1) work, whatever the number of agents.
+// A placement leaves the agent filed too high in all its groups, and a pick
+// that comes across it moves it down in that group only; a release files it
+// up again where it is too low. So a placement costs nothing in the groups
+// no request asks for. Ports are checked only on the agents so found: an
+// agent passed over for a port in use is the only cost that grows. One mutex
+// guards it all.
+package registry
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// defaultRuntime is the runtime of a request that names none, and of an
+// agent that reports none.
+const defaultRuntime = "runc"
+
+// ErrNoCapacity is returned, wrapped in a message that says why each agent
+// was refused, when no healthy agent has a free slot, the runtime and the
+// ports free.
+var ErrNoCapacity = errors.New("no capacity")
+
+// ErrUnknownAgent is returned by Assign for an agent the registry does not
+// know.
+var ErrUnknownAgent = errors.New("unknown agent")
+
+// Agent is what the registry knows of one agent, from its status.
+type Agent struct {
+	ID       string   // agent ID (pod UID in Kubernetes)
+	Address  string   // host:port of its AgentService
+	Pool     string   // pool name; "" for the local/default pool
+	NodeName string   // node the agent runs on
+	Capacity int      // slots
+	Images   []string // image names present on its node, normalized
+	Runtimes []string // "runc", "crun", "gvisor"; none means runc
+	Healthy  bool
+}
+
+// Request asks for a place for one sandbox.
+type Request struct {
+	SandboxID string
+	Image     string  // normalized name
+	Ports     []int32 // exposed ports; each must be free in the agent's network namespace
+	Runtime   string  // "" means runc
+	Pool      string  // "" matches agents of any pool; otherwise the agent's pool must equal it
+}
+
+// Placement is where a sandbox goes.
+type Placement struct {
+	AgentID  string
+	Address  string
+	NodeName string
+}
+
+// AgentState is a snapshot of one agent: its facts and what is placed on it.
+type AgentState struct {
+	Agent
+	Used      int      // slots taken
+	Ports     []int32  // ports in use, sorted; a port appears once per sandbox using it
+	Sandboxes []string // sandbox IDs placed on it, sorted
+}
+
+// Registry places sandboxes on agents. The zero value is not usable; call
+// New. A Registry is safe for concurrent use.
+type Registry struct {
+	mu        sync.Mutex
+	agents    map[string]*agent
+	sandboxes map[string]placed
+	groups    map[groupKey]*group
+	pools     map[string]*poolCount
+	healthy   int // healthy agents in all pools
+	portsHeld int // ports held by all sandboxes
+}
+
+// agent is the registry's record of one agent.
+type agent struct {
+	Agent
+	used      int
+	ports     map[int32]int // port -> sandboxes using it
+	sandboxes map[string]struct{}
+	// members are the groups the agent is in while it is healthy.
+	members []membership
+	// portsHeld counts the ports its sandboxes hold; snapshot is its index
+	// in the result of Agents while that runs. Both serve Agents.
+	portsHeld int
+	snapshot  int
+}
+
+// placed is where one sandbox is and which ports it holds there.
+type placed struct {
+	agent *agent
+	ports []int32
+}
+
+// poolCount counts the agents of one pool, for the ErrNoCapacity message.
+type poolCount struct {
+	total, healthy int
+}
+
+// New returns an empty registry.
+func New() *Registry {
+	return &Registry{
+		agents:    make(map[string]*agent),
+		sandboxes: make(map[string]placed),
+		groups:    make(map[groupKey]*group),
+		pools:     make(map[string]*poolCount),
+	}
+}
+
+// Upsert adds an agent or updates its facts. The sandboxes placed on it stay
+// placed, even if it now has fewer slots than they take.
+func (r *Registry) Upsert(in Agent) {
+	in.Images = normalizeSet(in.Images)
+	in.Runtimes = normalizeSet(in.Runtimes)
+	if len(in.Runtimes) == 0 {
+		in.Runtimes = []string{defaultRuntime}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[in.ID]
+	if !ok {
+		a = &agent{Agent: in, sandboxes: make(map[string]struct{})}
+		r.agents[in.ID] = a
+		r.join(a)
+		return
+	}
+	if a.Pool == in.Pool && a.Capacity == in.Capacity && a.Healthy == in.Healthy &&
+		slices.Equal(a.Images, in.Images) && slices.Equal(a.Runtimes, in.Runtimes) {
+		// Nothing the index depends on changed: the common status update.
+		a.Address, a.NodeName = in.Address, in.NodeName
+		return
+	}
+	r.leave(a)
+	a.Agent = in
+	r.join(a)
+}
+
+// Remove forgets an agent and returns the IDs of the sandboxes that were on
+// it, sorted; they are no longer placed anywhere.
+func (r *Registry) Remove(agentID string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[agentID]
+	if !ok {
+		return nil
+	}
+	r.leave(a)
+	delete(r.agents, agentID)
+	ids := make([]string, 0, len(a.sandboxes))
+	for id := range a.sandboxes {
+		ids = append(ids, id)
+		delete(r.sandboxes, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Allocate reserves a slot and req.Ports on one agent for req.SandboxID and
+// returns where. It prefers agents whose node has req.Image, then the agent
+// with the most free slots. Calling it again for a placed sandbox returns the
+// same placement and takes nothing more. If no agent can take the sandbox the
+// error wraps ErrNoCapacity and says why the agents were refused.
+func (r *Registry) Allocate(req Request) (Placement, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.sandboxes[req.SandboxID]; ok {
+		return p.agent.placement(), nil
+	}
+	key := groupKey{pool: req.Pool, anyPool: req.Pool == "", runtime: cmp.Or(req.Runtime, defaultRuntime)}
+	var a *agent
+	if req.Image != "" {
+		key.image = req.Image
+		if g := r.groups[key]; g != nil {
+			a = g.pick(req.Ports)
+		}
+		key.image = ""
+	}
+	g := r.groups[key]
+	if a == nil && g != nil {
+		a = g.pick(req.Ports)
+	}
+	if a == nil {
+		return Placement{}, r.refusal(req, g)
+	}
+	r.place(a, req.SandboxID, req.Ports)
+	return a.placement(), nil
+}
+
+// Assign records that a sandbox runs on an agent with ports, as the store or
+// the agent's status says after a restart. What runs is the truth: it is
+// recorded even beyond the agent's capacity or over a port in use, and a
+// sandbox recorded elsewhere moves. Assigning what is already recorded
+// changes nothing.
+func (r *Registry) Assign(sandboxID, agentID string, ports []int32) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[agentID]
+	if !ok {
+		return fmt.Errorf("assign sandbox %q: %w %q", sandboxID, ErrUnknownAgent, agentID)
+	}
+	if p, ok := r.sandboxes[sandboxID]; ok {
+		if p.agent == a && sameSet(p.ports, ports) {
+			return nil
+		}
+		r.unplace(sandboxID, p)
+	}
+	r.place(a, sandboxID, ports)
+	return nil
+}
+
+// Release frees the slot and ports of a sandbox. An unknown sandbox is a
+// no-op.
+func (r *Registry) Release(sandboxID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.sandboxes[sandboxID]; ok {
+		r.unplace(sandboxID, p)
+	}
+}
+
+// Lookup returns where a sandbox is placed.
+func (r *Registry) Lookup(sandboxID string) (Placement, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.sandboxes[sandboxID]
+	if !ok {
+		return Placement{}, false
+	}
+	return p.agent.placement(), true
+}
+
+// Agents returns a snapshot of every agent, sorted by ID.
+func (r *Registry) Agents() []AgentState {
+	// Under the lock, only what changes in place is copied: the agents, then
+	// in one pass over the sandboxes their IDs and ports, into one array
+	// each for all agents. Images and Runtimes are replaced by Upsert, never
+	// changed, so they are copied after, and all sorting is done after.
+	r.mu.Lock()
+	out := make([]AgentState, 0, len(r.agents))
+	ids := make([]string, len(r.sandboxes))
+	ports := make([]int32, r.portsHeld)
+	i, p := 0, 0
+	for _, a := range r.agents {
+		a.snapshot = len(out)
+		out = append(out, AgentState{
+			Agent:     a.Agent,
+			Used:      a.used,
+			Sandboxes: ids[i:i:i+a.used],
+			Ports:     ports[p:p:p+a.portsHeld],
+		})
+		i, p = i+a.used, p+a.portsHeld
+	}
+	for id, pl := range r.sandboxes {
+		s := &out[pl.agent.snapshot]
+		s.Sandboxes = append(s.Sandboxes, id)
+		s.Ports = append(s.Ports, pl.ports...)
+	}
+	r.mu.Unlock()
+
+	n := 0
+	for _, s := range out {
+		n += len(s.Images) + len(s.Runtimes)
+	}
+	names := make([]string, 0, n)
+	for i := range out {
+		s := &out[i]
+		names = append(names, s.Images...)
+		s.Images = names[len(names)-len(s.Images) : len(names) : len(names)]
+		names = append(names, s.Runtimes...)
+		s.Runtimes = names[len(names)-len(s.Runtimes) : len(names) : len(names)]
+		slices.Sort(s.Ports)
+		slices.Sort(s.Sandboxes)
+	}
+	slices.SortFunc(out, func(x, y AgentState) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
+// place puts a sandbox on a, taking a slot and its ports.
+func (r *Registry) place(a *agent, id string, ports []int32) {
+	ports = distinct(ports)
+	if len(ports) > 0 && a.ports == nil {
+		a.ports = make(map[int32]int, len(ports))
+	}
+	for _, p := range ports {
+		a.ports[p]++
+	}
+	a.used++
+	a.portsHeld += len(ports)
+	r.portsHeld += len(ports)
+	a.sandboxes[id] = struct{}{}
+	r.sandboxes[id] = placed{agent: a, ports: ports}
+	// a stays filed where it was, now above its free slots: see group.
+}
+
+// unplace takes a sandbox off its agent, freeing its slot and ports.
+func (r *Registry) unplace(id string, p placed) {
+	a := p.agent
+	for _, port := range p.ports {
+		if a.ports[port]--; a.ports[port] == 0 {
+			delete(a.ports, port)
+		}
+	}
+	a.used--
+	a.portsHeld -= len(p.ports)
+	r.portsHeld -= len(p.ports)
+	delete(a.sandboxes, id)
+	delete(r.sandboxes, id)
+	r.promote(a)
+}
+
+// join counts a in its pool and, if it is healthy, files it in every group
+// whose requests it can serve.
+func (r *Registry) join(a *agent) {
+	pc := r.pools[a.Pool]
+	if pc == nil {
+		pc = &poolCount{}
+		r.pools[a.Pool] = pc
+	}
+	pc.total++
+	if !a.Healthy {
+		return
+	}
+	pc.healthy++
+	r.healthy++
+	for _, rt := range a.Runtimes {
+		r.addMember(a, groupKey{anyPool: true, runtime: rt})
+		for _, img := range a.Images {
+			r.addMember(a, groupKey{anyPool: true, runtime: rt, image: img})
+		}
+		// A request names a pool or none, never the default pool "", so an
+		// agent of the default pool is only ever found through anyPool.
+		if a.Pool == "" {
+			continue
+		}
+		r.addMember(a, groupKey{pool: a.Pool, runtime: rt})
+		for _, img := range a.Images {
+			r.addMember(a, groupKey{pool: a.Pool, runtime: rt, image: img})
+		}
+	}
+	r.promote(a)
+}
+
+// leave undoes join.
+func (r *Registry) leave(a *agent) {
+	pc := r.pools[a.Pool]
+	pc.total--
+	if a.Healthy {
+		pc.healthy--
+		r.healthy--
+	}
+	if pc.total == 0 {
+		delete(r.pools, a.Pool)
+	}
+	a.unfileAll()
+	for _, m := range a.members {
+		if m.g.members--; m.g.members == 0 {
+			delete(r.groups, m.g.key)
+		}
+	}
+	clear(a.members)
+	a.members = a.members[:0]
+}
+
+func (r *Registry) addMember(a *agent, key groupKey) {
+	g := r.groups[key]
+	if g == nil {
+		g = &group{key: key}
+		r.groups[key] = g
+	}
+	g.members++
+	a.members = append(a.members, membership{g: g})
+}
+
+// promote files a under its free slots in each group where it is filed
+// lower, as after a release. Where it is filed higher, as after a
+// placement, it stays: a pick in that group moves it down if it comes
+// across it (see group).
+func (r *Registry) promote(a *agent) {
+	free := a.free()
+	for m := range a.members {
+		if ms := &a.members[m]; ms.bucket < free {
+			ms.g.refile(a, m, free)
+		}
+	}
+}
+
+// unfileAll takes a out of the buckets of all its groups.
+func (a *agent) unfileAll() {
+	for m := range a.members {
+		a.members[m].g.refile(a, m, 0)
+	}
+}
+
+// maxBucket bounds the buckets of a group: an agent with more free slots
+// than that is filed as if it had maxBucket, so that a wild capacity cannot
+// make a group allocate a bucket per slot.
+const maxBucket = 1024
+
+// free returns the slots a has free, up to maxBucket.
+func (a *agent) free() int {
+	return min(max(a.Capacity-a.used, 0), maxBucket)
+}
+
+// portsBusy reports whether any of ports is in use on a.
+func (a *agent) portsBusy(ports []int32) bool {
+	if len(a.ports) == 0 {
+		return false
+	}
+	for _, p := range ports {
+		if a.ports[p] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *agent) placement() Placement {
+	return Placement{AgentID: a.ID, Address: a.Address, NodeName: a.NodeName}
+}
+
+// refusal explains why no agent could take req. Every agent is refused for
+// exactly one reason, checked in this order: another pool, unhealthy, no
+// runtime, full, a port in use. g is the request's group without image, or
+// nil when no healthy agent of the pool has the runtime. The counts come from
+// counters, so even refusing costs O(1) beyond the search.
+func (r *Registry) refusal(req Request, g *group) error {
+	total, inPool, healthy := len(r.agents), len(r.agents), r.healthy
+	if req.Pool != "" {
+		inPool, healthy = 0, 0
+		if pc := r.pools[req.Pool]; pc != nil {
+			inPool, healthy = pc.total, pc.healthy
+		}
+	}
+	withRuntime, withSlot := 0, 0
+	if g != nil {
+		withRuntime, withSlot = g.members, g.filed
+	}
+	runtime := cmp.Or(req.Runtime, defaultRuntime)
+
+	if total == 0 {
+		return fmt.Errorf("%w for sandbox %q: no agents are registered", ErrNoCapacity, req.SandboxID)
+	}
+	var b strings.Builder
+	reason := func(n int, one, many string) {
+		if n > 0 {
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%d %s", n, plural(n, one, many))
+		}
+	}
+	reason(withRuntime-withSlot, "is full", "are full")
+	reason(withSlot, fmt.Sprintf("has a port of %v in use", req.Ports), fmt.Sprintf("have a port of %v in use", req.Ports))
+	reason(healthy-withRuntime, fmt.Sprintf("lacks runtime %q", runtime), fmt.Sprintf("lack runtime %q", runtime))
+	reason(inPool-healthy, "is unhealthy", "are unhealthy")
+	reason(total-inPool, fmt.Sprintf("is not in pool %q", req.Pool), fmt.Sprintf("are not in pool %q", req.Pool))
+	return fmt.Errorf("%w for sandbox %q: none of %d %s can take it: %s",
+		ErrNoCapacity, req.SandboxID, total, plural(total, "agent", "agents"), b.String())
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// normalizeSet returns a sorted copy of s without duplicates or empty names.
+func normalizeSet(s []string) []string {
+	out := slices.DeleteFunc(slices.Clone(s), func(v string) bool { return v == "" })
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// distinct returns ports without duplicates, as a slice the caller may keep.
+func distinct(ports []int32) []int32 {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]int32, 0, len(ports))
+	for _, p := range ports {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// sameSet reports whether a and b hold the same ports; a has no duplicates.
+func sameSet(a, b []int32) bool {
+	for _, p := range b {
+		if !slices.Contains(a, p) {
+			return false
+		}
+	}
+	// Every port of b is in a; they are equal if a has nothing more.
+	for _, p := range a {
+		if !slices.Contains(b, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# down.sh stops what scripts/up.sh started (make down): the controller, then
+# the agent (each by its PID file: SIGTERM, SIGKILL after 10 s), then the
+# project-local containerd with every sandbox container it still holds
+# (scripts/rig.sh down, which kills and deletes every task and container,
+# namespace fsb included, and removes $UP_DIR).
+#
+# Then it removes .fsb/ entirely: tokens, the embedded store's data and the
+# daemons' logs. Nothing is kept on purpose: the store would remember
+# sandboxes whose containers are gone, and every make up (or make demo)
+# should start from a clean slate.
+#
+# It touches only processes whose PID file names `bin/fsb agent|controller`
+# of this checkout, and it succeeds when there is nothing to stop.
+set -euo pipefail
+
+readonly STOP_TIMEOUT=10 # seconds between SIGTERM and SIGKILL
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+readonly repo_root
+readonly fsb_dir=$repo_root/.fsb
+readonly fsb=$repo_root/bin/fsb
+
+log() { printf 'down: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ours NAME prints the PID in .fsb/NAME.pid if that process is alive and is
+# `bin/fsb NAME` of this checkout; else it fails.
+ours() {
+	local name=$1 pid
+	local -a argv
+	[[ -r $fsb_dir/$name.pid ]] || return 1
+	pid=$(<"$fsb_dir/$name.pid")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	((${#argv[@]} >= 2)) && [[ ${argv[0]} == "$fsb" && ${argv[1]} == "$name" ]] || return 1
+	echo "$pid"
+}
+
+stop() {
+	local name=$1 pid deadline
+	if pid=$(ours "$name"); then
+		log "stopping the $name (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		deadline=$((SECONDS + STOP_TIMEOUT))
+		while kill -0 "$pid" 2>/dev/null; do
+			if ((SECONDS >= deadline)); then
+				log "the $name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; killing it"
+				kill -KILL "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.1
+		done
+	fi
+	rm -f "$fsb_dir/$name.pid"
+}
+
+main() {
+	((EUID == 0)) || die "must run as root (containerd, mounts, cgroups)"
+	local up_dir=${UP_DIR:-}
+	if [[ -z $up_dir && -r $fsb_dir/up-dir ]]; then
+		up_dir=$(<"$fsb_dir/up-dir")
+	fi
+	up_dir=${up_dir:-/tmp/fsb-up}
+
+	# The controller first, so that nothing asks the agent for new
+	# sandboxes while it stops.
+	stop controller
+	stop agent
+	if [[ -d $up_dir ]]; then
+		"$repo_root/scripts/rig.sh" down "$up_dir"
+	fi
+	if [[ -d $fsb_dir ]]; then
+		rm -rf -- "$fsb_dir"
+		log "removed .fsb/"
+	fi
+	log "down"
+}
+
+main "$@"

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# up.sh starts Fast Sandbox on this machine, in the background (make up):
+#
+#   1. a project-local containerd (scripts/rig.sh up $UP_DIR) with the test
+#      image localhost/fsb/busybox:latest imported into namespace fsb;
+#   2. two random tokens, .fsb/user-token (what users present) and
+#      .fsb/agent-token (what the controller presents to the agent);
+#   3. an agent on 127.0.0.1:5758 (log .fsb/agent.log, pid .fsb/agent.pid);
+#   4. a controller on 127.0.0.1:9090, health on 127.0.0.1:8081, with the
+#      embedded store in .fsb/data (log .fsb/controller.log, pid
+#      .fsb/controller.pid);
+#   5. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`.
+#
+# It returns once both answer on /readyz; they keep running until
+# scripts/down.sh (make down). Running it again while they run changes
+# nothing. It refuses to start when another program holds one of the ports.
+# On a failure it prints the failing daemon's log and stops what it started.
+#
+# Needs root (containerd) and bin/fsb (make up builds it). UP_DIR (default
+# /tmp/fsb-up) holds containerd, sandbox logs and agent state; keep it short,
+# since unix socket paths must stay under 100 characters.
+set -euo pipefail
+
+readonly AGENT_PORT=5758 FASTPATH_PORT=9090 HEALTH_PORT=8081
+readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
+readonly IMAGE=localhost/fsb/busybox:latest
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+readonly repo_root
+readonly fsb_dir=$repo_root/.fsb
+readonly fsb=$repo_root/bin/fsb
+up_dir=${UP_DIR:-/tmp/fsb-up}
+up_dir=$(realpath -m -- "$up_dir")
+readonly up_dir
+readonly sock=$up_dir/containerd.sock
+
+log() { printf 'up: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# What this run started, so that a failure can stop exactly that.
+started_rig=false
+started=()
+
+# ours NAME prints the PID in .fsb/NAME.pid if that process is alive and is
+# `bin/fsb NAME` of this checkout; else it fails.
+ours() {
+	local name=$1 pid
+	local -a argv
+	[[ -r $fsb_dir/$name.pid ]] || return 1
+	pid=$(<"$fsb_dir/$name.pid")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	((${#argv[@]} >= 2)) && [[ ${argv[0]} == "$fsb" && ${argv[1]} == "$name" ]] || return 1
+	echo "$pid"
+}
+
+# ready PORT succeeds if http://127.0.0.1:PORT/readyz answers 200. Plain bash,
+# since a fresh machine may have neither curl nor wget.
+ready() {
+	local port=$1
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+		printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+		read -r -t 2 _ status _ <&3 || exit 1
+		[[ $status == 200 ]]
+	) 2>/dev/null
+}
+
+# holder PORT describes what listens on 127.0.0.1:PORT (or every address),
+# or fails when nothing does.
+holder() {
+	local port=$1 line
+	if command -v ss >/dev/null; then
+		line=$(ss -Hltnp "sport = :$port" 2>/dev/null | head -n 1)
+		[[ -n $line ]] || return 1
+		if [[ $line =~ users:\(\(\"([^\"]+)\",pid=([0-9]+) ]]; then
+			echo "${BASH_REMATCH[1]} (pid ${BASH_REMATCH[2]})"
+		else
+			echo "another program"
+		fi
+		return 0
+	fi
+	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 1
+	echo "another program"
+}
+
+# check_port NAME PORT refuses when something other than our NAME daemon
+# listens on PORT.
+check_port() {
+	local name=$1 port=$2 who
+	ours "$name" >/dev/null && return 0
+	if who=$(holder "$port"); then
+		die "port $port is taken by $who, not by a Fast Sandbox $name of this checkout: stop it, then run make up again"
+	fi
+}
+
+# stop NAME stops our NAME daemon: SIGTERM, then SIGKILL after 10 s.
+stop() {
+	local name=$1 pid
+	if pid=$(ours "$name"); then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in {1..100}; do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "the $name (pid $pid) ignored SIGTERM for 10s; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	rm -f "$fsb_dir/$name.pid"
+}
+
+# fail LOG MESSAGE prints MESSAGE and the tail of LOG, stops what this run
+# started and exits.
+fail() {
+	local file=$1
+	shift
+	log "error: $*"
+	if [[ -s $file ]]; then
+		log "last lines of ${file#"$repo_root"/}:"
+		tail -n 30 "$file" | sed 's/^/    /' >&2
+	fi
+	undo
+	exit 1
+}
+
+undo() {
+	local i
+	for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+		log "stopping the ${started[i]} this run started"
+		stop "${started[i]}"
+	done
+	if $started_rig; then
+		log "stopping the containerd this run started"
+		"$repo_root/scripts/rig.sh" down "$up_dir" || true
+	fi
+}
+
+start_rig() {
+	if [[ ! -S $sock ]] || ! timeout 5 ctr --address "$sock" version >/dev/null 2>&1; then
+		started_rig=true
+	fi
+	# rig.sh is idempotent: it installs what is missing, (re)starts
+	# containerd when needed and writes the test image.
+	"$repo_root/scripts/rig.sh" up "$up_dir" || {
+		undo
+		die "scripts/rig.sh could not start containerd in $up_dir"
+	}
+	ctr -a "$sock" -n fsb images import "$up_dir/busybox.oci.tar" >/dev/null ||
+		fail "$up_dir/containerd.log" "could not import $up_dir/busybox.oci.tar into containerd namespace fsb"
+	ctr -a "$sock" -n fsb images ls -q | grep -qxF "$IMAGE" ||
+		fail "$up_dir/containerd.log" "$IMAGE is missing from containerd namespace fsb after the import"
+	log "containerd ready in $up_dir with $IMAGE"
+}
+
+# token FILE writes a random token into FILE unless it holds one already
+# (a running agent and controller keep the tokens they read at start).
+token() {
+	local file=$1 tok
+	[[ -s $file ]] && return 0
+	tok=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')
+	(umask 077 && printf '%s\n' "$tok" >"$file.tmp")
+	mv -f "$file.tmp" "$file"
+}
+
+# start NAME PORT ARGS... starts `bin/fsb NAME ARGS...` detached from this
+# session (setsid) with its output in .fsb/NAME.log, unless ours is already
+# ready, and waits until http://127.0.0.1:PORT/readyz answers.
+start() {
+	local name=$1 port=$2 pid deadline
+	shift 2
+	if pid=$(ours "$name"); then
+		if ready "$port"; then
+			log "$name already running (pid $pid); make down first to restart it with a new build"
+			return 0
+		fi
+		log "$name (pid $pid) is not ready; restarting it"
+		stop "$name"
+	fi
+	rm -f "$fsb_dir/$name.pid"
+	# The inner shell writes its own PID and then becomes bin/fsb, so the
+	# PID file names the daemon itself.
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	setsid -f bash -c 'cd / && echo $$ >"$1.tmp" && mv -f "$1.tmp" "$1" && shift && exec "$@"' \
+		"fsb-$name" "$fsb_dir/$name.pid" "$fsb" "$name" "$@" \
+		>>"$fsb_dir/$name.log" 2>&1 </dev/null
+	started+=("$name")
+
+	deadline=$((SECONDS + READY_TIMEOUT))
+	until ready "$port"; do
+		if ((SECONDS >= deadline)); then
+			fail "$fsb_dir/$name.log" "the $name did not report ready on http://127.0.0.1:$port/readyz within ${READY_TIMEOUT}s"
+		fi
+		# Alive is enough here: until the inner shell has exec'd, the PID
+		# names bash, not bin/fsb.
+		if [[ -s $fsb_dir/$name.pid ]] && ! kill -0 "$(<"$fsb_dir/$name.pid")" 2>/dev/null; then
+			fail "$fsb_dir/$name.log" "the $name exited"
+		fi
+		sleep 0.1
+	done
+	log "$name ready (pid $(ours "$name"))"
+}
+
+write_env() {
+	local tmp=$fsb_dir/env.tmp
+	(
+		umask 077
+		{
+			echo "# Written by scripts/up.sh; source it to talk to the local controller."
+			echo "export FSB_SERVER=http://127.0.0.1:$FASTPATH_PORT"
+			printf 'export FSB_TOKEN=%q\n' "$(<"$fsb_dir/user-token")"
+		} >"$tmp"
+	)
+	mv -f "$tmp" "$fsb_dir/env"
+}
+
+main() {
+	((EUID == 0)) || die "must run as root (containerd, mounts, cgroups)"
+	[[ -x $fsb ]] || die "bin/fsb is missing: run make up (it builds first) or make build"
+	check_port agent "$AGENT_PORT"
+	check_port controller "$FASTPATH_PORT"
+	check_port controller "$HEALTH_PORT"
+
+	trap 'log "interrupted"; undo; exit 130' INT TERM
+	mkdir -p "$fsb_dir"
+	chmod 0700 "$fsb_dir"
+	# down.sh reads it, so that it finds this UP_DIR without being told.
+	echo "$up_dir" >"$fsb_dir/up-dir"
+	start_rig
+	token "$fsb_dir/user-token"
+	token "$fsb_dir/agent-token"
+	mkdir -p "$up_dir/logs" "$up_dir/agent"
+
+	start agent "$AGENT_PORT" \
+		--containerd-socket "$sock" --containerd-namespace fsb \
+		--token-file "$fsb_dir/agent-token" \
+		--log-dir "$up_dir/logs" --state-dir "$up_dir/agent" \
+		--bind-address 127.0.0.1 --http-port "$AGENT_PORT" --agent-id local
+	start controller "$HEALTH_PORT" \
+		--fastpath-bind-address "127.0.0.1:$FASTPATH_PORT" \
+		--health-probe-bind-address "127.0.0.1:$HEALTH_PORT" \
+		--agents "127.0.0.1:$AGENT_PORT" \
+		--store embedded --data-dir "$fsb_dir/data" \
+		--user-token-file "$fsb_dir/user-token" \
+		--agent-token-file "$fsb_dir/agent-token"
+	write_env
+
+	cat <<EOF
+
+Fast Sandbox is up: a controller on http://127.0.0.1:$FASTPATH_PORT and an agent on 127.0.0.1:$AGENT_PORT.
+Logs: .fsb/controller.log, .fsb/agent.log. Try:
+
+  source .fsb/env
+  bin/fsb ctl run hello --image $IMAGE -- sh -c 'echo hello; sleep 60'
+  bin/fsb ctl logs hello -f
+
+make down stops it all.
+EOF
+}
+
+main "$@"
