@@ -23,7 +23,9 @@ import (
 // cluster is the quick start's shape on the rig: one `fsb agent` and one
 // `fsb controller` (embedded store) as processes, driven with `fsb ctl`.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
+	dir    string
+	fsb    string
 	cd     *containerd.Client
 	agent  *agentProc
 	server string
@@ -32,7 +34,7 @@ type cluster struct {
 	log    *syncBuffer
 }
 
-func startCluster(t *testing.T, mode string, agentArgs ...string) *cluster {
+func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 	t.Helper()
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
@@ -42,7 +44,7 @@ func startCluster(t *testing.T, mode string, agentArgs ...string) *cluster {
 		t.Fatal(err)
 	}
 	port, health := freePort(t), freePort(t)
-	c := &cluster{t: t, cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
+	c := &cluster{t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
 	c.ctrl = exec.Command(rig.FsbBinary(t), "controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),

@@ -80,7 +80,7 @@ func TestAgentRefusesToStartWithoutToken(t *testing.T) {
 
 // agentProc is `fsb agent` running as a process on the rig.
 type agentProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	base   string
 	token  string
@@ -90,7 +90,7 @@ type agentProc struct {
 
 // startAgent starts `fsb agent` for containerd namespace ns with agent ID id,
 // keeping its logs and token under dir, and waits until it is ready.
-func startAgent(t *testing.T, ns, id, dir string, extra ...string) *agentProc {
+func startAgent(t testing.TB, ns, id, dir string, extra ...string) *agentProc {
 	t.Helper()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
@@ -296,7 +296,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -306,7 +306,7 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitReady(t *testing.T, url string, log *syncBuffer) {
+func waitReady(t testing.TB, url string, log *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

@@ -50,10 +50,11 @@ type Set struct {
 }
 
 type agent struct {
-	addr   string
-	client fsbv1connect.AgentServiceClient
-	status *fsbv1.AgentStatus // nil until the first one
-	up     bool
+	addr     string
+	client   fsbv1connect.AgentServiceClient
+	status   *fsbv1.AgentStatus // nil until the first one
+	up       bool
+	reported map[string]bool // sandbox IDs in the last status
 }
 
 // ErrUnknownAgent marks an agent ID the controller does not know.
@@ -152,11 +153,27 @@ func (s *Set) follow(ctx context.Context, a *agent) {
 }
 
 func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
+	reported := make(map[string]bool, len(st.GetSandboxes()))
+	for _, sb := range st.GetSandboxes() {
+		reported[sb.GetSandboxId()] = true
+	}
 	s.mu.Lock()
 	first := a.status == nil || !a.up
 	a.status, a.up = st, true
 	s.byID[st.GetAgentId()] = a
+	gone := make([]string, 0)
+	for id := range a.reported {
+		if !reported[id] {
+			gone = append(gone, id)
+		}
+	}
+	a.reported = reported
 	s.mu.Unlock()
+	// A sandbox the agent reported and no longer does has no container
+	// left: its slot and ports are free, whoever deleted it.
+	for _, id := range gone {
+		s.cfg.Registry.Release(id)
+	}
 	if first {
 		s.cfg.Logger.Info("agent up", slog.String("agent", st.GetAgentId()), slog.String("address", a.addr),
 			slog.Int("sandboxes", len(st.GetSandboxes())), slog.Int("capacity", int(st.GetCapacity())))

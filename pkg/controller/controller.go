@@ -327,7 +327,11 @@ func (c *Controller) observe(ctx context.Context, sb *v1alpha1.Sandbox, agent, i
 		}
 		return nil
 	}
-	return c.setStatus(ctx, sb, statusFrom(sb, agent, id, revision, asb))
+	st := statusFrom(sb, agent, id, revision, asb)
+	if p, ok := c.cfg.Registry.Lookup(id); ok && p.NodeName != "" {
+		st.NodeName = p.NodeName
+	}
+	return c.setStatus(ctx, sb, st)
 }
 
 // statusFrom is the status an agent's report of a sandbox implies.
