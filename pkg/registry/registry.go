@@ -8,13 +8,14 @@
 // and "any pool". Inside a group agents sit in buckets by free slots, so the
 // least loaded agent is in the highest non-empty bucket, found from a
 // bitset. Allocate looks there in the request's image group, then in its
-// plain group: two map lookups and O(1) work, whatever the number of agents.
-// A placement leaves the agent filed too high in all its groups, and a pick
-// that comes across it moves it down in that group only; a release files it
-// up again where it is too low. So a placement costs nothing in the groups
-// no request asks for. Ports are checked only on the agents so found: an
-// agent passed over for a port in use is the only cost that grows. One mutex
-// guards it all.
+// plain group: a few map operations and O(1) work, whatever the number of
+// agents. A placement leaves the agent filed too high in all its groups; a
+// pick that comes across it moves it down, in that group only, and a release
+// files it up again where it is too low. So a placement costs nothing in the
+// groups no request asks for, and an allocate-release cycle moves nothing.
+// Ports are checked only on the agents so found: agents passed over for a
+// port in use are the one cost that grows with the cluster. One mutex guards
+// it all.
 package registry
 
 import (
@@ -84,7 +85,6 @@ type Registry struct {
 	groups    map[groupKey]*group
 	pools     map[string]*poolCount
 	healthy   int // healthy agents in all pools
-	portsHeld int // ports held by all sandboxes
 }
 
 // agent is the registry's record of one agent.
@@ -95,10 +95,6 @@ type agent struct {
 	sandboxes map[string]struct{}
 	// members are the groups the agent is in while it is healthy.
 	members []membership
-	// portsHeld counts the ports its sandboxes hold; snapshot is its index
-	// in the result of Agents while that runs. Both serve Agents.
-	portsHeld int
-	snapshot  int
 }
 
 // placed is where one sandbox is and which ports it holds there.
@@ -247,29 +243,31 @@ func (r *Registry) Lookup(sandboxID string) (Placement, bool) {
 
 // Agents returns a snapshot of every agent, sorted by ID.
 func (r *Registry) Agents() []AgentState {
-	// Under the lock, only what changes in place is copied: the agents, then
-	// in one pass over the sandboxes their IDs and ports, into one array
-	// each for all agents. Images and Runtimes are replaced by Upsert, never
-	// changed, so they are copied after, and all sorting is done after.
+	// Under the lock, only what changes in place is copied: the sandbox IDs
+	// and ports, into one array each for all agents. Images and Runtimes are
+	// replaced by Upsert, never changed, so they are copied after the lock,
+	// and all sorting is done after it too.
 	r.mu.Lock()
 	out := make([]AgentState, 0, len(r.agents))
-	ids := make([]string, len(r.sandboxes))
-	ports := make([]int32, r.portsHeld)
-	i, p := 0, 0
+	ids := make([]string, 0, len(r.sandboxes))
+	var ports []int32
 	for _, a := range r.agents {
-		a.snapshot = len(out)
+		i, p := len(ids), len(ports)
+		for id := range a.sandboxes {
+			ids = append(ids, id)
+		}
+		for port, n := range a.ports {
+			for range n {
+				ports = append(ports, port)
+			}
+		}
+		// A grown ports array leaves the earlier agents' ports in the old one.
 		out = append(out, AgentState{
 			Agent:     a.Agent,
 			Used:      a.used,
-			Sandboxes: ids[i:i:i+a.used],
-			Ports:     ports[p:p:p+a.portsHeld],
+			Sandboxes: ids[i:len(ids):len(ids)],
+			Ports:     ports[p:len(ports):len(ports)],
 		})
-		i, p = i+a.used, p+a.portsHeld
-	}
-	for id, pl := range r.sandboxes {
-		s := &out[pl.agent.snapshot]
-		s.Sandboxes = append(s.Sandboxes, id)
-		s.Ports = append(s.Ports, pl.ports...)
 	}
 	r.mu.Unlock()
 
@@ -301,8 +299,6 @@ func (r *Registry) place(a *agent, id string, ports []int32) {
 		a.ports[p]++
 	}
 	a.used++
-	a.portsHeld += len(ports)
-	r.portsHeld += len(ports)
 	a.sandboxes[id] = struct{}{}
 	r.sandboxes[id] = placed{agent: a, ports: ports}
 	// a stays filed where it was, now above its free slots: see group.
@@ -317,8 +313,6 @@ func (r *Registry) unplace(id string, p placed) {
 		}
 	}
 	a.used--
-	a.portsHeld -= len(p.ports)
-	r.portsHeld -= len(p.ports)
 	delete(a.sandboxes, id)
 	delete(r.sandboxes, id)
 	r.promote(a)
@@ -434,11 +428,12 @@ func (a *agent) placement() Placement {
 	return Placement{AgentID: a.ID, Address: a.Address, NodeName: a.NodeName}
 }
 
-// refusal explains why no agent could take req. Every agent is refused for
-// exactly one reason, checked in this order: another pool, unhealthy, no
-// runtime, full, a port in use. g is the request's group without image, or
-// nil when no healthy agent of the pool has the runtime. The counts come from
-// counters, so even refusing costs O(1) beyond the search.
+// refusal explains why no agent could take req. Every agent is counted for
+// the first reason that refuses it: another pool, unhealthy, no runtime,
+// full, a port in use. g is the request's group without image, or nil when
+// no healthy agent of the pool has the runtime; its pick has just found
+// nothing, so every agent filed in it has a free slot and a port in use.
+// The counts come from counters: refusing costs nothing beyond the search.
 func (r *Registry) refusal(req Request, g *group) error {
 	total, inPool, healthy := len(r.agents), len(r.agents), r.healthy
 	if req.Pool != "" {

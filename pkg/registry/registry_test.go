@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -521,6 +522,7 @@ func TestAllocateMatchesLinearScan(t *testing.T) {
 			case best == 0 && !errors.Is(err, ErrNoCapacity):
 				t.Fatalf("op %d: %+v placed at %+v (err %v); a scan finds no agent", i, req, p, err)
 			case best == 0:
+				checkReasons(t, snap, req, err)
 				refused++
 				continue
 			case err != nil:
@@ -561,6 +563,51 @@ func scan(snap []AgentState, req Request) (n int, image bool, free int) {
 		}
 	}
 	return n, image, free
+}
+
+// checkReasons checks that an ErrNoCapacity message counts the agents of
+// snap refused req for each reason, the first that applies, and names no
+// reason that none was refused for.
+func checkReasons(t *testing.T, snap []AgentState, req Request, err error) {
+	t.Helper()
+	var pool, sick, runtime, full, port int
+	for _, a := range snap {
+		switch {
+		case req.Pool != "" && a.Pool != req.Pool:
+			pool++
+		case !a.Healthy:
+			sick++
+		case !slices.Contains(a.Runtimes, cmpOr(req.Runtime, "runc")):
+			runtime++
+		case a.Used >= a.Capacity:
+			full++
+		default:
+			port++
+		}
+	}
+	msg := err.Error()
+	for _, r := range []struct {
+		n         int
+		one, many string
+	}{
+		{full, "is full", "are full"},
+		{port, "has a port", "have a port"},
+		{runtime, "lacks runtime", "lack runtime"},
+		{sick, "is unhealthy", "are unhealthy"},
+		{pool, "is not in pool", "are not in pool"},
+	} {
+		want := fmt.Sprintf("%d %s", r.n, r.many)
+		if r.n == 1 {
+			want = fmt.Sprintf("%d %s", r.n, r.one)
+		}
+		said := strings.Contains(msg, want)
+		if r.n == 0 {
+			said = !strings.Contains(msg, r.one) && !strings.Contains(msg, r.many)
+		}
+		if !said {
+			t.Fatalf("%+v refused with %q: want %d agents that %s", req, msg, r.n, r.many)
+		}
+	}
 }
 
 func eligible(a AgentState, req Request) bool {
