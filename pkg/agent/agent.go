@@ -23,6 +23,9 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
+// CreateTimeout bounds one create, image pull included.
+const CreateTimeout = 5 * time.Minute
+
 // DefaultGracePeriod is how long a delete waits between SIGTERM and SIGKILL
 // when the request does not say.
 const DefaultGracePeriod = 10 * time.Second
@@ -136,14 +139,20 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	if err := validateCreate(msg); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(), Spec: msg.GetSpec()}
+	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(), Spec: msg.GetSpec(), Labels: msg.GetLabels()}
 	cid := runtime.ContainerID(sb.ID, sb.Revision)
 	release, err := a.reserve(cid, sb.Spec.GetExposedPorts())
 	if err != nil {
 		a.metrics.observeCreate(start, "refused")
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
-	info, err := a.cfg.Runtime.Ensure(ctx, sb)
+	// A create runs to its end even when the caller goes away (a controller
+	// crashing mid-call): half-made work would otherwise be rolled back
+	// under a sandbox the caller's successor may already have adopted.
+	// Retries of the same ID and revision find it done.
+	ensureCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CreateTimeout)
+	info, err := a.cfg.Runtime.Ensure(ensureCtx, sb)
+	cancel()
 	release()
 	if err != nil {
 		a.metrics.observeCreate(start, "error")
@@ -320,6 +329,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 		Name:        info.Name,
 		ContainerId: info.ContainerID,
 		Spec:        info.Spec,
+		Labels:      info.Labels,
 		LogPath:     info.LogPath,
 	}
 	if !info.Created.IsZero() {

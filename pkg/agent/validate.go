@@ -30,6 +30,14 @@ func validateCreate(req *fsbv1.AgentServiceCreateSandboxRequest) error {
 	if errs := validation.IsDNS1123Subdomain(req.GetName()); len(errs) > 0 {
 		return fmt.Errorf("name %q: %s", req.GetName(), strings.Join(errs, "; "))
 	}
+	for k, v := range req.GetLabels() {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return fmt.Errorf("label %s value %q: %s", k, v, strings.Join(errs, "; "))
+		}
+	}
 	return ValidateSpec(req.GetSpec())
 }
 

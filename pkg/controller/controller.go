@@ -63,7 +63,11 @@ type Controller struct {
 	changed chan struct{} // closed at every change the informer sees
 }
 
-const byAgent = "agent"
+// Informer indexes.
+const (
+	byAgent = "agent"
+	byID    = "sandboxID"
+)
 
 // New returns a Controller; Run starts it.
 func New(cfg Config) *Controller {
@@ -76,6 +80,12 @@ func New(cfg Config) *Controller {
 			byAgent: func(obj any) ([]string, error) {
 				if agent, _, _ := placement(obj.(*v1alpha1.Sandbox)); agent != "" {
 					return []string{agent}, nil
+				}
+				return nil, nil
+			},
+			byID: func(obj any) ([]string, error) {
+				if _, id, _ := placement(obj.(*v1alpha1.Sandbox)); id != "" {
+					return []string{id}, nil
 				}
 				return nil, nil
 			},
@@ -167,6 +177,15 @@ func (c *Controller) Get(namespace, name string) (*v1alpha1.Sandbox, bool) {
 		return nil, false
 	}
 	return obj.(*v1alpha1.Sandbox), true
+}
+
+// ByID returns the cached object of a sandbox ID.
+func (c *Controller) ByID(id string) (*v1alpha1.Sandbox, bool) {
+	objs, err := c.informer.GetIndexer().ByIndex(byID, id)
+	if err != nil || len(objs) == 0 {
+		return nil, false
+	}
+	return objs[0].(*v1alpha1.Sandbox), true
 }
 
 // List returns the cached objects.
@@ -290,7 +309,7 @@ func (c *Controller) start(ctx context.Context, sb *v1alpha1.Sandbox, agent, id 
 		return err
 	}
 	resp, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec),
+		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec), Labels: sb.Labels,
 	}))
 	if err != nil {
 		switch code := connect.CodeOf(err); code {
@@ -298,6 +317,18 @@ func (c *Controller) start(ctx context.Context, sb *v1alpha1.Sandbox, agent, id 
 			// The agent will not run it as asked: retrying cannot help.
 			c.cfg.Registry.Release(id)
 			return c.fail(ctx, sb, code, err)
+		case connect.CodeResourceExhausted:
+			// The agent's own fence says no (its slots or ports differ
+			// from what the registry believed): place it afresh, unless a
+			// FAST create pinned it there.
+			if sb.Status.AssignedPod == agent && sb.Annotations[v1alpha1.AnnotationAgent] == "" {
+				c.cfg.Registry.Release(id)
+				st := sb.Status.DeepCopy()
+				st.Phase, st.AssignedPod, st.NodeName, st.Message = v1alpha1.PhasePending, "", "", err.Error()
+				if serr := c.setStatus(ctx, sb, st); serr != nil {
+					return serr
+				}
+			}
 		}
 		return fmt.Errorf("create %s on agent %s: %w", id, agent, err)
 	}

@@ -151,7 +151,19 @@ func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.C
 		Spec: spec,
 	}
 	if existing := s.lookup(namespace, msg.GetName()); existing != nil {
-		return s.existing(existing, obj)
+		if _, err := s.existing(existing, obj); err != nil {
+			return nil, err
+		}
+		if spec.ConsistencyMode == v1alpha1.ConsistencyStrong {
+			// A retried STRONG create answers as the first would have: once
+			// the sandbox runs.
+			out, err := s.awaitStrong(ctx, existing)
+			if err != nil {
+				return nil, err
+			}
+			existing = out
+		}
+		return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: v1alpha1.ToProto(existing)}), nil
 	}
 	var out *v1alpha1.Sandbox
 	var err error
@@ -213,7 +225,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	if err == nil {
 		var resp *connect.Response[fsbv1.AgentServiceCreateSandboxResponse]
 		resp, err = client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec),
+			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
 		}))
 		if err == nil {
 			p.mu.Lock()
@@ -316,6 +328,12 @@ func (s *Server) createStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1al
 			return nil, storeError(err)
 		}
 	}
+	return s.awaitStrong(ctx, obj)
+}
+
+// awaitStrong waits until the controller has the sandbox running (or it
+// failed, or the agent refused it) and answers as STRONG does.
+func (s *Server) awaitStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
 	waitCtx, cancel := context.WithTimeout(ctx, StrongTimeout)
 	defer cancel()
 	// The cache may not have the new object yet: absent counts as deleted
@@ -572,6 +590,9 @@ func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.Kn
 
 func placementOf(sb *v1alpha1.Sandbox) (agentID, id string, revision int64) {
 	agentID, id, revision = sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
+	if agentID == "" {
+		agentID = sb.Annotations[v1alpha1.AnnotationAgent]
+	}
 	if id == "" {
 		id = sb.Annotations[v1alpha1.AnnotationID]
 	}

@@ -76,7 +76,7 @@ func (r *Runtime) Repair(ctx context.Context) (finished, rolledBack int, err err
 		if info.Phase != PhaseCreated {
 			continue
 		}
-		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec}
+		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec, Labels: info.Labels}
 		if sb.Spec != nil {
 			if _, err := r.Ensure(ctx, sb); err == nil {
 				finished++
@@ -117,6 +117,9 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		LabelAgent:     r.cfg.AgentID,
 		LabelLogPath:   r.LogPath(sb),
 	}
+	for k, v := range sb.Labels {
+		labels[LabelUserPrefix+k] = v
+	}
 	opts := []containerd.NewContainerOpts{
 		containerd.WithContainerLabels(labels),
 		containerd.WithContainerExtension(ExtensionSpec, sb.Spec),
@@ -142,7 +145,7 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	// Known before containerd's event about it arrives, so the event
 	// costs no look-up.
 	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
-		Spec: sb.Spec, LogPath: r.LogPath(sb), Phase: PhaseCreated, agent: r.cfg.AgentID})
+		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, agent: r.cfg.AgentID})
 	return c, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
@@ -72,6 +73,14 @@ func infoFromContainer(c containers.Container) Info {
 		LogPath:     c.Labels[LabelLogPath],
 		Created:     c.CreatedAt,
 		agent:       c.Labels[LabelAgent],
+	}
+	for k, v := range c.Labels {
+		if user, ok := strings.CutPrefix(k, LabelUserPrefix); ok {
+			if info.Labels == nil {
+				info.Labels = map[string]string{}
+			}
+			info.Labels[user] = v
+		}
 	}
 	if ext, ok := c.Extensions[ExtensionSpec]; ok {
 		if v, err := typeurl.UnmarshalAny(ext); err == nil {

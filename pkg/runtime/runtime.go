@@ -30,6 +30,9 @@ const (
 	LabelName      = "sandbox.fast.io/name"
 	LabelAgent     = "sandbox.fast.io/agent"
 	LabelLogPath   = "sandbox.fast.io/log-path"
+	// LabelUserPrefix starts the container label of each of the Sandbox
+	// object's own labels.
+	LabelUserPrefix = "label.sandbox.fast.io/"
 )
 
 // ExtensionSpec names the container extension that holds the sandbox's full
@@ -171,6 +174,8 @@ type Sandbox struct {
 	Namespace string
 	Name      string
 	Spec      *fsbv1.SandboxSpec
+	// Labels are the Sandbox object's labels, kept with the container.
+	Labels map[string]string
 }
 
 // Phase of a sandbox's container as containerd reports it.
@@ -192,6 +197,7 @@ type Info struct {
 	Namespace   string
 	Name        string
 	Spec        *fsbv1.SandboxSpec
+	Labels      map[string]string
 	LogPath     string
 	Created     time.Time
 	Phase       Phase

@@ -143,6 +143,13 @@ func run(c *cli.Context) error {
 				return nil
 			}
 		}
+		recreated, removed, err := fp.Recover(gctx)
+		if err != nil {
+			return fmt.Errorf("recover sandboxes from the agents: %w", err)
+		}
+		if recreated+removed > 0 {
+			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
+		}
 		var opts []connect.HandlerOption
 		if userTokens != nil {
 			opts = append(opts, connect.WithInterceptors(auth.Require(userTokens)))

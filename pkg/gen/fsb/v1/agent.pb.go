@@ -39,10 +39,12 @@ type AgentSandbox struct {
 	// Why the sandbox ended, such as "OOMKilled"; empty while it runs.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
 	// "advertise-address:port" for each exposed port.
-	Endpoints     []string               `protobuf:"bytes,10,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	Spec          *SandboxSpec           `protobuf:"bytes,11,opt,name=spec,proto3" json:"spec,omitempty"`
-	LogPath       string                 `protobuf:"bytes,12,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Endpoints  []string               `protobuf:"bytes,10,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Spec       *SandboxSpec           `protobuf:"bytes,11,opt,name=spec,proto3" json:"spec,omitempty"`
+	LogPath    string                 `protobuf:"bytes,12,opt,name=log_path,json=logPath,proto3" json:"log_path,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The Sandbox object's labels, as the create gave them.
+	Labels        map[string]string `protobuf:"bytes,14,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,6 +170,13 @@ func (x *AgentSandbox) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *AgentSandbox) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // AgentStatus describes an agent.
 type AgentStatus struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -271,9 +280,12 @@ type AgentServiceCreateSandboxRequest struct {
 	// Starts at 1; a new revision replaces the container.
 	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The Sandbox object's namespace and name, for labels and log paths.
-	Namespace     string       `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string       `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
-	Spec          *SandboxSpec `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	Namespace string       `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string       `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Spec      *SandboxSpec `protobuf:"bytes,5,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The Sandbox object's labels, kept with the container so that the
+	// object can be rebuilt from it.
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -339,6 +351,13 @@ func (x *AgentServiceCreateSandboxRequest) GetName() string {
 func (x *AgentServiceCreateSandboxRequest) GetSpec() *SandboxSpec {
 	if x != nil {
 		return x.Spec
+	}
+	return nil
+}
+
+func (x *AgentServiceCreateSandboxRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -836,7 +855,7 @@ var File_fsb_v1_agent_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x03\n" +
+	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x04\n" +
 	"\fAgentSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -853,7 +872,11 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\x04spec\x18\v \x01(\v2\x13.fsb.v1.SandboxSpecR\x04spec\x12\x19\n" +
 	"\blog_path\x18\f \x01(\tR\alogPath\x12;\n" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xf6\x01\n" +
+	"createTime\x128\n" +
+	"\x06labels\x18\x0e \x03(\v2 .fsb.v1.AgentSandbox.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x01\n" +
 	"\vAgentStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12+\n" +
 	"\x11advertise_address\x18\x02 \x01(\tR\x10advertiseAddress\x12\x1b\n" +
@@ -861,14 +884,18 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\bcapacity\x18\x04 \x01(\x05R\bcapacity\x122\n" +
 	"\tsandboxes\x18\x05 \x03(\v2\x14.fsb.v1.AgentSandboxR\tsandboxes\x12\x16\n" +
 	"\x06images\x18\x06 \x03(\tR\x06images\x12\x1a\n" +
-	"\bruntimes\x18\a \x03(\tR\bruntimes\"\xb8\x01\n" +
+	"\bruntimes\x18\a \x03(\tR\bruntimes\"\xc1\x02\n" +
 	" AgentServiceCreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12'\n" +
-	"\x04spec\x18\x05 \x01(\v2\x13.fsb.v1.SandboxSpecR\x04spec\"S\n" +
+	"\x04spec\x18\x05 \x01(\v2\x13.fsb.v1.SandboxSpecR\x04spec\x12L\n" +
+	"\x06labels\x18\x06 \x03(\v24.fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"S\n" +
 	"!AgentServiceCreateSandboxResponse\x12.\n" +
 	"\asandbox\x18\x01 \x01(\v2\x14.fsb.v1.AgentSandboxR\asandbox\"\xad\x01\n" +
 	" AgentServiceDeleteSandboxRequest\x12\x1d\n" +
@@ -917,7 +944,7 @@ func file_fsb_v1_agent_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_agent_proto_rawDescData
 }
 
-var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_fsb_v1_agent_proto_goTypes = []any{
 	(*AgentSandbox)(nil),                      // 0: fsb.v1.AgentSandbox
 	(*AgentStatus)(nil),                       // 1: fsb.v1.AgentStatus
@@ -932,38 +959,42 @@ var file_fsb_v1_agent_proto_goTypes = []any{
 	(*AgentServiceStreamLogsRequest)(nil),     // 10: fsb.v1.AgentServiceStreamLogsRequest
 	(*LogLine)(nil),                           // 11: fsb.v1.LogLine
 	(*AgentServiceStreamLogsResponse)(nil),    // 12: fsb.v1.AgentServiceStreamLogsResponse
-	(Phase)(0),                                // 13: fsb.v1.Phase
-	(*timestamppb.Timestamp)(nil),             // 14: google.protobuf.Timestamp
-	(*SandboxSpec)(nil),                       // 15: fsb.v1.SandboxSpec
+	nil,                                       // 13: fsb.v1.AgentSandbox.LabelsEntry
+	nil,                                       // 14: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	(Phase)(0),                                // 15: fsb.v1.Phase
+	(*timestamppb.Timestamp)(nil),             // 16: google.protobuf.Timestamp
+	(*SandboxSpec)(nil),                       // 17: fsb.v1.SandboxSpec
 }
 var file_fsb_v1_agent_proto_depIdxs = []int32{
-	13, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
-	14, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
-	15, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
-	14, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 4: fsb.v1.AgentStatus.sandboxes:type_name -> fsb.v1.AgentSandbox
-	15, // 5: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	0,  // 6: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
-	0,  // 7: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
-	1,  // 8: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	1,  // 9: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	14, // 10: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	11, // 11: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	2,  // 12: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
-	4,  // 13: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
-	6,  // 14: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
-	8,  // 15: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
-	10, // 16: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
-	3,  // 17: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
-	5,  // 18: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
-	7,  // 19: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
-	9,  // 20: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
-	12, // 21: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
+	16, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
+	17, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
+	16, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
+	13, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
+	0,  // 5: fsb.v1.AgentStatus.sandboxes:type_name -> fsb.v1.AgentSandbox
+	17, // 6: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	14, // 7: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	0,  // 8: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
+	0,  // 9: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
+	1,  // 10: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
+	1,  // 11: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
+	16, // 12: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	11, // 13: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	2,  // 14: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
+	4,  // 15: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
+	6,  // 16: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
+	8,  // 17: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
+	10, // 18: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
+	3,  // 19: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
+	5,  // 20: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
+	7,  // 21: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
+	9,  // 22: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
+	12, // 23: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_agent_proto_init() }
@@ -979,7 +1010,7 @@ func file_fsb_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_agent_proto_rawDesc), len(file_fsb_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
