@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,15 +24,16 @@ import (
 // cluster is the quick start's shape on the rig: one `fsb agent` and one
 // `fsb controller` (embedded store) as processes, driven with `fsb ctl`.
 type cluster struct {
-	t      testing.TB
-	dir    string
-	fsb    string
-	cd     *containerd.Client
-	agent  *agentProc
-	server string
-	token  string
-	ctrl   *exec.Cmd
-	log    *syncBuffer
+	t       testing.TB
+	metrics string // the controller's /metrics URL
+	dir     string
+	fsb     string
+	cd      *containerd.Client
+	agent   *agentProc
+	server  string
+	token   string
+	ctrl    *exec.Cmd
+	log     *syncBuffer
 }
 
 func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
@@ -43,11 +45,12 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, health := freePort(t), freePort(t)
-	c := &cluster{t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
+	port, health, metricsPort := freePort(t), freePort(t), freePort(t)
+	c := &cluster{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
 	c.ctrl = exec.Command(rig.FsbBinary(t), "controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--agents", strings.TrimPrefix(a.base, "http://"),
 		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
 		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
@@ -153,6 +156,26 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 				"--", "sh", "-c", "echo $GREETING from "+mode+"; exec sleep 300")
 			if _, errOut, code := c.ctl("run", "demo", "--image", rig.ImageRef, "--", "true"); code == 0 || !strings.Contains(errOut, "already exists") {
 				t.Errorf("a second demo with another spec: exit %d, %q", code, errOut)
+			}
+
+			// The create shows in the metrics, by mode and phase.
+			resp, err := http.Get(c.metrics)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{
+				`fsb_fastpath_create_seconds_count{mode="` + mode + `",outcome="ok"}`,
+				`fsb_fastpath_create_phase_seconds_count{mode="` + mode + `",phase="agent"}`,
+				`fsb_fastpath_create_phase_seconds_count{mode="` + mode + `",phase="allocate"}`,
+				`fsb_fastpath_create_phase_seconds_count{mode="` + mode + `",phase="store"}`,
+				"fsb_registry_agents 1",
+				"fsb_registry_free_slots 4",
+			} {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("metrics lack %s", want)
+				}
 			}
 
 			id := obj["sandboxID"]

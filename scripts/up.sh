@@ -21,7 +21,7 @@
 # since unix socket paths must stay under 100 characters.
 set -euo pipefail
 
-readonly AGENT_PORT=5758 FASTPATH_PORT=9090 HEALTH_PORT=8081
+readonly AGENT_PORT=5758 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091
 readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
 readonly IMAGE=localhost/fsb/busybox:latest
 
@@ -224,6 +224,7 @@ main() {
 	check_port agent "$AGENT_PORT"
 	check_port controller "$FASTPATH_PORT"
 	check_port controller "$HEALTH_PORT"
+	check_port controller "$METRICS_PORT"
 
 	trap 'log "interrupted"; undo; exit 130' INT TERM
 	mkdir -p "$fsb_dir"
@@ -243,6 +244,7 @@ main() {
 	start controller "$HEALTH_PORT" \
 		--fastpath-bind-address "127.0.0.1:$FASTPATH_PORT" \
 		--health-probe-bind-address "127.0.0.1:$HEALTH_PORT" \
+		--metrics-bind-address "127.0.0.1:$METRICS_PORT" \
 		--agents "127.0.0.1:$AGENT_PORT" \
 		--store embedded --data-dir "$fsb_dir/data" \
 		--user-token-file "$fsb_dir/user-token" \

@@ -51,6 +51,25 @@ type Config struct {
 	Logger   *slog.Logger
 	// NewID makes a sandbox ID for an object that has none (kubectl).
 	NewID func() string
+	// Phases times the phases of a placement (allocate, agent); nil times
+	// nothing.
+	Phases PhaseTimer
+}
+
+// PhaseTimer times one phase of a create: the returned func ends it.
+type PhaseTimer interface {
+	Phase(mode, phase string) func()
+}
+
+func (c *Controller) phase(sb *v1alpha1.Sandbox, phase string) func() {
+	if c.cfg.Phases == nil {
+		return func() {}
+	}
+	mode := string(sb.Spec.ConsistencyMode)
+	if mode == "" {
+		mode = string(v1alpha1.ConsistencyStrong) // placed by the controller
+	}
+	return c.cfg.Phases.Phase(mode, phase)
 }
 
 // Controller reconciles Sandbox objects with their agents.
@@ -275,7 +294,9 @@ func (c *Controller) place(ctx context.Context, sb *v1alpha1.Sandbox, id string)
 	if err != nil {
 		return c.fail(ctx, sb, connect.CodeInvalidArgument, err)
 	}
+	done := c.phase(sb, "allocate")
 	p, err := c.cfg.Registry.Allocate(req)
+	done()
 	if errors.Is(err, registry.ErrNoCapacity) {
 		st := sb.Status.DeepCopy()
 		st.Phase = v1alpha1.PhasePending
@@ -308,9 +329,11 @@ func (c *Controller) start(ctx context.Context, sb *v1alpha1.Sandbox, agent, id 
 	if err != nil {
 		return err
 	}
+	done := c.phase(sb, "agent")
 	resp, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
 		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec), Labels: sb.Labels,
 	}))
+	done()
 	if err != nil {
 		switch code := connect.CodeOf(err); code {
 		case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeAlreadyExists:

@@ -62,6 +62,8 @@ type Config struct {
 	// before its container counts as an orphan and is removed.
 	OrphanTimeout time.Duration
 	Logger        *slog.Logger
+	// Metrics receives create latencies; nil records none.
+	Metrics *Metrics
 }
 
 // Server implements fsbv1connect.FastPathServiceHandler.
@@ -165,6 +167,7 @@ func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.C
 		}
 		return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: v1alpha1.ToProto(existing)}), nil
 	}
+	start := time.Now()
 	var out *v1alpha1.Sandbox
 	var err error
 	if spec.ConsistencyMode == v1alpha1.ConsistencyStrong {
@@ -172,6 +175,7 @@ func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.C
 	} else {
 		out, err = s.createFast(ctx, obj)
 	}
+	s.cfg.Metrics.observeCreate(string(spec.ConsistencyMode), start, outcome(err))
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +220,9 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		drop()
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
+	done := s.cfg.Metrics.Phase(fast, "allocate")
 	place, err := s.cfg.Registry.Allocate(req)
+	done()
 	if err != nil {
 		drop()
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
@@ -224,9 +230,11 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	client, err := s.cfg.Agents.Client(place.AgentID)
 	if err == nil {
 		var resp *connect.Response[fsbv1.AgentServiceCreateSandboxResponse]
+		done := s.cfg.Metrics.Phase(fast, "agent")
 		resp, err = client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
 			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
 		}))
+		done()
 		if err == nil {
 			p.mu.Lock()
 			obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
@@ -258,6 +266,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 // then the container is an orphan and is removed.
 func (s *Server) persist(k string, p *pendingCreate) {
 	ctx := s.ctx
+	done := s.cfg.Metrics.Phase(fast, "store")
 	deadline := time.Now().Add(s.cfg.OrphanTimeout)
 	backoff := 20 * time.Millisecond
 	for {
@@ -270,6 +279,7 @@ func (s *Server) persist(k string, p *pendingCreate) {
 		_, err := s.cfg.Store.Create(ctx, p.obj.DeepCopy())
 		p.mu.Unlock()
 		if err == nil || apierrors.IsAlreadyExists(err) {
+			done()
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -316,7 +326,10 @@ func (s *Server) orphan(k string, p *pendingCreate, cause error) {
 }
 
 func (s *Server) createStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	if _, err := s.cfg.Store.Create(ctx, obj); err != nil {
+	done := s.cfg.Metrics.Phase(strong, "store")
+	_, err := s.cfg.Store.Create(ctx, obj)
+	done()
+	if err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			if have, gerr := s.cfg.Store.Get(ctx, obj.Namespace, obj.Name); gerr == nil {
 				if _, err := s.existing(have, obj); err != nil {
@@ -334,6 +347,7 @@ func (s *Server) createStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1al
 // awaitStrong waits until the controller has the sandbox running (or it
 // failed, or the agent refused it) and answers as STRONG does.
 func (s *Server) awaitStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	defer s.cfg.Metrics.Phase(strong, "wait")()
 	waitCtx, cancel := context.WithTimeout(ctx, StrongTimeout)
 	defer cancel()
 	// The cache may not have the new object yet: absent counts as deleted
@@ -366,6 +380,24 @@ func (s *Server) awaitStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alp
 		return nil, connect.NewError(code, errors.New(msg))
 	}
 	return sb, nil
+}
+
+// Consistency modes as metric labels.
+const (
+	fast   = string(v1alpha1.ConsistencyFast)
+	strong = string(v1alpha1.ConsistencyStrong)
+)
+
+func outcome(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeResourceExhausted, connect.CodeInvalidArgument, connect.CodeAlreadyExists,
+		connect.CodeNotFound, connect.CodeFailedPrecondition:
+		return "refused"
+	}
+	return "error"
 }
 
 func phaseOf(sb *v1alpha1.Sandbox) v1alpha1.Phase {

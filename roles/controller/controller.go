@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,6 +17,9 @@ import (
 	"syscall"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
@@ -56,6 +60,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer token the janitor presents"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
+			&cli.StringFlag{Name: "metrics-bind-address", Value: ":9091", Usage: "address of /metrics (Prometheus); empty: none"},
+			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address (off when empty)"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -111,6 +117,10 @@ func run(c *cli.Context) error {
 	defer stop()
 
 	reg := registry.New()
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerRegistryGauges(promReg, reg)
+	metrics := fastpath.NewMetrics(promReg)
 	var ctrl *controller.Controller
 	set := agents.New(agents.Config{
 		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
@@ -119,10 +129,10 @@ func run(c *cli.Context) error {
 		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
 		Logger:    log,
 	})
-	ctrl = controller.New(controller.Config{Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID})
+	ctrl = controller.New(controller.Config{Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics})
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
-		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log,
+		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log, Metrics: metrics,
 	})
 
 	var ready atomic.Bool
@@ -133,6 +143,24 @@ func run(c *cli.Context) error {
 	g.Go(func() error {
 		return serve(gctx, c.String("health-probe-bind-address"), health(&ready), httpserver.Config{Logger: log})
 	})
+	if addr := c.String("metrics-bind-address"); addr != "" {
+		g.Go(func() error {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+		})
+	}
+	if addr := c.String("pprof-address"); addr != "" {
+		g.Go(func() error {
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+		})
+	}
 	g.Go(func() error {
 		// Ready, and serving the fast path, once the store's objects and
 		// every agent's sandboxes are known: the registry is rebuilt.
@@ -217,6 +245,24 @@ func userTokens(c *cli.Context) (auth.Tokens, error) {
 		return nil, fmt.Errorf("user token file %s holds no token", filepath.Clean(c.String("user-token-file")))
 	}
 	return toks, nil
+}
+
+// registerRegistryGauges exports the registry's agents and free slots.
+func registerRegistryGauges(promReg prometheus.Registerer, reg *registry.Registry) {
+	promReg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fsb_registry_agents", Help: "Agents the registry knows, healthy or not."},
+			func() float64 { return float64(len(reg.Agents())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fsb_registry_free_slots", Help: "Free sandbox slots on healthy agents."},
+			func() float64 {
+				free := 0
+				for _, a := range reg.Agents() {
+					if a.Healthy {
+						free += max(a.Capacity-a.Used, 0)
+					}
+				}
+				return float64(free)
+			}),
+	)
 }
 
 // withPort adds the agent port to addresses that have none.
