@@ -19,8 +19,8 @@ import (
 // slots. With OutputJSON it prints {"items": [...]} of the agents' full
 // status (protobuf JSON).
 func (c *Client) Agents(ctx context.Context, output string) error {
-	if err := checkOutput(output); err != nil {
-		return err
+	if output != "" && output != OutputTable && output != OutputJSON {
+		return usagef("-o %q: want table or json", output)
 	}
 	resp, err := c.api.ListAgents(ctx, connect.NewRequest(&fsbv1.ListAgentsRequest{}))
 	if err != nil {

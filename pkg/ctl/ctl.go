@@ -5,6 +5,7 @@
 package ctl
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,9 @@ type Config struct {
 	// HTTPClient carries the calls; nil means one speaking HTTP/1.1 to
 	// http:// URLs and HTTP/2 over TLS to https:// URLs.
 	HTTPClient connect.HTTPClient
+	// Editor is the command `run` without --image opens the spec in, run
+	// by sh with the file's path as its argument; empty means vi.
+	Editor string
 }
 
 // Client runs the ctl commands against one controller.
@@ -46,6 +50,7 @@ type Client struct {
 	server    string
 	token     string
 	namespace string
+	editor    string
 	out, err  io.Writer
 }
 
@@ -80,6 +85,7 @@ func New(cfg Config) (*Client, error) {
 		server:    server,
 		token:     cfg.Token,
 		namespace: ns,
+		editor:    cmp.Or(cfg.Editor, "vi"),
 		out:       out,
 		err:       errw,
 	}, nil

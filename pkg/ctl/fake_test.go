@@ -41,6 +41,7 @@ type fakeFastPath struct {
 	followLines []*fsbv1.LogLine
 
 	creates []*fsbv1.CreateSandboxRequest
+	updates []*fsbv1.UpdateSandboxRequest
 	deletes []*fsbv1.DeleteSandboxRequest
 	lists   []*fsbv1.ListSandboxesRequest
 	logReqs []*fsbv1.StreamLogsRequest
@@ -105,6 +106,28 @@ func (f *fakeFastPath) CreateSandbox(_ context.Context, req *connect.Request[fsb
 	}
 	f.sandboxes[k] = sb
 	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: sb}), nil
+}
+
+// UpdateSandbox behaves as the controller's: it refuses AutoRecreate and
+// replaces the labels when the request has any.
+func (f *fakeFastPath) UpdateSandbox(_ context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.updates = append(f.updates, proto.Clone(req.Msg).(*fsbv1.UpdateSandboxRequest))
+	if req.Msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
+	}
+	sb, ok := f.sandboxes[key(req.Msg.GetNamespace(), req.Msg.GetName())]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
+	}
+	if req.Msg.GetLabels() != nil {
+		sb.Labels = req.Msg.GetLabels()
+	}
+	if p := req.Msg.GetFailurePolicy(); p != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
+		sb.Spec.FailurePolicy = p
+	}
+	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: sb}), nil
 }
 
 func (f *fakeFastPath) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSandboxRequest]) (*connect.Response[fsbv1.GetSandboxResponse], error) {

@@ -39,12 +39,21 @@ type RunOptions struct {
 	Command []string
 }
 
-// Run creates a sandbox and prints it with the time the call took.
+// Run creates a sandbox and prints it with the time the call took. Without
+// an image it first has the user write the spec in an editor (see edit).
 func (c *Client) Run(ctx context.Context, o RunOptions) error {
 	req, err := c.createRequest(o)
 	if err != nil {
 		return err
 	}
+	if req.GetSpec().GetImage() == "" {
+		return c.editAndCreate(ctx, req)
+	}
+	return c.create(ctx, req)
+}
+
+// create sends req and prints the sandbox it made.
+func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) error {
 	start := time.Now()
 	resp, err := c.api.CreateSandbox(ctx, connect.NewRequest(req))
 	took := time.Since(start)
@@ -64,13 +73,11 @@ func (c *Client) Run(ctx context.Context, o RunOptions) error {
 	return nil
 }
 
-// createRequest checks o and builds the request it stands for.
+// createRequest checks o and builds the request it stands for. Without an
+// image the request has none: the editor asks for it.
 func (c *Client) createRequest(o RunOptions) (*fsbv1.CreateSandboxRequest, error) {
 	if o.Name == "" {
 		return nil, usagef("run needs a sandbox name: fsb ctl run NAME --image IMAGE [-- COMMAND...]")
-	}
-	if o.Image == "" {
-		return nil, usagef("an image is required: fsb ctl run %s --image IMAGE [-- COMMAND...]", o.Name)
 	}
 	spec := &fsbv1.SandboxSpec{
 		Image:      o.Image,
@@ -107,14 +114,8 @@ func (c *Client) createRequest(o RunOptions) (*fsbv1.CreateSandboxRequest, error
 	default:
 		return nil, usagef("--mode %q: want fast (start first, record after) or strong (record first)", o.Mode)
 	}
-	switch strings.ToLower(strings.ReplaceAll(o.FailurePolicy, "-", "")) {
-	case "":
-	case "manual":
-		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL
-	case "autorecreate":
-		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE
-	default:
-		return nil, usagef("--failure-policy %q: want manual or auto-recreate", o.FailurePolicy)
+	if spec.FailurePolicy, err = failurePolicy(o.FailurePolicy); err != nil {
+		return nil, err
 	}
 	if o.Pids < 0 {
 		return nil, usagef("--pids %d: want a positive number (0: the agent's default)", o.Pids)

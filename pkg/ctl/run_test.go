@@ -118,7 +118,6 @@ func TestRunUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"no name", RunOptions{Image: "img"}, "run needs a sandbox name"},
-		{"no image", RunOptions{Name: "demo"}, "an image is required: fsb ctl run demo --image IMAGE"},
 		{"port not a number", RunOptions{Name: "d", Image: "i", Ports: []string{"http"}}, `--port "http": want a port number from 1 to 65535`},
 		{"port out of range", RunOptions{Name: "d", Image: "i", Ports: []string{"70000"}}, `--port "70000"`},
 		{"port zero", RunOptions{Name: "d", Image: "i", Ports: []string{"0"}}, `--port "0"`},

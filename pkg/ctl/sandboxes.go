@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,14 +14,21 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"sigs.k8s.io/yaml"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
-// Output formats of list, get and agents.
+// Output formats. List, get and update take all four; agents takes table
+// and json.
 const (
 	OutputTable = "table"
-	OutputJSON  = "json"
+	// OutputWide is the table with more columns: sandbox ID, node, runtime,
+	// revision, exit code, labels and message.
+	OutputWide = "wide"
+	OutputJSON = "json"
+	// OutputYAML is the JSON form's shape, spelt in YAML.
+	OutputYAML = "yaml"
 )
 
 // ListOptions are the arguments of `fsb ctl list`.
@@ -29,13 +37,14 @@ type ListOptions struct {
 	Selector string
 	// AllNamespaces lists every namespace instead of the client's one.
 	AllNamespaces bool
-	// Output is OutputTable (the default) or OutputJSON.
+	// Output is OutputTable (the default), OutputWide, OutputJSON or
+	// OutputYAML.
 	Output string
 }
 
 // List prints the sandboxes of the namespace, or of every namespace.
 func (c *Client) List(ctx context.Context, o ListOptions) error {
-	if err := checkOutput(o.Output); err != nil {
+	if err := checkSandboxOutput(o.Output); err != nil {
 		return err
 	}
 	ns := c.namespace
@@ -53,12 +62,12 @@ func (c *Client) List(ctx context.Context, o ListOptions) error {
 	slices.SortFunc(sbs, func(a, b *fsbv1.Sandbox) int {
 		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
 	})
-	if o.Output == OutputJSON {
+	if o.Output == OutputJSON || o.Output == OutputYAML {
 		items := make([]sandboxJSON, 0, len(sbs))
 		for _, sb := range sbs {
 			items = append(items, toJSON(sb))
 		}
-		return c.writeJSON(struct {
+		return c.writeDocument(o.Output, struct {
 			Items []sandboxJSON `json:"items"`
 		}{items})
 	}
@@ -70,7 +79,7 @@ func (c *Client) List(ctx context.Context, o ListOptions) error {
 		}
 		return nil
 	}
-	return c.writeTable(sbs, o.AllNamespaces)
+	return c.writeTable(sbs, o.AllNamespaces, o.Output == OutputWide)
 }
 
 // Get prints one sandbox.
@@ -78,34 +87,47 @@ func (c *Client) Get(ctx context.Context, name, output string) error {
 	if name == "" {
 		return usagef("get needs a sandbox name: fsb ctl get NAME")
 	}
-	if err := checkOutput(output); err != nil {
+	if err := checkSandboxOutput(output); err != nil {
 		return err
 	}
 	resp, err := c.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: name, Namespace: c.namespace}))
 	if err != nil {
 		return c.describe(err, target{name: name, namespace: c.namespace})
 	}
-	if output == OutputJSON {
-		return c.writeJSON(toJSON(resp.Msg.GetSandbox()))
-	}
-	return c.writeTable([]*fsbv1.Sandbox{resp.Msg.GetSandbox()}, false)
+	return c.writeSandbox(resp.Msg.GetSandbox(), output)
 }
 
-func checkOutput(o string) error {
+// writeSandbox prints one sandbox in output's format.
+func (c *Client) writeSandbox(sb *fsbv1.Sandbox, output string) error {
+	switch output {
+	case OutputJSON, OutputYAML:
+		return c.writeDocument(output, toJSON(sb))
+	}
+	return c.writeTable([]*fsbv1.Sandbox{sb}, false, output == OutputWide)
+}
+
+// checkSandboxOutput checks the -o of the commands that print sandboxes.
+func checkSandboxOutput(o string) error {
 	switch o {
-	case "", OutputTable, OutputJSON:
+	case "", OutputTable, OutputWide, OutputJSON, OutputYAML:
 		return nil
 	}
-	return usagef("-o %q: want table or json", o)
+	return usagef("-o %q: want table, wide, json or yaml", o)
 }
 
-// writeTable prints sandboxes in the columns `list` and `get` share.
-func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace bool) error {
+// writeTable prints sandboxes in the columns `list` and `get` share, and
+// with wide in the columns that do not fit a narrow terminal too. MESSAGE
+// comes last, since it may hold spaces.
+func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace, wide bool) error {
 	tw := tabwriter.NewWriter(c.out, 0, 8, 3, ' ', 0)
 	if withNamespace {
 		fmt.Fprint(tw, "NAMESPACE\t")
 	}
-	fmt.Fprintln(tw, "NAME\tPHASE\tAGENT\tENDPOINTS\tIMAGE\tAGE")
+	fmt.Fprint(tw, "NAME\tPHASE\tAGENT\tENDPOINTS\tIMAGE\tAGE")
+	if wide {
+		fmt.Fprint(tw, "\tSANDBOX-ID\tNODE\tRUNTIME\tREVISION\tEXIT\tLABELS\tMESSAGE")
+	}
+	fmt.Fprintln(tw)
 	now := time.Now()
 	for _, sb := range sbs {
 		st := sb.GetStatus()
@@ -116,11 +138,32 @@ func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace bool) error {
 		if sb.GetCreateTime() != nil {
 			age = duration.HumanDuration(now.Sub(sb.GetCreateTime().AsTime()))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s",
 			sb.GetName(), phase(st.GetPhase()), orNone(st.GetAssignedPod()),
 			orNone(strings.Join(st.GetEndpoints(), ",")), sb.GetSpec().GetImage(), age)
+		if wide {
+			v := toJSON(sb)
+			exit := "<none>"
+			if v.ExitCode != nil {
+				exit = strconv.Itoa(int(*v.ExitCode))
+			}
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%d\t%s\t%s\t%s",
+				orNone(v.SandboxID), orNone(v.Node), orDefault(sb.GetSpec().GetRuntime()), v.Revision, exit,
+				orNone(labelString(v.Labels)), orNone(v.Message))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// labelString spells labels as a selector would, sorted: "app=web,tier=a".
+func labelString(labels map[string]string) string {
+	kvs := make([]string, 0, len(labels))
+	for k, v := range labels {
+		kvs = append(kvs, k+"="+v)
+	}
+	slices.Sort(kvs)
+	return strings.Join(kvs, ",")
 }
 
 // sandboxJSON is the shape of a sandbox in `get -o json` and, inside
@@ -197,6 +240,20 @@ func (c *Client) writeJSON(v any) error {
 	return err
 }
 
+// writeDocument prints v as JSON or, for OutputYAML, as the YAML spelling
+// of that same JSON, so that both have one shape and one set of keys.
+func (c *Client) writeDocument(output string, v any) error {
+	if output != OutputYAML {
+		return c.writeJSON(v)
+	}
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.out.Write(b)
+	return err
+}
+
 // phase names a phase as the Sandbox object does: "Running", "Succeeded".
 func phase(p fsbv1.Phase) string {
 	switch p {
@@ -223,6 +280,13 @@ func phase(p fsbv1.Phase) string {
 func orNone(s string) string {
 	if s == "" {
 		return "<none>"
+	}
+	return s
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "<default>"
 	}
 	return s
 }

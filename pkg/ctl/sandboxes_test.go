@@ -3,10 +3,13 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
@@ -181,13 +184,78 @@ func TestGetTable(t *testing.T) {
 
 func TestOutputFormatChecked(t *testing.T) {
 	c, _, _ := client(t, serve(t, newFake()), testToken, "")
-	for name, err := range map[string]error{
-		"get":    c.Get(context.Background(), "x", "yaml"),
-		"list":   c.List(context.Background(), ListOptions{Output: "wide"}),
-		"agents": c.Agents(context.Background(), "xml"),
+	for name, tt := range map[string]struct {
+		err  error
+		want string
+	}{
+		"get":    {c.Get(context.Background(), "x", "xml"), "want table, wide, json or yaml"},
+		"list":   {c.List(context.Background(), ListOptions{Output: "csv"}), "want table, wide, json or yaml"},
+		"agents": {c.Agents(context.Background(), "wide"), "want table or json"},
 	} {
-		if !IsUsage(err) || !strings.Contains(err.Error(), "want table or json") {
-			t.Errorf("%s: err = %v, want a usage error naming table and json", name, err)
+		if !IsUsage(tt.err) || !strings.Contains(tt.err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want a usage error with %q", name, tt.err, tt.want)
+		}
+	}
+}
+
+func TestListWide(t *testing.T) {
+	f := newFake()
+	web := f.add("default", "web", "nginx:1", 5*time.Minute, "127.0.0.1:8080")
+	web.Labels = map[string]string{"tier": "front", "app": "web"}
+	web.Spec.Runtime = "crun"
+	done := f.add("default", "job", "busybox", time.Hour)
+	done.Status.Phase = fsbv1.Phase_PHASE_FAILED
+	done.Status.ExitCode = 3
+	done.Status.Revision = 2
+	done.Status.Message = "exited with code 3"
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+	if err := c.List(context.Background(), ListOptions{Output: OutputWide}); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE", "SANDBOX-ID", "NODE", "RUNTIME", "REVISION", "EXIT", "LABELS", "MESSAGE"},
+		{"job", "Failed", "local", "<none>", "busybox", "60m", "sb-job", "node-1", "<default>", "2", "3", "<none>", "exited", "with", "code", "3"},
+		{"web", "Running", "local", "127.0.0.1:8080", "nginx:1", "5m", "sb-web", "node-1", "crun", "1", "<none>", "app=web,tier=front", "<none>"},
+	}
+	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("table:\n%s\nwant rows %q", out, want)
+	}
+}
+
+// TestYAMLMirrorsJSON checks that -o yaml is the -o json document, key for
+// key, for get and list.
+func TestYAMLMirrorsJSON(t *testing.T) {
+	f := newFake()
+	sb := f.add("default", "web", "nginx:1", time.Minute, "127.0.0.1:8080")
+	sb.Labels = map[string]string{"app": "web"}
+	sb.Spec.Command = []string{"httpd", "-f"}
+	f.add("default", "api", "busybox", time.Minute)
+	c, out, _ := client(t, serve(t, f), testToken, "default")
+	for name, call := range map[string]func(output string) error{
+		"get":  func(o string) error { return c.Get(context.Background(), "web", o) },
+		"list": func(o string) error { return c.List(context.Background(), ListOptions{Output: o}) },
+	} {
+		out.buf.Reset()
+		if err := call(OutputJSON); err != nil {
+			t.Fatal(err)
+		}
+		var fromJSON any
+		if err := json.Unmarshal([]byte(out.String()), &fromJSON); err != nil {
+			t.Fatal(err)
+		}
+		out.buf.Reset()
+		if err := call(OutputYAML); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(strings.TrimSpace(out.String()), "{") {
+			t.Errorf("%s -o yaml printed JSON:\n%s", name, out)
+		}
+		var fromYAML any
+		if err := yaml.Unmarshal([]byte(out.String()), &fromYAML); err != nil {
+			t.Fatalf("%s -o yaml is not YAML: %v\n%s", name, err, out)
+		}
+		if !reflect.DeepEqual(fromJSON, fromYAML) {
+			t.Errorf("%s: yaml %v\ndiffers from json %v", name, fromYAML, fromJSON)
 		}
 	}
 }

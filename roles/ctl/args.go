@@ -36,8 +36,18 @@ func interspersed(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
-	name := args[i]
+	names := []string{args[i]}
 	i++
+	// A command with subcommands (config set) goes down to the one named.
+	for i < len(args) && len(cmd.Subcommands) > 0 {
+		sub := cmd.Command(args[i])
+		if sub == nil {
+			break
+		}
+		cmd = sub
+		names = append(names, args[i])
+		i++
+	}
 	own := flagSpecs(cmd.Flags)
 	limit, limited := leadingArgs[cmd.Name]
 	var flags, positional []string
@@ -63,7 +73,7 @@ func interspersed(app *cli.App, args []string) []string {
 			i++
 		}
 	}
-	out := append(global, name)
+	out := append(global, names...)
 	out = append(out, flags...)
 	if len(positional) > 0 {
 		out = append(out, "--")

@@ -3,6 +3,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,7 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
-		Usage:           "the command-line client: run, list, get, logs, delete sandboxes; list agents",
+		Usage:           "the command-line client: run, list, get, update, logs, delete sandboxes; list agents",
 		UsageText:       "fsb ctl [--server URL] [--token TOKEN] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
@@ -48,7 +49,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Usage:    "talk to a Fast Sandbox controller",
 		Description: "Creates, inspects and deletes sandboxes through the controller's fast-path API\n" +
 			"(fsb.v1.FastPathService). After `make up`, `source .fsb/env` sets FSB_SERVER and FSB_TOKEN.\n" +
-			"Flags may come before or after the command's arguments.\n\n" +
+			"The server, token and namespace come from the flags, else FSB_SERVER, FSB_TOKEN and\n" +
+			"FSB_NAMESPACE, else the current context of the config file (fsb ctl config --help),\n" +
+			"else the defaults. Flags may come before or after the command's arguments.\n\n" +
 			"Example:\n" +
 			"   source .fsb/env\n" +
 			"   fsb ctl run hello --image localhost/fsb/busybox:latest -- sh -c 'echo hello; sleep 30'\n" +
@@ -68,17 +71,22 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return cli.ShowAppHelp(c)
 		},
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "server", Value: ctl.DefaultServer, EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`"},
+			// No Value: an empty flag (and environment) leaves the choice to
+			// the config file's current context, then to DefaultText.
+			&cli.StringFlag{Name: "server", EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`", DefaultText: ctl.DefaultServer},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"FSB_TOKEN"}, Usage: "bearer `TOKEN` the controller accepts (make up writes it into .fsb/env)"},
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "default", EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`", DefaultText: "default"},
 		},
 		Commands: []*cli.Command{
 			runCommand(),
 			listCommand(),
 			getCommand(),
 			logsCommand(),
+			updateCommand(),
 			deleteCommand(),
 			agentsCommand(),
+			configCommand(),
+			// benchCommand() goes here (roles/ctl/bench.go).
 		},
 	}
 }
@@ -87,18 +95,22 @@ func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "create a sandbox and print it with the time the create took",
-		UsageText: "fsb ctl run NAME --image IMAGE [options] [-- COMMAND [ARG...]]",
+		UsageText: "fsb ctl run NAME [--image IMAGE] [options] [-- COMMAND [ARG...]]",
 		Description: "Creates sandbox NAME from IMAGE and answers once it runs (fast mode) or once it runs\n" +
 			"and is recorded (strong mode). COMMAND, after --, replaces the image's entrypoint and\n" +
 			"cmd; without --, the first argument after NAME starts it.\n\n" +
+			"Without --image it opens $EDITOR (else $VISUAL, else vi) on a commented YAML spec, the\n" +
+			"other flags' values filled in. Save to create; a mistake reopens the editor with the\n" +
+			"error on top; an empty (or unchanged) file cancels.\n\n" +
 			"Example:\n" +
 			"   fsb ctl run web --image localhost/fsb/busybox:latest -p 8080 -e GREETING=hi \\\n" +
 			"     -- httpd -f -p 8080\n" +
 			"   fsb ctl run job --image localhost/fsb/busybox:latest --mode strong --runtime crun \\\n" +
-			"     --cpu 500m --memory 64Mi -- sh -c 'echo working; sleep 5'",
+			"     --cpu 500m --memory 64Mi -- sh -c 'echo working; sleep 5'\n" +
+			"   fsb ctl run edited --mode strong    # write the rest of the spec in $EDITOR",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "image", Usage: "the `IMAGE` to run, such as localhost/fsb/busybox:latest (required)"},
+			&cli.StringFlag{Name: "image", Usage: "the `IMAGE` to run, such as localhost/fsb/busybox:latest", DefaultText: "write the spec in $EDITOR"},
 			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "a `PORT` the sandbox listens on, reported as an endpoint (repeat for more)"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "an environment variable `NAME=VALUE` (repeat for more)"},
 			&cli.StringSliceFlag{Name: "label", Aliases: []string{"l"}, Usage: "a label `KEY=VALUE` for selecting sandboxes (repeat for more)"},
@@ -137,8 +149,9 @@ func runCommand() *cli.Command {
 	}
 }
 
+// outputFlag is the -o of the commands that print sandboxes.
 func outputFlag() cli.Flag {
-	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"}
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table, wide (more columns), json or yaml"}
 }
 
 func listCommand() *cli.Command {
@@ -146,12 +159,15 @@ func listCommand() *cli.Command {
 		Name:      "list",
 		Aliases:   []string{"ls"},
 		Usage:     "list sandboxes",
-		UsageText: "fsb ctl list [-l SELECTOR] [-A] [-o table|json]",
+		UsageText: "fsb ctl list [-l SELECTOR] [-A] [-o table|wide|json|yaml]",
 		Description: "Lists the sandboxes of the namespace (-n), or of every namespace with -A. JSON output\n" +
-			"is {\"items\": [...]}, each item shaped as `fsb ctl get NAME -o json` prints it.\n\n" +
+			"is {\"items\": [...]}, each item shaped as `fsb ctl get NAME -o json` prints it; YAML\n" +
+			"output has the same shape. wide adds SANDBOX-ID, NODE, RUNTIME, REVISION, EXIT, LABELS\n" +
+			"and MESSAGE.\n\n" +
 			"Example:\n" +
 			"   fsb ctl list\n" +
-			"   fsb ctl list -A -l app=demo -o json",
+			"   fsb ctl list -A -l app=demo -o json\n" +
+			"   fsb ctl list -o wide",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Usage: "only sandboxes whose labels match this Kubernetes label `SELECTOR`, such as app=demo,tier!=db"},
@@ -175,10 +191,10 @@ func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
 		Usage:     "show one sandbox",
-		UsageText: "fsb ctl get NAME [-o table|json]",
+		UsageText: "fsb ctl get NAME [-o table|wide|json|yaml]",
 		Description: "Shows sandbox NAME. The JSON form always has name, namespace, sandboxID, phase, agent,\n" +
 			"node, endpoints, image, revision, exitCode (null until the command ended), message,\n" +
-			"labels, createTime and spec.\n\n" +
+			"labels, createTime and spec; the YAML form is the same document in YAML.\n\n" +
 			"Example:\n" +
 			"   fsb ctl get demo\n" +
 			"   fsb ctl get demo -o json | jq -r .phase",
@@ -269,7 +285,9 @@ func agentsCommand() *cli.Command {
 			"Example:\n" +
 			"   fsb ctl agents",
 		OnUsageError: usageError,
-		Flags:        []cli.Flag{outputFlag()},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"},
+		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
 			if c.NArg() > 0 {
 				return usage("agents takes no arguments (got %q)", c.Args().First())
@@ -279,31 +297,56 @@ func agentsCommand() *cli.Command {
 	}
 }
 
-// withClient builds the client from the global flags, runs f with it, and
-// turns its error into an exit status.
+// withClient builds the client from the global flags (or the environment,
+// or the config file), runs f with it, and turns its error into an exit
+// status.
 func withClient(f func(*cli.Context, *ctl.Client) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		client, err := ctl.New(ctl.Config{
-			Server:    c.String("server"),
-			Token:     c.String("token"),
-			Namespace: c.String("namespace"),
-			Out:       c.App.Writer,
-			Err:       c.App.ErrWriter,
-		})
+		client, err := newClient(c)
 		if err == nil {
 			err = f(c, client)
 		}
-		var exit cli.ExitCoder
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &exit):
-			return err
-		case ctl.IsUsage(err):
-			return cli.Exit("error: "+err.Error(), 2)
-		default:
-			return cli.Exit("error: "+err.Error(), 1)
-		}
+		return exitStatus(err)
+	}
+}
+
+func newClient(c *cli.Context) (*ctl.Client, error) {
+	path, err := ctl.ConfigPath()
+	if err != nil {
+		// No home to find the file in: the flags and the environment decide.
+		path = ""
+	}
+	conn, err := ctl.ResolveConnection(path, ctl.Connection{
+		Server:    c.String("server"),
+		Token:     c.String("token"),
+		Namespace: c.String("namespace"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ctl.New(ctl.Config{
+		Server:    conn.Server,
+		Token:     conn.Token,
+		Namespace: conn.Namespace,
+		Out:       c.App.Writer,
+		Err:       c.App.ErrWriter,
+		Editor:    cmp.Or(os.Getenv("EDITOR"), os.Getenv("VISUAL")),
+	})
+}
+
+// exitStatus turns a command's error into "error: ..." and its exit
+// status: 2 for a usage mistake, 1 for the rest.
+func exitStatus(err error) error {
+	var exit cli.ExitCoder
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &exit):
+		return err
+	case ctl.IsUsage(err):
+		return cli.Exit("error: "+err.Error(), 2)
+	default:
+		return cli.Exit("error: "+err.Error(), 1)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -66,6 +68,11 @@ func (r *recorder) StreamLogs(_ context.Context, req *connect.Request[fsbv1.Stre
 	return nil
 }
 
+func (r *recorder) UpdateSandbox(_ context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
+	r.keep(req.Msg)
+	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: &fsbv1.Sandbox{Name: req.Msg.GetName(), Labels: req.Msg.GetLabels()}}), nil
+}
+
 func (r *recorder) DeleteSandbox(_ context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	r.keep(req.Msg)
 	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
@@ -75,8 +82,11 @@ func (r *recorder) ListAgents(context.Context, *connect.Request[fsbv1.ListAgents
 	return connect.NewResponse(&fsbv1.ListAgentsResponse{}), nil
 }
 
+// serve starts a recorder and points the config file at an empty
+// directory, so that no developer's contexts take part.
 func serve(t *testing.T) (*recorder, string) {
 	t.Helper()
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	r := &recorder{last: map[string]proto.Message{}}
 	mux := http.NewServeMux()
 	mux.Handle(fsbv1connect.NewFastPathServiceHandler(r, connect.WithInterceptors(auth.Require(auth.Tokens{token}))))
@@ -159,6 +169,14 @@ func TestCommandLines(t *testing.T) {
 		args: []string{"rm", "a", "--grace-period", "0", "--no-wait"},
 		want: &fsbv1.DeleteSandboxRequest{Name: "a", Namespace: "default", GracePeriodSeconds: &grace, NoWait: true},
 	}, {
+		// GetSandbox answers with no labels: the merged map is the new ones.
+		args: []string{"update", "demo", "-l", "a=1", "--label", "b=2", "--remove-label", "c", "--failure-policy", "manual", "-n", "team"},
+		want: &fsbv1.UpdateSandboxRequest{
+			Name: "demo", Namespace: "team",
+			Labels:        map[string]string{"a": "1", "b": "2"},
+			FailurePolicy: fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL,
+		},
+	}, {
 		args: []string{"delete", "b"},
 		want: &fsbv1.DeleteSandboxRequest{Name: "b", Namespace: "default"},
 	}}
@@ -199,6 +217,7 @@ func TestEnvironment(t *testing.T) {
 
 func TestExitStatus(t *testing.T) {
 	_, url := serve(t)
+	t.Setenv("EDITOR", "true")
 	srv := []string{"--server", url, "--token", token}
 	tests := []struct {
 		args []string
@@ -207,12 +226,17 @@ func TestExitStatus(t *testing.T) {
 	}{
 		{[]string{"get", "ghost"}, 1, "error: sandbox ghost not found in namespace default"},
 		{[]string{"--token", "wrong", "list"}, 1, "error: the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)"},
-		{[]string{"run", "demo"}, 2, "error: an image is required: fsb ctl run demo --image IMAGE [-- COMMAND...]"},
+		// EDITOR is "true": the spec is saved unchanged.
+		{[]string{"run", "demo"}, 1, "error: cancelled: the file was not changed"},
 		{[]string{"run"}, 2, "error: run needs a sandbox name"},
 		{[]string{"run", "demo", "--image", "i", "-p", "http"}, 2, `error: --port "http"`},
 		{[]string{"get"}, 2, "error: get needs exactly one sandbox name"},
 		{[]string{"get", "a", "b"}, 2, "error: get needs exactly one sandbox name"},
-		{[]string{"get", "demo", "-o", "yaml"}, 2, `error: -o "yaml": want table or json`},
+		{[]string{"get", "demo", "-o", "xml"}, 2, `error: -o "xml": want table, wide, json or yaml`},
+		{[]string{"update", "demo"}, 2, "error: nothing to update"},
+		{[]string{"config", "set"}, 2, "error: config set needs exactly one context name"},
+		{[]string{"config", "use-context", "nope"}, 1, "error: no context nope"},
+		{[]string{"config", "bogus"}, 2, `error: unknown config command "bogus"`},
 		{[]string{"get", "demo", "--bogus"}, 2, "error: flag provided but not defined: -bogus (see fsb ctl get --help)"},
 		{[]string{"--bogus", "list"}, 2, "error: flag provided but not defined: -bogus (see fsb ctl --help)"},
 		{[]string{"list", "extra"}, 2, `error: list takes no arguments (got "extra")`},
@@ -239,6 +263,7 @@ func TestHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {}, {"help", "run"},
 		{"run", "--help"}, {"list", "-h"}, {"get", "--help"}, {"logs", "--help"}, {"delete", "--help"}, {"agents", "--help"},
+		{"update", "--help"}, {"config", "--help"}, {"config", "set", "--help"}, {"config", "view", "-h"}, {"config", "use-context", "--help"},
 	} {
 		out, _, err := runCtl(args...)
 		if err != nil {
@@ -268,11 +293,84 @@ func TestInterspersed(t *testing.T) {
 		{"unknown demo -o x", "unknown demo -o x"},
 		{"-- list", "-- list"},
 		{"help run", "help run"},
+		{"config set prod --server http://x -n team", "config set --server http://x --namespace team -- prod"},
+		{"-n a config view", "--namespace a config view"},
+		{"config bogus x", "config -- bogus x"},
 	}
 	for _, tt := range tests {
 		got := strings.Join(interspersed(app, strings.Fields(tt.in)), " ")
 		if got != tt.want {
 			t.Errorf("interspersed(%s) = %s, want %s", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestConfigPrecedence checks flags > environment > the config file's
+// current context > the defaults, through the command line.
+func TestConfigPrecedence(t *testing.T) {
+	rec, url := serve(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"config", "set", "rig", "--server", url, "--token-file", tokenFile, "-n", "from-file"},
+		{"config", "set", "other", "--server", "http://127.0.0.1:1"},
+	} {
+		if out, stderr, err := runCtl(args...); err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, stderr)
+		} else if !strings.Contains(out, "context "+args[2]+" created") {
+			t.Errorf("%q printed %q", args, out)
+		}
+	}
+	view, _, err := runCtl("config", "view")
+	if err != nil || !strings.Contains(view, "currentContext: rig") || strings.Contains(view, token) {
+		t.Errorf("config view (%v):\n%s", err, view)
+	}
+
+	namespace := func(args ...string) string {
+		t.Helper()
+		if _, stderr, err := runCtl(append([]string{"get", "demo"}, args...)...); err != nil {
+			t.Fatalf("%q: %v\n%s", args, err, stderr)
+		}
+		return rec.get("GetSandboxRequest").(*fsbv1.GetSandboxRequest).GetNamespace()
+	}
+	if got := namespace(); got != "from-file" {
+		t.Errorf("namespace %q, want the context's", got)
+	}
+	t.Setenv("FSB_NAMESPACE", "from-env")
+	if got := namespace(); got != "from-env" {
+		t.Errorf("namespace %q, want the environment's over the context's", got)
+	}
+	if got := namespace("-n", "from-flag"); got != "from-flag" {
+		t.Errorf("namespace %q, want the flag's over the environment's", got)
+	}
+
+	// Another current context: its server does not answer.
+	if _, _, err := runCtl("config", "use-context", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCtl("get", "demo"); err == nil || !strings.Contains(err.Error(), "cannot reach the controller at http://127.0.0.1:1") {
+		t.Errorf("err = %v, want the other context's server", err)
+	}
+}
+
+func TestRunEditorCommandLine(t *testing.T) {
+	rec, url := serve(t)
+	script := filepath.Join(t.TempDir(), "editor")
+	edit := "#!/bin/sh\nsed -i 's|^image: \"\"|image: img|' \"$1\"\n"
+	if err := os.WriteFile(script, []byte(edit), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDITOR", "")
+	t.Setenv("VISUAL", script)
+	if _, stderr, err := runCtl("--server", url, "--token", token, "run", "demo", "--mode", "fast", "--pool", "p"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	want := &fsbv1.CreateSandboxRequest{Name: "demo", Namespace: "default", Spec: &fsbv1.SandboxSpec{
+		Image: "img", PoolRef: "p", ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST,
+	}}
+	if got := rec.get("CreateSandboxRequest"); !proto.Equal(got, want) {
+		t.Errorf("request:\n%s\nwant:\n%s", prototext.Format(got), prototext.Format(want))
 	}
 }
