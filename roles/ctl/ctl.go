@@ -86,7 +86,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			deleteCommand(),
 			agentsCommand(),
 			configCommand(),
-			// benchCommand() goes here (roles/ctl/bench.go).
+			benchCommand(),
 		},
 	}
 }

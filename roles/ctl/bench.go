@@ -1,0 +1,199 @@
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd"
+	"github.com/urfave/cli/v2"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/bench"
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctl"
+)
+
+// The defaults of `fsb ctl bench` off a `make up` machine: the agent's and
+// containerd's own.
+const (
+	defaultBenchImage  = "localhost/fsb/busybox:latest"
+	defaultLogDir      = "/var/log/fsb"
+	defaultSocket      = "/run/containerd/containerd.sock"
+	defaultNamespace   = "fsb"
+	defaultUpDir       = "/tmp/fsb-up" // scripts/up.sh's UP_DIR
+	upDirFile          = ".fsb/up-dir" // where scripts/up.sh writes UP_DIR
+	defaultGVisorShim  = "/run/fsb/runsc-fsb"
+	gvisorWrapperInDir = "runsc-fsb" // the agent writes it into --state-dir
+)
+
+func benchCommand() *cli.Command {
+	up := upDir()
+	logDir := defaultLogDir
+	if dirExists(filepath.Join(up, "logs")) {
+		logDir = filepath.Join(up, "logs")
+	}
+	socket := defaultSocket
+	if _, err := os.Stat(filepath.Join(up, "containerd.sock")); err == nil {
+		socket = filepath.Join(up, "containerd.sock")
+	}
+	wrapper := ""
+	for _, w := range []string{filepath.Join(up, "agent", gvisorWrapperInDir), defaultGVisorShim} {
+		if _, err := os.Stat(w); err == nil {
+			wrapper = w
+			break
+		}
+	}
+	return &cli.Command{
+		Name:      "bench",
+		Usage:     "time create -> first output and delete of N sandboxes, beside raw containerd",
+		UsageText: "fsb ctl bench [-n N] [-c C] [--mode fast|strong] [--runtime R] [--baseline] [-o table|json]",
+		Description: "Creates N sandboxes named bench-<random>-<i>, C at a time (C may not exceed the free\n" +
+			"slots `fsb ctl agents` shows). Each worker creates one, waits for the first byte of its\n" +
+			"output in the agent's log dir (so bench must run on the agent's host) and deletes it\n" +
+			"at once (grace period 0). It prints p50/p90/p99/max in milliseconds. --baseline does\n" +
+			"the same work straight on containerd in the same run, interleaved, and prints the ratio\n" +
+			"of the p50s. Every sandbox it made is deleted at the end, also after Ctrl-C.\n" +
+			"After `bench`, -n is the count; the namespace is the global -n, given before `bench`\n" +
+			"(fsb ctl -n team bench -n 50), or FSB_NAMESPACE.\n\n" +
+			"Example:\n" +
+			"   sudo bin/fsb ctl bench -n 20 -c 2 --baseline\n" +
+			"   sudo bin/fsb ctl bench --mode strong --runtime crun -o json | jq .ratio_p50",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 20, Usage: "`N` sandboxes in all"},
+			&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 1, Usage: "`C` sandboxes at a time, at most the free slots"},
+			&cli.StringFlag{Name: "mode", Usage: "`MODE`: fast or strong", DefaultText: "the controller's"},
+			&cli.StringFlag{Name: "image", Value: defaultBenchImage, Usage: "the `IMAGE` every sandbox runs"},
+			&cli.StringFlag{Name: "runtime", Value: "runc", Usage: "`RUNTIME`: runc, crun or gvisor"},
+			&cli.StringFlag{Name: "command", Value: "echo hello", Usage: "the `COMMAND` every sandbox runs, split at spaces; it must write output"},
+			&cli.BoolFlag{Name: "baseline", Usage: "also run the same work straight on containerd and print the ratio"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"},
+			&cli.StringFlag{Name: "log-dir", Value: logDir, Usage: "the agent's --log-dir `DIR`, where output is seen (make up's when there is one)"},
+			&cli.StringFlag{Name: "containerd-socket", Value: socket, Usage: "containerd's `SOCKET` for --baseline (make up's when there is one)"},
+			&cli.StringFlag{Name: "containerd-namespace", Value: defaultNamespace, Usage: "the containerd `NAMESPACE` holding the image, for --baseline"},
+			&cli.StringFlag{Name: "gvisor-wrapper", Value: wrapper, Usage: "the runsc wrapper `PATH` the agent runs for gvisor, for --baseline (the agent's when found)"},
+			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultStepTimeout, Usage: "bound (a `DURATION`) on each step of one sandbox: create to first output; delete"},
+		},
+		Action: func(c *cli.Context) error {
+			return exitStatus(benchAction(c))
+		},
+	}
+}
+
+func benchAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usage("bench takes no arguments (got %q); the command is --command", c.Args().First())
+	}
+	output := c.String("output")
+	if output != ctl.OutputTable && output != ctl.OutputJSON {
+		return usage("-o %q: want table or json", output)
+	}
+	mode := strings.ToLower(c.String("mode"))
+	if mode != "" && mode != "fast" && mode != "strong" {
+		return usage("--mode %q: want fast or strong", c.String("mode"))
+	}
+	n, conc := c.Int("count"), c.Int("concurrency")
+	switch {
+	case n < 1 || n > 100000:
+		return usage("-n %d: want 1 to 100000 sandboxes", n)
+	case conc < 1 || conc > n:
+		return usage("-c %d: want 1 to -n (%d)", conc, n)
+	}
+	command := strings.Fields(c.String("command"))
+	if len(command) == 0 {
+		return usage("--command is empty: the bench waits for output, so the command must write some")
+	}
+	logDir := c.String("log-dir")
+	if !dirExists(logDir) {
+		return usage("--log-dir %s does not exist: give the agent's --log-dir (bench must run on the agent's host)", logDir)
+	}
+	conn, err := benchConnection(c)
+	if err != nil {
+		return err
+	}
+	api, err := bench.NewClient(conn.Server, conn.Token)
+	if err != nil {
+		return usage("%v", err)
+	}
+	o := bench.LoadOptions{
+		N:           n,
+		Concurrency: conc,
+		Namespace:   conn.Namespace,
+		Mode:        mode,
+		Image:       c.String("image"),
+		Runtime:     c.String("runtime"),
+		Command:     command,
+		LogDir:      logDir,
+		StepTimeout: c.Duration("timeout"),
+	}
+	if c.Bool("baseline") {
+		binary := o.Runtime
+		if o.Runtime == "gvisor" {
+			binary = c.String("gvisor-wrapper")
+		}
+		if binary == "" {
+			fmt.Fprintln(c.App.ErrWriter, "note: no baseline for gvisor: no runsc wrapper found; give the agent's with --gvisor-wrapper")
+		} else {
+			client, err := containerd.New(c.String("containerd-socket"), containerd.WithDefaultNamespace(c.String("containerd-namespace")))
+			if err != nil {
+				return fmt.Errorf("--baseline needs containerd on this host: %w", err)
+			}
+			defer client.Close()
+			o.Baseline = &bench.Baseline{
+				Client:      client,
+				Image:       o.Image,
+				Snapshotter: "overlayfs",
+				BinaryName:  binary,
+				Command:     command,
+			}
+		}
+	}
+
+	r, err := bench.Load(c.Context, api, o)
+	if r == nil {
+		return err
+	}
+	if len(r.Create) > 0 {
+		write := r.WriteTable
+		if output == ctl.OutputJSON {
+			write = r.WriteJSON
+		}
+		if werr := write(c.App.Writer); werr != nil {
+			return werr
+		}
+	}
+	return errors.Join(err, r.Err())
+}
+
+// benchConnection resolves the controller, token and namespace from the
+// global flags, the environment and the config file, as newClient does for
+// the other commands.
+func benchConnection(c *cli.Context) (ctl.Connection, error) {
+	path, err := ctl.ConfigPath()
+	if err != nil {
+		path = ""
+	}
+	return ctl.ResolveConnection(path, ctl.Connection{
+		Server:    c.String("server"),
+		Token:     c.String("token"),
+		Namespace: c.String("namespace"),
+	})
+}
+
+// upDir returns the directory `make up` keeps containerd and the sandbox
+// logs in: what scripts/up.sh wrote into .fsb/up-dir (in the current
+// directory), else its default.
+func upDir() string {
+	if b, err := os.ReadFile(upDirFile); err == nil {
+		if d := strings.TrimSpace(string(b)); d != "" {
+			return d
+		}
+	}
+	return defaultUpDir
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
+}
