@@ -110,3 +110,37 @@ func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// ReadTokensFile returns the tokens in path, one per line; blank lines are
+// skipped. Several tokens let a token be rotated without downtime.
+func ReadTokensFile(path string) (Tokens, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read token file: %w", err)
+	}
+	var toks Tokens
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			toks = append(toks, line)
+		}
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("token file %s holds no token", path)
+	}
+	return toks, nil
+}
+
+// Required returns the tokens a server requires, from the token file named
+// by its flag; nil (no check) only when insecure is set, which excludes a
+// token file. flag names the token file's flag in messages.
+func Required(insecure bool, flag, path string) (Tokens, error) {
+	switch {
+	case insecure && path != "":
+		return nil, fmt.Errorf("--insecure-no-auth and --%s exclude each other", flag)
+	case insecure:
+		return nil, nil
+	case path == "":
+		return nil, fmt.Errorf("--%s is required (or --insecure-no-auth, for local experiments only)", flag)
+	}
+	return ReadTokensFile(path)
+}

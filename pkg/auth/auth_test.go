@@ -40,3 +40,23 @@ func TestReadTokenFile(t *testing.T) {
 		t.Error("a missing token file was accepted")
 	}
 }
+
+func TestRequired(t *testing.T) {
+	dir := t.TempDir()
+	two := filepath.Join(dir, "two")
+	os.WriteFile(two, []byte("old\n\nnew\n"), 0o600)
+	if toks, err := Required(false, "token-file", two); err != nil || len(toks) != 2 || toks[1] != "new" {
+		t.Errorf("Required(file of two) = %v, %v", toks, err)
+	}
+	if toks, err := Required(true, "token-file", ""); err != nil || toks != nil {
+		t.Errorf("Required(insecure) = %v, %v", toks, err)
+	}
+	for _, tc := range []struct {
+		insecure bool
+		path     string
+	}{{true, two}, {false, ""}, {false, filepath.Join(dir, "missing")}} {
+		if _, err := Required(tc.insecure, "token-file", tc.path); err == nil {
+			t.Errorf("Required(%v, %q) accepted it", tc.insecure, tc.path)
+		}
+	}
+}

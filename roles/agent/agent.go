@@ -2,7 +2,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -69,7 +68,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tokens, err := tokens(c)
+	tokens, err := auth.Required(c.Bool("insecure-no-auth"), "token-file", c.String("token-file"))
 	if err != nil {
 		return err
 	}
@@ -147,22 +146,6 @@ func run(c *cli.Context) error {
 	})
 	log.Info("agent stopped")
 	return err
-}
-
-func tokens(c *cli.Context) (auth.Tokens, error) {
-	switch {
-	case c.Bool("insecure-no-auth") && c.String("token-file") != "":
-		return nil, errors.New("--insecure-no-auth and --token-file exclude each other")
-	case c.Bool("insecure-no-auth"):
-		return nil, nil
-	case c.String("token-file") == "":
-		return nil, errors.New("--token-file is required (or --insecure-no-auth, for local experiments only)")
-	}
-	tok, err := auth.ReadTokenFile(c.String("token-file"))
-	if err != nil {
-		return nil, err
-	}
-	return auth.Tokens{tok}, nil
 }
 
 // availableRuntimes maps each runtime whose OCI binary is installed to the

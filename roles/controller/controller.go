@@ -11,7 +11,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -80,7 +79,7 @@ func run(c *cli.Context) error {
 	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
 		return fmt.Errorf("--fastpath-consistency-mode %q: want fast or strong", mode)
 	}
-	userTokens, err := userTokens(c)
+	userTokens, err := auth.Required(c.Bool("insecure-no-auth"), "user-token-file", c.String("user-token-file"))
 	if err != nil {
 		return err
 	}
@@ -219,32 +218,6 @@ func health(ready *atomic.Bool) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
-}
-
-// userTokens reads the tokens users may present, one per line.
-func userTokens(c *cli.Context) (auth.Tokens, error) {
-	switch {
-	case c.Bool("insecure-no-auth") && c.String("user-token-file") != "":
-		return nil, errors.New("--insecure-no-auth and --user-token-file exclude each other")
-	case c.Bool("insecure-no-auth"):
-		return nil, nil
-	case c.String("user-token-file") == "":
-		return nil, errors.New("--user-token-file is required (or --insecure-no-auth, for local experiments only)")
-	}
-	b, err := os.ReadFile(c.String("user-token-file"))
-	if err != nil {
-		return nil, fmt.Errorf("read user token file: %w", err)
-	}
-	var toks auth.Tokens
-	for _, line := range strings.Split(string(b), "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			toks = append(toks, line)
-		}
-	}
-	if len(toks) == 0 {
-		return nil, fmt.Errorf("user token file %s holds no token", filepath.Clean(c.String("user-token-file")))
-	}
-	return toks, nil
 }
 
 // registerRegistryGauges exports the registry's agents and free slots.
