@@ -10,9 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,7 +21,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
@@ -512,38 +508,4 @@ func (r *LoadResult) WriteTable(w io.Writer) error {
 		return err
 	}
 	return nil
-}
-
-// NewClient returns a FastPathService client for server (a base URL; a bare
-// "host:port" means http://host:port) that presents token when set. It is
-// the minimum of pkg/ctl's client the bench needs: HTTP/1.1 to http://,
-// HTTP/2 to https://, a bounded dial.
-func NewClient(server, token string) (fsbv1connect.FastPathServiceClient, error) {
-	server = strings.TrimSpace(server)
-	if server == "" {
-		return nil, errors.New("no controller address: set --server or FSB_SERVER")
-	}
-	if !strings.Contains(server, "://") {
-		server = "http://" + server
-	}
-	u, err := url.Parse(server)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("--server %q is not a controller address: want a URL such as http://127.0.0.1:9090", server)
-	}
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		Protocols:           &protocols,
-		TLSHandshakeTimeout: 10 * time.Second,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-	}}
-	var opts []connect.ClientOption
-	if token != "" {
-		opts = append(opts, connect.WithInterceptors(auth.Bearer(token)))
-	}
-	return fsbv1connect.NewFastPathServiceClient(hc, strings.TrimRight(server, "/"), opts...), nil
 }

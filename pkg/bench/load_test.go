@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -50,11 +51,7 @@ func (f *fakeFastPath) serve(t *testing.T) fsbv1connect.FastPathServiceClient {
 	_, h := fsbv1connect.NewFastPathServiceHandler(f)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	api, err := NewClient(srv.URL, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return api
+	return fsbv1connect.NewFastPathServiceClient(http.DefaultClient, srv.URL)
 }
 
 func (f *fakeFastPath) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRequest]) (*connect.Response[fsbv1.ListAgentsResponse], error) {

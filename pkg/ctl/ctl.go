@@ -54,6 +54,10 @@ type Client struct {
 	out, err  io.Writer
 }
 
+// API returns the controller's FastPathService client, for tools (such as
+// the bench) that make their own calls.
+func (c *Client) API() fsbv1connect.FastPathServiceClient { return c.api }
+
 // New returns a Client for cfg. It fails only when cfg.Server is not a
 // usable URL.
 func New(cfg Config) (*Client, error) {

@@ -112,10 +112,11 @@ func benchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	api, err := bench.NewClient(conn.Server, conn.Token)
+	client, err := ctl.New(ctl.Config{Server: conn.Server, Token: conn.Token, Namespace: conn.Namespace})
 	if err != nil {
 		return usage("%v", err)
 	}
+	api := client.API()
 	o := bench.LoadOptions{
 		N:           n,
 		Concurrency: conc,
