@@ -97,13 +97,13 @@ func New(cfg Config) *Controller {
 		cfg: cfg,
 		informer: cache.NewSharedIndexInformer(store.ListWatch(cfg.Store, ""), &v1alpha1.Sandbox{}, 0, cache.Indexers{
 			byAgent: func(obj any) ([]string, error) {
-				if agent, _, _ := placement(obj.(*v1alpha1.Sandbox)); agent != "" {
+				if agent, _, _ := v1alpha1.Placement(obj.(*v1alpha1.Sandbox)); agent != "" {
 					return []string{agent}, nil
 				}
 				return nil, nil
 			},
 			byID: func(obj any) ([]string, error) {
-				if _, id, _ := placement(obj.(*v1alpha1.Sandbox)); id != "" {
+				if _, id, _ := v1alpha1.Placement(obj.(*v1alpha1.Sandbox)); id != "" {
 					return []string{id}, nil
 				}
 				return nil, nil
@@ -236,23 +236,6 @@ func (c *Controller) Wait(ctx context.Context, namespace, name string, done func
 	}
 }
 
-// placement reads where a sandbox is: its agent, ID and revision, from the
-// status or, for a FAST create whose status the API dropped, from the
-// annotations.
-func placement(sb *v1alpha1.Sandbox) (agent, id string, revision int64) {
-	agent, id, revision = sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
-	if agent == "" {
-		agent = sb.Annotations[v1alpha1.AnnotationAgent]
-	}
-	if id == "" {
-		id = sb.Annotations[v1alpha1.AnnotationID]
-	}
-	if revision == 0 {
-		revision, _ = strconv.ParseInt(sb.Annotations[v1alpha1.AnnotationRevision], 10, 64)
-	}
-	return agent, id, revision
-}
-
 func (c *Controller) sync(ctx context.Context, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
@@ -281,7 +264,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		_, err := c.cfg.Store.Update(ctx, sb)
 		return err
 	}
-	agent, id, revision := placement(sb)
+	agent, id, revision := v1alpha1.Placement(sb)
 	if agent == "" {
 		return c.place(ctx, sb, id)
 	}
@@ -425,7 +408,7 @@ func (c *Controller) finalize(ctx context.Context, sb *v1alpha1.Sandbox) error {
 	if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) {
 		return nil
 	}
-	agent, id, _ := placement(sb)
+	agent, id, _ := v1alpha1.Placement(sb)
 	if agent != "" && id != "" {
 		if sb.Status.Phase != v1alpha1.PhaseTerminating {
 			st := sb.Status.DeepCopy()

@@ -565,11 +565,7 @@ func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Stre
 	if sb == nil {
 		return notFound(namespace, req.Msg.GetName())
 	}
-	agentID, id, revision := sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
-	if agentID == "" {
-		agentID, revision = sb.Annotations[v1alpha1.AnnotationAgent], 0
-		id = sb.Annotations[v1alpha1.AnnotationID]
-	}
+	agentID, id, revision := v1alpha1.Placement(sb)
 	if agentID == "" {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, req.Msg.GetName()))
 	}
@@ -601,7 +597,7 @@ func (s *Server) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRe
 func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.KnownSandboxesRequest]) (*connect.Response[fsbv1.KnownSandboxesResponse], error) {
 	known := map[string]bool{}
 	for _, sb := range s.cfg.Controller.List() {
-		_, id, _ := placementOf(sb)
+		_, id, _ := v1alpha1.Placement(sb)
 		known[id] = true
 	}
 	s.mu.Lock()
@@ -618,17 +614,6 @@ func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.Kn
 		}
 	}
 	return connect.NewResponse(resp), nil
-}
-
-func placementOf(sb *v1alpha1.Sandbox) (agentID, id string, revision int64) {
-	agentID, id, revision = sb.Status.AssignedPod, sb.Status.SandboxID, sb.Status.Revision
-	if agentID == "" {
-		agentID = sb.Annotations[v1alpha1.AnnotationAgent]
-	}
-	if id == "" {
-		id = sb.Annotations[v1alpha1.AnnotationID]
-	}
-	return agentID, id, revision
 }
 
 func notFound(namespace, name string) error {

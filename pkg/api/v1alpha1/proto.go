@@ -119,9 +119,9 @@ func ToProto(sb *Sandbox) *fsbv1.Sandbox {
 			Message:     sb.Status.Message,
 		},
 	}
-	if out.Status.SandboxId == "" {
-		out.Status.SandboxId = sb.Annotations[AnnotationID]
-	}
+	// A FAST sandbox's object carries its placement in annotations until
+	// the controller has written the status.
+	out.Status.AssignedPod, out.Status.SandboxId, out.Status.Revision = Placement(sb)
 	if !sb.CreationTimestamp.IsZero() {
 		out.CreateTime = timestamppb.New(sb.CreationTimestamp.Time)
 	}
