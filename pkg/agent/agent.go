@@ -55,7 +55,6 @@ type Agent struct {
 	// port; once it is done the runtime's state holds the sandbox.
 	mu       sync.Mutex
 	creating map[string][]int32
-	images   []string // the last image list containerd gave
 }
 
 // New starts an agent: it watches containerd's events until ctx ends (Wait
@@ -210,43 +209,28 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 }
 
 // GetStatus implements AgentService.GetStatus.
-func (a *Agent) GetStatus(ctx context.Context, _ *connect.Request[fsbv1.GetStatusRequest]) (*connect.Response[fsbv1.GetStatusResponse], error) {
+func (a *Agent) GetStatus(_ context.Context, _ *connect.Request[fsbv1.GetStatusRequest]) (*connect.Response[fsbv1.GetStatusResponse], error) {
 	infos, _ := a.cfg.Runtime.Sandboxes()
-	st, err := a.status(ctx, infos)
-	if err != nil {
-		return nil, connect.NewError(connect.CodeUnavailable, err)
-	}
-	return connect.NewResponse(&fsbv1.GetStatusResponse{Status: st}), nil
+	return connect.NewResponse(&fsbv1.GetStatusResponse{Status: a.status(infos)}), nil
 }
 
-// status describes the agent and the sandboxes in the runtime's state.
-func (a *Agent) status(ctx context.Context, infos []runtime.Info) (*fsbv1.AgentStatus, error) {
-	images, err := a.cfg.Runtime.Images(ctx)
-	a.mu.Lock()
-	if err == nil {
-		a.images = images
-	} else if a.images != nil {
-		// containerd is away (restarting): the sandboxes' state is kept
-		// from events, and the images are what they were a moment ago.
-		images, err = a.images, nil
-	}
-	a.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
+// status describes the agent and the sandboxes and images in the runtime's
+// state, which containerd's events keep current: no call to containerd, so
+// it answers while containerd restarts too.
+func (a *Agent) status(infos []runtime.Info) *fsbv1.AgentStatus {
 	a.metrics.sandboxes.Set(float64(len(infos)))
 	st := &fsbv1.AgentStatus{
 		AgentId:          a.cfg.AgentID,
 		AdvertiseAddress: a.cfg.AdvertiseAddress,
 		NodeName:         a.cfg.NodeName,
 		Capacity:         int32(a.cfg.Capacity),
-		Images:           images,
+		Images:           a.cfg.Runtime.ImageNames(),
 		Runtimes:         a.cfg.Runtime.Runtimes(),
 	}
 	for _, info := range infos {
 		st.Sandboxes = append(st.Sandboxes, a.toProto(info))
 	}
-	return st, nil
+	return st
 }
 
 // WatchStatus implements AgentService.WatchStatus: the full status first,
@@ -254,14 +238,7 @@ func (a *Agent) status(ctx context.Context, infos []runtime.Info) (*fsbv1.AgentS
 func (a *Agent) WatchStatus(ctx context.Context, _ *connect.Request[fsbv1.WatchStatusRequest], stream *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
 	for {
 		infos, changed := a.cfg.Runtime.Sandboxes()
-		st, err := a.status(ctx, infos)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return connect.NewError(connect.CodeUnavailable, err)
-		}
-		if err := stream.Send(&fsbv1.WatchStatusResponse{Status: st}); err != nil {
+		if err := stream.Send(&fsbv1.WatchStatusResponse{Status: a.status(infos)}); err != nil {
 			return err
 		}
 		select {

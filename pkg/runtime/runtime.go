@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -113,9 +114,10 @@ type Runtime struct {
 	images *imageCache
 	locks  keyedMutex
 
-	stateMu sync.Mutex
-	state   map[string]Info // by container ID
-	changed chan struct{}   // closed at every change of state
+	stateMu    sync.Mutex
+	state      map[string]Info // by container ID
+	imageNames []string        // image names in the namespace, sorted
+	changed    chan struct{}   // closed at every change of state or images
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -234,8 +236,8 @@ func (r *Runtime) Runtimes() []string {
 	return names
 }
 
-// Images lists the image names present in the agent's namespace.
-func (r *Runtime) Images(ctx context.Context) ([]string, error) {
+// listImages asks containerd for the image names in the agent's namespace.
+func (r *Runtime) listImages(ctx context.Context) ([]string, error) {
 	imgs, err := r.cfg.Client.ImageService().List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
@@ -244,6 +246,7 @@ func (r *Runtime) Images(ctx context.Context) ([]string, error) {
 	for i, img := range imgs {
 		names[i] = img.Name
 	}
+	slices.Sort(names)
 	return names, nil
 }
 

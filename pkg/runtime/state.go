@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
@@ -36,6 +37,23 @@ func (r *Runtime) Sandboxes() ([]Info, <-chan struct{}) {
 		out = append(out, r.state[id])
 	}
 	return out, r.changed
+}
+
+// ImageNames returns the image names in the agent's namespace, as the event
+// stream has kept them; a change closes the channel Sandboxes returned.
+func (r *Runtime) ImageNames() []string {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	return slices.Clone(r.imageNames)
+}
+
+func (r *Runtime) setImages(names []string) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if !slices.Equal(r.imageNames, names) {
+		r.imageNames = names
+		r.notifyLocked()
+	}
 }
 
 // Sandbox returns the state of one container, as Sandboxes does.
@@ -172,14 +190,23 @@ func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
 	// Subscribe first, then load: what happens in between arrives as events.
 	evs, errs := r.cfg.Client.Subscribe(subCtx,
 		fmt.Sprintf(`namespace==%s,topic~="^/tasks/"`, ns),
-		fmt.Sprintf(`namespace==%s,topic~="^/containers/"`, ns))
+		fmt.Sprintf(`namespace==%s,topic~="^/containers/"`, ns),
+		fmt.Sprintf(`namespace==%s,topic~="^/images/"`, ns))
+	reloadImages := func() error {
+		names, err := r.listImages(ctx)
+		if err != nil {
+			return err
+		}
+		r.setImages(names)
+		return nil
+	}
 	reload := func() error {
 		infos, err := r.List(ctx)
 		if err != nil {
 			return fmt.Errorf("reload sandboxes: %w", err)
 		}
 		r.resync(infos)
-		return nil
+		return reloadImages()
 	}
 	if err := reload(); err != nil {
 		return err
@@ -201,6 +228,14 @@ func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
 				return err
 			}
 		case e := <-evs:
+			if strings.HasPrefix(e.Topic, "/images/") {
+				// Image events are rare (pulls, imports, removals): the
+				// list is read again rather than patched.
+				if err := reloadImages(); err != nil {
+					return err
+				}
+				continue
+			}
 			r.apply(ctx, e)
 		}
 	}
