@@ -268,8 +268,10 @@ func TestRecoveryRebuildsObjectsFromAgents(t *testing.T) {
 	ctrl.start()
 	ctx := context.Background()
 	client := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))
+	// STRONG: its object is surely written before the kill.
 	taken, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
-		Name: "taken", Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}},
+		Name: "taken", Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"},
+			ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG},
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -281,6 +283,11 @@ func TestRecoveryRebuildsObjectsFromAgents(t *testing.T) {
 		{SandboxId: "sb-lost", Revision: 1, Namespace: "default", Name: "lost", Labels: map[string]string{"app": "lost"},
 			Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}, ExposedPorts: []int32{31500}}},
 		{SandboxId: "sb-superseded", Revision: 1, Namespace: "default", Name: "taken",
+			Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}}},
+		// Two lost sandboxes under one name: the newer keeps it.
+		{SandboxId: "sb-dup-old", Revision: 1, Namespace: "default", Name: "dup",
+			Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}}},
+		{SandboxId: "sb-dup-new", Revision: 1, Namespace: "default", Name: "dup",
 			Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}}},
 	} {
 		if _, err := agentClient.CreateSandbox(ctx, connect.NewRequest(req)); err != nil {
@@ -307,6 +314,13 @@ func TestRecoveryRebuildsObjectsFromAgents(t *testing.T) {
 	}
 	if _, err := cd.LoadContainer(ctx, runtime.ContainerID("sb-superseded", 1)); err == nil {
 		t.Errorf("the superseded container is still there")
+	}
+	dup, err := client.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "dup"}))
+	if err != nil || dup.Msg.GetSandbox().GetStatus().GetSandboxId() != "sb-dup-new" {
+		t.Errorf("of two lost sandboxes named dup, the object is %v (%v), want the newer sb-dup-new", dup, err)
+	}
+	if _, err := cd.LoadContainer(ctx, runtime.ContainerID("sb-dup-old", 1)); err == nil {
+		t.Errorf("the older dup container is still there: it has no object")
 	}
 	kept, err := client.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "taken"}))
 	if err != nil || kept.Msg.GetSandbox().GetStatus().GetSandboxId() != taken.Msg.GetSandbox().GetStatus().GetSandboxId() {
