@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,7 +36,10 @@ type plane struct {
 	fp    *Server
 }
 
-func newPlane(t *testing.T) *plane {
+// planeOption changes the fast path's config before the plane starts.
+type planeOption func(*Config)
+
+func newPlane(t *testing.T, opts ...planeOption) *plane {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cd, _ := rig.Containerd(t)
@@ -70,7 +74,11 @@ func newPlane(t *testing.T) *plane {
 		Changed: func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
 	})
 	ctrl = controller.New(controller.Config{Store: st, Registry: reg, Agents: set, NewID: NewID})
-	fp := New(ctx, Config{Store: st, Registry: reg, Agents: set, Controller: ctrl})
+	cfg := Config{Store: st, Registry: reg, Agents: set, Controller: ctrl}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	fp := New(ctx, cfg)
 	done := make(chan struct{}, 2)
 	go func() { set.Run(ctx); done <- struct{}{} }()
 	synced := make(chan struct{})
@@ -167,5 +175,52 @@ func TestFastSandboxIsVisibleAtOnceAndDeletable(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if _, err := p.store.Get(ctx, "default", "fast"); !apierrors.IsNotFound(err) {
 		t.Errorf("the object is in the store after delete: %v", err)
+	}
+}
+
+// refusingStore is the real store, but every Create fails: an API server
+// that stays away.
+type refusingStore struct {
+	store.Interface
+}
+
+func (refusingStore) Create(context.Context, *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	return nil, errors.New("injected: the store is unreachable")
+}
+
+func TestFastObjectNeverWrittenIsRemovedAfterTheOrphanTimeout(t *testing.T) {
+	p := newPlane(t, func(c *Config) {
+		c.Store = refusingStore{c.Store}
+		c.OrphanTimeout = 500 * time.Millisecond
+	})
+	ctx := context.Background()
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
+		Name: "unwritten", Spec: busybox(fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST, "sleep", "300"),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := runtime.ContainerID(resp.Msg.GetSandbox().GetStatus().GetSandboxId(), 1)
+	if _, err := p.cd.LoadContainer(ctx, cid); err != nil {
+		t.Fatalf("the FAST container is not there: %v", err)
+	}
+	// Within the timeout the API still shows it; past it, the container
+	// is removed and the sandbox is gone.
+	if _, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "unwritten"})); err != nil {
+		t.Errorf("GetSandbox within the orphan timeout: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := p.cd.LoadContainer(ctx, cid)
+		if errdefs.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan container %s is still there long past the timeout", cid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "unwritten"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("GetSandbox after the orphan was removed: %v", err)
 	}
 }
