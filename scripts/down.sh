@@ -14,8 +14,6 @@
 # of this checkout, and it succeeds when there is nothing to stop.
 set -euo pipefail
 
-readonly STOP_TIMEOUT=10 # seconds between SIGTERM and SIGKILL
-
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly repo_root
 readonly fsb_dir=$repo_root/.fsb
@@ -27,36 +25,9 @@ die() {
 	exit 1
 }
 
-# ours NAME prints the PID in .fsb/NAME.pid if that process is alive and is
-# `bin/fsb NAME` of this checkout; else it fails.
-ours() {
-	local name=$1 pid
-	local -a argv
-	[[ -r $fsb_dir/$name.pid ]] || return 1
-	pid=$(<"$fsb_dir/$name.pid")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	((${#argv[@]} >= 2)) && [[ ${argv[0]} == "$fsb" && ${argv[1]} == "$name" ]] || return 1
-	echo "$pid"
-}
+# shellcheck source=scripts/quickstart-lib.sh
+source "$repo_root/scripts/quickstart-lib.sh"
 
-stop() {
-	local name=$1 pid deadline
-	if pid=$(ours "$name"); then
-		log "stopping the $name (pid $pid)"
-		kill -TERM "$pid" 2>/dev/null || true
-		deadline=$((SECONDS + STOP_TIMEOUT))
-		while kill -0 "$pid" 2>/dev/null; do
-			if ((SECONDS >= deadline)); then
-				log "the $name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; killing it"
-				kill -KILL "$pid" 2>/dev/null || true
-				break
-			fi
-			sleep 0.1
-		done
-	fi
-	rm -f "$fsb_dir/$name.pid"
-}
 
 main() {
 	((EUID == 0)) || die "must run as root (containerd, mounts, cgroups)"

@@ -44,18 +44,8 @@ die() {
 started_rig=false
 started=()
 
-# ours NAME prints the PID in .fsb/NAME.pid if that process is alive and is
-# `bin/fsb NAME` of this checkout; else it fails.
-ours() {
-	local name=$1 pid
-	local -a argv
-	[[ -r $fsb_dir/$name.pid ]] || return 1
-	pid=$(<"$fsb_dir/$name.pid")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	mapfile -d '' -t argv 2>/dev/null <"/proc/$pid/cmdline" || return 1
-	((${#argv[@]} >= 2)) && [[ ${argv[0]} == "$fsb" && ${argv[1]} == "$name" ]] || return 1
-	echo "$pid"
-}
+# shellcheck source=scripts/quickstart-lib.sh
+source "$repo_root/scripts/quickstart-lib.sh"
 
 # ready PORT succeeds if http://127.0.0.1:PORT/readyz answers 200. Plain bash,
 # since a fresh machine may have neither curl nor wget.
@@ -95,23 +85,6 @@ check_port() {
 	if who=$(holder "$port"); then
 		die "port $port is taken by $who, not by a Fast Sandbox $name of this checkout: stop it, then run make up again"
 	fi
-}
-
-# stop NAME stops our NAME daemon: SIGTERM, then SIGKILL after 10 s.
-stop() {
-	local name=$1 pid
-	if pid=$(ours "$name"); then
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in {1..100}; do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "the $name (pid $pid) ignored SIGTERM for 10s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
-	rm -f "$fsb_dir/$name.pid"
 }
 
 # fail LOG MESSAGE prints MESSAGE and the tail of LOG, stops what this run
