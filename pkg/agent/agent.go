@@ -138,7 +138,8 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	if err := validateCreate(msg); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(), Spec: msg.GetSpec(), Labels: msg.GetLabels()}
+	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(),
+		Spec: msg.GetSpec(), Labels: msg.GetLabels(), Persisted: msg.GetPersisted()}
 	cid := runtime.ContainerID(sb.ID, sb.Revision)
 	release, err := a.reserve(cid, sb.Spec.GetExposedPorts())
 	if err != nil {
@@ -206,6 +207,17 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		resp.Sandboxes = append(resp.Sandboxes, a.toProto(info))
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// MarkPersisted implements AgentService.MarkPersisted.
+func (a *Agent) MarkPersisted(ctx context.Context, req *connect.Request[fsbv1.MarkPersistedRequest]) (*connect.Response[fsbv1.MarkPersistedResponse], error) {
+	if err := validateID(req.Msg.GetSandboxId(), req.Msg.GetRevision()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if err := a.cfg.Runtime.MarkPersisted(ctx, req.Msg.GetSandboxId(), req.Msg.GetRevision()); err != nil {
+		return nil, connect.NewError(createCode(err), err)
+	}
+	return connect.NewResponse(&fsbv1.MarkPersistedResponse{}), nil
 }
 
 // GetStatus implements AgentService.GetStatus.
@@ -308,6 +320,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 		Spec:        info.Spec,
 		Labels:      info.Labels,
 		LogPath:     info.LogPath,
+		Persisted:   info.Persisted,
 	}
 	if !info.Created.IsZero() {
 		out.CreateTime = timestamppb.New(info.Created)

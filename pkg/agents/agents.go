@@ -32,7 +32,11 @@ type Config struct {
 	Registry *registry.Registry
 	// Changed is called with an agent's status after every change of it.
 	Changed func(*fsbv1.AgentStatus)
-	Logger  *slog.Logger
+	// Up is called with an agent's status when it connects: the first
+	// time, and every time it comes back after being unreachable. It runs
+	// after Changed, on the goroutine that follows the agent.
+	Up     func(*fsbv1.AgentStatus)
+	Logger *slog.Logger
 	// HTTPClient reaches the agents; nil means a default one.
 	HTTPClient *http.Client
 }
@@ -193,6 +197,9 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 	}
 	if s.cfg.Changed != nil {
 		s.cfg.Changed(st)
+	}
+	if first && s.cfg.Up != nil {
+		s.cfg.Up(st)
 	}
 }
 

@@ -117,6 +117,9 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		LabelAgent:     r.cfg.AgentID,
 		LabelLogPath:   r.LogPath(sb),
 	}
+	if sb.Persisted {
+		labels[LabelPersisted] = "true"
+	}
 	for k, v := range sb.Labels {
 		labels[LabelUserPrefix+k] = v
 	}
@@ -145,7 +148,7 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	// Known before containerd's event about it arrives, so the event
 	// costs no look-up.
 	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
-		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, agent: r.cfg.AgentID})
+		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, Persisted: sb.Persisted, agent: r.cfg.AgentID})
 	return c, nil
 }
 

@@ -72,6 +72,7 @@ func infoFromContainer(c containers.Container) Info {
 		Name:        c.Labels[LabelName],
 		LogPath:     c.Labels[LabelLogPath],
 		Created:     c.CreatedAt,
+		Persisted:   c.Labels[LabelPersisted] == "true",
 		agent:       c.Labels[LabelAgent],
 	}
 	for k, v := range c.Labels {
@@ -90,4 +91,40 @@ func infoFromContainer(c containers.Container) Info {
 		}
 	}
 	return info
+}
+
+// MarkPersisted labels the containers of a sandbox (one revision, or all
+// when revision is 0) as having their object in the store. Marking what is
+// gone, or already marked, succeeds.
+func (r *Runtime) MarkPersisted(ctx context.Context, sandboxID string, revision int64) error {
+	filter := fmt.Sprintf("labels.%q==%s,labels.%q==%s", LabelAgent, r.cfg.AgentID, LabelID, sandboxID)
+	if revision > 0 {
+		filter += fmt.Sprintf(",labels.%q==%d", LabelRevision, revision)
+	}
+	cs, err := r.cfg.Client.Containers(ctx, filter)
+	if err != nil {
+		return fmt.Errorf("find sandbox %s: %w", sandboxID, err)
+	}
+	for _, c := range cs {
+		labels, err := c.Labels(ctx)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read labels of %s: %w", c.ID(), err)
+		}
+		if labels[LabelPersisted] != "true" {
+			if _, err := c.SetLabels(ctx, map[string]string{LabelPersisted: "true"}); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("mark %s persisted: %w", c.ID(), err)
+			}
+		}
+		r.update(c.ID(), func(info *Info) bool {
+			if info.Persisted {
+				return false
+			}
+			info.Persisted = true
+			return true
+		})
+	}
+	return nil
 }

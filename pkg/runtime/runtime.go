@@ -31,6 +31,10 @@ const (
 	LabelName      = "sandbox.fast.io/name"
 	LabelAgent     = "sandbox.fast.io/agent"
 	LabelLogPath   = "sandbox.fast.io/log-path"
+	// LabelPersisted is set once the sandbox's object is in the store.
+	// A persisted container without an object was deleted; an unmarked one
+	// is a FAST create whose object write was lost, and gets it back.
+	LabelPersisted = "sandbox.fast.io/persisted"
 	// LabelUserPrefix starts the container label of each of the Sandbox
 	// object's own labels.
 	LabelUserPrefix = "label.sandbox.fast.io/"
@@ -178,6 +182,8 @@ type Sandbox struct {
 	Spec      *fsbv1.SandboxSpec
 	// Labels are the Sandbox object's labels, kept with the container.
 	Labels map[string]string
+	// Persisted says the sandbox's object is already in the store.
+	Persisted bool
 }
 
 // Phase of a sandbox's container as containerd reports it.
@@ -209,6 +215,8 @@ type Info struct {
 	// Reason says why it exited: ReasonCompleted, ReasonError or
 	// ReasonOOMKilled.
 	Reason string
+	// Persisted says the sandbox's object is in the store (LabelPersisted).
+	Persisted bool
 
 	oom bool // the OOM killer struck in the sandbox
 

@@ -82,6 +82,7 @@ func (r *Runtime) record(info Info) {
 	}
 	if ok {
 		info.oom = info.oom || old.oom
+		info.Persisted = info.Persisted || old.Persisted
 	}
 	r.state[info.ContainerID] = withReason(info)
 	r.notifyLocked()
@@ -149,7 +150,7 @@ func withReason(info Info) Info {
 
 func sameInfo(a, b Info) bool {
 	return a.ContainerID == b.ContainerID && a.Phase == b.Phase && a.ExitCode == b.ExitCode &&
-		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom
+		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom && a.Persisted == b.Persisted
 }
 
 // Watch keeps the state current from containerd's event stream until ctx

@@ -9,6 +9,7 @@ package fsbv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -244,10 +245,19 @@ type UpdateSandboxRequest struct {
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// Replaces the labels when set.
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	FailurePolicy FailurePolicy     `protobuf:"varint,4,opt,name=failure_policy,json=failurePolicy,proto3,enum=fsb.v1.FailurePolicy" json:"failure_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Changes the failure policy when set.
+	FailurePolicy FailurePolicy `protobuf:"varint,4,opt,name=failure_policy,json=failurePolicy,proto3,enum=fsb.v1.FailurePolicy" json:"failure_policy,omitempty"`
+	// Re-creates the sandbox as a new revision (the old one is stopped
+	// gracefully first): sets spec.reset_revision to the time of the call.
+	ResetRevision bool `protobuf:"varint,5,opt,name=reset_revision,json=resetRevision,proto3" json:"reset_revision,omitempty"`
+	// Sets when the sandbox expires; clear_expire_time removes it.
+	ExpireTime      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ClearExpireTime bool                   `protobuf:"varint,7,opt,name=clear_expire_time,json=clearExpireTime,proto3" json:"clear_expire_time,omitempty"`
+	// Changes how long AUTO_RECREATE keeps trying, in seconds, when set.
+	RecoveryTimeoutSeconds *int32 `protobuf:"varint,8,opt,name=recovery_timeout_seconds,json=recoveryTimeoutSeconds,proto3,oneof" json:"recovery_timeout_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *UpdateSandboxRequest) Reset() {
@@ -306,6 +316,34 @@ func (x *UpdateSandboxRequest) GetFailurePolicy() FailurePolicy {
 		return x.FailurePolicy
 	}
 	return FailurePolicy_FAILURE_POLICY_UNSPECIFIED
+}
+
+func (x *UpdateSandboxRequest) GetResetRevision() bool {
+	if x != nil {
+		return x.ResetRevision
+	}
+	return false
+}
+
+func (x *UpdateSandboxRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *UpdateSandboxRequest) GetClearExpireTime() bool {
+	if x != nil {
+		return x.ClearExpireTime
+	}
+	return false
+}
+
+func (x *UpdateSandboxRequest) GetRecoveryTimeoutSeconds() int32 {
+	if x != nil && x.RecoveryTimeoutSeconds != nil {
+		return *x.RecoveryTimeoutSeconds
+	}
+	return 0
 }
 
 type UpdateSandboxResponse struct {
@@ -547,11 +585,15 @@ func (x *GetSandboxResponse) GetSandbox() *Sandbox {
 }
 
 type StreamLogsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Tail          int32                  `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
-	Follow        bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Tail      int32                  `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
+	Follow    bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// The revision to read; 0 means the current one.
+	Revision int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Read the revision before the current one (kubectl's --previous).
+	Previous      bool `protobuf:"varint,6,opt,name=previous,proto3" json:"previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +652,20 @@ func (x *StreamLogsRequest) GetTail() int32 {
 func (x *StreamLogsRequest) GetFollow() bool {
 	if x != nil {
 		return x.Follow
+	}
+	return false
+}
+
+func (x *StreamLogsRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *StreamLogsRequest) GetPrevious() bool {
+	if x != nil {
+		return x.Previous
 	}
 	return false
 }
@@ -831,7 +887,7 @@ var File_fsb_v1_fastpath_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\n" +
-	"\x15fsb/v1/fastpath.proto\x12\x06fsb.v1\x1a\x12fsb/v1/agent.proto\x1a\x14fsb/v1/sandbox.proto\"\xee\x01\n" +
+	"\x15fsb/v1/fastpath.proto\x12\x06fsb.v1\x1a\x12fsb/v1/agent.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n" +
 	"\x14CreateSandboxRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
@@ -848,15 +904,21 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x05H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12\x17\n" +
 	"\ano_wait\x18\x04 \x01(\bR\x06noWaitB\x17\n" +
 	"\x15_grace_period_seconds\"\x17\n" +
-	"\x15DeleteSandboxResponse\"\x83\x02\n" +
+	"\x15DeleteSandboxResponse\"\xef\x03\n" +
 	"\x14UpdateSandboxRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
 	"\x06labels\x18\x03 \x03(\v2(.fsb.v1.UpdateSandboxRequest.LabelsEntryR\x06labels\x12<\n" +
-	"\x0efailure_policy\x18\x04 \x01(\x0e2\x15.fsb.v1.FailurePolicyR\rfailurePolicy\x1a9\n" +
+	"\x0efailure_policy\x18\x04 \x01(\x0e2\x15.fsb.v1.FailurePolicyR\rfailurePolicy\x12%\n" +
+	"\x0ereset_revision\x18\x05 \x01(\bR\rresetRevision\x12;\n" +
+	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12*\n" +
+	"\x11clear_expire_time\x18\a \x01(\bR\x0fclearExpireTime\x12=\n" +
+	"\x18recovery_timeout_seconds\x18\b \x01(\x05H\x00R\x16recoveryTimeoutSeconds\x88\x01\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x1b\n" +
+	"\x19_recovery_timeout_seconds\"B\n" +
 	"\x15UpdateSandboxResponse\x12)\n" +
 	"\asandbox\x18\x01 \x01(\v2\x0f.fsb.v1.SandboxR\asandbox\"[\n" +
 	"\x14ListSandboxesRequest\x12\x1c\n" +
@@ -868,12 +930,14 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"?\n" +
 	"\x12GetSandboxResponse\x12)\n" +
-	"\asandbox\x18\x01 \x01(\v2\x0f.fsb.v1.SandboxR\asandbox\"q\n" +
+	"\asandbox\x18\x01 \x01(\v2\x0f.fsb.v1.SandboxR\asandbox\"\xa9\x01\n" +
 	"\x11StreamLogsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04tail\x18\x03 \x01(\x05R\x04tail\x12\x16\n" +
-	"\x06follow\x18\x04 \x01(\bR\x06follow\";\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x12\x1a\n" +
+	"\bprevious\x18\x06 \x01(\bR\bprevious\";\n" +
 	"\x12StreamLogsResponse\x12%\n" +
 	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines\"\x13\n" +
 	"\x11ListAgentsRequest\"A\n" +
@@ -932,8 +996,9 @@ var file_fsb_v1_fastpath_proto_goTypes = []any{
 	(*SandboxSpec)(nil),            // 18: fsb.v1.SandboxSpec
 	(*Sandbox)(nil),                // 19: fsb.v1.Sandbox
 	(FailurePolicy)(0),             // 20: fsb.v1.FailurePolicy
-	(*LogLine)(nil),                // 21: fsb.v1.LogLine
-	(*AgentStatus)(nil),            // 22: fsb.v1.AgentStatus
+	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
+	(*LogLine)(nil),                // 22: fsb.v1.LogLine
+	(*AgentStatus)(nil),            // 23: fsb.v1.AgentStatus
 }
 var file_fsb_v1_fastpath_proto_depIdxs = []int32{
 	16, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
@@ -941,32 +1006,33 @@ var file_fsb_v1_fastpath_proto_depIdxs = []int32{
 	19, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
 	17, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
 	20, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
-	19, // 5: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	19, // 6: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
-	19, // 7: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	21, // 8: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	22, // 9: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
-	0,  // 10: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
-	2,  // 11: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
-	4,  // 12: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
-	6,  // 13: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
-	8,  // 14: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
-	10, // 15: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
-	12, // 16: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
-	14, // 17: fsb.v1.FastPathService.KnownSandboxes:input_type -> fsb.v1.KnownSandboxesRequest
-	1,  // 18: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
-	3,  // 19: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
-	5,  // 20: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
-	7,  // 21: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
-	9,  // 22: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
-	11, // 23: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
-	13, // 24: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
-	15, // 25: fsb.v1.FastPathService.KnownSandboxes:output_type -> fsb.v1.KnownSandboxesResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	21, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	19, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
+	19, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	22, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	23, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
+	0,  // 11: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
+	2,  // 12: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
+	4,  // 13: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
+	6,  // 14: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
+	8,  // 15: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
+	10, // 16: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
+	12, // 17: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
+	14, // 18: fsb.v1.FastPathService.KnownSandboxes:input_type -> fsb.v1.KnownSandboxesRequest
+	1,  // 19: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
+	3,  // 20: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
+	5,  // 21: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
+	7,  // 22: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
+	9,  // 23: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
+	11, // 24: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
+	13, // 25: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
+	15, // 26: fsb.v1.FastPathService.KnownSandboxes:output_type -> fsb.v1.KnownSandboxesResponse
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_fastpath_proto_init() }
@@ -977,6 +1043,7 @@ func file_fsb_v1_fastpath_proto_init() {
 	file_fsb_v1_agent_proto_init()
 	file_fsb_v1_sandbox_proto_init()
 	file_fsb_v1_fastpath_proto_msgTypes[2].OneofWrappers = []any{}
+	file_fsb_v1_fastpath_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -46,6 +46,9 @@ const (
 	AgentServiceWatchStatusProcedure = "/fsb.v1.AgentService/WatchStatus"
 	// AgentServiceStreamLogsProcedure is the fully-qualified name of the AgentService's StreamLogs RPC.
 	AgentServiceStreamLogsProcedure = "/fsb.v1.AgentService/StreamLogs"
+	// AgentServiceMarkPersistedProcedure is the fully-qualified name of the AgentService's
+	// MarkPersisted RPC.
+	AgentServiceMarkPersistedProcedure = "/fsb.v1.AgentService/MarkPersisted"
 )
 
 // AgentServiceClient is a client for the fsb.v1.AgentService service.
@@ -62,6 +65,10 @@ type AgentServiceClient interface {
 	WatchStatus(context.Context, *connect.Request[v1.WatchStatusRequest]) (*connect.ServerStreamForClient[v1.WatchStatusResponse], error)
 	// StreamLogs sends a sandbox's log lines, optionally following new ones.
 	StreamLogs(context.Context, *connect.Request[v1.AgentServiceStreamLogsRequest]) (*connect.ServerStreamForClient[v1.AgentServiceStreamLogsResponse], error)
+	// MarkPersisted records on a sandbox's containers that its object is in
+	// the store: from then on a container without an object was deleted, and
+	// is removed rather than re-created from the agent's copy of the spec.
+	MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the fsb.v1.AgentService service. By default, it
@@ -105,6 +112,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("StreamLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		markPersisted: connect.NewClient[v1.MarkPersistedRequest, v1.MarkPersistedResponse](
+			httpClient,
+			baseURL+AgentServiceMarkPersistedProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("MarkPersisted")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -115,6 +128,7 @@ type agentServiceClient struct {
 	getStatus     *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
 	watchStatus   *connect.Client[v1.WatchStatusRequest, v1.WatchStatusResponse]
 	streamLogs    *connect.Client[v1.AgentServiceStreamLogsRequest, v1.AgentServiceStreamLogsResponse]
+	markPersisted *connect.Client[v1.MarkPersistedRequest, v1.MarkPersistedResponse]
 }
 
 // CreateSandbox calls fsb.v1.AgentService.CreateSandbox.
@@ -142,6 +156,11 @@ func (c *agentServiceClient) StreamLogs(ctx context.Context, req *connect.Reques
 	return c.streamLogs.CallServerStream(ctx, req)
 }
 
+// MarkPersisted calls fsb.v1.AgentService.MarkPersisted.
+func (c *agentServiceClient) MarkPersisted(ctx context.Context, req *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error) {
+	return c.markPersisted.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the fsb.v1.AgentService service.
 type AgentServiceHandler interface {
 	// CreateSandbox ensures that revision `revision` of sandbox `sandbox_id`
@@ -156,6 +175,10 @@ type AgentServiceHandler interface {
 	WatchStatus(context.Context, *connect.Request[v1.WatchStatusRequest], *connect.ServerStream[v1.WatchStatusResponse]) error
 	// StreamLogs sends a sandbox's log lines, optionally following new ones.
 	StreamLogs(context.Context, *connect.Request[v1.AgentServiceStreamLogsRequest], *connect.ServerStream[v1.AgentServiceStreamLogsResponse]) error
+	// MarkPersisted records on a sandbox's containers that its object is in
+	// the store: from then on a container without an object was deleted, and
+	// is removed rather than re-created from the agent's copy of the spec.
+	MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -195,6 +218,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("StreamLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceMarkPersistedHandler := connect.NewUnaryHandler(
+		AgentServiceMarkPersistedProcedure,
+		svc.MarkPersisted,
+		connect.WithSchema(agentServiceMethods.ByName("MarkPersisted")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/fsb.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceCreateSandboxProcedure:
@@ -207,6 +236,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceWatchStatusHandler.ServeHTTP(w, r)
 		case AgentServiceStreamLogsProcedure:
 			agentServiceStreamLogsHandler.ServeHTTP(w, r)
+		case AgentServiceMarkPersistedProcedure:
+			agentServiceMarkPersistedHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -234,4 +265,8 @@ func (UnimplementedAgentServiceHandler) WatchStatus(context.Context, *connect.Re
 
 func (UnimplementedAgentServiceHandler) StreamLogs(context.Context, *connect.Request[v1.AgentServiceStreamLogsRequest], *connect.ServerStream[v1.AgentServiceStreamLogsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.StreamLogs is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.MarkPersisted is not implemented"))
 }
