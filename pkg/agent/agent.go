@@ -246,17 +246,32 @@ func (a *Agent) status(infos []runtime.Info) *fsbv1.AgentStatus {
 }
 
 // WatchStatus implements AgentService.WatchStatus: the full status first,
-// then again after every change, until the caller goes away.
-func (a *Agent) WatchStatus(ctx context.Context, _ *connect.Request[fsbv1.WatchStatusRequest], stream *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
+// then again after every change, until the caller goes away; with a
+// heartbeat asked for, an empty message every interval besides.
+func (a *Agent) WatchStatus(ctx context.Context, req *connect.Request[fsbv1.WatchStatusRequest], stream *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
+	if req.Msg.GetHeartbeatMillis() < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("heartbeat_millis %d: want 0 (none) or more", req.Msg.GetHeartbeatMillis()))
+	}
+	var beat <-chan time.Time
+	if ms := req.Msg.GetHeartbeatMillis(); ms > 0 {
+		t := time.NewTicker(time.Duration(ms) * time.Millisecond)
+		defer t.Stop()
+		beat = t.C
+	}
+	infos, changed := a.cfg.Runtime.Sandboxes()
+	msg := &fsbv1.WatchStatusResponse{Status: a.status(infos)}
 	for {
-		infos, changed := a.cfg.Runtime.Sandboxes()
-		if err := stream.Send(&fsbv1.WatchStatusResponse{Status: a.status(infos)}); err != nil {
+		if err := stream.Send(msg); err != nil {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-beat:
+			msg = &fsbv1.WatchStatusResponse{}
 		case <-changed:
+			infos, changed = a.cfg.Runtime.Sandboxes()
+			msg = &fsbv1.WatchStatusResponse{Status: a.status(infos)}
 		}
 	}
 }

@@ -625,9 +625,13 @@ func (x *GetStatusResponse) GetStatus() *AgentStatus {
 }
 
 type WatchStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When set, the agent also sends a message without a status every this
+	// many milliseconds, so the caller can tell a silent agent (stopped,
+	// partitioned) from an idle one.
+	HeartbeatMillis int32 `protobuf:"varint,1,opt,name=heartbeat_millis,json=heartbeatMillis,proto3" json:"heartbeat_millis,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WatchStatusRequest) Reset() {
@@ -660,9 +664,16 @@ func (*WatchStatusRequest) Descriptor() ([]byte, []int) {
 	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *WatchStatusRequest) GetHeartbeatMillis() int32 {
+	if x != nil {
+		return x.HeartbeatMillis
+	}
+	return 0
+}
+
 type WatchStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The full status first, then after every change.
+	// The full status first, then after every change; unset in a heartbeat.
 	Status        *AgentStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1049,8 +1060,9 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\tsandboxes\x18\x01 \x03(\v2\x14.fsb.v1.AgentSandboxR\tsandboxes\"\x12\n" +
 	"\x10GetStatusRequest\"@\n" +
 	"\x11GetStatusResponse\x12+\n" +
-	"\x06status\x18\x01 \x01(\v2\x13.fsb.v1.AgentStatusR\x06status\"\x14\n" +
-	"\x12WatchStatusRequest\"B\n" +
+	"\x06status\x18\x01 \x01(\v2\x13.fsb.v1.AgentStatusR\x06status\"?\n" +
+	"\x12WatchStatusRequest\x12)\n" +
+	"\x10heartbeat_millis\x18\x01 \x01(\x05R\x0fheartbeatMillis\"B\n" +
 	"\x13WatchStatusResponse\x12+\n" +
 	"\x06status\x18\x01 \x01(\v2\x13.fsb.v1.AgentStatusR\x06status\"\xb8\x01\n" +
 	"\x1dAgentServiceStreamLogsRequest\x12\x1d\n" +
