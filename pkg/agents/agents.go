@@ -13,9 +13,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -39,11 +41,24 @@ type Config struct {
 	Logger *slog.Logger
 	// HTTPClient reaches the agents; nil means a default one.
 	HTTPClient *http.Client
+	// Heartbeat is how often an agent is asked to speak when nothing
+	// changes; an agent silent for three of them (a stopped process, a
+	// partition) counts as down. Zero means DefaultHeartbeat.
+	Heartbeat time.Duration
 }
+
+// DefaultHeartbeat is the agents' heartbeat interval when Config sets none.
+const DefaultHeartbeat = 2 * time.Second
+
+// maxReconnectBackoff bounds the wait between attempts to reach an agent, so
+// that a restarted agent is back in the registry within about a second.
+const maxReconnectBackoff = time.Second
 
 // Set is the controller's agents.
 type Set struct {
 	cfg Config
+
+	started time.Time
 
 	mu      sync.Mutex
 	byAddr  map[string]*agent
@@ -58,7 +73,13 @@ type agent struct {
 	client   fsbv1connect.AgentServiceClient
 	status   *fsbv1.AgentStatus // nil until the first one
 	up       bool
-	reported map[string]bool // sandbox IDs in the last status
+	lastSeen time.Time // the last message, status or heartbeat
+	// reported maps each sandbox ID in the last status to the registry key
+	// that holds its slot here: the ID itself, or for a revision that the
+	// registry places elsewhere (a replaced one, not yet removed) a key of
+	// its own, so that both agents' slots are counted.
+	reported map[string]string
+	conflict bool // another address reports the same agent ID
 }
 
 // ErrUnknownAgent marks an agent ID the controller does not know.
@@ -72,7 +93,10 @@ func New(cfg Config) *Set {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Transport: h2cTransport()}
 	}
-	s := &Set{cfg: cfg, byAddr: make(map[string]*agent), byID: make(map[string]*agent), synced: make(chan struct{})}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	s := &Set{cfg: cfg, started: time.Now(), byAddr: make(map[string]*agent), byID: make(map[string]*agent), synced: make(chan struct{})}
 	var opts []connect.ClientOption
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(auth.Bearer(cfg.Token)))
@@ -127,21 +151,22 @@ func (s *Set) markSeen(a *agent, seen *bool) {
 	}
 }
 
-// follow keeps one agent's status current, reconnecting with back-off.
+// follow keeps one agent's status current, reconnecting with back-off. A
+// stream that carries nothing, not even a heartbeat, for three heartbeat
+// intervals is cut: the agent counts as down.
 func (s *Set) follow(ctx context.Context, a *agent) {
 	backoff := 100 * time.Millisecond
 	seen := false
 	for ctx.Err() == nil {
-		stream, err := a.client.WatchStatus(ctx, connect.NewRequest(&fsbv1.WatchStatusRequest{}))
-		if err == nil {
-			for stream.Receive() {
-				backoff = 100 * time.Millisecond
-				s.update(a, stream.Msg().GetStatus())
-				s.markSeen(a, &seen)
+		err := s.watch(ctx, a, func(st *fsbv1.AgentStatus) {
+			backoff = 100 * time.Millisecond
+			if st != nil {
+				s.update(a, st)
+			} else {
+				s.heard(a)
 			}
-			err = stream.Err()
-			stream.Close()
-		}
+			s.markSeen(a, &seen)
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -152,48 +177,110 @@ func (s *Set) follow(ctx context.Context, a *agent) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, maxReconnectBackoff)
 	}
 }
 
-func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
-	reported := make(map[string]bool, len(st.GetSandboxes()))
-	for _, sb := range st.GetSandboxes() {
-		reported[sb.GetSandboxId()] = true
+// watch follows one WatchStatus stream until it breaks or falls silent,
+// calling got with each status (nil for a heartbeat).
+func (s *Set) watch(ctx context.Context, a *agent, got func(*fsbv1.AgentStatus)) error {
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	silence := 3 * s.cfg.Heartbeat
+	var silent atomic.Bool
+	watchdog := time.AfterFunc(silence, func() { silent.Store(true); cancel() })
+	defer watchdog.Stop()
+	stream, err := a.client.WatchStatus(streamCtx, connect.NewRequest(&fsbv1.WatchStatusRequest{HeartbeatMillis: int32(s.cfg.Heartbeat.Milliseconds())}))
+	if err != nil {
+		return err
 	}
+	defer stream.Close()
+	for stream.Receive() {
+		watchdog.Reset(silence)
+		got(stream.Msg().GetStatus())
+	}
+	if silent.Load() {
+		return fmt.Errorf("no word from the agent for %s", silence)
+	}
+	return stream.Err()
+}
+
+func (s *Set) heard(a *agent) {
+	s.mu.Lock()
+	a.lastSeen = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
+	id := st.GetAgentId()
 	s.mu.Lock()
 	first := a.status == nil || !a.up
-	a.status, a.up = st, true
-	s.byID[st.GetAgentId()] = a
-	gone := make([]string, 0)
-	for id := range a.reported {
-		if !reported[id] {
-			gone = append(gone, id)
+	if a.status != nil && a.status.GetAgentId() != id {
+		s.dropLocked(a) // the address now runs another agent
+	}
+	a.status, a.up, a.lastSeen = st, true, time.Now()
+	conflict := s.claimantsLocked(id)
+	if len(conflict) < 2 {
+		conflict = nil
+		s.byID[id] = a
+	}
+	wasConflict := a.conflict
+	for _, other := range s.byAddr {
+		if other.up && other.status.GetAgentId() == id {
+			other.conflict = conflict != nil
 		}
 	}
-	a.reported = reported
+	previous := a.reported
 	s.mu.Unlock()
-	// A sandbox the agent reported and no longer does has no container
-	// left: its slot and ports are free, whoever deleted it.
-	for _, id := range gone {
-		s.cfg.Registry.Release(id)
+
+	if conflict != nil {
+		// Two processes claim one identity: neither gets new sandboxes, and
+		// what runs is left alone (its slots stay as they were counted).
+		if !wasConflict {
+			s.cfg.Logger.Error("two agents report the same agent ID: neither gets new sandboxes until one goes",
+				slog.String("agent", id), slog.Any("addresses", conflict))
+		}
+		s.cfg.Registry.Upsert(registryAgent(st, a.addr, false))
+		if s.cfg.Changed != nil {
+			s.cfg.Changed(st)
+		}
+		return
+	}
+	if wasConflict {
+		s.cfg.Logger.Info("agent ID no longer reported twice", slog.String("agent", id), slog.String("address", a.addr))
 	}
 	if first {
-		s.cfg.Logger.Info("agent up", slog.String("agent", st.GetAgentId()), slog.String("address", a.addr),
+		s.cfg.Logger.Info("agent up", slog.String("agent", id), slog.String("address", a.addr),
 			slog.Int("sandboxes", len(st.GetSandboxes())), slog.Int("capacity", int(st.GetCapacity())))
 	}
-	s.cfg.Registry.Upsert(registry.Agent{
-		ID:       st.GetAgentId(),
-		Address:  a.addr,
-		NodeName: st.GetNodeName(),
-		Capacity: int(st.GetCapacity()),
-		Images:   st.GetImages(),
-		Runtimes: st.GetRuntimes(),
-		Healthy:  true,
-	})
+	s.cfg.Registry.Upsert(registryAgent(st, a.addr, true))
+	reported := make(map[string]string, len(st.GetSandboxes()))
 	for _, sb := range st.GetSandboxes() {
-		// What runs there holds its slot and ports, whoever placed it.
-		_ = s.cfg.Registry.Assign(sb.GetSandboxId(), st.GetAgentId(), sb.GetSpec().GetExposedPorts())
+		// What runs there holds its slot and ports, whoever placed it. A
+		// sandbox the registry places on another agent (its old revision
+		// still here) holds a slot under a key of its own.
+		key := sb.GetSandboxId()
+		if p, ok := s.cfg.Registry.Lookup(key); ok && p.AgentID != id {
+			key = staleKey(key, id)
+		}
+		if _, dup := reported[sb.GetSandboxId()]; !dup {
+			reported[sb.GetSandboxId()] = key
+			_ = s.cfg.Registry.Assign(key, id, sb.GetSpec().GetExposedPorts())
+		}
+	}
+	s.mu.Lock()
+	a.reported = reported
+	s.mu.Unlock()
+	// A sandbox the agent reported and no longer does (or now under
+	// another key) has no container left there: its slot and ports are
+	// free, whoever deleted it.
+	for sbID, key := range previous {
+		if reported[sbID] == key {
+			continue
+		}
+		if p, ok := s.cfg.Registry.Lookup(key); ok && p.AgentID == id {
+			s.cfg.Registry.Release(key)
+		}
 	}
 	if s.cfg.Changed != nil {
 		s.cfg.Changed(st)
@@ -203,11 +290,50 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 	}
 }
 
+// staleKey is the registry key of a sandbox revision that runs on agentID
+// while the registry places the sandbox elsewhere.
+func staleKey(sandboxID, agentID string) string { return sandboxID + "@" + agentID }
+
+func registryAgent(st *fsbv1.AgentStatus, addr string, healthy bool) registry.Agent {
+	return registry.Agent{
+		ID: st.GetAgentId(), Address: addr, NodeName: st.GetNodeName(), Capacity: int(st.GetCapacity()),
+		Images: st.GetImages(), Runtimes: st.GetRuntimes(), Healthy: healthy,
+	}
+}
+
+// claimantsLocked returns the addresses of the connected agents that report
+// agent ID id, sorted. s.mu must be held.
+func (s *Set) claimantsLocked(id string) []string {
+	var out []string
+	for _, a := range s.byAddr {
+		if a.up && a.status.GetAgentId() == id {
+			out = append(out, a.addr)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// dropLocked forgets that a reported its old agent ID. s.mu must be held.
+func (s *Set) dropLocked(a *agent) {
+	if s.byID[a.status.GetAgentId()] == a {
+		delete(s.byID, a.status.GetAgentId())
+	}
+}
+
 func (s *Set) down(a *agent, err error) {
 	s.mu.Lock()
 	wasUp := a.up
 	a.up = false
 	st := a.status
+	var resolved *agent
+	if st != nil && a.conflict {
+		a.conflict = false
+		// The other claimant, if only one is left, has the ID to itself.
+		if left := s.claimantsLocked(st.GetAgentId()); len(left) == 1 {
+			resolved = s.byAddr[left[0]]
+		}
+	}
 	s.mu.Unlock()
 	if st == nil {
 		s.cfg.Logger.Warn("agent unreachable", slog.String("address", a.addr), slog.Any("err", err))
@@ -216,10 +342,17 @@ func (s *Set) down(a *agent, err error) {
 	if wasUp {
 		s.cfg.Logger.Warn("agent down", slog.String("agent", st.GetAgentId()), slog.String("address", a.addr), slog.Any("err", err))
 	}
-	s.cfg.Registry.Upsert(registry.Agent{
-		ID: st.GetAgentId(), Address: a.addr, NodeName: st.GetNodeName(), Capacity: int(st.GetCapacity()),
-		Images: st.GetImages(), Runtimes: st.GetRuntimes(), Healthy: false,
-	})
+	if resolved != nil {
+		s.mu.Lock()
+		rst := resolved.status
+		s.mu.Unlock()
+		s.update(resolved, rst)
+		return
+	}
+	s.cfg.Registry.Upsert(registryAgent(st, a.addr, false))
+	if wasUp && s.cfg.Changed != nil {
+		s.cfg.Changed(st)
+	}
 }
 
 // Client returns the client of an agent by ID.
@@ -230,7 +363,41 @@ func (s *Set) Client(agentID string) (fsbv1connect.AgentServiceClient, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownAgent, agentID)
 	}
+	if a.conflict {
+		return nil, fmt.Errorf("agent %q is reported by %s: it takes no calls until only one address reports it",
+			agentID, strings.Join(s.claimantsLocked(agentID), " and "))
+	}
 	return a.client, nil
+}
+
+// Conflict returns the addresses that report agent ID agentID when more
+// than one does, else nil.
+func (s *Set) Conflict(agentID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.byID[agentID]; ok && a.conflict {
+		return s.claimantsLocked(agentID)
+	}
+	return nil
+}
+
+// Reachable reports whether an agent is connected, and if not, since when
+// it has not been heard from: its last message, or the Set's start for an
+// agent never heard from since.
+func (s *Set) Reachable(agentID string) (up bool, silentSince time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.byID[agentID]
+	if !ok {
+		return false, s.started
+	}
+	if a.up {
+		return true, time.Time{}
+	}
+	if a.lastSeen.IsZero() {
+		return false, s.started
+	}
+	return false, a.lastSeen
 }
 
 // Sandbox returns what an agent last reported of a sandbox revision, and
@@ -251,15 +418,22 @@ func (s *Set) Sandbox(agentID, sandboxID string, revision int64) (sb *fsbv1.Agen
 }
 
 // Statuses returns the latest status of every agent that has sent one,
-// sorted by agent ID.
+// sorted by agent ID; an ID that several connected addresses report is
+// listed once, with ConflictingAddresses naming them.
 func (s *Set) Statuses() []*fsbv1.AgentStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*fsbv1.AgentStatus, 0, len(s.byID))
-	for _, a := range s.byID {
-		if a.status != nil {
-			out = append(out, a.status)
+	for id, a := range s.byID {
+		if a.status == nil {
+			continue
 		}
+		st := a.status
+		if a.conflict {
+			st = proto.CloneOf(st)
+			st.ConflictingAddresses = s.claimantsLocked(id)
+		}
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b *fsbv1.AgentStatus) int { return strings.Compare(a.GetAgentId(), b.GetAgentId()) })
 	return out

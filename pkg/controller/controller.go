@@ -1,9 +1,29 @@
 // Package controller is the Sandbox controller: one state machine for both
 // stores, in k8s.io/sample-controller's shape. Informer event handlers only
 // enqueue keys; workers run sync(key), which places a sandbox that has no
-// agent (STRONG mode, kubectl), follows what its agent reports, and on
-// deletion stops the container before it removes the finalizer. Status is
-// written through UpdateStatus, and only when it changed.
+// agent (STRONG mode, kubectl), follows what its agent reports, applies the
+// failure policy, resetRevision and expiry, and on deletion stops the
+// container before it removes the finalizer. Status is written through
+// UpdateStatus, and only when it changed.
+//
+// The lifecycle it keeps (docs/controller.md tells it to users):
+//
+//   - exit 0 is Succeeded under either policy; a non-zero exit or an OOM
+//     kill is Failed; an agent silent for LostTimeout, or a container or
+//     task gone from its agent, is Lost.
+//   - Manual: nothing restarts. AutoRecreate: a Failed or Lost revision is
+//     followed by revision+1 (same sandbox ID), placed anew — elsewhere
+//     when its agent is gone — after a back-off (RecreateBackoff doubling up
+//     to RecreateBackoffMax, reset once a revision has run StableAfter);
+//     after recoveryTimeoutSeconds without a revision that ran StableAfter
+//     it stays Failed and the Recovering condition says it gave up.
+//   - Never two revisions: a revision older than the object's, reported by
+//     any agent (one that comes back after its sandbox was re-created
+//     elsewhere), is removed.
+//   - A new spec.resetRevision stops the current revision gracefully and
+//     starts the next one; status.acceptedResetRevision records it.
+//   - At spec.expireTime the sandbox becomes Expired and is deleted
+//     gracefully.
 package controller
 
 import (
@@ -11,14 +31,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -43,6 +60,16 @@ const AnnotationGracePeriod = "sandbox.fast.io/grace-period-seconds"
 // connect.Code's text), so that a STRONG create can answer with it.
 const ConditionCreated = "Created"
 
+// Defaults of the lifecycle settings in Config.
+const (
+	DefaultLostTimeout        = 30 * time.Second
+	DefaultRecreateBackoff    = time.Second
+	DefaultRecreateBackoffMax = 30 * time.Second
+	DefaultStableAfter        = 10 * time.Minute
+	DefaultRecoveryTimeout    = 300 * time.Second
+	DefaultResyncPeriod       = 5 * time.Minute
+)
+
 // Config is what a Controller needs.
 type Config struct {
 	Store    store.Interface
@@ -54,6 +81,21 @@ type Config struct {
 	// Phases times the phases of a placement (allocate, agent); nil times
 	// nothing.
 	Phases PhaseTimer
+	// Metrics counts lifecycle events; nil counts nothing.
+	Metrics *Metrics
+	// LostTimeout is how long an agent may be silent before its sandboxes
+	// are Lost.
+	LostTimeout time.Duration
+	// RecreateBackoff is AutoRecreate's first wait, doubling up to
+	// RecreateBackoffMax; create retries (containerd or a registry away)
+	// use the same spacing.
+	RecreateBackoff, RecreateBackoffMax time.Duration
+	// StableAfter is how long a revision must run for its back-off to
+	// reset and a recovery to end.
+	StableAfter time.Duration
+	// ResyncPeriod is how often every sandbox is synced even without a
+	// change (expiry, lost agents and back-offs are also timed exactly).
+	ResyncPeriod time.Duration
 }
 
 // PhaseTimer times one phase of a create: the returned func ends it.
@@ -77,9 +119,31 @@ type Controller struct {
 	cfg      Config
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
+	// stale holds revisions that an agent still runs though the object has
+	// moved on; a worker removes them.
+	stale workqueue.TypedRateLimitingInterface[staleRevision]
+	// creates spaces out the retries of creates that failed for a
+	// reason that may pass, by object key.
+	creates *backoff
+	// recreates spaces out AutoRecreate's new revisions, by object key.
+	recreates *backoff
 
 	mu      sync.Mutex
 	changed chan struct{} // closed at every change the informer sees
+	// failedAt is when the controller first saw each failed revision, by
+	// object key: the back-off counts from there.
+	failedAt map[string]failedRevision
+}
+
+type failedRevision struct {
+	revision int64
+	at       time.Time
+}
+
+// staleRevision is a sandbox revision to remove from an agent.
+type staleRevision struct {
+	agent, id string
+	revision  int64
 }
 
 // Informer indexes.
@@ -93,9 +157,14 @@ func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.LostTimeout = orDefault(cfg.LostTimeout, DefaultLostTimeout)
+	cfg.RecreateBackoff = orDefault(cfg.RecreateBackoff, DefaultRecreateBackoff)
+	cfg.RecreateBackoffMax = max(orDefault(cfg.RecreateBackoffMax, DefaultRecreateBackoffMax), cfg.RecreateBackoff)
+	cfg.StableAfter = orDefault(cfg.StableAfter, DefaultStableAfter)
+	cfg.ResyncPeriod = orDefault(cfg.ResyncPeriod, DefaultResyncPeriod)
 	c := &Controller{
 		cfg: cfg,
-		informer: cache.NewSharedIndexInformer(store.ListWatch(cfg.Store, ""), &v1alpha1.Sandbox{}, 0, cache.Indexers{
+		informer: cache.NewSharedIndexInformer(store.ListWatch(cfg.Store, ""), &v1alpha1.Sandbox{}, cfg.ResyncPeriod, cache.Indexers{
 			byAgent: func(obj any) ([]string, error) {
 				if agent, _, _ := v1alpha1.Placement(obj.(*v1alpha1.Sandbox)); agent != "" {
 					return []string{agent}, nil
@@ -109,8 +178,14 @@ func New(cfg Config) *Controller {
 				return nil, nil
 			},
 		}),
-		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		changed: make(chan struct{}),
+		// Failed syncs retry from 50 ms, doubling to 30 s: a delete that
+		// waits for containerd to come back finishes soon after it does.
+		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second)),
+		stale:     workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[staleRevision](100*time.Millisecond, 30*time.Second)),
+		creates:   newBackoff(cfg.RecreateBackoff, cfg.RecreateBackoffMax),
+		recreates: newBackoff(cfg.RecreateBackoff, cfg.RecreateBackoffMax),
+		changed:   make(chan struct{}),
+		failedAt:  make(map[string]failedRevision),
 	}
 	_, _ = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueue,
@@ -118,6 +193,13 @@ func New(cfg Config) *Controller {
 		DeleteFunc: c.enqueue,
 	})
 	return c
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func (c *Controller) enqueue(obj any) {
@@ -134,7 +216,8 @@ func (c *Controller) enqueue(obj any) {
 }
 
 // AgentChanged re-syncs every sandbox placed on the agent whose status
-// changed.
+// changed (or that went down), and queues the removal of any revision the
+// agent runs that its object has moved on from.
 func (c *Controller) AgentChanged(st *fsbv1.AgentStatus) {
 	objs, err := c.informer.GetIndexer().ByIndex(byAgent, st.GetAgentId())
 	if err != nil {
@@ -142,6 +225,21 @@ func (c *Controller) AgentChanged(st *fsbv1.AgentStatus) {
 	}
 	for _, obj := range objs {
 		c.enqueue(obj)
+	}
+	for _, asb := range st.GetSandboxes() {
+		sb, ok := c.ByID(asb.GetSandboxId())
+		if !ok {
+			continue // no object: the fast path's recovery decides
+		}
+		// Only an older revision is stale: a newer one is the object's
+		// next revision, reported before the cache has its status.
+		agent, _, revision := v1alpha1.Placement(sb)
+		switch {
+		case asb.GetRevision() < revision:
+			c.stale.Add(staleRevision{agent: st.GetAgentId(), id: asb.GetSandboxId(), revision: asb.GetRevision()})
+		case agent != st.GetAgentId():
+			c.enqueue(sb) // not in the agent's index yet
+		}
 	}
 }
 
@@ -163,9 +261,60 @@ func (c *Controller) Run(ctx context.Context, workers int, synced chan<- struct{
 			wait.UntilWithContext(ctx, c.runWorker, time.Second)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		wait.UntilWithContext(ctx, func(ctx context.Context) {
+			for c.removeNextStale(ctx) {
+			}
+		}, time.Second)
+	}()
 	<-ctx.Done()
 	c.queue.ShutDown()
+	c.stale.ShutDown()
 	wg.Wait()
+	return nil
+}
+
+// removeNextStale removes one revision an agent runs that its object has
+// moved on from: the sandbox was re-created while that agent was away.
+func (c *Controller) removeNextStale(ctx context.Context) bool {
+	r, shutdown := c.stale.Get()
+	if shutdown {
+		return false
+	}
+	defer c.stale.Done(r)
+	if asb, _ := c.cfg.Agents.Sandbox(r.agent, r.id, r.revision); asb == nil {
+		// Gone already, or its agent away: it is queued again when the
+		// agent reports it.
+		c.stale.Forget(r)
+		return true
+	}
+	err := c.deleteOnAgent(ctx, r.agent, r.id, r.revision, new(int32))
+	if err != nil {
+		c.cfg.Logger.Warn("removing a replaced revision failed; retrying", slog.String("id", r.id),
+			slog.Int64("revision", r.revision), slog.String("agent", r.agent), slog.Any("err", err))
+		c.stale.AddRateLimited(r)
+		return true
+	}
+	c.cfg.Logger.Info("replaced revision removed", slog.String("id", r.id), slog.Int64("revision", r.revision), slog.String("agent", r.agent))
+	c.stale.Forget(r)
+	return true
+}
+
+// deleteOnAgent stops and removes a sandbox revision (0: all) on an agent;
+// grace nil means the agent's default.
+func (c *Controller) deleteOnAgent(ctx context.Context, agent, id string, revision int64, grace *int32) error {
+	client, err := c.cfg.Agents.Client(agent)
+	if err != nil {
+		return err
+	}
+	_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+		SandboxId: id, Revision: revision, GracePeriodSeconds: grace,
+	}))
+	if err != nil {
+		return fmt.Errorf("delete %s revision %d on agent %s: %w", id, revision, agent, err)
+	}
 	return nil
 }
 
@@ -236,142 +385,8 @@ func (c *Controller) Wait(ctx context.Context, namespace, name string, done func
 	}
 }
 
-func (c *Controller) sync(ctx context.Context, key string) error {
-	namespace, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return nil
-	}
-	cached, ok := c.Get(namespace, name)
-	if !ok {
-		return nil // gone: the finalizer already saw to the container
-	}
-	sb := cached.DeepCopy()
-	if sb.DeletionTimestamp != nil {
-		return c.finalize(ctx, sb)
-	}
-	if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) || sb.Annotations[v1alpha1.AnnotationID] == "" {
-		// A sandbox made outside the fast path (kubectl): give it the
-		// finalizer and an ID before anything runs for it.
-		if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) {
-			sb.Finalizers = append(sb.Finalizers, v1alpha1.Finalizer)
-		}
-		if sb.Annotations == nil {
-			sb.Annotations = map[string]string{}
-		}
-		if sb.Annotations[v1alpha1.AnnotationID] == "" {
-			sb.Annotations[v1alpha1.AnnotationID] = c.cfg.NewID()
-		}
-		_, err := c.cfg.Store.Update(ctx, sb)
-		return err
-	}
-	agent, id, revision := v1alpha1.Placement(sb)
-	if agent == "" {
-		return c.place(ctx, sb, id)
-	}
-	return c.observe(ctx, sb, agent, id, max(revision, 1))
-}
-
-// place finds an agent for a sandbox, persists Bound, and starts it there.
-func (c *Controller) place(ctx context.Context, sb *v1alpha1.Sandbox, id string) error {
-	req, err := PlacementRequest(sb, id)
-	if err != nil {
-		return c.fail(ctx, sb, connect.CodeInvalidArgument, err)
-	}
-	done := c.phase(sb, "allocate")
-	p, err := c.cfg.Registry.Allocate(req)
-	done()
-	if errors.Is(err, registry.ErrNoCapacity) {
-		st := sb.Status.DeepCopy()
-		st.Phase = v1alpha1.PhasePending
-		st.SandboxID = id
-		st.Message = err.Error()
-		setCondition(st, ConditionCreated, metav1.ConditionFalse, connect.CodeResourceExhausted.String(), err.Error())
-		if err := c.setStatus(ctx, sb, st); err != nil {
-			return err
-		}
-		return fmt.Errorf("no agent for %s: %w", id, err)
-	}
-	if err != nil {
-		return err
-	}
-	st := sb.Status.DeepCopy()
-	st.Phase, st.SandboxID, st.AssignedPod, st.NodeName, st.Revision = v1alpha1.PhaseBound, id, p.AgentID, p.NodeName, 1
-	st.Message = ""
-	meta.RemoveStatusCondition(&st.Conditions, ConditionCreated)
-	if err := c.setStatus(ctx, sb, st); err != nil {
-		c.cfg.Registry.Release(id)
-		return err
-	}
-	c.cfg.Logger.Debug("sandbox placed", slog.String("sandbox", sb.Namespace+"/"+sb.Name), slog.String("agent", p.AgentID))
-	return c.start(ctx, sb, p.AgentID, id, 1)
-}
-
-// start asks the agent to run the sandbox (idempotent) and records Running.
-func (c *Controller) start(ctx context.Context, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
-	client, err := c.cfg.Agents.Client(agent)
-	if err != nil {
-		return err
-	}
-	done := c.phase(sb, "agent")
-	resp, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec), Labels: sb.Labels,
-	}))
-	done()
-	if err != nil {
-		switch code := connect.CodeOf(err); code {
-		case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeAlreadyExists:
-			// The agent will not run it as asked: retrying cannot help.
-			c.cfg.Registry.Release(id)
-			return c.fail(ctx, sb, code, err)
-		case connect.CodeResourceExhausted:
-			// The agent's own fence says no (its slots or ports differ
-			// from what the registry believed): place it afresh, unless a
-			// FAST create pinned it there.
-			if sb.Status.AssignedPod == agent && sb.Annotations[v1alpha1.AnnotationAgent] == "" {
-				c.cfg.Registry.Release(id)
-				st := sb.Status.DeepCopy()
-				st.Phase, st.AssignedPod, st.NodeName, st.Message = v1alpha1.PhasePending, "", "", err.Error()
-				if serr := c.setStatus(ctx, sb, st); serr != nil {
-					return serr
-				}
-			}
-		}
-		return fmt.Errorf("create %s on agent %s: %w", id, agent, err)
-	}
-	return c.setStatus(ctx, sb, statusFrom(sb, agent, id, revision, resp.Msg.GetSandbox()))
-}
-
-// observe follows what the sandbox's agent reports.
-func (c *Controller) observe(ctx context.Context, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
-	// After a restart the registry learns placements from here and from
-	// the agents' status; an agent it does not know yet is fine.
-	_ = c.cfg.Registry.Assign(id, agent, sb.Spec.ExposedPorts)
-	asb, known := c.cfg.Agents.Sandbox(agent, id, revision)
-	if !known {
-		return nil // the agent's word is not in yet; its status will enqueue us
-	}
-	if asb == nil {
-		switch sb.Status.Phase {
-		case "", v1alpha1.PhasePending, v1alpha1.PhaseBound:
-			// Placed but not (yet) on the agent: a create cut short, or a
-			// FAST create whose object came before the agent's status.
-			// Creates are idempotent: make sure.
-			return c.start(ctx, sb, agent, id, revision)
-		case v1alpha1.PhaseRunning:
-			st := sb.Status.DeepCopy()
-			st.Phase, st.Message = v1alpha1.PhaseLost, fmt.Sprintf("the sandbox is gone from agent %s", agent)
-			return c.setStatus(ctx, sb, st)
-		}
-		return nil
-	}
-	st := statusFrom(sb, agent, id, revision, asb)
-	if p, ok := c.cfg.Registry.Lookup(id); ok && p.NodeName != "" {
-		st.NodeName = p.NodeName
-	}
-	return c.setStatus(ctx, sb, st)
-}
-
-// statusFrom is the status an agent's report of a sandbox implies.
+// statusFrom is the status an agent's report of a sandbox implies. A
+// failed revision keeps the object's phase: the failure policy decides it.
 func statusFrom(sb *v1alpha1.Sandbox, agent, id string, revision int64, asb *fsbv1.AgentSandbox) *v1alpha1.SandboxStatus {
 	st := sb.Status.DeepCopy()
 	st.SandboxID, st.AssignedPod, st.Revision = id, agent, revision
@@ -385,62 +400,9 @@ func statusFrom(sb *v1alpha1.Sandbox, agent, id string, revision int64, asb *fsb
 		st.Phase = v1alpha1.PhaseRunning
 	case fsbv1.Phase_PHASE_SUCCEEDED:
 		st.Phase = v1alpha1.PhaseSucceeded
-	case fsbv1.Phase_PHASE_FAILED:
-		st.Phase = v1alpha1.PhaseFailed
-		st.Message = fmt.Sprintf("exited with code %d (%s)", asb.GetExitCode(), asb.GetReason())
 	}
 	setCondition(st, ConditionCreated, metav1.ConditionTrue, "Created", "")
 	return st
-}
-
-// fail records that the agent refused the sandbox, with its code.
-func (c *Controller) fail(ctx context.Context, sb *v1alpha1.Sandbox, code connect.Code, err error) error {
-	st := sb.Status.DeepCopy()
-	st.Phase = v1alpha1.PhaseFailed
-	st.Message = err.Error()
-	setCondition(st, ConditionCreated, metav1.ConditionFalse, code.String(), err.Error())
-	return c.setStatus(ctx, sb, st)
-}
-
-// finalize stops the container of a deleted sandbox, frees its slot, and
-// lets the object go.
-func (c *Controller) finalize(ctx context.Context, sb *v1alpha1.Sandbox) error {
-	if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) {
-		return nil
-	}
-	agent, id, _ := v1alpha1.Placement(sb)
-	if agent != "" && id != "" {
-		if sb.Status.Phase != v1alpha1.PhaseTerminating {
-			st := sb.Status.DeepCopy()
-			st.Phase = v1alpha1.PhaseTerminating
-			if err := c.setStatus(ctx, sb, st); err != nil {
-				return err
-			}
-		}
-		client, err := c.cfg.Agents.Client(agent)
-		if err != nil {
-			return err
-		}
-		req := &fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id}
-		if s, ok := sb.Annotations[AnnotationGracePeriod]; ok {
-			if g, err := strconv.ParseInt(s, 10, 32); err == nil {
-				grace := int32(g)
-				req.GracePeriodSeconds = &grace
-			}
-		}
-		if _, err := client.DeleteSandbox(ctx, connect.NewRequest(req)); err != nil {
-			return fmt.Errorf("delete %s on agent %s: %w", id, agent, err)
-		}
-	}
-	if id != "" {
-		c.cfg.Registry.Release(id)
-	}
-	sb.Finalizers = slices.DeleteFunc(sb.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
-	_, err := c.cfg.Store.Update(ctx, sb)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
 }
 
 // setStatus writes st when it differs from what sb has.

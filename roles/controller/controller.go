@@ -59,6 +59,12 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer token the janitor presents"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
+			&cli.DurationFlag{Name: "agent-lost-timeout", Value: controller.DefaultLostTimeout, Usage: "how long an agent may be silent before its sandboxes are Lost (and, under AutoRecreate, re-created elsewhere)"},
+			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agents.DefaultHeartbeat, Usage: "how often agents are asked to speak when nothing changes; an agent silent for three intervals counts as down"},
+			&cli.DurationFlag{Name: "recreate-backoff", Value: controller.DefaultRecreateBackoff, Usage: "AutoRecreate's first wait before a new revision, doubling after each one (create retries use the same spacing)"},
+			&cli.DurationFlag{Name: "recreate-backoff-max", Value: controller.DefaultRecreateBackoffMax, Usage: "the longest wait between AutoRecreate's revisions"},
+			&cli.DurationFlag{Name: "recreate-backoff-reset", Value: controller.DefaultStableAfter, Usage: "a revision that runs this long resets the back-off and ends a recovery"},
+			&cli.DurationFlag{Name: "resync-period", Value: controller.DefaultResyncPeriod, Usage: "how often every sandbox is checked even when nothing changed"},
 			&cli.StringFlag{Name: "metrics-bind-address", Value: ":9091", Usage: "address of /metrics (Prometheus); empty: none"},
 			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address (off when empty)"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
@@ -127,8 +133,17 @@ func run(c *cli.Context) error {
 		Registry:  reg,
 		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
 		Logger:    log,
+		Heartbeat: c.Duration("agent-heartbeat-interval"),
 	})
-	ctrl = controller.New(controller.Config{Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics})
+	ctrl = controller.New(controller.Config{
+		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
+		Metrics:            controller.NewMetrics(promReg),
+		LostTimeout:        c.Duration("agent-lost-timeout"),
+		RecreateBackoff:    c.Duration("recreate-backoff"),
+		RecreateBackoffMax: c.Duration("recreate-backoff-max"),
+		StableAfter:        c.Duration("recreate-backoff-reset"),
+		ResyncPeriod:       c.Duration("resync-period"),
+	})
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log, Metrics: metrics,

@@ -1,0 +1,521 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+)
+
+// Condition types the controller sets besides ConditionCreated.
+const (
+	// ConditionAgentReachable is False while the sandbox's agent is silent;
+	// its reason is AgentLost once the lost timeout has passed.
+	ConditionAgentReachable = "AgentReachable"
+	// ConditionRecovering is True while AutoRecreate brings a failed or lost
+	// sandbox back (its LastTransitionTime is when the recovery began), and
+	// False with reason GaveUp once recoveryTimeoutSeconds passed without a
+	// revision that kept running.
+	ConditionRecovering = "Recovering"
+)
+
+// reasonLost is the reason an agent gives for a sandbox whose task vanished
+// after it had started (a host reboot, a lost shim).
+const reasonLost = "Lost"
+
+func (c *Controller) sync(ctx context.Context, key string) error {
+	namespace, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	cached, ok := c.Get(namespace, name)
+	if !ok {
+		c.forget(key)
+		return nil // gone: the finalizer already saw to the container
+	}
+	sb := cached.DeepCopy()
+	if sb.DeletionTimestamp != nil {
+		return c.finalize(ctx, key, sb)
+	}
+	if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) || sb.Annotations[v1alpha1.AnnotationID] == "" {
+		// A sandbox made outside the fast path (kubectl): give it the
+		// finalizer and an ID before anything runs for it.
+		if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) {
+			sb.Finalizers = append(sb.Finalizers, v1alpha1.Finalizer)
+		}
+		if sb.Annotations == nil {
+			sb.Annotations = map[string]string{}
+		}
+		if sb.Annotations[v1alpha1.AnnotationID] == "" {
+			sb.Annotations[v1alpha1.AnnotationID] = c.cfg.NewID()
+		}
+		_, err := c.cfg.Store.Update(ctx, sb)
+		return err
+	}
+	if exp := sb.Spec.ExpireTime; exp != nil {
+		if left := time.Until(exp.Time); left > 0 {
+			c.queue.AddAfter(key, left)
+		} else {
+			return c.expire(ctx, sb)
+		}
+	}
+	agent, id, revision := v1alpha1.Placement(sb)
+	if agent == "" {
+		if wait := c.creates.wait(key); wait > 0 {
+			c.queue.AddAfter(key, wait)
+			return nil
+		}
+		return c.place(ctx, key, sb, id)
+	}
+	revision = max(revision, 1)
+	if resetRequested(sb) {
+		return c.reset(ctx, key, sb, agent, id, revision)
+	}
+	return c.observe(ctx, key, sb, agent, id, revision)
+}
+
+// forget drops what the controller kept in memory about a sandbox.
+func (c *Controller) forget(key string) {
+	c.creates.reset(key)
+	c.recreates.reset(key)
+	c.mu.Lock()
+	delete(c.failedAt, key)
+	c.mu.Unlock()
+}
+
+// place finds an agent for a sandbox, persists Bound, and starts it there.
+func (c *Controller) place(ctx context.Context, key string, sb *v1alpha1.Sandbox, id string) error {
+	req, err := PlacementRequest(sb, id)
+	if err != nil {
+		return c.refused(ctx, sb, connect.CodeInvalidArgument, err)
+	}
+	done := c.phase(sb, "allocate")
+	p, err := c.cfg.Registry.Allocate(req)
+	done()
+	if errors.Is(err, registry.ErrNoCapacity) {
+		st := sb.Status.DeepCopy()
+		st.Phase = v1alpha1.PhasePending
+		st.SandboxID = id
+		st.Message = err.Error()
+		setCondition(st, ConditionCreated, metav1.ConditionFalse, connect.CodeResourceExhausted.String(), err.Error())
+		if err := c.setStatus(ctx, sb, st); err != nil {
+			return err
+		}
+		return fmt.Errorf("no agent for %s: %w", id, err)
+	}
+	if err != nil {
+		return err
+	}
+	st := sb.Status.DeepCopy()
+	st.Phase, st.SandboxID, st.AssignedPod, st.NodeName, st.Revision = v1alpha1.PhaseBound, id, p.AgentID, p.NodeName, 1
+	st.Message = ""
+	st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy() // a reset asked for at create is this revision
+	meta.RemoveStatusCondition(&st.Conditions, ConditionCreated)
+	if err := c.setStatus(ctx, sb, st); err != nil {
+		c.cfg.Registry.Release(id)
+		return err
+	}
+	c.cfg.Logger.Debug("sandbox placed", slog.String("sandbox", key), slog.String("agent", p.AgentID))
+	return c.start(ctx, key, sb, p.AgentID, id, 1)
+}
+
+// start asks the agent to run the sandbox revision (idempotent) and records
+// Running. A failure that may pass (containerd or a registry away) is
+// retried with back-off, its cause shown in the Created condition; one
+// that cannot (a bad spec, an image that does not exist, refused
+// credentials) fails the sandbox.
+func (c *Controller) start(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
+	client, err := c.cfg.Agents.Client(agent)
+	if err != nil {
+		return c.retryCreate(ctx, key, sb, agent, err)
+	}
+	done := c.phase(sb, "agent")
+	resp, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec),
+		Labels: sb.Labels, Persisted: true, // the object exists: this create came from it
+	}))
+	done()
+	if err != nil {
+		switch code := connect.CodeOf(err); code {
+		case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeFailedPrecondition,
+			connect.CodeAlreadyExists, connect.CodePermissionDenied:
+			// The agent will not run it as asked: retrying cannot help.
+			c.cfg.Registry.Release(id)
+			return c.refused(ctx, sb, code, err)
+		case connect.CodeResourceExhausted:
+			// The agent's own fence says no (its slots or ports differ
+			// from what the registry believed): place it afresh, unless a
+			// FAST create pinned it there.
+			if sb.Status.AssignedPod == agent && sb.Annotations[v1alpha1.AnnotationAgent] == "" && revision == 1 {
+				c.cfg.Registry.Release(id)
+				st := sb.Status.DeepCopy()
+				st.Phase, st.AssignedPod, st.NodeName, st.Message = v1alpha1.PhasePending, "", "", err.Error()
+				if serr := c.setStatus(ctx, sb, st); serr != nil {
+					return serr
+				}
+			}
+		}
+		return c.retryCreate(ctx, key, sb, agent, err)
+	}
+	c.creates.reset(key)
+	return c.setStatus(ctx, sb, statusFrom(sb, agent, id, revision, resp.Msg.GetSandbox()))
+}
+
+// retryCreate records why a create did not happen and when it is tried
+// again; nothing retries it sooner, however often the agent's status
+// changes in the meantime.
+func (c *Controller) retryCreate(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent string, cause error) error {
+	wait := c.creates.failed(key)
+	c.cfg.Logger.Warn("create failed; retrying", slog.String("sandbox", key), slog.String("agent", agent),
+		slog.Duration("in", wait), slog.Any("err", cause))
+	st := sb.Status.DeepCopy()
+	msg := fmt.Sprintf("%v (retrying in %s)", cause, wait.Round(time.Millisecond))
+	st.Message = msg
+	setCondition(st, ConditionCreated, metav1.ConditionUnknown, connect.CodeOf(cause).String(), msg)
+	c.queue.AddAfter(key, wait)
+	return c.setStatus(ctx, sb, st)
+}
+
+// observe follows what the sandbox's agent reports.
+func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
+	// After a restart the registry learns placements from here and from
+	// the agents' status; an agent it does not know yet is fine.
+	_ = c.cfg.Registry.Assign(id, agent, sb.Spec.ExposedPorts)
+	if addrs := c.cfg.Agents.Conflict(agent); addrs != nil {
+		// Two processes claim the agent's identity: its sandboxes are left
+		// as they are until one goes.
+		return nil
+	}
+	asb, known := c.cfg.Agents.Sandbox(agent, id, revision)
+	if !known {
+		return c.agentSilent(ctx, key, sb, agent, id, revision)
+	}
+	if asb == nil {
+		switch sb.Status.Phase {
+		case "", v1alpha1.PhasePending, v1alpha1.PhaseBound:
+			// Placed but not (yet) on the agent: a create cut short, or a
+			// FAST create whose object came before the agent's status.
+			// Creates are idempotent: make sure, once its back-off allows.
+			if wait := c.creates.wait(key); wait > 0 {
+				c.queue.AddAfter(key, wait)
+				return nil
+			}
+			return c.start(ctx, key, sb, agent, id, revision)
+		case v1alpha1.PhaseRunning, v1alpha1.PhaseLost:
+			return c.failed(ctx, key, sb, sb.Status.DeepCopy(), agent, id, revision, failure{
+				lost: true, reason: "ContainerGone",
+				message: fmt.Sprintf("revision %d is gone from agent %s", revision, agent),
+			})
+		}
+		return nil
+	}
+	if !asb.GetPersisted() {
+		// The object is written: from now on a container without it was
+		// deleted, and must never bring it back.
+		client, err := c.cfg.Agents.Client(agent)
+		if err != nil {
+			return err
+		}
+		if _, err := client.MarkPersisted(ctx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: revision})); err != nil {
+			return fmt.Errorf("mark %s persisted on agent %s: %w", id, agent, err)
+		}
+	}
+	st := statusFrom(sb, agent, id, revision, asb)
+	if p, ok := c.cfg.Registry.Lookup(id); ok && p.NodeName != "" {
+		st.NodeName = p.NodeName
+	}
+	meta.RemoveStatusCondition(&st.Conditions, ConditionAgentReachable)
+	switch asb.GetPhase() {
+	case fsbv1.Phase_PHASE_FAILED:
+		f := failure{exitCode: asb.GetExitCode(), reason: asb.GetReason(),
+			message: fmt.Sprintf("revision %d exited with code %d (%s)", revision, asb.GetExitCode(), asb.GetReason())}
+		if asb.GetReason() == reasonLost {
+			f = failure{lost: true, reason: "TaskGone",
+				message: fmt.Sprintf("revision %d stopped running without an exit (its task is gone: a host reboot or a lost shim)", revision)}
+		}
+		if asb.GetCreateTime() != nil && asb.GetExitTime() != nil {
+			f.ran = asb.GetExitTime().AsTime().Sub(asb.GetCreateTime().AsTime())
+		}
+		return c.failed(ctx, key, sb, st, agent, id, revision, f)
+	case fsbv1.Phase_PHASE_SUCCEEDED:
+		meta.RemoveStatusCondition(&st.Conditions, ConditionRecovering)
+		c.recreates.reset(key)
+	case fsbv1.Phase_PHASE_RUNNING:
+		c.settle(key, st, asb)
+	}
+	return c.setStatus(ctx, sb, st)
+}
+
+// settle ends a recovery once the running revision has run StableAfter,
+// and resets the back-off; until then it wakes the sandbox when it will.
+func (c *Controller) settle(key string, st *v1alpha1.SandboxStatus, asb *fsbv1.AgentSandbox) {
+	if asb.GetCreateTime() == nil {
+		return
+	}
+	ran := time.Since(asb.GetCreateTime().AsTime())
+	if ran >= c.cfg.StableAfter {
+		meta.RemoveStatusCondition(&st.Conditions, ConditionRecovering)
+		c.recreates.reset(key)
+		return
+	}
+	if cond := meta.FindStatusCondition(st.Conditions, ConditionRecovering); cond != nil && cond.Status == metav1.ConditionTrue {
+		c.queue.AddAfter(key, c.cfg.StableAfter-ran)
+	}
+}
+
+// agentSilent handles a sandbox whose agent is not connected: nothing until
+// the agent has been silent for LostTimeout, then Lost.
+func (c *Controller) agentSilent(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
+	switch sb.Status.Phase {
+	case v1alpha1.PhaseSucceeded, v1alpha1.PhaseFailed:
+		if cond := meta.FindStatusCondition(sb.Status.Conditions, ConditionRecovering); cond == nil || cond.Status != metav1.ConditionTrue {
+			return nil // nothing runs that could be lost
+		}
+	}
+	_, since := c.cfg.Agents.Reachable(agent)
+	if wait := time.Until(since.Add(c.cfg.LostTimeout)); wait > 0 {
+		st := sb.Status.DeepCopy()
+		setCondition(st, ConditionAgentReachable, metav1.ConditionFalse, "AgentUnreachable",
+			fmt.Sprintf("agent %s silent since %s; the sandbox counts as Lost after %s", agent, since.UTC().Format(time.RFC3339), c.cfg.LostTimeout))
+		c.queue.AddAfter(key, wait)
+		return c.setStatus(ctx, sb, st)
+	}
+	return c.failed(ctx, key, sb, sb.Status.DeepCopy(), agent, id, revision, failure{
+		lost: true, reason: "AgentLost",
+		message: fmt.Sprintf("agent %s silent since %s (over --agent-lost-timeout %s)", agent, since.UTC().Format(time.RFC3339), c.cfg.LostTimeout),
+	})
+}
+
+// failure is why a revision ended without success.
+type failure struct {
+	lost     bool // the agent or the task went away; else it exited
+	exitCode int32
+	reason   string
+	message  string
+	ran      time.Duration // how long it ran, when known
+}
+
+// failed applies the failure policy to a revision that failed or was lost.
+// st is the status to start from (what the agent reported, or the
+// object's own).
+func (c *Controller) failed(ctx context.Context, key string, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, agent, id string, revision int64, f failure) error {
+	st.Message = f.message
+	if f.lost {
+		if st.Phase != v1alpha1.PhaseLost {
+			c.cfg.Metrics.lostOne()
+			c.cfg.Logger.Warn("sandbox lost", slog.String("sandbox", key), slog.String("agent", agent), slog.String("why", f.message))
+		}
+		st.Phase = v1alpha1.PhaseLost
+		if f.reason == "AgentLost" {
+			setCondition(st, ConditionAgentReachable, metav1.ConditionFalse, "AgentLost", f.message)
+		}
+	} else {
+		st.Phase = v1alpha1.PhaseFailed
+		st.ExitCode = f.exitCode
+	}
+	if sb.Spec.FailurePolicy != v1alpha1.FailurePolicyAutoRecreate {
+		return c.setStatus(ctx, sb, st)
+	}
+	if f.ran >= c.cfg.StableAfter {
+		c.recreates.reset(key)
+	}
+	now := time.Now()
+	began := now
+	cond := meta.FindStatusCondition(st.Conditions, ConditionRecovering)
+	switch {
+	case cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "GaveUp":
+		return c.setStatus(ctx, sb, st) // gave up: only a reset or a delete goes on
+	case cond != nil && cond.Status == metav1.ConditionTrue:
+		began = cond.LastTransitionTime.Time
+	}
+	limit := DefaultRecoveryTimeout
+	if s := sb.Spec.RecoveryTimeoutSeconds; s > 0 {
+		limit = time.Duration(s) * time.Second
+	}
+	if now.Sub(began) >= limit {
+		msg := fmt.Sprintf("gave up: no revision kept running for %s since %s; last: %s", limit, began.UTC().Format(time.RFC3339), f.message)
+		st.Phase, st.Message = v1alpha1.PhaseFailed, msg
+		setCondition(st, ConditionRecovering, metav1.ConditionFalse, "GaveUp", msg)
+		c.cfg.Metrics.gaveUpOne()
+		c.cfg.Logger.Warn("recovery given up", slog.String("sandbox", key), slog.String("why", msg))
+		return c.setStatus(ctx, sb, st)
+	}
+	c.mu.Lock()
+	fa, ok := c.failedAt[key]
+	if !ok || fa.revision != revision {
+		fa = failedRevision{revision: revision, at: now}
+		c.failedAt[key] = fa
+	}
+	c.mu.Unlock()
+	due := fa.at.Add(c.recreates.next(key))
+	if wait := time.Until(due); wait > 0 {
+		setCondition(st, ConditionRecovering, metav1.ConditionTrue, "BackOff",
+			fmt.Sprintf("%s; revision %d starts in %s", f.message, revision+1, wait.Round(time.Millisecond)))
+		c.queue.AddAfter(key, wait)
+		return c.setStatus(ctx, sb, st)
+	}
+	setCondition(st, ConditionRecovering, metav1.ConditionTrue, "Recreating", fmt.Sprintf("%s; starting revision %d", f.message, revision+1))
+	cause := "failed"
+	if f.lost {
+		cause = "lost"
+	}
+	return c.nextRevision(ctx, key, sb, st, agent, id, revision, new(int32), cause)
+}
+
+// resetRequested reports whether spec.resetRevision asks for a revision
+// the status has not accepted yet.
+func resetRequested(sb *v1alpha1.Sandbox) bool {
+	r := sb.Spec.ResetRevision
+	return r != nil && (sb.Status.AcceptedResetRevision == nil || !r.Equal(sb.Status.AcceptedResetRevision))
+}
+
+// reset re-creates a sandbox on demand: the current revision is stopped
+// gracefully first, then the next one starts.
+func (c *Controller) reset(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
+	st := sb.Status.DeepCopy()
+	st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy()
+	meta.RemoveStatusCondition(&st.Conditions, ConditionRecovering)
+	c.recreates.reset(key)
+	c.cfg.Logger.Info("resetting sandbox", slog.String("sandbox", key), slog.Int64("revision", revision+1))
+	return c.nextRevision(ctx, key, sb, st, agent, id, revision, gracePeriod(sb), "reset")
+}
+
+// nextRevision removes revision from its agent (with grace; skipped when
+// the agent is away — a replaced revision is removed when its agent comes
+// back), places revision+1 anew, persists Bound with it, and starts it.
+func (c *Controller) nextRevision(ctx context.Context, key string, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, agent, id string, revision int64, grace *int32, cause string) error {
+	if up, _ := c.cfg.Agents.Reachable(agent); up {
+		if err := c.deleteOnAgent(ctx, agent, id, revision, grace); err != nil {
+			return err
+		}
+	}
+	c.cfg.Registry.Release(id)
+	req, err := PlacementRequest(sb, id)
+	if err != nil {
+		return c.refused(ctx, sb, connect.CodeInvalidArgument, err)
+	}
+	p, err := c.cfg.Registry.Allocate(req)
+	if err != nil {
+		wait := c.recreates.failed(key)
+		st.Message = fmt.Sprintf("no agent can take revision %d: %v (retrying in %s)", revision+1, err, wait)
+		c.queue.AddAfter(key, wait)
+		return c.setStatus(ctx, sb, st)
+	}
+	c.recreates.failed(key) // each new revision lengthens the next wait
+	st.Phase, st.AssignedPod, st.NodeName, st.Revision = v1alpha1.PhaseBound, p.AgentID, p.NodeName, revision+1
+	st.Endpoints, st.ExitCode, st.Message = nil, 0, ""
+	meta.RemoveStatusCondition(&st.Conditions, ConditionCreated)
+	meta.RemoveStatusCondition(&st.Conditions, ConditionAgentReachable)
+	if err := c.setStatus(ctx, sb, st); err != nil {
+		c.cfg.Registry.Release(id)
+		return err
+	}
+	c.cfg.Metrics.recreate(cause)
+	c.cfg.Logger.Info("new revision placed", slog.String("sandbox", key), slog.Int64("revision", revision+1),
+		slog.String("agent", p.AgentID), slog.String("cause", cause))
+	return c.start(ctx, key, sb, p.AgentID, id, revision+1)
+}
+
+// expire marks a sandbox Expired and deletes it; the finalizer stops it
+// gracefully.
+func (c *Controller) expire(ctx context.Context, sb *v1alpha1.Sandbox) error {
+	if sb.Status.Phase != v1alpha1.PhaseExpired {
+		st := sb.Status.DeepCopy()
+		st.Phase = v1alpha1.PhaseExpired
+		st.Message = fmt.Sprintf("expired at %s", sb.Spec.ExpireTime.UTC().Format(time.RFC3339))
+		if err := c.setStatus(ctx, sb, st); err != nil {
+			return err
+		}
+		c.cfg.Metrics.expiredOne()
+		c.cfg.Logger.Info("sandbox expired", slog.String("sandbox", sb.Namespace+"/"+sb.Name))
+	}
+	err := c.cfg.Store.Delete(ctx, sb.Namespace, sb.Name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// refused records that the agent refused the sandbox, with its code.
+func (c *Controller) refused(ctx context.Context, sb *v1alpha1.Sandbox, code connect.Code, err error) error {
+	st := sb.Status.DeepCopy()
+	st.Phase = v1alpha1.PhaseFailed
+	st.Message = err.Error()
+	setCondition(st, ConditionCreated, metav1.ConditionFalse, code.String(), err.Error())
+	return c.setStatus(ctx, sb, st)
+}
+
+// gracePeriod is the grace period a delete asked for, or nil for the
+// agent's default.
+func gracePeriod(sb *v1alpha1.Sandbox) *int32 {
+	s, ok := sb.Annotations[AnnotationGracePeriod]
+	if !ok {
+		return nil
+	}
+	g, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return nil
+	}
+	grace := int32(g)
+	return &grace
+}
+
+// finalize stops the container of a deleted sandbox, frees its slot, and
+// lets the object go. While the agent cannot do it, the message says what
+// the delete waits for, and it is retried until it can; a sandbox whose
+// agent is lost goes at once (its container, marked persisted, is removed
+// when the agent comes back).
+func (c *Controller) finalize(ctx context.Context, key string, sb *v1alpha1.Sandbox) error {
+	if !slices.Contains(sb.Finalizers, v1alpha1.Finalizer) {
+		return nil
+	}
+	agent, id, _ := v1alpha1.Placement(sb)
+	if agent != "" && id != "" {
+		st := sb.Status.DeepCopy()
+		if st.Phase != v1alpha1.PhaseExpired && st.Phase != v1alpha1.PhaseLost {
+			st.Phase = v1alpha1.PhaseTerminating
+		}
+		if err := c.setStatus(ctx, sb, st); err != nil {
+			return err
+		}
+		up, since := c.cfg.Agents.Reachable(agent)
+		lost := sb.Status.Phase == v1alpha1.PhaseLost || time.Since(since) >= c.cfg.LostTimeout
+		switch {
+		case !up && !lost:
+			st.Message = fmt.Sprintf("waiting for agent %s (silent since %s) to remove the container; it goes without it after %s",
+				agent, since.UTC().Format(time.RFC3339), c.cfg.LostTimeout)
+			c.queue.AddAfter(key, time.Until(since.Add(c.cfg.LostTimeout)))
+			return c.setStatus(ctx, sb, st)
+		case up:
+			if err := c.deleteOnAgent(ctx, agent, id, 0, gracePeriod(sb)); err != nil {
+				st.Message = fmt.Sprintf("waiting for agent %s to remove the container: %v", agent, err)
+				if serr := c.setStatus(ctx, sb, st); serr != nil {
+					return errors.Join(err, serr)
+				}
+				return err
+			}
+		}
+	}
+	if id != "" {
+		c.cfg.Registry.Release(id)
+	}
+	sb.Finalizers = slices.DeleteFunc(sb.Finalizers, func(f string) bool { return f == v1alpha1.Finalizer })
+	_, err := c.cfg.Store.Update(ctx, sb)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
