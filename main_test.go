@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,11 +93,27 @@ type agentProc struct {
 // keeping its logs and token under dir, and waits until it is ready.
 func startAgent(t testing.TB, ns, id, dir string, extra ...string) *agentProc {
 	t.Helper()
+	return startAgentAt(t, freePort(t), ns, id, dir, extra...)
+}
+
+// restartAgent starts an agent again as a was: same port, ID and
+// directory.
+func restartAgent(t testing.TB, a *agentProc, ns, id, dir string, extra ...string) *agentProc {
+	t.Helper()
+	port, err := strconv.Atoi(a.base[strings.LastIndex(a.base, ":")+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startAgentAt(t, port, ns, id, dir, extra...)
+}
+
+// startAgentAt is startAgent on a given port.
+func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *agentProc {
+	t.Helper()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
 	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1)}
 	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
 		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port),
@@ -115,6 +132,13 @@ func startAgent(t testing.TB, ns, id, dir string, extra ...string) *agentProc {
 	})
 	waitReady(t, a.base+"/readyz", a.stderr)
 	return a
+}
+
+// kill kills the agent with SIGKILL and waits until it is gone.
+func (a *agentProc) kill() {
+	a.cmd.Process.Kill()
+	err := <-a.done
+	a.done <- err // for the cleanup
 }
 
 // call makes one Connect JSON call, as curl would.

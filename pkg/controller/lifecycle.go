@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -196,8 +197,11 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 	_ = c.cfg.Registry.Assign(id, agent, sb.Spec.ExposedPorts)
 	if addrs := c.cfg.Agents.Conflict(agent); addrs != nil {
 		// Two processes claim the agent's identity: its sandboxes are left
-		// as they are until one goes.
-		return nil
+		// as they are until one goes; the condition says why.
+		st := sb.Status.DeepCopy()
+		setCondition(st, ConditionAgentReachable, metav1.ConditionUnknown, "AgentIDConflict",
+			fmt.Sprintf("agent ID %s is reported by %s: its sandboxes are left as they are until only one address reports it", agent, strings.Join(addrs, " and ")))
+		return c.setStatus(ctx, sb, st)
 	}
 	asb, known := c.cfg.Agents.Sandbox(agent, id, revision)
 	if !known {
