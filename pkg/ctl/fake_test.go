@@ -108,24 +108,37 @@ func (f *fakeFastPath) CreateSandbox(_ context.Context, req *connect.Request[fsb
 	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: sb}), nil
 }
 
-// UpdateSandbox behaves as the controller's: it refuses AutoRecreate and
-// replaces the labels when the request has any.
+// UpdateSandbox behaves as the controller's: it replaces the labels when
+// the request has any, and sets the spec's lifecycle fields the request
+// names; a reset records its time, as the controller does before it acts.
 func (f *fakeFastPath) UpdateSandbox(_ context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.updates = append(f.updates, proto.Clone(req.Msg).(*fsbv1.UpdateSandboxRequest))
-	if req.Msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
-	}
 	sb, ok := f.sandboxes[key(req.Msg.GetNamespace(), req.Msg.GetName())]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
+	}
+	if req.Msg.GetExpireTime() != nil && req.Msg.GetClearExpireTime() {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("expire_time and clear_expire_time together"))
 	}
 	if req.Msg.GetLabels() != nil {
 		sb.Labels = req.Msg.GetLabels()
 	}
 	if p := req.Msg.GetFailurePolicy(); p != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
 		sb.Spec.FailurePolicy = p
+	}
+	if req.Msg.RecoveryTimeoutSeconds != nil {
+		sb.Spec.RecoveryTimeoutSeconds = req.Msg.GetRecoveryTimeoutSeconds()
+	}
+	switch {
+	case req.Msg.GetClearExpireTime():
+		sb.Spec.ExpireTime = nil
+	case req.Msg.GetExpireTime() != nil:
+		sb.Spec.ExpireTime = req.Msg.GetExpireTime()
+	}
+	if req.Msg.GetResetRevision() {
+		sb.Spec.ResetRevision = timestamppb.Now()
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: sb}), nil
 }

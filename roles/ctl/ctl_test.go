@@ -116,6 +116,7 @@ func exitCode(err error) int {
 func TestCommandLines(t *testing.T) {
 	rec, url := serve(t)
 	grace := int32(0)
+	recovery := int32(90)
 	tests := []struct {
 		args []string
 		// want is the request the command line must send, by message name.
@@ -177,6 +178,15 @@ func TestCommandLines(t *testing.T) {
 			FailurePolicy: fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL,
 		},
 	}, {
+		args: []string{"update", "crash", "--failure-policy", "auto-recreate", "--recovery-timeout", "90s", "--no-expire", "--reset-revision"},
+		want: &fsbv1.UpdateSandboxRequest{
+			Name: "crash", Namespace: "default",
+			FailurePolicy:          fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+			RecoveryTimeoutSeconds: &recovery,
+			ClearExpireTime:        true,
+			ResetRevision:          true,
+		},
+	}, {
 		args: []string{"delete", "b"},
 		want: &fsbv1.DeleteSandboxRequest{Name: "b", Namespace: "default"},
 	}}
@@ -234,6 +244,9 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"get", "a", "b"}, 2, "error: get needs exactly one sandbox name"},
 		{[]string{"get", "demo", "-o", "xml"}, 2, `error: -o "xml": want table, wide, json or yaml`},
 		{[]string{"update", "demo"}, 2, "error: nothing to update"},
+		{[]string{"update", "demo", "--expire-in", "0"}, 2, "error: --expire-in 0: want a positive duration such as 10m (to remove an expiry: --no-expire)"},
+		{[]string{"update", "demo", "--expire-in", "1m", "--no-expire"}, 2, "error: --expire-in and --no-expire contradict each other"},
+		{[]string{"update", "demo", "--recovery-timeout", "1.5s"}, 2, "error: --recovery-timeout 1.5s: want whole seconds"},
 		{[]string{"config", "set"}, 2, "error: config set needs exactly one context name"},
 		{[]string{"config", "use-context", "nope"}, 1, "error: no context nope"},
 		{[]string{"config", "bogus"}, 2, `error: unknown config command "bogus"`},
