@@ -107,6 +107,9 @@ func runCommand() *cli.Command {
 			"     -- httpd -f -p 8080\n" +
 			"   fsb ctl run job --image localhost/fsb/busybox:latest --mode strong --runtime crun \\\n" +
 			"     --cpu 500m --memory 64Mi -- sh -c 'echo working; sleep 5'\n" +
+			"   fsb ctl run crash --image localhost/fsb/busybox:latest --failure-policy auto-recreate \\\n" +
+			"     --recovery-timeout 10m -- sh -c 'echo up; sleep 2; exit 3'\n" +
+			"   fsb ctl run scratch --image localhost/fsb/busybox:latest --expire-in 10m -- sleep 3600\n" +
 			"   fsb ctl run edited --mode strong    # write the rest of the spec in $EDITOR",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
@@ -121,7 +124,9 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpu", Usage: "CPU limit as a Kubernetes `QUANTITY`, such as 500m", DefaultText: "none"},
 			&cli.StringFlag{Name: "memory", Usage: "memory limit as a Kubernetes `QUANTITY`, such as 256Mi", DefaultText: "none"},
 			&cli.Int64Flag{Name: "pids", Usage: "at most `N` processes at once", DefaultText: "the agent's"},
-			&cli.StringFlag{Name: "failure-policy", Usage: "`POLICY`: manual (report a failure) or auto-recreate (start a new revision)", DefaultText: "manual"},
+			&cli.StringFlag{Name: "failure-policy", Usage: "`POLICY`: manual (a non-zero exit, an OOM kill or a lost agent stays Failed or Lost) or auto-recreate (a new revision replaces it)", DefaultText: "manual"},
+			&cli.StringFlag{Name: "recovery-timeout", Usage: "how long auto-recreate keeps trying without a running revision before it gives up, a `DURATION` of whole seconds (1s or more), such as 90s or 10m", DefaultText: "the controller's (5m by default)"},
+			&cli.StringFlag{Name: "expire-in", Usage: "stop and delete the sandbox this `DURATION` after the create, such as 30s, 10m or 2h", DefaultText: "never"},
 			&cli.BoolFlag{Name: "no-init", Usage: "run the command as PID 1 instead of under fsb init"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
@@ -129,21 +134,23 @@ func runCommand() *cli.Command {
 				return usage("run needs a sandbox name: fsb ctl run NAME --image IMAGE [-- COMMAND...]")
 			}
 			return client.Run(c.Context, ctl.RunOptions{
-				Name:          c.Args().First(),
-				Image:         c.String("image"),
-				Ports:         c.StringSlice("port"),
-				Env:           c.StringSlice("env"),
-				Labels:        c.StringSlice("label"),
-				Pool:          c.String("pool"),
-				Mode:          c.String("mode"),
-				Runtime:       c.String("runtime"),
-				WorkDir:       c.String("workdir"),
-				CPU:           c.String("cpu"),
-				Memory:        c.String("memory"),
-				Pids:          c.Int64("pids"),
-				FailurePolicy: c.String("failure-policy"),
-				NoInit:        c.Bool("no-init"),
-				Command:       c.Args().Tail(),
+				Name:            c.Args().First(),
+				Image:           c.String("image"),
+				Ports:           c.StringSlice("port"),
+				Env:             c.StringSlice("env"),
+				Labels:          c.StringSlice("label"),
+				Pool:            c.String("pool"),
+				Mode:            c.String("mode"),
+				Runtime:         c.String("runtime"),
+				WorkDir:         c.String("workdir"),
+				CPU:             c.String("cpu"),
+				Memory:          c.String("memory"),
+				Pids:            c.Int64("pids"),
+				FailurePolicy:   c.String("failure-policy"),
+				RecoveryTimeout: c.String("recovery-timeout"),
+				ExpireIn:        c.String("expire-in"),
+				NoInit:          c.Bool("no-init"),
+				Command:         c.Args().Tail(),
 			})
 		}),
 	}
