@@ -31,7 +31,10 @@ type fakeFastPath struct {
 	mu        sync.Mutex
 	sandboxes map[string]*fsbv1.Sandbox // by namespace/name
 	logs      map[string][]*fsbv1.LogLine
-	agents    []*fsbv1.AgentStatus
+	// oldLogs holds the logs of earlier revisions, by namespace/name and
+	// revision; logs holds the current revision's.
+	oldLogs map[string]map[int64][]*fsbv1.LogLine
+	agents  []*fsbv1.AgentStatus
 	// createErr, when set, is what CreateSandbox answers.
 	createErr error
 	// followGate, when set, holds a followed log stream open after its
@@ -200,12 +203,23 @@ func (f *fakeFastPath) StreamLogs(ctx context.Context, req *connect.Request[fsbv
 	f.mu.Lock()
 	f.logReqs = append(f.logReqs, req.Msg)
 	k := key(req.Msg.GetNamespace(), req.Msg.GetName())
-	_, ok := f.sandboxes[k]
+	sb, ok := f.sandboxes[k]
 	lines := f.logs[k]
 	gate, more := f.followGate, f.followLines
+	rev := req.Msg.GetRevision()
+	if req.Msg.GetPrevious() {
+		rev = sb.GetStatus().GetRevision() - 1
+	}
+	if rev != 0 && rev != sb.GetStatus().GetRevision() {
+		lines, ok = f.oldLogs[k][rev]
+		gate = nil
+	}
 	f.mu.Unlock()
-	if !ok {
+	if sb == nil {
 		return connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
+	}
+	if !ok {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("revision %d of sandbox %s has no log kept", rev, k))
 	}
 	if n := int(req.Msg.GetTail()); n > 0 && n < len(lines) {
 		lines = lines[len(lines)-n:]

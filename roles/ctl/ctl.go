@@ -219,29 +219,42 @@ func getCommand() *cli.Command {
 func logsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "logs",
-		Usage:     "print a sandbox's output",
-		UsageText: "fsb ctl logs NAME [-f] [--tail N] [--timestamps]",
+		Usage:     "print a sandbox's output, of its current revision or an earlier one",
+		UsageText: "fsb ctl logs NAME [-f] [--tail N] [--timestamps] [--revision N | --previous]",
 		Description: "Prints what sandbox NAME wrote: its stdout to stdout, its stderr to stderr. With -f\n" +
-			"it keeps printing until the sandbox has ended (or Ctrl-C).\n\n" +
+			"it keeps printing until the sandbox has ended (or Ctrl-C). A sandbox re-created by its\n" +
+			"failure policy or --reset-revision runs as a new revision; --revision N and --previous\n" +
+			"read an earlier one's log, as long as the controller keeps it (the last few revisions,\n" +
+			"until the sandbox is deleted).\n\n" +
 			"Example:\n" +
 			"   fsb ctl logs demo\n" +
-			"   fsb ctl logs demo -f --tail 20 --timestamps",
+			"   fsb ctl logs demo -f --tail 20 --timestamps\n" +
+			"   fsb ctl logs crash --revision 1\n" +
+			"   fsb ctl logs crash --previous",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until the sandbox has ended"},
 			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines", DefaultText: "all"},
 			&cli.BoolFlag{Name: "timestamps", Usage: "start each line with the time it was written (RFC 3339, UTC)"},
+			&cli.Int64Flag{Name: "revision", Usage: "read the log of revision `N` (1 or more; fsb ctl get shows the current one)", DefaultText: "the current revision"},
+			&cli.BoolFlag{Name: "previous", Aliases: []string{"p"}, Usage: "read the log of the revision before the current one (as kubectl logs --previous)"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
 			if c.NArg() != 1 {
 				return usage("logs needs exactly one sandbox name: fsb ctl logs NAME [-f]")
 			}
-			return client.Logs(c.Context, ctl.LogsOptions{
+			o := ctl.LogsOptions{
 				Name:       c.Args().First(),
 				Follow:     c.Bool("follow"),
 				Tail:       c.Int("tail"),
 				Timestamps: c.Bool("timestamps"),
-			})
+				Previous:   c.Bool("previous"),
+			}
+			if c.IsSet("revision") {
+				rev := c.Int64("revision")
+				o.Revision = &rev
+			}
+			return client.Logs(c.Context, o)
 		}),
 	}
 }

@@ -168,6 +168,12 @@ func TestCommandLines(t *testing.T) {
 		args: []string{"logs", "demo", "-f", "--tail", "5", "--timestamps"},
 		want: &fsbv1.StreamLogsRequest{Name: "demo", Namespace: "default", Tail: 5, Follow: true},
 	}, {
+		args: []string{"logs", "crash", "--revision", "1"},
+		want: &fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Revision: 1},
+	}, {
+		args: []string{"logs", "crash", "-p", "--tail", "3"},
+		want: &fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Previous: true, Tail: 3},
+	}, {
 		args: []string{"rm", "a", "--grace-period", "0", "--no-wait"},
 		want: &fsbv1.DeleteSandboxRequest{Name: "a", Namespace: "default", GracePeriodSeconds: &grace, NoWait: true},
 	}, {
@@ -257,6 +263,9 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"--bogus", "list"}, 2, "error: flag provided but not defined: -bogus (see fsb ctl --help)"},
 		{[]string{"list", "extra"}, 2, `error: list takes no arguments (got "extra")`},
 		{[]string{"logs"}, 2, "error: logs needs exactly one sandbox name"},
+		{[]string{"logs", "crash", "--revision", "0"}, 2, "error: --revision 0: want a revision number, 1 or more"},
+		{[]string{"logs", "crash", "--revision", "one"}, 2, `error: invalid value "one" for flag -revision`},
+		{[]string{"logs", "crash", "--revision", "2", "--previous"}, 2, "error: --revision and --previous both name a revision: pick one"},
 		{[]string{"delete"}, 2, "error: delete needs at least one sandbox name"},
 		{[]string{"delete", "x", "--grace-period", "-1"}, 2, "error: --grace-period -1"},
 		{[]string{"--server", "ftp://x", "list"}, 2, `error: --server "ftp://x" is not a controller address`},
