@@ -43,6 +43,10 @@ type fakeFastPath struct {
 	followGate  chan struct{}
 	followLines []*fsbv1.LogLine
 
+	// stalls, by sandbox name, makes DeleteSandbox behave as a controller
+	// whose delete cannot finish in time.
+	stalls map[string]deleteStall
+
 	creates []*fsbv1.CreateSandboxRequest
 	updates []*fsbv1.UpdateSandboxRequest
 	deletes []*fsbv1.DeleteSandboxRequest
@@ -187,16 +191,49 @@ func matches(labels map[string]string, selector string) bool {
 	return true
 }
 
-func (f *fakeFastPath) DeleteSandbox(_ context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+// deleteStall is how a delete that does not finish in time behaves.
+type deleteStall struct {
+	// record marks the sandbox Terminating with message, as the
+	// controller does once the deletion is recorded; without it the
+	// sandbox stays as it was (a pending FAST sandbox whose agent does
+	// not answer).
+	record  bool
+	message string
+	// answer returns DeadlineExceeded at once, as a controller whose own
+	// wait ran out; otherwise the call holds until the caller gives up.
+	answer bool
+	// finish removes the sandbox before the call holds: the delete
+	// completed, but its answer came too late.
+	finish bool
+}
+
+func (f *fakeFastPath) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.deletes = append(f.deletes, req.Msg)
 	k := key(req.Msg.GetNamespace(), req.Msg.GetName())
-	if _, ok := f.sandboxes[k]; !ok {
+	sb, ok := f.sandboxes[k]
+	if !ok {
+		f.mu.Unlock()
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
 	}
-	delete(f.sandboxes, k)
-	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	stall, stalled := f.stalls[req.Msg.GetName()]
+	if !stalled {
+		delete(f.sandboxes, k)
+		f.mu.Unlock()
+		return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	}
+	if stall.record {
+		sb.Status.Phase = fsbv1.Phase_PHASE_TERMINATING
+		sb.Status.Message = stall.message
+	}
+	if stall.finish {
+		delete(f.sandboxes, k)
+	}
+	f.mu.Unlock()
+	if !stall.answer {
+		<-ctx.Done()
+	}
+	return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s is still being deleted", k))
 }
 
 func (f *fakeFastPath) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {

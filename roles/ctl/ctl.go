@@ -264,16 +264,23 @@ func deleteCommand() *cli.Command {
 		Name:      "delete",
 		Aliases:   []string{"rm"},
 		Usage:     "delete sandboxes",
-		UsageText: "fsb ctl delete NAME... [--grace-period S] [--no-wait] [--ignore-not-found]",
+		UsageText: "fsb ctl delete NAME... [--grace-period S] [--no-wait] [--timeout DURATION] [--ignore-not-found]",
 		Description: "Deletes each sandbox NAME: SIGTERM, up to --grace-period seconds (default 10), then\n" +
 			"SIGKILL; it answers once the container is gone, or at once with --no-wait.\n\n" +
+			"Each sandbox's delete may take up to --timeout. When that passes, fsb ctl asks the\n" +
+			"controller whether the deletion is recorded (the sandbox shows phase Terminating). If\n" +
+			"it is, the delete goes on in the background: fsb ctl says so on stderr, with what the\n" +
+			"sandbox waits for, and counts it as deleted (exit 0). If it is not, the delete failed\n" +
+			"(exit 1): run it again.\n\n" +
 			"Example:\n" +
 			"   fsb ctl delete demo\n" +
-			"   fsb ctl delete web job --grace-period 0",
+			"   fsb ctl delete web job --grace-period 0\n" +
+			"   fsb ctl delete stuck --timeout 10s",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "grace-period", Usage: "`SECONDS` between SIGTERM and SIGKILL (0: kill at once)", DefaultText: "10"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "answer once the deletion is recorded, before the container is gone"},
+			&cli.DurationFlag{Name: "timeout", Value: ctl.DefaultDeleteTimeout, Usage: "how long each sandbox's delete may take, a `DURATION` such as 30s or 2m; after it, a recorded delete goes on in the background"},
 			&cli.BoolFlag{Name: "ignore-not-found", Usage: "treat a sandbox that does not exist as deleted"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
@@ -281,6 +288,7 @@ func deleteCommand() *cli.Command {
 				Names:          c.Args().Slice(),
 				NoWait:         c.Bool("no-wait"),
 				IgnoreNotFound: c.Bool("ignore-not-found"),
+				Timeout:        c.Duration("timeout"),
 			}
 			if c.IsSet("grace-period") {
 				g := c.Int("grace-period")
@@ -289,6 +297,9 @@ func deleteCommand() *cli.Command {
 				}
 				grace := int32(g)
 				o.GracePeriod = &grace
+			}
+			if o.Timeout <= 0 {
+				return usage("--timeout %s: want a positive duration such as 1m", o.Timeout)
 			}
 			return client.Delete(c.Context, o)
 		}),

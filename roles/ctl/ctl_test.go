@@ -268,6 +268,8 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"logs", "crash", "--revision", "2", "--previous"}, 2, "error: --revision and --previous both name a revision: pick one"},
 		{[]string{"delete"}, 2, "error: delete needs at least one sandbox name"},
 		{[]string{"delete", "x", "--grace-period", "-1"}, 2, "error: --grace-period -1"},
+		{[]string{"delete", "x", "--timeout", "0s"}, 2, "error: --timeout 0s: want a positive duration such as 1m"},
+		{[]string{"delete", "x", "--timeout", "soon"}, 2, `error: invalid value "soon" for flag -timeout`},
 		{[]string{"--server", "ftp://x", "list"}, 2, `error: --server "ftp://x" is not a controller address`},
 		{[]string{"bogus", "x"}, 2, `error: unknown command "bogus" (see fsb ctl --help)`},
 	}
