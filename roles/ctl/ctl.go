@@ -169,8 +169,8 @@ func listCommand() *cli.Command {
 		UsageText: "fsb ctl list [-l SELECTOR] [-A] [-o table|wide|json|yaml]",
 		Description: "Lists the sandboxes of the namespace (-n), or of every namespace with -A. JSON output\n" +
 			"is {\"items\": [...]}, each item shaped as `fsb ctl get NAME -o json` prints it; YAML\n" +
-			"output has the same shape. wide adds SANDBOX-ID, NODE, RUNTIME, REVISION, EXIT, LABELS\n" +
-			"and MESSAGE.\n\n" +
+			"output has the same shape. wide adds SANDBOX-ID, NODE, RUNTIME, REVISION, EXPIRES (the\n" +
+			"time left, - for never), EXIT, LABELS and MESSAGE.\n\n" +
 			"Example:\n" +
 			"   fsb ctl list\n" +
 			"   fsb ctl list -A -l app=demo -o json\n" +
@@ -197,11 +197,15 @@ func listCommand() *cli.Command {
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "show one sandbox",
+		Usage:     "show one sandbox, with its revision, failure policy, expiry, exit code and conditions",
 		UsageText: "fsb ctl get NAME [-o table|wide|json|yaml]",
-		Description: "Shows sandbox NAME. The JSON form always has name, namespace, sandboxID, phase, agent,\n" +
-			"node, endpoints, image, revision, exitCode (null until the command ended), message,\n" +
-			"labels, createTime and spec; the YAML form is the same document in YAML.\n\n" +
+		Description: "Shows sandbox NAME: its row of fsb ctl list (-o wide: of list -o wide), then its\n" +
+			"revision, failure policy, expiry (the time and the time left), exit code, message and\n" +
+			"every condition with its status, reason and message. A Terminating sandbox's message\n" +
+			"says what its delete waits for. The JSON form always has name, namespace, sandboxID,\n" +
+			"phase, agent, node, endpoints, image, revision, exitCode (null until the command ended),\n" +
+			"message, failurePolicy, expireTime (null for never), conditions, labels, createTime and\n" +
+			"spec; the YAML form is the same document in YAML.\n\n" +
 			"Example:\n" +
 			"   fsb ctl get demo\n" +
 			"   fsb ctl get demo -o json | jq -r .phase",
