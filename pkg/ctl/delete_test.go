@@ -88,6 +88,43 @@ func TestDeleteUsage(t *testing.T) {
 	}
 }
 
+// TestAgentsConflict checks that an agent ID two addresses report is named
+// with both, on stderr, and the table keeps its columns.
+func TestAgentsConflict(t *testing.T) {
+	f := newFake()
+	f.agents = []*fsbv1.AgentStatus{{
+		AgentId: "twin", AdvertiseAddress: "10.0.0.1", NodeName: "node-a", Capacity: 4,
+		ConflictingAddresses: []string{"10.0.0.1:5758", "10.0.0.2:5758"},
+	}, {
+		AgentId: "triplet", AdvertiseAddress: "10.0.0.3", Capacity: 4,
+		ConflictingAddresses: []string{"10.0.0.3:5758", "10.0.0.4:5758", "10.0.0.5:5758"},
+	}, {
+		AgentId: "single", AdvertiseAddress: "10.0.0.6", Capacity: 4,
+	}}
+	c, out, errw := client(t, serve(t, f), testToken, "")
+	if err := c.Agents(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	want := "agent triplet is reported by 10.0.0.3:5758, 10.0.0.4:5758 and 10.0.0.5:5758: it gets no new sandboxes until only one address reports it\n" +
+		"agent twin is reported by 10.0.0.1:5758 and 10.0.0.2:5758: it gets no new sandboxes until only one address reports it\n"
+	if errw.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errw, want)
+	}
+	for i, row := range fields(out.String()) {
+		if len(row) != 6 {
+			t.Errorf("row %d has %d columns, want 6:\n%s", i, len(row), out)
+		}
+	}
+
+	out.buf.Reset()
+	if err := c.Agents(context.Background(), OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"conflictingAddresses": [`) {
+		t.Errorf("JSON lacks conflictingAddresses:\n%s", out)
+	}
+}
+
 func TestAgents(t *testing.T) {
 	f := newFake()
 	f.agents = []*fsbv1.AgentStatus{{

@@ -316,7 +316,10 @@ func agentsCommand() *cli.Command {
 		Usage:     "list the agents the controller schedules on, with their free slots",
 		UsageText: "fsb ctl agents [-o table|json]",
 		Description: "Lists the agents: ID, the address sandboxes' endpoints use, node, sandboxes held out of\n" +
-			"capacity, runtimes, and how many images each has without a pull.\n\n" +
+			"capacity, runtimes, and how many images each has without a pull. When two addresses\n" +
+			"report one agent ID (two agents started with the same --agent-id), a line on stderr\n" +
+			"names both: that agent gets no new sandboxes until only one is left, and its running\n" +
+			"sandboxes are left alone. -o json has them as conflictingAddresses.\n\n" +
 			"Example:\n" +
 			"   fsb ctl agents",
 		OnUsageError: usageError,
