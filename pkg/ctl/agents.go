@@ -16,8 +16,10 @@ import (
 )
 
 // Agents prints the agents the controller knows, with their used and free
-// slots. With OutputJSON it prints {"items": [...]} of the agents' full
-// status (protobuf JSON).
+// slots, and on Err a line for each agent ID that more than one address
+// reports (the controller places nothing on it until one is left). With
+// OutputJSON it prints {"items": [...]} of the agents' full status
+// (protobuf JSON), conflictingAddresses included.
 func (c *Client) Agents(ctx context.Context, output string) error {
 	if output != "" && output != OutputTable && output != OutputJSON {
 		return usagef("-o %q: want table or json", output)
@@ -53,5 +55,24 @@ func (c *Client) Agents(ctx context.Context, output string) error {
 			len(a.GetSandboxes()), a.GetCapacity(),
 			orNone(strings.Join(a.GetRuntimes(), ",")), len(a.GetImages()))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// After the table, so that the warning is the last thing seen and the
+	// table on stdout stays as scripts parse it.
+	for _, a := range agents {
+		if addrs := a.GetConflictingAddresses(); len(addrs) > 1 {
+			fmt.Fprintf(c.err, "agent %s is reported by %s: it gets no new sandboxes until only one address reports it\n",
+				a.GetAgentId(), andList(addrs))
+		}
+	}
+	return nil
+}
+
+// andList joins words as a sentence does: "a", "a and b", "a, b and c".
+func andList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }

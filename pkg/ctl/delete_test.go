@@ -81,10 +81,47 @@ func TestDeleteGoesOnPastFailures(t *testing.T) {
 func TestDeleteUsage(t *testing.T) {
 	c, _, _ := client(t, serve(t, newFake()), testToken, "")
 	neg := int32(-1)
-	for _, o := range []DeleteOptions{{}, {Names: []string{"a"}, GracePeriod: &neg}} {
+	for _, o := range []DeleteOptions{{}, {Names: []string{"a"}, GracePeriod: &neg}, {Names: []string{"a"}, Timeout: -time.Second}} {
 		if err := c.Delete(context.Background(), o); !IsUsage(err) {
 			t.Errorf("Delete(%+v) = %v, want a usage error", o, err)
 		}
+	}
+}
+
+// TestAgentsConflict checks that an agent ID two addresses report is named
+// with both, on stderr, and the table keeps its columns.
+func TestAgentsConflict(t *testing.T) {
+	f := newFake()
+	f.agents = []*fsbv1.AgentStatus{{
+		AgentId: "twin", AdvertiseAddress: "10.0.0.1", NodeName: "node-a", Capacity: 4,
+		ConflictingAddresses: []string{"10.0.0.1:5758", "10.0.0.2:5758"},
+	}, {
+		AgentId: "triplet", AdvertiseAddress: "10.0.0.3", Capacity: 4,
+		ConflictingAddresses: []string{"10.0.0.3:5758", "10.0.0.4:5758", "10.0.0.5:5758"},
+	}, {
+		AgentId: "single", AdvertiseAddress: "10.0.0.6", Capacity: 4,
+	}}
+	c, out, errw := client(t, serve(t, f), testToken, "")
+	if err := c.Agents(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	want := "agent triplet is reported by 10.0.0.3:5758, 10.0.0.4:5758 and 10.0.0.5:5758: it gets no new sandboxes until only one address reports it\n" +
+		"agent twin is reported by 10.0.0.1:5758 and 10.0.0.2:5758: it gets no new sandboxes until only one address reports it\n"
+	if errw.String() != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errw, want)
+	}
+	for i, row := range fields(out.String()) {
+		if len(row) != 6 {
+			t.Errorf("row %d has %d columns, want 6:\n%s", i, len(row), out)
+		}
+	}
+
+	out.buf.Reset()
+	if err := c.Agents(context.Background(), OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"conflictingAddresses": [`) {
+		t.Errorf("JSON lacks conflictingAddresses:\n%s", out)
 	}
 }
 
@@ -123,5 +160,86 @@ func TestAgents(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"agentId": "local"`) || !strings.HasPrefix(out.String(), "{\n  \"items\": [") {
 		t.Errorf("JSON:\n%s", out)
+	}
+}
+
+// TestDeleteTimeout checks what `delete --timeout` says once the deadline
+// passes: a deletion the controller recorded goes on in the background
+// (exit 0, a note on stderr with what it waits for); one it did not record
+// failed.
+func TestDeleteTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	const waiting = "waiting for agent local: containerd unavailable"
+	tests := []struct {
+		name             string
+		stall            deleteStall
+		wantOut, wantErr string
+		// fail is the error, "" for none.
+		fail string
+	}{{
+		name:    "recorded, the call held past the deadline",
+		stall:   deleteStall{record: true, message: waiting},
+		wantErr: "sandbox s is still being deleted: the delete goes on in the background (check with fsb ctl get s)\n  status: " + waiting + "\n",
+	}, {
+		name:    "recorded, the controller's own wait ran out",
+		stall:   deleteStall{record: true, answer: true},
+		wantErr: "sandbox s is still being deleted: the delete goes on in the background (check with fsb ctl get s)\n",
+	}, {
+		name:    "finished, the answer too late",
+		stall:   deleteStall{finish: true},
+		wantOut: "sandbox s deleted\n",
+	}, {
+		name:  "not recorded",
+		stall: deleteStall{},
+		fail:  "sandbox s was not deleted within 300ms, and the controller does not show it as being deleted (phase Running): run fsb ctl delete s again, perhaps with a longer --timeout",
+	}, {
+		name:  "not recorded, the controller answered DeadlineExceeded",
+		stall: deleteStall{answer: true},
+		fail:  "sandbox s was not deleted within 300ms, and the controller does not show it as being deleted (phase Running): run fsb ctl delete s again",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake()
+			f.add("default", "s", "busybox", time.Minute)
+			f.stalls = map[string]deleteStall{"s": tt.stall}
+			c, out, errw := client(t, serve(t, f), testToken, "")
+			start := time.Now()
+			err := c.Delete(context.Background(), DeleteOptions{Names: []string{"s"}, Timeout: timeout})
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("delete took %v with --timeout %v", took, timeout)
+			}
+			switch {
+			case tt.fail == "" && err != nil:
+				t.Errorf("err = %v, want none", err)
+			case tt.fail != "" && (err == nil || IsUsage(err) || !strings.HasPrefix(err.Error(), tt.fail)):
+				t.Errorf("err = %v, want %q (exit status 1)", err, tt.fail)
+			}
+			if out.String() != tt.wantOut || errw.String() != tt.wantErr {
+				t.Errorf("stdout %q stderr %q, want %q and %q", out, errw, tt.wantOut, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestDeleteTimeoutOfSeveral checks that the deadline is per sandbox and a
+// delete that did not take counts as a failure among others.
+func TestDeleteTimeoutOfSeveral(t *testing.T) {
+	f := newFake()
+	for _, name := range []string{"a", "stuck", "slow", "c"} {
+		f.add("default", name, "busybox", time.Minute)
+	}
+	f.stalls = map[string]deleteStall{"stuck": {}, "slow": {record: true}}
+	c, out, errw := client(t, serve(t, f), testToken, "")
+	err := c.Delete(context.Background(), DeleteOptions{Names: []string{"a", "stuck", "slow", "c"}, Timeout: 200 * time.Millisecond})
+	if err == nil || err.Error() != "1 of 4 sandboxes not deleted" {
+		t.Errorf("err = %v", err)
+	}
+	if out.String() != "sandbox a deleted\nsandbox c deleted\n" {
+		t.Errorf("stdout %q", out)
+	}
+	for _, want := range []string{"error: sandbox stuck was not deleted within 200ms", "sandbox slow is still being deleted"} {
+		if !strings.Contains(errw.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errw)
+		}
 	}
 }

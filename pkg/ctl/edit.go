@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
@@ -19,19 +22,25 @@ import (
 
 // editedSpec is what the user writes in the editor of `fsb ctl run NAME`
 // without --image: the spec's fields a person sets, keyed as the API's JSON
-// keys them. The spec's other fields (pool, failure policy, no-init) come
-// from the command line's flags.
+// keys them. The spec's other fields (pool, no-init) come from the command
+// line's flags.
 type editedSpec struct {
-	Image        string            `json:"image"`
-	Command      []string          `json:"command,omitempty"`
-	Args         []string          `json:"args,omitempty"`
-	Envs         []editedEnv       `json:"envs,omitempty"`
-	WorkingDir   string            `json:"workingDir,omitempty"`
-	ExposedPorts []int64           `json:"exposedPorts,omitempty"`
-	Resources    *editedResources  `json:"resources,omitempty"`
-	Runtime      string            `json:"runtime,omitempty"`
-	Mode         string            `json:"consistencyMode,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	Image         string           `json:"image"`
+	Command       []string         `json:"command,omitempty"`
+	Args          []string         `json:"args,omitempty"`
+	Envs          []editedEnv      `json:"envs,omitempty"`
+	WorkingDir    string           `json:"workingDir,omitempty"`
+	ExposedPorts  []int64          `json:"exposedPorts,omitempty"`
+	Resources     *editedResources `json:"resources,omitempty"`
+	Runtime       string           `json:"runtime,omitempty"`
+	Mode          string           `json:"consistencyMode,omitempty"`
+	FailurePolicy string           `json:"failurePolicy,omitempty"`
+	// RecoveryTimeoutSeconds is an int64 so that a value beyond int32 is
+	// reported as out of range rather than as a decoding error.
+	RecoveryTimeoutSeconds int64 `json:"recoveryTimeoutSeconds,omitempty"`
+	// ExpireTime is an RFC 3339 time; empty means never.
+	ExpireTime string            `json:"expireTime,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
 }
 
 type editedEnv struct {
@@ -44,6 +53,9 @@ type editedResources struct {
 	Memory string `json:"memory,omitempty"`
 	Pids   int64  `json:"pids,omitempty"`
 }
+
+// exampleExpiry is the expireTime the template shows as an example.
+const exampleExpiry = "2030-01-02T15:04:05Z"
 
 // editField is one field of the editor's template.
 type editField struct {
@@ -92,7 +104,7 @@ func (c *Client) editAndCreate(ctx context.Context, req *fsbv1.CreateSandboxRequ
 			return errors.New("cancelled: the file was not changed")
 		}
 		body := bytes.TrimPrefix(saved, header)
-		edited, err := parseEdited(body, req)
+		edited, err := parseEdited(body, req, time.Now())
 		if err != nil {
 			fmt.Fprintf(c.err, "error: %v\n", err)
 			header = errorHeader(err)
@@ -137,6 +149,14 @@ func editTemplate(req *fsbv1.CreateSandboxRequest) []byte {
 	for _, p := range spec.GetExposedPorts() {
 		ports = append(ports, int64(p))
 	}
+	policy := ""
+	if p := spec.GetFailurePolicy(); p != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
+		policy = policyName(p)
+	}
+	expire := ""
+	if t := spec.GetExpireTime(); t != nil {
+		expire = t.AsTime().UTC().Format(time.RFC3339)
+	}
 	mode := ""
 	switch spec.GetConsistencyMode() {
 	case fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST:
@@ -154,6 +174,9 @@ func editTemplate(req *fsbv1.CreateSandboxRequest) []byte {
 		{key: "resources", doc: "Limits: cpu and memory as Kubernetes quantities, pids as a number of processes.", example: "\n  cpu: 500m\n  memory: 256Mi\n  pids: 64", set: res != nil, value: res},
 		{key: "runtime", doc: "The OCI runtime: runc (the default), crun or gvisor.", example: " crun", set: spec.GetRuntime() != "", value: spec.GetRuntime()},
 		{key: "consistencyMode", doc: "fast (start, answer, then record) or strong (record, start, answer); the controller's default when unset.", example: " strong", set: mode != "", value: mode},
+		{key: "failurePolicy", doc: "Manual (the default: a non-zero exit, an OOM kill or a lost agent stays Failed or Lost) or AutoRecreate (a new revision replaces it).", example: " AutoRecreate", set: policy != "", value: policy},
+		{key: "recoveryTimeoutSeconds", doc: "With AutoRecreate: seconds without a running revision before it gives up; the controller's default (300) when unset.", example: " 600", set: spec.GetRecoveryTimeoutSeconds() != 0, value: spec.GetRecoveryTimeoutSeconds()},
+		{key: "expireTime", doc: "When the sandbox is stopped, marked Expired and deleted: an RFC 3339 time, or nothing for never.", example: " " + exampleExpiry, set: expire != "", value: expire},
 		{key: "labels", doc: "Labels for selecting sandboxes, as in fsb ctl list -l app=demo.", example: "\n  app: demo", set: len(req.GetLabels()) > 0, value: req.GetLabels()},
 	}
 
@@ -180,7 +203,7 @@ func editTemplate(req *fsbv1.CreateSandboxRequest) []byte {
 // parseEdited checks what the user wrote and returns req with it in place
 // of the editor's fields. It runs the checks the controller would, so that
 // a mistake is fixed in the editor rather than after a failed call.
-func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest) (*fsbv1.CreateSandboxRequest, error) {
+func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest, now time.Time) (*fsbv1.CreateSandboxRequest, error) {
 	var doc editedSpec
 	if err := yaml.UnmarshalStrict(text, &doc); err != nil {
 		return nil, yamlError(err)
@@ -215,6 +238,31 @@ func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest) (*fsbv1.CreateSan
 		spec.ConsistencyMode = fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG
 	default:
 		return nil, fmt.Errorf("consistencyMode %q: want fast or strong", doc.Mode)
+	}
+	switch strings.ToLower(strings.ReplaceAll(doc.FailurePolicy, "-", "")) {
+	case "":
+		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED
+	case "manual":
+		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL
+	case "autorecreate":
+		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE
+	default:
+		return nil, fmt.Errorf("failurePolicy %q: want Manual or AutoRecreate", doc.FailurePolicy)
+	}
+	if r := doc.RecoveryTimeoutSeconds; r < 0 || r > math.MaxInt32 {
+		return nil, fmt.Errorf("recoveryTimeoutSeconds: %d is not a number of seconds from 1 to %d (leave it out for the default)", r, math.MaxInt32)
+	}
+	spec.RecoveryTimeoutSeconds = int32(doc.RecoveryTimeoutSeconds)
+	spec.ExpireTime = nil
+	if doc.ExpireTime != "" {
+		at, err := time.Parse(time.RFC3339, doc.ExpireTime)
+		if err != nil {
+			return nil, fmt.Errorf("expireTime %q: want an RFC 3339 time such as %s, or nothing for never", doc.ExpireTime, exampleExpiry)
+		}
+		if !at.After(now) {
+			return nil, fmt.Errorf("expireTime %s has passed: want a later time, or nothing for never", doc.ExpireTime)
+		}
+		spec.ExpireTime = timestamppb.New(at)
 	}
 	if err := agent.ValidateSpec(spec); err != nil {
 		return nil, errors.New(strings.TrimPrefix(err.Error(), "spec."))

@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
@@ -97,7 +99,8 @@ func TestRunEditor(t *testing.T) {
 
 	first := ed.seen(t, 1)
 	for _, want := range []string{"# Sandbox demo in namespace team.", "\nimage: \"\"\n", "\n# command: [sh, -c,", "\nexposedPorts:\n- 8080\n",
-		"\nconsistencyMode: strong\n", "\nlabels:\n  app: demo\n", "\n# resources:\n#   cpu: 500m\n"} {
+		"\nconsistencyMode: strong\n", "\nlabels:\n  app: demo\n", "\n# resources:\n#   cpu: 500m\n",
+		"\n# failurePolicy: AutoRecreate\n", "\n# recoveryTimeoutSeconds: 600\n", "\n# expireTime: 2030-01-02T15:04:05Z\n"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("template lacks %q:\n%s", want, first)
 		}
@@ -205,10 +208,17 @@ func TestParseEditedErrors(t *testing.T) {
 		{"image: x\nworkingDir: srv\n", `workingDir "srv": want an absolute path`},
 		{"image: x\nresources:\n  cpu: lots\n", `resources.cpu "lots"`},
 		{"image: x\nlabels:\n  bad key: v\n", `labels: key "bad key"`},
+		{"image: x\nfailurePolicy: retry\n", `failurePolicy "retry": want Manual or AutoRecreate`},
+		{"image: x\nrecoveryTimeoutSeconds: -1\n", "recoveryTimeoutSeconds: -1 is not a number of seconds from 1 to 2147483647"},
+		{"image: x\nrecoveryTimeoutSeconds: 3000000000\n", "recoveryTimeoutSeconds: 3000000000 is not"},
+		{"image: x\nrecoveryTimeoutSeconds: 1m\n", "recoveryTimeoutSeconds"},
+		{"image: x\nexpireTime: tomorrow\n", `expireTime "tomorrow": want an RFC 3339 time such as 2030-01-02T15:04:05Z, or nothing for never`},
+		{"image: x\nexpireTime: 2026-01-01 10:00\n", `expireTime "2026-01-01 10:00": want an RFC 3339 time`},
+		{"image: x\nexpireTime: 2020-01-01T00:00:00Z\n", "expireTime 2020-01-01T00:00:00Z has passed"},
 	}
 	req := &fsbv1.CreateSandboxRequest{Name: "demo", Namespace: "default", Spec: &fsbv1.SandboxSpec{}}
 	for _, tt := range tests {
-		_, err := parseEdited([]byte(tt.text), req)
+		_, err := parseEdited([]byte(tt.text), req, time.Now())
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: err = %v, want %q", tt.text, err, tt.want)
 		}
@@ -222,21 +232,28 @@ func TestEditTemplateRoundTrip(t *testing.T) {
 		Name: "web", Namespace: "team",
 		Labels: map[string]string{"app": "web", "tier": "front"},
 		Spec: &fsbv1.SandboxSpec{
-			Command:         []string{"sh", "-c", "echo 'a: b'; sleep 1"},
-			Args:            []string{"--port", "8080"},
-			Envs:            []*fsbv1.EnvVar{{Name: "A", Value: "1"}, {Name: "EMPTY"}},
-			WorkingDir:      "/srv",
-			ExposedPorts:    []int32{8080, 9090},
-			PoolRef:         "p1",
-			ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST,
-			FailurePolicy:   fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL,
-			Resources:       &fsbv1.Resources{Cpu: "500m", Memory: "64Mi", Pids: 32},
-			Runtime:         "crun",
-			NoInit:          true,
+			Command:                []string{"sh", "-c", "echo 'a: b'; sleep 1"},
+			Args:                   []string{"--port", "8080"},
+			Envs:                   []*fsbv1.EnvVar{{Name: "A", Value: "1"}, {Name: "EMPTY"}},
+			WorkingDir:             "/srv",
+			ExposedPorts:           []int32{8080, 9090},
+			PoolRef:                "p1",
+			ConsistencyMode:        fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST,
+			FailurePolicy:          fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+			RecoveryTimeoutSeconds: 600,
+			ExpireTime:             timestamppb.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)),
+			Resources:              &fsbv1.Resources{Cpu: "500m", Memory: "64Mi", Pids: 32},
+			Runtime:                "crun",
+			NoInit:                 true,
 		},
 	}
 	text := strings.Replace(string(editTemplate(req)), `image: ""`, "image: img:1", 1)
-	got, err := parseEdited([]byte(text), req)
+	for _, want := range []string{"\nfailurePolicy: AutoRecreate\n", "\nrecoveryTimeoutSeconds: 600\n", "\nexpireTime: \"2030-01-02T03:04:05Z\"\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("template lacks %q:\n%s", want, text)
+		}
+	}
+	got, err := parseEdited([]byte(text), req, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
@@ -244,5 +261,33 @@ func TestEditTemplateRoundTrip(t *testing.T) {
 	want.Spec.Image = "img:1"
 	if !proto.Equal(got, want) {
 		t.Errorf("got:\n%s\nwant:\n%s\nfrom:\n%s", prototext.Format(got), prototext.Format(want), text)
+	}
+}
+
+// TestParseEditedLifecycle checks the lifecycle fields as a person writes
+// them: an unquoted time, the flag's spelling of a policy.
+func TestParseEditedLifecycle(t *testing.T) {
+	req := &fsbv1.CreateSandboxRequest{Name: "demo", Namespace: "default", Spec: &fsbv1.SandboxSpec{
+		FailurePolicy: fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL, RecoveryTimeoutSeconds: 5,
+		ExpireTime: timestamppb.New(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)),
+	}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	got, err := parseEdited([]byte("image: x\nfailurePolicy: auto-recreate\nrecoveryTimeoutSeconds: 90\nexpireTime: 2030-06-01T12:00:00+02:00\n"), req, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := got.GetSpec()
+	if spec.GetFailurePolicy() != fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE || spec.GetRecoveryTimeoutSeconds() != 90 ||
+		!spec.GetExpireTime().AsTime().Equal(time.Date(2030, 6, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("spec %v, want AutoRecreate, 90 s and 2030-06-01T10:00:00Z", spec)
+	}
+	// Left out, each is unset again: what the file says wins over the flags.
+	got, err = parseEdited([]byte("image: x\n"), req, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec := got.GetSpec(); spec.GetFailurePolicy() != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED ||
+		spec.GetRecoveryTimeoutSeconds() != 0 || spec.GetExpireTime() != nil {
+		t.Errorf("spec %v, want the lifecycle fields unset", spec)
 	}
 }

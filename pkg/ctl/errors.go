@@ -21,13 +21,19 @@ type target struct {
 }
 
 // describe turns an error of a call to the controller into a sentence that
-// says what went wrong and what to do about it.
+// says what went wrong and what to do about it. An error that did not come
+// from a call (every call's error is a *connect.Error) is already worded
+// and passes as it is.
 func (c *Client) describe(err error, t target) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, context.Canceled) {
 		return errors.New("interrupted")
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
 	}
 	code := connect.CodeOf(err)
 	if !connect.IsWireError(err) {

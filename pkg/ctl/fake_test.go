@@ -31,7 +31,10 @@ type fakeFastPath struct {
 	mu        sync.Mutex
 	sandboxes map[string]*fsbv1.Sandbox // by namespace/name
 	logs      map[string][]*fsbv1.LogLine
-	agents    []*fsbv1.AgentStatus
+	// oldLogs holds the logs of earlier revisions, by namespace/name and
+	// revision; logs holds the current revision's.
+	oldLogs map[string]map[int64][]*fsbv1.LogLine
+	agents  []*fsbv1.AgentStatus
 	// createErr, when set, is what CreateSandbox answers.
 	createErr error
 	// followGate, when set, holds a followed log stream open after its
@@ -39,6 +42,10 @@ type fakeFastPath struct {
 	// stream ends, as the controller's does once the sandbox has exited.
 	followGate  chan struct{}
 	followLines []*fsbv1.LogLine
+
+	// stalls, by sandbox name, makes DeleteSandbox behave as a controller
+	// whose delete cannot finish in time.
+	stalls map[string]deleteStall
 
 	creates []*fsbv1.CreateSandboxRequest
 	updates []*fsbv1.UpdateSandboxRequest
@@ -108,24 +115,37 @@ func (f *fakeFastPath) CreateSandbox(_ context.Context, req *connect.Request[fsb
 	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: sb}), nil
 }
 
-// UpdateSandbox behaves as the controller's: it refuses AutoRecreate and
-// replaces the labels when the request has any.
+// UpdateSandbox behaves as the controller's: it replaces the labels when
+// the request has any, and sets the spec's lifecycle fields the request
+// names; a reset records its time, as the controller does before it acts.
 func (f *fakeFastPath) UpdateSandbox(_ context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.updates = append(f.updates, proto.Clone(req.Msg).(*fsbv1.UpdateSandboxRequest))
-	if req.Msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
-	}
 	sb, ok := f.sandboxes[key(req.Msg.GetNamespace(), req.Msg.GetName())]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
+	}
+	if req.Msg.GetExpireTime() != nil && req.Msg.GetClearExpireTime() {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("expire_time and clear_expire_time together"))
 	}
 	if req.Msg.GetLabels() != nil {
 		sb.Labels = req.Msg.GetLabels()
 	}
 	if p := req.Msg.GetFailurePolicy(); p != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
 		sb.Spec.FailurePolicy = p
+	}
+	if req.Msg.RecoveryTimeoutSeconds != nil {
+		sb.Spec.RecoveryTimeoutSeconds = req.Msg.GetRecoveryTimeoutSeconds()
+	}
+	switch {
+	case req.Msg.GetClearExpireTime():
+		sb.Spec.ExpireTime = nil
+	case req.Msg.GetExpireTime() != nil:
+		sb.Spec.ExpireTime = req.Msg.GetExpireTime()
+	}
+	if req.Msg.GetResetRevision() {
+		sb.Spec.ResetRevision = timestamppb.Now()
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: sb}), nil
 }
@@ -171,28 +191,72 @@ func matches(labels map[string]string, selector string) bool {
 	return true
 }
 
-func (f *fakeFastPath) DeleteSandbox(_ context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+// deleteStall is how a delete that does not finish in time behaves.
+type deleteStall struct {
+	// record marks the sandbox Terminating with message, as the
+	// controller does once the deletion is recorded; without it the
+	// sandbox stays as it was (a pending FAST sandbox whose agent does
+	// not answer).
+	record  bool
+	message string
+	// answer returns DeadlineExceeded at once, as a controller whose own
+	// wait ran out; otherwise the call holds until the caller gives up.
+	answer bool
+	// finish removes the sandbox before the call holds: the delete
+	// completed, but its answer came too late.
+	finish bool
+}
+
+func (f *fakeFastPath) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.deletes = append(f.deletes, req.Msg)
 	k := key(req.Msg.GetNamespace(), req.Msg.GetName())
-	if _, ok := f.sandboxes[k]; !ok {
+	sb, ok := f.sandboxes[k]
+	if !ok {
+		f.mu.Unlock()
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
 	}
-	delete(f.sandboxes, k)
-	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	stall, stalled := f.stalls[req.Msg.GetName()]
+	if !stalled {
+		delete(f.sandboxes, k)
+		f.mu.Unlock()
+		return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	}
+	if stall.record {
+		sb.Status.Phase = fsbv1.Phase_PHASE_TERMINATING
+		sb.Status.Message = stall.message
+	}
+	if stall.finish {
+		delete(f.sandboxes, k)
+	}
+	f.mu.Unlock()
+	if !stall.answer {
+		<-ctx.Done()
+	}
+	return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s is still being deleted", k))
 }
 
 func (f *fakeFastPath) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {
 	f.mu.Lock()
 	f.logReqs = append(f.logReqs, req.Msg)
 	k := key(req.Msg.GetNamespace(), req.Msg.GetName())
-	_, ok := f.sandboxes[k]
+	sb, ok := f.sandboxes[k]
 	lines := f.logs[k]
 	gate, more := f.followGate, f.followLines
+	rev := req.Msg.GetRevision()
+	if req.Msg.GetPrevious() {
+		rev = sb.GetStatus().GetRevision() - 1
+	}
+	if rev != 0 && rev != sb.GetStatus().GetRevision() {
+		lines, ok = f.oldLogs[k][rev]
+		gate = nil
+	}
 	f.mu.Unlock()
-	if !ok {
+	if sb == nil {
 		return connect.NewError(connect.CodeNotFound, errors.New("no such sandbox"))
+	}
+	if !ok {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("revision %d of sandbox %s has no log kept", rev, k))
 	}
 	if n := int(req.Msg.GetTail()); n > 0 && n < len(lines) {
 		lines = lines[len(lines)-n:]

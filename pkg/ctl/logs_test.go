@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -113,11 +114,80 @@ func TestLogsFollowInterrupted(t *testing.T) {
 }
 
 func TestLogsUsage(t *testing.T) {
-	c, _, _ := client(t, serve(t, newFake()), testToken, "")
-	for _, o := range []LogsOptions{{}, {Name: "demo", Tail: -1}} {
-		if err := c.Logs(context.Background(), o); !IsUsage(err) {
-			t.Errorf("Logs(%+v) = %v, want a usage error", o, err)
+	f := newFake()
+	c, _, _ := client(t, serve(t, f), testToken, "")
+	zero, negative, one := int64(0), int64(-1), int64(1)
+	for _, tt := range []struct {
+		opts LogsOptions
+		want string
+	}{
+		{LogsOptions{}, "logs needs a sandbox name"},
+		{LogsOptions{Name: "demo", Tail: -1}, "--tail -1"},
+		{LogsOptions{Name: "demo", Revision: &zero}, "--revision 0: want a revision number, 1 or more (fsb ctl get demo shows the current one)"},
+		{LogsOptions{Name: "demo", Revision: &negative}, "--revision -1: want a revision number, 1 or more"},
+		{LogsOptions{Name: "demo", Revision: &one, Previous: true}, "--revision and --previous both name a revision: pick one"},
+	} {
+		if err := c.Logs(context.Background(), tt.opts); !IsUsage(err) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Logs(%+v) = %v, want a usage error with %q", tt.opts, err, tt.want)
 		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.logReqs) != 0 {
+		t.Errorf("%d requests sent; a usage error sends none", len(f.logReqs))
+	}
+}
+
+// TestLogsRevision checks that --revision and --previous read an earlier
+// revision's log, as the example: an AutoRecreate sandbox that
+// exited is at revision 2, and revision 1's log shows "up".
+func TestLogsRevision(t *testing.T) {
+	f := newFake()
+	f.add("default", "crash", "busybox", time.Minute).Status.Revision = 2
+	f.logs["default/crash"] = []*fsbv1.LogLine{line("stdout", "up again", time.Minute)}
+	f.oldLogs = map[string]map[int64][]*fsbv1.LogLine{"default/crash": {1: {line("stdout", "up", 0), line("stderr", "exit 3", time.Second)}}}
+	one, three := int64(1), int64(3)
+	tests := []struct {
+		name             string
+		opts             LogsOptions
+		want             *fsbv1.StreamLogsRequest
+		wantOut, wantErr string
+	}{
+		{"current", LogsOptions{Name: "crash"},
+			&fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default"}, "up again\n", ""},
+		{"revision 1", LogsOptions{Name: "crash", Revision: &one},
+			&fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Revision: 1}, "up\n", "exit 3\n"},
+		{"previous", LogsOptions{Name: "crash", Previous: true, Tail: 1},
+			&fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Previous: true, Tail: 1}, "", "exit 3\n"},
+		{"revision 1 followed", LogsOptions{Name: "crash", Revision: &one, Follow: true},
+			&fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Revision: 1, Follow: true}, "up\n", "exit 3\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, out, errw := client(t, serve(t, f), testToken, "")
+			if err := c.Logs(context.Background(), tt.opts); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tt.wantOut || errw.String() != tt.wantErr {
+				t.Errorf("stdout %q stderr %q, want %q and %q", out, errw, tt.wantOut, tt.wantErr)
+			}
+			f.mu.Lock()
+			got := f.logReqs[len(f.logReqs)-1]
+			f.mu.Unlock()
+			if !proto.Equal(got, tt.want) {
+				t.Errorf("request %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	c, _, _ := client(t, serve(t, f), testToken, "")
+	err := c.Logs(context.Background(), LogsOptions{Name: "crash", Revision: &three})
+	if want := "no log of revision 3 of sandbox crash in namespace default: revision 3 of sandbox default/crash has no log kept"; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+	err = c.Logs(context.Background(), LogsOptions{Name: "ghost", Previous: true})
+	if want := "no log of a previous revision of sandbox ghost in namespace default: no such sandbox"; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %q", err, want)
 	}
 }
 

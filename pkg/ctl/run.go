@@ -34,7 +34,14 @@ type RunOptions struct {
 	Pids int64
 	// FailurePolicy is "manual", "auto-recreate" or empty (manual).
 	FailurePolicy string
-	NoInit        bool
+	// RecoveryTimeout, a duration of whole seconds such as "10m", bounds
+	// how long AutoRecreate keeps trying; empty leaves the controller's
+	// default.
+	RecoveryTimeout string
+	// ExpireIn, a duration such as "10m", makes the sandbox expire that
+	// long after the create; empty means never.
+	ExpireIn string
+	NoInit   bool
 	// Command replaces the image's entrypoint and cmd when set.
 	Command []string
 }
@@ -67,6 +74,9 @@ func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) er
 	fmt.Fprintf(c.out, "  phase:     %s\n", phase(st.GetPhase()))
 	fmt.Fprintf(c.out, "  agent:     %s\n", orNone(st.GetAssignedPod()))
 	fmt.Fprintf(c.out, "  endpoints: %s\n", orNone(strings.Join(st.GetEndpoints(), ",")))
+	if at := sb.GetSpec().GetExpireTime(); at != nil {
+		fmt.Fprintf(c.out, "  expires:   %s\n", expiryString(at, time.Now()))
+	}
 	if st.GetMessage() != "" {
 		fmt.Fprintf(c.out, "  message:   %s\n", st.GetMessage())
 	}
@@ -116,6 +126,16 @@ func (c *Client) createRequest(o RunOptions) (*fsbv1.CreateSandboxRequest, error
 	}
 	if spec.FailurePolicy, err = failurePolicy(o.FailurePolicy); err != nil {
 		return nil, err
+	}
+	if o.RecoveryTimeout != "" {
+		if spec.RecoveryTimeoutSeconds, err = recoverySeconds(o.RecoveryTimeout); err != nil {
+			return nil, err
+		}
+	}
+	if o.ExpireIn != "" {
+		if spec.ExpireTime, err = expireAt(o.ExpireIn, time.Now()); err != nil {
+			return nil, err
+		}
 	}
 	if o.Pids < 0 {
 		return nil, usagef("--pids %d: want a positive number (0: the agent's default)", o.Pids)

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -27,21 +28,22 @@ func TestRunRequest(t *testing.T) {
 	}, {
 		name: "every option",
 		opts: RunOptions{
-			Name:          "web",
-			Image:         "img:1",
-			Ports:         []string{"8080", "9090"},
-			Env:           []string{"GREETING=hello, world", "EMPTY=", "EQ=a=b"},
-			Labels:        []string{"app=web", "tier=front"},
-			Pool:          "gpu-pool",
-			Mode:          "strong",
-			Runtime:       "crun",
-			WorkDir:       "/srv",
-			CPU:           "500m",
-			Memory:        "256Mi",
-			Pids:          64,
-			FailurePolicy: "auto-recreate",
-			NoInit:        true,
-			Command:       []string{"sh", "-c", "echo hi; sleep 1"},
+			Name:            "web",
+			Image:           "img:1",
+			Ports:           []string{"8080", "9090"},
+			Env:             []string{"GREETING=hello, world", "EMPTY=", "EQ=a=b"},
+			Labels:          []string{"app=web", "tier=front"},
+			Pool:            "gpu-pool",
+			Mode:            "strong",
+			Runtime:         "crun",
+			WorkDir:         "/srv",
+			CPU:             "500m",
+			Memory:          "256Mi",
+			Pids:            64,
+			FailurePolicy:   "auto-recreate",
+			RecoveryTimeout: "10m",
+			NoInit:          true,
+			Command:         []string{"sh", "-c", "echo hi; sleep 1"},
 		},
 		want: &fsbv1.CreateSandboxRequest{
 			Name: "web", Namespace: "team-a",
@@ -54,14 +56,15 @@ func TestRunRequest(t *testing.T) {
 					{Name: "EMPTY"},
 					{Name: "EQ", Value: "a=b"},
 				},
-				WorkingDir:      "/srv",
-				ExposedPorts:    []int32{8080, 9090},
-				PoolRef:         "gpu-pool",
-				ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG,
-				FailurePolicy:   fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
-				Resources:       &fsbv1.Resources{Cpu: "500m", Memory: "256Mi", Pids: 64},
-				Runtime:         "crun",
-				NoInit:          true,
+				WorkingDir:             "/srv",
+				ExposedPorts:           []int32{8080, 9090},
+				PoolRef:                "gpu-pool",
+				ConsistencyMode:        fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG,
+				FailurePolicy:          fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+				RecoveryTimeoutSeconds: 600,
+				Resources:              &fsbv1.Resources{Cpu: "500m", Memory: "256Mi", Pids: 64},
+				Runtime:                "crun",
+				NoInit:                 true,
 			},
 		},
 	}, {
@@ -126,6 +129,10 @@ func TestRunUsageErrors(t *testing.T) {
 		{"unknown mode", RunOptions{Name: "d", Image: "i", Mode: "eventual"}, `--mode "eventual": want fast`},
 		{"unknown policy", RunOptions{Name: "d", Image: "i", FailurePolicy: "retry"}, `--failure-policy "retry"`},
 		{"negative pids", RunOptions{Name: "d", Image: "i", Pids: -1}, "--pids -1"},
+		{"expire-in zero", RunOptions{Name: "d", Image: "i", ExpireIn: "0s"}, "--expire-in 0s: want a positive duration"},
+		{"expire-in not a duration", RunOptions{Name: "d", Image: "i", ExpireIn: "10 minutes"}, `--expire-in "10 minutes": want a duration such as 30s, 10m or 1h30m`},
+		{"recovery timeout fractional", RunOptions{Name: "d", Image: "i", RecoveryTimeout: "90.5s"}, "--recovery-timeout 90.5s: want whole seconds"},
+		{"recovery timeout zero", RunOptions{Name: "d", Image: "i", RecoveryTimeout: "0"}, "--recovery-timeout 0: want 1s or more"},
 	}
 	f := newFake()
 	c, _, _ := client(t, serve(t, f), testToken, "")
@@ -155,5 +162,37 @@ func TestRunCommandVerbatim(t *testing.T) {
 	want := &fsbv1.SandboxSpec{Image: "python", Command: cmdline}
 	if got := f.lastCreate(t).GetSpec(); !proto.Equal(got, want) {
 		t.Errorf("spec = %v, want %v", got, want)
+	}
+}
+
+// TestRunExpireIn checks that --expire-in sends the time that long from the
+// create, in whole seconds, and that --expire-in fills the editor's
+// template with that time.
+func TestRunExpireIn(t *testing.T) {
+	f := newFake()
+	before := time.Now()
+	c, out, _ := client(t, serve(t, f), testToken, "")
+	if err := c.Run(context.Background(), RunOptions{Name: "short", Image: "img", ExpireIn: "10m"}); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if !regexp.MustCompile(`\n  expires:   20\S+Z \(in (9m5\d|10m)s?\)\n`).MatchString(out.String()) {
+		t.Errorf("output does not say when it expires:\n%s", out)
+	}
+	at := f.lastCreate(t).GetSpec().GetExpireTime()
+	if at == nil {
+		t.Fatal("no expire_time sent")
+	}
+	if got := at.AsTime(); got.Before(before.Add(10*time.Minute).Truncate(time.Second)) || got.After(after.Add(10*time.Minute)) || got.Nanosecond() != 0 {
+		t.Errorf("expire_time %v, want now + 10m in whole seconds (between %v and %v)", got, before, after)
+	}
+
+	req, err := c.createRequest(RunOptions{Name: "edited", ExpireIn: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\nexpireTime: \"" + req.GetSpec().GetExpireTime().AsTime().UTC().Format(time.RFC3339) + "\"\n"
+	if text := string(editTemplate(req)); !strings.Contains(text, want) {
+		t.Errorf("template lacks %q:\n%s", want, text)
 	}
 }

@@ -24,7 +24,7 @@ import (
 const (
 	OutputTable = "table"
 	// OutputWide is the table with more columns: sandbox ID, node, runtime,
-	// revision, exit code, labels and message.
+	// revision, time to expiry, exit code, labels and message.
 	OutputWide = "wide"
 	OutputJSON = "json"
 	// OutputYAML is the JSON form's shape, spelt in YAML.
@@ -97,13 +97,55 @@ func (c *Client) Get(ctx context.Context, name, output string) error {
 	return c.writeSandbox(resp.Msg.GetSandbox(), output)
 }
 
-// writeSandbox prints one sandbox in output's format.
+// writeSandbox prints one sandbox in output's format: as a document, or as
+// its row of the list's table followed by its lifecycle in detail.
 func (c *Client) writeSandbox(sb *fsbv1.Sandbox, output string) error {
 	switch output {
 	case OutputJSON, OutputYAML:
 		return c.writeDocument(output, toJSON(sb))
 	}
-	return c.writeTable([]*fsbv1.Sandbox{sb}, false, output == OutputWide)
+	if err := c.writeTable([]*fsbv1.Sandbox{sb}, false, output == OutputWide); err != nil {
+		return err
+	}
+	return c.writeDetails(sb, time.Now())
+}
+
+// writeDetails prints what one table row cannot hold: the revision, the
+// failure policy, the expiry, the exit code, the message (for a
+// Terminating sandbox, what its delete waits for) and every condition.
+func (c *Client) writeDetails(sb *fsbv1.Sandbox, now time.Time) error {
+	v := toJSON(sb)
+	spec := sb.GetSpec()
+	policy := policyName(spec.GetFailurePolicy())
+	if spec.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
+		policy += ", recovery timeout " + recoveryString(spec.GetRecoveryTimeoutSeconds())
+	}
+	exit := "<none>"
+	if v.ExitCode != nil {
+		exit = strconv.Itoa(int(*v.ExitCode))
+	}
+	fmt.Fprintln(c.out)
+	fmt.Fprintf(c.out, "Revision:        %d\n", v.Revision)
+	fmt.Fprintf(c.out, "Failure policy:  %s\n", policy)
+	fmt.Fprintf(c.out, "Expires:         %s\n", expiryString(spec.GetExpireTime(), now))
+	fmt.Fprintf(c.out, "Exit code:       %s\n", exit)
+	fmt.Fprintf(c.out, "Message:         %s\n", orNone(v.Message))
+	conds := sb.GetStatus().GetConditions()
+	if len(conds) == 0 {
+		fmt.Fprintln(c.out, "Conditions:      <none>")
+		return nil
+	}
+	fmt.Fprintln(c.out, "Conditions:")
+	tw := tabwriter.NewWriter(c.out, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tAGE\tMESSAGE")
+	for _, cond := range conds {
+		age := "<unknown>"
+		if t := cond.GetLastTransitionTime(); t != nil {
+			age = duration.HumanDuration(now.Sub(t.AsTime()))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", cond.GetType(), orNone(cond.GetStatus()), orNone(cond.GetReason()), age, orNone(cond.GetMessage()))
+	}
+	return tw.Flush()
 }
 
 // checkSandboxOutput checks the -o of the commands that print sandboxes.
@@ -125,7 +167,7 @@ func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace, wide bool) erro
 	}
 	fmt.Fprint(tw, "NAME\tPHASE\tAGENT\tENDPOINTS\tIMAGE\tAGE")
 	if wide {
-		fmt.Fprint(tw, "\tSANDBOX-ID\tNODE\tRUNTIME\tREVISION\tEXIT\tLABELS\tMESSAGE")
+		fmt.Fprint(tw, "\tSANDBOX-ID\tNODE\tRUNTIME\tREVISION\tEXPIRES\tEXIT\tLABELS\tMESSAGE")
 	}
 	fmt.Fprintln(tw)
 	now := time.Now()
@@ -147,9 +189,9 @@ func (c *Client) writeTable(sbs []*fsbv1.Sandbox, withNamespace, wide bool) erro
 			if v.ExitCode != nil {
 				exit = strconv.Itoa(int(*v.ExitCode))
 			}
-			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%d\t%s\t%s\t%s",
-				orNone(v.SandboxID), orNone(v.Node), orDefault(sb.GetSpec().GetRuntime()), v.Revision, exit,
-				orNone(labelString(v.Labels)), orNone(v.Message))
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s",
+				orNone(v.SandboxID), orNone(v.Node), orDefault(sb.GetSpec().GetRuntime()), v.Revision,
+				timeLeft(sb.GetSpec().GetExpireTime(), now), exit, orNone(labelString(v.Labels)), orNone(v.Message))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -180,12 +222,27 @@ type sandboxJSON struct {
 	Image     string   `json:"image"`
 	Revision  int64    `json:"revision"`
 	// ExitCode is null until the sandbox's main process has ended.
-	ExitCode   *int32            `json:"exitCode"`
-	Message    string            `json:"message"`
+	ExitCode *int32 `json:"exitCode"`
+	Message  string `json:"message"`
+	// FailurePolicy is "Manual" or "AutoRecreate", as the object spells it.
+	FailurePolicy string `json:"failurePolicy"`
+	// ExpireTime is null when the sandbox never expires.
+	ExpireTime *time.Time        `json:"expireTime"`
+	Conditions []conditionJSON   `json:"conditions"`
 	Labels     map[string]string `json:"labels"`
 	CreateTime *time.Time        `json:"createTime"`
 	// Spec is the full spec as the API has it (protobuf JSON).
 	Spec json.RawMessage `json:"spec"`
+}
+
+// conditionJSON is one condition in sandboxJSON, keyed as Kubernetes keys
+// conditions.
+type conditionJSON struct {
+	Type               string     `json:"type"`
+	Status             string     `json:"status"`
+	Reason             string     `json:"reason"`
+	Message            string     `json:"message"`
+	LastTransitionTime *time.Time `json:"lastTransitionTime"`
 }
 
 func toJSON(sb *fsbv1.Sandbox) sandboxJSON {
@@ -203,6 +260,21 @@ func toJSON(sb *fsbv1.Sandbox) sandboxJSON {
 		Message:   st.GetMessage(),
 		Labels:    sb.GetLabels(),
 		Spec:      json.RawMessage("{}"),
+
+		FailurePolicy: policyName(sb.GetSpec().GetFailurePolicy()),
+		Conditions:    []conditionJSON{},
+	}
+	if at := sb.GetSpec().GetExpireTime(); at != nil {
+		t := at.AsTime().UTC()
+		v.ExpireTime = &t
+	}
+	for _, c := range st.GetConditions() {
+		cj := conditionJSON{Type: c.GetType(), Status: c.GetStatus(), Reason: c.GetReason(), Message: c.GetMessage()}
+		if c.GetLastTransitionTime() != nil {
+			t := c.GetLastTransitionTime().AsTime().UTC()
+			cj.LastTransitionTime = &t
+		}
+		v.Conditions = append(v.Conditions, cj)
 	}
 	if v.Endpoints == nil {
 		v.Endpoints = []string{}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -28,13 +29,20 @@ func TestListTable(t *testing.T) {
 	f.add("default", "web", "nginx:1", 5*time.Minute, "127.0.0.1:8080", "127.0.0.1:8443")
 	f.add("default", "api", "busybox", 3*time.Hour)
 	f.add("other", "hidden", "busybox", time.Minute)
+	f.add("default", "gone", "busybox", time.Hour).Status.Phase = fsbv1.Phase_PHASE_LOST
+	short := f.add("default", "short", "busybox", 10*time.Minute)
+	short.Status.Phase = fsbv1.Phase_PHASE_EXPIRED
+	short.Spec.ExpireTime = timestamppb.Now()
 	c, out, _ := client(t, serve(t, f), testToken, "default")
 	if err := c.List(context.Background(), ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The same six columns whatever the phase or the expiry.
 	want := [][]string{
 		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE"},
 		{"api", "Running", "local", "<none>", "busybox", "3h"},
+		{"gone", "Lost", "local", "<none>", "busybox", "60m"},
+		{"short", "Expired", "local", "<none>", "busybox", "10m"},
 		{"web", "Running", "local", "127.0.0.1:8080,127.0.0.1:8443", "nginx:1", "5m"},
 	}
 	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
@@ -173,12 +181,104 @@ func TestGetTable(t *testing.T) {
 	if err := c.Get(context.Background(), "web", ""); err != nil {
 		t.Fatal(err)
 	}
-	want := [][]string{
-		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE"},
-		{"web", "Running", "local", "127.0.0.1:8080", "nginx:1", "90s"},
+	want := `NAME   PHASE     AGENT   ENDPOINTS        IMAGE     AGE
+web    Running   local   127.0.0.1:8080   nginx:1   90s
+
+Revision:        1
+Failure policy:  Manual
+Expires:         never
+Exit code:       <none>
+Message:         <none>
+Conditions:      <none>
+`
+	if out.String() != want {
+		t.Errorf("get:\n%s\nwant:\n%s", out, want)
 	}
-	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
-		t.Errorf("table:\n%s\nwant rows %q", out, want)
+}
+
+// TestGetLifecycle checks that get shows what a user needs to follow a
+// sandbox's lifecycle: its revision, policy, expiry, exit code, message
+// and every condition.
+func TestGetLifecycle(t *testing.T) {
+	f := newFake()
+	now := time.Now()
+	crash := f.add("default", "crash", "busybox", time.Hour)
+	crash.Spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE
+	crash.Spec.RecoveryTimeoutSeconds = 600
+	crash.Spec.ExpireTime = timestamppb.New(now.Add(30*time.Hour + 30*time.Minute).Truncate(time.Second))
+	crash.Status.Phase = fsbv1.Phase_PHASE_FAILED
+	crash.Status.Revision = 4
+	crash.Status.ExitCode = 137
+	crash.Status.Message = "gave up after 10m0s without a running revision"
+	crash.Status.Conditions = []*fsbv1.Condition{
+		{Type: "Ready", Status: "False", Reason: "OOMKilled", Message: "revision 4 was killed at its memory limit", LastTransitionTime: timestamppb.New(now.Add(-2 * time.Minute))},
+		{Type: "Recovering", Status: "False", Reason: "GaveUp", Message: "no revision ran for 10m0s", LastTransitionTime: timestamppb.New(now.Add(-time.Minute))},
+		{Type: "Lost", Status: "True", Reason: "AgentLost"},
+	}
+	stuck := f.add("default", "stuck", "busybox", time.Minute)
+	stuck.Status.Phase = fsbv1.Phase_PHASE_TERMINATING
+	stuck.Status.Message = "waiting for agent local: containerd unavailable"
+	c, out, _ := client(t, serve(t, f), testToken, "")
+
+	if err := c.Get(context.Background(), "crash", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, details, _ := strings.Cut(out.String(), "\n\n")
+	want := `Revision:        4
+Failure policy:  AutoRecreate, recovery timeout 10m0s
+Expires:         ` + crash.Spec.ExpireTime.AsTime().UTC().Format(time.RFC3339) + ` (in 30h)
+Exit code:       137
+Message:         gave up after 10m0s without a running revision
+Conditions:
+  TYPE         STATUS   REASON      AGE         MESSAGE
+  Ready        False    OOMKilled   2m          revision 4 was killed at its memory limit
+  Recovering   False    GaveUp      60s         no revision ran for 10m0s
+  Lost         True     AgentLost   <unknown>   <none>
+`
+	if details != want {
+		t.Errorf("details:\n%s\nwant:\n%s", details, want)
+	}
+
+	out.buf.Reset()
+	if err := c.Get(context.Background(), "stuck", ""); err != nil {
+		t.Fatal(err)
+	}
+	rows := fields(out.String())
+	if rows[1][1] != "Terminating" || !strings.Contains(out.String(), "\nMessage:         waiting for agent local: containerd unavailable\n") {
+		t.Errorf("a Terminating sandbox does not show what it waits for:\n%s", out)
+	}
+
+	out.buf.Reset()
+	if err := c.Get(context.Background(), "crash", OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		FailurePolicy string     `json:"failurePolicy"`
+		ExpireTime    *time.Time `json:"expireTime"`
+		ExitCode      *int32     `json:"exitCode"`
+		Conditions    []struct {
+			Type, Status, Reason, Message string
+			LastTransitionTime            *time.Time `json:"lastTransitionTime"`
+		} `json:"conditions"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.FailurePolicy != "AutoRecreate" || got.ExpireTime == nil || !got.ExpireTime.Equal(crash.Spec.ExpireTime.AsTime()) ||
+		got.ExitCode == nil || *got.ExitCode != 137 || len(got.Conditions) != 3 ||
+		got.Conditions[0].Reason != "OOMKilled" || got.Conditions[0].LastTransitionTime == nil || got.Conditions[2].LastTransitionTime != nil {
+		t.Errorf("JSON lacks the lifecycle:\n%s", out)
+	}
+
+	// Without conditions or expiry, the keys are there: [] and null.
+	out.buf.Reset()
+	if err := c.Get(context.Background(), "stuck", OutputJSON); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"conditions": []`, `"expireTime": null`, `"failurePolicy": "Manual"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, out)
+		}
 	}
 }
 
@@ -208,14 +308,19 @@ func TestListWide(t *testing.T) {
 	done.Status.ExitCode = 3
 	done.Status.Revision = 2
 	done.Status.Message = "exited with code 3"
+	web.Spec.ExpireTime = timestamppb.New(time.Now().Add(30*time.Hour + 30*time.Minute))
+	old := f.add("default", "old", "busybox", time.Hour)
+	old.Spec.ExpireTime = timestamppb.New(time.Now().Add(-time.Second))
+	old.Status.Phase = fsbv1.Phase_PHASE_EXPIRED
 	c, out, _ := client(t, serve(t, f), testToken, "default")
 	if err := c.List(context.Background(), ListOptions{Output: OutputWide}); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{
-		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE", "SANDBOX-ID", "NODE", "RUNTIME", "REVISION", "EXIT", "LABELS", "MESSAGE"},
-		{"job", "Failed", "local", "<none>", "busybox", "60m", "sb-job", "node-1", "<default>", "2", "3", "<none>", "exited", "with", "code", "3"},
-		{"web", "Running", "local", "127.0.0.1:8080", "nginx:1", "5m", "sb-web", "node-1", "crun", "1", "<none>", "app=web,tier=front", "<none>"},
+		{"NAME", "PHASE", "AGENT", "ENDPOINTS", "IMAGE", "AGE", "SANDBOX-ID", "NODE", "RUNTIME", "REVISION", "EXPIRES", "EXIT", "LABELS", "MESSAGE"},
+		{"job", "Failed", "local", "<none>", "busybox", "60m", "sb-job", "node-1", "<default>", "2", "-", "3", "<none>", "exited", "with", "code", "3"},
+		{"old", "Expired", "local", "<none>", "busybox", "60m", "sb-old", "node-1", "<default>", "1", "passed", "0", "<none>", "<none>"},
+		{"web", "Running", "local", "127.0.0.1:8080", "nginx:1", "5m", "sb-web", "node-1", "crun", "1", "30h", "<none>", "app=web,tier=front", "<none>"},
 	}
 	if got := fields(out.String()); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("table:\n%s\nwant rows %q", out, want)

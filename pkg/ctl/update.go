@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -20,17 +21,29 @@ type UpdateOptions struct {
 	RemoveLabels []string
 	// FailurePolicy is "manual", "auto-recreate" or empty (unchanged).
 	FailurePolicy string
+	// ResetRevision re-creates the sandbox as a new revision; the old one
+	// is stopped gracefully first.
+	ResetRevision bool
+	// ExpireIn, a duration such as "30s", makes the sandbox expire that
+	// long from now; empty leaves the expiry as it is.
+	ExpireIn string
+	// NoExpire removes the expiry.
+	NoExpire bool
+	// RecoveryTimeout, a duration of whole seconds such as "5m", bounds how
+	// long AutoRecreate keeps trying; empty leaves it as it is.
+	RecoveryTimeout string
 	// Output is empty for a summary, or one of the Output formats.
 	Output string
 }
 
-// Update changes a sandbox's labels or failure policy and prints the
-// sandbox as the controller then has it. The API replaces the labels as a
-// whole, so Update reads the sandbox first and sends the merged map; a
-// concurrent label change between the two calls is overwritten.
+// Update changes a sandbox's labels, failure policy, expiry or recovery
+// timeout, or asks for a new revision, and prints the sandbox as the
+// controller then has it. The API replaces the labels as a whole, so Update
+// reads the sandbox first and sends the merged map; a concurrent label
+// change between the two calls is overwritten.
 func (c *Client) Update(ctx context.Context, o UpdateOptions) error {
 	if o.Name == "" {
-		return usagef("update needs a sandbox name: fsb ctl update NAME [--label K=V]... [--remove-label K]... [--failure-policy P]")
+		return usagef("update needs a sandbox name: fsb ctl update NAME [--label K=V]... [--remove-label K]... [--failure-policy P] [--expire-in D | --no-expire] [--recovery-timeout D] [--reset-revision]")
 	}
 	if err := checkSandboxOutput(o.Output); err != nil {
 		return err
@@ -51,11 +64,30 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) error {
 	if err != nil {
 		return err
 	}
-	if len(set) == 0 && len(o.RemoveLabels) == 0 && policy == fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
-		return usagef("nothing to update: give --label K=V, --remove-label K or --failure-policy P")
+	req := &fsbv1.UpdateSandboxRequest{
+		Name: o.Name, Namespace: c.namespace,
+		FailurePolicy: policy, ResetRevision: o.ResetRevision, ClearExpireTime: o.NoExpire,
+	}
+	if o.ExpireIn != "" {
+		if o.NoExpire {
+			return usagef("--expire-in and --no-expire contradict each other: pick one")
+		}
+		if req.ExpireTime, err = expireAt(o.ExpireIn, time.Now()); err != nil {
+			return err
+		}
+	}
+	if o.RecoveryTimeout != "" {
+		s, err := recoverySeconds(o.RecoveryTimeout)
+		if err != nil {
+			return err
+		}
+		req.RecoveryTimeoutSeconds = &s
+	}
+	if len(set) == 0 && len(o.RemoveLabels) == 0 && policy == fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED &&
+		!o.ResetRevision && req.ExpireTime == nil && !o.NoExpire && req.RecoveryTimeoutSeconds == nil {
+		return usagef("nothing to update: give --label K=V, --remove-label K, --failure-policy P, --expire-in D, --no-expire, --recovery-timeout D or --reset-revision")
 	}
 	t := target{name: o.Name, namespace: c.namespace}
-	req := &fsbv1.UpdateSandboxRequest{Name: o.Name, Namespace: c.namespace, FailurePolicy: policy}
 	if len(set) > 0 || len(o.RemoveLabels) > 0 {
 		resp, err := c.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: o.Name, Namespace: c.namespace}))
 		if err != nil {
@@ -84,31 +116,43 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) error {
 	if o.Output != "" {
 		return c.writeSandbox(sb, o.Output)
 	}
-	fmt.Fprintf(c.out, "sandbox %s updated\n", sb.GetName())
-	fmt.Fprintf(c.out, "  namespace:      %s\n", sb.GetNamespace())
-	fmt.Fprintf(c.out, "  labels:         %s\n", orNone(labelString(sb.GetLabels())))
-	fmt.Fprintf(c.out, "  failure policy: %s\n", policyName(sb.GetSpec().GetFailurePolicy()))
-	fmt.Fprintf(c.out, "  phase:          %s\n", phase(sb.GetStatus().GetPhase()))
+	now := time.Now()
+	spec, st := sb.GetSpec(), sb.GetStatus()
+	fmt.Fprintf(c.out, "sandbox %s updated: %s\n", sb.GetName(), strings.Join(changes(req, sb, now), "; "))
+	fmt.Fprintf(c.out, "  namespace:        %s\n", sb.GetNamespace())
+	fmt.Fprintf(c.out, "  labels:           %s\n", orNone(labelString(sb.GetLabels())))
+	fmt.Fprintf(c.out, "  failure policy:   %s\n", policyName(spec.GetFailurePolicy()))
+	fmt.Fprintf(c.out, "  recovery timeout: %s\n", recoveryString(spec.GetRecoveryTimeoutSeconds()))
+	fmt.Fprintf(c.out, "  expires:          %s\n", expiryString(spec.GetExpireTime(), now))
+	fmt.Fprintf(c.out, "  phase:            %s\n", phase(st.GetPhase()))
+	fmt.Fprintf(c.out, "  revision:         %d\n", st.GetRevision())
 	return nil
 }
 
-// failurePolicy parses a --failure-policy value; empty means unset.
-func failurePolicy(s string) (fsbv1.FailurePolicy, error) {
-	switch strings.ToLower(strings.ReplaceAll(s, "-", "")) {
-	case "":
-		return fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED, nil
-	case "manual":
-		return fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL, nil
-	case "autorecreate":
-		return fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE, nil
+// changes names what an update request changed, as the sandbox now has it,
+// in the order of the flags' help.
+func changes(req *fsbv1.UpdateSandboxRequest, sb *fsbv1.Sandbox, now time.Time) []string {
+	var out []string
+	if req.Labels != nil {
+		out = append(out, "labels "+labelString(sb.GetLabels()))
 	}
-	return 0, usagef("--failure-policy %q: want manual or auto-recreate", s)
-}
-
-// policyName names a failure policy as the Sandbox object does.
-func policyName(p fsbv1.FailurePolicy) string {
-	if p == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
-		return "AutoRecreate"
+	if req.GetFailurePolicy() != fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED {
+		out = append(out, "failure policy "+policyName(sb.GetSpec().GetFailurePolicy()))
 	}
-	return "Manual"
+	if req.RecoveryTimeoutSeconds != nil {
+		out = append(out, "recovery timeout "+recoveryString(sb.GetSpec().GetRecoveryTimeoutSeconds()))
+	}
+	switch {
+	case req.GetClearExpireTime():
+		out = append(out, "expiry removed")
+	case req.GetExpireTime() != nil:
+		out = append(out, "expires "+expiryString(sb.GetSpec().GetExpireTime(), now))
+	}
+	if req.GetResetRevision() {
+		// The controller acts after the answer: the revision shown may
+		// still be the one being replaced.
+		out = append(out, fmt.Sprintf("new revision requested (at revision %d now; fsb ctl get %s shows the next one)",
+			sb.GetStatus().GetRevision(), sb.GetName()))
+	}
+	return out
 }

@@ -107,6 +107,9 @@ func runCommand() *cli.Command {
 			"     -- httpd -f -p 8080\n" +
 			"   fsb ctl run job --image localhost/fsb/busybox:latest --mode strong --runtime crun \\\n" +
 			"     --cpu 500m --memory 64Mi -- sh -c 'echo working; sleep 5'\n" +
+			"   fsb ctl run crash --image localhost/fsb/busybox:latest --failure-policy auto-recreate \\\n" +
+			"     --recovery-timeout 10m -- sh -c 'echo up; sleep 2; exit 3'\n" +
+			"   fsb ctl run scratch --image localhost/fsb/busybox:latest --expire-in 10m -- sleep 3600\n" +
 			"   fsb ctl run edited --mode strong    # write the rest of the spec in $EDITOR",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
@@ -121,7 +124,9 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpu", Usage: "CPU limit as a Kubernetes `QUANTITY`, such as 500m", DefaultText: "none"},
 			&cli.StringFlag{Name: "memory", Usage: "memory limit as a Kubernetes `QUANTITY`, such as 256Mi", DefaultText: "none"},
 			&cli.Int64Flag{Name: "pids", Usage: "at most `N` processes at once", DefaultText: "the agent's"},
-			&cli.StringFlag{Name: "failure-policy", Usage: "`POLICY`: manual (report a failure) or auto-recreate (start a new revision)", DefaultText: "manual"},
+			&cli.StringFlag{Name: "failure-policy", Usage: "`POLICY`: manual (a non-zero exit, an OOM kill or a lost agent stays Failed or Lost) or auto-recreate (a new revision replaces it)", DefaultText: "manual"},
+			&cli.StringFlag{Name: "recovery-timeout", Usage: "how long auto-recreate keeps trying without a running revision before it gives up, a `DURATION` of whole seconds (1s or more), such as 90s or 10m", DefaultText: "the controller's (5m by default)"},
+			&cli.StringFlag{Name: "expire-in", Usage: "stop and delete the sandbox this `DURATION` after the create, such as 30s, 10m or 2h", DefaultText: "never"},
 			&cli.BoolFlag{Name: "no-init", Usage: "run the command as PID 1 instead of under fsb init"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
@@ -129,21 +134,23 @@ func runCommand() *cli.Command {
 				return usage("run needs a sandbox name: fsb ctl run NAME --image IMAGE [-- COMMAND...]")
 			}
 			return client.Run(c.Context, ctl.RunOptions{
-				Name:          c.Args().First(),
-				Image:         c.String("image"),
-				Ports:         c.StringSlice("port"),
-				Env:           c.StringSlice("env"),
-				Labels:        c.StringSlice("label"),
-				Pool:          c.String("pool"),
-				Mode:          c.String("mode"),
-				Runtime:       c.String("runtime"),
-				WorkDir:       c.String("workdir"),
-				CPU:           c.String("cpu"),
-				Memory:        c.String("memory"),
-				Pids:          c.Int64("pids"),
-				FailurePolicy: c.String("failure-policy"),
-				NoInit:        c.Bool("no-init"),
-				Command:       c.Args().Tail(),
+				Name:            c.Args().First(),
+				Image:           c.String("image"),
+				Ports:           c.StringSlice("port"),
+				Env:             c.StringSlice("env"),
+				Labels:          c.StringSlice("label"),
+				Pool:            c.String("pool"),
+				Mode:            c.String("mode"),
+				Runtime:         c.String("runtime"),
+				WorkDir:         c.String("workdir"),
+				CPU:             c.String("cpu"),
+				Memory:          c.String("memory"),
+				Pids:            c.Int64("pids"),
+				FailurePolicy:   c.String("failure-policy"),
+				RecoveryTimeout: c.String("recovery-timeout"),
+				ExpireIn:        c.String("expire-in"),
+				NoInit:          c.Bool("no-init"),
+				Command:         c.Args().Tail(),
 			})
 		}),
 	}
@@ -162,8 +169,8 @@ func listCommand() *cli.Command {
 		UsageText: "fsb ctl list [-l SELECTOR] [-A] [-o table|wide|json|yaml]",
 		Description: "Lists the sandboxes of the namespace (-n), or of every namespace with -A. JSON output\n" +
 			"is {\"items\": [...]}, each item shaped as `fsb ctl get NAME -o json` prints it; YAML\n" +
-			"output has the same shape. wide adds SANDBOX-ID, NODE, RUNTIME, REVISION, EXIT, LABELS\n" +
-			"and MESSAGE.\n\n" +
+			"output has the same shape. wide adds SANDBOX-ID, NODE, RUNTIME, REVISION, EXPIRES (the\n" +
+			"time left, - for never), EXIT, LABELS and MESSAGE.\n\n" +
 			"Example:\n" +
 			"   fsb ctl list\n" +
 			"   fsb ctl list -A -l app=demo -o json\n" +
@@ -190,11 +197,15 @@ func listCommand() *cli.Command {
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "show one sandbox",
+		Usage:     "show one sandbox, with its revision, failure policy, expiry, exit code and conditions",
 		UsageText: "fsb ctl get NAME [-o table|wide|json|yaml]",
-		Description: "Shows sandbox NAME. The JSON form always has name, namespace, sandboxID, phase, agent,\n" +
-			"node, endpoints, image, revision, exitCode (null until the command ended), message,\n" +
-			"labels, createTime and spec; the YAML form is the same document in YAML.\n\n" +
+		Description: "Shows sandbox NAME: its row of fsb ctl list (-o wide: of list -o wide), then its\n" +
+			"revision, failure policy, expiry (the time and the time left), exit code, message and\n" +
+			"every condition with its status, reason and message. A Terminating sandbox's message\n" +
+			"says what its delete waits for. The JSON form always has name, namespace, sandboxID,\n" +
+			"phase, agent, node, endpoints, image, revision, exitCode (null until the command ended),\n" +
+			"message, failurePolicy, expireTime (null for never), conditions, labels, createTime and\n" +
+			"spec; the YAML form is the same document in YAML.\n\n" +
 			"Example:\n" +
 			"   fsb ctl get demo\n" +
 			"   fsb ctl get demo -o json | jq -r .phase",
@@ -212,29 +223,42 @@ func getCommand() *cli.Command {
 func logsCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "logs",
-		Usage:     "print a sandbox's output",
-		UsageText: "fsb ctl logs NAME [-f] [--tail N] [--timestamps]",
+		Usage:     "print a sandbox's output, of its current revision or an earlier one",
+		UsageText: "fsb ctl logs NAME [-f] [--tail N] [--timestamps] [--revision N | --previous]",
 		Description: "Prints what sandbox NAME wrote: its stdout to stdout, its stderr to stderr. With -f\n" +
-			"it keeps printing until the sandbox has ended (or Ctrl-C).\n\n" +
+			"it keeps printing until the sandbox has ended (or Ctrl-C). A sandbox re-created by its\n" +
+			"failure policy or --reset-revision runs as a new revision; --revision N and --previous\n" +
+			"read an earlier one's log, as long as the controller keeps it (the last few revisions,\n" +
+			"until the sandbox is deleted).\n\n" +
 			"Example:\n" +
 			"   fsb ctl logs demo\n" +
-			"   fsb ctl logs demo -f --tail 20 --timestamps",
+			"   fsb ctl logs demo -f --tail 20 --timestamps\n" +
+			"   fsb ctl logs crash --revision 1\n" +
+			"   fsb ctl logs crash --previous",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new lines until the sandbox has ended"},
 			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines", DefaultText: "all"},
 			&cli.BoolFlag{Name: "timestamps", Usage: "start each line with the time it was written (RFC 3339, UTC)"},
+			&cli.Int64Flag{Name: "revision", Usage: "read the log of revision `N` (1 or more; fsb ctl get shows the current one)", DefaultText: "the current revision"},
+			&cli.BoolFlag{Name: "previous", Aliases: []string{"p"}, Usage: "read the log of the revision before the current one (as kubectl logs --previous)"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
 			if c.NArg() != 1 {
 				return usage("logs needs exactly one sandbox name: fsb ctl logs NAME [-f]")
 			}
-			return client.Logs(c.Context, ctl.LogsOptions{
+			o := ctl.LogsOptions{
 				Name:       c.Args().First(),
 				Follow:     c.Bool("follow"),
 				Tail:       c.Int("tail"),
 				Timestamps: c.Bool("timestamps"),
-			})
+				Previous:   c.Bool("previous"),
+			}
+			if c.IsSet("revision") {
+				rev := c.Int64("revision")
+				o.Revision = &rev
+			}
+			return client.Logs(c.Context, o)
 		}),
 	}
 }
@@ -244,16 +268,23 @@ func deleteCommand() *cli.Command {
 		Name:      "delete",
 		Aliases:   []string{"rm"},
 		Usage:     "delete sandboxes",
-		UsageText: "fsb ctl delete NAME... [--grace-period S] [--no-wait] [--ignore-not-found]",
+		UsageText: "fsb ctl delete NAME... [--grace-period S] [--no-wait] [--timeout DURATION] [--ignore-not-found]",
 		Description: "Deletes each sandbox NAME: SIGTERM, up to --grace-period seconds (default 10), then\n" +
 			"SIGKILL; it answers once the container is gone, or at once with --no-wait.\n\n" +
+			"Each sandbox's delete may take up to --timeout. When that passes, fsb ctl asks the\n" +
+			"controller whether the deletion is recorded (the sandbox shows phase Terminating). If\n" +
+			"it is, the delete goes on in the background: fsb ctl says so on stderr, with what the\n" +
+			"sandbox waits for, and counts it as deleted (exit 0). If it is not, the delete failed\n" +
+			"(exit 1): run it again.\n\n" +
 			"Example:\n" +
 			"   fsb ctl delete demo\n" +
-			"   fsb ctl delete web job --grace-period 0",
+			"   fsb ctl delete web job --grace-period 0\n" +
+			"   fsb ctl delete stuck --timeout 10s",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "grace-period", Usage: "`SECONDS` between SIGTERM and SIGKILL (0: kill at once)", DefaultText: "10"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "answer once the deletion is recorded, before the container is gone"},
+			&cli.DurationFlag{Name: "timeout", Value: ctl.DefaultDeleteTimeout, Usage: "how long each sandbox's delete may take, a `DURATION` such as 30s or 2m; after it, a recorded delete goes on in the background"},
 			&cli.BoolFlag{Name: "ignore-not-found", Usage: "treat a sandbox that does not exist as deleted"},
 		},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
@@ -261,6 +292,7 @@ func deleteCommand() *cli.Command {
 				Names:          c.Args().Slice(),
 				NoWait:         c.Bool("no-wait"),
 				IgnoreNotFound: c.Bool("ignore-not-found"),
+				Timeout:        c.Duration("timeout"),
 			}
 			if c.IsSet("grace-period") {
 				g := c.Int("grace-period")
@@ -269,6 +301,9 @@ func deleteCommand() *cli.Command {
 				}
 				grace := int32(g)
 				o.GracePeriod = &grace
+			}
+			if o.Timeout <= 0 {
+				return usage("--timeout %s: want a positive duration such as 1m", o.Timeout)
 			}
 			return client.Delete(c.Context, o)
 		}),
@@ -281,7 +316,10 @@ func agentsCommand() *cli.Command {
 		Usage:     "list the agents the controller schedules on, with their free slots",
 		UsageText: "fsb ctl agents [-o table|json]",
 		Description: "Lists the agents: ID, the address sandboxes' endpoints use, node, sandboxes held out of\n" +
-			"capacity, runtimes, and how many images each has without a pull.\n\n" +
+			"capacity, runtimes, and how many images each has without a pull. When two addresses\n" +
+			"report one agent ID (two agents started with the same --agent-id), a line on stderr\n" +
+			"names both: that agent gets no new sandboxes until only one is left, and its running\n" +
+			"sandboxes are left alone. -o json has them as conflictingAddresses.\n\n" +
 			"Example:\n" +
 			"   fsb ctl agents",
 		OnUsageError: usageError,

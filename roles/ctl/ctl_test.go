@@ -116,6 +116,7 @@ func exitCode(err error) int {
 func TestCommandLines(t *testing.T) {
 	rec, url := serve(t)
 	grace := int32(0)
+	recovery := int32(90)
 	tests := []struct {
 		args []string
 		// want is the request the command line must send, by message name.
@@ -124,21 +125,22 @@ func TestCommandLines(t *testing.T) {
 		args: []string{"run", "demo", "--image", "img", "-p", "8080", "--port", "9090", "-e", "LIST=a,b", "-e", "B=",
 			"--label", "app=web", "-l", "tier=a,b", "--mode", "strong", "--runtime", "crun", "--pool", "p1",
 			"-w", "/srv", "--cpu", "500m", "--memory", "64Mi", "--pids", "32", "--failure-policy", "auto-recreate",
-			"--no-init", "--", "sh", "-c", "echo hi --image x"},
+			"--recovery-timeout", "10m", "--no-init", "--", "sh", "-c", "echo hi --image x"},
 		want: &fsbv1.CreateSandboxRequest{
 			Name: "demo", Namespace: "default",
 			Labels: map[string]string{"app": "web", "tier": "a,b"},
 			Spec: &fsbv1.SandboxSpec{
 				Image: "img", Command: []string{"sh", "-c", "echo hi --image x"},
-				Envs:            []*fsbv1.EnvVar{{Name: "LIST", Value: "a,b"}, {Name: "B"}},
-				WorkingDir:      "/srv",
-				ExposedPorts:    []int32{8080, 9090},
-				PoolRef:         "p1",
-				ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG,
-				FailurePolicy:   fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
-				Resources:       &fsbv1.Resources{Cpu: "500m", Memory: "64Mi", Pids: 32},
-				Runtime:         "crun",
-				NoInit:          true,
+				Envs:                   []*fsbv1.EnvVar{{Name: "LIST", Value: "a,b"}, {Name: "B"}},
+				WorkingDir:             "/srv",
+				ExposedPorts:           []int32{8080, 9090},
+				PoolRef:                "p1",
+				ConsistencyMode:        fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG,
+				FailurePolicy:          fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+				RecoveryTimeoutSeconds: 600,
+				Resources:              &fsbv1.Resources{Cpu: "500m", Memory: "64Mi", Pids: 32},
+				Runtime:                "crun",
+				NoInit:                 true,
 			},
 		},
 	}, {
@@ -166,6 +168,12 @@ func TestCommandLines(t *testing.T) {
 		args: []string{"logs", "demo", "-f", "--tail", "5", "--timestamps"},
 		want: &fsbv1.StreamLogsRequest{Name: "demo", Namespace: "default", Tail: 5, Follow: true},
 	}, {
+		args: []string{"logs", "crash", "--revision", "1"},
+		want: &fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Revision: 1},
+	}, {
+		args: []string{"logs", "crash", "-p", "--tail", "3"},
+		want: &fsbv1.StreamLogsRequest{Name: "crash", Namespace: "default", Previous: true, Tail: 3},
+	}, {
 		args: []string{"rm", "a", "--grace-period", "0", "--no-wait"},
 		want: &fsbv1.DeleteSandboxRequest{Name: "a", Namespace: "default", GracePeriodSeconds: &grace, NoWait: true},
 	}, {
@@ -175,6 +183,15 @@ func TestCommandLines(t *testing.T) {
 			Name: "demo", Namespace: "team",
 			Labels:        map[string]string{"a": "1", "b": "2"},
 			FailurePolicy: fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL,
+		},
+	}, {
+		args: []string{"update", "crash", "--failure-policy", "auto-recreate", "--recovery-timeout", "90s", "--no-expire", "--reset-revision"},
+		want: &fsbv1.UpdateSandboxRequest{
+			Name: "crash", Namespace: "default",
+			FailurePolicy:          fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
+			RecoveryTimeoutSeconds: &recovery,
+			ClearExpireTime:        true,
+			ResetRevision:          true,
 		},
 	}, {
 		args: []string{"delete", "b"},
@@ -230,10 +247,15 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"run", "demo"}, 1, "error: cancelled: the file was not changed"},
 		{[]string{"run"}, 2, "error: run needs a sandbox name"},
 		{[]string{"run", "demo", "--image", "i", "-p", "http"}, 2, `error: --port "http"`},
+		{[]string{"run", "demo", "--image", "i", "--expire-in", "-1m"}, 2, "error: --expire-in -1m: want a positive duration"},
+		{[]string{"run", "demo", "--image", "i", "--recovery-timeout", "100ms"}, 2, "error: --recovery-timeout 100ms: want 1s or more"},
 		{[]string{"get"}, 2, "error: get needs exactly one sandbox name"},
 		{[]string{"get", "a", "b"}, 2, "error: get needs exactly one sandbox name"},
 		{[]string{"get", "demo", "-o", "xml"}, 2, `error: -o "xml": want table, wide, json or yaml`},
 		{[]string{"update", "demo"}, 2, "error: nothing to update"},
+		{[]string{"update", "demo", "--expire-in", "0"}, 2, "error: --expire-in 0: want a positive duration such as 10m (to remove an expiry: --no-expire)"},
+		{[]string{"update", "demo", "--expire-in", "1m", "--no-expire"}, 2, "error: --expire-in and --no-expire contradict each other"},
+		{[]string{"update", "demo", "--recovery-timeout", "1.5s"}, 2, "error: --recovery-timeout 1.5s: want whole seconds"},
 		{[]string{"config", "set"}, 2, "error: config set needs exactly one context name"},
 		{[]string{"config", "use-context", "nope"}, 1, "error: no context nope"},
 		{[]string{"config", "bogus"}, 2, `error: unknown config command "bogus"`},
@@ -241,8 +263,13 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"--bogus", "list"}, 2, "error: flag provided but not defined: -bogus (see fsb ctl --help)"},
 		{[]string{"list", "extra"}, 2, `error: list takes no arguments (got "extra")`},
 		{[]string{"logs"}, 2, "error: logs needs exactly one sandbox name"},
+		{[]string{"logs", "crash", "--revision", "0"}, 2, "error: --revision 0: want a revision number, 1 or more"},
+		{[]string{"logs", "crash", "--revision", "one"}, 2, `error: invalid value "one" for flag -revision`},
+		{[]string{"logs", "crash", "--revision", "2", "--previous"}, 2, "error: --revision and --previous both name a revision: pick one"},
 		{[]string{"delete"}, 2, "error: delete needs at least one sandbox name"},
 		{[]string{"delete", "x", "--grace-period", "-1"}, 2, "error: --grace-period -1"},
+		{[]string{"delete", "x", "--timeout", "0s"}, 2, "error: --timeout 0s: want a positive duration such as 1m"},
+		{[]string{"delete", "x", "--timeout", "soon"}, 2, `error: invalid value "soon" for flag -timeout`},
 		{[]string{"--server", "ftp://x", "list"}, 2, `error: --server "ftp://x" is not a controller address`},
 		{[]string{"bogus", "x"}, 2, `error: unknown command "bogus" (see fsb ctl --help)`},
 	}
