@@ -150,15 +150,16 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 				t.Errorf("list -l app=other = %v (%v)", list.Items, err)
 			}
 
-			// Labels change through update; AutoRecreate is not there yet.
+			// Labels and the failure policy change through update.
 			c.mustCtl("update", "demo", "--label", "tier=web")
 			if err := json.Unmarshal([]byte(c.mustCtl("list", "-o", "json", "-l", "tier=web,app=demo")), &list); err != nil || len(list.Items) != 1 {
 				t.Errorf("list -l tier=web,app=demo after update = %v (%v)", list.Items, err)
 			}
-			if _, errOut, code := c.ctl("update", "demo", "--failure-policy", "auto-recreate"); code == 0 || !strings.Contains(errOut, "not supported yet") {
-				t.Errorf("update to AutoRecreate: exit %d, %q", code, errOut)
+			c.mustCtl("update", "demo", "--failure-policy", "auto-recreate")
+			if got := c.getJSON("demo"); fmt.Sprint(got["failurePolicy"]) != "AutoRecreate" {
+				t.Errorf("failure policy after update to auto-recreate: %v", got["failurePolicy"])
 			}
-			c.mustCtl("update", "demo", "--remove-label", "tier")
+			c.mustCtl("update", "demo", "--remove-label", "tier", "--failure-policy", "manual")
 
 			// The same create again is answered with the sandbox; another
 			// spec under the name is refused.
