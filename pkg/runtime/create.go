@@ -25,7 +25,10 @@ const runcShim = "io.containerd.runc.v2"
 // Ensure makes sure the sandbox revision runs and returns its state. It is
 // idempotent: a container or task that already exists is reused, and a
 // half-made one (container without task, task never started) is finished.
-// When Ensure fails, it removes what it made, so a retry starts clean.
+// When Ensure fails, it removes only what this call made (its container, or
+// the task it added to an existing container), so that a retry starts clean
+// and a retry after a transient error never stops a sandbox an earlier call
+// started.
 func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	id := ContainerID(sb.ID, sb.Revision)
 	unlock := r.locks.lock(id)
@@ -36,21 +39,27 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
-	fresh := errdefs.IsNotFound(err)
+	made := errdefs.IsNotFound(err)
 	switch {
-	case fresh:
+	case made:
 		c, err = r.newContainer(ctx, sb, id, binary)
 	case err == nil:
 		// The record came with the container: no extra call.
 		if cinfo, ierr := c.Info(ctx, containerd.WithoutRefreshedMetadata); ierr == nil && cinfo.Labels[LabelAgent] != r.cfg.AgentID {
 			return Info{}, fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, id, cinfo.Labels[LabelAgent])
 		}
+	default:
+		err = fmt.Errorf("load container %s: %w", id, err)
 	}
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := r.ensureTask(ctx, c, sb, fresh)
+	info, err := r.ensureTask(ctx, c, sb, made)
 	if err != nil {
+		if !made {
+			// Not this call's: an earlier create made it, and it may run.
+			return Info{}, err
+		}
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
 		if derr := r.remove(cleanupCtx, c, nil, "", runtimeName(sb.Spec.GetRuntime())); derr != nil {
@@ -275,7 +284,8 @@ func userOpt(user string) oci.SpecOpts {
 
 // ensureTask makes sure c has a started task, creating it when missing. A
 // fresh container has no task, so the look-ups are skipped for it: the
-// create path is the product.
+// create path is the product. A task it creates and cannot start it deletes
+// again; one it found it leaves as it is.
 func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb Sandbox, fresh bool) (Info, error) {
 	var task containerd.Task
 	var status containerd.Status
@@ -283,6 +293,7 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 	if !fresh {
 		task, err = c.Task(ctx, nil)
 	}
+	made := false
 	switch {
 	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
@@ -290,6 +301,7 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		if err != nil {
 			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
 		}
+		made = true
 		status.Status = containerd.Created
 	case err != nil:
 		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
@@ -300,7 +312,13 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 	}
 	if status.Status == containerd.Created {
 		if err := task.Start(ctx); err != nil {
-			return Info{}, fmt.Errorf("start task %s: %w", c.ID(), err)
+			err = fmt.Errorf("start task %s: %w", c.ID(), err)
+			if made {
+				if derr := r.removeTask(context.WithoutCancel(ctx), c, task, containerd.Created, runtimeName(sb.Spec.GetRuntime())); derr != nil {
+					err = errors.Join(err, derr)
+				}
+			}
+			return Info{}, err
 		}
 		status.Status = containerd.Running
 	}

@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+)
+
+// TestCreateRetryAfterTransientErrorLeavesSandboxRunning: a create retried
+// for a running sandbox fails when its task cannot be looked up in time (its
+// shim is frozen past the call's deadline), and the sandbox runs on: the
+// retry rolls back nothing it did not make.
+func TestCreateRetryAfterTransientErrorLeavesSandboxRunning(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create(spec("echo up; exec sleep 300"))
+	h.waitLog(sb, "up")
+	task := h.task(sb)
+	pid := int(task.Pid())
+	shim := parentPID(t, pid)
+
+	if err := syscall.Kill(shim, syscall.SIGSTOP); err != nil {
+		t.Fatalf("freeze the shim: %v", err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			if err := syscall.Kill(shim, syscall.SIGCONT); err != nil {
+				t.Errorf("thaw the shim: %v", err)
+			}
+		}
+	}
+	t.Cleanup(thaw)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.rt.Ensure(ctx, sandboxOf(sb))
+		done <- err
+	}()
+	// Past the deadline the retry has failed its look-up; whatever it does
+	// next meets a live shim.
+	<-ctx.Done()
+	thaw()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the retry succeeded although its task look-up could not answer")
+		}
+		t.Logf("the retry failed as it should: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the retry did not return within 30s of its deadline")
+	}
+
+	st, err := task.Status(context.Background())
+	if err != nil || st.Status != containerd.Running {
+		t.Errorf("after the failed retry the task is %v (%v), want running", st.Status, err)
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Errorf("the sandbox's process is gone after the failed retry: %v", err)
+	}
+	if got := h.get(sb.GetSandboxId()); got.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the agent reports %v after the failed retry, want RUNNING", got.GetPhase())
+	}
+	// And a retry that can reach the task returns the running sandbox.
+	info, err := h.rt.Ensure(context.Background(), sandboxOf(sb))
+	if err != nil || info.Phase != runtime.PhaseRunning {
+		t.Errorf("a later retry: %v, phase %v; want the running sandbox", err, info.Phase)
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Errorf("the later retry replaced the sandbox's process: %v", err)
+	}
+}
+
+// task returns the containerd task of a sandbox.
+func (h *harness) task(sb *fsbv1.AgentSandbox) containerd.Task {
+	h.t.Helper()
+	c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	task, err := c.Task(context.Background(), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return task
+}
+
+// sandboxOf is the runtime's form of a sandbox the agent reported.
+func sandboxOf(sb *fsbv1.AgentSandbox) runtime.Sandbox {
+	return runtime.Sandbox{ID: sb.GetSandboxId(), Revision: sb.GetRevision(), Namespace: sb.GetNamespace(),
+		Name: sb.GetName(), Spec: sb.GetSpec(), Labels: sb.GetLabels(), Persisted: sb.GetPersisted()}
+}
+
+// parentPID reads the parent of a process from /proc: for a sandbox's
+// first process, its shim.
+func parentPID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			ppid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ppid
+		}
+	}
+	t.Fatalf("no PPid in /proc/%d/status", pid)
+	return 0
+}
