@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
+	"google.golang.org/protobuf/proto"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -80,6 +82,58 @@ func TestCreateRetryAfterTransientErrorLeavesSandboxRunning(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err != nil {
 		t.Errorf("the later retry replaced the sandbox's process: %v", err)
 	}
+}
+
+// TestCreateWithAnotherSpecUnderSameRevisionIsAlreadyExists: a create that
+// repeats a sandbox ID and revision with another spec is refused with
+// AlreadyExists, and the sandbox that runs is neither touched nor reported
+// as if it ran the new spec; the same spec again is answered with it.
+func TestCreateWithAnotherSpecUnderSameRevisionIsAlreadyExists(t *testing.T) {
+	h := newHarness(t)
+	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-respec", Revision: 1, Namespace: "default", Name: "respec",
+		Spec: spec("echo first; exec sleep 300")}
+	first := h.createReq(req)
+	h.waitLog(first, "first")
+	pid := h.task(first).Pid()
+
+	for name, change := range map[string]func(*fsbv1.SandboxSpec){
+		"command":   func(s *fsbv1.SandboxSpec) { s.Command = []string{"sh", "-c", "echo second; exec sleep 300"} },
+		"env":       func(s *fsbv1.SandboxSpec) { s.Envs = []*fsbv1.EnvVar{{Name: "A", Value: "b"}} },
+		"resources": func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "64Mi"} },
+		"ports":     func(s *fsbv1.SandboxSpec) { s.ExposedPorts = []int32{8080} },
+	} {
+		changed := proto.Clone(req).(*fsbv1.AgentServiceCreateSandboxRequest)
+		change(changed.Spec)
+		_, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(changed))
+		if connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), "another spec") {
+			t.Errorf("%s changed: %v, want AlreadyExists saying the sandbox exists with another spec", name, err)
+		}
+	}
+
+	got := h.get(req.GetSandboxId())
+	if got.GetPhase() != fsbv1.Phase_PHASE_RUNNING || !proto.Equal(got.GetSpec(), req.GetSpec()) {
+		t.Errorf("after the refused creates the agent reports %v with spec %v, want RUNNING with the first spec", got.GetPhase(), got.GetSpec())
+	}
+	if now := h.task(first).Pid(); now != pid {
+		t.Errorf("the sandbox's task changed: pid %d, was %d", now, pid)
+	}
+	again := h.createReq(req)
+	if again.GetContainerId() != first.GetContainerId() || again.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the same spec again: %v, want the running sandbox %s", again, first.GetContainerId())
+	}
+	if cs, err := h.cd.Containers(context.Background()); err != nil || len(cs) != 1 {
+		t.Errorf("%d containers (%v), want 1", len(cs), err)
+	}
+}
+
+// createReq sends a create and fails the test on error.
+func (h *harness) createReq(req *fsbv1.AgentServiceCreateSandboxRequest) *fsbv1.AgentSandbox {
+	h.t.Helper()
+	resp, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		h.t.Fatalf("CreateSandbox %s revision %d: %v", req.GetSandboxId(), req.GetRevision(), err)
+	}
+	return resp.Msg.GetSandbox()
 }
 
 // task returns the containerd task of a sandbox.

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -44,10 +45,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	case made:
 		c, err = r.newContainer(ctx, sb, id, binary)
 	case err == nil:
-		// The record came with the container: no extra call.
-		if cinfo, ierr := c.Info(ctx, containerd.WithoutRefreshedMetadata); ierr == nil && cinfo.Labels[LabelAgent] != r.cfg.AgentID {
-			return Info{}, fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, id, cinfo.Labels[LabelAgent])
-		}
+		err = r.checkExisting(c, sb)
 	default:
 		err = fmt.Errorf("load container %s: %w", id, err)
 	}
@@ -70,6 +68,25 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	}
 	r.record(info)
 	return info, nil
+}
+
+// checkExisting fails unless c, found for sb, is this agent's and holds
+// sb's spec: a create retried with another spec under the same ID and
+// revision is refused, never answered with the sandbox that runs the old one.
+func (r *Runtime) checkExisting(c containerd.Container, sb Sandbox) error {
+	// The record came with the container: no call to containerd.
+	cinfo, err := c.Info(context.Background(), containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", c.ID(), err)
+	}
+	if owner := cinfo.Labels[LabelAgent]; owner != r.cfg.AgentID {
+		return fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, c.ID(), owner)
+	}
+	if !proto.Equal(specOf(cinfo), sb.Spec) {
+		return fmt.Errorf("%w: sandbox %s revision %d already exists on agent %s with another spec; a changed spec needs a new revision",
+			ErrExists, sb.ID, sb.Revision, r.cfg.AgentID)
+	}
+	return nil
 }
 
 // Repair finishes every half-made sandbox of this agent (a container

@@ -83,14 +83,23 @@ func infoFromContainer(c containers.Container) Info {
 			info.Labels[user] = v
 		}
 	}
-	if ext, ok := c.Extensions[ExtensionSpec]; ok {
-		if v, err := typeurl.UnmarshalAny(ext); err == nil {
-			if spec, ok := v.(*fsbv1.SandboxSpec); ok {
-				info.Spec = spec
-			}
-		}
-	}
+	info.Spec = specOf(c)
 	return info
+}
+
+// specOf reads the sandbox spec stored with a container; nil when it holds
+// none.
+func specOf(c containers.Container) *fsbv1.SandboxSpec {
+	ext, ok := c.Extensions[ExtensionSpec]
+	if !ok {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(ext)
+	if err != nil {
+		return nil
+	}
+	spec, _ := v.(*fsbv1.SandboxSpec)
+	return spec
 }
 
 // MarkPersisted labels the containers of a sandbox (one revision, or all
