@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/snapshots"
+	"github.com/opencontainers/image-spec/identity"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -71,6 +73,74 @@ func TestHalfMadeCreatesAreFinishedOrRolledBack(t *testing.T) {
 	}
 	if h.get("sb-no-spec") != nil {
 		t.Errorf("GetStatus lists the rolled-back sandbox")
+	}
+}
+
+// TestLeftoverSnapshotsAreRemovedAtStart: a snapshot labelled with the
+// agent's ID that no container uses, as an agent killed between preparing
+// a sandbox's snapshot and creating its container leaves, is removed when
+// the agent starts; unlabelled snapshots, other agents' and those of
+// containers are kept.
+func TestLeftoverSnapshotsAreRemovedAtStart(t *testing.T) {
+	var running runtime.Info
+	h := newHarness(t, beforeStart(func(h *harness) {
+		h.prepareSnapshot("sb-leftover-1", map[string]string{runtime.LabelAgent: h.agentID})
+		h.prepareSnapshot("sb-unlabelled-1", nil)
+		h.prepareSnapshot("sb-foreign-1", map[string]string{runtime.LabelAgent: "another-agent"})
+		var err error
+		running, err = h.rt.Ensure(context.Background(), runtime.Sandbox{ID: "sb-running", Revision: 1, Namespace: "default",
+			Name: "running", Spec: spec("exec sleep 300")})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+	}))
+	sn := h.cd.SnapshotService(rig.Snapshotter)
+	for key, kept := range map[string]bool{
+		"sb-leftover-1":     false,
+		"sb-unlabelled-1":   true,
+		"sb-foreign-1":      true,
+		running.ContainerID: true,
+	} {
+		_, err := sn.Stat(context.Background(), key)
+		switch {
+		case kept && err != nil:
+			t.Errorf("snapshot %s was removed (%v), want it kept", key, err)
+		case !kept && !errdefs.IsNotFound(err):
+			t.Errorf("leftover snapshot %s is still there (%v)", key, err)
+		}
+	}
+	if got := h.get("sb-running"); got.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the sandbox whose snapshot is in use is %v, want RUNNING", got.GetPhase())
+	}
+	// The agent's own creates label their snapshots, so that a leftover of
+	// theirs is found.
+	info, err := sn.Stat(context.Background(), running.ContainerID)
+	if err != nil || info.Labels[runtime.LabelAgent] != h.agentID {
+		t.Errorf("a sandbox's snapshot has labels %v (%v), want %s=%s", info.Labels, err, runtime.LabelAgent, h.agentID)
+	}
+}
+
+// prepareSnapshot prepares an active snapshot of the test image under key,
+// with labels, and no container: what a create cut short leaves. As
+// containerd's NewContainer does, it holds the snapshot under a lease, which
+// a killed agent never ends; without one the garbage collector would take
+// the snapshot.
+func (h *harness) prepareSnapshot(key string, labels map[string]string) {
+	h.t.Helper()
+	ctx, _, err := h.cd.WithLease(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	img, err := h.cd.GetImage(ctx, rig.ImageRef)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.cd.SnapshotService(rig.Snapshotter).Prepare(ctx, key, identity.ChainID(diffIDs).String(), snapshots.WithLabels(labels)); err != nil {
+		h.t.Fatalf("prepare snapshot %s: %v", key, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	goruntime "runtime"
 	"strconv"
 
@@ -11,9 +12,11 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/defaults"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
+	"github.com/containerd/containerd/snapshots"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -89,14 +92,25 @@ func (r *Runtime) checkExisting(c containerd.Container, sb Sandbox) error {
 	return nil
 }
 
+// RepairReport says what Repair did.
+type RepairReport struct {
+	// Finished and RolledBack count half-made creates.
+	Finished, RolledBack int
+	// Snapshots counts the leftover snapshots removed.
+	Snapshots int
+}
+
 // Repair finishes every half-made sandbox of this agent (a container
 // without a task, or a task never started), as a create cut short by a
-// crash leaves it; one that cannot be finished is rolled back. It returns
-// how many it finished and rolled back.
-func (r *Runtime) Repair(ctx context.Context) (finished, rolledBack int, err error) {
+// crash leaves it; one that cannot be finished is rolled back. Then it
+// removes this agent's snapshots that no container uses: an agent killed
+// between preparing a sandbox's snapshot and creating its container leaves
+// one. Repair runs before the agent takes creates, so no create is under way.
+func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
+	var rep RepairReport
 	infos, err := r.List(ctx)
 	if err != nil {
-		return 0, 0, err
+		return rep, err
 	}
 	for _, info := range infos {
 		if info.Phase != PhaseCreated {
@@ -105,18 +119,85 @@ func (r *Runtime) Repair(ctx context.Context) (finished, rolledBack int, err err
 		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec, Labels: info.Labels}
 		if sb.Spec != nil {
 			if _, err := r.Ensure(ctx, sb); err == nil {
-				finished++
+				rep.Finished++
 				continue
 			}
 		}
 		// Ensure rolls back what it cannot finish; a container without its
 		// spec cannot be finished at all.
 		if _, err := r.Delete(ctx, info.ID, info.Revision, 0); err != nil {
-			return finished, rolledBack, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
+			return rep, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
 		}
-		rolledBack++
+		rep.RolledBack++
 	}
-	return finished, rolledBack, nil
+	rep.Snapshots, err = r.removeLeftoverSnapshots(ctx)
+	return rep, err
+}
+
+// removeLeftoverSnapshots removes the snapshots labelled with this agent's
+// ID that no container uses, and returns how many it removed. Snapshots of
+// other agents, or without the label, are not this agent's to judge.
+func (r *Runtime) removeLeftoverSnapshots(ctx context.Context) (int, error) {
+	name, err := r.snapshotter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sn := r.cfg.Client.SnapshotService(name)
+	var keys []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		keys = append(keys, info.Name)
+		return nil
+	}, fmt.Sprintf("labels.%q==%s", LabelAgent, r.cfg.AgentID))
+	if err != nil {
+		return 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	// Every container of the namespace, whoever made it: a snapshot in use
+	// is never a leftover.
+	cs, err := r.cfg.Client.Containers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	used := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		if cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata); err == nil && cinfo.Snapshotter == name {
+			used[cinfo.SnapshotKey] = true
+		}
+	}
+	removed := 0
+	for _, key := range keys {
+		if used[key] {
+			continue
+		}
+		if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("remove leftover snapshot %s: %w", key, err)
+		}
+		r.cfg.Logger.Info("removed a snapshot left without its container", slog.String("snapshot", key))
+		removed++
+	}
+	return removed, nil
+}
+
+// snapshotter names the snapshotter sandboxes use: the configured one, else
+// the namespace's default, else containerd's.
+func (r *Runtime) snapshotter(ctx context.Context) (string, error) {
+	if r.cfg.Snapshotter != "" {
+		return r.cfg.Snapshotter, nil
+	}
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return "", err
+	}
+	labels, err := r.cfg.Client.NamespaceService().Labels(ctx, ns)
+	if err != nil {
+		return "", fmt.Errorf("labels of containerd namespace %s: %w", ns, err)
+	}
+	if name := labels[defaults.DefaultSnapshotterNSLabel]; name != "" {
+		return name, nil
+	}
+	return containerd.DefaultSnapshotter, nil
 }
 
 func runtimeName(name string) string {
@@ -158,7 +239,9 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		opts = append(opts, containerd.WithSnapshotter(r.cfg.Snapshotter))
 	}
 	opts = append(opts,
-		containerd.WithNewSnapshot(id, img.img),
+		// Labelled with the agent, so that a snapshot whose container was
+		// never made (the agent killed in between) is found at restart.
+		containerd.WithNewSnapshot(id, img.img, snapshots.WithLabels(map[string]string{LabelAgent: r.cfg.AgentID})),
 		containerd.WithNewSpec(specOpts...),
 	)
 	c, err := r.cfg.Client.NewContainer(ctx, id, opts...)
