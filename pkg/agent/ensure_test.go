@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
@@ -123,6 +127,140 @@ func TestCreateWithAnotherSpecUnderSameRevisionIsAlreadyExists(t *testing.T) {
 	}
 	if cs, err := h.cd.Containers(context.Background()); err != nil || len(cs) != 1 {
 		t.Errorf("%d containers (%v), want 1", len(cs), err)
+	}
+}
+
+// TestTaskLeftByContainerdKilledMidCreateCountsAsProgress: containerd
+// killed while a task is being created leaves, once it is back, a task it
+// lists but cannot load: every create of it answers "already exists", every
+// look-up "not found" (a user saw an agent log that ~57 times a second).
+// The retry that follows counts the task as progress and starts the
+// sandbox, at the first try.
+func TestTaskLeftByContainerdKilledMidCreateCountsAsProgress(t *testing.T) {
+	d := rig.PrivateContainerd(t)
+	gate := newCreateGate(t)
+	h := newHarness(t, withContainerd(d.Socket), func(s *harnessSetup) { s.runtime.Runtimes[runtime.RuntimeRunc] = gate.wrapper })
+	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-cut", Revision: 1, Namespace: "default", Name: "cut",
+		Spec: spec("echo up; exec sleep 300")}
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(req))
+		first <- err
+	}()
+	gate.waitEntered()
+	d.Kill()
+	if err := <-first; err == nil {
+		t.Fatal("the create survived containerd's death")
+	}
+	d.Start()
+	h.waitContainerd()
+
+	sb, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("the retry after containerd came back: %v", err)
+	}
+	h.waitLog(sb.Msg.GetSandbox(), "up")
+	if got := h.get(req.GetSandboxId()); got.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the agent reports %v, want RUNNING", got.GetPhase())
+	}
+}
+
+// createGate is a runc wrapper that holds the first `runc create` until the
+// test lets it go (or containerd's death cancels it), and passes every other
+// call to runc.
+type createGate struct {
+	t       *testing.T
+	dir     string
+	wrapper string
+}
+
+func newCreateGate(t *testing.T) *createGate {
+	t.Helper()
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &createGate{t: t, dir: t.TempDir()}
+	g.wrapper = filepath.Join(g.dir, "runc-gate")
+	script := fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = create ] && [ ! -e %[1]s/entered ]; then
+		: > %[1]s/entered
+		while [ ! -e %[1]s/release ]; do sleep 0.05; done
+		exit 1
+	fi
+done
+exec %[2]s "$@"
+`, g.dir, runc)
+	if err := os.WriteFile(g.wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(g.dir, "release"), nil, 0o644) })
+	return g
+}
+
+// waitEntered waits until the first create is held at the gate.
+func (g *createGate) waitEntered() {
+	g.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(g.dir, "entered")); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatal("no runc create reached the gate in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSnapshotLeftUnderContainerIDCountsAsProgress: a create cut short
+// after its snapshot was prepared and before its container was made (as
+// containerd dying in between leaves it, with the lease that holds the
+// snapshot never ended) does not block the retry: the leftover is removed
+// and the sandbox starts. Another agent's snapshot under that key is not
+// touched, and the create says whose it is.
+func TestSnapshotLeftUnderContainerIDCountsAsProgress(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		id, owner string
+		code      connect.Code
+	}{
+		{"sb-leftover", h.agentID, 0},
+		{"sb-unlabelled", "", 0},
+		{"sb-theirs", "another-agent", connect.CodeAlreadyExists},
+	} {
+		labels := map[string]string{}
+		if tc.owner != "" {
+			labels[runtime.LabelAgent] = tc.owner
+		}
+		h.prepareSnapshot(runtime.ContainerID(tc.id, 1), labels)
+		resp, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+			SandboxId: tc.id, Revision: 1, Namespace: "default", Name: tc.id, Spec: spec("echo up; exec sleep 300")}))
+		if err != nil && connect.CodeOf(err) != tc.code || err == nil && tc.code != 0 {
+			t.Errorf("%s: create over a snapshot left by %q: %v, want code %v", tc.id, tc.owner, err, tc.code)
+			continue
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), tc.owner) {
+				t.Errorf("%s: %v does not name the snapshot's agent", tc.id, err)
+			}
+			if _, serr := h.cd.SnapshotService(rig.Snapshotter).Stat(context.Background(), runtime.ContainerID(tc.id, 1)); serr != nil {
+				t.Errorf("%s: another agent's snapshot was removed: %v", tc.id, serr)
+			}
+			continue
+		}
+		h.waitLog(resp.Msg.GetSandbox(), "up")
+	}
+}
+
+// waitContainerd waits until the client has reconnected to containerd.
+func (h *harness) waitContainerd() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ok, err := h.cd.IsServing(ctx); !ok || err != nil {
+		h.t.Fatalf("containerd is not back: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
@@ -46,7 +47,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	made := errdefs.IsNotFound(err)
 	switch {
 	case made:
-		c, err = r.newContainer(ctx, sb, id, binary)
+		c, made, err = r.newContainer(ctx, sb, id, binary)
 	case err == nil:
 		err = r.checkExisting(c, sb)
 	default:
@@ -64,7 +65,9 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
 		if derr := r.remove(cleanupCtx, c, nil, "", runtimeName(sb.Spec.GetRuntime())); derr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
+			// The container stays in the state, holding its slot, until a
+			// retry finishes it or a delete removes it.
+			return Info{}, errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
 		r.forget(id)
 		return Info{}, err
@@ -207,14 +210,19 @@ func runtimeName(name string) string {
 	return name
 }
 
-func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, error) {
+// newContainer creates the sandbox's container and reports whether it made
+// it. A container that already exists (a create before this one, or racing
+// it, got there first) counts as progress: it is returned, not made. A
+// snapshot left under the container's key by a create cut short before its
+// container was made is removed, and the container is created once more.
+func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, bool, error) {
 	img, err := r.images.get(ctx, sb.Spec.GetImage())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	specOpts, err := r.specOpts(sb, img)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	labels := map[string]string{
 		LabelID:        sb.ID,
@@ -245,20 +253,61 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		containerd.WithNewSpec(specOpts...),
 	)
 	c, err := r.cfg.Client.NewContainer(ctx, id, opts...)
+	if errdefs.IsAlreadyExists(err) {
+		// containerd prepares the snapshot, under the container's ID, before
+		// it records the container: either can be what exists.
+		existing, lerr := r.cfg.Client.LoadContainer(ctx, id)
+		switch {
+		case lerr == nil:
+			return existing, false, r.checkExisting(existing, sb)
+		case !errdefs.IsNotFound(lerr):
+			return nil, false, fmt.Errorf("create container %s: %w; load it: %w", id, err, lerr)
+		}
+		if rerr := r.removeLeftoverSnapshot(ctx, id); rerr != nil {
+			return nil, false, fmt.Errorf("create container %s: %w", id, rerr)
+		}
+		c, err = r.cfg.Client.NewContainer(ctx, id, opts...)
+	}
 	if errdefs.IsNotFound(err) {
 		// The image's snapshot chain went away under the cache; resolve it
 		// afresh once.
 		r.images.forget(img.img.Name())
-		return nil, fmt.Errorf("create container %s: %w", id, err)
+		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create container %s: %w", id, err)
+		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	// Known before containerd's event about it arrives, so the event
 	// costs no look-up.
 	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
 		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, Persisted: sb.Persisted, agent: r.cfg.AgentID})
-	return c, nil
+	return c, true, nil
+}
+
+// removeLeftoverSnapshot removes the snapshot under key that no container
+// uses (the caller found none under that ID), unless another agent's label
+// says it is that agent's.
+func (r *Runtime) removeLeftoverSnapshot(ctx context.Context, key string) error {
+	name, err := r.snapshotter(ctx)
+	if err != nil {
+		return err
+	}
+	sn := r.cfg.Client.SnapshotService(name)
+	info, err := sn.Stat(ctx, key)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect snapshot %s: %w", key, err)
+	}
+	if owner, ok := info.Labels[LabelAgent]; ok && owner != r.cfg.AgentID {
+		return fmt.Errorf("%w: snapshot %s belongs to agent %q", ErrExists, key, owner)
+	}
+	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove leftover snapshot %s: %w", key, err)
+	}
+	r.cfg.Logger.Info("removed a snapshot left without its container", slog.String("snapshot", key))
+	return nil
 }
 
 // specOpts builds the OCI spec: the image's config, the sandbox's command,
@@ -397,12 +446,22 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 	switch {
 	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
-		task, err = c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
+		newTask := func() (containerd.Task, error) {
+			return c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
+		}
+		task, err = newTask()
+		made = err == nil
+		if errdefs.IsAlreadyExists(err) {
+			task, made, err = r.existingTask(ctx, c, newTask)
+		}
 		if err != nil {
 			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
 		}
-		made = true
-		status.Status = containerd.Created
+		if made {
+			status.Status = containerd.Created
+		} else if status, err = task.Status(ctx); err != nil {
+			return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+		}
 	case err != nil:
 		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
 	default:
@@ -430,7 +489,33 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 	info := infoFromContainer(cinfo)
 	info.Spec = sb.Spec
 	setPhase(&info, status)
+	info.pid = task.Pid()
 	return info, nil
+}
+
+// existingTask answers a task create that found the task existing, and
+// reports whether it made one: the task that exists counts as progress and
+// is loaded. When containerd lists a task it cannot load (a shim whose
+// create was cut short by a containerd restart: containerd answers every
+// create "already exists" and every look-up "not found"), that task runs no
+// process; it is deleted and newTask tried once more.
+func (r *Runtime) existingTask(ctx context.Context, c containerd.Container, newTask func() (containerd.Task, error)) (containerd.Task, bool, error) {
+	task, err := c.Task(ctx, nil)
+	if err == nil {
+		return task, false, nil
+	}
+	if !errdefs.IsNotFound(err) {
+		return nil, false, fmt.Errorf("task exists; load it: %w", err)
+	}
+	if _, err := r.cfg.Client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID()}); err != nil && !errdefs.IsNotFound(errdefs.FromGRPC(err)) {
+		return nil, false, fmt.Errorf("task exists but cannot be loaded; delete it: %w", errdefs.FromGRPC(err))
+	}
+	r.cfg.Logger.Info("deleted a task left without its process", slog.String("container", c.ID()))
+	task, err = newTask()
+	if err != nil {
+		return nil, false, err
+	}
+	return task, true, nil
 }
 
 func setPhase(info *Info, status containerd.Status) {

@@ -58,6 +58,7 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 		return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
 	}
 	setPhase(&info, status)
+	info.pid = task.Pid()
 	return info, nil
 }
 

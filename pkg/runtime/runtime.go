@@ -219,6 +219,11 @@ type Info struct {
 	Persisted bool
 
 	oom bool // the OOM killer struck in the sandbox
+	// pid is the process ID of the task the phase is about, 0 while
+	// unknown. containerd's events name the task by its pid: an exit of
+	// another task of the same container (one that never ran, deleted so
+	// that a create could go on) is not this task's exit.
+	pid uint32
 
 	agent string
 }
