@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.metrics.capacity.Set(float64(cfg.Capacity))
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
 	cfg.Logger.Info("sandboxes loaded", slog.Int("running", len(sandboxes)),
-		slog.Int("finished", rep.Finished), slog.Int("rolledBack", rep.RolledBack),
+		slog.Int("finished", rep.Finished), slog.Int("rolledBack", rep.RolledBack), slog.Int("lost", rep.Lost),
 		slog.Int("leftoverSnapshots", rep.Snapshots))
 	return a, nil
 }
@@ -334,7 +334,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 		out.Phase = fsbv1.Phase_PHASE_RUNNING
 	case runtime.PhaseExited:
 		out.Phase = fsbv1.Phase_PHASE_SUCCEEDED
-		if info.ExitCode != 0 {
+		if info.ExitCode != 0 || info.Reason == runtime.ReasonLost {
 			out.Phase = fsbv1.Phase_PHASE_FAILED
 		}
 		out.ExitCode = int32(info.ExitCode)

@@ -138,7 +138,7 @@ func TestCreateWithAnotherSpecUnderSameRevisionIsAlreadyExists(t *testing.T) {
 // sandbox, at the first try.
 func TestTaskLeftByContainerdKilledMidCreateCountsAsProgress(t *testing.T) {
 	d := rig.PrivateContainerd(t)
-	gate := newCreateGate(t)
+	gate := newRuncGate(t, "create", true)
 	h := newHarness(t, withContainerd(d.Socket), func(s *harnessSetup) { s.runtime.Runtimes[runtime.RuntimeRunc] = gate.wrapper })
 	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-cut", Revision: 1, Namespace: "default", Name: "cut",
 		Spec: spec("echo up; exec sleep 300")}
@@ -165,33 +165,38 @@ func TestTaskLeftByContainerdKilledMidCreateCountsAsProgress(t *testing.T) {
 	}
 }
 
-// createGate is a runc wrapper that holds the first `runc create` until the
-// test lets it go (or containerd's death cancels it), and passes every other
-// call to runc.
-type createGate struct {
+// runcGate is a runc wrapper that fails the first `runc CMD` (with hold,
+// only once the test lets it go, or containerd's death cancels it) and
+// passes every other call to runc.
+type runcGate struct {
 	t       *testing.T
 	dir     string
 	wrapper string
 }
 
-func newCreateGate(t *testing.T) *createGate {
+func newRuncGate(t *testing.T, cmd string, hold bool) *runcGate {
 	t.Helper()
 	runc, err := exec.LookPath("runc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &createGate{t: t, dir: t.TempDir()}
+	g := &runcGate{t: t, dir: t.TempDir()}
 	g.wrapper = filepath.Join(g.dir, "runc-gate")
+	wait := ""
+	if hold {
+		wait = fmt.Sprintf("while [ ! -e %s/release ]; do sleep 0.05; done", g.dir)
+	}
 	script := fmt.Sprintf(`#!/bin/sh
 for a in "$@"; do
-	if [ "$a" = create ] && [ ! -e %[1]s/entered ]; then
+	if [ "$a" = %[3]s ] && [ ! -e %[1]s/entered ]; then
 		: > %[1]s/entered
-		while [ ! -e %[1]s/release ]; do sleep 0.05; done
+		%[4]s
+		echo "runc-gate: %[3]s refused" >&2
 		exit 1
 	fi
 done
 exec %[2]s "$@"
-`, g.dir, runc)
+`, g.dir, runc, cmd, wait)
 	if err := os.WriteFile(g.wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +205,7 @@ exec %[2]s "$@"
 }
 
 // waitEntered waits until the first create is held at the gate.
-func (g *createGate) waitEntered() {
+func (g *runcGate) waitEntered() {
 	g.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -212,6 +217,33 @@ func (g *createGate) waitEntered() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestFailedStartLeavesContainerToFinish: a task that an earlier create's
+// container gets and cannot start is deleted again, and the container is
+// not taken for one that ran: the next create starts it.
+func TestFailedStartLeavesContainerToFinish(t *testing.T) {
+	gate := newRuncGate(t, "start", false)
+	h := newHarness(t)
+	const script = "echo up; exec sleep 300"
+	cid := h.halfMakeWith("sb-restart", script, false, true, gate.wrapper)
+	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-restart", Revision: 1, Namespace: "default", Name: "sb-restart",
+		Spec: spec(script)}
+	if _, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(req)); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("create whose start the gate refuses: %v, want the start's error", err)
+	}
+	c, err := h.cd.LoadContainer(context.Background(), cid)
+	if err != nil {
+		t.Fatalf("the failed create removed a container it did not make: %v", err)
+	}
+	if labels, _ := c.Labels(context.Background()); labels[runtime.LabelStarted] != "" {
+		t.Errorf("the container is marked started after its start failed")
+	}
+	sb := h.createReq(req)
+	if sb.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the next create: %v %s, want RUNNING", sb.GetPhase(), sb.GetReason())
+	}
+	h.waitLog(sb, "up")
 }
 
 // TestSnapshotLeftUnderContainerIDCountsAsProgress: a create cut short

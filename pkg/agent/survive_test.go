@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/opencontainers/image-spec/identity"
 
@@ -25,6 +26,13 @@ import (
 // container with this agent's labels and spec, and, when withTask, a task
 // created but never started. It returns the container ID.
 func (h *harness) halfMake(id, script string, withTask, withSpec bool) string {
+	h.t.Helper()
+	return h.halfMakeWith(id, script, withTask, withSpec, "")
+}
+
+// halfMakeWith is halfMake with the OCI runtime binary the runc shim runs
+// (empty: runc).
+func (h *harness) halfMakeWith(id, script string, withTask, withSpec bool, binary string) string {
 	h.t.Helper()
 	ctx := context.Background()
 	sb := runtime.Sandbox{ID: id, Revision: 1, Namespace: "default", Name: id, Spec: spec(script)}
@@ -43,6 +51,9 @@ func (h *harness) halfMake(id, script string, withTask, withSpec bool) string {
 	}
 	if withSpec {
 		opts = append(opts, containerd.WithContainerExtension(runtime.ExtensionSpec, sb.Spec))
+	}
+	if binary != "" {
+		opts = append(opts, containerd.WithRuntime(rig.Runtime, &options.Options{BinaryName: binary}))
 	}
 	c, err := h.cd.NewContainer(ctx, cid, opts...)
 	if err != nil {
@@ -74,6 +85,48 @@ func TestHalfMadeCreatesAreFinishedOrRolledBack(t *testing.T) {
 	if h.get("sb-no-spec") != nil {
 		t.Errorf("GetStatus lists the rolled-back sandbox")
 	}
+}
+
+// TestSandboxWhoseTaskWentAfterItRanIsLost: a sandbox that ran and whose
+// task is gone when the agent starts (a host reboot, a lost shim; here the
+// task is deleted behind the stopped agent's back) is reported FAILED with
+// reason Lost and exit code 0, and is not started again: not at start, not
+// by a create retried for it. A create cut short before its start is still
+// finished (TestHalfMadeCreatesAreFinishedOrRolledBack).
+func TestSandboxWhoseTaskWentAfterItRanIsLost(t *testing.T) {
+	h := newHarness(t)
+	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-lost", Revision: 1, Namespace: "default", Name: "lost",
+		Spec: spec("echo up; exec sleep 300")}
+	sb := h.createReq(req)
+	h.waitLog(sb, "up")
+	h.restart(func() {
+		if _, err := h.task(sb).Delete(context.Background(), containerd.WithProcessKill); err != nil {
+			t.Fatalf("delete the task behind the agent's back: %v", err)
+		}
+	})
+
+	lost := func(what string, got *fsbv1.AgentSandbox) {
+		t.Helper()
+		if got.GetPhase() != fsbv1.Phase_PHASE_FAILED || got.GetReason() != runtime.ReasonLost || got.GetExitCode() != 0 {
+			t.Errorf("%s: %v, reason %q, exit code %d; want FAILED, Lost, 0", what, got.GetPhase(), got.GetReason(), got.GetExitCode())
+		}
+		c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
+		if err != nil {
+			t.Fatalf("%s: the container is gone: %v", what, err)
+		}
+		if _, err := c.Task(context.Background(), nil); !errdefs.IsNotFound(err) {
+			t.Errorf("%s: the sandbox was started again (task: %v)", what, err)
+		}
+	}
+	lost("after the agent's start", h.get(req.GetSandboxId()))
+	lost("a create retried for it", h.createReq(req))
+	lost("after the retry", h.get(req.GetSandboxId()))
+
+	resp := h.delete(req.GetSandboxId(), 0)
+	if len(resp.GetSandboxes()) != 1 || resp.GetSandboxes()[0].GetReason() != runtime.ReasonLost {
+		t.Errorf("delete of the lost sandbox reported %v, want it ended Lost", resp.GetSandboxes())
+	}
+	h.assertGone(sb)
 }
 
 // TestLeftoverSnapshotsAreRemovedAtStart: a snapshot labelled with the

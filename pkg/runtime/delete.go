@@ -69,7 +69,11 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	if err != nil {
 		return Info{}, err
 	}
-	setPhase(&info, status)
+	if task == nil {
+		setNoTask(&info)
+	} else {
+		setPhase(&info, status)
+	}
 	if err := r.remove(ctx, c, task, status.Status, runtimeName(info.Spec.GetRuntime())); err != nil {
 		return Info{}, err
 	}

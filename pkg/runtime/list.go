@@ -43,7 +43,7 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 	info := infoFromContainer(cinfo)
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		info.Phase = PhaseCreated
+		setNoTask(&info)
 		return info, nil
 	}
 	if err != nil {
@@ -51,7 +51,7 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 	}
 	status, err := task.Status(ctx)
 	if errdefs.IsNotFound(err) {
-		info.Phase = PhaseCreated
+		setNoTask(&info)
 		return info, nil
 	}
 	if err != nil {
@@ -74,6 +74,7 @@ func infoFromContainer(c containers.Container) Info {
 		LogPath:     c.Labels[LabelLogPath],
 		Created:     c.CreatedAt,
 		Persisted:   c.Labels[LabelPersisted] == "true",
+		started:     c.Labels[LabelStarted] == "true",
 		agent:       c.Labels[LabelAgent],
 	}
 	for k, v := range c.Labels {

@@ -35,6 +35,11 @@ const (
 	// A persisted container without an object was deleted; an unmarked one
 	// is a FAST create whose object write was lost, and gets it back.
 	LabelPersisted = "sandbox.fast.io/persisted"
+	// LabelStarted is set as soon as the sandbox's task has started. A
+	// container without a task is a create cut short, to finish, unless it
+	// carries this label: then its task went after it ran (a host reboot, a
+	// lost shim), and it is reported lost, never started again.
+	LabelStarted = "sandbox.fast.io/started"
 	// LabelUserPrefix starts the container label of each of the Sandbox
 	// object's own labels.
 	LabelUserPrefix = "label.sandbox.fast.io/"
@@ -212,13 +217,16 @@ type Info struct {
 	// ExitCode and ExitTime are set once Phase is PhaseExited.
 	ExitCode uint32
 	ExitTime time.Time
-	// Reason says why it exited: ReasonCompleted, ReasonError or
-	// ReasonOOMKilled.
+	// Reason says why it exited: ReasonCompleted, ReasonError,
+	// ReasonOOMKilled or ReasonLost.
 	Reason string
 	// Persisted says the sandbox's object is in the store (LabelPersisted).
 	Persisted bool
 
 	oom bool // the OOM killer struck in the sandbox
+	// started says the task has started once (LabelStarted); lost, that
+	// it has no task now although it started: it ended unseen.
+	started, lost bool
 	// pid is the process ID of the task the phase is about, 0 while
 	// unknown. containerd's events name the task by its pid: an exit of
 	// another task of the same container (one that never ran, deleted so

@@ -20,6 +20,9 @@ const (
 	ReasonCompleted = "Completed"
 	ReasonError     = "Error"
 	ReasonOOMKilled = "OOMKilled"
+	// ReasonLost: the sandbox had started and its task is gone (a host
+	// reboot, a lost shim); how it ended is unknown.
+	ReasonLost = "Lost"
 )
 
 // ResyncInterval is how often Watch reloads the whole state from
@@ -139,6 +142,8 @@ func withReason(info Info) Info {
 	switch {
 	case info.Phase != PhaseExited:
 		info.Reason = ""
+	case info.lost:
+		info.Reason = ReasonLost
 	case info.ExitCode == 0:
 		info.Reason = ReasonCompleted
 	case info.oom:
