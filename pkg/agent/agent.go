@@ -172,6 +172,10 @@ func createCode(err error) connect.Code {
 		return connect.CodeInvalidArgument
 	case errors.Is(err, runtime.ErrImageNotFound):
 		return connect.CodeNotFound
+	case errors.Is(err, runtime.ErrRegistryUnavailable):
+		return connect.CodeUnavailable
+	case errors.Is(err, runtime.ErrRegistryDenied):
+		return connect.CodePermissionDenied
 	case errors.Is(err, runtime.ErrUnavailable):
 		return connect.CodeFailedPrecondition
 	case errors.Is(err, runtime.ErrExists):
