@@ -59,8 +59,9 @@ type Agent struct {
 
 // New starts an agent: it watches containerd's events until ctx ends (Wait
 // waits for that), loads the state of the sandboxes containerd already runs
-// for this agent ID — adopting them — and finishes or rolls back any that a
-// crash left half made.
+// for this agent ID — adopting them — finishes or rolls back any that a
+// crash left half made, and removes snapshots a crash left without their
+// container.
 func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Runtime == nil {
 		return nil, errors.New("agent: no runtime")
@@ -83,7 +84,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("agent: load sandboxes: %w", ctx.Err())
 	}
-	finished, rolledBack, err := cfg.Runtime.Repair(ctx)
+	rep, err := cfg.Runtime.Repair(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("agent: repair half-made sandboxes: %w", err)
 	}
@@ -91,7 +92,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.metrics.capacity.Set(float64(cfg.Capacity))
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
 	cfg.Logger.Info("sandboxes loaded", slog.Int("running", len(sandboxes)),
-		slog.Int("finished", finished), slog.Int("rolledBack", rolledBack))
+		slog.Int("finished", rep.Finished), slog.Int("rolledBack", rep.RolledBack), slog.Int("lost", rep.Lost),
+		slog.Int("leftoverSnapshots", rep.Snapshots))
 	return a, nil
 }
 
@@ -170,6 +172,10 @@ func createCode(err error) connect.Code {
 		return connect.CodeInvalidArgument
 	case errors.Is(err, runtime.ErrImageNotFound):
 		return connect.CodeNotFound
+	case errors.Is(err, runtime.ErrRegistryUnavailable):
+		return connect.CodeUnavailable
+	case errors.Is(err, runtime.ErrRegistryDenied):
+		return connect.CodePermissionDenied
 	case errors.Is(err, runtime.ErrUnavailable):
 		return connect.CodeFailedPrecondition
 	case errors.Is(err, runtime.ErrExists):
@@ -347,7 +353,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 		out.Phase = fsbv1.Phase_PHASE_RUNNING
 	case runtime.PhaseExited:
 		out.Phase = fsbv1.Phase_PHASE_SUCCEEDED
-		if info.ExitCode != 0 {
+		if info.ExitCode != 0 || info.Reason == runtime.ReasonLost {
 			out.Phase = fsbv1.Phase_PHASE_FAILED
 		}
 		out.ExitCode = int32(info.ExitCode)

@@ -204,27 +204,6 @@ echo checked`))
 	}
 }
 
-func TestUnknownImageFailsCleanly(t *testing.T) {
-	h := newHarness(t, withCapacity(1))
-	_, err := h.tryCreate(&fsbv1.SandboxSpec{Image: "localhost/fsb/no-such-image:latest", Command: []string{"true"}})
-	if connect.CodeOf(err) != connect.CodeNotFound {
-		t.Fatalf("create with an unknown image: %v, want NotFound", err)
-	}
-	if !strings.Contains(err.Error(), "localhost/fsb/no-such-image:latest") {
-		t.Errorf("error %q does not name the image", err)
-	}
-	cs, err := h.cd.Containers(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cs) != 0 {
-		t.Errorf("%d containers left behind", len(cs))
-	}
-	// The failed create gave its slot back: the only slot is free.
-	sb := h.create(spec("exit 0"))
-	h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_SUCCEEDED)
-}
-
 func TestCrunRunsSandbox(t *testing.T) {
 	h := newHarness(t)
 	s := spec("echo from-crun")

@@ -35,6 +35,11 @@ type harness struct {
 	logDir  string
 	agentID string
 	seq     atomic.Int64
+
+	rcfg      runtime.Config
+	acfg      Config
+	handler   atomic.Pointer[http.Handler]
+	stopAgent func()
 }
 
 // harnessSetup is what options may change before the agent starts.
@@ -93,32 +98,64 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	h.agentID = "agent-" + ns
 	rcfg.Client, rcfg.AgentID, acfg.AgentID = h.cd, h.agentID, h.agentID
-	var err error
-	h.rt, err = runtime.New(rcfg)
-	if err != nil {
-		t.Fatalf("runtime: %v", err)
-	}
+	h.rcfg, h.acfg = rcfg, acfg
+	h.newRuntime()
 	if setup.before != nil {
 		setup.before(h)
 	}
-	acfg.Runtime = h.rt
-	ctx, cancel := context.WithCancel(context.Background())
-	h.agent, err = New(ctx, acfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("agent: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		h.agent.Wait()
-	})
-	srv := httptest.NewUnstartedServer(h.agent.Handler(auth.Tokens{testToken}))
+	h.startAgent()
+	t.Cleanup(func() { h.stopAgent() })
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*h.handler.Load()).ServeHTTP(w, r)
+	}))
 	srv.EnableHTTP2 = true
 	srv.Start()
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	h.client = fsbv1connect.NewAgentServiceClient(http.DefaultClient, srv.URL, connect.WithInterceptors(auth.Bearer(testToken)))
 	return h
+}
+
+// newRuntime makes the runtime a new agent process would have.
+func (h *harness) newRuntime() {
+	h.t.Helper()
+	rt, err := runtime.New(h.rcfg)
+	if err != nil {
+		h.t.Fatalf("runtime: %v", err)
+	}
+	h.rt = rt
+}
+
+// startAgent starts an agent on h.rt and serves it at h.url.
+func (h *harness) startAgent() {
+	h.t.Helper()
+	acfg := h.acfg
+	acfg.Runtime = h.rt
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, acfg)
+	if err != nil {
+		cancel()
+		h.t.Fatalf("agent: %v", err)
+	}
+	h.agent = a
+	h.stopAgent = func() {
+		cancel()
+		a.Wait()
+	}
+	handler := a.Handler(auth.Tokens{testToken})
+	h.handler.Store(&handler)
+}
+
+// restart stops the agent, runs between (while no agent runs), and starts
+// a new agent with the same configuration, as a new process would.
+func (h *harness) restart(between func()) {
+	h.t.Helper()
+	h.stopAgent()
+	if between != nil {
+		between()
+	}
+	h.newRuntime()
+	h.startAgent()
 }
 
 // spec returns a busybox spec running cmd under sh.

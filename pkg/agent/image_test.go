@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -57,7 +58,7 @@ const markerPath = "/fsb-marker"
 // TestImageFromOtherNamespaceNeedsNoPull: an image that only another
 // containerd namespace holds, under a name whose registry refuses every
 // connection, runs when the agent may take images from that namespace, and
-// fails NotFound when it may not.
+// fails Unavailable (the pull cannot connect) when it may not.
 func TestImageFromOtherNamespaceNeedsNoPull(t *testing.T) {
 	const ref = "127.0.0.1:1/fsb/offline:latest" // port 1: a pull cannot connect
 	marker := randomHex(t)
@@ -111,8 +112,8 @@ func TestImageFromOtherNamespaceNeedsNoPull(t *testing.T) {
 	// Without the source namespace the agent has to pull, and cannot.
 	h2 := newHarness(t)
 	_, err = h2.tryCreate(&fsbv1.SandboxSpec{Image: ref, Command: []string{"true"}})
-	if connect.CodeOf(err) != connect.CodeNotFound {
-		t.Fatalf("create without --image-namespaces: %v, want NotFound", err)
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("create without --image-namespaces: %v, want Unavailable", err)
 	}
 	if !strings.Contains(err.Error(), ref) {
 		t.Errorf("error %q does not name the image", err)
@@ -173,6 +174,114 @@ func TestImagePullThroughMirror(t *testing.T) {
 	// containerd names the upstream registry to a mirror with ?ns=.
 	if n := reg.count("GET", "/v2/fsb/busybox/blobs/", "ns="+upstream); n == 0 {
 		t.Errorf("the mirror served no blob for %s; it saw:\n%s", upstream, reg.log())
+	}
+}
+
+// TestImageErrorsSayWhatFailed: a create whose image cannot be had fails
+// with the code that tells the caller what to do, names the image and the
+// cause, leaves no container, and gives its slot back: an image its registry
+// does not have is NotFound; a registry that cannot be reached, does not
+// answer within the pull timeout or fails is Unavailable (worth a retry); a
+// registry that refuses access is PermissionDenied.
+func TestImageErrorsSayWhatFailed(t *testing.T) {
+	reg := startRegistry(t)
+	closed := closedPort(t)
+	h := newHarness(t, withCapacity(1), withPullTimeout(time.Second))
+	for _, tc := range []struct {
+		name  string
+		ref   string
+		code  connect.Code
+		cause string
+	}{
+		{"missing from its registry", reg.host + "/fsb/missing:latest", connect.CodeNotFound, "does not have it"},
+		{"nothing listens", closed + "/fsb/busybox:latest", connect.CodeUnavailable, "connection refused"},
+		{"no answer", answering(t, hang) + "/fsb/busybox:latest", connect.CodeUnavailable, "no answer within the pull timeout"},
+		{"server error", answering(t, status(http.StatusInternalServerError)) + "/fsb/busybox:latest", connect.CodeUnavailable, "500"},
+		{"unauthorized", answering(t, status(http.StatusUnauthorized)) + "/fsb/busybox:latest", connect.CodePermissionDenied, "401"},
+		{"forbidden", answering(t, status(http.StatusForbidden)) + "/fsb/busybox:latest", connect.CodePermissionDenied, "403"},
+		{"token refused", answering(t, bearerRefused) + "/fsb/busybox:latest", connect.CodePermissionDenied, "401"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.tryCreate(&fsbv1.SandboxSpec{Image: tc.ref, Command: []string{"true"}})
+			if connect.CodeOf(err) != tc.code {
+				t.Fatalf("create with %s: %v, want %v", tc.ref, err, tc.code)
+			}
+			if !strings.Contains(err.Error(), tc.ref) || !strings.Contains(err.Error(), tc.cause) {
+				t.Errorf("error %q does not name the image %s and the cause %q", err, tc.ref, tc.cause)
+			}
+			if cs, err := h.cd.Containers(context.Background()); err != nil || len(cs) != 0 {
+				t.Errorf("%d containers left behind (%v)", len(cs), err)
+			}
+			// The failed create gave its slot back: the only slot is free.
+			sb := h.create(spec("exit 0"))
+			h.delete(sb.GetSandboxId(), 0)
+		})
+	}
+}
+
+// withPullTimeout bounds image pulls (--pull-timeout).
+func withPullTimeout(d time.Duration) harnessOption {
+	return func(s *harnessSetup) { s.runtime.PullTimeout = d }
+}
+
+// closedPort returns a loopback host:port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// answering serves handler on loopback for the test and returns its
+// host:port. A handler that holds requests is let go before the server
+// closes.
+func answering(t *testing.T, handler func(done <-chan struct{}) http.HandlerFunc) string {
+	t.Helper()
+	done := make(chan struct{})
+	srv := httptest.NewServer(handler(done))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) })
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// hang answers nothing until the caller goes away or the test ends.
+func hang(done <-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-done:
+		}
+	}
+}
+
+// status answers every request with code, as a registry does; 401 comes
+// with a Basic challenge, which the agent has no credentials for.
+func status(code int) func(<-chan struct{}) http.HandlerFunc {
+	return func(<-chan struct{}) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if code == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Basic realm="fsb-test"`)
+			}
+			http.Error(w, http.StatusText(code), code)
+		}
+	}
+}
+
+// bearerRefused is a registry whose token service refuses to hand out a
+// token: /v2/ answers 401 with a Bearer challenge pointing at /token, which
+// answers 401 too.
+func bearerRefused(<-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/token" {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="fsb-test"`, r.Host))
+		}
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	}
 }
 

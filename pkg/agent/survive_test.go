@@ -12,6 +12,9 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/runtime/v2/runc/options"
+	"github.com/containerd/containerd/snapshots"
+	"github.com/opencontainers/image-spec/identity"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -23,6 +26,13 @@ import (
 // container with this agent's labels and spec, and, when withTask, a task
 // created but never started. It returns the container ID.
 func (h *harness) halfMake(id, script string, withTask, withSpec bool) string {
+	h.t.Helper()
+	return h.halfMakeWith(id, script, withTask, withSpec, "")
+}
+
+// halfMakeWith is halfMake with the OCI runtime binary the runc shim runs
+// (empty: runc).
+func (h *harness) halfMakeWith(id, script string, withTask, withSpec bool, binary string) string {
 	h.t.Helper()
 	ctx := context.Background()
 	sb := runtime.Sandbox{ID: id, Revision: 1, Namespace: "default", Name: id, Spec: spec(script)}
@@ -41,6 +51,9 @@ func (h *harness) halfMake(id, script string, withTask, withSpec bool) string {
 	}
 	if withSpec {
 		opts = append(opts, containerd.WithContainerExtension(runtime.ExtensionSpec, sb.Spec))
+	}
+	if binary != "" {
+		opts = append(opts, containerd.WithRuntime(rig.Runtime, &options.Options{BinaryName: binary}))
 	}
 	c, err := h.cd.NewContainer(ctx, cid, opts...)
 	if err != nil {
@@ -71,6 +84,116 @@ func TestHalfMadeCreatesAreFinishedOrRolledBack(t *testing.T) {
 	}
 	if h.get("sb-no-spec") != nil {
 		t.Errorf("GetStatus lists the rolled-back sandbox")
+	}
+}
+
+// TestSandboxWhoseTaskWentAfterItRanIsLost: a sandbox that ran and whose
+// task is gone when the agent starts (a host reboot, a lost shim; here the
+// task is deleted behind the stopped agent's back) is reported FAILED with
+// reason Lost and exit code 0, and is not started again: not at start, not
+// by a create retried for it. A create cut short before its start is still
+// finished (TestHalfMadeCreatesAreFinishedOrRolledBack).
+func TestSandboxWhoseTaskWentAfterItRanIsLost(t *testing.T) {
+	h := newHarness(t)
+	req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: "sb-lost", Revision: 1, Namespace: "default", Name: "lost",
+		Spec: spec("echo up; exec sleep 300")}
+	sb := h.createReq(req)
+	h.waitLog(sb, "up")
+	h.restart(func() {
+		if _, err := h.task(sb).Delete(context.Background(), containerd.WithProcessKill); err != nil {
+			t.Fatalf("delete the task behind the agent's back: %v", err)
+		}
+	})
+
+	lost := func(what string, got *fsbv1.AgentSandbox) {
+		t.Helper()
+		if got.GetPhase() != fsbv1.Phase_PHASE_FAILED || got.GetReason() != runtime.ReasonLost || got.GetExitCode() != 0 {
+			t.Errorf("%s: %v, reason %q, exit code %d; want FAILED, Lost, 0", what, got.GetPhase(), got.GetReason(), got.GetExitCode())
+		}
+		c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
+		if err != nil {
+			t.Fatalf("%s: the container is gone: %v", what, err)
+		}
+		if _, err := c.Task(context.Background(), nil); !errdefs.IsNotFound(err) {
+			t.Errorf("%s: the sandbox was started again (task: %v)", what, err)
+		}
+	}
+	lost("after the agent's start", h.get(req.GetSandboxId()))
+	lost("a create retried for it", h.createReq(req))
+	lost("after the retry", h.get(req.GetSandboxId()))
+
+	resp := h.delete(req.GetSandboxId(), 0)
+	if len(resp.GetSandboxes()) != 1 || resp.GetSandboxes()[0].GetReason() != runtime.ReasonLost {
+		t.Errorf("delete of the lost sandbox reported %v, want it ended Lost", resp.GetSandboxes())
+	}
+	h.assertGone(sb)
+}
+
+// TestLeftoverSnapshotsAreRemovedAtStart: a snapshot labelled with the
+// agent's ID that no container uses, as an agent killed between preparing
+// a sandbox's snapshot and creating its container leaves, is removed when
+// the agent starts; unlabelled snapshots, other agents' and those of
+// containers are kept.
+func TestLeftoverSnapshotsAreRemovedAtStart(t *testing.T) {
+	var running runtime.Info
+	h := newHarness(t, beforeStart(func(h *harness) {
+		h.prepareSnapshot("sb-leftover-1", map[string]string{runtime.LabelAgent: h.agentID})
+		h.prepareSnapshot("sb-unlabelled-1", nil)
+		h.prepareSnapshot("sb-foreign-1", map[string]string{runtime.LabelAgent: "another-agent"})
+		var err error
+		running, err = h.rt.Ensure(context.Background(), runtime.Sandbox{ID: "sb-running", Revision: 1, Namespace: "default",
+			Name: "running", Spec: spec("exec sleep 300")})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+	}))
+	sn := h.cd.SnapshotService(rig.Snapshotter)
+	for key, kept := range map[string]bool{
+		"sb-leftover-1":     false,
+		"sb-unlabelled-1":   true,
+		"sb-foreign-1":      true,
+		running.ContainerID: true,
+	} {
+		_, err := sn.Stat(context.Background(), key)
+		switch {
+		case kept && err != nil:
+			t.Errorf("snapshot %s was removed (%v), want it kept", key, err)
+		case !kept && !errdefs.IsNotFound(err):
+			t.Errorf("leftover snapshot %s is still there (%v)", key, err)
+		}
+	}
+	if got := h.get("sb-running"); got.GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the sandbox whose snapshot is in use is %v, want RUNNING", got.GetPhase())
+	}
+	// The agent's own creates label their snapshots, so that a leftover of
+	// theirs is found.
+	info, err := sn.Stat(context.Background(), running.ContainerID)
+	if err != nil || info.Labels[runtime.LabelAgent] != h.agentID {
+		t.Errorf("a sandbox's snapshot has labels %v (%v), want %s=%s", info.Labels, err, runtime.LabelAgent, h.agentID)
+	}
+}
+
+// prepareSnapshot prepares an active snapshot of the test image under key,
+// with labels, and no container: what a create cut short leaves. As
+// containerd's NewContainer does, it holds the snapshot under a lease, which
+// a killed agent never ends; without one the garbage collector would take
+// the snapshot.
+func (h *harness) prepareSnapshot(key string, labels map[string]string) {
+	h.t.Helper()
+	ctx, _, err := h.cd.WithLease(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	img, err := h.cd.GetImage(ctx, rig.ImageRef)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.cd.SnapshotService(rig.Snapshotter).Prepare(ctx, key, identity.ChainID(diffIDs).String(), snapshots.WithLabels(labels)); err != nil {
+		h.t.Fatalf("prepare snapshot %s: %v", key, err)
 	}
 }
 

@@ -4,17 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	goruntime "runtime"
 	"strconv"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/defaults"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
+	"github.com/containerd/containerd/snapshots"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -25,7 +30,10 @@ const runcShim = "io.containerd.runc.v2"
 // Ensure makes sure the sandbox revision runs and returns its state. It is
 // idempotent: a container or task that already exists is reused, and a
 // half-made one (container without task, task never started) is finished.
-// When Ensure fails, it removes what it made, so a retry starts clean.
+// When Ensure fails, it removes only what this call made (its container, or
+// the task it added to an existing container), so that a retry starts clean
+// and a retry after a transient error never stops a sandbox an earlier call
+// started.
 func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	id := ContainerID(sb.ID, sb.Revision)
 	unlock := r.locks.lock(id)
@@ -36,25 +44,30 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
-	fresh := errdefs.IsNotFound(err)
+	made := errdefs.IsNotFound(err)
 	switch {
-	case fresh:
-		c, err = r.newContainer(ctx, sb, id, binary)
+	case made:
+		c, made, err = r.newContainer(ctx, sb, id, binary)
 	case err == nil:
-		// The record came with the container: no extra call.
-		if cinfo, ierr := c.Info(ctx, containerd.WithoutRefreshedMetadata); ierr == nil && cinfo.Labels[LabelAgent] != r.cfg.AgentID {
-			return Info{}, fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, id, cinfo.Labels[LabelAgent])
-		}
+		err = r.checkExisting(c, sb)
+	default:
+		err = fmt.Errorf("load container %s: %w", id, err)
 	}
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := r.ensureTask(ctx, c, sb, fresh)
+	info, err := r.ensureTask(ctx, c, sb, made)
 	if err != nil {
+		if !made {
+			// Not this call's: an earlier create made it, and it may run.
+			return Info{}, err
+		}
 		// Roll back, so that the retry the caller makes starts clean.
 		cleanupCtx := context.WithoutCancel(ctx)
 		if derr := r.remove(cleanupCtx, c, nil, "", runtimeName(sb.Spec.GetRuntime())); derr != nil {
-			err = errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
+			// The container stays in the state, holding its slot, until a
+			// retry finishes it or a delete removes it.
+			return Info{}, errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
 		r.forget(id)
 		return Info{}, err
@@ -63,34 +76,161 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	return info, nil
 }
 
+// checkExisting fails unless c, found for sb, is this agent's and holds
+// sb's spec: a create retried with another spec under the same ID and
+// revision is refused, never answered with the sandbox that runs the old one.
+func (r *Runtime) checkExisting(c containerd.Container, sb Sandbox) error {
+	// The record came with the container: no call to containerd.
+	cinfo, err := c.Info(context.Background(), containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", c.ID(), err)
+	}
+	if owner := cinfo.Labels[LabelAgent]; owner != r.cfg.AgentID {
+		return fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, c.ID(), owner)
+	}
+	if !proto.Equal(specOf(cinfo), sb.Spec) {
+		return fmt.Errorf("%w: sandbox %s revision %d already exists on agent %s with another spec; a changed spec needs a new revision",
+			ErrExists, sb.ID, sb.Revision, r.cfg.AgentID)
+	}
+	return nil
+}
+
+// RepairReport says what Repair did.
+type RepairReport struct {
+	// Finished and RolledBack count half-made creates.
+	Finished, RolledBack int
+	// Lost counts sandboxes that had started and whose task is gone.
+	Lost int
+	// Snapshots counts the leftover snapshots removed.
+	Snapshots int
+}
+
+// markStarted labels a container as having started.
+func (r *Runtime) markStarted(ctx context.Context, containerID string) error {
+	c, err := r.cfg.Client.LoadContainer(ctx, containerID)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err == nil {
+		_, err = c.SetLabels(ctx, map[string]string{LabelStarted: "true"})
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("mark %s started: %w", containerID, err)
+	}
+	return nil
+}
+
 // Repair finishes every half-made sandbox of this agent (a container
 // without a task, or a task never started), as a create cut short by a
-// crash leaves it; one that cannot be finished is rolled back. It returns
-// how many it finished and rolled back.
-func (r *Runtime) Repair(ctx context.Context) (finished, rolledBack int, err error) {
+// crash leaves it; one that cannot be finished is rolled back. A container
+// that started once and has no task now is not half made but lost (a host
+// reboot, a lost shim): it is left as it is, reported ended. Then it
+// removes this agent's snapshots that no container uses: an agent killed
+// between preparing a sandbox's snapshot and creating its container leaves
+// one. Repair runs before the agent takes creates, so no create is under way.
+func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
+	var rep RepairReport
 	infos, err := r.List(ctx)
 	if err != nil {
-		return 0, 0, err
+		return rep, err
 	}
 	for _, info := range infos {
-		if info.Phase != PhaseCreated {
+		switch {
+		case info.lost:
+			rep.Lost++
+			continue
+		case info.Phase != PhaseCreated && !info.started:
+			// Started before containers were marked: marked now, so that
+			// it is known to have run if its task goes.
+			if err := r.markStarted(ctx, info.ContainerID); err != nil {
+				return rep, err
+			}
+			continue
+		case info.Phase != PhaseCreated:
 			continue
 		}
 		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec, Labels: info.Labels}
 		if sb.Spec != nil {
 			if _, err := r.Ensure(ctx, sb); err == nil {
-				finished++
+				rep.Finished++
 				continue
 			}
 		}
 		// Ensure rolls back what it cannot finish; a container without its
 		// spec cannot be finished at all.
 		if _, err := r.Delete(ctx, info.ID, info.Revision, 0); err != nil {
-			return finished, rolledBack, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
+			return rep, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
 		}
-		rolledBack++
+		rep.RolledBack++
 	}
-	return finished, rolledBack, nil
+	rep.Snapshots, err = r.removeLeftoverSnapshots(ctx)
+	return rep, err
+}
+
+// removeLeftoverSnapshots removes the snapshots labelled with this agent's
+// ID that no container uses, and returns how many it removed. Snapshots of
+// other agents, or without the label, are not this agent's to judge.
+func (r *Runtime) removeLeftoverSnapshots(ctx context.Context) (int, error) {
+	name, err := r.snapshotter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sn := r.cfg.Client.SnapshotService(name)
+	var keys []string
+	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		keys = append(keys, info.Name)
+		return nil
+	}, fmt.Sprintf("labels.%q==%s", LabelAgent, r.cfg.AgentID))
+	if err != nil {
+		return 0, fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	// Every container of the namespace, whoever made it: a snapshot in use
+	// is never a leftover.
+	cs, err := r.cfg.Client.Containers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	used := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		if cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata); err == nil && cinfo.Snapshotter == name {
+			used[cinfo.SnapshotKey] = true
+		}
+	}
+	removed := 0
+	for _, key := range keys {
+		if used[key] {
+			continue
+		}
+		if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+			return removed, fmt.Errorf("remove leftover snapshot %s: %w", key, err)
+		}
+		r.cfg.Logger.Info("removed a snapshot left without its container", slog.String("snapshot", key))
+		removed++
+	}
+	return removed, nil
+}
+
+// snapshotter names the snapshotter sandboxes use: the configured one, else
+// the namespace's default, else containerd's.
+func (r *Runtime) snapshotter(ctx context.Context) (string, error) {
+	if r.cfg.Snapshotter != "" {
+		return r.cfg.Snapshotter, nil
+	}
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return "", err
+	}
+	labels, err := r.cfg.Client.NamespaceService().Labels(ctx, ns)
+	if err != nil {
+		return "", fmt.Errorf("labels of containerd namespace %s: %w", ns, err)
+	}
+	if name := labels[defaults.DefaultSnapshotterNSLabel]; name != "" {
+		return name, nil
+	}
+	return containerd.DefaultSnapshotter, nil
 }
 
 func runtimeName(name string) string {
@@ -100,14 +240,19 @@ func runtimeName(name string) string {
 	return name
 }
 
-func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, error) {
+// newContainer creates the sandbox's container and reports whether it made
+// it. A container that already exists (a create before this one, or racing
+// it, got there first) counts as progress: it is returned, not made. A
+// snapshot left under the container's key by a create cut short before its
+// container was made is removed, and the container is created once more.
+func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, bool, error) {
 	img, err := r.images.get(ctx, sb.Spec.GetImage())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	specOpts, err := r.specOpts(sb, img)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	labels := map[string]string{
 		LabelID:        sb.ID,
@@ -132,24 +277,67 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		opts = append(opts, containerd.WithSnapshotter(r.cfg.Snapshotter))
 	}
 	opts = append(opts,
-		containerd.WithNewSnapshot(id, img.img),
+		// Labelled with the agent, so that a snapshot whose container was
+		// never made (the agent killed in between) is found at restart.
+		containerd.WithNewSnapshot(id, img.img, snapshots.WithLabels(map[string]string{LabelAgent: r.cfg.AgentID})),
 		containerd.WithNewSpec(specOpts...),
 	)
 	c, err := r.cfg.Client.NewContainer(ctx, id, opts...)
+	if errdefs.IsAlreadyExists(err) {
+		// containerd prepares the snapshot, under the container's ID, before
+		// it records the container: either can be what exists.
+		existing, lerr := r.cfg.Client.LoadContainer(ctx, id)
+		switch {
+		case lerr == nil:
+			return existing, false, r.checkExisting(existing, sb)
+		case !errdefs.IsNotFound(lerr):
+			return nil, false, fmt.Errorf("create container %s: %w; load it: %w", id, err, lerr)
+		}
+		if rerr := r.removeLeftoverSnapshot(ctx, id); rerr != nil {
+			return nil, false, fmt.Errorf("create container %s: %w", id, rerr)
+		}
+		c, err = r.cfg.Client.NewContainer(ctx, id, opts...)
+	}
 	if errdefs.IsNotFound(err) {
 		// The image's snapshot chain went away under the cache; resolve it
 		// afresh once.
 		r.images.forget(img.img.Name())
-		return nil, fmt.Errorf("create container %s: %w", id, err)
+		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create container %s: %w", id, err)
+		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	// Known before containerd's event about it arrives, so the event
 	// costs no look-up.
 	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
 		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, Persisted: sb.Persisted, agent: r.cfg.AgentID})
-	return c, nil
+	return c, true, nil
+}
+
+// removeLeftoverSnapshot removes the snapshot under key that no container
+// uses (the caller found none under that ID), unless another agent's label
+// says it is that agent's.
+func (r *Runtime) removeLeftoverSnapshot(ctx context.Context, key string) error {
+	name, err := r.snapshotter(ctx)
+	if err != nil {
+		return err
+	}
+	sn := r.cfg.Client.SnapshotService(name)
+	info, err := sn.Stat(ctx, key)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect snapshot %s: %w", key, err)
+	}
+	if owner, ok := info.Labels[LabelAgent]; ok && owner != r.cfg.AgentID {
+		return fmt.Errorf("%w: snapshot %s belongs to agent %q", ErrExists, key, owner)
+	}
+	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove leftover snapshot %s: %w", key, err)
+	}
+	r.cfg.Logger.Info("removed a snapshot left without its container", slog.String("snapshot", key))
+	return nil
 }
 
 // specOpts builds the OCI spec: the image's config, the sandbox's command,
@@ -275,22 +463,48 @@ func userOpt(user string) oci.SpecOpts {
 
 // ensureTask makes sure c has a started task, creating it when missing. A
 // fresh container has no task, so the look-ups are skipped for it: the
-// create path is the product.
+// create path is the product. A task it creates and cannot start it deletes
+// again; one it found it leaves as it is. A container that started once and
+// has no task now (a host reboot, a lost shim) is reported lost, never
+// started again: what follows an unexpected end is the controller's choice.
 func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb Sandbox, fresh bool) (Info, error) {
+	// The container's record came with it from containerd: no extra call.
+	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
+	}
+	info := infoFromContainer(cinfo)
+	info.Spec = sb.Spec
+
 	var task containerd.Task
 	var status containerd.Status
-	var err error = errdefs.ErrNotFound
+	err = errdefs.ErrNotFound
 	if !fresh {
 		task, err = c.Task(ctx, nil)
 	}
+	made := false
 	switch {
+	case errdefs.IsNotFound(err) && info.started:
+		setNoTask(&info)
+		return info, nil
 	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
-		task, err = c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
+		newTask := func() (containerd.Task, error) {
+			return c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
+		}
+		task, err = newTask()
+		made = err == nil
+		if errdefs.IsAlreadyExists(err) {
+			task, made, err = r.existingTask(ctx, c, newTask)
+		}
 		if err != nil {
 			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
 		}
-		status.Status = containerd.Created
+		if made {
+			status.Status = containerd.Created
+		} else if status, err = task.Status(ctx); err != nil {
+			return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
+		}
 	case err != nil:
 		return Info{}, fmt.Errorf("load task %s: %w", c.ID(), err)
 	default:
@@ -299,20 +513,97 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		}
 	}
 	if status.Status == containerd.Created {
-		if err := task.Start(ctx); err != nil {
-			return Info{}, fmt.Errorf("start task %s: %w", c.ID(), err)
+		if err := r.start(ctx, c, task, !info.started); err != nil {
+			if made {
+				if derr := r.removeTask(context.WithoutCancel(ctx), c, task, containerd.Created, runtimeName(sb.Spec.GetRuntime())); derr != nil {
+					err = errors.Join(err, derr)
+				}
+			}
+			return Info{}, err
 		}
 		status.Status = containerd.Running
+	} else if !info.started {
+		// Started before containers were marked.
+		if _, err := c.SetLabels(ctx, map[string]string{LabelStarted: "true"}); err != nil {
+			return Info{}, fmt.Errorf("mark %s started: %w", c.ID(), err)
+		}
 	}
-	// The container's record came with it from containerd: no extra call.
-	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
-	if err != nil {
-		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
-	}
-	info := infoFromContainer(cinfo)
-	info.Spec = sb.Spec
+	info.started = true
 	setPhase(&info, status)
+	info.pid = task.Pid()
 	return info, nil
+}
+
+// start starts task and, when mark is set, labels c as started
+// (LabelStarted) so that a container whose task is gone later is known to
+// have run. The label is written while the task starts: the two calls
+// overlap, and the mark costs the create path almost nothing (a label
+// update takes ~3 ms here, a start ~6 ms). When the start fails the label
+// is taken off again, so that a retry finishes the container rather than
+// reporting it lost. A crash between the two leaves a task never started,
+// which Repair starts whatever the label says.
+func (r *Runtime) start(ctx context.Context, c containerd.Container, task containerd.Task, mark bool) error {
+	marked := make(chan error, 1)
+	if mark {
+		go func() {
+			_, err := c.SetLabels(ctx, map[string]string{LabelStarted: "true"})
+			marked <- err
+		}()
+	} else {
+		marked <- nil
+	}
+	serr := task.Start(ctx)
+	merr := <-marked
+	switch {
+	case serr != nil:
+		err := fmt.Errorf("start task %s: %w", c.ID(), serr)
+		if mark && merr == nil {
+			// An empty value removes the label.
+			if _, uerr := c.SetLabels(context.WithoutCancel(ctx), map[string]string{LabelStarted: ""}); uerr != nil && !errdefs.IsNotFound(uerr) {
+				err = errors.Join(err, fmt.Errorf("unmark %s started: %w", c.ID(), uerr))
+			}
+		}
+		return err
+	case merr != nil:
+		return fmt.Errorf("mark %s started: %w", c.ID(), merr)
+	}
+	return nil
+}
+
+// existingTask answers a task create that found the task existing, and
+// reports whether it made one: the task that exists counts as progress and
+// is loaded. When containerd lists a task it cannot load (a shim whose
+// create was cut short by a containerd restart: containerd answers every
+// create "already exists" and every look-up "not found"), that task runs no
+// process; it is deleted and newTask tried once more.
+func (r *Runtime) existingTask(ctx context.Context, c containerd.Container, newTask func() (containerd.Task, error)) (containerd.Task, bool, error) {
+	task, err := c.Task(ctx, nil)
+	if err == nil {
+		return task, false, nil
+	}
+	if !errdefs.IsNotFound(err) {
+		return nil, false, fmt.Errorf("task exists; load it: %w", err)
+	}
+	if _, err := r.cfg.Client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID()}); err != nil && !errdefs.IsNotFound(errdefs.FromGRPC(err)) {
+		return nil, false, fmt.Errorf("task exists but cannot be loaded; delete it: %w", errdefs.FromGRPC(err))
+	}
+	r.cfg.Logger.Info("deleted a task left without its process", slog.String("container", c.ID()))
+	task, err = newTask()
+	if err != nil {
+		return nil, false, err
+	}
+	return task, true, nil
+}
+
+// setNoTask sets the phase of a container that has no task: created, when
+// it never started; else lost.
+func setNoTask(info *Info) {
+	if !info.started {
+		info.Phase = PhaseCreated
+		return
+	}
+	info.Phase, info.lost = PhaseExited, true
+	*info = withReason(*info)
 }
 
 func setPhase(info *Info, status containerd.Status) {

@@ -69,7 +69,11 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	if err != nil {
 		return Info{}, err
 	}
-	setPhase(&info, status)
+	if task == nil {
+		setNoTask(&info)
+	} else {
+		setPhase(&info, status)
+	}
 	if err := r.remove(ctx, c, task, status.Status, runtimeName(info.Spec.GetRuntime())); err != nil {
 		return Info{}, err
 	}
@@ -157,42 +161,52 @@ func exitStatus(es containerd.ExitStatus) containerd.Status {
 
 // remove deletes c's task, then c and its snapshot; what is already gone
 // is skipped. task may be nil (it is then looked up) and status empty (it is
-// then asked for). A task that has exited is deleted as it is: gVisor refuses
-// to kill an exited sandbox; any other is killed first. A gVisor task stuck
-// in CREATED after a failed start is cleared with runsc's forced delete.
+// then asked for).
 func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
+	if err := r.removeTask(ctx, c, task, status, runtimeName); err != nil {
+		return err
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// removeTask deletes c's task; a task already gone is skipped. task may be
+// nil (it is then looked up) and status empty (it is then asked for). A task
+// that has exited is deleted as it is: gVisor refuses to kill an exited
+// sandbox; any other is killed first. A gVisor task stuck in CREATED after a
+// failed start is cleared with runsc's forced delete.
+func (r *Runtime) removeTask(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
 	var err error
 	if task == nil {
 		task, err = c.Task(ctx, nil)
 	}
 	switch {
 	case errdefs.IsNotFound(err):
+		return nil
 	case err != nil:
 		return fmt.Errorf("load task %s: %w", c.ID(), err)
-	default:
-		if status == "" {
-			if st, err := task.Status(ctx); err == nil {
-				status = st.Status
-			}
-		}
-		var opts []containerd.ProcessDeleteOpts
-		if status != containerd.Stopped {
-			opts = append(opts, containerd.WithProcessKill)
-		}
-		_, err := task.Delete(ctx, opts...)
-		if err != nil && !errdefs.IsNotFound(err) && runtimeName == RuntimeGVisor {
-			if ferr := r.forceDeleteGVisor(ctx, c.ID()); ferr != nil {
-				err = errors.Join(err, ferr)
-			} else {
-				_, err = task.Delete(ctx)
-			}
-		}
-		if err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete task %s: %w", c.ID(), err)
+	}
+	if status == "" {
+		if st, err := task.Status(ctx); err == nil {
+			status = st.Status
 		}
 	}
-	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("delete container %s: %w", c.ID(), err)
+	var opts []containerd.ProcessDeleteOpts
+	if status != containerd.Stopped {
+		opts = append(opts, containerd.WithProcessKill)
+	}
+	_, err = task.Delete(ctx, opts...)
+	if err != nil && !errdefs.IsNotFound(err) && runtimeName == RuntimeGVisor {
+		if ferr := r.forceDeleteGVisor(ctx, c.ID()); ferr != nil {
+			err = errors.Join(err, ferr)
+		} else {
+			_, err = task.Delete(ctx)
+		}
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete task %s: %w", c.ID(), err)
 	}
 	return nil
 }

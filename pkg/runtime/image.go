@@ -5,11 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/content"
@@ -19,6 +25,7 @@ import (
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/config"
+	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -46,6 +53,7 @@ type imageCache struct {
 	platform    platforms.MatchComparer
 	sources     []string
 	resolver    remotes.Resolver
+	pullTimeout time.Duration
 
 	mu     sync.Mutex
 	byName map[string]*image
@@ -68,6 +76,7 @@ func newImageCache(cfg Config) *imageCache {
 		platform:    platforms.Default(),
 		sources:     sources,
 		resolver:    docker.NewResolver(docker.ResolverOptions{Hosts: registryHosts(cfg.RegistryConfigPath)}),
+		pullTimeout: cfg.PullTimeout,
 		byName:      make(map[string]*image),
 	}
 }
@@ -185,6 +194,10 @@ func (c *imageCache) fetch(ctx context.Context, name string) (*image, error) {
 	if err == nil {
 		return img, nil
 	}
+	if ctx.Err() != nil {
+		// The create's own deadline, not the registry's doing.
+		return nil, fmt.Errorf("pull %s: %w", name, err)
+	}
 	where := "on this node"
 	if len(c.sources) > 0 {
 		where = "in any of the containerd namespaces " + strings.Join(append([]string{own}, c.sources...), ", ")
@@ -193,8 +206,54 @@ func (c *imageCache) fetch(ctx context.Context, name string) (*image, error) {
 	for _, e := range append(errs, err) {
 		msgs = append(msgs, e.Error())
 	}
-	return nil, fmt.Errorf("%w: %s is not %s and could not be pulled: %s", ErrImageNotFound, name, where, strings.Join(msgs, "; "))
+	cause := strings.Join(msgs, "; ")
+	switch kind := pullError(err); kind {
+	case ErrImageNotFound:
+		return nil, fmt.Errorf("%w: %s is not %s and its registry does not have it: %s", kind, name, where, cause)
+	case ErrRegistryUnavailable:
+		return nil, fmt.Errorf("%w: %s is not %s and its registry cannot be reached: %s", kind, name, where, cause)
+	case ErrRegistryDenied:
+		return nil, fmt.Errorf("%w: %s is not %s and its registry refused access to it (credentials missing or refused): %s", kind, name, where, cause)
+	}
+	return nil, fmt.Errorf("%s is not %s and could not be pulled: %s", name, where, cause)
 }
+
+// pullError says what a failed pull means for the caller: ErrImageNotFound
+// (the registry answered that it does not have the image),
+// ErrRegistryUnavailable (it could not be reached or failed to answer),
+// ErrRegistryDenied (it refused access), or nil when it is none of these.
+func pullError(err error) error {
+	var status remoteerrors.ErrUnexpectedStatus
+	if errors.As(err, &status) {
+		switch code := status.StatusCode; {
+		case code == http.StatusUnauthorized, code == http.StatusForbidden:
+			return ErrRegistryDenied
+		case code == http.StatusNotFound:
+			return ErrImageNotFound
+		case code >= 500, code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
+			return ErrRegistryUnavailable
+		}
+		return nil
+	}
+	var (
+		urlErr *url.Error
+		opErr  *net.OpError
+		dnsErr *net.DNSError
+	)
+	switch {
+	case errors.Is(err, docker.ErrInvalidAuthorization):
+		return ErrRegistryDenied
+	case errors.Is(err, errPullTimeout), errors.As(err, &urlErr), errors.As(err, &opErr), errors.As(err, &dnsErr),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
+		return ErrRegistryUnavailable
+	case errdefs.IsNotFound(err):
+		return ErrImageNotFound
+	}
+	return nil
+}
+
+// errPullTimeout marks a pull that took longer than the pull timeout.
+var errPullTimeout = errors.New("no answer within the pull timeout")
 
 // errNotInNamespace marks a source namespace without the image.
 var errNotInNamespace = fmt.Errorf("image not in namespace: %w", errdefs.ErrNotFound)
@@ -346,8 +405,13 @@ func (c *imageCache) pull(ctx context.Context, name string) (*image, error) {
 	if c.snapshotter != "" {
 		opts = append(opts, containerd.WithPullSnapshotter(c.snapshotter))
 	}
-	img, err := c.client.Pull(ctx, name, opts...)
+	pullCtx, cancel := context.WithTimeoutCause(ctx, c.pullTimeout, errPullTimeout)
+	defer cancel()
+	img, err := c.client.Pull(pullCtx, name, opts...)
 	if err != nil {
+		if errors.Is(context.Cause(pullCtx), errPullTimeout) {
+			return nil, fmt.Errorf("pull: %w (%v): %w", errPullTimeout, c.pullTimeout, err)
+		}
 		return nil, fmt.Errorf("pull: %w", err)
 	}
 	return c.resolve(ctx, img)

@@ -43,7 +43,7 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 	info := infoFromContainer(cinfo)
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		info.Phase = PhaseCreated
+		setNoTask(&info)
 		return info, nil
 	}
 	if err != nil {
@@ -51,13 +51,14 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 	}
 	status, err := task.Status(ctx)
 	if errdefs.IsNotFound(err) {
-		info.Phase = PhaseCreated
+		setNoTask(&info)
 		return info, nil
 	}
 	if err != nil {
 		return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)
 	}
 	setPhase(&info, status)
+	info.pid = task.Pid()
 	return info, nil
 }
 
@@ -73,6 +74,7 @@ func infoFromContainer(c containers.Container) Info {
 		LogPath:     c.Labels[LabelLogPath],
 		Created:     c.CreatedAt,
 		Persisted:   c.Labels[LabelPersisted] == "true",
+		started:     c.Labels[LabelStarted] == "true",
 		agent:       c.Labels[LabelAgent],
 	}
 	for k, v := range c.Labels {
@@ -83,14 +85,23 @@ func infoFromContainer(c containers.Container) Info {
 			info.Labels[user] = v
 		}
 	}
-	if ext, ok := c.Extensions[ExtensionSpec]; ok {
-		if v, err := typeurl.UnmarshalAny(ext); err == nil {
-			if spec, ok := v.(*fsbv1.SandboxSpec); ok {
-				info.Spec = spec
-			}
-		}
-	}
+	info.Spec = specOf(c)
 	return info
+}
+
+// specOf reads the sandbox spec stored with a container; nil when it holds
+// none.
+func specOf(c containers.Container) *fsbv1.SandboxSpec {
+	ext, ok := c.Extensions[ExtensionSpec]
+	if !ok {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(ext)
+	if err != nil {
+		return nil
+	}
+	spec, _ := v.(*fsbv1.SandboxSpec)
+	return spec
 }
 
 // MarkPersisted labels the containers of a sandbox (one revision, or all

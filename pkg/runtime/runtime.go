@@ -35,6 +35,11 @@ const (
 	// A persisted container without an object was deleted; an unmarked one
 	// is a FAST create whose object write was lost, and gets it back.
 	LabelPersisted = "sandbox.fast.io/persisted"
+	// LabelStarted is set as soon as the sandbox's task has started. A
+	// container without a task is a create cut short, to finish, unless it
+	// carries this label: then its task went after it ran (a host reboot, a
+	// lost shim), and it is reported lost, never started again.
+	LabelStarted = "sandbox.fast.io/started"
 	// LabelUserPrefix starts the container label of each of the Sandbox
 	// object's own labels.
 	LabelUserPrefix = "label.sandbox.fast.io/"
@@ -55,6 +60,9 @@ const (
 	RuntimeGVisor = "gvisor"
 )
 
+// DefaultPullTimeout bounds an image pull when Config.PullTimeout is 0.
+const DefaultPullTimeout = 2 * time.Minute
+
 // runcRoot is where containerd's runc shim keeps runtime state, per
 // namespace; runsc behind the shim keeps its own there too.
 const runcRoot = "/run/containerd/runc"
@@ -63,8 +71,16 @@ const runcRoot = "/run/containerd/runc"
 var (
 	// ErrInvalid marks a spec that cannot run as asked.
 	ErrInvalid = errors.New("invalid sandbox")
-	// ErrImageNotFound marks an image that is neither present nor pullable.
+	// ErrImageNotFound marks an image that is not present and that its
+	// registry does not have.
 	ErrImageNotFound = errors.New("image not found")
+	// ErrRegistryUnavailable marks a pull that could not reach the image's
+	// registry: refused or reset connections, names that do not resolve,
+	// no answer within the pull timeout, 5xx answers. Worth a retry.
+	ErrRegistryUnavailable = errors.New("registry unavailable")
+	// ErrRegistryDenied marks a pull the registry refused access to (401,
+	// 403): the credentials are missing or wrong. Not worth a retry.
+	ErrRegistryDenied = errors.New("registry denied access")
 	// ErrUnavailable marks a runtime this node does not offer.
 	ErrUnavailable = errors.New("not available on this agent")
 	// ErrExists marks a sandbox container that another agent owns.
@@ -100,6 +116,9 @@ type Config struct {
 	// the kubelet keeps its pulls) whose images a sandbox may use without a
 	// pull: the content is shared, only the records are copied.
 	ImageNamespaces []string
+	// PullTimeout bounds one image pull; past it the registry counts as
+	// unavailable. 0 means DefaultPullTimeout.
+	PullTimeout time.Duration
 	// RegistryConfigPath is a directory of containerd hosts.toml files
 	// (<dir>/<host>/hosts.toml) naming mirrors, TLS and plain-HTTP
 	// registries for pulls. Registries on loopback always use plain HTTP.
@@ -149,6 +168,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PullTimeout <= 0 {
+		cfg.PullTimeout = DefaultPullTimeout
 	}
 	return &Runtime{
 		cfg:     cfg,
@@ -212,13 +234,21 @@ type Info struct {
 	// ExitCode and ExitTime are set once Phase is PhaseExited.
 	ExitCode uint32
 	ExitTime time.Time
-	// Reason says why it exited: ReasonCompleted, ReasonError or
-	// ReasonOOMKilled.
+	// Reason says why it exited: ReasonCompleted, ReasonError,
+	// ReasonOOMKilled or ReasonLost.
 	Reason string
 	// Persisted says the sandbox's object is in the store (LabelPersisted).
 	Persisted bool
 
 	oom bool // the OOM killer struck in the sandbox
+	// started says the task has started once (LabelStarted); lost, that
+	// it has no task now although it started: it ended unseen.
+	started, lost bool
+	// pid is the process ID of the task the phase is about, 0 while
+	// unknown. containerd's events name the task by its pid: an exit of
+	// another task of the same container (one that never ran, deleted so
+	// that a create could go on) is not this task's exit.
+	pid uint32
 
 	agent string
 }

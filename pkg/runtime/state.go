@@ -20,6 +20,9 @@ const (
 	ReasonCompleted = "Completed"
 	ReasonError     = "Error"
 	ReasonOOMKilled = "OOMKilled"
+	// ReasonLost: the sandbox had started and its task is gone (a host
+	// reboot, a lost shim); how it ended is unknown.
+	ReasonLost = "Lost"
 )
 
 // ResyncInterval is how often Watch reloads the whole state from
@@ -70,14 +73,15 @@ func (r *Runtime) notifyLocked() {
 	r.changed = make(chan struct{})
 }
 
-// record merges an observation of a sandbox into the state. A phase never
-// goes back (an exit seen before the start's answer stays an exit), and an
-// exit's reason, once known, is kept.
+// record merges an observation of a sandbox into the state. A task's phase
+// never goes back (an exit seen before the start's answer stays an exit),
+// and an exit's reason, once known, is kept; a task other than the one the
+// state knows starts afresh.
 func (r *Runtime) record(info Info) {
 	r.stateMu.Lock()
 	defer r.stateMu.Unlock()
 	old, ok := r.state[info.ContainerID]
-	if ok && old.Phase > info.Phase {
+	if ok && old.Phase > info.Phase && sameTask(old.pid, info.pid) {
 		return
 	}
 	if ok {
@@ -138,6 +142,8 @@ func withReason(info Info) Info {
 	switch {
 	case info.Phase != PhaseExited:
 		info.Reason = ""
+	case info.lost:
+		info.Reason = ReasonLost
 	case info.ExitCode == 0:
 		info.Reason = ReasonCompleted
 	case info.oom:
@@ -150,7 +156,14 @@ func withReason(info Info) Info {
 
 func sameInfo(a, b Info) bool {
 	return a.ContainerID == b.ContainerID && a.Phase == b.Phase && a.ExitCode == b.ExitCode &&
-		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom && a.Persisted == b.Persisted
+		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom && a.Persisted == b.Persisted &&
+		a.pid == b.pid
+}
+
+// sameTask reports whether two observations may be of the same task: their
+// pids match, or one is unknown.
+func sameTask(a, b uint32) bool {
+	return a == 0 || b == 0 || a == b
 }
 
 // Watch keeps the state current from containerd's event stream until ctx
@@ -266,10 +279,12 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 		r.forget(ev.ID)
 	case *apievents.TaskStart:
 		r.update(ev.ContainerID, func(info *Info) bool {
-			if info.Phase >= PhaseRunning {
+			if info.Phase >= PhaseRunning && sameTask(info.pid, ev.Pid) {
 				return false
 			}
-			info.Phase = PhaseRunning
+			*info = withReason(Info{ContainerID: info.ContainerID, ID: info.ID, Revision: info.Revision, Namespace: info.Namespace,
+				Name: info.Name, Spec: info.Spec, Labels: info.Labels, LogPath: info.LogPath, Created: info.Created,
+				Phase: PhaseRunning, Persisted: info.Persisted, pid: ev.Pid, agent: info.agent})
 			return true
 		})
 	case *apievents.TaskOOM:
@@ -285,21 +300,25 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 		if ev.ID != ev.ContainerID {
 			return // an exec'd process, not the sandbox's main one
 		}
-		r.exited(ev.ContainerID, ev.ExitStatus, ev.ExitedAt.AsTime())
+		r.exited(ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
 	case *apievents.TaskDelete:
 		if ev.ID != "" && ev.ID != ev.ContainerID {
 			return
 		}
-		r.exited(ev.ContainerID, ev.ExitStatus, ev.ExitedAt.AsTime())
+		r.exited(ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
 	}
 }
 
-func (r *Runtime) exited(containerID string, code uint32, at time.Time) {
+// exited records the exit of the task with pid (0: unknown) of a container.
+func (r *Runtime) exited(containerID string, pid, code uint32, at time.Time) {
 	r.update(containerID, func(info *Info) bool {
-		if info.Phase == PhaseExited {
+		if info.Phase == PhaseExited || !sameTask(info.pid, pid) {
 			return false
 		}
 		info.Phase, info.ExitCode, info.ExitTime = PhaseExited, code, at
+		if pid != 0 {
+			info.pid = pid
+		}
 		*info = withReason(*info)
 		return true
 	})

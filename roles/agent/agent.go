@@ -50,6 +50,7 @@ func Command() *cli.Command {
 			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
 			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "let sandboxes make 32-bit compat system calls, as Docker's profile does (slower creates; off: native ABI only)"},
 			&cli.StringSliceFlag{Name: "image-namespaces", Value: cli.NewStringSlice("k8s.io"), Usage: "other containerd namespaces whose images sandboxes may use without a pull"},
+			&cli.DurationFlag{Name: "pull-timeout", Value: runtime.DefaultPullTimeout, Usage: "longest an image pull may take; past it the registry counts as unavailable"},
 			&cli.StringFlag{Name: "registry-config-path", Usage: "directory of containerd hosts.toml files (<dir>/<registry>/hosts.toml): mirrors, TLS, plain HTTP"},
 			&cli.StringFlag{Name: "gvisor-wrapper", Usage: "runsc wrapper the runc shim runs for runtime gvisor (default: one the agent writes into --state-dir when runsc is installed)"},
 			&cli.StringFlag{Name: "state-dir", Value: "/run/fsb", Usage: "where the agent keeps files of its own, such as the runsc wrapper"},
@@ -105,6 +106,7 @@ func run(c *cli.Context) error {
 		SeccompCompatArches: c.Bool("seccomp-compat-arches"),
 		ImageNamespaces:     c.StringSlice("image-namespaces"),
 		RegistryConfigPath:  c.String("registry-config-path"),
+		PullTimeout:         c.Duration("pull-timeout"),
 		Runtimes:            runtimes,
 		Logger:              log,
 	})
