@@ -50,6 +50,20 @@ const (
 	StrongTimeout = 60 * time.Second
 )
 
+// agentCreateTimeout bounds a FAST create's agent call, which runs under
+// its own deadline rather than the caller's: the agent's own bound on a
+// create (an image pull included) and a margin for the answer to arrive.
+const agentCreateTimeout = agent.CreateTimeout + 30*time.Second
+
+// removeTimeout bounds how long the fast path retries the removal of a
+// container it gave up on.
+const removeTimeout = 30 * time.Second
+
+// unansweredCleanupTimeout bounds how long a FAST create whose agent call
+// got no answer tries to remove what the agent may have made before it
+// answers its caller.
+const unansweredCleanupTimeout = 10 * time.Second
+
 // Config is what a Server needs.
 type Config struct {
 	Store      store.Interface
@@ -72,12 +86,16 @@ type Server struct {
 	ctx context.Context // owns the asynchronous writes
 	wg  sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+	mu       sync.Mutex
+	stopping bool                      // Wait was called: no new work may join wg
+	pending  map[string]*pendingCreate // FAST creates whose object is not in the cache yet
 }
 
 // pendingCreate is a FAST create whose object is being written.
 type pendingCreate struct {
+	id    string // the sandbox ID; never changes
+	agent string // the agent it runs on; set before persist starts, then never changed
+
 	mu      sync.Mutex
 	obj     *v1alpha1.Sandbox
 	deleted bool
@@ -98,8 +116,27 @@ func New(ctx context.Context, cfg Config) *Server {
 	return &Server{cfg: cfg, ctx: ctx, pending: make(map[string]*pendingCreate)}
 }
 
-// Wait waits for the asynchronous object writes to end.
-func (s *Server) Wait() { s.wg.Wait() }
+// Wait waits for the asynchronous object writes to end, and for the
+// creates that have asked an agent to finish; a create that would ask one
+// from now on is refused.
+func (s *Server) Wait() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// begin counts work that Wait must wait for; false once Wait was called.
+// The caller calls s.wg.Done when the work ends.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
 
 // NewID returns a fresh sandbox ID: "sb-" and 16 random base32 characters.
 func NewID() string {
@@ -193,7 +230,8 @@ func (s *Server) existing(have, want *v1alpha1.Sandbox) (*connect.Response[fsbv1
 
 func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
 	k := key(obj.Namespace, obj.Name)
-	p := &pendingCreate{obj: obj}
+	id := obj.Annotations[v1alpha1.AnnotationID]
+	p := &pendingCreate{id: id, obj: obj}
 	s.mu.Lock()
 	if s.pending[k] != nil {
 		s.mu.Unlock()
@@ -201,11 +239,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	}
 	s.pending[k] = p
 	s.mu.Unlock()
-	drop := func() {
-		s.mu.Lock()
-		delete(s.pending, k)
-		s.mu.Unlock()
-	}
+	drop := func() { s.forgetPending(k, p) }
 	// The cache may have got the object between lookup and reservation.
 	if existing, ok := s.cfg.Controller.Get(obj.Namespace, obj.Name); ok {
 		drop()
@@ -214,7 +248,6 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		}
 		return existing, nil
 	}
-	id := obj.Annotations[v1alpha1.AnnotationID]
 	req, err := controller.PlacementRequest(obj, id)
 	if err != nil {
 		drop()
@@ -228,38 +261,104 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	client, err := s.cfg.Agents.Client(place.AgentID)
-	if err == nil {
-		var resp *connect.Response[fsbv1.AgentServiceCreateSandboxResponse]
-		done := s.cfg.Metrics.Phase(fast, "agent")
-		resp, err = client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
-		}))
-		done()
-		if err == nil {
-			p.mu.Lock()
-			obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
-			obj.Annotations[v1alpha1.AnnotationRevision] = "1"
-			obj.Status = v1alpha1.SandboxStatus{
-				Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
-				Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
-			}
-			obj.CreationTimestamp = metav1.Now()
-			out := obj.DeepCopy()
-			p.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.persist(k, p)
-			}()
-			return out, nil
+	if err != nil {
+		s.cfg.Registry.Release(id)
+		drop()
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+	}
+	if err := ctx.Err(); err != nil || !s.begin() {
+		s.cfg.Registry.Release(id)
+		drop()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		} else if err != nil {
+			return nil, connect.NewError(connect.CodeCanceled, err)
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the controller is stopping"))
+	}
+	defer s.wg.Done()
+	// Once the agent is asked, the create ends here whatever the caller
+	// does: a caller that goes away must not leave a container that no
+	// object, pending create or slot accounts for (the agent finishes a
+	// create whatever its caller does).
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentCreateTimeout)
+	done = s.cfg.Metrics.Phase(fast, "agent")
+	resp, err := client.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
+	}))
+	done()
+	cancel()
+	if err != nil {
+		return nil, s.createFailed(k, p, place.AgentID, err)
+	}
+	p.mu.Lock()
+	p.agent = place.AgentID
+	obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
+	obj.Annotations[v1alpha1.AnnotationRevision] = "1"
+	obj.Status = v1alpha1.SandboxStatus{
+		Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
+		Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
+	}
+	obj.CreationTimestamp = metav1.Now()
+	out := obj.DeepCopy()
+	p.mu.Unlock()
+	s.wg.Add(1) // within begin's count: Wait cannot have reached zero
+	go func() {
+		defer s.wg.Done()
+		s.persist(k, p)
+	}()
+	return out, nil
+}
+
+// createFailed ends a FAST create the agent did not run, and says why. An
+// answer from the agent means it made nothing that stays (it rolls back
+// what a failed create made), so the slot is free at once and the agent's
+// code is the answer. Without an answer (the connection broke, the call
+// timed out) the agent may have made the container: it is removed before
+// the slot is released. If the agent cannot be reached for that either, a
+// container it made is found when it is back (RecoverAgent) and gets its
+// object.
+func (s *Server) createFailed(k string, p *pendingCreate, agentID string, err error) error {
+	answered := connect.IsWireError(err)
+	if !answered && s.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), unansweredCleanupTimeout)
+		rerr := s.removeContainer(ctx, agentID, p.id, 1)
+		cancel()
+		if rerr != nil {
+			s.cfg.Logger.Warn("a FAST create got no answer and its agent cannot be reached; if the agent made the sandbox, its object is re-created when the agent is back",
+				slog.String("sandbox", k), slog.String("id", p.id), slog.String("agent", agentID), slog.Any("err", rerr))
 		}
 	}
-	s.cfg.Registry.Release(id)
-	drop()
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return nil, ce
+	s.cfg.Registry.Release(p.id)
+	s.forgetPending(k, p)
+	if ce := new(connect.Error); answered && errors.As(err, &ce) {
+		return ce
 	}
-	return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", agentID, err))
+}
+
+// removeContainer removes a sandbox revision's container (grace 0),
+// retrying with back-off until its agent confirms it is gone or ctx ends.
+func (s *Server) removeContainer(ctx context.Context, agentID, id string, revision int64) error {
+	zero := int32(0)
+	backoff := 50 * time.Millisecond
+	for {
+		client, err := s.cfg.Agents.Client(agentID)
+		if err == nil {
+			_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+				SandboxId: id, Revision: revision, GracePeriodSeconds: &zero,
+			}))
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove sandbox %s from agent %s: %w", id, agentID, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
 }
 
 // persist writes a FAST create's object, retrying until the orphan timeout;
@@ -310,18 +409,20 @@ func (s *Server) forgetPending(k string, p *pendingCreate) {
 }
 
 // orphan removes the container of a FAST create whose object could not be
-// written.
+// written. Its slot and ports are released, and the sandbox hidden, only
+// once the container is gone. If its agent cannot be reached within
+// removeTimeout, the sandbox is hidden and its slot stays held: the agent's
+// status releases it once it no longer reports the container.
 func (s *Server) orphan(k string, p *pendingCreate, cause error) {
-	ctx := context.WithoutCancel(s.ctx)
-	id, agentID := p.obj.Annotations[v1alpha1.AnnotationID], p.obj.Annotations[v1alpha1.AnnotationAgent]
-	s.cfg.Logger.Error("FAST sandbox never written; removing its container", slog.String("sandbox", k), slog.String("id", id), slog.Any("err", cause))
-	if client, err := s.cfg.Agents.Client(agentID); err == nil {
-		zero := int32(0)
-		if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: &zero})); err != nil {
-			s.cfg.Logger.Error("removing orphan failed", slog.String("id", id), slog.Any("err", err))
-		}
+	s.cfg.Logger.Error("FAST sandbox never written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)
+	defer cancel()
+	if err := s.removeContainer(ctx, p.agent, p.id, 1); err != nil {
+		s.cfg.Logger.Error("removing orphan failed", slog.String("id", p.id), slog.Any("err", err))
+		s.forgetPending(k, p)
+		return
 	}
-	s.cfg.Registry.Release(id)
+	s.cfg.Registry.Release(p.id)
 	s.forgetPending(k, p)
 }
 

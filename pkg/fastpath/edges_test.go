@@ -1,0 +1,97 @@
+package fastpath
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+)
+
+// agentTransport is the controller's transport to agents (cleartext
+// HTTP/2), with a hook that runs around every CreateSandbox call.
+type agentTransport struct {
+	base http.RoundTripper
+	// aroundCreate runs in its own goroutine when a CreateSandbox call is
+	// sent; the call's answer is handed over only once it has returned.
+	aroundCreate func()
+}
+
+func newAgentTransport(aroundCreate func()) *agentTransport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	t.Protocols = &p
+	return &agentTransport{base: t, aroundCreate: aroundCreate}
+}
+
+func (a *agentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(req.URL.Path, "/CreateSandbox") || a.aroundCreate == nil {
+		return a.base.RoundTrip(req)
+	}
+	hook := make(chan struct{})
+	go func() {
+		defer close(hook)
+		a.aroundCreate()
+	}()
+	resp, err := a.base.RoundTrip(req)
+	<-hook
+	return resp, err
+}
+
+// TestFastCreateWhoseCallerGoesAwayIsNotHidden: the caller of a FAST create
+// goes away while the agent makes the container. The create still ends
+// server-side: the sandbox gets its object, list shows it and the registry
+// counts its slot; no container runs that the API does not show.
+func TestFastCreateWhoseCallerGoesAwayIsNotHidden(t *testing.T) {
+	callerCtx, callerGone := context.WithCancel(context.Background())
+	defer callerGone()
+	var p *plane
+	p = newPlane(t, withAgentHTTP(&http.Client{Transport: newAgentTransport(func() {
+		// The caller leaves once the agent has made the container, before
+		// its answer reaches the fast path.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if cs, err := p.cd.Containers(context.Background()); err == nil && len(cs) > 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		callerGone()
+	})}))
+	_, err := p.fp.CreateSandbox(callerCtx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
+		Name: "left", Spec: fastSpec("sleep", "300"),
+	}))
+	t.Logf("create whose caller went away: %v", err)
+	cids := p.containerIDs()
+	if len(cids) != 1 {
+		t.Fatalf("containers after the create: %v, want one", cids)
+	}
+	c, err := p.cd.LoadContainer(context.Background(), cids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels, err := c.Labels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := labels[runtime.LabelID]
+	eventually(t, 10*time.Second, "the sandbox's object in the store", func() bool {
+		sb, err := p.store.Get(context.Background(), "default", "left")
+		return err == nil && sb.Annotations["sandbox.fast.io/id"] == id
+	})
+	if got := p.listed(); got["left"] != id || len(got) != 1 {
+		t.Errorf("list shows %v, want left with the running container's ID %s", got, id)
+	}
+	if _, ok := p.reg.Lookup(id); !ok {
+		t.Errorf("the registry does not count sandbox %s's slot", id)
+	}
+	if !p.hasContainer(id, 1) {
+		t.Errorf("the container of %s is gone", id)
+	}
+}
