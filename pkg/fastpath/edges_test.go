@@ -9,8 +9,10 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
 // agentTransport is the controller's transport to agents (cleartext
@@ -93,5 +95,83 @@ func TestFastCreateWhoseCallerGoesAwayIsNotHidden(t *testing.T) {
 	}
 	if !p.hasContainer(id, 1) {
 		t.Errorf("the container of %s is gone", id)
+	}
+}
+
+// gatedStore is the real store whose Create waits until gate is closed:
+// a write still under way.
+type gatedStore struct {
+	store.Interface
+	gate <-chan struct{}
+}
+
+func (g gatedStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	<-g.gate
+	return g.Interface.Create(ctx, sb)
+}
+
+// TestGracefulStopKeepsAcknowledgedSandboxes: the controller stops (its
+// context ends) while a FAST create's object is not written yet. The
+// container is never removed for that: a write under way finishes within
+// the shutdown timeout, and one the store does not take is left for the
+// next start, whose recovery re-creates the object from the agent.
+func TestGracefulStopKeepsAcknowledgedSandboxes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// store wraps the fast path's store; the gate opens once the stop
+		// has begun.
+		store func(s store.Interface, gate <-chan struct{}) store.Interface
+		// landed says the object is in the store right after the stop.
+		landed bool
+	}{
+		{"a write under way finishes", func(s store.Interface, gate <-chan struct{}) store.Interface {
+			return gatedStore{s, gate}
+		}, true},
+		{"an unwritten object is left for the next start", func(s store.Interface, _ <-chan struct{}) store.Interface {
+			return refusingStore{s}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan struct{})
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return tc.store(s, gate) }),
+				withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+			ctx := context.Background()
+			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "kept", Spec: fastSpec("sleep", "300")}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+
+			p.control.cancel() // SIGTERM
+			close(gate)
+			start := time.Now()
+			p.control.stop()
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("the stop took %v: the pending write was not bounded", took)
+			}
+			if !p.hasContainer(id, 1) {
+				t.Fatalf("a graceful stop removed the acknowledged sandbox %s", id)
+			}
+			_, err = p.store.Get(ctx, "default", "kept")
+			if tc.landed != (err == nil) {
+				t.Fatalf("object in the store after the stop: %v, want landed=%v", err, tc.landed)
+			}
+
+			// The next start: recovery gives the sandbox its object.
+			p.control = p.startControl()
+			if _, _, err := p.fp.Recover(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sb, err := p.store.Get(ctx, "default", "kept")
+			if err != nil || sb.Annotations[v1alpha1.AnnotationID] != id {
+				t.Fatalf("after the restart the object is %v (%v), want sandbox %s", sb, err, id)
+			}
+			if got := p.listed(); got["kept"] != id {
+				t.Errorf("list after the restart: %v", got)
+			}
+			if !p.hasContainer(id, 1) {
+				t.Errorf("the container of %s is gone after the restart", id)
+			}
+		})
 	}
 }

@@ -46,6 +46,9 @@ import (
 const (
 	DefaultNamespace     = "default"
 	DefaultOrphanTimeout = 10 * time.Second
+	// DefaultShutdownTimeout is how long pending object writes may go on
+	// once the server's context has ended.
+	DefaultShutdownTimeout = 5 * time.Second
 	// StrongTimeout bounds how long a STRONG create waits for Running.
 	StrongTimeout = 60 * time.Second
 )
@@ -75,7 +78,12 @@ type Config struct {
 	// OrphanTimeout is how long a FAST create's object write is retried
 	// before its container counts as an orphan and is removed.
 	OrphanTimeout time.Duration
-	Logger        *slog.Logger
+	// ShutdownTimeout is how long FAST creates' object writes go on once
+	// the server's context has ended (a graceful stop). Those not written
+	// by then keep their containers, which the next start's Recover gives
+	// their objects: a stop is not an orphan.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
 	// Metrics receives create latencies; nil records none.
 	Metrics *Metrics
 }
@@ -84,7 +92,10 @@ type Config struct {
 type Server struct {
 	cfg Config
 	ctx context.Context // owns the asynchronous writes
-	wg  sync.WaitGroup
+	// drain ends ShutdownTimeout after ctx: the object writes under way
+	// at a stop go on until then.
+	drain context.Context
+	wg    sync.WaitGroup
 
 	mu       sync.Mutex
 	stopping bool                      // Wait was called: no new work may join wg
@@ -113,12 +124,18 @@ func New(ctx context.Context, cfg Config) *Server {
 	if cfg.OrphanTimeout <= 0 {
 		cfg.OrphanTimeout = DefaultOrphanTimeout
 	}
-	return &Server{cfg: cfg, ctx: ctx, pending: make(map[string]*pendingCreate)}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	drain, endDrain := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, endDrain) })
+	return &Server{cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate)}
 }
 
 // Wait waits for the asynchronous object writes to end, and for the
 // creates that have asked an agent to finish; a create that would ask one
-// from now on is refused.
+// from now on is refused. Once the server's context has ended, the writes
+// end within ShutdownTimeout.
 func (s *Server) Wait() {
 	s.mu.Lock()
 	s.stopping = true
@@ -362,9 +379,11 @@ func (s *Server) removeContainer(ctx context.Context, agentID, id string, revisi
 }
 
 // persist writes a FAST create's object, retrying until the orphan timeout;
-// then the container is an orphan and is removed.
+// then the container is an orphan and is removed. A graceful stop is not
+// an orphan: the write goes on for ShutdownTimeout, and if it has not
+// landed by then the container stays, unmarked, for the next start's
+// recovery to give it its object.
 func (s *Server) persist(k string, p *pendingCreate) {
-	ctx := s.ctx
 	done := s.cfg.Metrics.Phase(fast, "store")
 	deadline := time.Now().Add(s.cfg.OrphanTimeout)
 	backoff := 20 * time.Millisecond
@@ -375,25 +394,31 @@ func (s *Server) persist(k string, p *pendingCreate) {
 			s.forgetPending(k, p)
 			return
 		}
-		_, err := s.cfg.Store.Create(ctx, p.obj.DeepCopy())
+		_, err := s.cfg.Store.Create(s.drain, p.obj.DeepCopy())
 		p.mu.Unlock()
 		if err == nil || apierrors.IsAlreadyExists(err) {
 			done()
 			break
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if s.drain.Err() != nil {
+			s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
+				slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
+			s.forgetPending(k, p)
+			return
+		}
+		if s.ctx.Err() == nil && time.Now().After(deadline) {
 			s.orphan(k, p, err)
 			return
 		}
 		s.cfg.Logger.Warn("writing a FAST sandbox failed; retrying", slog.String("sandbox", k), slog.Any("err", err))
 		select {
-		case <-ctx.Done():
+		case <-s.drain.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Second)
 	}
 	// Keep answering from the table until the cache has the object.
-	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
 	ns, name, _ := strings.Cut(k, "/")
 	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool { return sb != nil })
