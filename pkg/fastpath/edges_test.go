@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
@@ -174,4 +177,55 @@ func TestGracefulStopKeepsAcknowledgedSandboxes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// racingStore is the real store where, just before the fast path's write
+// of name, another writer (kubectl, say) creates an object of that name
+// with another sandbox ID.
+type racingStore struct {
+	store.Interface
+	name, otherID string
+}
+
+func (r racingStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if sb.Name == r.name {
+		other := &v1alpha1.Sandbox{
+			ObjectMeta: metav1.ObjectMeta{Name: sb.Name, Namespace: sb.Namespace,
+				Annotations: map[string]string{v1alpha1.AnnotationID: r.otherID}},
+			Spec: v1alpha1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}},
+		}
+		if _, err := r.Interface.Create(ctx, other); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+	}
+	return r.Interface.Create(ctx, sb)
+}
+
+// TestFastWriteFindingTheNameTakenRemovesTheContainer: a FAST create's
+// object write finds its name taken by another sandbox ID. That is no
+// success: the container is removed, its slot released, and an error log
+// line names the sandbox and both IDs.
+func TestFastWriteFindingTheNameTakenRemovesTheContainer(t *testing.T) {
+	const otherID = "sb-other"
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return racingStore{s, "taken", otherID} }))
+	ctx := context.Background()
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "taken", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	eventually(t, 10*time.Second, "the container of the sandbox that lost its name removed", func() bool {
+		return !p.hasContainer(id, 1)
+	})
+	eventually(t, 5*time.Second, "the slot of the sandbox that lost its name released", func() bool {
+		_, held := p.reg.Lookup(id)
+		return !held
+	})
+	if lines := p.logs.lines("level=ERROR", "default/taken", id, otherID); len(lines) == 0 {
+		t.Errorf("no error log line names default/taken, %s and %s:\n%s", id, otherID, p.logs.String())
+	}
+	eventually(t, 5*time.Second, "get shows the sandbox that has the name", func() bool {
+		got, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "taken"}))
+		return err == nil && got.Msg.GetSandbox().GetStatus().GetSandboxId() == otherID
+	})
 }

@@ -4,8 +4,10 @@
 //   - FAST: allocate a slot, have the agent start the container, answer,
 //     and write the object afterwards. Until the write lands, a table of
 //     pending creates makes Get, List, Delete and the AlreadyExists check
-//     see the truth; a write that never lands within the orphan timeout
-//     has its container removed.
+//     see the truth; a write that never lands within the orphan timeout,
+//     or finds the name taken by another sandbox, has its container
+//     removed. A graceful stop is not an orphan: what is not written by
+//     then is left to the next start's recovery.
 //   - STRONG: write the object; the controller persists Bound with an
 //     agent, starts the container and persists Running; the request
 //     answers then.
@@ -396,9 +398,27 @@ func (s *Server) persist(k string, p *pendingCreate) {
 		}
 		_, err := s.cfg.Store.Create(s.drain, p.obj.DeepCopy())
 		p.mu.Unlock()
-		if err == nil || apierrors.IsAlreadyExists(err) {
+		if err == nil {
 			done()
 			break
+		}
+		if apierrors.IsAlreadyExists(err) {
+			ours, taken := s.nameHolder(k, p)
+			if ours {
+				// An earlier attempt landed though its answer was lost.
+				done()
+				break
+			}
+			if taken != nil {
+				if s.ctx.Err() != nil {
+					// Stopping: the next start's recovery finds the name
+					// taken and removes the container.
+					s.forgetPending(k, p)
+					return
+				}
+				s.orphan(k, p, taken)
+				return
+			}
 		}
 		if s.drain.Err() != nil {
 			s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
@@ -425,6 +445,22 @@ func (s *Server) persist(k string, p *pendingCreate) {
 	s.forgetPending(k, p)
 }
 
+// nameHolder says, after a write of a FAST create's object found its name
+// taken, whether the object there is this sandbox's own (ours), or else
+// why it is not (taken); neither when it cannot tell yet.
+func (s *Server) nameHolder(k string, p *pendingCreate) (ours bool, taken error) {
+	ns, name, _ := strings.Cut(k, "/")
+	have, err := s.cfg.Store.Get(s.drain, ns, name)
+	if err != nil {
+		return false, nil // gone again, or unreadable: the next attempt tells
+	}
+	_, id, _ := v1alpha1.Placement(have)
+	if id == p.id {
+		return true, nil
+	}
+	return false, fmt.Errorf("the name %s is taken by sandbox %q, not %s", k, id, p.id)
+}
+
 func (s *Server) forgetPending(k string, p *pendingCreate) {
 	s.mu.Lock()
 	if s.pending[k] == p {
@@ -434,12 +470,13 @@ func (s *Server) forgetPending(k string, p *pendingCreate) {
 }
 
 // orphan removes the container of a FAST create whose object could not be
-// written. Its slot and ports are released, and the sandbox hidden, only
+// written: the store did not take it within the orphan timeout, or its
+// name belongs to another sandbox. Its slot and ports are released, and the sandbox hidden, only
 // once the container is gone. If its agent cannot be reached within
 // removeTimeout, the sandbox is hidden and its slot stays held: the agent's
 // status releases it once it no longer reports the container.
 func (s *Server) orphan(k string, p *pendingCreate, cause error) {
-	s.cfg.Logger.Error("FAST sandbox never written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
+	s.cfg.Logger.Error("FAST sandbox's object cannot be written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)
 	defer cancel()
 	if err := s.removeContainer(ctx, p.agent, p.id, 1); err != nil {
