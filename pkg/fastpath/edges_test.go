@@ -229,3 +229,71 @@ func TestFastWriteFindingTheNameTakenRemovesTheContainer(t *testing.T) {
 		return err == nil && got.Msg.GetSandbox().GetStatus().GetSandboxId() == otherID
 	})
 }
+
+// TestFailedDeleteOfPendingSandboxLeavesItVisible: a delete of a FAST
+// sandbox whose object is not written yet, cancelled before or during the
+// agent's stop, leaves the sandbox visible with its slot held and its
+// container there; a delete that completes hides it only once the
+// container is gone.
+func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cmd   []string
+		grace int32
+		ctx   func() (context.Context, context.CancelFunc)
+	}{
+		{"cancelled before", []string{"sleep", "300"}, 0, func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}},
+		{"cancelled during the grace period", []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}, 30, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 500*time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The store never takes the object: the sandbox stays pending.
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return refusingStore{s} }),
+				withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+			ctx := context.Background()
+			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "pending", Spec: fastSpec(tc.cmd...)}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+
+			delCtx, cancel := tc.ctx()
+			_, err = p.fp.DeleteSandbox(delCtx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "pending", GracePeriodSeconds: &tc.grace}))
+			cancel()
+			if err == nil {
+				t.Fatal("the cancelled delete succeeded")
+			}
+			if _, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "pending"})); err != nil {
+				t.Errorf("GetSandbox after a failed delete: %v", err)
+			}
+			if got := p.listed(); got["pending"] != id {
+				t.Errorf("list after a failed delete: %v", got)
+			}
+			if _, held := p.reg.Lookup(id); !held {
+				t.Errorf("the slot of %s was released by a failed delete", id)
+			}
+			if !p.hasContainer(id, 1) {
+				t.Errorf("the container of %s is gone though its delete failed", id)
+			}
+
+			zero := int32(0)
+			if _, err := p.fp.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "pending", GracePeriodSeconds: &zero})); err != nil {
+				t.Fatal(err)
+			}
+			if p.hasContainer(id, 1) {
+				t.Errorf("the container of %s outlived its delete", id)
+			}
+			if _, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "pending"})); connect.CodeOf(err) != connect.CodeNotFound {
+				t.Errorf("GetSandbox after the delete: %v, want NotFound", err)
+			}
+			if _, held := p.reg.Lookup(id); held {
+				t.Errorf("the slot of %s is held after the delete", id)
+			}
+		})
+	}
+}

@@ -618,22 +618,31 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 }
 
 // deletePending deletes a FAST sandbox whose object is not written yet: the
-// container is removed before the call answers, and the pending write, if
-// it lands anyway, is deleted too.
+// sandbox is hidden, and its slot released, only once the agent has
+// removed the container; a delete that fails or is cancelled leaves it
+// visible with its slot held. The pending write, if it lands anyway, is
+// deleted too.
 func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	p.mu.Lock()
-	p.deleted = true
-	obj := p.obj.DeepCopy()
+	deleted, agentID, obj := p.deleted, p.agent, p.obj.DeepCopy()
 	p.mu.Unlock()
-	id, agentID := obj.Annotations[v1alpha1.AnnotationID], obj.Annotations[v1alpha1.AnnotationAgent]
+	if deleted {
+		return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	}
+	if agentID == "" {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s is being created: delete it once the create has answered", k))
+	}
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
-	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
-		return nil, err
+	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
+		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("delete sandbox %s on agent %s: %w", k, agentID, err))
 	}
-	s.cfg.Registry.Release(id)
+	p.mu.Lock()
+	p.deleted = true
+	p.mu.Unlock()
+	s.cfg.Registry.Release(p.id)
 	// The write may have landed in the meantime: the object goes too.
 	if err := s.cfg.Store.Delete(ctx, obj.Namespace, obj.Name); err != nil && !apierrors.IsNotFound(err) {
 		return nil, storeError(err)
