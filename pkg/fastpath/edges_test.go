@@ -2,8 +2,11 @@ package fastpath
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,4 +299,52 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 			}
 		})
 	}
+}
+
+// switchStore is the real store whose Create fails while down is set: an
+// API server that is away for a while.
+type switchStore struct {
+	store.Interface
+	down *atomic.Bool
+}
+
+func (s switchStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if s.down.Load() {
+		return nil, errors.New("injected: the store is unreachable")
+	}
+	return s.Interface.Create(ctx, sb)
+}
+
+// TestUpdateOfPendingSandboxSurvivesTheWrite: update finds a FAST sandbox
+// whose object is not written yet, and the object that lands carries the
+// update.
+func TestUpdateOfPendingSandboxSurvivesTheWrite(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return switchStore{s, &down} }),
+		withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+	ctx := context.Background()
+	if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
+		Name: "upd", Labels: map[string]string{"app": "one"}, Spec: fastSpec("sleep", "300"),
+	})); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"app": "two", "tier": "web"}
+	resp, err := p.fp.UpdateSandbox(ctx, connect.NewRequest(&fsbv1.UpdateSandboxRequest{Name: "upd", Labels: want}))
+	if err != nil {
+		t.Fatalf("update of a pending sandbox: %v", err)
+	}
+	if got := resp.Msg.GetSandbox().GetLabels(); !maps.Equal(got, want) {
+		t.Errorf("update answered labels %v, want %v", got, want)
+	}
+	got, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "upd"}))
+	if err != nil || !maps.Equal(got.Msg.GetSandbox().GetLabels(), want) {
+		t.Errorf("get after the update: %v, %v", got, err)
+	}
+
+	down.Store(false)
+	eventually(t, 10*time.Second, "the object with the updated labels in the store", func() bool {
+		sb, err := p.store.Get(ctx, "default", "upd")
+		return err == nil && maps.Equal(sb.Labels, want)
+	})
 }

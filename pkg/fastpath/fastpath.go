@@ -109,9 +109,43 @@ type pendingCreate struct {
 	id    string // the sandbox ID; never changes
 	agent string // the agent it runs on; set before persist starts, then never changed
 
-	mu      sync.Mutex
-	obj     *v1alpha1.Sandbox
-	deleted bool
+	mu  sync.Mutex
+	obj *v1alpha1.Sandbox
+	// writing says a write of obj is under way; written that obj is in
+	// the store, where updates and deletes then go.
+	writing, written bool
+	// deleting counts deletes under way, during which no write starts;
+	// deleted says the container is gone and the sandbox hidden.
+	deleting int
+	deleted  bool
+	changed  chan struct{} // closed and replaced at every change of the above
+}
+
+func newPendingCreate(id string, obj *v1alpha1.Sandbox) *pendingCreate {
+	return &pendingCreate{id: id, obj: obj, changed: make(chan struct{})}
+}
+
+// await waits until cond holds or ctx ends. p.mu is held when it is
+// called and when it returns; it is released while waiting.
+func (p *pendingCreate) await(ctx context.Context, cond func() bool) error {
+	for !cond() {
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.mu.Lock()
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	return nil
+}
+
+// signal wakes await's waiters after a change; p.mu must be held.
+func (p *pendingCreate) signal() {
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // New returns a Server whose asynchronous writes run until ctx ends; Wait
@@ -183,7 +217,7 @@ func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
 	if p.deleted {
 		return nil
 	}
-	return p.obj
+	return p.obj.DeepCopy()
 }
 
 // CreateSandbox implements FastPathService.CreateSandbox.
@@ -250,7 +284,7 @@ func (s *Server) existing(have, want *v1alpha1.Sandbox) (*connect.Response[fsbv1
 func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
 	k := key(obj.Namespace, obj.Name)
 	id := obj.Annotations[v1alpha1.AnnotationID]
-	p := &pendingCreate{id: id, obj: obj}
+	p := newPendingCreate(id, obj)
 	s.mu.Lock()
 	if s.pending[k] != nil {
 		s.mu.Unlock()
@@ -389,41 +423,54 @@ func (s *Server) persist(k string, p *pendingCreate) {
 	done := s.cfg.Metrics.Phase(fast, "store")
 	deadline := time.Now().Add(s.cfg.OrphanTimeout)
 	backoff := 20 * time.Millisecond
+	stopped := func(err error) {
+		s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
+			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
+		s.forgetPending(k, p)
+	}
 	for {
 		p.mu.Lock()
+		// No write starts while a delete is under way: the delete hides
+		// the sandbox once the container is gone, and an object written
+		// meanwhile would bring it back.
+		if err := p.await(s.drain, func() bool { return p.deleting == 0 || p.deleted }); err != nil {
+			p.mu.Unlock()
+			stopped(err)
+			return
+		}
 		if p.deleted {
 			p.mu.Unlock()
 			s.forgetPending(k, p)
 			return
 		}
-		_, err := s.cfg.Store.Create(s.drain, p.obj.DeepCopy())
+		obj := p.obj.DeepCopy()
+		p.writing = true
 		p.mu.Unlock()
-		if err == nil {
+		_, err := s.cfg.Store.Create(s.drain, obj)
+		landed, taken := err == nil, error(nil)
+		if apierrors.IsAlreadyExists(err) {
+			landed, taken = s.nameHolder(k, p, obj)
+		}
+		p.mu.Lock()
+		p.writing, p.written = false, landed
+		p.signal()
+		p.mu.Unlock()
+		if landed {
 			done()
 			break
 		}
-		if apierrors.IsAlreadyExists(err) {
-			ours, taken := s.nameHolder(k, p)
-			if ours {
-				// An earlier attempt landed though its answer was lost.
-				done()
-				break
-			}
-			if taken != nil {
-				if s.ctx.Err() != nil {
-					// Stopping: the next start's recovery finds the name
-					// taken and removes the container.
-					s.forgetPending(k, p)
-					return
-				}
-				s.orphan(k, p, taken)
+		if taken != nil {
+			if s.ctx.Err() != nil {
+				// Stopping: the next start's recovery finds the name
+				// taken and removes the container.
+				s.forgetPending(k, p)
 				return
 			}
+			s.orphan(k, p, taken)
+			return
 		}
 		if s.drain.Err() != nil {
-			s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
-				slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
-			s.forgetPending(k, p)
+			stopped(err)
 			return
 		}
 		if s.ctx.Err() == nil && time.Now().After(deadline) {
@@ -446,19 +493,32 @@ func (s *Server) persist(k string, p *pendingCreate) {
 }
 
 // nameHolder says, after a write of a FAST create's object found its name
-// taken, whether the object there is this sandbox's own (ours), or else
-// why it is not (taken); neither when it cannot tell yet.
-func (s *Server) nameHolder(k string, p *pendingCreate) (ours bool, taken error) {
+// taken, whether the object there is this sandbox's own (ours: an earlier
+// attempt landed though its answer was lost), or else why it is not
+// (taken); neither when it cannot tell yet. Our own object is brought up
+// to date with want, which updates may have changed since that attempt.
+func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) (ours bool, taken error) {
 	ns, name, _ := strings.Cut(k, "/")
 	have, err := s.cfg.Store.Get(s.drain, ns, name)
 	if err != nil {
 		return false, nil // gone again, or unreadable: the next attempt tells
 	}
-	_, id, _ := v1alpha1.Placement(have)
-	if id == p.id {
+	if _, id, _ := v1alpha1.Placement(have); id != p.id {
+		return false, fmt.Errorf("the name %s is taken by sandbox %q, not %s", k, id, p.id)
+	}
+	if equality.Semantic.DeepEqual(have.Spec, want.Spec) && maps.Equal(have.Labels, want.Labels) {
 		return true, nil
 	}
-	return false, fmt.Errorf("the name %s is taken by sandbox %q, not %s", k, id, p.id)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		have, err := s.cfg.Store.Get(s.drain, ns, name)
+		if err != nil {
+			return err
+		}
+		have.Spec, have.Labels = want.Spec, want.Labels
+		_, err = s.cfg.Store.Update(s.drain, have)
+		return err
+	})
+	return err == nil, nil
 }
 
 func (s *Server) forgetPending(k string, p *pendingCreate) {
@@ -589,6 +649,13 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 			return s.deletePending(ctx, k, p, msg)
 		}
 	}
+	return s.deleteStored(ctx, namespace, msg)
+}
+
+// deleteStored deletes a sandbox whose object is in the store: the
+// controller stops the container before it lets the object go.
+func (s *Server) deleteStored(ctx context.Context, namespace string, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+	k := key(namespace, msg.GetName())
 	if msg.GracePeriodSeconds != nil {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			sb, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
@@ -610,7 +677,16 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 		return nil, storeError(err)
 	}
 	if !msg.GetNoWait() {
-		if _, err := s.cfg.Controller.Wait(ctx, namespace, msg.GetName(), func(sb *v1alpha1.Sandbox) bool { return sb == nil }); err != nil {
+		// Gone from the cache is not enough: the cache may not have seen
+		// the object yet. The store's word settles it.
+		_, err := s.cfg.Controller.Wait(ctx, namespace, msg.GetName(), func(sb *v1alpha1.Sandbox) bool {
+			if sb != nil {
+				return false
+			}
+			_, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
+			return apierrors.IsNotFound(err)
+		})
+		if err != nil {
 			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s is still being deleted", k))
 		}
 	}
@@ -620,39 +696,55 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 // deletePending deletes a FAST sandbox whose object is not written yet: the
 // sandbox is hidden, and its slot released, only once the agent has
 // removed the container; a delete that fails or is cancelled leaves it
-// visible with its slot held. The pending write, if it lands anyway, is
-// deleted too.
+// visible with its slot held. No object write starts meanwhile; if one
+// landed before, the delete goes the way of a stored sandbox.
 func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	p.mu.Lock()
-	deleted, agentID, obj := p.deleted, p.agent, p.obj.DeepCopy()
-	p.mu.Unlock()
-	if deleted {
+	if p.deleted {
+		p.mu.Unlock()
 		return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
 	}
-	if agentID == "" {
+	p.deleting++
+	err := p.await(ctx, func() bool { return !p.writing })
+	written, agentID, namespace := p.written, p.agent, p.obj.Namespace
+	p.mu.Unlock()
+	end := func(deleted bool) {
+		p.mu.Lock()
+		p.deleting--
+		p.deleted = p.deleted || deleted
+		p.signal()
+		p.mu.Unlock()
+	}
+	switch {
+	case err != nil:
+		end(false)
+		return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("delete sandbox %s: %w", k, err))
+	case written:
+		end(false)
+		return s.deleteStored(ctx, namespace, msg)
+	case agentID == "":
+		end(false)
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s is being created: delete it once the create has answered", k))
 	}
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
+		end(false)
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
+		end(false)
 		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("delete sandbox %s on agent %s: %w", k, agentID, err))
 	}
-	p.mu.Lock()
-	p.deleted = true
-	p.mu.Unlock()
+	end(true)
 	s.cfg.Registry.Release(p.id)
-	// The write may have landed in the meantime: the object goes too.
-	if err := s.cfg.Store.Delete(ctx, obj.Namespace, obj.Name); err != nil && !apierrors.IsNotFound(err) {
-		return nil, storeError(err)
-	}
 	s.forgetPending(k, p)
 	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
 }
 
 // UpdateSandbox implements FastPathService.UpdateSandbox: labels and the
-// Manual failure policy; AutoRecreate comes with self-healing.
+// Manual failure policy; AutoRecreate comes with self-healing. A FAST
+// sandbox whose object is not written yet is updated in the pending table,
+// so the update is in the object that lands.
 func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
@@ -662,15 +754,32 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 	if err := validateLabels(msg.GetLabels()); err != nil {
 		return nil, err
 	}
+	apply := func(sb *v1alpha1.Sandbox) {
+		if msg.GetLabels() != nil {
+			sb.Labels = msg.GetLabels()
+		}
+	}
+	if _, cached := s.cfg.Controller.Get(namespace, msg.GetName()); !cached {
+		s.mu.Lock()
+		p := s.pending[key(namespace, msg.GetName())]
+		s.mu.Unlock()
+		if p != nil {
+			out, inStore, err := s.updatePending(ctx, p, apply)
+			if err != nil {
+				return nil, err
+			}
+			if !inStore {
+				return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+			}
+		}
+	}
 	var out *v1alpha1.Sandbox
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		sb, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
 		if err != nil {
 			return err
 		}
-		if msg.GetLabels() != nil {
-			sb.Labels = msg.GetLabels()
-		}
+		apply(sb)
 		out, err = s.cfg.Store.Update(ctx, sb)
 		return err
 	})
@@ -678,6 +787,25 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// updatePending applies an update to a pending FAST create's object, once
+// no write of it is under way; inStore says the object has been written,
+// and the update belongs in the store instead.
+func (s *Server) updatePending(ctx context.Context, p *pendingCreate, apply func(*v1alpha1.Sandbox)) (out *v1alpha1.Sandbox, inStore bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.await(ctx, func() bool { return !p.writing }); err != nil {
+		return nil, false, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("update sandbox %s/%s: %w", p.obj.Namespace, p.obj.Name, err))
+	}
+	switch {
+	case p.deleted:
+		return nil, false, notFound(p.obj.Namespace, p.obj.Name)
+	case p.written:
+		return nil, true, nil
+	}
+	apply(p.obj)
+	return p.obj.DeepCopy(), false, nil
 }
 
 // ListSandboxes implements FastPathService.ListSandboxes.
@@ -774,9 +902,7 @@ func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.Kn
 	}
 	s.mu.Lock()
 	for _, p := range s.pending {
-		p.mu.Lock()
-		known[p.obj.Annotations[v1alpha1.AnnotationID]] = true
-		p.mu.Unlock()
+		known[p.id] = true
 	}
 	s.mu.Unlock()
 	resp := &fsbv1.KnownSandboxesResponse{}
