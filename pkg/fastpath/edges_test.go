@@ -3,14 +3,19 @@ package fastpath
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -347,4 +352,61 @@ func TestUpdateOfPendingSandboxSurvivesTheWrite(t *testing.T) {
 		sb, err := p.store.Get(ctx, "default", "upd")
 		return err == nil && maps.Equal(sb.Labels, want)
 	})
+}
+
+// TestFastCreateAnswersTheAgentsImageError: a FAST create whose image
+// cannot be had answers at once with the code the agent gives for why
+// (the agent decides which: NotFound for an image a registry does not
+// have, Unavailable for a registry that cannot be reached,
+// PermissionDenied for one that refuses), and leaves nothing: no
+// container, no sandbox in list, no slot held.
+func TestFastCreateAnswersTheAgentsImageError(t *testing.T) {
+	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"errors":[{"code":"DENIED","message":"no access"}]}`, http.StatusForbidden)
+	}))
+	t.Cleanup(refusing.Close)
+	p := newPlane(t)
+	for i, tc := range []struct {
+		name, image string
+		// want is the code when the agent's answer is fixed by this
+		// package's contract with it; 0 takes the agent's word.
+		want connect.Code
+	}{
+		{"missing on a real registry", strings.TrimPrefix(reg.URL, "http://") + "/fsb/missing:latest", connect.CodeNotFound},
+		{"registry that cannot be reached", "127.0.0.1:1/fsb/x:y", 0},
+		{"registry that refuses the pull", strings.TrimPrefix(refusing.URL, "http://") + "/fsb/private:latest", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &fsbv1.SandboxSpec{Image: tc.image, Command: []string{"true"}}
+			_, agentErr := p.agents[0].client().CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+				SandboxId: fmt.Sprintf("sb-direct-%d", i), Revision: 1, Namespace: "default", Name: "direct", Spec: spec,
+			}))
+			want := connect.CodeOf(agentErr)
+			if agentErr == nil || (tc.want != 0 && want != tc.want) {
+				t.Fatalf("the agent itself answers %v, want an error with code %v", agentErr, tc.want)
+			}
+			start := time.Now()
+			_, err := p.fp.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "img", Spec: spec}))
+			took := time.Since(start)
+			if connect.CodeOf(err) != want {
+				t.Errorf("FAST create with image %s: %v, want the agent's code %v", tc.image, err, want)
+			}
+			if took > 10*time.Second {
+				t.Errorf("the create answered after %v, not at once", took)
+			}
+			if cids := p.containerIDs(); len(cids) != 0 {
+				t.Errorf("containers left: %v", cids)
+			}
+			if got := p.listed(); len(got) != 0 {
+				t.Errorf("list shows %v", got)
+			}
+			for _, a := range p.reg.Agents() {
+				if a.Used != 0 {
+					t.Errorf("agent %s holds %d slots (%v)", a.ID, a.Used, a.Sandboxes)
+				}
+			}
+		})
+	}
 }
