@@ -102,6 +102,16 @@ type Server struct {
 	mu       sync.Mutex
 	stopping bool                      // Wait was called: no new work may join wg
 	pending  map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+
+	// recoverMu lets one recovery run at a time (recover.go).
+	recoverMu sync.Mutex
+	// recovered is closed once Recover has succeeded; the queued
+	// recoveries of agents that connect run only then.
+	recovered     chan struct{}
+	recoveredOnce sync.Once
+	qmu           sync.Mutex
+	queued        map[string]bool // agent IDs whose recovery is due
+	wake          chan struct{}   // has an element when queued may have one
 }
 
 // pendingCreate is a FAST create whose object is being written.
@@ -148,8 +158,8 @@ func (p *pendingCreate) signal() {
 	p.changed = make(chan struct{})
 }
 
-// New returns a Server whose asynchronous writes run until ctx ends; Wait
-// waits for them.
+// New returns a Server whose asynchronous writes, and the recoveries of
+// agents that connect, run until ctx ends; Wait waits for them.
 func New(ctx context.Context, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -165,7 +175,16 @@ func New(ctx context.Context, cfg Config) *Server {
 	}
 	drain, endDrain := context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, endDrain) })
-	return &Server{cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate)}
+	s := &Server{
+		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
+		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.runRecoveries()
+	}()
+	return s
 }
 
 // Wait waits for the asynchronous object writes to end, and for the

@@ -199,6 +199,7 @@ func (p *plane) startControl(opts ...planeOption) *control {
 	c.set = agents.New(agents.Config{
 		Addresses: addrs, Token: agentToken, Registry: c.reg, Logger: logger, HTTPClient: setup.agentHTTP,
 		Changed: func(s *fsbv1.AgentStatus) { c.ctrl.AgentChanged(s) },
+		Up:      func(s *fsbv1.AgentStatus) { c.fp.AgentUp(s) },
 	})
 	c.ctrl = controller.New(controller.Config{Store: p.store, Registry: c.reg, Agents: c.set, NewID: NewID, Logger: logger})
 	cfg := setup.cfg

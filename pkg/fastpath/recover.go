@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,7 +30,8 @@ import (
 //     deleted (while its agent was away, say). It is removed: a deleted
 //     sandbox never comes back.
 //
-// Recover does this for every agent at start, before the fast path serves.
+// Recover does this for every agent at start, before the fast path serves;
+// RecoverAgent does it for one agent whenever it connects or comes back.
 
 // lost is a sandbox an agent runs that no object and no pending create
 // knows.
@@ -40,8 +42,11 @@ type lost struct {
 
 // Recover rebuilds the registry from the store and recovers every agent's
 // sandboxes, before the fast path serves. It returns how many objects it
-// re-created and how many containers it removed.
+// re-created and how many containers it removed. Once it has succeeded,
+// the recoveries AgentUp queues run.
 func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error) {
+	s.recoverMu.Lock()
+	defer s.recoverMu.Unlock()
 	// The registry learns every placement the store records before the
 	// fast path places anything (the agents' status gave it what runs).
 	for _, sb := range s.cfg.Controller.List() {
@@ -49,15 +54,109 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 			_ = s.cfg.Registry.Assign(id, agentID, sb.Spec.ExposedPorts)
 		}
 	}
+	// Agents queued until now are covered by the statuses read below.
+	s.qmu.Lock()
+	clear(s.queued)
+	s.qmu.Unlock()
 	var found []lost
 	for _, st := range s.cfg.Agents.Statuses() {
 		confirmed, err := s.confirm(ctx, st.GetAgentId(), s.unknownOn(st))
 		if err != nil {
-			return 0, 0, fmt.Errorf("recover agent %s: %w", st.GetAgentId(), err)
+			// It was up a moment ago: its next connection recovers it.
+			s.cfg.Logger.Warn("agent not recovered at start; it is when it connects again", slog.String("agent", st.GetAgentId()), slog.Any("err", err))
+			continue
 		}
 		found = append(found, confirmed...)
 	}
+	recreated, removed, err = s.settle(ctx, found)
+	if err == nil {
+		s.recoveredOnce.Do(func() { close(s.recovered) })
+	}
+	return recreated, removed, err
+}
+
+// RecoverAgent recovers one agent's sandboxes, from its latest status. It
+// is serialised with every other recovery.
+func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, removed int, err error) {
+	s.recoverMu.Lock()
+	defer s.recoverMu.Unlock()
+	var st *fsbv1.AgentStatus
+	for _, one := range s.cfg.Agents.Statuses() {
+		if one.GetAgentId() == agentID {
+			st = one
+		}
+	}
+	if st == nil {
+		return 0, 0, fmt.Errorf("recover agent %s: no status from it yet", agentID)
+	}
+	found, err := s.confirm(ctx, agentID, s.unknownOn(st))
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover agent %s: %w", agentID, err)
+	}
 	return s.settle(ctx, found)
+}
+
+// AgentUp queues the recovery of an agent that connected or came back
+// (agents.Config.Up). The recoveries run one at a time, off the caller's
+// goroutine, once Recover has succeeded, until the server's context ends.
+func (s *Server) AgentUp(st *fsbv1.AgentStatus) {
+	s.queue(st.GetAgentId())
+}
+
+func (s *Server) queue(agentID string) {
+	s.qmu.Lock()
+	s.queued[agentID] = true
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runRecoveries runs the queued recoveries until the server's context
+// ends; it owns no state but the queue's head.
+func (s *Server) runRecoveries() {
+	select {
+	case <-s.recovered:
+	case <-s.ctx.Done():
+		return
+	}
+	for {
+		s.qmu.Lock()
+		var agentID string
+		for id := range s.queued {
+			agentID = id
+			break
+		}
+		delete(s.queued, agentID)
+		s.qmu.Unlock()
+		if agentID == "" {
+			select {
+			case <-s.wake:
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		recreated, removed, err := s.RecoverAgent(s.ctx, agentID)
+		switch {
+		case s.ctx.Err() != nil:
+			return
+		case err != nil:
+			s.cfg.Logger.Warn("recovering an agent's sandboxes failed; retrying while it is up", slog.String("agent", agentID), slog.Any("err", err))
+			if s.cfg.Agents.Up(agentID) {
+				select {
+				case <-time.After(time.Second):
+				case <-s.ctx.Done():
+					return
+				}
+				s.queue(agentID)
+			}
+		case recreated+removed > 0:
+			s.cfg.Logger.Info("store brought in line with an agent", slog.String("agent", agentID),
+				slog.Int("recreated", recreated), slog.Int("removed", removed))
+		}
+	}
 }
 
 // unknownOn returns what an agent's status holds that neither a pending

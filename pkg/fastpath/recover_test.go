@@ -3,6 +3,7 @@ package fastpath
 import (
 	"context"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,5 +57,31 @@ func TestRecoveryRemovesDeletedSandboxesAndRecreatesLostObjects(t *testing.T) {
 	}
 	if got := p.listed(); len(got) != 1 || got["lost"] != "sb-lost" {
 		t.Errorf("list after recovery: %v, want only lost", got)
+	}
+}
+
+// TestAgentDownAtStartIsRecoveredWhenItComesBack: an agent that was down
+// when the controller started is recovered when it comes back, not at the
+// next controller start: its lost sandbox gets its object, its deleted one
+// is removed.
+func TestAgentDownAtStartIsRecoveredWhenItComesBack(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	runOnAgent(t, p.agents[0], "sb-late", "late", false)
+	runOnAgent(t, p.agents[0], "sb-deleted", "deleted", true)
+	p.control = p.startControl() // the agent does not serve yet
+	ctx := context.Background()
+	if recreated, removed, err := p.fp.Recover(ctx); err != nil || recreated+removed != 0 {
+		t.Fatalf("Recover with the agent down: %d re-created, %d removed, %v", recreated, removed, err)
+	}
+	p.agents[0].serve(t)
+	eventually(t, 15*time.Second, "the lost sandbox's object once its agent is back", func() bool {
+		sb, err := p.store.Get(ctx, "default", "late")
+		return err == nil && sb.Annotations["sandbox.fast.io/id"] == "sb-late"
+	})
+	eventually(t, 5*time.Second, "the deleted sandbox's container removed once its agent is back", func() bool {
+		return !p.hasContainer("sb-deleted", 1)
+	})
+	if got := p.listed(); len(got) != 1 || got["late"] != "sb-late" {
+		t.Errorf("list: %v, want only late", got)
 	}
 }
