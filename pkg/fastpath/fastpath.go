@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -761,23 +762,18 @@ func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, 
 }
 
 // UpdateSandbox implements FastPathService.UpdateSandbox: labels and the
-// Manual failure policy; AutoRecreate comes with self-healing. A FAST
-// sandbox whose object is not written yet is updated in the pending table,
-// so the update is in the object that lands.
+// lifecycle fields (failure policy, reset revision, expiry, recovery
+// timeout), each changed only when the request sets it. A FAST sandbox
+// whose object is not written yet is updated in the pending table, so the
+// update is in the object that lands; any other goes through the store.
 func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
-	if msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
-	}
-	if err := validateLabels(msg.GetLabels()); err != nil {
+	now := time.Now()
+	if err := validateUpdate(msg, now); err != nil {
 		return nil, err
 	}
-	apply := func(sb *v1alpha1.Sandbox) {
-		if msg.GetLabels() != nil {
-			sb.Labels = msg.GetLabels()
-		}
-	}
+	apply := func(sb *v1alpha1.Sandbox) { applyUpdate(sb, msg, now) }
 	if _, cached := s.cfg.Controller.Get(namespace, msg.GetName()); !cached {
 		s.mu.Lock()
 		p := s.pending[key(namespace, msg.GetName())]
@@ -806,6 +802,65 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// validateUpdate checks an update once, at the edge, saying what to fix.
+func validateUpdate(msg *fsbv1.UpdateSandboxRequest, now time.Time) error {
+	invalid := func(format string, args ...any) error {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+	}
+	if msg.GetName() == "" {
+		return invalid("name is required")
+	}
+	if err := validateLabels(msg.GetLabels()); err != nil {
+		return err
+	}
+	if err := validateFailurePolicy("failure_policy", msg.GetFailurePolicy()); err != nil {
+		return err
+	}
+	if msg.GetExpireTime() != nil && msg.GetClearExpireTime() {
+		return invalid("expire_time and clear_expire_time: set one, not both")
+	}
+	if err := validateExpireTime("expire_time", msg.GetExpireTime(), now); err != nil {
+		return err
+	}
+	if msg.RecoveryTimeoutSeconds != nil && msg.GetRecoveryTimeoutSeconds() < 0 {
+		return invalid("recovery_timeout_seconds %d: want 0 (the default, %d) or more", msg.GetRecoveryTimeoutSeconds(), defaultRecoveryTimeoutSeconds)
+	}
+	return nil
+}
+
+// applyUpdate makes the changes a validated update asks for, at time now.
+func applyUpdate(sb *v1alpha1.Sandbox, msg *fsbv1.UpdateSandboxRequest, now time.Time) {
+	if msg.GetLabels() != nil {
+		sb.Labels = msg.GetLabels()
+	}
+	switch msg.GetFailurePolicy() {
+	case fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL:
+		sb.Spec.FailurePolicy = v1alpha1.FailurePolicyManual
+	case fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
+		sb.Spec.FailurePolicy = v1alpha1.FailurePolicyAutoRecreate
+	}
+	if msg.GetResetRevision() {
+		// The field is stored to the second: a reset within the same
+		// second as the last one must still be a later time, or the
+		// controller would take it for one it has done.
+		t := metav1.NewTime(now.Truncate(time.Second))
+		if prev := sb.Spec.ResetRevision; prev != nil && !t.After(prev.Time) {
+			t = metav1.NewTime(prev.Add(time.Second))
+		}
+		sb.Spec.ResetRevision = &t
+	}
+	switch {
+	case msg.GetExpireTime() != nil:
+		t := metav1.NewTime(msg.GetExpireTime().AsTime())
+		sb.Spec.ExpireTime = &t
+	case msg.GetClearExpireTime():
+		sb.Spec.ExpireTime = nil
+	}
+	if msg.RecoveryTimeoutSeconds != nil {
+		sb.Spec.RecoveryTimeoutSeconds = msg.GetRecoveryTimeoutSeconds()
+	}
 }
 
 // updatePending applies an update to a pending FAST create's object, once
@@ -979,19 +1034,51 @@ func validateCreate(namespace string, msg *fsbv1.CreateSandboxRequest) error {
 	if err := agent.ValidateSpec(msg.GetSpec()); err != nil {
 		return invalid("%v", err)
 	}
-	spec := msg.GetSpec()
-	notYet := func(field string) error {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("spec.%s is not supported yet: it arrives with self-healing", field))
+	return validateLifecycle(msg.GetSpec(), time.Now())
+}
+
+// validateLifecycle checks a spec's lifecycle fields: its failure policy,
+// recoveryTimeoutSeconds (0 means the controller's default) and an
+// expireTime, which must be in the future. resetRevision is taken as it
+// is: it only means something to an update.
+func validateLifecycle(spec *fsbv1.SandboxSpec, now time.Time) error {
+	if err := validateFailurePolicy("spec.failurePolicy", spec.GetFailurePolicy()); err != nil {
+		return err
 	}
-	switch {
-	case spec.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
-		return notYet("failurePolicy AutoRecreate")
-	case spec.GetResetRevision() != nil:
-		return notYet("resetRevision")
-	case spec.GetExpireTime() != nil:
-		return notYet("expireTime")
-	case spec.GetRecoveryTimeoutSeconds() != 0:
-		return notYet("recoveryTimeoutSeconds")
+	if n := spec.GetRecoveryTimeoutSeconds(); n < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.recoveryTimeoutSeconds %d: want 0 (the default, %d) or more", n, defaultRecoveryTimeoutSeconds))
+	}
+	if t := spec.GetResetRevision(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.resetRevision: %w", err))
+		}
+	}
+	return validateExpireTime("spec.expireTime", spec.GetExpireTime(), now)
+}
+
+// defaultRecoveryTimeoutSeconds is what the controller applies when a
+// spec's recoveryTimeoutSeconds is 0; named here for the error message.
+const defaultRecoveryTimeoutSeconds = 300
+
+func validateFailurePolicy(field string, p fsbv1.FailurePolicy) error {
+	switch p {
+	case fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED, fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL, fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %d: want MANUAL or AUTO_RECREATE", field, p))
+}
+
+// validateExpireTime accepts no time, or a valid one after now.
+func validateExpireTime(field string, t *timestamppb.Timestamp, now time.Time) error {
+	if t == nil {
+		return nil
+	}
+	if err := t.CheckValid(); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %w", field, err))
+	}
+	if !t.AsTime().After(now) {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %s is not in the future (now %s)", field,
+			t.AsTime().UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	}
 	return nil
 }
