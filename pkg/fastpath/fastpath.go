@@ -932,34 +932,121 @@ func (s *Server) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSan
 	return connect.NewResponse(&fsbv1.GetSandboxResponse{Sandbox: v1alpha1.ToProto(sb)}), nil
 }
 
-// StreamLogs implements FastPathService.StreamLogs, relayed from the agent.
+// StreamLogs implements FastPathService.StreamLogs, relayed from an agent.
+// It reads the current revision, or an earlier one (revision, previous).
+// An earlier revision's log is on the agent that ran it, which may not be
+// the current one: the current agent is asked first, then the agents
+// whose status shows the sandbox, then every other, until one has it.
 func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {
-	namespace := or(req.Msg.GetNamespace(), DefaultNamespace)
-	sb := s.lookup(namespace, req.Msg.GetName())
+	msg := req.Msg
+	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	sb := s.lookup(namespace, msg.GetName())
 	if sb == nil {
-		return notFound(namespace, req.Msg.GetName())
+		return notFound(namespace, msg.GetName())
 	}
-	agentID, id, revision := v1alpha1.Placement(sb)
+	agentID, id, current := v1alpha1.Placement(sb)
 	if agentID == "" {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, req.Msg.GetName()))
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, msg.GetName()))
 	}
-	client, err := s.cfg.Agents.Client(agentID)
-	if err != nil {
-		return connect.NewError(connect.CodeUnavailable, err)
-	}
-	in, err := client.StreamLogs(ctx, connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{
-		SandboxId: id, Revision: revision, Tail: req.Msg.GetTail(), Follow: req.Msg.GetFollow(),
-	}))
+	revision, err := logRevision(current, msg.GetRevision(), msg.GetPrevious())
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	for in.Receive() {
-		if err := stream.Send(&fsbv1.StreamLogsResponse{Lines: in.Msg().GetLines()}); err != nil {
-			return err
+	areq := &fsbv1.AgentServiceStreamLogsRequest{
+		SandboxId: id, Revision: revision, Tail: msg.GetTail(), Follow: msg.GetFollow(), Namespace: namespace, Name: msg.GetName(),
+	}
+	var unreachable error // the first answer other than NotFound, if none has the log
+	for _, a := range s.logAgents(agentID, id) {
+		in, first, err := s.openLogs(ctx, a, areq)
+		switch {
+		case connect.CodeOf(err) == connect.CodeNotFound:
+			continue
+		case err != nil:
+			if unreachable == nil {
+				unreachable = err
+			}
+			continue
+		case in == nil:
+			return nil // the log is empty
+		}
+		defer in.Close()
+		for out := first; ; out = in.Msg() {
+			if err := stream.Send(&fsbv1.StreamLogsResponse{Lines: out.GetLines()}); err != nil {
+				return err
+			}
+			if !in.Receive() {
+				return in.Err()
+			}
 		}
 	}
-	return in.Err()
+	if unreachable != nil {
+		return unreachable
+	}
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("no agent has the log of sandbox %s/%s revision %d", namespace, msg.GetName(), revision))
+}
+
+// openLogs asks one agent for a log and waits for its first message, so
+// that an agent without the log can be told from one that has it before
+// anything is relayed. A nil stream with no error is an empty log.
+func (s *Server) openLogs(ctx context.Context, agentID string, req *fsbv1.AgentServiceStreamLogsRequest) (*connect.ServerStreamForClient[fsbv1.AgentServiceStreamLogsResponse], *fsbv1.AgentServiceStreamLogsResponse, error) {
+	client, err := s.cfg.Agents.Client(agentID)
+	if err != nil {
+		return nil, nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	in, err := client.StreamLogs(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, nil, fmt.Errorf("logs from agent %s: %w", agentID, err)
+	}
+	if in.Receive() {
+		return in, in.Msg(), nil
+	}
+	err = in.Err()
+	in.Close()
+	if err != nil {
+		return nil, nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("logs from agent %s: %w", agentID, err))
+	}
+	return nil, nil, nil
+}
+
+// logRevision is the revision a logs request reads of a sandbox whose
+// current revision is current: revision when set, the one before the
+// current with previous, else the current.
+func logRevision(current, revision int64, previous bool) (int64, error) {
+	switch {
+	case revision < 0:
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("revision %d: want 0 (the current one) or more", revision))
+	case previous && revision != 0:
+		return 0, connect.NewError(connect.CodeInvalidArgument, errors.New("revision and previous: set one, not both"))
+	case previous && current <= 1:
+		return 0, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("no previous revision: the sandbox is at revision %d", current))
+	case previous:
+		return current - 1, nil
+	case revision == 0:
+		return current, nil
+	case revision > current:
+		return 0, connect.NewError(connect.CodeNotFound, fmt.Errorf("no revision %d: the sandbox is at revision %d", revision, current))
+	}
+	return revision, nil
+}
+
+// logAgents orders the agents to ask for a sandbox's log: its current
+// agent, then those whose status shows the sandbox, then every other known
+// one.
+func (s *Server) logAgents(current, sandboxID string) []string {
+	order := []string{current}
+	var rest []string
+	for _, st := range s.cfg.Agents.Statuses() {
+		a := st.GetAgentId()
+		if a == current {
+			continue
+		}
+		if slices.ContainsFunc(st.GetSandboxes(), func(asb *fsbv1.AgentSandbox) bool { return asb.GetSandboxId() == sandboxID }) {
+			order = append(order, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	return append(order, rest...)
 }
 
 // ListAgents implements FastPathService.ListAgents.
