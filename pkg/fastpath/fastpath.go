@@ -4,8 +4,10 @@
 //   - FAST: allocate a slot, have the agent start the container, answer,
 //     and write the object afterwards. Until the write lands, a table of
 //     pending creates makes Get, List, Delete and the AlreadyExists check
-//     see the truth; a write that never lands within the orphan timeout
-//     has its container removed.
+//     see the truth; a write that never lands within the orphan timeout,
+//     or finds the name taken by another sandbox, has its container
+//     removed. A graceful stop is not an orphan: what is not written by
+//     then is left to the next start's recovery.
 //   - STRONG: write the object; the controller persists Bound with an
 //     agent, starts the container and persists Running; the request
 //     answers then.
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,9 +49,26 @@ import (
 const (
 	DefaultNamespace     = "default"
 	DefaultOrphanTimeout = 10 * time.Second
+	// DefaultShutdownTimeout is how long pending object writes may go on
+	// once the server's context has ended.
+	DefaultShutdownTimeout = 5 * time.Second
 	// StrongTimeout bounds how long a STRONG create waits for Running.
 	StrongTimeout = 60 * time.Second
 )
+
+// agentCreateTimeout bounds a FAST create's agent call, which runs under
+// its own deadline rather than the caller's: the agent's own bound on a
+// create (an image pull included) and a margin for the answer to arrive.
+const agentCreateTimeout = agent.CreateTimeout + 30*time.Second
+
+// removeTimeout bounds how long the fast path retries the removal of a
+// container it gave up on.
+const removeTimeout = 30 * time.Second
+
+// unansweredCleanupTimeout bounds how long a FAST create whose agent call
+// got no answer tries to remove what the agent may have made before it
+// answers its caller.
+const unansweredCleanupTimeout = 10 * time.Second
 
 // Config is what a Server needs.
 type Config struct {
@@ -61,7 +81,12 @@ type Config struct {
 	// OrphanTimeout is how long a FAST create's object write is retried
 	// before its container counts as an orphan and is removed.
 	OrphanTimeout time.Duration
-	Logger        *slog.Logger
+	// ShutdownTimeout is how long FAST creates' object writes go on once
+	// the server's context has ended (a graceful stop). Those not written
+	// by then keep their containers, which the next start's Recover gives
+	// their objects: a stop is not an orphan.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
 	// Metrics receives create latencies; nil records none.
 	Metrics *Metrics
 }
@@ -70,21 +95,72 @@ type Config struct {
 type Server struct {
 	cfg Config
 	ctx context.Context // owns the asynchronous writes
-	wg  sync.WaitGroup
+	// drain ends ShutdownTimeout after ctx: the object writes under way
+	// at a stop go on until then.
+	drain context.Context
+	wg    sync.WaitGroup
 
-	mu      sync.Mutex
-	pending map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+	mu       sync.Mutex
+	stopping bool                      // Wait was called: no new work may join wg
+	pending  map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+
+	// recoverMu lets one recovery run at a time (recover.go).
+	recoverMu sync.Mutex
+	// recovered is closed once Recover has succeeded; the queued
+	// recoveries of agents that connect run only then.
+	recovered     chan struct{}
+	recoveredOnce sync.Once
+	qmu           sync.Mutex
+	queued        map[string]bool // agent IDs whose recovery is due
+	wake          chan struct{}   // has an element when queued may have one
 }
 
 // pendingCreate is a FAST create whose object is being written.
 type pendingCreate struct {
-	mu      sync.Mutex
-	obj     *v1alpha1.Sandbox
-	deleted bool
+	id    string // the sandbox ID; never changes
+	agent string // the agent it runs on; set before persist starts, then never changed
+
+	mu  sync.Mutex
+	obj *v1alpha1.Sandbox
+	// writing says a write of obj is under way; written that obj is in
+	// the store, where updates and deletes then go.
+	writing, written bool
+	// deleting counts deletes under way, during which no write starts;
+	// deleted says the container is gone and the sandbox hidden.
+	deleting int
+	deleted  bool
+	changed  chan struct{} // closed and replaced at every change of the above
 }
 
-// New returns a Server whose asynchronous writes run until ctx ends; Wait
-// waits for them.
+func newPendingCreate(id string, obj *v1alpha1.Sandbox) *pendingCreate {
+	return &pendingCreate{id: id, obj: obj, changed: make(chan struct{})}
+}
+
+// await waits until cond holds or ctx ends. p.mu is held when it is
+// called and when it returns; it is released while waiting.
+func (p *pendingCreate) await(ctx context.Context, cond func() bool) error {
+	for !cond() {
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.mu.Lock()
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	return nil
+}
+
+// signal wakes await's waiters after a change; p.mu must be held.
+func (p *pendingCreate) signal() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// New returns a Server whose asynchronous writes, and the recoveries of
+// agents that connect, run until ctx ends; Wait waits for them.
 func New(ctx context.Context, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -95,11 +171,45 @@ func New(ctx context.Context, cfg Config) *Server {
 	if cfg.OrphanTimeout <= 0 {
 		cfg.OrphanTimeout = DefaultOrphanTimeout
 	}
-	return &Server{cfg: cfg, ctx: ctx, pending: make(map[string]*pendingCreate)}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	drain, endDrain := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, endDrain) })
+	s := &Server{
+		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
+		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.runRecoveries()
+	}()
+	return s
 }
 
-// Wait waits for the asynchronous object writes to end.
-func (s *Server) Wait() { s.wg.Wait() }
+// Wait waits for the asynchronous object writes to end, and for the
+// creates that have asked an agent to finish; a create that would ask one
+// from now on is refused. Once the server's context has ended, the writes
+// end within ShutdownTimeout.
+func (s *Server) Wait() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// begin counts work that Wait must wait for; false once Wait was called.
+// The caller calls s.wg.Done when the work ends.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
 
 // NewID returns a fresh sandbox ID: "sb-" and 16 random base32 characters.
 func NewID() string {
@@ -127,7 +237,7 @@ func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
 	if p.deleted {
 		return nil
 	}
-	return p.obj
+	return p.obj.DeepCopy()
 }
 
 // CreateSandbox implements FastPathService.CreateSandbox.
@@ -193,7 +303,8 @@ func (s *Server) existing(have, want *v1alpha1.Sandbox) (*connect.Response[fsbv1
 
 func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
 	k := key(obj.Namespace, obj.Name)
-	p := &pendingCreate{obj: obj}
+	id := obj.Annotations[v1alpha1.AnnotationID]
+	p := newPendingCreate(id, obj)
 	s.mu.Lock()
 	if s.pending[k] != nil {
 		s.mu.Unlock()
@@ -201,11 +312,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	}
 	s.pending[k] = p
 	s.mu.Unlock()
-	drop := func() {
-		s.mu.Lock()
-		delete(s.pending, k)
-		s.mu.Unlock()
-	}
+	drop := func() { s.forgetPending(k, p) }
 	// The cache may have got the object between lookup and reservation.
 	if existing, ok := s.cfg.Controller.Get(obj.Namespace, obj.Name); ok {
 		drop()
@@ -214,7 +321,6 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		}
 		return existing, nil
 	}
-	id := obj.Annotations[v1alpha1.AnnotationID]
 	req, err := controller.PlacementRequest(obj, id)
 	if err != nil {
 		drop()
@@ -228,77 +334,211 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	client, err := s.cfg.Agents.Client(place.AgentID)
-	if err == nil {
-		var resp *connect.Response[fsbv1.AgentServiceCreateSandboxResponse]
-		done := s.cfg.Metrics.Phase(fast, "agent")
-		resp, err = client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-			SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
-		}))
-		done()
-		if err == nil {
-			p.mu.Lock()
-			obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
-			obj.Annotations[v1alpha1.AnnotationRevision] = "1"
-			obj.Status = v1alpha1.SandboxStatus{
-				Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
-				Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
-			}
-			obj.CreationTimestamp = metav1.Now()
-			out := obj.DeepCopy()
-			p.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.persist(k, p)
-			}()
-			return out, nil
+	if err != nil {
+		s.cfg.Registry.Release(id)
+		drop()
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+	}
+	if err := ctx.Err(); err != nil || !s.begin() {
+		s.cfg.Registry.Release(id)
+		drop()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		} else if err != nil {
+			return nil, connect.NewError(connect.CodeCanceled, err)
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the controller is stopping"))
+	}
+	defer s.wg.Done()
+	// Once the agent is asked, the create ends here whatever the caller
+	// does: a caller that goes away must not leave a container that no
+	// object, pending create or slot accounts for (the agent finishes a
+	// create whatever its caller does).
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentCreateTimeout)
+	done = s.cfg.Metrics.Phase(fast, "agent")
+	resp, err := client.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
+	}))
+	done()
+	cancel()
+	if err != nil {
+		return nil, s.createFailed(k, p, place.AgentID, err)
+	}
+	p.mu.Lock()
+	p.agent = place.AgentID
+	obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
+	obj.Annotations[v1alpha1.AnnotationRevision] = "1"
+	obj.Status = v1alpha1.SandboxStatus{
+		Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
+		Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
+	}
+	obj.CreationTimestamp = metav1.Now()
+	out := obj.DeepCopy()
+	p.mu.Unlock()
+	s.wg.Add(1) // within begin's count: Wait cannot have reached zero
+	go func() {
+		defer s.wg.Done()
+		s.persist(k, p)
+	}()
+	return out, nil
+}
+
+// createFailed ends a FAST create the agent did not run, and says why. An
+// answer from the agent means it made nothing that stays (it rolls back
+// what a failed create made), so the slot is free at once and the agent's
+// code is the answer. Without an answer (the connection broke, the call
+// timed out) the agent may have made the container: it is removed before
+// the slot is released. If the agent cannot be reached for that either, a
+// container it made is found when it is back (RecoverAgent) and gets its
+// object.
+func (s *Server) createFailed(k string, p *pendingCreate, agentID string, err error) error {
+	answered := connect.IsWireError(err)
+	if !answered && s.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), unansweredCleanupTimeout)
+		rerr := s.removeContainer(ctx, agentID, p.id, 1)
+		cancel()
+		if rerr != nil {
+			s.cfg.Logger.Warn("a FAST create got no answer and its agent cannot be reached; if the agent made the sandbox, its object is re-created when the agent is back",
+				slog.String("sandbox", k), slog.String("id", p.id), slog.String("agent", agentID), slog.Any("err", rerr))
 		}
 	}
-	s.cfg.Registry.Release(id)
-	drop()
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		return nil, ce
+	s.cfg.Registry.Release(p.id)
+	s.forgetPending(k, p)
+	if ce := new(connect.Error); answered && errors.As(err, &ce) {
+		return ce
 	}
-	return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", agentID, err))
+}
+
+// removeContainer removes a sandbox revision's container (grace 0),
+// retrying with back-off until its agent confirms it is gone or ctx ends.
+func (s *Server) removeContainer(ctx context.Context, agentID, id string, revision int64) error {
+	zero := int32(0)
+	backoff := 50 * time.Millisecond
+	for {
+		client, err := s.cfg.Agents.Client(agentID)
+		if err == nil {
+			_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+				SandboxId: id, Revision: revision, GracePeriodSeconds: &zero,
+			}))
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove sandbox %s from agent %s: %w", id, agentID, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
 }
 
 // persist writes a FAST create's object, retrying until the orphan timeout;
-// then the container is an orphan and is removed.
+// then the container is an orphan and is removed. A graceful stop is not
+// an orphan: the write goes on for ShutdownTimeout, and if it has not
+// landed by then the container stays, unmarked, for the next start's
+// recovery to give it its object.
 func (s *Server) persist(k string, p *pendingCreate) {
-	ctx := s.ctx
 	done := s.cfg.Metrics.Phase(fast, "store")
 	deadline := time.Now().Add(s.cfg.OrphanTimeout)
 	backoff := 20 * time.Millisecond
+	stopped := func(err error) {
+		s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
+			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
+		s.forgetPending(k, p)
+	}
 	for {
 		p.mu.Lock()
+		// No write starts while a delete is under way: the delete hides
+		// the sandbox once the container is gone, and an object written
+		// meanwhile would bring it back.
+		if err := p.await(s.drain, func() bool { return p.deleting == 0 || p.deleted }); err != nil {
+			p.mu.Unlock()
+			stopped(err)
+			return
+		}
 		if p.deleted {
 			p.mu.Unlock()
 			s.forgetPending(k, p)
 			return
 		}
-		_, err := s.cfg.Store.Create(ctx, p.obj.DeepCopy())
+		obj := p.obj.DeepCopy()
+		p.writing = true
 		p.mu.Unlock()
-		if err == nil || apierrors.IsAlreadyExists(err) {
+		_, err := s.cfg.Store.Create(s.drain, obj)
+		landed, taken := err == nil, error(nil)
+		if apierrors.IsAlreadyExists(err) {
+			landed, taken = s.nameHolder(k, p, obj)
+		}
+		p.mu.Lock()
+		p.writing, p.written = false, landed
+		p.signal()
+		p.mu.Unlock()
+		if landed {
 			done()
 			break
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if taken != nil {
+			if s.ctx.Err() != nil {
+				// Stopping: the next start's recovery finds the name
+				// taken and removes the container.
+				s.forgetPending(k, p)
+				return
+			}
+			s.orphan(k, p, taken)
+			return
+		}
+		if s.drain.Err() != nil {
+			stopped(err)
+			return
+		}
+		if s.ctx.Err() == nil && time.Now().After(deadline) {
 			s.orphan(k, p, err)
 			return
 		}
 		s.cfg.Logger.Warn("writing a FAST sandbox failed; retrying", slog.String("sandbox", k), slog.Any("err", err))
 		select {
-		case <-ctx.Done():
+		case <-s.drain.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Second)
 	}
 	// Keep answering from the table until the cache has the object.
-	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
 	ns, name, _ := strings.Cut(k, "/")
 	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool { return sb != nil })
 	s.forgetPending(k, p)
+}
+
+// nameHolder says, after a write of a FAST create's object found its name
+// taken, whether the object there is this sandbox's own (ours: an earlier
+// attempt landed though its answer was lost), or else why it is not
+// (taken); neither when it cannot tell yet. Our own object is brought up
+// to date with want, which updates may have changed since that attempt.
+func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) (ours bool, taken error) {
+	ns, name, _ := strings.Cut(k, "/")
+	have, err := s.cfg.Store.Get(s.drain, ns, name)
+	if err != nil {
+		return false, nil // gone again, or unreadable: the next attempt tells
+	}
+	if _, id, _ := v1alpha1.Placement(have); id != p.id {
+		return false, fmt.Errorf("the name %s is taken by sandbox %q, not %s", k, id, p.id)
+	}
+	if equality.Semantic.DeepEqual(have.Spec, want.Spec) && maps.Equal(have.Labels, want.Labels) {
+		return true, nil
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		have, err := s.cfg.Store.Get(s.drain, ns, name)
+		if err != nil {
+			return err
+		}
+		have.Spec, have.Labels = want.Spec, want.Labels
+		_, err = s.cfg.Store.Update(s.drain, have)
+		return err
+	})
+	return err == nil, nil
 }
 
 func (s *Server) forgetPending(k string, p *pendingCreate) {
@@ -310,18 +550,21 @@ func (s *Server) forgetPending(k string, p *pendingCreate) {
 }
 
 // orphan removes the container of a FAST create whose object could not be
-// written.
+// written: the store did not take it within the orphan timeout, or its
+// name belongs to another sandbox. Its slot and ports are released, and the sandbox hidden, only
+// once the container is gone. If its agent cannot be reached within
+// removeTimeout, the sandbox is hidden and its slot stays held: the agent's
+// status releases it once it no longer reports the container.
 func (s *Server) orphan(k string, p *pendingCreate, cause error) {
-	ctx := context.WithoutCancel(s.ctx)
-	id, agentID := p.obj.Annotations[v1alpha1.AnnotationID], p.obj.Annotations[v1alpha1.AnnotationAgent]
-	s.cfg.Logger.Error("FAST sandbox never written; removing its container", slog.String("sandbox", k), slog.String("id", id), slog.Any("err", cause))
-	if client, err := s.cfg.Agents.Client(agentID); err == nil {
-		zero := int32(0)
-		if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: &zero})); err != nil {
-			s.cfg.Logger.Error("removing orphan failed", slog.String("id", id), slog.Any("err", err))
-		}
+	s.cfg.Logger.Error("FAST sandbox's object cannot be written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)
+	defer cancel()
+	if err := s.removeContainer(ctx, p.agent, p.id, 1); err != nil {
+		s.cfg.Logger.Error("removing orphan failed", slog.String("id", p.id), slog.Any("err", err))
+		s.forgetPending(k, p)
+		return
 	}
-	s.cfg.Registry.Release(id)
+	s.cfg.Registry.Release(p.id)
 	s.forgetPending(k, p)
 }
 
@@ -426,6 +669,13 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 			return s.deletePending(ctx, k, p, msg)
 		}
 	}
+	return s.deleteStored(ctx, namespace, msg)
+}
+
+// deleteStored deletes a sandbox whose object is in the store: the
+// controller stops the container before it lets the object go.
+func (s *Server) deleteStored(ctx context.Context, namespace string, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
+	k := key(namespace, msg.GetName())
 	if msg.GracePeriodSeconds != nil {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			sb, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
@@ -447,7 +697,16 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 		return nil, storeError(err)
 	}
 	if !msg.GetNoWait() {
-		if _, err := s.cfg.Controller.Wait(ctx, namespace, msg.GetName(), func(sb *v1alpha1.Sandbox) bool { return sb == nil }); err != nil {
+		// Gone from the cache is not enough: the cache may not have seen
+		// the object yet. The store's word settles it.
+		_, err := s.cfg.Controller.Wait(ctx, namespace, msg.GetName(), func(sb *v1alpha1.Sandbox) bool {
+			if sb != nil {
+				return false
+			}
+			_, err := s.cfg.Store.Get(ctx, namespace, msg.GetName())
+			return apierrors.IsNotFound(err)
+		})
+		if err != nil {
 			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("sandbox %s is still being deleted", k))
 		}
 	}
@@ -455,40 +714,79 @@ func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.D
 }
 
 // deletePending deletes a FAST sandbox whose object is not written yet: the
-// container is removed before the call answers, and the pending write, if
-// it lands anyway, is deleted too.
+// sandbox is hidden, and its slot released, only once the agent has
+// removed the container; a delete that fails or is cancelled leaves it
+// visible with its slot held. No object write starts meanwhile; if one
+// landed before, the delete goes the way of a stored sandbox.
 func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, msg *fsbv1.DeleteSandboxRequest) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	p.mu.Lock()
-	p.deleted = true
-	obj := p.obj.DeepCopy()
+	if p.deleted {
+		p.mu.Unlock()
+		return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
+	}
+	p.deleting++
+	err := p.await(ctx, func() bool { return !p.writing })
+	written, agentID, namespace := p.written, p.agent, p.obj.Namespace
 	p.mu.Unlock()
-	id, agentID := obj.Annotations[v1alpha1.AnnotationID], obj.Annotations[v1alpha1.AnnotationAgent]
+	end := func(deleted bool) {
+		p.mu.Lock()
+		p.deleting--
+		p.deleted = p.deleted || deleted
+		p.signal()
+		p.mu.Unlock()
+	}
+	switch {
+	case err != nil:
+		end(false)
+		return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("delete sandbox %s: %w", k, err))
+	case written:
+		end(false)
+		return s.deleteStored(ctx, namespace, msg)
+	case agentID == "":
+		end(false)
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s is being created: delete it once the create has answered", k))
+	}
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
+		end(false)
 		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
-	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
-		return nil, err
+	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
+		end(false)
+		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("delete sandbox %s on agent %s: %w", k, agentID, err))
 	}
-	s.cfg.Registry.Release(id)
-	// The write may have landed in the meantime: the object goes too.
-	if err := s.cfg.Store.Delete(ctx, obj.Namespace, obj.Name); err != nil && !apierrors.IsNotFound(err) {
-		return nil, storeError(err)
-	}
+	end(true)
+	s.cfg.Registry.Release(p.id)
 	s.forgetPending(k, p)
 	return connect.NewResponse(&fsbv1.DeleteSandboxResponse{}), nil
 }
 
 // UpdateSandbox implements FastPathService.UpdateSandbox: labels and the
-// Manual failure policy; AutoRecreate comes with self-healing.
+// lifecycle fields (failure policy, reset revision, expiry, recovery
+// timeout), each changed only when the request sets it. A FAST sandbox
+// whose object is not written yet is updated in the pending table, so the
+// update is in the object that lands; any other goes through the store.
 func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.UpdateSandboxRequest]) (*connect.Response[fsbv1.UpdateSandboxResponse], error) {
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
-	if msg.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("failurePolicy AutoRecreate is not supported yet: it arrives with self-healing"))
-	}
-	if err := validateLabels(msg.GetLabels()); err != nil {
+	now := time.Now()
+	if err := validateUpdate(msg, now); err != nil {
 		return nil, err
+	}
+	apply := func(sb *v1alpha1.Sandbox) { applyUpdate(sb, msg, now) }
+	if _, cached := s.cfg.Controller.Get(namespace, msg.GetName()); !cached {
+		s.mu.Lock()
+		p := s.pending[key(namespace, msg.GetName())]
+		s.mu.Unlock()
+		if p != nil {
+			out, inStore, err := s.updatePending(ctx, p, apply)
+			if err != nil {
+				return nil, err
+			}
+			if !inStore {
+				return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+			}
+		}
 	}
 	var out *v1alpha1.Sandbox
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -496,9 +794,7 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		if err != nil {
 			return err
 		}
-		if msg.GetLabels() != nil {
-			sb.Labels = msg.GetLabels()
-		}
+		apply(sb)
 		out, err = s.cfg.Store.Update(ctx, sb)
 		return err
 	})
@@ -506,6 +802,84 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// validateUpdate checks an update once, at the edge, saying what to fix.
+func validateUpdate(msg *fsbv1.UpdateSandboxRequest, now time.Time) error {
+	invalid := func(format string, args ...any) error {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
+	}
+	if msg.GetName() == "" {
+		return invalid("name is required")
+	}
+	if err := validateLabels(msg.GetLabels()); err != nil {
+		return err
+	}
+	if err := validateFailurePolicy("failure_policy", msg.GetFailurePolicy()); err != nil {
+		return err
+	}
+	if msg.GetExpireTime() != nil && msg.GetClearExpireTime() {
+		return invalid("expire_time and clear_expire_time: set one, not both")
+	}
+	if err := validateExpireTime("expire_time", msg.GetExpireTime(), now); err != nil {
+		return err
+	}
+	if msg.RecoveryTimeoutSeconds != nil && msg.GetRecoveryTimeoutSeconds() < 0 {
+		return invalid("recovery_timeout_seconds %d: want 0 (the default, %d) or more", msg.GetRecoveryTimeoutSeconds(), defaultRecoveryTimeoutSeconds)
+	}
+	return nil
+}
+
+// applyUpdate makes the changes a validated update asks for, at time now.
+func applyUpdate(sb *v1alpha1.Sandbox, msg *fsbv1.UpdateSandboxRequest, now time.Time) {
+	if msg.GetLabels() != nil {
+		sb.Labels = msg.GetLabels()
+	}
+	switch msg.GetFailurePolicy() {
+	case fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL:
+		sb.Spec.FailurePolicy = v1alpha1.FailurePolicyManual
+	case fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
+		sb.Spec.FailurePolicy = v1alpha1.FailurePolicyAutoRecreate
+	}
+	if msg.GetResetRevision() {
+		// The field is stored to the second: a reset within the same
+		// second as the last one must still be a later time, or the
+		// controller would take it for one it has done.
+		t := metav1.NewTime(now.Truncate(time.Second))
+		if prev := sb.Spec.ResetRevision; prev != nil && !t.After(prev.Time) {
+			t = metav1.NewTime(prev.Add(time.Second))
+		}
+		sb.Spec.ResetRevision = &t
+	}
+	switch {
+	case msg.GetExpireTime() != nil:
+		t := metav1.NewTime(msg.GetExpireTime().AsTime())
+		sb.Spec.ExpireTime = &t
+	case msg.GetClearExpireTime():
+		sb.Spec.ExpireTime = nil
+	}
+	if msg.RecoveryTimeoutSeconds != nil {
+		sb.Spec.RecoveryTimeoutSeconds = msg.GetRecoveryTimeoutSeconds()
+	}
+}
+
+// updatePending applies an update to a pending FAST create's object, once
+// no write of it is under way; inStore says the object has been written,
+// and the update belongs in the store instead.
+func (s *Server) updatePending(ctx context.Context, p *pendingCreate, apply func(*v1alpha1.Sandbox)) (out *v1alpha1.Sandbox, inStore bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.await(ctx, func() bool { return !p.writing }); err != nil {
+		return nil, false, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("update sandbox %s/%s: %w", p.obj.Namespace, p.obj.Name, err))
+	}
+	switch {
+	case p.deleted:
+		return nil, false, notFound(p.obj.Namespace, p.obj.Name)
+	case p.written:
+		return nil, true, nil
+	}
+	apply(p.obj)
+	return p.obj.DeepCopy(), false, nil
 }
 
 // ListSandboxes implements FastPathService.ListSandboxes.
@@ -558,34 +932,121 @@ func (s *Server) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSan
 	return connect.NewResponse(&fsbv1.GetSandboxResponse{Sandbox: v1alpha1.ToProto(sb)}), nil
 }
 
-// StreamLogs implements FastPathService.StreamLogs, relayed from the agent.
+// StreamLogs implements FastPathService.StreamLogs, relayed from an agent.
+// It reads the current revision, or an earlier one (revision, previous).
+// An earlier revision's log is on the agent that ran it, which may not be
+// the current one: the current agent is asked first, then the agents
+// whose status shows the sandbox, then every other, until one has it.
 func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {
-	namespace := or(req.Msg.GetNamespace(), DefaultNamespace)
-	sb := s.lookup(namespace, req.Msg.GetName())
+	msg := req.Msg
+	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	sb := s.lookup(namespace, msg.GetName())
 	if sb == nil {
-		return notFound(namespace, req.Msg.GetName())
+		return notFound(namespace, msg.GetName())
 	}
-	agentID, id, revision := v1alpha1.Placement(sb)
+	agentID, id, current := v1alpha1.Placement(sb)
 	if agentID == "" {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, req.Msg.GetName()))
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet: no logs", namespace, msg.GetName()))
 	}
-	client, err := s.cfg.Agents.Client(agentID)
-	if err != nil {
-		return connect.NewError(connect.CodeUnavailable, err)
-	}
-	in, err := client.StreamLogs(ctx, connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{
-		SandboxId: id, Revision: revision, Tail: req.Msg.GetTail(), Follow: req.Msg.GetFollow(),
-	}))
+	revision, err := logRevision(current, msg.GetRevision(), msg.GetPrevious())
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	for in.Receive() {
-		if err := stream.Send(&fsbv1.StreamLogsResponse{Lines: in.Msg().GetLines()}); err != nil {
-			return err
+	areq := &fsbv1.AgentServiceStreamLogsRequest{
+		SandboxId: id, Revision: revision, Tail: msg.GetTail(), Follow: msg.GetFollow(), Namespace: namespace, Name: msg.GetName(),
+	}
+	var unreachable error // the first answer other than NotFound, if none has the log
+	for _, a := range s.logAgents(agentID, id) {
+		in, first, err := s.openLogs(ctx, a, areq)
+		switch {
+		case connect.CodeOf(err) == connect.CodeNotFound:
+			continue
+		case err != nil:
+			if unreachable == nil {
+				unreachable = err
+			}
+			continue
+		case in == nil:
+			return nil // the log is empty
+		}
+		defer in.Close()
+		for out := first; ; out = in.Msg() {
+			if err := stream.Send(&fsbv1.StreamLogsResponse{Lines: out.GetLines()}); err != nil {
+				return err
+			}
+			if !in.Receive() {
+				return in.Err()
+			}
 		}
 	}
-	return in.Err()
+	if unreachable != nil {
+		return unreachable
+	}
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("no agent has the log of sandbox %s/%s revision %d", namespace, msg.GetName(), revision))
+}
+
+// openLogs asks one agent for a log and waits for its first message, so
+// that an agent without the log can be told from one that has it before
+// anything is relayed. A nil stream with no error is an empty log.
+func (s *Server) openLogs(ctx context.Context, agentID string, req *fsbv1.AgentServiceStreamLogsRequest) (*connect.ServerStreamForClient[fsbv1.AgentServiceStreamLogsResponse], *fsbv1.AgentServiceStreamLogsResponse, error) {
+	client, err := s.cfg.Agents.Client(agentID)
+	if err != nil {
+		return nil, nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	in, err := client.StreamLogs(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, nil, fmt.Errorf("logs from agent %s: %w", agentID, err)
+	}
+	if in.Receive() {
+		return in, in.Msg(), nil
+	}
+	err = in.Err()
+	in.Close()
+	if err != nil {
+		return nil, nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("logs from agent %s: %w", agentID, err))
+	}
+	return nil, nil, nil
+}
+
+// logRevision is the revision a logs request reads of a sandbox whose
+// current revision is current: revision when set, the one before the
+// current with previous, else the current.
+func logRevision(current, revision int64, previous bool) (int64, error) {
+	switch {
+	case revision < 0:
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("revision %d: want 0 (the current one) or more", revision))
+	case previous && revision != 0:
+		return 0, connect.NewError(connect.CodeInvalidArgument, errors.New("revision and previous: set one, not both"))
+	case previous && current <= 1:
+		return 0, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("no previous revision: the sandbox is at revision %d", current))
+	case previous:
+		return current - 1, nil
+	case revision == 0:
+		return current, nil
+	case revision > current:
+		return 0, connect.NewError(connect.CodeNotFound, fmt.Errorf("no revision %d: the sandbox is at revision %d", revision, current))
+	}
+	return revision, nil
+}
+
+// logAgents orders the agents to ask for a sandbox's log: its current
+// agent, then those whose status shows the sandbox, then every other known
+// one.
+func (s *Server) logAgents(current, sandboxID string) []string {
+	order := []string{current}
+	var rest []string
+	for _, st := range s.cfg.Agents.Statuses() {
+		a := st.GetAgentId()
+		if a == current {
+			continue
+		}
+		if slices.ContainsFunc(st.GetSandboxes(), func(asb *fsbv1.AgentSandbox) bool { return asb.GetSandboxId() == sandboxID }) {
+			order = append(order, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	return append(order, rest...)
 }
 
 // ListAgents implements FastPathService.ListAgents.
@@ -602,9 +1063,7 @@ func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.Kn
 	}
 	s.mu.Lock()
 	for _, p := range s.pending {
-		p.mu.Lock()
-		known[p.obj.Annotations[v1alpha1.AnnotationID]] = true
-		p.mu.Unlock()
+		known[p.id] = true
 	}
 	s.mu.Unlock()
 	resp := &fsbv1.KnownSandboxesResponse{}
@@ -662,19 +1121,51 @@ func validateCreate(namespace string, msg *fsbv1.CreateSandboxRequest) error {
 	if err := agent.ValidateSpec(msg.GetSpec()); err != nil {
 		return invalid("%v", err)
 	}
-	spec := msg.GetSpec()
-	notYet := func(field string) error {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("spec.%s is not supported yet: it arrives with self-healing", field))
+	return validateLifecycle(msg.GetSpec(), time.Now())
+}
+
+// validateLifecycle checks a spec's lifecycle fields: its failure policy,
+// recoveryTimeoutSeconds (0 means the controller's default) and an
+// expireTime, which must be in the future. resetRevision is taken as it
+// is: it only means something to an update.
+func validateLifecycle(spec *fsbv1.SandboxSpec, now time.Time) error {
+	if err := validateFailurePolicy("spec.failurePolicy", spec.GetFailurePolicy()); err != nil {
+		return err
 	}
-	switch {
-	case spec.GetFailurePolicy() == fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
-		return notYet("failurePolicy AutoRecreate")
-	case spec.GetResetRevision() != nil:
-		return notYet("resetRevision")
-	case spec.GetExpireTime() != nil:
-		return notYet("expireTime")
-	case spec.GetRecoveryTimeoutSeconds() != 0:
-		return notYet("recoveryTimeoutSeconds")
+	if n := spec.GetRecoveryTimeoutSeconds(); n < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.recoveryTimeoutSeconds %d: want 0 (the default, %d) or more", n, defaultRecoveryTimeoutSeconds))
+	}
+	if t := spec.GetResetRevision(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.resetRevision: %w", err))
+		}
+	}
+	return validateExpireTime("spec.expireTime", spec.GetExpireTime(), now)
+}
+
+// defaultRecoveryTimeoutSeconds is what the controller applies when a
+// spec's recoveryTimeoutSeconds is 0; named here for the error message.
+const defaultRecoveryTimeoutSeconds = 300
+
+func validateFailurePolicy(field string, p fsbv1.FailurePolicy) error {
+	switch p {
+	case fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED, fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL, fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %d: want MANUAL or AUTO_RECREATE", field, p))
+}
+
+// validateExpireTime accepts no time, or a valid one after now.
+func validateExpireTime(field string, t *timestamppb.Timestamp, now time.Time) error {
+	if t == nil {
+		return nil
+	}
+	if err := t.CheckValid(); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %w", field, err))
+	}
+	if !t.AsTime().After(now) {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %s is not in the future (now %s)", field,
+			t.AsTime().UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	}
 	return nil
 }

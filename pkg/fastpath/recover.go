@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,15 +16,37 @@ import (
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
-// Recover rebuilds the registry from the store and makes the store agree
-// with what the agents run, before the fast path serves (DESIGN §4,
-// durability of FAST): a sandbox an agent runs with
-// no object — a FAST create whose write was lost when the controller
-// died — gets its object back from the spec and labels the agent keeps; a
-// sandbox whose name now belongs to another sandbox is superseded, and its
-// container is removed. It returns how many objects it re-created and how
-// many containers it removed.
+// Recovery makes the store agree with what the agents run (DESIGN §4,
+// durability of FAST). A sandbox an agent runs that no object and no
+// pending create knows is one of two things, told apart by the persisted
+// mark the controller puts on a container once it has seen its object:
+//
+//   - unmarked: a FAST create whose object write was lost (the controller
+//     died or stopped first, or its agent finished the create after the
+//     call broke). It gets its object back from the spec and labels the
+//     agent keeps, unless its name now belongs to another sandbox; then it
+//     is superseded and removed.
+//   - marked: its object was written and is gone, so the sandbox was
+//     deleted (while its agent was away, say). It is removed: a deleted
+//     sandbox never comes back.
+//
+// Recover does this for every agent at start, before the fast path serves;
+// RecoverAgent does it for one agent whenever it connects or comes back.
+
+// lost is a sandbox an agent runs that no object and no pending create
+// knows.
+type lost struct {
+	agent string
+	sb    *fsbv1.AgentSandbox
+}
+
+// Recover rebuilds the registry from the store and recovers every agent's
+// sandboxes, before the fast path serves. It returns how many objects it
+// re-created and how many containers it removed. Once it has succeeded,
+// the recoveries AgentUp queues run.
 func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error) {
+	s.recoverMu.Lock()
+	defer s.recoverMu.Unlock()
 	// The registry learns every placement the store records before the
 	// fast path places anything (the agents' status gave it what runs).
 	for _, sb := range s.cfg.Controller.List() {
@@ -31,28 +54,186 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 			_ = s.cfg.Registry.Assign(id, agentID, sb.Spec.ExposedPorts)
 		}
 	}
-	// Sandboxes the agents run that no object knows, newest first: when
-	// two share a name, the newest keeps it.
-	type lost struct {
-		agent string
-		sb    *fsbv1.AgentSandbox
-	}
-	var orphans []lost
+	// Agents queued until now are covered by the statuses read below.
+	s.qmu.Lock()
+	clear(s.queued)
+	s.qmu.Unlock()
+	var found []lost
 	for _, st := range s.cfg.Agents.Statuses() {
-		for _, asb := range st.GetSandboxes() {
-			if _, ok := s.cfg.Controller.ByID(asb.GetSandboxId()); !ok {
-				orphans = append(orphans, lost{st.GetAgentId(), asb})
-			}
+		confirmed, err := s.confirm(ctx, st.GetAgentId(), s.unknownOn(st))
+		if err != nil {
+			// It was up a moment ago: its next connection recovers it.
+			s.cfg.Logger.Warn("agent not recovered at start; it is when it connects again", slog.String("agent", st.GetAgentId()), slog.Any("err", err))
+			continue
+		}
+		found = append(found, confirmed...)
+	}
+	recreated, removed, err = s.settle(ctx, found)
+	if err == nil {
+		s.recoveredOnce.Do(func() { close(s.recovered) })
+	}
+	return recreated, removed, err
+}
+
+// RecoverAgent recovers one agent's sandboxes, from its latest status. It
+// is serialised with every other recovery.
+func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, removed int, err error) {
+	s.recoverMu.Lock()
+	defer s.recoverMu.Unlock()
+	var st *fsbv1.AgentStatus
+	for _, one := range s.cfg.Agents.Statuses() {
+		if one.GetAgentId() == agentID {
+			st = one
 		}
 	}
-	slices.SortStableFunc(orphans, func(a, b lost) int {
+	if st == nil {
+		return 0, 0, fmt.Errorf("recover agent %s: no status from it yet", agentID)
+	}
+	found, err := s.confirm(ctx, agentID, s.unknownOn(st))
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover agent %s: %w", agentID, err)
+	}
+	return s.settle(ctx, found)
+}
+
+// AgentUp queues the recovery of an agent that connected or came back
+// (agents.Config.Up). The recoveries run one at a time, off the caller's
+// goroutine, once Recover has succeeded, until the server's context ends.
+func (s *Server) AgentUp(st *fsbv1.AgentStatus) {
+	s.queue(st.GetAgentId())
+}
+
+func (s *Server) queue(agentID string) {
+	s.qmu.Lock()
+	s.queued[agentID] = true
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runRecoveries runs the queued recoveries until the server's context
+// ends; it owns no state but the queue's head.
+func (s *Server) runRecoveries() {
+	select {
+	case <-s.recovered:
+	case <-s.ctx.Done():
+		return
+	}
+	for {
+		s.qmu.Lock()
+		var agentID string
+		for id := range s.queued {
+			agentID = id
+			break
+		}
+		delete(s.queued, agentID)
+		s.qmu.Unlock()
+		if agentID == "" {
+			select {
+			case <-s.wake:
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		recreated, removed, err := s.RecoverAgent(s.ctx, agentID)
+		switch {
+		case s.ctx.Err() != nil:
+			return
+		case err != nil:
+			s.cfg.Logger.Warn("recovering an agent's sandboxes failed; retrying while it is up", slog.String("agent", agentID), slog.Any("err", err))
+			if s.cfg.Agents.Up(agentID) {
+				select {
+				case <-time.After(time.Second):
+				case <-s.ctx.Done():
+					return
+				}
+				s.queue(agentID)
+			}
+		case recreated+removed > 0:
+			s.cfg.Logger.Info("store brought in line with an agent", slog.String("agent", agentID),
+				slog.Int("recreated", recreated), slog.Int("removed", removed))
+		}
+	}
+}
+
+// unknownOn returns what an agent's status holds that neither a pending
+// FAST create nor an object knows.
+func (s *Server) unknownOn(st *fsbv1.AgentStatus) []lost {
+	var out []lost
+	for _, asb := range st.GetSandboxes() {
+		// The pending table first: a create leaves it only once the cache
+		// has its object (checked next) or its container is gone.
+		if s.pendingID(asb.GetSandboxId()) {
+			continue
+		}
+		if _, ok := s.cfg.Controller.ByID(asb.GetSandboxId()); ok {
+			continue
+		}
+		out = append(out, lost{st.GetAgentId(), asb})
+	}
+	return out
+}
+
+// pendingID reports whether a pending FAST create holds a sandbox ID.
+func (s *Server) pendingID(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pending {
+		if p.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// confirm keeps, of an agent's unmarked lost sandboxes, those the agent
+// still runs now. The status they came from may predate a create that
+// failed and was rolled back, or a delete that finished, before the checks
+// of unknownOn: without a second look such a sandbox would get an object
+// again. Marked ones need none: removing what is gone succeeds.
+func (s *Server) confirm(ctx context.Context, agentID string, found []lost) ([]lost, error) {
+	if !slices.ContainsFunc(found, func(l lost) bool { return !l.sb.GetPersisted() }) {
+		return found, nil
+	}
+	client, err := s.cfg.Agents.Client(agentID)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.GetStatus(ctx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("status of agent %s: %w", agentID, err)
+	}
+	runs := map[string]bool{}
+	for _, asb := range resp.Msg.GetStatus().GetSandboxes() {
+		runs[asb.GetContainerId()] = true
+	}
+	return slices.DeleteFunc(found, func(l lost) bool { return !l.sb.GetPersisted() && !runs[l.sb.GetContainerId()] }), nil
+}
+
+// settle recovers lost sandboxes: marked ones are removed; unmarked ones,
+// newest first, get their objects back, or are removed when their name is
+// taken (when two share a name, the newest keeps it).
+func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed int, err error) {
+	slices.SortStableFunc(found, func(a, b lost) int {
 		return b.sb.GetCreateTime().AsTime().Compare(a.sb.GetCreateTime().AsTime())
 	})
 	var written []*v1alpha1.Sandbox
 	taken := map[string]string{} // namespace/name -> the sandbox ID that has it
-	for _, o := range orphans {
+	for _, o := range found {
 		asb := o.sb
 		k := key(asb.GetNamespace(), asb.GetName())
+		if asb.GetPersisted() {
+			s.cfg.Logger.Info("removing a sandbox whose object was deleted", slog.String("sandbox", k),
+				slog.String("id", asb.GetSandboxId()), slog.Int64("revision", asb.GetRevision()), slog.String("agent", o.agent))
+			if err := s.remove(ctx, o.agent, asb); err != nil {
+				return recreated, removed, err
+			}
+			removed++
+			continue
+		}
 		if other, ok := s.cfg.Controller.Get(asb.GetNamespace(), asb.GetName()); ok {
 			taken[k] = other.Annotations[v1alpha1.AnnotationID]
 		}
@@ -76,9 +257,8 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 			Spec: v1alpha1.SpecFromProto(asb.GetSpec()),
 		}
 		if _, err := s.cfg.Store.Create(ctx, obj); apierrors.IsAlreadyExists(err) {
-			// Stored but not cached: the cache is synced before this runs,
-			// so only a write from elsewhere gets here. Whoever has the
-			// name keeps it.
+			// Stored but not cached: a write from elsewhere since the
+			// cache was read. Whoever has the name keeps it.
 			have, gerr := s.cfg.Store.Get(ctx, asb.GetNamespace(), asb.GetName())
 			if gerr != nil {
 				return recreated, removed, fmt.Errorf("re-create sandbox %s: %w", k, gerr)
@@ -100,7 +280,7 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 		written = append(written, obj)
 		recreated++
 	}
-	// Ready only once the cache, which Get and List read, has them too.
+	// Done only once the cache, which Get and List read, has them too.
 	for _, obj := range written {
 		if _, err := s.cfg.Controller.Wait(ctx, obj.Namespace, obj.Name, func(sb *v1alpha1.Sandbox) bool { return sb != nil }); err != nil {
 			return recreated, removed, err
@@ -110,19 +290,25 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 }
 
 func (s *Server) removeSuperseded(ctx context.Context, agentID string, asb *fsbv1.AgentSandbox, by string) error {
+	s.cfg.Logger.Warn("removing a sandbox container superseded by another under its name",
+		slog.String("sandbox", asb.GetNamespace()+"/"+asb.GetName()), slog.String("id", asb.GetSandboxId()),
+		slog.String("by", by))
+	return s.remove(ctx, agentID, asb)
+}
+
+// remove removes a lost sandbox revision's container (grace 0), then
+// releases its slot.
+func (s *Server) remove(ctx context.Context, agentID string, asb *fsbv1.AgentSandbox) error {
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
 		return err
 	}
-	s.cfg.Logger.Warn("removing a sandbox container superseded by another under its name",
-		slog.String("sandbox", asb.GetNamespace()+"/"+asb.GetName()), slog.String("id", asb.GetSandboxId()),
-		slog.String("by", by))
 	zero := int32(0)
 	_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
 		SandboxId: asb.GetSandboxId(), Revision: asb.GetRevision(), GracePeriodSeconds: &zero,
 	}))
 	if err != nil {
-		return fmt.Errorf("remove superseded sandbox %s: %w", asb.GetSandboxId(), err)
+		return fmt.Errorf("remove sandbox %s revision %d: %w", asb.GetSandboxId(), asb.GetRevision(), err)
 	}
 	s.cfg.Registry.Release(asb.GetSandboxId())
 	return nil

@@ -127,11 +127,16 @@ func run(c *cli.Context) error {
 	registerRegistryGauges(promReg, reg)
 	metrics := fastpath.NewMetrics(promReg)
 	var ctrl *controller.Controller
+	// An agent that connects or comes back is recovered (its lost objects
+	// re-created, its deleted sandboxes removed) by the fast path, once
+	// the start-up Recover below is done.
+	var agentUp func(*fsbv1.AgentStatus)
 	set := agents.New(agents.Config{
 		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
 		Token:     agentToken,
 		Registry:  reg,
 		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
+		Up:        func(s *fsbv1.AgentStatus) { agentUp(s) },
 		Logger:    log,
 		Heartbeat: c.Duration("agent-heartbeat-interval"),
 	})
@@ -148,6 +153,7 @@ func run(c *cli.Context) error {
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log, Metrics: metrics,
 	})
+	agentUp = fp.AgentUp
 
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)

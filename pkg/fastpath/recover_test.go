@@ -1,0 +1,87 @@
+package fastpath
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// runOnAgent has an agent run a sandbox with no object, as a FAST create
+// whose write was lost leaves it (persisted false), or as a sandbox whose
+// object was written and then deleted while its agent was away leaves it
+// (persisted true).
+func runOnAgent(t *testing.T, a *testAgent, id, name string, persisted bool) {
+	t.Helper()
+	_, err := a.ag.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id, Revision: 1, Namespace: "default", Name: name, Persisted: persisted,
+		Labels: map[string]string{"app": name},
+		Spec:   &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoveryRemovesDeletedSandboxesAndRecreatesLostObjects: at start, a
+// container the store has seen (marked) whose object is gone was deleted:
+// it is removed and gets no object. An unmarked one is a FAST create whose
+// write was lost: its object is re-created from the agent.
+func TestRecoveryRemovesDeletedSandboxesAndRecreatesLostObjects(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	runOnAgent(t, p.agents[0], "sb-lost", "lost", false)
+	runOnAgent(t, p.agents[0], "sb-deleted", "deleted", true)
+	p.agents[0].serve(t)
+	p.control = p.startControl()
+	ctx := context.Background()
+	recreated, removed, err := p.fp.Recover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recreated != 1 || removed != 1 {
+		t.Errorf("Recover: %d re-created, %d removed; want 1 and 1", recreated, removed)
+	}
+	if p.hasContainer("sb-deleted", 1) {
+		t.Errorf("the deleted sandbox's container is still there")
+	}
+	if _, err := p.store.Get(ctx, "default", "deleted"); !apierrors.IsNotFound(err) {
+		t.Errorf("the deleted sandbox has an object again: %v", err)
+	}
+	if !p.hasContainer("sb-lost", 1) {
+		t.Errorf("the lost sandbox's container is gone")
+	}
+	if got := p.listed(); len(got) != 1 || got["lost"] != "sb-lost" {
+		t.Errorf("list after recovery: %v, want only lost", got)
+	}
+}
+
+// TestAgentDownAtStartIsRecoveredWhenItComesBack: an agent that was down
+// when the controller started is recovered when it comes back, not at the
+// next controller start: its lost sandbox gets its object, its deleted one
+// is removed.
+func TestAgentDownAtStartIsRecoveredWhenItComesBack(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	runOnAgent(t, p.agents[0], "sb-late", "late", false)
+	runOnAgent(t, p.agents[0], "sb-deleted", "deleted", true)
+	p.control = p.startControl() // the agent does not serve yet
+	ctx := context.Background()
+	if recreated, removed, err := p.fp.Recover(ctx); err != nil || recreated+removed != 0 {
+		t.Fatalf("Recover with the agent down: %d re-created, %d removed, %v", recreated, removed, err)
+	}
+	p.agents[0].serve(t)
+	eventually(t, 15*time.Second, "the lost sandbox's object once its agent is back", func() bool {
+		sb, err := p.store.Get(ctx, "default", "late")
+		return err == nil && sb.Annotations["sandbox.fast.io/id"] == "sb-late"
+	})
+	eventually(t, 5*time.Second, "the deleted sandbox's container removed once its agent is back", func() bool {
+		return !p.hasContainer("sb-deleted", 1)
+	})
+	if got := p.listed(); len(got) != 1 || got["late"] != "sb-late" {
+		t.Errorf("list: %v, want only late", got)
+	}
+}
