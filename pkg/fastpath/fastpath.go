@@ -551,10 +551,11 @@ func (s *Server) forgetPending(k string, p *pendingCreate) {
 
 // orphan removes the container of a FAST create whose object could not be
 // written: the store did not take it within the orphan timeout, or its
-// name belongs to another sandbox. Its slot and ports are released, and the sandbox hidden, only
-// once the container is gone. If its agent cannot be reached within
-// removeTimeout, the sandbox is hidden and its slot stays held: the agent's
-// status releases it once it no longer reports the container.
+// name belongs to another sandbox. Its slot and ports are released, and
+// the sandbox hidden, only once the container is gone. If its agent cannot
+// be reached within removeTimeout, the sandbox is hidden and its slot
+// stays held: the agent's status releases it once it no longer reports
+// the container.
 func (s *Server) orphan(k string, p *pendingCreate, cause error) {
 	s.cfg.Logger.Error("FAST sandbox's object cannot be written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)
