@@ -310,18 +310,20 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		s.mu.Unlock()
 		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("sandbox %s is being created", k))
 	}
+	// From here an update may change the pending object: read a copy.
+	want := obj.DeepCopy()
 	s.pending[k] = p
 	s.mu.Unlock()
 	drop := func() { s.forgetPending(k, p) }
 	// The cache may have got the object between lookup and reservation.
-	if existing, ok := s.cfg.Controller.Get(obj.Namespace, obj.Name); ok {
+	if existing, ok := s.cfg.Controller.Get(want.Namespace, want.Name); ok {
 		drop()
-		if _, err := s.existing(existing, obj); err != nil {
+		if _, err := s.existing(existing, want); err != nil {
 			return nil, err
 		}
 		return existing, nil
 	}
-	req, err := controller.PlacementRequest(obj, id)
+	req, err := controller.PlacementRequest(want, id)
 	if err != nil {
 		drop()
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
@@ -357,7 +359,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentCreateTimeout)
 	done = s.cfg.Metrics.Phase(fast, "agent")
 	resp, err := client.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
-		SandboxId: id, Revision: 1, Namespace: obj.Namespace, Name: obj.Name, Spec: v1alpha1.SpecToProto(obj.Spec), Labels: obj.Labels,
+		SandboxId: id, Revision: 1, Namespace: want.Namespace, Name: want.Name, Spec: v1alpha1.SpecToProto(want.Spec), Labels: want.Labels,
 	}))
 	done()
 	cancel()
@@ -551,10 +553,11 @@ func (s *Server) forgetPending(k string, p *pendingCreate) {
 
 // orphan removes the container of a FAST create whose object could not be
 // written: the store did not take it within the orphan timeout, or its
-// name belongs to another sandbox. Its slot and ports are released, and the sandbox hidden, only
-// once the container is gone. If its agent cannot be reached within
-// removeTimeout, the sandbox is hidden and its slot stays held: the agent's
-// status releases it once it no longer reports the container.
+// name belongs to another sandbox. Its slot and ports are released, and
+// the sandbox hidden, only once the container is gone. If its agent cannot
+// be reached within removeTimeout, the sandbox is hidden and its slot
+// stays held: the agent's status releases it once it no longer reports
+// the container.
 func (s *Server) orphan(k string, p *pendingCreate, cause error) {
 	s.cfg.Logger.Error("FAST sandbox's object cannot be written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)

@@ -62,8 +62,10 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 	for _, st := range s.cfg.Agents.Statuses() {
 		confirmed, err := s.confirm(ctx, st.GetAgentId(), s.unknownOn(st))
 		if err != nil {
-			// It was up a moment ago: its next connection recovers it.
-			s.cfg.Logger.Warn("agent not recovered at start; it is when it connects again", slog.String("agent", st.GetAgentId()), slog.Any("err", err))
+			// It was up a moment ago: it is retried after the start, while
+			// it is up, and whenever it connects again.
+			s.cfg.Logger.Warn("agent not recovered at start; retrying", slog.String("agent", st.GetAgentId()), slog.Any("err", err))
+			s.queue(st.GetAgentId())
 			continue
 		}
 		found = append(found, confirmed...)
