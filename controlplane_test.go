@@ -215,7 +215,8 @@ func TestControlPlaneRefusesBadInput(t *testing.T) {
 		{[]string{"run", "x", "--image", rig.ImageRef, "-p", "70000"}, "70000"},
 		{[]string{"run", "x", "--image", rig.ImageRef, "--runtime", "kata"}, "kata"},
 		{[]string{"run", "x", "--image", "localhost/fsb/nope:latest", "--", "true"}, "localhost/fsb/nope:latest"},
-		{[]string{"run", "x", "--image", rig.ImageRef, "--failure-policy", "auto-recreate"}, "not supported yet"},
+		{[]string{"run", "x", "--image", rig.ImageRef, "--expire-in", "-1m"}, "expire-in"},
+		{[]string{"run", "x", "--image", rig.ImageRef, "--failure-policy", "sometimes"}, "sometimes"},
 		{[]string{"get", "nothing-here"}, "not found"},
 		{[]string{"delete", "nothing-here"}, "not found"},
 	} {

@@ -80,6 +80,10 @@ type agent struct {
 	// its own, so that both agents' slots are counted.
 	reported map[string]string
 	conflict bool // another address reports the same agent ID
+	// alive ends when the agent goes down: calls bound to it (Bind) end
+	// with it, so that nothing waits on an agent that stopped answering.
+	alive context.Context
+	died  context.CancelFunc
 }
 
 // ErrUnknownAgent marks an agent ID the controller does not know.
@@ -219,6 +223,9 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 		s.dropLocked(a) // the address now runs another agent
 	}
 	a.status, a.up, a.lastSeen = st, true, time.Now()
+	if first {
+		a.alive, a.died = context.WithCancel(context.Background())
+	}
 	conflict := s.claimantsLocked(id)
 	if len(conflict) < 2 {
 		conflict = nil
@@ -325,6 +332,9 @@ func (s *Set) down(a *agent, err error) {
 	s.mu.Lock()
 	wasUp := a.up
 	a.up = false
+	if a.died != nil {
+		a.died()
+	}
 	st := a.status
 	var resolved *agent
 	if st != nil && a.conflict {
@@ -368,6 +378,34 @@ func (s *Set) Client(agentID string) (fsbv1connect.AgentServiceClient, error) {
 			agentID, strings.Join(s.claimantsLocked(agentID), " and "))
 	}
 	return a.client, nil
+}
+
+// ErrAgentDown marks a call to an agent that is not connected, or that
+// went down while the call ran.
+var ErrAgentDown = errors.New("agent is not connected")
+
+// Bind returns a context for calls to an agent: it ends with ctx, and as
+// soon as the agent goes down (its stream breaks or falls silent), with
+// ErrAgentDown as its cause. A call to a stopped or partitioned agent so
+// fails within a few heartbeats instead of hanging.
+func (s *Set) Bind(ctx context.Context, agentID string) (context.Context, context.CancelFunc) {
+	s.mu.Lock()
+	var alive context.Context
+	if a, ok := s.byID[agentID]; ok && a.up {
+		alive = a.alive
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancelCause(ctx)
+	down := fmt.Errorf("agent %s: %w", agentID, ErrAgentDown)
+	if alive == nil {
+		cancel(down)
+		return ctx, func() { cancel(nil) }
+	}
+	stop := context.AfterFunc(alive, func() { cancel(down) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
 }
 
 // Conflict returns the addresses that report agent ID agentID when more

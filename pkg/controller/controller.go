@@ -309,6 +309,8 @@ func (c *Controller) deleteOnAgent(ctx context.Context, agent, id string, revisi
 	if err != nil {
 		return err
 	}
+	ctx, cancel := c.cfg.Agents.Bind(ctx, agent)
+	defer cancel()
 	_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
 		SandboxId: id, Revision: revision, GracePeriodSeconds: grace,
 	}))

@@ -143,8 +143,10 @@ func (c *Controller) start(ctx context.Context, key string, sb *v1alpha1.Sandbox
 	if err != nil {
 		return c.retryCreate(ctx, key, sb, agent, err)
 	}
+	callCtx, cancel := c.cfg.Agents.Bind(ctx, agent)
+	defer cancel()
 	done := c.phase(sb, "agent")
-	resp, err := client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+	resp, err := client.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
 		SandboxId: id, Revision: revision, Namespace: sb.Namespace, Name: sb.Name, Spec: v1alpha1.SpecToProto(sb.Spec),
 		Labels: sb.Labels, Persisted: true, // the object exists: this create came from it
 	}))
@@ -233,7 +235,10 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 		if err != nil {
 			return err
 		}
-		if _, err := client.MarkPersisted(ctx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: revision})); err != nil {
+		callCtx, cancel := c.cfg.Agents.Bind(ctx, agent)
+		_, err = client.MarkPersisted(callCtx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: revision}))
+		cancel()
+		if err != nil {
 			return fmt.Errorf("mark %s persisted on agent %s: %w", id, agent, err)
 		}
 	}

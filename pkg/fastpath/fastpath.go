@@ -356,7 +356,11 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	// does: a caller that goes away must not leave a container that no
 	// object, pending create or slot accounts for (the agent finishes a
 	// create whatever its caller does).
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), agentCreateTimeout)
+	// It also ends when the agent goes down, rather than wait on an agent
+	// that stopped answering.
+	timeoutCtx, cancelTimeout := context.WithTimeout(context.WithoutCancel(ctx), agentCreateTimeout)
+	defer cancelTimeout()
+	callCtx, cancel := s.cfg.Agents.Bind(timeoutCtx, place.AgentID)
 	done = s.cfg.Metrics.Phase(fast, "agent")
 	resp, err := client.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
 		SandboxId: id, Revision: 1, Namespace: want.Namespace, Name: want.Name, Spec: v1alpha1.SpecToProto(want.Spec), Labels: want.Labels,
