@@ -291,16 +291,17 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 	if msg.GetTail() < 0 {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("tail %d: want 0 (everything) or more", msg.GetTail()))
 	}
-	info, err := a.find(msg.GetSandboxId(), msg.GetRevision())
+	if msg.GetNamespace() != "" || msg.GetName() != "" {
+		if err := validateObjectName(msg.GetNamespace(), msg.GetName()); err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, err)
+		}
+	}
+	path, done, err := a.logOf(msg)
 	if err != nil {
 		return err
 	}
-	done := func() bool {
-		cur, ok := a.cfg.Runtime.Sandbox(info.ContainerID)
-		return !ok || cur.Phase == runtime.PhaseExited
-	}
 	opts := logfile.StreamOptions{Tail: int(msg.GetTail()), Follow: msg.GetFollow(), Done: done}
-	err = logfile.Stream(ctx, info.LogPath, opts, func(lines []logfile.Line) error {
+	err = logfile.Stream(ctx, path, opts, func(lines []logfile.Line) error {
 		resp := &fsbv1.AgentServiceStreamLogsResponse{Lines: make([]*fsbv1.LogLine, len(lines))}
 		for i, l := range lines {
 			resp.Lines[i] = &fsbv1.LogLine{Time: timestamppb.New(l.Time), Stream: l.Stream, Text: string(l.Text)}
@@ -311,6 +312,34 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 		return connect.NewError(connect.CodeInternal, err)
 	}
 	return nil
+}
+
+// logOf finds the log a StreamLogs request asks for, and what tells a
+// follower that it is complete: the log of the sandbox's container, or,
+// when the container is gone and the request names the sandbox's
+// namespace and name, the log file its revision left on this node, which
+// is complete already.
+func (a *Agent) logOf(msg *fsbv1.AgentServiceStreamLogsRequest) (string, func() bool, error) {
+	info, err := a.find(msg.GetSandboxId(), msg.GetRevision())
+	if err == nil {
+		return info.LogPath, func() bool {
+			cur, ok := a.cfg.Runtime.Sandbox(info.ContainerID)
+			return !ok || cur.Phase == runtime.PhaseExited
+		}, nil
+	}
+	if msg.GetNamespace() == "" {
+		return "", nil, err
+	}
+	path, _, ok := a.cfg.Runtime.RevisionLog(msg.GetNamespace(), msg.GetName(), msg.GetSandboxId(), msg.GetRevision())
+	if !ok {
+		what := "any revision"
+		if msg.GetRevision() > 0 {
+			what = "revision " + strconv.FormatInt(msg.GetRevision(), 10)
+		}
+		return "", nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s (%s/%s) has no container and no log of %s on agent %s",
+			msg.GetSandboxId(), msg.GetNamespace(), msg.GetName(), what, a.cfg.AgentID))
+	}
+	return path, func() bool { return true }, nil
 }
 
 // find returns a sandbox revision, or its newest one when revision is 0.

@@ -22,6 +22,7 @@ import (
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
 // criLine is one record of a log file: time, stream, tag, text.
@@ -444,4 +445,86 @@ func (a *Agent) creatingSnapshot() map[string][]int32 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return maps.Clone(a.creating)
+}
+
+// TestMarkPersistedLabelsTheContainer: MarkPersisted puts the persisted
+// label on the sandbox's containers (one revision, or every one with
+// revision 0), the status reports persisted=true, also after an agent
+// restart; a create that says persisted is marked from the start; marking
+// again, or marking a sandbox that is gone, succeeds.
+func TestMarkPersistedLabelsTheContainer(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	mark := func(id string, rev int64) error {
+		_, err := h.client.MarkPersisted(ctx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: rev}))
+		return err
+	}
+	labelled := func(sb *fsbv1.AgentSandbox) bool {
+		t.Helper()
+		c, err := h.cd.LoadContainer(ctx, sb.GetContainerId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		labels, err := c.Labels(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return labels[runtime.LabelPersisted] == "true"
+	}
+	persisted := func(id string, rev int64) bool {
+		t.Helper()
+		resp, err := h.client.GetStatus(ctx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sb := range resp.Msg.GetStatus().GetSandboxes() {
+			if sb.GetSandboxId() == id && sb.GetRevision() == rev {
+				return sb.GetPersisted()
+			}
+		}
+		t.Fatalf("no sandbox %s revision %d in the status", id, rev)
+		return false
+	}
+	req := func(id string, rev int64, persisted bool) *fsbv1.AgentServiceCreateSandboxRequest {
+		return &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: id, Revision: rev, Namespace: "default", Name: id,
+			Spec: spec("exec sleep 300"), Persisted: persisted}
+	}
+
+	one := h.createReq(req("sb-one", 1, false))
+	if one.GetPersisted() || labelled(one) || persisted("sb-one", 1) {
+		t.Fatal("a FAST create is persisted before MarkPersisted")
+	}
+	for range 2 {
+		if err := mark("sb-one", 1); err != nil {
+			t.Fatalf("MarkPersisted: %v", err)
+		}
+	}
+	if !labelled(one) || !persisted("sb-one", 1) {
+		t.Errorf("after MarkPersisted: label %v, status persisted %v; want both", labelled(one), persisted("sb-one", 1))
+	}
+
+	r1, r2 := h.createReq(req("sb-revs", 1, false)), h.createReq(req("sb-revs", 2, false))
+	if err := mark("sb-revs", 0); err != nil {
+		t.Fatalf("MarkPersisted of every revision: %v", err)
+	}
+	if !labelled(r1) || !labelled(r2) || !persisted("sb-revs", 1) || !persisted("sb-revs", 2) {
+		t.Errorf("revision 0 did not mark every revision")
+	}
+
+	stored := h.createReq(req("sb-stored", 1, true))
+	if !stored.GetPersisted() || !labelled(stored) {
+		t.Errorf("a create that says persisted: reported %v, labelled %v", stored.GetPersisted(), labelled(stored))
+	}
+
+	if err := mark("sb-never-made", 1); err != nil {
+		t.Errorf("MarkPersisted of a sandbox that is gone: %v", err)
+	}
+	if err := mark("Not_OK", 1); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("MarkPersisted with a bad ID: %v, want InvalidArgument", err)
+	}
+
+	h.restart(nil)
+	if !persisted("sb-one", 1) || !persisted("sb-stored", 1) {
+		t.Errorf("a restarted agent lost the persisted mark")
+	}
 }

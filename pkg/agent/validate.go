@@ -24,11 +24,8 @@ func validateCreate(req *fsbv1.AgentServiceCreateSandboxRequest) error {
 	if req.GetRevision() < 1 {
 		return fmt.Errorf("revision %d: want 1 or more", req.GetRevision())
 	}
-	if errs := validation.IsDNS1123Label(req.GetNamespace()); len(errs) > 0 {
-		return fmt.Errorf("namespace %q: %s", req.GetNamespace(), strings.Join(errs, "; "))
-	}
-	if errs := validation.IsDNS1123Subdomain(req.GetName()); len(errs) > 0 {
-		return fmt.Errorf("name %q: %s", req.GetName(), strings.Join(errs, "; "))
+	if err := validateObjectName(req.GetNamespace(), req.GetName()); err != nil {
+		return err
 	}
 	for k, v := range req.GetLabels() {
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
@@ -39,6 +36,19 @@ func validateCreate(req *fsbv1.AgentServiceCreateSandboxRequest) error {
 		}
 	}
 	return ValidateSpec(req.GetSpec())
+}
+
+// validateObjectName checks a Sandbox object's namespace (a DNS-1123
+// label) and name (a DNS-1123 subdomain). Both name directories of the log
+// dir, and neither can then hold '/' or be "." or "..".
+func validateObjectName(namespace, name string) error {
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return fmt.Errorf("namespace %q: %s", namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("name %q: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func validateID(id string, revision int64) error {

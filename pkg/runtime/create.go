@@ -73,6 +73,13 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		return Info{}, err
 	}
 	r.record(info)
+	if made {
+		// The new revision has landed: older revisions' logs beyond the
+		// last MaxRevisionLogs go. Nothing to do for the first revisions.
+		if err := r.pruneLogs(sb); err != nil {
+			r.cfg.Logger.Warn("old revisions' logs not removed", slog.String("sandbox", sb.ID), slog.Any("err", err))
+		}
+	}
 	return info, nil
 }
 

@@ -102,6 +102,10 @@ type Config struct {
 	// LogMaxSize and LogMaxFiles rotate each log file; 0 never rotates.
 	LogMaxSize  int64
 	LogMaxFiles int
+	// MaxRevisionLogs is how many revisions' logs are kept per sandbox:
+	// once revision N is created, the logs of revisions up to
+	// N-MaxRevisionLogs are removed. 0 keeps every revision's.
+	MaxRevisionLogs int
 	// NetNSPath is the network namespace sandboxes join; empty means the
 	// calling process's own.
 	NetNSPath string
