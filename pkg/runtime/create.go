@@ -49,7 +49,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	case made:
 		c, made, err = r.newContainer(ctx, sb, id, binary)
 	case err == nil:
-		err = r.checkExisting(c, sb)
+		err = r.checkExisting(ctx, c, sb)
 	default:
 		err = fmt.Errorf("load container %s: %w", id, err)
 	}
@@ -86,9 +86,9 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 // checkExisting fails unless c, found for sb, is this agent's and holds
 // sb's spec: a create retried with another spec under the same ID and
 // revision is refused, never answered with the sandbox that runs the old one.
-func (r *Runtime) checkExisting(c containerd.Container, sb Sandbox) error {
+func (r *Runtime) checkExisting(ctx context.Context, c containerd.Container, sb Sandbox) error {
 	// The record came with the container: no call to containerd.
-	cinfo, err := c.Info(context.Background(), containerd.WithoutRefreshedMetadata)
+	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {
 		return fmt.Errorf("inspect %s: %w", c.ID(), err)
 	}
@@ -296,7 +296,7 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		existing, lerr := r.cfg.Client.LoadContainer(ctx, id)
 		switch {
 		case lerr == nil:
-			return existing, false, r.checkExisting(existing, sb)
+			return existing, false, r.checkExisting(ctx, existing, sb)
 		case !errdefs.IsNotFound(lerr):
 			return nil, false, fmt.Errorf("create container %s: %w; load it: %w", id, err, lerr)
 		}
