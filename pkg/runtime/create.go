@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 )
 
@@ -95,11 +96,29 @@ func (r *Runtime) checkExisting(ctx context.Context, c containerd.Container, sb 
 	if owner := cinfo.Labels[LabelAgent]; owner != r.cfg.AgentID {
 		return fmt.Errorf("%w: container %s belongs to agent %q", ErrExists, c.ID(), owner)
 	}
-	if !proto.Equal(specOf(cinfo), sb.Spec) {
+	if !sameContainer(specOf(cinfo), sb.Spec) {
 		return fmt.Errorf("%w: sandbox %s revision %d already exists on agent %s with another spec; a changed spec needs a new revision",
 			ErrExists, sb.ID, sb.Revision, r.cfg.AgentID)
 	}
 	return nil
+}
+
+// sameContainer reports whether two specs make the same container. The
+// fields the control plane acts on — the failure policy, its recovery
+// timeout, resetRevision, expiry, the consistency mode and the pool — may
+// change on a running sandbox (fsb ctl update) and do not count: a create
+// retried after such an update is the same create.
+func sameContainer(a, b *fsbv1.SandboxSpec) bool {
+	strip := func(s *fsbv1.SandboxSpec) *fsbv1.SandboxSpec {
+		if s == nil {
+			return nil
+		}
+		s = proto.CloneOf(s)
+		s.ConsistencyMode, s.FailurePolicy, s.RecoveryTimeoutSeconds = 0, 0, 0
+		s.ResetRevision, s.ExpireTime, s.PoolRef = nil, nil, ""
+		return s
+	}
+	return proto.Equal(strip(a), strip(b))
 }
 
 // RepairReport says what Repair did.
