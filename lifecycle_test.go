@@ -333,15 +333,18 @@ func TestResetRevisionAndExpiry(t *testing.T) {
 		t.Errorf("logs --previous = %q", out)
 	}
 
-	p.mustCtl("run", "short", "--image", rig.ImageRef, "--expire-in", "2s", "--", "sleep", "300")
+	p.mustCtl("run", "short", "--image", rig.ImageRef, "--expire-in", "3s", "--", "sleep", "300")
 	p.mustCtl("run", "moved", "--image", rig.ImageRef, "--expire-in", "1h", "--", "sleep", "300")
-	p.mustCtl("update", "moved", "--expire-in", "2s")
+	p.mustCtl("update", "moved", "--expire-in", "3s")
+	ids := map[string]string{}
 	for _, name := range []string{"short", "moved"} {
-		sb := p.waitFor(name, 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
-		if sb.GetSpec().GetExpireTime() == nil {
-			t.Errorf("%s has no expireTime", name)
+		sb := p.get(name)
+		if sb.GetSpec().GetExpireTime() == nil || time.Until(sb.GetSpec().GetExpireTime().AsTime()) > 5*time.Second {
+			t.Errorf("%s expires at %v, want within 3s", name, sb.GetSpec().GetExpireTime())
 		}
-		id := sb.GetStatus().GetSandboxId()
+		ids[name] = sb.GetStatus().GetSandboxId()
+	}
+	for name, id := range ids {
 		p.waitFor(name, 20*time.Second, "gone after expiring", func(sb *fsbv1.Sandbox) bool { return sb == nil })
 		if revs := revisions(t, cd, ns, id); len(revs) != 0 {
 			t.Errorf("%s expired but containerd still holds %v", name, revs)

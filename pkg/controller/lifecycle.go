@@ -228,20 +228,6 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 		}
 		return nil
 	}
-	if !asb.GetPersisted() {
-		// The object is written: from now on a container without it was
-		// deleted, and must never bring it back.
-		client, err := c.cfg.Agents.Client(agent)
-		if err != nil {
-			return err
-		}
-		callCtx, cancel := c.cfg.Agents.Bind(ctx, agent)
-		_, err = client.MarkPersisted(callCtx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: revision}))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("mark %s persisted on agent %s: %w", id, agent, err)
-		}
-	}
 	st := statusFrom(sb, agent, id, revision, asb)
 	if p, ok := c.cfg.Registry.Lookup(id); ok && p.NodeName != "" {
 		st.NodeName = p.NodeName
@@ -258,14 +244,39 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 		if asb.GetCreateTime() != nil && asb.GetExitTime() != nil {
 			f.ran = asb.GetExitTime().AsTime().Sub(asb.GetCreateTime().AsTime())
 		}
-		return c.failed(ctx, key, sb, st, agent, id, revision, f)
+		if err := c.failed(ctx, key, sb, st, agent, id, revision, f); err != nil {
+			return err
+		}
+		return c.markPersisted(ctx, agent, id, revision, asb)
 	case fsbv1.Phase_PHASE_SUCCEEDED:
 		meta.RemoveStatusCondition(&st.Conditions, ConditionRecovering)
 		c.recreates.reset(key)
 	case fsbv1.Phase_PHASE_RUNNING:
 		c.settle(key, st, asb)
 	}
-	return c.setStatus(ctx, sb, st)
+	if err := c.setStatus(ctx, sb, st); err != nil {
+		return err
+	}
+	return c.markPersisted(ctx, agent, id, revision, asb)
+}
+
+// markPersisted marks a sandbox's container once its object is written:
+// from then on a container without the object was deleted, and must never
+// bring it back. (After the status write, so that the status shows first.)
+func (c *Controller) markPersisted(ctx context.Context, agent, id string, revision int64, asb *fsbv1.AgentSandbox) error {
+	if asb.GetPersisted() {
+		return nil
+	}
+	client, err := c.cfg.Agents.Client(agent)
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := c.cfg.Agents.Bind(ctx, agent)
+	defer cancel()
+	if _, err := client.MarkPersisted(callCtx, connect.NewRequest(&fsbv1.MarkPersistedRequest{SandboxId: id, Revision: revision})); err != nil {
+		return fmt.Errorf("mark %s persisted on agent %s: %w", id, agent, err)
+	}
+	return nil
 }
 
 // settle ends a recovery once the running revision has run StableAfter,

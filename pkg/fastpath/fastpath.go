@@ -223,11 +223,21 @@ func key(namespace, name string) string { return namespace + "/" + name }
 // lookup returns the sandbox namespace/name as the API shows it: the
 // cached object, else a pending FAST create.
 func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
-	if sb, ok := s.cfg.Controller.Get(namespace, name); ok {
-		return sb
+	cached, ok := s.cfg.Controller.Get(namespace, name)
+	if ok && observed(cached) {
+		return cached
 	}
+	if p := s.pendingView(key(namespace, name)); p != nil {
+		return p
+	}
+	return cached
+}
+
+// pendingView returns a copy of the pending FAST create k, if there is
+// one and it is not being deleted.
+func (s *Server) pendingView(k string) *v1alpha1.Sandbox {
 	s.mu.Lock()
-	p := s.pending[key(namespace, name)]
+	p := s.pending[k]
 	s.mu.Unlock()
 	if p == nil {
 		return nil
@@ -239,6 +249,11 @@ func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
 	}
 	return p.obj.DeepCopy()
 }
+
+// observed reports whether the controller has written a sandbox's status.
+// Until it has, a FAST create's pending entry is the better view: the
+// object as written carries no status (a create drops it).
+func observed(sb *v1alpha1.Sandbox) bool { return sb.Status.Phase != "" }
 
 // CreateSandbox implements FastPathService.CreateSandbox.
 func (s *Server) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.CreateSandboxRequest]) (*connect.Response[fsbv1.CreateSandboxResponse], error) {
@@ -514,7 +529,11 @@ func (s *Server) persist(k string, p *pendingCreate) {
 	waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
 	ns, name, _ := strings.Cut(k, "/")
-	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool { return sb != nil })
+	// Keep answering from the table until the controller has written the
+	// object's status: the object as written has none.
+	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool {
+		return sb != nil && (observed(sb) || sb.DeletionTimestamp != nil)
+	})
 	s.forgetPending(k, p)
 }
 
@@ -906,8 +925,13 @@ func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.Lis
 		seen[k] = true
 		items = append(items, sb)
 	}
+	var unobserved []*v1alpha1.Sandbox
 	for _, sb := range s.cfg.Controller.List() {
-		add(sb)
+		if observed(sb) {
+			add(sb)
+		} else {
+			unobserved = append(unobserved, sb)
+		}
 	}
 	s.mu.Lock()
 	pending := slices.Collect(maps.Values(s.pending))
@@ -918,6 +942,9 @@ func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.Lis
 			add(p.obj.DeepCopy())
 		}
 		p.mu.Unlock()
+	}
+	for _, sb := range unobserved {
+		add(sb)
 	}
 	slices.SortFunc(items, func(a, b *v1alpha1.Sandbox) int {
 		return strings.Compare(key(a.Namespace, a.Name), key(b.Namespace, b.Name))
