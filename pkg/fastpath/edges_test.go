@@ -253,7 +253,7 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 			cancel()
 			return ctx, cancel
 		}},
-		{"cancelled during the grace period", []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}, 30, func() (context.Context, context.CancelFunc) {
+		{"cancelled during the grace period", []string{"sh", "-c", "trap '' TERM; echo " + ignoresTerm + "; while true; do sleep 1; done"}, 30, func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), 500*time.Millisecond)
 		}},
 	} {
@@ -266,6 +266,11 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 				t.Fatal(err)
 			}
 			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+			if tc.grace > 0 {
+				// A SIGTERM before the trap is set would end the sandbox
+				// within the grace period, and the delete with it.
+				p.agents[0].awaitLogLine(t, id, "pending", ignoresTerm)
+			}
 
 			delCtx, cancel := tc.ctx()
 			_, err = p.fp.DeleteSandbox(delCtx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "pending", GracePeriodSeconds: &tc.grace}))
@@ -301,6 +306,32 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ignoresTerm is the line a sandbox prints once it ignores SIGTERM.
+const ignoresTerm = "ignoring-TERM"
+
+// awaitLogLine waits until revision 1 of sandbox id (named name) has
+// logged a line containing want.
+func (a *testAgent) awaitLogLine(t *testing.T, id, name, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in, err := a.client().StreamLogs(ctx, connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{
+		SandboxId: id, Revision: 1, Namespace: "default", Name: name, Follow: true,
+	}))
+	if err != nil {
+		t.Fatalf("logs of %s: %v", id, err)
+	}
+	defer in.Close()
+	for in.Receive() {
+		for _, l := range in.Msg().GetLines() {
+			if strings.Contains(l.GetText(), want) {
+				return
+			}
+		}
+	}
+	t.Fatalf("sandbox %s never logged %q: %v", id, want, in.Err())
 }
 
 // outage is a store's unavailability that a test switches on and off.
