@@ -27,13 +27,14 @@ import (
 // controllerProc is `fsb controller` as a process that a test can kill -9
 // and start again on the same data directory.
 type controllerProc struct {
-	t      testing.TB
-	args   []string
-	health string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	log    *syncBuffer
+	t       testing.TB
+	args    []string
+	health  string
+	metrics string // its /metrics URL
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     *syncBuffer
 }
 
 func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...string) (*controllerProc, string) {
@@ -41,11 +42,13 @@ func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...stri
 	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port, health := freePort(t), freePort(t)
-	c := &controllerProc{t: t, health: fmt.Sprintf("http://127.0.0.1:%d/readyz", health), log: &syncBuffer{}}
+	port, health, metrics := freePort(t), freePort(t), freePort(t)
+	c := &controllerProc{t: t, health: fmt.Sprintf("http://127.0.0.1:%d/readyz", health), log: &syncBuffer{},
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	c.args = append([]string{"controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--agents", strings.TrimPrefix(agent.base, "http://"),
 		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
 		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
@@ -87,8 +90,8 @@ func (c *controllerProc) kill() {
 // both modes while the controller is killed with SIGKILL at random moments
 // and started again. Afterwards every acknowledged sandbox is listed and
 // running, none is placed twice, no slot or port is handed out twice, and,
-// once the orphan timeout has passed, no container is left without an
-// object.
+// once the creates that failed have been cleaned up, no container is left
+// without an object.
 func TestFastDurabilityUnderControllerKill9(t *testing.T) {
 	const (
 		workers   = 4
@@ -98,7 +101,7 @@ func TestFastDurabilityUnderControllerKill9(t *testing.T) {
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir, "--capacity", fmt.Sprint(capacity))
-	ctrl, server := newControllerProc(t, dir, a, "--fastpath-orphan-timeout", "2s")
+	ctrl, server := newControllerProc(t, dir, a)
 	ctrl.start()
 	client := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))
 
@@ -202,8 +205,9 @@ func TestFastDurabilityUnderControllerKill9(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// Past the orphan timeout, containerd holds exactly one container per
-	// listed sandbox and none other; within capacity; no port twice.
+	// Once failed creates are cleaned up, containerd holds exactly one
+	// container per listed sandbox and none other; within capacity; no
+	// port twice.
 	time.Sleep(3 * time.Second)
 	ids := map[string]bool{}
 	for _, sb := range listed {
@@ -229,7 +233,7 @@ func TestFastDurabilityUnderControllerKill9(t *testing.T) {
 		id := labels[runtime.LabelID]
 		perID[id]++
 		if !ids[id] {
-			t.Errorf("container %s has no object (an orphan past the timeout)", c.ID())
+			t.Errorf("container %s has no object (an orphan)", c.ID())
 		}
 	}
 	for id, n := range perID {

@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -144,8 +143,7 @@ func TestGracefulStopKeepsAcknowledgedSandboxes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gate := make(chan struct{})
-			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return tc.store(s, gate) }),
-				withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return tc.store(s, gate) }))
 			ctx := context.Background()
 			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "kept", Spec: fastSpec("sleep", "300")}))
 			if err != nil {
@@ -255,20 +253,24 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 			cancel()
 			return ctx, cancel
 		}},
-		{"cancelled during the grace period", []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}, 30, func() (context.Context, context.CancelFunc) {
+		{"cancelled during the grace period", []string{"sh", "-c", "trap '' TERM; echo " + ignoresTerm + "; while true; do sleep 1; done"}, 30, func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), 500*time.Millisecond)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The store never takes the object: the sandbox stays pending.
-			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return refusingStore{s} }),
-				withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return refusingStore{s} }))
 			ctx := context.Background()
 			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "pending", Spec: fastSpec(tc.cmd...)}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+			if tc.grace > 0 {
+				// A SIGTERM before the trap is set would end the sandbox
+				// within the grace period, and the delete with it.
+				p.agents[0].awaitLogLine(t, id, "pending", ignoresTerm)
+			}
 
 			delCtx, cancel := tc.ctx()
 			_, err = p.fp.DeleteSandbox(delCtx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "pending", GracePeriodSeconds: &tc.grace}))
@@ -306,16 +308,49 @@ func TestFailedDeleteOfPendingSandboxLeavesItVisible(t *testing.T) {
 	}
 }
 
-// switchStore is the real store whose Create fails while down is set: an
-// API server that is away for a while.
+// ignoresTerm is the line a sandbox prints once it ignores SIGTERM.
+const ignoresTerm = "ignoring-TERM"
+
+// awaitLogLine waits until revision 1 of sandbox id (named name) has
+// logged a line containing want.
+func (a *testAgent) awaitLogLine(t *testing.T, id, name, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in, err := a.client().StreamLogs(ctx, connect.NewRequest(&fsbv1.AgentServiceStreamLogsRequest{
+		SandboxId: id, Revision: 1, Namespace: "default", Name: name, Follow: true,
+	}))
+	if err != nil {
+		t.Fatalf("logs of %s: %v", id, err)
+	}
+	defer in.Close()
+	for in.Receive() {
+		for _, l := range in.Msg().GetLines() {
+			if strings.Contains(l.GetText(), want) {
+				return
+			}
+		}
+	}
+	t.Fatalf("sandbox %s never logged %q: %v", id, want, in.Err())
+}
+
+// outage is a store's unavailability that a test switches on and off.
+type outage struct {
+	down     atomic.Bool
+	failures atomic.Int32 // Creates that failed while down
+}
+
+// switchStore is the real store whose Create fails with ServiceUnavailable
+// while the outage is on: an API server that is away for a while.
 type switchStore struct {
 	store.Interface
-	down *atomic.Bool
+	o *outage
 }
 
 func (s switchStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	if s.down.Load() {
-		return nil, errors.New("injected: the store is unreachable")
+	if s.o.down.Load() {
+		s.o.failures.Add(1)
+		return nil, apierrors.NewServiceUnavailable("injected: the store is unreachable")
 	}
 	return s.Interface.Create(ctx, sb)
 }
@@ -324,10 +359,9 @@ func (s switchStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha
 // whose object is not written yet, and the object that lands carries the
 // update.
 func TestUpdateOfPendingSandboxSurvivesTheWrite(t *testing.T) {
-	var down atomic.Bool
-	down.Store(true)
-	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return switchStore{s, &down} }),
-		withConfig(func(c *Config) { c.OrphanTimeout = time.Minute }))
+	o := &outage{}
+	o.down.Store(true)
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return switchStore{s, o} }))
 	ctx := context.Background()
 	if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
 		Name: "upd", Labels: map[string]string{"app": "one"}, Spec: fastSpec("sleep", "300"),
@@ -347,7 +381,7 @@ func TestUpdateOfPendingSandboxSurvivesTheWrite(t *testing.T) {
 		t.Errorf("get after the update: %v, %v", got, err)
 	}
 
-	down.Store(false)
+	o.down.Store(false)
 	eventually(t, 10*time.Second, "the object with the updated labels in the store", func() bool {
 		sb, err := p.store.Get(ctx, "default", "upd")
 		return err == nil && maps.Equal(sb.Labels, want)

@@ -4,10 +4,13 @@
 //   - FAST: allocate a slot, have the agent start the container, answer,
 //     and write the object afterwards. Until the write lands, a table of
 //     pending creates makes Get, List, Delete and the AlreadyExists check
-//     see the truth; a write that never lands within the orphan timeout,
-//     or finds the name taken by another sandbox, has its container
-//     removed. A graceful stop is not an orphan: what is not written by
-//     then is left to the next start's recovery.
+//     see the truth. A write that fails transiently (the store is
+//     unreachable) is retried until it lands: an acknowledged sandbox is
+//     never removed because the store was down, and while the store is
+//     known unreachable new FAST creates answer Unavailable. A write the
+//     store refuses for good (invalid, forbidden, the name taken by
+//     another sandbox) has its container removed. A graceful stop leaves
+//     what is not written by then to the next start's recovery.
 //   - STRONG: write the object; the controller persists Bound with an
 //     agent, starts the container and persists Running; the request
 //     answers then.
@@ -47,8 +50,7 @@ import (
 
 // Defaults.
 const (
-	DefaultNamespace     = "default"
-	DefaultOrphanTimeout = 10 * time.Second
+	DefaultNamespace = "default"
 	// DefaultShutdownTimeout is how long pending object writes may go on
 	// once the server's context has ended.
 	DefaultShutdownTimeout = 5 * time.Second
@@ -60,10 +62,6 @@ const (
 // its own deadline rather than the caller's: the agent's own bound on a
 // create (an image pull included) and a margin for the answer to arrive.
 const agentCreateTimeout = agent.CreateTimeout + 30*time.Second
-
-// removeTimeout bounds how long the fast path retries the removal of a
-// container it gave up on.
-const removeTimeout = 30 * time.Second
 
 // unansweredCleanupTimeout bounds how long a FAST create whose agent call
 // got no answer tries to remove what the agent may have made before it
@@ -78,9 +76,6 @@ type Config struct {
 	Controller *controller.Controller
 	// DefaultMode applies when a request sets none.
 	DefaultMode v1alpha1.ConsistencyMode
-	// OrphanTimeout is how long a FAST create's object write is retried
-	// before its container counts as an orphan and is removed.
-	OrphanTimeout time.Duration
 	// ShutdownTimeout is how long FAST creates' object writes go on once
 	// the server's context has ended (a graceful stop). Those not written
 	// by then keep their containers, which the next start's Recover gives
@@ -103,6 +98,7 @@ type Server struct {
 	mu       sync.Mutex
 	stopping bool                      // Wait was called: no new work may join wg
 	pending  map[string]*pendingCreate // FAST creates whose object is not in the cache yet
+	health   storeHealth               // whether the pending writes find the store
 
 	// recoverMu lets one recovery run at a time (recover.go).
 	recoverMu sync.Mutex
@@ -168,9 +164,6 @@ func New(ctx context.Context, cfg Config) *Server {
 	if cfg.DefaultMode == "" {
 		cfg.DefaultMode = v1alpha1.ConsistencyFast
 	}
-	if cfg.OrphanTimeout <= 0 {
-		cfg.OrphanTimeout = DefaultOrphanTimeout
-	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -178,6 +171,7 @@ func New(ctx context.Context, cfg Config) *Server {
 	context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, endDrain) })
 	s := &Server{
 		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
+		health:    storeHealth{logger: cfg.Logger, failing: make(map[*pendingCreate]bool)},
 		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
 	}
 	s.wg.Add(1)
@@ -317,6 +311,11 @@ func (s *Server) existing(have, want *v1alpha1.Sandbox) (*connect.Response[fsbv1
 }
 
 func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	// A sandbox acknowledged now would run without an object for as long
+	// as the store stays away: refuse it before anything is allocated.
+	if err := s.health.unreachable(); err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w; FAST creates resume when it is back", err))
+	}
 	k := key(obj.Namespace, obj.Name)
 	id := obj.Annotations[v1alpha1.AnnotationID]
 	p := newPendingCreate(id, obj)
@@ -455,15 +454,16 @@ func (s *Server) removeContainer(ctx context.Context, agentID, id string, revisi
 	}
 }
 
-// persist writes a FAST create's object, retrying until the orphan timeout;
-// then the container is an orphan and is removed. A graceful stop is not
-// an orphan: the write goes on for ShutdownTimeout, and if it has not
-// landed by then the container stays, unmarked, for the next start's
-// recovery to give it its object.
+// persist writes a FAST create's object. A write that fails transiently
+// is retried with back-off until it lands: the sandbox was acknowledged,
+// and a store that is away is no reason to remove it. A write the store
+// refuses for good has the container removed (refused). A graceful stop
+// lets the write go on for ShutdownTimeout; if it has not landed by then
+// the container stays, unmarked, for the next start's recovery to give it
+// its object.
 func (s *Server) persist(k string, p *pendingCreate) {
 	done := s.cfg.Metrics.Phase(fast, "store")
-	deadline := time.Now().Add(s.cfg.OrphanTimeout)
-	backoff := 20 * time.Millisecond
+	backoff := writeBackoff
 	stopped := func(err error) {
 		s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
 			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
@@ -487,74 +487,77 @@ func (s *Server) persist(k string, p *pendingCreate) {
 		obj := p.obj.DeepCopy()
 		p.writing = true
 		p.mu.Unlock()
-		_, err := s.cfg.Store.Create(s.drain, obj)
-		landed, taken := err == nil, error(nil)
-		if apierrors.IsAlreadyExists(err) {
-			landed, taken = s.nameHolder(k, p, obj)
-		}
+		err := s.write(k, p, obj)
 		p.mu.Lock()
-		p.writing, p.written = false, landed
+		p.writing, p.written = false, err == nil
 		p.signal()
 		p.mu.Unlock()
-		if landed {
+		switch {
+		case err == nil:
+			s.health.answered()
 			done()
-			break
-		}
-		if taken != nil {
+			// Keep answering from the table until the controller has
+			// written the object's status: the object as written has none.
+			waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+			ns, name, _ := strings.Cut(k, "/")
+			_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool {
+				return sb != nil && (observed(sb) || sb.DeletionTimestamp != nil)
+			})
+			cancel()
+			s.forgetPending(k, p)
+			return
+		case refusedForGood(err):
+			s.health.answered()
 			if s.ctx.Err() != nil {
-				// Stopping: the next start's recovery finds the name
-				// taken and removes the container.
+				// Stopping: the next start's recovery meets the refusal
+				// and deals with the container.
 				s.forgetPending(k, p)
 				return
 			}
-			s.orphan(k, p, taken)
+			s.refused(k, p, err)
 			return
-		}
-		if s.drain.Err() != nil {
+		case s.drain.Err() != nil:
 			stopped(err)
 			return
 		}
-		if s.ctx.Err() == nil && time.Now().After(deadline) {
-			s.orphan(k, p, err)
-			return
-		}
-		s.cfg.Logger.Warn("writing a FAST sandbox failed; retrying", slog.String("sandbox", k), slog.Any("err", err))
+		s.health.failed(p, err)
 		select {
 		case <-s.drain.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, time.Second)
+		backoff = min(backoff*2, writeBackoffMax)
 	}
-	// Keep answering from the table until the cache has the object.
-	waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-	defer cancel()
-	ns, name, _ := strings.Cut(k, "/")
-	// Keep answering from the table until the controller has written the
-	// object's status: the object as written has none.
-	_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool {
-		return sb != nil && (observed(sb) || sb.DeletionTimestamp != nil)
-	})
-	s.forgetPending(k, p)
 }
 
-// nameHolder says, after a write of a FAST create's object found its name
-// taken, whether the object there is this sandbox's own (ours: an earlier
-// attempt landed though its answer was lost), or else why it is not
-// (taken); neither when it cannot tell yet. Our own object is brought up
-// to date with want, which updates may have changed since that attempt.
-func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) (ours bool, taken error) {
+// write creates a FAST create's object. Nil means the object is in the
+// store: written now, or by an earlier attempt whose answer was lost.
+func (s *Server) write(k string, p *pendingCreate, obj *v1alpha1.Sandbox) error {
+	_, err := s.cfg.Store.Create(s.drain, obj)
+	if apierrors.IsAlreadyExists(err) {
+		return s.nameHolder(k, p, obj)
+	}
+	return err
+}
+
+// nameHolder settles a write of a FAST create's object that found its name
+// taken. Nil means the object there is this sandbox's own (an earlier
+// attempt landed though its answer was lost), brought up to date with
+// want, which updates may have changed since that attempt; a
+// *nameTakenError means another sandbox holds the name; any other error
+// means it cannot tell yet.
+func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) error {
 	ns, name, _ := strings.Cut(k, "/")
 	have, err := s.cfg.Store.Get(s.drain, ns, name)
 	if err != nil {
-		return false, nil // gone again, or unreadable: the next attempt tells
+		return fmt.Errorf("read the holder of the name %s: %w", k, err)
 	}
 	if _, id, _ := v1alpha1.Placement(have); id != p.id {
-		return false, fmt.Errorf("the name %s is taken by sandbox %q, not %s", k, id, p.id)
+		return &nameTakenError{name: k, holder: id, id: p.id}
 	}
 	if equality.Semantic.DeepEqual(have.Spec, want.Spec) && maps.Equal(have.Labels, want.Labels) {
-		return true, nil
+		return nil
 	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		have, err := s.cfg.Store.Get(s.drain, ns, name)
 		if err != nil {
 			return err
@@ -563,34 +566,44 @@ func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) 
 		_, err = s.cfg.Store.Update(s.drain, have)
 		return err
 	})
-	return err == nil, nil
 }
 
+// forgetPending drops a pending create from the table, which hides it
+// unless the cache has its object.
 func (s *Server) forgetPending(k string, p *pendingCreate) {
 	s.mu.Lock()
 	if s.pending[k] == p {
 		delete(s.pending, k)
 	}
 	s.mu.Unlock()
+	s.health.forget(p)
 }
 
-// orphan removes the container of a FAST create whose object could not be
-// written: the store did not take it within the orphan timeout, or its
-// name belongs to another sandbox. Its slot and ports are released, and
-// the sandbox hidden, only once the container is gone. If its agent cannot
-// be reached within removeTimeout, the sandbox is hidden and its slot
-// stays held: the agent's status releases it once it no longer reports
-// the container.
-func (s *Server) orphan(k string, p *pendingCreate, cause error) {
-	s.cfg.Logger.Error("FAST sandbox's object cannot be written; removing its container", slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", cause))
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), removeTimeout)
-	defer cancel()
-	if err := s.removeContainer(ctx, p.agent, p.id, 1); err != nil {
-		s.cfg.Logger.Error("removing orphan failed", slog.String("id", p.id), slog.Any("err", err))
+// refused removes the container of a FAST create whose object the store
+// refused for good: retrying cannot make it land. Until the container is
+// gone the sandbox stays visible, Terminating, with the reason as its
+// message; then its slot and ports are released and it is hidden, as
+// every removal does. The removal is retried until it succeeds or the
+// server stops; then the container stays, unmarked, for the next start's
+// recovery.
+func (s *Server) refused(k string, p *pendingCreate, cause error) {
+	s.cfg.Logger.Error("the store refused a FAST sandbox's object for good; removing its container",
+		slog.String("sandbox", k), slog.String("id", p.id), slog.String("agent", p.agent), slog.Any("err", cause))
+	p.mu.Lock()
+	p.obj.Status.Phase = v1alpha1.PhaseTerminating
+	p.obj.Status.Message = fmt.Sprintf("the store refused the object: %v; the container is being removed", cause)
+	p.mu.Unlock()
+	if err := s.removeContainer(s.ctx, p.agent, p.id, 1); err != nil {
+		s.cfg.Logger.Warn("stopped before the container of a refused FAST sandbox was removed; the next start's recovery deals with it",
+			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
 		s.forgetPending(k, p)
 		return
 	}
 	s.cfg.Registry.Release(p.id)
+	p.mu.Lock()
+	p.deleted = true
+	p.signal()
+	p.mu.Unlock()
 	s.forgetPending(k, p)
 }
 
@@ -1113,7 +1126,9 @@ func notFound(namespace, name string) error {
 	return connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s not found in namespace %s", name, namespace))
 }
 
-// storeError maps a store error to the Connect code a user should see.
+// storeError maps a store error to the Connect code a user should see. A
+// refusal says why; what the store did not answer (refusedForGood's
+// transient errors) is Unavailable, which a retry may get past.
 func storeError(err error) error {
 	switch {
 	case apierrors.IsNotFound(err):
@@ -1122,10 +1137,18 @@ func storeError(err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case apierrors.IsConflict(err):
 		return connect.NewError(connect.CodeAborted, err)
-	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+	case apierrors.IsForbidden(err):
+		return connect.NewError(connect.CodePermissionDenied, err)
+	case apierrors.IsMethodNotSupported(err):
+		return connect.NewError(connect.CodeUnimplemented, err)
+	case refusedForGood(err):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
-	return connect.NewError(connect.CodeUnavailable, err)
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w", err))
 }
 
 func or(a, b string) string {

@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd/errdefs"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
@@ -105,39 +106,135 @@ func (refusingStore) Create(context.Context, *v1alpha1.Sandbox) (*v1alpha1.Sandb
 	return nil, errors.New("injected: the store is unreachable")
 }
 
-func TestFastObjectNeverWrittenIsRemovedAfterTheOrphanTimeout(t *testing.T) {
-	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return refusingStore{s} }),
-		withConfig(func(c *Config) { c.OrphanTimeout = 500 * time.Millisecond }))
+// TestFastWriteIsRetriedWhileTheStoreIsUnreachable: the store is away
+// (ServiceUnavailable) after a FAST create was acknowledged. Its object
+// write is retried, the container keeps running however long that takes,
+// one warning says so, and meanwhile new creates answer Unavailable at
+// once without allocating anything. Once the store is back the object
+// lands, the sandbox is listed Running from the store, and FAST creates
+// resume.
+func TestFastWriteIsRetriedWhileTheStoreIsUnreachable(t *testing.T) {
+	o := &outage{}
+	o.down.Store(true)
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return switchStore{s, o} }))
 	ctx := context.Background()
-	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
-		Name: "unwritten", Spec: busybox(fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST, "sleep", "300"),
-	}))
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "kept", Spec: fastSpec("sleep", "300")}))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("FAST create with the store away: %v (it is acknowledged before the write)", err)
 	}
-	cid := runtime.ContainerID(resp.Msg.GetSandbox().GetStatus().GetSandboxId(), 1)
-	if _, err := p.cd.LoadContainer(ctx, cid); err != nil {
-		t.Fatalf("the FAST container is not there: %v", err)
+	id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	// Six failed writes take at least 20+40+...+320 ms: longer than the
+	// orphan timeout after which this container used to be removed (the
+	// old test set it to 500 ms).
+	eventually(t, 10*time.Second, "six failed writes", func() bool { return o.failures.Load() >= 6 })
+	if !p.hasContainer(id, 1) {
+		t.Fatalf("the container of %s was removed while the store was away", id)
 	}
-	// Within the timeout the API still shows it; past it, the container
-	// is removed and the sandbox is gone.
-	if _, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "unwritten"})); err != nil {
-		t.Errorf("GetSandbox within the orphan timeout: %v", err)
+	if got := p.listed(); got["kept"] != id {
+		t.Errorf("list while the store is away: %v, want kept with %s", got, id)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		_, err := p.cd.LoadContainer(ctx, cid)
-		if errdefs.IsNotFound(err) {
-			break
+	if n := len(p.logs.lines("level=WARN", "the store is unreachable")); n != 1 {
+		t.Errorf("%d warnings that the store is unreachable after %d failed writes, want one:\n%s", n, o.failures.Load(), p.logs.String())
+	}
+
+	// Meanwhile: a FAST create is Unavailable at once and allocates
+	// nothing; a STRONG one fails on its own write, as clearly.
+	for _, tc := range []struct {
+		name string
+		mode fsbv1.ConsistencyMode
+		want []string
+	}{
+		{"second", fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST, []string{"the store is unreachable", "injected", "FAST creates resume when it is back"}},
+		{"strong", fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG, []string{"the store is unreachable", "injected"}},
+	} {
+		_, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: tc.name, Spec: busybox(tc.mode, "sleep", "300")}))
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			t.Errorf("%v create while the store is away: %v, want Unavailable", tc.mode, err)
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the orphan container %s is still there long past the timeout", cid)
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v create's error %q does not say %q", tc.mode, err, w)
+			}
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	// Hidden once the container is gone (a moment after, not before).
-	eventually(t, 5*time.Second, "GetSandbox NotFound after the orphan was removed", func() bool {
-		_, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "unwritten"}))
-		return connect.CodeOf(err) == connect.CodeNotFound
+	if cids := p.containerIDs(); len(cids) != 1 {
+		t.Errorf("containers while the store is away: %v, want only the acknowledged one", cids)
+	}
+	for _, a := range p.reg.Agents() {
+		if a.Used != 1 {
+			t.Errorf("agent %s holds %d slots (%v), want 1", a.ID, a.Used, a.Sandboxes)
+		}
+	}
+
+	o.down.Store(false)
+	eventually(t, 10*time.Second, "the object in the store and the sandbox Running from it", func() bool {
+		sb, ok := p.ctrl.Get("default", "kept")
+		return ok && sb.Annotations[v1alpha1.AnnotationID] == id && sb.Status.Phase == v1alpha1.PhaseRunning
 	})
+	if got := p.listed(); got["kept"] != id || len(got) != 1 {
+		t.Errorf("list once the store is back: %v, want only kept with %s", got, id)
+	}
+	if n := len(p.logs.lines("level=INFO", "the store is reachable again")); n != 1 {
+		t.Errorf("%d lines that the store is reachable again, want one", n)
+	}
+	if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "after", Spec: fastSpec("sleep", "300")})); err != nil {
+		t.Errorf("FAST create once the store is back: %v", err)
+	}
+}
+
+// rejectingStore is the real store, but every Create is refused with err.
+type rejectingStore struct {
+	store.Interface
+	err error
+}
+
+func (r rejectingStore) Create(context.Context, *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	return nil, r.err
+}
+
+// TestFastWriteRefusedForGoodRemovesTheContainer: the store refuses a FAST
+// create's object in a way no retry can change. The container is removed
+// at once, the sandbox is hidden only once it is gone, its slot is free,
+// an error line says why, and FAST creates go on (the store answered).
+func TestFastWriteRefusedForGoodRemovesTheContainer(t *testing.T) {
+	gk := v1alpha1.GroupVersion.WithKind("Sandbox").GroupKind()
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"forbidden", apierrors.NewForbidden(store.GroupResource, "gone", errors.New("injected: exceeded quota"))},
+		{"invalid", apierrors.NewInvalid(gk, "gone", field.ErrorList{field.Invalid(field.NewPath("spec", "image"), "x", "injected: not an image")})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return rejectingStore{s, tc.err} }))
+			ctx := context.Background()
+			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "gone", Spec: fastSpec("sleep", "300")}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+			// Well within what a retry with back-off would take: at once.
+			eventually(t, 5*time.Second, "the refused sandbox hidden", func() bool {
+				_, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "gone"}))
+				if connect.CodeOf(err) != connect.CodeNotFound {
+					return false
+				}
+				if p.hasContainer(id, 1) {
+					t.Fatalf("the refused sandbox %s is hidden while its container is still there", id)
+				}
+				return true
+			})
+			eventually(t, 5*time.Second, "the refused sandbox's slot released", func() bool {
+				_, held := p.reg.Lookup(id)
+				return !held
+			})
+			if lines := p.logs.lines("level=ERROR", "default/gone", id, "injected"); len(lines) == 0 {
+				t.Errorf("no error line names default/gone, %s and the refusal:\n%s", id, p.logs.String())
+			}
+			if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "next", Spec: fastSpec("sleep", "300")})); err != nil {
+				t.Errorf("FAST create after a refusal: %v, want it acknowledged (the store answers)", err)
+			}
+		})
+	}
 }

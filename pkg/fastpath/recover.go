@@ -24,8 +24,9 @@ import (
 //   - unmarked: a FAST create whose object write was lost (the controller
 //     died or stopped first, or its agent finished the create after the
 //     call broke). It gets its object back from the spec and labels the
-//     agent keeps, unless its name now belongs to another sandbox; then it
-//     is superseded and removed.
+//     agent keeps, unless its name now belongs to another sandbox (then it
+//     is superseded) or the store refuses that object for good; then it
+//     is removed.
 //   - marked: its object was written and is gone, so the sandbox was
 //     deleted (while its agent was away, say). It is removed: a deleted
 //     sandbox never comes back.
@@ -272,6 +273,16 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 				removed++
 			}
 			taken[k] = asb.GetSandboxId()
+			continue
+		} else if refusedForGood(err) {
+			// No retry can make it land, and failing here would fail every
+			// recovery (and the start) on the same refusal.
+			s.cfg.Logger.Error("the store refused a recovered sandbox's object for good; removing its container", slog.String("sandbox", k),
+				slog.String("id", asb.GetSandboxId()), slog.String("agent", o.agent), slog.Any("err", err))
+			if err := s.remove(ctx, o.agent, asb); err != nil {
+				return recreated, removed, err
+			}
+			removed++
 			continue
 		} else if err != nil {
 			return recreated, removed, fmt.Errorf("re-create sandbox %s: %w", k, err)

@@ -7,9 +7,12 @@ import (
 
 	"connectrpc.com/connect"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
 // runOnAgent has an agent run a sandbox with no object, as a FAST create
@@ -83,5 +86,35 @@ func TestAgentDownAtStartIsRecoveredWhenItComesBack(t *testing.T) {
 	})
 	if got := p.listed(); len(got) != 1 || got["late"] != "sb-late" {
 		t.Errorf("list: %v, want only late", got)
+	}
+}
+
+// TestRecoveryRemovesASandboxWhoseObjectTheStoreRefuses: at start, the
+// store refuses for good the object of an unmarked container (a FAST
+// create left by a stop, say, whose object the store cannot take). The
+// recovery does not fail on it, at this start or any later one: the
+// container is removed, its slot freed, and an error line says why.
+func TestRecoveryRemovesASandboxWhoseObjectTheStoreRefuses(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	runOnAgent(t, p.agents[0], "sb-refused", "refused", false)
+	p.agents[0].serve(t)
+	gk := v1alpha1.GroupVersion.WithKind("Sandbox").GroupKind()
+	refusal := apierrors.NewInvalid(gk, "refused", field.ErrorList{field.Invalid(field.NewPath("spec", "image"), "x", "injected: not an image")})
+	p.control = p.startControl(withStore(func(s store.Interface) store.Interface { return rejectingStore{s, refusal} }))
+	recreated, removed, err := p.fp.Recover(context.Background())
+	if err != nil {
+		t.Fatalf("Recover failed on the refused object: %v", err)
+	}
+	if recreated != 0 || removed != 1 {
+		t.Errorf("Recover: %d re-created, %d removed; want 0 and 1", recreated, removed)
+	}
+	if p.hasContainer("sb-refused", 1) {
+		t.Errorf("the container whose object the store refuses is still there")
+	}
+	if _, held := p.reg.Lookup("sb-refused"); held {
+		t.Errorf("the slot of the removed sandbox is still held")
+	}
+	if lines := p.logs.lines("level=ERROR", "default/refused", "sb-refused", "injected"); len(lines) == 0 {
+		t.Errorf("no error line names default/refused and the refusal:\n%s", p.logs.String())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,10 @@ func Command() *cli.Command {
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port, comma separated"},
 			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
 			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
-			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Value: fastpath.DefaultOrphanTimeout, Usage: "how long a FAST create's object write is retried before its container is removed as an orphan"},
+			// Parsed, not used yet: the janitor's question ("which of these
+			// sandboxes do you know?") will use it; the fast path removes
+			// nothing for a store that is away.
+			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Value: 10 * time.Second, Usage: "how long a sandbox container may stay unknown to the controller before the janitor may reap it (the fast path retries object writes until they land and removes nothing on a timeout)"},
 			&cli.StringFlag{Name: "store", Value: "auto", Usage: "auto, embedded or kube (auto: embedded; the Kubernetes store arrives with the Kubernetes mode)"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
@@ -151,7 +155,7 @@ func run(c *cli.Context) error {
 	})
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
-		DefaultMode: mode, OrphanTimeout: c.Duration("fastpath-orphan-timeout"), Logger: log, Metrics: metrics,
+		DefaultMode: mode, Logger: log, Metrics: metrics,
 	})
 	agentUp = fp.AgentUp
 
