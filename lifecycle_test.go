@@ -35,10 +35,11 @@ var fastLifecycle = []string{
 // plane is a controller process over one or more agents, driven through
 // its API and through `fsb ctl`.
 type plane struct {
-	t      *testing.T
-	ctrl   *controllerProc
-	server string
-	api    fsbv1connect.FastPathServiceClient
+	t       *testing.T
+	ctrl    *controllerProc
+	server  string
+	metrics string // the controller's /metrics URL
+	api     fsbv1connect.FastPathServiceClient
 }
 
 func startPlane(t *testing.T, dir string, agents []*agentProc, extra ...string) *plane {
@@ -62,7 +63,7 @@ func startPlane(t *testing.T, dir string, agents []*agentProc, extra ...string) 
 			}
 		}
 	})
-	return &plane{t: t, ctrl: ctrl, server: server,
+	return &plane{t: t, ctrl: ctrl, server: server, metrics: ctrl.metrics,
 		api: fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))}
 }
 
@@ -517,7 +518,13 @@ func TestCreateRetriesBackOffWhileContainerdIsDown(t *testing.T) {
 // /metrics.
 func agentCreates(t *testing.T, a *agentProc) int {
 	t.Helper()
-	resp, err := http.Get(a.base + "/metrics")
+	return metricSum(t, a.base+"/metrics", "fsb_agent_create_seconds_count{")
+}
+
+// metricSum adds up the samples at url whose line starts with prefix.
+func metricSum(t *testing.T, url, prefix string) int {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,11 +533,79 @@ func agentCreates(t *testing.T, a *agentProc) int {
 	b.ReadFrom(resp.Body)
 	n := 0
 	for _, line := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(line, "fsb_agent_create_seconds_count{") {
+		if strings.HasPrefix(line, prefix) {
 			var v int
 			fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
 			n += v
 		}
 	}
 	return n
+}
+
+// TestLostSandboxRunsAgainWhenItsAgentReturns stops the agent of a Manual
+// sandbox until it is Lost; once the agent answers again and the same
+// revision still runs, the sandbox is Running again, nothing re-created.
+func TestLostSandboxRunsAgainWhenItsAgentReturns(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-1", dir)
+	p := startPlane(t, dir, []*agentProc{a})
+	p.mustCtl("run", "patient", "--image", rig.ImageRef, "--", "sleep", "300")
+	p.waitFor("patient", 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont := func() { _ = a.cmd.Process.Signal(syscall.SIGCONT) }
+	defer cont()
+	lost := p.waitFor("patient", 10*time.Second, "Lost", phaseIs(fsbv1.Phase_PHASE_LOST))
+	if !strings.Contains(fmt.Sprint(lost.GetStatus().GetConditions()), "AgentLost") {
+		t.Errorf("a Lost sandbox's conditions do not say why: %v", lost.GetStatus().GetConditions())
+	}
+	cont()
+	back := p.waitFor("patient", 10*time.Second, "Running again", phaseIs(fsbv1.Phase_PHASE_RUNNING))
+	if back.GetStatus().GetRevision() != 1 {
+		t.Errorf("revision %d after the agent came back, want 1 (Manual re-creates nothing)", back.GetStatus().GetRevision())
+	}
+	if strings.Contains(fmt.Sprint(back.GetStatus().GetConditions()), "AgentLost") {
+		t.Errorf("the sandbox still says its agent is lost: %v", back.GetStatus().GetConditions())
+	}
+	if n := metricSum(t, p.metrics, "fsb_sandboxes_lost_total "); n != 1 {
+		t.Errorf("fsb_sandboxes_lost_total = %d, want 1", n)
+	}
+}
+
+// TestAutoRecreateGivesUp: a sandbox that fails at once under
+// AutoRecreate is re-created with back-off until recoveryTimeoutSeconds
+// has passed, then stays Failed, its Recovering condition saying it gave up.
+func TestAutoRecreateGivesUp(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-1", dir)
+	p := startPlane(t, dir, []*agentProc{a})
+	p.mustCtl("run", "hopeless", "--image", rig.ImageRef, "--failure-policy", "auto-recreate", "--recovery-timeout", "2s", "--", "sh", "-c", "exit 1")
+	sb := p.waitFor("hopeless", 20*time.Second, "given up", func(sb *fsbv1.Sandbox) bool {
+		for _, c := range sb.GetStatus().GetConditions() {
+			if c.GetType() == "Recovering" && c.GetStatus() == "False" && c.GetReason() == "GaveUp" {
+				return true
+			}
+		}
+		return false
+	})
+	if sb.GetStatus().GetPhase() != fsbv1.Phase_PHASE_FAILED || sb.GetStatus().GetRevision() < 2 {
+		t.Errorf("after giving up: phase %s revision %d, want Failed after a few revisions", sb.GetStatus().GetPhase(), sb.GetStatus().GetRevision())
+	}
+	revision := sb.GetStatus().GetRevision()
+	time.Sleep(2500 * time.Millisecond) // past the longest back-off
+	if sb := p.get("hopeless"); sb.GetStatus().GetRevision() != revision {
+		t.Errorf("a sandbox that gave up moved on to revision %d", sb.GetStatus().GetRevision())
+	}
+	if n := metricSum(t, p.metrics, `fsb_sandboxes_recreated_total{cause="failed"}`); int64(n) != revision-1 {
+		t.Errorf("fsb_sandboxes_recreated_total{cause=failed} = %d, want %d", n, revision-1)
+	}
+	if n := metricSum(t, p.metrics, "fsb_sandboxes_recovery_given_up_total "); n != 1 {
+		t.Errorf("fsb_sandboxes_recovery_given_up_total = %d, want 1", n)
+	}
+	// A reset brings it back from having given up.
+	p.mustCtl("update", "hopeless", "--reset-revision")
+	p.waitFor("hopeless", 10*time.Second, "at a new revision", func(sb *fsbv1.Sandbox) bool { return sb.GetStatus().GetRevision() > revision })
 }
