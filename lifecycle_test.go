@@ -423,7 +423,8 @@ func TestRestartedAgentIsBackWithinASecond(t *testing.T) {
 	p := startPlane(t, dir, []*agentProc{a})
 	p.mustCtl("run", "warmup", "--image", rig.ImageRef, "--", "true")
 	a.kill()
-	// Let the controller's reconnect back-off grow to its cap.
+	// Let the controller's reconnect back-off grow to its cap (its
+	// spacing is tested in pkg/agents).
 	time.Sleep(3 * time.Second)
 	restartAgent(t, a, ns, "agent-1", dir)
 	ready := time.Now()
