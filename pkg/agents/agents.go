@@ -292,7 +292,9 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 	if s.cfg.Changed != nil {
 		s.cfg.Changed(st)
 	}
-	if first && s.cfg.Up != nil {
+	if (first || wasConflict) && s.cfg.Up != nil {
+		// Newly up, or the ID is its own again after a conflict: its
+		// sandboxes are reconciled.
 		s.cfg.Up(st)
 	}
 }

@@ -248,11 +248,24 @@ func (c *Controller) AgentChanged(st *fsbv1.AgentStatus) {
 func (c *Controller) Run(ctx context.Context, workers int, synced chan<- struct{}) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
+	defer c.stale.ShutDown()
 	go c.informer.Run(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return errors.New("sandbox controller: cache never synced")
 	}
 	close(synced)
+	// Until every agent has been heard from (or found down) once, an
+	// agent not known yet is no news: the workers wait, so that no
+	// sandbox is judged on it. Then every agent's revisions are checked
+	// once against the objects, for replaced ones that still run.
+	select {
+	case <-c.cfg.Agents.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	for _, st := range c.cfg.Agents.Statuses() {
+		c.AgentChanged(st)
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -391,6 +404,11 @@ func (c *Controller) Wait(ctx context.Context, namespace, name string, done func
 // failed revision keeps the object's phase: the failure policy decides it.
 func statusFrom(sb *v1alpha1.Sandbox, agent, id string, revision int64, asb *fsbv1.AgentSandbox) *v1alpha1.SandboxStatus {
 	st := sb.Status.DeepCopy()
+	if st.Phase == "" {
+		// The first status of a FAST create: a reset it carried is the
+		// revision that runs.
+		st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy()
+	}
 	st.SandboxID, st.AssignedPod, st.Revision = id, agent, revision
 	st.Endpoints = asb.GetEndpoints()
 	st.ExitCode = asb.GetExitCode()

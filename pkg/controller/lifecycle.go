@@ -82,7 +82,14 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return c.place(ctx, key, sb, id)
 	}
 	revision = max(revision, 1)
-	if resetRequested(sb) {
+	// A reset asked for before the controller first wrote the status (a
+	// FAST create that carried one) is the revision that runs: observe
+	// accepts it.
+	if resetRequested(sb) && sb.Status.Phase != "" {
+		if wait := c.recreates.wait(key); wait > 0 {
+			c.queue.AddAfter(key, wait)
+			return nil
+		}
 		return c.reset(ctx, key, sb, agent, id, revision)
 	}
 	return c.observe(ctx, key, sb, agent, id, revision)
@@ -181,6 +188,14 @@ func (c *Controller) start(ctx context.Context, key string, sb *v1alpha1.Sandbox
 // again; nothing retries it sooner, however often the agent's status
 // changes in the meantime.
 func (c *Controller) retryCreate(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent string, cause error) error {
+	if cond := meta.FindStatusCondition(sb.Status.Conditions, ConditionRecovering); cond != nil && cond.Status == metav1.ConditionTrue &&
+		time.Since(cond.LastTransitionTime.Time) >= recoveryLimit(sb) {
+		// A new revision that cannot even start counts against the
+		// recovery deadline too.
+		_, id, _ := v1alpha1.Placement(sb)
+		c.cfg.Registry.Release(id)
+		return c.giveUp(ctx, key, sb, sb.Status.DeepCopy(), cond.LastTransitionTime.Time, cause.Error())
+	}
 	wait := c.creates.failed(key)
 	c.cfg.Logger.Warn("create failed; retrying", slog.String("sandbox", key), slog.String("agent", agent),
 		slog.Duration("in", wait), slog.Any("err", cause))
@@ -194,9 +209,6 @@ func (c *Controller) retryCreate(ctx context.Context, key string, sb *v1alpha1.S
 
 // observe follows what the sandbox's agent reports.
 func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
-	// After a restart the registry learns placements from here and from
-	// the agents' status; an agent it does not know yet is fine.
-	_ = c.cfg.Registry.Assign(id, agent, sb.Spec.ExposedPorts)
 	if addrs := c.cfg.Agents.Conflict(agent); addrs != nil {
 		// Two processes claim the agent's identity: its sandboxes are left
 		// as they are until one goes; the condition says why.
@@ -208,6 +220,14 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 	asb, known := c.cfg.Agents.Sandbox(agent, id, revision)
 	if !known {
 		return c.agentSilent(ctx, key, sb, agent, id, revision)
+	}
+	switch {
+	case asb != nil, sb.Status.Phase == "", sb.Status.Phase == v1alpha1.PhasePending, sb.Status.Phase == v1alpha1.PhaseBound:
+		// It runs there, or a create is expected: its slot and ports are
+		// held. (After a restart the registry learns placements from here
+		// and from the agents' status.) A sandbox with nothing there holds
+		// nothing.
+		_ = c.cfg.Registry.Assign(id, agent, sb.Spec.ExposedPorts)
 	}
 	if asb == nil {
 		switch sb.Status.Phase {
@@ -221,12 +241,31 @@ func (c *Controller) observe(ctx context.Context, key string, sb *v1alpha1.Sandb
 			}
 			return c.start(ctx, key, sb, agent, id, revision)
 		case v1alpha1.PhaseRunning, v1alpha1.PhaseLost:
+			// The status stream may lag behind the create that wrote
+			// Running: ask the agent before calling it gone.
+			if gone, err := c.goneFromAgent(ctx, agent, id, revision); err != nil || !gone {
+				return err
+			}
 			return c.failed(ctx, key, sb, sb.Status.DeepCopy(), agent, id, revision, failure{
 				lost: true, reason: "ContainerGone",
 				message: fmt.Sprintf("revision %d is gone from agent %s", revision, agent),
 			})
+		case v1alpha1.PhaseFailed:
+			if recovering(sb) {
+				// Its container was removed for a new revision that could
+				// not be placed yet: go on trying.
+				return c.failed(ctx, key, sb, sb.Status.DeepCopy(), agent, id, revision, failure{
+					exitCode: sb.Status.ExitCode, message: sb.Status.Message,
+				})
+			}
 		}
 		return nil
+	}
+	if asb.GetReason() == reasonLost && sb.Status.Revision == revision &&
+		(sb.Status.Phase == v1alpha1.PhaseSucceeded || sb.Status.Phase == v1alpha1.PhaseFailed) {
+		// An ended revision whose task went with a host reboot: it had
+		// ended already, and its recorded end stands.
+		return c.markPersisted(ctx, agent, id, revision, asb)
 	}
 	st := statusFrom(sb, agent, id, revision, asb)
 	if p, ok := c.cfg.Registry.Lookup(id); ok && p.NodeName != "" {
@@ -277,6 +316,52 @@ func (c *Controller) markPersisted(ctx context.Context, agent, id string, revisi
 		return fmt.Errorf("mark %s persisted on agent %s: %w", id, agent, err)
 	}
 	return nil
+}
+
+// goneFromAgent asks the agent itself whether a revision is gone.
+func (c *Controller) goneFromAgent(ctx context.Context, agent, id string, revision int64) (bool, error) {
+	client, err := c.cfg.Agents.Client(agent)
+	if err != nil {
+		return false, err
+	}
+	callCtx, cancel := c.cfg.Agents.Bind(ctx, agent)
+	defer cancel()
+	resp, err := client.GetStatus(callCtx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+	if err != nil {
+		return false, fmt.Errorf("status of agent %s: %w", agent, err)
+	}
+	for _, asb := range resp.Msg.GetStatus().GetSandboxes() {
+		if asb.GetSandboxId() == id && asb.GetRevision() == revision {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// recovering reports whether AutoRecreate is bringing the sandbox back.
+func recovering(sb *v1alpha1.Sandbox) bool {
+	cond := meta.FindStatusCondition(sb.Status.Conditions, ConditionRecovering)
+	return cond != nil && cond.Status == metav1.ConditionTrue
+}
+
+// recoveryLimit is how long AutoRecreate tries without a revision that
+// keeps running.
+func recoveryLimit(sb *v1alpha1.Sandbox) time.Duration {
+	if s := sb.Spec.RecoveryTimeoutSeconds; s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return DefaultRecoveryTimeout
+}
+
+// giveUp leaves an AutoRecreate sandbox Failed: no revision kept running
+// within its recovery timeout.
+func (c *Controller) giveUp(ctx context.Context, key string, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, began time.Time, last string) error {
+	msg := fmt.Sprintf("gave up: no revision kept running for %s since %s; last: %s", recoveryLimit(sb), began.UTC().Format(time.RFC3339), last)
+	st.Phase, st.Message = v1alpha1.PhaseFailed, msg
+	setCondition(st, ConditionRecovering, metav1.ConditionFalse, "GaveUp", msg)
+	c.cfg.Metrics.gaveUpOne()
+	c.cfg.Logger.Warn("recovery given up", slog.String("sandbox", key), slog.String("why", msg))
+	return c.setStatus(ctx, sb, st)
 }
 
 // settle ends a recovery once the running revision has run StableAfter,
@@ -361,17 +446,8 @@ func (c *Controller) failed(ctx context.Context, key string, sb *v1alpha1.Sandbo
 	case cond != nil && cond.Status == metav1.ConditionTrue:
 		began = cond.LastTransitionTime.Time
 	}
-	limit := DefaultRecoveryTimeout
-	if s := sb.Spec.RecoveryTimeoutSeconds; s > 0 {
-		limit = time.Duration(s) * time.Second
-	}
-	if now.Sub(began) >= limit {
-		msg := fmt.Sprintf("gave up: no revision kept running for %s since %s; last: %s", limit, began.UTC().Format(time.RFC3339), f.message)
-		st.Phase, st.Message = v1alpha1.PhaseFailed, msg
-		setCondition(st, ConditionRecovering, metav1.ConditionFalse, "GaveUp", msg)
-		c.cfg.Metrics.gaveUpOne()
-		c.cfg.Logger.Warn("recovery given up", slog.String("sandbox", key), slog.String("why", msg))
-		return c.setStatus(ctx, sb, st)
+	if now.Sub(began) >= recoveryLimit(sb) {
+		return c.giveUp(ctx, key, sb, st, began, f.message)
 	}
 	c.mu.Lock()
 	fa, ok := c.failedAt[key]
@@ -382,8 +458,10 @@ func (c *Controller) failed(ctx context.Context, key string, sb *v1alpha1.Sandbo
 	c.mu.Unlock()
 	due := fa.at.Add(c.recreates.next(key))
 	if wait := time.Until(due); wait > 0 {
+		// The time is absolute: a countdown in the message would change the
+		// status at every sync, and every write wakes a sync.
 		setCondition(st, ConditionRecovering, metav1.ConditionTrue, "BackOff",
-			fmt.Sprintf("%s; revision %d starts in %s", f.message, revision+1, wait.Round(time.Millisecond)))
+			fmt.Sprintf("%s; revision %d starts at %s", f.message, revision+1, due.UTC().Format("15:04:05.000Z")))
 		c.queue.AddAfter(key, wait)
 		return c.setStatus(ctx, sb, st)
 	}
@@ -406,37 +484,49 @@ func resetRequested(sb *v1alpha1.Sandbox) bool {
 // gracefully first, then the next one starts.
 func (c *Controller) reset(ctx context.Context, key string, sb *v1alpha1.Sandbox, agent, id string, revision int64) error {
 	st := sb.Status.DeepCopy()
-	st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy()
 	meta.RemoveStatusCondition(&st.Conditions, ConditionRecovering)
-	c.recreates.reset(key)
 	c.cfg.Logger.Info("resetting sandbox", slog.String("sandbox", key), slog.Int64("revision", revision+1))
 	return c.nextRevision(ctx, key, sb, st, agent, id, revision, gracePeriod(sb), "reset")
 }
 
-// nextRevision removes revision from its agent (with grace; skipped when
-// the agent is away — a replaced revision is removed when its agent comes
-// back), places revision+1 anew, persists Bound with it, and starts it.
+// nextRevision places revision+1 anew, then removes revision from its
+// agent (with grace; skipped when the agent is away — a replaced revision
+// is removed when its agent comes back), persists Bound with the new one
+// (and, for a reset, the reset it carried out), and starts it. When no
+// agent can take the new revision, nothing changes but the message: the
+// current one stays, with its slot, and it is tried again after a back-off.
 func (c *Controller) nextRevision(ctx context.Context, key string, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, agent, id string, revision int64, grace *int32, cause string) error {
-	if up, _ := c.cfg.Agents.Reachable(agent); up {
-		if err := c.deleteOnAgent(ctx, agent, id, revision, grace); err != nil {
-			return err
-		}
-	}
-	c.cfg.Registry.Release(id)
 	req, err := PlacementRequest(sb, id)
 	if err != nil {
 		return c.refused(ctx, sb, connect.CodeInvalidArgument, err)
 	}
+	old, placed := c.cfg.Registry.Lookup(id)
+	c.cfg.Registry.Release(id)
 	p, err := c.cfg.Registry.Allocate(req)
 	if err != nil {
+		if placed {
+			_ = c.cfg.Registry.Assign(id, old.AgentID, sb.Spec.ExposedPorts)
+		}
 		wait := c.recreates.failed(key)
-		st.Message = fmt.Sprintf("no agent can take revision %d: %v (retrying in %s)", revision+1, err, wait)
+		st.Message = fmt.Sprintf("no agent can take revision %d: %v (next try at %s)", revision+1, err, time.Now().Add(wait).UTC().Format("15:04:05Z"))
 		c.queue.AddAfter(key, wait)
 		return c.setStatus(ctx, sb, st)
+	}
+	if up, _ := c.cfg.Agents.Reachable(agent); up {
+		if err := c.deleteOnAgent(ctx, agent, id, revision, grace); err != nil {
+			c.cfg.Registry.Release(id)
+			if placed {
+				_ = c.cfg.Registry.Assign(id, old.AgentID, sb.Spec.ExposedPorts)
+			}
+			return err
+		}
 	}
 	c.recreates.failed(key) // each new revision lengthens the next wait
 	st.Phase, st.AssignedPod, st.NodeName, st.Revision = v1alpha1.PhaseBound, p.AgentID, p.NodeName, revision+1
 	st.Endpoints, st.ExitCode, st.Message = nil, 0, ""
+	if cause == "reset" {
+		st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy()
+	}
 	meta.RemoveStatusCondition(&st.Conditions, ConditionCreated)
 	meta.RemoveStatusCondition(&st.Conditions, ConditionAgentReachable)
 	if err := c.setStatus(ctx, sb, st); err != nil {

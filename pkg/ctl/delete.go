@@ -126,7 +126,10 @@ func (c *Client) deleteOutlived(ctx context.Context, name string, timeout time.D
 			name, timeout, c.describe(err, target{name: name, namespace: c.namespace}), name)
 	}
 	st := resp.Msg.GetSandbox().GetStatus()
-	if st.GetPhase() != fsbv1.Phase_PHASE_TERMINATING {
+	// An Expired or Lost sandbox keeps its phase while it is deleted.
+	switch st.GetPhase() {
+	case fsbv1.Phase_PHASE_TERMINATING, fsbv1.Phase_PHASE_EXPIRED, fsbv1.Phase_PHASE_LOST:
+	default:
 		return fmt.Errorf("sandbox %s was not deleted within %s, and the controller does not show it as being deleted (phase %s%s): run fsb ctl delete %s again, perhaps with a longer --timeout",
 			name, timeout, phase(st.GetPhase()), prefixed(": ", st.GetMessage()), name)
 	}
