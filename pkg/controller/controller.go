@@ -43,7 +43,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
@@ -74,7 +74,7 @@ const (
 type Config struct {
 	Store    store.Interface
 	Registry *registry.Registry
-	Agents   *agents.Set
+	Agents   *agentlink.Set
 	Logger   *slog.Logger
 	// NewID makes a sandbox ID for an object that has none (kubectl).
 	NewID func() string

@@ -40,7 +40,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
-	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -72,7 +72,7 @@ const unansweredCleanupTimeout = 10 * time.Second
 type Config struct {
 	Store      store.Interface
 	Registry   *registry.Registry
-	Agents     *agents.Set
+	Agents     *agentlink.Set
 	Controller *controller.Controller
 	// DefaultMode applies when a request sets none.
 	DefaultMode v1alpha1.ConsistencyMode

@@ -16,7 +16,7 @@ import (
 	"github.com/containerd/containerd"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
-	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -55,7 +55,7 @@ type testAgent struct {
 type control struct {
 	fp     *Server
 	reg    *registry.Registry
-	set    *agents.Set
+	set    *agentlink.Set
 	ctrl   *controller.Controller
 	logs   *syncBuffer
 	cancel context.CancelFunc
@@ -196,7 +196,7 @@ func (p *plane) startControl(opts ...planeOption) *control {
 	for _, a := range p.agents {
 		addrs = append(addrs, a.addr)
 	}
-	c.set = agents.New(agents.Config{
+	c.set = agentlink.New(agentlink.Config{
 		Addresses: addrs, Token: agentToken, Registry: c.reg, Logger: logger, HTTPClient: setup.agentHTTP,
 		Changed: func(s *fsbv1.AgentStatus) { c.ctrl.AgentChanged(s) },
 		Up:      func(s *fsbv1.AgentStatus) { c.fp.AgentUp(s) },

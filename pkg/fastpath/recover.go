@@ -100,7 +100,7 @@ func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, r
 }
 
 // AgentUp queues the recovery of an agent that connected or came back
-// (agents.Config.Up). The recoveries run one at a time, off the caller's
+// (agentlink.Config.Up). The recoveries run one at a time, off the caller's
 // goroutine, once Recover has succeeded, until the server's context ends.
 func (s *Server) AgentUp(st *fsbv1.AgentStatus) {
 	s.queue(st.GetAgentId())

@@ -23,7 +23,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/agents"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
@@ -64,7 +64,7 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
 			&cli.DurationFlag{Name: "agent-lost-timeout", Value: controller.DefaultLostTimeout, Usage: "how long an agent may be silent before its sandboxes are Lost (and, under AutoRecreate, re-created elsewhere)"},
-			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agents.DefaultHeartbeat, Usage: "how often agents are asked to speak when nothing changes; an agent silent for three intervals counts as down"},
+			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agentlink.DefaultHeartbeat, Usage: "how often agents are asked to speak when nothing changes; an agent silent for three intervals counts as down"},
 			&cli.DurationFlag{Name: "recreate-backoff", Value: controller.DefaultRecreateBackoff, Usage: "AutoRecreate's first wait before a new revision, doubling after each one (create retries use the same spacing)"},
 			&cli.DurationFlag{Name: "recreate-backoff-max", Value: controller.DefaultRecreateBackoffMax, Usage: "the longest wait between AutoRecreate's revisions"},
 			&cli.DurationFlag{Name: "recreate-backoff-reset", Value: controller.DefaultStableAfter, Usage: "a revision that runs this long resets the back-off and ends a recovery"},
@@ -135,7 +135,7 @@ func run(c *cli.Context) error {
 	// re-created, its deleted sandboxes removed) by the fast path, once
 	// the start-up Recover below is done.
 	var agentUp func(*fsbv1.AgentStatus)
-	set := agents.New(agents.Config{
+	set := agentlink.New(agentlink.Config{
 		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
 		Token:     agentToken,
 		Registry:  reg,

@@ -1,8 +1,8 @@
-// Package agents is the controller's link to its agents: one Connect client
+// Package agentlink is the controller's link to its agents: one Connect client
 // per agent, and a monitor per agent that follows its WatchStatus stream,
 // keeps the latest status, and feeds the registry (capacity, images,
 // runtimes, health, and the sandboxes already placed there).
-package agents
+package agentlink
 
 import (
 	"context"
