@@ -424,7 +424,7 @@ func TestRestartedAgentIsBackWithinASecond(t *testing.T) {
 	p.mustCtl("run", "warmup", "--image", rig.ImageRef, "--", "true")
 	a.kill()
 	// Let the controller's reconnect back-off grow to its cap (its
-	// spacing is tested in pkg/agents).
+	// spacing is tested in pkg/agentlink).
 	time.Sleep(3 * time.Second)
 	restartAgent(t, a, ns, "agent-1", dir)
 	ready := time.Now()
