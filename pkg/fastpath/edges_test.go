@@ -230,9 +230,12 @@ func TestFastWriteFindingTheNameTakenRemovesTheContainer(t *testing.T) {
 	if lines := p.logs.lines("level=ERROR", "default/taken", id, otherID); len(lines) == 0 {
 		t.Errorf("no error log line names default/taken, %s and %s:\n%s", id, otherID, p.logs.String())
 	}
-	eventually(t, 5*time.Second, "get shows the sandbox that has the name", func() bool {
+	// Running, too: the controller places the name's holder, and a create
+	// still under way when the test ends would race the rig's clean-up.
+	eventually(t, 10*time.Second, "get shows the sandbox that has the name, running", func() bool {
 		got, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "taken"}))
-		return err == nil && got.Msg.GetSandbox().GetStatus().GetSandboxId() == otherID
+		return err == nil && got.Msg.GetSandbox().GetStatus().GetSandboxId() == otherID &&
+			got.Msg.GetSandbox().GetStatus().GetPhase() == fsbv1.Phase_PHASE_RUNNING
 	})
 }
 
