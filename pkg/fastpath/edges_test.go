@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -445,5 +446,66 @@ func TestFastCreateAnswersTheAgentsImageError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// answerHeldStore is the real store whose Create lands at once but answers
+// only once answer is closed: a write whose answer is slow to come back.
+type answerHeldStore struct {
+	store.Interface
+	answer <-chan struct{}
+}
+
+func (a answerHeldStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	out, err := a.Interface.Create(ctx, sb)
+	<-a.answer
+	return out, err
+}
+
+// TestFastSandboxDeletedBeforeItsWriteAnswersIsGone: a FAST create's
+// object lands and is deleted, to the end, before the fast path hears that
+// its write landed. Once the delete has answered, Get and List soon say the
+// sandbox is gone (not only when the pending create's wait times out), and
+// a create of the same name makes a new sandbox rather than answer with
+// the deleted one.
+func TestFastSandboxDeletedBeforeItsWriteAnswersIsGone(t *testing.T) {
+	answer := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(answer) }) }
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return answerHeldStore{s, answer} }))
+	t.Cleanup(release) // before the plane stops: its write must end
+	ctx := context.Background()
+	req := &fsbv1.CreateSandboxRequest{Name: "brief", Spec: fastSpec("sleep", "300")}
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	// Once the cache has the object, a delete goes through the store.
+	eventually(t, 10*time.Second, "the object in the controller's cache", func() bool {
+		_, ok := p.ctrl.Get("default", "brief")
+		return ok
+	})
+	zero := int32(0)
+	if _, err := p.fp.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "brief", GracePeriodSeconds: &zero})); err != nil {
+		t.Fatal(err)
+	}
+	if p.hasContainer(id, 1) {
+		t.Fatalf("the container of %s outlived its delete", id)
+	}
+	release()
+	eventually(t, 3*time.Second, "get says the deleted sandbox is not found", func() bool {
+		_, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "brief"}))
+		return connect.CodeOf(err) == connect.CodeNotFound
+	})
+	if got := p.listed(); len(got) != 0 {
+		t.Errorf("list after the delete: %v, want nothing", got)
+	}
+	again, err := p.fp.CreateSandbox(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("a create of the deleted sandbox's name: %v", err)
+	}
+	if got := again.Msg.GetSandbox().GetStatus().GetSandboxId(); got == id {
+		t.Errorf("a create of the deleted sandbox's name answered with the deleted sandbox %s", id)
 	}
 }

@@ -498,12 +498,7 @@ func (s *Server) persist(k string, p *pendingCreate) {
 			done()
 			// Keep answering from the table until the controller has
 			// written the object's status: the object as written has none.
-			waitCtx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-			ns, name, _ := strings.Cut(k, "/")
-			_, _ = s.cfg.Controller.Wait(waitCtx, ns, name, func(sb *v1alpha1.Sandbox) bool {
-				return sb != nil && (observed(sb) || sb.DeletionTimestamp != nil)
-			})
-			cancel()
+			s.awaitObserved(k, p)
 			s.forgetPending(k, p)
 			return
 		case refusedForGood(err):
@@ -526,6 +521,57 @@ func (s *Server) persist(k string, p *pendingCreate) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, writeBackoffMax)
+	}
+}
+
+// observeTimeout bounds how long a FAST create's pending entry outlives its
+// written object's arrival in the store, waiting for the controller to
+// write its status.
+const observeTimeout = 30 * time.Second
+
+// goneCheckInterval is how often the store is asked about a FAST create's
+// written object while the cache has not shown it yet.
+const goneCheckInterval = 200 * time.Millisecond
+
+// awaitObserved waits until a FAST create's written object has its status
+// from the controller, is being deleted, or is gone, or observeTimeout
+// passes. Gone is absent from the cache once the cache has shown it here:
+// the cache is read after every change, so its last state is never missed.
+// Its changes between two reads are, though: an object deleted, to the
+// end, before a read showed it would look the same as one the cache has
+// not caught up with yet, so until the cache has shown it, the store tells
+// the two apart.
+func (s *Server) awaitObserved(k string, p *pendingCreate) {
+	ctx, cancel := context.WithTimeout(s.ctx, observeTimeout)
+	defer cancel()
+	ns, name, _ := strings.Cut(k, "/")
+	// Only this sandbox's object counts: the name may show another's (an
+	// earlier holder of it the cache still has, a later one).
+	own := func(sb *v1alpha1.Sandbox) bool {
+		_, id, _ := v1alpha1.Placement(sb)
+		return id == p.id
+	}
+	seen := false
+	for {
+		checkCtx, cancelCheck := context.WithTimeout(ctx, goneCheckInterval)
+		_, err := s.cfg.Controller.Wait(checkCtx, ns, name, func(sb *v1alpha1.Sandbox) bool {
+			if sb == nil || !own(sb) {
+				return seen
+			}
+			seen = true
+			return observed(sb) || sb.DeletionTimestamp != nil
+		})
+		cancelCheck()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if seen {
+			continue
+		}
+		have, err := s.cfg.Store.Get(ctx, ns, name)
+		if apierrors.IsNotFound(err) || (err == nil && !own(have)) {
+			return
+		}
 	}
 }
 

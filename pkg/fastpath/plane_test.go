@@ -145,7 +145,17 @@ func startAgent(t *testing.T, cd *containerd.Client, id string) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(ag.Handler(auth.Tokens{agentToken}))
+	// A create goes on after its caller has gone (a stopped control part),
+	// and an HTTP/2 connection whose streams were all cancelled counts as
+	// idle: the server's Close does not wait for such a handler. The
+	// cleanup does, before the rig's cleanup of containerd races it.
+	var handlers sync.WaitGroup
+	api := ag.Handler(auth.Tokens{agentToken})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handlers.Add(1)
+		defer handlers.Done()
+		api.ServeHTTP(w, r)
+	}))
 	// The controller speaks HTTP/2 without TLS to agents, as they serve it.
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -161,6 +171,8 @@ func startAgent(t *testing.T, cd *containerd.Client, id string) *testAgent {
 		}
 		cancel()
 		ag.Wait()
+		// No request starts once the server is closed.
+		handlers.Wait()
 	})
 	return a
 }

@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
 
 // Recovery makes the store agree with what the agents run (DESIGN §4,
@@ -33,6 +35,15 @@ import (
 //
 // Recover does this for every agent at start, before the fast path serves;
 // RecoverAgent does it for one agent whenever it connects or comes back.
+// An agent that fails a recovery's call is retried while it is up, and
+// holds up no other: Recover goes on with the rest, and every call is
+// bound to its agent's liveness and to recoveryCallTimeout.
+
+// recoveryCallTimeout bounds each call a recovery makes to an agent. The
+// recoveries run one at a time: an agent that takes a call and never
+// answers (a stopped process before it counts as down) must not hold up
+// every other agent's recovery.
+const recoveryCallTimeout = 30 * time.Second
 
 // lost is a sandbox an agent runs that no object and no pending create
 // knows.
@@ -43,8 +54,10 @@ type lost struct {
 
 // Recover rebuilds the registry from the store and recovers every agent's
 // sandboxes, before the fast path serves. It returns how many objects it
-// re-created and how many containers it removed. Once it has succeeded,
-// the recoveries AgentUp queues run.
+// re-created and how many containers it removed. An agent whose calls
+// fail is logged and queued for a retry, and fails nothing else; an error
+// is the store's, or ctx's. Once it has succeeded, the recoveries AgentUp
+// queues run.
 func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error) {
 	s.recoverMu.Lock()
 	defer s.recoverMu.Unlock()
@@ -71,11 +84,16 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 		}
 		found = append(found, confirmed...)
 	}
-	recreated, removed, err = s.settle(ctx, found)
-	if err == nil {
-		s.recoveredOnce.Do(func() { close(s.recovered) })
+	recreated, removed, failed, err := s.settle(ctx, found)
+	if err != nil {
+		return recreated, removed, err
 	}
-	return recreated, removed, err
+	for agentID, ferr := range failed {
+		s.cfg.Logger.Warn("agent not recovered at start; retrying", slog.String("agent", agentID), slog.Any("err", ferr))
+		s.queue(agentID)
+	}
+	s.recoveredOnce.Do(func() { close(s.recovered) })
+	return recreated, removed, nil
 }
 
 // RecoverAgent recovers one agent's sandboxes, from its latest status. It
@@ -96,7 +114,14 @@ func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, r
 	if err != nil {
 		return 0, 0, fmt.Errorf("recover agent %s: %w", agentID, err)
 	}
-	return s.settle(ctx, found)
+	recreated, removed, failed, err := s.settle(ctx, found)
+	if err == nil {
+		err = failed[agentID]
+	}
+	if err != nil {
+		return recreated, removed, fmt.Errorf("recover agent %s: %w", agentID, err)
+	}
+	return recreated, removed, nil
 }
 
 // AgentUp queues the recovery of an agent that connected or came back
@@ -201,11 +226,11 @@ func (s *Server) confirm(ctx context.Context, agentID string, found []lost) ([]l
 	if !slices.ContainsFunc(found, func(l lost) bool { return !l.sb.GetPersisted() }) {
 		return found, nil
 	}
-	client, err := s.cfg.Agents.Client(agentID)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.GetStatus(ctx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+	var resp *connect.Response[fsbv1.GetStatusResponse]
+	err := s.callAgent(ctx, agentID, func(ctx context.Context, client fsbv1connect.AgentServiceClient) (err error) {
+		resp, err = client.GetStatus(ctx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("status of agent %s: %w", agentID, err)
 	}
@@ -219,32 +244,57 @@ func (s *Server) confirm(ctx context.Context, agentID string, found []lost) ([]l
 // settle recovers lost sandboxes: marked ones are removed; unmarked ones,
 // newest first, get their objects back, or are removed when their name is
 // taken (when two share a name, the newest keeps it).
-func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed int, err error) {
+//
+// A call to an agent that fails is that agent's failure, not the
+// recovery's: failed holds the first such error per agent, and that
+// agent's removals after it are left to its next recovery (its objects
+// are still re-created: that needs only the store). err is a failure of
+// the store's, or ctx's end, after which nothing more is done.
+func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed int, failed map[string]error, err error) {
 	slices.SortStableFunc(found, func(a, b lost) int {
 		return b.sb.GetCreateTime().AsTime().Compare(a.sb.GetCreateTime().AsTime())
 	})
+	failed = map[string]error{}
+	// removeFrom runs the removal of a lost sandbox from its agent, unless
+	// a call to that agent has failed already. Only the end of ctx is an
+	// error: any other failure is the agent's.
+	removeFrom := func(agentID string, remove func() error) error {
+		if failed[agentID] != nil {
+			return nil
+		}
+		if err := remove(); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			failed[agentID] = err
+			return nil
+		}
+		removed++
+		return nil
+	}
 	var written []*v1alpha1.Sandbox
 	taken := map[string]string{} // namespace/name -> the sandbox ID that has it
 	for _, o := range found {
 		asb := o.sb
 		k := key(asb.GetNamespace(), asb.GetName())
 		if asb.GetPersisted() {
-			s.cfg.Logger.Info("removing a sandbox whose object was deleted", slog.String("sandbox", k),
-				slog.String("id", asb.GetSandboxId()), slog.Int64("revision", asb.GetRevision()), slog.String("agent", o.agent))
-			if err := s.remove(ctx, o.agent, asb); err != nil {
-				return recreated, removed, err
+			err := removeFrom(o.agent, func() error {
+				s.cfg.Logger.Info("removing a sandbox whose object was deleted", slog.String("sandbox", k),
+					slog.String("id", asb.GetSandboxId()), slog.Int64("revision", asb.GetRevision()), slog.String("agent", o.agent))
+				return s.remove(ctx, o.agent, asb)
+			})
+			if err != nil {
+				return recreated, removed, failed, err
 			}
-			removed++
 			continue
 		}
 		if other, ok := s.cfg.Controller.Get(asb.GetNamespace(), asb.GetName()); ok {
 			taken[k] = other.Annotations[v1alpha1.AnnotationID]
 		}
 		if by, ok := taken[k]; ok {
-			if err := s.removeSuperseded(ctx, o.agent, asb, by); err != nil {
-				return recreated, removed, err
+			if err := removeFrom(o.agent, func() error { return s.removeSuperseded(ctx, o.agent, asb, by) }); err != nil {
+				return recreated, removed, failed, err
 			}
-			removed++
 			continue
 		}
 		obj := &v1alpha1.Sandbox{
@@ -264,13 +314,12 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 			// cache was read. Whoever has the name keeps it.
 			have, gerr := s.cfg.Store.Get(ctx, asb.GetNamespace(), asb.GetName())
 			if gerr != nil {
-				return recreated, removed, fmt.Errorf("re-create sandbox %s: %w", k, gerr)
+				return recreated, removed, failed, fmt.Errorf("re-create sandbox %s: %w", k, gerr)
 			}
 			if _, id, _ := v1alpha1.Placement(have); id != asb.GetSandboxId() {
-				if err := s.removeSuperseded(ctx, o.agent, asb, id); err != nil {
-					return recreated, removed, err
+				if err := removeFrom(o.agent, func() error { return s.removeSuperseded(ctx, o.agent, asb, id) }); err != nil {
+					return recreated, removed, failed, err
 				}
-				removed++
 			}
 			taken[k] = asb.GetSandboxId()
 			continue
@@ -279,13 +328,12 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 			// recovery (and the start) on the same refusal.
 			s.cfg.Logger.Error("the store refused a recovered sandbox's object for good; removing its container", slog.String("sandbox", k),
 				slog.String("id", asb.GetSandboxId()), slog.String("agent", o.agent), slog.Any("err", err))
-			if err := s.remove(ctx, o.agent, asb); err != nil {
-				return recreated, removed, err
+			if err := removeFrom(o.agent, func() error { return s.remove(ctx, o.agent, asb) }); err != nil {
+				return recreated, removed, failed, err
 			}
-			removed++
 			continue
 		} else if err != nil {
-			return recreated, removed, fmt.Errorf("re-create sandbox %s: %w", k, err)
+			return recreated, removed, failed, fmt.Errorf("re-create sandbox %s: %w", k, err)
 		}
 		s.cfg.Logger.Info("sandbox object re-created from its agent", slog.String("sandbox", k),
 			slog.String("id", asb.GetSandboxId()), slog.String("agent", o.agent))
@@ -296,10 +344,10 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 	// Done only once the cache, which Get and List read, has them too.
 	for _, obj := range written {
 		if _, err := s.cfg.Controller.Wait(ctx, obj.Namespace, obj.Name, func(sb *v1alpha1.Sandbox) bool { return sb != nil }); err != nil {
-			return recreated, removed, err
+			return recreated, removed, failed, err
 		}
 	}
-	return recreated, removed, nil
+	return recreated, removed, failed, nil
 }
 
 func (s *Server) removeSuperseded(ctx context.Context, agentID string, asb *fsbv1.AgentSandbox, by string) error {
@@ -312,17 +360,35 @@ func (s *Server) removeSuperseded(ctx context.Context, agentID string, asb *fsbv
 // remove removes a lost sandbox revision's container (grace 0), then
 // releases its slot.
 func (s *Server) remove(ctx context.Context, agentID string, asb *fsbv1.AgentSandbox) error {
+	zero := int32(0)
+	err := s.callAgent(ctx, agentID, func(ctx context.Context, client fsbv1connect.AgentServiceClient) error {
+		_, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+			SandboxId: asb.GetSandboxId(), Revision: asb.GetRevision(), GracePeriodSeconds: &zero,
+		}))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("remove sandbox %s revision %d from agent %s: %w", asb.GetSandboxId(), asb.GetRevision(), agentID, err)
+	}
+	s.cfg.Registry.Release(asb.GetSandboxId())
+	return nil
+}
+
+// callAgent makes one recovery call to an agent, bound to the agent's
+// liveness (it ends when the agent goes down) and to recoveryCallTimeout.
+// A call cut short says why: the agent went down, or the time ran out.
+func (s *Server) callAgent(ctx context.Context, agentID string, call func(context.Context, fsbv1connect.AgentServiceClient) error) error {
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
 		return err
 	}
-	zero := int32(0)
-	_, err = client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
-		SandboxId: asb.GetSandboxId(), Revision: asb.GetRevision(), GracePeriodSeconds: &zero,
-	}))
-	if err != nil {
-		return fmt.Errorf("remove sandbox %s revision %d: %w", asb.GetSandboxId(), asb.GetRevision(), err)
+	timeoutCtx, cancelTimeout := context.WithTimeout(ctx, recoveryCallTimeout)
+	defer cancelTimeout()
+	callCtx, cancel := s.cfg.Agents.Bind(timeoutCtx, agentID)
+	defer cancel()
+	err = call(callCtx, client)
+	if cause := context.Cause(callCtx); err != nil && cause != nil && ctx.Err() == nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", err, cause)
 	}
-	s.cfg.Registry.Release(asb.GetSandboxId())
-	return nil
+	return err
 }

@@ -6,12 +6,15 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
@@ -116,5 +119,71 @@ func TestRecoveryRemovesASandboxWhoseObjectTheStoreRefuses(t *testing.T) {
 	}
 	if lines := p.logs.lines("level=ERROR", "default/refused", "sb-refused", "injected"); len(lines) == 0 {
 		t.Errorf("no error line names default/refused and the refusal:\n%s", p.logs.String())
+	}
+}
+
+// TestRecoveryGoesOnWhenOneAgentFails: at start, the removal of a deleted
+// sandbox fails on one agent (its containerd is down). The controller
+// still starts: Recover succeeds, another agent's lost sandbox gets its
+// object, and the failing agent's recovery is retried while it is up: once
+// its containerd is back, the deleted sandbox is removed.
+func TestRecoveryGoesOnWhenOneAgentFails(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	d := rig.PrivateContainerd(t)
+	cd2, _ := rig.ContainerdAt(t, d.Socket)
+	p.agents = append(p.agents, startAgent(t, cd2, "agent-2"))
+	runOnAgent(t, p.agents[0], "sb-lost", "lost", false)
+	// Created last, so recovered first: its failure comes before the
+	// other agent's sandbox.
+	runOnAgent(t, p.agents[1], "sb-deleted", "deleted", true)
+	for _, a := range p.agents {
+		a.serve(t)
+	}
+	d.Kill()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted { // the rig's cleanup of the namespace needs it
+			d.Start()
+			waitServing(t, cd2)
+		}
+	})
+	p.control = p.startControl()
+	ctx := context.Background()
+	recreated, removed, err := p.fp.Recover(ctx)
+	if err != nil {
+		t.Fatalf("Recover failed on one agent's error: %v", err)
+	}
+	if recreated != 1 || removed != 0 {
+		t.Errorf("Recover: %d re-created, %d removed; want 1 and 0", recreated, removed)
+	}
+	if sb, err := p.store.Get(ctx, "default", "lost"); err != nil || sb.Annotations[v1alpha1.AnnotationID] != "sb-lost" {
+		t.Errorf("the other agent's lost sandbox has no object: %v", err)
+	}
+	if got := p.listed(); len(got) != 1 || got["lost"] != "sb-lost" {
+		t.Errorf("list after recovery: %v, want only lost", got)
+	}
+	if _, err := p.store.Get(ctx, "default", "deleted"); !apierrors.IsNotFound(err) {
+		t.Errorf("the deleted sandbox has an object again: %v", err)
+	}
+	if lines := p.logs.lines("level=WARN", "not recovered at start", "agent-2", "sb-deleted"); len(lines) == 0 {
+		t.Errorf("no warning names agent-2 and the sandbox it could not remove:\n%s", p.logs.String())
+	}
+	d.Start()
+	restarted = true
+	waitServing(t, cd2)
+	eventually(t, 5*time.Second, "the deleted sandbox removed once agent-2's containerd is back", func() bool {
+		_, err := cd2.LoadContainer(ctx, runtime.ContainerID("sb-deleted", 1))
+		return errdefs.IsNotFound(err)
+	})
+}
+
+// waitServing waits until a client of a containerd that was restarted has
+// its connection back.
+func waitServing(t *testing.T, cd *containerd.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ok, err := cd.IsServing(ctx); !ok || err != nil {
+		t.Fatalf("containerd is not back: %v", err)
 	}
 }
