@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
@@ -16,12 +15,12 @@ import (
 // tokens (every caller when tokens is nil), and the unauthenticated probes
 // /healthz, /readyz (containerd answers) and /metrics.
 func (a *Agent) Handler(tokens auth.Tokens) http.Handler {
-	var opts []connect.HandlerOption
-	if tokens != nil {
-		opts = append(opts, connect.WithInterceptors(auth.Require(tokens)))
-	}
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewAgentServiceHandler(a, opts...))
+	path, api := fsbv1connect.NewAgentServiceHandler(a)
+	if tokens != nil {
+		api = auth.Middleware(tokens, api)
+	}
+	mux.Handle(path, api)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -51,34 +51,26 @@ func (ts Tokens) check(header string) error {
 	return nil
 }
 
-// Require returns an interceptor that refuses, with Unauthenticated, every
-// call that does not carry one of tokens.
-func Require(tokens Tokens) connect.Interceptor {
-	return &requireInterceptor{tokens: tokens}
-}
-
-type requireInterceptor struct{ tokens Tokens }
-
-func (i *requireInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := i.tokens.check(req.Header().Get("Authorization")); err != nil {
-			return nil, connect.NewError(connect.CodeUnauthenticated, err)
+// Middleware guards next: a request that does not carry one of tokens is
+// refused with Unauthenticated, in the protocol it came in (Connect, gRPC or
+// gRPC-Web; plain 401 otherwise), before a byte of its body is read — so
+// an unauthenticated caller cannot make the server read, buffer or decode
+// anything. Go's server discards at most a small part of an unread body
+// before it closes the connection.
+func Middleware(tokens Tokens, next http.Handler) http.Handler {
+	errs := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := tokens.check(r.Header.Get("Authorization"))
+		if err == nil {
+			next.ServeHTTP(w, r)
+			return
 		}
-		return next(ctx, req)
-	}
-}
-
-func (i *requireInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (i *requireInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := i.tokens.check(conn.RequestHeader().Get("Authorization")); err != nil {
-			return connect.NewError(connect.CodeUnauthenticated, err)
+		if errs.IsSupported(r) {
+			_ = errs.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			return
 		}
-		return next(ctx, conn)
-	}
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+	})
 }
 
 // Bearer returns an interceptor that sends token with every call.

@@ -297,7 +297,8 @@ func (f *fakeFastPath) lastCreate(t *testing.T) *fsbv1.CreateSandboxRequest {
 func serve(t *testing.T, f *fakeFastPath) string {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewFastPathServiceHandler(f, connect.WithInterceptors(auth.Require(auth.Tokens{testToken}))))
+	path, api := fsbv1connect.NewFastPathServiceHandler(f)
+	mux.Handle(path, auth.Middleware(auth.Tokens{testToken}, api))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL

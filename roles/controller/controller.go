@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -202,12 +201,12 @@ func run(c *cli.Context) error {
 		if recreated+removed > 0 {
 			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
 		}
-		var opts []connect.HandlerOption
+		path, api := fsbv1connect.NewFastPathServiceHandler(fp)
 		if userTokens != nil {
-			opts = append(opts, connect.WithInterceptors(auth.Require(userTokens)))
+			api = auth.Middleware(userTokens, api)
 		}
 		mux := http.NewServeMux()
-		mux.Handle(fsbv1connect.NewFastPathServiceHandler(fp, opts...))
+		mux.Handle(path, api)
 		ready.Store(true)
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),

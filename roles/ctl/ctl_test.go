@@ -89,7 +89,8 @@ func serve(t *testing.T) (*recorder, string) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	r := &recorder{last: map[string]proto.Message{}}
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewFastPathServiceHandler(r, connect.WithInterceptors(auth.Require(auth.Tokens{token}))))
+	path, api := fsbv1connect.NewFastPathServiceHandler(r)
+	mux.Handle(path, auth.Middleware(auth.Tokens{token}, api))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return r, srv.URL
