@@ -273,3 +273,34 @@ func TestControlPlaneOverCurl(t *testing.T) {
 		t.Errorf("DeleteSandbox: HTTP %d %v", code, out)
 	}
 }
+
+// TestRequestsOverTheReadLimitAreRefused sends request messages larger than
+// --max-request-bytes to the controller (default 4 MiB) and to the agent
+// (set to 1 MiB): both refuse them with ResourceExhausted naming the
+// limit, and go on serving.
+func TestRequestsOverTheReadLimitAreRefused(t *testing.T) {
+	c := startCluster(t, "fast", "--max-request-bytes", "1048576")
+	big := strings.Repeat("a", 5<<20)
+	body := fmt.Sprintf(`{"name":"big","spec":{"image":%q,"workingDir":%q}}`, rig.ImageRef, big)
+	req, _ := http.NewRequest(http.MethodPost, c.server+"/fsb.v1.FastPathService/CreateSandbox", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(msg), "resource_exhausted") || !strings.Contains(string(msg), "4194304") {
+		t.Errorf("controller: HTTP %d %s, want 429 resource_exhausted naming 4194304", resp.StatusCode, msg)
+	}
+
+	code, out := c.agent.call("CreateSandbox", c.agent.token, map[string]any{
+		"sandboxId": "sb-big", "revision": 1, "namespace": "default", "name": "big",
+		"spec": map[string]any{"image": rig.ImageRef, "workingDir": big[:2<<20]},
+	})
+	if code != http.StatusTooManyRequests || !strings.Contains(fmt.Sprint(out), "1048576") {
+		t.Errorf("agent: HTTP %d %v, want 429 naming 1048576", code, out)
+	}
+	c.mustCtl("run", "small", "--image", rig.ImageRef, "--", "true")
+}

@@ -5,18 +5,20 @@ import (
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
 
-// Handler returns the agent's HTTP API: AgentService for holders of one of
-// tokens (every caller when tokens is nil), and the unauthenticated probes
+// Handler returns the agent's HTTP API: AgentService, with opts, for
+// holders of one of tokens (every caller when tokens is nil), and the
+// unauthenticated probes
 // /healthz, /readyz (containerd answers) and /metrics.
-func (a *Agent) Handler(tokens auth.Tokens) http.Handler {
+func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.Handler {
 	mux := http.NewServeMux()
-	path, api := fsbv1connect.NewAgentServiceHandler(a)
+	path, api := fsbv1connect.NewAgentServiceHandler(a, opts...)
 	if tokens != nil {
 		api = auth.Middleware(tokens, api)
 	}

@@ -17,6 +17,19 @@ import (
 // context ends; streams still open then are cut.
 const ShutdownTimeout = 5 * time.Second
 
+// Limits every server keeps, whoever calls: the headers must arrive within
+// ReadHeaderTimeout and fit in MaxHeaderBytes, and a connection idle for
+// IdleTimeout is closed.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	MaxHeaderBytes    = 64 << 10
+	IdleTimeout       = 2 * time.Minute
+)
+
+// DefaultMaxRequestBytes bounds one request message of the APIs (the
+// roles' --max-request-bytes).
+const DefaultMaxRequestBytes = 4 << 20
+
 // Config says where and how to serve.
 type Config struct {
 	Handler http.Handler
@@ -34,7 +47,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	srv := &http.Server{
 		Handler:           cfg.Handler,
 		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		IdleTimeout:       IdleTimeout,
 	}
 	if cfg.Logger != nil {
 		srv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)

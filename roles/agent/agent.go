@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 	"github.com/urfave/cli/v2"
 
@@ -33,6 +34,7 @@ func Command() *cli.Command {
 			"in --token-file unless --insecure-no-auth is given.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "http-port", Value: 5758, Usage: "port of the API and probes"},
+			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
 			&cli.StringFlag{Name: "bind-address", Value: "", Usage: "address to listen on (empty: every address)"},
 			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
 			&cli.StringFlag{Name: "containerd-namespace", Value: "fsb", Usage: "containerd namespace for sandboxes"},
@@ -143,7 +145,7 @@ func run(c *cli.Context) error {
 		slog.Int("capacity", c.Int("capacity")),
 		slog.Bool("auth", tokens != nil))
 	err = httpserver.Serve(ctx, ln, httpserver.Config{
-		Handler:  a.Handler(tokens),
+		Handler:  a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
 		CertFile: c.String("tls-cert-file"),
 		KeyFile:  c.String("tls-key-file"),
 		Logger:   log,

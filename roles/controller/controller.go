@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,6 +63,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer token the janitor presents"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
+			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
 			&cli.DurationFlag{Name: "agent-lost-timeout", Value: controller.DefaultLostTimeout, Usage: "how long an agent may be silent before its sandboxes are Lost (and, under AutoRecreate, re-created elsewhere)"},
 			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agentlink.DefaultHeartbeat, Usage: "how often each agent sends a heartbeat on its status stream; an agent silent for three intervals counts as down"},
 			&cli.DurationFlag{Name: "recreate-backoff", Value: controller.DefaultRecreateBackoff, Usage: "AutoRecreate's first wait before a new revision, doubling after each one (create retries use the same spacing)"},
@@ -201,7 +203,7 @@ func run(c *cli.Context) error {
 		if recreated+removed > 0 {
 			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
 		}
-		path, api := fsbv1connect.NewFastPathServiceHandler(fp)
+		path, api := fsbv1connect.NewFastPathServiceHandler(fp, connect.WithReadMaxBytes(c.Int("max-request-bytes")))
 		if userTokens != nil {
 			api = auth.Middleware(userTokens, api)
 		}
