@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
@@ -303,4 +307,34 @@ func TestRequestsOverTheReadLimitAreRefused(t *testing.T) {
 		t.Errorf("agent: HTTP %d %v, want 429 naming 1048576", code, out)
 	}
 	c.mustCtl("run", "small", "--image", rig.ImageRef, "--", "true")
+}
+
+// TestJanitorTokenAsksOnly: the janitor's token may ask which sandboxes
+// the controller knows, and nothing else; a user token may not ask it.
+func TestJanitorTokenAsksOnly(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-1", dir)
+	janitorToken := filepath.Join(dir, "janitor-token")
+	if err := os.WriteFile(janitorToken, []byte("janitor-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, server := newControllerProc(t, dir, a, "--janitor-token-file", janitorToken)
+	ctrl.start()
+	janitor := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-1")))
+	user := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))
+	ctx := context.Background()
+	_, err := janitor.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "x", Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef}}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("the janitor token created a sandbox: %v, want PermissionDenied", err)
+	}
+	if _, err := janitor.KnownSandboxes(ctx, connect.NewRequest(&fsbv1.KnownSandboxesRequest{SandboxIds: []string{"sb-x"}})); err != nil {
+		t.Errorf("the janitor's question: %v", err)
+	}
+	if _, err := user.KnownSandboxes(ctx, connect.NewRequest(&fsbv1.KnownSandboxesRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("a user token asked the janitor's question: %v, want PermissionDenied", err)
+	}
+	if !strings.Contains(ctrl.log.String(), "call denied") {
+		t.Error("no log line for the denied calls")
+	}
 }

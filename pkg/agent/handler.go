@@ -20,7 +20,7 @@ func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.
 	mux := http.NewServeMux()
 	path, api := fsbv1connect.NewAgentServiceHandler(a, opts...)
 	if tokens != nil {
-		api = auth.Middleware(tokens, api)
+		api = auth.Middleware(tokens.As(auth.RoleAgent), auth.AgentPolicy, a.cfg.Logger, api)
 	}
 	mux.Handle(path, api)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

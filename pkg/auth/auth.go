@@ -6,8 +6,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -36,40 +38,98 @@ type Tokens []string
 
 // check reports whether an Authorization header carries an accepted token.
 func (ts Tokens) check(header string) error {
-	tok, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || tok == "" {
-		return errNoToken
-	}
-	match := 0
-	for _, want := range ts {
-		// Constant time, and no early exit, so timing tells nothing.
-		match |= subtle.ConstantTimeCompare([]byte(tok), []byte(want))
-	}
-	if match != 1 {
-		return errWrongToken
-	}
-	return nil
+	_, err := ts.As("").role(header)
+	return err
 }
 
-// Middleware guards next: a request that does not carry one of tokens is
-// refused with Unauthenticated, in the protocol it came in (Connect, gRPC or
-// gRPC-Web; plain 401 otherwise), before a byte of its body is read — so
-// an unauthenticated caller cannot make the server read, buffer or decode
-// anything. Go's server discards at most a small part of an unread body
-// before it closes the connection.
-func Middleware(tokens Tokens, next http.Handler) http.Handler {
+// As gives every token the role r.
+func (ts Tokens) As(r Role) Keys {
+	keys := make(Keys, len(ts))
+	for i, t := range ts {
+		keys[i] = Key{Token: t, Role: r}
+	}
+	return keys
+}
+
+// Role is what a token's holder may do: see Policy.
+type Role string
+
+// The roles of the tokens the servers accept.
+const (
+	// RoleUser: users and the CLI, on the controller's user API.
+	RoleUser Role = "user"
+	// RoleJanitor: the janitor, for its one question to the controller.
+	RoleJanitor Role = "janitor"
+	// RoleAgent: holders of an agent's token (the controller), on the
+	// agent's API.
+	RoleAgent Role = "agent"
+)
+
+// Key is one accepted token and its holder's role.
+type Key struct {
+	Token string
+	Role  Role
+}
+
+// Keys are the tokens a server accepts.
+type Keys []Key
+
+// role returns the role of the token an Authorization header carries.
+func (ks Keys) role(header string) (Role, error) {
+	tok, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || tok == "" {
+		return "", errNoToken
+	}
+	var role Role
+	match := 0
+	for _, k := range ks {
+		// Constant time, and no early exit, so timing tells nothing.
+		m := subtle.ConstantTimeCompare([]byte(tok), []byte(k.Token))
+		if m == 1 {
+			role = k.Role
+		}
+		match |= m
+	}
+	if match != 1 {
+		return "", errWrongToken
+	}
+	return role, nil
+}
+
+// Middleware guards next. A request that does not carry one of keys is
+// refused with Unauthenticated, and one whose token's role policy does not
+// allow for its procedure (default deny) with PermissionDenied naming the
+// role, logged to log (nil: not logged). Both answers come in the protocol
+// the request came in (Connect, gRPC or gRPC-Web; plain 401 or 403
+// otherwise), before a byte of its body is read — so an unauthenticated
+// caller cannot make the server read, buffer or decode anything. Go's
+// server discards at most a small part of an unread body before it closes
+// the connection.
+func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) http.Handler {
 	errs := connect.NewErrorWriter()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := tokens.check(r.Header.Get("Authorization"))
-		if err == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
+	refuse := func(w http.ResponseWriter, r *http.Request, err *connect.Error, status int) {
 		if errs.IsSupported(r) {
-			_ = errs.Write(w, r, connect.NewError(connect.CodeUnauthenticated, err))
+			_ = errs.Write(w, r, err)
 			return
 		}
-		http.Error(w, err.Error(), http.StatusUnauthorized)
+		http.Error(w, err.Message(), status)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		role, err := keys.role(r.Header.Get("Authorization"))
+		if err != nil {
+			refuse(w, r, connect.NewError(connect.CodeUnauthenticated, err), http.StatusUnauthorized)
+			return
+		}
+		if !slices.Contains(policy[r.URL.Path], role) {
+			if log != nil {
+				log.Warn("call denied", slog.String("procedure", r.URL.Path), slog.String("role", string(role)),
+					slog.String("remote", r.RemoteAddr))
+			}
+			refuse(w, r, connect.NewError(connect.CodePermissionDenied,
+				fmt.Errorf("the %s token may not call %s", role, r.URL.Path)), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -34,7 +35,8 @@ func guarded(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	read := &atomic.Int64{}
 	path, api := fsbv1connect.NewFastPathServiceHandler(fsbv1connect.UnimplementedFastPathServiceHandler{})
-	mw := Middleware(Tokens{"alpha"}, api)
+	keys := append(Tokens{"alpha"}.As(RoleUser), Key{Token: "janitor-1", Role: RoleJanitor})
+	mw := Middleware(keys, FastPathPolicy, nil, api)
 	mux := http.NewServeMux()
 	mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = countingBody{r.Body, read}
@@ -97,5 +99,73 @@ func TestMiddlewareAnswers401ToPlainHTTP(t *testing.T) {
 	}
 	if n := read.Load(); n != 0 {
 		t.Errorf("%d body bytes read before the token was refused", n)
+	}
+}
+
+func TestMiddlewareAuthorizesByRole(t *testing.T) {
+	srv, read := guarded(t)
+	call := func(token string, fn func(fsbv1connect.FastPathServiceClient) error) error {
+		return fn(fsbv1connect.NewFastPathServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(Bearer(token))))
+	}
+	create := func(c fsbv1connect.FastPathServiceClient) error {
+		_, err := c.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "x"}))
+		return err
+	}
+	known := func(c fsbv1connect.FastPathServiceClient) error {
+		_, err := c.KnownSandboxes(context.Background(), connect.NewRequest(&fsbv1.KnownSandboxesRequest{SandboxIds: []string{"sb-1"}}))
+		return err
+	}
+	for _, tc := range []struct {
+		token, what string
+		fn          func(fsbv1connect.FastPathServiceClient) error
+		want        connect.Code
+	}{
+		{"janitor-1", "create", create, connect.CodePermissionDenied},
+		{"janitor-1", "ask", known, connect.CodeUnimplemented}, // reaches the service
+		{"alpha", "ask", known, connect.CodePermissionDenied},
+		{"alpha", "create", create, connect.CodeUnimplemented},
+	} {
+		before := read.Load()
+		err := call(tc.token, tc.fn)
+		if connect.CodeOf(err) != tc.want {
+			t.Errorf("%s token, %s: %v, want %v", tc.token, tc.what, err, tc.want)
+		}
+		if tc.want == connect.CodePermissionDenied {
+			if !strings.Contains(err.Error(), "may not call") {
+				t.Errorf("%s token, %s: %q does not say why", tc.token, tc.what, err)
+			}
+			if n := read.Load() - before; n != 0 {
+				t.Errorf("%s token, %s: %d body bytes read before the call was denied", tc.token, tc.what, n)
+			}
+		}
+	}
+}
+
+// TestEveryProcedureHasARole fails when a procedure of a generated service
+// has no line in its server's policy: default deny would refuse it to
+// everyone.
+func TestEveryProcedureHasARole(t *testing.T) {
+	policies := map[string]Policy{"fsb.v1.FastPathService": FastPathPolicy, "fsb.v1.AgentService": AgentPolicy}
+	files := []protoreflect.FileDescriptor{fsbv1.File_fsb_v1_fastpath_proto, fsbv1.File_fsb_v1_agent_proto, fsbv1.File_fsb_v1_sandbox_proto}
+	seen := 0
+	for _, f := range files {
+		for i := range f.Services().Len() {
+			svc := f.Services().Get(i)
+			policy, ok := policies[string(svc.FullName())]
+			if !ok {
+				t.Errorf("service %s has no policy", svc.FullName())
+				continue
+			}
+			for j := range svc.Methods().Len() {
+				proc := "/" + string(svc.FullName()) + "/" + string(svc.Methods().Get(j).Name())
+				if len(policy[proc]) == 0 {
+					t.Errorf("%s has no role: add it to the policy", proc)
+				}
+				seen++
+			}
+		}
+	}
+	if seen < 14 {
+		t.Errorf("only %d procedures found", seen)
 	}
 }

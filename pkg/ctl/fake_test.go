@@ -298,7 +298,7 @@ func serve(t *testing.T, f *fakeFastPath) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	path, api := fsbv1connect.NewFastPathServiceHandler(f)
-	mux.Handle(path, auth.Middleware(auth.Tokens{testToken}, api))
+	mux.Handle(path, auth.Middleware(auth.Tokens{testToken}.As(auth.RoleUser), auth.FastPathPolicy, nil, api))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL

@@ -60,7 +60,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
 			&cli.StringFlag{Name: "agent-token-file", Usage: "file of the bearer token sent to agents"},
-			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer token the janitor presents"},
+			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer tokens the janitor presents, one per line; they may call only the janitor's question (KnownSandboxes)"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
@@ -100,12 +100,14 @@ func run(c *cli.Context) error {
 			return err
 		}
 	}
+	// Who may call what: users the user API, the janitor its question.
+	keys := userTokens.As(auth.RoleUser)
 	if f := c.String("janitor-token-file"); f != "" && userTokens != nil {
-		tok, err := auth.ReadTokenFile(f)
+		janitor, err := auth.ReadTokensFile(f)
 		if err != nil {
 			return err
 		}
-		userTokens = append(userTokens, tok)
+		keys = append(keys, janitor.As(auth.RoleJanitor)...)
 	}
 	switch c.String("store") {
 	case "auto", "embedded":
@@ -205,7 +207,7 @@ func run(c *cli.Context) error {
 		}
 		path, api := fsbv1connect.NewFastPathServiceHandler(fp, connect.WithReadMaxBytes(c.Int("max-request-bytes")))
 		if userTokens != nil {
-			api = auth.Middleware(userTokens, api)
+			api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
 		}
 		mux := http.NewServeMux()
 		mux.Handle(path, api)

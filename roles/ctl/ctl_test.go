@@ -90,7 +90,7 @@ func serve(t *testing.T) (*recorder, string) {
 	r := &recorder{last: map[string]proto.Message{}}
 	mux := http.NewServeMux()
 	path, api := fsbv1connect.NewFastPathServiceHandler(r)
-	mux.Handle(path, auth.Middleware(auth.Tokens{token}, api))
+	mux.Handle(path, auth.Middleware(auth.Tokens{token}.As(auth.RoleUser), auth.FastPathPolicy, nil, api))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return r, srv.URL
