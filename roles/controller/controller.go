@@ -70,7 +70,7 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "recreate-backoff-max", Value: controller.DefaultRecreateBackoffMax, Usage: "the longest wait between AutoRecreate's revisions"},
 			&cli.DurationFlag{Name: "recreate-backoff-reset", Value: controller.DefaultStableAfter, Usage: "a revision that runs this long resets the back-off and ends a recovery"},
 			&cli.DurationFlag{Name: "resync-period", Value: controller.DefaultResyncPeriod, Usage: "how often every sandbox is checked even when nothing changed"},
-			&cli.StringFlag{Name: "metrics-bind-address", Value: ":9091", Usage: "address of /metrics (Prometheus); empty: none"},
+			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:9091", Usage: "address of /metrics (Prometheus), loopback unless opened here (such as :9091); empty: none"},
 			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address (off when empty)"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
