@@ -79,24 +79,37 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 // ctl runs `fsb ctl ARGS...` against the cluster.
 func (c *cluster) ctl(args ...string) (stdout, stderr string, code int) {
 	c.t.Helper()
-	cmd := exec.Command(rig.FsbBinary(c.t), append([]string{"ctl"}, args...)...)
-	cmd.Env = append(os.Environ(), "FSB_SERVER="+c.server, "FSB_TOKEN="+c.token)
+	return runCtl(c.t, c.server, c.token, args...)
+}
+
+func (c *cluster) mustCtl(args ...string) string {
+	c.t.Helper()
+	return mustRunCtl(c.t, c.server, c.token, args...)
+}
+
+// runCtl runs `fsb ctl ARGS...` against the controller at server with
+// token, as a user would, with no config file of the machine's.
+func runCtl(t testing.TB, server, token string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(rig.FsbBinary(t), append([]string{"ctl"}, args...)...)
+	cmd.Env = append(os.Environ(), "FSB_SERVER="+server, "FSB_TOKEN="+token, "HOME="+t.TempDir())
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
 }
 
-func (c *cluster) mustCtl(args ...string) string {
-	c.t.Helper()
-	out, errOut, code := c.ctl(args...)
+// mustRunCtl is runCtl that fails the test unless the command succeeds.
+func mustRunCtl(t testing.TB, server, token string, args ...string) string {
+	t.Helper()
+	out, errOut, code := runCtl(t, server, token, args...)
 	if code != 0 {
-		c.t.Fatalf("fsb ctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		t.Fatalf("fsb ctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
 	}
 	return out
 }

@@ -7,8 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,26 +68,12 @@ func startPlane(t *testing.T, dir string, agents []*agentProc, extra ...string) 
 // ctl runs `fsb ctl ARGS...` against the plane.
 func (p *plane) ctl(args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	cmd := exec.Command(rig.FsbBinary(p.t), append([]string{"ctl"}, args...)...)
-	cmd.Env = append(os.Environ(), "FSB_SERVER="+p.server, "FSB_TOKEN=user-token-1", "HOME="+p.t.TempDir())
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		p.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return runCtl(p.t, p.server, "user-token-1", args...)
 }
 
 func (p *plane) mustCtl(args ...string) string {
 	p.t.Helper()
-	out, errOut, code := p.ctl(args...)
-	if code != 0 {
-		p.t.Fatalf("fsb ctl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
-	}
-	return out
+	return mustRunCtl(p.t, p.server, "user-token-1", args...)
 }
 
 // get returns the sandbox, or nil when it does not exist.

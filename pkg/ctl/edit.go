@@ -239,16 +239,11 @@ func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest, now time.Time) (*
 	default:
 		return nil, fmt.Errorf("consistencyMode %q: want fast or strong", doc.Mode)
 	}
-	switch strings.ToLower(strings.ReplaceAll(doc.FailurePolicy, "-", "")) {
-	case "":
-		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED
-	case "manual":
-		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL
-	case "autorecreate":
-		spec.FailurePolicy = fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE
-	default:
+	policy, err := failurePolicy(doc.FailurePolicy)
+	if err != nil {
 		return nil, fmt.Errorf("failurePolicy %q: want Manual or AutoRecreate", doc.FailurePolicy)
 	}
+	spec.FailurePolicy = policy
 	if r := doc.RecoveryTimeoutSeconds; r < 0 || r > math.MaxInt32 {
 		return nil, fmt.Errorf("recoveryTimeoutSeconds: %d is not a number of seconds from 1 to %d (leave it out for the default)", r, math.MaxInt32)
 	}
