@@ -55,6 +55,10 @@ lint: ## gofmt and go vet
 test: build check-generated lint ## build, check generated code, lint, and run every test on a real rig
 	scripts/test.sh $(TESTFLAGS) $(PKGS)
 
+.PHONY: chaos
+chaos: ## fuzz every Fuzz target for FUZZTIME each (default 60s) and print executions per target
+	scripts/chaos.sh
+
 .PHONY: bench
 bench: build ## agent create/delete latency for runc and crun beside raw containerd
 	scripts/test.sh -run '^$$' -bench AgentVsContainerd -benchtime 25x -count 1 ./pkg/agent/
