@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -35,6 +36,9 @@ type Config struct {
 	Runtime *runtime.Runtime
 	// AgentID names this agent in labels and status.
 	AgentID string
+	// Containerd is containerd's address, for messages that say it could
+	// not be reached.
+	Containerd string
 	// AdvertiseAddress is the address sandboxes' endpoints are reached at.
 	AdvertiseAddress string
 	NodeName         string
@@ -159,12 +163,39 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	if err != nil {
 		a.metrics.observeCreate(start, "error")
 		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", cid), slog.Any("err", err))
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeCreate(start, "ok")
 	a.cfg.Logger.Debug("sandbox running", slog.String("sandbox", cid), slog.Duration("took", time.Since(start)))
 	return connect.NewResponse(&fsbv1.AgentServiceCreateSandboxResponse{Sandbox: a.toProto(info)}), nil
 }
+
+// failure is the answer to a call the runtime failed. An error that says
+// containerd did not answer, or one that came while containerd does not
+// answer a ping, is marked as containerd's (fault.Containerd, with its
+// address and this agent's ID): the user is then pointed at this node's
+// containerd rather than at the controller that relayed the error.
+func (a *Agent) failure(ctx context.Context, err error) *connect.Error {
+	code := createCode(err)
+	down := code == connect.CodeUnavailable && !errors.Is(err, runtime.ErrRegistryUnavailable)
+	if !down && (code == connect.CodeInternal || code == connect.CodeDeadlineExceeded) {
+		pingCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+		down = a.cfg.Runtime.Ping(pingCtx) != nil
+		cancel()
+	}
+	if !down {
+		return connect.NewError(code, err)
+	}
+	where := "containerd"
+	if a.cfg.Containerd != "" {
+		where += " at " + a.cfg.Containerd
+	}
+	return fault.OnAgent(fault.Unreachable(fault.Containerd, fmt.Errorf("%s is unreachable: %w", where, err)), a.cfg.AgentID)
+}
+
+// pingTimeout bounds the ping that tells a failed call's cause apart from
+// a containerd that does not answer.
+const pingTimeout = 2 * time.Second
 
 func createCode(err error) connect.Code {
 	switch {
@@ -205,7 +236,7 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	ended, err := a.cfg.Runtime.Delete(ctx, msg.GetSandboxId(), msg.GetRevision(), grace)
 	if err != nil {
 		a.metrics.observeDelete(start, "error")
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeDelete(start, "ok")
 	resp := &fsbv1.AgentServiceDeleteSandboxResponse{}
@@ -221,7 +252,7 @@ func (a *Agent) MarkPersisted(ctx context.Context, req *connect.Request[fsbv1.Ma
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if err := a.cfg.Runtime.MarkPersisted(ctx, req.Msg.GetSandboxId(), req.Msg.GetRevision()); err != nil {
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	return connect.NewResponse(&fsbv1.MarkPersistedResponse{}), nil
 }

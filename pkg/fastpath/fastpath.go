@@ -43,6 +43,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
@@ -314,7 +315,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	// A sandbox acknowledged now would run without an object for as long
 	// as the store stays away: refuse it before anything is allocated.
 	if err := s.health.unreachable(); err != nil {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w; FAST creates resume when it is back", err))
+		return nil, fault.Unreachable(fault.Store, fmt.Errorf("the store is unreachable: %w; FAST creates resume when it is back", err))
 	}
 	k := key(obj.Namespace, obj.Name)
 	id := obj.Annotations[v1alpha1.AnnotationID]
@@ -353,7 +354,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	if err != nil {
 		s.cfg.Registry.Release(id)
 		drop()
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+		return nil, s.agentUnreachable(place.AgentID, err)
 	}
 	if err := ctx.Err(); err != nil || !s.begin() {
 		s.cfg.Registry.Release(id)
@@ -363,7 +364,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		} else if err != nil {
 			return nil, connect.NewError(connect.CodeCanceled, err)
 		}
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the controller is stopping"))
+		return nil, fault.Unreachable(fault.Controller, errors.New("the controller is stopping"))
 	}
 	defer s.wg.Done()
 	// Once the agent is asked, the create ends here whatever the caller
@@ -380,6 +381,11 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		SandboxId: id, Revision: 1, Namespace: want.Namespace, Name: want.Name, Spec: v1alpha1.SpecToProto(want.Spec), Labels: want.Labels,
 	}))
 	done()
+	if cause := context.Cause(callCtx); err != nil && !connect.IsWireError(err) && errors.Is(cause, agentlink.ErrAgentDown) {
+		// The call ended because the agent went silent: say that rather
+		// than "context canceled".
+		err = fmt.Errorf("%w: it stopped answering during the create", agentlink.ErrAgentDown)
+	}
 	cancel()
 	if err != nil {
 		return nil, s.createFailed(k, p, place.AgentID, err)
@@ -425,9 +431,24 @@ func (s *Server) createFailed(k string, p *pendingCreate, agentID string, err er
 	s.cfg.Registry.Release(p.id)
 	s.forgetPending(k, p)
 	if ce := new(connect.Error); answered && errors.As(err, &ce) {
-		return ce
+		return fault.Relay(ce)
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", agentID, err))
+	return s.agentUnreachable(agentID, err)
+}
+
+// agentUnreachable is the answer to a call that could not reach an agent:
+// Unavailable, marked as the agent's (fault.Agent) with its ID and address.
+// An agent that takes no calls because two addresses report its ID is
+// reachable: that error says so as it is.
+func (s *Server) agentUnreachable(agentID string, err error) error {
+	if s.cfg.Agents.Conflict(agentID) != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	where := "agent " + agentID
+	if addr := s.cfg.Agents.Address(agentID); addr != "" {
+		where += " at " + addr
+	}
+	return fault.OnAgent(fault.Unreachable(fault.Agent, fmt.Errorf("%s is unreachable: %w", where, err)), agentID)
 }
 
 // removeContainer removes a sandbox revision's container (grace 0),
@@ -834,7 +855,7 @@ func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, 
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
 		end(false)
-		return nil, connect.NewError(connect.CodeUnavailable, err)
+		return nil, s.agentUnreachable(agentID, err)
 	}
 	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
 		end(false)
@@ -1084,7 +1105,7 @@ func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Stre
 func (s *Server) openLogs(ctx context.Context, agentID string, req *fsbv1.AgentServiceStreamLogsRequest) (*connect.ServerStreamForClient[fsbv1.AgentServiceStreamLogsResponse], *fsbv1.AgentServiceStreamLogsResponse, error) {
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
-		return nil, nil, connect.NewError(connect.CodeUnavailable, err)
+		return nil, nil, s.agentUnreachable(agentID, err)
 	}
 	in, err := client.StreamLogs(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -1194,7 +1215,7 @@ func storeError(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w", err))
+	return fault.Unreachable(fault.Store, fmt.Errorf("the store is unreachable: %w", err))
 }
 
 func or(a, b string) string {
