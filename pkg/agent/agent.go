@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -105,27 +106,33 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // context given to New has ended.
 func (a *Agent) Wait() { a.watcher.Wait() }
 
-// reserve takes a slot and the ports for a container, or says why not. A
-// container that already holds a slot keeps it: creates are idempotent.
-func (a *Agent) reserve(containerID string, ports []int32) (release func(), err error) {
+// reserve takes a slot and the ports for a container of sandbox name
+// (namespace/name), or says why not, naming what to change. A container
+// that already holds a slot keeps it: creates are idempotent.
+func (a *Agent) reserve(containerID, name string, ports []int32) (release func(), err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	held := make(map[string][]int32, len(a.creating))
+	names := make(map[string]string, len(a.creating))
 	sandboxes, _ := a.cfg.Runtime.Sandboxes()
 	for _, info := range sandboxes {
 		held[info.ContainerID] = info.Spec.GetExposedPorts()
+		names[info.ContainerID] = "sandbox " + info.Namespace + "/" + info.Name
 	}
 	maps.Copy(held, a.creating)
 	if _, ok := held[containerID]; ok {
 		return func() {}, nil
 	}
 	if len(held) >= a.cfg.Capacity {
-		return nil, fmt.Errorf("agent %s is full: %d of %d sandboxes", a.cfg.AgentID, len(held), a.cfg.Capacity)
+		return nil, fmt.Errorf("agent %s has no free slot for sandbox %s: it runs %d of %d sandboxes: delete a sandbox or add capacity",
+			a.cfg.AgentID, name, len(held), a.cfg.Capacity)
 	}
 	for id, used := range held {
 		for _, p := range ports {
 			if slices.Contains(used, p) {
-				return nil, fmt.Errorf("port %d is already used by sandbox container %s on agent %s", p, id, a.cfg.AgentID)
+				holder := cmp.Or(names[id], "a sandbox being created (container "+id+")")
+				return nil, fmt.Errorf("port %d of sandbox %s is already used by %s on agent %s: delete it or pick another port",
+					p, name, holder, a.cfg.AgentID)
 			}
 		}
 	}
@@ -147,7 +154,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(),
 		Spec: msg.GetSpec(), Labels: msg.GetLabels(), Persisted: msg.GetPersisted()}
 	cid := runtime.ContainerID(sb.ID, sb.Revision)
-	release, err := a.reserve(cid, sb.Spec.GetExposedPorts())
+	release, err := a.reserve(cid, sb.Namespace+"/"+sb.Name, sb.Spec.GetExposedPorts())
 	if err != nil {
 		a.metrics.observeCreate(start, "refused")
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)

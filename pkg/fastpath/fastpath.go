@@ -348,7 +348,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	done()
 	if err != nil {
 		drop()
-		return nil, connect.NewError(connect.CodeResourceExhausted, err)
+		return nil, s.noCapacity(want, err)
 	}
 	client, err := s.cfg.Agents.Client(place.AgentID)
 	if err != nil {
@@ -434,6 +434,69 @@ func (s *Server) createFailed(k string, p *pendingCreate, agentID string, err er
 		return fault.Relay(ce)
 	}
 	return s.agentUnreachable(agentID, err)
+}
+
+// noCapacity words a placement the registry refused as ResourceExhausted:
+// the sandbox by its name, why the agents refused it, and what to change —
+// for a port in use, which sandboxes hold it.
+func (s *Server) noCapacity(obj *v1alpha1.Sandbox, err error) error {
+	var nc *registry.NoCapacityError
+	if !errors.As(err, &nc) {
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	what := fmt.Sprintf("sandbox %s in namespace %s", obj.Name, obj.Namespace)
+	if nc.Agents == 0 {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("no agent can take %s: no agents are registered: start one (the controller's --agents names them)", what))
+	}
+	agents := fmt.Sprintf("%d agent", nc.Agents)
+	if nc.Agents != 1 {
+		agents += "s"
+	}
+	head := fmt.Sprintf("no agent can take %s (%s: %s)", what, agents, nc.Reasons)
+	if nc.Full == nc.Agents {
+		head = fmt.Sprintf("no agent has a free slot for %s (%s, all full)", what, agents)
+	}
+	var fix []string
+	if nc.Full > 0 {
+		fix = append(fix, "delete a sandbox or add capacity")
+	}
+	if nc.PortInUse > 0 {
+		fix = append(fix, s.portHolders(obj.Spec.ExposedPorts)+": delete it or pick another port")
+	}
+	if nc.NoRuntime > 0 {
+		fix = append(fix, "pick a runtime the agents offer (fsb ctl agents lists them)")
+	}
+	if nc.Unhealthy > 0 {
+		fix = append(fix, "wait for the unhealthy agents to come back (fsb ctl agents)")
+	}
+	if nc.OtherPool > 0 && nc.OtherPool == nc.Agents {
+		fix = append(fix, fmt.Sprintf("check the pool name %q (no agent is in it)", obj.Spec.PoolRef))
+	}
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: %s", head, strings.Join(fix, "; ")))
+}
+
+// portHolders says which sandboxes hold the given ports, from what the
+// agents last reported: "port 8080 is held by sandbox team/web (agent
+// local)".
+func (s *Server) portHolders(ports []int32) string {
+	var held []string
+	for _, st := range s.cfg.Agents.Statuses() {
+		for _, sb := range st.GetSandboxes() {
+			if sb.GetPhase() == fsbv1.Phase_PHASE_SUCCEEDED || sb.GetPhase() == fsbv1.Phase_PHASE_FAILED {
+				continue
+			}
+			for _, p := range sb.GetSpec().GetExposedPorts() {
+				if slices.Contains(ports, p) {
+					held = append(held, fmt.Sprintf("port %d is held by sandbox %s/%s (agent %s)", p, sb.GetNamespace(), sb.GetName(), st.GetAgentId()))
+				}
+			}
+		}
+	}
+	if len(held) == 0 {
+		return fmt.Sprintf("a port of %v is in use", ports)
+	}
+	slices.Sort(held)
+	return strings.Join(slices.Compact(held), ", ")
 }
 
 // agentUnreachable is the answer to a call that could not reach an agent:
