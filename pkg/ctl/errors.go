@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
@@ -72,6 +73,13 @@ func (c *Client) describe(err error, t target) error {
 		return fmt.Errorf("the controller at %s does not support this call (%s): is it an older release?", c.server, message(err))
 	case connect.CodeUnavailable:
 		return c.unavailable(err)
+	case connect.CodeResourceExhausted:
+		// Connect's own words for a request over the server's read limit
+		// (TestRequestTooLarge holds them to a real server).
+		if strings.Contains(message(err), "larger than configured max") {
+			return fmt.Errorf("the request is too large for the controller: %s bytes (its --max-request-bytes): "+
+				"shorten the command, arguments, environment or labels, or have the limit raised", message(err))
+		}
 	case connect.CodeDeadlineExceeded:
 		return fmt.Errorf("timed out: %s", message(err))
 	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:

@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
 
 func TestErrorMessages(t *testing.T) {
@@ -176,5 +178,23 @@ func TestUnavailableNamesThePart(t *testing.T) {
 				t.Errorf("err = %v\nwant    %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRequestTooLarge sends a create over a controller's read limit (the
+// real Connect handler with WithReadMaxBytes, as the controller's
+// --max-request-bytes sets it): the message says the request is too large,
+// names the flag and what to shorten.
+func TestRequestTooLarge(t *testing.T) {
+	mux := http.NewServeMux()
+	path, api := fsbv1connect.NewFastPathServiceHandler(newFake(), connect.WithReadMaxBytes(1024))
+	mux.Handle(path, api)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c, _, _ := client(t, srv.URL, testToken, "")
+	err := c.Run(context.Background(), RunOptions{Name: "big", Image: "busybox", Env: []string{"BIG=" + strings.Repeat("x", 4096)}})
+	want := "the request is too large for the controller: message size "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "is larger than configured max 1024 bytes (its --max-request-bytes): shorten") {
+		t.Errorf("err = %v\nwant %s... is larger than configured max 1024 bytes (its --max-request-bytes): shorten ...", err, want)
 	}
 }
