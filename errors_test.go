@@ -58,3 +58,30 @@ func TestCLINamesUnreachableAgent(t *testing.T) {
 		t.Errorf("stderr = %q\nwant it to start with %q", stderr, want)
 	}
 }
+
+// TestTokenWithANewlineIsABadToken passes tokens with a stray newline or
+// space through FSB_TOKEN and --token: fsb ctl reports a bad token (a
+// usage mistake, exit 2), not an HTTP header error; a token file's
+// trailing newline is trimmed.
+func TestTokenWithANewlineIsABadToken(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		token string // FSB_TOKEN
+		args  []string
+		want  string
+	}{
+		{"env with a trailing newline", "tok\n", nil, "error: the token holds a newline (at its end)"},
+		{"flag with a newline inside", "", []string{"--token", "tok\nen"}, "error: the token holds a newline (character 4 of 6)"},
+		{"env with a space", "tok en", nil, "error: the token holds a space (character 4 of 6)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, code := runCtl(t, "http://127.0.0.1:1", tt.token, append(tt.args, "list")...)
+			if code != 2 || !strings.HasPrefix(stderr, tt.want) || !strings.Contains(stderr, "check FSB_TOKEN or --token") {
+				t.Errorf("exit %d, stderr %q\nwant exit 2 and %q ... check FSB_TOKEN or --token", code, stderr, tt.want)
+			}
+			if strings.Contains(stderr, "header") {
+				t.Errorf("the message speaks of HTTP headers: %q", stderr)
+			}
+		})
+	}
+}
