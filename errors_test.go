@@ -85,3 +85,26 @@ func TestTokenWithANewlineIsABadToken(t *testing.T) {
 		})
 	}
 }
+
+// TestNamespaceErrors checks what fsb ctl says of namespaces in embedded
+// mode, where a namespace exists once a sandbox is in it: an invalid one
+// is a usage mistake stating the rule, before any call; an unknown one
+// reads "not found in namespace ..." for a sandbox and lists nothing.
+func TestNamespaceErrors(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	p := startPlane(t, dir, []*agentProc{startAgent(t, ns, "agent-1", dir)})
+
+	_, stderr, code := p.ctl("get", "x", "-n", "Bad_NS")
+	if code != 2 || !strings.HasPrefix(stderr, `error: namespace "Bad_NS" is not valid: a lowercase RFC 1123 label must consist of`) {
+		t.Errorf("get -n Bad_NS: exit %d, %q; want exit 2 and the rule", code, stderr)
+	}
+	_, stderr, code = p.ctl("get", "x", "-n", "nope")
+	if code != 1 || stderr != "error: sandbox x not found in namespace nope\n" {
+		t.Errorf("get x -n nope: exit %d, %q", code, stderr)
+	}
+	out, stderr, code := p.ctl("list", "-n", "nope", "-o", "json")
+	if code != 0 || !strings.Contains(out, `"items": []`) {
+		t.Errorf("list -n nope: exit %d, %q %q; want an empty list", code, out, stderr)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"unicode"
 
 	"connectrpc.com/connect"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -68,6 +69,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	if err := checkToken(cfg.Token); err != nil {
 		return nil, err
+	}
+	if cfg.Namespace != "" {
+		// Said here, before any call, with the rule: the server would
+		// refuse it as well, but in words about a request.
+		if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) > 0 {
+			return nil, usagef("namespace %q is not valid: %s (set -n, --namespace or FSB_NAMESPACE)", cfg.Namespace, strings.Join(errs, "; "))
+		}
 	}
 	httpClient := cfg.HTTPClient
 	if httpClient == nil {
