@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -35,6 +37,9 @@ type Config struct {
 	Runtime *runtime.Runtime
 	// AgentID names this agent in labels and status.
 	AgentID string
+	// Containerd is containerd's address, for messages that say it could
+	// not be reached.
+	Containerd string
 	// AdvertiseAddress is the address sandboxes' endpoints are reached at.
 	AdvertiseAddress string
 	NodeName         string
@@ -101,27 +106,33 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 // context given to New has ended.
 func (a *Agent) Wait() { a.watcher.Wait() }
 
-// reserve takes a slot and the ports for a container, or says why not. A
-// container that already holds a slot keeps it: creates are idempotent.
-func (a *Agent) reserve(containerID string, ports []int32) (release func(), err error) {
+// reserve takes a slot and the ports for a container of sandbox name
+// (namespace/name), or says why not, naming what to change. A container
+// that already holds a slot keeps it: creates are idempotent.
+func (a *Agent) reserve(containerID, name string, ports []int32) (release func(), err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	held := make(map[string][]int32, len(a.creating))
+	names := make(map[string]string, len(a.creating))
 	sandboxes, _ := a.cfg.Runtime.Sandboxes()
 	for _, info := range sandboxes {
 		held[info.ContainerID] = info.Spec.GetExposedPorts()
+		names[info.ContainerID] = "sandbox " + info.Namespace + "/" + info.Name
 	}
 	maps.Copy(held, a.creating)
 	if _, ok := held[containerID]; ok {
 		return func() {}, nil
 	}
 	if len(held) >= a.cfg.Capacity {
-		return nil, fmt.Errorf("agent %s is full: %d of %d sandboxes", a.cfg.AgentID, len(held), a.cfg.Capacity)
+		return nil, fmt.Errorf("agent %s has no free slot for sandbox %s: it runs %d of %d sandboxes: delete a sandbox or add capacity",
+			a.cfg.AgentID, name, len(held), a.cfg.Capacity)
 	}
 	for id, used := range held {
 		for _, p := range ports {
 			if slices.Contains(used, p) {
-				return nil, fmt.Errorf("port %d is already used by sandbox container %s on agent %s", p, id, a.cfg.AgentID)
+				holder := cmp.Or(names[id], "a sandbox being created (container "+id+")")
+				return nil, fmt.Errorf("port %d of sandbox %s is already used by %s on agent %s: delete it or pick another port",
+					p, name, holder, a.cfg.AgentID)
 			}
 		}
 	}
@@ -143,7 +154,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(),
 		Spec: msg.GetSpec(), Labels: msg.GetLabels(), Persisted: msg.GetPersisted()}
 	cid := runtime.ContainerID(sb.ID, sb.Revision)
-	release, err := a.reserve(cid, sb.Spec.GetExposedPorts())
+	release, err := a.reserve(cid, sb.Namespace+"/"+sb.Name, sb.Spec.GetExposedPorts())
 	if err != nil {
 		a.metrics.observeCreate(start, "refused")
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
@@ -159,12 +170,39 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	if err != nil {
 		a.metrics.observeCreate(start, "error")
 		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", cid), slog.Any("err", err))
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeCreate(start, "ok")
 	a.cfg.Logger.Debug("sandbox running", slog.String("sandbox", cid), slog.Duration("took", time.Since(start)))
 	return connect.NewResponse(&fsbv1.AgentServiceCreateSandboxResponse{Sandbox: a.toProto(info)}), nil
 }
+
+// failure is the answer to a call the runtime failed. An error that says
+// containerd did not answer, or one that came while containerd does not
+// answer a ping, is marked as containerd's (fault.Containerd, with its
+// address and this agent's ID): the user is then pointed at this node's
+// containerd rather than at the controller that relayed the error.
+func (a *Agent) failure(ctx context.Context, err error) *connect.Error {
+	code := createCode(err)
+	down := code == connect.CodeUnavailable && !errors.Is(err, runtime.ErrRegistryUnavailable)
+	if !down && (code == connect.CodeInternal || code == connect.CodeDeadlineExceeded) {
+		pingCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+		down = a.cfg.Runtime.Ping(pingCtx) != nil
+		cancel()
+	}
+	if !down {
+		return connect.NewError(code, err)
+	}
+	where := "containerd"
+	if a.cfg.Containerd != "" {
+		where += " at " + a.cfg.Containerd
+	}
+	return fault.OnAgent(fault.Unreachable(fault.Containerd, fmt.Errorf("%s is unreachable: %w", where, err)), a.cfg.AgentID)
+}
+
+// pingTimeout bounds the ping that tells a failed call's cause apart from
+// a containerd that does not answer.
+const pingTimeout = 2 * time.Second
 
 func createCode(err error) connect.Code {
 	switch {
@@ -205,7 +243,7 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	ended, err := a.cfg.Runtime.Delete(ctx, msg.GetSandboxId(), msg.GetRevision(), grace)
 	if err != nil {
 		a.metrics.observeDelete(start, "error")
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeDelete(start, "ok")
 	resp := &fsbv1.AgentServiceDeleteSandboxResponse{}
@@ -221,7 +259,7 @@ func (a *Agent) MarkPersisted(ctx context.Context, req *connect.Request[fsbv1.Ma
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	if err := a.cfg.Runtime.MarkPersisted(ctx, req.Msg.GetSandboxId(), req.Msg.GetRevision()); err != nil {
-		return nil, connect.NewError(createCode(err), err)
+		return nil, a.failure(ctx, err)
 	}
 	return connect.NewResponse(&fsbv1.MarkPersistedResponse{}), nil
 }

@@ -362,13 +362,17 @@ func TestFencesRefuseWhatDoesNotFit(t *testing.T) {
 	s.ExposedPorts = []int32{9000}
 	a := h.create(s)
 	_, err := h.tryCreate(s)
-	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "port 9000") {
-		t.Errorf("second sandbox on port 9000: %v, want ResourceExhausted naming the port", err)
+	holder := "port 9000 of sandbox default/test-"
+	by := " is already used by sandbox default/" + a.GetName() + " on agent " + h.agentID + ": delete it or pick another port"
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), holder) || !strings.HasSuffix(err.Error(), by) {
+		t.Errorf("second sandbox on port 9000: %v, want ResourceExhausted naming the port, both sandboxes and the fix", err)
 	}
 	h.create(spec("sleep 300"))
 	_, err = h.tryCreate(spec("sleep 300"))
-	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "full") {
-		t.Errorf("third sandbox with capacity 2: %v, want ResourceExhausted", err)
+	full := "agent " + h.agentID + " has no free slot for sandbox default/test-"
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), full) ||
+		!strings.HasSuffix(err.Error(), "it runs 2 of 2 sandboxes: delete a sandbox or add capacity") {
+		t.Errorf("third sandbox with capacity 2: %v, want ResourceExhausted naming the sandbox and the fix", err)
 	}
 	// Deleting frees the slot and the port.
 	h.delete(a.GetSandboxId(), 0)

@@ -410,6 +410,17 @@ func (s *Set) Bind(ctx context.Context, agentID string) (context.Context, contex
 	}
 }
 
+// Address returns the address the controller reaches an agent at, or ""
+// for an agent it does not know.
+func (s *Set) Address(agentID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.byID[agentID]; ok {
+		return a.addr
+	}
+	return ""
+}
+
 // Conflict returns the addresses that report agent ID agentID when more
 // than one does, else nil.
 func (s *Set) Conflict(agentID string) []string {

@@ -153,6 +153,15 @@ func TestResolveConnection(t *testing.T) {
 		})
 	}
 
+	// A token file of several lines (a rotation): the first token, without
+	// its newline.
+	if err := os.WriteFile(token, []byte("first\r\nsecond\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ResolveConnection(path, Connection{}); err != nil || got.Token != "first" {
+		t.Errorf("token from a two-line file = %q, %v; want first", got.Token, err)
+	}
+
 	// A token file gone missing is reported with the context's name.
 	if err := os.Remove(token); err != nil {
 		t.Fatal(err)

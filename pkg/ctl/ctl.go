@@ -14,8 +14,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"connectrpc.com/connect"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -65,6 +67,16 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkToken(cfg.Token); err != nil {
+		return nil, err
+	}
+	if cfg.Namespace != "" {
+		// Said here, before any call, with the rule: the server would
+		// refuse it as well, but in words about a request.
+		if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) > 0 {
+			return nil, usagef("namespace %q is not valid: %s (set -n, --namespace or FSB_NAMESPACE)", cfg.Namespace, strings.Join(errs, "; "))
+		}
+	}
 	httpClient := cfg.HTTPClient
 	if httpClient == nil {
 		httpClient = newHTTPClient()
@@ -109,6 +121,36 @@ func serverURL(s string) (string, error) {
 		return "", usagef("--server %q is not a controller address: want a URL such as %s", s, DefaultServer)
 	}
 	return strings.TrimRight(s, "/"), nil
+}
+
+// checkToken says what is wrong with a token that cannot be a bearer token:
+// a newline, a space or another control character (a stray newline from a
+// copy, most often). HTTP would refuse the header, and the user would read
+// of an invalid header rather than of a bad token. The token itself is not
+// shown: it is a secret.
+func checkToken(tok string) error {
+	for i, r := range tok {
+		var what string
+		switch {
+		case r == '\n' || r == '\r':
+			what = "a newline"
+		case r == ' ':
+			what = "a space"
+		case r == '\t':
+			what = "a tab"
+		case unicode.IsControl(r):
+			what = "a control character"
+		default:
+			continue
+		}
+		where := fmt.Sprintf("character %d of %d", i+1, len(tok))
+		if i == len(tok)-1 {
+			where = "at its end"
+		}
+		return usagef("the token holds %s (%s): a token is one word on one line; check FSB_TOKEN or --token "+
+			"(a token file's line is read without its newline)", what, where)
+	}
+	return nil
 }
 
 // newHTTPClient speaks HTTP/1.1 to http:// URLs, which any Connect server

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 )
 
 // target names the sandbox a call was about, for messages such as "sandbox
@@ -69,7 +72,14 @@ func (c *Client) describe(err error, t target) error {
 	case connect.CodeUnimplemented:
 		return fmt.Errorf("the controller at %s does not support this call (%s): is it an older release?", c.server, message(err))
 	case connect.CodeUnavailable:
-		return fmt.Errorf("the controller is not ready: %s", message(err))
+		return c.unavailable(err)
+	case connect.CodeResourceExhausted:
+		// Connect's own words for a request over the server's read limit
+		// (TestRequestTooLarge holds them to a real server).
+		if strings.Contains(message(err), "larger than configured max") {
+			return fmt.Errorf("the request is too large for the controller: %s bytes (its --max-request-bytes): "+
+				"shorten the command, arguments, environment or labels, or have the limit raised", message(err))
+		}
 	case connect.CodeDeadlineExceeded:
 		return fmt.Errorf("timed out: %s", message(err))
 	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
@@ -78,6 +88,26 @@ func (c *Client) describe(err error, t target) error {
 	// InvalidArgument, ResourceExhausted, FailedPrecondition, Aborted and
 	// the rest: the server's own words say what to fix.
 	return errors.New(message(err))
+}
+
+// unavailable words an Unavailable answer by the part the server says it
+// could not reach (see pkg/fault), so that the user looks at the right
+// machine: the agent's containerd, the agent, the store, or the controller.
+func (c *Client) unavailable(err error) error {
+	part, agentID := fault.Of(err)
+	agent := "the agent"
+	if agentID != "" {
+		agent += " " + agentID
+	}
+	switch part {
+	case fault.Containerd:
+		return fmt.Errorf("%s could not reach its containerd: %s", agent, message(err))
+	case fault.Agent:
+		return fmt.Errorf("the controller could not reach %s: %s", agent, message(err))
+	case fault.Store:
+		return fmt.Errorf("the controller could not reach its store: %s", message(err))
+	}
+	return fmt.Errorf("the controller is not ready: %s", message(err))
 }
 
 // message returns the error's message without Connect's "code: " prefix.

@@ -6,9 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
 
 func TestErrorMessages(t *testing.T) {
@@ -132,5 +136,65 @@ func TestServerURL(t *testing.T) {
 		if _, err := serverURL(bad); !IsUsage(err) {
 			t.Errorf("serverURL(%q) = %v, want a usage error", bad, err)
 		}
+	}
+}
+
+// TestUnavailableNamesThePart checks that an Unavailable answer is worded
+// by the part the server marked as unreachable, not as a controller that
+// is not ready.
+func TestUnavailableNamesThePart(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *connect.Error
+		want string
+	}{{
+		name: "containerd",
+		err:  fault.OnAgent(fault.Unreachable(fault.Containerd, errors.New("containerd at /run/c.sock is unreachable: connection refused")), "local"),
+		want: "the agent local could not reach its containerd: containerd at /run/c.sock is unreachable: connection refused",
+	}, {
+		name: "agent",
+		err:  fault.OnAgent(fault.Unreachable(fault.Agent, errors.New("agent local at 127.0.0.1:5758 is unreachable: connection refused")), "local"),
+		want: "the controller could not reach the agent local: agent local at 127.0.0.1:5758 is unreachable: connection refused",
+	}, {
+		name: "store",
+		err:  fault.Unreachable(fault.Store, errors.New("the store is unreachable: dial tcp: refused")),
+		want: "the controller could not reach its store: the store is unreachable: dial tcp: refused",
+	}, {
+		name: "controller",
+		err:  fault.Unreachable(fault.Controller, errors.New("the controller is stopping")),
+		want: "the controller is not ready: the controller is stopping",
+	}, {
+		name: "unmarked",
+		err:  connect.NewError(connect.CodeUnavailable, errors.New("rebuilding the registry")),
+		want: "the controller is not ready: rebuilding the registry",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake()
+			f.createErr = tt.err
+			c, _, _ := client(t, serve(t, f), testToken, "")
+			err := c.Run(context.Background(), RunOptions{Name: "demo", Image: "busybox"})
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("err = %v\nwant    %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRequestTooLarge sends a create over a controller's read limit (the
+// real Connect handler with WithReadMaxBytes, as the controller's
+// --max-request-bytes sets it): the message says the request is too large,
+// names the flag and what to shorten.
+func TestRequestTooLarge(t *testing.T) {
+	mux := http.NewServeMux()
+	path, api := fsbv1connect.NewFastPathServiceHandler(newFake(), connect.WithReadMaxBytes(1024))
+	mux.Handle(path, api)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c, _, _ := client(t, srv.URL, testToken, "")
+	err := c.Run(context.Background(), RunOptions{Name: "big", Image: "busybox", Env: []string{"BIG=" + strings.Repeat("x", 4096)}})
+	want := "the request is too large for the controller: message size "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "is larger than configured max 1024 bytes (its --max-request-bytes): shorten") {
+		t.Errorf("err = %v\nwant %s... is larger than configured max 1024 bytes (its --max-request-bytes): shorten ...", err, want)
 	}
 }

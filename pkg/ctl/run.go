@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -65,6 +66,9 @@ func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) er
 	resp, err := c.api.CreateSandbox(ctx, connect.NewRequest(req))
 	took := time.Since(start)
 	if err != nil {
+		if answerLost(err) {
+			return c.createUnanswered(err, req)
+		}
 		return c.describe(err, target{name: req.Name, namespace: req.Namespace, create: true})
 	}
 	sb := resp.Msg.GetSandbox()
@@ -81,6 +85,37 @@ func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) er
 		fmt.Fprintf(c.out, "  message:   %s\n", st.GetMessage())
 	}
 	return nil
+}
+
+// answerLost reports whether a create's request may have reached the
+// controller while its answer did not reach us: the connection broke
+// after it was made, the call ran out of time, or the user interrupted it.
+// A connection that could not be made at all sent nothing.
+func answerLost(err error) bool {
+	if errors.Is(err, context.Canceled) || connect.CodeOf(err) == connect.CodeDeadlineExceeded {
+		return true
+	}
+	if connect.IsWireError(err) || unreachable(err) {
+		return false
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeAborted:
+		return true
+	}
+	return false
+}
+
+// createUnanswered words a create whose answer was lost: the controller
+// finishes a create whether or not its caller is still there, so the
+// sandbox may exist; and a create is idempotent, so trying again is safe.
+func (c *Client) createUnanswered(err error, req *fsbv1.CreateSandboxRequest) error {
+	what := fmt.Sprintf("the controller at %s did not answer (%s)", c.server, message(err))
+	if errors.Is(err, context.Canceled) {
+		what = "interrupted before the controller answered"
+	}
+	return fmt.Errorf("%s: sandbox %s may have been created; check with fsb ctl get %s -n %s. "+
+		"Running the same command again is safe: a create with the same spec returns the sandbox it made",
+		what, req.GetName(), req.GetName(), req.GetNamespace())
 }
 
 // createRequest checks o and builds the request it stands for. Without an

@@ -2,6 +2,10 @@ package ctl
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -194,5 +198,81 @@ func TestRunExpireIn(t *testing.T) {
 	want := "\nexpireTime: \"" + req.GetSpec().GetExpireTime().AsTime().UTC().Format(time.RFC3339) + "\"\n"
 	if text := string(editTemplate(req)); !strings.Contains(text, want) {
 		t.Errorf("template lacks %q:\n%s", want, text)
+	}
+}
+
+// TestCreateWhoseAnswerWasLost checks that a create whose request reached
+// the controller but whose answer did not says the sandbox may exist, how
+// to check, and that trying again is safe; and that a create that could
+// not connect at all says nothing of the kind.
+func TestCreateWhoseAnswerWasLost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+
+	const check = "sandbox demo may have been created; check with fsb ctl get demo -n team. " +
+		"Running the same command again is safe: a create with the same spec returns the sandbox it made"
+	tests := []struct {
+		name    string
+		hold    bool          // the controller holds the call rather than hang up
+		timeout time.Duration // the caller's deadline
+		cancel  bool          // the caller is interrupted once the request arrived
+		refused bool          // nothing listens
+		want    string        // the start of the message
+		lost    bool          // the message says the sandbox may exist
+	}{
+		{name: "connection dropped", want: "the controller at ", lost: true},
+		{name: "deadline", hold: true, timeout: 200 * time.Millisecond, want: "the controller at ", lost: true},
+		{name: "interrupted", hold: true, cancel: true, want: "interrupted before the controller answered: ", lost: true},
+		{name: "connection refused", refused: true, want: "cannot reach the controller at " + refused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A controller that reads the create, then hangs up or holds
+			// it until the caller gives up.
+			received := make(chan struct{}, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				received <- struct{}{}
+				if tt.hold {
+					<-r.Context().Done()
+					return
+				}
+				if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+					conn.Close()
+				}
+			}))
+			t.Cleanup(srv.Close)
+			url := srv.URL
+			if tt.refused {
+				url = refused
+			}
+			c, _, _ := client(t, url, testToken, "team")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.timeout > 0 {
+				ctx, cancel = context.WithTimeout(ctx, tt.timeout)
+				defer cancel()
+			}
+			if tt.cancel {
+				go func() {
+					select {
+					case <-received:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+			}
+			err := c.Run(ctx, RunOptions{Name: "demo", Image: "busybox"})
+			if err == nil {
+				t.Fatal("the create succeeded")
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), check) != tt.lost {
+				t.Errorf("err = %v\nwant it to start with %q and to say %q: %v", err, tt.want, check, tt.lost)
+			}
+		})
 	}
 }

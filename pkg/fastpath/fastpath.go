@@ -43,6 +43,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
@@ -314,7 +315,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	// A sandbox acknowledged now would run without an object for as long
 	// as the store stays away: refuse it before anything is allocated.
 	if err := s.health.unreachable(); err != nil {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w; FAST creates resume when it is back", err))
+		return nil, fault.Unreachable(fault.Store, fmt.Errorf("the store is unreachable: %w; FAST creates resume when it is back", err))
 	}
 	k := key(obj.Namespace, obj.Name)
 	id := obj.Annotations[v1alpha1.AnnotationID]
@@ -347,13 +348,13 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	done()
 	if err != nil {
 		drop()
-		return nil, connect.NewError(connect.CodeResourceExhausted, err)
+		return nil, s.noCapacity(want, err)
 	}
 	client, err := s.cfg.Agents.Client(place.AgentID)
 	if err != nil {
 		s.cfg.Registry.Release(id)
 		drop()
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", place.AgentID, err))
+		return nil, s.agentUnreachable(place.AgentID, err)
 	}
 	if err := ctx.Err(); err != nil || !s.begin() {
 		s.cfg.Registry.Release(id)
@@ -363,7 +364,7 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		} else if err != nil {
 			return nil, connect.NewError(connect.CodeCanceled, err)
 		}
-		return nil, connect.NewError(connect.CodeUnavailable, errors.New("the controller is stopping"))
+		return nil, fault.Unreachable(fault.Controller, errors.New("the controller is stopping"))
 	}
 	defer s.wg.Done()
 	// Once the agent is asked, the create ends here whatever the caller
@@ -380,6 +381,11 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 		SandboxId: id, Revision: 1, Namespace: want.Namespace, Name: want.Name, Spec: v1alpha1.SpecToProto(want.Spec), Labels: want.Labels,
 	}))
 	done()
+	if cause := context.Cause(callCtx); err != nil && !connect.IsWireError(err) && errors.Is(cause, agentlink.ErrAgentDown) {
+		// The call ended because the agent went silent: say that rather
+		// than "context canceled".
+		err = fmt.Errorf("%w: it stopped answering during the create", agentlink.ErrAgentDown)
+	}
 	cancel()
 	if err != nil {
 		return nil, s.createFailed(k, p, place.AgentID, err)
@@ -425,9 +431,87 @@ func (s *Server) createFailed(k string, p *pendingCreate, agentID string, err er
 	s.cfg.Registry.Release(p.id)
 	s.forgetPending(k, p)
 	if ce := new(connect.Error); answered && errors.As(err, &ce) {
-		return ce
+		return fault.Relay(ce)
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("agent %s: %w", agentID, err))
+	return s.agentUnreachable(agentID, err)
+}
+
+// noCapacity words a placement the registry refused as ResourceExhausted:
+// the sandbox by its name, why the agents refused it, and what to change —
+// for a port in use, which sandboxes hold it.
+func (s *Server) noCapacity(obj *v1alpha1.Sandbox, err error) error {
+	var nc *registry.NoCapacityError
+	if !errors.As(err, &nc) {
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	}
+	what := fmt.Sprintf("sandbox %s in namespace %s", obj.Name, obj.Namespace)
+	if nc.Agents == 0 {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("no agent can take %s: no agents are registered: start one (the controller's --agents names them)", what))
+	}
+	agents := fmt.Sprintf("%d agent", nc.Agents)
+	if nc.Agents != 1 {
+		agents += "s"
+	}
+	head := fmt.Sprintf("no agent can take %s (%s: %s)", what, agents, nc.Reasons)
+	if nc.Full == nc.Agents {
+		head = fmt.Sprintf("no agent has a free slot for %s (%s, all full)", what, agents)
+	}
+	var fix []string
+	if nc.Full > 0 {
+		fix = append(fix, "delete a sandbox or add capacity")
+	}
+	if nc.PortInUse > 0 {
+		fix = append(fix, s.portHolders(obj.Spec.ExposedPorts)+": delete it or pick another port")
+	}
+	if nc.NoRuntime > 0 {
+		fix = append(fix, "pick a runtime the agents offer (fsb ctl agents lists them)")
+	}
+	if nc.Unhealthy > 0 {
+		fix = append(fix, "wait for the unhealthy agents to come back (fsb ctl agents)")
+	}
+	if nc.OtherPool > 0 && nc.OtherPool == nc.Agents {
+		fix = append(fix, fmt.Sprintf("check the pool name %q (no agent is in it)", obj.Spec.PoolRef))
+	}
+	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: %s", head, strings.Join(fix, "; ")))
+}
+
+// portHolders says which sandboxes hold the given ports, from what the
+// agents last reported: "port 8080 is held by sandbox team/web (agent
+// local)".
+func (s *Server) portHolders(ports []int32) string {
+	var held []string
+	for _, st := range s.cfg.Agents.Statuses() {
+		for _, sb := range st.GetSandboxes() {
+			if sb.GetPhase() == fsbv1.Phase_PHASE_SUCCEEDED || sb.GetPhase() == fsbv1.Phase_PHASE_FAILED {
+				continue
+			}
+			for _, p := range sb.GetSpec().GetExposedPorts() {
+				if slices.Contains(ports, p) {
+					held = append(held, fmt.Sprintf("port %d is held by sandbox %s/%s (agent %s)", p, sb.GetNamespace(), sb.GetName(), st.GetAgentId()))
+				}
+			}
+		}
+	}
+	if len(held) == 0 {
+		return fmt.Sprintf("a port of %v is in use", ports)
+	}
+	slices.Sort(held)
+	return strings.Join(slices.Compact(held), ", ")
+}
+
+// agentUnreachable is the answer to a call that could not reach an agent:
+// Unavailable, marked as the agent's (fault.Agent) with its ID and address.
+// An agent that takes no calls because two addresses report its ID is
+// reachable: that error says so as it is.
+func (s *Server) agentUnreachable(agentID string, err error) error {
+	if s.cfg.Agents.Conflict(agentID) != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	where := "agent " + agentID
+	if addr := s.cfg.Agents.Address(agentID); addr != "" {
+		where += " at " + addr
+	}
+	return fault.OnAgent(fault.Unreachable(fault.Agent, fmt.Errorf("%s is unreachable: %w", where, err)), agentID)
 }
 
 // removeContainer removes a sandbox revision's container (grace 0),
@@ -834,7 +918,7 @@ func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, 
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
 		end(false)
-		return nil, connect.NewError(connect.CodeUnavailable, err)
+		return nil, s.agentUnreachable(agentID, err)
 	}
 	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
 		end(false)
@@ -1084,7 +1168,7 @@ func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Stre
 func (s *Server) openLogs(ctx context.Context, agentID string, req *fsbv1.AgentServiceStreamLogsRequest) (*connect.ServerStreamForClient[fsbv1.AgentServiceStreamLogsResponse], *fsbv1.AgentServiceStreamLogsResponse, error) {
 	client, err := s.cfg.Agents.Client(agentID)
 	if err != nil {
-		return nil, nil, connect.NewError(connect.CodeUnavailable, err)
+		return nil, nil, s.agentUnreachable(agentID, err)
 	}
 	in, err := client.StreamLogs(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -1194,7 +1278,7 @@ func storeError(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the store is unreachable: %w", err))
+	return fault.Unreachable(fault.Store, fmt.Errorf("the store is unreachable: %w", err))
 }
 
 func or(a, b string) string {

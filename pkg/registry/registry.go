@@ -36,6 +36,30 @@ const defaultRuntime = "runc"
 // ports free.
 var ErrNoCapacity = errors.New("no capacity")
 
+// NoCapacityError is the ErrNoCapacity of one request: how many agents
+// there are and how many were refused for each reason, for callers that
+// word their own message (the fast path names the sandbox by its name and
+// says what to change).
+type NoCapacityError struct {
+	SandboxID string
+	Agents    int // every agent the registry knows
+	// The agents refused for each reason; each agent counts for its first.
+	Full, PortInUse, NoRuntime, Unhealthy, OtherPool int
+	// Reasons is the counts in words, such as "1 is full, 2 are unhealthy";
+	// "no agents are registered" when Agents is 0.
+	Reasons string
+}
+
+func (e *NoCapacityError) Error() string {
+	if e.Agents == 0 {
+		return fmt.Sprintf("%v for sandbox %q: %s", ErrNoCapacity, e.SandboxID, e.Reasons)
+	}
+	return fmt.Sprintf("%v for sandbox %q: none of %d %s can take it: %s",
+		ErrNoCapacity, e.SandboxID, e.Agents, plural(e.Agents, "agent", "agents"), e.Reasons)
+}
+
+func (e *NoCapacityError) Unwrap() error { return ErrNoCapacity }
+
 // ErrUnknownAgent is returned by Assign for an agent the registry does not
 // know.
 var ErrUnknownAgent = errors.New("unknown agent")
@@ -449,7 +473,7 @@ func (r *Registry) refusal(req Request, g *group) error {
 	runtime := cmp.Or(req.Runtime, defaultRuntime)
 
 	if total == 0 {
-		return fmt.Errorf("%w for sandbox %q: no agents are registered", ErrNoCapacity, req.SandboxID)
+		return &NoCapacityError{SandboxID: req.SandboxID, Reasons: "no agents are registered"}
 	}
 	var b strings.Builder
 	reason := func(n int, one, many string) {
@@ -465,8 +489,12 @@ func (r *Registry) refusal(req Request, g *group) error {
 	reason(healthy-withRuntime, fmt.Sprintf("lacks runtime %q", runtime), fmt.Sprintf("lack runtime %q", runtime))
 	reason(inPool-healthy, "is unhealthy", "are unhealthy")
 	reason(total-inPool, fmt.Sprintf("is not in pool %q", req.Pool), fmt.Sprintf("are not in pool %q", req.Pool))
-	return fmt.Errorf("%w for sandbox %q: none of %d %s can take it: %s",
-		ErrNoCapacity, req.SandboxID, total, plural(total, "agent", "agents"), b.String())
+	return &NoCapacityError{
+		SandboxID: req.SandboxID, Agents: total,
+		Full: withRuntime - withSlot, PortInUse: withSlot, NoRuntime: healthy - withRuntime,
+		Unhealthy: inPool - healthy, OtherPool: total - inPool,
+		Reasons: b.String(),
+	}
 }
 
 func plural(n int, one, many string) string {

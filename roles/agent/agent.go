@@ -120,6 +120,7 @@ func run(c *cli.Context) error {
 	a, err := agent.New(ctx, agent.Config{
 		Runtime:          rt,
 		AgentID:          c.String("agent-id"),
+		Containerd:       c.String("containerd-socket"),
 		AdvertiseAddress: c.String("advertise-address"),
 		NodeName:         c.String("node-name"),
 		Capacity:         c.Int("capacity"),
