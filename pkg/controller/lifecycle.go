@@ -114,11 +114,15 @@ func (c *Controller) place(ctx context.Context, key string, sb *v1alpha1.Sandbox
 	p, err := c.cfg.Registry.Allocate(req)
 	done()
 	if errors.Is(err, registry.ErrNoCapacity) {
+		msg := err.Error()
+		if nc := new(registry.NoCapacityError); errors.As(err, &nc) {
+			msg = nc.Advice(fmt.Sprintf("sandbox %s in namespace %s", sb.Name, sb.Namespace), sb.Spec.PoolRef, "")
+		}
 		st := sb.Status.DeepCopy()
 		st.Phase = v1alpha1.PhasePending
 		st.SandboxID = id
-		st.Message = err.Error()
-		setCondition(st, ConditionCreated, metav1.ConditionFalse, connect.CodeResourceExhausted.String(), err.Error())
+		st.Message = msg
+		setCondition(st, ConditionCreated, metav1.ConditionFalse, connect.CodeResourceExhausted.String(), msg)
 		if err := c.setStatus(ctx, sb, st); err != nil {
 			return err
 		}

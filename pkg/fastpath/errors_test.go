@@ -19,9 +19,11 @@ import (
 func TestNoCapacityNamesTheSandboxAndTheFix(t *testing.T) {
 	p := newPlane(t)
 	ctx := context.Background()
+	mode := fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST
 	create := func(name string, ports ...int32) error {
 		spec := fastSpec("sleep", "300")
 		spec.ExposedPorts = ports
+		spec.ConsistencyMode = mode
 		_, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: name, Namespace: "team", Spec: spec}))
 		return err
 	}
@@ -60,4 +62,7 @@ func TestNoCapacityNamesTheSandboxAndTheFix(t *testing.T) {
 		}
 	}
 	refused("late", nil, "no agent has a free slot for sandbox late in namespace team (1 agent, all full): delete a sandbox or add capacity")
+	// STRONG: the controller places it and words the same refusal.
+	mode = fsbv1.ConsistencyMode_CONSISTENCY_MODE_STRONG
+	refused("late-strong", nil, "no agent has a free slot for sandbox late-strong in namespace team (1 agent, all full): delete a sandbox or add capacity")
 }

@@ -445,34 +445,11 @@ func (s *Server) noCapacity(obj *v1alpha1.Sandbox, err error) error {
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	}
 	what := fmt.Sprintf("sandbox %s in namespace %s", obj.Name, obj.Namespace)
-	if nc.Agents == 0 {
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("no agent can take %s: no agents are registered: start one (the controller's --agents names them)", what))
-	}
-	agents := fmt.Sprintf("%d agent", nc.Agents)
-	if nc.Agents != 1 {
-		agents += "s"
-	}
-	head := fmt.Sprintf("no agent can take %s (%s: %s)", what, agents, nc.Reasons)
-	if nc.Full == nc.Agents {
-		head = fmt.Sprintf("no agent has a free slot for %s (%s, all full)", what, agents)
-	}
-	var fix []string
-	if nc.Full > 0 {
-		fix = append(fix, "delete a sandbox or add capacity")
-	}
+	var ports string
 	if nc.PortInUse > 0 {
-		fix = append(fix, s.portHolders(obj.Spec.ExposedPorts)+": delete it or pick another port")
+		ports = s.portHolders(obj.Spec.ExposedPorts)
 	}
-	if nc.NoRuntime > 0 {
-		fix = append(fix, "pick a runtime the agents offer (fsb ctl agents lists them)")
-	}
-	if nc.Unhealthy > 0 {
-		fix = append(fix, "wait for the unhealthy agents to come back (fsb ctl agents)")
-	}
-	if nc.OtherPool > 0 && nc.OtherPool == nc.Agents {
-		fix = append(fix, fmt.Sprintf("check the pool name %q (no agent is in it)", obj.Spec.PoolRef))
-	}
-	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: %s", head, strings.Join(fix, "; ")))
+	return connect.NewError(connect.CodeResourceExhausted, errors.New(nc.Advice(what, obj.Spec.PoolRef, ports)))
 }
 
 // portHolders says which sandboxes hold the given ports, from what the

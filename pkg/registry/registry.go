@@ -60,6 +60,42 @@ func (e *NoCapacityError) Error() string {
 
 func (e *NoCapacityError) Unwrap() error { return ErrNoCapacity }
 
+// Advice words the refusal for a person: what could not be placed (such as
+// "sandbox web in namespace team"), why, and what to change. ports says who
+// holds the ports asked for, when the caller knows ("port 8080 is held by
+// sandbox team/web"); empty gives a generic sentence. pool is the sandbox's
+// poolRef.
+func (e *NoCapacityError) Advice(what, pool, ports string) string {
+	if e.Agents == 0 {
+		return fmt.Sprintf("no agent can take %s: no agents are registered: start one (the controller's --agents names them)", what)
+	}
+	agents := fmt.Sprintf("%d %s", e.Agents, plural(e.Agents, "agent", "agents"))
+	head := fmt.Sprintf("no agent can take %s (%s: %s)", what, agents, e.Reasons)
+	if e.Full == e.Agents {
+		head = fmt.Sprintf("no agent has a free slot for %s (%s, all full)", what, agents)
+	}
+	var fix []string
+	if e.Full > 0 {
+		fix = append(fix, "delete a sandbox or add capacity")
+	}
+	if e.PortInUse > 0 {
+		if ports == "" {
+			ports = "a port it exposes is in use on the other agents"
+		}
+		fix = append(fix, ports+": delete it or pick another port")
+	}
+	if e.NoRuntime > 0 {
+		fix = append(fix, "pick a runtime the agents offer (fsb ctl agents lists them)")
+	}
+	if e.Unhealthy > 0 {
+		fix = append(fix, "wait for the unhealthy agents to come back (fsb ctl agents)")
+	}
+	if e.OtherPool > 0 && e.OtherPool == e.Agents {
+		fix = append(fix, fmt.Sprintf("check the pool name %q (no agent is in it)", pool))
+	}
+	return head + ": " + strings.Join(fix, "; ")
+}
+
 // ErrUnknownAgent is returned by Assign for an agent the registry does not
 // know.
 var ErrUnknownAgent = errors.New("unknown agent")
