@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 )
 
 // ReadTokenFile returns the token in path, without surrounding whitespace.
@@ -120,6 +122,9 @@ func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) h
 			refuse(w, r, connect.NewError(connect.CodeUnauthenticated, err), http.StatusUnauthorized)
 			return
 		}
+		// A known token, whatever its role: the connection is no longer
+		// a stranger's, and leaves the server's bound on those.
+		httpserver.Authenticated(r.Context())
 		if !slices.Contains(policy[r.URL.Path], role) {
 			if log != nil {
 				log.Warn("call denied", slog.String("procedure", r.URL.Path), slog.String("role", string(role)),

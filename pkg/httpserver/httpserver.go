@@ -31,6 +31,15 @@ const (
 	IdleTimeout       = 2 * time.Minute
 )
 
+// DefaultMaxUnauthenticated bounds the connections on which no request has
+// presented a valid token yet (the roles' --max-unauthenticated-connections),
+// and DefaultUnauthenticatedTimeout is how long such a connection may stay
+// open (--unauthenticated-timeout).
+const (
+	DefaultMaxUnauthenticated     = 64
+	DefaultUnauthenticatedTimeout = ReadHeaderTimeout
+)
+
 // DefaultMaxRequestBytes bounds one request message of the APIs (the
 // roles' --max-request-bytes).
 const DefaultMaxRequestBytes = 4 << 20
@@ -44,6 +53,14 @@ type Config struct {
 	// ReadTimeout and WriteTimeout override the package's defaults (zero:
 	// the constants of the same names).
 	ReadTimeout, WriteTimeout time.Duration
+	// MaxUnauthenticated, when positive, bounds the connections on which no
+	// request has been authenticated yet (the handler's token check calls
+	// Authenticated): past it a new connection closes the oldest such one,
+	// and one still unauthenticated after UnauthenticatedTimeout (zero:
+	// DefaultUnauthenticatedTimeout) is closed. Zero turns the bound off,
+	// for servers that check no token.
+	MaxUnauthenticated     int
+	UnauthenticatedTimeout time.Duration
 }
 
 // Serve serves cfg.Handler on ln until ctx ends, then shuts down gracefully.
@@ -53,8 +70,13 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	read, write := cmp.Or(cfg.ReadTimeout, ReadTimeout), cmp.Or(cfg.WriteTimeout, WriteTimeout)
+	if cfg.MaxUnauthenticated > 0 {
+		ln = &guard{Listener: ln, max: cfg.MaxUnauthenticated,
+			timeout: cmp.Or(cfg.UnauthenticatedTimeout, DefaultUnauthenticatedTimeout)}
+	}
 	srv := &http.Server{
 		Handler:           deadlines(cfg.Handler, read, write),
+		ConnContext:       connContext,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,

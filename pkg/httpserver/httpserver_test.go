@@ -1,7 +1,10 @@
 package httpserver
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -136,5 +139,136 @@ func TestStalledReaderIsCut(t *testing.T) {
 				t.Fatal("writes to a client that stopped reading never failed")
 			}
 		})
+	}
+}
+
+// guarded serves a handler that authenticates requests carrying the
+// header "Authorization: ok", with at most max unauthenticated
+// connections that may stay for timeout.
+func guarded(t *testing.T, max int, timeout time.Duration) string {
+	t.Helper()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "ok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		Authenticated(r.Context())
+		fmt.Fprint(w, "served")
+	})
+	return start(t, h, Config{MaxUnauthenticated: max, UnauthenticatedTimeout: timeout})
+}
+
+// closed reports whether the server has closed conn, waiting at most wait.
+func closed(t *testing.T, conn net.Conn, wait time.Duration) bool {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(wait))
+	defer conn.SetReadDeadline(time.Time{})
+	_, err := conn.Read(make([]byte, 1))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return err != nil
+}
+
+// get makes an authenticated request on conn and reads the answer.
+func get(t *testing.T, conn net.Conn, br *bufio.Reader) {
+	t.Helper()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: ok\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("authenticated request: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "served" {
+		t.Fatalf("authenticated request: %s %q", resp.Status, b)
+	}
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// Past the bound, each new connection closes the oldest unauthenticated
+// one, and an authenticated client is served all along.
+func TestUnauthenticatedConnectionsAreBounded(t *testing.T) {
+	const max = 4
+	addr := guarded(t, max, time.Minute)
+	var flood []net.Conn
+	for range max {
+		flood = append(flood, dial(t, addr))
+	}
+	// Accepting happens in the server's own time: wait until the last one
+	// is counted by showing the first is still open, then push past it.
+	for i := range max {
+		extra := dial(t, addr)
+		if !closed(t, flood[i], 5*time.Second) {
+			t.Fatalf("connection %d of %d stayed open past the bound", i+1, max)
+		}
+		flood = append(flood, extra)
+	}
+	// A client that authenticates at once is served despite the flood,
+	// and stays: its connection no longer counts.
+	conn := dial(t, addr)
+	br := bufio.NewReader(conn)
+	get(t, conn, br)
+	for range 2 * max {
+		dial(t, addr)
+	}
+	get(t, conn, br)
+}
+
+// A connection that has not authenticated within the timeout is closed:
+// whether it sent nothing, half a header, or only requests without a
+// token. An authenticated one stays open beyond it.
+func TestUnauthenticatedConnectionsTimeOut(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	addr := guarded(t, 100, timeout)
+	cases := map[string]string{
+		"silent":      "",
+		"half header": "GET / HTTP/1.1\r\nHost: x\r\n",
+		"no token":    "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	}
+	conns := map[string]net.Conn{}
+	for name, send := range cases {
+		conns[name] = dial(t, addr)
+		fmt.Fprint(conns[name], send)
+	}
+	auth := dial(t, addr)
+	br := bufio.NewReader(auth)
+	get(t, auth, br)
+	start := time.Now()
+	for name, conn := range conns {
+		if name == "no token" {
+			// Skip its 401 answer; the close follows.
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("%s: %v %v", name, resp, err)
+			}
+			resp.Body.Close()
+		}
+		if !closed(t, conn, 10*timeout) {
+			t.Errorf("%s: still open after %v", name, time.Since(start))
+		}
+	}
+	if closed(t, auth, timeout) {
+		t.Fatal("the authenticated connection was closed")
+	}
+	get(t, auth, br)
+}
+
+// The guard sees through TLS: a connection authenticated over TLS is
+// taken out of the unauthenticated set.
+func TestGuardUnderTLS(t *testing.T) {
+	c := connContext(context.Background(), tls.Server(&guardedConn{}, &tls.Config{}))
+	if _, ok := c.Value(connKey{}).(*guardedConn); !ok {
+		t.Fatal("a TLS connection's requests do not reach the guarded connection under it")
 	}
 }

@@ -35,6 +35,8 @@ func Command() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "http-port", Value: 5758, Usage: "port of the API and probes"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
+			&cli.IntFlag{Name: "max-unauthenticated-connections", Value: httpserver.DefaultMaxUnauthenticated, Usage: "the most connections the API keeps open before a request on them presented a valid token; past it a new one closes the oldest"},
+			&cli.DurationFlag{Name: "unauthenticated-timeout", Value: httpserver.DefaultUnauthenticatedTimeout, Usage: "how long a connection may stay open before a request on it presented a valid token"},
 			&cli.StringFlag{Name: "bind-address", Value: "", Usage: "address to listen on (empty: every address)"},
 			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
 			&cli.StringFlag{Name: "containerd-namespace", Value: "fsb", Usage: "containerd namespace for sandboxes"},
@@ -144,12 +146,18 @@ func run(c *cli.Context) error {
 		slog.String("namespace", c.String("containerd-namespace")),
 		slog.Int("capacity", c.Int("capacity")),
 		slog.Bool("auth", tokens != nil))
-	err = httpserver.Serve(ctx, ln, httpserver.Config{
-		Handler:  a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
-		CertFile: c.String("tls-cert-file"),
-		KeyFile:  c.String("tls-key-file"),
-		Logger:   log,
-	})
+	cfg := httpserver.Config{
+		Handler:                a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
+		CertFile:               c.String("tls-cert-file"),
+		KeyFile:                c.String("tls-key-file"),
+		Logger:                 log,
+		UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
+	}
+	if tokens != nil {
+		// Without a token check nobody is ever authenticated: no bound.
+		cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
+	}
+	err = httpserver.Serve(ctx, ln, cfg)
 	log.Info("agent stopped")
 	return err
 }

@@ -64,6 +64,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
+			&cli.IntFlag{Name: "max-unauthenticated-connections", Value: httpserver.DefaultMaxUnauthenticated, Usage: "the most connections the API keeps open before a request on them presented a valid token; past it a new one closes the oldest"},
+			&cli.DurationFlag{Name: "unauthenticated-timeout", Value: httpserver.DefaultUnauthenticatedTimeout, Usage: "how long a connection may stay open before a request on it presented a valid token"},
 			&cli.DurationFlag{Name: "agent-lost-timeout", Value: controller.DefaultLostTimeout, Usage: "how long an agent may be silent before its sandboxes are Lost (and, under AutoRecreate, re-created elsewhere)"},
 			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agentlink.DefaultHeartbeat, Usage: "how often each agent sends a heartbeat on its status stream; an agent silent for three intervals counts as down"},
 			&cli.DurationFlag{Name: "recreate-backoff", Value: controller.DefaultRecreateBackoff, Usage: "AutoRecreate's first wait before a new revision, doubling after each one (create retries use the same spacing)"},
@@ -215,9 +217,15 @@ func run(c *cli.Context) error {
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
 			slog.String("store", "embedded"), slog.Bool("auth", userTokens != nil))
-		return serve(gctx, c.String("fastpath-bind-address"), mux, httpserver.Config{
+		cfg := httpserver.Config{
 			CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
-		})
+			UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
+		}
+		if userTokens != nil {
+			// Without a token check nobody is ever authenticated: no bound.
+			cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
+		}
+		return serve(gctx, c.String("fastpath-bind-address"), mux, cfg)
 	})
 	err = g.Wait()
 	stop()

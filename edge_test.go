@@ -1,0 +1,138 @@
+//go:build !fsbhelper
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// These tests try the servers' edge as a hostile caller would, on the real
+// agent and controller processes.
+
+// edgeServer is one server under test: where it listens, a procedure to
+// call, and a call that a valid token makes.
+type edgeServer struct {
+	addr      string // host:port of the API
+	procedure string // e.g. /fsb.v1.AgentService/GetStatus
+	served    func(t *testing.T) bool
+	pid       int
+}
+
+// edgeServers starts an agent and a controller over it with extra flags
+// on both, and returns them by name.
+func edgeServers(t *testing.T, agentArgs, ctrlArgs []string) map[string]edgeServer {
+	t.Helper()
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-edge", dir, agentArgs...)
+	ctrl, server := newControllerProc(t, dir, a, ctrlArgs...)
+	ctrl.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log:\n%s\nagent log:\n%s", ctrl.log.String(), a.stderr.String())
+		}
+	})
+	post := func(url, token string) bool {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		// A connection of its own, as a new client's would be.
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Logf("%s: %v", url, err)
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	return map[string]edgeServer{
+		"agent": {
+			addr: strings.TrimPrefix(a.base, "http://"), procedure: "/fsb.v1.AgentService/GetStatus", pid: a.cmd.Process.Pid,
+			served: func(t *testing.T) bool { return post(a.base+"/fsb.v1.AgentService/GetStatus", a.token) },
+		},
+		"controller": {
+			addr: strings.TrimPrefix(server, "http://"), procedure: "/fsb.v1.FastPathService/ListSandboxes", pid: ctrl.cmd.Process.Pid,
+			served: func(t *testing.T) bool { return post(server+"/fsb.v1.FastPathService/ListSandboxes", "user-token-1") },
+		},
+	}
+}
+
+// isClosed reports whether the peer has closed conn, waiting until
+// deadline at most.
+func isClosed(conn net.Conn, deadline time.Time) bool {
+	_ = conn.SetReadDeadline(deadline)
+	buf := make([]byte, 4096)
+	for {
+		_, err := conn.Read(buf) // skips any answer (a 401) before the close
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// TestSlowUnauthenticatedConnectionsAreClosed opens 50 connections without
+// a token to the agent and to the controller: half send half a header, the
+// others a full header and then drip the body. Past the bound of 20 the
+// oldest are closed at once, the rest once the unauthenticated timeout
+// has passed, and a client with a token is served all along.
+func TestSlowUnauthenticatedConnectionsAreClosed(t *testing.T) {
+	const (
+		conns   = 50
+		bound   = 20
+		timeout = 4 * time.Second
+	)
+	flags := []string{"--max-unauthenticated-connections", fmt.Sprint(bound), "--unauthenticated-timeout", timeout.String()}
+	for name, s := range edgeServers(t, flags, flags) {
+		t.Run(name, func(t *testing.T) {
+			opened := time.Now()
+			var open []net.Conn
+			for i := range conns {
+				conn, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				if i%2 == 0 {
+					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n", s.procedure)
+				} else {
+					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{", s.procedure)
+				}
+				open = append(open, conn)
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served during the flood")
+			}
+			// The oldest 30 went well before the timeout: the bound.
+			for i, conn := range open[:conns-bound] {
+				if !isClosed(conn, opened.Add(timeout*3/4)) {
+					t.Fatalf("connection %d of %d was still open %v after the flood began, with a bound of %d", i+1, conns, time.Since(opened), bound)
+				}
+			}
+			// The newest 20 go once the timeout has passed.
+			for i, conn := range open[conns-bound:] {
+				if !isClosed(conn, opened.Add(timeout+5*time.Second)) {
+					t.Fatalf("connection %d was still open %v after it was opened without a token", conns-bound+i+1, time.Since(opened))
+				}
+			}
+			if time.Since(opened) < timeout*3/4 {
+				t.Errorf("the last connections were closed after %v, before the timeout", time.Since(opened))
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served after the flood")
+			}
+		})
+	}
+}
