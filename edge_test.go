@@ -5,11 +5,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
@@ -132,6 +136,88 @@ func TestSlowUnauthenticatedConnectionsAreClosed(t *testing.T) {
 			}
 			if !s.served(t) {
 				t.Error("a client with a token was not served after the flood")
+			}
+		})
+	}
+}
+
+// memory reads a process's resident set and its peak from /proc, in bytes.
+func memory(t *testing.T, pid int) (rss, hwm int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			rss = kb << 10
+		}
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		t.Fatalf("no VmRSS or VmHWM in /proc/%d/status", pid)
+	}
+	return rss, hwm
+}
+
+// repeat is an endless stream of one byte.
+type repeat byte
+
+func (r repeat) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// TestHugeBodiesWithoutTokenAreNotRead sends four 60 MB requests at once,
+// with no token, to the agent and to the controller. Their read limit is
+// set far above 60 MB, so only the token check before the body keeps them
+// from reading it: each answers 401 while its memory grows by less than
+// 20 MB.
+func TestHugeBodiesWithoutTokenAreNotRead(t *testing.T) {
+	const (
+		bodies = 4
+		size   = 60 << 20
+		grow   = 20 << 20
+	)
+	limit := []string{"--max-request-bytes", fmt.Sprint(256 << 20)}
+	for name, s := range edgeServers(t, limit, limit) {
+		t.Run(name, func(t *testing.T) {
+			rss0, hwm0 := memory(t, s.pid)
+			var g errgroup.Group
+			for range bodies {
+				g.Go(func() error {
+					head, tail := `{"name":"x","spec":{"workingDir":"`, `"}}`
+					body := io.MultiReader(strings.NewReader(head), io.LimitReader(repeat('a'), size), strings.NewReader(tail))
+					req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+s.procedure, body)
+					req.Header.Set("Content-Type", "application/json")
+					req.ContentLength = int64(len(head) + size + len(tail))
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return err
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusUnauthorized {
+						return fmt.Errorf("HTTP %d, want 401", resp.StatusCode)
+					}
+					return nil
+				})
+			}
+			if err := g.Wait(); err != nil {
+				t.Error(err)
+			}
+			rss1, hwm1 := memory(t, s.pid)
+			t.Logf("RSS %d → %d MB, peak %d → %d MB", rss0>>20, rss1>>20, hwm0>>20, hwm1>>20)
+			if rss1-rss0 >= grow || hwm1-max(hwm0, rss0) >= grow {
+				t.Errorf("memory grew by %d MB (peak by %d MB) on four bodies it should not have read, want < %d MB",
+					(rss1-rss0)>>20, (hwm1-hwm0)>>20, grow>>20)
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served afterwards")
 			}
 		})
 	}
