@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -220,5 +221,36 @@ func TestHugeBodiesWithoutTokenAreNotRead(t *testing.T) {
 				t.Error("a client with a token was not served afterwards")
 			}
 		})
+	}
+}
+
+// writeFile writes a 0600 file named name under dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTokenRotation rotates the agent token as docs/security.md says: the
+// agent's file holds the new and the old token, and a controller that
+// still sends the old one and one whose file already puts the new one
+// first (of two) both create sandboxes on it.
+func TestTokenRotation(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-rotation", dir, "--token-file", writeFile(t, dir, "agent-tokens", "new-token\nold-token\n"))
+	for i, sender := range []string{"old-token\n", "new-token\nold-token\n"} {
+		cdir := t.TempDir()
+		ctrl, server := newControllerProc(t, cdir, a, "--agent-token-file", writeFile(t, cdir, "agent-token", sender))
+		ctrl.start()
+		name := fmt.Sprintf("rotation-%d", i)
+		if out, errOut, code := runCtl(t, server, "user-token-1", "run", name, "--image", rig.ImageRef, "--", "true"); code != 0 {
+			t.Errorf("the controller sending %q could not create a sandbox: exit %d\n%s%s\ncontroller log:\n%s",
+				sender, code, out, errOut, ctrl.log.String())
+		}
+		ctrl.kill()
 	}
 }

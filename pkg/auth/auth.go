@@ -17,17 +17,16 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 )
 
-// ReadTokenFile returns the token in path, without surrounding whitespace.
+// ReadTokenFile returns the token a sender presents from the token file at
+// path: its first, for a file may hold several, one per line (see
+// ReadTokensFile). During a rotation the receivers accept the old and the
+// new token while the senders' files put the new one first.
 func ReadTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	toks, err := ReadTokensFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
+		return "", err
 	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return tok, nil
+	return toks[0], nil
 }
 
 var (

@@ -13,6 +13,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 )
 
 // ConfigFile is fsb ctl's config file: named contexts, each saying where a
@@ -150,11 +152,12 @@ func ResolveConnection(path string, given Connection) (Connection, error) {
 			conn.Server = cmp.Or(conn.Server, cur.Server)
 			conn.Namespace = cmp.Or(conn.Namespace, cur.Namespace)
 			if conn.Token == "" && cur.TokenFile != "" {
-				b, err := os.ReadFile(cur.TokenFile)
+				// The first token of the file: a file may hold several.
+				tok, err := auth.ReadTokenFile(cur.TokenFile)
 				if err != nil {
 					return Connection{}, fmt.Errorf("context %s: cannot read its token file: %v (fsb ctl config set %s --token-file FILE)", cur.Name, err, cur.Name)
 				}
-				conn.Token = strings.TrimSpace(string(b))
+				conn.Token = tok
 			}
 		}
 	}
