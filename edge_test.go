@@ -254,3 +254,63 @@ func TestTokenRotation(t *testing.T) {
 		ctrl.kill()
 	}
 }
+
+// TestMetricsAndPprofListenOnLoopback: by default /metrics of the agent
+// and of the controller listen on 127.0.0.1 and pprof is off; an address
+// given as a port only stays on loopback too.
+func TestMetricsAndPprofListenOnLoopback(t *testing.T) {
+	for _, role := range []string{"agent", "controller"} {
+		help, _ := fsb(t, role, "--help")
+		for _, line := range strings.Split(help, "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(line, "--metrics-bind-address") && !strings.Contains(line, `(default: "127.0.0.1:`):
+				t.Errorf("fsb %s: /metrics does not default to loopback:\n%s", role, line)
+			case strings.HasPrefix(line, "--pprof-address") && strings.Contains(line, "(default:"):
+				t.Errorf("fsb %s: pprof is on by default:\n%s", role, line)
+			}
+		}
+		if !strings.Contains(help, "--metrics-bind-address") || !strings.Contains(help, "--pprof-address") {
+			t.Errorf("fsb %s has no --metrics-bind-address or --pprof-address:\n%s", role, help)
+		}
+	}
+
+	_, ns := rig.Containerd(t)
+	metrics, pprof := freePort(t), freePort(t)
+	a := startAgent(t, ns, "agent-loopback", t.TempDir(),
+		"--metrics-bind-address", fmt.Sprint(metrics), "--pprof-address", fmt.Sprint(pprof))
+	for port, path := range map[int]string{metrics: "/metrics", pprof: "/debug/pprof/"} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+		if err != nil {
+			t.Fatalf("%s on 127.0.0.1:%d: %v", path, port, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+		// Not on the machine's other addresses.
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, addr := range addrs {
+			ip, ok := addr.(*net.IPNet)
+			if !ok || ip.IP.IsLoopback() || ip.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip.IP.String(), fmt.Sprint(port)), time.Second); err == nil {
+				conn.Close()
+				t.Errorf("%s answers on %s, not only on loopback", path, ip.IP)
+			}
+		}
+	}
+	// And no longer on the API's port, where a token guards everything else.
+	resp, err := http.Get(a.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the agent's API port serves /metrics: %s", resp.Status)
+	}
+}

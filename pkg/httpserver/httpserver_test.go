@@ -272,3 +272,17 @@ func TestGuardUnderTLS(t *testing.T) {
 		t.Fatal("a TLS connection's requests do not reach the guarded connection under it")
 	}
 }
+
+func TestLoopbackUnlessHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"6060":         "127.0.0.1:6060",
+		":6060":        ":6060",
+		"0.0.0.0:6060": "0.0.0.0:6060",
+		"[::1]:6060":   "[::1]:6060",
+		"":             "",
+	} {
+		if got := LoopbackUnlessHost(in); got != want {
+			t.Errorf("LoopbackUnlessHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

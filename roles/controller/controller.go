@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -73,7 +72,7 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "recreate-backoff-reset", Value: controller.DefaultStableAfter, Usage: "a revision that runs this long resets the back-off and ends a recovery"},
 			&cli.DurationFlag{Name: "resync-period", Value: controller.DefaultResyncPeriod, Usage: "how often every sandbox is checked even when nothing changed"},
 			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:9091", Usage: "address of /metrics (Prometheus), loopback unless opened here (such as :9091); empty: none"},
-			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address (off when empty)"},
+			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address, loopback when it is a port only (off when empty)"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -176,18 +175,12 @@ func run(c *cli.Context) error {
 		g.Go(func() error {
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+			return serve(gctx, httpserver.LoopbackUnlessHost(addr), mux, httpserver.Config{Logger: log})
 		})
 	}
 	if addr := c.String("pprof-address"); addr != "" {
 		g.Go(func() error {
-			mux := http.NewServeMux()
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+			return serve(gctx, httpserver.LoopbackUnlessHost(addr), httpserver.Pprof(), httpserver.Config{Logger: log})
 		})
 	}
 	g.Go(func() error {
