@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
@@ -312,5 +314,30 @@ func TestMetricsAndPprofListenOnLoopback(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("the agent's API port serves /metrics: %s", resp.Status)
+	}
+}
+
+// TestUpWritesTokenFiles0600 runs the token writer of scripts/up.sh (what
+// `make up` runs) under a permissive umask: the token files it writes are
+// 0600, and a second run keeps the token.
+func TestUpWritesTokenFiles0600(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "user-token")
+	script := `set -euo pipefail; umask 022; source <(sed -n '/^token() {$/,/^}$/p' scripts/up.sh); token "$1"; token "$1"`
+	for range 2 {
+		if out, err := exec.Command("bash", "-c", script, "bash", file).CombinedOutput(); err != nil {
+			t.Fatalf("token: %v\n%s", err, out)
+		}
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("scripts/up.sh wrote its token file %v, want -rw-------", fi.Mode().Perm())
+	}
+	tok, err := auth.ReadTokenFile(file)
+	if err != nil || len(tok) < 32 {
+		t.Errorf("token %q, %v: want a random token of 32 characters or more", tok, err)
 	}
 }
