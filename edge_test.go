@@ -3,9 +3,17 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -339,5 +347,136 @@ func TestUpWritesTokenFiles0600(t *testing.T) {
 	tok, err := auth.ReadTokenFile(file)
 	if err != nil || len(tok) < 32 {
 		t.Errorf("token %q, %v: want a random token of 32 characters or more", tok, err)
+	}
+}
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fsb test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// serve issues a serving certificate for 127.0.0.1 and returns it and its
+// key as PEM.
+func (ca *testCA) serve(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "fsb agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// startTLSAgent starts `fsb agent` serving TLS with a certificate of ca,
+// and waits until it is ready over TLS.
+func startTLSAgent(t *testing.T, ns, dir string, ca *testCA) *agentProc {
+	t.Helper()
+	certPEM, keyPEM := ca.serve(t)
+	port, metrics := freePort(t), freePort(t)
+	a := &agentProc{t: t, base: fmt.Sprintf("https://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
+	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
+		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
+		"--agent-id", "agent-tls", "--token-file", writeFile(t, dir, "token", "e2e-token\n"), "--log-dir", filepath.Join(dir, "logs"),
+		"--tls-cert-file", writeFile(t, dir, "agent.crt", string(certPEM)), "--tls-key-file", writeFile(t, dir, "agent.key", string(keyPEM)),
+		"--log-format", "json")
+	a.cmd.Stderr = a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(func() {
+		a.cmd.Process.Kill()
+		<-a.done
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := client.Get(a.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return a
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the TLS agent never became ready: %v\nagent log:\n%s", err, a.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestControllerReachesAgentOverTLS: an agent given as https:// is
+// reached over TLS (HTTP/2) when --agent-ca-file trusts its certificate,
+// and a create works; with a CA that did not sign it, the controller
+// says why it cannot reach the agent.
+func TestControllerReachesAgentOverTLS(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	a := startTLSAgent(t, ns, dir, ca)
+
+	cdir := t.TempDir()
+	ctrl, server := newControllerProc(t, cdir, a, "--agent-token-file", filepath.Join(dir, "token"),
+		"--agent-ca-file", writeFile(t, cdir, "ca.crt", string(ca.pem)))
+	ctrl.start()
+	out := mustRunCtl(t, server, "user-token-1", "run", "over-tls", "--image", rig.ImageRef, "--", "sh", "-c", "echo hello over tls; sleep 60")
+	if !strings.Contains(out, "over-tls") {
+		t.Errorf("run: %s", out)
+	}
+	if logs := mustRunCtl(t, server, "user-token-1", "logs", "over-tls"); !strings.Contains(logs, "hello over tls") {
+		t.Errorf("logs over TLS: %q", logs)
+	}
+	mustRunCtl(t, server, "user-token-1", "delete", "over-tls")
+	ctrl.kill()
+
+	wrong := t.TempDir()
+	ctrl, server = newControllerProc(t, wrong, a, "--agent-token-file", filepath.Join(dir, "token"),
+		"--agent-ca-file", writeFile(t, wrong, "ca.crt", string(newTestCA(t).pem)))
+	ctrl.start()
+	if _, errOut, code := runCtl(t, server, "user-token-1", "run", "wrong-ca", "--image", rig.ImageRef, "--", "true"); code == 0 {
+		t.Error("a sandbox was created on an agent whose certificate the controller does not trust")
+	} else {
+		t.Logf("fsb ctl run: %s", errOut)
+	}
+	if log := ctrl.log.String(); !strings.Contains(log, "agent unreachable") || !strings.Contains(log, "certificate signed by unknown authority") {
+		t.Errorf("the controller does not say why it cannot reach the agent:\n%s", log)
 	}
 }

@@ -48,7 +48,8 @@ func Command() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
-			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port, comma separated"},
+			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
+			&cli.StringFlag{Name: "agent-ca-file", Usage: "CA certificates (PEM) that sign the certificates of https:// agents (default: the system's)"},
 			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
 			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
 			// Parsed, not used yet: the janitor's question ("which of these
@@ -139,14 +140,19 @@ func run(c *cli.Context) error {
 	// re-created, its deleted sandboxes removed) by the fast path, once
 	// the start-up Recover below is done.
 	var agentUp func(*fsbv1.AgentStatus)
+	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
+	if err != nil {
+		return err
+	}
 	set := agentlink.New(agentlink.Config{
-		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
-		Token:     agentToken,
-		Registry:  reg,
-		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
-		Up:        func(s *fsbv1.AgentStatus) { agentUp(s) },
-		Logger:    log,
-		Heartbeat: c.Duration("agent-heartbeat-interval"),
+		HTTPClient: &http.Client{Transport: agentTransport},
+		Addresses:  withPort(c.StringSlice("agents"), c.Int("agent-port")),
+		Token:      agentToken,
+		Registry:   reg,
+		Changed:    func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
+		Up:         func(s *fsbv1.AgentStatus) { agentUp(s) },
+		Logger:     log,
+		Heartbeat:  c.Duration("agent-heartbeat-interval"),
 	})
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
@@ -267,17 +273,24 @@ func registerRegistryGauges(promReg prometheus.Registerer, reg *registry.Registr
 	)
 }
 
-// withPort adds the agent port to addresses that have none.
+// withPort adds the agent port to addresses, host or URL, that have none.
 func withPort(addrs []string, port int) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		if a = strings.TrimSpace(a); a == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, fmt.Sprint(port))
+		scheme, hostport, isURL := strings.Cut(a, "://")
+		if !isURL {
+			hostport = a
 		}
-		out = append(out, a)
+		if _, _, err := net.SplitHostPort(hostport); err != nil {
+			hostport = net.JoinHostPort(hostport, fmt.Sprint(port))
+		}
+		if isURL {
+			hostport = scheme + "://" + hostport
+		}
+		out = append(out, hostport)
 	}
 	return out
 }
