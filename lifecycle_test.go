@@ -503,7 +503,7 @@ func TestCreateRetriesBackOffWhileContainerdIsDown(t *testing.T) {
 // /metrics.
 func agentCreates(t *testing.T, a *agentProc) int {
 	t.Helper()
-	return metricSum(t, a.base+"/metrics", "fsb_agent_create_seconds_count{")
+	return metricSum(t, a.metrics, "fsb_agent_create_seconds_count{")
 }
 
 // metricSum adds up the samples at url whose line starts with prefix.

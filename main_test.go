@@ -81,12 +81,13 @@ func TestAgentRefusesToStartWithoutToken(t *testing.T) {
 
 // agentProc is `fsb agent` running as a process on the rig.
 type agentProc struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	base   string
-	token  string
-	stderr *syncBuffer
-	done   chan error
+	t       testing.TB
+	cmd     *exec.Cmd
+	base    string
+	metrics string // its /metrics URL
+	token   string
+	stderr  *syncBuffer
+	done    chan error
 }
 
 // startAgent starts `fsb agent` for containerd namespace ns with agent ID id,
@@ -114,9 +115,12 @@ func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1)}
+	metrics := freePort(t)
+	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
 		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port),
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
 		"--agent-id", id, "--token-file", tokenFile, "--log-dir", filepath.Join(dir, "logs"),
 		"--log-format", "json")

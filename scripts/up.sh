@@ -21,7 +21,7 @@
 # since unix socket paths must stay under 100 characters.
 set -euo pipefail
 
-readonly AGENT_PORT=5758 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091
+readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091
 readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
 readonly IMAGE=localhost/fsb/busybox:latest
 
@@ -195,6 +195,7 @@ main() {
 	((EUID == 0)) || die "must run as root (containerd, mounts, cgroups)"
 	[[ -x $fsb ]] || die "bin/fsb is missing: run make up (it builds first) or make build"
 	check_port agent "$AGENT_PORT"
+	check_port agent "$AGENT_METRICS_PORT"
 	check_port controller "$FASTPATH_PORT"
 	check_port controller "$HEALTH_PORT"
 	check_port controller "$METRICS_PORT"
@@ -213,7 +214,8 @@ main() {
 		--containerd-socket "$sock" --containerd-namespace fsb \
 		--token-file "$fsb_dir/agent-token" \
 		--log-dir "$up_dir/logs" --state-dir "$up_dir/agent" \
-		--bind-address 127.0.0.1 --http-port "$AGENT_PORT" --agent-id local
+		--bind-address 127.0.0.1 --http-port "$AGENT_PORT" --agent-id local \
+		--metrics-bind-address "127.0.0.1:$AGENT_METRICS_PORT"
 	start controller "$HEALTH_PORT" \
 		--fastpath-bind-address "127.0.0.1:$FASTPATH_PORT" \
 		--health-probe-bind-address "127.0.0.1:$HEALTH_PORT" \

@@ -14,8 +14,8 @@ import (
 
 // Handler returns the agent's HTTP API: AgentService, with opts, for
 // holders of one of tokens (every caller when tokens is nil), and the
-// unauthenticated probes
-// /healthz, /readyz (containerd answers) and /metrics.
+// unauthenticated probes /healthz and /readyz (containerd answers).
+// Metrics are served apart (MetricsHandler), on loopback by default.
 func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.Handler {
 	mux := http.NewServeMux()
 	path, api := fsbv1connect.NewAgentServiceHandler(a, opts...)
@@ -35,6 +35,12 @@ func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	return mux
+}
+
+// MetricsHandler returns the agent's /metrics (Prometheus).
+func (a *Agent) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	return mux
 }

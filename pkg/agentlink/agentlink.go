@@ -6,10 +6,13 @@ package agentlink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +30,8 @@ import (
 
 // Config is what a Set needs.
 type Config struct {
-	// Addresses are the agents' host:port.
+	// Addresses are the agents' host:port (reached over h2c) or URLs:
+	// http://host:port, or https://host:port for TLS (see Transport).
 	Addresses []string
 	// Token is sent to every agent.
 	Token    string
@@ -95,7 +99,7 @@ func New(cfg Config) *Set {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Transport: h2cTransport()}
+		cfg.HTTPClient = &http.Client{Transport: transport(nil)}
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
@@ -119,11 +123,34 @@ func New(cfg Config) *Set {
 	return s
 }
 
-func h2cTransport() http.RoundTripper {
+// Transport returns the transport that reaches agents over HTTP/2: over
+// TLS for an https:// agent URL, trusting the CA certificates (PEM) in
+// caFile (empty: the system's roots), and cleartext (h2c) for http://.
+func Transport(caFile string) (*http.Transport, error) {
+	if caFile == "" {
+		return transport(nil), nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("agent CA file %s holds no PEM certificate", caFile)
+	}
+	return transport(pool), nil
+}
+
+// transport is Transport trusting roots (nil: the system's).
+func transport(roots *x509.CertPool) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	var p http.Protocols
+	p.SetHTTP2(true)
+	// h2c for http:// needs HTTP/1 off: with it on, http:// would speak
+	// HTTP/1.1, which Connect's streams (WatchStatus) do not want.
 	p.SetUnencryptedHTTP2(true)
 	t.Protocols = &p
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	return t
 }
 

@@ -13,19 +13,20 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 )
 
-// ReadTokenFile returns the token in path, without surrounding whitespace.
+// ReadTokenFile returns the token a sender presents from the token file at
+// path: its first, for a file may hold several, one per line (see
+// ReadTokensFile). During a rotation the receivers accept the old and the
+// new token while the senders' files put the new one first.
 func ReadTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	toks, err := ReadTokensFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
+		return "", err
 	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return tok, nil
+	return toks[0], nil
 }
 
 var (
@@ -120,6 +121,9 @@ func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) h
 			refuse(w, r, connect.NewError(connect.CodeUnauthenticated, err), http.StatusUnauthorized)
 			return
 		}
+		// A known token, whatever its role: the connection is no longer
+		// a stranger's, and leaves the server's bound on those.
+		httpserver.Authenticated(r.Context())
 		if !slices.Contains(policy[r.URL.Path], role) {
 			if log != nil {
 				log.Warn("call denied", slog.String("procedure", r.URL.Path), slog.String("role", string(role)),

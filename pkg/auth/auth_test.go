@@ -33,6 +33,13 @@ func TestReadTokenFile(t *testing.T) {
 	if tok, err := ReadTokenFile(good); err != nil || tok != "s3cret" {
 		t.Errorf("ReadTokenFile(good) = %q, %v", tok, err)
 	}
+	// A file of several tokens, during a rotation: the sender uses the
+	// first, as the receivers' files hold both.
+	several := filepath.Join(dir, "several")
+	os.WriteFile(several, []byte("\n  new-token \nold-token\n"), 0o600)
+	if tok, err := ReadTokenFile(several); err != nil || tok != "new-token" {
+		t.Errorf("ReadTokenFile(several) = %q, %v; want the first token", tok, err)
+	}
 	if _, err := ReadTokenFile(empty); err == nil {
 		t.Error("an empty token file was accepted")
 	}

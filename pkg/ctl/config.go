@@ -152,14 +152,12 @@ func ResolveConnection(path string, given Connection) (Connection, error) {
 			conn.Server = cmp.Or(conn.Server, cur.Server)
 			conn.Namespace = cmp.Or(conn.Namespace, cur.Namespace)
 			if conn.Token == "" && cur.TokenFile != "" {
-				// A token file may hold several tokens, one a line (the
-				// controller's own, during a rotation): a sender uses the
-				// first, without its newline.
-				toks, err := auth.ReadTokensFile(cur.TokenFile)
+				// The first token of the file: a file may hold several.
+				tok, err := auth.ReadTokenFile(cur.TokenFile)
 				if err != nil {
 					return Connection{}, fmt.Errorf("context %s: cannot read its token file: %v (fsb ctl config set %s --token-file FILE)", cur.Name, err, cur.Name)
 				}
-				conn.Token = toks[0]
+				conn.Token = tok
 			}
 		}
 	}

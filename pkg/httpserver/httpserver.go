@@ -4,6 +4,7 @@
 package httpserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +19,25 @@ import (
 const ShutdownTimeout = 5 * time.Second
 
 // Limits every server keeps, whoever calls: the headers must arrive within
-// ReadHeaderTimeout and fit in MaxHeaderBytes, and a connection idle for
-// IdleTimeout is closed.
+// ReadHeaderTimeout and fit in MaxHeaderBytes, a request's body within
+// ReadTimeout of its headers, each write must complete within WriteTimeout
+// (see deadlines: a stream may stay silent longer), and a connection idle
+// for IdleTimeout is closed.
 const (
 	ReadHeaderTimeout = 10 * time.Second
 	MaxHeaderBytes    = 64 << 10
+	ReadTimeout       = 30 * time.Second
+	WriteTimeout      = 30 * time.Second
 	IdleTimeout       = 2 * time.Minute
+)
+
+// DefaultMaxUnauthenticated bounds the connections on which no request has
+// presented a valid token yet (the roles' --max-unauthenticated-connections),
+// and DefaultUnauthenticatedTimeout is how long such a connection may stay
+// open (--unauthenticated-timeout).
+const (
+	DefaultMaxUnauthenticated     = 64
+	DefaultUnauthenticatedTimeout = ReadHeaderTimeout
 )
 
 // DefaultMaxRequestBytes bounds one request message of the APIs (the
@@ -36,6 +50,17 @@ type Config struct {
 	// CertFile and KeyFile turn on TLS when both are set.
 	CertFile, KeyFile string
 	Logger            *slog.Logger
+	// ReadTimeout and WriteTimeout override the package's defaults (zero:
+	// the constants of the same names).
+	ReadTimeout, WriteTimeout time.Duration
+	// MaxUnauthenticated, when positive, bounds the connections on which no
+	// request has been authenticated yet (the handler's token check calls
+	// Authenticated): past it a new connection closes the oldest such one,
+	// and one still unauthenticated after UnauthenticatedTimeout (zero:
+	// DefaultUnauthenticatedTimeout) is closed. Zero turns the bound off,
+	// for servers that check no token.
+	MaxUnauthenticated     int
+	UnauthenticatedTimeout time.Duration
 }
 
 // Serve serves cfg.Handler on ln until ctx ends, then shuts down gracefully.
@@ -44,8 +69,14 @@ func Serve(ctx context.Context, ln net.Listener, cfg Config) error {
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
+	read, write := cmp.Or(cfg.ReadTimeout, ReadTimeout), cmp.Or(cfg.WriteTimeout, WriteTimeout)
+	if cfg.MaxUnauthenticated > 0 {
+		ln = &guard{Listener: ln, max: cfg.MaxUnauthenticated,
+			timeout: cmp.Or(cfg.UnauthenticatedTimeout, DefaultUnauthenticatedTimeout)}
+	}
 	srv := &http.Server{
-		Handler:           cfg.Handler,
+		Handler:           deadlines(cfg.Handler, read, write),
+		ConnContext:       connContext,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
@@ -30,12 +32,16 @@ func Command() *cli.Command {
 		Name:  "agent",
 		Usage: "run sandboxes on this node's containerd for the controller",
 		Description: "The agent serves fsb.v1.AgentService (Connect, gRPC and gRPC-Web) on --http-port,\n" +
-			"with /healthz, /readyz and /metrics beside it. Every call needs the bearer token\n" +
-			"in --token-file unless --insecure-no-auth is given.",
+			"with /healthz and /readyz beside it; /metrics is on --metrics-bind-address. Every\n" +
+			"call needs the bearer token in --token-file unless --insecure-no-auth is given.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "http-port", Value: 5758, Usage: "port of the API and probes"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
+			&cli.IntFlag{Name: "max-unauthenticated-connections", Value: httpserver.DefaultMaxUnauthenticated, Usage: "the most connections the API keeps open before a request on them presented a valid token; past it a new one closes the oldest"},
+			&cli.DurationFlag{Name: "unauthenticated-timeout", Value: httpserver.DefaultUnauthenticatedTimeout, Usage: "how long a connection may stay open before a request on it presented a valid token"},
 			&cli.StringFlag{Name: "bind-address", Value: "", Usage: "address to listen on (empty: every address)"},
+			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:9092", Usage: "address of /metrics (Prometheus), loopback unless opened here (such as :9092); empty: none"},
+			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address, loopback when it is a port only (off when empty)"},
 			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
 			&cli.StringFlag{Name: "containerd-namespace", Value: "fsb", Usage: "containerd namespace for sandboxes"},
 			&cli.StringFlag{Name: "agent-id", Value: hostname, Usage: "this agent's ID, written into every sandbox's labels (the pod UID in Kubernetes)"},
@@ -138,19 +144,45 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The side servers listen before the API does, so that a taken port
+	// stops the agent before it reports ready.
+	side := map[string]http.Handler{}
+	if addr := c.String("metrics-bind-address"); addr != "" {
+		side[httpserver.LoopbackUnlessHost(addr)] = a.MetricsHandler()
+	}
+	if addr := c.String("pprof-address"); addr != "" {
+		side[httpserver.LoopbackUnlessHost(addr)] = httpserver.Pprof()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for addr, h := range side {
+		sln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		g.Go(func() error { return httpserver.Serve(gctx, sln, httpserver.Config{Handler: h, Logger: log}) })
+	}
 	log.Info("agent serving",
 		slog.String("address", ln.Addr().String()),
+		slog.String("metrics", httpserver.LoopbackUnlessHost(c.String("metrics-bind-address"))),
 		slog.String("agent", c.String("agent-id")),
 		slog.String("containerd", c.String("containerd-socket")),
 		slog.String("namespace", c.String("containerd-namespace")),
 		slog.Int("capacity", c.Int("capacity")),
 		slog.Bool("auth", tokens != nil))
-	err = httpserver.Serve(ctx, ln, httpserver.Config{
-		Handler:  a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
-		CertFile: c.String("tls-cert-file"),
-		KeyFile:  c.String("tls-key-file"),
-		Logger:   log,
-	})
+	cfg := httpserver.Config{
+		Handler:                a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
+		CertFile:               c.String("tls-cert-file"),
+		KeyFile:                c.String("tls-key-file"),
+		Logger:                 log,
+		UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
+	}
+	if tokens != nil {
+		// Without a token check nobody is ever authenticated: no bound.
+		cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
+	}
+	g.Go(func() error { return httpserver.Serve(gctx, ln, cfg) })
+	err = g.Wait()
 	log.Info("agent stopped")
 	return err
 }

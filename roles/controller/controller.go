@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -49,7 +48,8 @@ func Command() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
-			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port, comma separated"},
+			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
+			&cli.StringFlag{Name: "agent-ca-file", Usage: "CA certificates (PEM) that sign the certificates of https:// agents (default: the system's)"},
 			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
 			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
 			// Parsed, not used yet: the janitor's question ("which of these
@@ -64,6 +64,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
+			&cli.IntFlag{Name: "max-unauthenticated-connections", Value: httpserver.DefaultMaxUnauthenticated, Usage: "the most connections the API keeps open before a request on them presented a valid token; past it a new one closes the oldest"},
+			&cli.DurationFlag{Name: "unauthenticated-timeout", Value: httpserver.DefaultUnauthenticatedTimeout, Usage: "how long a connection may stay open before a request on it presented a valid token"},
 			&cli.DurationFlag{Name: "agent-lost-timeout", Value: controller.DefaultLostTimeout, Usage: "how long an agent may be silent before its sandboxes are Lost (and, under AutoRecreate, re-created elsewhere)"},
 			&cli.DurationFlag{Name: "agent-heartbeat-interval", Value: agentlink.DefaultHeartbeat, Usage: "how often each agent sends a heartbeat on its status stream; an agent silent for three intervals counts as down"},
 			&cli.DurationFlag{Name: "recreate-backoff", Value: controller.DefaultRecreateBackoff, Usage: "AutoRecreate's first wait before a new revision, doubling after each one (create retries use the same spacing)"},
@@ -71,7 +73,7 @@ func Command() *cli.Command {
 			&cli.DurationFlag{Name: "recreate-backoff-reset", Value: controller.DefaultStableAfter, Usage: "a revision that runs this long resets the back-off and ends a recovery"},
 			&cli.DurationFlag{Name: "resync-period", Value: controller.DefaultResyncPeriod, Usage: "how often every sandbox is checked even when nothing changed"},
 			&cli.StringFlag{Name: "metrics-bind-address", Value: "127.0.0.1:9091", Usage: "address of /metrics (Prometheus), loopback unless opened here (such as :9091); empty: none"},
-			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address (off when empty)"},
+			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's pprof on this address, loopback when it is a port only (off when empty)"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve the API over TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
@@ -138,14 +140,19 @@ func run(c *cli.Context) error {
 	// re-created, its deleted sandboxes removed) by the fast path, once
 	// the start-up Recover below is done.
 	var agentUp func(*fsbv1.AgentStatus)
+	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
+	if err != nil {
+		return err
+	}
 	set := agentlink.New(agentlink.Config{
-		Addresses: withPort(c.StringSlice("agents"), c.Int("agent-port")),
-		Token:     agentToken,
-		Registry:  reg,
-		Changed:   func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
-		Up:        func(s *fsbv1.AgentStatus) { agentUp(s) },
-		Logger:    log,
-		Heartbeat: c.Duration("agent-heartbeat-interval"),
+		HTTPClient: &http.Client{Transport: agentTransport},
+		Addresses:  withPort(c.StringSlice("agents"), c.Int("agent-port")),
+		Token:      agentToken,
+		Registry:   reg,
+		Changed:    func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
+		Up:         func(s *fsbv1.AgentStatus) { agentUp(s) },
+		Logger:     log,
+		Heartbeat:  c.Duration("agent-heartbeat-interval"),
 	})
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
@@ -174,18 +181,12 @@ func run(c *cli.Context) error {
 		g.Go(func() error {
 			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+			return serve(gctx, httpserver.LoopbackUnlessHost(addr), mux, httpserver.Config{Logger: log})
 		})
 	}
 	if addr := c.String("pprof-address"); addr != "" {
 		g.Go(func() error {
-			mux := http.NewServeMux()
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-			return serve(gctx, addr, mux, httpserver.Config{Logger: log})
+			return serve(gctx, httpserver.LoopbackUnlessHost(addr), httpserver.Pprof(), httpserver.Config{Logger: log})
 		})
 	}
 	g.Go(func() error {
@@ -215,9 +216,15 @@ func run(c *cli.Context) error {
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
 			slog.String("store", "embedded"), slog.Bool("auth", userTokens != nil))
-		return serve(gctx, c.String("fastpath-bind-address"), mux, httpserver.Config{
+		cfg := httpserver.Config{
 			CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
-		})
+			UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
+		}
+		if userTokens != nil {
+			// Without a token check nobody is ever authenticated: no bound.
+			cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
+		}
+		return serve(gctx, c.String("fastpath-bind-address"), mux, cfg)
 	})
 	err = g.Wait()
 	stop()
@@ -266,17 +273,24 @@ func registerRegistryGauges(promReg prometheus.Registerer, reg *registry.Registr
 	)
 }
 
-// withPort adds the agent port to addresses that have none.
+// withPort adds the agent port to addresses, host or URL, that have none.
 func withPort(addrs []string, port int) []string {
 	out := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		if a = strings.TrimSpace(a); a == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, fmt.Sprint(port))
+		scheme, hostport, isURL := strings.Cut(a, "://")
+		if !isURL {
+			hostport = a
 		}
-		out = append(out, a)
+		if _, _, err := net.SplitHostPort(hostport); err != nil {
+			hostport = net.JoinHostPort(hostport, fmt.Sprint(port))
+		}
+		if isURL {
+			hostport = scheme + "://" + hostport
+		}
+		out = append(out, hostport)
 	}
 	return out
 }

@@ -1,0 +1,482 @@
+//go:build !fsbhelper
+
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// These tests try the servers' edge as a hostile caller would, on the real
+// agent and controller processes.
+
+// edgeServer is one server under test: where it listens, a procedure to
+// call, and a call that a valid token makes.
+type edgeServer struct {
+	addr      string // host:port of the API
+	procedure string // e.g. /fsb.v1.AgentService/GetStatus
+	served    func(t *testing.T) bool
+	pid       int
+}
+
+// edgeServers starts an agent and a controller over it with extra flags
+// on both, and returns them by name.
+func edgeServers(t *testing.T, agentArgs, ctrlArgs []string) map[string]edgeServer {
+	t.Helper()
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-edge", dir, agentArgs...)
+	ctrl, server := newControllerProc(t, dir, a, ctrlArgs...)
+	ctrl.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log:\n%s\nagent log:\n%s", ctrl.log.String(), a.stderr.String())
+		}
+	})
+	post := func(url, token string) bool {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		// A connection of its own, as a new client's would be.
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Logf("%s: %v", url, err)
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	return map[string]edgeServer{
+		"agent": {
+			addr: strings.TrimPrefix(a.base, "http://"), procedure: "/fsb.v1.AgentService/GetStatus", pid: a.cmd.Process.Pid,
+			served: func(t *testing.T) bool { return post(a.base+"/fsb.v1.AgentService/GetStatus", a.token) },
+		},
+		"controller": {
+			addr: strings.TrimPrefix(server, "http://"), procedure: "/fsb.v1.FastPathService/ListSandboxes", pid: ctrl.cmd.Process.Pid,
+			served: func(t *testing.T) bool { return post(server+"/fsb.v1.FastPathService/ListSandboxes", "user-token-1") },
+		},
+	}
+}
+
+// isClosed reports whether the peer has closed conn, waiting until
+// deadline at most.
+func isClosed(conn net.Conn, deadline time.Time) bool {
+	_ = conn.SetReadDeadline(deadline)
+	buf := make([]byte, 4096)
+	for {
+		_, err := conn.Read(buf) // skips any answer (a 401) before the close
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// TestSlowUnauthenticatedConnectionsAreClosed opens 50 connections without
+// a token to the agent and to the controller: half send half a header, the
+// others a full header and then drip the body. Past the bound of 20 the
+// oldest are closed at once, the rest once the unauthenticated timeout
+// has passed, and a client with a token is served all along.
+func TestSlowUnauthenticatedConnectionsAreClosed(t *testing.T) {
+	const (
+		conns   = 50
+		bound   = 20
+		timeout = 4 * time.Second
+	)
+	flags := []string{"--max-unauthenticated-connections", fmt.Sprint(bound), "--unauthenticated-timeout", timeout.String()}
+	for name, s := range edgeServers(t, flags, flags) {
+		t.Run(name, func(t *testing.T) {
+			opened := time.Now()
+			var open []net.Conn
+			for i := range conns {
+				conn, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				if i%2 == 0 {
+					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n", s.procedure)
+				} else {
+					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{", s.procedure)
+				}
+				open = append(open, conn)
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served during the flood")
+			}
+			// The oldest 30 went well before the timeout: the bound.
+			for i, conn := range open[:conns-bound] {
+				if !isClosed(conn, opened.Add(timeout*3/4)) {
+					t.Fatalf("connection %d of %d was still open %v after the flood began, with a bound of %d", i+1, conns, time.Since(opened), bound)
+				}
+			}
+			// The newest 20 go once the timeout has passed.
+			for i, conn := range open[conns-bound:] {
+				if !isClosed(conn, opened.Add(timeout+5*time.Second)) {
+					t.Fatalf("connection %d was still open %v after it was opened without a token", conns-bound+i+1, time.Since(opened))
+				}
+			}
+			if time.Since(opened) < timeout*3/4 {
+				t.Errorf("the last connections were closed after %v, before the timeout", time.Since(opened))
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served after the flood")
+			}
+		})
+	}
+}
+
+// memory reads a process's resident set and its peak from /proc, in bytes.
+func memory(t *testing.T, pid int) (rss, hwm int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			rss = kb << 10
+		}
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		t.Fatalf("no VmRSS or VmHWM in /proc/%d/status", pid)
+	}
+	return rss, hwm
+}
+
+// repeat is an endless stream of one byte.
+type repeat byte
+
+func (r repeat) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// TestHugeBodiesWithoutTokenAreNotRead sends four 60 MB requests at once,
+// with no token, to the agent and to the controller. Their read limit is
+// set far above 60 MB, so only the token check before the body keeps them
+// from reading it: each answers 401 while its memory grows by less than
+// 20 MB.
+func TestHugeBodiesWithoutTokenAreNotRead(t *testing.T) {
+	const (
+		bodies = 4
+		size   = 60 << 20
+		grow   = 20 << 20
+	)
+	limit := []string{"--max-request-bytes", fmt.Sprint(256 << 20)}
+	for name, s := range edgeServers(t, limit, limit) {
+		t.Run(name, func(t *testing.T) {
+			rss0, hwm0 := memory(t, s.pid)
+			var g errgroup.Group
+			for range bodies {
+				g.Go(func() error {
+					head, tail := `{"name":"x","spec":{"workingDir":"`, `"}}`
+					body := io.MultiReader(strings.NewReader(head), io.LimitReader(repeat('a'), size), strings.NewReader(tail))
+					req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+s.procedure, body)
+					req.Header.Set("Content-Type", "application/json")
+					req.ContentLength = int64(len(head) + size + len(tail))
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return err
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusUnauthorized {
+						return fmt.Errorf("HTTP %d, want 401", resp.StatusCode)
+					}
+					return nil
+				})
+			}
+			if err := g.Wait(); err != nil {
+				t.Error(err)
+			}
+			rss1, hwm1 := memory(t, s.pid)
+			t.Logf("RSS %d → %d MB, peak %d → %d MB", rss0>>20, rss1>>20, hwm0>>20, hwm1>>20)
+			if rss1-rss0 >= grow || hwm1-max(hwm0, rss0) >= grow {
+				t.Errorf("memory grew by %d MB (peak by %d MB) on four bodies it should not have read, want < %d MB",
+					(rss1-rss0)>>20, (hwm1-hwm0)>>20, grow>>20)
+			}
+			if !s.served(t) {
+				t.Error("a client with a token was not served afterwards")
+			}
+		})
+	}
+}
+
+// writeFile writes a 0600 file named name under dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTokenRotation rotates the agent token as docs/security.md says: the
+// agent's file holds the new and the old token, and a controller that
+// still sends the old one and one whose file already puts the new one
+// first (of two) both create sandboxes on it.
+func TestTokenRotation(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-rotation", dir, "--token-file", writeFile(t, dir, "agent-tokens", "new-token\nold-token\n"))
+	for i, sender := range []string{"old-token\n", "new-token\nold-token\n"} {
+		cdir := t.TempDir()
+		ctrl, server := newControllerProc(t, cdir, a, "--agent-token-file", writeFile(t, cdir, "agent-token", sender))
+		ctrl.start()
+		name := fmt.Sprintf("rotation-%d", i)
+		if out, errOut, code := runCtl(t, server, "user-token-1", "run", name, "--image", rig.ImageRef, "--", "true"); code != 0 {
+			t.Errorf("the controller sending %q could not create a sandbox: exit %d\n%s%s\ncontroller log:\n%s",
+				sender, code, out, errOut, ctrl.log.String())
+		}
+		ctrl.kill()
+	}
+}
+
+// TestMetricsAndPprofListenOnLoopback: by default /metrics of the agent
+// and of the controller listen on 127.0.0.1 and pprof is off; an address
+// given as a port only stays on loopback too.
+func TestMetricsAndPprofListenOnLoopback(t *testing.T) {
+	for _, role := range []string{"agent", "controller"} {
+		help, _ := fsb(t, role, "--help")
+		for _, line := range strings.Split(help, "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(line, "--metrics-bind-address") && !strings.Contains(line, `(default: "127.0.0.1:`):
+				t.Errorf("fsb %s: /metrics does not default to loopback:\n%s", role, line)
+			case strings.HasPrefix(line, "--pprof-address") && strings.Contains(line, "(default:"):
+				t.Errorf("fsb %s: pprof is on by default:\n%s", role, line)
+			}
+		}
+		if !strings.Contains(help, "--metrics-bind-address") || !strings.Contains(help, "--pprof-address") {
+			t.Errorf("fsb %s has no --metrics-bind-address or --pprof-address:\n%s", role, help)
+		}
+	}
+
+	_, ns := rig.Containerd(t)
+	metrics, pprof := freePort(t), freePort(t)
+	a := startAgent(t, ns, "agent-loopback", t.TempDir(),
+		"--metrics-bind-address", fmt.Sprint(metrics), "--pprof-address", fmt.Sprint(pprof))
+	for port, path := range map[int]string{metrics: "/metrics", pprof: "/debug/pprof/"} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+		if err != nil {
+			t.Fatalf("%s on 127.0.0.1:%d: %v", path, port, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s", path, resp.Status)
+		}
+		// Not on the machine's other addresses.
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, addr := range addrs {
+			ip, ok := addr.(*net.IPNet)
+			if !ok || ip.IP.IsLoopback() || ip.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip.IP.String(), fmt.Sprint(port)), time.Second); err == nil {
+				conn.Close()
+				t.Errorf("%s answers on %s, not only on loopback", path, ip.IP)
+			}
+		}
+	}
+	// And no longer on the API's port, where a token guards everything else.
+	resp, err := http.Get(a.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the agent's API port serves /metrics: %s", resp.Status)
+	}
+}
+
+// TestUpWritesTokenFiles0600 runs the token writer of scripts/up.sh (what
+// `make up` runs) under a permissive umask: the token files it writes are
+// 0600, and a second run keeps the token.
+func TestUpWritesTokenFiles0600(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "user-token")
+	script := `set -euo pipefail; umask 022; source <(sed -n '/^token() {$/,/^}$/p' scripts/up.sh); token "$1"; token "$1"`
+	for range 2 {
+		if out, err := exec.Command("bash", "-c", script, "bash", file).CombinedOutput(); err != nil {
+			t.Fatalf("token: %v\n%s", err, out)
+		}
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("scripts/up.sh wrote its token file %v, want -rw-------", fi.Mode().Perm())
+	}
+	tok, err := auth.ReadTokenFile(file)
+	if err != nil || len(tok) < 32 {
+		t.Errorf("token %q, %v: want a random token of 32 characters or more", tok, err)
+	}
+}
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fsb test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// serve issues a serving certificate for 127.0.0.1 and returns it and its
+// key as PEM.
+func (ca *testCA) serve(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "fsb agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// startTLSAgent starts `fsb agent` serving TLS with a certificate of ca,
+// and waits until it is ready over TLS.
+func startTLSAgent(t *testing.T, ns, dir string, ca *testCA) *agentProc {
+	t.Helper()
+	certPEM, keyPEM := ca.serve(t)
+	port, metrics := freePort(t), freePort(t)
+	a := &agentProc{t: t, base: fmt.Sprintf("https://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
+	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
+		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
+		"--agent-id", "agent-tls", "--token-file", writeFile(t, dir, "token", "e2e-token\n"), "--log-dir", filepath.Join(dir, "logs"),
+		"--tls-cert-file", writeFile(t, dir, "agent.crt", string(certPEM)), "--tls-key-file", writeFile(t, dir, "agent.key", string(keyPEM)),
+		"--log-format", "json")
+	a.cmd.Stderr = a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(func() {
+		a.cmd.Process.Kill()
+		<-a.done
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := client.Get(a.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return a
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the TLS agent never became ready: %v\nagent log:\n%s", err, a.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestControllerReachesAgentOverTLS: an agent given as https:// is
+// reached over TLS (HTTP/2) when --agent-ca-file trusts its certificate,
+// and a create works; with a CA that did not sign it, the controller
+// says why it cannot reach the agent.
+func TestControllerReachesAgentOverTLS(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	a := startTLSAgent(t, ns, dir, ca)
+
+	cdir := t.TempDir()
+	ctrl, server := newControllerProc(t, cdir, a, "--agent-token-file", filepath.Join(dir, "token"),
+		"--agent-ca-file", writeFile(t, cdir, "ca.crt", string(ca.pem)))
+	ctrl.start()
+	out := mustRunCtl(t, server, "user-token-1", "run", "over-tls", "--image", rig.ImageRef, "--", "sh", "-c", "echo hello over tls; sleep 60")
+	if !strings.Contains(out, "over-tls") {
+		t.Errorf("run: %s", out)
+	}
+	if logs := mustRunCtl(t, server, "user-token-1", "logs", "over-tls"); !strings.Contains(logs, "hello over tls") {
+		t.Errorf("logs over TLS: %q", logs)
+	}
+	mustRunCtl(t, server, "user-token-1", "delete", "over-tls")
+	ctrl.kill()
+
+	wrong := t.TempDir()
+	ctrl, server = newControllerProc(t, wrong, a, "--agent-token-file", filepath.Join(dir, "token"),
+		"--agent-ca-file", writeFile(t, wrong, "ca.crt", string(newTestCA(t).pem)))
+	ctrl.start()
+	if _, errOut, code := runCtl(t, server, "user-token-1", "run", "wrong-ca", "--image", rig.ImageRef, "--", "true"); code == 0 {
+		t.Error("a sandbox was created on an agent whose certificate the controller does not trust")
+	} else {
+		t.Logf("fsb ctl run: %s", errOut)
+	}
+	if log := ctrl.log.String(); !strings.Contains(log, "agent unreachable") || !strings.Contains(log, "certificate signed by unknown authority") {
+		t.Errorf("the controller does not say why it cannot reach the agent:\n%s", log)
+	}
+}
