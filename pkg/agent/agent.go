@@ -300,14 +300,7 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 	if err != nil {
 		return err
 	}
-	opts := logfile.StreamOptions{Tail: int(msg.GetTail()), Follow: msg.GetFollow(), Done: done}
-	err = logfile.Stream(ctx, path, opts, func(lines []logfile.Line) error {
-		resp := &fsbv1.AgentServiceStreamLogsResponse{Lines: make([]*fsbv1.LogLine, len(lines))}
-		for i, l := range lines {
-			resp.Lines[i] = &fsbv1.LogLine{Time: timestamppb.New(l.Time), Stream: l.Stream, Text: string(l.Text)}
-		}
-		return stream.Send(resp)
-	})
+	err = logfile.Stream(ctx, path, logStreamOptions(int(msg.GetTail()), msg.GetFollow(), done), logSender(stream.Send))
 	if err != nil && ctx.Err() == nil {
 		return connect.NewError(connect.CodeInternal, err)
 	}
