@@ -40,7 +40,9 @@ type Config struct {
 	NodeName         string
 	// Capacity is the most sandboxes the agent runs at once.
 	Capacity int
-	Logger   *slog.Logger
+	// Logs says when sandbox logs are removed; nil leaves them all.
+	Logs   *LogPolicy
+	Logger *slog.Logger
 }
 
 // Agent implements fsbv1connect.AgentServiceHandler.
@@ -55,6 +57,9 @@ type Agent struct {
 	// port; once it is done the runtime's state holds the sandbox.
 	mu       sync.Mutex
 	creating map[string][]int32
+
+	// logsMu serializes removals of sandbox logs.
+	logsMu sync.Mutex
 }
 
 // New starts an agent: it watches containerd's events until ctx ends (Wait
@@ -88,6 +93,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: repair half-made sandboxes: %w", err)
 	}
+	if cfg.Logs != nil {
+		a.sweepLogsLogged()
+		a.watcher.Add(1)
+		go func() {
+			defer a.watcher.Done()
+			a.sweepLogs(ctx)
+		}()
+	}
 	sandboxes, _ := cfg.Runtime.Sandboxes()
 	a.metrics.capacity.Set(float64(cfg.Capacity))
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
@@ -97,8 +110,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Wait waits until the agent has stopped watching containerd, after the
-// context given to New has ended.
+// Wait waits until the agent has stopped watching containerd and sweeping
+// logs, after the context given to New has ended.
 func (a *Agent) Wait() { a.watcher.Wait() }
 
 // reserve takes a slot and the ports for a container, or says why not. A
@@ -208,6 +221,7 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		return nil, connect.NewError(createCode(err), err)
 	}
 	a.metrics.observeDelete(start, "ok")
+	a.removeDeletedSandboxLogs(msg.GetSandboxId(), ended)
 	resp := &fsbv1.AgentServiceDeleteSandboxResponse{}
 	for _, info := range ended {
 		resp.Sandboxes = append(resp.Sandboxes, a.toProto(info))
