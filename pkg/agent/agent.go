@@ -45,7 +45,9 @@ type Config struct {
 	NodeName         string
 	// Capacity is the most sandboxes the agent runs at once.
 	Capacity int
-	Logger   *slog.Logger
+	// Logs says when sandbox logs are removed; nil leaves them all.
+	Logs   *LogPolicy
+	Logger *slog.Logger
 }
 
 // Agent implements fsbv1connect.AgentServiceHandler.
@@ -60,6 +62,9 @@ type Agent struct {
 	// port; once it is done the runtime's state holds the sandbox.
 	mu       sync.Mutex
 	creating map[string][]int32
+
+	// logsMu serializes removals of sandbox logs.
+	logsMu sync.Mutex
 }
 
 // New starts an agent: it watches containerd's events until ctx ends (Wait
@@ -93,6 +98,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: repair half-made sandboxes: %w", err)
 	}
+	if cfg.Logs != nil {
+		a.sweepLogsLogged()
+		a.watcher.Add(1)
+		go func() {
+			defer a.watcher.Done()
+			a.sweepLogs(ctx)
+		}()
+	}
 	sandboxes, _ := cfg.Runtime.Sandboxes()
 	a.metrics.capacity.Set(float64(cfg.Capacity))
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
@@ -102,8 +115,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Wait waits until the agent has stopped watching containerd, after the
-// context given to New has ended.
+// Wait waits until the agent has stopped watching containerd and sweeping
+// logs, after the context given to New has ended.
 func (a *Agent) Wait() { a.watcher.Wait() }
 
 // reserve takes a slot and the ports for a container of sandbox name
@@ -246,6 +259,7 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeDelete(start, "ok")
+	a.removeDeletedSandboxLogs(msg.GetSandboxId(), ended)
 	resp := &fsbv1.AgentServiceDeleteSandboxResponse{}
 	for _, info := range ended {
 		resp.Sandboxes = append(resp.Sandboxes, a.toProto(info))
@@ -338,14 +352,7 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 	if err != nil {
 		return err
 	}
-	opts := logfile.StreamOptions{Tail: int(msg.GetTail()), Follow: msg.GetFollow(), Done: done}
-	err = logfile.Stream(ctx, path, opts, func(lines []logfile.Line) error {
-		resp := &fsbv1.AgentServiceStreamLogsResponse{Lines: make([]*fsbv1.LogLine, len(lines))}
-		for i, l := range lines {
-			resp.Lines[i] = &fsbv1.LogLine{Time: timestamppb.New(l.Time), Stream: l.Stream, Text: string(l.Text)}
-		}
-		return stream.Send(resp)
-	})
+	err = logfile.Stream(ctx, path, logStreamOptions(int(msg.GetTail()), msg.GetFollow(), done), logSender(stream.Send))
 	if err != nil && ctx.Err() == nil {
 		return connect.NewError(connect.CodeInternal, err)
 	}

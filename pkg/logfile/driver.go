@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/containerd/runtime/v2/logging"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
 )
 
 // DriverConfig is what `fsb log-driver` needs to know. containerd's shim
@@ -18,6 +20,11 @@ type DriverConfig struct {
 	Path     string
 	MaxSize  int64
 	MaxFiles int
+	// Cgroup, when set, is the sandbox's cgroup (see package cgroup): the
+	// driver makes it with Limits and runs in it, so that what a sandbox
+	// makes it do counts against the sandbox's own limits.
+	Cgroup string
+	Limits cgroup.Limits
 }
 
 // Encode returns the config as "path=FILE&max-size=BYTES&max-files=N".
@@ -28,6 +35,14 @@ func (c DriverConfig) Encode() string {
 	}
 	if c.MaxFiles > 0 {
 		q.Set("max-files", strconv.Itoa(c.MaxFiles))
+	}
+	if c.Cgroup != "" {
+		q.Set("cgroup", c.Cgroup)
+		for k, v := range map[string]int64{"cpu-quota": c.Limits.CPUQuota, "cpu-period": c.Limits.CPUPeriod, "memory": c.Limits.Memory, "pids": c.Limits.Pids} {
+			if v > 0 {
+				q.Set(k, strconv.FormatInt(v, 10))
+			}
+		}
 	}
 	return q.Encode()
 }
@@ -50,6 +65,14 @@ func ParseDriverConfig(s string) (DriverConfig, error) {
 	if v := q.Get("max-files"); v != "" {
 		if c.MaxFiles, err = strconv.Atoi(v); err != nil {
 			return DriverConfig{}, fmt.Errorf("log driver max-files: %w", err)
+		}
+	}
+	c.Cgroup = q.Get("cgroup")
+	for k, p := range map[string]*int64{"cpu-quota": &c.Limits.CPUQuota, "cpu-period": &c.Limits.CPUPeriod, "memory": &c.Limits.Memory, "pids": &c.Limits.Pids} {
+		if v := q.Get(k); v != "" {
+			if *p, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return DriverConfig{}, fmt.Errorf("log driver %s: %w", k, err)
+			}
 		}
 	}
 	return c, nil
@@ -78,6 +101,21 @@ func DriverMain(args []string) int {
 }
 
 func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
+	if cfg.Cgroup != "" {
+		// Before ready: the shim starts the task only after it, so the
+		// driver is under the sandbox's limits before the task writes a
+		// byte. A driver that cannot get there fails the task's create
+		// rather than run a sandbox's flood outside its limits.
+		leave, err := cgroup.Enter(cfg.Cgroup, cfg.Limits)
+		if err != nil {
+			return fmt.Errorf("log driver: join the sandbox's cgroup: %w", err)
+		}
+		defer func() {
+			if lerr := leave(); lerr != nil {
+				fmt.Fprintln(os.Stderr, "fsb log-driver: leave the sandbox's cgroup:", lerr)
+			}
+		}()
+	}
 	w, err := Create(cfg.Path, WithRotation(cfg.MaxSize, cfg.MaxFiles))
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -161,7 +163,8 @@ func TestStreamFollowsAcrossRotationUntilDone(t *testing.T) {
 }
 
 func TestDriverConfigRoundTrip(t *testing.T) {
-	in := DriverConfig{Path: "/var/log/fsb/default/a b/x-1.log", MaxSize: 1 << 20, MaxFiles: 4}
+	in := DriverConfig{Path: "/var/log/fsb/default/a b/x-1.log", MaxSize: 1 << 20, MaxFiles: 4,
+		Cgroup: "/fsb/x-1", Limits: cgroup.Limits{CPUQuota: 10000, CPUPeriod: 100000, Memory: 64 << 20, Pids: 100}}
 	out, err := ParseDriverConfig(in.Encode())
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +172,7 @@ func TestDriverConfigRoundTrip(t *testing.T) {
 	if out != in {
 		t.Errorf("round trip gave %+v, want %+v", out, in)
 	}
-	for _, bad := range []string{"", "max-size=1", "path=/x&max-size=big", "path=/x&max-files=many"} {
+	for _, bad := range []string{"", "max-size=1", "path=/x&max-size=big", "path=/x&max-files=many", "path=/x&cgroup=/a&memory=lots"} {
 		if _, err := ParseDriverConfig(bad); err == nil {
 			t.Errorf("ParseDriverConfig(%q) accepted it", bad)
 		}

@@ -11,8 +11,11 @@ import (
 	"time"
 )
 
-// MaxLineSize is the longest text one record holds; a longer line is written
-// as several partial records.
+// MaxLineSize is the longest text one record holds: the log driver splits
+// a longer line, or one a sandbox never ends, into records of this size
+// marked partial (P), the last one full (F). 16 KiB is what Docker and
+// containerd's CRI split at, so the driver never holds more than this of a
+// line in memory.
 const MaxLineSize = 16 * 1024
 
 // Writer appends records to a log file and rotates it by size. It is safe
@@ -48,13 +51,22 @@ func Create(path string, opts ...Option) (*Writer, error) {
 	for _, o := range opts {
 		o(w)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
+	// The agent removes empty log directories of deleted sandboxes; one
+	// may go between MkdirAll and the open, so a vanished directory is made
+	// again a few times before giving up.
+	var err error
+	for range 3 {
+		if err = os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("create log dir: %w", err)
+		}
+		if err = w.open(); err == nil {
+			return w, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			break
+		}
 	}
-	if err := w.open(); err != nil {
-		return nil, err
-	}
-	return w, nil
+	return nil, err
 }
 
 func (w *Writer) open() error {
@@ -71,12 +83,29 @@ func (w *Writer) open() error {
 	return nil
 }
 
-// Write appends one record. Each record reaches the file in one write, so a
-// reader sees the line as soon as Write returns.
+// Write appends text as one record, or, when it is longer than
+// MaxLineSize, as several: every piece but the last is partial, and the last
+// is partial when partial is set. Each record reaches the file in one
+// write, so a reader sees it as soon as Write returns.
 func (w *Writer) Write(stream string, partial bool, text []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.buf = appendRecord(w.buf[:0], Line{Time: w.now(), Stream: stream, Partial: partial, Text: text})
+	for {
+		piece, more := text, false
+		if len(text) > MaxLineSize {
+			piece, text, more = text[:MaxLineSize], text[MaxLineSize:], true
+		}
+		if err := w.write(Line{Time: w.now(), Stream: stream, Partial: partial || more, Text: piece}); err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+func (w *Writer) write(l Line) error {
+	w.buf = appendRecord(w.buf[:0], l)
 	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(w.buf)) > w.maxSize {
 		if err := w.rotate(); err != nil {
 			return err

@@ -409,6 +409,7 @@ func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
 		oci.WithNoNewPrivileges,
 		r.seccompOpt(),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.cfg.NetNSPath}),
+		withSandboxCgroup,
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",
@@ -515,6 +516,7 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		return info, nil
 	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
+		ioCfg.Cgroup, ioCfg.Limits = helperCgroup(cinfo)
 		newTask := func() (containerd.Task, error) {
 			return c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
 		}

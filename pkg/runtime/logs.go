@@ -119,3 +119,22 @@ func (r *Runtime) pruneLogs(sb Sandbox) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LogDir is the directory that holds every sandbox's logs:
+// <LogDir>/<namespace>/<name>/<sandboxID>-<revision>.log[.N].
+func (r *Runtime) LogDir() string { return r.cfg.LogDir }
+
+// ParseLogName parses a log file's name, <sandboxID>-<revision>.log or a
+// rotated <...>.log.<n>, into the sandbox ID and revision it belongs to.
+func ParseLogName(file string) (sandboxID string, revision int64, ok bool) {
+	base, suffix, ok := strings.Cut(file, ".log")
+	if !ok || strings.Contains(suffix, ".log") {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(base, '-')
+	if i <= 0 {
+		return "", 0, false
+	}
+	revision, ok = logRevision(file, base[:i])
+	return base[:i], revision, ok
+}

@@ -50,6 +50,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "log-dir", Value: "/var/log/fsb", Usage: "where sandbox logs are written"},
 			&cli.Int64Flag{Name: "log-max-size", Value: 10 << 20, Usage: "rotate a sandbox's log file past this many bytes (0: never)"},
 			&cli.IntFlag{Name: "log-max-files", Value: 3, Usage: "log files kept per sandbox, the live one included"},
+			&cli.DurationFlag{Name: "log-retention", Value: agent.DefaultLogRetention, Usage: "how long the logs of a deleted sandbox are kept after they were last written (0: removed at delete)"},
+			&cli.Int64Flag{Name: "log-max-total-bytes", Value: agent.DefaultLogMaxTotalBytes, Usage: "past this many bytes in --log-dir the logs of ended sandboxes are removed, oldest first (0: no bound)"},
 			&cli.IntFlag{Name: "max-revision-logs", Value: 5, Usage: "revisions whose logs are kept per sandbox: a new revision removes older ones' (0: keep all)"},
 			&cli.StringFlag{Name: "token-file", Usage: "file holding the bearer token the controller must present"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
@@ -81,6 +83,9 @@ func run(c *cli.Context) error {
 	tokens, err := auth.Required(c.Bool("insecure-no-auth"), "token-file", c.String("token-file"))
 	if err != nil {
 		return err
+	}
+	if c.Duration("log-retention") < 0 || c.Int64("log-max-total-bytes") < 0 {
+		return fmt.Errorf("--log-retention %s and --log-max-total-bytes %d: want 0 or more", c.Duration("log-retention"), c.Int64("log-max-total-bytes"))
 	}
 	helper, err := defaultHelper()
 	if err != nil {
@@ -130,6 +135,7 @@ func run(c *cli.Context) error {
 		AdvertiseAddress: c.String("advertise-address"),
 		NodeName:         c.String("node-name"),
 		Capacity:         c.Int("capacity"),
+		Logs:             &agent.LogPolicy{Retention: c.Duration("log-retention"), MaxTotalBytes: c.Int64("log-max-total-bytes")},
 		Logger:           log,
 	})
 	if err != nil {

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// sandboxCgroup returns the sandbox's cgroup (the parent of its task's) as
+// a path below a v1 hierarchy's root.
+func (h *harness) sandboxCgroup(sb *fsbv1.AgentSandbox) string {
+	h.t.Helper()
+	c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	spec, err := c.Spec(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return filepath.Dir(spec.Linux.CgroupsPath)
+}
+
+// logDriverPid finds the log driver writing logPath among the host's
+// processes, by its command line.
+func logDriverPid(t *testing.T, logPath string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			args := strings.Split(string(cmd), "\x00")
+			if len(args) > 2 && args[1] == "log-driver" && strings.Contains(args[2], filepath.Base(logPath)) {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log driver process writes %s", logPath)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cpuTicks returns a process's user+system time in clock ticks.
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th of them.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+func readInt(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestLogFloodIsThrottledWithTheSandbox: a sandbox limited to 0.1 cpu that
+// writes as fast as it can gets its log driver only what is left of its
+// own 0.1 cpu, instead of most of a core outside its limits.
+func TestLogFloodIsThrottledWithTheSandbox(t *testing.T) {
+	for _, rt := range []string{"runc", "crun", "gvisor"} {
+		t.Run(rt, func(t *testing.T) {
+			h := newHarness(t)
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Command: []string{"yes"}, Runtime: rt,
+				Resources: &fsbv1.Resources{Cpu: "100m", Memory: "256Mi"},
+			})
+			pid := logDriverPid(t, sb.GetLogPath())
+			parent := h.sandboxCgroup(sb)
+			own, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cgroup"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []string{"cpu", "memory", "pids"} {
+				if !strings.Contains(string(own), ":"+c+":"+parent+"/") && !strings.Contains(string(own), ","+c+":"+parent+"/") {
+					t.Errorf("the log driver is not in the sandbox's %s cgroup %s:\n%s", c, parent, own)
+				}
+			}
+			if got := readInt(t, filepath.Join("/sys/fs/cgroup/cpu", parent, "cpu.cfs_quota_us")); got != 10000 {
+				t.Errorf("the sandbox's cgroup has cpu.cfs_quota_us %d, want 10000", got)
+			}
+
+			const window = 3 * time.Second
+			usage := filepath.Join("/sys/fs/cgroup/cpuacct", parent, "cpuacct.usage")
+			ticks0, usage0, start := cpuTicks(t, pid), readInt(t, usage), time.Now()
+			time.Sleep(window) // the measure is cpu time over a wall-clock window
+			ticks1, usage1, wall := cpuTicks(t, pid), readInt(t, usage), time.Since(start)
+			sandboxCores := float64(usage1-usage0) / float64(wall.Nanoseconds())
+			driverCores := float64(ticks1-ticks0) / 100 / wall.Seconds() // USER_HZ is 100 on Linux
+			t.Logf("%s: sandbox cgroup %.3f cores, log driver %.3f cores over %v", rt, sandboxCores, driverCores, wall.Round(time.Millisecond))
+			if sandboxCores > 0.13 {
+				t.Errorf("the sandbox and its log driver used %.3f cores, past the 0.1 limit", sandboxCores)
+			}
+			if driverCores > 0.13 {
+				t.Errorf("the log driver alone used %.3f cores, past the sandbox's 0.1 limit", driverCores)
+			}
+			fi, err := os.Stat(sb.GetLogPath())
+			if err != nil || fi.Size() == 0 {
+				t.Errorf("the flood wrote no log: %v", err)
+			}
+
+			h.delete(sb.GetSandboxId(), 0)
+			// The driver leaves and removes the sandbox's cgroup as it
+			// exits, after the runtime removed the task's.
+			deadline := time.Now().Add(10 * time.Second)
+			for _, c := range []string{"cpu", "cpuacct", "memory", "pids"} {
+				dir := filepath.Join("/sys/fs/cgroup", c, parent)
+				for _, err := os.Stat(dir); err == nil; _, err = os.Stat(dir) {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s is left after the delete", dir)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,219 @@
+// Package cgroup puts a sandbox's helper processes — its log driver — under
+// the sandbox's own cpu, memory and pids limits.
+//
+// A sandbox's limits are set on a parent cgroup that holds two leaves: the
+// task's, which the OCI runtime (runc, crun, runsc) makes and removes, and
+// the helper's, which Enter makes and joins. The runtime applies the same
+// limits to its leaf, so the task alone is held as before, and the task
+// and its helpers together never exceed the parent's. Each leaf is removed
+// by whoever made it: the runtime's on delete (while the log driver still
+// drains the task's pipes, which is why the driver is not in that leaf), the
+// helper's and the parent by the helper on its way out.
+//
+// Both cgroup v1 (one hierarchy per controller, as Debian 12 mounts them)
+// and the unified v2 hierarchy are handled; the choice is the one runc
+// makes: v2 when /sys/fs/cgroup is a cgroup2 file system.
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Root is where the cgroup file systems are mounted.
+const Root = "/sys/fs/cgroup"
+
+// TaskLeaf and HelperLeaf name the two leaves under a sandbox's cgroup.
+const (
+	TaskLeaf   = "task"
+	HelperLeaf = "helpers"
+)
+
+// v1Controllers are the v1 hierarchies a sandbox's cgroup is made in: the
+// ones its limits use, and cpuacct, which accounts its cpu time.
+var v1Controllers = []string{"cpu", "cpuacct", "memory", "pids"}
+
+// Limits are a sandbox's resource limits; zero means none.
+type Limits struct {
+	// CPUQuota and CPUPeriod are CFS bandwidth in microseconds.
+	CPUQuota, CPUPeriod int64
+	Memory              int64 // bytes
+	Pids                int64
+}
+
+// Unified reports whether the host uses the unified (v2) hierarchy.
+func Unified() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(Root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// Enter makes the cgroup parent (a path such as /fsb/sb-1-1) with limits,
+// when missing, and its HelperLeaf, and moves the calling process there.
+// leave moves the process back to the cgroups it came from and removes the
+// leaf, and the parent once the task's leaf is gone too; it is for a helper
+// about to exit.
+func Enter(parent string, limits Limits) (leave func() error, err error) {
+	if !strings.HasPrefix(parent, "/") || filepath.Clean(parent) != parent || parent == "/" {
+		return nil, fmt.Errorf("cgroup %q: want an absolute, clean path below the root", parent)
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	if Unified() {
+		return enterV2(parent, limits, pid)
+	}
+	return enterV1(parent, limits, pid)
+}
+
+func enterV1(parent string, limits Limits, pid []byte) (func() error, error) {
+	origin, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	var joined []string
+	leave := func() error {
+		var errs []error
+		for _, c := range joined {
+			back := filepath.Join(Root, c, origin[c], "cgroup.procs")
+			errs = append(errs, write(back, pid))
+		}
+		for _, c := range joined {
+			errs = append(errs, rmdir(filepath.Join(Root, c, parent, HelperLeaf)))
+			_ = rmdir(filepath.Join(Root, c, parent)) // busy while the task's leaf is there
+		}
+		return errors.Join(errs...)
+	}
+	for _, c := range v1Controllers {
+		base := filepath.Join(Root, c)
+		if _, ok := origin[c]; !ok {
+			continue // not mounted, or not a controller here
+		}
+		dir := filepath.Join(base, parent)
+		if err := os.MkdirAll(filepath.Join(dir, HelperLeaf), 0o755); err != nil {
+			return nil, errors.Join(fmt.Errorf("make cgroup %s: %w", dir, err), leave())
+		}
+		var err error
+		switch c {
+		case "cpu":
+			if limits.CPUQuota > 0 {
+				err = errors.Join(write(filepath.Join(dir, "cpu.cfs_period_us"), itoa(limits.CPUPeriod)),
+					write(filepath.Join(dir, "cpu.cfs_quota_us"), itoa(limits.CPUQuota)))
+			}
+		case "memory":
+			if limits.Memory > 0 {
+				err = write(filepath.Join(dir, "memory.limit_in_bytes"), itoa(limits.Memory))
+			}
+		case "pids":
+			if limits.Pids > 0 {
+				err = write(filepath.Join(dir, "pids.max"), itoa(limits.Pids))
+			}
+		}
+		if err == nil {
+			err = write(filepath.Join(dir, HelperLeaf, "cgroup.procs"), pid)
+		}
+		if err != nil {
+			return nil, errors.Join(err, leave())
+		}
+		joined = append(joined, c)
+	}
+	if len(joined) == 0 {
+		return nil, fmt.Errorf("cgroup %s: no cgroup v1 controller of %v is mounted under %s", parent, v1Controllers, Root)
+	}
+	return leave, nil
+}
+
+func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
+	origin, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(Root, parent)
+	leaf := filepath.Join(dir, HelperLeaf)
+	// Controllers are handed down from the root: each ancestor enables
+	// them for its children (runc does the same for the task's leaf).
+	rel := strings.Split(strings.TrimPrefix(parent, "/"), "/")
+	for i := range rel {
+		anc := filepath.Join(append([]string{Root}, rel[:i]...)...)
+		if err := os.MkdirAll(filepath.Join(anc, rel[i]), 0o755); err != nil {
+			return nil, fmt.Errorf("make cgroup: %w", err)
+		}
+		if err := write(filepath.Join(anc, "cgroup.subtree_control"), []byte("+cpu +memory +pids")); err != nil {
+			return nil, err
+		}
+	}
+	if err := write(filepath.Join(dir, "cgroup.subtree_control"), []byte("+cpu +memory +pids")); err != nil {
+		return nil, err
+	}
+	var errs []error
+	if limits.CPUQuota > 0 {
+		errs = append(errs, write(filepath.Join(dir, "cpu.max"), fmt.Appendf(nil, "%d %d", limits.CPUQuota, limits.CPUPeriod)))
+	}
+	if limits.Memory > 0 {
+		errs = append(errs, write(filepath.Join(dir, "memory.max"), itoa(limits.Memory)))
+	}
+	if limits.Pids > 0 {
+		errs = append(errs, write(filepath.Join(dir, "pids.max"), itoa(limits.Pids)))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(leaf, 0o755); err != nil {
+		return nil, fmt.Errorf("make cgroup: %w", err)
+	}
+	if err := write(filepath.Join(leaf, "cgroup.procs"), pid); err != nil {
+		return nil, err
+	}
+	return func() error {
+		err := errors.Join(write(filepath.Join(Root, origin[""], "cgroup.procs"), pid), rmdir(leaf))
+		_ = rmdir(dir) // busy while the task's leaf is there
+		return err
+	}, nil
+}
+
+// ownCgroups reads /proc/self/cgroup: the calling process's cgroup path per
+// v1 controller, and under "" the v2 one.
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroups: %w", err)
+	}
+	out := make(map[string]string)
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[1] == "" {
+			out[""] = parts[2]
+			continue
+		}
+		for c := range strings.SplitSeq(parts[1], ",") {
+			out[c] = parts[2]
+		}
+	}
+	return out, nil
+}
+
+func write(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("cgroup: write %q to %s: %w", data, path, err)
+	}
+	return nil
+}
+
+func rmdir(dir string) error {
+	if err := unix.Rmdir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cgroup: remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+func itoa(n int64) []byte { return strconv.AppendInt(nil, n, 10) }

@@ -1,0 +1,69 @@
+package cgroup
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestEnterRefusesPathsOutsideTheHierarchy(t *testing.T) {
+	for _, p := range []string{"", "/", "relative/x", "/a/../../etc", "/a/"} {
+		if _, err := Enter(p, Limits{}); err == nil {
+			t.Errorf("Enter(%q) accepted it", p)
+		}
+	}
+}
+
+// TestEnterAndLeave runs the test process itself through what the log
+// driver does: into a new cgroup with limits, and back out, leaving
+// nothing behind. It needs root and a writable cgroup file system, as the
+// rest of the rig does.
+func TestEnterAndLeave(t *testing.T) {
+	parent := fmt.Sprintf("/fsbtest-cgroup-%d", os.Getpid())
+	before, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Limits far above what the test uses: the whole test process moves.
+	leave, err := Enter(parent, Limits{CPUQuota: 400_000, CPUPeriod: 100_000, Memory: 8 << 30, Pids: 100_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = leave() })
+	inside, _ := os.ReadFile("/proc/self/cgroup")
+	controllers := []string{"cpu", "memory", "pids"}
+	files := map[string]string{
+		"cpu/cpu.cfs_quota_us":         "400000",
+		"memory/memory.limit_in_bytes": "8589934592",
+		"pids/pids.max":                "100000",
+	}
+	if Unified() {
+		controllers = []string{""}
+		files = map[string]string{"/cpu.max": "400000 100000", "/memory.max": "8589934592", "/pids.max": "100000"}
+	}
+	for _, c := range controllers {
+		if !strings.Contains(string(inside), c+":"+parent+"/"+HelperLeaf+"\n") {
+			t.Errorf("not in the %q cgroup %s/%s:\n%s", c, parent, HelperLeaf, inside)
+		}
+	}
+	for file, want := range files {
+		c, name, _ := strings.Cut(file, "/")
+		b, err := os.ReadFile(filepath.Join(Root, c, parent, name))
+		if err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q (%v), want %s", file, b, err, want)
+		}
+	}
+	if err := leave(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile("/proc/self/cgroup"); string(after) != string(before) {
+		t.Errorf("back in\n%s\nwant\n%s", after, before)
+	}
+	for _, c := range append(v1Controllers, "") {
+		if _, err := os.Stat(filepath.Join(Root, c, parent)); !os.IsNotExist(err) {
+			t.Errorf("%s's cgroup %s is left: %v", c, parent, err)
+		}
+	}
+}

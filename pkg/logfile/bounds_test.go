@@ -1,0 +1,287 @@
+package logfile
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeRecords writes n records of about size bytes straight into path, in
+// the driver's format, faster than a Writer would.
+func writeRecords(t *testing.T, path string, n, size int) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	text := bytes.Repeat([]byte("y"), size)
+	var buf []byte
+	for i := range n {
+		copy(text, fmt.Sprintf("%09d", i))
+		buf = appendRecord(buf, Line{Time: at, Stream: Stdout, Text: text})
+		if len(buf) > 1<<20 {
+			if _, err := f.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			buf = buf[:0]
+		}
+	}
+	if _, err := f.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readBytes returns what this process has read through read system calls
+// so far (rchar in /proc/self/io): page cache hits included, which is what
+// matters here.
+func readBytes(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no rchar in /proc/self/io")
+	return 0
+}
+
+func TestTailSeeksFromTheEndOfALargeLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.log")
+	const lines = 250_000 // about 25 MB
+	writeRecords(t, path, lines-1, 60)
+	// The newest file is small and the rest sits in a rotated one, so the
+	// tail's last line is in one file and the one before it in the other.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	writeRecords(t, path, 1, 60)
+	for _, tail := range []int{1, 2, 100} {
+		var got []string
+		var ms0, ms1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms0)
+		read0 := readBytes(t)
+		err := Stream(context.Background(), path, StreamOptions{Tail: tail}, func(ls []Line) error {
+			for _, l := range ls {
+				got = append(got, string(l.Text[:9]))
+			}
+			return nil
+		})
+		read := readBytes(t) - read0
+		runtime.ReadMemStats(&ms1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tail {
+			t.Fatalf("tail %d gave %d lines", tail, len(got))
+		}
+		// The newest file holds line 0 again (written on its own).
+		if tail == 1 && got[0] != "000000000" || tail > 1 && got[len(got)-2] != fmt.Sprintf("%09d", lines-2) {
+			t.Errorf("tail %d = ...%v", tail, got[max(0, len(got)-2):])
+		}
+		if read > 1<<20 {
+			t.Errorf("tail %d read %d bytes of a 25 MB log, want it to seek from the end (< 1 MiB)", tail, read)
+		}
+		if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 2<<20 {
+			t.Errorf("tail %d allocated %d bytes, want < 2 MiB", tail, alloc)
+		}
+	}
+}
+
+// TestTailMatchesTheEndOfTheWholeLog checks the backward scan against the
+// forward read on a log whose streams interleave, whose long lines are
+// split into partial records and which spans rotated files.
+func TestTailMatchesTheEndOfTheWholeLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mixed.log")
+	w, err := Create(path, WithRotation(64<<10, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		stream := Stdout
+		if rng.IntN(3) == 0 {
+			stream = Stderr
+		}
+		text := fmt.Appendf(nil, "%s-%03d-", stream, i)
+		text = append(text, bytes.Repeat([]byte("z"), rng.IntN(3)*MaxLineSize/2+rng.IntN(50))...)
+		// Interleave: a long line's pieces are written apart, with the
+		// other stream's lines between them.
+		if len(text) > MaxLineSize && rng.IntN(2) == 0 {
+			other := map[string]string{Stdout: Stderr, Stderr: Stdout}[stream]
+			if err := w.Write(stream, true, text[:MaxLineSize]); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(other, false, fmt.Appendf(nil, "%s-%03d-between", other, i)); err != nil {
+				t.Fatal(err)
+			}
+			text = text[MaxLineSize:]
+		}
+		if err := w.Write(stream, false, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	if _, err := os.Stat(path + ".3"); err != nil {
+		t.Fatalf("want the log rotated into 4 files: %v", err)
+	}
+	all := streamTexts(t, path, StreamOptions{})
+	for tail := 1; tail <= len(all)+2; tail++ {
+		got := streamTexts(t, path, StreamOptions{Tail: tail})
+		want := all[max(0, len(all)-tail):]
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("tail %d: %d lines, first %.20q; want %d lines, first %.20q", tail, len(got), got[0], len(want), want[0])
+		}
+	}
+}
+
+func TestStreamBatchesAreBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.log")
+	w, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 600 {
+		// Lines of 10 KB and two of 200 KB (joined from partial records).
+		size := 10_000
+		if i%300 == 7 {
+			size = 200_000
+		}
+		if err := w.Write(Stdout, false, bytes.Repeat([]byte{'a' + byte(i%26)}, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	for _, limit := range []int{0, 300_000} {
+		batches, lines, bytesSent := 0, 0, 0
+		err := Stream(context.Background(), path, StreamOptions{MaxBatchBytes: limit}, func(ls []Line) error {
+			batches++
+			size := 0
+			for _, l := range ls {
+				size += len(l.Text) + LineOverhead
+			}
+			if want := cmpOr(limit, DefaultBatchBytes); size > want {
+				t.Errorf("a batch of %d lines holds %d bytes, past %d", len(ls), size, want)
+			}
+			lines += len(ls)
+			bytesSent += size - len(ls)*LineOverhead
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines != 600 || bytesSent != 598*10_000+2*200_000 {
+			t.Errorf("limit %d: %d lines, %d bytes sent; want all 600 lines", limit, lines, bytesSent)
+		}
+		if batches < 6 {
+			t.Errorf("limit %d: %d batches for 6.4 MB", limit, batches)
+		}
+	}
+}
+
+func cmpOr(a, b int) int {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+// TestReaderBoundsWhatItAcceptsFromALine: the log file is fed by a sandbox,
+// so neither an endless chain of partial records nor a record far longer
+// than the driver writes makes the reader hold it.
+func TestReaderBoundsWhatItAcceptsFromALine(t *testing.T) {
+	dir := t.TempDir()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	t.Run("partial records join up to MaxJoinedLine", func(t *testing.T) {
+		path := filepath.Join(dir, "p.log")
+		w, err := Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		long := bytes.Repeat([]byte("0123456789"), 100_000) // 1 MB, never ended
+		if err := w.Write(Stdout, true, long); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(Stdout, false, []byte("end")); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		raw, _ := os.ReadFile(path)
+		if n := bytes.Count(raw, []byte(" stdout P ")); n != len(long)/MaxLineSize+1 {
+			t.Errorf("%d partial records, want the line split every %d bytes", n, MaxLineSize)
+		}
+		var joined []byte
+		for _, l := range streamTexts(t, path, StreamOptions{}) {
+			if len(l) > MaxJoinedLine {
+				t.Errorf("a line of %d bytes, past MaxJoinedLine", len(l))
+			}
+			joined = append(joined, l...)
+		}
+		if !bytes.Equal(joined, append(long, "end"...)) {
+			t.Errorf("the pieces hold %d bytes, want the %d written, in order", len(joined), len(long)+3)
+		}
+	})
+	t.Run("an over-long record is skipped", func(t *testing.T) {
+		path := filepath.Join(dir, "o.log")
+		var b []byte
+		b = appendRecord(b, Line{Time: at, Stream: Stdout, Text: []byte("before")})
+		b = appendRecord(b, Line{Time: at, Stream: Stdout, Text: bytes.Repeat([]byte("x"), 8<<20)})
+		b = appendRecord(b, Line{Time: at, Stream: Stdout, Text: []byte("after")})
+		// and one never ended
+		b = append(b, at.Format(time.RFC3339Nano)+" stdout F "...)
+		b = append(b, bytes.Repeat([]byte("x"), 4<<20)...)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range []StreamOptions{{}, {Tail: 1}, {Tail: 5}} {
+			var ms0, ms1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms0)
+			got := streamTexts(t, path, opts)
+			runtime.ReadMemStats(&ms1)
+			want := []string{"before", "after"}
+			if opts.Tail == 1 {
+				want = want[1:]
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("tail %d read %.40q, want %q", opts.Tail, got, want)
+			}
+			if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 1<<20 {
+				t.Errorf("tail %d allocated %d bytes reading over-long records, want < 1 MiB", opts.Tail, alloc)
+			}
+		}
+	})
+}
+
+func streamTexts(t *testing.T, path string, opts StreamOptions) []string {
+	t.Helper()
+	var out []string
+	err := Stream(context.Background(), path, opts, func(ls []Line) error {
+		for _, l := range ls {
+			out = append(out, string(l.Text))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

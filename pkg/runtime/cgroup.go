@@ -1,0 +1,66 @@
+package runtime
+
+import (
+	"context"
+	"path"
+
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
+)
+
+// A sandbox's cgroup is /<containerd namespace>/<container ID>, where
+// containerd would put the task by default; the task runs in its
+// cgroup.TaskLeaf and the log driver in its cgroup.HelperLeaf, both under
+// the sandbox's limits (see package cgroup). withSandboxCgroup puts the
+// task there; the driver's config names the parent.
+
+// withSandboxCgroup sets the task's cgroup to the task leaf of the
+// sandbox's cgroup.
+func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Container, s *oci.Spec) error {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return err
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	s.Linux.CgroupsPath = path.Join("/", ns, c.ID, cgroup.TaskLeaf)
+	return nil
+}
+
+// helperCgroup returns the sandbox cgroup a container's helpers join, and
+// the limits to make it with, from the container's spec. A container made
+// before sandboxes had their own cgroup (its task sits straight in
+// /<namespace>/<id>) gets none: a helper in a child of the task's cgroup
+// would keep the runtime from removing it.
+func helperCgroup(c containers.Container) (string, cgroup.Limits) {
+	if c.Spec == nil {
+		return "", cgroup.Limits{}
+	}
+	v, err := typeurl.UnmarshalAny(c.Spec)
+	if err != nil {
+		return "", cgroup.Limits{}
+	}
+	s, ok := v.(*specs.Spec)
+	if !ok || s.Linux == nil || path.Base(s.Linux.CgroupsPath) != cgroup.TaskLeaf {
+		return "", cgroup.Limits{}
+	}
+	var l cgroup.Limits
+	if r := s.Linux.Resources; r != nil {
+		if r.CPU != nil && r.CPU.Quota != nil && r.CPU.Period != nil {
+			l.CPUQuota, l.CPUPeriod = *r.CPU.Quota, int64(*r.CPU.Period)
+		}
+		if r.Memory != nil && r.Memory.Limit != nil {
+			l.Memory = *r.Memory.Limit
+		}
+		if r.Pids != nil {
+			l.Pids = r.Pids.Limit
+		}
+	}
+	return path.Dir(s.Linux.CgroupsPath), l
+}
