@@ -1,0 +1,110 @@
+package fastpath
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
+)
+
+// edgeOnly serves a fast path with nothing behind it: what validation
+// refuses never reaches the store, the registry or an agent, so a request
+// that gets further fails the test with another code.
+func edgeOnly(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	fp := New(ctx, Config{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { cancel(); fp.Wait() })
+	mux := http.NewServeMux()
+	mux.Handle(fsbv1connect.NewFastPathServiceHandler(fp))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// connectJSON posts body as Connect JSON to procedure and returns the
+// answer's code ("" for success) and message.
+func connectJSON(t *testing.T, url, procedure, body string) (code, message string) {
+	t.Helper()
+	resp, err := http.Post(url+procedure, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", procedure, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read answer of %s: %v", procedure, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return "", ""
+	}
+	var e struct{ Code, Message string }
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("%s: HTTP %d, body %.200q is no Connect error: %v", procedure, resp.StatusCode, b, err)
+	}
+	return e.Code, e.Message
+}
+
+// hostileSpec is one bad spec of issue 9's list and the words its answer
+// must hold: the field and the limit.
+type hostileSpec struct {
+	name string
+	spec string // the JSON of spec's fields, image included
+	want []string
+}
+
+// hostileSpecs are the spec values a user tried that were accepted, or
+// failed in runc as internal errors.
+func hostileSpecs() []hostileSpec {
+	ports := make([]string, 1000)
+	for i := range ports {
+		ports[i] = fmt.Sprint(1000 + i)
+	}
+	img := `"image":"` + rig.ImageRef + `",`
+	return []hostileSpec{
+		{"env value with NUL", img + `"envs":[{"name":"A","value":"x\u0000y"}]`, []string{"spec.envs[0]", "NUL"}},
+		{"env name with a space", img + `"envs":[{"name":"A B","value":"x"}]`, []string{"spec.envs", `"A B"`, "letters, digits and '_'"}},
+		{"cpu 1e12", img + `"resources":{"cpu":"1e12"}`, []string{"spec.resources.cpu", "at most 256 cores"}},
+		{"memory 1Ki", img + `"resources":{"memory":"1Ki"}`, []string{"spec.resources.memory", "at least 6Mi"}},
+		{"memory 1000Ei", img + `"resources":{"memory":"1000Ei"}`, []string{"spec.resources.memory", "at most 1Ti"}},
+		{"pids 2^63-1", img + `"resources":{"pids":"9223372036854775807"}`, []string{"spec.resources.pids", "2147483647"}},
+		{"1000 ports", img + `"exposedPorts":[` + strings.Join(ports, ",") + `]`, []string{"spec.exposedPorts", "1000 ports, at most 64"}},
+		{"consistency mode 99", img + `"consistencyMode":99`, []string{"spec.consistencyMode 99", "CONSISTENCY_MODE_FAST or CONSISTENCY_MODE_STRONG"}},
+		{"failure policy 99", img + `"failurePolicy":99`, []string{"spec.failurePolicy 99", "FAILURE_POLICY_MANUAL or FAILURE_POLICY_AUTO_RECREATE"}},
+		{"NUL in an argument", img + `"command":["sh"],"args":["-c","a\u0000b"]`, []string{"spec.args[1]", "NUL"}},
+		{"command and args past 128 KiB", img + `"command":["` + strings.Repeat("a", 100<<10) + `"],"args":["` + strings.Repeat("b", 40<<10) + `"]`, []string{"spec.command and spec.args", "at most 131072"}},
+		{"2000 envs", img + `"envs":[` + strings.TrimSuffix(strings.Repeat(`{"name":"A","value":"1"},`, 2000), ",") + `]`, []string{"spec.envs", "2000 entries, at most 1024"}},
+		{"image past 1 KiB", `"image":"` + strings.Repeat("a", 2000) + `"`, []string{"spec.image", "at most 1024"}},
+	}
+}
+
+// TestHostileSpecsRefused: every bad value of issue 9 sent as Connect JSON
+// to the fast path is InvalidArgument, naming the field and the limit.
+func TestHostileSpecsRefused(t *testing.T) {
+	url := edgeOnly(t)
+	for _, tc := range hostileSpecs() {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"name":"hostile","spec":{` + tc.spec + `}}`
+			code, msg := connectJSON(t, url, fsbv1connect.FastPathServiceCreateSandboxProcedure, body)
+			if code != "invalid_argument" {
+				t.Fatalf("code %q (%.300s), want invalid_argument", code, msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %.300q does not say %q", msg, w)
+				}
+			}
+			if len(msg) > 1024 {
+				t.Errorf("message is %d bytes: a hostile value must not be echoed whole", len(msg))
+			}
+		})
+	}
+}
