@@ -82,6 +82,7 @@ func hostileSpecs() []hostileSpec {
 		{"NUL in an argument", img + `"command":["sh"],"args":["-c","a\u0000b"]`, []string{"spec.args[1]", "NUL"}},
 		{"command and args past 128 KiB", img + `"command":["` + strings.Repeat("a", 100<<10) + `"],"args":["` + strings.Repeat("b", 40<<10) + `"]`, []string{"spec.command and spec.args", "at most 131072"}},
 		{"2000 envs", img + `"envs":[` + strings.TrimSuffix(strings.Repeat(`{"name":"A","value":"1"},`, 2000), ",") + `]`, []string{"spec.envs", "2000 entries, at most 1024"}},
+		{"5 MiB working dir", img + `"workingDir":"/` + strings.Repeat("a", 5<<20) + `"`, []string{"spec.workingDir", "at most 4096"}},
 		{"image past 1 KiB", `"image":"` + strings.Repeat("a", 2000) + `"`, []string{"spec.image", "at most 1024"}},
 	}
 }

@@ -162,6 +162,8 @@ func validateWorkingDir(wd string) error {
 	switch {
 	case wd == "":
 		return nil
+	case len(wd) > MaxWorkingDirBytes:
+		return fmt.Errorf("spec.workingDir: %d bytes, at most %d", len(wd), MaxWorkingDirBytes)
 	case strings.IndexByte(wd, 0) >= 0:
 		return errors.New("spec.workingDir: holds a NUL byte, which no path can")
 	case !path.IsAbs(wd):
