@@ -2,7 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	goruntime "runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +15,8 @@ import (
 	"connectrpc.com/connect"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
@@ -83,4 +90,67 @@ func TestOversizedRecordRefusedByRuntime(t *testing.T) {
 	}
 	sb := h.create(spec("echo still-works"))
 	h.waitLog(sb, "still-works")
+}
+
+// TestHostileRequestsRefusedByAgent: the bad values of issue 9, sent to
+// the agent as Connect JSON over HTTP, are InvalidArgument naming the
+// field and the limit (cpu is held to the node's cores); an unknown field
+// is refused, not dropped; and nothing reaches containerd.
+func TestHostileRequestsRefusedByAgent(t *testing.T) {
+	h := newHarness(t)
+	img := `"image":"` + rig.ImageRef + `"`
+	ports := make([]string, 1000)
+	for i := range ports {
+		ports[i] = strconv.Itoa(1000 + i)
+	}
+	for _, tc := range []struct {
+		name, spec string
+		want       []string
+	}{
+		{"env value with NUL", img + `,"envs":[{"name":"A","value":"x\u0000y"}]`, []string{"spec.envs[0]", "NUL"}},
+		{"env name with a space", img + `,"envs":[{"name":"A B"}]`, []string{"spec.envs", `"A B" is not a variable name`}},
+		{"cpu 1e12", img + `,"resources":{"cpu":"1e12"}`, []string{"spec.resources.cpu", fmt.Sprintf("at most %d cores", goruntime.NumCPU())}},
+		{"cpu past the node's cores", img + `,"resources":{"cpu":"` + strconv.Itoa(goruntime.NumCPU()+1) + `"}`, []string{"spec.resources.cpu", fmt.Sprintf("at most %d cores", goruntime.NumCPU())}},
+		{"memory 1Ki", img + `,"resources":{"memory":"1Ki"}`, []string{"spec.resources.memory", "at least 6Mi"}},
+		{"memory 1000Ei", img + `,"resources":{"memory":"1000Ei"}`, []string{"spec.resources.memory", "at most 1Ti"}},
+		{"pids 2^63-1", img + `,"resources":{"pids":"9223372036854775807"}`, []string{"spec.resources.pids", "2147483647"}},
+		{"1000 ports", img + `,"exposedPorts":[` + strings.Join(ports, ",") + `]`, []string{"spec.exposedPorts", "at most 64"}},
+		{"failure policy 99", img + `,"failurePolicy":99`, []string{"spec.failurePolicy 99", "FAILURE_POLICY_MANUAL"}},
+		{"consistency mode 99", img + `,"consistencyMode":99`, []string{"spec.consistencyMode 99", "CONSISTENCY_MODE_FAST"}},
+		{"unknown field exposedPort", img + `,"exposedPort":[80]`, []string{`unknown field "exposedPort"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"sandboxId":"sb-hostile","revision":"1","namespace":"default","name":"hostile","spec":{` + tc.spec + `}}`
+			req, err := http.NewRequest(http.MethodPost, h.url+fsbv1connect.AgentServiceCreateSandboxProcedure, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e struct{ Code, Message string }
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("HTTP %d: no Connect error: %v", resp.StatusCode, err)
+			}
+			if e.Code != "invalid_argument" {
+				t.Fatalf("answer %s: %.300q, want invalid_argument", e.Code, e.Message)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(e.Message, w) {
+					t.Errorf("message %.300q does not say %q", e.Message, w)
+				}
+			}
+		})
+	}
+	cs, err := h.cd.Containers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 0 {
+		t.Errorf("refused creates left %d containers", len(cs))
+	}
 }

@@ -24,7 +24,7 @@ func edgeOnly(t *testing.T) string {
 	fp := New(ctx, Config{Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { cancel(); fp.Wait() })
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewFastPathServiceHandler(fp))
+	mux.Handle(fp.Handler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -105,6 +105,40 @@ func TestHostileSpecsRefused(t *testing.T) {
 			}
 			if len(msg) > 1024 {
 				t.Errorf("message is %d bytes: a hostile value must not be echoed whole", len(msg))
+			}
+		})
+	}
+}
+
+// TestUnknownJSONFieldRefused: a JSON request with a field the API does
+// not have (a typo that would drop a port or a limit) is InvalidArgument
+// naming it, for every content type Connect takes JSON as; the same
+// request without the typo is decoded (and refused by validation only).
+func TestUnknownJSONFieldRefused(t *testing.T) {
+	url := edgeOnly(t)
+	spec := `"image":"` + rig.ImageRef + `","runtime":"kata"`
+	for _, tc := range []struct {
+		name, contentType, body, want string
+	}{
+		{"exposedPort in the spec", "application/json", `{"name":"typo","spec":{` + spec + `,"exposedPort":[80]}}`, `unknown field "exposedPort"`},
+		{"charset", "application/json; charset=utf-8", `{"name":"typo","spec":{` + spec + `,"exposedPort":[80]}}`, `unknown field "exposedPort"`},
+		{"top level", "application/json", `{"name":"typo","nmespace":"x","spec":{` + spec + `}}`, `unknown field "nmespace"`},
+		{"in resources", "application/json", `{"name":"typo","spec":{` + spec + `,"resources":{"memroy":"1Gi"}}}`, `unknown field "memroy"`},
+		{"enum by an unknown name", "application/json", `{"name":"typo","spec":{` + spec + `,"failurePolicy":"RETRY"}}`, "RETRY"},
+		{"known fields only", "application/json", `{"name":"typo","labels":{"a":"b"},"spec":{` + spec + `,"exposedPorts":[80]}}`, `spec.runtime "kata"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(url+fsbv1connect.FastPathServiceCreateSandboxProcedure, tc.contentType, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e struct{ Code, Message string }
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("HTTP %d: no Connect error: %v", resp.StatusCode, err)
+			}
+			if e.Code != "invalid_argument" || !strings.Contains(e.Message, tc.want) {
+				t.Errorf("answer %s: %q, want invalid_argument saying %q", e.Code, e.Message, tc.want)
 			}
 		})
 	}
