@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"connectrpc.com/connect"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
@@ -139,6 +142,75 @@ func TestUnknownJSONFieldRefused(t *testing.T) {
 			}
 			if e.Code != "invalid_argument" || !strings.Contains(e.Message, tc.want) {
 				t.Errorf("answer %s: %q, want invalid_argument saying %q", e.Code, e.Message, tc.want)
+			}
+		})
+	}
+}
+
+// TestEveryRPCValidatesNames: every RPC that names a sandbox checks its
+// name and namespace as create does, before it looks anything up.
+func TestEveryRPCValidatesNames(t *testing.T) {
+	c := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, edgeOnly(t))
+	ctx := context.Background()
+	logs := func(msg *fsbv1.StreamLogsRequest) error {
+		s, err := c.StreamLogs(ctx, connect.NewRequest(msg))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for s.Receive() {
+		}
+		return s.Err()
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"GetSandbox {}", func() error { _, err := c.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{})); return err }, "name is required"},
+		{"GetSandbox bad namespace", func() error {
+			_, err := c.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "a", Namespace: "Bad_NS"}))
+			return err
+		}, `namespace "Bad_NS"`},
+		{"GetSandbox bad name", func() error {
+			_, err := c.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "../etc"}))
+			return err
+		}, `name "../etc"`},
+		{"DeleteSandbox {}", func() error {
+			_, err := c.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{}))
+			return err
+		}, "name is required"},
+		{"DeleteSandbox bad namespace", func() error {
+			_, err := c.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: "a", Namespace: "a/b"}))
+			return err
+		}, `namespace "a/b"`},
+		{"UpdateSandbox {}", func() error {
+			_, err := c.UpdateSandbox(ctx, connect.NewRequest(&fsbv1.UpdateSandboxRequest{}))
+			return err
+		}, "name is required"},
+		{"UpdateSandbox failure policy 99", func() error {
+			_, err := c.UpdateSandbox(ctx, connect.NewRequest(&fsbv1.UpdateSandboxRequest{Name: "a", FailurePolicy: 99}))
+			return err
+		}, "failure_policy 99"},
+		{"UpdateSandbox 65 labels", func() error {
+			ls := map[string]string{}
+			for i := range 65 {
+				ls[fmt.Sprintf("k%d", i)] = "v"
+			}
+			_, err := c.UpdateSandbox(ctx, connect.NewRequest(&fsbv1.UpdateSandboxRequest{Name: "a", Labels: ls}))
+			return err
+		}, "labels: 65 entries, at most 64"},
+		{"StreamLogs {}", func() error { return logs(&fsbv1.StreamLogsRequest{}) }, "name is required"},
+		{"StreamLogs negative tail", func() error { return logs(&fsbv1.StreamLogsRequest{Name: "a", Tail: -1}) }, "tail -1"},
+		{"ListSandboxes bad namespace", func() error {
+			_, err := c.ListSandboxes(ctx, connect.NewRequest(&fsbv1.ListSandboxesRequest{Namespace: "NS!"}))
+			return err
+		}, `namespace "NS!"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%v, want InvalidArgument saying %q", err, tc.want)
 			}
 		})
 	}
