@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -344,7 +345,7 @@ func (a *Agent) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.Agent
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("tail %d: want 0 (everything) or more", msg.GetTail()))
 	}
 	if msg.GetNamespace() != "" || msg.GetName() != "" {
-		if err := validateObjectName(msg.GetNamespace(), msg.GetName()); err != nil {
+		if err := v1alpha1.ValidateObjectName(msg.GetNamespace(), msg.GetName()); err != nil {
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		}
 	}

@@ -10,15 +10,19 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/strictjson"
 )
 
-// Handler returns the agent's HTTP API: AgentService, with opts, for
-// holders of one of tokens (every caller when tokens is nil), and the
-// unauthenticated probes /healthz and /readyz (containerd answers).
-// Metrics are served apart (MetricsHandler), on loopback by default.
+// Handler returns the agent's HTTP API: AgentService, with opts and JSON
+// decoded strictly, for holders of one of tokens (every caller when tokens
+// is nil), and the unauthenticated probes /healthz and /readyz (containerd
+// answers). Metrics are served apart (MetricsHandler), on loopback by
+// default.
 func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.Handler {
 	mux := http.NewServeMux()
-	path, api := fsbv1connect.NewAgentServiceHandler(a, opts...)
+	// JSON is decoded strictly: an unknown field is InvalidArgument naming
+	// it, never silently dropped.
+	path, api := fsbv1connect.NewAgentServiceHandler(a, append(strictjson.HandlerOptions(), opts...)...)
 	if tokens != nil {
 		api = auth.Middleware(tokens.As(auth.RoleAgent), auth.AgentPolicy, a.cfg.Logger, api)
 	}

@@ -13,10 +13,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
@@ -259,16 +258,11 @@ func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest, now time.Time) (*
 		}
 		spec.ExpireTime = timestamppb.New(at)
 	}
-	if err := agent.ValidateSpec(spec); err != nil {
+	if err := v1alpha1.ValidateSpec(spec, v1alpha1.MaxCPUCores); err != nil {
 		return nil, errors.New(strings.TrimPrefix(err.Error(), "spec."))
 	}
-	for k, v := range doc.Labels {
-		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return nil, fmt.Errorf("labels: key %q: %s", k, strings.Join(errs, "; "))
-		}
-		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-			return nil, fmt.Errorf("labels: %s value %q: %s", k, v, strings.Join(errs, "; "))
-		}
+	if err := v1alpha1.ValidateLabels(doc.Labels); err != nil {
+		return nil, err
 	}
 	out.Labels = doc.Labels
 	return out, nil

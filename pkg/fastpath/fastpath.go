@@ -31,12 +31,10 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
@@ -800,8 +798,8 @@ func phaseOf(sb *v1alpha1.Sandbox) v1alpha1.Phase {
 func (s *Server) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
-	if msg.GetName() == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name is required"))
+	if err := validateRef(namespace, msg.GetName()); err != nil {
+		return nil, err
 	}
 	if msg.GracePeriodSeconds != nil && msg.GetGracePeriodSeconds() < 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("grace_period_seconds %d: want 0 or more", msg.GetGracePeriodSeconds()))
@@ -916,7 +914,7 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
 	now := time.Now()
-	if err := validateUpdate(msg, now); err != nil {
+	if err := validateUpdate(namespace, msg, now); err != nil {
 		return nil, err
 	}
 	apply := func(sb *v1alpha1.Sandbox) { applyUpdate(sb, msg, now) }
@@ -948,32 +946,6 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
-}
-
-// validateUpdate checks an update once, at the edge, saying what to fix.
-func validateUpdate(msg *fsbv1.UpdateSandboxRequest, now time.Time) error {
-	invalid := func(format string, args ...any) error {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
-	}
-	if msg.GetName() == "" {
-		return invalid("name is required")
-	}
-	if err := validateLabels(msg.GetLabels()); err != nil {
-		return err
-	}
-	if err := validateFailurePolicy("failure_policy", msg.GetFailurePolicy()); err != nil {
-		return err
-	}
-	if msg.GetExpireTime() != nil && msg.GetClearExpireTime() {
-		return invalid("expire_time and clear_expire_time: set one, not both")
-	}
-	if err := validateExpireTime("expire_time", msg.GetExpireTime(), now); err != nil {
-		return err
-	}
-	if msg.RecoveryTimeoutSeconds != nil && msg.GetRecoveryTimeoutSeconds() < 0 {
-		return invalid("recovery_timeout_seconds %d: want 0 (the default, %d) or more", msg.GetRecoveryTimeoutSeconds(), defaultRecoveryTimeoutSeconds)
-	}
-	return nil
 }
 
 // applyUpdate makes the changes a validated update asks for, at time now.
@@ -1030,6 +1002,11 @@ func (s *Server) updatePending(ctx context.Context, p *pendingCreate, apply func
 
 // ListSandboxes implements FastPathService.ListSandboxes.
 func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.ListSandboxesRequest]) (*connect.Response[fsbv1.ListSandboxesResponse], error) {
+	if ns := req.Msg.GetNamespace(); ns != "" {
+		if err := v1alpha1.ValidateNamespace(ns); err != nil {
+			return nil, invalid(err)
+		}
+	}
 	sel, err := labels.Parse(req.Msg.GetLabelSelector())
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label selector: %w", err))
@@ -1079,6 +1056,9 @@ func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.Lis
 // GetSandbox implements FastPathService.GetSandbox.
 func (s *Server) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSandboxRequest]) (*connect.Response[fsbv1.GetSandboxResponse], error) {
 	namespace := or(req.Msg.GetNamespace(), DefaultNamespace)
+	if err := validateRef(namespace, req.Msg.GetName()); err != nil {
+		return nil, err
+	}
 	sb := s.lookup(namespace, req.Msg.GetName())
 	if sb == nil {
 		return nil, notFound(namespace, req.Msg.GetName())
@@ -1094,6 +1074,12 @@ func (s *Server) GetSandbox(_ context.Context, req *connect.Request[fsbv1.GetSan
 func (s *Server) StreamLogs(ctx context.Context, req *connect.Request[fsbv1.StreamLogsRequest], stream *connect.ServerStream[fsbv1.StreamLogsResponse]) error {
 	msg := req.Msg
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
+	if err := validateRef(namespace, msg.GetName()); err != nil {
+		return err
+	}
+	if msg.GetTail() < 0 {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("tail %d: want 0 (everything) or more", msg.GetTail()))
+	}
 	sb := s.lookup(namespace, msg.GetName())
 	if sb == nil {
 		return notFound(namespace, msg.GetName())
@@ -1265,83 +1251,26 @@ func or(a, b string) string {
 	return b
 }
 
+// invalid wraps a validation error as InvalidArgument; nil stays nil.
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return connect.NewError(connect.CodeInvalidArgument, err)
+}
+
 // validateCreate checks a create once, at the edge, saying what to fix.
 func validateCreate(namespace string, msg *fsbv1.CreateSandboxRequest) error {
-	invalid := func(format string, args ...any) error {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(format, args...))
-	}
-	if msg.GetName() == "" {
-		return invalid("name is required")
-	}
-	if errs := validation.IsDNS1123Subdomain(msg.GetName()); len(errs) > 0 {
-		return invalid("name %q: %s", msg.GetName(), strings.Join(errs, "; "))
-	}
-	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
-		return invalid("namespace %q: %s", namespace, strings.Join(errs, "; "))
-	}
-	if err := validateLabels(msg.GetLabels()); err != nil {
-		return err
-	}
-	if err := agent.ValidateSpec(msg.GetSpec()); err != nil {
-		return invalid("%v", err)
-	}
-	return validateLifecycle(msg.GetSpec(), time.Now())
+	return invalid(v1alpha1.ValidateCreate(namespace, msg, time.Now()))
 }
 
-// validateLifecycle checks a spec's lifecycle fields: its failure policy,
-// recoveryTimeoutSeconds (0 means the controller's default) and an
-// expireTime, which must be in the future. resetRevision is taken as it
-// is: it only means something to an update.
-func validateLifecycle(spec *fsbv1.SandboxSpec, now time.Time) error {
-	if err := validateFailurePolicy("spec.failurePolicy", spec.GetFailurePolicy()); err != nil {
-		return err
-	}
-	if n := spec.GetRecoveryTimeoutSeconds(); n < 0 {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.recoveryTimeoutSeconds %d: want 0 (the default, %d) or more", n, defaultRecoveryTimeoutSeconds))
-	}
-	if t := spec.GetResetRevision(); t != nil {
-		if err := t.CheckValid(); err != nil {
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("spec.resetRevision: %w", err))
-		}
-	}
-	return validateExpireTime("spec.expireTime", spec.GetExpireTime(), now)
+// validateUpdate checks an update once, at the edge, saying what to fix.
+func validateUpdate(namespace string, msg *fsbv1.UpdateSandboxRequest, now time.Time) error {
+	return invalid(v1alpha1.ValidateUpdate(namespace, msg, now))
 }
 
-// defaultRecoveryTimeoutSeconds is what the controller applies when a
-// spec's recoveryTimeoutSeconds is 0; named here for the error message.
-const defaultRecoveryTimeoutSeconds = 300
-
-func validateFailurePolicy(field string, p fsbv1.FailurePolicy) error {
-	switch p {
-	case fsbv1.FailurePolicy_FAILURE_POLICY_UNSPECIFIED, fsbv1.FailurePolicy_FAILURE_POLICY_MANUAL, fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE:
-		return nil
-	}
-	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %d: want MANUAL or AUTO_RECREATE", field, p))
-}
-
-// validateExpireTime accepts no time, or a valid one after now.
-func validateExpireTime(field string, t *timestamppb.Timestamp, now time.Time) error {
-	if t == nil {
-		return nil
-	}
-	if err := t.CheckValid(); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %w", field, err))
-	}
-	if !t.AsTime().After(now) {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %s is not in the future (now %s)", field,
-			t.AsTime().UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
-	}
-	return nil
-}
-
-func validateLabels(ls map[string]string) error {
-	for k, v := range ls {
-		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; ")))
-		}
-		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("label %s value %q: %s", k, v, strings.Join(errs, "; ")))
-		}
-	}
-	return nil
+// validateRef checks the namespace (after the default applies) and name a
+// request names a sandbox by, as a create does.
+func validateRef(namespace, name string) error {
+	return invalid(v1alpha1.ValidateObjectName(namespace, name))
 }

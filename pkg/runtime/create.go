@@ -15,9 +15,11 @@ import (
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/defaults"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/containerd/containerd/snapshots"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -276,10 +278,11 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	if err != nil {
 		return nil, false, err
 	}
-	specOpts, err := r.specOpts(sb, img)
+	specOpts, err := r.specOpts(sb, img.img.Name(), img.config)
 	if err != nil {
 		return nil, false, err
 	}
+	specOpts = append(specOpts, userOpt(img.config.User))
 	labels := map[string]string{
 		LabelID:        sb.ID,
 		LabelRevision:  strconv.FormatInt(sb.Revision, 10),
@@ -307,6 +310,8 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		// never made (the agent killed in between) is found at restart.
 		containerd.WithNewSnapshot(id, img.img, snapshots.WithLabels(map[string]string{LabelAgent: r.cfg.AgentID})),
 		containerd.WithNewSpec(specOpts...),
+		// Last: what containerd would be sent is complete.
+		checkRecordSize,
 	)
 	c, err := r.cfg.Client.NewContainer(ctx, id, opts...)
 	if errdefs.IsAlreadyExists(err) {
@@ -366,20 +371,70 @@ func (r *Runtime) removeLeftoverSnapshot(ctx context.Context, key string) error 
 	return nil
 }
 
-// specOpts builds the OCI spec: the image's config, the sandbox's command,
-// env and limits, fsb init as PID 1, and hardened defaults (containerd's
-// default seccomp profile, Docker's default capabilities, no new
-// privileges, a pids limit).
-func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
+// MaxRecordBytes bounds the container record the agent sends containerd:
+// the OCI spec, the sandbox's spec kept as an extension, and the labels.
+// containerd 1.6's ttrpc limits a message to 4 MiB and its client panicked
+// on a larger one, which took the daemon down: a sandbox is refused well
+// before that. Validated specs (v1alpha1.ValidateSpec) stay far below it;
+// this is the last fence for whatever reaches the runtime.
+const MaxRecordBytes = 1 << 20
+
+// checkRecordSize refuses, before containerd is sent it, a container
+// record larger than MaxRecordBytes.
+func checkRecordSize(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+	if n := recordSize(c); n > MaxRecordBytes {
+		return fmt.Errorf("%w: container %s: its spec, labels and extensions take %d bytes, at most %d (1 MiB)", ErrInvalid, c.ID, n, MaxRecordBytes)
+	}
+	return nil
+}
+
+// recordSize is about what a container record takes on the wire.
+func recordSize(c *containers.Container) int {
+	n := len(c.ID) + len(c.Image)
+	if c.Spec != nil {
+		n += len(c.Spec.GetTypeUrl()) + len(c.Spec.GetValue())
+	}
+	for k, v := range c.Extensions {
+		n += len(k)
+		if v != nil {
+			n += len(v.GetTypeUrl()) + len(v.GetValue())
+		}
+	}
+	for k, v := range c.Labels {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// BuildSpec returns the OCI spec the runtime configured by cfg gives sb
+// when made from an image named imageName with config img, without asking
+// containerd. The process's user, which the image's /etc/passwd decides,
+// is left as the default: a create sets it from the image's rootfs. The
+// fuzz tests build the spec a request leads to with it.
+func BuildSpec(cfg Config, sb Sandbox, imageName string, img ocispec.ImageConfig) (*oci.Spec, error) {
+	r := &Runtime{cfg: cfg}
+	opts, err := r.specOpts(sb, imageName, img)
+	if err != nil {
+		return nil, err
+	}
+	ctx := namespaces.WithNamespace(context.Background(), "fsb")
+	return oci.GenerateSpec(ctx, nil, &containers.Container{ID: ContainerID(sb.ID, sb.Revision)}, opts...)
+}
+
+// specOpts builds the OCI spec but for the process's user: the image's
+// config, the sandbox's command, env and limits, fsb init as PID 1, and
+// hardened defaults (containerd's default seccomp profile, Docker's default
+// capabilities, no new privileges, a pids limit).
+func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageConfig) ([]oci.SpecOpts, error) {
 	spec := sb.Spec
-	argv := processArgs(img.config.Entrypoint, img.config.Cmd, spec.GetCommand(), spec.GetArgs())
+	argv := processArgs(config.Entrypoint, config.Cmd, spec.GetCommand(), spec.GetArgs())
 	if len(argv) == 0 {
-		return nil, fmt.Errorf("%w: image %s has no entrypoint or cmd, so the sandbox needs a command", ErrInvalid, img.img.Name())
+		return nil, fmt.Errorf("%w: image %s has no entrypoint or cmd, so the sandbox needs a command", ErrInvalid, imageName)
 	}
 	if !spec.GetNoInit() {
 		argv = append([]string{InitPath, "init", "--"}, argv...)
 	}
-	env := img.config.Env
+	env := config.Env
 	if len(env) == 0 {
 		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
@@ -388,7 +443,7 @@ func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
 	}
 	cwd := spec.GetWorkingDir()
 	if cwd == "" {
-		cwd = img.config.WorkingDir
+		cwd = config.WorkingDir
 	}
 	if cwd == "" {
 		cwd = "/"
@@ -417,7 +472,6 @@ func (r *Runtime) specOpts(sb Sandbox, img *image) ([]oci.SpecOpts, error) {
 			Options:     []string{"rbind", "ro", "nosuid", "nodev"},
 		}}),
 	}
-	opts = append(opts, userOpt(img.config.User))
 	if pids > 0 {
 		opts = append(opts, oci.WithPidsLimit(pids))
 	}

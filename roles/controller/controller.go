@@ -28,7 +28,6 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fastpath"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
-	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
@@ -206,7 +205,7 @@ func run(c *cli.Context) error {
 		if recreated+removed > 0 {
 			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
 		}
-		path, api := fsbv1connect.NewFastPathServiceHandler(fp, connect.WithReadMaxBytes(c.Int("max-request-bytes")))
+		path, api := fp.Handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")))
 		if userTokens != nil {
 			api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
 		}
