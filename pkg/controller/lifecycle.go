@@ -363,9 +363,14 @@ func (c *Controller) giveUp(ctx context.Context, key string, sb *v1alpha1.Sandbo
 	msg := fmt.Sprintf("gave up: no revision kept running for %s since %s; last: %s", recoveryLimit(sb), began.UTC().Format(time.RFC3339), last)
 	st.Phase, st.Message = v1alpha1.PhaseFailed, msg
 	setCondition(st, ConditionRecovering, metav1.ConditionFalse, "GaveUp", msg)
+	// Counted and logged once the write landed: a sync from a stale cache
+	// gives up again, and its write then fails with a Conflict.
+	if err := c.setStatus(ctx, sb, st); err != nil {
+		return err
+	}
 	c.cfg.Metrics.gaveUpOne()
 	c.cfg.Logger.Warn("recovery given up", slog.String("sandbox", key), slog.String("why", msg))
-	return c.setStatus(ctx, sb, st)
+	return nil
 }
 
 // settle ends a recovery once the running revision has run StableAfter,
