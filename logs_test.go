@@ -22,6 +22,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
@@ -141,7 +142,7 @@ func TestCreateDeleteCyclesLeaveNoLogs(t *testing.T) {
 	var left []string
 	logs := filepath.Join(dir, "logs")
 	filepath.WalkDir(logs, func(p string, d os.DirEntry, err error) error {
-		if err == nil && p != logs {
+		if err == nil && p != logs && d.Name() != logfile.LockFile {
 			left = append(left, p)
 		}
 		return nil

@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"regexp"
-	goruntime "runtime"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -29,7 +28,7 @@ func validateCreate(req *fsbv1.AgentServiceCreateSandboxRequest) error {
 	if err := v1alpha1.ValidateLabels(req.GetLabels()); err != nil {
 		return err
 	}
-	return v1alpha1.ValidateSpec(req.GetSpec(), goruntime.NumCPU())
+	return v1alpha1.ValidateSpec(req.GetSpec())
 }
 
 func validateID(id string, revision int64) error {

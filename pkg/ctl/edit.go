@@ -258,7 +258,7 @@ func parseEdited(text []byte, req *fsbv1.CreateSandboxRequest, now time.Time) (*
 		}
 		spec.ExpireTime = timestamppb.New(at)
 	}
-	if err := v1alpha1.ValidateSpec(spec, v1alpha1.MaxCPUCores); err != nil {
+	if err := v1alpha1.ValidateSpec(spec); err != nil {
 		return nil, errors.New(strings.TrimPrefix(err.Error(), "spec."))
 	}
 	if err := v1alpha1.ValidateLabels(doc.Labels); err != nil {

@@ -49,7 +49,7 @@ func FuzzUpdateRequest(f *testing.F) {
 		}
 		sb := base.DeepCopy()
 		applyUpdate(sb, &req, now)
-		if err := v1alpha1.ValidateSpec(v1alpha1.SpecToProto(sb.Spec), v1alpha1.MaxCPUCores); err != nil {
+		if err := v1alpha1.ValidateSpec(v1alpha1.SpecToProto(sb.Spec)); err != nil {
 			t.Fatalf("an accepted update left an invalid spec: %v", err)
 		}
 		if err := v1alpha1.ValidateLabels(sb.Labels); err != nil {

@@ -78,7 +78,7 @@ func hostileSpecs() []hostileSpec {
 		{"cpu 1e12", img + `"resources":{"cpu":"1e12"}`, []string{"spec.resources.cpu", "at most 256 cores"}},
 		{"memory 1Ki", img + `"resources":{"memory":"1Ki"}`, []string{"spec.resources.memory", "at least 6Mi"}},
 		{"memory 1000Ei", img + `"resources":{"memory":"1000Ei"}`, []string{"spec.resources.memory", "at most 1Ti"}},
-		{"pids 2^63-1", img + `"resources":{"pids":"9223372036854775807"}`, []string{"spec.resources.pids", "2147483647"}},
+		{"pids 2^63-1", img + `"resources":{"pids":"9223372036854775807"}`, []string{"spec.resources.pids", "4194304"}},
 		{"1000 ports", img + `"exposedPorts":[` + strings.Join(ports, ",") + `]`, []string{"spec.exposedPorts", "1000 ports, at most 64"}},
 		{"consistency mode 99", img + `"consistencyMode":99`, []string{"spec.consistencyMode 99", "CONSISTENCY_MODE_FAST or CONSISTENCY_MODE_STRONG"}},
 		{"failure policy 99", img + `"failurePolicy":99`, []string{"spec.failurePolicy 99", "FAILURE_POLICY_MANUAL or FAILURE_POLICY_AUTO_RECREATE"}},

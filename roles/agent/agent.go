@@ -21,6 +21,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
+	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
@@ -107,6 +108,13 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// The agent removes logs in --log-dir that it does not run: the dir
+	// must be its alone.
+	unlock, err := logfile.LockDir(c.String("log-dir"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	rt, err := runtime.New(runtime.Config{
 		Client:              client,
 		AgentID:             c.String("agent-id"),

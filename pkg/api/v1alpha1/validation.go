@@ -3,9 +3,10 @@ package v1alpha1
 import (
 	"errors"
 	"fmt"
-	"math"
+	"maps"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,13 +47,21 @@ const (
 	// 1.8.1 starts at 2 MiB and OOM-kills below. 6 MiB leaves headroom for
 	// fsb init.
 	MinMemoryBytes = 6 << 20
+	// MinGVisorMemoryBytes is the least spec.resources.memory of a gVisor
+	// sandbox, whose kernel (runsc's sentry) runs inside the limit:
+	// measured on the rig, runsc 12 MiB fails to start the sandbox and
+	// 16 MiB runs busybox; 32 MiB leaves headroom.
+	MinGVisorMemoryBytes = 32 << 20
 	// MaxMemoryBytes bounds spec.resources.memory.
 	MaxMemoryBytes = 1 << 40
-	// MaxCPUCores bounds spec.resources.cpu at the fast path and in the
-	// editor; an agent holds a sandbox to its own cores as well.
+	// MaxCPUCores bounds spec.resources.cpu, the same at the fast path, the
+	// agent and the editor, so whether a spec is valid never depends on
+	// where it is placed. A quota past a node's cores only means the
+	// sandbox is never throttled there.
 	MaxCPUCores = 256
-	// MaxPids bounds spec.resources.pids: the kernel's pids.max is an int32.
-	MaxPids = math.MaxInt32
+	// MaxPids bounds spec.resources.pids: the kernel's PID_MAX_LIMIT on
+	// 64-bit machines, the most pids.max accepts.
+	MaxPids = 1 << 22
 	// MaxLabels bounds a sandbox's labels; each key and value is held to
 	// Kubernetes' rules (a qualified name, a 63-character value).
 	MaxLabels = 64
@@ -68,10 +77,9 @@ const (
 // envName is what POSIX shells accept as a variable name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// ValidateSpec checks a sandbox spec against the rules and limits above,
-// with spec.resources.cpu at most maxCores cores. The error names the field
-// and what it accepts.
-func ValidateSpec(spec *fsbv1.SandboxSpec, maxCores int) error {
+// ValidateSpec checks a sandbox spec against the rules and limits above.
+// The error names the field and what it accepts.
+func ValidateSpec(spec *fsbv1.SandboxSpec) error {
 	if spec == nil {
 		return errors.New("spec is required")
 	}
@@ -95,7 +103,7 @@ func ValidateSpec(spec *fsbv1.SandboxSpec, maxCores int) error {
 	if err := validatePorts(spec.GetExposedPorts()); err != nil {
 		return err
 	}
-	if err := validateResources(spec.GetResources(), maxCores); err != nil {
+	if err := validateResources(spec.GetResources(), spec.GetRuntime()); err != nil {
 		return err
 	}
 	if p := spec.GetPoolRef(); p != "" {
@@ -112,10 +120,13 @@ func ValidateSpec(spec *fsbv1.SandboxSpec, maxCores int) error {
 	if n := spec.GetRecoveryTimeoutSeconds(); n < 0 {
 		return fmt.Errorf("spec.recoveryTimeoutSeconds %d: want 0 (the default, %d) or more", n, DefaultRecoveryTimeoutSeconds)
 	}
-	for field, t := range map[string]*timestamppb.Timestamp{"spec.resetRevision": spec.GetResetRevision(), "spec.expireTime": spec.GetExpireTime()} {
-		if t != nil {
-			if err := t.CheckValid(); err != nil {
-				return fmt.Errorf("%s: %w", field, err)
+	for _, f := range []struct {
+		field string
+		t     *timestamppb.Timestamp
+	}{{"spec.resetRevision", spec.GetResetRevision()}, {"spec.expireTime", spec.GetExpireTime()}} {
+		if f.t != nil {
+			if err := f.t.CheckValid(); err != nil {
+				return fmt.Errorf("%s: %w", f.field, err)
 			}
 		}
 	}
@@ -144,11 +155,14 @@ func validateCommand(command, args []string) error {
 		return fmt.Errorf("spec.command and spec.args: %d entries, at most %d", n, MaxCommandEntries)
 	}
 	total := 0
-	for field, list := range map[string][]string{"spec.command": command, "spec.args": args} {
-		for i, s := range list {
+	for _, f := range []struct {
+		field string
+		list  []string
+	}{{"spec.command", command}, {"spec.args", args}} {
+		for i, s := range f.list {
 			total += len(s)
 			if strings.IndexByte(s, 0) >= 0 {
-				return fmt.Errorf("%s[%d]: holds a NUL byte, which no process argument can", field, i)
+				return fmt.Errorf("%s[%d]: holds a NUL byte, which no process argument can", f.field, i)
 			}
 		}
 	}
@@ -209,7 +223,7 @@ func validatePorts(ports []int32) error {
 	return nil
 }
 
-func validateResources(res *fsbv1.Resources, maxCores int) error {
+func validateResources(res *fsbv1.Resources, rt string) error {
 	if res == nil {
 		return nil
 	}
@@ -218,8 +232,8 @@ func validateResources(res *fsbv1.Resources, maxCores int) error {
 		switch {
 		case err != nil || q.Sign() <= 0:
 			return fmt.Errorf("spec.resources.cpu %s: want a positive quantity such as 500m or 2", brief(v))
-		case q.Cmp(*resource.NewQuantity(int64(maxCores), resource.DecimalSI)) > 0:
-			return fmt.Errorf("spec.resources.cpu %s: at most %d cores", brief(v), maxCores)
+		case q.Cmp(*resource.NewQuantity(MaxCPUCores, resource.DecimalSI)) > 0:
+			return fmt.Errorf("spec.resources.cpu %s: at most %d cores", brief(v), MaxCPUCores)
 		}
 	}
 	if v := res.GetMemory(); v != "" {
@@ -229,6 +243,8 @@ func validateResources(res *fsbv1.Resources, maxCores int) error {
 			return fmt.Errorf("spec.resources.memory %s: want a positive quantity such as 256Mi", brief(v))
 		case q.Cmp(*resource.NewQuantity(MaxMemoryBytes, resource.BinarySI)) > 0:
 			return fmt.Errorf("spec.resources.memory %s: at most %s", brief(v), resource.NewQuantity(MaxMemoryBytes, resource.BinarySI))
+		case rt == RuntimeGVisor && q.Cmp(*resource.NewQuantity(MinGVisorMemoryBytes, resource.BinarySI)) < 0:
+			return fmt.Errorf("spec.resources.memory %s: at least %s with runtime gvisor, whose kernel runs inside the limit", brief(v), resource.NewQuantity(MinGVisorMemoryBytes, resource.BinarySI))
 		case q.Cmp(*resource.NewQuantity(MinMemoryBytes, resource.BinarySI)) < 0:
 			return fmt.Errorf("spec.resources.memory %s: at least %s, what the runtime needs to start a sandbox", brief(v), resource.NewQuantity(MinMemoryBytes, resource.BinarySI))
 		}
@@ -289,7 +305,8 @@ func ValidateLabels(ls map[string]string) error {
 	if len(ls) > MaxLabels {
 		return fmt.Errorf("labels: %d entries, at most %d", len(ls), MaxLabels)
 	}
-	for k, v := range ls {
+	for _, k := range slices.Sorted(maps.Keys(ls)) {
+		v := ls[k]
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
 			return fmt.Errorf("labels: key %s: %s", brief(k), strings.Join(errs, "; "))
 		}
@@ -337,7 +354,7 @@ func ValidateCreate(namespace string, req *fsbv1.CreateSandboxRequest, now time.
 	if err := ValidateLabels(req.GetLabels()); err != nil {
 		return err
 	}
-	if err := ValidateSpec(req.GetSpec(), MaxCPUCores); err != nil {
+	if err := ValidateSpec(req.GetSpec()); err != nil {
 		return err
 	}
 	return ValidateExpireTime("spec.expireTime", req.GetSpec().GetExpireTime(), now)

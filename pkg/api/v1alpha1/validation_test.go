@@ -35,7 +35,12 @@ func TestValidateSpecBounds(t *testing.T) {
 		{"memory past the maximum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "1099511627777"} }, "at most 1Ti"},
 		{"memory not a quantity", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "lots"} }, "positive quantity"},
 		{"cpu at the cap", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "4"} }, ""},
-		{"cpu past the cap", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "4001m"} }, "at most 4 cores"},
+		{"cpu past the cap", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "256001m"} }, "at most 256 cores"},
+		{"pids past PID_MAX_LIMIT", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Pids: 1<<22 + 1} }, "to 4194304"},
+		{"gvisor under its memory minimum", func(s *fsbv1.SandboxSpec) {
+			s.Runtime = RuntimeGVisor
+			s.Resources = &fsbv1.Resources{Memory: "16Mi"}
+		}, "at least 32Mi with runtime gvisor"},
 		{"cpu zero", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "0"} }, "positive quantity"},
 		{"pids at int32", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Pids: MaxPids} }, ""},
 		{"pids past int32", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Pids: MaxPids + 1} }, "spec.resources.pids"},
@@ -64,7 +69,7 @@ func TestValidateSpecBounds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := &fsbv1.SandboxSpec{Image: "localhost/fsb/busybox:latest"}
 			tc.set(spec)
-			err := ValidateSpec(spec, 4)
+			err := ValidateSpec(spec)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("ValidateSpec: %v, want it accepted", err)
