@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/containerd/containerd/snapshots"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -49,6 +50,14 @@ func TestHugeWorkingDirRefused(t *testing.T) {
 	}
 	if len(cs) != 0 {
 		t.Errorf("the refused create left %d containers", len(cs))
+	}
+	if err := h.cd.SnapshotService(rig.Snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindActive {
+			t.Errorf("the refused create left snapshot %s", info.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	sb := h.create(spec("echo still-works"))
 	h.waitLog(sb, "still-works")
