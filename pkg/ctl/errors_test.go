@@ -3,10 +3,12 @@ package ctl
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -196,5 +198,27 @@ func TestRequestTooLarge(t *testing.T) {
 	want := "the request is too large for the controller: message size "
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "is larger than configured max 1024 bytes (its --max-request-bytes): shorten") {
 		t.Errorf("err = %v\nwant %s... is larger than configured max 1024 bytes (its --max-request-bytes): shorten ...", err, want)
+	}
+}
+
+// TestAnswerLost: only a call that may have reached the controller counts
+// as a create whose answer was lost; a dial that failed, even by running
+// out of time, sent nothing.
+func TestAnswerLost(t *testing.T) {
+	dialTimeout := connect.NewError(connect.CodeDeadlineExceeded, &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded})
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"dial ran out of time", dialTimeout, false},
+		{"refused", connect.NewError(connect.CodeUnavailable, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), false},
+		{"deadline after sending", connect.NewError(connect.CodeDeadlineExceeded, context.DeadlineExceeded), true},
+		{"connection dropped", connect.NewError(connect.CodeUnavailable, io.ErrUnexpectedEOF), true},
+		{"interrupted", connect.NewError(connect.CodeCanceled, context.Canceled), true},
+	} {
+		if got := answerLost(tc.err); got != tc.want {
+			t.Errorf("%s: answerLost = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

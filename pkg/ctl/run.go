@@ -92,10 +92,13 @@ func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) er
 // after it was made, the call ran out of time, or the user interrupted it.
 // A connection that could not be made at all sent nothing.
 func answerLost(err error) bool {
+	if unreachable(err) {
+		return false // no connection was made, so nothing was sent
+	}
 	if errors.Is(err, context.Canceled) || connect.CodeOf(err) == connect.CodeDeadlineExceeded {
 		return true
 	}
-	if connect.IsWireError(err) || unreachable(err) {
+	if connect.IsWireError(err) {
 		return false
 	}
 	switch connect.CodeOf(err) {

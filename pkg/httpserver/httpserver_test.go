@@ -108,6 +108,48 @@ func TestDrippedBodyIsCut(t *testing.T) {
 	}
 }
 
+// A keep-alive connection that stays idle longer than the write timeout
+// still serves its next request: the deadline set for the previous
+// request's last flush does not carry over (net/http clears it once the
+// response is finished; the next request's first write, here the 100
+// Continue sent before the body, would fail on it).
+func TestNextRequestOnAConnectionGetsFreshDeadlines(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %s", b)
+	})
+	addr := start(t, h, Config{ReadTimeout: time.Second, WriteTimeout: timeout})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	ask := func(body string) {
+		t.Helper()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", len(body))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no answer to the headers of %q: %v", body, err)
+		}
+		if resp.StatusCode == http.StatusContinue {
+			fmt.Fprint(conn, body)
+			if resp, err = http.ReadResponse(br, nil); err != nil {
+				t.Fatalf("no answer to %q: %v", body, err)
+			}
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != "got "+body {
+			t.Fatalf("answer to %q: %q, %v", body, b, err)
+		}
+	}
+	ask("one")
+	time.Sleep(3 * timeout)
+	ask("two")
+}
+
 // A client that stops reading a response is cut at the write timeout.
 func TestStalledReaderIsCut(t *testing.T) {
 	const timeout = 200 * time.Millisecond
