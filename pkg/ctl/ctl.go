@@ -5,13 +5,13 @@
 package ctl
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -52,8 +52,12 @@ type Client struct {
 	server    string
 	token     string
 	namespace string
-	editor    string
-	out, err  io.Writer
+	// editor runs the spec editor; empty means vi, which needs a
+	// terminal.
+	editor string
+	// stdin is the editor's, os.Stdin.
+	stdin    *os.File
+	out, err io.Writer
 }
 
 // API returns the controller's FastPathService client, for tools (such as
@@ -101,7 +105,8 @@ func New(cfg Config) (*Client, error) {
 		server:    server,
 		token:     cfg.Token,
 		namespace: ns,
-		editor:    cmp.Or(cfg.Editor, "vi"),
+		editor:    cfg.Editor,
+		stdin:     os.Stdin,
 		out:       out,
 		err:       errw,
 	}, nil

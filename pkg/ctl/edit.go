@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/term"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
@@ -121,13 +122,21 @@ func (c *Client) editAndCreate(ctx context.Context, req *fsbv1.CreateSandboxRequ
 // edit runs the user's editor on path, through sh so that an EDITOR such
 // as "code --wait" works, on this terminal.
 func (c *Client) edit(ctx context.Context, path string) error {
-	cmd := exec.CommandContext(ctx, "sh", "-c", c.editor+` "$1"`, "sh", path)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.out, c.err
+	editor := c.editor
+	if editor == "" {
+		if !isTerminal(c.stdin) {
+			// vi would wait for keys that never come.
+			return errors.New("no --image given, and the spec editor (vi, as EDITOR is unset) needs a terminal: give --image, or set EDITOR")
+		}
+		editor = "vi"
+	}
+	cmd := exec.CommandContext(ctx, "sh", "-c", editor+` "$1"`, "sh", path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.out, c.err
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
-		return fmt.Errorf("the editor %q failed (%v): set EDITOR to one that works, or give --image", c.editor, err)
+		return fmt.Errorf("the editor %q failed (%v): set EDITOR to one that works, or give --image", editor, err)
 	}
 	return nil
 }
@@ -299,3 +308,7 @@ func blank(text []byte) bool {
 	}
 	return true
 }
+
+// isTerminal reports whether f is a terminal (not merely a character
+// device, as /dev/null is).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

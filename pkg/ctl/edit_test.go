@@ -291,3 +291,22 @@ func TestParseEditedLifecycle(t *testing.T) {
 		t.Errorf("spec %v, want the lifecycle fields unset", spec)
 	}
 }
+
+// TestRunWithoutImageNeedsATerminalForVi: with no EDITOR, vi would wait
+// for keys that never come when stdin is not a terminal (a script, CI);
+// the create says what to do instead.
+func TestRunWithoutImageNeedsATerminalForVi(t *testing.T) {
+	c, _, _ := client(t, serve(t, newFake()), testToken, "")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	c.editor, c.stdin = "", r
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Run(ctx, RunOptions{Name: "demo"})
+	if err == nil || !strings.Contains(err.Error(), "needs a terminal: give --image, or set EDITOR") {
+		t.Errorf("err = %v, want the advice to give --image", err)
+	}
+}
