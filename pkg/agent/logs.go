@@ -33,7 +33,7 @@ func logSender(send func(*fsbv1.AgentServiceStreamLogsResponse) error) func([]lo
 		resp := &fsbv1.AgentServiceStreamLogsResponse{}
 		size := 0
 		for _, l := range lines {
-			ll := &fsbv1.LogLine{Time: timestamppb.New(l.Time), Stream: l.Stream, Text: strings.ToValidUTF8(string(l.Text), "\uFFFD")}
+			ll := &fsbv1.LogLine{Time: timestamppb.New(l.Time), Stream: l.Stream, Text: strings.ToValidUTF8(string(l.Text), "\uFFFD"), Partial: l.Partial}
 			n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(ll))
 			if len(resp.Lines) > 0 && size+n > MaxLogMessageBytes {
 				if err := send(resp); err != nil {

@@ -62,6 +62,9 @@ func (c *Client) Logs(ctx context.Context, o LogsOptions) error {
 	}
 	defer stream.Close()
 	var stdout, stderr bytes.Buffer
+	// midLine holds the streams whose last piece was partial: the next
+	// piece goes on the same line, without a timestamp of its own.
+	midLine := make(map[string]bool)
 	for stream.Receive() {
 		stdout.Reset()
 		stderr.Reset()
@@ -70,12 +73,15 @@ func (c *Client) Logs(ctx context.Context, o LogsOptions) error {
 			if l.GetStream() == "stderr" {
 				buf = &stderr
 			}
-			if o.Timestamps && l.GetTime() != nil {
+			if o.Timestamps && l.GetTime() != nil && !midLine[l.GetStream()] {
 				buf.WriteString(l.GetTime().AsTime().UTC().Format(time.RFC3339Nano))
 				buf.WriteByte(' ')
 			}
 			buf.WriteString(l.GetText())
-			buf.WriteByte('\n')
+			midLine[l.GetStream()] = l.GetPartial()
+			if !l.GetPartial() {
+				buf.WriteByte('\n')
+			}
 		}
 		// One write per stream and message, so that a follower sees each
 		// batch as soon as it arrives.

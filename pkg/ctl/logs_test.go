@@ -54,6 +54,35 @@ func TestLogs(t *testing.T) {
 	}
 }
 
+// TestLogsPartialPieces: a line that comes in pieces (partial set on all
+// but the last) is printed as one line, with one timestamp, even when a
+// line of the other stream comes between its pieces.
+func TestLogsPartialPieces(t *testing.T) {
+	f := newFake()
+	f.add("default", "demo", "busybox", time.Minute)
+	piece := func(stream, text string, offset time.Duration) *fsbv1.LogLine {
+		l := line(stream, text, offset)
+		l.Partial = true
+		return l
+	}
+	f.logs["default/demo"] = []*fsbv1.LogLine{
+		piece("stdout", "aaa", 0),
+		line("stderr", "oops", time.Millisecond),
+		piece("stdout", "bbb", 2*time.Millisecond),
+		line("stdout", "ccc", 3*time.Millisecond),
+		line("stdout", "next", 4*time.Millisecond),
+	}
+	c, out, errw := client(t, serve(t, f), testToken, "")
+	if err := c.Logs(context.Background(), LogsOptions{Name: "demo", Timestamps: true}); err != nil {
+		t.Fatal(err)
+	}
+	wantOut := "2026-11-26T23:04:05.123Z aaabbbccc\n2026-11-26T23:04:05.127Z next\n"
+	wantErr := "2026-11-26T23:04:05.124Z oops\n"
+	if out.String() != wantOut || errw.String() != wantErr {
+		t.Errorf("stdout %q stderr %q, want %q and %q", out, errw, wantOut, wantErr)
+	}
+}
+
 // TestLogsFollow checks that -f prints lines as they come, while the stream
 // is still open, and returns once the server ends the stream.
 func TestLogsFollow(t *testing.T) {

@@ -899,8 +899,12 @@ type LogLine struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
 	// "stdout" or "stderr".
-	Stream        string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
-	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	Text   string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	// partial is set when the line goes on in the next LogLine of the same
+	// stream: a line longer than the reader joins (256 KiB) comes in pieces,
+	// and only the last has no partial.
+	Partial       bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -954,6 +958,13 @@ func (x *LogLine) GetText() string {
 		return x.Text
 	}
 	return ""
+}
+
+func (x *LogLine) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
 }
 
 type AgentServiceStreamLogsResponse struct {
@@ -1077,11 +1088,12 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\"\x17\n" +
-	"\x15MarkPersistedResponse\"e\n" +
+	"\x15MarkPersistedResponse\"\x7f\n" +
 	"\aLogLine\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +
-	"\x04text\x18\x03 \x01(\tR\x04text\"G\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x18\n" +
+	"\apartial\x18\x04 \x01(\bR\apartial\"G\n" +
 	"\x1eAgentServiceStreamLogsResponse\x12%\n" +
 	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines2\x93\x04\n" +
 	"\fAgentService\x12d\n" +
