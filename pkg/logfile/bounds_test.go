@@ -285,3 +285,88 @@ func streamTexts(t *testing.T, path string, opts StreamOptions) []string {
 	}
 	return out
 }
+
+// TestTailLooksBackABoundedWayForALinesPieces: a line's partial records may
+// lie behind records of the other stream, so tail looks back past its N
+// lines for them, but only so far: a line alone on its stream after
+// megabytes of the other one costs tail about what a short log does (it
+// used to read the whole log backwards and then forwards). A line whose
+// pieces lie further back starts mid-way, as a line longer than
+// MaxJoinedLine may.
+func TestTailLooksBackABoundedWayForALinesPieces(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rec := func(b []byte, stream string, partial bool, text string) []byte {
+		return appendRecord(b, Line{Time: at, Stream: stream, Partial: partial, Text: []byte(text)})
+	}
+	// stdout appends full stdout records of 80 bytes up to size bytes more.
+	stdout := func(b []byte, size int) []byte {
+		for end := len(b) + size; len(b) < end; {
+			b = rec(b, Stdout, false, fmt.Sprintf("out %09d %s", len(b), strings.Repeat("x", 30)))
+		}
+		return b
+	}
+	const mb = 1 << 20
+	tests := []struct {
+		name string
+		// files are the log's, oldest first; the last is the live one.
+		files [][]byte
+		tail  int
+		want  []string
+	}{{
+		name:  "a lone stderr line after 8 MB of stdout in rotated files",
+		files: [][]byte{stdout(nil, 4*mb), stdout(nil, 4*mb), rec(stdout(nil, 1000), Stderr, false, "the last line")},
+		tail:  1,
+		want:  []string{"stderr:the last line"},
+	}, {
+		name:  "the last three lines, one of them alone on its stream",
+		files: [][]byte{stdout(nil, 8*mb), rec(rec(rec(nil, Stdout, false, "o1"), Stdout, false, "o2"), Stderr, false, "e")},
+		tail:  3,
+		want:  []string{"stdout:o1", "stdout:o2", "stderr:e"},
+	}, {
+		name:  "a line whose piece lies 100 KB back is whole",
+		files: [][]byte{rec(stdout(rec(stdout(nil, 8*mb), Stderr, true, "head-"), 100<<10), Stderr, false, "end")},
+		tail:  1,
+		want:  []string{"stderr:head-end"},
+	}, {
+		name:  "a line whose piece lies 2 MB back starts mid-way",
+		files: [][]byte{rec(stdout(rec(stdout(nil, 8*mb), Stderr, true, "lost-"), 2*mb), Stderr, false, "end")},
+		tail:  1,
+		want:  []string{"stderr:end"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lone.log")
+			size := 0
+			for i, b := range tt.files {
+				size += len(b)
+				p := path
+				if n := len(tt.files) - 1 - i; n > 0 {
+					p = fmt.Sprintf("%s.%d", path, n)
+				}
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			read0 := readBytes(t)
+			err := Stream(context.Background(), path, StreamOptions{Tail: tt.tail}, func(ls []Line) error {
+				for _, l := range ls {
+					got = append(got, l.Stream+":"+string(l.Text))
+				}
+				return nil
+			})
+			read := readBytes(t) - read0
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("tail %d = %.80q, want %q", tt.tail, got, tt.want)
+			}
+			// How far tail looks back (two joined lines' worth), read
+			// backwards and then forwards, with a chunk either way.
+			if bound := 6 * MaxJoinedLine; read > int64(bound) {
+				t.Errorf("tail %d read %d bytes of a log of %d, want at most %d", tt.tail, read, size, bound)
+			}
+		})
+	}
+}

@@ -39,13 +39,23 @@ const (
 	// readChunk is the unit of reads, forwards and backwards; it holds more
 	// than one record of MaxRecordSize.
 	readChunk = 64 << 10
+	// tailReach is how far, in bytes of records, tail looks back past its
+	// first full record for the rest of its lines (their partial records,
+	// back to their stream's previous full record). It has room for a whole
+	// joined line and as much of the other stream between its pieces; a
+	// line whose pieces lie further back starts mid-way. Without a bound, a
+	// line alone on its stream would have tail read the whole log.
+	tailReach = 2 * MaxJoinedLine
 )
 
 // StreamOptions say what Stream sends.
 type StreamOptions struct {
 	// Tail sends only the last Tail lines written so far; 0 sends them all.
 	// The files are read backwards from their end until Tail lines are
-	// found, so the cost does not grow with the size of the log.
+	// found, and at most a few hundred KiB further for the pieces of the
+	// first line of each stream, so the cost does not grow with the size of
+	// the log. Such a first line may start mid-way: when it is longer than
+	// MaxJoinedLine, or when its pieces lie further back than that.
 	Tail int
 	// Follow keeps sending new lines until Done reports true and the file is
 	// drained, or the context ends.
@@ -234,15 +244,24 @@ func replaced(f *os.File, path string) bool {
 // stream before it; records of the two streams interleave. So the start is
 // the end of a full record that closes every stream taken: once n full
 // records are counted, scanning goes on until each stream seen among them
-// has met its previous full record (or the beginning of the log). The full
-// records passed on the way belong to earlier lines: they are the skip.
-// Only counters are kept, never records.
+// has met its previous full record (or the beginning of the log), or until
+// it has gone tailReach bytes further back, where it starts, cutting the
+// line of a stream still open. The full records passed on the way belong
+// to earlier lines: they are the skip. Only counters are kept, never
+// records.
 func tailStart(files []logFile, n int) (idx int, off int64, skip int, err error) {
 	full := 0
+	past := int64(0) // bytes of records scanned since the n-th full record
 	open := map[string]bool{}
 	for i := len(files) - 1; i >= 0; i-- {
 		var stop bool
 		err := scanBack(files[i].f, files[i].size, func(end int64, head []byte, size int64) bool {
+			if full == n {
+				if past += size + 1; past > tailReach {
+					stop, off = true, end+1
+					return false
+				}
+			}
 			if size > int64(MaxRecordSize) {
 				return true // skipped by the forward reader too
 			}
