@@ -370,3 +370,91 @@ func TestTailLooksBackABoundedWayForALinesPieces(t *testing.T) {
 		})
 	}
 }
+
+// TestTailPastItsReachCutsOnlyAStreamsFirstLine checks the backward scan
+// against the forward read on a log far longer than tailReach, where one
+// stream's lines are rare and their pieces lie apart, some closer than
+// tailReach and some further: tail gives the last lines of the whole log,
+// except that the first line of each stream may have lost its beginning.
+func TestTailPastItsReachCutsOnlyAStreamsFirstLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rare.log")
+	w, err := Create(path, WithRotation(2<<20, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	out := 0
+	stdout := func(size int) {
+		for end := out + size; out < end; {
+			text := fmt.Appendf(nil, "out-%07d-%s", out, bytes.Repeat([]byte("o"), rng.IntN(120)))
+			if err := w.Write(Stdout, false, text); err != nil {
+				t.Fatal(err)
+			}
+			out += len(text)
+		}
+	}
+	for i := range 12 {
+		// A stderr line of one to three pieces, with up to 3*tailReach/2
+		// of stdout between them and after the line.
+		pieces := 1 + rng.IntN(3)
+		for p := range pieces {
+			text := fmt.Appendf(nil, "err-%02d-%d-", i, p)
+			partial := p < pieces-1
+			if partial {
+				text = append(text, bytes.Repeat([]byte("e"), MaxLineSize-len(text))...)
+			}
+			if err := w.Write(Stderr, partial, text); err != nil {
+				t.Fatal(err)
+			}
+			stdout(rng.IntN(3 * tailReach / 2))
+		}
+	}
+	w.Close()
+	if _, err := os.Stat(path + ".3"); err != nil {
+		t.Fatalf("want the log rotated into 4 files: %v", err)
+	}
+	all := streamLines(t, path, StreamOptions{})
+	tails := []int{1, 2, 3, 10, 100, 1000}
+	for range 20 {
+		tails = append(tails, 1+rng.IntN(len(all)))
+	}
+	cut := 0
+	for _, tail := range tails {
+		got := streamLines(t, path, StreamOptions{Tail: tail})
+		want := all[max(0, len(all)-tail):]
+		if len(got) != len(want) {
+			t.Fatalf("tail %d: %d lines, want %d", tail, len(got), len(want))
+		}
+		first := map[string]bool{}
+		for k, g := range got {
+			wk := want[k]
+			ok := g.Stream == wk.Stream && bytes.Equal(g.Text, wk.Text)
+			if !first[g.Stream] {
+				first[g.Stream] = true
+				ok = g.Stream == wk.Stream && bytes.HasSuffix(wk.Text, g.Text)
+				if ok && len(g.Text) < len(wk.Text) {
+					cut++
+				}
+			}
+			if !ok {
+				t.Fatalf("tail %d: line %d is %s %.30q, want %s %.30q", tail, k, g.Stream, g.Text, wk.Stream, wk.Text)
+			}
+		}
+	}
+	if cut == 0 {
+		t.Errorf("no tail of %d started a line mid-way: the log does not test the reach", len(tails))
+	}
+}
+
+func streamLines(t *testing.T, path string, opts StreamOptions) []Line {
+	t.Helper()
+	var out []Line
+	err := Stream(context.Background(), path, opts, func(ls []Line) error {
+		out = append(out, ls...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
