@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,4 +458,83 @@ func streamLines(t *testing.T, path string, opts StreamOptions) []Line {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestTailOfALineNeverEndedIsBounded: a sandbox that writes without a
+// newline fills its log with partial records and no full one. Tail looks
+// back about as far as its lines can be long and no further: it used to
+// read such a log backwards to its beginning, then forwards, and send all of
+// it in lines of MaxJoinedLine.
+func TestTailOfALineNeverEndedIsBounded(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	piece := bytes.Repeat([]byte("p"), MaxLineSize)
+	// partial appends size bytes of partial stdout records.
+	partial := func(b []byte, size int) []byte {
+		for end := len(b) + size; len(b) < end; {
+			b = appendRecord(b, Line{Time: at, Stream: Stdout, Partial: true, Text: piece})
+		}
+		return b
+	}
+	full := func(b []byte, text string) []byte {
+		return appendRecord(b, Line{Time: at, Stream: Stdout, Text: []byte(text)})
+	}
+	// long appends a line of 11 partial records and "end".
+	long := func(b []byte) []byte { return full(partial(b, 11*MaxLineSize+1), "end") }
+	const mb = 1 << 20
+	tests := []struct {
+		name  string
+		files [][]byte // oldest first; the last is the live one
+		tail  int
+		// sent bounds the bytes of text sent; want, if set, is the
+		// length of each line sent.
+		sent int
+		want []int
+	}{
+		{name: "only partial records, rotated", files: [][]byte{partial(nil, 4*mb), partial(nil, 4*mb)}, tail: 1, sent: 3 * MaxJoinedLine},
+		{name: "a line, then 8 MB never ended", files: [][]byte{partial(full(nil, "done"), 8*mb)}, tail: 1, sent: 3 * MaxJoinedLine},
+		{name: "8 MB never ended, then a newline", files: [][]byte{full(partial(nil, 8*mb), "done")}, tail: 1, sent: 3 * MaxJoinedLine},
+		{
+			name: "long lines are whole", files: [][]byte{long(long(long(full(partial(nil, 8*mb), "done"))))}, tail: 3,
+			sent: 3 * MaxJoinedLine, want: []int{11*MaxLineSize + 3, 11*MaxLineSize + 3, 11*MaxLineSize + 3},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "endless.log")
+			size := 0
+			for i, b := range tt.files {
+				size += len(b)
+				p := path
+				if n := len(tt.files) - 1 - i; n > 0 {
+					p = fmt.Sprintf("%s.%d", path, n)
+				}
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sent, lens := 0, []int{}
+			read0 := readBytes(t)
+			err := Stream(context.Background(), path, StreamOptions{Tail: tt.tail}, func(ls []Line) error {
+				for _, l := range ls {
+					sent += len(l.Text)
+					lens = append(lens, len(l.Text))
+				}
+				return nil
+			})
+			read := readBytes(t) - read0
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sent > tt.sent {
+				t.Errorf("tail %d sent %d bytes of text, want at most %d", tt.tail, sent, tt.sent)
+			}
+			if tt.want != nil && !slices.Equal(lens, tt.want) {
+				t.Errorf("tail %d sent lines of %v bytes, want %v", tt.tail, lens, tt.want)
+			}
+			// About two reaches of a line, backwards and forwards.
+			if bound := 8 * MaxJoinedLine; read > int64(bound) {
+				t.Errorf("tail %d read %d bytes of a log of %d, want at most %d", tt.tail, read, size, bound)
+			}
+		})
+	}
 }
