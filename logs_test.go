@@ -47,9 +47,32 @@ func procStatusKB(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
+// procReadBytes is what process pid has read through read system calls so
+// far (rchar in /proc/<pid>/io, page cache hits and sockets included).
+func procReadBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no rchar in /proc/%d/io", pid)
+	return 0
+}
+
 // TestTailOfALargeLogKeepsTheAgentSmall: eight clients asking at once for
 // the last line of a 25 MB log leave the agent process under 100 MB of
-// resident memory at its peak (VmHWM of the real `fsb agent` process).
+// resident memory at its peak (VmHWM of the real `fsb agent` process), and
+// each call reads a few MB at most: the last line is alone on its stream,
+// which must not send tail back through the whole log.
 func TestTailOfALargeLogKeepsTheAgentSmall(t *testing.T) {
 	_, ns := rig.Containerd(t)
 	a := startAgent(t, ns, "e2e-tail", t.TempDir())
@@ -78,7 +101,9 @@ func TestTailOfALargeLogKeepsTheAgentSmall(t *testing.T) {
 	client := fsbv1connect.NewAgentServiceClient(http.DefaultClient, a.base, connect.WithInterceptors(auth.Bearer(a.token)))
 	pid := a.cmd.Process.Pid
 	before := procStatusKB(t, pid, "VmHWM")
-	for round := range 3 {
+	read0 := procReadBytes(t, pid)
+	const calls = 3 * 8
+	for round := range calls / 8 {
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
 		for range 8 {
@@ -113,6 +138,11 @@ func TestTailOfALargeLogKeepsTheAgentSmall(t *testing.T) {
 	t.Logf("agent VmHWM %d kB before, %d kB after 24 tail calls (VmRSS now %d kB)", before, peak, procStatusKB(t, pid, "VmRSS"))
 	if peak > 100<<10 {
 		t.Errorf("the agent's resident memory peaked at %d MB, want under 100 MB", peak>>10)
+	}
+	read := procReadBytes(t, pid) - read0
+	t.Logf("the agent read %d kB for %d tail calls", read>>10, calls)
+	if read > calls*4<<20 {
+		t.Errorf("the agent read %d MB for %d calls of tail 1 on a 25 MB log, want under 4 MB a call", read>>20, calls)
 	}
 }
 

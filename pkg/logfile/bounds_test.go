@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -284,4 +285,256 @@ func streamTexts(t *testing.T, path string, opts StreamOptions) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestTailLooksBackABoundedWayForALinesPieces: a line's partial records may
+// lie behind records of the other stream, so tail looks back past its N
+// lines for them, but only so far: a line alone on its stream after
+// megabytes of the other one costs tail about what a short log does (it
+// used to read the whole log backwards and then forwards). A line whose
+// pieces lie further back starts mid-way, as a line longer than
+// MaxJoinedLine may.
+func TestTailLooksBackABoundedWayForALinesPieces(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rec := func(b []byte, stream string, partial bool, text string) []byte {
+		return appendRecord(b, Line{Time: at, Stream: stream, Partial: partial, Text: []byte(text)})
+	}
+	// stdout appends full stdout records of 80 bytes up to size bytes more.
+	stdout := func(b []byte, size int) []byte {
+		for end := len(b) + size; len(b) < end; {
+			b = rec(b, Stdout, false, fmt.Sprintf("out %09d %s", len(b), strings.Repeat("x", 30)))
+		}
+		return b
+	}
+	const mb = 1 << 20
+	tests := []struct {
+		name string
+		// files are the log's, oldest first; the last is the live one.
+		files [][]byte
+		tail  int
+		want  []string
+	}{{
+		name:  "a lone stderr line after 8 MB of stdout in rotated files",
+		files: [][]byte{stdout(nil, 4*mb), stdout(nil, 4*mb), rec(stdout(nil, 1000), Stderr, false, "the last line")},
+		tail:  1,
+		want:  []string{"stderr:the last line"},
+	}, {
+		name:  "the last three lines, one of them alone on its stream",
+		files: [][]byte{stdout(nil, 8*mb), rec(rec(rec(nil, Stdout, false, "o1"), Stdout, false, "o2"), Stderr, false, "e")},
+		tail:  3,
+		want:  []string{"stdout:o1", "stdout:o2", "stderr:e"},
+	}, {
+		name:  "a line whose piece lies 100 KB back is whole",
+		files: [][]byte{rec(stdout(rec(stdout(nil, 8*mb), Stderr, true, "head-"), 100<<10), Stderr, false, "end")},
+		tail:  1,
+		want:  []string{"stderr:head-end"},
+	}, {
+		name:  "a line whose piece lies 2 MB back starts mid-way",
+		files: [][]byte{rec(stdout(rec(stdout(nil, 8*mb), Stderr, true, "lost-"), 2*mb), Stderr, false, "end")},
+		tail:  1,
+		want:  []string{"stderr:end"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lone.log")
+			size := 0
+			for i, b := range tt.files {
+				size += len(b)
+				p := path
+				if n := len(tt.files) - 1 - i; n > 0 {
+					p = fmt.Sprintf("%s.%d", path, n)
+				}
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			read0 := readBytes(t)
+			err := Stream(context.Background(), path, StreamOptions{Tail: tt.tail}, func(ls []Line) error {
+				for _, l := range ls {
+					got = append(got, l.Stream+":"+string(l.Text))
+				}
+				return nil
+			})
+			read := readBytes(t) - read0
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("tail %d = %.80q, want %q", tt.tail, got, tt.want)
+			}
+			// How far tail looks back (two joined lines' worth), read
+			// backwards and then forwards, with a chunk either way.
+			if bound := 6 * MaxJoinedLine; read > int64(bound) {
+				t.Errorf("tail %d read %d bytes of a log of %d, want at most %d", tt.tail, read, size, bound)
+			}
+		})
+	}
+}
+
+// TestTailPastItsReachCutsOnlyAStreamsFirstLine checks the backward scan
+// against the forward read on a log far longer than tailReach, where one
+// stream's lines are rare and their pieces lie apart, some closer than
+// tailReach and some further: tail gives the last lines of the whole log,
+// except that the first line of each stream may have lost its beginning.
+func TestTailPastItsReachCutsOnlyAStreamsFirstLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rare.log")
+	w, err := Create(path, WithRotation(2<<20, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	out := 0
+	stdout := func(size int) {
+		for end := out + size; out < end; {
+			text := fmt.Appendf(nil, "out-%07d-%s", out, bytes.Repeat([]byte("o"), rng.IntN(120)))
+			if err := w.Write(Stdout, false, text); err != nil {
+				t.Fatal(err)
+			}
+			out += len(text)
+		}
+	}
+	for i := range 12 {
+		// A stderr line of one to three pieces, with up to 3*tailReach/2
+		// of stdout between them and after the line.
+		pieces := 1 + rng.IntN(3)
+		for p := range pieces {
+			text := fmt.Appendf(nil, "err-%02d-%d-", i, p)
+			partial := p < pieces-1
+			if partial {
+				text = append(text, bytes.Repeat([]byte("e"), MaxLineSize-len(text))...)
+			}
+			if err := w.Write(Stderr, partial, text); err != nil {
+				t.Fatal(err)
+			}
+			stdout(rng.IntN(3 * tailReach / 2))
+		}
+	}
+	w.Close()
+	if _, err := os.Stat(path + ".3"); err != nil {
+		t.Fatalf("want the log rotated into 4 files: %v", err)
+	}
+	all := streamLines(t, path, StreamOptions{})
+	tails := []int{1, 2, 3, 10, 100, 1000}
+	for range 20 {
+		tails = append(tails, 1+rng.IntN(len(all)))
+	}
+	cut := 0
+	for _, tail := range tails {
+		got := streamLines(t, path, StreamOptions{Tail: tail})
+		want := all[max(0, len(all)-tail):]
+		if len(got) != len(want) {
+			t.Fatalf("tail %d: %d lines, want %d", tail, len(got), len(want))
+		}
+		first := map[string]bool{}
+		for k, g := range got {
+			wk := want[k]
+			ok := g.Stream == wk.Stream && bytes.Equal(g.Text, wk.Text)
+			if !first[g.Stream] {
+				first[g.Stream] = true
+				ok = g.Stream == wk.Stream && bytes.HasSuffix(wk.Text, g.Text)
+				if ok && len(g.Text) < len(wk.Text) {
+					cut++
+				}
+			}
+			if !ok {
+				t.Fatalf("tail %d: line %d is %s %.30q, want %s %.30q", tail, k, g.Stream, g.Text, wk.Stream, wk.Text)
+			}
+		}
+	}
+	if cut == 0 {
+		t.Errorf("no tail of %d started a line mid-way: the log does not test the reach", len(tails))
+	}
+}
+
+func streamLines(t *testing.T, path string, opts StreamOptions) []Line {
+	t.Helper()
+	var out []Line
+	err := Stream(context.Background(), path, opts, func(ls []Line) error {
+		out = append(out, ls...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestTailOfALineNeverEndedIsBounded: a sandbox that writes without a
+// newline fills its log with partial records and no full one. Tail looks
+// back about as far as its lines can be long and no further: it used to
+// read such a log backwards to its beginning, then forwards, and send all of
+// it in lines of MaxJoinedLine.
+func TestTailOfALineNeverEndedIsBounded(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	piece := bytes.Repeat([]byte("p"), MaxLineSize)
+	// partial appends size bytes of partial stdout records.
+	partial := func(b []byte, size int) []byte {
+		for end := len(b) + size; len(b) < end; {
+			b = appendRecord(b, Line{Time: at, Stream: Stdout, Partial: true, Text: piece})
+		}
+		return b
+	}
+	full := func(b []byte, text string) []byte {
+		return appendRecord(b, Line{Time: at, Stream: Stdout, Text: []byte(text)})
+	}
+	// long appends a line of 11 partial records and "end".
+	long := func(b []byte) []byte { return full(partial(b, 11*MaxLineSize+1), "end") }
+	const mb = 1 << 20
+	tests := []struct {
+		name  string
+		files [][]byte // oldest first; the last is the live one
+		tail  int
+		// sent bounds the bytes of text sent; want, if set, is the
+		// length of each line sent.
+		sent int
+		want []int
+	}{
+		{name: "only partial records, rotated", files: [][]byte{partial(nil, 4*mb), partial(nil, 4*mb)}, tail: 1, sent: 3 * MaxJoinedLine},
+		{name: "a line, then 8 MB never ended", files: [][]byte{partial(full(nil, "done"), 8*mb)}, tail: 1, sent: 3 * MaxJoinedLine},
+		{name: "8 MB never ended, then a newline", files: [][]byte{full(partial(nil, 8*mb), "done")}, tail: 1, sent: 3 * MaxJoinedLine},
+		{
+			name: "long lines are whole", files: [][]byte{long(long(long(full(partial(nil, 8*mb), "done"))))}, tail: 3,
+			sent: 3 * MaxJoinedLine, want: []int{11*MaxLineSize + 3, 11*MaxLineSize + 3, 11*MaxLineSize + 3},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "endless.log")
+			size := 0
+			for i, b := range tt.files {
+				size += len(b)
+				p := path
+				if n := len(tt.files) - 1 - i; n > 0 {
+					p = fmt.Sprintf("%s.%d", path, n)
+				}
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sent, lens := 0, []int{}
+			read0 := readBytes(t)
+			err := Stream(context.Background(), path, StreamOptions{Tail: tt.tail}, func(ls []Line) error {
+				for _, l := range ls {
+					sent += len(l.Text)
+					lens = append(lens, len(l.Text))
+				}
+				return nil
+			})
+			read := readBytes(t) - read0
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sent > tt.sent {
+				t.Errorf("tail %d sent %d bytes of text, want at most %d", tt.tail, sent, tt.sent)
+			}
+			if tt.want != nil && !slices.Equal(lens, tt.want) {
+				t.Errorf("tail %d sent lines of %v bytes, want %v", tt.tail, lens, tt.want)
+			}
+			// About two reaches of a line, backwards and forwards.
+			if bound := 8 * MaxJoinedLine; read > int64(bound) {
+				t.Errorf("tail %d read %d bytes of a log of %d, want at most %d", tt.tail, read, size, bound)
+			}
+		})
+	}
 }

@@ -39,13 +39,34 @@ const (
 	// readChunk is the unit of reads, forwards and backwards; it holds more
 	// than one record of MaxRecordSize.
 	readChunk = 64 << 10
+	// tailReach is how far, in bytes of records, tail looks back past its
+	// first full record for the rest of its lines (their partial records,
+	// back to their stream's previous full record). It has room for a whole
+	// joined line and as much of the other stream between its pieces; a
+	// line whose pieces lie further back starts mid-way. Without a bound, a
+	// line alone on its stream would have tail read the whole log.
+	tailReach = 2 * MaxJoinedLine
+	// lineBytes is the most a line of MaxJoinedLine bytes of text takes in
+	// a file: its text and the header and newline of each of its records.
+	// Tail N looks back at most N of these and tailReach for the last N
+	// full records: records of a line never ended (no full record at all,
+	// when a sandbox writes without newlines) must not send it back through
+	// the whole log.
+	lineBytes = MaxJoinedLine + (MaxJoinedLine/MaxLineSize+1)*(maxHeaderLen+1)
 )
 
 // StreamOptions say what Stream sends.
 type StreamOptions struct {
 	// Tail sends only the last Tail lines written so far; 0 sends them all.
 	// The files are read backwards from their end until Tail lines are
-	// found, so the cost does not grow with the size of the log.
+	// found, and at most a few hundred KiB further for the pieces of the
+	// first line of each stream, so the cost does not grow with the size of
+	// the log. Such a first line may start mid-way: when it is longer than
+	// MaxJoinedLine, or when its pieces lie further back than that. The
+	// look back for the lines themselves is bounded too, by what Tail lines
+	// of MaxJoinedLine take and a few hundred KiB: what lies beyond it is
+	// not sent, and a line never ended (no newline written) may arrive as a
+	// few lines of MaxJoinedLine instead.
 	Tail int
 	// Follow keeps sending new lines until Done reports true and the file is
 	// drained, or the context ends.
@@ -234,15 +255,28 @@ func replaced(f *os.File, path string) bool {
 // stream before it; records of the two streams interleave. So the start is
 // the end of a full record that closes every stream taken: once n full
 // records are counted, scanning goes on until each stream seen among them
-// has met its previous full record (or the beginning of the log). The full
-// records passed on the way belong to earlier lines: they are the skip.
-// Only counters are kept, never records.
+// has met its previous full record (or the beginning of the log), or until
+// it has gone tailReach bytes further back, where it starts, cutting the
+// line of a stream still open. The full records passed on the way belong
+// to earlier lines: they are the skip. Only counters are kept, never
+// records. Before n full records are found, scanning stops after n times
+// lineBytes and tailReach, where it starts with nothing to skip.
 func tailStart(files []logFile, n int) (idx int, off int64, skip int, err error) {
 	full := 0
+	// left is how many more bytes of records the scan may pass: first for
+	// the n full records, then, from the n-th on, for the streams to close.
+	left := int64(n)*int64(lineBytes) + tailReach
 	open := map[string]bool{}
 	for i := len(files) - 1; i >= 0; i-- {
 		var stop bool
 		err := scanBack(files[i].f, files[i].size, func(end int64, head []byte, size int64) bool {
+			// A record longer than the driver writes (the file is not
+			// the driver's alone) counts as the longest it writes: such
+			// records are skipped, and lines beyond them still sent.
+			if left -= min(size, int64(MaxRecordSize)) + 1; left < 0 {
+				stop, off = true, end+1
+				return false
+			}
 			if size > int64(MaxRecordSize) {
 				return true // skipped by the forward reader too
 			}
@@ -253,6 +287,9 @@ func tailStart(files []logFile, n int) (idx int, off int64, skip int, err error)
 			if full < n {
 				full++
 				open[l.Stream] = true
+				if full == n {
+					left = tailReach
+				}
 				return true
 			}
 			open[l.Stream] = false
