@@ -239,6 +239,24 @@ func TestReaderBoundsWhatItAcceptsFromALine(t *testing.T) {
 		if !bytes.Equal(joined, append(long, "end"...)) {
 			t.Errorf("the pieces hold %d bytes, want the %d written, in order", len(joined), len(long)+3)
 		}
+		// Every piece but the last says the line goes on.
+		var partial []bool
+		if err := Stream(context.Background(), path, StreamOptions{}, func(ls []Line) error {
+			for _, l := range ls {
+				partial = append(partial, l.Partial)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range partial {
+			if want := i < len(partial)-1; p != want {
+				t.Errorf("piece %d of %d: partial %v, want %v", i+1, len(partial), p, want)
+			}
+		}
+		if len(partial) < 2 {
+			t.Errorf("%d pieces, want the line cut", len(partial))
+		}
 	})
 	t.Run("an over-long record is skipped", func(t *testing.T) {
 		path := filepath.Join(dir, "o.log")

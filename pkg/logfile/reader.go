@@ -435,10 +435,11 @@ type joiner struct {
 func (j *joiner) add(l Line, emit func(Line) error) error {
 	p := j.partial[l.Stream]
 	if len(p) > 0 && len(p)+len(l.Text) > MaxJoinedLine {
-		// Too long to join: what is held goes out as a line of its own.
+		// Too long to join: what is held goes out as a piece of its own,
+		// marked partial, as the line goes on.
 		delete(j.partial, l.Stream)
 		if j.skip == 0 {
-			if err := emit(Line{Time: l.Time, Stream: l.Stream, Text: p}); err != nil {
+			if err := emit(Line{Time: l.Time, Stream: l.Stream, Text: p, Partial: true}); err != nil {
 				return err
 			}
 		}
