@@ -897,7 +897,12 @@ func (s *Server) deletePending(ctx context.Context, k string, p *pendingCreate, 
 	}
 	if _, err := client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: p.id, GracePeriodSeconds: msg.GracePeriodSeconds})); err != nil {
 		end(false)
-		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("delete sandbox %s on agent %s: %w", k, agentID, err))
+		if ce := new(connect.Error); errors.As(err, &ce) && connect.IsWireError(ce) {
+			// The agent answered: its words, and its marks (containerd
+			// unreachable), reach the caller.
+			return nil, fault.Relay(ce)
+		}
+		return nil, s.agentUnreachable(agentID, err)
 	}
 	end(true)
 	s.cfg.Registry.Release(p.id)
