@@ -142,3 +142,40 @@ func TestLogFloodIsThrottledWithTheSandbox(t *testing.T) {
 		})
 	}
 }
+
+// driverGone says whether the log driver pid has ended: exited or killed
+// (a zombie, or already reaped by the shim).
+func driverGone(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	return strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))[0] == "Z"
+}
+
+// TestLogFloodAtMinimumMemoryKeepsTheDriver: a sandbox at the least memory
+// it may have floods its log, then takes memory the kernel cannot reclaim
+// (a file in its /dev/shm). The OOM killer must take the task, never the
+// log driver, which outlives the task with the flood in the log.
+func TestLogFloodAtMinimumMemoryKeepsTheDriver(t *testing.T) {
+	h := newHarness(t)
+	for _, rt := range []string{"runc", "crun"} {
+		t.Run(rt, func(t *testing.T) {
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Runtime: rt,
+				Command:   []string{"sh", "-c", "yes | head -c 4000000; echo flood over; cat /dev/zero > /dev/shm/fill"},
+				Resources: &fsbv1.Resources{Memory: "6Mi"},
+			})
+			pid := logDriverPid(t, sb.GetLogPath())
+			ended := h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_FAILED)
+			if ended.GetReason() != "OOMKilled" {
+				t.Errorf("the sandbox ended %v, want OOMKilled", ended)
+			}
+			if driverGone(pid) {
+				t.Error("the log driver ended with the task, want it running until the delete")
+			}
+			h.waitLog(sb, "flood over")
+			h.delete(sb.GetSandboxId(), 0)
+		})
+	}
+}

@@ -19,8 +19,18 @@ import (
 // the sandbox's limits (see package cgroup). withSandboxCgroup puts the
 // task there; the driver's config names the parent.
 
+// TaskOOMScoreAdj is a sandbox task's oom_score_adj. The task shares its
+// memory limit with its log driver, which inherits the shim's score and
+// lowers it where it may: the task's raised score makes it, not the driver,
+// the OOM killer's pick when the sandbox runs out of memory (a driver
+// killed loses the task's output from then on). Raising a score needs no
+// privilege. On the node as a whole a sandbox is then killed before the
+// agent, containerd and the node's own services, as kubelet ranks
+// best-effort pods.
+const TaskOOMScoreAdj = 500
+
 // withSandboxCgroup sets the task's cgroup to the task leaf of the
-// sandbox's cgroup.
+// sandbox's cgroup, and its OOM score to TaskOOMScoreAdj.
 func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Container, s *oci.Spec) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -30,6 +40,11 @@ func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Containe
 		s.Linux = &specs.Linux{}
 	}
 	s.Linux.CgroupsPath = path.Join("/", ns, c.ID, cgroup.TaskLeaf)
+	if s.Process == nil {
+		s.Process = &specs.Process{}
+	}
+	adj := TaskOOMScoreAdj
+	s.Process.OOMScoreAdj = &adj
 	return nil
 }
 
