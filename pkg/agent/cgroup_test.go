@@ -153,6 +153,22 @@ func driverGone(pid int) bool {
 	return strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))[0] == "Z"
 }
 
+// TestSmallPidsLimitRunsAndPrints: a pids limit counts the sandbox's own
+// processes only, not its log driver's threads: a sandbox allowed 8 runs.
+func TestSmallPidsLimitRunsAndPrints(t *testing.T) {
+	h := newHarness(t)
+	for _, rt := range []string{"runc", "crun"} {
+		t.Run(rt, func(t *testing.T) {
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Command: []string{"sh", "-c", "echo hello from a small sandbox"}, Runtime: rt,
+				Resources: &fsbv1.Resources{Pids: 8},
+			})
+			h.waitLog(sb, "hello from a small sandbox")
+			h.delete(sb.GetSandboxId(), 0)
+		})
+	}
+}
+
 // TestLogFloodAtMinimumMemoryKeepsTheDriver: a sandbox at the least memory
 // it may have floods its log, then takes memory the kernel cannot reclaim
 // (a file in its /dev/shm). The OOM killer must take the task, never the

@@ -1,11 +1,13 @@
 // Package cgroup puts a sandbox's helper processes — its log driver — under
-// the sandbox's own cpu, memory and pids limits.
+// the sandbox's own cpu and memory limits.
 //
 // A sandbox's limits are set on a parent cgroup that holds two leaves: the
 // task's, which the OCI runtime (runc, crun, runsc) makes and removes, and
 // the helper's, which Enter makes and joins. The runtime applies the same
 // limits to its leaf, so the task alone is held as before, and the task
-// and its helpers together never exceed the parent's. Each leaf is removed
+// and its helpers together never exceed the parent's. The pids limit is
+// the task's leaf's alone: it counts the sandbox's processes, and the
+// driver's threads would eat a small one (8 pids would not start). Each leaf is removed
 // by whoever made it: the runtime's on delete (while the log driver still
 // drains the task's pipes, which is why the driver is not in that leaf), the
 // helper's and the parent by the helper on its way out.
@@ -42,12 +44,12 @@ const (
 // ones its limits use, and cpuacct, which accounts its cpu time.
 var v1Controllers = []string{"cpu", "cpuacct", "memory", "pids"}
 
-// Limits are a sandbox's resource limits; zero means none.
+// Limits are the limits a sandbox's cgroup holds its task and helpers
+// to together; zero means none.
 type Limits struct {
 	// CPUQuota and CPUPeriod are CFS bandwidth in microseconds.
 	CPUQuota, CPUPeriod int64
 	Memory              int64 // bytes
-	Pids                int64
 }
 
 // Unified reports whether the host uses the unified (v2) hierarchy.
@@ -110,10 +112,6 @@ func enterV1(parent string, limits Limits, pid []byte) (func() error, error) {
 			if limits.Memory > 0 {
 				err = write(filepath.Join(dir, "memory.limit_in_bytes"), itoa(limits.Memory))
 			}
-		case "pids":
-			if limits.Pids > 0 {
-				err = write(filepath.Join(dir, "pids.max"), itoa(limits.Pids))
-			}
 		}
 		if err == nil {
 			err = write(filepath.Join(dir, HelperLeaf, "cgroup.procs"), pid)
@@ -157,9 +155,6 @@ func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
 	}
 	if limits.Memory > 0 {
 		errs = append(errs, write(filepath.Join(dir, "memory.max"), itoa(limits.Memory)))
-	}
-	if limits.Pids > 0 {
-		errs = append(errs, write(filepath.Join(dir, "pids.max"), itoa(limits.Pids)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -27,7 +27,7 @@ func TestEnterAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Limits far above what the test uses: the whole test process moves.
-	leave, err := Enter(parent, Limits{CPUQuota: 400_000, CPUPeriod: 100_000, Memory: 8 << 30, Pids: 100_000})
+	leave, err := Enter(parent, Limits{CPUQuota: 400_000, CPUPeriod: 100_000, Memory: 8 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +37,11 @@ func TestEnterAndLeave(t *testing.T) {
 	files := map[string]string{
 		"cpu/cpu.cfs_quota_us":         "400000",
 		"memory/memory.limit_in_bytes": "8589934592",
-		"pids/pids.max":                "100000",
+		"pids/pids.max":                "max", // the task's leaf's alone
 	}
 	if Unified() {
 		controllers = []string{""}
-		files = map[string]string{"/cpu.max": "400000 100000", "/memory.max": "8589934592", "/pids.max": "100000"}
+		files = map[string]string{"/cpu.max": "400000 100000", "/memory.max": "8589934592", "/pids.max": "max"}
 	}
 	for _, c := range controllers {
 		if !strings.Contains(string(inside), c+":"+parent+"/"+HelperLeaf+"\n") {

@@ -38,7 +38,7 @@ func (c DriverConfig) Encode() string {
 	}
 	if c.Cgroup != "" {
 		q.Set("cgroup", c.Cgroup)
-		for k, v := range map[string]int64{"cpu-quota": c.Limits.CPUQuota, "cpu-period": c.Limits.CPUPeriod, "memory": c.Limits.Memory, "pids": c.Limits.Pids} {
+		for k, v := range map[string]int64{"cpu-quota": c.Limits.CPUQuota, "cpu-period": c.Limits.CPUPeriod, "memory": c.Limits.Memory} {
 			if v > 0 {
 				q.Set(k, strconv.FormatInt(v, 10))
 			}
@@ -68,7 +68,7 @@ func ParseDriverConfig(s string) (DriverConfig, error) {
 		}
 	}
 	c.Cgroup = q.Get("cgroup")
-	for k, p := range map[string]*int64{"cpu-quota": &c.Limits.CPUQuota, "cpu-period": &c.Limits.CPUPeriod, "memory": &c.Limits.Memory, "pids": &c.Limits.Pids} {
+	for k, p := range map[string]*int64{"cpu-quota": &c.Limits.CPUQuota, "cpu-period": &c.Limits.CPUPeriod, "memory": &c.Limits.Memory} {
 		if v := q.Get(k); v != "" {
 			if *p, err = strconv.ParseInt(v, 10, 64); err != nil {
 				return DriverConfig{}, fmt.Errorf("log driver %s: %w", k, err)

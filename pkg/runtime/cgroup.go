@@ -49,7 +49,8 @@ func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Containe
 }
 
 // helperCgroup returns the sandbox cgroup a container's helpers join, and
-// the limits to make it with, from the container's spec. A container made
+// the limits to make it with, from the container's spec (its pids limit
+// stays the task's own). A container made
 // before sandboxes had their own cgroup (its task sits straight in
 // /<namespace>/<id>) gets none: a helper in a child of the task's cgroup
 // would keep the runtime from removing it.
@@ -72,9 +73,6 @@ func helperCgroup(c containers.Container) (string, cgroup.Limits) {
 		}
 		if r.Memory != nil && r.Memory.Limit != nil {
 			l.Memory = *r.Memory.Limit
-		}
-		if r.Pids != nil {
-			l.Pids = r.Pids.Limit
 		}
 	}
 	return path.Dir(s.Linux.CgroupsPath), l
