@@ -20,6 +20,7 @@ package cgroup
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -27,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -212,3 +214,110 @@ func rmdir(dir string) error {
 }
 
 func itoa(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
+
+// Hierarchies returns the mount points of every cgroup hierarchy under
+// Root: on a v1 or hybrid host one per controller (and the named and
+// unified ones), on a v2 host Root itself. The OCI runtime makes a task's
+// cgroup in each, not only in those its limits use.
+func Hierarchies() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: read mounts: %w", err)
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// ID parent major:minor root mount-point options... - fstype source super-options
+		pre, post, ok := strings.Cut(line, " - ")
+		f, fs := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(fs) < 1 || (fs[0] != "cgroup" && fs[0] != "cgroup2") {
+			continue
+		}
+		if mp := f[4]; mp == Root || strings.HasPrefix(mp, Root+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// Children returns the names of dir's child cgroups (dir a path such as
+// /fsb) found in any hierarchy, each once.
+func Children(dir string) ([]string, error) {
+	hiers, err := Hierarchies()
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool)
+	var out []string
+	for _, h := range hiers {
+		entries, err := os.ReadDir(filepath.Join(h, dir))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cgroup: list %s: %w", filepath.Join(h, dir), err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out, nil
+}
+
+// Remove removes the cgroup dir (a path such as /fsb/sb-1-1) and every
+// cgroup below it from every hierarchy; what is gone already is skipped. A
+// cgroup that still holds a process (a helper on its way out) is tried
+// again until wait has passed, then named in the error; it is left as it
+// is. removed says whether anything was there to remove.
+func Remove(ctx context.Context, dir string, wait time.Duration) (removed bool, err error) {
+	if !strings.HasPrefix(dir, "/") || filepath.Clean(dir) != dir || dir == "/" {
+		return false, fmt.Errorf("cgroup %q: want an absolute, clean path below the root", dir)
+	}
+	hiers, err := Hierarchies()
+	if err != nil {
+		return false, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var busy []error
+		for _, h := range hiers {
+			found, err := removeTree(filepath.Join(h, dir))
+			removed = removed || found
+			if err != nil {
+				busy = append(busy, err)
+			}
+		}
+		if len(busy) == 0 {
+			return removed, nil
+		}
+		if !time.Now().Before(deadline) {
+			return removed, errors.Join(busy...)
+		}
+		select {
+		case <-ctx.Done():
+			return removed, errors.Join(append(busy, ctx.Err())...)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// removeTree removes the cgroup dir and the cgroups below it, children
+// first: rmdir refuses a cgroup with children, and ignores its control
+// files. found says whether dir was there.
+func removeTree(dir string) (found bool, err error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("cgroup: list %s: %w", dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			_, err := removeTree(filepath.Join(dir, e.Name()))
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, rmdir(dir))
+	return true, errors.Join(errs...)
+}
