@@ -14,7 +14,10 @@
 //
 // Both cgroup v1 (one hierarchy per controller, as Debian 12 mounts them)
 // and the unified v2 hierarchy are handled; the choice is the one runc
-// makes: v2 when /sys/fs/cgroup is a cgroup2 file system.
+// makes: v2 when /sys/fs/cgroup is a cgroup2 file system. The test rig
+// here is a v1 (hybrid) host: the v2 path is exercised only as far as its
+// undo on an error (on the hybrid host's unified hierarchy, which has no
+// controllers to hand down), not with limits in force.
 package cgroup
 
 import (
@@ -26,6 +29,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,7 +75,7 @@ func Enter(parent string, limits Limits) (leave func() error, err error) {
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	if Unified() {
-		return enterV2(parent, limits, pid)
+		return enterV2(Root, parent, limits, pid)
 	}
 	return enterV1(parent, limits, pid)
 }
@@ -129,20 +133,38 @@ func enterV1(parent string, limits Limits, pid []byte) (func() error, error) {
 	return leave, nil
 }
 
-func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
+// enterV2 is Enter on the unified hierarchy mounted at root. On an error
+// it removes the cgroups it made, as enterV1 does.
+func enterV2(root, parent string, limits Limits, pid []byte) (leave func() error, err error) {
 	origin, err := ownCgroups()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(Root, parent)
+	dir := filepath.Join(root, parent)
 	leaf := filepath.Join(dir, HelperLeaf)
+	var made []string // by this call, parents first
+	defer func() {
+		if err != nil {
+			for _, d := range slices.Backward(made) {
+				err = errors.Join(err, rmdir(d))
+			}
+		}
+	}()
+	mkdir := func(d string) error {
+		if err := unix.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("make cgroup %s: %w", d, err)
+		} else if err == nil {
+			made = append(made, d)
+		}
+		return nil
+	}
 	// Controllers are handed down from the root: each ancestor enables
 	// them for its children (runc does the same for the task's leaf).
 	rel := strings.Split(strings.TrimPrefix(parent, "/"), "/")
 	for i := range rel {
-		anc := filepath.Join(append([]string{Root}, rel[:i]...)...)
-		if err := os.MkdirAll(filepath.Join(anc, rel[i]), 0o755); err != nil {
-			return nil, fmt.Errorf("make cgroup: %w", err)
+		anc := filepath.Join(append([]string{root}, rel[:i]...)...)
+		if err := mkdir(filepath.Join(anc, rel[i])); err != nil {
+			return nil, err
 		}
 		if err := write(filepath.Join(anc, "cgroup.subtree_control"), []byte("+cpu +memory +pids")); err != nil {
 			return nil, err
@@ -161,14 +183,14 @@ func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(leaf, 0o755); err != nil {
-		return nil, fmt.Errorf("make cgroup: %w", err)
+	if err := mkdir(leaf); err != nil {
+		return nil, err
 	}
 	if err := write(filepath.Join(leaf, "cgroup.procs"), pid); err != nil {
 		return nil, err
 	}
 	return func() error {
-		err := errors.Join(write(filepath.Join(Root, origin[""], "cgroup.procs"), pid), rmdir(leaf))
+		err := errors.Join(write(filepath.Join(root, origin[""], "cgroup.procs"), pid), rmdir(leaf))
 		_ = rmdir(dir) // busy while the task's leaf is there
 		return err
 	}, nil
