@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
 	cfg.Logger.Info("sandboxes loaded", slog.Int("running", len(sandboxes)),
 		slog.Int("finished", rep.Finished), slog.Int("rolledBack", rep.RolledBack), slog.Int("lost", rep.Lost),
-		slog.Int("leftoverSnapshots", rep.Snapshots))
+		slog.Int("leftoverSnapshots", rep.Snapshots), slog.Int("leftoverCgroups", rep.Cgroups))
 	return a, nil
 }
 

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +32,8 @@ func (h *harness) sandboxCgroup(sb *fsbv1.AgentSandbox) string {
 }
 
 // logDriverPid finds the log driver writing logPath among the host's
-// processes, by its command line.
+// processes, by its command line (the whole path: another test's driver
+// may write a file of the same name).
 func logDriverPid(t *testing.T, logPath string) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -42,7 +46,7 @@ func logDriverPid(t *testing.T, logPath string) int {
 			}
 			cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 			args := strings.Split(string(cmd), "\x00")
-			if len(args) > 2 && args[1] == "log-driver" && strings.Contains(args[2], filepath.Base(logPath)) {
+			if len(args) > 2 && args[1] == "log-driver" && strings.Contains(args[2], url.QueryEscape(logPath)) {
 				return pid
 			}
 		}
@@ -127,18 +131,148 @@ func TestLogFloodIsThrottledWithTheSandbox(t *testing.T) {
 			}
 
 			h.delete(sb.GetSandboxId(), 0)
-			// The driver leaves and removes the sandbox's cgroup as it
-			// exits, after the runtime removed the task's.
-			deadline := time.Now().Add(10 * time.Second)
-			for _, c := range []string{"cpu", "cpuacct", "memory", "pids"} {
-				dir := filepath.Join("/sys/fs/cgroup", c, parent)
-				for _, err := os.Stat(dir); err == nil; _, err = os.Stat(dir) {
-					if time.Now().After(deadline) {
-						t.Fatalf("%s is left after the delete", dir)
-					}
-					time.Sleep(20 * time.Millisecond)
+			assertNoCgroup(t, parent)
+		})
+	}
+}
+
+// hierarchies lists the cgroup hierarchies mounted under /sys/fs/cgroup:
+// every one the OCI runtime may have made a sandbox's cgroup in, not only
+// those its limits use.
+func hierarchies(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", e.Name(), "cgroup.procs")); err == nil {
+			out = append(out, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.procs"); err == nil {
+		out = append(out, "/sys/fs/cgroup") // unified
+	}
+	if len(out) == 0 {
+		t.Fatal("no cgroup hierarchy under /sys/fs/cgroup")
+	}
+	return out
+}
+
+// assertNoCgroup fails the test when cgroup (a path such as /ns/sb-1-1) is
+// in any hierarchy once a delete has returned: the delete removes it.
+func assertNoCgroup(t *testing.T, cgroup string) {
+	t.Helper()
+	for _, hier := range hierarchies(t) {
+		if _, err := os.Stat(filepath.Join(hier, cgroup)); !os.IsNotExist(err) {
+			t.Errorf("%s is left after the delete (%v)", filepath.Join(hier, cgroup), err)
+		}
+	}
+}
+
+// driverGone says whether the log driver pid has ended: exited or killed
+// (a zombie, or already reaped by the shim).
+func driverGone(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	return strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))[0] == "Z"
+}
+
+// TestDeleteRemovesTheSandboxCgroupEverywhere: after a delete no
+// hierarchy keeps the sandbox's cgroup, whether its log driver left on its
+// own or was killed (the shim SIGKILLs one that is slow to stop, the OOM
+// killer may pick one) and so removed nothing.
+func TestDeleteRemovesTheSandboxCgroupEverywhere(t *testing.T) {
+	h := newHarness(t)
+	for _, kill := range []bool{false, true} {
+		t.Run(fmt.Sprintf("driver-killed=%v", kill), func(t *testing.T) {
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Command: []string{"sh", "-c", "echo up; sleep 600"},
+				Resources: &fsbv1.Resources{Cpu: "500m", Memory: "64Mi"},
+			})
+			h.waitLog(sb, "up")
+			parent := h.sandboxCgroup(sb)
+			if kill {
+				if err := syscall.Kill(logDriverPid(t, sb.GetLogPath()), syscall.SIGKILL); err != nil {
+					t.Fatal(err)
 				}
 			}
+			h.delete(sb.GetSandboxId(), 0)
+			assertNoCgroup(t, parent)
+		})
+	}
+}
+
+// TestLeftoverSandboxCgroupsAreRemovedAtStart: a sandbox cgroup of the
+// agent's containerd namespace that no container owns (its driver and
+// delete were cut short) is removed when the agent starts; a running
+// sandbox's is kept.
+func TestLeftoverSandboxCgroupsAreRemovedAtStart(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create(spec("echo up; sleep 600"))
+	h.waitLog(sb, "up")
+	parent := h.sandboxCgroup(sb)
+	left := filepath.Join(filepath.Dir(parent), "sb-leftover-1")
+	h.restart(func() {
+		for _, hier := range hierarchies(t) {
+			if err := os.MkdirAll(filepath.Join(hier, left, "helpers"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	assertNoCgroup(t, left)
+	for _, hier := range hierarchies(t) {
+		if _, err := os.Stat(filepath.Join(hier, parent)); err != nil && !strings.HasSuffix(hier, "/unified") {
+			t.Errorf("the running sandbox's cgroup is gone: %v", err)
+		}
+	}
+	if got := h.get(sb.GetSandboxId()).GetPhase(); got != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("the running sandbox is %v after the restart", got)
+	}
+}
+
+// TestSmallPidsLimitRunsAndPrints: a pids limit counts the sandbox's own
+// processes only, not its log driver's threads: a sandbox allowed 8 runs.
+func TestSmallPidsLimitRunsAndPrints(t *testing.T) {
+	h := newHarness(t)
+	for _, rt := range []string{"runc", "crun"} {
+		t.Run(rt, func(t *testing.T) {
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Command: []string{"sh", "-c", "echo hello from a small sandbox"}, Runtime: rt,
+				Resources: &fsbv1.Resources{Pids: 8},
+			})
+			h.waitLog(sb, "hello from a small sandbox")
+			h.delete(sb.GetSandboxId(), 0)
+		})
+	}
+}
+
+// TestLogFloodAtMinimumMemoryKeepsTheDriver: a sandbox at the least memory
+// it may have floods its log, then takes memory the kernel cannot reclaim
+// (a file in its /dev/shm). The OOM killer must take the task, never the
+// log driver, which outlives the task with the flood in the log.
+func TestLogFloodAtMinimumMemoryKeepsTheDriver(t *testing.T) {
+	h := newHarness(t)
+	for _, rt := range []string{"runc", "crun"} {
+		t.Run(rt, func(t *testing.T) {
+			sb := h.create(&fsbv1.SandboxSpec{
+				Image: rig.ImageRef, Runtime: rt,
+				Command:   []string{"sh", "-c", "yes | head -c 4000000; echo flood over; cat /dev/zero > /dev/shm/fill"},
+				Resources: &fsbv1.Resources{Memory: "6Mi"},
+			})
+			pid := logDriverPid(t, sb.GetLogPath())
+			ended := h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_FAILED)
+			if ended.GetReason() != "OOMKilled" {
+				t.Errorf("the sandbox ended %v, want OOMKilled", ended)
+			}
+			if driverGone(pid) {
+				t.Error("the log driver ended with the task, want it running until the delete")
+			}
+			h.waitLog(sb, "flood over")
+			h.delete(sb.GetSandboxId(), 0)
 		})
 	}
 }

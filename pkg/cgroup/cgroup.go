@@ -1,30 +1,38 @@
 // Package cgroup puts a sandbox's helper processes — its log driver — under
-// the sandbox's own cpu, memory and pids limits.
+// the sandbox's own cpu and memory limits.
 //
 // A sandbox's limits are set on a parent cgroup that holds two leaves: the
 // task's, which the OCI runtime (runc, crun, runsc) makes and removes, and
 // the helper's, which Enter makes and joins. The runtime applies the same
 // limits to its leaf, so the task alone is held as before, and the task
-// and its helpers together never exceed the parent's. Each leaf is removed
+// and its helpers together never exceed the parent's. The pids limit is
+// the task's leaf's alone: it counts the sandbox's processes, and the
+// driver's threads would eat a small one (8 pids would not start). Each leaf is removed
 // by whoever made it: the runtime's on delete (while the log driver still
 // drains the task's pipes, which is why the driver is not in that leaf), the
 // helper's and the parent by the helper on its way out.
 //
 // Both cgroup v1 (one hierarchy per controller, as Debian 12 mounts them)
 // and the unified v2 hierarchy are handled; the choice is the one runc
-// makes: v2 when /sys/fs/cgroup is a cgroup2 file system.
+// makes: v2 when /sys/fs/cgroup is a cgroup2 file system. The test rig
+// here is a v1 (hybrid) host: the v2 path is exercised only as far as its
+// undo on an error (on the hybrid host's unified hierarchy, which has no
+// controllers to hand down), not with limits in force.
 package cgroup
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,12 +50,12 @@ const (
 // ones its limits use, and cpuacct, which accounts its cpu time.
 var v1Controllers = []string{"cpu", "cpuacct", "memory", "pids"}
 
-// Limits are a sandbox's resource limits; zero means none.
+// Limits are the limits a sandbox's cgroup holds its task and helpers
+// to together; zero means none.
 type Limits struct {
 	// CPUQuota and CPUPeriod are CFS bandwidth in microseconds.
 	CPUQuota, CPUPeriod int64
 	Memory              int64 // bytes
-	Pids                int64
 }
 
 // Unified reports whether the host uses the unified (v2) hierarchy.
@@ -67,7 +75,7 @@ func Enter(parent string, limits Limits) (leave func() error, err error) {
 	}
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	if Unified() {
-		return enterV2(parent, limits, pid)
+		return enterV2(Root, parent, limits, pid)
 	}
 	return enterV1(parent, limits, pid)
 }
@@ -110,10 +118,6 @@ func enterV1(parent string, limits Limits, pid []byte) (func() error, error) {
 			if limits.Memory > 0 {
 				err = write(filepath.Join(dir, "memory.limit_in_bytes"), itoa(limits.Memory))
 			}
-		case "pids":
-			if limits.Pids > 0 {
-				err = write(filepath.Join(dir, "pids.max"), itoa(limits.Pids))
-			}
 		}
 		if err == nil {
 			err = write(filepath.Join(dir, HelperLeaf, "cgroup.procs"), pid)
@@ -129,20 +133,38 @@ func enterV1(parent string, limits Limits, pid []byte) (func() error, error) {
 	return leave, nil
 }
 
-func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
+// enterV2 is Enter on the unified hierarchy mounted at root. On an error
+// it removes the cgroups it made, as enterV1 does.
+func enterV2(root, parent string, limits Limits, pid []byte) (leave func() error, err error) {
 	origin, err := ownCgroups()
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(Root, parent)
+	dir := filepath.Join(root, parent)
 	leaf := filepath.Join(dir, HelperLeaf)
+	var made []string // by this call, parents first
+	defer func() {
+		if err != nil {
+			for _, d := range slices.Backward(made) {
+				err = errors.Join(err, rmdir(d))
+			}
+		}
+	}()
+	mkdir := func(d string) error {
+		if err := unix.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("make cgroup %s: %w", d, err)
+		} else if err == nil {
+			made = append(made, d)
+		}
+		return nil
+	}
 	// Controllers are handed down from the root: each ancestor enables
 	// them for its children (runc does the same for the task's leaf).
 	rel := strings.Split(strings.TrimPrefix(parent, "/"), "/")
 	for i := range rel {
-		anc := filepath.Join(append([]string{Root}, rel[:i]...)...)
-		if err := os.MkdirAll(filepath.Join(anc, rel[i]), 0o755); err != nil {
-			return nil, fmt.Errorf("make cgroup: %w", err)
+		anc := filepath.Join(append([]string{root}, rel[:i]...)...)
+		if err := mkdir(filepath.Join(anc, rel[i])); err != nil {
+			return nil, err
 		}
 		if err := write(filepath.Join(anc, "cgroup.subtree_control"), []byte("+cpu +memory +pids")); err != nil {
 			return nil, err
@@ -158,20 +180,17 @@ func enterV2(parent string, limits Limits, pid []byte) (func() error, error) {
 	if limits.Memory > 0 {
 		errs = append(errs, write(filepath.Join(dir, "memory.max"), itoa(limits.Memory)))
 	}
-	if limits.Pids > 0 {
-		errs = append(errs, write(filepath.Join(dir, "pids.max"), itoa(limits.Pids)))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(leaf, 0o755); err != nil {
-		return nil, fmt.Errorf("make cgroup: %w", err)
+	if err := mkdir(leaf); err != nil {
+		return nil, err
 	}
 	if err := write(filepath.Join(leaf, "cgroup.procs"), pid); err != nil {
 		return nil, err
 	}
 	return func() error {
-		err := errors.Join(write(filepath.Join(Root, origin[""], "cgroup.procs"), pid), rmdir(leaf))
+		err := errors.Join(write(filepath.Join(root, origin[""], "cgroup.procs"), pid), rmdir(leaf))
 		_ = rmdir(dir) // busy while the task's leaf is there
 		return err
 	}, nil
@@ -217,3 +236,110 @@ func rmdir(dir string) error {
 }
 
 func itoa(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
+
+// Hierarchies returns the mount points of every cgroup hierarchy under
+// Root: on a v1 or hybrid host one per controller (and the named and
+// unified ones), on a v2 host Root itself. The OCI runtime makes a task's
+// cgroup in each, not only in those its limits use.
+func Hierarchies() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: read mounts: %w", err)
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// ID parent major:minor root mount-point options... - fstype source super-options
+		pre, post, ok := strings.Cut(line, " - ")
+		f, fs := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(fs) < 1 || (fs[0] != "cgroup" && fs[0] != "cgroup2") {
+			continue
+		}
+		if mp := f[4]; mp == Root || strings.HasPrefix(mp, Root+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out, nil
+}
+
+// Children returns the names of dir's child cgroups (dir a path such as
+// /fsb) found in any hierarchy, each once.
+func Children(dir string) ([]string, error) {
+	hiers, err := Hierarchies()
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool)
+	var out []string
+	for _, h := range hiers {
+		entries, err := os.ReadDir(filepath.Join(h, dir))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cgroup: list %s: %w", filepath.Join(h, dir), err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out, nil
+}
+
+// Remove removes the cgroup dir (a path such as /fsb/sb-1-1) and every
+// cgroup below it from every hierarchy; what is gone already is skipped. A
+// cgroup that still holds a process (a helper on its way out) is tried
+// again until wait has passed, then named in the error; it is left as it
+// is. removed says whether anything was there to remove.
+func Remove(ctx context.Context, dir string, wait time.Duration) (removed bool, err error) {
+	if !strings.HasPrefix(dir, "/") || filepath.Clean(dir) != dir || dir == "/" {
+		return false, fmt.Errorf("cgroup %q: want an absolute, clean path below the root", dir)
+	}
+	hiers, err := Hierarchies()
+	if err != nil {
+		return false, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var busy []error
+		for _, h := range hiers {
+			found, err := removeTree(filepath.Join(h, dir))
+			removed = removed || found
+			if err != nil {
+				busy = append(busy, err)
+			}
+		}
+		if len(busy) == 0 {
+			return removed, nil
+		}
+		if !time.Now().Before(deadline) {
+			return removed, errors.Join(busy...)
+		}
+		select {
+		case <-ctx.Done():
+			return removed, errors.Join(append(busy, ctx.Err())...)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// removeTree removes the cgroup dir and the cgroups below it, children
+// first: rmdir refuses a cgroup with children, and ignores its control
+// files. found says whether dir was there.
+func removeTree(dir string) (found bool, err error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("cgroup: list %s: %w", dir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			_, err := removeTree(filepath.Join(dir, e.Name()))
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, rmdir(dir))
+	return true, errors.Join(errs...)
+}

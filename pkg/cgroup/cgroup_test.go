@@ -1,11 +1,14 @@
 package cgroup
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestEnterRefusesPathsOutsideTheHierarchy(t *testing.T) {
@@ -27,7 +30,7 @@ func TestEnterAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Limits far above what the test uses: the whole test process moves.
-	leave, err := Enter(parent, Limits{CPUQuota: 400_000, CPUPeriod: 100_000, Memory: 8 << 30, Pids: 100_000})
+	leave, err := Enter(parent, Limits{CPUQuota: 400_000, CPUPeriod: 100_000, Memory: 8 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +40,11 @@ func TestEnterAndLeave(t *testing.T) {
 	files := map[string]string{
 		"cpu/cpu.cfs_quota_us":         "400000",
 		"memory/memory.limit_in_bytes": "8589934592",
-		"pids/pids.max":                "100000",
+		"pids/pids.max":                "max", // the task's leaf's alone
 	}
 	if Unified() {
 		controllers = []string{""}
-		files = map[string]string{"/cpu.max": "400000 100000", "/memory.max": "8589934592", "/pids.max": "100000"}
+		files = map[string]string{"/cpu.max": "400000 100000", "/memory.max": "8589934592", "/pids.max": "max"}
 	}
 	for _, c := range controllers {
 		if !strings.Contains(string(inside), c+":"+parent+"/"+HelperLeaf+"\n") {
@@ -65,5 +68,33 @@ func TestEnterAndLeave(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(Root, c, parent)); !os.IsNotExist(err) {
 			t.Errorf("%s's cgroup %s is left: %v", c, parent, err)
 		}
+	}
+}
+
+// TestEnterV2UndoesWhatItMadeOnError runs the v2 path on the unified
+// hierarchy of a hybrid host, where no controller can be handed down (all
+// are v1's): entering fails, and leaves none of the cgroups it made.
+func TestEnterV2UndoesWhatItMadeOnError(t *testing.T) {
+	unified := filepath.Join(Root, "unified")
+	var st unix.Statfs_t
+	if err := unix.Statfs(unified, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		t.Skipf("%s is not a hybrid host's unified hierarchy", unified)
+	}
+	if b, _ := os.ReadFile(filepath.Join(unified, "cgroup.controllers")); strings.TrimSpace(string(b)) != "" {
+		t.Skipf("the unified hierarchy has controllers %q: entering would not fail", b)
+	}
+	top := fmt.Sprintf("/fsbtest-v2-%d", os.Getpid())
+	t.Cleanup(func() { _, _ = Remove(context.Background(), top, 0) })
+	before, _ := os.ReadFile("/proc/self/cgroup")
+	_, err := enterV2(unified, top+"/sb-1-1", Limits{Memory: 64 << 20}, itoa(int64(os.Getpid())))
+	if err == nil {
+		t.Fatal("entering a hierarchy without controllers succeeded")
+	}
+	t.Logf("enter: %v", err)
+	if _, err := os.Stat(filepath.Join(unified, top)); !os.IsNotExist(err) {
+		t.Errorf("%s is left after a failed enter (%v)", filepath.Join(unified, top), err)
+	}
+	if after, _ := os.ReadFile("/proc/self/cgroup"); string(after) != string(before) {
+		t.Errorf("moved by a failed enter: in\n%s\nwant\n%s", after, before)
 	}
 }

@@ -38,7 +38,7 @@ func (c DriverConfig) Encode() string {
 	}
 	if c.Cgroup != "" {
 		q.Set("cgroup", c.Cgroup)
-		for k, v := range map[string]int64{"cpu-quota": c.Limits.CPUQuota, "cpu-period": c.Limits.CPUPeriod, "memory": c.Limits.Memory, "pids": c.Limits.Pids} {
+		for k, v := range map[string]int64{"cpu-quota": c.Limits.CPUQuota, "cpu-period": c.Limits.CPUPeriod, "memory": c.Limits.Memory} {
 			if v > 0 {
 				q.Set(k, strconv.FormatInt(v, 10))
 			}
@@ -68,7 +68,7 @@ func ParseDriverConfig(s string) (DriverConfig, error) {
 		}
 	}
 	c.Cgroup = q.Get("cgroup")
-	for k, p := range map[string]*int64{"cpu-quota": &c.Limits.CPUQuota, "cpu-period": &c.Limits.CPUPeriod, "memory": &c.Limits.Memory, "pids": &c.Limits.Pids} {
+	for k, p := range map[string]*int64{"cpu-quota": &c.Limits.CPUQuota, "cpu-period": &c.Limits.CPUPeriod, "memory": &c.Limits.Memory} {
 		if v := q.Get(k); v != "" {
 			if *p, err = strconv.ParseInt(v, 10, 64); err != nil {
 				return DriverConfig{}, fmt.Errorf("log driver %s: %w", k, err)
@@ -100,8 +100,23 @@ func DriverMain(args []string) int {
 	return 0
 }
 
+// driverOOMScoreAdj is the log driver's oom_score_adj: as low as it goes
+// while the driver can still be killed (-1000 would make it immune) when
+// nothing else is left to kill.
+const driverOOMScoreAdj = -998
+
 func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
 	if cfg.Cgroup != "" {
+		// The driver shares the sandbox's memory limit: when the sandbox
+		// runs out, the OOM killer is to take the task, whose memory it
+		// is, not the driver, which would lose the task's output. The
+		// score is set before joining, so no OOM there finds it unset.
+		// Lowering it needs CAP_SYS_RESOURCE; without it the task's own
+		// score, raised above the shim's by its spec, still ranks the
+		// task first, so a refusal is said but does not stop the driver.
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(driverOOMScoreAdj)), 0); err != nil {
+			fmt.Fprintln(os.Stderr, "fsb log-driver: lower its OOM score:", err)
+		}
 		// Before ready: the shim starts the task only after it, so the
 		// driver is under the sandbox's limits before the task writes a
 		// byte. A driver that cannot get there fails the task's create

@@ -164,7 +164,7 @@ func TestStreamFollowsAcrossRotationUntilDone(t *testing.T) {
 
 func TestDriverConfigRoundTrip(t *testing.T) {
 	in := DriverConfig{Path: "/var/log/fsb/default/a b/x-1.log", MaxSize: 1 << 20, MaxFiles: 4,
-		Cgroup: "/fsb/x-1", Limits: cgroup.Limits{CPUQuota: 10000, CPUPeriod: 100000, Memory: 64 << 20, Pids: 100}}
+		Cgroup: "/fsb/x-1", Limits: cgroup.Limits{CPUQuota: 10000, CPUPeriod: 100000, Memory: 64 << 20}}
 	out, err := ParseDriverConfig(in.Encode())
 	if err != nil {
 		t.Fatal(err)

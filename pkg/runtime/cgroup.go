@@ -2,7 +2,10 @@ package runtime
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"path"
+	"time"
 
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/namespaces"
@@ -19,8 +22,18 @@ import (
 // the sandbox's limits (see package cgroup). withSandboxCgroup puts the
 // task there; the driver's config names the parent.
 
+// TaskOOMScoreAdj is a sandbox task's oom_score_adj. The task shares its
+// memory limit with its log driver, which inherits the shim's score and
+// lowers it where it may: the task's raised score makes it, not the driver,
+// the OOM killer's pick when the sandbox runs out of memory (a driver
+// killed loses the task's output from then on). Raising a score needs no
+// privilege. On the node as a whole a sandbox is then killed before the
+// agent, containerd and the node's own services, as kubelet ranks
+// best-effort pods.
+const TaskOOMScoreAdj = 500
+
 // withSandboxCgroup sets the task's cgroup to the task leaf of the
-// sandbox's cgroup.
+// sandbox's cgroup, and its OOM score to TaskOOMScoreAdj.
 func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Container, s *oci.Spec) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -30,11 +43,17 @@ func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Containe
 		s.Linux = &specs.Linux{}
 	}
 	s.Linux.CgroupsPath = path.Join("/", ns, c.ID, cgroup.TaskLeaf)
+	if s.Process == nil {
+		s.Process = &specs.Process{}
+	}
+	adj := TaskOOMScoreAdj
+	s.Process.OOMScoreAdj = &adj
 	return nil
 }
 
 // helperCgroup returns the sandbox cgroup a container's helpers join, and
-// the limits to make it with, from the container's spec. A container made
+// the limits to make it with, from the container's spec (its pids limit
+// stays the task's own). A container made
 // before sandboxes had their own cgroup (its task sits straight in
 // /<namespace>/<id>) gets none: a helper in a child of the task's cgroup
 // would keep the runtime from removing it.
@@ -58,9 +77,69 @@ func helperCgroup(c containers.Container) (string, cgroup.Limits) {
 		if r.Memory != nil && r.Memory.Limit != nil {
 			l.Memory = *r.Memory.Limit
 		}
-		if r.Pids != nil {
-			l.Pids = r.Pids.Limit
-		}
 	}
 	return path.Dir(s.Linux.CgroupsPath), l
+}
+
+// cgroupRemoveWait bounds how long a delete waits for the log driver to
+// leave the sandbox's cgroup. The shim stops the driver as it deletes the
+// task, so it is normally gone; one still there after this is left to
+// remove itself, or to the agent's next start.
+const cgroupRemoveWait = 2 * time.Second
+
+// removeSandboxCgroup removes a container's sandbox cgroup, after its
+// task's delete, from every hierarchy: the OCI runtime removes only its
+// task's leaf, the log driver only what it joined, and a driver killed
+// (the shim's SIGKILL to one slow to stop, the OOM killer) nothing. What
+// is left is logged, not returned: the sandbox itself is gone.
+func (r *Runtime) removeSandboxCgroup(ctx context.Context, containerID string) {
+	ns, err := r.namespace(ctx)
+	if err == nil {
+		_, err = cgroup.Remove(ctx, path.Join("/", ns, containerID), cgroupRemoveWait)
+	}
+	if err != nil {
+		r.cfg.Logger.Warn("a deleted sandbox's cgroup is left; the agent's next start removes it",
+			slog.String("container", containerID), slog.Any("err", err))
+	}
+}
+
+// removeLeftoverCgroups removes the cgroups /<namespace>/<name> that no
+// container of the agent's containerd namespace owns, as a delete cut
+// short leaves them, and returns how many it removed. Only empty cgroups
+// can be removed, so one in use by something else is never touched; one
+// that still holds a process is logged and kept.
+func (r *Runtime) removeLeftoverCgroups(ctx context.Context) (int, error) {
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// Cgroups are listed before containers: a container is made before its
+	// cgroup, so a cgroup listed first whose container is not listed next
+	// has none.
+	names, err := cgroup.Children(path.Join("/", ns))
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	cs, err := r.cfg.Client.Containers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	owned := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		owned[c.ID()] = true
+	}
+	removed := 0
+	for _, name := range names {
+		if owned[name] {
+			continue
+		}
+		dir := path.Join("/", ns, name)
+		if found, err := cgroup.Remove(ctx, dir, 0); err != nil {
+			r.cfg.Logger.Warn("a cgroup left without its container is in use; kept", slog.String("cgroup", dir), slog.Any("err", err))
+		} else if found {
+			r.cfg.Logger.Info("removed a cgroup left without its container", slog.String("cgroup", dir))
+			removed++
+		}
+	}
+	return removed, nil
 }

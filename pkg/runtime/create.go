@@ -131,6 +131,8 @@ type RepairReport struct {
 	Lost int
 	// Snapshots counts the leftover snapshots removed.
 	Snapshots int
+	// Cgroups counts the leftover sandbox cgroups removed.
+	Cgroups int
 }
 
 // markStarted labels a container as having started.
@@ -155,7 +157,9 @@ func (r *Runtime) markStarted(ctx context.Context, containerID string) error {
 // reboot, a lost shim): it is left as it is, reported ended. Then it
 // removes this agent's snapshots that no container uses: an agent killed
 // between preparing a sandbox's snapshot and creating its container leaves
-// one. Repair runs before the agent takes creates, so no create is under way.
+// one. Last it removes the sandbox cgroups no container owns, which a
+// delete cut short leaves. Repair runs before the agent takes creates, so
+// no create is under way.
 func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 	var rep RepairReport
 	infos, err := r.List(ctx)
@@ -191,7 +195,10 @@ func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 		}
 		rep.RolledBack++
 	}
-	rep.Snapshots, err = r.removeLeftoverSnapshots(ctx)
+	if rep.Snapshots, err = r.removeLeftoverSnapshots(ctx); err != nil {
+		return rep, err
+	}
+	rep.Cgroups, err = r.removeLeftoverCgroups(ctx)
 	return rep, err
 }
 

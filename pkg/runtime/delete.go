@@ -159,13 +159,14 @@ func exitStatus(es containerd.ExitStatus) containerd.Status {
 	return containerd.Status{Status: containerd.Stopped, ExitStatus: es.ExitCode(), ExitTime: es.ExitTime()}
 }
 
-// remove deletes c's task, then c and its snapshot; what is already gone
-// is skipped. task may be nil (it is then looked up) and status empty (it is
+// remove deletes c's task and its sandbox cgroup, then c and its snapshot;
+// what is already gone is skipped. task may be nil (it is then looked up) and status empty (it is
 // then asked for).
 func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
 	if err := r.removeTask(ctx, c, task, status, runtimeName); err != nil {
 		return err
 	}
+	r.removeSandboxCgroup(ctx, c.ID())
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", c.ID(), err)
 	}
