@@ -29,6 +29,11 @@ stop() {
 			if ((SECONDS >= deadline)); then
 				log "the $name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; killing it"
 				kill -KILL "$pid" 2>/dev/null || true
+				# Gone before a new one starts: the agent's log-dir lock
+				# is released when the process is (bounded: a zombie
+				# nobody reaps answers kill -0 but holds no lock).
+				deadline=$((SECONDS + 5))
+				while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
 				break
 			fi
 			sleep 0.1

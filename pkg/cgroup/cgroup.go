@@ -10,7 +10,9 @@
 // driver's threads would eat a small one (8 pids would not start). Each leaf is removed
 // by whoever made it: the runtime's on delete (while the log driver still
 // drains the task's pipes, which is why the driver is not in that leaf), the
-// helper's and the parent by the helper on its way out.
+// helper's and the parent by the helper on its way out. What a killed helper
+// leaves, the agent's delete (Remove, on every hierarchy) and its start
+// remove.
 //
 // Both cgroup v1 (one hierarchy per controller, as Debian 12 mounts them)
 // and the unified v2 hierarchy are handled; the choice is the one runc
@@ -310,6 +312,11 @@ func Remove(ctx context.Context, dir string, wait time.Duration) (removed bool, 
 		}
 		if len(busy) == 0 {
 			return removed, nil
+		}
+		// Only a cgroup that still holds a process may empty itself soon;
+		// any other failure (a read-only or forbidden hierarchy) stays.
+		if err := errors.Join(busy...); !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+			return removed, err
 		}
 		if !time.Now().Before(deadline) {
 			return removed, errors.Join(busy...)

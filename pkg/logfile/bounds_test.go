@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // writeRecords writes n records of about size bytes straight into path, in
@@ -256,6 +257,37 @@ func TestReaderBoundsWhatItAcceptsFromALine(t *testing.T) {
 		}
 		if len(partial) < 2 {
 			t.Errorf("%d pieces, want the line cut", len(partial))
+		}
+	})
+	t.Run("pieces end on a character's boundary", func(t *testing.T) {
+		path := filepath.Join(dir, "u.log")
+		w, err := Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One byte, then two-byte characters: a cut at an even offset
+		// falls inside one.
+		long := append([]byte("x"), bytes.Repeat([]byte("é"), 300_000)...)
+		for rest := long; len(rest) > 0; {
+			n := min(len(rest), 1000)
+			if err := w.Write(Stdout, true, rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		if err := w.Write(Stdout, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		var joined []byte
+		for i, l := range streamTexts(t, path, StreamOptions{}) {
+			if !utf8.ValidString(l) {
+				t.Errorf("piece %d (%d bytes) is not valid UTF-8", i+1, len(l))
+			}
+			joined = append(joined, l...)
+		}
+		if !bytes.Equal(joined, long) {
+			t.Errorf("the pieces hold %d bytes, want the %d written, in order", len(joined), len(long))
 		}
 	})
 	t.Run("an over-long record is skipped", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // PollInterval is how often a follower looks for new records.
@@ -25,8 +26,8 @@ const (
 	// skipped without being held in memory.
 	MaxRecordSize = maxHeaderLen + MaxLineSize
 	// MaxJoinedLine is the longest line a reader makes by joining partial
-	// records. A longer line is sent as several lines of at most this size
-	// (the API's LogLine has no partial marker; the file keeps one).
+	// records. A longer line is sent in pieces of at most this size, each
+	// but the last marked Partial.
 	MaxJoinedLine = 256 << 10
 	// DefaultBatchBytes is the most a batch passed to Stream's send holds
 	// when StreamOptions.MaxBatchBytes is not set, counted as LineOverhead
@@ -436,14 +437,17 @@ func (j *joiner) add(l Line, emit func(Line) error) error {
 	p := j.partial[l.Stream]
 	if len(p) > 0 && len(p)+len(l.Text) > MaxJoinedLine {
 		// Too long to join: what is held goes out as a piece of its own,
-		// marked partial, as the line goes on.
+		// marked partial, as the line goes on. It ends on a character's
+		// boundary: the bytes of a character cut in two go on with the
+		// next piece, which keeps the text valid UTF-8 on both sides.
 		delete(j.partial, l.Stream)
+		cut := runeCut(p)
 		if j.skip == 0 {
-			if err := emit(Line{Time: l.Time, Stream: l.Stream, Text: p, Partial: true}); err != nil {
+			if err := emit(Line{Time: l.Time, Stream: l.Stream, Text: p[:cut], Partial: true}); err != nil {
 				return err
 			}
 		}
-		p = nil
+		p = slices.Clone(p[cut:])
 	}
 	if l.Partial {
 		if j.partial == nil {
@@ -494,4 +498,19 @@ func (b *batcher) flush() error {
 	lines := b.lines
 	b.lines, b.size = nil, 0
 	return b.send(lines)
+}
+
+// runeCut returns where b may be cut so that no UTF-8 character ends cut
+// in two: len(b), or the start of an unfinished character in its last
+// bytes.
+func runeCut(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return i
+			}
+			break
+		}
+	}
+	return len(b)
 }

@@ -116,9 +116,16 @@ func (r *Runtime) removeLeftoverCgroups(ctx context.Context) (int, error) {
 	// Cgroups are listed before containers: a container is made before its
 	// cgroup, so a cgroup listed first whose container is not listed next
 	// has none.
+	// Leftovers cost a little memory each, and the next delete or start
+	// may remove them: failing to list them never keeps the agent from
+	// starting.
 	names, err := cgroup.Children(path.Join("/", ns))
-	if err != nil || len(names) == 0 {
-		return 0, err
+	if err != nil {
+		r.cfg.Logger.Warn("cannot list sandbox cgroups; leftovers kept", slog.Any("err", err))
+		return 0, nil
+	}
+	if len(names) == 0 {
+		return 0, nil
 	}
 	cs, err := r.cfg.Client.Containers(ctx)
 	if err != nil {
