@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
@@ -235,14 +236,16 @@ func TestLeftoverSandboxCgroupsAreRemovedAtStart(t *testing.T) {
 }
 
 // TestSmallPidsLimitRunsAndPrints: a pids limit counts the sandbox's own
-// processes only, not its log driver's threads: a sandbox allowed 8 runs.
+// processes and threads only, not its log driver's (about 7): a sandbox at
+// the least limit, v1alpha1.MinPids, runs fsb init (a Go program, about 6
+// threads), a shell and three more processes.
 func TestSmallPidsLimitRunsAndPrints(t *testing.T) {
 	h := newHarness(t)
 	for _, rt := range []string{"runc", "crun"} {
 		t.Run(rt, func(t *testing.T) {
 			sb := h.create(&fsbv1.SandboxSpec{
-				Image: rig.ImageRef, Command: []string{"sh", "-c", "echo hello from a small sandbox"}, Runtime: rt,
-				Resources: &fsbv1.Resources{Pids: 8},
+				Image: rig.ImageRef, Command: []string{"sh", "-c", "sleep 1 & sleep 1 & sleep 1 & wait; echo hello from a small sandbox"}, Runtime: rt,
+				Resources: &fsbv1.Resources{Pids: v1alpha1.MinPids},
 			})
 			h.waitLog(sb, "hello from a small sandbox")
 			h.delete(sb.GetSandboxId(), 0)

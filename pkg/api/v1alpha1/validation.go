@@ -62,6 +62,10 @@ const (
 	// MaxPids bounds spec.resources.pids: the kernel's PID_MAX_LIMIT on
 	// 64-bit machines, the most pids.max accepts.
 	MaxPids = 1 << 22
+	// MinPids is the least spec.resources.pids other than 0: the limit
+	// counts threads, and fsb init, a Go program, runs several before the
+	// sandbox's first process (8 was seen to fail a fork under load).
+	MinPids = 16
 	// MaxLabels bounds a sandbox's labels; each key and value is held to
 	// Kubernetes' rules (a qualified name, a 63-character value).
 	MaxLabels = 64
@@ -249,8 +253,8 @@ func validateResources(res *fsbv1.Resources, rt string) error {
 			return fmt.Errorf("spec.resources.memory %s: at least %s, what the runtime needs to start a sandbox", brief(v), resource.NewQuantity(MinMemoryBytes, resource.BinarySI))
 		}
 	}
-	if p := res.GetPids(); p < 0 || p > MaxPids {
-		return fmt.Errorf("spec.resources.pids %d: want 0 (the agent's default) to %d", p, MaxPids)
+	if p := res.GetPids(); p < 0 || p > MaxPids || (p > 0 && p < MinPids) {
+		return fmt.Errorf("spec.resources.pids %d: want 0 (the agent's default) or %d to %d (its threads count, fsb init's too)", p, MinPids, MaxPids)
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ func TestValidateSpecBounds(t *testing.T) {
 		{"memory not a quantity", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "lots"} }, "positive quantity"},
 		{"cpu at the cap", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "4"} }, ""},
 		{"cpu past the cap", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Cpu: "256001m"} }, "at most 256 cores"},
+		{"pids under the least", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Pids: 8} }, "or 16 to 4194304"},
 		{"pids past PID_MAX_LIMIT", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Pids: 1<<22 + 1} }, "to 4194304"},
 		{"gvisor under its memory minimum", func(s *fsbv1.SandboxSpec) {
 			s.Runtime = RuntimeGVisor
