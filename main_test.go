@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/containerd/containerd"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -118,10 +119,16 @@ func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *
 	metrics := freePort(t)
 	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
+	socket := rig.Env(t, rig.EnvSocket)
+	for i, arg := range extra {
+		if arg == "--containerd-socket" && i+1 < len(extra) {
+			socket = extra[i+1]
+		}
+	}
 	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
 		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
-		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
+		"--containerd-socket", socket, "--containerd-namespace", ns,
 		"--agent-id", id, "--token-file", tokenFile, "--log-dir", filepath.Join(dir, "logs"),
 		"--log-format", "json")
 	a.cmd.Args = append(a.cmd.Args, extra...)
@@ -133,9 +140,28 @@ func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *
 	t.Cleanup(func() {
 		a.cmd.Process.Kill()
 		<-a.done
+		removeSandboxes(t, socket, ns)
 	})
 	waitReady(t, a.base+"/readyz", a.stderr)
 	return a
+}
+
+// removeSandboxes removes every container of ns at the end of a test, after
+// its agent and before the test's temporary directories: the sandboxes' log
+// drivers write into the agent's log dir until their containers are gone,
+// and a revision starting as the test ends (AutoRecreate) would make a file
+// there while the directory is being removed. The rig's own clean-up of ns
+// comes later and finds nothing left.
+func removeSandboxes(t testing.TB, socket, ns string) {
+	client, err := containerd.New(socket, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		t.Logf("remove the sandboxes of %s: %v", ns, err) // a private containerd may be gone already
+		return
+	}
+	defer client.Close()
+	if err := rig.Cleanup(client, ns); err != nil {
+		t.Logf("remove the sandboxes of %s: %v", ns, err)
+	}
 }
 
 // kill kills the agent with SIGKILL and waits until it is gone.
