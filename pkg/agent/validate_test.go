@@ -19,6 +19,32 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
+// refusedLeftNothing checks, after a refused create, that containerd still
+// serves and holds no container and no active snapshot of the test.
+func (h *harness) refusedLeftNothing() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.rt.Ping(ctx); err != nil {
+		h.t.Fatalf("containerd after the refused create: %v", err)
+	}
+	cs, err := h.cd.Containers(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if len(cs) != 0 {
+		h.t.Errorf("the refused create left %d containers", len(cs))
+	}
+	if err := h.cd.SnapshotService(rig.Snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind == snapshots.KindActive {
+			h.t.Errorf("the refused create left snapshot %s", info.Name)
+		}
+		return nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // TestHugeWorkingDirRefused: a 5 MiB working dir once crashed containerd
 // (its ttrpc client panicked) and left a container holding a slot. Now it
 // is InvalidArgument naming the field and the limit, nothing is made, and
@@ -39,26 +65,7 @@ func TestHugeWorkingDirRefused(t *testing.T) {
 	if len(err.Error()) > 1024 {
 		t.Errorf("error is %d bytes: the working dir must not be echoed whole", len(err.Error()))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := h.rt.Ping(ctx); err != nil {
-		t.Fatalf("containerd after the refused create: %v", err)
-	}
-	cs, err := h.cd.Containers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cs) != 0 {
-		t.Errorf("the refused create left %d containers", len(cs))
-	}
-	if err := h.cd.SnapshotService(rig.Snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindActive {
-			t.Errorf("the refused create left snapshot %s", info.Name)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	h.refusedLeftNothing()
 	sb := h.create(spec("echo still-works"))
 	h.waitLog(sb, "still-works")
 	if got := h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_SUCCEEDED); got.GetExitCode() != 0 {
@@ -85,16 +92,7 @@ func TestOversizedRecordRefusedByRuntime(t *testing.T) {
 	if createCode(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "at most 1048576") {
 		t.Errorf("error %.300q: want InvalidArgument naming the bound", err)
 	}
-	if err := h.rt.Ping(ctx); err != nil {
-		t.Fatalf("containerd after the refused create: %v", err)
-	}
-	cs, err := h.cd.Containers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cs) != 0 {
-		t.Errorf("the refused create left %d containers", len(cs))
-	}
+	h.refusedLeftNothing()
 	sb := h.create(spec("echo still-works"))
 	h.waitLog(sb, "still-works")
 }

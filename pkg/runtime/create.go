@@ -343,6 +343,16 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	if err != nil {
+		// containerd prepares the snapshot before the options that may
+		// refuse (the spec, the record's size) run, and leaves it when
+		// they do. Only a snapshot without its container is removed: a
+		// create whose answer was lost may have made both.
+		cctx := context.WithoutCancel(ctx)
+		if _, lerr := r.cfg.Client.LoadContainer(cctx, id); errdefs.IsNotFound(lerr) {
+			if rerr := r.removeLeftoverSnapshot(cctx, id); rerr != nil {
+				err = fmt.Errorf("%w; %w", err, rerr)
+			}
+		}
 		return nil, false, fmt.Errorf("create container %s: %w", id, err)
 	}
 	// Known before containerd's event about it arrives, so the event
