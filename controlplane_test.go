@@ -72,7 +72,7 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 			t.Logf("controller log:\n%s\nagent log:\n%s", c.log.String(), a.stderr.String())
 		}
 	})
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), c.log)
+	waitReady(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), c.log)
 	return c
 }
 

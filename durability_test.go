@@ -71,7 +71,7 @@ func (c *controllerProc) start() {
 	cmd := c.cmd
 	c.mu.Unlock()
 	go func() { cmd.Wait(); close(done) }()
-	waitReady(c.t, c.health, c.log)
+	waitReady(c.t, http.DefaultClient, c.health, c.log)
 }
 
 // kill kills the controller with SIGKILL, as a crash would.

@@ -155,23 +155,7 @@ func TestSlowUnauthenticatedConnectionsAreClosed(t *testing.T) {
 // memory reads a process's resident set and its peak from /proc, in bytes.
 func memory(t *testing.T, pid int) (rss, hwm int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var kb int64
-		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
-			rss = kb << 10
-		}
-		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
-			hwm = kb << 10
-		}
-	}
-	if rss == 0 || hwm == 0 {
-		t.Fatalf("no VmRSS or VmHWM in /proc/%d/status", pid)
-	}
-	return rss, hwm
+	return procStatusKB(t, pid, "VmRSS") << 10, procStatusKB(t, pid, "VmHWM") << 10
 }
 
 // repeat is an endless stream of one byte.
@@ -406,41 +390,12 @@ func (ca *testCA) serve(t *testing.T) (certPEM, keyPEM []byte) {
 func startTLSAgent(t *testing.T, ns, dir string, ca *testCA) *agentProc {
 	t.Helper()
 	certPEM, keyPEM := ca.serve(t)
-	port, metrics := freePort(t), freePort(t)
-	a := &agentProc{t: t, base: fmt.Sprintf("https://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
-	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
-		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port), "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
-		"--containerd-socket", rig.Env(t, rig.EnvSocket), "--containerd-namespace", ns,
-		"--agent-id", "agent-tls", "--token-file", writeFile(t, dir, "token", "e2e-token\n"), "--log-dir", filepath.Join(dir, "logs"),
-		"--tls-cert-file", writeFile(t, dir, "agent.crt", string(certPEM)), "--tls-key-file", writeFile(t, dir, "agent.key", string(keyPEM)),
-		"--log-format", "json")
-	a.cmd.Stderr = a.stderr
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.done <- a.cmd.Wait() }()
-	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		<-a.done
-	})
+	a := launchAgent(t, "https", freePort(t), ns, "agent-tls", dir,
+		"--tls-cert-file", writeFile(t, dir, "agent.crt", string(certPEM)), "--tls-key-file", writeFile(t, dir, "agent.key", string(keyPEM)))
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := client.Get(a.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return a
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the TLS agent never became ready: %v\nagent log:\n%s", err, a.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}, a.base+"/readyz", a.stderr)
+	return a
 }
 
 // TestControllerReachesAgentOverTLS: an agent given as https:// is

@@ -112,12 +112,21 @@ func restartAgent(t testing.TB, a *agentProc, ns, id, dir string, extra ...strin
 // startAgentAt is startAgent on a given port.
 func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *agentProc {
 	t.Helper()
+	a := launchAgent(t, "http", port, ns, id, dir, extra...)
+	waitReady(t, http.DefaultClient, a.base+"/readyz", a.stderr)
+	return a
+}
+
+// launchAgent starts `fsb agent` on port, reached at scheme://, without
+// waiting for it; the test's end kills it and removes its sandboxes.
+func launchAgent(t testing.TB, scheme string, port int, ns, id, dir string, extra ...string) *agentProc {
+	t.Helper()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	metrics := freePort(t)
-	a := &agentProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
+	a := &agentProc{t: t, base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	socket := rig.Env(t, rig.EnvSocket)
 	for i, arg := range extra {
@@ -142,7 +151,6 @@ func startAgentAt(t testing.TB, port int, ns, id, dir string, extra ...string) *
 		<-a.done
 		removeSandboxes(t, socket, ns)
 	})
-	waitReady(t, a.base+"/readyz", a.stderr)
 	return a
 }
 
@@ -360,12 +368,12 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitReady(t testing.TB, url string, log *syncBuffer) {
+func waitReady(t testing.TB, client *http.Client, url string, log *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

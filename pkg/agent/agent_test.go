@@ -285,9 +285,9 @@ func TestSpecIsApplied(t *testing.T) {
 	h.delete(sb.GetSandboxId(), 0)
 }
 
-// cgroupFile reads a running sandbox's cgroup v1 file on the host, where
-// containerd places it: /sys/fs/cgroup/<controller>/<namespace>/<container>.
-func (h *harness) cgroupFile(sb *fsbv1.AgentSandbox, file string) string {
+// taskCgroup returns the cgroup path of a sandbox's task, as its OCI spec
+// names it.
+func (h *harness) taskCgroup(sb *fsbv1.AgentSandbox) string {
 	h.t.Helper()
 	c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
 	if err != nil {
@@ -297,8 +297,15 @@ func (h *harness) cgroupFile(sb *fsbv1.AgentSandbox, file string) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return spec.Linux.CgroupsPath
+}
+
+// cgroupFile reads a running sandbox's cgroup v1 file on the host, where
+// containerd places it: /sys/fs/cgroup/<controller>/<namespace>/<container>.
+func (h *harness) cgroupFile(sb *fsbv1.AgentSandbox, file string) string {
+	h.t.Helper()
 	controller, name, _ := strings.Cut(file, "/")
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, spec.Linux.CgroupsPath, name))
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, h.taskCgroup(sb), name))
 	if err != nil {
 		h.t.Fatalf("read cgroup: %v", err)
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -21,15 +20,7 @@ import (
 // a path below a v1 hierarchy's root.
 func (h *harness) sandboxCgroup(sb *fsbv1.AgentSandbox) string {
 	h.t.Helper()
-	c, err := h.cd.LoadContainer(context.Background(), sb.GetContainerId())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	spec, err := c.Spec(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return filepath.Dir(spec.Linux.CgroupsPath)
+	return filepath.Dir(h.taskCgroup(sb))
 }
 
 // logDriverPid finds the log driver writing logPath among the host's
