@@ -335,16 +335,20 @@ func TestJanitorTokenAsksOnly(t *testing.T) {
 	ctrl, server := newControllerProc(t, dir, a, "--janitor-token-file", janitorToken)
 	ctrl.start()
 	janitor := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-1")))
-	user := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))
 	ctx := context.Background()
 	_, err := janitor.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "x", Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef}}))
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("the janitor token created a sandbox: %v, want PermissionDenied", err)
 	}
-	if _, err := janitor.KnownSandboxes(ctx, connect.NewRequest(&fsbv1.KnownSandboxesRequest{SandboxIds: []string{"sb-x"}})); err != nil {
+	ask := connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: []*fsbv1.SandboxRef{{AgentId: "agent-1", SandboxId: "sb-x", Revision: 1}}})
+	got, err := fsbv1connect.NewJanitorServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-1"))).Classify(ctx, ask)
+	if err != nil {
 		t.Errorf("the janitor's question: %v", err)
+	} else if v := got.Msg.GetClassifications()[0].GetVerdict(); v != fsbv1.Verdict_VERDICT_UNKNOWN {
+		t.Errorf("a sandbox ID nobody knows on a reconciled agent: %v, want unknown", v)
 	}
-	if _, err := user.KnownSandboxes(ctx, connect.NewRequest(&fsbv1.KnownSandboxesRequest{})); connect.CodeOf(err) != connect.CodePermissionDenied {
+	_, err = fsbv1connect.NewJanitorServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1"))).Classify(ctx, ask)
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("a user token asked the janitor's question: %v, want PermissionDenied", err)
 	}
 	if !strings.Contains(ctrl.log.String(), "call denied") {

@@ -29,19 +29,28 @@ func (b countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// guarded serves FastPathService (every method unimplemented) behind
-// Middleware, counting the body bytes read behind it.
+// guarded serves FastPathService and JanitorService (every method
+// unimplemented) behind Middleware, counting the body bytes read behind it.
 func guarded(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	read := &atomic.Int64{}
-	path, api := fsbv1connect.NewFastPathServiceHandler(fsbv1connect.UnimplementedFastPathServiceHandler{})
 	keys := append(Tokens{"alpha"}.As(RoleUser), Key{Token: "janitor-1", Role: RoleJanitor})
-	mw := Middleware(keys, FastPathPolicy, nil, api)
 	mux := http.NewServeMux()
-	mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = countingBody{r.Body, read}
-		mw.ServeHTTP(w, r)
-	}))
+	for _, handle := range []func() (string, http.Handler){
+		func() (string, http.Handler) {
+			return fsbv1connect.NewFastPathServiceHandler(fsbv1connect.UnimplementedFastPathServiceHandler{})
+		},
+		func() (string, http.Handler) {
+			return fsbv1connect.NewJanitorServiceHandler(fsbv1connect.UnimplementedJanitorServiceHandler{})
+		},
+	} {
+		path, api := handle()
+		mw := Middleware(keys, FastPathPolicy, nil, api)
+		mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Body = countingBody{r.Body, read}
+			mw.ServeHTTP(w, r)
+		}))
+	}
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -104,20 +113,19 @@ func TestMiddlewareAnswers401ToPlainHTTP(t *testing.T) {
 
 func TestMiddlewareAuthorizesByRole(t *testing.T) {
 	srv, read := guarded(t)
-	call := func(token string, fn func(fsbv1connect.FastPathServiceClient) error) error {
-		return fn(fsbv1connect.NewFastPathServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(Bearer(token))))
-	}
-	create := func(c fsbv1connect.FastPathServiceClient) error {
+	create := func(token string) error {
+		c := fsbv1connect.NewFastPathServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(Bearer(token)))
 		_, err := c.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "x"}))
 		return err
 	}
-	known := func(c fsbv1connect.FastPathServiceClient) error {
-		_, err := c.KnownSandboxes(context.Background(), connect.NewRequest(&fsbv1.KnownSandboxesRequest{SandboxIds: []string{"sb-1"}}))
+	known := func(token string) error {
+		c := fsbv1connect.NewJanitorServiceClient(srv.Client(), srv.URL, connect.WithInterceptors(Bearer(token)))
+		_, err := c.Classify(context.Background(), connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: []*fsbv1.SandboxRef{{SandboxId: "sb-1"}}}))
 		return err
 	}
 	for _, tc := range []struct {
 		token, what string
-		fn          func(fsbv1connect.FastPathServiceClient) error
+		fn          func(token string) error
 		want        connect.Code
 	}{
 		{"janitor-1", "create", create, connect.CodePermissionDenied},
@@ -126,7 +134,7 @@ func TestMiddlewareAuthorizesByRole(t *testing.T) {
 		{"alpha", "create", create, connect.CodeUnimplemented},
 	} {
 		before := read.Load()
-		err := call(tc.token, tc.fn)
+		err := tc.fn(tc.token)
 		if connect.CodeOf(err) != tc.want {
 			t.Errorf("%s token, %s: %v, want %v", tc.token, tc.what, err, tc.want)
 		}
@@ -145,8 +153,8 @@ func TestMiddlewareAuthorizesByRole(t *testing.T) {
 // has no line in its server's policy: default deny would refuse it to
 // everyone.
 func TestEveryProcedureHasARole(t *testing.T) {
-	policies := map[string]Policy{"fsb.v1.FastPathService": FastPathPolicy, "fsb.v1.AgentService": AgentPolicy}
-	files := []protoreflect.FileDescriptor{fsbv1.File_fsb_v1_fastpath_proto, fsbv1.File_fsb_v1_agent_proto, fsbv1.File_fsb_v1_sandbox_proto}
+	policies := map[string]Policy{"fsb.v1.FastPathService": FastPathPolicy, "fsb.v1.JanitorService": FastPathPolicy, "fsb.v1.AgentService": AgentPolicy}
+	files := []protoreflect.FileDescriptor{fsbv1.File_fsb_v1_fastpath_proto, fsbv1.File_fsb_v1_janitor_proto, fsbv1.File_fsb_v1_agent_proto, fsbv1.File_fsb_v1_sandbox_proto}
 	seen := 0
 	for _, f := range files {
 		for i := range f.Services().Len() {

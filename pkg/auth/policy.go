@@ -7,17 +7,18 @@ import "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 // everyone: a new RPC needs its line here (a test checks every one has).
 type Policy map[string][]Role
 
-// FastPathPolicy is the controller's: users call the user API, the janitor
-// only its question.
+// FastPathPolicy is the controller's, for the fast path and the janitor's
+// service on the same port: users call the user API, the janitor only its
+// question.
 var FastPathPolicy = Policy{
-	fsbv1connect.FastPathServiceCreateSandboxProcedure:  {RoleUser},
-	fsbv1connect.FastPathServiceDeleteSandboxProcedure:  {RoleUser},
-	fsbv1connect.FastPathServiceUpdateSandboxProcedure:  {RoleUser},
-	fsbv1connect.FastPathServiceListSandboxesProcedure:  {RoleUser},
-	fsbv1connect.FastPathServiceGetSandboxProcedure:     {RoleUser},
-	fsbv1connect.FastPathServiceStreamLogsProcedure:     {RoleUser},
-	fsbv1connect.FastPathServiceListAgentsProcedure:     {RoleUser},
-	fsbv1connect.FastPathServiceKnownSandboxesProcedure: {RoleJanitor},
+	fsbv1connect.FastPathServiceCreateSandboxProcedure: {RoleUser},
+	fsbv1connect.FastPathServiceDeleteSandboxProcedure: {RoleUser},
+	fsbv1connect.FastPathServiceUpdateSandboxProcedure: {RoleUser},
+	fsbv1connect.FastPathServiceListSandboxesProcedure: {RoleUser},
+	fsbv1connect.FastPathServiceGetSandboxProcedure:    {RoleUser},
+	fsbv1connect.FastPathServiceStreamLogsProcedure:    {RoleUser},
+	fsbv1connect.FastPathServiceListAgentsProcedure:    {RoleUser},
+	fsbv1connect.JanitorServiceClassifyProcedure:       {RoleJanitor},
 }
 
 // AgentPolicy is the agent's: only holders of its token (the controller).

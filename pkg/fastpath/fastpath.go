@@ -108,6 +108,10 @@ type Server struct {
 	qmu           sync.Mutex
 	queued        map[string]bool // agent IDs whose recovery is due
 	wake          chan struct{}   // has an element when queued may have one
+	// connects counts each agent's connections (AgentUp); reconciled holds
+	// the count its last successful recovery started from. The janitor
+	// hears "unknown" only of agents whose two agree (janitor.go).
+	connects, reconciled map[string]uint64
 }
 
 // pendingCreate is a FAST create whose object is being written.
@@ -172,6 +176,7 @@ func New(ctx context.Context, cfg Config) *Server {
 		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
 		health:    storeHealth{logger: cfg.Logger, failing: make(map[*pendingCreate]bool)},
 		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
+		connects: make(map[string]uint64), reconciled: make(map[string]uint64),
 	}
 	s.wg.Add(1)
 	go func() {
@@ -1197,27 +1202,6 @@ func (s *Server) logAgents(current, sandboxID string) []string {
 // ListAgents implements FastPathService.ListAgents.
 func (s *Server) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRequest]) (*connect.Response[fsbv1.ListAgentsResponse], error) {
 	return connect.NewResponse(&fsbv1.ListAgentsResponse{Agents: s.cfg.Agents.Statuses()}), nil
-}
-
-// KnownSandboxes implements FastPathService.KnownSandboxes for the janitor.
-func (s *Server) KnownSandboxes(_ context.Context, req *connect.Request[fsbv1.KnownSandboxesRequest]) (*connect.Response[fsbv1.KnownSandboxesResponse], error) {
-	known := map[string]bool{}
-	for _, sb := range s.cfg.Controller.List() {
-		_, id, _ := v1alpha1.Placement(sb)
-		known[id] = true
-	}
-	s.mu.Lock()
-	for _, p := range s.pending {
-		known[p.id] = true
-	}
-	s.mu.Unlock()
-	resp := &fsbv1.KnownSandboxesResponse{}
-	for _, id := range req.Msg.GetSandboxIds() {
-		if known[id] {
-			resp.KnownIds = append(resp.KnownIds, id)
-		}
-	}
-	return connect.NewResponse(resp), nil
 }
 
 func notFound(namespace, name string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -71,8 +72,10 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 	// Agents queued until now are covered by the statuses read below.
 	s.qmu.Lock()
 	clear(s.queued)
+	connects := maps.Clone(s.connects)
 	s.qmu.Unlock()
 	var found []lost
+	covered := map[string]bool{}
 	for _, st := range s.cfg.Agents.Statuses() {
 		confirmed, err := s.confirm(ctx, st.GetAgentId(), s.unknownOn(st))
 		if err != nil {
@@ -82,6 +85,7 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 			s.queue(st.GetAgentId())
 			continue
 		}
+		covered[st.GetAgentId()] = true
 		found = append(found, confirmed...)
 	}
 	recreated, removed, failed, err := s.settle(ctx, found)
@@ -91,6 +95,10 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 	for agentID, ferr := range failed {
 		s.cfg.Logger.Warn("agent not recovered at start; retrying", slog.String("agent", agentID), slog.Any("err", ferr))
 		s.queue(agentID)
+		delete(covered, agentID)
+	}
+	for agentID := range covered {
+		s.markReconciled(agentID, connects[agentID])
 	}
 	s.recoveredOnce.Do(func() { close(s.recovered) })
 	return recreated, removed, nil
@@ -101,6 +109,9 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, removed int, err error) {
 	s.recoverMu.Lock()
 	defer s.recoverMu.Unlock()
+	s.qmu.Lock()
+	connects := s.connects[agentID]
+	s.qmu.Unlock()
 	var st *fsbv1.AgentStatus
 	for _, one := range s.cfg.Agents.Statuses() {
 		if one.GetAgentId() == agentID {
@@ -121,13 +132,36 @@ func (s *Server) RecoverAgent(ctx context.Context, agentID string) (recreated, r
 	if err != nil {
 		return recreated, removed, fmt.Errorf("recover agent %s: %w", agentID, err)
 	}
+	s.markReconciled(agentID, connects)
 	return recreated, removed, nil
+}
+
+// markReconciled records that a recovery of agentID, started when the
+// agent had connected the given number of times, succeeded. Should the
+// agent have connected again meanwhile, the record stays behind its
+// count, and the janitor hears "undecided" until the next recovery.
+func (s *Server) markReconciled(agentID string, connects uint64) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.reconciled[agentID] = max(s.reconciled[agentID], connects)
+}
+
+// reconciledSinceConnect reports whether agentID has been reconciled
+// since it last connected.
+func (s *Server) reconciledSinceConnect(agentID string) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	n := s.connects[agentID]
+	return n > 0 && s.reconciled[agentID] == n
 }
 
 // AgentUp queues the recovery of an agent that connected or came back
 // (agentlink.Config.Up). The recoveries run one at a time, off the caller's
 // goroutine, once Recover has succeeded, until the server's context ends.
 func (s *Server) AgentUp(st *fsbv1.AgentStatus) {
+	s.qmu.Lock()
+	s.connects[st.GetAgentId()]++
+	s.qmu.Unlock()
 	s.queue(st.GetAgentId())
 }
 

@@ -59,7 +59,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
 			&cli.StringFlag{Name: "agent-token-file", Usage: "file of the bearer token sent to agents"},
-			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer tokens the janitor presents, one per line; they may call only the janitor's question (KnownSandboxes)"},
+			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer tokens the janitor presents, one per line; they may call only the janitor's question (JanitorService/Classify)"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "sandbox controller workers"},
 			&cli.IntFlag{Name: "max-request-bytes", Value: httpserver.DefaultMaxRequestBytes, Usage: "the largest request message the API reads; a larger one is refused with ResourceExhausted"},
@@ -205,12 +205,14 @@ func run(c *cli.Context) error {
 		if recreated+removed > 0 {
 			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
 		}
-		path, api := fp.Handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")))
-		if userTokens != nil {
-			api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
-		}
 		mux := http.NewServeMux()
-		mux.Handle(path, api)
+		for _, handler := range []func(...connect.HandlerOption) (string, http.Handler){fp.Handler, fp.Janitor().Handler} {
+			path, api := handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")))
+			if userTokens != nil {
+				api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
+			}
+			mux.Handle(path, api)
+		}
 		ready.Store(true)
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),

@@ -794,95 +794,6 @@ func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
 	return nil
 }
 
-type KnownSandboxesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxIds    []string               `protobuf:"bytes,1,rep,name=sandbox_ids,json=sandboxIds,proto3" json:"sandbox_ids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *KnownSandboxesRequest) Reset() {
-	*x = KnownSandboxesRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *KnownSandboxesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*KnownSandboxesRequest) ProtoMessage() {}
-
-func (x *KnownSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use KnownSandboxesRequest.ProtoReflect.Descriptor instead.
-func (*KnownSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *KnownSandboxesRequest) GetSandboxIds() []string {
-	if x != nil {
-		return x.SandboxIds
-	}
-	return nil
-}
-
-type KnownSandboxesResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The subset of the asked IDs that belong to live sandboxes.
-	KnownIds      []string `protobuf:"bytes,1,rep,name=known_ids,json=knownIds,proto3" json:"known_ids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *KnownSandboxesResponse) Reset() {
-	*x = KnownSandboxesResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *KnownSandboxesResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*KnownSandboxesResponse) ProtoMessage() {}
-
-func (x *KnownSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use KnownSandboxesResponse.ProtoReflect.Descriptor instead.
-func (*KnownSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *KnownSandboxesResponse) GetKnownIds() []string {
-	if x != nil {
-		return x.KnownIds
-	}
-	return nil
-}
-
 var File_fsb_v1_fastpath_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_fastpath_proto_rawDesc = "" +
@@ -942,12 +853,7 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines\"\x13\n" +
 	"\x11ListAgentsRequest\"A\n" +
 	"\x12ListAgentsResponse\x12+\n" +
-	"\x06agents\x18\x01 \x03(\v2\x13.fsb.v1.AgentStatusR\x06agents\"8\n" +
-	"\x15KnownSandboxesRequest\x12\x1f\n" +
-	"\vsandbox_ids\x18\x01 \x03(\tR\n" +
-	"sandboxIds\"5\n" +
-	"\x16KnownSandboxesResponse\x12\x1b\n" +
-	"\tknown_ids\x18\x01 \x03(\tR\bknownIds2\xeb\x04\n" +
+	"\x06agents\x18\x01 \x03(\v2\x13.fsb.v1.AgentStatusR\x06agents2\x9a\x04\n" +
 	"\x0fFastPathService\x12L\n" +
 	"\rCreateSandbox\x12\x1c.fsb.v1.CreateSandboxRequest\x1a\x1d.fsb.v1.CreateSandboxResponse\x12L\n" +
 	"\rDeleteSandbox\x12\x1c.fsb.v1.DeleteSandboxRequest\x1a\x1d.fsb.v1.DeleteSandboxResponse\x12L\n" +
@@ -958,8 +864,7 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\n" +
 	"StreamLogs\x12\x19.fsb.v1.StreamLogsRequest\x1a\x1a.fsb.v1.StreamLogsResponse0\x01\x12C\n" +
 	"\n" +
-	"ListAgents\x12\x19.fsb.v1.ListAgentsRequest\x1a\x1a.fsb.v1.ListAgentsResponse\x12O\n" +
-	"\x0eKnownSandboxes\x12\x1d.fsb.v1.KnownSandboxesRequest\x1a\x1e.fsb.v1.KnownSandboxesResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
+	"ListAgents\x12\x19.fsb.v1.ListAgentsRequest\x1a\x1a.fsb.v1.ListAgentsResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
 
 var (
 	file_fsb_v1_fastpath_proto_rawDescOnce sync.Once
@@ -973,45 +878,43 @@ func file_fsb_v1_fastpath_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_fastpath_proto_rawDescData
 }
 
-var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_fsb_v1_fastpath_proto_goTypes = []any{
-	(*CreateSandboxRequest)(nil),   // 0: fsb.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil),  // 1: fsb.v1.CreateSandboxResponse
-	(*DeleteSandboxRequest)(nil),   // 2: fsb.v1.DeleteSandboxRequest
-	(*DeleteSandboxResponse)(nil),  // 3: fsb.v1.DeleteSandboxResponse
-	(*UpdateSandboxRequest)(nil),   // 4: fsb.v1.UpdateSandboxRequest
-	(*UpdateSandboxResponse)(nil),  // 5: fsb.v1.UpdateSandboxResponse
-	(*ListSandboxesRequest)(nil),   // 6: fsb.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),  // 7: fsb.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),      // 8: fsb.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),     // 9: fsb.v1.GetSandboxResponse
-	(*StreamLogsRequest)(nil),      // 10: fsb.v1.StreamLogsRequest
-	(*StreamLogsResponse)(nil),     // 11: fsb.v1.StreamLogsResponse
-	(*ListAgentsRequest)(nil),      // 12: fsb.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),     // 13: fsb.v1.ListAgentsResponse
-	(*KnownSandboxesRequest)(nil),  // 14: fsb.v1.KnownSandboxesRequest
-	(*KnownSandboxesResponse)(nil), // 15: fsb.v1.KnownSandboxesResponse
-	nil,                            // 16: fsb.v1.CreateSandboxRequest.LabelsEntry
-	nil,                            // 17: fsb.v1.UpdateSandboxRequest.LabelsEntry
-	(*SandboxSpec)(nil),            // 18: fsb.v1.SandboxSpec
-	(*Sandbox)(nil),                // 19: fsb.v1.Sandbox
-	(FailurePolicy)(0),             // 20: fsb.v1.FailurePolicy
-	(*timestamppb.Timestamp)(nil),  // 21: google.protobuf.Timestamp
-	(*LogLine)(nil),                // 22: fsb.v1.LogLine
-	(*AgentStatus)(nil),            // 23: fsb.v1.AgentStatus
+	(*CreateSandboxRequest)(nil),  // 0: fsb.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil), // 1: fsb.v1.CreateSandboxResponse
+	(*DeleteSandboxRequest)(nil),  // 2: fsb.v1.DeleteSandboxRequest
+	(*DeleteSandboxResponse)(nil), // 3: fsb.v1.DeleteSandboxResponse
+	(*UpdateSandboxRequest)(nil),  // 4: fsb.v1.UpdateSandboxRequest
+	(*UpdateSandboxResponse)(nil), // 5: fsb.v1.UpdateSandboxResponse
+	(*ListSandboxesRequest)(nil),  // 6: fsb.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil), // 7: fsb.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),     // 8: fsb.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),    // 9: fsb.v1.GetSandboxResponse
+	(*StreamLogsRequest)(nil),     // 10: fsb.v1.StreamLogsRequest
+	(*StreamLogsResponse)(nil),    // 11: fsb.v1.StreamLogsResponse
+	(*ListAgentsRequest)(nil),     // 12: fsb.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 13: fsb.v1.ListAgentsResponse
+	nil,                           // 14: fsb.v1.CreateSandboxRequest.LabelsEntry
+	nil,                           // 15: fsb.v1.UpdateSandboxRequest.LabelsEntry
+	(*SandboxSpec)(nil),           // 16: fsb.v1.SandboxSpec
+	(*Sandbox)(nil),               // 17: fsb.v1.Sandbox
+	(FailurePolicy)(0),            // 18: fsb.v1.FailurePolicy
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*LogLine)(nil),               // 20: fsb.v1.LogLine
+	(*AgentStatus)(nil),           // 21: fsb.v1.AgentStatus
 }
 var file_fsb_v1_fastpath_proto_depIdxs = []int32{
-	16, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
-	18, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	19, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	17, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
-	20, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
-	21, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	19, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
-	19, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	22, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	23, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
+	14, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
+	16, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	17, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	15, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
+	18, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
+	19, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
+	17, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	17, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
+	17, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	20, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	21, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
 	0,  // 11: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
 	2,  // 12: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
 	4,  // 13: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
@@ -1019,17 +922,15 @@ var file_fsb_v1_fastpath_proto_depIdxs = []int32{
 	8,  // 15: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
 	10, // 16: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
 	12, // 17: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
-	14, // 18: fsb.v1.FastPathService.KnownSandboxes:input_type -> fsb.v1.KnownSandboxesRequest
-	1,  // 19: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
-	3,  // 20: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
-	5,  // 21: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
-	7,  // 22: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
-	9,  // 23: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
-	11, // 24: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
-	13, // 25: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
-	15, // 26: fsb.v1.FastPathService.KnownSandboxes:output_type -> fsb.v1.KnownSandboxesResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
+	1,  // 18: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
+	3,  // 19: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
+	5,  // 20: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
+	7,  // 21: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
+	9,  // 22: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
+	11, // 23: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
+	13, // 24: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1050,7 +951,7 @@ func file_fsb_v1_fastpath_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_fastpath_proto_rawDesc), len(file_fsb_v1_fastpath_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,9 +54,6 @@ const (
 	// FastPathServiceListAgentsProcedure is the fully-qualified name of the FastPathService's
 	// ListAgents RPC.
 	FastPathServiceListAgentsProcedure = "/fsb.v1.FastPathService/ListAgents"
-	// FastPathServiceKnownSandboxesProcedure is the fully-qualified name of the FastPathService's
-	// KnownSandboxes RPC.
-	FastPathServiceKnownSandboxesProcedure = "/fsb.v1.FastPathService/KnownSandboxes"
 )
 
 // FastPathServiceClient is a client for the fsb.v1.FastPathService service.
@@ -71,9 +68,6 @@ type FastPathServiceClient interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest]) (*connect.ServerStreamForClient[v1.StreamLogsResponse], error)
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
-	// KnownSandboxes tells the janitor which of the given sandbox IDs the
-	// controller knows, so it never reaps a live sandbox.
-	KnownSandboxes(context.Context, *connect.Request[v1.KnownSandboxesRequest]) (*connect.Response[v1.KnownSandboxesResponse], error)
 }
 
 // NewFastPathServiceClient constructs a client for the fsb.v1.FastPathService service. By default,
@@ -129,25 +123,18 @@ func NewFastPathServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(fastPathServiceMethods.ByName("ListAgents")),
 			connect.WithClientOptions(opts...),
 		),
-		knownSandboxes: connect.NewClient[v1.KnownSandboxesRequest, v1.KnownSandboxesResponse](
-			httpClient,
-			baseURL+FastPathServiceKnownSandboxesProcedure,
-			connect.WithSchema(fastPathServiceMethods.ByName("KnownSandboxes")),
-			connect.WithClientOptions(opts...),
-		),
 	}
 }
 
 // fastPathServiceClient implements FastPathServiceClient.
 type fastPathServiceClient struct {
-	createSandbox  *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
-	deleteSandbox  *connect.Client[v1.DeleteSandboxRequest, v1.DeleteSandboxResponse]
-	updateSandbox  *connect.Client[v1.UpdateSandboxRequest, v1.UpdateSandboxResponse]
-	listSandboxes  *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
-	getSandbox     *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
-	streamLogs     *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
-	listAgents     *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
-	knownSandboxes *connect.Client[v1.KnownSandboxesRequest, v1.KnownSandboxesResponse]
+	createSandbox *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
+	deleteSandbox *connect.Client[v1.DeleteSandboxRequest, v1.DeleteSandboxResponse]
+	updateSandbox *connect.Client[v1.UpdateSandboxRequest, v1.UpdateSandboxResponse]
+	listSandboxes *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	getSandbox    *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
+	streamLogs    *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
+	listAgents    *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
 }
 
 // CreateSandbox calls fsb.v1.FastPathService.CreateSandbox.
@@ -185,11 +172,6 @@ func (c *fastPathServiceClient) ListAgents(ctx context.Context, req *connect.Req
 	return c.listAgents.CallUnary(ctx, req)
 }
 
-// KnownSandboxes calls fsb.v1.FastPathService.KnownSandboxes.
-func (c *fastPathServiceClient) KnownSandboxes(ctx context.Context, req *connect.Request[v1.KnownSandboxesRequest]) (*connect.Response[v1.KnownSandboxesResponse], error) {
-	return c.knownSandboxes.CallUnary(ctx, req)
-}
-
 // FastPathServiceHandler is an implementation of the fsb.v1.FastPathService service.
 type FastPathServiceHandler interface {
 	// CreateSandbox starts a sandbox. In FAST mode it answers once the
@@ -202,9 +184,6 @@ type FastPathServiceHandler interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
-	// KnownSandboxes tells the janitor which of the given sandbox IDs the
-	// controller knows, so it never reaps a live sandbox.
-	KnownSandboxes(context.Context, *connect.Request[v1.KnownSandboxesRequest]) (*connect.Response[v1.KnownSandboxesResponse], error)
 }
 
 // NewFastPathServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -256,12 +235,6 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 		connect.WithSchema(fastPathServiceMethods.ByName("ListAgents")),
 		connect.WithHandlerOptions(opts...),
 	)
-	fastPathServiceKnownSandboxesHandler := connect.NewUnaryHandler(
-		FastPathServiceKnownSandboxesProcedure,
-		svc.KnownSandboxes,
-		connect.WithSchema(fastPathServiceMethods.ByName("KnownSandboxes")),
-		connect.WithHandlerOptions(opts...),
-	)
 	return "/fsb.v1.FastPathService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FastPathServiceCreateSandboxProcedure:
@@ -278,8 +251,6 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 			fastPathServiceStreamLogsHandler.ServeHTTP(w, r)
 		case FastPathServiceListAgentsProcedure:
 			fastPathServiceListAgentsHandler.ServeHTTP(w, r)
-		case FastPathServiceKnownSandboxesProcedure:
-			fastPathServiceKnownSandboxesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -315,8 +286,4 @@ func (UnimplementedFastPathServiceHandler) StreamLogs(context.Context, *connect.
 
 func (UnimplementedFastPathServiceHandler) ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListAgents is not implemented"))
-}
-
-func (UnimplementedFastPathServiceHandler) KnownSandboxes(context.Context, *connect.Request[v1.KnownSandboxesRequest]) (*connect.Response[v1.KnownSandboxesResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.KnownSandboxes is not implemented"))
 }

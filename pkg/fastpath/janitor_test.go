@@ -1,0 +1,112 @@
+package fastpath
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+)
+
+func classify(t *testing.T, p *plane, refs ...*fsbv1.SandboxRef) ([]*fsbv1.Classification, error) {
+	t.Helper()
+	resp, err := p.fp.Janitor().Classify(context.Background(), connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: refs}))
+	if err != nil {
+		return nil, err
+	}
+	if got := len(resp.Msg.GetClassifications()); got != len(refs) {
+		t.Fatalf("%d answers to %d questions", got, len(refs))
+	}
+	return resp.Msg.GetClassifications(), nil
+}
+
+// TestJanitorHearsUnknownOnlyOfReconciledAgents: before the controller is
+// Ready every question is Unavailable; after, a sandbox ID nobody holds is
+// unknown on an agent reconciled since it connected, and undecided on an
+// agent that is down or was never reconciled; a stored sandbox is known at
+// any revision; a sandbox an agent reports is undecided; a file (no agent)
+// is unknown once nothing holds its sandbox.
+func TestJanitorHearsUnknownOnlyOfReconciledAgents(t *testing.T) {
+	p := newAgentsOnly(t, 2)
+	runOnAgent(t, p.agents[1], "sb-reported", "reported", false)
+	p.agents[0].serve(t)
+	p.control = p.startControl() // agent-2 does not serve yet
+	ref := func(agent, id string, rev int64) *fsbv1.SandboxRef {
+		return &fsbv1.SandboxRef{AgentId: agent, SandboxId: id, Revision: rev}
+	}
+	if _, err := classify(t, p, ref("agent-1", "sb-x", 1)); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("before Ready: %v, want Unavailable", err)
+	}
+	ctx := context.Background()
+	if _, _, err := p.fp.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	created, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "kept", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keptID := created.Msg.GetSandbox().GetStatus().GetSandboxId()
+
+	want := []struct {
+		ref     *fsbv1.SandboxRef
+		verdict fsbv1.Verdict
+		reason  string
+	}{
+		{ref("agent-1", "sb-x", 1), fsbv1.Verdict_VERDICT_UNKNOWN, "reconciled since it connected"},
+		{ref("agent-1", keptID, 7), fsbv1.Verdict_VERDICT_KNOWN, ""},
+		{ref("agent-2", "sb-x", 1), fsbv1.Verdict_VERDICT_UNDECIDED, "not connected"},
+		{ref("agent-9", "sb-x", 1), fsbv1.Verdict_VERDICT_UNDECIDED, "not connected"},
+		{ref("", "sb-x", 0), fsbv1.Verdict_VERDICT_UNKNOWN, ""},
+		{ref("", keptID, 0), fsbv1.Verdict_VERDICT_KNOWN, ""},
+	}
+	refs := make([]*fsbv1.SandboxRef, len(want))
+	for i, w := range want {
+		refs[i] = w.ref
+	}
+	got, err := classify(t, p, refs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		if got[i].GetVerdict() != w.verdict || !strings.Contains(got[i].GetReason(), w.reason) {
+			t.Errorf("%v: %v (%s), want %v (%q)", w.ref, got[i].GetVerdict(), got[i].GetReason(), w.verdict, w.reason)
+		}
+	}
+
+	// agent-2 connects: what it reports is undecided (its recovery
+	// settles it) and, once reconciled, what it does not report is unknown.
+	p.agents[1].serve(t)
+	eventually(t, 15*time.Second, "agent-2 reconciled", func() bool {
+		got, err := classify(t, p, ref("agent-2", "sb-other", 1))
+		return err == nil && got[0].GetVerdict() == fsbv1.Verdict_VERDICT_UNKNOWN
+	})
+	got, err = classify(t, p, ref("agent-2", "sb-reported", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got[0].GetVerdict(); v == fsbv1.Verdict_VERDICT_UNKNOWN {
+		t.Errorf("the sandbox agent-2 runs (its object re-created by the recovery): %v (%s)", v, got[0].GetReason())
+	}
+}
+
+// TestJanitorQuestionIsBounded: a question past MaxClassify, or naming no
+// sandbox, is InvalidArgument.
+func TestJanitorQuestionIsBounded(t *testing.T) {
+	p := newPlane(t)
+	if _, _, err := p.fp.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]*fsbv1.SandboxRef, MaxClassify+1)
+	for i := range many {
+		many[i] = &fsbv1.SandboxRef{SandboxId: "sb-x"}
+	}
+	if _, err := classify(t, p, many...); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("%d refs: %v, want InvalidArgument", len(many), err)
+	}
+	if _, err := classify(t, p, &fsbv1.SandboxRef{AgentId: "agent-1"}); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "sandbox_id is required") {
+		t.Errorf("no sandbox ID: %v, want InvalidArgument saying so", err)
+	}
+}
