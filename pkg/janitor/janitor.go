@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -121,6 +122,17 @@ type Janitor struct {
 	// pass, when it was first found unknown in a row; any other answer, or
 	// not finding it, forgets it.
 	firstUnknown map[string]time.Time
+
+	lastPass atomic.Int64 // when the last pass ended, Unix nanoseconds
+}
+
+// LastPass returns when the last pass ended, whatever its result; zero
+// before the first.
+func (j *Janitor) LastPass() time.Time {
+	if n := j.lastPass.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // New returns a Janitor for cfg.
@@ -286,7 +298,9 @@ func (j *Janitor) Pass(ctx context.Context) (Report, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	rep, err := j.pass(ctx)
-	j.metrics.observe(rep, err, j.cfg.Now())
+	end := j.cfg.Now()
+	j.metrics.observe(rep, err, end)
+	j.lastPass.Store(end.UnixNano())
 	log := j.cfg.Logger
 	if errors.Is(err, ErrNotAsked) {
 		// pass logged it: one line says why nothing was removed.
