@@ -364,6 +364,7 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 		why := j.decide(c, now, remembered)
 		if why != nil {
 			rep.count(c.Kind, why)
+			j.cfg.Logger.Debug("kept", append(j.attrs(c, now), slog.String("verdict", c.verdict.String()))...)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -418,21 +419,26 @@ func (j *Janitor) decide(c *candidate, now time.Time, remembered map[string]time
 	return nil
 }
 
+// attrs are the attributes of c's log lines.
+func (j *Janitor) attrs(c *candidate, now time.Time) []any {
+	reason := c.Reason
+	if c.asks {
+		reason = c.reason
+	}
+	return []any{
+		slog.String("kind", string(c.Kind)), slog.String("namespace", c.Namespace), slog.String("name", c.Name),
+		slog.String("sandbox", c.SandboxID), slog.Int64("revision", c.Revision), slog.String("agent", c.AgentID),
+		slog.String("age", now.Sub(c.Created).Round(time.Second).String()), slog.String("reason", reason),
+	}
+}
+
 // key names a leftover across passes.
 func key(lo Leftover) string { return string(lo.Kind) + "\x00" + lo.Namespace + "\x00" + lo.Name }
 
 // remove removes c (or, in a dry run, says it would) and logs it; it
 // reports whether it is gone.
 func (j *Janitor) remove(ctx context.Context, c *candidate, now time.Time) bool {
-	reason := c.Reason
-	if c.asks {
-		reason = c.reason
-	}
-	attrs := []any{
-		slog.String("kind", string(c.Kind)), slog.String("namespace", c.Namespace), slog.String("name", c.Name),
-		slog.String("sandbox", c.SandboxID), slog.Int64("revision", c.Revision), slog.String("agent", c.AgentID),
-		slog.Duration("age", now.Sub(c.Created).Round(time.Second)), slog.String("reason", reason),
-	}
+	attrs := j.attrs(c, now)
 	if j.cfg.DryRun {
 		j.cfg.Logger.Info("would remove", attrs...)
 		return true
