@@ -174,8 +174,8 @@ func run(c *cli.Context) error {
 		slog.String("containerd", socket),
 		slog.Any("namespaces", cfg.Namespaces),
 		slog.Any("log_dirs", cfg.LogDirs),
-		slog.Duration("orphan_timeout", cfg.OrphanTimeout),
-		slog.Duration("interval", c.Duration("interval")),
+		slog.String("orphan_timeout", cfg.OrphanTimeout.String()),
+		slog.String("interval", c.Duration("interval").String()),
 		slog.Bool("dry_run", cfg.DryRun),
 		slog.String("metrics", httpserver.LoopbackUnlessHost(c.String("metrics-bind-address"))))
 	g.Go(func() error {
