@@ -39,10 +39,8 @@ func runJanitor(t *testing.T, args ...string) (stdout, stderr string, code int) 
 }
 
 // orphan makes, straight on containerd, a running sandbox container of
-// agent agentID for a sandbox ID nobody knows. The agent of the namespace
-// would adopt (and report) a container with its own ID, so the orphans
-// here name another agent the controller has reconciled: a container
-// that no agent reports and no object holds.
+// agent agentID for a sandbox ID nobody knows, without the spec an agent
+// keeps with its own containers: no object can be made for it.
 func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -124,7 +122,9 @@ func TestJanitorOnce(t *testing.T) {
 	ctrl, server := p.ctrl, p.server
 	mustRunCtl(t, server, "user-token-1", "run", "fast-one", "--image", rig.ImageRef, "--", "sleep", "300")
 	mustRunCtl(t, server, "user-token-1", "run", "strong-one", "--mode", "strong", "--image", rig.ImageRef, "--", "sleep", "300")
-	orphanID := orphan(t, cd, "agent-2", "sb-nobody-knows")
+	// The namespace's own agent adopts it and reports it: the controller
+	// still calls it unknown, since it can never get an object.
+	orphanID := orphan(t, cd, "agent-1", "sb-nobody-knows")
 
 	once := []string{"--once", "--orphan-timeout", "0s", "--server", server, "--containerd-namespace", ns, "--grace-period", "1s", "--log-format", "json"}
 	out, errOut, code := runJanitor(t, append(once, "--token-file", janitorToken)...)
