@@ -2,6 +2,7 @@ package janitor
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -90,3 +91,5 @@ func recent(t *testing.T, what string, tm time.Time) {
 		t.Errorf("%s: Created %v is %v ago, want just now", what, tm, age)
 	}
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
