@@ -22,7 +22,12 @@ import (
 // The test's end kills it if it still runs and removes its socket.
 func startShim(t *testing.T, ns, id, address string) shimProc {
 	t.Helper()
-	bundle := t.TempDir()
+	return startShimIn(t, t.TempDir(), ns, id, address)
+}
+
+// startShimIn is startShim in a bundle dir that exists already.
+func startShimIn(t *testing.T, bundle, ns, id, address string) shimProc {
+	t.Helper()
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"ociVersion":"1.0.2"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
