@@ -53,6 +53,10 @@ func findMounts(ctx context.Context, client *containerd.Client, ns string) ([]Le
 	if err != nil {
 		return nil, err
 	}
+	shims, err := listShims(procRoot)
+	if err != nil {
+		return nil, err
+	}
 	var out []Leftover
 	seen := map[string]bool{}
 	for _, p := range points {
@@ -62,7 +66,7 @@ func findMounts(ctx context.Context, client *containerd.Client, ns string) ([]Le
 		}
 		seen[p] = true
 		bundle := filepath.Dir(p)
-		orphan, err := rootfsOrphaned(ctx, client, ns, id, bundle)
+		orphan, err := rootfsOrphaned(ctx, client, shims, ns, id, bundle)
 		if err != nil {
 			return nil, err
 		}
@@ -91,14 +95,10 @@ func findMounts(ctx context.Context, client *containerd.Client, ns string) ([]Le
 }
 
 // rootfsOrphaned reports whether task id of ns is gone from containerd and
-// no shim runs in its bundle.
-func rootfsOrphaned(ctx context.Context, client *containerd.Client, ns, id, bundle string) (bool, error) {
+// none of shims runs in its bundle.
+func rootfsOrphaned(ctx context.Context, client *containerd.Client, shims []shimProc, ns, id, bundle string) (bool, error) {
 	gone, err := taskGone(ctx, client, id)
 	if err != nil || !gone {
-		return false, err
-	}
-	shims, err := listShims(procRoot)
-	if err != nil {
 		return false, err
 	}
 	for _, s := range shims {
@@ -114,7 +114,11 @@ func rootfsOrphaned(ctx context.Context, client *containerd.Client, ns, id, bund
 func removeMount(client *containerd.Client, ns, id, point string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		ctx = namespaces.WithNamespace(ctx, ns)
-		orphan, err := rootfsOrphaned(ctx, client, ns, id, filepath.Dir(point))
+		shims, err := listShims(procRoot)
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", point, err)
+		}
+		orphan, err := rootfsOrphaned(ctx, client, shims, ns, id, filepath.Dir(point))
 		if err != nil {
 			return fmt.Errorf("mount %s: %w", point, err)
 		}
