@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // LockFile is the file in a log dir whose lock marks the dir as one
@@ -27,7 +28,7 @@ func LockDir(dir string) (release func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockExclusive(f); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
@@ -40,4 +41,23 @@ func LockDir(dir string) (release func(), err error) {
 		fmt.Fprintf(f, "%d\n", os.Getpid())
 	}
 	return func() { f.Close() }, nil
+}
+
+// lockProbeWait is how long a claim waits out a shared lock: the janitor
+// probes a log dir with one (held for microseconds) to learn whether an
+// agent runs there, and that probe must never make an agent's start fail.
+const lockProbeWait = 100 * time.Millisecond
+
+// lockExclusive takes f's exclusive lock without blocking, retrying for
+// lockProbeWait while a probe holds it; a lock another agent holds is
+// still refused at once after that.
+func lockExclusive(f *os.File) error {
+	deadline := time.Now().Add(lockProbeWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

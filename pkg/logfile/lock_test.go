@@ -3,8 +3,11 @@ package logfile
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestLockDirIsOneAgents: a second claim of a log dir fails naming the
@@ -46,6 +49,31 @@ func TestLockDirOfADeadHolderIsFree(t *testing.T) {
 	release, err := LockDir(dir)
 	if err != nil {
 		t.Fatalf("claim after the holder died: %v", err)
+	}
+	release()
+}
+
+// TestLockDirWaitsOutAProbe: a shared lock held briefly (the janitor's probe
+// of whether an agent runs there) does not make a claim fail.
+func TestLockDirWaitsOutAProbe(t *testing.T) {
+	dir := t.TempDir()
+	release, err := LockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	probe, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := syscall.Flock(int(probe.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(20*time.Millisecond, func() { _ = syscall.Flock(int(probe.Fd()), syscall.LOCK_UN) })
+	release, err = LockDir(dir)
+	if err != nil {
+		t.Fatalf("claim during a probe: %v", err)
 	}
 	release()
 }
