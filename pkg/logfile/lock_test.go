@@ -67,11 +67,14 @@ func TestLockDirWaitsOutAProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer probe.Close()
-	if err := syscall.Flock(int(probe.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+	fd := int(probe.Fd())
+	if err := syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(20*time.Millisecond, func() { _ = syscall.Flock(int(probe.Fd()), syscall.LOCK_UN) })
+	unlocked := make(chan struct{})
+	time.AfterFunc(20*time.Millisecond, func() { _ = syscall.Flock(fd, syscall.LOCK_UN); close(unlocked) })
 	release, err = LockDir(dir)
+	<-unlocked
 	if err != nil {
 		t.Fatalf("claim during a probe: %v", err)
 	}
