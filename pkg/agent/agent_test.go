@@ -142,6 +142,27 @@ func TestDeleteEndsSandboxWithSIGTERM(t *testing.T) {
 	h.assertGone(sb)
 }
 
+// TestDeleteRightAfterStartStillSendsSIGTERM: the kernel drops a signal
+// to a PID 1 without a handler for it, and a sandbox's PID 1 installs its
+// handler only once it runs (here a shell, as --no-init has it, after a
+// pause). A delete right after the start waits for the handler, so the
+// SIGTERM ends the sandbox (143) instead of the SIGKILL after the grace
+// period (137).
+func TestDeleteRightAfterStartStillSendsSIGTERM(t *testing.T) {
+	h := newHarness(t)
+	s := spec(`sleep 0.2; trap "exit 143" TERM; while :; do sleep 0.05; done`)
+	s.NoInit = true
+	sb := h.create(s)
+	start := time.Now()
+	resp := h.delete(sb.GetSandboxId(), 10)
+	if len(resp.GetSandboxes()) != 1 {
+		t.Fatalf("delete reported %d sandboxes, want 1", len(resp.GetSandboxes()))
+	}
+	if code := resp.GetSandboxes()[0].GetExitCode(); code != 143 {
+		t.Errorf("exit code %d after %v, want 143 (the SIGTERM caught, not a SIGKILL)", code, time.Since(start))
+	}
+}
+
 func TestDeleteKillsWhatIgnoresSIGTERM(t *testing.T) {
 	h := newHarness(t)
 	sb := h.create(spec(`trap "" TERM; echo trapped; while :; do sleep 1; done`))

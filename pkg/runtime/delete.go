@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -132,10 +135,12 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (
 		}
 	}
 	if grace > 0 {
+		start := time.Now()
+		awaitHandler(ctx, task.Pid(), syscall.SIGTERM, min(grace, handlerWait))
 		if st, done, err := killed(syscall.SIGTERM, task.Kill(ctx, syscall.SIGTERM)); done || err != nil {
 			return st, err
 		}
-		timer := time.NewTimer(grace)
+		timer := time.NewTimer(max(grace-time.Since(start), 0))
 		defer timer.Stop()
 		select {
 		case es := <-exited:
@@ -154,6 +159,45 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (
 	case <-ctx.Done():
 		return containerd.Status{}, ctx.Err()
 	}
+}
+
+// handlerWait bounds how long a stop waits for a sandbox's PID 1 to catch
+// SIGTERM before sending it.
+const handlerWait = 500 * time.Millisecond
+
+// awaitHandler waits, up to limit, until process pid catches sig. The
+// kernel drops a signal sent to a PID 1 that has no handler for it, and
+// fsb init installs its handlers a few milliseconds after it starts (its
+// Go runtime comes first): a delete right after a create, on a busy
+// node, would lose its SIGTERM and wait out the grace period for the
+// SIGKILL. A process that never catches sig (a --no-init sandbox) costs
+// the limit, which counts against the grace period.
+func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for !catches(pid, sig) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// catches reports whether process pid has a handler for sig, from the
+// SigCgt mask of /proc/<pid>/status; a process it cannot read (gone, or
+// in no PID namespace it can see) counts as catching it.
+func catches(pid uint32, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	for line := range strings.Lines(string(b)) {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return err != nil || bits&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return true
 }
 
 func exitStatus(es containerd.ExitStatus) containerd.Status {
