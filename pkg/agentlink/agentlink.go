@@ -294,13 +294,23 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 		// sandbox the registry places on another agent (its old revision
 		// still here) holds a slot under a key of its own.
 		key := sb.GetSandboxId()
-		if p, ok := s.cfg.Registry.Lookup(key); ok && p.AgentID != id {
+		p, held := s.cfg.Registry.Lookup(key)
+		if held && p.AgentID != id {
 			key = staleKey(key, id)
 		}
-		if _, dup := reported[sb.GetSandboxId()]; !dup {
-			reported[sb.GetSandboxId()] = key
-			_ = s.cfg.Registry.Assign(key, id, sb.GetSpec().GetExposedPorts())
+		if _, dup := reported[sb.GetSandboxId()]; dup {
+			continue
 		}
+		reported[sb.GetSandboxId()] = key
+		if !held && previous[sb.GetSandboxId()] == key && exited(sb) {
+			// Released since the last status, and ended: a delete that
+			// finished (or a revision given up), which this status,
+			// sent before the container went, does not know yet. Taking
+			// the slot again would hold it until the next status and
+			// refuse creates meanwhile.
+			continue
+		}
+		_ = s.cfg.Registry.Assign(key, id, sb.GetSpec().GetExposedPorts())
 	}
 	s.mu.Lock()
 	a.reported = reported
@@ -324,6 +334,15 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 		// sandboxes are reconciled.
 		s.cfg.Up(st)
 	}
+}
+
+// exited reports whether a sandbox's task has ended.
+func exited(sb *fsbv1.AgentSandbox) bool {
+	switch sb.GetPhase() {
+	case fsbv1.Phase_PHASE_SUCCEEDED, fsbv1.Phase_PHASE_FAILED, fsbv1.Phase_PHASE_LOST:
+		return true
+	}
+	return false
 }
 
 // staleKey is the registry key of a sandbox revision that runs on agentID

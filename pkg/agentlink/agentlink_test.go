@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 )
 
@@ -52,5 +53,40 @@ func TestReconnectAttemptsAreAtMostASecondApart(t *testing.T) {
 		if gap := attempts[i].Sub(attempts[i-1]); gap > 1300*time.Millisecond {
 			t.Errorf("attempt %d came %s after the one before; want about a second at most", i, gap)
 		}
+	}
+}
+
+// TestStaleStatusDoesNotRetakeAReleasedSlot: a delete stops the task (the
+// agent sends a status listing it ended), removes the container and
+// answers; the controller releases the slot. A status read after that
+// release but sent before the removal must not take the slot again, or
+// creates are refused until the next status. A running sandbox the
+// registry does not hold is still counted.
+func TestStaleStatusDoesNotRetakeAReleasedSlot(t *testing.T) {
+	reg := registry.New()
+	s := New(Config{Addresses: []string{"127.0.0.1:1"}, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a := s.byAddr["127.0.0.1:1"]
+	status := func(sbs ...*fsbv1.AgentSandbox) *fsbv1.AgentStatus {
+		return &fsbv1.AgentStatus{AgentId: "agent-1", Capacity: 2, Sandboxes: sbs}
+	}
+	sandbox := func(id string, phase fsbv1.Phase) *fsbv1.AgentSandbox {
+		return &fsbv1.AgentSandbox{SandboxId: id, Revision: 1, Phase: phase}
+	}
+	s.update(a, status(sandbox("sb-1", fsbv1.Phase_PHASE_RUNNING)))
+	if _, ok := reg.Lookup("sb-1"); !ok {
+		t.Fatal("a running sandbox holds no slot")
+	}
+	s.update(a, status(sandbox("sb-1", fsbv1.Phase_PHASE_SUCCEEDED))) // stopped by the delete
+	reg.Release("sb-1")                                               // the delete answered
+	s.update(a, status(sandbox("sb-1", fsbv1.Phase_PHASE_SUCCEEDED), sandbox("sb-2", fsbv1.Phase_PHASE_RUNNING)))
+	if _, ok := reg.Lookup("sb-1"); ok {
+		t.Error("a stale status took the released slot of a deleted sandbox again")
+	}
+	if _, ok := reg.Lookup("sb-2"); !ok {
+		t.Error("a sandbox new in the status holds no slot")
+	}
+	s.update(a, status(sandbox("sb-2", fsbv1.Phase_PHASE_RUNNING)))
+	if _, ok := reg.Lookup("sb-1"); ok {
+		t.Error("the deleted sandbox holds a slot once its status is gone")
 	}
 }
