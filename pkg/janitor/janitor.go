@@ -9,10 +9,12 @@
 // removed only when the controller called it unknown, twice, at least half
 // the orphan timeout apart (with Once: once), and a container only when it
 // is older than the orphan timeout as well. Known and undecided ones are
-// never removed. Containers without both fsb labels (sandbox ID and agent)
-// and namespaces it is not given are never looked at. Snapshots, shims and
-// mounts are removed only when their finder has tied them to a container or
-// task that is gone and they are older than the orphan timeout.
+// never removed, nor is a log file of a sandbox whose container is on the
+// node (or when a namespace's containers could not be listed). Containers
+// without both fsb labels (sandbox ID and agent) and namespaces it is not
+// given are never looked at. Snapshots, shims and mounts are removed only
+// when their finder has tied them to a container or task that is gone and
+// they are older than the orphan timeout.
 package janitor
 
 import (
@@ -318,7 +320,10 @@ func (j *Janitor) Pass(ctx context.Context) (Report, error) {
 // candidate is one leftover of a pass and what is decided about it.
 type candidate struct {
 	Leftover
-	asks    bool // it needs the controller's answer
+	asks bool // it needs the controller's answer
+	// held, when set, says why the janitor keeps it without asking: a log
+	// file of a sandbox whose container is on the node (see pass).
+	held    string
 	verdict fsbv1.Verdict
 	reason  string // the controller's answer's reason, when asked
 }
@@ -328,6 +333,12 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 	now := j.cfg.Now()
 	var cands []*candidate
 	var listErrs []error
+	// The sandbox IDs of the containers found, and whether every namespace
+	// could be listed: a log file of a sandbox whose container is on the
+	// node is not a gone sandbox's, whatever the controller says of a file
+	// (after a controller restart it has no status from an agent that is
+	// down, whose sandboxes run on and may write nothing for hours).
+	onNode, containersListed := map[string]bool{}, true
 	add := func(asks bool, los []Leftover, err error, what string) {
 		if err != nil {
 			j.cfg.Logger.Warn("cannot list leftovers; those are kept this pass", slog.String("what", what), slog.Any("err", err))
@@ -341,6 +352,10 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 	for _, ns := range j.cfg.Namespaces {
 		los, err := j.findContainers(ctx, ns)
 		add(true, los, err, "containers of namespace "+ns)
+		containersListed = containersListed && err == nil
+		for _, lo := range los {
+			onNode[lo.SandboxID] = true
+		}
 		los, err = j.finders.snapshots(ctx, j.cfg.Client, ns)
 		add(false, los, err, "snapshots of namespace "+ns)
 		los, err = j.finders.shims(ctx, j.cfg.Client, ns, j.cfg.ContainerdAddress)
@@ -351,6 +366,15 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 	for _, dir := range j.cfg.LogDirs {
 		los, err := j.finders.logFiles(dir, j.cfg.LogRetention, now)
 		add(true, los, err, "log files in "+dir)
+	}
+	for _, c := range cands {
+		switch {
+		case c.Kind != KindLog:
+		case !containersListed:
+			c.held = "the containers could not all be listed: the sandbox's may be on the node"
+		case onNode[c.SandboxID]:
+			c.held = "a container of the sandbox is on the node"
+		}
 	}
 
 	if err := j.ask(ctx, cands); err != nil {
@@ -513,6 +537,10 @@ func (j *Janitor) ask(ctx context.Context, cands []*candidate) error {
 			continue
 		}
 		c.verdict, c.reason = fsbv1.Verdict_VERDICT_UNDECIDED, "names no sandbox the controller can be asked about"
+		if c.held != "" {
+			c.reason = c.held
+			continue
+		}
 		if c.SandboxID == "" || len(c.SandboxID) > maxRefIDBytes || len(c.AgentID) > maxRefIDBytes || c.Revision < 0 {
 			continue
 		}
@@ -541,7 +569,7 @@ func (j *Janitor) ask(ctx context.Context, cands []*candidate) error {
 		answers = append(answers, got...)
 	}
 	for _, c := range cands {
-		if i, ok := index[refKey{c.AgentID, c.SandboxID, c.Revision}]; ok && c.asks {
+		if i, ok := index[refKey{c.AgentID, c.SandboxID, c.Revision}]; ok && c.asks && c.held == "" {
 			c.verdict, c.reason = answers[i].GetVerdict(), answers[i].GetReason()
 		}
 	}

@@ -549,3 +549,74 @@ func TestReapStopsGracefully(t *testing.T) {
 		t.Errorf("fsb_janitor_reaped_total{kind=container} = %v, want 1", n)
 	}
 }
+
+// byAgentController answers a ref with an agent (a container's) with
+// UNDECIDED, as the controller does while that agent is down, and a ref
+// without one (a file's) with UNKNOWN, as it does when no agent status it
+// has reports the sandbox: after a restart, it has none from a down agent.
+type byAgentController struct{}
+
+func (byAgentController) Classify(_ context.Context, req *connect.Request[fsbv1.ClassifyRequest]) (*connect.Response[fsbv1.ClassifyResponse], error) {
+	resp := &fsbv1.ClassifyResponse{}
+	for _, ref := range req.Msg.GetSandboxes() {
+		v := fsbv1.Verdict_VERDICT_UNKNOWN
+		if ref.GetAgentId() != "" {
+			v = fsbv1.Verdict_VERDICT_UNDECIDED
+		}
+		resp.Classifications = append(resp.Classifications, &fsbv1.Classification{Sandbox: ref, Verdict: v, Reason: "fake: " + v.String()})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// TestLogOfASandboxOnTheNodeIsKept: a log file the controller calls
+// unknown stays while a container of its sandbox is on the node (a
+// quiet sandbox of a down agent, kept as undecided), and every log file
+// stays when a namespace's containers cannot be listed; the log of a
+// sandbox with no container goes.
+func TestLogOfASandboxOnTheNodeIsKept(t *testing.T) {
+	e := newEnv(t)
+	e.sandbox(e.ns, "sb-live-1", fsbLabels("sb-live"), "", "")
+	cases := []struct {
+		name       string
+		namespaces []string
+		wantLeft   map[string]bool // by sandbox ID
+	}{
+		{"containers listed", []string{e.ns}, map[string]bool{"sb-live": true, "sb-gone": false}},
+		{"a namespace not listed", []string{e.ns, "not a namespace!"}, map[string]bool{"sb-live": true, "sb-gone": true}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			old := e.clock.Now().Add(-2 * time.Hour)
+			var logs []Leftover
+			for _, id := range []string{"sb-live", "sb-gone"} {
+				file := filepath.Join(dir, id+"-1.log")
+				if err := os.WriteFile(file, []byte("quiet\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				logs = append(logs, Leftover{Kind: KindLog, Name: file, SandboxID: id, Revision: 1, Created: old,
+					Remove: func(context.Context) error { return os.Remove(file) }})
+			}
+			finders := &finderSet{snapshots: noneNS, mounts: noneNS, shims: noShims,
+				logFiles: func(string, time.Duration, time.Time) ([]Leftover, error) { return logs, nil }}
+			j := e.janitor(Config{Once: true, Namespaces: tc.namespaces, LogDirs: []string{dir}, finders: finders,
+				Controller: byAgentController{}, ControllerURL: "fake"})
+			_, err := j.Pass(t.Context())
+			if len(tc.namespaces) == 1 && err != nil {
+				t.Fatalf("pass: %v", err)
+			}
+			if len(tc.namespaces) > 1 && err == nil {
+				t.Fatal("the pass listed a namespace containerd refuses")
+			}
+			for id, want := range tc.wantLeft {
+				_, ferr := os.Stat(filepath.Join(dir, id+"-1.log"))
+				if left := ferr == nil; left != want {
+					t.Errorf("log of %s left: %v, want %v\nlog:\n%s", id, left, want, e.log.String())
+				}
+			}
+			if !e.exists(e.ns, "sb-live-1") {
+				t.Error("the undecided container was removed")
+			}
+		})
+	}
+}
