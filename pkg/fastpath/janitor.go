@@ -67,6 +67,17 @@ func (j *Janitor) Classify(_ context.Context, req *connect.Request[fsbv1.Classif
 	default:
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("the controller is not Ready: it is still comparing the store with the agents' sandboxes"))
 	}
+	// Each agent's state before the statuses: a status read after it is at
+	// least as new, so an agent that connected again in between is judged
+	// on its new status, never "reconciled" on its old one.
+	agents := map[string]string{} // agent ID -> why it cannot be judged, or ""
+	for _, ref := range refs {
+		if id := ref.GetAgentId(); id != "" {
+			if _, done := agents[id]; !done {
+				agents[id] = j.undecidedAgent(id)
+			}
+		}
+	}
 	// What every agent reports, by sandbox ID.
 	reported := map[string][]reportedSandbox{}
 	for _, st := range j.s.cfg.Agents.Statuses() {
@@ -76,7 +87,7 @@ func (j *Janitor) Classify(_ context.Context, req *connect.Request[fsbv1.Classif
 	}
 	resp := &fsbv1.ClassifyResponse{Classifications: make([]*fsbv1.Classification, 0, len(refs))}
 	for _, ref := range refs {
-		verdict, reason := j.classify(ref, reported[ref.GetSandboxId()])
+		verdict, reason := j.classify(ref, agents[ref.GetAgentId()], reported[ref.GetSandboxId()])
 		resp.Classifications = append(resp.Classifications, &fsbv1.Classification{Sandbox: ref, Verdict: verdict, Reason: reason})
 	}
 	return connect.NewResponse(resp), nil
@@ -89,9 +100,25 @@ type reportedSandbox struct {
 	sb    *fsbv1.AgentSandbox
 }
 
-// classify answers for one ref, given what the agents report of its
-// sandbox ID.
-func (j *Janitor) classify(ref *fsbv1.SandboxRef, reports []reportedSandbox) (fsbv1.Verdict, string) {
+// undecidedAgent says why what an agent runs cannot be judged now, or ""
+// when it can: it is connected, alone with its ID, and reconciled since
+// it last connected.
+func (j *Janitor) undecidedAgent(agentID string) string {
+	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
+		return fmt.Sprintf("agent %s is not connected: what it runs is not known", agentID)
+	}
+	if len(j.s.cfg.Agents.Conflict(agentID)) > 1 {
+		return fmt.Sprintf("two agents claim ID %s", agentID)
+	}
+	if !j.s.reconciledSinceConnect(agentID) {
+		return fmt.Sprintf("agent %s has not been reconciled since it connected", agentID)
+	}
+	return ""
+}
+
+// classify answers for one ref, given why its agent cannot be judged (or
+// "") and what the agents report of its sandbox ID.
+func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports []reportedSandbox) (fsbv1.Verdict, string) {
 	id, agentID := ref.GetSandboxId(), ref.GetAgentId()
 	// The pending table before the cache: a create leaves the table only
 	// once the cache has its object or its container is gone.
@@ -107,14 +134,8 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, reports []reportedSandbox) (fs
 		}
 		return fsbv1.Verdict_VERDICT_UNKNOWN, "no object, no pending create and no agent holds the sandbox"
 	}
-	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
-		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s is not connected: what it runs is not known", agentID)
-	}
-	if len(j.s.cfg.Agents.Conflict(agentID)) > 1 {
-		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("two agents claim ID %s", agentID)
-	}
-	if !j.s.reconciledSinceConnect(agentID) {
-		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s has not been reconciled since it connected", agentID)
+	if undecidedAgent != "" {
+		return fsbv1.Verdict_VERDICT_UNDECIDED, undecidedAgent
 	}
 	var asb *fsbv1.AgentSandbox
 	for _, r := range reports {
