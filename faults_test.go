@@ -45,7 +45,7 @@ type faultConfig struct {
 	pace    time.Duration // a worker's pause between operations
 	steady  time.Duration // load before each fault
 	rounds  int           // how many times the faults run in turn
-	// orphanTimeout is the janitor's (and the fast path's) orphan timeout.
+	// orphanTimeout is the janitor's orphan timeout.
 	orphanTimeout time.Duration
 	// settle bounds how long the system may take to be whole again.
 	settle time.Duration
@@ -61,13 +61,12 @@ func faultSuiteConfig() faultConfig {
 			// controller's timeouts are its defaults.
 			orphanTimeout: 30 * time.Second, settle: 2 * time.Minute,
 			controller: []string{"--agent-lost-timeout", "30s", "--agent-heartbeat-interval", "2s",
-				"--recreate-backoff", "1s", "--recreate-backoff-max", "30s", "--fastpath-orphan-timeout", "10s"},
+				"--recreate-backoff", "1s", "--recreate-backoff-max", "30s"},
 		}
 	}
 	return faultConfig{
 		capacity: 8, workers: 2, maxLive: 2, pace: 200 * time.Millisecond, steady: 2 * time.Second, rounds: 1,
 		orphanTimeout: 2 * time.Second, settle: 45 * time.Second,
-		controller: []string{"--fastpath-orphan-timeout", "2s"},
 	}
 }
 
