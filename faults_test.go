@@ -22,6 +22,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
@@ -351,24 +352,61 @@ func (s *faultSuite) get(t *testing.T, name string) *fsbv1.Sandbox {
 	return resp.Msg.GetSandbox()
 }
 
-// waitWhole waits until the controller is Ready again and every
-// acknowledged sandbox is listed as its policy says, and returns how long
-// that took from the fault at at.
+// waitWhole waits until the system is whole again — the controller and
+// the agent Ready, the registry holding the agent's sandboxes as the agent
+// reports them, every acknowledged sandbox listed as its policy says — and
+// returns how long that took from the fault at at. Right after a kill the
+// controller may still list everything as running: the registry's view of
+// the agent is what shows it has noticed, and caught up.
 func (s *faultSuite) waitWhole(t *testing.T, at time.Time) time.Duration {
 	t.Helper()
 	deadline := at.Add(s.cfg.settle)
+	var why []string
 	for {
-		if resp, err := http.Get(s.p.ctrl.health); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && len(s.lostOnes()) == 0 {
-				return time.Since(at)
-			}
+		why = s.notWhole(t)
+		if len(why) == 0 {
+			return time.Since(at)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not whole again %s after the fault; acknowledged sandboxes not as expected: %v", s.cfg.settle, s.lostOnes())
+			t.Fatalf("not whole again %s after the fault: %v", s.cfg.settle, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// notWhole says what is not whole yet; empty means whole.
+func (s *faultSuite) notWhole(t *testing.T) []string {
+	t.Helper()
+	for _, url := range []string{s.p.ctrl.health, strings.TrimSuffix(s.agent.base, "/") + "/readyz"} {
+		resp, err := http.Get(url)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return []string{fmt.Sprintf("%s: HTTP %d", url, resp.StatusCode)}
+		}
+	}
+	n, err := s.agentCount()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	if used := s.cfg.capacity - metricSum(t, s.p.metrics, "fsb_registry_free_slots "); used != n {
+		return []string{fmt.Sprintf("the registry holds %d slots of the agent, the agent runs %d sandboxes", used, n)}
+	}
+	return s.lostOnes()
+}
+
+// agentCount asks the agent how many sandboxes it holds.
+func (s *faultSuite) agentCount() (int, error) {
+	client := fsbv1connect.NewAgentServiceClient(http.DefaultClient, s.agent.base, connect.WithInterceptors(auth.Bearer(s.agent.token)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.GetStatus(ctx, connect.NewRequest(&fsbv1.GetStatusRequest{}))
+	if err != nil {
+		return 0, fmt.Errorf("agent status: %w", err)
+	}
+	return len(resp.Msg.GetStatus().GetSandboxes()), nil
 }
 
 // lostOnes lists the acknowledged sandboxes (other than those being
@@ -473,6 +511,10 @@ func (s *faultSuite) checkCounts(t *testing.T) {
 			t.Fatalf("ListAgents: %d agents, want 1", len(agents.Msg.GetAgents()))
 		}
 		listed := agents.Msg.GetAgents()[0]
+		agentCount, err := s.agentCount()
+		if err != nil {
+			t.Fatal(err)
+		}
 		var problems []string
 		ids, ports := map[string]bool{}, map[int32]string{}
 		for _, sb := range listed.GetSandboxes() {
@@ -490,7 +532,7 @@ func (s *faultSuite) checkCounts(t *testing.T) {
 		counts := map[string]int{
 			"ListAgents":            len(listed.GetSandboxes()),
 			"registry used slots":   s.cfg.capacity - metricSum(t, s.p.metrics, "fsb_registry_free_slots "),
-			"agent status":          len(s.agent.sandboxes()),
+			"agent status":          agentCount,
 			"agent metric":          metricSum(t, s.agent.metrics, "fsb_agent_sandboxes "),
 			"containerd containers": len(readNodeState(t, s.d.Socket, s.ns, "").Containers),
 			"objects":               len(s.list(t)),
