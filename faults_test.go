@@ -497,13 +497,13 @@ func (s *faultSuite) checkOrphans(t *testing.T) (int, string) {
 // port is held twice on the agent.
 func (s *faultSuite) checkCounts(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	// The registry follows the agent's status stream: give it a moment to
 	// catch up with what the agent reports.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		agents, err := s.p.api.ListAgents(ctx, connect.NewRequest(&fsbv1.ListAgentsRequest{}))
+		cancel()
 		if err != nil {
 			t.Fatalf("list agents: %v", err)
 		}
