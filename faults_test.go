@@ -374,10 +374,15 @@ func (s *faultSuite) waitWhole(t *testing.T, at time.Time) time.Duration {
 	}
 }
 
-// notWhole says what is not whole yet; empty means whole.
+// notWhole says what is not whole yet (the janitor's loop, when it runs,
+// is part of the system); empty means whole.
 func (s *faultSuite) notWhole(t *testing.T) []string {
 	t.Helper()
-	for _, url := range []string{s.p.ctrl.health, strings.TrimSuffix(s.agent.base, "/") + "/readyz"} {
+	urls := []string{s.p.ctrl.health, s.agent.base + "/readyz"}
+	if s.janitor != nil {
+		urls = append(urls, s.janitor.ready)
+	}
+	for _, url := range urls {
 		resp, err := http.Get(url)
 		if err != nil {
 			return []string{err.Error()}
@@ -651,21 +656,26 @@ func (s *faultSuite) janitorOnce(t *testing.T) string {
 
 // janitorProc is `fsb janitor` running its loop.
 type janitorProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *syncBuffer
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   *syncBuffer
+	ready string // its /readyz URL: ready once its first pass has ended
 }
 
+// startJanitorLoop starts the janitor's loop, a pass a second, and waits
+// until its first pass has ended.
 func (s *faultSuite) startJanitorLoop() *janitorProc {
 	t := s.t
-	j := &janitorProc{done: make(chan struct{}), log: &syncBuffer{}}
-	j.cmd = exec.Command(rig.FsbBinary(t), s.janitorArgs("--interval", "1s")...)
+	port := freePort(t)
+	j := &janitorProc{done: make(chan struct{}), log: &syncBuffer{}, ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port)}
+	j.cmd = exec.Command(rig.FsbBinary(t), s.janitorArgs("--interval", "1s", "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port))...)
 	j.cmd.Stdout, j.cmd.Stderr = j.log, j.log
 	if err := j.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { j.cmd.Wait(); close(j.done) }()
 	t.Cleanup(j.kill)
+	waitReady(t, http.DefaultClient, j.ready, j.log)
 	return j
 }
 
