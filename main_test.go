@@ -64,15 +64,6 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestRolesNotBuiltSaySo(t *testing.T) {
-	for _, role := range []string{"janitor"} {
-		out, code := fsb(t, role)
-		if code == 0 || !strings.Contains(out, "not built yet") {
-			t.Errorf("fsb %s: exit %d, %q", role, code, out)
-		}
-	}
-}
-
 func TestAgentRefusesToStartWithoutToken(t *testing.T) {
 	out, code := fsb(t, "agent", "--http-port", "0")
 	if code == 0 || !strings.Contains(out, "--token-file is required") {

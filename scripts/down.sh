@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# down.sh stops what scripts/up.sh started (make down): the controller, then
-# the agent (each by its PID file: SIGTERM, SIGKILL after 10 s), then the
+# down.sh stops what scripts/up.sh started (make down): the janitor, the
+# controller, then the agent (each by its PID file: SIGTERM, SIGKILL after 10 s), then the
 # project-local containerd with every sandbox container it still holds
 # (scripts/rig.sh down, which kills and deletes every task and container,
 # namespace fsb included, and removes $UP_DIR).
@@ -10,7 +10,7 @@
 # sandboxes whose containers are gone, and every make up (or make demo)
 # should start from a clean slate.
 #
-# It touches only processes whose PID file names `bin/fsb agent|controller`
+# It touches only processes whose PID file names `bin/fsb agent|controller|janitor`
 # of this checkout, and it succeeds when there is nothing to stop.
 set -euo pipefail
 
@@ -37,8 +37,10 @@ main() {
 	fi
 	up_dir=${up_dir:-/tmp/fsb-up}
 
-	# The controller first, so that nothing asks the agent for new
-	# sandboxes while it stops.
+	# The janitor first: with the controller gone it would only log that it
+	# cannot ask. Then the controller, so that nothing asks the agent for
+	# new sandboxes while it stops.
+	stop janitor
 	stop controller
 	stop agent
 	if [[ -d $up_dir ]]; then

@@ -3,15 +3,20 @@
 #
 #   1. a project-local containerd (scripts/rig.sh up $UP_DIR) with the test
 #      image localhost/fsb/busybox:latest imported into namespace fsb;
-#   2. two random tokens, .fsb/user-token (what users present) and
-#      .fsb/agent-token (what the controller presents to the agent);
+#   2. three random tokens, .fsb/user-token (what users present),
+#      .fsb/agent-token (what the controller presents to the agent) and
+#      .fsb/janitor-token (what the janitor presents to the controller);
 #   3. an agent on 127.0.0.1:5758 (log .fsb/agent.log, pid .fsb/agent.pid);
 #   4. a controller on 127.0.0.1:9090, health on 127.0.0.1:8081, with the
 #      embedded store in .fsb/data (log .fsb/controller.log, pid
 #      .fsb/controller.pid);
-#   5. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`.
+#   5. a janitor (log .fsb/janitor.log, pid .fsb/janitor.pid, metrics and
+#      probes on 127.0.0.1:9093) over namespace fsb and the agent's log dir;
+#   6. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`, and
+#      FSB_CONTAINERD_SOCKET, FSB_JANITOR_TOKEN_FILE and FSB_LOG_DIR for
+#      `fsb janitor --once`.
 #
-# It returns once both answer on /readyz; they keep running until
+# It returns once all three answer on /readyz; they keep running until
 # scripts/down.sh (make down). Running it again while they run changes
 # nothing. It refuses to start when another program holds one of the ports.
 # On a failure it prints the failing daemon's log and stops what it started.
@@ -21,7 +26,7 @@
 # since unix socket paths must stay under 100 characters.
 set -euo pipefail
 
-readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091
+readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091 JANITOR_PORT=9093
 readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
 readonly IMAGE=localhost/fsb/busybox:latest
 
@@ -186,6 +191,9 @@ write_env() {
 			echo "# Written by scripts/up.sh; source it to talk to the local controller."
 			echo "export FSB_SERVER=http://127.0.0.1:$FASTPATH_PORT"
 			printf 'export FSB_TOKEN=%q\n' "$(<"$fsb_dir/user-token")"
+			printf 'export FSB_CONTAINERD_SOCKET=%q\n' "$sock"
+			printf 'export FSB_JANITOR_TOKEN_FILE=%q\n' "$fsb_dir/janitor-token"
+			printf 'export FSB_LOG_DIR=%q\n' "$up_dir/logs"
 		} >"$tmp"
 	)
 	mv -f "$tmp" "$fsb_dir/env"
@@ -199,6 +207,7 @@ main() {
 	check_port controller "$FASTPATH_PORT"
 	check_port controller "$HEALTH_PORT"
 	check_port controller "$METRICS_PORT"
+	check_port janitor "$JANITOR_PORT"
 
 	trap 'log "interrupted"; undo; exit 130' INT TERM
 	mkdir -p "$fsb_dir"
@@ -208,6 +217,7 @@ main() {
 	start_rig
 	token "$fsb_dir/user-token"
 	token "$fsb_dir/agent-token"
+	token "$fsb_dir/janitor-token"
 	mkdir -p "$up_dir/logs" "$up_dir/agent"
 
 	start agent "$AGENT_PORT" \
@@ -223,17 +233,27 @@ main() {
 		--agents "127.0.0.1:$AGENT_PORT" \
 		--store embedded --data-dir "$fsb_dir/data" \
 		--user-token-file "$fsb_dir/user-token" \
-		--agent-token-file "$fsb_dir/agent-token"
+		--agent-token-file "$fsb_dir/agent-token" \
+		--janitor-token-file "$fsb_dir/janitor-token"
+	# After the controller is ready: before, the janitor's question is
+	# refused and its passes remove nothing.
+	start janitor "$JANITOR_PORT" \
+		--server "http://127.0.0.1:$FASTPATH_PORT" \
+		--token-file "$fsb_dir/janitor-token" \
+		--containerd-socket "$sock" --containerd-namespace fsb \
+		--log-dir "$up_dir/logs" \
+		--metrics-bind-address "127.0.0.1:$JANITOR_PORT"
 	write_env
 
 	cat <<EOF
 
-Fast Sandbox is up: a controller on http://127.0.0.1:$FASTPATH_PORT and an agent on 127.0.0.1:$AGENT_PORT.
-Logs: .fsb/controller.log, .fsb/agent.log. Try:
+Fast Sandbox is up: a controller on http://127.0.0.1:$FASTPATH_PORT, an agent on 127.0.0.1:$AGENT_PORT
+and a janitor. Logs: .fsb/controller.log, .fsb/agent.log, .fsb/janitor.log. Try:
 
   source .fsb/env
   bin/fsb ctl run hello --image $IMAGE -- sh -c 'echo hello; sleep 60'
   bin/fsb ctl logs hello -f
+  bin/fsb janitor --once --dry-run    # what the janitor would remove now
 
 make down stops it all.
 EOF

@@ -26,12 +26,17 @@ const maxRefIDBytes = 253
 //
 //   - known: an object (in the controller's cache) or a pending FAST create
 //     holds the sandbox ID, whatever the revision;
-//   - undecided: an agent's latest status reports the sandbox (the
-//     controller's own recovery settles it), or the container's agent is
-//     down, has two claimants, or has not been reconciled since it last
-//     connected (recover.go) — what it runs is not known yet;
-//   - unknown: none of the above. A file (a ref without an agent) needs no
-//     agent: no object, no pending create, no agent reporting it.
+//   - undecided: the container's agent is down, has two claimants, or has
+//     not been reconciled since it last connected (recover.go) — what it
+//     runs is not known yet; or an agent runs the sandbox in a way the
+//     recovery would keep: with a spec and no persisted mark (a FAST
+//     create whose object was lost: the question queues that agent's
+//     recovery, which gives it its object), or another revision of it;
+//   - unknown: the rest, which is what a recovery would remove: nothing
+//     holds the sandbox, or its agent reports it only as deleted
+//     (persisted mark, object gone) or without a spec. A file (a ref
+//     without an agent) is unknown when no object, pending create or
+//     agent holds its sandbox.
 //
 // Until the controller is Ready (Recover has succeeded) every call is
 // Unavailable.
@@ -63,21 +68,30 @@ func (j *Janitor) Classify(_ context.Context, req *connect.Request[fsbv1.Classif
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("the controller is not Ready: it is still comparing the store with the agents' sandboxes"))
 	}
 	// What every agent reports, by sandbox ID.
-	reportedBy := map[string]string{}
+	reported := map[string][]reportedSandbox{}
 	for _, st := range j.s.cfg.Agents.Statuses() {
 		for _, asb := range st.GetSandboxes() {
-			reportedBy[asb.GetSandboxId()] = st.GetAgentId()
+			reported[asb.GetSandboxId()] = append(reported[asb.GetSandboxId()], reportedSandbox{st.GetAgentId(), asb})
 		}
 	}
 	resp := &fsbv1.ClassifyResponse{Classifications: make([]*fsbv1.Classification, 0, len(refs))}
 	for _, ref := range refs {
-		verdict, reason := j.classify(ref, reportedBy)
+		verdict, reason := j.classify(ref, reported[ref.GetSandboxId()])
 		resp.Classifications = append(resp.Classifications, &fsbv1.Classification{Sandbox: ref, Verdict: verdict, Reason: reason})
 	}
 	return connect.NewResponse(resp), nil
 }
 
-func (j *Janitor) classify(ref *fsbv1.SandboxRef, reportedBy map[string]string) (fsbv1.Verdict, string) {
+// reportedSandbox is a sandbox revision as an agent's latest status
+// reports it.
+type reportedSandbox struct {
+	agent string
+	sb    *fsbv1.AgentSandbox
+}
+
+// classify answers for one ref, given what the agents report of its
+// sandbox ID.
+func (j *Janitor) classify(ref *fsbv1.SandboxRef, reports []reportedSandbox) (fsbv1.Verdict, string) {
 	id, agentID := ref.GetSandboxId(), ref.GetAgentId()
 	// The pending table before the cache: a create leaves the table only
 	// once the cache has its object or its container is gone.
@@ -87,10 +101,10 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, reportedBy map[string]string) 
 	if sb, ok := j.s.cfg.Controller.ByID(id); ok {
 		return fsbv1.Verdict_VERDICT_KNOWN, fmt.Sprintf("sandbox %s/%s holds it", sb.Namespace, sb.Name)
 	}
-	if by, ok := reportedBy[id]; ok {
-		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s reports it; the controller's recovery settles it", by)
-	}
 	if agentID == "" {
+		if len(reports) > 0 {
+			return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs the sandbox", reports[0].agent)
+		}
 		return fsbv1.Verdict_VERDICT_UNKNOWN, "no object, no pending create and no agent holds the sandbox"
 	}
 	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
@@ -102,7 +116,28 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, reportedBy map[string]string) 
 	if !j.s.reconciledSinceConnect(agentID) {
 		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s has not been reconciled since it connected", agentID)
 	}
-	return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s, reconciled since it connected, does not report it", agentID)
+	var asb *fsbv1.AgentSandbox
+	for _, r := range reports {
+		if r.agent != agentID || r.sb.GetRevision() != ref.GetRevision() {
+			return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())
+		}
+		asb = r.sb
+	}
+	// What the agent reports without an object is what the recovery of an
+	// agent settles (recover.go); the janitor may remove what it would.
+	switch {
+	case asb == nil:
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s, reconciled since it connected, does not report it", agentID)
+	case asb.GetPersisted():
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("its object was written and is gone (the sandbox was deleted), though agent %s still reports it", agentID)
+	case asb.GetSpec() == nil:
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s reports it without the spec an object would need", agentID)
+	default:
+		// A FAST create whose object was lost after the agent's last
+		// recovery: the recovery gives it its object back.
+		j.s.queue(agentID)
+		return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs it with a spec and no object yet: the controller's recovery of the agent gives it one", agentID)
+	}
 }
 
 // validRef checks what a ref names against the bounds every sandbox ID

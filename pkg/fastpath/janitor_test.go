@@ -92,6 +92,43 @@ func TestJanitorHearsUnknownOnlyOfReconciledAgents(t *testing.T) {
 	}
 }
 
+// TestJanitorOnWhatAnAgentReports: what a reconciled agent reports with
+// no object is judged as its recovery would judge it: deleted (persisted
+// mark, object gone) is unknown; run with a spec and no mark (a FAST
+// create whose object was lost) is undecided, and the question has the
+// recovery give it its object, after which it is known.
+func TestJanitorOnWhatAnAgentReports(t *testing.T) {
+	p := newPlane(t)
+	if _, _, err := p.fp.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	runOnAgent(t, p.agents[0], "sb-deleted", "deleted", true)
+	runOnAgent(t, p.agents[0], "sb-lost", "lost", false)
+	eventually(t, 10*time.Second, "agent-1 reports both", func() bool {
+		n := 0
+		for _, st := range p.set.Statuses() {
+			n += len(st.GetSandboxes())
+		}
+		return n == 2
+	})
+	deleted := &fsbv1.SandboxRef{AgentId: "agent-1", SandboxId: "sb-deleted", Revision: 1}
+	lost := &fsbv1.SandboxRef{AgentId: "agent-1", SandboxId: "sb-lost", Revision: 1}
+	got, err := classify(t, p, deleted, lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got[0].GetVerdict(); v != fsbv1.Verdict_VERDICT_UNKNOWN || !strings.Contains(got[0].GetReason(), "was deleted") {
+		t.Errorf("a deleted sandbox its agent still reports: %v (%s), want unknown", v, got[0].GetReason())
+	}
+	if v := got[1].GetVerdict(); v != fsbv1.Verdict_VERDICT_UNDECIDED {
+		t.Errorf("a FAST create whose object was lost: %v (%s), want undecided", v, got[1].GetReason())
+	}
+	eventually(t, 10*time.Second, "the lost create's object back, and known", func() bool {
+		got, err := classify(t, p, lost)
+		return err == nil && got[0].GetVerdict() == fsbv1.Verdict_VERDICT_KNOWN
+	})
+}
+
 // TestJanitorQuestionIsBounded: a question past MaxClassify, or naming no
 // sandbox, is InvalidArgument.
 func TestJanitorQuestionIsBounded(t *testing.T) {

@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,12 +169,29 @@ func TestRecoveryGoesOnWhenOneAgentFails(t *testing.T) {
 	if lines := p.logs.lines("level=WARN", "not recovered at start", "agent-2", "sb-deleted"); len(lines) == 0 {
 		t.Errorf("no warning names agent-2 and the sandbox it could not remove:\n%s", p.logs.String())
 	}
+	// The janitor hears "undecided" of agent-2 while its recovery fails:
+	// what it runs is not settled. Of agent-1, reconciled, "unknown".
+	got, err := classify(t, p, &fsbv1.SandboxRef{AgentId: "agent-2", SandboxId: "sb-other", Revision: 1},
+		&fsbv1.SandboxRef{AgentId: "agent-1", SandboxId: "sb-other", Revision: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got[0].GetVerdict(); v != fsbv1.Verdict_VERDICT_UNDECIDED || !strings.Contains(got[0].GetReason(), "not been reconciled") {
+		t.Errorf("an agent whose recovery fails: %v (%s), want undecided: not reconciled", v, got[0].GetReason())
+	}
+	if v := got[1].GetVerdict(); v != fsbv1.Verdict_VERDICT_UNKNOWN {
+		t.Errorf("a reconciled agent: %v (%s), want unknown", v, got[1].GetReason())
+	}
 	d.Start()
 	restarted = true
 	waitServing(t, cd2)
 	eventually(t, 5*time.Second, "the deleted sandbox removed once agent-2's containerd is back", func() bool {
 		_, err := cd2.LoadContainer(ctx, runtime.ContainerID("sb-deleted", 1))
 		return errdefs.IsNotFound(err)
+	})
+	eventually(t, 5*time.Second, "agent-2 reconciled for the janitor", func() bool {
+		got, err := classify(t, p, &fsbv1.SandboxRef{AgentId: "agent-2", SandboxId: "sb-other", Revision: 1})
+		return err == nil && got[0].GetVerdict() == fsbv1.Verdict_VERDICT_UNKNOWN
 	})
 }
 

@@ -87,18 +87,15 @@ func helperCgroup(c containers.Container) (string, cgroup.Limits) {
 // remove itself, or to the agent's next start.
 const cgroupRemoveWait = 2 * time.Second
 
-// removeSandboxCgroup removes a container's sandbox cgroup, after its
-// task's delete, from every hierarchy: the OCI runtime removes only its
-// task's leaf, the log driver only what it joined, and a driver killed
-// (the shim's SIGKILL to one slow to stop, the OOM killer) nothing. What
-// is left is logged, not returned: the sandbox itself is gone.
-func (r *Runtime) removeSandboxCgroup(ctx context.Context, containerID string) {
-	ns, err := r.namespace(ctx)
-	if err == nil {
-		_, err = cgroup.Remove(ctx, path.Join("/", ns, containerID), cgroupRemoveWait)
-	}
-	if err != nil {
-		r.cfg.Logger.Warn("a deleted sandbox's cgroup is left; the agent's next start removes it",
+// removeSandboxCgroup removes a container's sandbox cgroup in namespace
+// ns, after its task's delete, from every hierarchy: the OCI runtime
+// removes only its task's leaf, the log driver only what it joined, and a
+// driver killed (the shim's SIGKILL to one slow to stop, the OOM killer)
+// nothing. What is left is logged, not returned: the sandbox itself is
+// gone.
+func removeSandboxCgroup(ctx context.Context, ns, containerID string, log *slog.Logger) {
+	if _, err := cgroup.Remove(ctx, path.Join("/", ns, containerID), cgroupRemoveWait); err != nil {
+		log.Warn("a deleted sandbox's cgroup is left; the agent's next start removes it",
 			slog.String("container", containerID), slog.Any("err", err))
 	}
 }

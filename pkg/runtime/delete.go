@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -65,7 +66,7 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 		// Another agent's sandbox: not ours to stop.
 		return Info{}, nil
 	}
-	task, status, err := r.stop(ctx, c, grace)
+	task, status, err := stopTask(ctx, c, grace)
 	if err != nil {
 		return Info{}, err
 	}
@@ -84,10 +85,10 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	return withReason(info), nil
 }
 
-// stop ends c's task: SIGTERM, up to grace, then SIGKILL to every process.
-// It returns the task (nil when c has none) and its final status; a
+// stopTask ends c's task: SIGTERM, up to grace, then SIGKILL to every
+// process. It returns the task (nil when c has none) and its final status; a
 // container without a task reports Unknown.
-func (r *Runtime) stop(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Task, containerd.Status, error) {
+func stopTask(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Task, containerd.Status, error) {
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return nil, containerd.Status{Status: containerd.Unknown}, nil
@@ -163,22 +164,42 @@ func exitStatus(es containerd.ExitStatus) containerd.Status {
 // what is already gone is skipped. task may be nil (it is then looked up) and status empty (it is
 // then asked for).
 func (r *Runtime) remove(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
-	if err := r.removeTask(ctx, c, task, status, runtimeName); err != nil {
+	ns, err := r.namespace(ctx)
+	if err != nil {
 		return err
 	}
-	r.removeSandboxCgroup(ctx, c.ID())
+	return removeSandbox(ctx, ns, c, task, status, runtimeName, r.cfg.Runtimes[RuntimeGVisor], r.cfg.Logger)
+}
+
+// removeSandbox is remove for a container in namespace ns; gvisor is the
+// runsc (or wrapper) that clears a gVisor task runsc left behind.
+func removeSandbox(ctx context.Context, ns string, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName, gvisor string, log *slog.Logger) error {
+	if err := deleteTask(ctx, ns, c, task, status, runtimeName, gvisor); err != nil {
+		return err
+	}
+	removeSandboxCgroup(ctx, ns, c.ID(), log)
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", c.ID(), err)
 	}
 	return nil
 }
 
-// removeTask deletes c's task; a task already gone is skipped. task may be
+// removeTask deletes c's task: deleteTask in the runtime's namespace.
+func (r *Runtime) removeTask(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
+	ns, err := r.namespace(ctx)
+	if err != nil {
+		return err
+	}
+	return deleteTask(ctx, ns, c, task, status, runtimeName, r.cfg.Runtimes[RuntimeGVisor])
+}
+
+// deleteTask deletes c's task; a task already gone is skipped. task may be
 // nil (it is then looked up) and status empty (it is then asked for). A task
 // that has exited is deleted as it is: gVisor refuses to kill an exited
 // sandbox; any other is killed first. A gVisor task stuck in CREATED after a
-// failed start is cleared with runsc's forced delete.
-func (r *Runtime) removeTask(ctx context.Context, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName string) error {
+// failed start is cleared with runsc's forced delete (gvisor names runsc or
+// its wrapper).
+func deleteTask(ctx context.Context, ns string, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName, gvisor string) error {
 	var err error
 	if task == nil {
 		task, err = c.Task(ctx, nil)
@@ -200,7 +221,7 @@ func (r *Runtime) removeTask(ctx context.Context, c containerd.Container, task c
 	}
 	_, err = task.Delete(ctx, opts...)
 	if err != nil && !errdefs.IsNotFound(err) && runtimeName == RuntimeGVisor {
-		if ferr := r.forceDeleteGVisor(ctx, c.ID()); ferr != nil {
+		if ferr := forceDeleteGVisor(ctx, gvisor, ns, c.ID()); ferr != nil {
 			err = errors.Join(err, ferr)
 		} else {
 			_, err = task.Delete(ctx)
@@ -213,14 +234,11 @@ func (r *Runtime) removeTask(ctx context.Context, c containerd.Container, task c
 }
 
 // forceDeleteGVisor clears a gVisor sandbox that runsc left behind, as
-// the runc shim keeps it: under /run/containerd/runc/<namespace>.
-func (r *Runtime) forceDeleteGVisor(ctx context.Context, id string) error {
-	ns, err := r.namespace(ctx)
-	if err != nil {
-		return err
-	}
+// the runc shim keeps it: under /run/containerd/runc/<namespace>. runsc
+// names runsc or its wrapper.
+func forceDeleteGVisor(ctx context.Context, runsc, ns, id string) error {
 	root := filepath.Join(runcRoot, ns)
-	out, err := exec.CommandContext(ctx, r.cfg.Runtimes[RuntimeGVisor], "--root", root, "delete", "--force", id).CombinedOutput()
+	out, err := exec.CommandContext(ctx, runsc, "--root", root, "delete", "--force", id).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("runsc delete --force %s: %w: %s", id, err, bytes.TrimSpace(out))
 	}

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,10 +50,11 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "agent-ca-file", Usage: "CA certificates (PEM) that sign the certificates of https:// agents (default: the system's)"},
 			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
 			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
-			// Parsed, not used yet: the janitor's question ("which of these
-			// sandboxes do you know?") will use it; the fast path removes
-			// nothing for a store that is away.
-			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Value: 10 * time.Second, Usage: "how long a sandbox container may stay unknown to the controller before the janitor may reap it (the fast path retries object writes until they land and removes nothing on a timeout)"},
+			// The brief's flag. The janitor decides when an unknown container
+			// is an orphan (its --orphan-timeout, counted on the node from
+			// the container's creation), and the fast path removes nothing on
+			// a timeout: the controller takes the flag and says so.
+			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Hidden: true, Usage: "no longer used: set the janitor's --orphan-timeout"},
 			&cli.StringFlag{Name: "store", Value: "auto", Usage: "auto, embedded or kube (auto: embedded; the Kubernetes store arrives with the Kubernetes mode)"},
 			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
@@ -86,6 +86,9 @@ func run(c *cli.Context) error {
 	log, err := logging.New(os.Stderr, c.String("log-level"), c.String("log-format"))
 	if err != nil {
 		return err
+	}
+	if c.IsSet("fastpath-orphan-timeout") {
+		log.Warn("--fastpath-orphan-timeout is no longer used: the janitor's --orphan-timeout decides when a container the controller does not know is an orphan (docs/janitor.md)")
 	}
 	mode := v1alpha1.ConsistencyMode(c.String("fastpath-consistency-mode"))
 	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
