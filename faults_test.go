@@ -104,12 +104,7 @@ func TestFaultSuite(t *testing.T) {
 			}
 		}
 	})
-	s.janitorBuilt = janitorBuilt(t)
-	if s.janitorBuilt {
-		s.janitor = s.startJanitorLoop()
-	} else {
-		t.Log("fsb janitor is not built yet: the janitor's steps are skipped")
-	}
+	s.janitor = s.startJanitorLoop()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -174,7 +169,6 @@ type faultSuite struct {
 	agent        *agentProc
 	p            *plane
 	janitorToken string
-	janitorBuilt bool
 	janitor      *janitorProc
 	load         *load
 	sentinels    []string
@@ -278,10 +272,6 @@ func (s *faultSuite) killSandboxPID1(t *testing.T) {
 // killJanitor kills the janitor running in its loop with SIGKILL and starts
 // it again.
 func (s *faultSuite) killJanitor(t *testing.T) {
-	if !s.janitorBuilt {
-		t.Log("fsb janitor is not built yet: nothing to kill")
-		return
-	}
 	select {
 	case <-s.janitor.done:
 		t.Fatalf("the janitor's loop had ended before it was killed:\n%s", s.janitor.log.String())
@@ -464,11 +454,8 @@ func (s *faultSuite) lostOnes() []string {
 func (s *faultSuite) checkOrphans(t *testing.T) (int, string) {
 	t.Helper()
 	deadline := time.Now().Add(s.cfg.orphanTimeout + 15*time.Second)
-	summary := "skipped"
 	for {
-		if s.janitorBuilt {
-			summary = s.janitorOnce(t)
-		}
+		summary := s.janitorOnce(t)
 		want := map[string]bool{}
 		for _, sb := range s.list(t) {
 			want[runtime.ContainerID(sb.GetStatus().GetSandboxId(), sb.GetStatus().GetRevision())] = true
@@ -625,12 +612,6 @@ func consecutive(out string) error {
 		}
 	}
 	return nil
-}
-
-// janitorBuilt says whether this fsb has the janitor role yet.
-func janitorBuilt(t *testing.T) bool {
-	out, _ := fsb(t, "janitor", "--help")
-	return !strings.Contains(out, "not built yet")
 }
 
 // janitorArgs are `fsb janitor`'s arguments for this suite's node.
