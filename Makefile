@@ -56,7 +56,7 @@ test: build check-generated lint ## build, check generated code, lint, and run e
 	scripts/test.sh $(TESTFLAGS) $(PKGS)
 
 .PHONY: chaos
-chaos: ## fuzz every Fuzz target for FUZZTIME each (default 60s) and print executions per target
+chaos: build ## fuzz every Fuzz target for FUZZTIME each (default 60s), then the long fault suite and churn test (FSB_CHAOS=1)
 	scripts/chaos.sh
 
 .PHONY: bench

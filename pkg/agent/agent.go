@@ -29,6 +29,10 @@ import (
 // CreateTimeout bounds one create, image pull included.
 const CreateTimeout = 5 * time.Minute
 
+// DeleteTimeout bounds one delete beyond its grace period: the kill, and
+// removing the task, the container and the snapshot.
+const DeleteTimeout = time.Minute
+
 // DefaultGracePeriod is how long a delete waits between SIGTERM and SIGKILL
 // when the request does not say.
 const DefaultGracePeriod = 10 * time.Second
@@ -254,7 +258,13 @@ func (a *Agent) DeleteSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		}
 		grace = time.Duration(msg.GetGracePeriodSeconds()) * time.Second
 	}
-	ended, err := a.cfg.Runtime.Delete(ctx, msg.GetSandboxId(), msg.GetRevision(), grace)
+	// A delete runs to its end even when the caller goes away (a
+	// controller killed or stopped mid-call), as a create does: cut short,
+	// it left the sandbox running past its grace period, or a shim without
+	// its task.
+	deleteCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+DeleteTimeout)
+	ended, err := a.cfg.Runtime.Delete(deleteCtx, msg.GetSandboxId(), msg.GetRevision(), grace)
+	cancel()
 	if err != nil {
 		a.metrics.observeDelete(start, "error")
 		return nil, a.failure(ctx, err)
