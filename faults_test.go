@@ -839,3 +839,76 @@ func (l *load) deleteOnce(ctx context.Context, name string) error {
 	_, err := l.api.DeleteSandbox(callCtx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: name, GracePeriodSeconds: &grace}))
 	return err
 }
+
+// TestCreatesCutByContainerdLeaveNothing: creates that containerd's death
+// cuts short are answered with an error; their roll back fails too while
+// containerd is down, and once it is back the agent rolls them back by
+// itself (before, a half-made container stayed, holding its slot, until
+// the agent's next start). Creates answered with success keep running.
+func TestCreatesCutByContainerdLeaveNothing(t *testing.T) {
+	d := rig.PrivateContainerd(t)
+	_, ns := rig.ContainerdAt(t, d.Socket)
+	a := startAgent(t, ns, "agent-1", t.TempDir(), "--containerd-socket", d.Socket, "--capacity", "200")
+	client := fsbv1connect.NewAgentServiceClient(http.DefaultClient, a.base, connect.WithInterceptors(auth.Bearer(a.token)))
+	failed, made := map[string]bool{}, map[string]bool{}
+	for round := 0; round < 3 && len(failed) == 0; round++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ctx.Err() == nil && i < 40; i++ {
+					id := fmt.Sprintf("sb-r%d-w%d-%d", round, w, i)
+					_, err := client.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+						SandboxId: id, Revision: 1, Namespace: "default", Name: id,
+						Spec: &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "300"}}}))
+					mu.Lock()
+					if err != nil {
+						failed[id] = true
+					} else {
+						made[id] = true
+					}
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(700 * time.Millisecond)
+		d.Kill()
+		cancel()
+		wg.Wait()
+		d.Start()
+		waitReady(t, http.DefaultClient, a.base+"/readyz", a.stderr)
+	}
+	if len(failed) == 0 {
+		t.Fatal("containerd's death cut no create short in 3 rounds")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		state, left := readNodeState(t, d.Socket, ns, ""), []string(nil)
+		for id := range failed {
+			if state.Containers[runtime.ContainerID(id, 1)] {
+				left = append(left, id)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d creates answered with an error still have a container 20s after containerd came back: %v\nagent log:\n%s",
+				len(left), len(failed), left, a.stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	running := a.sandboxes()
+	for id := range made {
+		if ph := running[id]["phase"]; ph != "PHASE_RUNNING" {
+			t.Errorf("acknowledged create %s: phase %v after containerd's restart, want running", id, ph)
+		}
+	}
+	t.Logf("%d creates cut short and rolled back, %d acknowledged and running", len(failed), len(made))
+}

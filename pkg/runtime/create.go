@@ -51,6 +51,11 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	switch {
 	case made:
 		c, made, err = r.newContainer(ctx, sb, id, binary)
+		if err != nil {
+			// containerd may have made the container all the same (it went
+			// away mid-call): Watch removes it if so.
+			r.rollBackLater(id, runtimeName(sb.Spec.GetRuntime()))
+		}
 	case err == nil:
 		err = r.checkExisting(ctx, c, sb)
 	default:
@@ -69,12 +74,15 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		cleanupCtx := context.WithoutCancel(ctx)
 		if derr := r.remove(cleanupCtx, c, nil, "", runtimeName(sb.Spec.GetRuntime())); derr != nil {
 			// The container stays in the state, holding its slot, until a
-			// retry finishes it or a delete removes it.
+			// retry finishes it, a delete removes it, or Watch rolls it
+			// back once containerd answers again.
+			r.rollBackLater(id, runtimeName(sb.Spec.GetRuntime()))
 			return Info{}, errors.Join(err, fmt.Errorf("roll back %s: %w", id, derr))
 		}
 		r.forget(id)
 		return Info{}, err
 	}
+	r.rolledForward(id)
 	r.record(info)
 	if made {
 		// The new revision has landed: older revisions' logs beyond the

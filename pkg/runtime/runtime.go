@@ -145,6 +145,10 @@ type Runtime struct {
 	state      map[string]Info // by container ID
 	imageNames []string        // image names in the namespace, sorted
 	changed    chan struct{}   // closed at every change of state or images
+	// rollbacks are creates whose roll back failed (containerd went away
+	// mid-create), by container ID with their runtime name: Watch removes
+	// them once containerd is back (rollback.go).
+	rollbacks map[string]string
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -177,10 +181,11 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.PullTimeout = DefaultPullTimeout
 	}
 	return &Runtime{
-		cfg:     cfg,
-		images:  newImageCache(cfg),
-		state:   make(map[string]Info),
-		changed: make(chan struct{}),
+		cfg:       cfg,
+		images:    newImageCache(cfg),
+		state:     make(map[string]Info),
+		changed:   make(chan struct{}),
+		rollbacks: make(map[string]string),
 	}, nil
 }
 

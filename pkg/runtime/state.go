@@ -215,6 +215,7 @@ func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
 		return nil
 	}
 	reload := func() error {
+		r.retryRollbacks(ctx)
 		infos, err := r.List(ctx)
 		if err != nil {
 			return fmt.Errorf("reload sandboxes: %w", err)
