@@ -239,6 +239,23 @@ func (s *Server) unknownOn(st *fsbv1.AgentStatus) []lost {
 	return out
 }
 
+// pendingName returns the sandbox ID of the pending FAST create under
+// namespace/name k, or "".
+func (s *Server) pendingName(k string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending[k]
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.deleted {
+		return ""
+	}
+	return p.id
+}
+
 // pendingID reports whether a pending FAST create holds a sandbox ID.
 func (s *Server) pendingID(id string) bool {
 	s.mu.Lock()
@@ -324,6 +341,13 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 		}
 		if other, ok := s.cfg.Controller.Get(asb.GetNamespace(), asb.GetName()); ok {
 			taken[k] = other.Annotations[v1alpha1.AnnotationID]
+		} else if id := s.pendingName(k); id != "" && id != asb.GetSandboxId() {
+			// A FAST create under the name is under way, its object not
+			// yet written: it is newer than this lost one (a caller who
+			// retried a create that failed while containerd was away, say)
+			// and may be acknowledged already. An object for the lost one
+			// would make that write fail and remove an acknowledged sandbox.
+			taken[k] = id
 		}
 		if by, ok := taken[k]; ok {
 			if err := removeFrom(o.agent, func() error { return s.removeSuperseded(ctx, o.agent, asb, by) }); err != nil {

@@ -205,3 +205,53 @@ func waitServing(t *testing.T, cd *containerd.Client) {
 		t.Fatalf("containerd is not back: %v", err)
 	}
 }
+
+// heldWritesStore is the real store whose Create waits until gate is
+// closed, except for the sandbox ID it lets through.
+type heldWritesStore struct {
+	store.Interface
+	gate   <-chan struct{}
+	except string
+}
+
+func (h heldWritesStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if sb.Annotations[v1alpha1.AnnotationID] != h.except {
+		<-h.gate
+	}
+	return h.Interface.Create(ctx, sb)
+}
+
+// TestRecoveryLeavesANameToAPendingCreate: an agent runs a lost FAST
+// create (no object, no mark) under a name, and a newer FAST create of the
+// same name is acknowledged, its object not yet written (a caller who
+// retried after the first create failed). A recovery then removes the lost
+// one: an object for it would make the acknowledged create's write fail
+// and remove that sandbox.
+func TestRecoveryLeavesANameToAPendingCreate(t *testing.T) {
+	gate := make(chan struct{})
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return heldWritesStore{s, gate, "sb-lost"} }))
+	ctx := context.Background()
+	if _, _, err := p.fp.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runOnAgent(t, p.agents[0], "sb-lost", "dup", false)
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "dup", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	if _, _, err := p.fp.RecoverAgent(ctx, "agent-1"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	eventually(t, 10*time.Second, "the acknowledged create's object", func() bool {
+		sb, err := p.store.Get(ctx, "default", "dup")
+		return err == nil && sb.Annotations[v1alpha1.AnnotationID] == acked
+	})
+	if !p.hasContainer(acked, 1) {
+		t.Errorf("the acknowledged sandbox %s lost its container", acked)
+	}
+	if p.hasContainer("sb-lost", 1) {
+		t.Errorf("the lost create's container is still there")
+	}
+}
