@@ -66,7 +66,7 @@ func faultSuiteConfig() faultConfig {
 		}
 	}
 	return faultConfig{
-		capacity: 8, workers: 2, maxLive: 2, pace: 200 * time.Millisecond, steady: 2 * time.Second, rounds: 1,
+		capacity: 8, workers: 3, maxLive: 1, pace: 100 * time.Millisecond, steady: 3 * time.Second, rounds: 1,
 		orphanTimeout: 2 * time.Second, settle: 45 * time.Second,
 	}
 }
