@@ -32,9 +32,10 @@ func (r *Runtime) rolledForward(containerID string) {
 }
 
 // retryRollbacks rolls back the noted containers that are still half-made:
-// no task, or a task that never started. One that started (a retry
-// finished it) or is gone is forgotten; one that containerd still does not
-// answer for stays noted.
+// no task, or a task that was created and never sent its start (no
+// LabelStarted). Any other is forgotten: gone, started, or with a start
+// that may have run, which a retry of the create or a delete settles. One
+// that containerd still does not answer for stays noted.
 func (r *Runtime) retryRollbacks(ctx context.Context) {
 	r.stateMu.Lock()
 	pending := make(map[string]string, len(r.rollbacks))
@@ -68,6 +69,11 @@ func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
 	if labels[LabelAgent] != r.cfg.AgentID {
 		return nil // another agent's, made under the same ID: not ours to judge
 	}
+	if labels[LabelStarted] != "" {
+		// Its start was sent and may have run (the answer, not the start,
+		// was lost): a retry of the create, or a delete, decides.
+		return nil
+	}
 	var status containerd.ProcessStatus
 	task, err := c.Task(ctx, nil)
 	switch {
@@ -77,13 +83,15 @@ func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
 		return err
 	default:
 		st, err := task.Status(ctx)
-		if err != nil && !errdefs.IsNotFound(err) {
+		switch {
+		case errdefs.IsNotFound(err):
+		case err != nil:
 			return err
+		case st.Status != containerd.Created:
+			return nil // started (a retry finished it), or not known yet
+		default:
+			status = st.Status
 		}
-		if st.Status != containerd.Created && st.Status != containerd.Unknown && err == nil {
-			return nil // started: a retry of the create finished it
-		}
-		status = st.Status
 	}
 	if err := r.remove(ctx, c, task, status, runtimeName); err != nil {
 		return err
