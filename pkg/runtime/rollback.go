@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/containerd/containerd"
@@ -16,6 +17,10 @@ import (
 // and rolled back by Watch as soon as containerd answers again (every
 // reload: after a reconnect and at each resync), unless a retry of the
 // same create finished it first.
+
+// errNotKnownYet marks a noted container whose task's state containerd
+// does not know yet.
+var errNotKnownYet = errors.New("task state not known yet")
 
 // rollBackLater notes a container whose roll back failed.
 func (r *Runtime) rollBackLater(containerID, runtimeName string) {
@@ -32,10 +37,10 @@ func (r *Runtime) rolledForward(containerID string) {
 }
 
 // retryRollbacks rolls back the noted containers that are still half-made:
-// no task, or a task that was created and never sent its start (no
-// LabelStarted). Any other is forgotten: gone, started, or with a start
-// that may have run, which a retry of the create or a delete settles. One
-// that containerd still does not answer for stays noted.
+// a task created and never started, or no task and no start sent
+// (LabelStarted). One that is gone or started is forgotten (a retry of the
+// create or a delete settles a started one); one whose state containerd
+// does not know yet, or that it does not answer for, stays noted.
 func (r *Runtime) retryRollbacks(ctx context.Context) {
 	r.stateMu.Lock()
 	pending := make(map[string]string, len(r.rollbacks))
@@ -44,7 +49,11 @@ func (r *Runtime) retryRollbacks(ctx context.Context) {
 	}
 	r.stateMu.Unlock()
 	for id, rt := range pending {
-		if err := r.rollBack(ctx, id, rt); err != nil {
+		err := r.rollBack(ctx, id, rt)
+		if errors.Is(err, errNotKnownYet) {
+			continue // a shim containerd has just found again: the next reload
+		}
+		if err != nil {
 			r.cfg.Logger.Warn("rolling back a create cut short failed; retrying at the next reload", slog.String("container", id), slog.Any("err", err))
 			continue
 		}
@@ -69,15 +78,15 @@ func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
 	if labels[LabelAgent] != r.cfg.AgentID {
 		return nil // another agent's, made under the same ID: not ours to judge
 	}
-	if labels[LabelStarted] != "" {
-		// Its start was sent and may have run (the answer, not the start,
-		// was lost): a retry of the create, or a delete, decides.
-		return nil
-	}
 	var status containerd.ProcessStatus
 	task, err := c.Task(ctx, nil)
 	switch {
 	case errdefs.IsNotFound(err):
+		if labels[LabelStarted] != "" {
+			// Its start was sent, and its task is gone: it ran and went
+			// (a lost sandbox, reported as such), not half-made.
+			return nil
+		}
 		task = nil
 	case err != nil:
 		return err
@@ -87,8 +96,12 @@ func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
 		case errdefs.IsNotFound(err):
 		case err != nil:
 			return err
+		case st.Status == containerd.Unknown:
+			return errNotKnownYet
 		case st.Status != containerd.Created:
-			return nil // started (a retry finished it), or not known yet
+			// Started: a retry finished it, or the start ran and only its
+			// answer was lost. A retry of the create or a delete decides.
+			return nil
 		default:
 			status = st.Status
 		}
