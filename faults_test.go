@@ -888,7 +888,10 @@ func TestCreatesCutByContainerdLeaveNothing(t *testing.T) {
 	if len(failed) == 0 {
 		t.Fatal("containerd's death cut no create short in 3 rounds")
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	// Two of the agent's resyncs (runtime.ResyncInterval): a task whose
+	// state containerd does not know right after its restart is looked at
+	// again at the next one.
+	deadline := time.Now().Add(2*runtime.ResyncInterval + 5*time.Second)
 	for {
 		state, left := readNodeState(t, d.Socket, ns, ""), []string(nil)
 		for id := range failed {
@@ -904,7 +907,7 @@ func TestCreatesCutByContainerdLeaveNothing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d creates answered with an error still have a container 20s after containerd came back: %v\nagent log:\n%s",
+			t.Fatalf("%d of %d creates answered with an error still have a container that runs nothing, two resyncs after containerd came back: %v\nagent log:\n%s",
 				len(left), len(failed), left, a.stderr.String())
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -36,11 +36,11 @@ func (r *Runtime) rolledForward(containerID string) {
 	delete(r.rollbacks, containerID)
 }
 
-// retryRollbacks rolls back the noted containers that are still half-made:
-// a task created and never started, or no task and no start sent
-// (LabelStarted). One that is gone or started is forgotten (a retry of the
-// create or a delete settles a started one); one whose state containerd
-// does not know yet, or that it does not answer for, stays noted.
+// retryRollbacks rolls back the noted containers that run nothing: no
+// task, or a task created and never started. One that is gone or started
+// is forgotten (a retry of the create or a delete settles a started one);
+// one whose state containerd does not know yet, or that it does not answer
+// for, stays noted.
 func (r *Runtime) retryRollbacks(ctx context.Context) {
 	r.stateMu.Lock()
 	pending := make(map[string]string, len(r.rollbacks))
@@ -82,11 +82,8 @@ func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
 	task, err := c.Task(ctx, nil)
 	switch {
 	case errdefs.IsNotFound(err):
-		if labels[LabelStarted] != "" {
-			// Its start was sent, and its task is gone: it ran and went
-			// (a lost sandbox, reported as such), not half-made.
-			return nil
-		}
+		// No process runs: whatever its start did, the create that made it
+		// was answered with an error, and nothing of it is left to keep.
 		task = nil
 	case err != nil:
 		return err
