@@ -37,7 +37,7 @@ type cluster struct {
 	server  string
 	token   string
 	ctrl    *exec.Cmd
-	log     *syncBuffer
+	log     *rig.Buffer
 }
 
 func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
@@ -50,7 +50,7 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 		t.Fatal(err)
 	}
 	port, health, metricsPort := freePort(t), freePort(t), freePort(t)
-	c := &cluster{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &syncBuffer{}}
+	c := &cluster{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &rig.Buffer{}}
 	c.ctrl = exec.Command(rig.FsbBinary(t), "controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),

@@ -34,7 +34,7 @@ type controllerProc struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	done    chan struct{}
-	log     *syncBuffer
+	log     *rig.Buffer
 }
 
 func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...string) (*controllerProc, string) {
@@ -43,7 +43,7 @@ func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...stri
 		t.Fatal(err)
 	}
 	port, health, metrics := freePort(t), freePort(t), freePort(t)
-	c := &controllerProc{t: t, health: fmt.Sprintf("http://127.0.0.1:%d/readyz", health), log: &syncBuffer{},
+	c := &controllerProc{t: t, health: fmt.Sprintf("http://127.0.0.1:%d/readyz", health), log: &rig.Buffer{},
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	c.args = append([]string{"controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),

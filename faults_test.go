@@ -623,7 +623,7 @@ func (s *faultSuite) janitorArgs(extra ...string) []string {
 func (s *faultSuite) janitorOnce(t *testing.T) string {
 	t.Helper()
 	cmd := exec.Command(rig.FsbBinary(t), s.janitorArgs("--once")...)
-	var errOut syncBuffer
+	var errOut rig.Buffer
 	cmd.Stderr = &errOut
 	out, err := cmd.Output()
 	if err != nil {
@@ -636,7 +636,7 @@ func (s *faultSuite) janitorOnce(t *testing.T) string {
 type janitorProc struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
-	log   *syncBuffer
+	log   *rig.Buffer
 	ready string // its /readyz URL: ready once its first pass has ended
 }
 
@@ -645,7 +645,7 @@ type janitorProc struct {
 func (s *faultSuite) startJanitorLoop() *janitorProc {
 	t := s.t
 	port := freePort(t)
-	j := &janitorProc{done: make(chan struct{}), log: &syncBuffer{}, ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port)}
+	j := &janitorProc{done: make(chan struct{}), log: &rig.Buffer{}, ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", port)}
 	j.cmd = exec.Command(rig.FsbBinary(t), s.janitorArgs("--interval", "1s", "--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port))...)
 	j.cmd.Stdout, j.cmd.Stderr = j.log, j.log
 	if err := j.cmd.Start(); err != nil {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,7 +77,7 @@ type agentProc struct {
 	base    string
 	metrics string // its /metrics URL
 	token   string
-	stderr  *syncBuffer
+	stderr  *rig.Buffer
 	done    chan error
 }
 
@@ -117,7 +116,7 @@ func launchAgent(t testing.TB, scheme string, port int, ns, id, dir string, extr
 		t.Fatal(err)
 	}
 	metrics := freePort(t)
-	a := &agentProc{t: t, base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), token: "e2e-token", stderr: &syncBuffer{}, done: make(chan error, 1),
+	a := &agentProc{t: t, base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), token: "e2e-token", stderr: &rig.Buffer{}, done: make(chan error, 1),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	socket := rig.Env(t, rig.EnvSocket)
 	for i, arg := range extra {
@@ -331,24 +330,6 @@ func waitFile(t *testing.T, path, want string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's writes and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -359,7 +340,7 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitReady(t testing.TB, client *http.Client, url string, log *syncBuffer) {
+func waitReady(t testing.TB, client *http.Client, url string, log *rig.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()

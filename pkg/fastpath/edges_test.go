@@ -228,7 +228,7 @@ func TestFastWriteFindingTheNameTakenRemovesTheContainer(t *testing.T) {
 		_, held := p.reg.Lookup(id)
 		return !held
 	})
-	if lines := p.logs.lines("level=ERROR", "default/taken", id, otherID); len(lines) == 0 {
+	if lines := p.logs.Lines("level=ERROR", "default/taken", id, otherID); len(lines) == 0 {
 		t.Errorf("no error log line names default/taken, %s and %s:\n%s", id, otherID, p.logs.String())
 	}
 	// Running, too: the controller places the name's holder, and a create

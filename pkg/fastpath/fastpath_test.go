@@ -133,7 +133,7 @@ func TestFastWriteIsRetriedWhileTheStoreIsUnreachable(t *testing.T) {
 	if got := p.listed(); got["kept"] != id {
 		t.Errorf("list while the store is away: %v, want kept with %s", got, id)
 	}
-	if n := len(p.logs.lines("level=WARN", "the store is unreachable")); n != 1 {
+	if n := len(p.logs.Lines("level=WARN", "the store is unreachable")); n != 1 {
 		t.Errorf("%d warnings that the store is unreachable after %d failed writes, want one:\n%s", n, o.failures.Load(), p.logs.String())
 	}
 
@@ -175,7 +175,7 @@ func TestFastWriteIsRetriedWhileTheStoreIsUnreachable(t *testing.T) {
 	if got := p.listed(); got["kept"] != id || len(got) != 1 {
 		t.Errorf("list once the store is back: %v, want only kept with %s", got, id)
 	}
-	if n := len(p.logs.lines("level=INFO", "the store is reachable again")); n != 1 {
+	if n := len(p.logs.Lines("level=INFO", "the store is reachable again")); n != 1 {
 		t.Errorf("%d lines that the store is reachable again, want one", n)
 	}
 	if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "after", Spec: fastSpec("sleep", "300")})); err != nil {
@@ -229,7 +229,7 @@ func TestFastWriteRefusedForGoodRemovesTheContainer(t *testing.T) {
 				_, held := p.reg.Lookup(id)
 				return !held
 			})
-			if lines := p.logs.lines("level=ERROR", "default/gone", id, "injected"); len(lines) == 0 {
+			if lines := p.logs.Lines("level=ERROR", "default/gone", id, "injected"); len(lines) == 0 {
 				t.Errorf("no error line names default/gone, %s and the refusal:\n%s", id, p.logs.String())
 			}
 			if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "next", Spec: fastSpec("sleep", "300")})); err != nil {

@@ -1,13 +1,11 @@
 package fastpath
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,7 +55,7 @@ type control struct {
 	reg    *registry.Registry
 	set    *agentlink.Set
 	ctrl   *controller.Controller
-	logs   *syncBuffer
+	logs   *rig.Buffer
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -202,7 +200,7 @@ func (p *plane) startControl(opts ...planeOption) *control {
 		o(&setup)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &control{reg: registry.New(), logs: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
+	c := &control{reg: registry.New(), logs: &rig.Buffer{}, cancel: cancel, done: make(chan struct{})}
 	logger := slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	addrs := make([]string, 0, len(p.agents))
 	for _, a := range p.agents {
@@ -301,38 +299,6 @@ func (p *plane) listed() map[string]string {
 	out := map[string]string{}
 	for _, sb := range resp.Msg.GetSandboxes() {
 		out[sb.GetName()] = sb.GetStatus().GetSandboxId()
-	}
-	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines returns the log lines that contain every one of words.
-func (s *syncBuffer) lines(words ...string) []string {
-	var out []string
-	for _, l := range strings.Split(s.String(), "\n") {
-		ok := l != ""
-		for _, w := range words {
-			ok = ok && strings.Contains(l, w)
-		}
-		if ok {
-			out = append(out, l)
-		}
 	}
 	return out
 }

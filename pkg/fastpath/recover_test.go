@@ -118,7 +118,7 @@ func TestRecoveryRemovesASandboxWhoseObjectTheStoreRefuses(t *testing.T) {
 	if _, held := p.reg.Lookup("sb-refused"); held {
 		t.Errorf("the slot of the removed sandbox is still held")
 	}
-	if lines := p.logs.lines("level=ERROR", "default/refused", "sb-refused", "injected"); len(lines) == 0 {
+	if lines := p.logs.Lines("level=ERROR", "default/refused", "sb-refused", "injected"); len(lines) == 0 {
 		t.Errorf("no error line names default/refused and the refusal:\n%s", p.logs.String())
 	}
 }
@@ -166,7 +166,7 @@ func TestRecoveryGoesOnWhenOneAgentFails(t *testing.T) {
 	if _, err := p.store.Get(ctx, "default", "deleted"); !apierrors.IsNotFound(err) {
 		t.Errorf("the deleted sandbox has an object again: %v", err)
 	}
-	if lines := p.logs.lines("level=WARN", "not recovered at start", "agent-2", "sb-deleted"); len(lines) == 0 {
+	if lines := p.logs.Lines("level=WARN", "not recovered at start", "agent-2", "sb-deleted"); len(lines) == 0 {
 		t.Errorf("no warning names agent-2 and the sandbox it could not remove:\n%s", p.logs.String())
 	}
 	// The janitor hears "undecided" of agent-2 while its recovery fails:

@@ -95,24 +95,6 @@ func (c *clock) set(t time.Time) {
 	c.now = t
 }
 
-// syncBuffer is a log sink the janitor writes while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is a janitor over the rig's containerd and a fake controller.
 type env struct {
 	t     *testing.T
@@ -121,12 +103,12 @@ type env struct {
 	ctrl  *fakeController
 	url   string
 	clock *clock
-	log   *syncBuffer
+	log   *rig.Buffer
 }
 
 func newEnv(t *testing.T) *env {
 	cd, ns := rig.Containerd(t)
-	e := &env{t: t, cd: cd, ns: ns, ctrl: &fakeController{verdicts: map[string]fsbv1.Verdict{}}, clock: &clock{}, log: &syncBuffer{}}
+	e := &env{t: t, cd: cd, ns: ns, ctrl: &fakeController{verdicts: map[string]fsbv1.Verdict{}}, clock: &clock{}, log: &rig.Buffer{}}
 	e.url = e.ctrl.serve(t)
 	return e
 }
