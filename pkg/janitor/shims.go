@@ -100,9 +100,12 @@ func taskGone(ctx context.Context, client *containerd.Client, id string) (bool, 
 type shimProc struct {
 	pid                    int
 	namespace, id, address string
-	// started is the process's start time; with pid it names the process
-	// across PID reuse.
-	started time.Time
+	// startTicks is the process's start in clock ticks since boot, as
+	// /proc/<pid>/stat says it; with pid it names the process across PID
+	// reuse (compared raw: a time made from it moves with the wall
+	// clock's steps). started is the same as a time, for the age rule.
+	startTicks uint64
+	started    time.Time
 	// bundle is the shim's working directory: containerd starts it in the
 	// task's bundle.
 	bundle string
@@ -193,11 +196,7 @@ func (s shimProc) alive(root string) bool {
 	if err != nil || state == 'Z' || state == 'X' {
 		return false
 	}
-	boot, err := bootTime(root)
-	if err != nil {
-		return true // cannot tell a reused PID apart: assume it is the shim
-	}
-	return startTime(boot, ticks).Equal(s.started)
+	return ticks == s.startTicks
 }
 
 // listShims returns the containerd shim daemons running on the host: the
@@ -237,7 +236,7 @@ func listShims(root string) ([]shimProc, error) {
 			continue
 		}
 		s.pid = pid
-		s.started = startTime(boot, ticks)
+		s.startTicks, s.started = ticks, startTime(boot, ticks)
 		if cwd, err := os.Readlink(filepath.Join(dir, "cwd")); err == nil {
 			s.bundle = cwd
 			s.socket = shimSocket(cwd)

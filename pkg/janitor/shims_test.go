@@ -124,6 +124,11 @@ func TestFindShims(t *testing.T) {
 	if !other.alive(procRoot) {
 		t.Error("the shim of another containerd was killed")
 	}
+	reused := other
+	reused.startTicks++ // the same PID, another process
+	if reused.alive(procRoot) {
+		t.Error("a process that started at another time counts as the shim")
+	}
 	ctx := namespaces.WithNamespace(t.Context(), ns)
 	task, err := live.Task(ctx, nil)
 	if err != nil {
