@@ -240,20 +240,21 @@ func (s *Server) unknownOn(st *fsbv1.AgentStatus) []lost {
 }
 
 // pendingName returns the sandbox ID of the pending FAST create under
-// namespace/name k, or "".
-func (s *Server) pendingName(k string) string {
+// namespace/name k ("" when there is none), and whether its agent has
+// answered (the sandbox runs, and may be acknowledged).
+func (s *Server) pendingName(k string) (id string, answered bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.pending[k]
 	if p == nil {
-		return ""
+		return "", false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.deleted {
-		return ""
+		return "", false
 	}
-	return p.id
+	return p.id, p.agent != ""
 }
 
 // pendingID reports whether a pending FAST create holds a sandbox ID.
@@ -341,12 +342,19 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 		}
 		if other, ok := s.cfg.Controller.Get(asb.GetNamespace(), asb.GetName()); ok {
 			taken[k] = other.Annotations[v1alpha1.AnnotationID]
-		} else if id := s.pendingName(k); id != "" && id != asb.GetSandboxId() {
+		} else if id, answered := s.pendingName(k); id != "" && id != asb.GetSandboxId() {
 			// A FAST create under the name is under way, its object not
 			// yet written: it is newer than this lost one (a caller who
-			// retried a create that failed while containerd was away, say)
-			// and may be acknowledged already. An object for the lost one
-			// would make that write fail and remove an acknowledged sandbox.
+			// retried a create that failed while containerd was away, say).
+			// An object for the lost one would make that write fail and
+			// remove an acknowledged sandbox, so the name is the new one's
+			// once its agent has answered. Before that, the create may
+			// still fail, and the lost one is neither given an object nor
+			// removed: this agent's recovery is tried again.
+			if !answered {
+				failed[o.agent] = fmt.Errorf("a FAST create of %s is waiting for its agent", k)
+				continue
+			}
 			taken[k] = id
 		}
 		if by, ok := taken[k]; ok {

@@ -51,7 +51,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	switch {
 	case made:
 		c, made, err = r.newContainer(ctx, sb, id, binary)
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrExists) {
 			// containerd may have made the container all the same (it went
 			// away mid-call): Watch removes it if so.
 			r.rollBackLater(id, runtimeName(sb.Spec.GetRuntime()))

@@ -18,8 +18,9 @@ import (
 // reload: after a reconnect and at each resync), unless a retry of the
 // same create finished it first.
 
-// errNotKnownYet marks a noted container whose task's state containerd
-// does not know yet.
+// errNotKnownYet marks a noted container that cannot be judged now: its
+// task's state containerd does not know yet, or a create or delete of it
+// is under way.
 var errNotKnownYet = errors.New("task state not known yet")
 
 // rollBackLater notes a container whose roll back failed.
@@ -51,7 +52,7 @@ func (r *Runtime) retryRollbacks(ctx context.Context) {
 	for id, rt := range pending {
 		err := r.rollBack(ctx, id, rt)
 		if errors.Is(err, errNotKnownYet) {
-			continue // a shim containerd has just found again: the next reload
+			continue // the next reload
 		}
 		if err != nil {
 			r.cfg.Logger.Warn("rolling back a create cut short failed; retrying at the next reload", slog.String("container", id), slog.Any("err", err))
@@ -62,7 +63,14 @@ func (r *Runtime) retryRollbacks(ctx context.Context) {
 }
 
 func (r *Runtime) rollBack(ctx context.Context, id, runtimeName string) error {
-	unlock := r.locks.lock(id)
+	// Never wait here: this runs on Watch's goroutine, and a create or a
+	// delete of the same container (a retry right after containerd came
+	// back, say) may hold it for long. It decides; the next reload looks
+	// again.
+	unlock, ok := r.locks.tryLock(id)
+	if !ok {
+		return errNotKnownYet
+	}
 	defer unlock()
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {

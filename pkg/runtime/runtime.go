@@ -331,6 +331,30 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	}
 }
 
+// tryLock locks key unless someone holds or waits for it; ok is false
+// then, and unlock nil.
+func (k *keyedMutex) tryLock(key string) (unlock func(), ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.locks[key] != nil {
+		return nil, false
+	}
+	if k.locks == nil {
+		k.locks = make(map[string]*keyedLock)
+	}
+	l := &keyedLock{refs: 1}
+	l.Lock()
+	k.locks[key] = l
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}, true
+}
+
 func ignoreNotFound(err error) error {
 	if errdefs.IsNotFound(err) {
 		return nil
