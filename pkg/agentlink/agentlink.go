@@ -289,7 +289,19 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 	}
 	s.cfg.Registry.Upsert(registryAgent(st, a.addr, true))
 	reported := make(map[string]string, len(st.GetSandboxes()))
-	for _, sb := range st.GetSandboxes() {
+	// Running revisions first: of two revisions of one sandbox (the old
+	// one not removed yet), the one that runs takes the slot.
+	sandboxes := slices.Clone(st.GetSandboxes())
+	slices.SortStableFunc(sandboxes, func(a, b *fsbv1.AgentSandbox) int {
+		switch ea, eb := exited(a), exited(b); {
+		case ea == eb:
+			return 0
+		case eb:
+			return -1
+		}
+		return 1
+	})
+	for _, sb := range sandboxes {
 		// What runs there holds its slot and ports, whoever placed it. A
 		// sandbox the registry places on another agent (its old revision
 		// still here) holds a slot under a key of its own.

@@ -89,4 +89,15 @@ func TestStaleStatusDoesNotRetakeAReleasedSlot(t *testing.T) {
 	if _, ok := reg.Lookup("sb-1"); ok {
 		t.Error("the deleted sandbox holds a slot once its status is gone")
 	}
+	// Two revisions of sb-3, the ended one listed first, while the
+	// registry holds nothing for it (between a release and the next
+	// placement): the running one takes the slot.
+	s.update(a, status(sandbox("sb-2", fsbv1.Phase_PHASE_RUNNING), sandbox("sb-3", fsbv1.Phase_PHASE_FAILED)))
+	reg.Release("sb-3")
+	second := sandbox("sb-3", fsbv1.Phase_PHASE_RUNNING)
+	second.Revision = 2
+	s.update(a, status(sandbox("sb-2", fsbv1.Phase_PHASE_RUNNING), sandbox("sb-3", fsbv1.Phase_PHASE_FAILED), second))
+	if _, ok := reg.Lookup("sb-3"); !ok {
+		t.Error("a running revision listed after an ended one of the same sandbox holds no slot")
+	}
 }
