@@ -180,6 +180,34 @@ func TestDeleteKillsWhatIgnoresSIGTERM(t *testing.T) {
 	h.assertGone(sb)
 }
 
+// TestShorterDeleteHurriesOneUnderWay: a delete runs to its end whatever
+// its caller does, so a second delete with no grace period brings the
+// kill of a first one (a long grace period, its caller gone) forward
+// instead of waiting behind it.
+func TestShorterDeleteHurriesOneUnderWay(t *testing.T) {
+	h := newHarness(t)
+	sb := h.create(spec(`trap "" TERM; echo trapped; while :; do sleep 1; done`))
+	h.waitLog(sb, "trapped")
+	long := int32(120)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.client.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceDeleteSandboxRequest{
+			SandboxId: sb.GetSandboxId(), GracePeriodSeconds: &long,
+		}))
+		first <- err
+	}()
+	time.Sleep(time.Second) // the first delete has sent its SIGTERM
+	cancel()                // and its caller goes away
+	<-first
+	start := time.Now()
+	h.delete(sb.GetSandboxId(), 0)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("a delete with no grace period took %v behind one with %ds", took, long)
+	}
+	h.assertGone(sb)
+}
+
 func TestDeleteOfWhatIsGoneSucceeds(t *testing.T) {
 	h := newHarness(t)
 	sb := h.create(spec("exit 0"))

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,8 +56,14 @@ func (r *Runtime) Delete(ctx context.Context, sandboxID string, revision int64, 
 }
 
 func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace time.Duration) (Info, error) {
+	// A delete runs to its end whatever its caller does, so one with a
+	// shorter grace period brings the kill of one under way forward,
+	// rather than wait behind it for the lock.
+	r.hurryStop(c.ID(), grace)
 	unlock := r.locks.lock(c.ID())
 	defer unlock()
+	stop := r.beginStop(c.ID(), grace)
+	defer r.endStop(c.ID(), stop)
 	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if errdefs.IsNotFound(err) {
 		return Info{}, nil
@@ -69,7 +76,7 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 		// Another agent's sandbox: not ours to stop.
 		return Info{}, nil
 	}
-	task, status, err := stopTask(ctx, c, grace)
+	task, status, err := stopTask(ctx, c, grace, stop.now)
 	if err != nil {
 		return Info{}, err
 	}
@@ -88,10 +95,56 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	return withReason(info), nil
 }
 
-// stopTask ends c's task: SIGTERM, up to grace, then SIGKILL to every
-// process. It returns the task (nil when c has none) and its final status; a
-// container without a task reports Unknown.
-func stopTask(ctx context.Context, c containerd.Container, grace time.Duration) (containerd.Task, containerd.Status, error) {
+// pendingStop is a delete's stop under way: its kill comes at killAt, or
+// as soon as now is closed.
+type pendingStop struct {
+	killAt time.Time
+	now    chan struct{}
+	once   sync.Once
+}
+
+func (p *pendingStop) kill() { p.once.Do(func() { close(p.now) }) }
+
+// beginStop records the stop of container id that a delete with grace
+// starts; endStop forgets it.
+func (r *Runtime) beginStop(id string, grace time.Duration) *pendingStop {
+	p := &pendingStop{killAt: time.Now().Add(grace), now: make(chan struct{})}
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	r.stops[id] = p
+	return p
+}
+
+func (r *Runtime) endStop(id string, p *pendingStop) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if r.stops[id] == p {
+		delete(r.stops, id)
+	}
+}
+
+// hurryStop brings the kill of a stop under way of container id forward
+// to grace from now, when that is sooner.
+func (r *Runtime) hurryStop(id string, grace time.Duration) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	p := r.stops[id]
+	if p == nil || !time.Now().Add(grace).Before(p.killAt) {
+		return
+	}
+	p.killAt = time.Now().Add(grace)
+	if grace <= 0 {
+		p.kill()
+		return
+	}
+	time.AfterFunc(grace, p.kill)
+}
+
+// stopTask ends c's task: SIGTERM, up to grace (or until sooner is closed),
+// then SIGKILL to every process. It returns the task (nil when c has none)
+// and its final status; a container without a task reports Unknown.
+// sooner may be nil.
+func stopTask(ctx context.Context, c containerd.Container, grace time.Duration, sooner <-chan struct{}) (containerd.Task, containerd.Status, error) {
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return nil, containerd.Status{Status: containerd.Unknown}, nil
@@ -106,16 +159,17 @@ func stopTask(ctx context.Context, c containerd.Container, grace time.Duration) 
 	if status.Status != containerd.Running && status.Status != containerd.Paused && status.Status != containerd.Pausing {
 		return task, status, nil
 	}
-	status, err = terminate(ctx, task, grace)
+	status, err = terminate(ctx, task, grace, sooner)
 	if err != nil {
 		return nil, containerd.Status{}, fmt.Errorf("stop %s: %w", c.ID(), err)
 	}
 	return task, status, nil
 }
 
-// terminate sends SIGTERM, waits up to grace, then sends SIGKILL to every
-// process of the task, and returns its exit status.
-func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (containerd.Status, error) {
+// terminate sends SIGTERM, waits up to grace (or until sooner is closed),
+// then sends SIGKILL to every process of the task, and returns its exit
+// status.
+func terminate(ctx context.Context, task containerd.Task, grace time.Duration, sooner <-chan struct{}) (containerd.Status, error) {
 	exited, err := task.Wait(ctx)
 	if err != nil {
 		return containerd.Status{}, fmt.Errorf("wait: %w", err)
@@ -146,6 +200,7 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration) (
 		case es := <-exited:
 			return exitStatus(es), nil
 		case <-timer.C:
+		case <-sooner:
 		case <-ctx.Done():
 			return containerd.Status{}, ctx.Err()
 		}

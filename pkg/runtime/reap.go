@@ -43,7 +43,7 @@ func RemoveSandboxContainer(ctx context.Context, client *containerd.Client, id s
 	if err != nil {
 		return fmt.Errorf("inspect %s: %w", id, err)
 	}
-	task, status, err := stopTask(ctx, c, grace)
+	task, status, err := stopTask(ctx, c, grace, nil)
 	if err != nil {
 		return err
 	}

@@ -149,6 +149,9 @@ type Runtime struct {
 	// mid-create), by container ID with their runtime name: Watch removes
 	// them once containerd is back (rollback.go).
 	rollbacks map[string]string
+	// stops are the deletes' stops under way, by container ID: a delete
+	// with a shorter grace period brings their kill forward (delete.go).
+	stops map[string]*pendingStop
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -186,6 +189,7 @@ func New(cfg Config) (*Runtime, error) {
 		state:     make(map[string]Info),
 		changed:   make(chan struct{}),
 		rollbacks: make(map[string]string),
+		stops:     make(map[string]*pendingStop),
 	}, nil
 }
 
