@@ -346,3 +346,26 @@ func parentPID(t *testing.T, pid int) int {
 	t.Fatalf("no PPid in /proc/%d/status", pid)
 	return 0
 }
+
+// TestCreateClearsAStaleBundle: a task create that containerd's death cut
+// short can leave the task's bundle directory without a task or a shim,
+// which containerd does not remove when it starts again; every later task
+// of the container failed with "mkdir <bundle>: file exists". The create
+// removes that bundle (nothing mounted in it, no process in it) and runs.
+func TestCreateClearsAStaleBundle(t *testing.T) {
+	h := newHarness(t)
+	id := "sb-stalebundle"
+	state := filepath.Join(filepath.Dir(rig.Env(t, rig.EnvSocket)), "state")
+	bundle := filepath.Join(state, "io.containerd.runtime.v2.task", h.cd.DefaultNamespace(), runtime.ContainerID(id, 1))
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sb := h.createReq(&fsbv1.AgentServiceCreateSandboxRequest{
+		SandboxId: id, Revision: 1, Namespace: "default", Name: "stale", Spec: spec("echo up; sleep 300"),
+	})
+	h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_RUNNING)
+	h.waitLog(sb, "up")
+}

@@ -599,7 +599,10 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		newTask := func() (containerd.Task, error) {
 			return c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))
 		}
-		task, err = newTask()
+		err = r.newTaskClearing(ctx, c.ID(), func() (err error) {
+			task, err = newTask()
+			return err
+		})
 		made = err == nil
 		if errdefs.IsAlreadyExists(err) {
 			task, made, err = r.existingTask(ctx, c, newTask)
