@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -46,9 +45,11 @@ func (r *Runtime) clearStaleBundle(ns, id string, err error) bool {
 // staleBundlePath finds in err the bundle path of container id in
 // namespace ns that a "mkdir ...: file exists" names.
 func staleBundlePath(ns, id string, err error) (string, bool) {
-	if err == nil || !errors.Is(err, os.ErrExist) && !strings.Contains(err.Error(), "file exists") {
+	if err == nil {
 		return "", false
 	}
+	// The shim's error crosses containerd's API as text: only its words
+	// name the path.
 	msg := err.Error()
 	suffix := "/io.containerd.runtime.v2.task/" + ns + "/" + id
 	start := strings.Index(msg, "mkdir /")

@@ -325,14 +325,7 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	l.refs++
 	k.mu.Unlock()
 	l.Lock()
-	return func() {
-		l.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
+	return func() { k.release(key, l) }
 }
 
 // tryLock locks key unless someone holds or waits for it; ok is false
@@ -349,14 +342,18 @@ func (k *keyedMutex) tryLock(key string) (unlock func(), ok bool) {
 	l := &keyedLock{refs: 1}
 	l.Lock()
 	k.locks[key] = l
-	return func() {
-		l.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}, true
+	return func() { k.release(key, l) }, true
+}
+
+// release unlocks l, the lock of key, and forgets it once nobody holds or
+// waits for it.
+func (k *keyedMutex) release(key string, l *keyedLock) {
+	l.Unlock()
+	k.mu.Lock()
+	if l.refs--; l.refs == 0 {
+		delete(k.locks, key)
+	}
+	k.mu.Unlock()
 }
 
 func ignoreNotFound(err error) error {
