@@ -22,6 +22,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
@@ -57,6 +58,7 @@ type Config struct {
 
 // Agent implements fsbv1connect.AgentServiceHandler.
 type Agent struct {
+	fsbv1connect.UnimplementedAgentServiceHandler
 	cfg     Config
 	metrics *metrics
 	watcher sync.WaitGroup

@@ -43,6 +43,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
@@ -87,6 +88,7 @@ type Config struct {
 
 // Server implements fsbv1connect.FastPathServiceHandler.
 type Server struct {
+	fsbv1connect.UnimplementedFastPathServiceHandler
 	cfg Config
 	ctx context.Context // owns the asynchronous writes
 	// drain ends ShutdownTimeout after ctx: the object writes under way

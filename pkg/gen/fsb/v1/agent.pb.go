@@ -1011,11 +1011,1398 @@ func (x *AgentServiceStreamLogsResponse) GetLines() []*LogLine {
 	return nil
 }
 
+type AgentServiceExecRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Process       *ProcessSpec           `protobuf:"bytes,2,opt,name=process,proto3" json:"process,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceExecRequest) Reset() {
+	*x = AgentServiceExecRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceExecRequest) ProtoMessage() {}
+
+func (x *AgentServiceExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceExecRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceExecRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AgentServiceExecRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceExecRequest) GetProcess() *ProcessSpec {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+type AgentServiceExecResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *ExecEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceExecResponse) Reset() {
+	*x = AgentServiceExecResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceExecResponse) ProtoMessage() {}
+
+func (x *AgentServiceExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceExecResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceExecResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AgentServiceExecResponse) GetEvent() *ExecEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type AgentServiceAttachProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceAttachProcessRequest) Reset() {
+	*x = AgentServiceAttachProcessRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceAttachProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceAttachProcessRequest) ProtoMessage() {}
+
+func (x *AgentServiceAttachProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceAttachProcessRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceAttachProcessRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AgentServiceAttachProcessRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceAttachProcessRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type AgentServiceAttachProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *ExecEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceAttachProcessResponse) Reset() {
+	*x = AgentServiceAttachProcessResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceAttachProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceAttachProcessResponse) ProtoMessage() {}
+
+func (x *AgentServiceAttachProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceAttachProcessResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceAttachProcessResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AgentServiceAttachProcessResponse) GetEvent() *ExecEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type AgentServiceSendInputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceSendInputRequest) Reset() {
+	*x = AgentServiceSendInputRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceSendInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceSendInputRequest) ProtoMessage() {}
+
+func (x *AgentServiceSendInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceSendInputRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceSendInputRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AgentServiceSendInputRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceSendInputRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *AgentServiceSendInputRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type AgentServiceSendInputResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceSendInputResponse) Reset() {
+	*x = AgentServiceSendInputResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceSendInputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceSendInputResponse) ProtoMessage() {}
+
+func (x *AgentServiceSendInputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceSendInputResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceSendInputResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+type AgentServiceCloseInputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceCloseInputRequest) Reset() {
+	*x = AgentServiceCloseInputRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceCloseInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceCloseInputRequest) ProtoMessage() {}
+
+func (x *AgentServiceCloseInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceCloseInputRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceCloseInputRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AgentServiceCloseInputRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceCloseInputRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type AgentServiceCloseInputResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceCloseInputResponse) Reset() {
+	*x = AgentServiceCloseInputResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceCloseInputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceCloseInputResponse) ProtoMessage() {}
+
+func (x *AgentServiceCloseInputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceCloseInputResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceCloseInputResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+type AgentServiceSignalProcessRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid       int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	// A signal name ("TERM", "SIGKILL") or number ("9").
+	Signal        string `protobuf:"bytes,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceSignalProcessRequest) Reset() {
+	*x = AgentServiceSignalProcessRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceSignalProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceSignalProcessRequest) ProtoMessage() {}
+
+func (x *AgentServiceSignalProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceSignalProcessRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceSignalProcessRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AgentServiceSignalProcessRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceSignalProcessRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *AgentServiceSignalProcessRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+type AgentServiceSignalProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceSignalProcessResponse) Reset() {
+	*x = AgentServiceSignalProcessResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceSignalProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceSignalProcessResponse) ProtoMessage() {}
+
+func (x *AgentServiceSignalProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceSignalProcessResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceSignalProcessResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+type AgentServiceResizePtyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Pid           int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Size          *PtySize               `protobuf:"bytes,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceResizePtyRequest) Reset() {
+	*x = AgentServiceResizePtyRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceResizePtyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceResizePtyRequest) ProtoMessage() {}
+
+func (x *AgentServiceResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AgentServiceResizePtyRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceResizePtyRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *AgentServiceResizePtyRequest) GetSize() *PtySize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type AgentServiceResizePtyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceResizePtyResponse) Reset() {
+	*x = AgentServiceResizePtyResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceResizePtyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceResizePtyResponse) ProtoMessage() {}
+
+func (x *AgentServiceResizePtyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceResizePtyResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceResizePtyResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+type AgentServiceListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListProcessesRequest) Reset() {
+	*x = AgentServiceListProcessesRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListProcessesRequest) ProtoMessage() {}
+
+func (x *AgentServiceListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AgentServiceListProcessesRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+type AgentServiceListProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListProcessesResponse) Reset() {
+	*x = AgentServiceListProcessesResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListProcessesResponse) ProtoMessage() {}
+
+func (x *AgentServiceListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AgentServiceListProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type AgentServiceReadFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceReadFileRequest) Reset() {
+	*x = AgentServiceReadFileRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceReadFileRequest) ProtoMessage() {}
+
+func (x *AgentServiceReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceReadFileRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AgentServiceReadFileRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type AgentServiceReadFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Info          *FileInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Data          []byte    `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceReadFileResponse) Reset() {
+	*x = AgentServiceReadFileResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceReadFileResponse) ProtoMessage() {}
+
+func (x *AgentServiceReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceReadFileResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AgentServiceReadFileResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *AgentServiceReadFileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type AgentServiceWriteFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sandbox_id, path, mode and make_parents are read from the first
+	// message only; data from every message.
+	SandboxId string `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits of the new file; 0 means 0644.
+	Mode uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Create missing parent directories (0755).
+	MakeParents   bool   `protobuf:"varint,4,opt,name=make_parents,json=makeParents,proto3" json:"make_parents,omitempty"`
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceWriteFileRequest) Reset() {
+	*x = AgentServiceWriteFileRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceWriteFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceWriteFileRequest) ProtoMessage() {}
+
+func (x *AgentServiceWriteFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceWriteFileRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceWriteFileRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AgentServiceWriteFileRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceWriteFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *AgentServiceWriteFileRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *AgentServiceWriteFileRequest) GetMakeParents() bool {
+	if x != nil {
+		return x.MakeParents
+	}
+	return false
+}
+
+func (x *AgentServiceWriteFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type AgentServiceWriteFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceWriteFileResponse) Reset() {
+	*x = AgentServiceWriteFileResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceWriteFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceWriteFileResponse) ProtoMessage() {}
+
+func (x *AgentServiceWriteFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceWriteFileResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceWriteFileResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AgentServiceWriteFileResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type AgentServiceListDirRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// How deep to list: 1 (or 0) lists the directory's own entries.
+	Depth         int32 `protobuf:"varint,3,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListDirRequest) Reset() {
+	*x = AgentServiceListDirRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListDirRequest) ProtoMessage() {}
+
+func (x *AgentServiceListDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListDirRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceListDirRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AgentServiceListDirRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceListDirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *AgentServiceListDirRequest) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+type AgentServiceListDirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*FileInfo            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceListDirResponse) Reset() {
+	*x = AgentServiceListDirResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceListDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceListDirResponse) ProtoMessage() {}
+
+func (x *AgentServiceListDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceListDirResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceListDirResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AgentServiceListDirResponse) GetEntries() []*FileInfo {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type AgentServiceStatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceStatRequest) Reset() {
+	*x = AgentServiceStatRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceStatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceStatRequest) ProtoMessage() {}
+
+func (x *AgentServiceStatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceStatRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceStatRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AgentServiceStatRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceStatRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type AgentServiceStatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceStatResponse) Reset() {
+	*x = AgentServiceStatResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceStatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceStatResponse) ProtoMessage() {}
+
+func (x *AgentServiceStatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceStatResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceStatResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AgentServiceStatResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type AgentServiceMakeDirRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits; 0 means 0755. Missing parents are made too.
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceMakeDirRequest) Reset() {
+	*x = AgentServiceMakeDirRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceMakeDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceMakeDirRequest) ProtoMessage() {}
+
+func (x *AgentServiceMakeDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceMakeDirRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceMakeDirRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AgentServiceMakeDirRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceMakeDirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *AgentServiceMakeDirRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type AgentServiceMakeDirResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the directory existed already.
+	Created       bool `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceMakeDirResponse) Reset() {
+	*x = AgentServiceMakeDirResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceMakeDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceMakeDirResponse) ProtoMessage() {}
+
+func (x *AgentServiceMakeDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceMakeDirResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceMakeDirResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AgentServiceMakeDirResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type AgentServiceMoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Destination   string                 `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceMoveRequest) Reset() {
+	*x = AgentServiceMoveRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceMoveRequest) ProtoMessage() {}
+
+func (x *AgentServiceMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceMoveRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceMoveRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AgentServiceMoveRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceMoveRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AgentServiceMoveRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+type AgentServiceMoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceMoveResponse) Reset() {
+	*x = AgentServiceMoveResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceMoveResponse) ProtoMessage() {}
+
+func (x *AgentServiceMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceMoveResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceMoveResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{40}
+}
+
+type AgentServiceRemoveRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Path      string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Remove a directory with everything in it; without it only a file, a
+	// symlink or an empty directory is removed.
+	Recursive     bool `protobuf:"varint,3,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceRemoveRequest) Reset() {
+	*x = AgentServiceRemoveRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceRemoveRequest) ProtoMessage() {}
+
+func (x *AgentServiceRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceRemoveRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AgentServiceRemoveRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *AgentServiceRemoveRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *AgentServiceRemoveRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type AgentServiceRemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceRemoveResponse) Reset() {
+	*x = AgentServiceRemoveResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceRemoveResponse) ProtoMessage() {}
+
+func (x *AgentServiceRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceRemoveResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{42}
+}
+
 var File_fsb_v1_agent_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x04\n" +
+	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x11fsb/v1/exec.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x04\n" +
 	"\fAgentSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1095,7 +2482,95 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12\x18\n" +
 	"\apartial\x18\x04 \x01(\bR\apartial\"G\n" +
 	"\x1eAgentServiceStreamLogsResponse\x12%\n" +
-	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines2\x93\x04\n" +
+	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines\"g\n" +
+	"\x17AgentServiceExecRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12-\n" +
+	"\aprocess\x18\x02 \x01(\v2\x13.fsb.v1.ProcessSpecR\aprocess\"C\n" +
+	"\x18AgentServiceExecResponse\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.fsb.v1.ExecEventR\x05event\"S\n" +
+	" AgentServiceAttachProcessRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\"L\n" +
+	"!AgentServiceAttachProcessResponse\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.fsb.v1.ExecEventR\x05event\"c\n" +
+	"\x1cAgentServiceSendInputRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x1f\n" +
+	"\x1dAgentServiceSendInputResponse\"P\n" +
+	"\x1dAgentServiceCloseInputRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\" \n" +
+	"\x1eAgentServiceCloseInputResponse\"k\n" +
+	" AgentServiceSignalProcessRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x03 \x01(\tR\x06signal\"#\n" +
+	"!AgentServiceSignalProcessResponse\"t\n" +
+	"\x1cAgentServiceResizePtyRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12#\n" +
+	"\x04size\x18\x03 \x01(\v2\x0f.fsb.v1.PtySizeR\x04size\"\x1f\n" +
+	"\x1dAgentServiceResizePtyResponse\"A\n" +
+	" AgentServiceListProcessesRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"V\n" +
+	"!AgentServiceListProcessesResponse\x121\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"P\n" +
+	"\x1bAgentServiceReadFileRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"X\n" +
+	"\x1cAgentServiceReadFileResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x9c\x01\n" +
+	"\x1cAgentServiceWriteFileRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12!\n" +
+	"\fmake_parents\x18\x04 \x01(\bR\vmakeParents\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"E\n" +
+	"\x1dAgentServiceWriteFileResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\"e\n" +
+	"\x1aAgentServiceListDirRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
+	"\x05depth\x18\x03 \x01(\x05R\x05depth\"I\n" +
+	"\x1bAgentServiceListDirResponse\x12*\n" +
+	"\aentries\x18\x01 \x03(\v2\x10.fsb.v1.FileInfoR\aentries\"L\n" +
+	"\x17AgentServiceStatRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"@\n" +
+	"\x18AgentServiceStatResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\"c\n" +
+	"\x1aAgentServiceMakeDirRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"7\n" +
+	"\x1bAgentServiceMakeDirResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\"r\n" +
+	"\x17AgentServiceMoveRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\"\x1a\n" +
+	"\x18AgentServiceMoveResponse\"l\n" +
+	"\x19AgentServiceRemoveRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
+	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x1c\n" +
+	"\x1aAgentServiceRemoveResponse2\xe9\r\n" +
 	"\fAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.fsb.v1.AgentServiceCreateSandboxRequest\x1a).fsb.v1.AgentServiceCreateSandboxResponse\x12d\n" +
 	"\rDeleteSandbox\x12(.fsb.v1.AgentServiceDeleteSandboxRequest\x1a).fsb.v1.AgentServiceDeleteSandboxResponse\x12@\n" +
@@ -1103,7 +2578,22 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\vWatchStatus\x12\x1a.fsb.v1.WatchStatusRequest\x1a\x1b.fsb.v1.WatchStatusResponse0\x01\x12]\n" +
 	"\n" +
 	"StreamLogs\x12%.fsb.v1.AgentServiceStreamLogsRequest\x1a&.fsb.v1.AgentServiceStreamLogsResponse0\x01\x12L\n" +
-	"\rMarkPersisted\x12\x1c.fsb.v1.MarkPersistedRequest\x1a\x1d.fsb.v1.MarkPersistedResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
+	"\rMarkPersisted\x12\x1c.fsb.v1.MarkPersistedRequest\x1a\x1d.fsb.v1.MarkPersistedResponse\x12K\n" +
+	"\x04Exec\x12\x1f.fsb.v1.AgentServiceExecRequest\x1a .fsb.v1.AgentServiceExecResponse0\x01\x12f\n" +
+	"\rAttachProcess\x12(.fsb.v1.AgentServiceAttachProcessRequest\x1a).fsb.v1.AgentServiceAttachProcessResponse0\x01\x12X\n" +
+	"\tSendInput\x12$.fsb.v1.AgentServiceSendInputRequest\x1a%.fsb.v1.AgentServiceSendInputResponse\x12[\n" +
+	"\n" +
+	"CloseInput\x12%.fsb.v1.AgentServiceCloseInputRequest\x1a&.fsb.v1.AgentServiceCloseInputResponse\x12d\n" +
+	"\rSignalProcess\x12(.fsb.v1.AgentServiceSignalProcessRequest\x1a).fsb.v1.AgentServiceSignalProcessResponse\x12X\n" +
+	"\tResizePty\x12$.fsb.v1.AgentServiceResizePtyRequest\x1a%.fsb.v1.AgentServiceResizePtyResponse\x12d\n" +
+	"\rListProcesses\x12(.fsb.v1.AgentServiceListProcessesRequest\x1a).fsb.v1.AgentServiceListProcessesResponse\x12W\n" +
+	"\bReadFile\x12#.fsb.v1.AgentServiceReadFileRequest\x1a$.fsb.v1.AgentServiceReadFileResponse0\x01\x12Z\n" +
+	"\tWriteFile\x12$.fsb.v1.AgentServiceWriteFileRequest\x1a%.fsb.v1.AgentServiceWriteFileResponse(\x01\x12R\n" +
+	"\aListDir\x12\".fsb.v1.AgentServiceListDirRequest\x1a#.fsb.v1.AgentServiceListDirResponse\x12I\n" +
+	"\x04Stat\x12\x1f.fsb.v1.AgentServiceStatRequest\x1a .fsb.v1.AgentServiceStatResponse\x12R\n" +
+	"\aMakeDir\x12\".fsb.v1.AgentServiceMakeDirRequest\x1a#.fsb.v1.AgentServiceMakeDirResponse\x12I\n" +
+	"\x04Move\x12\x1f.fsb.v1.AgentServiceMoveRequest\x1a .fsb.v1.AgentServiceMoveResponse\x12O\n" +
+	"\x06Remove\x12!.fsb.v1.AgentServiceRemoveRequest\x1a\".fsb.v1.AgentServiceRemoveResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
 
 var (
 	file_fsb_v1_agent_proto_rawDescOnce sync.Once
@@ -1117,7 +2607,7 @@ func file_fsb_v1_agent_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_agent_proto_rawDescData
 }
 
-var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_fsb_v1_agent_proto_goTypes = []any{
 	(*AgentSandbox)(nil),                      // 0: fsb.v1.AgentSandbox
 	(*AgentStatus)(nil),                       // 1: fsb.v1.AgentStatus
@@ -1134,44 +2624,114 @@ var file_fsb_v1_agent_proto_goTypes = []any{
 	(*MarkPersistedResponse)(nil),             // 12: fsb.v1.MarkPersistedResponse
 	(*LogLine)(nil),                           // 13: fsb.v1.LogLine
 	(*AgentServiceStreamLogsResponse)(nil),    // 14: fsb.v1.AgentServiceStreamLogsResponse
-	nil,                                       // 15: fsb.v1.AgentSandbox.LabelsEntry
-	nil,                                       // 16: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
-	(Phase)(0),                                // 17: fsb.v1.Phase
-	(*timestamppb.Timestamp)(nil),             // 18: google.protobuf.Timestamp
-	(*SandboxSpec)(nil),                       // 19: fsb.v1.SandboxSpec
+	(*AgentServiceExecRequest)(nil),           // 15: fsb.v1.AgentServiceExecRequest
+	(*AgentServiceExecResponse)(nil),          // 16: fsb.v1.AgentServiceExecResponse
+	(*AgentServiceAttachProcessRequest)(nil),  // 17: fsb.v1.AgentServiceAttachProcessRequest
+	(*AgentServiceAttachProcessResponse)(nil), // 18: fsb.v1.AgentServiceAttachProcessResponse
+	(*AgentServiceSendInputRequest)(nil),      // 19: fsb.v1.AgentServiceSendInputRequest
+	(*AgentServiceSendInputResponse)(nil),     // 20: fsb.v1.AgentServiceSendInputResponse
+	(*AgentServiceCloseInputRequest)(nil),     // 21: fsb.v1.AgentServiceCloseInputRequest
+	(*AgentServiceCloseInputResponse)(nil),    // 22: fsb.v1.AgentServiceCloseInputResponse
+	(*AgentServiceSignalProcessRequest)(nil),  // 23: fsb.v1.AgentServiceSignalProcessRequest
+	(*AgentServiceSignalProcessResponse)(nil), // 24: fsb.v1.AgentServiceSignalProcessResponse
+	(*AgentServiceResizePtyRequest)(nil),      // 25: fsb.v1.AgentServiceResizePtyRequest
+	(*AgentServiceResizePtyResponse)(nil),     // 26: fsb.v1.AgentServiceResizePtyResponse
+	(*AgentServiceListProcessesRequest)(nil),  // 27: fsb.v1.AgentServiceListProcessesRequest
+	(*AgentServiceListProcessesResponse)(nil), // 28: fsb.v1.AgentServiceListProcessesResponse
+	(*AgentServiceReadFileRequest)(nil),       // 29: fsb.v1.AgentServiceReadFileRequest
+	(*AgentServiceReadFileResponse)(nil),      // 30: fsb.v1.AgentServiceReadFileResponse
+	(*AgentServiceWriteFileRequest)(nil),      // 31: fsb.v1.AgentServiceWriteFileRequest
+	(*AgentServiceWriteFileResponse)(nil),     // 32: fsb.v1.AgentServiceWriteFileResponse
+	(*AgentServiceListDirRequest)(nil),        // 33: fsb.v1.AgentServiceListDirRequest
+	(*AgentServiceListDirResponse)(nil),       // 34: fsb.v1.AgentServiceListDirResponse
+	(*AgentServiceStatRequest)(nil),           // 35: fsb.v1.AgentServiceStatRequest
+	(*AgentServiceStatResponse)(nil),          // 36: fsb.v1.AgentServiceStatResponse
+	(*AgentServiceMakeDirRequest)(nil),        // 37: fsb.v1.AgentServiceMakeDirRequest
+	(*AgentServiceMakeDirResponse)(nil),       // 38: fsb.v1.AgentServiceMakeDirResponse
+	(*AgentServiceMoveRequest)(nil),           // 39: fsb.v1.AgentServiceMoveRequest
+	(*AgentServiceMoveResponse)(nil),          // 40: fsb.v1.AgentServiceMoveResponse
+	(*AgentServiceRemoveRequest)(nil),         // 41: fsb.v1.AgentServiceRemoveRequest
+	(*AgentServiceRemoveResponse)(nil),        // 42: fsb.v1.AgentServiceRemoveResponse
+	nil,                                       // 43: fsb.v1.AgentSandbox.LabelsEntry
+	nil,                                       // 44: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	(Phase)(0),                                // 45: fsb.v1.Phase
+	(*timestamppb.Timestamp)(nil),             // 46: google.protobuf.Timestamp
+	(*SandboxSpec)(nil),                       // 47: fsb.v1.SandboxSpec
+	(*ProcessSpec)(nil),                       // 48: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),                         // 49: fsb.v1.ExecEvent
+	(*PtySize)(nil),                           // 50: fsb.v1.PtySize
+	(*ProcessInfo)(nil),                       // 51: fsb.v1.ProcessInfo
+	(*FileInfo)(nil),                          // 52: fsb.v1.FileInfo
 }
 var file_fsb_v1_agent_proto_depIdxs = []int32{
-	17, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
-	18, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
-	19, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
-	18, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
-	15, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
+	45, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
+	46, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
+	47, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
+	46, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
+	43, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
 	0,  // 5: fsb.v1.AgentStatus.sandboxes:type_name -> fsb.v1.AgentSandbox
-	19, // 6: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	16, // 7: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	47, // 6: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	44, // 7: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
 	0,  // 8: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
 	0,  // 9: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
 	1,  // 10: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
 	1,  // 11: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	18, // 12: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	46, // 12: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	13, // 13: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	2,  // 14: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
-	4,  // 15: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
-	6,  // 16: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
-	8,  // 17: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
-	10, // 18: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
-	11, // 19: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
-	3,  // 20: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
-	5,  // 21: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
-	7,  // 22: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
-	9,  // 23: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
-	14, // 24: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
-	12, // 25: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	48, // 14: fsb.v1.AgentServiceExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	49, // 15: fsb.v1.AgentServiceExecResponse.event:type_name -> fsb.v1.ExecEvent
+	49, // 16: fsb.v1.AgentServiceAttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	50, // 17: fsb.v1.AgentServiceResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	51, // 18: fsb.v1.AgentServiceListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	52, // 19: fsb.v1.AgentServiceReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	52, // 20: fsb.v1.AgentServiceWriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	52, // 21: fsb.v1.AgentServiceListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	52, // 22: fsb.v1.AgentServiceStatResponse.info:type_name -> fsb.v1.FileInfo
+	2,  // 23: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
+	4,  // 24: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
+	6,  // 25: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
+	8,  // 26: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
+	10, // 27: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
+	11, // 28: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
+	15, // 29: fsb.v1.AgentService.Exec:input_type -> fsb.v1.AgentServiceExecRequest
+	17, // 30: fsb.v1.AgentService.AttachProcess:input_type -> fsb.v1.AgentServiceAttachProcessRequest
+	19, // 31: fsb.v1.AgentService.SendInput:input_type -> fsb.v1.AgentServiceSendInputRequest
+	21, // 32: fsb.v1.AgentService.CloseInput:input_type -> fsb.v1.AgentServiceCloseInputRequest
+	23, // 33: fsb.v1.AgentService.SignalProcess:input_type -> fsb.v1.AgentServiceSignalProcessRequest
+	25, // 34: fsb.v1.AgentService.ResizePty:input_type -> fsb.v1.AgentServiceResizePtyRequest
+	27, // 35: fsb.v1.AgentService.ListProcesses:input_type -> fsb.v1.AgentServiceListProcessesRequest
+	29, // 36: fsb.v1.AgentService.ReadFile:input_type -> fsb.v1.AgentServiceReadFileRequest
+	31, // 37: fsb.v1.AgentService.WriteFile:input_type -> fsb.v1.AgentServiceWriteFileRequest
+	33, // 38: fsb.v1.AgentService.ListDir:input_type -> fsb.v1.AgentServiceListDirRequest
+	35, // 39: fsb.v1.AgentService.Stat:input_type -> fsb.v1.AgentServiceStatRequest
+	37, // 40: fsb.v1.AgentService.MakeDir:input_type -> fsb.v1.AgentServiceMakeDirRequest
+	39, // 41: fsb.v1.AgentService.Move:input_type -> fsb.v1.AgentServiceMoveRequest
+	41, // 42: fsb.v1.AgentService.Remove:input_type -> fsb.v1.AgentServiceRemoveRequest
+	3,  // 43: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
+	5,  // 44: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
+	7,  // 45: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
+	9,  // 46: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
+	14, // 47: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
+	12, // 48: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
+	16, // 49: fsb.v1.AgentService.Exec:output_type -> fsb.v1.AgentServiceExecResponse
+	18, // 50: fsb.v1.AgentService.AttachProcess:output_type -> fsb.v1.AgentServiceAttachProcessResponse
+	20, // 51: fsb.v1.AgentService.SendInput:output_type -> fsb.v1.AgentServiceSendInputResponse
+	22, // 52: fsb.v1.AgentService.CloseInput:output_type -> fsb.v1.AgentServiceCloseInputResponse
+	24, // 53: fsb.v1.AgentService.SignalProcess:output_type -> fsb.v1.AgentServiceSignalProcessResponse
+	26, // 54: fsb.v1.AgentService.ResizePty:output_type -> fsb.v1.AgentServiceResizePtyResponse
+	28, // 55: fsb.v1.AgentService.ListProcesses:output_type -> fsb.v1.AgentServiceListProcessesResponse
+	30, // 56: fsb.v1.AgentService.ReadFile:output_type -> fsb.v1.AgentServiceReadFileResponse
+	32, // 57: fsb.v1.AgentService.WriteFile:output_type -> fsb.v1.AgentServiceWriteFileResponse
+	34, // 58: fsb.v1.AgentService.ListDir:output_type -> fsb.v1.AgentServiceListDirResponse
+	36, // 59: fsb.v1.AgentService.Stat:output_type -> fsb.v1.AgentServiceStatResponse
+	38, // 60: fsb.v1.AgentService.MakeDir:output_type -> fsb.v1.AgentServiceMakeDirResponse
+	40, // 61: fsb.v1.AgentService.Move:output_type -> fsb.v1.AgentServiceMoveResponse
+	42, // 62: fsb.v1.AgentService.Remove:output_type -> fsb.v1.AgentServiceRemoveResponse
+	43, // [43:63] is the sub-list for method output_type
+	23, // [23:43] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_agent_proto_init() }
@@ -1179,6 +2739,7 @@ func file_fsb_v1_agent_proto_init() {
 	if File_fsb_v1_agent_proto != nil {
 		return
 	}
+	file_fsb_v1_exec_proto_init()
 	file_fsb_v1_sandbox_proto_init()
 	file_fsb_v1_agent_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
@@ -1187,7 +2748,7 @@ func file_fsb_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_agent_proto_rawDesc), len(file_fsb_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -794,11 +794,1688 @@ func (x *ListAgentsResponse) GetAgents() []*AgentStatus {
 	return nil
 }
 
+type ExecRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Process       *ProcessSpec           `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExecRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetProcess() *ProcessSpec {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+type ExecResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *ExecEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecResponse) Reset() {
+	*x = ExecResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecResponse) ProtoMessage() {}
+
+func (x *ExecResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
+func (*ExecResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExecResponse) GetEvent() *ExecEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type ExecInteractiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Request:
+	//
+	//	*ExecInteractiveRequest_Start
+	//	*ExecInteractiveRequest_Stdin
+	//	*ExecInteractiveRequest_CloseStdin
+	//	*ExecInteractiveRequest_Resize
+	//	*ExecInteractiveRequest_Signal
+	Request       isExecInteractiveRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecInteractiveRequest) Reset() {
+	*x = ExecInteractiveRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecInteractiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecInteractiveRequest) ProtoMessage() {}
+
+func (x *ExecInteractiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecInteractiveRequest.ProtoReflect.Descriptor instead.
+func (*ExecInteractiveRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExecInteractiveRequest) GetRequest() isExecInteractiveRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ExecInteractiveRequest) GetStart() *ExecRequest {
+	if x != nil {
+		if x, ok := x.Request.(*ExecInteractiveRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecInteractiveRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Request.(*ExecInteractiveRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecInteractiveRequest) GetCloseStdin() bool {
+	if x != nil {
+		if x, ok := x.Request.(*ExecInteractiveRequest_CloseStdin); ok {
+			return x.CloseStdin
+		}
+	}
+	return false
+}
+
+func (x *ExecInteractiveRequest) GetResize() *PtySize {
+	if x != nil {
+		if x, ok := x.Request.(*ExecInteractiveRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *ExecInteractiveRequest) GetSignal() string {
+	if x != nil {
+		if x, ok := x.Request.(*ExecInteractiveRequest_Signal); ok {
+			return x.Signal
+		}
+	}
+	return ""
+}
+
+type isExecInteractiveRequest_Request interface {
+	isExecInteractiveRequest_Request()
+}
+
+type ExecInteractiveRequest_Start struct {
+	// First message, and only there.
+	Start *ExecRequest `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecInteractiveRequest_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecInteractiveRequest_CloseStdin struct {
+	// Close the process's stdin (end of input).
+	CloseStdin bool `protobuf:"varint,3,opt,name=close_stdin,json=closeStdin,proto3,oneof"`
+}
+
+type ExecInteractiveRequest_Resize struct {
+	Resize *PtySize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+type ExecInteractiveRequest_Signal struct {
+	// A signal name ("INT", "SIGTERM") or number.
+	Signal string `protobuf:"bytes,5,opt,name=signal,proto3,oneof"`
+}
+
+func (*ExecInteractiveRequest_Start) isExecInteractiveRequest_Request() {}
+
+func (*ExecInteractiveRequest_Stdin) isExecInteractiveRequest_Request() {}
+
+func (*ExecInteractiveRequest_CloseStdin) isExecInteractiveRequest_Request() {}
+
+func (*ExecInteractiveRequest_Resize) isExecInteractiveRequest_Request() {}
+
+func (*ExecInteractiveRequest_Signal) isExecInteractiveRequest_Request() {}
+
+type ExecInteractiveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *ExecEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecInteractiveResponse) Reset() {
+	*x = ExecInteractiveResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecInteractiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecInteractiveResponse) ProtoMessage() {}
+
+func (x *ExecInteractiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecInteractiveResponse.ProtoReflect.Descriptor instead.
+func (*ExecInteractiveResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExecInteractiveResponse) GetEvent() *ExecEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type AttachProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachProcessRequest) Reset() {
+	*x = AttachProcessRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachProcessRequest) ProtoMessage() {}
+
+func (x *AttachProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachProcessRequest.ProtoReflect.Descriptor instead.
+func (*AttachProcessRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AttachProcessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AttachProcessRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AttachProcessRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type AttachProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *ExecEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachProcessResponse) Reset() {
+	*x = AttachProcessResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachProcessResponse) ProtoMessage() {}
+
+func (x *AttachProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachProcessResponse.ProtoReflect.Descriptor instead.
+func (*AttachProcessResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AttachProcessResponse) GetEvent() *ExecEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type SendInputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendInputRequest) Reset() {
+	*x = SendInputRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendInputRequest) ProtoMessage() {}
+
+func (x *SendInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendInputRequest.ProtoReflect.Descriptor instead.
+func (*SendInputRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SendInputRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SendInputRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SendInputRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *SendInputRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type SendInputResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendInputResponse) Reset() {
+	*x = SendInputResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendInputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendInputResponse) ProtoMessage() {}
+
+func (x *SendInputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendInputResponse.ProtoReflect.Descriptor instead.
+func (*SendInputResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{21}
+}
+
+type CloseInputRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseInputRequest) Reset() {
+	*x = CloseInputRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseInputRequest) ProtoMessage() {}
+
+func (x *CloseInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseInputRequest.ProtoReflect.Descriptor instead.
+func (*CloseInputRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CloseInputRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CloseInputRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CloseInputRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type CloseInputResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseInputResponse) Reset() {
+	*x = CloseInputResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseInputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseInputResponse) ProtoMessage() {}
+
+func (x *CloseInputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseInputResponse.ProtoReflect.Descriptor instead.
+func (*CloseInputResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{23}
+}
+
+type SignalProcessRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pid       int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	// A signal name ("TERM", "SIGKILL") or number ("9").
+	Signal        string `protobuf:"bytes,4,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalProcessRequest) Reset() {
+	*x = SignalProcessRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalProcessRequest) ProtoMessage() {}
+
+func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
+func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SignalProcessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SignalProcessRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SignalProcessRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *SignalProcessRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+type SignalProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalProcessResponse) Reset() {
+	*x = SignalProcessResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalProcessResponse) ProtoMessage() {}
+
+func (x *SignalProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalProcessResponse.ProtoReflect.Descriptor instead.
+func (*SignalProcessResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{25}
+}
+
+type ResizePtyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Size          *PtySize               `protobuf:"bytes,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyRequest) Reset() {
+	*x = ResizePtyRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyRequest) ProtoMessage() {}
+
+func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResizePtyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ResizePtyRequest) GetSize() *PtySize {
+	if x != nil {
+		return x.Size
+	}
+	return nil
+}
+
+type ResizePtyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizePtyResponse) Reset() {
+	*x = ResizePtyResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizePtyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizePtyResponse) ProtoMessage() {}
+
+func (x *ResizePtyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizePtyResponse.ProtoReflect.Descriptor instead.
+func (*ResizePtyResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{27}
+}
+
+type ListProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesRequest) Reset() {
+	*x = ListProcessesRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesRequest) ProtoMessage() {}
+
+func (x *ListProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListProcessesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListProcessesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesResponse) Reset() {
+	*x = ListProcessesResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesResponse) ProtoMessage() {}
+
+func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type ReadFileRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Absolute path inside the sandbox.
+	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReadFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ReadFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	Info          *FileInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Data          []byte    `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileResponse) Reset() {
+	*x = ReadFileResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileResponse) ProtoMessage() {}
+
+func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
+func (*ReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ReadFileResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name, namespace, path, mode and make_parents are read from the first
+	// message only; data from every message.
+	Name      string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Absolute path inside the sandbox.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits of the new file; 0 means 0644.
+	Mode uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Create missing parent directories (0755).
+	MakeParents   bool   `protobuf:"varint,5,opt,name=make_parents,json=makeParents,proto3" json:"make_parents,omitempty"`
+	Data          []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteFileRequest) Reset() {
+	*x = WriteFileRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteFileRequest) ProtoMessage() {}
+
+func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
+func (*WriteFileRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *WriteFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WriteFileRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WriteFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WriteFileRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *WriteFileRequest) GetMakeParents() bool {
+	if x != nil {
+		return x.MakeParents
+	}
+	return false
+}
+
+func (x *WriteFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteFileResponse) Reset() {
+	*x = WriteFileResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteFileResponse) ProtoMessage() {}
+
+func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
+func (*WriteFileResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WriteFileResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListDirRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Path      string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// How deep to list: 1 (or 0) lists the directory's own entries.
+	Depth         int32 `protobuf:"varint,4,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirRequest) Reset() {
+	*x = ListDirRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirRequest) ProtoMessage() {}
+
+func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
+func (*ListDirRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListDirRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListDirRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ListDirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ListDirRequest) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+type ListDirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*FileInfo            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirResponse) Reset() {
+	*x = ListDirResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirResponse) ProtoMessage() {}
+
+func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
+func (*ListDirResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListDirResponse) GetEntries() []*FileInfo {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type StatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatRequest) Reset() {
+	*x = StatRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatRequest) ProtoMessage() {}
+
+func (x *StatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
+func (*StatRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *StatRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StatRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *StatRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type StatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatResponse) Reset() {
+	*x = StatResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatResponse) ProtoMessage() {}
+
+func (x *StatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
+func (*StatResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *StatResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type MakeDirRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Path      string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// Permission bits; 0 means 0755. Missing parents are made too.
+	Mode          uint32 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MakeDirRequest) Reset() {
+	*x = MakeDirRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MakeDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MakeDirRequest) ProtoMessage() {}
+
+func (x *MakeDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MakeDirRequest.ProtoReflect.Descriptor instead.
+func (*MakeDirRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *MakeDirRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MakeDirRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *MakeDirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MakeDirRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type MakeDirResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the directory existed already.
+	Created       bool `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MakeDirResponse) Reset() {
+	*x = MakeDirResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MakeDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MakeDirResponse) ProtoMessage() {}
+
+func (x *MakeDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MakeDirResponse.ProtoReflect.Descriptor instead.
+func (*MakeDirResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *MakeDirResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type MoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Source        string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Destination   string                 `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRequest) Reset() {
+	*x = MoveRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRequest) ProtoMessage() {}
+
+func (x *MoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
+func (*MoveRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *MoveRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MoveRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *MoveRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *MoveRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+type MoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveResponse) Reset() {
+	*x = MoveResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveResponse) ProtoMessage() {}
+
+func (x *MoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveResponse.ProtoReflect.Descriptor instead.
+func (*MoveResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{41}
+}
+
+type RemoveRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Path      string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// Remove a directory with everything in it.
+	Recursive     bool `protobuf:"varint,4,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RemoveRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type RemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{43}
+}
+
 var File_fsb_v1_fastpath_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\n" +
-	"\x15fsb/v1/fastpath.proto\x12\x06fsb.v1\x1a\x12fsb/v1/agent.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n" +
+	"\x15fsb/v1/fastpath.proto\x12\x06fsb.v1\x1a\x12fsb/v1/agent.proto\x1a\x11fsb/v1/exec.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n" +
 	"\x14CreateSandboxRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
@@ -853,7 +2530,105 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x05lines\x18\x01 \x03(\v2\x0f.fsb.v1.LogLineR\x05lines\"\x13\n" +
 	"\x11ListAgentsRequest\"A\n" +
 	"\x12ListAgentsResponse\x12+\n" +
-	"\x06agents\x18\x01 \x03(\v2\x13.fsb.v1.AgentStatusR\x06agents2\x9a\x04\n" +
+	"\x06agents\x18\x01 \x03(\v2\x13.fsb.v1.AgentStatusR\x06agents\"n\n" +
+	"\vExecRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12-\n" +
+	"\aprocess\x18\x03 \x01(\v2\x13.fsb.v1.ProcessSpecR\aprocess\"7\n" +
+	"\fExecResponse\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.fsb.v1.ExecEventR\x05event\"\xd0\x01\n" +
+	"\x16ExecInteractiveRequest\x12+\n" +
+	"\x05start\x18\x01 \x01(\v2\x13.fsb.v1.ExecRequestH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
+	"\vclose_stdin\x18\x03 \x01(\bH\x00R\n" +
+	"closeStdin\x12)\n" +
+	"\x06resize\x18\x04 \x01(\v2\x0f.fsb.v1.PtySizeH\x00R\x06resize\x12\x18\n" +
+	"\x06signal\x18\x05 \x01(\tH\x00R\x06signalB\t\n" +
+	"\arequest\"B\n" +
+	"\x17ExecInteractiveResponse\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.fsb.v1.ExecEventR\x05event\"Z\n" +
+	"\x14AttachProcessRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\"@\n" +
+	"\x15AttachProcessResponse\x12'\n" +
+	"\x05event\x18\x01 \x01(\v2\x11.fsb.v1.ExecEventR\x05event\"j\n" +
+	"\x10SendInputRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\x13\n" +
+	"\x11SendInputResponse\"W\n" +
+	"\x11CloseInputRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\x14\n" +
+	"\x12CloseInputResponse\"r\n" +
+	"\x14SignalProcessRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x04 \x01(\tR\x06signal\"\x17\n" +
+	"\x15SignalProcessResponse\"{\n" +
+	"\x10ResizePtyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12#\n" +
+	"\x04size\x18\x04 \x01(\v2\x0f.fsb.v1.PtySizeR\x04size\"\x13\n" +
+	"\x11ResizePtyResponse\"H\n" +
+	"\x14ListProcessesRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"J\n" +
+	"\x15ListProcessesResponse\x121\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"W\n" +
+	"\x0fReadFileRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"L\n" +
+	"\x10ReadFileResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa3\x01\n" +
+	"\x10WriteFileRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12!\n" +
+	"\fmake_parents\x18\x05 \x01(\bR\vmakeParents\x12\x12\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data\"9\n" +
+	"\x11WriteFileResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\"l\n" +
+	"\x0eListDirRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x14\n" +
+	"\x05depth\x18\x04 \x01(\x05R\x05depth\"=\n" +
+	"\x0fListDirResponse\x12*\n" +
+	"\aentries\x18\x01 \x03(\v2\x10.fsb.v1.FileInfoR\aentries\"S\n" +
+	"\vStatRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\"4\n" +
+	"\fStatResponse\x12$\n" +
+	"\x04info\x18\x01 \x01(\v2\x10.fsb.v1.FileInfoR\x04info\"j\n" +
+	"\x0eMakeDirRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\"+\n" +
+	"\x0fMakeDirResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\bR\acreated\"y\n" +
+	"\vMoveRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12 \n" +
+	"\vdestination\x18\x04 \x01(\tR\vdestination\"\x0e\n" +
+	"\fMoveResponse\"s\n" +
+	"\rRemoveRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1c\n" +
+	"\trecursive\x18\x04 \x01(\bR\trecursive\"\x10\n" +
+	"\x0eRemoveResponse2\xf8\v\n" +
 	"\x0fFastPathService\x12L\n" +
 	"\rCreateSandbox\x12\x1c.fsb.v1.CreateSandboxRequest\x1a\x1d.fsb.v1.CreateSandboxResponse\x12L\n" +
 	"\rDeleteSandbox\x12\x1c.fsb.v1.DeleteSandboxRequest\x1a\x1d.fsb.v1.DeleteSandboxResponse\x12L\n" +
@@ -864,7 +2639,23 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\n" +
 	"StreamLogs\x12\x19.fsb.v1.StreamLogsRequest\x1a\x1a.fsb.v1.StreamLogsResponse0\x01\x12C\n" +
 	"\n" +
-	"ListAgents\x12\x19.fsb.v1.ListAgentsRequest\x1a\x1a.fsb.v1.ListAgentsResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
+	"ListAgents\x12\x19.fsb.v1.ListAgentsRequest\x1a\x1a.fsb.v1.ListAgentsResponse\x123\n" +
+	"\x04Exec\x12\x13.fsb.v1.ExecRequest\x1a\x14.fsb.v1.ExecResponse0\x01\x12V\n" +
+	"\x0fExecInteractive\x12\x1e.fsb.v1.ExecInteractiveRequest\x1a\x1f.fsb.v1.ExecInteractiveResponse(\x010\x01\x12N\n" +
+	"\rAttachProcess\x12\x1c.fsb.v1.AttachProcessRequest\x1a\x1d.fsb.v1.AttachProcessResponse0\x01\x12@\n" +
+	"\tSendInput\x12\x18.fsb.v1.SendInputRequest\x1a\x19.fsb.v1.SendInputResponse\x12C\n" +
+	"\n" +
+	"CloseInput\x12\x19.fsb.v1.CloseInputRequest\x1a\x1a.fsb.v1.CloseInputResponse\x12L\n" +
+	"\rSignalProcess\x12\x1c.fsb.v1.SignalProcessRequest\x1a\x1d.fsb.v1.SignalProcessResponse\x12@\n" +
+	"\tResizePty\x12\x18.fsb.v1.ResizePtyRequest\x1a\x19.fsb.v1.ResizePtyResponse\x12L\n" +
+	"\rListProcesses\x12\x1c.fsb.v1.ListProcessesRequest\x1a\x1d.fsb.v1.ListProcessesResponse\x12?\n" +
+	"\bReadFile\x12\x17.fsb.v1.ReadFileRequest\x1a\x18.fsb.v1.ReadFileResponse0\x01\x12B\n" +
+	"\tWriteFile\x12\x18.fsb.v1.WriteFileRequest\x1a\x19.fsb.v1.WriteFileResponse(\x01\x12:\n" +
+	"\aListDir\x12\x16.fsb.v1.ListDirRequest\x1a\x17.fsb.v1.ListDirResponse\x121\n" +
+	"\x04Stat\x12\x13.fsb.v1.StatRequest\x1a\x14.fsb.v1.StatResponse\x12:\n" +
+	"\aMakeDir\x12\x16.fsb.v1.MakeDirRequest\x1a\x17.fsb.v1.MakeDirResponse\x121\n" +
+	"\x04Move\x12\x13.fsb.v1.MoveRequest\x1a\x14.fsb.v1.MoveResponse\x127\n" +
+	"\x06Remove\x12\x15.fsb.v1.RemoveRequest\x1a\x16.fsb.v1.RemoveResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
 
 var (
 	file_fsb_v1_fastpath_proto_rawDescOnce sync.Once
@@ -878,62 +2669,139 @@ func file_fsb_v1_fastpath_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_fastpath_proto_rawDescData
 }
 
-var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_fsb_v1_fastpath_proto_goTypes = []any{
-	(*CreateSandboxRequest)(nil),  // 0: fsb.v1.CreateSandboxRequest
-	(*CreateSandboxResponse)(nil), // 1: fsb.v1.CreateSandboxResponse
-	(*DeleteSandboxRequest)(nil),  // 2: fsb.v1.DeleteSandboxRequest
-	(*DeleteSandboxResponse)(nil), // 3: fsb.v1.DeleteSandboxResponse
-	(*UpdateSandboxRequest)(nil),  // 4: fsb.v1.UpdateSandboxRequest
-	(*UpdateSandboxResponse)(nil), // 5: fsb.v1.UpdateSandboxResponse
-	(*ListSandboxesRequest)(nil),  // 6: fsb.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil), // 7: fsb.v1.ListSandboxesResponse
-	(*GetSandboxRequest)(nil),     // 8: fsb.v1.GetSandboxRequest
-	(*GetSandboxResponse)(nil),    // 9: fsb.v1.GetSandboxResponse
-	(*StreamLogsRequest)(nil),     // 10: fsb.v1.StreamLogsRequest
-	(*StreamLogsResponse)(nil),    // 11: fsb.v1.StreamLogsResponse
-	(*ListAgentsRequest)(nil),     // 12: fsb.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 13: fsb.v1.ListAgentsResponse
-	nil,                           // 14: fsb.v1.CreateSandboxRequest.LabelsEntry
-	nil,                           // 15: fsb.v1.UpdateSandboxRequest.LabelsEntry
-	(*SandboxSpec)(nil),           // 16: fsb.v1.SandboxSpec
-	(*Sandbox)(nil),               // 17: fsb.v1.Sandbox
-	(FailurePolicy)(0),            // 18: fsb.v1.FailurePolicy
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*LogLine)(nil),               // 20: fsb.v1.LogLine
-	(*AgentStatus)(nil),           // 21: fsb.v1.AgentStatus
+	(*CreateSandboxRequest)(nil),    // 0: fsb.v1.CreateSandboxRequest
+	(*CreateSandboxResponse)(nil),   // 1: fsb.v1.CreateSandboxResponse
+	(*DeleteSandboxRequest)(nil),    // 2: fsb.v1.DeleteSandboxRequest
+	(*DeleteSandboxResponse)(nil),   // 3: fsb.v1.DeleteSandboxResponse
+	(*UpdateSandboxRequest)(nil),    // 4: fsb.v1.UpdateSandboxRequest
+	(*UpdateSandboxResponse)(nil),   // 5: fsb.v1.UpdateSandboxResponse
+	(*ListSandboxesRequest)(nil),    // 6: fsb.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),   // 7: fsb.v1.ListSandboxesResponse
+	(*GetSandboxRequest)(nil),       // 8: fsb.v1.GetSandboxRequest
+	(*GetSandboxResponse)(nil),      // 9: fsb.v1.GetSandboxResponse
+	(*StreamLogsRequest)(nil),       // 10: fsb.v1.StreamLogsRequest
+	(*StreamLogsResponse)(nil),      // 11: fsb.v1.StreamLogsResponse
+	(*ListAgentsRequest)(nil),       // 12: fsb.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 13: fsb.v1.ListAgentsResponse
+	(*ExecRequest)(nil),             // 14: fsb.v1.ExecRequest
+	(*ExecResponse)(nil),            // 15: fsb.v1.ExecResponse
+	(*ExecInteractiveRequest)(nil),  // 16: fsb.v1.ExecInteractiveRequest
+	(*ExecInteractiveResponse)(nil), // 17: fsb.v1.ExecInteractiveResponse
+	(*AttachProcessRequest)(nil),    // 18: fsb.v1.AttachProcessRequest
+	(*AttachProcessResponse)(nil),   // 19: fsb.v1.AttachProcessResponse
+	(*SendInputRequest)(nil),        // 20: fsb.v1.SendInputRequest
+	(*SendInputResponse)(nil),       // 21: fsb.v1.SendInputResponse
+	(*CloseInputRequest)(nil),       // 22: fsb.v1.CloseInputRequest
+	(*CloseInputResponse)(nil),      // 23: fsb.v1.CloseInputResponse
+	(*SignalProcessRequest)(nil),    // 24: fsb.v1.SignalProcessRequest
+	(*SignalProcessResponse)(nil),   // 25: fsb.v1.SignalProcessResponse
+	(*ResizePtyRequest)(nil),        // 26: fsb.v1.ResizePtyRequest
+	(*ResizePtyResponse)(nil),       // 27: fsb.v1.ResizePtyResponse
+	(*ListProcessesRequest)(nil),    // 28: fsb.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),   // 29: fsb.v1.ListProcessesResponse
+	(*ReadFileRequest)(nil),         // 30: fsb.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),        // 31: fsb.v1.ReadFileResponse
+	(*WriteFileRequest)(nil),        // 32: fsb.v1.WriteFileRequest
+	(*WriteFileResponse)(nil),       // 33: fsb.v1.WriteFileResponse
+	(*ListDirRequest)(nil),          // 34: fsb.v1.ListDirRequest
+	(*ListDirResponse)(nil),         // 35: fsb.v1.ListDirResponse
+	(*StatRequest)(nil),             // 36: fsb.v1.StatRequest
+	(*StatResponse)(nil),            // 37: fsb.v1.StatResponse
+	(*MakeDirRequest)(nil),          // 38: fsb.v1.MakeDirRequest
+	(*MakeDirResponse)(nil),         // 39: fsb.v1.MakeDirResponse
+	(*MoveRequest)(nil),             // 40: fsb.v1.MoveRequest
+	(*MoveResponse)(nil),            // 41: fsb.v1.MoveResponse
+	(*RemoveRequest)(nil),           // 42: fsb.v1.RemoveRequest
+	(*RemoveResponse)(nil),          // 43: fsb.v1.RemoveResponse
+	nil,                             // 44: fsb.v1.CreateSandboxRequest.LabelsEntry
+	nil,                             // 45: fsb.v1.UpdateSandboxRequest.LabelsEntry
+	(*SandboxSpec)(nil),             // 46: fsb.v1.SandboxSpec
+	(*Sandbox)(nil),                 // 47: fsb.v1.Sandbox
+	(FailurePolicy)(0),              // 48: fsb.v1.FailurePolicy
+	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
+	(*LogLine)(nil),                 // 50: fsb.v1.LogLine
+	(*AgentStatus)(nil),             // 51: fsb.v1.AgentStatus
+	(*ProcessSpec)(nil),             // 52: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),               // 53: fsb.v1.ExecEvent
+	(*PtySize)(nil),                 // 54: fsb.v1.PtySize
+	(*ProcessInfo)(nil),             // 55: fsb.v1.ProcessInfo
+	(*FileInfo)(nil),                // 56: fsb.v1.FileInfo
 }
 var file_fsb_v1_fastpath_proto_depIdxs = []int32{
-	14, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
-	16, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	17, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	15, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
-	18, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
-	19, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
-	17, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	17, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
-	17, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	20, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	21, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
-	0,  // 11: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
-	2,  // 12: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
-	4,  // 13: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
-	6,  // 14: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
-	8,  // 15: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
-	10, // 16: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
-	12, // 17: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
-	1,  // 18: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
-	3,  // 19: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
-	5,  // 20: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
-	7,  // 21: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
-	9,  // 22: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
-	11, // 23: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
-	13, // 24: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	44, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
+	46, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	47, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	45, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
+	48, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
+	49, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
+	47, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	47, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
+	47, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	50, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	51, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
+	52, // 11: fsb.v1.ExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	53, // 12: fsb.v1.ExecResponse.event:type_name -> fsb.v1.ExecEvent
+	14, // 13: fsb.v1.ExecInteractiveRequest.start:type_name -> fsb.v1.ExecRequest
+	54, // 14: fsb.v1.ExecInteractiveRequest.resize:type_name -> fsb.v1.PtySize
+	53, // 15: fsb.v1.ExecInteractiveResponse.event:type_name -> fsb.v1.ExecEvent
+	53, // 16: fsb.v1.AttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	54, // 17: fsb.v1.ResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	55, // 18: fsb.v1.ListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	56, // 19: fsb.v1.ReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	56, // 20: fsb.v1.WriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	56, // 21: fsb.v1.ListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	56, // 22: fsb.v1.StatResponse.info:type_name -> fsb.v1.FileInfo
+	0,  // 23: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
+	2,  // 24: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
+	4,  // 25: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
+	6,  // 26: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
+	8,  // 27: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
+	10, // 28: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
+	12, // 29: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
+	14, // 30: fsb.v1.FastPathService.Exec:input_type -> fsb.v1.ExecRequest
+	16, // 31: fsb.v1.FastPathService.ExecInteractive:input_type -> fsb.v1.ExecInteractiveRequest
+	18, // 32: fsb.v1.FastPathService.AttachProcess:input_type -> fsb.v1.AttachProcessRequest
+	20, // 33: fsb.v1.FastPathService.SendInput:input_type -> fsb.v1.SendInputRequest
+	22, // 34: fsb.v1.FastPathService.CloseInput:input_type -> fsb.v1.CloseInputRequest
+	24, // 35: fsb.v1.FastPathService.SignalProcess:input_type -> fsb.v1.SignalProcessRequest
+	26, // 36: fsb.v1.FastPathService.ResizePty:input_type -> fsb.v1.ResizePtyRequest
+	28, // 37: fsb.v1.FastPathService.ListProcesses:input_type -> fsb.v1.ListProcessesRequest
+	30, // 38: fsb.v1.FastPathService.ReadFile:input_type -> fsb.v1.ReadFileRequest
+	32, // 39: fsb.v1.FastPathService.WriteFile:input_type -> fsb.v1.WriteFileRequest
+	34, // 40: fsb.v1.FastPathService.ListDir:input_type -> fsb.v1.ListDirRequest
+	36, // 41: fsb.v1.FastPathService.Stat:input_type -> fsb.v1.StatRequest
+	38, // 42: fsb.v1.FastPathService.MakeDir:input_type -> fsb.v1.MakeDirRequest
+	40, // 43: fsb.v1.FastPathService.Move:input_type -> fsb.v1.MoveRequest
+	42, // 44: fsb.v1.FastPathService.Remove:input_type -> fsb.v1.RemoveRequest
+	1,  // 45: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
+	3,  // 46: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
+	5,  // 47: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
+	7,  // 48: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
+	9,  // 49: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
+	11, // 50: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
+	13, // 51: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
+	15, // 52: fsb.v1.FastPathService.Exec:output_type -> fsb.v1.ExecResponse
+	17, // 53: fsb.v1.FastPathService.ExecInteractive:output_type -> fsb.v1.ExecInteractiveResponse
+	19, // 54: fsb.v1.FastPathService.AttachProcess:output_type -> fsb.v1.AttachProcessResponse
+	21, // 55: fsb.v1.FastPathService.SendInput:output_type -> fsb.v1.SendInputResponse
+	23, // 56: fsb.v1.FastPathService.CloseInput:output_type -> fsb.v1.CloseInputResponse
+	25, // 57: fsb.v1.FastPathService.SignalProcess:output_type -> fsb.v1.SignalProcessResponse
+	27, // 58: fsb.v1.FastPathService.ResizePty:output_type -> fsb.v1.ResizePtyResponse
+	29, // 59: fsb.v1.FastPathService.ListProcesses:output_type -> fsb.v1.ListProcessesResponse
+	31, // 60: fsb.v1.FastPathService.ReadFile:output_type -> fsb.v1.ReadFileResponse
+	33, // 61: fsb.v1.FastPathService.WriteFile:output_type -> fsb.v1.WriteFileResponse
+	35, // 62: fsb.v1.FastPathService.ListDir:output_type -> fsb.v1.ListDirResponse
+	37, // 63: fsb.v1.FastPathService.Stat:output_type -> fsb.v1.StatResponse
+	39, // 64: fsb.v1.FastPathService.MakeDir:output_type -> fsb.v1.MakeDirResponse
+	41, // 65: fsb.v1.FastPathService.Move:output_type -> fsb.v1.MoveResponse
+	43, // 66: fsb.v1.FastPathService.Remove:output_type -> fsb.v1.RemoveResponse
+	45, // [45:67] is the sub-list for method output_type
+	23, // [23:45] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_fastpath_proto_init() }
@@ -942,16 +2810,24 @@ func file_fsb_v1_fastpath_proto_init() {
 		return
 	}
 	file_fsb_v1_agent_proto_init()
+	file_fsb_v1_exec_proto_init()
 	file_fsb_v1_sandbox_proto_init()
 	file_fsb_v1_fastpath_proto_msgTypes[2].OneofWrappers = []any{}
 	file_fsb_v1_fastpath_proto_msgTypes[4].OneofWrappers = []any{}
+	file_fsb_v1_fastpath_proto_msgTypes[16].OneofWrappers = []any{
+		(*ExecInteractiveRequest_Start)(nil),
+		(*ExecInteractiveRequest_Stdin)(nil),
+		(*ExecInteractiveRequest_CloseStdin)(nil),
+		(*ExecInteractiveRequest_Resize)(nil),
+		(*ExecInteractiveRequest_Signal)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_fastpath_proto_rawDesc), len(file_fsb_v1_fastpath_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

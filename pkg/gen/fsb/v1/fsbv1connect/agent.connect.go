@@ -49,6 +49,37 @@ const (
 	// AgentServiceMarkPersistedProcedure is the fully-qualified name of the AgentService's
 	// MarkPersisted RPC.
 	AgentServiceMarkPersistedProcedure = "/fsb.v1.AgentService/MarkPersisted"
+	// AgentServiceExecProcedure is the fully-qualified name of the AgentService's Exec RPC.
+	AgentServiceExecProcedure = "/fsb.v1.AgentService/Exec"
+	// AgentServiceAttachProcessProcedure is the fully-qualified name of the AgentService's
+	// AttachProcess RPC.
+	AgentServiceAttachProcessProcedure = "/fsb.v1.AgentService/AttachProcess"
+	// AgentServiceSendInputProcedure is the fully-qualified name of the AgentService's SendInput RPC.
+	AgentServiceSendInputProcedure = "/fsb.v1.AgentService/SendInput"
+	// AgentServiceCloseInputProcedure is the fully-qualified name of the AgentService's CloseInput RPC.
+	AgentServiceCloseInputProcedure = "/fsb.v1.AgentService/CloseInput"
+	// AgentServiceSignalProcessProcedure is the fully-qualified name of the AgentService's
+	// SignalProcess RPC.
+	AgentServiceSignalProcessProcedure = "/fsb.v1.AgentService/SignalProcess"
+	// AgentServiceResizePtyProcedure is the fully-qualified name of the AgentService's ResizePty RPC.
+	AgentServiceResizePtyProcedure = "/fsb.v1.AgentService/ResizePty"
+	// AgentServiceListProcessesProcedure is the fully-qualified name of the AgentService's
+	// ListProcesses RPC.
+	AgentServiceListProcessesProcedure = "/fsb.v1.AgentService/ListProcesses"
+	// AgentServiceReadFileProcedure is the fully-qualified name of the AgentService's ReadFile RPC.
+	AgentServiceReadFileProcedure = "/fsb.v1.AgentService/ReadFile"
+	// AgentServiceWriteFileProcedure is the fully-qualified name of the AgentService's WriteFile RPC.
+	AgentServiceWriteFileProcedure = "/fsb.v1.AgentService/WriteFile"
+	// AgentServiceListDirProcedure is the fully-qualified name of the AgentService's ListDir RPC.
+	AgentServiceListDirProcedure = "/fsb.v1.AgentService/ListDir"
+	// AgentServiceStatProcedure is the fully-qualified name of the AgentService's Stat RPC.
+	AgentServiceStatProcedure = "/fsb.v1.AgentService/Stat"
+	// AgentServiceMakeDirProcedure is the fully-qualified name of the AgentService's MakeDir RPC.
+	AgentServiceMakeDirProcedure = "/fsb.v1.AgentService/MakeDir"
+	// AgentServiceMoveProcedure is the fully-qualified name of the AgentService's Move RPC.
+	AgentServiceMoveProcedure = "/fsb.v1.AgentService/Move"
+	// AgentServiceRemoveProcedure is the fully-qualified name of the AgentService's Remove RPC.
+	AgentServiceRemoveProcedure = "/fsb.v1.AgentService/Remove"
 )
 
 // AgentServiceClient is a client for the fsb.v1.AgentService service.
@@ -69,6 +100,29 @@ type AgentServiceClient interface {
 	// the store: from then on a container without an object was deleted, and
 	// is removed rather than re-created from the agent's copy of the spec.
 	MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error)
+	// Exec starts a process in a running sandbox (through its fsb init) and
+	// streams its events: started, output, exit. Closing the stream detaches;
+	// the process goes on.
+	Exec(context.Context, *connect.Request[v1.AgentServiceExecRequest]) (*connect.ServerStreamForClient[v1.AgentServiceExecResponse], error)
+	// AttachProcess streams the events of a process started earlier: the
+	// output kept while no client was attached first.
+	AttachProcess(context.Context, *connect.Request[v1.AgentServiceAttachProcessRequest]) (*connect.ServerStreamForClient[v1.AgentServiceAttachProcessResponse], error)
+	SendInput(context.Context, *connect.Request[v1.AgentServiceSendInputRequest]) (*connect.Response[v1.AgentServiceSendInputResponse], error)
+	CloseInput(context.Context, *connect.Request[v1.AgentServiceCloseInputRequest]) (*connect.Response[v1.AgentServiceCloseInputResponse], error)
+	SignalProcess(context.Context, *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error)
+	ResizePty(context.Context, *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error)
+	ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error)
+	// ReadFile streams a file: its FileInfo first, then its bytes.
+	ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest]) (*connect.ServerStreamForClient[v1.AgentServiceReadFileResponse], error)
+	// WriteFile writes a file from a stream: the first message names it, the
+	// data follows; the file replaces any old one atomically (rename) once
+	// every byte is written.
+	WriteFile(context.Context) *connect.ClientStreamForClient[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse]
+	ListDir(context.Context, *connect.Request[v1.AgentServiceListDirRequest]) (*connect.Response[v1.AgentServiceListDirResponse], error)
+	Stat(context.Context, *connect.Request[v1.AgentServiceStatRequest]) (*connect.Response[v1.AgentServiceStatResponse], error)
+	MakeDir(context.Context, *connect.Request[v1.AgentServiceMakeDirRequest]) (*connect.Response[v1.AgentServiceMakeDirResponse], error)
+	Move(context.Context, *connect.Request[v1.AgentServiceMoveRequest]) (*connect.Response[v1.AgentServiceMoveResponse], error)
+	Remove(context.Context, *connect.Request[v1.AgentServiceRemoveRequest]) (*connect.Response[v1.AgentServiceRemoveResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the fsb.v1.AgentService service. By default, it
@@ -118,6 +172,90 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("MarkPersisted")),
 			connect.WithClientOptions(opts...),
 		),
+		exec: connect.NewClient[v1.AgentServiceExecRequest, v1.AgentServiceExecResponse](
+			httpClient,
+			baseURL+AgentServiceExecProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Exec")),
+			connect.WithClientOptions(opts...),
+		),
+		attachProcess: connect.NewClient[v1.AgentServiceAttachProcessRequest, v1.AgentServiceAttachProcessResponse](
+			httpClient,
+			baseURL+AgentServiceAttachProcessProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("AttachProcess")),
+			connect.WithClientOptions(opts...),
+		),
+		sendInput: connect.NewClient[v1.AgentServiceSendInputRequest, v1.AgentServiceSendInputResponse](
+			httpClient,
+			baseURL+AgentServiceSendInputProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("SendInput")),
+			connect.WithClientOptions(opts...),
+		),
+		closeInput: connect.NewClient[v1.AgentServiceCloseInputRequest, v1.AgentServiceCloseInputResponse](
+			httpClient,
+			baseURL+AgentServiceCloseInputProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("CloseInput")),
+			connect.WithClientOptions(opts...),
+		),
+		signalProcess: connect.NewClient[v1.AgentServiceSignalProcessRequest, v1.AgentServiceSignalProcessResponse](
+			httpClient,
+			baseURL+AgentServiceSignalProcessProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("SignalProcess")),
+			connect.WithClientOptions(opts...),
+		),
+		resizePty: connect.NewClient[v1.AgentServiceResizePtyRequest, v1.AgentServiceResizePtyResponse](
+			httpClient,
+			baseURL+AgentServiceResizePtyProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ResizePty")),
+			connect.WithClientOptions(opts...),
+		),
+		listProcesses: connect.NewClient[v1.AgentServiceListProcessesRequest, v1.AgentServiceListProcessesResponse](
+			httpClient,
+			baseURL+AgentServiceListProcessesProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ListProcesses")),
+			connect.WithClientOptions(opts...),
+		),
+		readFile: connect.NewClient[v1.AgentServiceReadFileRequest, v1.AgentServiceReadFileResponse](
+			httpClient,
+			baseURL+AgentServiceReadFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ReadFile")),
+			connect.WithClientOptions(opts...),
+		),
+		writeFile: connect.NewClient[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse](
+			httpClient,
+			baseURL+AgentServiceWriteFileProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("WriteFile")),
+			connect.WithClientOptions(opts...),
+		),
+		listDir: connect.NewClient[v1.AgentServiceListDirRequest, v1.AgentServiceListDirResponse](
+			httpClient,
+			baseURL+AgentServiceListDirProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ListDir")),
+			connect.WithClientOptions(opts...),
+		),
+		stat: connect.NewClient[v1.AgentServiceStatRequest, v1.AgentServiceStatResponse](
+			httpClient,
+			baseURL+AgentServiceStatProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Stat")),
+			connect.WithClientOptions(opts...),
+		),
+		makeDir: connect.NewClient[v1.AgentServiceMakeDirRequest, v1.AgentServiceMakeDirResponse](
+			httpClient,
+			baseURL+AgentServiceMakeDirProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("MakeDir")),
+			connect.WithClientOptions(opts...),
+		),
+		move: connect.NewClient[v1.AgentServiceMoveRequest, v1.AgentServiceMoveResponse](
+			httpClient,
+			baseURL+AgentServiceMoveProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Move")),
+			connect.WithClientOptions(opts...),
+		),
+		remove: connect.NewClient[v1.AgentServiceRemoveRequest, v1.AgentServiceRemoveResponse](
+			httpClient,
+			baseURL+AgentServiceRemoveProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Remove")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -129,6 +267,20 @@ type agentServiceClient struct {
 	watchStatus   *connect.Client[v1.WatchStatusRequest, v1.WatchStatusResponse]
 	streamLogs    *connect.Client[v1.AgentServiceStreamLogsRequest, v1.AgentServiceStreamLogsResponse]
 	markPersisted *connect.Client[v1.MarkPersistedRequest, v1.MarkPersistedResponse]
+	exec          *connect.Client[v1.AgentServiceExecRequest, v1.AgentServiceExecResponse]
+	attachProcess *connect.Client[v1.AgentServiceAttachProcessRequest, v1.AgentServiceAttachProcessResponse]
+	sendInput     *connect.Client[v1.AgentServiceSendInputRequest, v1.AgentServiceSendInputResponse]
+	closeInput    *connect.Client[v1.AgentServiceCloseInputRequest, v1.AgentServiceCloseInputResponse]
+	signalProcess *connect.Client[v1.AgentServiceSignalProcessRequest, v1.AgentServiceSignalProcessResponse]
+	resizePty     *connect.Client[v1.AgentServiceResizePtyRequest, v1.AgentServiceResizePtyResponse]
+	listProcesses *connect.Client[v1.AgentServiceListProcessesRequest, v1.AgentServiceListProcessesResponse]
+	readFile      *connect.Client[v1.AgentServiceReadFileRequest, v1.AgentServiceReadFileResponse]
+	writeFile     *connect.Client[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse]
+	listDir       *connect.Client[v1.AgentServiceListDirRequest, v1.AgentServiceListDirResponse]
+	stat          *connect.Client[v1.AgentServiceStatRequest, v1.AgentServiceStatResponse]
+	makeDir       *connect.Client[v1.AgentServiceMakeDirRequest, v1.AgentServiceMakeDirResponse]
+	move          *connect.Client[v1.AgentServiceMoveRequest, v1.AgentServiceMoveResponse]
+	remove        *connect.Client[v1.AgentServiceRemoveRequest, v1.AgentServiceRemoveResponse]
 }
 
 // CreateSandbox calls fsb.v1.AgentService.CreateSandbox.
@@ -161,6 +313,76 @@ func (c *agentServiceClient) MarkPersisted(ctx context.Context, req *connect.Req
 	return c.markPersisted.CallUnary(ctx, req)
 }
 
+// Exec calls fsb.v1.AgentService.Exec.
+func (c *agentServiceClient) Exec(ctx context.Context, req *connect.Request[v1.AgentServiceExecRequest]) (*connect.ServerStreamForClient[v1.AgentServiceExecResponse], error) {
+	return c.exec.CallServerStream(ctx, req)
+}
+
+// AttachProcess calls fsb.v1.AgentService.AttachProcess.
+func (c *agentServiceClient) AttachProcess(ctx context.Context, req *connect.Request[v1.AgentServiceAttachProcessRequest]) (*connect.ServerStreamForClient[v1.AgentServiceAttachProcessResponse], error) {
+	return c.attachProcess.CallServerStream(ctx, req)
+}
+
+// SendInput calls fsb.v1.AgentService.SendInput.
+func (c *agentServiceClient) SendInput(ctx context.Context, req *connect.Request[v1.AgentServiceSendInputRequest]) (*connect.Response[v1.AgentServiceSendInputResponse], error) {
+	return c.sendInput.CallUnary(ctx, req)
+}
+
+// CloseInput calls fsb.v1.AgentService.CloseInput.
+func (c *agentServiceClient) CloseInput(ctx context.Context, req *connect.Request[v1.AgentServiceCloseInputRequest]) (*connect.Response[v1.AgentServiceCloseInputResponse], error) {
+	return c.closeInput.CallUnary(ctx, req)
+}
+
+// SignalProcess calls fsb.v1.AgentService.SignalProcess.
+func (c *agentServiceClient) SignalProcess(ctx context.Context, req *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error) {
+	return c.signalProcess.CallUnary(ctx, req)
+}
+
+// ResizePty calls fsb.v1.AgentService.ResizePty.
+func (c *agentServiceClient) ResizePty(ctx context.Context, req *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error) {
+	return c.resizePty.CallUnary(ctx, req)
+}
+
+// ListProcesses calls fsb.v1.AgentService.ListProcesses.
+func (c *agentServiceClient) ListProcesses(ctx context.Context, req *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error) {
+	return c.listProcesses.CallUnary(ctx, req)
+}
+
+// ReadFile calls fsb.v1.AgentService.ReadFile.
+func (c *agentServiceClient) ReadFile(ctx context.Context, req *connect.Request[v1.AgentServiceReadFileRequest]) (*connect.ServerStreamForClient[v1.AgentServiceReadFileResponse], error) {
+	return c.readFile.CallServerStream(ctx, req)
+}
+
+// WriteFile calls fsb.v1.AgentService.WriteFile.
+func (c *agentServiceClient) WriteFile(ctx context.Context) *connect.ClientStreamForClient[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse] {
+	return c.writeFile.CallClientStream(ctx)
+}
+
+// ListDir calls fsb.v1.AgentService.ListDir.
+func (c *agentServiceClient) ListDir(ctx context.Context, req *connect.Request[v1.AgentServiceListDirRequest]) (*connect.Response[v1.AgentServiceListDirResponse], error) {
+	return c.listDir.CallUnary(ctx, req)
+}
+
+// Stat calls fsb.v1.AgentService.Stat.
+func (c *agentServiceClient) Stat(ctx context.Context, req *connect.Request[v1.AgentServiceStatRequest]) (*connect.Response[v1.AgentServiceStatResponse], error) {
+	return c.stat.CallUnary(ctx, req)
+}
+
+// MakeDir calls fsb.v1.AgentService.MakeDir.
+func (c *agentServiceClient) MakeDir(ctx context.Context, req *connect.Request[v1.AgentServiceMakeDirRequest]) (*connect.Response[v1.AgentServiceMakeDirResponse], error) {
+	return c.makeDir.CallUnary(ctx, req)
+}
+
+// Move calls fsb.v1.AgentService.Move.
+func (c *agentServiceClient) Move(ctx context.Context, req *connect.Request[v1.AgentServiceMoveRequest]) (*connect.Response[v1.AgentServiceMoveResponse], error) {
+	return c.move.CallUnary(ctx, req)
+}
+
+// Remove calls fsb.v1.AgentService.Remove.
+func (c *agentServiceClient) Remove(ctx context.Context, req *connect.Request[v1.AgentServiceRemoveRequest]) (*connect.Response[v1.AgentServiceRemoveResponse], error) {
+	return c.remove.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the fsb.v1.AgentService service.
 type AgentServiceHandler interface {
 	// CreateSandbox ensures that revision `revision` of sandbox `sandbox_id`
@@ -179,6 +401,29 @@ type AgentServiceHandler interface {
 	// the store: from then on a container without an object was deleted, and
 	// is removed rather than re-created from the agent's copy of the spec.
 	MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error)
+	// Exec starts a process in a running sandbox (through its fsb init) and
+	// streams its events: started, output, exit. Closing the stream detaches;
+	// the process goes on.
+	Exec(context.Context, *connect.Request[v1.AgentServiceExecRequest], *connect.ServerStream[v1.AgentServiceExecResponse]) error
+	// AttachProcess streams the events of a process started earlier: the
+	// output kept while no client was attached first.
+	AttachProcess(context.Context, *connect.Request[v1.AgentServiceAttachProcessRequest], *connect.ServerStream[v1.AgentServiceAttachProcessResponse]) error
+	SendInput(context.Context, *connect.Request[v1.AgentServiceSendInputRequest]) (*connect.Response[v1.AgentServiceSendInputResponse], error)
+	CloseInput(context.Context, *connect.Request[v1.AgentServiceCloseInputRequest]) (*connect.Response[v1.AgentServiceCloseInputResponse], error)
+	SignalProcess(context.Context, *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error)
+	ResizePty(context.Context, *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error)
+	ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error)
+	// ReadFile streams a file: its FileInfo first, then its bytes.
+	ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest], *connect.ServerStream[v1.AgentServiceReadFileResponse]) error
+	// WriteFile writes a file from a stream: the first message names it, the
+	// data follows; the file replaces any old one atomically (rename) once
+	// every byte is written.
+	WriteFile(context.Context, *connect.ClientStream[v1.AgentServiceWriteFileRequest]) (*connect.Response[v1.AgentServiceWriteFileResponse], error)
+	ListDir(context.Context, *connect.Request[v1.AgentServiceListDirRequest]) (*connect.Response[v1.AgentServiceListDirResponse], error)
+	Stat(context.Context, *connect.Request[v1.AgentServiceStatRequest]) (*connect.Response[v1.AgentServiceStatResponse], error)
+	MakeDir(context.Context, *connect.Request[v1.AgentServiceMakeDirRequest]) (*connect.Response[v1.AgentServiceMakeDirResponse], error)
+	Move(context.Context, *connect.Request[v1.AgentServiceMoveRequest]) (*connect.Response[v1.AgentServiceMoveResponse], error)
+	Remove(context.Context, *connect.Request[v1.AgentServiceRemoveRequest]) (*connect.Response[v1.AgentServiceRemoveResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -224,6 +469,90 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("MarkPersisted")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceExecHandler := connect.NewServerStreamHandler(
+		AgentServiceExecProcedure,
+		svc.Exec,
+		connect.WithSchema(agentServiceMethods.ByName("Exec")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceAttachProcessHandler := connect.NewServerStreamHandler(
+		AgentServiceAttachProcessProcedure,
+		svc.AttachProcess,
+		connect.WithSchema(agentServiceMethods.ByName("AttachProcess")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceSendInputHandler := connect.NewUnaryHandler(
+		AgentServiceSendInputProcedure,
+		svc.SendInput,
+		connect.WithSchema(agentServiceMethods.ByName("SendInput")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceCloseInputHandler := connect.NewUnaryHandler(
+		AgentServiceCloseInputProcedure,
+		svc.CloseInput,
+		connect.WithSchema(agentServiceMethods.ByName("CloseInput")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceSignalProcessHandler := connect.NewUnaryHandler(
+		AgentServiceSignalProcessProcedure,
+		svc.SignalProcess,
+		connect.WithSchema(agentServiceMethods.ByName("SignalProcess")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceResizePtyHandler := connect.NewUnaryHandler(
+		AgentServiceResizePtyProcedure,
+		svc.ResizePty,
+		connect.WithSchema(agentServiceMethods.ByName("ResizePty")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceListProcessesHandler := connect.NewUnaryHandler(
+		AgentServiceListProcessesProcedure,
+		svc.ListProcesses,
+		connect.WithSchema(agentServiceMethods.ByName("ListProcesses")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceReadFileHandler := connect.NewServerStreamHandler(
+		AgentServiceReadFileProcedure,
+		svc.ReadFile,
+		connect.WithSchema(agentServiceMethods.ByName("ReadFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceWriteFileHandler := connect.NewClientStreamHandler(
+		AgentServiceWriteFileProcedure,
+		svc.WriteFile,
+		connect.WithSchema(agentServiceMethods.ByName("WriteFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceListDirHandler := connect.NewUnaryHandler(
+		AgentServiceListDirProcedure,
+		svc.ListDir,
+		connect.WithSchema(agentServiceMethods.ByName("ListDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceStatHandler := connect.NewUnaryHandler(
+		AgentServiceStatProcedure,
+		svc.Stat,
+		connect.WithSchema(agentServiceMethods.ByName("Stat")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceMakeDirHandler := connect.NewUnaryHandler(
+		AgentServiceMakeDirProcedure,
+		svc.MakeDir,
+		connect.WithSchema(agentServiceMethods.ByName("MakeDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceMoveHandler := connect.NewUnaryHandler(
+		AgentServiceMoveProcedure,
+		svc.Move,
+		connect.WithSchema(agentServiceMethods.ByName("Move")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceRemoveHandler := connect.NewUnaryHandler(
+		AgentServiceRemoveProcedure,
+		svc.Remove,
+		connect.WithSchema(agentServiceMethods.ByName("Remove")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/fsb.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceCreateSandboxProcedure:
@@ -238,6 +567,34 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceStreamLogsHandler.ServeHTTP(w, r)
 		case AgentServiceMarkPersistedProcedure:
 			agentServiceMarkPersistedHandler.ServeHTTP(w, r)
+		case AgentServiceExecProcedure:
+			agentServiceExecHandler.ServeHTTP(w, r)
+		case AgentServiceAttachProcessProcedure:
+			agentServiceAttachProcessHandler.ServeHTTP(w, r)
+		case AgentServiceSendInputProcedure:
+			agentServiceSendInputHandler.ServeHTTP(w, r)
+		case AgentServiceCloseInputProcedure:
+			agentServiceCloseInputHandler.ServeHTTP(w, r)
+		case AgentServiceSignalProcessProcedure:
+			agentServiceSignalProcessHandler.ServeHTTP(w, r)
+		case AgentServiceResizePtyProcedure:
+			agentServiceResizePtyHandler.ServeHTTP(w, r)
+		case AgentServiceListProcessesProcedure:
+			agentServiceListProcessesHandler.ServeHTTP(w, r)
+		case AgentServiceReadFileProcedure:
+			agentServiceReadFileHandler.ServeHTTP(w, r)
+		case AgentServiceWriteFileProcedure:
+			agentServiceWriteFileHandler.ServeHTTP(w, r)
+		case AgentServiceListDirProcedure:
+			agentServiceListDirHandler.ServeHTTP(w, r)
+		case AgentServiceStatProcedure:
+			agentServiceStatHandler.ServeHTTP(w, r)
+		case AgentServiceMakeDirProcedure:
+			agentServiceMakeDirHandler.ServeHTTP(w, r)
+		case AgentServiceMoveProcedure:
+			agentServiceMoveHandler.ServeHTTP(w, r)
+		case AgentServiceRemoveProcedure:
+			agentServiceRemoveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -269,4 +626,60 @@ func (UnimplementedAgentServiceHandler) StreamLogs(context.Context, *connect.Req
 
 func (UnimplementedAgentServiceHandler) MarkPersisted(context.Context, *connect.Request[v1.MarkPersistedRequest]) (*connect.Response[v1.MarkPersistedResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.MarkPersisted is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Exec(context.Context, *connect.Request[v1.AgentServiceExecRequest], *connect.ServerStream[v1.AgentServiceExecResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.Exec is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) AttachProcess(context.Context, *connect.Request[v1.AgentServiceAttachProcessRequest], *connect.ServerStream[v1.AgentServiceAttachProcessResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.AttachProcess is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) SendInput(context.Context, *connect.Request[v1.AgentServiceSendInputRequest]) (*connect.Response[v1.AgentServiceSendInputResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.SendInput is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) CloseInput(context.Context, *connect.Request[v1.AgentServiceCloseInputRequest]) (*connect.Response[v1.AgentServiceCloseInputResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.CloseInput is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) SignalProcess(context.Context, *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.SignalProcess is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ResizePty(context.Context, *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.ResizePty is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.ListProcesses is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest], *connect.ServerStream[v1.AgentServiceReadFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.ReadFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) WriteFile(context.Context, *connect.ClientStream[v1.AgentServiceWriteFileRequest]) (*connect.Response[v1.AgentServiceWriteFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.WriteFile is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ListDir(context.Context, *connect.Request[v1.AgentServiceListDirRequest]) (*connect.Response[v1.AgentServiceListDirResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.ListDir is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Stat(context.Context, *connect.Request[v1.AgentServiceStatRequest]) (*connect.Response[v1.AgentServiceStatResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.Stat is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) MakeDir(context.Context, *connect.Request[v1.AgentServiceMakeDirRequest]) (*connect.Response[v1.AgentServiceMakeDirResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.MakeDir is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Move(context.Context, *connect.Request[v1.AgentServiceMoveRequest]) (*connect.Response[v1.AgentServiceMoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.Move is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Remove(context.Context, *connect.Request[v1.AgentServiceRemoveRequest]) (*connect.Response[v1.AgentServiceRemoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.Remove is not implemented"))
 }

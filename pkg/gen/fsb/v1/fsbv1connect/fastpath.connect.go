@@ -54,6 +54,45 @@ const (
 	// FastPathServiceListAgentsProcedure is the fully-qualified name of the FastPathService's
 	// ListAgents RPC.
 	FastPathServiceListAgentsProcedure = "/fsb.v1.FastPathService/ListAgents"
+	// FastPathServiceExecProcedure is the fully-qualified name of the FastPathService's Exec RPC.
+	FastPathServiceExecProcedure = "/fsb.v1.FastPathService/Exec"
+	// FastPathServiceExecInteractiveProcedure is the fully-qualified name of the FastPathService's
+	// ExecInteractive RPC.
+	FastPathServiceExecInteractiveProcedure = "/fsb.v1.FastPathService/ExecInteractive"
+	// FastPathServiceAttachProcessProcedure is the fully-qualified name of the FastPathService's
+	// AttachProcess RPC.
+	FastPathServiceAttachProcessProcedure = "/fsb.v1.FastPathService/AttachProcess"
+	// FastPathServiceSendInputProcedure is the fully-qualified name of the FastPathService's SendInput
+	// RPC.
+	FastPathServiceSendInputProcedure = "/fsb.v1.FastPathService/SendInput"
+	// FastPathServiceCloseInputProcedure is the fully-qualified name of the FastPathService's
+	// CloseInput RPC.
+	FastPathServiceCloseInputProcedure = "/fsb.v1.FastPathService/CloseInput"
+	// FastPathServiceSignalProcessProcedure is the fully-qualified name of the FastPathService's
+	// SignalProcess RPC.
+	FastPathServiceSignalProcessProcedure = "/fsb.v1.FastPathService/SignalProcess"
+	// FastPathServiceResizePtyProcedure is the fully-qualified name of the FastPathService's ResizePty
+	// RPC.
+	FastPathServiceResizePtyProcedure = "/fsb.v1.FastPathService/ResizePty"
+	// FastPathServiceListProcessesProcedure is the fully-qualified name of the FastPathService's
+	// ListProcesses RPC.
+	FastPathServiceListProcessesProcedure = "/fsb.v1.FastPathService/ListProcesses"
+	// FastPathServiceReadFileProcedure is the fully-qualified name of the FastPathService's ReadFile
+	// RPC.
+	FastPathServiceReadFileProcedure = "/fsb.v1.FastPathService/ReadFile"
+	// FastPathServiceWriteFileProcedure is the fully-qualified name of the FastPathService's WriteFile
+	// RPC.
+	FastPathServiceWriteFileProcedure = "/fsb.v1.FastPathService/WriteFile"
+	// FastPathServiceListDirProcedure is the fully-qualified name of the FastPathService's ListDir RPC.
+	FastPathServiceListDirProcedure = "/fsb.v1.FastPathService/ListDir"
+	// FastPathServiceStatProcedure is the fully-qualified name of the FastPathService's Stat RPC.
+	FastPathServiceStatProcedure = "/fsb.v1.FastPathService/Stat"
+	// FastPathServiceMakeDirProcedure is the fully-qualified name of the FastPathService's MakeDir RPC.
+	FastPathServiceMakeDirProcedure = "/fsb.v1.FastPathService/MakeDir"
+	// FastPathServiceMoveProcedure is the fully-qualified name of the FastPathService's Move RPC.
+	FastPathServiceMoveProcedure = "/fsb.v1.FastPathService/Move"
+	// FastPathServiceRemoveProcedure is the fully-qualified name of the FastPathService's Remove RPC.
+	FastPathServiceRemoveProcedure = "/fsb.v1.FastPathService/Remove"
 )
 
 // FastPathServiceClient is a client for the fsb.v1.FastPathService service.
@@ -68,6 +107,37 @@ type FastPathServiceClient interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest]) (*connect.ServerStreamForClient[v1.StreamLogsResponse], error)
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// Exec starts a process in a running sandbox and streams its events:
+	// started (with its PID), output chunks, then the exit. It works over
+	// HTTP/1.1 (Connect streaming, curl). Closing the stream detaches; the
+	// process goes on (AttachProcess, SignalProcess).
+	Exec(context.Context, *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecResponse], error)
+	// ExecInteractive is Exec for HTTP/2 clients with the input on the same
+	// stream: the first message starts the process, later ones send input,
+	// close it, resize the terminal or send a signal.
+	ExecInteractive(context.Context) *connect.BidiStreamForClient[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse]
+	// AttachProcess streams the events of a process started earlier: the
+	// output kept while no client was attached comes first. A newer attach
+	// takes the process over from an older one.
+	AttachProcess(context.Context, *connect.Request[v1.AttachProcessRequest]) (*connect.ServerStreamForClient[v1.AttachProcessResponse], error)
+	SendInput(context.Context, *connect.Request[v1.SendInputRequest]) (*connect.Response[v1.SendInputResponse], error)
+	CloseInput(context.Context, *connect.Request[v1.CloseInputRequest]) (*connect.Response[v1.CloseInputResponse], error)
+	SignalProcess(context.Context, *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error)
+	ResizePty(context.Context, *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error)
+	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
+	// ReadFile streams a file of a running sandbox: its FileInfo first,
+	// then its bytes.
+	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error)
+	// WriteFile writes a file from a client stream (HTTP/2): the first
+	// message names it, the data follows; it replaces any old file
+	// atomically once every byte is written. HTTP/1.1 clients PUT
+	// /files/{namespace}/{name}?path=.
+	WriteFile(context.Context) *connect.ClientStreamForClient[v1.WriteFileRequest, v1.WriteFileResponse]
+	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
+	Stat(context.Context, *connect.Request[v1.StatRequest]) (*connect.Response[v1.StatResponse], error)
+	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
+	Move(context.Context, *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error)
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
 }
 
 // NewFastPathServiceClient constructs a client for the fsb.v1.FastPathService service. By default,
@@ -123,18 +193,123 @@ func NewFastPathServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(fastPathServiceMethods.ByName("ListAgents")),
 			connect.WithClientOptions(opts...),
 		),
+		exec: connect.NewClient[v1.ExecRequest, v1.ExecResponse](
+			httpClient,
+			baseURL+FastPathServiceExecProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("Exec")),
+			connect.WithClientOptions(opts...),
+		),
+		execInteractive: connect.NewClient[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse](
+			httpClient,
+			baseURL+FastPathServiceExecInteractiveProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ExecInteractive")),
+			connect.WithClientOptions(opts...),
+		),
+		attachProcess: connect.NewClient[v1.AttachProcessRequest, v1.AttachProcessResponse](
+			httpClient,
+			baseURL+FastPathServiceAttachProcessProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("AttachProcess")),
+			connect.WithClientOptions(opts...),
+		),
+		sendInput: connect.NewClient[v1.SendInputRequest, v1.SendInputResponse](
+			httpClient,
+			baseURL+FastPathServiceSendInputProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("SendInput")),
+			connect.WithClientOptions(opts...),
+		),
+		closeInput: connect.NewClient[v1.CloseInputRequest, v1.CloseInputResponse](
+			httpClient,
+			baseURL+FastPathServiceCloseInputProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("CloseInput")),
+			connect.WithClientOptions(opts...),
+		),
+		signalProcess: connect.NewClient[v1.SignalProcessRequest, v1.SignalProcessResponse](
+			httpClient,
+			baseURL+FastPathServiceSignalProcessProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("SignalProcess")),
+			connect.WithClientOptions(opts...),
+		),
+		resizePty: connect.NewClient[v1.ResizePtyRequest, v1.ResizePtyResponse](
+			httpClient,
+			baseURL+FastPathServiceResizePtyProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ResizePty")),
+			connect.WithClientOptions(opts...),
+		),
+		listProcesses: connect.NewClient[v1.ListProcessesRequest, v1.ListProcessesResponse](
+			httpClient,
+			baseURL+FastPathServiceListProcessesProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ListProcesses")),
+			connect.WithClientOptions(opts...),
+		),
+		readFile: connect.NewClient[v1.ReadFileRequest, v1.ReadFileResponse](
+			httpClient,
+			baseURL+FastPathServiceReadFileProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ReadFile")),
+			connect.WithClientOptions(opts...),
+		),
+		writeFile: connect.NewClient[v1.WriteFileRequest, v1.WriteFileResponse](
+			httpClient,
+			baseURL+FastPathServiceWriteFileProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("WriteFile")),
+			connect.WithClientOptions(opts...),
+		),
+		listDir: connect.NewClient[v1.ListDirRequest, v1.ListDirResponse](
+			httpClient,
+			baseURL+FastPathServiceListDirProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ListDir")),
+			connect.WithClientOptions(opts...),
+		),
+		stat: connect.NewClient[v1.StatRequest, v1.StatResponse](
+			httpClient,
+			baseURL+FastPathServiceStatProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("Stat")),
+			connect.WithClientOptions(opts...),
+		),
+		makeDir: connect.NewClient[v1.MakeDirRequest, v1.MakeDirResponse](
+			httpClient,
+			baseURL+FastPathServiceMakeDirProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("MakeDir")),
+			connect.WithClientOptions(opts...),
+		),
+		move: connect.NewClient[v1.MoveRequest, v1.MoveResponse](
+			httpClient,
+			baseURL+FastPathServiceMoveProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("Move")),
+			connect.WithClientOptions(opts...),
+		),
+		remove: connect.NewClient[v1.RemoveRequest, v1.RemoveResponse](
+			httpClient,
+			baseURL+FastPathServiceRemoveProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("Remove")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // fastPathServiceClient implements FastPathServiceClient.
 type fastPathServiceClient struct {
-	createSandbox *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
-	deleteSandbox *connect.Client[v1.DeleteSandboxRequest, v1.DeleteSandboxResponse]
-	updateSandbox *connect.Client[v1.UpdateSandboxRequest, v1.UpdateSandboxResponse]
-	listSandboxes *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
-	getSandbox    *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
-	streamLogs    *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
-	listAgents    *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
+	createSandbox   *connect.Client[v1.CreateSandboxRequest, v1.CreateSandboxResponse]
+	deleteSandbox   *connect.Client[v1.DeleteSandboxRequest, v1.DeleteSandboxResponse]
+	updateSandbox   *connect.Client[v1.UpdateSandboxRequest, v1.UpdateSandboxResponse]
+	listSandboxes   *connect.Client[v1.ListSandboxesRequest, v1.ListSandboxesResponse]
+	getSandbox      *connect.Client[v1.GetSandboxRequest, v1.GetSandboxResponse]
+	streamLogs      *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
+	listAgents      *connect.Client[v1.ListAgentsRequest, v1.ListAgentsResponse]
+	exec            *connect.Client[v1.ExecRequest, v1.ExecResponse]
+	execInteractive *connect.Client[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse]
+	attachProcess   *connect.Client[v1.AttachProcessRequest, v1.AttachProcessResponse]
+	sendInput       *connect.Client[v1.SendInputRequest, v1.SendInputResponse]
+	closeInput      *connect.Client[v1.CloseInputRequest, v1.CloseInputResponse]
+	signalProcess   *connect.Client[v1.SignalProcessRequest, v1.SignalProcessResponse]
+	resizePty       *connect.Client[v1.ResizePtyRequest, v1.ResizePtyResponse]
+	listProcesses   *connect.Client[v1.ListProcessesRequest, v1.ListProcessesResponse]
+	readFile        *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
+	writeFile       *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
+	listDir         *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
+	stat            *connect.Client[v1.StatRequest, v1.StatResponse]
+	makeDir         *connect.Client[v1.MakeDirRequest, v1.MakeDirResponse]
+	move            *connect.Client[v1.MoveRequest, v1.MoveResponse]
+	remove          *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
 }
 
 // CreateSandbox calls fsb.v1.FastPathService.CreateSandbox.
@@ -172,6 +347,81 @@ func (c *fastPathServiceClient) ListAgents(ctx context.Context, req *connect.Req
 	return c.listAgents.CallUnary(ctx, req)
 }
 
+// Exec calls fsb.v1.FastPathService.Exec.
+func (c *fastPathServiceClient) Exec(ctx context.Context, req *connect.Request[v1.ExecRequest]) (*connect.ServerStreamForClient[v1.ExecResponse], error) {
+	return c.exec.CallServerStream(ctx, req)
+}
+
+// ExecInteractive calls fsb.v1.FastPathService.ExecInteractive.
+func (c *fastPathServiceClient) ExecInteractive(ctx context.Context) *connect.BidiStreamForClient[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse] {
+	return c.execInteractive.CallBidiStream(ctx)
+}
+
+// AttachProcess calls fsb.v1.FastPathService.AttachProcess.
+func (c *fastPathServiceClient) AttachProcess(ctx context.Context, req *connect.Request[v1.AttachProcessRequest]) (*connect.ServerStreamForClient[v1.AttachProcessResponse], error) {
+	return c.attachProcess.CallServerStream(ctx, req)
+}
+
+// SendInput calls fsb.v1.FastPathService.SendInput.
+func (c *fastPathServiceClient) SendInput(ctx context.Context, req *connect.Request[v1.SendInputRequest]) (*connect.Response[v1.SendInputResponse], error) {
+	return c.sendInput.CallUnary(ctx, req)
+}
+
+// CloseInput calls fsb.v1.FastPathService.CloseInput.
+func (c *fastPathServiceClient) CloseInput(ctx context.Context, req *connect.Request[v1.CloseInputRequest]) (*connect.Response[v1.CloseInputResponse], error) {
+	return c.closeInput.CallUnary(ctx, req)
+}
+
+// SignalProcess calls fsb.v1.FastPathService.SignalProcess.
+func (c *fastPathServiceClient) SignalProcess(ctx context.Context, req *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error) {
+	return c.signalProcess.CallUnary(ctx, req)
+}
+
+// ResizePty calls fsb.v1.FastPathService.ResizePty.
+func (c *fastPathServiceClient) ResizePty(ctx context.Context, req *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error) {
+	return c.resizePty.CallUnary(ctx, req)
+}
+
+// ListProcesses calls fsb.v1.FastPathService.ListProcesses.
+func (c *fastPathServiceClient) ListProcesses(ctx context.Context, req *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error) {
+	return c.listProcesses.CallUnary(ctx, req)
+}
+
+// ReadFile calls fsb.v1.FastPathService.ReadFile.
+func (c *fastPathServiceClient) ReadFile(ctx context.Context, req *connect.Request[v1.ReadFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error) {
+	return c.readFile.CallServerStream(ctx, req)
+}
+
+// WriteFile calls fsb.v1.FastPathService.WriteFile.
+func (c *fastPathServiceClient) WriteFile(ctx context.Context) *connect.ClientStreamForClient[v1.WriteFileRequest, v1.WriteFileResponse] {
+	return c.writeFile.CallClientStream(ctx)
+}
+
+// ListDir calls fsb.v1.FastPathService.ListDir.
+func (c *fastPathServiceClient) ListDir(ctx context.Context, req *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error) {
+	return c.listDir.CallUnary(ctx, req)
+}
+
+// Stat calls fsb.v1.FastPathService.Stat.
+func (c *fastPathServiceClient) Stat(ctx context.Context, req *connect.Request[v1.StatRequest]) (*connect.Response[v1.StatResponse], error) {
+	return c.stat.CallUnary(ctx, req)
+}
+
+// MakeDir calls fsb.v1.FastPathService.MakeDir.
+func (c *fastPathServiceClient) MakeDir(ctx context.Context, req *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error) {
+	return c.makeDir.CallUnary(ctx, req)
+}
+
+// Move calls fsb.v1.FastPathService.Move.
+func (c *fastPathServiceClient) Move(ctx context.Context, req *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error) {
+	return c.move.CallUnary(ctx, req)
+}
+
+// Remove calls fsb.v1.FastPathService.Remove.
+func (c *fastPathServiceClient) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return c.remove.CallUnary(ctx, req)
+}
+
 // FastPathServiceHandler is an implementation of the fsb.v1.FastPathService service.
 type FastPathServiceHandler interface {
 	// CreateSandbox starts a sandbox. In FAST mode it answers once the
@@ -184,6 +434,37 @@ type FastPathServiceHandler interface {
 	GetSandbox(context.Context, *connect.Request[v1.GetSandboxRequest]) (*connect.Response[v1.GetSandboxResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error
 	ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error)
+	// Exec starts a process in a running sandbox and streams its events:
+	// started (with its PID), output chunks, then the exit. It works over
+	// HTTP/1.1 (Connect streaming, curl). Closing the stream detaches; the
+	// process goes on (AttachProcess, SignalProcess).
+	Exec(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecResponse]) error
+	// ExecInteractive is Exec for HTTP/2 clients with the input on the same
+	// stream: the first message starts the process, later ones send input,
+	// close it, resize the terminal or send a signal.
+	ExecInteractive(context.Context, *connect.BidiStream[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse]) error
+	// AttachProcess streams the events of a process started earlier: the
+	// output kept while no client was attached comes first. A newer attach
+	// takes the process over from an older one.
+	AttachProcess(context.Context, *connect.Request[v1.AttachProcessRequest], *connect.ServerStream[v1.AttachProcessResponse]) error
+	SendInput(context.Context, *connect.Request[v1.SendInputRequest]) (*connect.Response[v1.SendInputResponse], error)
+	CloseInput(context.Context, *connect.Request[v1.CloseInputRequest]) (*connect.Response[v1.CloseInputResponse], error)
+	SignalProcess(context.Context, *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error)
+	ResizePty(context.Context, *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error)
+	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
+	// ReadFile streams a file of a running sandbox: its FileInfo first,
+	// then its bytes.
+	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error
+	// WriteFile writes a file from a client stream (HTTP/2): the first
+	// message names it, the data follows; it replaces any old file
+	// atomically once every byte is written. HTTP/1.1 clients PUT
+	// /files/{namespace}/{name}?path=.
+	WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error)
+	ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error)
+	Stat(context.Context, *connect.Request[v1.StatRequest]) (*connect.Response[v1.StatResponse], error)
+	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
+	Move(context.Context, *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error)
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
 }
 
 // NewFastPathServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -235,6 +516,96 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 		connect.WithSchema(fastPathServiceMethods.ByName("ListAgents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fastPathServiceExecHandler := connect.NewServerStreamHandler(
+		FastPathServiceExecProcedure,
+		svc.Exec,
+		connect.WithSchema(fastPathServiceMethods.ByName("Exec")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceExecInteractiveHandler := connect.NewBidiStreamHandler(
+		FastPathServiceExecInteractiveProcedure,
+		svc.ExecInteractive,
+		connect.WithSchema(fastPathServiceMethods.ByName("ExecInteractive")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceAttachProcessHandler := connect.NewServerStreamHandler(
+		FastPathServiceAttachProcessProcedure,
+		svc.AttachProcess,
+		connect.WithSchema(fastPathServiceMethods.ByName("AttachProcess")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceSendInputHandler := connect.NewUnaryHandler(
+		FastPathServiceSendInputProcedure,
+		svc.SendInput,
+		connect.WithSchema(fastPathServiceMethods.ByName("SendInput")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceCloseInputHandler := connect.NewUnaryHandler(
+		FastPathServiceCloseInputProcedure,
+		svc.CloseInput,
+		connect.WithSchema(fastPathServiceMethods.ByName("CloseInput")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceSignalProcessHandler := connect.NewUnaryHandler(
+		FastPathServiceSignalProcessProcedure,
+		svc.SignalProcess,
+		connect.WithSchema(fastPathServiceMethods.ByName("SignalProcess")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceResizePtyHandler := connect.NewUnaryHandler(
+		FastPathServiceResizePtyProcedure,
+		svc.ResizePty,
+		connect.WithSchema(fastPathServiceMethods.ByName("ResizePty")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceListProcessesHandler := connect.NewUnaryHandler(
+		FastPathServiceListProcessesProcedure,
+		svc.ListProcesses,
+		connect.WithSchema(fastPathServiceMethods.ByName("ListProcesses")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceReadFileHandler := connect.NewServerStreamHandler(
+		FastPathServiceReadFileProcedure,
+		svc.ReadFile,
+		connect.WithSchema(fastPathServiceMethods.ByName("ReadFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceWriteFileHandler := connect.NewClientStreamHandler(
+		FastPathServiceWriteFileProcedure,
+		svc.WriteFile,
+		connect.WithSchema(fastPathServiceMethods.ByName("WriteFile")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceListDirHandler := connect.NewUnaryHandler(
+		FastPathServiceListDirProcedure,
+		svc.ListDir,
+		connect.WithSchema(fastPathServiceMethods.ByName("ListDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceStatHandler := connect.NewUnaryHandler(
+		FastPathServiceStatProcedure,
+		svc.Stat,
+		connect.WithSchema(fastPathServiceMethods.ByName("Stat")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceMakeDirHandler := connect.NewUnaryHandler(
+		FastPathServiceMakeDirProcedure,
+		svc.MakeDir,
+		connect.WithSchema(fastPathServiceMethods.ByName("MakeDir")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceMoveHandler := connect.NewUnaryHandler(
+		FastPathServiceMoveProcedure,
+		svc.Move,
+		connect.WithSchema(fastPathServiceMethods.ByName("Move")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceRemoveHandler := connect.NewUnaryHandler(
+		FastPathServiceRemoveProcedure,
+		svc.Remove,
+		connect.WithSchema(fastPathServiceMethods.ByName("Remove")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/fsb.v1.FastPathService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FastPathServiceCreateSandboxProcedure:
@@ -251,6 +622,36 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 			fastPathServiceStreamLogsHandler.ServeHTTP(w, r)
 		case FastPathServiceListAgentsProcedure:
 			fastPathServiceListAgentsHandler.ServeHTTP(w, r)
+		case FastPathServiceExecProcedure:
+			fastPathServiceExecHandler.ServeHTTP(w, r)
+		case FastPathServiceExecInteractiveProcedure:
+			fastPathServiceExecInteractiveHandler.ServeHTTP(w, r)
+		case FastPathServiceAttachProcessProcedure:
+			fastPathServiceAttachProcessHandler.ServeHTTP(w, r)
+		case FastPathServiceSendInputProcedure:
+			fastPathServiceSendInputHandler.ServeHTTP(w, r)
+		case FastPathServiceCloseInputProcedure:
+			fastPathServiceCloseInputHandler.ServeHTTP(w, r)
+		case FastPathServiceSignalProcessProcedure:
+			fastPathServiceSignalProcessHandler.ServeHTTP(w, r)
+		case FastPathServiceResizePtyProcedure:
+			fastPathServiceResizePtyHandler.ServeHTTP(w, r)
+		case FastPathServiceListProcessesProcedure:
+			fastPathServiceListProcessesHandler.ServeHTTP(w, r)
+		case FastPathServiceReadFileProcedure:
+			fastPathServiceReadFileHandler.ServeHTTP(w, r)
+		case FastPathServiceWriteFileProcedure:
+			fastPathServiceWriteFileHandler.ServeHTTP(w, r)
+		case FastPathServiceListDirProcedure:
+			fastPathServiceListDirHandler.ServeHTTP(w, r)
+		case FastPathServiceStatProcedure:
+			fastPathServiceStatHandler.ServeHTTP(w, r)
+		case FastPathServiceMakeDirProcedure:
+			fastPathServiceMakeDirHandler.ServeHTTP(w, r)
+		case FastPathServiceMoveProcedure:
+			fastPathServiceMoveHandler.ServeHTTP(w, r)
+		case FastPathServiceRemoveProcedure:
+			fastPathServiceRemoveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -286,4 +687,64 @@ func (UnimplementedFastPathServiceHandler) StreamLogs(context.Context, *connect.
 
 func (UnimplementedFastPathServiceHandler) ListAgents(context.Context, *connect.Request[v1.ListAgentsRequest]) (*connect.Response[v1.ListAgentsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListAgents is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) Exec(context.Context, *connect.Request[v1.ExecRequest], *connect.ServerStream[v1.ExecResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.Exec is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ExecInteractive(context.Context, *connect.BidiStream[v1.ExecInteractiveRequest, v1.ExecInteractiveResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ExecInteractive is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) AttachProcess(context.Context, *connect.Request[v1.AttachProcessRequest], *connect.ServerStream[v1.AttachProcessResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.AttachProcess is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) SendInput(context.Context, *connect.Request[v1.SendInputRequest]) (*connect.Response[v1.SendInputResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.SendInput is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) CloseInput(context.Context, *connect.Request[v1.CloseInputRequest]) (*connect.Response[v1.CloseInputResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.CloseInput is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) SignalProcess(context.Context, *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.SignalProcess is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ResizePty(context.Context, *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ResizePty is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListProcesses is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ReadFile(context.Context, *connect.Request[v1.ReadFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ReadFile is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) WriteFile(context.Context, *connect.ClientStream[v1.WriteFileRequest]) (*connect.Response[v1.WriteFileResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.WriteFile is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ListDir(context.Context, *connect.Request[v1.ListDirRequest]) (*connect.Response[v1.ListDirResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListDir is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) Stat(context.Context, *connect.Request[v1.StatRequest]) (*connect.Response[v1.StatResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.Stat is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.MakeDir is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) Move(context.Context, *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.Move is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.Remove is not implemented"))
 }
