@@ -541,7 +541,16 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	if out := h.sh(id, "echo before"); out != "before\n" {
 		t.Fatalf("exec before the restart: %q", out)
 	}
+	// A link dir that no container owns (its sandbox went while no agent
+	// ran) is removed at the restart; the running sandbox's is kept.
+	stale := filepath.Join(h.rcfg.LinkDir, "0123456789abcdef")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	h.restart(nil)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a leftover link dir survived the restart: %v", err)
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
