@@ -342,4 +342,3 @@ func TestNoTokenNoLink(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
-
