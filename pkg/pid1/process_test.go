@@ -368,3 +368,33 @@ func TestList(t *testing.T) {
 		t.Errorf("signal 0: %+v, want invalid_argument", e)
 	}
 }
+
+// Init's writes to a client that went away, or to a process that closed
+// its input, fail with EPIPE and raise SIGPIPE in init: that signal is not
+// the main process's.
+func TestBrokenPipesStayWithInit(t *testing.T) {
+	a := startInit(t, testToken)
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"yes"}}})
+	pid := c.started()
+	c.next()
+	_ = c.c.Close()
+	waitFor(t, "init to see its client gone", func() bool { return !a.process(pid).Attached })
+
+	c = a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sh", "-c", "exec <&-; echo closed; sleep 1000"}, Stdin: true}})
+	pid2 := c.started()
+	c.readUntil("closed")
+	if _, e := a.call(initlink.Request{Op: initlink.OpInput, PID: pid2, Data: []byte("x")}); e == nil || e.Code != initlink.CodeFailedPrecondition {
+		t.Errorf("input to a process that closed it: %+v, want failed_precondition", e)
+	}
+	if r := a.exec(initlink.Process{Args: []string{"echo", "alive"}}); r.stdout != "alive\n" {
+		t.Errorf("after broken pipes: %+v %+v %q (init's stderr: %s)", r.err, r.exit, r.stdout, a.stderr)
+	}
+	select {
+	case <-a.done:
+		t.Errorf("init exited %d", a.status)
+	default:
+	}
+	for _, p := range []int{pid, pid2} {
+		_ = unix.Kill(-p, unix.SIGKILL)
+	}
+}
