@@ -303,7 +303,7 @@ func (p *process) pump(r *os.File, t initlink.FrameType) {
 	defer func() {
 		p.mu.Lock()
 		p.open--
-		if p.open == 0 {
+		if p.finished() {
 			p.closeInput()
 		}
 		p.cond.Broadcast()
@@ -410,6 +410,8 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	if p.open > 0 {
 		time.AfterFunc(drainAfterExit, p.drain)
+	} else {
+		p.closeInput()
 	}
 	p.cond.Broadcast()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -398,3 +399,24 @@ func TestBrokenPipesStayWithInit(t *testing.T) {
 		_ = unix.Kill(-p, unix.SIGKILL)
 	}
 }
+
+// A process that closed its output still gets its input: input is closed
+// when the process exited, not when its output ended.
+func TestInputOutlivesOutput(t *testing.T) {
+	a := startInit(t, testToken)
+	ready := filepath.Join(t.TempDir(), "ready")
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{
+		Args:  []string{"sh", "-c", `exec >&- 2>&-; touch "$0"; read x; [ "$x" = hi ] && exit 5`, ready},
+		Stdin: true,
+	}})
+	pid := c.started()
+	waitFor(t, "the process to close its output", func() bool { _, err := os.Stat(ready); return err == nil })
+	time.Sleep(100 * time.Millisecond) // init's reading of the output ends meanwhile
+	if _, e := a.call(initlink.Request{Op: initlink.OpInput, PID: pid, Data: []byte("hi\n")}); e != nil {
+		t.Fatalf("input after the output closed: %+v", e)
+	}
+	if r := c.collect(); r.exit == nil || r.exit.Code != 5 {
+		t.Errorf("got %+v %+v, want exit 5 (it read hi)", r.err, r.exit)
+	}
+}
+
