@@ -589,8 +589,13 @@ func (m *Manager) readInput(s *stream) {
 		default:
 			err = errorf(initlink.CodeInvalidArgument, "unexpected frame type %d on a process stream", t)
 		}
-		if err != nil {
-			var le *initlink.Error
+		var le *initlink.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &le) && le.Code == initlink.CodeFailedPrecondition:
+			// The process closed its input or exited: what it will not read
+			// is dropped, and its output and exit still come.
+		default:
 			if !errors.As(err, &le) {
 				le = &initlink.Error{Code: codeOf(err), Message: err.Error()}
 			}

@@ -420,3 +420,16 @@ func TestInputOutlivesOutput(t *testing.T) {
 	}
 }
 
+// Input on a stream that the process no longer reads is dropped; the
+// stream goes on to the output and the exit.
+func TestStreamInputToAClosedInput(t *testing.T) {
+	a := startInit(t, testToken)
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sh", "-c", "exec <&-; echo closed; sleep 0.3; echo end"}, Stdin: true}})
+	c.started()
+	c.readUntil("closed\n")
+	c.send(initlink.FrameStdin, []byte("ignored\n"))
+	r := c.collect()
+	if r.err != nil || r.exit == nil || r.exit.Code != 0 || r.stdout != "end\n" {
+		t.Errorf("got %+v %+v %q, want end and exit 0", r.err, r.exit, r.stdout)
+	}
+}
