@@ -37,6 +37,12 @@ type fakeAgent struct {
 // running main (sleep by default) as the main process.
 func startInit(t *testing.T, token string, main ...string) *fakeAgent {
 	t.Helper()
+	return startInitUnder(t, nil, token, main...)
+}
+
+// startInitUnder is startInit with init started through the command wrap.
+func startInitUnder(t *testing.T, wrap []string, token string, main ...string) *fakeAgent {
+	t.Helper()
 	if len(main) == 0 {
 		main = []string{"sleep", "1000"}
 	}
@@ -73,7 +79,8 @@ func startInit(t *testing.T, token string, main ...string) *fakeAgent {
 			a.conns <- c
 		}
 	}()
-	cmd := exec.Command(os.Args[0], append([]string{"--"}, main...)...)
+	argv := append(append(append([]string{}, wrap...), os.Args[0], "--"), main...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "FSB_PID1_TEST=1", "FSB_PID1_TEST_LINK="+dir, "FOO_FROM_INIT=yes")
 	if token != "" {
 		cmd.Env = append(cmd.Env, initlink.TokenEnv+"="+token)
@@ -340,5 +347,26 @@ func TestNoTokenNoLink(t *testing.T) {
 	case <-a.conns:
 		t.Fatal("init dialed the agent without a token")
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// dockerCaps is Docker's default capability set, which sandboxes get.
+const dockerCaps = "-all,+chown,+dac_override,+fsetid,+fowner,+mknod,+net_raw,+setgid,+setuid,+setfcap,+setpcap,+net_bind_service,+sys_chroot,+kill,+audit_write"
+
+// A process of the sandbox running as root with the sandbox's capabilities
+// (no CAP_SYS_PTRACE, CAP_SYS_ADMIN or CAP_PERFMON, any of which would let
+// it read a non-dumpable process's memory) cannot read init's environment,
+// which held the token: init is not dumpable. Init runs with the same
+// capabilities, as in a sandbox: a process with fewer capabilities than
+// its target is refused whatever the target's dumpability.
+func TestInitEnvironIsClosed(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed: %v", err)
+	}
+	a := startInitUnder(t, []string{"setpriv", "--bounding-set=" + dockerCaps}, testToken)
+	r := a.exec(initlink.Process{Args: []string{"sh", "-c",
+		`for f in environ auxv; do if cat /proc/$PPID/$f >/dev/null 2>&1; then echo "$f readable"; else echo "$f denied"; fi; done`}})
+	if r.err != nil || r.stdout != "environ denied\nauxv denied\n" {
+		t.Errorf("got %+v %q %q, want init's environ and auxv denied", r.err, r.stdout, r.stderr)
 	}
 }
