@@ -21,16 +21,17 @@ const testToken = "test-token-0123456789"
 // fakeAgent is the agent's side of the link for a test: it listens where
 // init dials, checks each hello, and hands out the idle connections.
 type fakeAgent struct {
-	t      *testing.T
-	dir    string
-	ln     *net.UnixListener
-	conns  chan net.Conn
-	mu     sync.Mutex
-	hellos []string
-	init   *exec.Cmd
-	stderr *rig.Buffer
-	done   chan struct{} // closed when init exited
-	status int
+	t         *testing.T
+	dir       string
+	ln        *net.UnixListener
+	accepting sync.WaitGroup
+	conns     chan net.Conn
+	mu        sync.Mutex
+	hellos    []string
+	init      *exec.Cmd
+	stderr    *rig.Buffer
+	done      chan struct{} // closed when init exited
+	status    int
 }
 
 // startInit starts the test binary as fsb init with a link to a fake agent,
@@ -51,34 +52,8 @@ func startInitUnder(t *testing.T, wrap []string, token string, main ...string) *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, initlink.SocketName), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &fakeAgent{t: t, dir: dir, ln: ln, conns: make(chan net.Conn, 2*initlink.MaxConns), done: make(chan struct{})}
-	var accepting sync.WaitGroup
-	accepting.Add(1)
-	go func() {
-		defer accepting.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			ft, b, err := initlink.ReadFrame(c, nil)
-			_ = c.SetReadDeadline(time.Time{})
-			var h initlink.Hello
-			if err != nil || ft != initlink.FrameHello || initlink.Decode(b, &h) != nil {
-				_ = c.Close()
-				continue
-			}
-			a.mu.Lock()
-			a.hellos = append(a.hellos, h.Token)
-			a.mu.Unlock()
-			a.conns <- c
-		}
-	}()
+	a := &fakeAgent{t: t, dir: dir, conns: make(chan net.Conn, 2*initlink.MaxConns), done: make(chan struct{})}
+	a.listen()
 	argv := append(append(append([]string{}, wrap...), os.Args[0], "--"), main...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "FSB_PID1_TEST=1", "FSB_PID1_TEST_LINK="+dir, "FOO_FROM_INIT=yes")
@@ -104,14 +79,56 @@ func startInitUnder(t *testing.T, wrap []string, token string, main ...string) *
 			_ = cmd.Process.Kill()
 			<-a.done
 		}
-		_ = ln.Close()
-		accepting.Wait()
-		close(a.conns)
-		for c := range a.conns {
-			_ = c.Close()
-		}
+		a.stop()
 	})
 	return a
+}
+
+// listen listens where init dials and accepts until stop.
+func (a *fakeAgent) listen() {
+	a.t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(a.dir, initlink.SocketName), Net: "unix"})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.ln = ln
+	a.accepting.Add(1)
+	go func() {
+		defer a.accepting.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			ft, b, err := initlink.ReadFrame(c, nil)
+			_ = c.SetReadDeadline(time.Time{})
+			var h initlink.Hello
+			if err != nil || ft != initlink.FrameHello || initlink.Decode(b, &h) != nil {
+				_ = c.Close()
+				continue
+			}
+			a.mu.Lock()
+			a.hellos = append(a.hellos, h.Token)
+			a.mu.Unlock()
+			a.conns <- c
+		}
+	}()
+}
+
+// stop stops listening (the socket goes) and closes the idle connections,
+// as an agent that stops does.
+func (a *fakeAgent) stop() {
+	_ = a.ln.Close()
+	a.accepting.Wait()
+	for {
+		select {
+		case c := <-a.conns:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
 }
 
 func exitCodeOf(err error) int {
@@ -368,5 +385,20 @@ func TestInitEnvironIsClosed(t *testing.T) {
 		`for f in environ auxv; do if cat /proc/$PPID/$f >/dev/null 2>&1; then echo "$f readable"; else echo "$f denied"; fi; done`}})
 	if r.err != nil || r.stdout != "environ denied\nauxv denied\n" {
 		t.Errorf("got %+v %q %q, want init's environ and auxv denied", r.err, r.stdout, r.stderr)
+	}
+}
+
+// An agent that restarts (its socket gone a while, then back) gets init's
+// connections again.
+func TestLinkSurvivesAgentRestart(t *testing.T) {
+	a := startInit(t, testToken)
+	if r := a.exec(initlink.Process{Args: []string{"echo", "one"}}); r.stdout != "one\n" {
+		t.Fatalf("before the restart: %+v", r)
+	}
+	a.stop()
+	time.Sleep(300 * time.Millisecond) // init's dials fail meanwhile
+	a.listen()
+	if r := a.exec(initlink.Process{Args: []string{"echo", "two"}}); r.stdout != "two\n" {
+		t.Fatalf("after the restart: %+v", r)
 	}
 }

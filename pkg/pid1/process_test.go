@@ -433,3 +433,36 @@ func TestStreamInputToAClosedInput(t *testing.T) {
 		t.Errorf("got %+v %+v %q, want end and exit 0", r.err, r.exit, r.stdout)
 	}
 }
+
+// Init keeps at most MaxProcesses records, dropping the oldest finished
+// ones whose exit was delivered, and keeps a running one.
+func TestRecordsAreBounded(t *testing.T) {
+	a := startInit(t, testToken)
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sleep", "1000"}}})
+	running := c.started()
+	_ = c.c.Close() // detached: its record must stay
+	var first, last int
+	for i := range initlink.MaxProcesses + 10 {
+		r := a.exec(initlink.Process{Args: []string{"true"}})
+		if r.exit == nil || r.exit.Code != 0 {
+			t.Fatalf("exec %d: %+v", i, r)
+		}
+		if i == 0 {
+			first = r.pid
+		}
+		last = r.pid
+	}
+	got, e := a.call(initlink.Request{Op: initlink.OpList})
+	if e != nil {
+		t.Fatal(e)
+	}
+	pids := map[int]bool{}
+	for _, p := range got.Processes {
+		pids[p.PID] = true
+	}
+	if len(got.Processes) != initlink.MaxProcesses || !pids[running] || !pids[last] || pids[first] {
+		t.Errorf("listed %d processes (running one there: %v, last: %v, first: %v), want %d with the running and the last, not the first",
+			len(got.Processes), pids[running], pids[last], pids[first], initlink.MaxProcesses)
+	}
+	_ = unix.Kill(running, unix.SIGKILL)
+}
