@@ -115,9 +115,8 @@ func (m *Manager) Serve(f *os.File, req *initlink.Request) {
 	default:
 		err = errorf(initlink.CodeInvalidArgument, "unknown operation %q", req.Op)
 	}
-	var le *initlink.Error
-	if errors.As(err, &le) {
-		_ = initlink.WriteJSON(f, initlink.FrameError, le)
+	if err != nil {
+		_ = writeError(f, err)
 	}
 }
 
@@ -231,7 +230,7 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	}
 	proc, err := os.StartProcess(path, spec.Args, attr)
 	if err != nil {
-		return fail(startError(spec.Args[0], dir, err))
+		return fail(startError(spec.Args[0], err))
 	}
 	// The reaper collects the status, not proc.Wait.
 	p.pid = proc.Pid
@@ -789,7 +788,7 @@ func lookPath(name, path, dir string) (string, error) {
 			full = filepath.Join(dir, name)
 		}
 		if err := executable(full); err != nil {
-			return "", startError(name, dir, err)
+			return "", startError(name, err)
 		}
 		return full, nil
 	}
@@ -823,7 +822,7 @@ func executable(path string) error {
 }
 
 // startError says why name could not be started.
-func startError(name, dir string, err error) error {
+func startError(name string, err error) error {
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return errorf(initlink.CodeNotFound, "exec: %s: not found", name)
