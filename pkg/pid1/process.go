@@ -239,6 +239,13 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	m.seq++
 	p.seq = m.seq
 	p.open = len(p.pipes)
+	if old := m.procs[p.pid]; old != nil {
+		// The PID of a finished process was reused: its record goes.
+		old.mu.Lock()
+		old.dropped, old.out, old.outSize = true, nil, 0
+		old.cond.Broadcast()
+		old.mu.Unlock()
+	}
 	m.procs[p.pid] = p
 	if spec.TimeoutMillis > 0 {
 		p.timer = time.AfterFunc(time.Duration(spec.TimeoutMillis)*time.Millisecond, p.timeout)
@@ -398,6 +405,10 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.exit != nil {
+		// An orphan that got the PID of a process on record, which exited.
+		return
+	}
 	exit := &initlink.Exit{Code: ws.ExitStatus(), TimedOut: p.timedOut}
 	if ws.Signaled() {
 		exit.Code = 128 + int(ws.Signal())
