@@ -423,3 +423,32 @@ func BenchmarkExec(b *testing.B) {
 	}
 	b.ReportMetric(float64(first.Microseconds())/1000/float64(b.N), "first-output-ms/op")
 }
+
+// Init holds at most MaxConns connections, busy ones included, and dials
+// again once one is done.
+func TestConnectionBound(t *testing.T) {
+	a := startInit(t, testToken)
+	var streams []*agentConn
+	for range initlink.MaxConns {
+		c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sleep", "1000"}, TimeoutMillis: 60000}})
+		c.started()
+		streams = append(streams, c)
+	}
+	select {
+	case c := <-a.conns:
+		_ = c.Close()
+		t.Fatalf("init dialed connection %d", initlink.MaxConns+1)
+	case <-time.After(300 * time.Millisecond):
+	}
+	_ = streams[0].c.Close()
+	if r := a.exec(initlink.Process{Args: []string{"echo", "again"}}); r.stdout != "again\n" {
+		t.Errorf("after a connection closed: %+v", r)
+	}
+	list, e := a.call(initlink.Request{Op: initlink.OpList})
+	if e != nil {
+		t.Fatal(e)
+	}
+	for _, p := range list.Processes {
+		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+	}
+}
