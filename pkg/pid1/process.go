@@ -115,9 +115,8 @@ func (m *Manager) Serve(f *os.File, req *initlink.Request) {
 	default:
 		err = errorf(initlink.CodeInvalidArgument, "unknown operation %q", req.Op)
 	}
-	var le *initlink.Error
-	if errors.As(err, &le) {
-		_ = initlink.WriteJSON(f, initlink.FrameError, le)
+	if err != nil {
+		_ = writeError(f, err)
 	}
 }
 
@@ -231,7 +230,7 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	}
 	proc, err := os.StartProcess(path, spec.Args, attr)
 	if err != nil {
-		return fail(startError(spec.Args[0], dir, err))
+		return fail(startError(spec.Args[0], err))
 	}
 	// The reaper collects the status, not proc.Wait.
 	p.pid = proc.Pid
@@ -240,6 +239,13 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	m.seq++
 	p.seq = m.seq
 	p.open = len(p.pipes)
+	if old := m.procs[p.pid]; old != nil {
+		// The PID of a finished process was reused: its record goes.
+		old.mu.Lock()
+		old.dropped, old.out, old.outSize = true, nil, 0
+		old.cond.Broadcast()
+		old.mu.Unlock()
+	}
 	m.procs[p.pid] = p
 	if spec.TimeoutMillis > 0 {
 		p.timer = time.AfterFunc(time.Duration(spec.TimeoutMillis)*time.Millisecond, p.timeout)
@@ -303,7 +309,7 @@ func (p *process) pump(r *os.File, t initlink.FrameType) {
 	defer func() {
 		p.mu.Lock()
 		p.open--
-		if p.open == 0 {
+		if p.finished() {
 			p.closeInput()
 		}
 		p.cond.Broadcast()
@@ -399,6 +405,10 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.exit != nil {
+		// An orphan that got the PID of a process on record, which exited.
+		return
+	}
 	exit := &initlink.Exit{Code: ws.ExitStatus(), TimedOut: p.timedOut}
 	if ws.Signaled() {
 		exit.Code = 128 + int(ws.Signal())
@@ -410,6 +420,8 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	if p.open > 0 {
 		time.AfterFunc(drainAfterExit, p.drain)
+	} else {
+		p.closeInput()
 	}
 	p.cond.Broadcast()
 }
@@ -424,178 +436,6 @@ func (p *process) drain() {
 		_ = r.SetReadDeadline(time.Now())
 	}
 	p.cond.Broadcast()
-}
-
-// stream is one attached client of a process.
-type stream struct {
-	f    *os.File
-	p    *process
-	gen  uint64
-	wmu  sync.Mutex // serializes writes to f
-	gone bool       // the client went away (under p.mu)
-	done chan struct{}
-}
-
-func (s *stream) write(t initlink.FrameType, b []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return initlink.WriteFrame(s.f, t, b)
-}
-
-func (s *stream) writeJSON(t initlink.FrameType, v any) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return initlink.WriteJSON(s.f, t, v)
-}
-
-// attach streams process pid on f, taking it over from an earlier stream.
-func (m *Manager) attach(f *os.File, pid int) error {
-	m.mu.Lock()
-	p := m.procs[pid]
-	m.mu.Unlock()
-	if p == nil {
-		return errorf(initlink.CodeNotFound, "no process %d (only processes started by exec are known)", pid)
-	}
-	return m.stream(f, p)
-}
-
-// stream sends p's output and exit on f, and takes input from f, until the
-// process is done, the client goes, or a newer attach takes over.
-func (m *Manager) stream(f *os.File, p *process) error {
-	s := &stream{f: f, p: p, done: make(chan struct{})}
-	defer close(s.done)
-	p.mu.Lock()
-	p.attaches++
-	s.gen = p.attaches
-	p.attached = s.gen
-	p.cond.Broadcast() // an older stream sees it was taken over
-	p.mu.Unlock()
-	m.mu.Lock()
-	m.streams[s] = struct{}{}
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.streams, s)
-		m.mu.Unlock()
-	}()
-
-	if err := s.writeJSON(initlink.FrameStarted, initlink.Started{PID: p.pid}); err != nil {
-		m.detach(s)
-		return nil
-	}
-	var readers sync.WaitGroup
-	readers.Add(1)
-	go func() {
-		defer readers.Done()
-		m.readInput(s)
-	}()
-	m.sendOutput(s)
-	// Ends readInput, which waits in a read of f.
-	_ = f.Close()
-	readers.Wait()
-	return nil
-}
-
-// sendOutput writes p's output as it comes, then its exit.
-func (m *Manager) sendOutput(s *stream) {
-	p := s.p
-	for {
-		p.mu.Lock()
-		for len(p.out) == 0 && !p.finished() && p.attached == s.gen && !s.gone && !p.dropped && m.mainStatus.Load() < 0 {
-			p.cond.Wait()
-		}
-		switch {
-		case p.attached != s.gen:
-			p.mu.Unlock()
-			_ = s.writeJSON(initlink.FrameError, initlink.Error{Code: initlink.CodeDetached, Message: fmt.Sprintf("process %d was attached by a newer client", p.pid)})
-			return
-		case s.gone:
-			p.attached = 0
-			p.mu.Unlock()
-			return
-		case m.mainStatus.Load() >= 0 && !(p.finished() && len(p.out) == 0):
-			p.mu.Unlock()
-			_ = s.f.SetWriteDeadline(time.Now().Add(shutdownNotice))
-			_ = s.writeJSON(initlink.FrameError, initlink.Error{Code: initlink.CodeSandboxExited,
-				Message: fmt.Sprintf("the sandbox's main process exited (code %d); process %d was killed with it", m.mainStatus.Load(), p.pid)})
-			return
-		case len(p.out) > 0:
-			c := p.out[0]
-			p.out[0] = chunk{}
-			p.out = p.out[1:]
-			p.outSize -= len(c.b)
-			p.cond.Broadcast() // room for the pumps
-			p.mu.Unlock()
-			if err := s.write(c.t, c.b); err != nil {
-				// Kept for the next attach.
-				p.mu.Lock()
-				if !p.dropped {
-					p.out = append([]chunk{c}, p.out...)
-					p.outSize += len(c.b)
-				}
-				p.mu.Unlock()
-				m.detach(s)
-				return
-			}
-		case p.dropped:
-			p.mu.Unlock()
-			return
-		default: // finished, output all sent
-			exit := *p.exit
-			p.mu.Unlock()
-			if err := s.writeJSON(initlink.FrameExit, exit); err != nil {
-				m.detach(s)
-				return
-			}
-			p.mu.Lock()
-			p.delivered = true
-			if p.attached == s.gen {
-				p.attached = 0
-			}
-			p.mu.Unlock()
-			return
-		}
-	}
-}
-
-// detach marks s's client gone.
-func (m *Manager) detach(s *stream) {
-	s.p.mu.Lock()
-	defer s.p.mu.Unlock()
-	s.gone = true
-	if s.p.attached == s.gen {
-		s.p.attached = 0
-	}
-	s.p.cond.Broadcast()
-}
-
-// readInput reads FrameStdin and FrameCloseStdin from the stream's client
-// until it goes; its going detaches the stream.
-func (m *Manager) readInput(s *stream) {
-	defer m.detach(s)
-	buf := make([]byte, initlink.ChunkSize)
-	for {
-		t, b, err := initlink.ReadFrame(s.f, buf)
-		if err != nil {
-			return
-		}
-		switch t {
-		case initlink.FrameStdin:
-			err = s.p.input(b)
-		case initlink.FrameCloseStdin:
-			err = s.p.closeStdin()
-		default:
-			err = errorf(initlink.CodeInvalidArgument, "unexpected frame type %d on a process stream", t)
-		}
-		if err != nil {
-			var le *initlink.Error
-			if !errors.As(err, &le) {
-				le = &initlink.Error{Code: codeOf(err), Message: err.Error()}
-			}
-			_ = s.writeJSON(initlink.FrameError, le)
-			return
-		}
-	}
 }
 
 // control serves the unary process requests.
@@ -734,94 +574,4 @@ func (m *Manager) Shutdown(status int) {
 			return
 		}
 	}
-}
-
-// mergeEnv returns env with each "KEY=value" of over replacing or adding.
-func mergeEnv(env, over []string) []string {
-	if len(over) == 0 {
-		return env
-	}
-	out := make([]string, 0, len(env)+len(over))
-	for _, kv := range env {
-		if !hasKey(over, envKey(kv)) {
-			out = append(out, kv)
-		}
-	}
-	return append(out, over...)
-}
-
-func envKey(kv string) string {
-	k, _, _ := strings.Cut(kv, "=")
-	return k
-}
-
-func hasKey(env []string, key string) bool {
-	for _, kv := range env {
-		if envKey(kv) == key {
-			return true
-		}
-	}
-	return false
-}
-
-func envValue(env []string, key string) string {
-	for i := len(env) - 1; i >= 0; i-- {
-		if k, v, _ := strings.Cut(env[i], "="); k == key {
-			return v
-		}
-	}
-	return ""
-}
-
-// lookPath finds name as a shell would: a name with a slash as it is
-// (relative to dir), otherwise in path.
-func lookPath(name, path, dir string) (string, error) {
-	if strings.Contains(name, "/") {
-		full := name
-		if !filepath.IsAbs(full) {
-			full = filepath.Join(dir, name)
-		}
-		if err := executable(full); err != nil {
-			return "", startError(name, dir, err)
-		}
-		return full, nil
-	}
-	if path == "" {
-		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	}
-	for _, d := range filepath.SplitList(path) {
-		if d == "" {
-			d = "."
-		}
-		full := filepath.Join(d, name)
-		if !filepath.IsAbs(full) {
-			full = filepath.Join(dir, full)
-		}
-		if executable(full) == nil {
-			return full, nil
-		}
-	}
-	return "", errorf(initlink.CodeNotFound, "exec: %s: not found in PATH %s", name, path)
-}
-
-func executable(path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.IsDir() || st.Mode()&0o111 == 0 {
-		return &os.PathError{Op: "exec", Path: path, Err: unix.EACCES}
-	}
-	return nil
-}
-
-// startError says why name could not be started.
-func startError(name, dir string, err error) error {
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return errorf(initlink.CodeNotFound, "exec: %s: not found", name)
-	case errors.Is(err, unix.EACCES):
-		return errorf(initlink.CodePermissionDenied, "exec: %s: permission denied", name)
-	}
-	return errorf(codeOf(err), "exec: %s: %v", name, err)
 }
