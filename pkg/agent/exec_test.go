@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -540,6 +541,14 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	id := sb.GetSandboxId()
 	if out := h.sh(id, "echo before"); out != "before\n" {
 		t.Fatalf("exec before the restart: %q", out)
+	}
+	// The exec is counted, and its output's bytes.
+	rec := httptest.NewRecorder()
+	h.agent.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`fsb_agent_execs_total{result="started"} 1`, `fsb_agent_exec_bytes_total{kind="exec_output"} 7`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	// A link dir that no container owns (its sandbox went while no agent
 	// ran) is removed at the restart; the running sandbox's is kept.
