@@ -550,6 +550,11 @@ func TestExecAfterAgentRestart(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The link dirs' parent is root's alone, whatever mode it had (the
+	// harness makes it 0755).
+	if st, err := os.Stat(h.rcfg.LinkDir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("link dir's parent: %v, %v; want mode 0700", st.Mode(), err)
+	}
 	// A link dir that no container owns (its sandbox went while no agent
 	// ran) is removed at the restart; the running sandbox's is kept.
 	stale := filepath.Join(h.rcfg.LinkDir, "0123456789abcdef")
