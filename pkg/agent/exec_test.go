@@ -585,3 +585,18 @@ func TestExecAfterAgentRestart(t *testing.T) {
 		t.Errorf("link dir after the delete: %v, %v; want empty", entries, err)
 	}
 }
+
+// TestExecThroughAgentsRunscWrapper: the runsc wrapper the agent writes
+// for itself (not the rig's) lets init dial out of gVisor.
+func TestExecThroughAgentsRunscWrapper(t *testing.T) {
+	t.Parallel()
+	wrapper := filepath.Join(t.TempDir(), "runsc-fsb")
+	if err := runtime.WriteRunscWrapper(wrapper, "runsc"); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(s *harnessSetup) { s.runtime.Runtimes[runtime.RuntimeGVisor] = wrapper })
+	sb := h.create(runtimeSpec(runtime.RuntimeGVisor, "exec sleep 1000"))
+	if out := h.sh(sb.GetSandboxId(), "echo through-gvisor"); out != "through-gvisor\n" {
+		t.Errorf("exec in gVisor: %q", out)
+	}
+}
