@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -561,10 +562,25 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	if err := os.Mkdir(stale, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// One another agent (of another containerd) listens in is kept.
+	other := filepath.Join(h.rcfg.LinkDir, "fedcba9876543210")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(other, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	h.restart(nil)
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("a leftover link dir survived the restart: %v", err)
 	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("the link dir another agent listens in was removed: %v", err)
+	}
+	ln.Close()
+	os.RemoveAll(other)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
