@@ -235,6 +235,9 @@ func TestExec(t *testing.T) {
 				pid := firstPID(t, s)
 				scancel() // detach: the process goes on
 				s.Close()
+				// The detach reaches init on its own time: output before it
+				// would go to the stream that is closing.
+				h.waitDetached(ctx, id, pid)
 				if _, err := h.client.SendInput(ctx, connect.NewRequest(&fsbv1.AgentServiceSendInputRequest{SandboxId: id, Pid: pid, Data: []byte("go\n")})); err != nil {
 					t.Fatalf("SendInput: %v", err)
 				}
@@ -297,15 +300,16 @@ func TestExec(t *testing.T) {
 
 			t.Run("dev shm full", func(t *testing.T) {
 				t.Parallel()
-				// 128 MiB into the sandbox's 64 MiB /dev/shm.
-				chunk := make([]byte, 1<<20)
-				_, err := h.writeFile(ctx, id, "/dev/shm/fill", 0, 128, chunk)
+				// Most of the sandbox's 64 MiB /dev/shm is filled from
+				// inside (quick), the rest through WriteFile.
+				h.sh(id, "dd if=/dev/zero of=/dev/shm/pad bs=1M count=60 2>/dev/null")
+				_, err := h.writeFile(ctx, id, "/dev/shm/fill", 0, 8, make([]byte, 1<<20))
 				if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "no space left on device") {
 					t.Fatalf("filling /dev/shm: %v; want ResourceExhausted, no space left on device", err)
 				}
 				// The temporary file went with the failed write.
-				if ls := h.sh(id, "ls -A /dev/shm"); ls != "" {
-					t.Errorf("/dev/shm holds %q after the failed write", ls)
+				if ls := h.sh(id, "ls -A /dev/shm; rm /dev/shm/pad"); ls != "pad\n" {
+					t.Errorf("/dev/shm holds %q after the failed write, want pad alone", ls)
 				}
 			})
 
@@ -319,6 +323,27 @@ func TestExec(t *testing.T) {
 				testInitEnviron(ctx, t, h, id)
 			})
 		})
+	}
+}
+
+// waitDetached waits until init lists process pid as having no client.
+func (h *harness) waitDetached(ctx context.Context, id string, pid int32) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := h.client.ListProcesses(ctx, connect.NewRequest(&fsbv1.AgentServiceListProcessesRequest{SandboxId: id}))
+		if err != nil {
+			h.t.Fatalf("ListProcesses: %v", err)
+		}
+		for _, p := range resp.Msg.GetProcesses() {
+			if p.GetPid() == pid && !p.GetAttached() {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("process %d still attached: %v", pid, resp.Msg.GetProcesses())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
