@@ -77,7 +77,10 @@ type deadlineBody struct {
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	if idle := time.Duration(b.idle.Load()); b.streamed.Load() && idle > 0 {
+		// Only the wait for data counts: a handler that takes its time
+		// with what it read (a slow consumer further down) is not cut.
 		_ = b.rc.SetReadDeadline(time.Now().Add(idle))
+		defer b.rc.SetReadDeadline(time.Time{})
 	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {

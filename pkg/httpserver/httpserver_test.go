@@ -338,18 +338,30 @@ func TestReadIdleStreamsABodyPastTheReadTimeout(t *testing.T) {
 		name   string
 		idle   time.Duration
 		gap    time.Duration // between the parts of the body
+		pause  time.Duration // the handler's, between its reads
 		wantOK bool
 	}{
-		{"idle bound, steady parts", 4 * timeout, timeout / 2, true},
-		{"no bound, slow parts", 0, 2 * timeout, true},
-		{"idle bound, a stall", timeout, 4 * timeout, false},
+		{"idle bound, steady parts", 4 * timeout, timeout / 2, 0, true},
+		{"no bound, slow parts", 0, 2 * timeout, 0, true},
+		{"idle bound, a stall", timeout, 4 * timeout, 0, false},
+		{"idle bound, a slow handler", timeout, timeout / 2, 2 * timeout, true},
 	} {
 		for name, c := range clients() {
 			t.Run(tc.name+"/"+name, func(t *testing.T) {
 				got := make(chan error, 1)
 				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					ReadIdle(r.Context(), tc.idle)
-					b, err := io.ReadAll(r.Body)
+					var b []byte
+					var err error
+					for buf := make([]byte, 1); err == nil; {
+						var n int
+						n, err = r.Body.Read(buf)
+						b = append(b, buf[:n]...)
+						time.Sleep(tc.pause)
+					}
+					if err == io.EOF {
+						err = nil
+					}
 					if err == nil && string(b) != "01234" {
 						err = fmt.Errorf("body %q", b)
 					}
