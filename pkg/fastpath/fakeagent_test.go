@@ -298,6 +298,23 @@ func newFakePlane(t *testing.T) *fakePlane {
 	go func() { defer wg.Done(); set.Run(ctx) }()
 	<-set.Synced()
 
+	url := serveFastPath(t, ctx, fp, logger)
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		fp.Wait()
+		st.Close()
+		if t.Failed() {
+			t.Logf("fast path log:\n%s", logs.String())
+		}
+	})
+	return &fakePlane{fp: fp, agent: fa, metrics: metrics, url: url, logs: logs, h2c: h2cClient(), h1: h1Client()}
+}
+
+// serveFastPath serves fp as the controller does (httpserver, the user
+// token, the file route) until ctx ends, and returns its URL.
+func serveFastPath(t *testing.T, ctx context.Context, fp *Server, logger *slog.Logger) string {
+	t.Helper()
 	keys := auth.Tokens{userToken}.As(auth.RoleUser)
 	mux := http.NewServeMux()
 	path, api := fp.Handler()
@@ -308,6 +325,7 @@ func newFakePlane(t *testing.T) *fakePlane {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- httpserver.Serve(ctx, ln, httpserver.Config{Handler: mux, Logger: logger}) }()
 	t.Cleanup(func() {
@@ -315,21 +333,22 @@ func newFakePlane(t *testing.T) *fakePlane {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		wg.Wait()
-		fp.Wait()
-		st.Close()
-		if t.Failed() {
-			t.Logf("fast path log:\n%s", logs.String())
-		}
 	})
-	var h2c, h1 http.Protocols
-	h2c.SetUnencryptedHTTP2(true)
-	h1.SetHTTP1(true)
-	return &fakePlane{
-		fp: fp, agent: fa, metrics: metrics, url: "http://" + ln.Addr().String(), logs: logs,
-		h2c: &http.Client{Transport: &http.Transport{Protocols: &h2c}},
-		h1:  &http.Client{Transport: &http.Transport{Protocols: &h1}},
-	}
+	return "http://" + ln.Addr().String()
+}
+
+// h2cClient speaks cleartext HTTP/2 only, as bidi and client streams need.
+func h2cClient() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+}
+
+// h1Client speaks HTTP/1.1 only, as curl does by default.
+func h1Client() *http.Client {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
 }
 
 func (f *fakeAgent) handler() http.Handler {
