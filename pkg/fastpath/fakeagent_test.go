@@ -317,7 +317,7 @@ func serveFastPath(t *testing.T, ctx context.Context, fp *Server, logger *slog.L
 	t.Helper()
 	keys := auth.Tokens{userToken}.As(auth.RoleUser)
 	mux := http.NewServeMux()
-	path, api := fp.Handler()
+	path, api := fp.Handler(connect.WithReadMaxBytes(httpserver.DefaultMaxRequestBytes))
 	mux.Handle(path, auth.Middleware(keys, auth.FastPathPolicy, logger, api))
 	path, files := fp.FilesHandler()
 	mux.Handle(path, auth.Route(keys, auth.FastPathPolicy, logger, auth.FilesRoute, files))
@@ -353,7 +353,8 @@ func h1Client() *http.Client {
 
 func (f *fakeAgent) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewAgentServiceHandler(f))
+	// The limit on a request message the agent role sets by default.
+	mux.Handle(fsbv1connect.NewAgentServiceHandler(f, connect.WithReadMaxBytes(httpserver.DefaultMaxRequestBytes)))
 	return mux
 }
 
