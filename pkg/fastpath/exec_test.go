@@ -536,3 +536,50 @@ func TestLargestMessagesPassTheAgentsLimit(t *testing.T) {
 		t.Errorf("the agent got %d bytes of input, want %d", got, len(input.Data))
 	}
 }
+
+// TestAgentGoneMidStreamIsUnavailable: an exec whose agent's connection
+// breaks ends with Unavailable naming the agent, not with a bare transport
+// error or a hang.
+func TestAgentGoneMidStreamIsUnavailable(t *testing.T) {
+	p := newFakePlane(t)
+	p.seed("web", v1alpha1.PhaseRunning, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := p.client().Exec(ctx, connect.NewRequest(&fsbv1.ExecRequest{Name: "web", Process: &fsbv1.ProcessSpec{Command: []string{"flood"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 3 {
+		if !s.Receive() {
+			t.Fatalf("the flood's first events: %v", s.Err())
+		}
+	}
+	p.agentSrv.CloseClientConnections()
+	for s.Receive() {
+	}
+	err = s.Err()
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "agent fake-1 at") || !strings.Contains(err.Error(), "is unreachable") {
+		t.Errorf("%v, want Unavailable saying agent fake-1 is unreachable", err)
+	}
+}
+
+func TestAuditCommandIsBounded(t *testing.T) {
+	long := make([]string, 2000)
+	for i := range long {
+		long[i] = "argument"
+	}
+	for _, tc := range []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"ls", "-l", "/tmp"}, "ls -l /tmp"},
+		{[]string{"sh", "-c", "echo a; rm -rf /"}, `sh -c "echo a; rm -rf /"`},
+		{[]string{"printf", "", "a\nb"}, `printf "" "a\nb"`},
+		{long, strings.Repeat("argument ", 57)[:auditCommandBytes] + "… (2000 arguments)"},
+	} {
+		if got := auditCommand(tc.argv); got != tc.want {
+			t.Errorf("auditCommand(%.40q…) = %q, want %q", tc.argv, got, tc.want)
+		}
+	}
+}
