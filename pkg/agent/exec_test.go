@@ -550,6 +550,11 @@ func TestExecAfterAgentRestart(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+	// The link dirs' parent is root's alone, whatever mode it had (the
+	// harness makes it 0755).
+	if st, err := os.Stat(h.rcfg.LinkDir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("link dir's parent: %v, %v; want mode 0700", st.Mode(), err)
+	}
 	// A link dir that no container owns (its sandbox went while no agent
 	// ran) is removed at the restart; the running sandbox's is kept.
 	stale := filepath.Join(h.rcfg.LinkDir, "0123456789abcdef")
@@ -578,5 +583,20 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	entries, err := os.ReadDir(h.rcfg.LinkDir)
 	if err != nil || len(entries) != 0 {
 		t.Errorf("link dir after the delete: %v, %v; want empty", entries, err)
+	}
+}
+
+// TestExecThroughAgentsRunscWrapper: the runsc wrapper the agent writes
+// for itself (not the rig's) lets init dial out of gVisor.
+func TestExecThroughAgentsRunscWrapper(t *testing.T) {
+	t.Parallel()
+	wrapper := filepath.Join(t.TempDir(), "runsc-fsb")
+	if err := runtime.WriteRunscWrapper(wrapper, "runsc"); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(s *harnessSetup) { s.runtime.Runtimes[runtime.RuntimeGVisor] = wrapper })
+	sb := h.create(runtimeSpec(runtime.RuntimeGVisor, "exec sleep 1000"))
+	if out := h.sh(sb.GetSandboxId(), "echo through-gvisor"); out != "through-gvisor\n" {
+		t.Errorf("exec in gVisor: %q", out)
 	}
 }
