@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -316,7 +317,11 @@ func auditCommand(argv []string) string {
 		}
 	}
 	if out := b.String(); len(out) > auditCommandBytes {
-		return out[:auditCommandBytes] + fmt.Sprintf("… (%d arguments)", len(argv))
+		n := auditCommandBytes
+		for n > 0 && !utf8.RuneStart(out[n]) {
+			n-- // cut between characters, not inside one
+		}
+		return out[:n] + fmt.Sprintf("… (%d arguments)", len(argv))
 	}
 	return b.String()
 }

@@ -577,6 +577,7 @@ func TestAuditCommandIsBounded(t *testing.T) {
 		{[]string{"sh", "-c", "echo a; rm -rf /"}, `sh -c "echo a; rm -rf /"`},
 		{[]string{"printf", "", "a\nb"}, `printf "" "a\nb"`},
 		{long, strings.Repeat("argument ", 57)[:auditCommandBytes] + "… (2000 arguments)"},
+		{[]string{"a" + strings.Repeat("é", 400)}, "a" + strings.Repeat("é", 255) + "… (1 arguments)"},
 	} {
 		if got := auditCommand(tc.argv); got != tc.want {
 			t.Errorf("auditCommand(%.40q…) = %q, want %q", tc.argv, got, tc.want)
