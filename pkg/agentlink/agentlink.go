@@ -105,7 +105,10 @@ func New(cfg Config) *Set {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
 	s := &Set{cfg: cfg, started: time.Now(), byAddr: make(map[string]*agent), byID: make(map[string]*agent), synced: make(chan struct{})}
-	var opts []connect.ClientOption
+	// No gzip on the link: exec output and file data cross a cluster's
+	// network, where deflate, not the wire, would be the bottleneck (on
+	// loopback it took twice the time of a 40 MiB read of a file).
+	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(auth.Bearer(cfg.Token)))
 	}
@@ -554,4 +557,18 @@ func (s *Set) Up(agentID string) bool {
 	defer s.mu.Unlock()
 	a, ok := s.byID[agentID]
 	return ok && a.up
+}
+
+// Reach returns an agent's client with a context for a call to it (see
+// Bind): the call ends with ctx, or as soon as the agent goes down, with
+// ErrAgentDown as the context's cause. Exec and file calls, which may
+// stream for as long as their caller wants, so never outlive their agent.
+// The error is Client's; cancel must be called once the call is over.
+func (s *Set) Reach(ctx context.Context, agentID string) (fsbv1connect.AgentServiceClient, context.Context, context.CancelFunc, error) {
+	client, err := s.Client(agentID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	callCtx, cancel := s.Bind(ctx, agentID)
+	return client, callCtx, cancel, nil
 }
