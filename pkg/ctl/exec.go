@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
@@ -229,6 +230,13 @@ func (c *Client) execError(ctx context.Context, err error, name string) error {
 			return fmt.Errorf("sandbox %s not found in namespace %s", name, c.namespace)
 		}
 		return errors.New(message(err))
+	}
+	if connect.CodeOf(err) == connect.CodeUnavailable && connect.IsWireError(err) {
+		if part, _ := fault.Of(err); part == "" {
+			// Not a part of the path the controller could not reach:
+			// the sandbox's init did not answer, in the server's words.
+			return errors.New(message(err))
+		}
 	}
 	return c.describe(err, target{})
 }
