@@ -490,3 +490,19 @@ func TestExecTTY(t *testing.T) {
 		})
 	}
 }
+
+// TestExecNeedsHTTP2: a controller reached only over HTTP/1.1 (a proxy in
+// between) cannot carry an exec with input: the error says why.
+func TestExecNeedsHTTP2(t *testing.T) {
+	f := newExecFake()
+	f.add("default", "box", "busybox", time.Minute)
+	var out, errw syncBuffer
+	c, err := New(Config{Server: serve(t, f.fakeFastPath), Token: testToken, Out: &out, Err: &errw, In: strings.NewReader("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Exec(context.Background(), ExecOptions{Name: "box", Command: []string{"cat"}})
+	if err == nil || !strings.Contains(err.Error(), "cannot speak HTTP/2 with the controller") {
+		t.Errorf("err %v, want one naming HTTP/2", err)
+	}
+}
