@@ -27,6 +27,9 @@ type terminal struct {
 	mfd, sfd int
 	out      *rig.Buffer // everything read from the master
 	done     chan struct{}
+	// gone, once closed, says the program on the slave side has ended:
+	// no output is awaited any more.
+	gone chan struct{}
 }
 
 // openTerminal opens a pseudo-terminal of rows x cols; the test's end
@@ -54,7 +57,7 @@ func openTerminal(t *testing.T, rows, cols uint16) *terminal {
 		t.Fatalf("open /dev/pts/%d: %v", n, err)
 	}
 	term := &terminal{master: os.NewFile(uintptr(mfd), "ptmx"), slave: os.NewFile(uintptr(sfd), fmt.Sprintf("/dev/pts/%d", n)),
-		mfd: mfd, sfd: sfd, out: &rig.Buffer{}, done: make(chan struct{})}
+		mfd: mfd, sfd: sfd, out: &rig.Buffer{}, done: make(chan struct{}), gone: make(chan struct{})}
 	term.resize(t, rows, cols)
 	go func() {
 		defer close(term.done)
@@ -104,16 +107,23 @@ func (term *terminal) type_(t *testing.T, s string) {
 }
 
 // waitOutput waits until the terminal's output after offset from holds
-// want, and returns the offset just past it.
+// want, and returns the offset just past it; false once timeout has passed
+// or the program has ended without it.
 func (term *terminal) waitOutput(t *testing.T, from int, want string, timeout time.Duration) (int, bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
+		var ended bool
+		select {
+		case <-term.gone:
+			ended = true
+		default:
+		}
 		out := term.out.String()
 		if i := strings.Index(out[min(from, len(out)):], want); i >= 0 {
 			return from + i + len(want), true
 		}
-		if time.Now().After(deadline) {
+		if ended || time.Now().After(deadline) {
 			return from, false
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -139,14 +149,14 @@ func testCtlExecTerminal(t *testing.T, p *execPlane) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(term.gone) }()
 	t.Cleanup(func() {
 		select {
-		case <-exited:
+		case <-term.gone:
 		default:
 			cmd.Process.Kill()
-			<-exited
+			<-term.gone
 		}
 	})
 	fail := func(format string, args ...any) {
@@ -183,10 +193,10 @@ func testCtlExecTerminal(t *testing.T, p *execPlane) {
 
 	term.type_(t, "exit 7\r")
 	select {
-	case err := <-exited:
+	case <-term.gone:
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
-			fail("the CLI ended with %v, want exit status 7", err)
+		if !errors.As(waitErr, &ee) || ee.ExitCode() != 7 {
+			fail("the CLI ended with %v, want exit status 7", waitErr)
 		}
 	case <-time.After(20 * time.Second):
 		fail("the CLI did not exit after the shell's exit 7")
