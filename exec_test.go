@@ -171,15 +171,33 @@ func drain(s execEvents, r *execResult) error {
 // run execs spec in sandbox name and reads its stream to the end.
 func (p *execPlane) run(t *testing.T, name string, spec *fsbv1.ProcessSpec) *execResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, pid := p.startExec(t, ctx, name, spec)
-	defer s.Close()
-	r := &execResult{pid: pid}
-	if err := drain(s, r); err != nil {
-		t.Fatalf("exec %q in %s: %v (stdout %q, stderr %q)", spec.GetCommand(), name, err, r.stdout, r.stderr)
+	r, err := p.runE(name, spec)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return r
+}
+
+// runE is run for any goroutine: it returns what went wrong.
+func (p *execPlane) runE(name string, spec *fsbv1.ProcessSpec) (*execResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := p.api.Exec(ctx, connect.NewRequest(&fsbv1.ExecRequest{Name: name, Process: spec}))
+	if err != nil {
+		return nil, fmt.Errorf("exec %q in %s: %w", spec.GetCommand(), name, err)
+	}
+	defer s.Close()
+	if !s.Receive() {
+		return nil, fmt.Errorf("exec %q in %s: the stream ended before the start: %w", spec.GetCommand(), name, s.Err())
+	}
+	r := &execResult{pid: s.Msg().GetEvent().GetStarted().GetPid()}
+	if r.pid <= 1 {
+		return nil, fmt.Errorf("exec %q in %s: first event %v, want started with a PID above 1", spec.GetCommand(), name, s.Msg().GetEvent())
+	}
+	if err := drain(s, r); err != nil {
+		return nil, fmt.Errorf("exec %q in %s: %w (stdout %q, stderr %q)", spec.GetCommand(), name, err, r.stdout, r.stderr)
+	}
+	return r, nil
 }
 
 // readUntil reads a stream's output (stdout and stderr) until it holds
@@ -452,7 +470,11 @@ func testExecRuntime(t *testing.T, p *execPlane, rt string) {
 		var wg sync.WaitGroup
 		for i := range 20 {
 			wg.Go(func() {
-				r := p.run(t, name, &fsbv1.ProcessSpec{Command: sh(`sleep 0.2; echo "exec $1"`, fmt.Sprint(i))})
+				r, err := p.runE(name, &fsbv1.ProcessSpec{Command: sh(`sleep 0.2; echo "exec $1"`, fmt.Sprint(i))})
+				if err != nil {
+					t.Errorf("exec %d of 20: %v", i, err)
+					return
+				}
 				if got := string(r.stdout); got != fmt.Sprintf("exec %d\n", i) || r.exit.GetExitCode() != 0 {
 					t.Errorf("exec %d of 20: %q, exit %v", i, got, r.exit)
 				}
