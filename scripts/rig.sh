@@ -171,7 +171,7 @@ write_runsc_wrapper() {
 	cat >"$tmp" <<EOF
 #!/bin/sh
 # Written by scripts/rig.sh: gVisor behind the runc shim (BinaryName).
-exec $runsc --network=host --platform=$platform "\$@"
+exec $runsc --network=host --host-uds=open --platform=$platform "\$@"
 EOF
 	chmod 0755 "$tmp"
 	mv -f "$tmp" "$dir/bin/runsc-fsb"

@@ -58,7 +58,6 @@ type Config struct {
 
 // Agent implements fsbv1connect.AgentServiceHandler.
 type Agent struct {
-	fsbv1connect.UnimplementedAgentServiceHandler
 	cfg     Config
 	metrics *metrics
 	watcher sync.WaitGroup
@@ -95,6 +94,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	go func() {
 		defer a.watcher.Done()
 		cfg.Runtime.Watch(ctx, synced)
+		// The agent stops: its successor listens for the inits again.
+		cfg.Runtime.CloseLinks()
 	}()
 	select {
 	case <-synced:
@@ -118,9 +119,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
 	cfg.Logger.Info("sandboxes loaded", slog.Int("running", len(sandboxes)),
 		slog.Int("finished", rep.Finished), slog.Int("rolledBack", rep.RolledBack), slog.Int("lost", rep.Lost),
-		slog.Int("leftoverSnapshots", rep.Snapshots), slog.Int("leftoverCgroups", rep.Cgroups))
+		slog.Int("leftoverSnapshots", rep.Snapshots), slog.Int("leftoverCgroups", rep.Cgroups), slog.Int("leftoverLinkDirs", rep.LinkDirs))
 	return a, nil
 }
+
+var _ fsbv1connect.AgentServiceHandler = (*Agent)(nil)
 
 // Wait waits until the agent has stopped watching containerd and sweeping
 // logs, after the context given to New has ended.

@@ -72,6 +72,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	helper := rig.HelperBinary(t)
 	h := &harness{t: t, logDir: t.TempDir()}
 	rcfg := runtime.Config{
+		LinkDir:          shortTempDir(t),
 		InitBinary:       helper,
 		LogDriverBinary:  helper,
 		LogDir:           h.logDir,
@@ -114,6 +115,18 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	h.url = srv.URL
 	h.client = fsbv1connect.NewAgentServiceClient(http.DefaultClient, srv.URL, connect.WithInterceptors(auth.Bearer(testToken)))
 	return h
+}
+
+// shortTempDir returns a temporary directory with a short path: a unix
+// socket's path must fit 107 bytes, and t.TempDir's carry the test's name.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fsbl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // newRuntime makes the runtime a new agent process would have.

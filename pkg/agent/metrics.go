@@ -14,6 +14,10 @@ type metrics struct {
 	deletes   *prometheus.HistogramVec
 	sandboxes prometheus.Gauge
 	capacity  prometheus.Gauge
+	// execs counts exec requests by result; bytes counts the bytes moved
+	// through fsb init by kind (exec_output, file_read, file_write).
+	execs *prometheus.CounterVec
+	bytes *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -38,8 +42,16 @@ func newMetrics() *metrics {
 			Name: "fsb_agent_capacity",
 			Help: "The most sandboxes this agent runs at once.",
 		}),
+		execs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fsb_agent_execs_total",
+			Help: "Exec requests, by result (started; invalid, refused: the sandbox cannot exec; error: init failed it).",
+		}, []string{"result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fsb_agent_exec_bytes_total",
+			Help: "Bytes moved through sandboxes' fsb init, by kind (exec_output, file_read, file_write).",
+		}, []string{"kind"}),
 	}
-	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity,
+	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity, m.execs, m.bytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

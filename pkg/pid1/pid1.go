@@ -1,17 +1,27 @@
 // Package pid1 is what every sandbox runs as its first process: it starts the
 // sandbox's main process, forwards signals to it, reaps every orphan that the
 // kernel hands to it, and ends with the main process's exit status.
+//
+// When the agent gave it a link (package initlink: a token in its
+// environment, the link directory mounted), init also starts processes and
+// does file work inside the sandbox on the agent's behalf, once the main
+// process runs: a Link keeps connections to the agent, a Manager serves
+// their requests, and the reaper tells the Manager about every exit.
 package pid1
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
 // Exit statuses for a main process that could not be started, as shells use them.
@@ -27,6 +37,22 @@ const (
 // must, and marks itself a child subreaper so that it reaps them even when it
 // is not PID 1.
 func Run(argv []string, stderr io.Writer) int {
+	return run(argv, stderr, initlink.MountPath)
+}
+
+// run is Run with the link directory's place, which tests choose.
+func run(argv []string, stderr io.Writer, linkDir string) int {
+	// The token is for init alone: neither the main process nor any exec'd
+	// one inherits it, and a non-dumpable init keeps other processes of the
+	// sandbox (root inside lacks CAP_SYS_PTRACE) out of /proc/1/environ and
+	// /proc/1/mem.
+	token := os.Getenv(initlink.TokenEnv)
+	_ = os.Unsetenv(initlink.TokenEnv)
+	if token != "" {
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			fmt.Fprintf(stderr, "fsb init: make init non-dumpable: %v\n", err)
+		}
+	}
 	if len(argv) == 0 {
 		fmt.Fprintln(stderr, "fsb init: no command to run")
 		return ExitNotFound
@@ -56,14 +82,38 @@ func Run(argv []string, stderr io.Writer) int {
 	// would otherwise race with the wait for the main one.
 	_ = proc.Release()
 
+	// The link starts after the main process, so that it costs the
+	// sandbox's start nothing; without a token or a link directory there
+	// is none.
+	var mgr *Manager
+	if token != "" {
+		if st, err := os.Stat(linkDir); err == nil && st.IsDir() {
+			dir, _ := os.Getwd()
+			mgr = NewManager(os.Environ(), dir)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
+		}
+	}
+	exited := func(int, unix.WaitStatus) {}
+	if mgr != nil {
+		exited = mgr.Exited
+	}
+
 	for sig := range sigs {
 		switch sig {
 		case unix.SIGCHLD:
-			if status, done := reap(mainPID); done {
+			if status, done := reap(mainPID, exited); done {
+				if mgr != nil {
+					mgr.Shutdown(status)
+				}
 				return status
 			}
 		case unix.SIGURG:
 			// The Go runtime preempts goroutines with SIGURG; it is not for the child.
+		case unix.SIGPIPE:
+			// Init's own writes to a socket or pipe whose reader is gone
+			// raise it (and fail with EPIPE); it is not for the child.
 		default:
 			_ = unix.Kill(mainPID, sig.(unix.Signal))
 		}
@@ -71,9 +121,10 @@ func Run(argv []string, stderr io.Writer) int {
 	return 0
 }
 
-// reap collects every child that has exited. It reports the exit status of
-// the main process once that one is among them.
-func reap(mainPID int) (status int, mainExited bool) {
+// reap collects every child that has exited and tells exited about each but
+// the main process. It reports the exit status of the main process once that
+// one is among them.
+func reap(mainPID int, exited func(int, unix.WaitStatus)) (status int, mainExited bool) {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -85,6 +136,8 @@ func reap(mainPID int) (status int, mainExited bool) {
 		}
 		if pid == mainPID {
 			status, mainExited = exitStatus(ws), true
+		} else {
+			exited(pid, ws)
 		}
 	}
 }

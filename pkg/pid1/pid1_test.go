@@ -9,13 +9,23 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
 // The test binary doubles as the init under test: with FSB_PID1_TEST set it
 // runs Main on its arguments instead of the tests.
 func TestMain(m *testing.M) {
 	if os.Getenv("FSB_PID1_TEST") == "1" {
-		os.Exit(Main(os.Args[1:]))
+		args := os.Args[1:]
+		if len(args) > 0 && args[0] == "--" {
+			args = args[1:]
+		}
+		link := os.Getenv("FSB_PID1_TEST_LINK")
+		if link == "" {
+			link = initlink.MountPath
+		}
+		os.Exit(run(args, os.Stderr, link))
 	}
 	os.Exit(m.Run())
 }

@@ -48,9 +48,10 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
 	made := errdefs.IsNotFound(err)
+	var ls linkSpec
 	switch {
 	case made:
-		c, made, err = r.newContainer(ctx, sb, id, binary)
+		c, made, err = r.newContainer(ctx, sb, id, binary, &ls)
 		if err != nil && !errors.Is(err, ErrExists) {
 			// containerd may have made the container all the same (it went
 			// away mid-call): Watch removes it if so.
@@ -64,7 +65,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info, err := r.ensureTask(ctx, c, sb, made)
+	info, err := r.linkAndTask(ctx, c, sb, made, ls)
 	if err != nil {
 		if !made {
 			// Not this call's: an earlier create made it, and it may run.
@@ -92,6 +93,23 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		}
 	}
 	return info, nil
+}
+
+// linkAndTask opens the link to the sandbox's init (unless it runs without
+// one) before its task may start, then ensures the task.
+func (r *Runtime) linkAndTask(ctx context.Context, c containerd.Container, sb Sandbox, made bool, ls linkSpec) (Info, error) {
+	if !sb.Spec.GetNoInit() {
+		var err error
+		if made {
+			err = r.openLink(c.ID(), ls)
+		} else {
+			err = r.reopenLink(ctx, c)
+		}
+		if err != nil {
+			return Info{}, err
+		}
+	}
+	return r.ensureTask(ctx, c, sb, made)
 }
 
 // checkExisting fails unless c, found for sb, is this agent's and holds
@@ -141,6 +159,8 @@ type RepairReport struct {
 	Snapshots int
 	// Cgroups counts the leftover sandbox cgroups removed.
 	Cgroups int
+	// LinkDirs counts the leftover link directories removed.
+	LinkDirs int
 }
 
 // markStarted labels a container as having started.
@@ -202,6 +222,11 @@ func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 			return rep, fmt.Errorf("roll back %s: %w", info.ContainerID, err)
 		}
 		rep.RolledBack++
+	}
+	// The links of running sandboxes, which init dials again, after the
+	// half-made ones were finished (Ensure opened theirs).
+	if rep.LinkDirs, err = r.reopenLinks(ctx, infos); err != nil {
+		return rep, err
 	}
 	if rep.Snapshots, err = r.removeLeftoverSnapshots(ctx); err != nil {
 		return rep, err
@@ -288,7 +313,7 @@ func runtimeName(name string) string {
 // it, got there first) counts as progress: it is returned, not made. A
 // snapshot left under the container's key by a create cut short before its
 // container was made is removed, and the container is created once more.
-func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string) (containerd.Container, bool, error) {
+func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary string, ls *linkSpec) (containerd.Container, bool, error) {
 	img, err := r.images.get(ctx, sb.Spec.GetImage())
 	if err != nil {
 		return nil, false, err
@@ -298,6 +323,14 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		return nil, false, err
 	}
 	specOpts = append(specOpts, userOpt(img.config.User))
+	if !sb.Spec.GetNoInit() {
+		// After the user: the last option notes init's user.
+		lopts, err := r.linkOpts(id, ls)
+		if err != nil {
+			return nil, false, err
+		}
+		specOpts = append(specOpts, lopts...)
+	}
 	labels := map[string]string{
 		LabelID:        sb.ID,
 		LabelRevision:  strconv.FormatInt(sb.Revision, 10),

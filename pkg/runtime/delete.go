@@ -267,7 +267,12 @@ func (r *Runtime) remove(ctx context.Context, c containerd.Container, task conta
 	if err != nil {
 		return err
 	}
-	return removeSandbox(ctx, ns, c, task, status, runtimeName, r.cfg.Runtimes[RuntimeGVisor], r.cfg.Logger)
+	if err := removeSandbox(ctx, ns, c, task, status, runtimeName, r.cfg.Runtimes[RuntimeGVisor], r.cfg.Logger); err != nil {
+		return err
+	}
+	// The task is gone: nothing dials the link any more.
+	r.closeLink(c.ID())
+	return nil
 }
 
 // removeSandbox is remove for a container in namespace ns; gvisor is the

@@ -12,7 +12,8 @@ import (
 // WriteRunscWrapper writes at path the program the runc shim runs for the
 // gvisor runtime: runsc with the flags a sandbox needs. Debian ships no
 // gVisor shim, so gVisor runs behind containerd's runc shim with this
-// wrapper as its BinaryName. --network=host keeps the sandbox in the
+// wrapper as its BinaryName. --host-uds=open lets fsb init dial the agent's
+// socket in its link directory through the gofer. --network=host keeps the sandbox in the
 // agent's network namespace (gVisor's own network stack does not work on
 // these kernels); the platform is systrap where this runsc has it, else
 // ptrace (KVM hangs on virtual machines without nested virtualization).
@@ -29,7 +30,7 @@ func WriteRunscWrapper(path, runsc string) error {
 	if slices.Contains(strings.Fields(string(out)), "systrap") {
 		platform = "systrap"
 	}
-	script := fmt.Sprintf("#!/bin/sh\n# Written by fsb agent: gVisor behind containerd's runc shim.\nexec %s --network=host --platform=%s \"$@\"\n", runsc, platform)
+	script := fmt.Sprintf("#!/bin/sh\n# Written by fsb agent: gVisor behind containerd's runc shim.\nexec %s --network=host --host-uds=open --platform=%s \"$@\"\n", runsc, platform)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("runsc wrapper: %w", err)
 	}

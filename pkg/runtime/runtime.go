@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
 // Labels every sandbox container carries. The agent adopts and counts only
@@ -132,6 +133,12 @@ type Config struct {
 	// Runtimes maps a runtime name to the OCI binary the runc shim runs:
 	// "runc", "crun", and for "gvisor" a runsc wrapper (see WriteRunscWrapper).
 	Runtimes map[string]string
+	// LinkDir holds each sandbox's link directory (<LinkDir>/<16 hex of
+	// sha256(container ID)>: the socket fsb init dials, see pkg/initlink).
+	// Empty means DefaultLinkDir. Agents on one machine that use different
+	// containerd daemons need different link dirs: each removes the ones
+	// its containerd knows no container of.
+	LinkDir string
 }
 
 // Runtime creates, inspects and deletes sandbox containers, and keeps their
@@ -152,6 +159,11 @@ type Runtime struct {
 	// stops are the deletes' stops under way, by container ID: a delete
 	// with a shorter grace period brings their kill forward (delete.go).
 	stops map[string]*pendingStop
+
+	// linkMu guards links: the open links to the inits of sandboxes, by
+	// container ID (link.go).
+	linkMu sync.Mutex
+	links  map[string]*initlink.Link
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -183,6 +195,12 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.PullTimeout <= 0 {
 		cfg.PullTimeout = DefaultPullTimeout
 	}
+	if cfg.LinkDir == "" {
+		cfg.LinkDir = DefaultLinkDir
+	}
+	if err := checkLinkDir(cfg.LinkDir); err != nil {
+		return nil, err
+	}
 	return &Runtime{
 		cfg:       cfg,
 		images:    newImageCache(cfg),
@@ -190,6 +208,7 @@ func New(cfg Config) (*Runtime, error) {
 		changed:   make(chan struct{}),
 		rollbacks: make(map[string]string),
 		stops:     make(map[string]*pendingStop),
+		links:     make(map[string]*initlink.Link),
 	}, nil
 }
 

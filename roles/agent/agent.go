@@ -66,6 +66,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "registry-config-path", Usage: "directory of containerd hosts.toml files (<dir>/<registry>/hosts.toml): mirrors, TLS, plain HTTP"},
 			&cli.StringFlag{Name: "gvisor-wrapper", Usage: "runsc wrapper the runc shim runs for runtime gvisor (default: one the agent writes into --state-dir when runsc is installed)"},
 			&cli.StringFlag{Name: "state-dir", Value: "/run/fsb", Usage: "where the agent keeps files of its own, such as the runsc wrapper"},
+			&cli.StringFlag{Name: "link-dir", Value: runtime.DefaultLinkDir, Usage: "where the agent makes each sandbox's link directory, the socket its fsb init dials (short: a socket path has at most 107 bytes; one per containerd daemon)"},
 			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
@@ -131,6 +132,7 @@ func run(c *cli.Context) error {
 		RegistryConfigPath:  c.String("registry-config-path"),
 		PullTimeout:         c.Duration("pull-timeout"),
 		Runtimes:            runtimes,
+		LinkDir:             c.String("link-dir"),
 		Logger:              log,
 	})
 	if err != nil {

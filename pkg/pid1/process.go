@@ -1,0 +1,827 @@
+package pid1
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
+)
+
+const (
+	// outputLimit bounds the output init keeps for one process; its pipes
+	// are not read while the buffer is full, so the process blocks on its
+	// writes instead of init's memory growing.
+	outputLimit = 1 << 20
+	// drainAfterExit is how long init still waits for a process's pipes
+	// to end once it exited: an orphaned grandchild may hold them open.
+	drainAfterExit = 100 * time.Millisecond
+	// inputTimeout bounds one write to a process's input.
+	inputTimeout = 10 * time.Second
+	// shutdownNotice bounds the time init spends telling attached streams
+	// that the sandbox's main process exited.
+	shutdownNotice = 100 * time.Millisecond
+)
+
+// Manager starts and keeps track of the processes exec'd through the link.
+// Run's reaper reports every exited child to Exited; Shutdown ends them all
+// when the sandbox's main process exits.
+type Manager struct {
+	env []string // init's environment, the token removed
+	dir string   // init's working directory
+
+	// mainStatus is the main process's exit status once it exited, else -1.
+	mainStatus atomic.Int64
+
+	mu      sync.Mutex
+	procs   map[int]*process
+	seq     uint64
+	streams map[*stream]struct{}
+}
+
+// NewManager returns a Manager whose processes inherit env (plus their own
+// overrides) and start in dir unless told otherwise.
+func NewManager(env []string, dir string) *Manager {
+	m := &Manager{env: env, dir: dir, procs: map[int]*process{}, streams: map[*stream]struct{}{}}
+	m.mainStatus.Store(-1)
+	return m
+}
+
+// process is the record of one exec'd process.
+type process struct {
+	pid   int
+	args  []string
+	pty   bool
+	start time.Time
+	seq   uint64
+
+	// inMu serializes writes to the input, which may block (inputTimeout).
+	inMu sync.Mutex
+
+	mu        sync.Mutex
+	cond      sync.Cond
+	in        *os.File // stdin's write end or the PTY's master; nil once closed
+	term      *os.File // the PTY's master; nil without a PTY or once closed
+	pipes     []*os.File
+	out       []chunk
+	outSize   int
+	open      int // output pipes still being read
+	exit      *initlink.Exit
+	timer     *time.Timer
+	timedOut  bool
+	drainNow  bool // exited drainAfterExit ago: read what is left, then stop
+	dropped   bool // the record was evicted or init is going
+	attached  uint64
+	attaches  uint64
+	delivered bool // an attached stream received the exit
+}
+
+type chunk struct {
+	t initlink.FrameType
+	b []byte
+}
+
+// finished reports whether the process exited and its pipes are done.
+// Callers hold p.mu.
+func (p *process) finished() bool { return p.exit != nil && p.open == 0 }
+
+// Serve answers req on f, the request's own connection.
+func (m *Manager) Serve(f *os.File, req *initlink.Request) {
+	var err error
+	switch req.Op {
+	case initlink.OpExec:
+		err = m.exec(f, req)
+	case initlink.OpAttach:
+		err = m.attach(f, req.PID)
+	case initlink.OpInput, initlink.OpCloseInput, initlink.OpSignal, initlink.OpResize:
+		if err = m.control(req); err == nil {
+			err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{})
+		}
+	case initlink.OpList:
+		err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{Processes: m.list()})
+	case initlink.OpReadFile, initlink.OpWriteFile, initlink.OpListDir, initlink.OpStat,
+		initlink.OpMkdir, initlink.OpMove, initlink.OpRemove:
+		err = serveFile(f, req)
+	default:
+		err = errorf(initlink.CodeInvalidArgument, "unknown operation %q", req.Op)
+	}
+	var le *initlink.Error
+	if errors.As(err, &le) {
+		_ = initlink.WriteJSON(f, initlink.FrameError, le)
+	}
+}
+
+// exec starts req.Process and streams it on f.
+func (m *Manager) exec(f *os.File, req *initlink.Request) error {
+	if req.Process == nil || len(req.Process.Args) == 0 || req.Process.Args[0] == "" {
+		return errorf(initlink.CodeInvalidArgument, "exec: no command")
+	}
+	p, err := m.start(req.Process)
+	if err != nil {
+		return err
+	}
+	return m.stream(f, p)
+}
+
+// start starts spec and records it. The record exists before the reaper
+// can report the process's exit: m.mu is held from the start to the
+// record, and Exited takes it.
+func (m *Manager) start(spec *initlink.Process) (*process, error) {
+	if m.mainStatus.Load() >= 0 {
+		return nil, errorf(initlink.CodeSandboxExited, "the sandbox's main process exited")
+	}
+	env := mergeEnv(m.env, spec.Env)
+	cred, home, err := lookupUser(spec.User)
+	if err != nil {
+		return nil, err
+	}
+	if home != "" && !hasKey(spec.Env, "HOME") {
+		env = mergeEnv(env, []string{"HOME=" + home})
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = m.dir
+	}
+	if !filepath.IsAbs(dir) {
+		return nil, errorf(initlink.CodeInvalidArgument, "exec: working directory %q is not absolute", dir)
+	}
+	// The child's chdir failure would come back as a bare errno: say here
+	// which directory is wrong.
+	if st, err := os.Stat(dir); err != nil {
+		return nil, errorf(codeOf(err), "exec: working directory %s: %v", dir, errors.Unwrap(err))
+	} else if !st.IsDir() {
+		return nil, errorf(initlink.CodeFailedPrecondition, "exec: working directory %s: not a directory", dir)
+	}
+	path, err := lookPath(spec.Args[0], envValue(env, "PATH"), dir)
+	if err != nil {
+		return nil, err
+	}
+
+	p := &process{args: spec.Args, pty: spec.PTY}
+	p.cond.L = &p.mu
+	attr := &os.ProcAttr{Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: cred}}
+	// closeAfter are the child's ends, closed in init once it started.
+	var closeAfter []*os.File
+	defer func() {
+		for _, f := range closeAfter {
+			_ = f.Close()
+		}
+	}()
+	fail := func(err error) (*process, error) {
+		for _, f := range append(p.pipes, p.in) {
+			if f != nil {
+				_ = f.Close()
+			}
+		}
+		return nil, err
+	}
+	if spec.PTY {
+		master, slave, err := openPTY(spec.Rows, spec.Cols)
+		if err != nil {
+			return nil, err
+		}
+		closeAfter = append(closeAfter, slave)
+		p.in, p.term, p.pipes = master, master, []*os.File{master}
+		attr.Files = []*os.File{slave, slave, slave}
+		// A session of its own, with the terminal as its controlling
+		// terminal (fd 0 in the child).
+		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
+	} else {
+		stdin, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, fmt.Errorf("exec: open %s: %w", os.DevNull, err)
+		}
+		closeAfter = append(closeAfter, stdin)
+		if spec.Stdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fail(fmt.Errorf("exec: stdin pipe: %w", err))
+			}
+			closeAfter = append(closeAfter, r)
+			stdin, p.in = r, w
+		}
+		attr.Files = []*os.File{stdin, nil, nil}
+		for i := 1; i <= 2; i++ {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fail(fmt.Errorf("exec: output pipe: %w", err))
+			}
+			closeAfter = append(closeAfter, w)
+			p.pipes = append(p.pipes, r)
+			attr.Files[i] = w
+		}
+		// A group of its own, so that a timeout kills what it started too.
+		attr.Sys.Setpgid = true
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.makeRoom(); err != nil {
+		return fail(err)
+	}
+	proc, err := os.StartProcess(path, spec.Args, attr)
+	if err != nil {
+		return fail(startError(spec.Args[0], dir, err))
+	}
+	// The reaper collects the status, not proc.Wait.
+	p.pid = proc.Pid
+	_ = proc.Release()
+	p.start = time.Now()
+	m.seq++
+	p.seq = m.seq
+	p.open = len(p.pipes)
+	m.procs[p.pid] = p
+	if spec.TimeoutMillis > 0 {
+		p.timer = time.AfterFunc(time.Duration(spec.TimeoutMillis)*time.Millisecond, p.timeout)
+	}
+	for i, r := range p.pipes {
+		t := initlink.FrameStdout
+		if i == 1 {
+			t = initlink.FrameStderr
+		}
+		go p.pump(r, t)
+	}
+	return p, nil
+}
+
+// makeRoom drops the oldest finished records, first those whose exit was
+// delivered, so that one more fits in initlink.MaxProcesses. Callers hold
+// m.mu.
+func (m *Manager) makeRoom() error {
+	for len(m.procs) >= initlink.MaxProcesses {
+		var victim *process
+		for _, delivered := range []bool{true, false} {
+			for _, p := range m.procs {
+				p.mu.Lock()
+				ok := p.finished() && p.delivered == delivered && p.attached == 0
+				p.mu.Unlock()
+				if ok && (victim == nil || p.seq < victim.seq) {
+					victim = p
+				}
+			}
+			if victim != nil {
+				break
+			}
+		}
+		if victim == nil {
+			return errorf(initlink.CodeResourceExhausted, "exec: %d processes are running or attached, at most %d", len(m.procs), initlink.MaxProcesses)
+		}
+		delete(m.procs, victim.pid)
+		victim.mu.Lock()
+		victim.dropped, victim.out, victim.outSize = true, nil, 0
+		victim.cond.Broadcast()
+		victim.mu.Unlock()
+	}
+	return nil
+}
+
+// timeout kills the process's group (or session: the same ID) once its
+// time is up.
+func (p *process) timeout() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exit != nil {
+		return
+	}
+	p.timedOut = true
+	_ = unix.Kill(-p.pid, unix.SIGKILL)
+}
+
+// pump reads one output pipe into the buffer, never more than outputLimit
+// (plus one chunk) at a time.
+func (p *process) pump(r *os.File, t initlink.FrameType) {
+	defer func() {
+		p.mu.Lock()
+		p.open--
+		if p.open == 0 {
+			p.closeInput()
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		_ = r.Close()
+	}()
+	buf := make([]byte, initlink.ChunkSize)
+	drained := 0
+	draining := false
+	for {
+		p.mu.Lock()
+		for p.outSize >= outputLimit && !p.dropped {
+			p.cond.Wait()
+		}
+		drain, dropped := p.drainNow, p.dropped
+		p.mu.Unlock()
+		if dropped {
+			return
+		}
+		var n int
+		var err error
+		if drain {
+			// What is in the pipe now is read; nothing more is waited for,
+			// and a grandchild writing on is cut off after outputLimit.
+			if !draining {
+				draining = true
+				_ = r.SetReadDeadline(time.Time{})
+			}
+			if drained >= outputLimit {
+				return
+			}
+			n, err = readNow(r, buf)
+			drained += n
+		} else {
+			n, err = r.Read(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+		}
+		if n > 0 {
+			p.mu.Lock()
+			p.out = append(p.out, chunk{t, append([]byte(nil), buf[:n]...)})
+			p.outSize += n
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		if err != nil {
+			// io.EOF, or EIO from a PTY whose other side is closed.
+			return
+		}
+	}
+}
+
+// readNow reads what r holds without waiting; io.EOF when it holds nothing.
+func readNow(r *os.File, buf []byte) (int, error) {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), buf)
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	if n <= 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// closeInput closes the process's input. Callers hold p.mu.
+func (p *process) closeInput() {
+	if p.in != nil {
+		_ = p.in.Close()
+		p.in, p.term = nil, nil
+	}
+}
+
+// Exited records the exit of pid, when it is a process the Manager started.
+// Run's reaper calls it for every child it reaps but the main process.
+func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
+	m.mu.Lock()
+	p := m.procs[pid]
+	m.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exit := &initlink.Exit{Code: ws.ExitStatus(), TimedOut: p.timedOut}
+	if ws.Signaled() {
+		exit.Code = 128 + int(ws.Signal())
+		exit.Signal = strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
+	}
+	p.exit = exit
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	if p.open > 0 {
+		time.AfterFunc(drainAfterExit, p.drain)
+	}
+	p.cond.Broadcast()
+}
+
+// drain makes the pumps read what is left in the pipes and stop.
+func (p *process) drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drainNow = true
+	for _, r := range p.pipes {
+		// Wakes a pump waiting in Read; a closed pipe just says so.
+		_ = r.SetReadDeadline(time.Now())
+	}
+	p.cond.Broadcast()
+}
+
+// stream is one attached client of a process.
+type stream struct {
+	f    *os.File
+	p    *process
+	gen  uint64
+	wmu  sync.Mutex // serializes writes to f
+	gone bool       // the client went away (under p.mu)
+	done chan struct{}
+}
+
+func (s *stream) write(t initlink.FrameType, b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return initlink.WriteFrame(s.f, t, b)
+}
+
+func (s *stream) writeJSON(t initlink.FrameType, v any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return initlink.WriteJSON(s.f, t, v)
+}
+
+// attach streams process pid on f, taking it over from an earlier stream.
+func (m *Manager) attach(f *os.File, pid int) error {
+	m.mu.Lock()
+	p := m.procs[pid]
+	m.mu.Unlock()
+	if p == nil {
+		return errorf(initlink.CodeNotFound, "no process %d (only processes started by exec are known)", pid)
+	}
+	return m.stream(f, p)
+}
+
+// stream sends p's output and exit on f, and takes input from f, until the
+// process is done, the client goes, or a newer attach takes over.
+func (m *Manager) stream(f *os.File, p *process) error {
+	s := &stream{f: f, p: p, done: make(chan struct{})}
+	defer close(s.done)
+	p.mu.Lock()
+	p.attaches++
+	s.gen = p.attaches
+	p.attached = s.gen
+	p.cond.Broadcast() // an older stream sees it was taken over
+	p.mu.Unlock()
+	m.mu.Lock()
+	m.streams[s] = struct{}{}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.streams, s)
+		m.mu.Unlock()
+	}()
+
+	if err := s.writeJSON(initlink.FrameStarted, initlink.Started{PID: p.pid}); err != nil {
+		m.detach(s)
+		return nil
+	}
+	var readers sync.WaitGroup
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		m.readInput(s)
+	}()
+	m.sendOutput(s)
+	// Ends readInput, which waits in a read of f.
+	_ = f.Close()
+	readers.Wait()
+	return nil
+}
+
+// sendOutput writes p's output as it comes, then its exit.
+func (m *Manager) sendOutput(s *stream) {
+	p := s.p
+	for {
+		p.mu.Lock()
+		for len(p.out) == 0 && !p.finished() && p.attached == s.gen && !s.gone && !p.dropped && m.mainStatus.Load() < 0 {
+			p.cond.Wait()
+		}
+		switch {
+		case p.attached != s.gen:
+			p.mu.Unlock()
+			_ = s.writeJSON(initlink.FrameError, initlink.Error{Code: initlink.CodeDetached, Message: fmt.Sprintf("process %d was attached by a newer client", p.pid)})
+			return
+		case s.gone:
+			p.attached = 0
+			p.mu.Unlock()
+			return
+		case m.mainStatus.Load() >= 0 && !(p.finished() && len(p.out) == 0):
+			p.mu.Unlock()
+			_ = s.f.SetWriteDeadline(time.Now().Add(shutdownNotice))
+			_ = s.writeJSON(initlink.FrameError, initlink.Error{Code: initlink.CodeSandboxExited,
+				Message: fmt.Sprintf("the sandbox's main process exited (code %d); process %d was killed with it", m.mainStatus.Load(), p.pid)})
+			return
+		case len(p.out) > 0:
+			c := p.out[0]
+			p.out[0] = chunk{}
+			p.out = p.out[1:]
+			p.outSize -= len(c.b)
+			p.cond.Broadcast() // room for the pumps
+			p.mu.Unlock()
+			if err := s.write(c.t, c.b); err != nil {
+				// Kept for the next attach.
+				p.mu.Lock()
+				if !p.dropped {
+					p.out = append([]chunk{c}, p.out...)
+					p.outSize += len(c.b)
+				}
+				p.mu.Unlock()
+				m.detach(s)
+				return
+			}
+		case p.dropped:
+			p.mu.Unlock()
+			return
+		default: // finished, output all sent
+			exit := *p.exit
+			p.mu.Unlock()
+			if err := s.writeJSON(initlink.FrameExit, exit); err != nil {
+				m.detach(s)
+				return
+			}
+			p.mu.Lock()
+			p.delivered = true
+			if p.attached == s.gen {
+				p.attached = 0
+			}
+			p.mu.Unlock()
+			return
+		}
+	}
+}
+
+// detach marks s's client gone.
+func (m *Manager) detach(s *stream) {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	s.gone = true
+	if s.p.attached == s.gen {
+		s.p.attached = 0
+	}
+	s.p.cond.Broadcast()
+}
+
+// readInput reads FrameStdin and FrameCloseStdin from the stream's client
+// until it goes; its going detaches the stream.
+func (m *Manager) readInput(s *stream) {
+	defer m.detach(s)
+	buf := make([]byte, initlink.ChunkSize)
+	for {
+		t, b, err := initlink.ReadFrame(s.f, buf)
+		if err != nil {
+			return
+		}
+		switch t {
+		case initlink.FrameStdin:
+			err = s.p.input(b)
+		case initlink.FrameCloseStdin:
+			err = s.p.closeStdin()
+		default:
+			err = errorf(initlink.CodeInvalidArgument, "unexpected frame type %d on a process stream", t)
+		}
+		if err != nil {
+			var le *initlink.Error
+			if !errors.As(err, &le) {
+				le = &initlink.Error{Code: codeOf(err), Message: err.Error()}
+			}
+			_ = s.writeJSON(initlink.FrameError, le)
+			return
+		}
+	}
+}
+
+// control serves the unary process requests.
+func (m *Manager) control(req *initlink.Request) error {
+	m.mu.Lock()
+	p := m.procs[req.PID]
+	m.mu.Unlock()
+	if p == nil {
+		return errorf(initlink.CodeNotFound, "no process %d (only processes started by exec are known)", req.PID)
+	}
+	switch req.Op {
+	case initlink.OpInput:
+		return p.input(req.Data)
+	case initlink.OpCloseInput:
+		return p.closeStdin()
+	case initlink.OpSignal:
+		if req.Signal <= 0 || req.Signal > 64 {
+			return errorf(initlink.CodeInvalidArgument, "signal %d: want 1 to 64", req.Signal)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.exit != nil {
+			return errorf(initlink.CodeFailedPrecondition, "process %d has exited", p.pid)
+		}
+		if err := unix.Kill(p.pid, unix.Signal(req.Signal)); err != nil {
+			return fmt.Errorf("signal process %d: %w", p.pid, err)
+		}
+		return nil
+	default: // OpResize
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.pty {
+			return errorf(initlink.CodeFailedPrecondition, "process %d has no terminal to resize", p.pid)
+		}
+		if p.term == nil {
+			return errorf(initlink.CodeFailedPrecondition, "process %d has exited", p.pid)
+		}
+		return resizePTY(p.term, req.Rows, req.Cols)
+	}
+}
+
+// input writes b to the process's input, waiting at most inputTimeout.
+func (p *process) input(b []byte) error {
+	p.mu.Lock()
+	in := p.in
+	exited := p.exit != nil
+	p.mu.Unlock()
+	if in == nil {
+		if exited {
+			return errorf(initlink.CodeFailedPrecondition, "process %d has exited", p.pid)
+		}
+		return errorf(initlink.CodeFailedPrecondition, "process %d has no open input (start it with stdin, or its input was closed)", p.pid)
+	}
+	p.inMu.Lock()
+	defer p.inMu.Unlock()
+	_ = in.SetWriteDeadline(time.Now().Add(inputTimeout))
+	if _, err := in.Write(b); err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errorf(initlink.CodeResourceExhausted, "process %d does not read its input", p.pid)
+		case errors.Is(err, unix.EPIPE), errors.Is(err, os.ErrClosed):
+			return errorf(initlink.CodeFailedPrecondition, "process %d closed its input", p.pid)
+		}
+		return fmt.Errorf("write to process %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+// closeStdin closes the process's input: a pipe is closed, a terminal gets
+// its end-of-file character (^D), as a user would type it.
+func (p *process) closeStdin() error {
+	p.mu.Lock()
+	if p.term != nil {
+		p.mu.Unlock()
+		return p.input([]byte{4})
+	}
+	defer p.mu.Unlock()
+	if p.in == nil && p.exit != nil {
+		return errorf(initlink.CodeFailedPrecondition, "process %d has exited", p.pid)
+	}
+	p.closeInput()
+	return nil
+}
+
+// list describes every process on record, oldest first.
+func (m *Manager) list() []initlink.ProcessInfo {
+	m.mu.Lock()
+	procs := make([]*process, 0, len(m.procs))
+	for _, p := range m.procs {
+		procs = append(procs, p)
+	}
+	m.mu.Unlock()
+	sort.Slice(procs, func(i, j int) bool { return procs[i].seq < procs[j].seq })
+	out := make([]initlink.ProcessInfo, 0, len(procs))
+	for _, p := range procs {
+		p.mu.Lock()
+		info := initlink.ProcessInfo{PID: p.pid, Args: p.args, PTY: p.pty, Running: p.exit == nil,
+			Attached: p.attached != 0, StartUnix: p.start.UnixNano()}
+		if p.exit != nil {
+			e := *p.exit
+			info.Exit = &e
+		}
+		p.mu.Unlock()
+		out = append(out, info)
+	}
+	return out
+}
+
+// Shutdown ends every exec'd process once the main one exited with status:
+// their groups are killed and each attached stream ends with
+// CodeSandboxExited, within shutdownNotice.
+func (m *Manager) Shutdown(status int) {
+	m.mainStatus.Store(int64(status))
+	m.mu.Lock()
+	procs := make([]*process, 0, len(m.procs))
+	for _, p := range m.procs {
+		procs = append(procs, p)
+	}
+	var dones []chan struct{}
+	for s := range m.streams {
+		dones = append(dones, s.done)
+	}
+	m.mu.Unlock()
+	for _, p := range procs {
+		_ = unix.Kill(-p.pid, unix.SIGKILL)
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}
+	deadline := time.NewTimer(shutdownNotice)
+	defer deadline.Stop()
+	for _, done := range dones {
+		select {
+		case <-done:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+// mergeEnv returns env with each "KEY=value" of over replacing or adding.
+func mergeEnv(env, over []string) []string {
+	if len(over) == 0 {
+		return env
+	}
+	out := make([]string, 0, len(env)+len(over))
+	for _, kv := range env {
+		if !hasKey(over, envKey(kv)) {
+			out = append(out, kv)
+		}
+	}
+	return append(out, over...)
+}
+
+func envKey(kv string) string {
+	k, _, _ := strings.Cut(kv, "=")
+	return k
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if envKey(kv) == key {
+			return true
+		}
+	}
+	return false
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, _ := strings.Cut(env[i], "="); k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// lookPath finds name as a shell would: a name with a slash as it is
+// (relative to dir), otherwise in path.
+func lookPath(name, path, dir string) (string, error) {
+	if strings.Contains(name, "/") {
+		full := name
+		if !filepath.IsAbs(full) {
+			full = filepath.Join(dir, name)
+		}
+		if err := executable(full); err != nil {
+			return "", startError(name, dir, err)
+		}
+		return full, nil
+	}
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		full := filepath.Join(d, name)
+		if !filepath.IsAbs(full) {
+			full = filepath.Join(dir, full)
+		}
+		if executable(full) == nil {
+			return full, nil
+		}
+	}
+	return "", errorf(initlink.CodeNotFound, "exec: %s: not found in PATH %s", name, path)
+}
+
+func executable(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return &os.PathError{Op: "exec", Path: path, Err: unix.EACCES}
+	}
+	return nil
+}
+
+// startError says why name could not be started.
+func startError(name, dir string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return errorf(initlink.CodeNotFound, "exec: %s: not found", name)
+	case errors.Is(err, unix.EACCES):
+		return errorf(initlink.CodePermissionDenied, "exec: %s: permission denied", name)
+	}
+	return errorf(codeOf(err), "exec: %s: %v", name, err)
+}
