@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +51,8 @@ func startExecPlane(t *testing.T, capacity int) *execPlane {
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
 	dir := t.TempDir()
-	a := startAgent(t, ns, "agent-exec", dir, "--capacity", fmt.Sprint(capacity), "--state-dir", state)
+	a := startAgent(t, ns, "agent-exec", dir, "--capacity", fmt.Sprint(capacity),
+		"--state-dir", state, "--link-dir", filepath.Join(state, "link"))
 	ctrl, server := newControllerProc(t, dir, a)
 	ctrl.start()
 	t.Cleanup(func() {
