@@ -592,6 +592,7 @@ func testExecErrors(t *testing.T, p *execPlane) {
 	}{
 		{"exec in a missing sandbox", execErr("missing", "true"), connect.CodeNotFound, "missing"},
 		{"exec in a --no-init sandbox", execErr("no-init", "true"), connect.CodeFailedPrecondition, "runs without fsb init (--no-init)"},
+		{"exec of a missing command", execErr("errors", "/no/such/command"), connect.CodeNotFound, "/no/such/command"},
 		{"signal to a missing process", func() error {
 			_, err := p.api.SignalProcess(ctx, connect.NewRequest(&fsbv1.SignalProcessRequest{Name: "errors", Pid: 99999, Signal: "KILL"}))
 			return err
