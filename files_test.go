@@ -23,7 +23,7 @@ import (
 )
 
 // memorySlack bounds how much the peak resident memory (VmHWM) of the
-// agent and of the controller may grow while 256 MiB of file and 256 MiB
+// agent and of the controller may grow while 256 MiB of file and 128 MiB
 // of process output pass through them. Everything on the way is streamed
 // in chunks of at most a few hundred KiB with flow control (HTTP/2 windows
 // of a few MiB, init's 1 MiB buffer, socket buffers), so the growth
@@ -48,12 +48,13 @@ func (p *execPlane) writeFile(ctx context.Context, name, path string, mode uint3
 		if n > 0 || req.Path != "" {
 			req.Data = buf[:n]
 			if serr := s.Send(req); serr != nil {
-				// io.EOF: the server ended the call; its error comes
-				// from CloseAndReceive.
-				if !errors.Is(serr, io.EOF) {
-					return nil, serr
+				// The server ended the call: its error comes from
+				// CloseAndReceive.
+				resp, err := s.CloseAndReceive()
+				if err == nil {
+					return nil, fmt.Errorf("send: %w (the server answered %v)", serr, resp.Msg)
 				}
-				break
+				return nil, err
 			}
 			req = &fsbv1.WriteFileRequest{}
 		}
@@ -99,7 +100,7 @@ func (p *execPlane) readFile(ctx context.Context, name, path string, w io.Writer
 	return info, nil
 }
 
-// TestExecMemory moves 256 MiB of file each way and a flood of 256 MiB of
+// TestExecMemory moves 256 MiB of file each way and a flood of 128 MiB of
 // output to a slow reader through the controller and the agent, and
 // checks that neither process's peak resident memory grows by more than
 // memorySlack. It has a plane of its own so that no other test's work
@@ -167,7 +168,7 @@ func TestExecMemory(t *testing.T) {
 	})
 
 	t.Run("flood-to-a-slow-reader", func(t *testing.T) {
-		const size = 256 << 20
+		const size = 128 << 20
 		s, pid := p.startExec(t, ctx, name, &fsbv1.ProcessSpec{Command: []string{"head", "-c", fmt.Sprint(size), "/dev/zero"}})
 		defer s.Close()
 		var got int64
