@@ -555,3 +555,17 @@ func (s *Set) Up(agentID string) bool {
 	a, ok := s.byID[agentID]
 	return ok && a.up
 }
+
+// Reach returns an agent's client with a context for a call to it (see
+// Bind): the call ends with ctx, or as soon as the agent goes down, with
+// ErrAgentDown as the context's cause. Exec and file calls, which may
+// stream for as long as their caller wants, so never outlive their agent.
+// The error is Client's; cancel must be called once the call is over.
+func (s *Set) Reach(ctx context.Context, agentID string) (fsbv1connect.AgentServiceClient, context.Context, context.CancelFunc, error) {
+	client, err := s.Client(agentID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	callCtx, cancel := s.Bind(ctx, agentID)
+	return client, callCtx, cancel, nil
+}

@@ -105,11 +105,25 @@ func (ks Keys) role(header string) (Role, error) {
 // otherwise), before a byte of its body is read — so an unauthenticated
 // caller cannot make the server read, buffer or decode anything. Go's
 // server discards at most a small part of an unread body before it closes
-// the connection.
+// the connection. The request's context carries the caller's role (RoleOf).
 func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) http.Handler {
+	return guard(keys, policy, log, func(r *http.Request) string { return r.URL.Path }, false, next)
+}
+
+// Route guards next, a plain HTTP route, as Middleware guards an RPC: the
+// policy's line for procedure (such as FilesRoute) says who may call every
+// path of it. Refusals are Connect's JSON errors ({"code","message"} with
+// Connect's HTTP status), as a plain HTTP client can read them.
+func Route(keys Keys, policy Policy, log *slog.Logger, procedure string, next http.Handler) http.Handler {
+	return guard(keys, policy, log, func(*http.Request) string { return procedure }, true, next)
+}
+
+// guard is Middleware and Route: procedure names what a request calls;
+// jsonErrors answers every refusal as Connect's JSON error.
+func guard(keys Keys, policy Policy, log *slog.Logger, procedure func(*http.Request) string, jsonErrors bool, next http.Handler) http.Handler {
 	errs := connect.NewErrorWriter()
 	refuse := func(w http.ResponseWriter, r *http.Request, err *connect.Error, status int) {
-		if errs.IsSupported(r) {
+		if jsonErrors || errs.IsSupported(r) {
 			_ = errs.Write(w, r, err)
 			return
 		}
@@ -124,17 +138,28 @@ func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) h
 		// A known token, whatever its role: the connection is no longer
 		// a stranger's, and leaves the server's bound on those.
 		httpserver.Authenticated(r.Context())
-		if !slices.Contains(policy[r.URL.Path], role) {
+		proc := procedure(r)
+		if !slices.Contains(policy[proc], role) {
 			if log != nil {
-				log.Warn("call denied", slog.String("procedure", r.URL.Path), slog.String("role", string(role)),
+				log.Warn("call denied", slog.String("procedure", proc), slog.String("role", string(role)),
 					slog.String("remote", r.RemoteAddr))
 			}
 			refuse(w, r, connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("the %s token may not call %s", role, r.URL.Path)), http.StatusForbidden)
+				fmt.Errorf("the %s token may not call %s", role, proc)), http.StatusForbidden)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), roleKey{}, role)))
 	})
+}
+
+type roleKey struct{}
+
+// RoleOf returns the role of the token the request whose context is ctx
+// presented, and false when no token was checked (a server started with
+// --insecure-no-auth).
+func RoleOf(ctx context.Context) (Role, bool) {
+	r, ok := ctx.Value(roleKey{}).(Role)
+	return r, ok
 }
 
 // Bearer returns an interceptor that sends token with every call.

@@ -35,7 +35,12 @@ func TestSecurityDocMatchesPolicy(t *testing.T) {
 				columns = append(columns, Role(c))
 			}
 		case columns != nil && strings.HasPrefix(cells[0], "`"):
-			proc := "/fsb.v1." + strings.Trim(cells[0], "`")
+			// An RPC is named without its package; a plain HTTP
+			// route (/files) as it is.
+			proc := strings.Trim(cells[0], "`")
+			if !strings.HasPrefix(proc, "/") {
+				proc = "/fsb.v1." + proc
+			}
 			if _, dup := got[proc]; dup {
 				t.Errorf("%s has two lines", proc)
 			}

@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -175,5 +176,59 @@ func TestEveryProcedureHasARole(t *testing.T) {
 	}
 	if seen < 14 {
 		t.Errorf("only %d procedures found", seen)
+	}
+}
+
+// TestRouteGuardsAPlainRouteByItsPolicyLine: a plain HTTP route is
+// authorized by the policy's line for its name, refusals are Connect's JSON
+// errors a plain client can read, and the handler learns the caller's role.
+func TestRouteGuardsAPlainRouteByItsPolicyLine(t *testing.T) {
+	keys := append(Tokens{"alpha"}.As(RoleUser), Key{Token: "janitor-1", Role: RoleJanitor})
+	srv := httptest.NewServer(Route(keys, FastPathPolicy, nil, FilesRoute, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		role, ok := RoleOf(r.Context())
+		if !ok {
+			role = "none"
+		}
+		_, _ = io.WriteString(w, "role "+string(role))
+	})))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		method, token string
+		status        int
+		want          string // the body, or the error's code
+	}{
+		{http.MethodGet, "", http.StatusUnauthorized, "unauthenticated"},
+		{http.MethodPut, "wrong", http.StatusUnauthorized, "unauthenticated"},
+		{http.MethodPut, "janitor-1", http.StatusForbidden, "permission_denied"},
+		{http.MethodGet, "alpha", http.StatusOK, "role user"},
+		{http.MethodPut, "alpha", http.StatusOK, "role user"},
+	} {
+		req, err := http.NewRequest(tc.method, srv.URL+"/files/default/x?path=/etc/passwd", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s with token %q: HTTP %d, want %d (%s)", tc.method, tc.token, resp.StatusCode, tc.status, b)
+			continue
+		}
+		if tc.status == http.StatusOK {
+			if string(b) != tc.want {
+				t.Errorf("%s with token %q: %q, want %q", tc.method, tc.token, b, tc.want)
+			}
+			continue
+		}
+		var e struct{ Code, Message string }
+		if err := json.Unmarshal(b, &e); err != nil || e.Code != tc.want {
+			t.Errorf("%s with token %q: %q is not a JSON error with code %s (%v)", tc.method, tc.token, b, tc.want, err)
+		}
 	}
 }

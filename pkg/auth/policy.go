@@ -7,9 +7,13 @@ import "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 // everyone: a new RPC needs its line here (a test checks every one has).
 type Policy map[string][]Role
 
-// FastPathPolicy is the controller's, for the fast path and the janitor's
-// service on the same port: users call the user API, the janitor only its
-// question.
+// FilesRoute names the controller's plain HTTP file route (GET and PUT
+// /files/{namespace}/{name}?path=) in FastPathPolicy; Route guards it.
+const FilesRoute = "/files"
+
+// FastPathPolicy is the controller's, for the fast path, its file route
+// and the janitor's service on the same port: users call the user API, the
+// janitor only its question.
 var FastPathPolicy = Policy{
 	fsbv1connect.FastPathServiceCreateSandboxProcedure:   {RoleUser},
 	fsbv1connect.FastPathServiceDeleteSandboxProcedure:   {RoleUser},
@@ -33,7 +37,8 @@ var FastPathPolicy = Policy{
 	fsbv1connect.FastPathServiceMakeDirProcedure:         {RoleUser},
 	fsbv1connect.FastPathServiceMoveProcedure:            {RoleUser},
 	fsbv1connect.FastPathServiceRemoveProcedure:          {RoleUser},
-	fsbv1connect.JanitorServiceClassifyProcedure:         {RoleJanitor},
+	FilesRoute: {RoleUser},
+	fsbv1connect.JanitorServiceClassifyProcedure: {RoleJanitor},
 }
 
 // AgentPolicy is the agent's: only holders of its token (the controller).

@@ -88,7 +88,6 @@ type Config struct {
 
 // Server implements fsbv1connect.FastPathServiceHandler.
 type Server struct {
-	fsbv1connect.UnimplementedFastPathServiceHandler
 	cfg Config
 	ctx context.Context // owns the asynchronous writes
 	// drain ends ShutdownTimeout after ctx: the object writes under way
@@ -1265,3 +1264,5 @@ func validateUpdate(namespace string, msg *fsbv1.UpdateSandboxRequest, now time.
 func validateRef(namespace, name string) error {
 	return invalid(v1alpha1.ValidateObjectName(namespace, name))
 }
+
+var _ fsbv1connect.FastPathServiceHandler = (*Server)(nil)

@@ -111,6 +111,6 @@ func TestLogsOfAnEarlierRevisionOnAnotherAgent(t *testing.T) {
 // handler serves the fast path without authentication.
 func handler(fp *Server) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewFastPathServiceHandler(fp))
+	mux.Handle(fp.Handler())
 	return mux
 }

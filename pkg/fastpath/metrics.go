@@ -10,6 +10,8 @@ import (
 type Metrics struct {
 	creates *prometheus.HistogramVec
 	phases  *prometheus.HistogramVec
+	execs   *prometheus.CounterVec
+	bytes   *prometheus.CounterVec
 }
 
 // NewMetrics registers the fast path's series with reg.
@@ -28,7 +30,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: buckets,
 		}, []string{"mode", "phase"}),
 	}
-	reg.MustRegister(m.creates, m.phases)
+	m.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fsb_fastpath_execs_total",
+		Help: "Execs (Exec, ExecInteractive) by result: started, or the code of the error that ended them before the process started.",
+	}, []string{"result"})
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fsb_fastpath_bytes_total",
+		Help: "Bytes the fast path relayed, by kind: exec_output, exec_input, file_read, file_write.",
+	}, []string{"kind"})
+	reg.MustRegister(m.creates, m.phases, m.execs, m.bytes)
 	return m
 }
 
@@ -45,4 +55,24 @@ func (m *Metrics) Phase(mode, phase string) func() {
 	}
 	start := time.Now()
 	return func() { m.phases.WithLabelValues(mode, phase).Observe(time.Since(start).Seconds()) }
+}
+
+// Kinds of bytes moved, as metric labels.
+const (
+	bytesExecOutput = "exec_output"
+	bytesExecInput  = "exec_input"
+	bytesFileRead   = "file_read"
+	bytesFileWrite  = "file_write"
+)
+
+func (m *Metrics) execStarted(result string) {
+	if m != nil {
+		m.execs.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) moved(kind string, n int) {
+	if m != nil && n > 0 {
+		m.bytes.WithLabelValues(kind).Add(float64(n))
+	}
 }

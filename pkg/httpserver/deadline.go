@@ -1,9 +1,11 @@
 package httpserver
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +20,9 @@ import (
 //   - each write, and each flush, must complete within write (a caller that
 //     stops reading is cut); between writes no deadline is set, so a stream
 //     may stay silent as long as it has nothing to say.
+//
+// A handler whose body is a stream (an upload of any size, an interactive
+// session's input) trades the first bound for another with ReadIdle.
 func deadlines(next http.Handler, read, write time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
@@ -26,7 +31,9 @@ func deadlines(next http.Handler, read, write time.Duration) http.Handler {
 		// read deadline would cancel the request when it passes.
 		if r.Body != nil && r.Body != http.NoBody {
 			_ = rc.SetReadDeadline(time.Now().Add(read))
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			body := &deadlineBody{ReadCloser: r.Body, rc: rc}
+			r.Body = body
+			r = r.WithContext(context.WithValue(r.Context(), bodyKey{}, body))
 		}
 		dw := &deadlineWriter{ResponseWriter: w, rc: rc, timeout: write, flushEach: r.ProtoMajor >= 2}
 		next.ServeHTTP(dw, r)
@@ -39,14 +46,42 @@ func deadlines(next http.Handler, read, write time.Duration) http.Handler {
 	})
 }
 
+type bodyKey struct{}
+
+// ReadIdle replaces the bound on the time the body of the request whose
+// context is ctx may take to arrive: from now on each read of it must bring
+// data within idle, however long the whole body takes; zero lifts every
+// bound. Handlers of streamed bodies call it once the caller is
+// authenticated. Without a body it does nothing.
+func ReadIdle(ctx context.Context, idle time.Duration) {
+	b, ok := ctx.Value(bodyKey{}).(*deadlineBody)
+	if !ok {
+		return
+	}
+	b.idle.Store(int64(idle))
+	b.streamed.Store(true)
+	if idle == 0 {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
 // deadlineBody lifts the read deadline once the body has been read.
 type deadlineBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
 	once sync.Once
+	// streamed says ReadIdle was called; idle is its bound on each read.
+	streamed atomic.Bool
+	idle     atomic.Int64
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
+	if idle := time.Duration(b.idle.Load()); b.streamed.Load() && idle > 0 {
+		// Only the wait for data counts: a handler that takes its time
+		// with what it read (a slow consumer further down) is not cut.
+		_ = b.rc.SetReadDeadline(time.Now().Add(idle))
+		defer b.rc.SetReadDeadline(time.Time{})
+	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
 		b.lift()

@@ -328,3 +328,70 @@ func TestLoopbackUnlessHost(t *testing.T) {
 		}
 	}
 }
+
+// A streamed body (ReadIdle) may take far longer than the read timeout as
+// long as each part comes within its idle bound, or without any bound at
+// all; one that stalls past its idle bound is cut.
+func TestReadIdleStreamsABodyPastTheReadTimeout(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		idle   time.Duration
+		gap    time.Duration // between the parts of the body
+		pause  time.Duration // the handler's, between its reads
+		wantOK bool
+	}{
+		{"idle bound, steady parts", 4 * timeout, timeout / 2, 0, true},
+		{"no bound, slow parts", 0, 2 * timeout, 0, true},
+		{"idle bound, a stall", timeout, 4 * timeout, 0, false},
+		{"idle bound, a slow handler", timeout, timeout / 2, 2 * timeout, true},
+	} {
+		for name, c := range clients() {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				got := make(chan error, 1)
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					ReadIdle(r.Context(), tc.idle)
+					var b []byte
+					var err error
+					for buf := make([]byte, 1); err == nil; {
+						var n int
+						n, err = r.Body.Read(buf)
+						b = append(b, buf[:n]...)
+						time.Sleep(tc.pause)
+					}
+					if err == io.EOF {
+						err = nil
+					}
+					if err == nil && string(b) != "01234" {
+						err = fmt.Errorf("body %q", b)
+					}
+					got <- err
+				})
+				addr := start(t, h, Config{ReadTimeout: timeout})
+				pr, pw := io.Pipe()
+				go func() {
+					for i := range 5 {
+						time.Sleep(tc.gap)
+						if _, err := fmt.Fprint(pw, i); err != nil {
+							return
+						}
+					}
+					pw.Close()
+				}()
+				t.Cleanup(func() { pr.Close() })
+				resp, err := c.Post("http://"+addr+"/", "text/plain", pr)
+				if err == nil {
+					resp.Body.Close()
+				}
+				select {
+				case err := <-got:
+					if (err == nil) != tc.wantOK {
+						t.Errorf("the handler's read: %v, want success %v", err, tc.wantOK)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatal("the handler never finished reading")
+				}
+			})
+		}
+	}
+}

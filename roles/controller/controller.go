@@ -216,6 +216,12 @@ func run(c *cli.Context) error {
 			}
 			mux.Handle(path, api)
 		}
+		// Plain HTTP GET and PUT of one file, for curl: the user role's.
+		path, files := fp.FilesHandler()
+		if userTokens != nil {
+			files = auth.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
+		}
+		mux.Handle(path, files)
 		ready.Store(true)
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),

@@ -1,0 +1,140 @@
+package fastpath
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
+)
+
+// putChunk is how much of a PUT's body goes to the agent in one message:
+// well under any request limit, and large enough that a big upload is
+// few messages.
+const putChunk = 64 << 10
+
+// FilesHandler returns the path and handler of the plain HTTP file route,
+// for clients that speak neither Connect streams nor gRPC (curl):
+//
+//	GET /files/{namespace}/{name}?path=/abs streams the file
+//	    (application/octet-stream, with its Content-Length when it is a
+//	    regular file);
+//	PUT /files/{namespace}/{name}?path=/abs[&mode=0644][&parents=true]
+//	    streams the body into the file, which replaces any old one once
+//	    every byte is there, and answers its FileInfo as JSON.
+//
+// Neither holds a file in memory: each goes through the agent a chunk at a
+// time. Errors are Connect's JSON errors ({"code","message"}, with the
+// HTTP status Connect gives the code). The route needs the user role's
+// token like the RPCs (auth.Route with auth.FilesRoute).
+func (s *Server) FilesHandler() (string, http.Handler) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /files/{namespace}/{name}", s.getFile)
+	mux.HandleFunc("PUT /files/{namespace}/{name}", s.putFile)
+	mux.HandleFunc("/files/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPut {
+			writeHTTPError(w, r, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("%s %s: want GET or PUT", r.Method, r.URL.Path)))
+			return
+		}
+		writeHTTPError(w, r, connect.NewError(connect.CodeNotFound, fmt.Errorf("%s: want /files/{namespace}/{name}?path=/absolute/path", r.URL.Path)))
+	})
+	return "/files/", mux
+}
+
+// errHeadDone ends a HEAD request's read once the headers are known.
+var errHeadDone = errors.New("headers sent")
+
+func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
+	started := false
+	err := s.readFile(r.Context(), r.PathValue("namespace"), r.PathValue("name"), r.URL.Query().Get("path"), func(m *fsbv1.AgentServiceReadFileResponse) error {
+		if !started {
+			started = true
+			h := w.Header()
+			h.Set("Content-Type", "application/octet-stream")
+			if info := m.GetInfo(); info.GetType() == fsbv1.FileType_FILE_TYPE_FILE {
+				h.Set("Content-Length", strconv.FormatInt(info.GetSize(), 10))
+			}
+			if t := m.GetInfo().GetModifyTime(); t != nil {
+				h.Set("Last-Modified", t.AsTime().UTC().Format(http.TimeFormat))
+			}
+			w.WriteHeader(http.StatusOK)
+			if r.Method == http.MethodHead {
+				return errHeadDone
+			}
+		}
+		if len(m.GetData()) == 0 {
+			return nil
+		}
+		_, err := w.Write(m.GetData())
+		return err
+	})
+	switch {
+	case errors.Is(err, errHeadDone):
+	case err != nil && !started:
+		writeHTTPError(w, r, err)
+	case err != nil:
+		// The status is sent: only a cut connection, not a short body
+		// that looks whole, tells the client the file did not come.
+		panic(http.ErrAbortHandler)
+	case !started:
+		writeHTTPError(w, r, connect.NewError(connect.CodeInternal, errors.New("the agent sent no FileInfo for the file")))
+	}
+}
+
+func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
+	// A file of any size: each part of the body must come in time, not
+	// the whole.
+	httpserver.ReadIdle(r.Context(), httpserver.ReadTimeout)
+	q := r.URL.Query()
+	target := writeTarget{namespace: r.PathValue("namespace"), name: r.PathValue("name"), path: q.Get("path")}
+	if m := q.Get("mode"); m != "" {
+		mode, err := strconv.ParseUint(m, 8, 32)
+		if err != nil {
+			writeHTTPError(w, r, invalid(fmt.Errorf("mode %s: want octal permission bits such as 0644", brief(m))))
+			return
+		}
+		target.mode = uint32(mode)
+	}
+	if p := q.Get("parents"); p != "" {
+		parents, err := strconv.ParseBool(p)
+		if err != nil {
+			writeHTTPError(w, r, invalid(fmt.Errorf("parents %s: want true or false", brief(p))))
+			return
+		}
+		target.parents = parents
+	}
+	buf := make([]byte, putChunk)
+	info, err := s.writeFile(r.Context(), target, nil, func() ([]byte, error) {
+		// Each chunk is sent (copied into a message) before the next read.
+		n, err := io.ReadFull(r.Body, buf)
+		switch {
+		case n > 0:
+			return buf[:n], nil
+		case errors.Is(err, io.EOF):
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("read the request body: %w", err)
+	})
+	if err != nil {
+		writeHTTPError(w, r, err)
+		return
+	}
+	b, err := protojson.Marshal(info)
+	if err != nil {
+		writeHTTPError(w, r, connect.NewError(connect.CodeInternal, fmt.Errorf("encode the file's info: %w", err)))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// writeHTTPError answers a plain HTTP request with a Connect JSON error.
+func writeHTTPError(w http.ResponseWriter, r *http.Request, err error) {
+	_ = connect.NewErrorWriter().Write(w, r, err)
+}
