@@ -102,7 +102,10 @@ func (p *execPlane) create(t *testing.T, name string, spec *fsbv1.SandboxSpec) {
 
 // execResult is what one process's stream said.
 type execResult struct {
-	pid            int32
+	pid int32
+	// started: the stream's started event has been read (an Exec's comes
+	// first; an attach may send one too).
+	started        bool
 	stdout, stderr []byte
 	exit           *fsbv1.ProcessExit
 }
@@ -158,7 +161,10 @@ func drain(s execEvents, r *execResult) error {
 		case *fsbv1.ExecEvent_Exit:
 			r.exit = e.Exit
 		case *fsbv1.ExecEvent_Started:
-			return fmt.Errorf("a second started event: %v", ev)
+			if r.started || (r.pid != 0 && e.Started.GetPid() != r.pid) {
+				return fmt.Errorf("a started event %v after the start of process %d", ev, r.pid)
+			}
+			r.pid, r.started = e.Started.GetPid(), true
 		}
 	}
 	if err := s.Err(); err != nil {
@@ -192,7 +198,7 @@ func (p *execPlane) runE(name string, spec *fsbv1.ProcessSpec) (*execResult, err
 	if !s.Receive() {
 		return nil, fmt.Errorf("exec %q in %s: the stream ended before the start: %w", spec.GetCommand(), name, s.Err())
 	}
-	r := &execResult{pid: s.Msg().GetEvent().GetStarted().GetPid()}
+	r := &execResult{pid: s.Msg().GetEvent().GetStarted().GetPid(), started: true}
 	if r.pid <= 1 {
 		return nil, fmt.Errorf("exec %q in %s: first event %v, want started with a PID above 1", spec.GetCommand(), name, s.Msg().GetEvent())
 	}
@@ -285,7 +291,7 @@ func testExecRuntime(t *testing.T, p *execPlane, rt string) {
 		if _, err := p.api.SignalProcess(ctx, connect.NewRequest(&fsbv1.SignalProcessRequest{Name: name, Pid: pid, Signal: "KILL"})); err != nil {
 			t.Fatalf("SignalProcess KILL: %v", err)
 		}
-		r := &execResult{pid: pid}
+		r := &execResult{pid: pid, started: true}
 		if err := drain(s, r); err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +321,7 @@ func testExecRuntime(t *testing.T, p *execPlane, rt string) {
 		if _, err := p.api.CloseInput(ctx, connect.NewRequest(&fsbv1.CloseInputRequest{Name: name, Pid: pid})); err != nil {
 			t.Fatalf("CloseInput: %v", err)
 		}
-		r := &execResult{pid: pid}
+		r := &execResult{pid: pid, started: true}
 		if err := drain(s, r); err != nil {
 			t.Fatal(err)
 		}
@@ -395,7 +401,7 @@ func testExecRuntime(t *testing.T, p *execPlane, rt string) {
 		if _, err := p.api.SendInput(ctx, connect.NewRequest(&fsbv1.SendInputRequest{Name: name, Pid: pid, Data: []byte("\n")})); err != nil {
 			t.Fatalf("SendInput: %v", err)
 		}
-		r := &execResult{pid: pid}
+		r := &execResult{pid: pid, started: true}
 		if err := drain(s, r); err != nil {
 			t.Fatal(err)
 		}
