@@ -213,7 +213,7 @@ func testShmFull(t *testing.T, p *execPlane) {
 	defer cancel()
 	// Far more than the sandbox's /dev/shm holds (64 MiB unless set), yet
 	// bounded should it hold everything.
-	_, err := p.writeFile(ctx, name, "/dev/shm/fill", 0, data(2, 512<<20))
+	_, err := p.writeFile(ctx, name, "/dev/shm/fill", 0, data(2, 160<<20))
 	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(fmt.Sprint(err), "no space left on device") {
 		t.Fatalf("WriteFile beyond /dev/shm's size: %v; want ResourceExhausted saying no space left on device", err)
 	}
