@@ -38,8 +38,13 @@ type Config struct {
 	Namespace string
 	// Out receives results, Err diagnostics and sandboxes' stderr lines.
 	Out, Err io.Writer
+	// In is what exec passes to the process and cp reads no input from;
+	// nil means os.Stdin.
+	In io.Reader
 	// HTTPClient carries the calls; nil means one speaking HTTP/1.1 to
-	// http:// URLs and HTTP/2 over TLS to https:// URLs.
+	// http:// URLs and HTTP/2 over TLS to https:// URLs, and one speaking
+	// HTTP/2 to both (cleartext HTTP/2 to http:// URLs, which the
+	// controller serves) for the streams of exec and cp.
 	HTTPClient connect.HTTPClient
 	// Editor is the command `run` without --image opens the spec in, run
 	// by sh with the file's path as its argument; empty means vi.
@@ -48,7 +53,10 @@ type Config struct {
 
 // Client runs the ctl commands against one controller.
 type Client struct {
-	api       fsbv1connect.FastPathServiceClient
+	api fsbv1connect.FastPathServiceClient
+	// stream is api over HTTP/2: ExecInteractive sends and receives on
+	// one stream, which HTTP/1.1 cannot carry.
+	stream    fsbv1connect.FastPathServiceClient
 	server    string
 	token     string
 	namespace string
@@ -57,12 +65,17 @@ type Client struct {
 	editor string
 	// stdin is the editor's, os.Stdin.
 	stdin    *os.File
+	in       io.Reader
 	out, err io.Writer
 }
 
 // API returns the controller's FastPathService client, for tools (such as
 // the bench) that make their own calls.
 func (c *Client) API() fsbv1connect.FastPathServiceClient { return c.api }
+
+// StreamAPI returns the controller's FastPathService client over HTTP/2,
+// which client streams (WriteFile) and ExecInteractive need.
+func (c *Client) StreamAPI() fsbv1connect.FastPathServiceClient { return c.stream }
 
 // New returns a Client for cfg. It fails only when cfg.Server is not a
 // usable URL.
@@ -81,9 +94,9 @@ func New(cfg Config) (*Client, error) {
 			return nil, usagef("namespace %q is not valid: %s (set -n, --namespace or FSB_NAMESPACE)", cfg.Namespace, strings.Join(errs, "; "))
 		}
 	}
-	httpClient := cfg.HTTPClient
+	httpClient, streamClient := cfg.HTTPClient, cfg.HTTPClient
 	if httpClient == nil {
-		httpClient = newHTTPClient()
+		httpClient, streamClient = newHTTPClient(), newHTTP2Client()
 	}
 	var opts []connect.ClientOption
 	if cfg.Token != "" {
@@ -100,8 +113,14 @@ func New(cfg Config) (*Client, error) {
 	if errw == nil {
 		errw = io.Discard
 	}
+	in := cfg.In
+	if in == nil {
+		in = os.Stdin
+	}
 	return &Client{
 		api:       fsbv1connect.NewFastPathServiceClient(httpClient, server, opts...),
+		stream:    fsbv1connect.NewFastPathServiceClient(streamClient, server, opts...),
+		in:        in,
 		server:    server,
 		token:     cfg.Token,
 		namespace: ns,
@@ -173,6 +192,21 @@ func newHTTPClient() *http.Client {
 		Protocols:           &protocols,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// newHTTP2Client speaks HTTP/2 only: over TLS to https:// URLs, in
+// cleartext (prior knowledge) to http:// URLs. The controller serves both.
+func newHTTP2Client() *http.Client {
+	var protocols http.Protocols
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Protocols:           &protocols,
+		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     90 * time.Second,
 	}}
 }

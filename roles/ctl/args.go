@@ -10,7 +10,7 @@ import (
 // follow; the next positional argument and everything after it are taken
 // verbatim. So `run demo --image busybox sh -c 'echo hi'` runs `sh -c ...`
 // without "--", as `docker run` would, while `--` stays the explicit way.
-var leadingArgs = map[string]int{"run": 1}
+var leadingArgs = map[string]int{"run": 1, "exec": 1}
 
 // interspersed rewrites args (what follows `fsb ctl`) so that flags may come
 // after positional arguments, as people type them: `fsb ctl get demo -o

@@ -23,7 +23,7 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
-		Usage:           "the command-line client: run, list, get, update, logs, delete sandboxes; list agents",
+		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; list agents",
 		UsageText:       "fsb ctl [--server URL] [--token TOKEN] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
@@ -82,6 +82,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			listCommand(),
 			getCommand(),
 			logsCommand(),
+			execCommand(),
 			updateCommand(),
 			deleteCommand(),
 			agentsCommand(),
