@@ -555,6 +555,7 @@ func testCtlExec(t *testing.T, p *execPlane) {
 	for _, tc := range []struct {
 		args                []string
 		stdin               string
+		trickle             bool // stdin never ends: a line every 10 ms
 		code                int
 		wantStdout, wantErr string
 	}{
@@ -563,16 +564,38 @@ func testCtlExec(t *testing.T, p *execPlane) {
 		{args: []string{"exec", "-i", name, "--", "cat"}, stdin: "hello\nfrom stdin\n", wantStdout: "hello\nfrom stdin\n"},
 		{args: []string{"exec", "-e", "K=v", "-w", "/tmp", "-u", "nobody", name, "--", "sh", "-c", "echo $K $(pwd) $(id -u)"}, wantStdout: "v /tmp 65534\n"},
 		{args: []string{"exec", name, "--", "sh", "-c", "kill -9 $$"}, code: 137},
+		// Input the process never reads, still coming when it has exited,
+		// is no error of the CLI's.
+		{args: []string{"exec", "-i", name, "--", "sh", "-c", "echo out; echo err >&2"}, trickle: true, wantStdout: "out\n", wantErr: "err\n"},
 	} {
-		stdout, stderr, code := runCtlInput(t, p.server, "user-token-1", strings.NewReader(tc.stdin), tc.args...)
+		var stdin io.Reader = strings.NewReader(tc.stdin)
+		if tc.trickle {
+			stdin = trickle{}
+		}
+		stdout, stderr, code := runCtlInput(t, p.server, "user-token-1", stdin, tc.args...)
 		if code != tc.code || stdout != tc.wantStdout || (tc.wantErr != "" && stderr != tc.wantErr) {
 			t.Errorf("fsb ctl %s: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr %q",
 				strings.Join(tc.args, " "), code, stdout, stderr, tc.code, tc.wantStdout, tc.wantErr)
 		}
 	}
+	// Input that ends (here at once) while the process exits is no
+	// error either, however the two race: a few times over.
+	for i := range 10 {
+		if stdout, stderr, code := runCtlInput(t, p.server, "user-token-1", strings.NewReader(""), "exec", name, "--", "echo", "quick"); code != 0 || stdout != "quick\n" || stderr != "" {
+			t.Errorf("run %d of fsb ctl exec %s -- echo quick, stdin empty: exit %d, stdout %q, stderr %q", i, name, code, stdout, stderr)
+		}
+	}
 	if _, stderr, code := runCtl(t, p.server, "user-token-1", "exec", "no-such-sandbox", "--", "true"); code == 0 || !strings.Contains(stderr, "not found") {
 		t.Errorf("exec in a missing sandbox: exit %d, %q; want a failure saying not found", code, stderr)
 	}
+}
+
+// trickle is an input that never ends: a line every 10 ms.
+type trickle struct{}
+
+func (trickle) Read(b []byte) (int, error) {
+	time.Sleep(10 * time.Millisecond)
+	return copy(b, "more input\n"), nil
 }
 
 // testExecErrors: the errors a user meets, by code, through the API.
