@@ -5,6 +5,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -263,6 +265,10 @@ func TestExec(t *testing.T) {
 	t.Run("shm-full", func(t *testing.T) {
 		t.Parallel()
 		testShmFull(t, p)
+	})
+	t.Run("exec-over-http1-json", func(t *testing.T) {
+		t.Parallel()
+		testExecOverCurl(t, p)
 	})
 	t.Run("errors", func(t *testing.T) {
 		t.Parallel()
@@ -642,5 +648,82 @@ func testExecErrors(t *testing.T, p *execPlane) {
 		if connect.CodeOf(tc.err) != tc.code || !strings.Contains(fmt.Sprint(tc.err), tc.want) {
 			t.Errorf("%s: %v; want %v naming %q", tc.what, tc.err, tc.code, tc.want)
 		}
+	}
+}
+
+// testExecOverCurl drives Exec as curl would: Connect streaming with JSON
+// envelopes over HTTP/1.1.
+func testExecOverCurl(t *testing.T, p *execPlane) {
+	const name = "exec-curl"
+	p.sandbox(t, name, "")
+	body, err := json.Marshal(map[string]any{"name": name, "process": map[string]any{
+		"command": []string{"sh", "-c", "echo over http1; echo to stderr >&2; exit 5"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An envelope: flags (0), the length (big-endian), the message.
+	env := append([]byte{0, 0, 0, 0, 0}, body...)
+	binary.BigEndian.PutUint32(env[1:5], uint32(len(body)))
+	req, err := http.NewRequest(http.MethodPost, p.server+"/fsb.v1.FastPathService/Exec", bytes.NewReader(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/connect+json")
+	req.Header.Set("Authorization", "Bearer user-token-1")
+	var h1 http.Protocols
+	h1.SetHTTP1(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &h1}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 1 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("Exec over %s: HTTP %d %s", resp.Proto, resp.StatusCode, b)
+	}
+	var events []string
+	var stdout, stderr []byte
+	var exitCode float64 = -1
+	for {
+		var head [5]byte
+		if _, err := io.ReadFull(resp.Body, head[:]); err != nil {
+			t.Fatalf("read an envelope: %v (events so far %v)", err, events)
+		}
+		msg := make([]byte, binary.BigEndian.Uint32(head[1:]))
+		if _, err := io.ReadFull(resp.Body, msg); err != nil {
+			t.Fatalf("read an envelope: %v", err)
+		}
+		if head[0]&2 != 0 { // end of stream: {} or {"error": ...}
+			if string(msg) != "{}" {
+				t.Errorf("the stream ended with %s", msg)
+			}
+			break
+		}
+		var m struct {
+			Event struct {
+				Started *struct{ Pid int32 }
+				Stdout  []byte
+				Stderr  []byte
+				Exit    *struct{ ExitCode float64 }
+			}
+		}
+		if err := json.Unmarshal(msg, &m); err != nil {
+			t.Fatalf("an event %s: %v", msg, err)
+		}
+		switch ev := m.Event; {
+		case ev.Started != nil:
+			events = append(events, "started")
+		case ev.Exit != nil:
+			events = append(events, "exit")
+			exitCode = ev.Exit.ExitCode
+		default:
+			stdout, stderr = append(stdout, ev.Stdout...), append(stderr, ev.Stderr...)
+		}
+	}
+	if len(events) != 2 || events[0] != "started" || events[1] != "exit" || exitCode != 5 ||
+		string(stdout) != "over http1\n" || string(stderr) != "to stderr\n" {
+		t.Errorf("Exec over HTTP/1.1 JSON: events %v, exit code %v, stdout %q, stderr %q", events, exitCode, stdout, stderr)
 	}
 }
