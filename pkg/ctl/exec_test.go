@@ -373,7 +373,9 @@ func TestExecSignal(t *testing.T) {
 			c, out, _ := execClient(t, f, in)
 			sigs := make(chan os.Signal, 1)
 			done := make(chan error, 1)
-			go func() { done <- c.Exec(context.Background(), ExecOptions{Name: "box", Command: []string{"wait"}, Signals: sigs}) }()
+			go func() {
+				done <- c.Exec(context.Background(), ExecOptions{Name: "box", Command: []string{"wait"}, Signals: sigs})
+			}()
 			waitFor(t, func() bool { return strings.Contains(out.String(), "waiting") }, "the process's output")
 			sigs <- syscall.SIGTERM
 			if code := exitCode(<-done); code != 128+15 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -283,6 +284,7 @@ func readNames(dir string) ([]string, error) {
 	for i, e := range entries {
 		names[i] = e.Name()
 	}
+	slices.Sort(names)
 	return names, nil
 }
 

@@ -115,9 +115,8 @@ func (m *Manager) Serve(f *os.File, req *initlink.Request) {
 	default:
 		err = errorf(initlink.CodeInvalidArgument, "unknown operation %q", req.Op)
 	}
-	var le *initlink.Error
-	if errors.As(err, &le) {
-		_ = initlink.WriteJSON(f, initlink.FrameError, le)
+	if err != nil {
+		_ = writeError(f, err)
 	}
 }
 
@@ -231,7 +230,7 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	}
 	proc, err := os.StartProcess(path, spec.Args, attr)
 	if err != nil {
-		return fail(startError(spec.Args[0], dir, err))
+		return fail(startError(spec.Args[0], err))
 	}
 	// The reaper collects the status, not proc.Wait.
 	p.pid = proc.Pid
@@ -240,6 +239,13 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	m.seq++
 	p.seq = m.seq
 	p.open = len(p.pipes)
+	if old := m.procs[p.pid]; old != nil {
+		// The PID of a finished process was reused: its record goes.
+		old.mu.Lock()
+		old.dropped, old.out, old.outSize = true, nil, 0
+		old.cond.Broadcast()
+		old.mu.Unlock()
+	}
 	m.procs[p.pid] = p
 	if spec.TimeoutMillis > 0 {
 		p.timer = time.AfterFunc(time.Duration(spec.TimeoutMillis)*time.Millisecond, p.timeout)
@@ -303,7 +309,7 @@ func (p *process) pump(r *os.File, t initlink.FrameType) {
 	defer func() {
 		p.mu.Lock()
 		p.open--
-		if p.open == 0 {
+		if p.finished() {
 			p.closeInput()
 		}
 		p.cond.Broadcast()
@@ -399,6 +405,10 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.exit != nil {
+		// An orphan that got the PID of a process on record, which exited.
+		return
+	}
 	exit := &initlink.Exit{Code: ws.ExitStatus(), TimedOut: p.timedOut}
 	if ws.Signaled() {
 		exit.Code = 128 + int(ws.Signal())
@@ -410,6 +420,8 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 	}
 	if p.open > 0 {
 		time.AfterFunc(drainAfterExit, p.drain)
+	} else {
+		p.closeInput()
 	}
 	p.cond.Broadcast()
 }
@@ -587,8 +599,13 @@ func (m *Manager) readInput(s *stream) {
 		default:
 			err = errorf(initlink.CodeInvalidArgument, "unexpected frame type %d on a process stream", t)
 		}
-		if err != nil {
-			var le *initlink.Error
+		var le *initlink.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &le) && le.Code == initlink.CodeFailedPrecondition:
+			// The process closed its input or exited: what it will not read
+			// is dropped, and its output and exit still come.
+		default:
 			if !errors.As(err, &le) {
 				le = &initlink.Error{Code: codeOf(err), Message: err.Error()}
 			}
@@ -782,7 +799,7 @@ func lookPath(name, path, dir string) (string, error) {
 			full = filepath.Join(dir, name)
 		}
 		if err := executable(full); err != nil {
-			return "", startError(name, dir, err)
+			return "", startError(name, err)
 		}
 		return full, nil
 	}
@@ -816,7 +833,7 @@ func executable(path string) error {
 }
 
 // startError says why name could not be started.
-func startError(name, dir string, err error) error {
+func startError(name string, err error) error {
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return errorf(initlink.CodeNotFound, "exec: %s: not found", name)

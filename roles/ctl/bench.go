@@ -45,9 +45,10 @@ func benchCommand() *cli.Command {
 		}
 	}
 	return &cli.Command{
-		Name:      "bench",
-		Usage:     "time create -> first output and delete of N sandboxes, beside raw containerd",
-		UsageText: "fsb ctl bench [-n N] [-c C] [--mode fast|strong] [--runtime R] [--baseline] [-o table|json]",
+		Name:  "bench",
+		Usage: "time create -> first output and delete of N sandboxes, beside raw containerd",
+		UsageText: "fsb ctl bench [-n N] [-c C] [--mode fast|strong] [--runtime R] [--baseline] [-o table|json]\n" +
+			"   fsb ctl bench --exec [-n N] [--runtime R] [--file-mib M] [--baseline=false] [-o table|json]",
 		Description: "Creates N sandboxes named bench-<random>-<i>, C at a time (C may not exceed the free\n" +
 			"slots `fsb ctl agents` shows). Each worker creates one, waits for the first byte of its\n" +
 			"output in the agent's log dir (so bench must run on the agent's host) and deletes it\n" +
@@ -56,9 +57,20 @@ func benchCommand() *cli.Command {
 			"of the p50s. Every sandbox it made is deleted at the end, also after Ctrl-C.\n" +
 			"After `bench`, -n is the count; the namespace is the global -n, given before `bench`\n" +
 			"(fsb ctl -n team bench -n 50), or FSB_NAMESPACE.\n\n" +
+			"With --exec it measures exec and files instead: it creates one long-running sandbox, then\n" +
+			"times N execs (100 or more; 100 by default) of --command, each from the request to the\n" +
+			"first byte of its output here, beside containerd's own exec into the same sandbox's task\n" +
+			"(interleaved; from the Exec call to the first byte read from its stdout pipe; needs the\n" +
+			"agent's containerd, so run it on the agent's host, or pass --baseline=false). Then it\n" +
+			"uploads and downloads a file of --file-mib MiB (WriteFile, ReadFile) and times cp of as\n" +
+			"much on this host. It prints p50/p90/p99/max of both execs and their ratio, and MiB/s\n" +
+			"with the ratios to cp; -o json has exec_ms, baseline_exec_ms (each p50, p90, p99, max),\n" +
+			"ratio_p50, upload_mib_s, download_mib_s, host_cp_mib_s, upload_ratio, download_ratio.\n" +
+			"The sandbox is deleted at the end, also after an error or Ctrl-C.\n\n" +
 			"Example:\n" +
 			"   sudo bin/fsb ctl bench -n 20 -c 2 --baseline\n" +
-			"   sudo bin/fsb ctl bench --mode strong --runtime crun -o json | jq .ratio_p50",
+			"   sudo bin/fsb ctl bench --mode strong --runtime crun -o json | jq .ratio_p50\n" +
+			"   sudo bin/fsb ctl bench --exec --runtime crun -o json | jq .exec_ms.p50",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "count", Aliases: []string{"n"}, Value: 20, Usage: "`N` sandboxes in all"},
@@ -74,6 +86,8 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "containerd-namespace", Value: defaultNamespace, Usage: "the containerd `NAMESPACE` holding the image, for --baseline"},
 			&cli.StringFlag{Name: "gvisor-wrapper", Value: wrapper, Usage: "the runsc wrapper `PATH` the agent runs for gvisor, for --baseline (the agent's when found)"},
 			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultStepTimeout, Usage: "bound (a `DURATION`) on each step of one sandbox: create to first output; delete"},
+			&cli.BoolFlag{Name: "exec", Usage: "measure exec (and file transfers) in one sandbox instead of creates"},
+			&cli.IntFlag{Name: "file-mib", Value: bench.DefaultFileSize >> 20, Usage: "with --exec, the size in `MiB` of the upload and download (0: none)"},
 		},
 		Action: func(c *cli.Context) error {
 			return exitStatus(benchAction(c))
@@ -82,6 +96,9 @@ func benchCommand() *cli.Command {
 }
 
 func benchAction(c *cli.Context) error {
+	if c.Bool("exec") {
+		return execBenchAction(c)
+	}
 	if c.NArg() > 0 {
 		return usage("bench takes no arguments (got %q); the command is --command", c.Args().First())
 	}
@@ -197,4 +214,78 @@ func upDir() string {
 func dirExists(dir string) bool {
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir()
+}
+
+func execBenchAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usage("bench takes no arguments (got %q); the command is --command", c.Args().First())
+	}
+	output := c.String("output")
+	if output != ctl.OutputTable && output != ctl.OutputJSON {
+		return usage("-o %q: want table or json", output)
+	}
+	mode := strings.ToLower(c.String("mode"))
+	if mode != "" && mode != "fast" && mode != "strong" {
+		return usage("--mode %q: want fast or strong", c.String("mode"))
+	}
+	n := bench.MinExecN
+	if c.IsSet("count") {
+		n = c.Int("count")
+	}
+	if n < bench.MinExecN || n > 1000000 {
+		return usage("-n %d: want %d to 1000000 execs", n, bench.MinExecN)
+	}
+	if c.IsSet("concurrency") {
+		return usage("--exec times one exec at a time: -c does not apply")
+	}
+	mib := c.Int("file-mib")
+	if mib < 0 || mib > 1<<20 {
+		return usage("--file-mib %d: want 0 to 1048576", mib)
+	}
+	command := strings.Fields(c.String("command"))
+	if len(command) == 0 {
+		return usage("--command is empty: the bench waits for output, so the command must write some")
+	}
+	conn, err := benchConnection(c)
+	if err != nil {
+		return err
+	}
+	client, err := ctl.New(ctl.Config{Server: conn.Server, Token: conn.Token, Namespace: conn.Namespace})
+	if err != nil {
+		return usage("%v", err)
+	}
+	o := bench.ExecBenchOptions{
+		N:           n,
+		Namespace:   conn.Namespace,
+		Mode:        mode,
+		Image:       c.String("image"),
+		Runtime:     c.String("runtime"),
+		Command:     command,
+		StepTimeout: c.Duration("timeout"),
+		FileSize:    int64(mib) << 20,
+	}
+	// The containerd exec is the point of comparison: on unless turned
+	// off outright.
+	if !c.IsSet("baseline") || c.Bool("baseline") {
+		cd, err := containerd.New(c.String("containerd-socket"), containerd.WithDefaultNamespace(c.String("containerd-namespace")))
+		if err != nil {
+			return fmt.Errorf("the containerd exec beside fsb's needs the agent's containerd on this host (--containerd-socket), or --baseline=false: %w", err)
+		}
+		defer cd.Close()
+		o.Containerd = cd
+	}
+	r, err := bench.ExecBench(c.Context, client.StreamAPI(), o)
+	if r == nil {
+		return err
+	}
+	if len(r.Exec) > 0 {
+		write := r.WriteTable
+		if output == ctl.OutputJSON {
+			write = r.WriteJSON
+		}
+		if werr := write(c.App.Writer); werr != nil {
+			return werr
+		}
+	}
+	return errors.Join(err, r.Err())
 }

@@ -83,6 +83,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			getCommand(),
 			logsCommand(),
 			execCommand(),
+			cpCommand(),
 			updateCommand(),
 			deleteCommand(),
 			agentsCommand(),
