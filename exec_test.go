@@ -239,7 +239,7 @@ func sh(script string, args ...string) []string {
 // shared plane (one agent, one controller).
 func TestExec(t *testing.T) {
 	t.Parallel()
-	p := startExecPlane(t, 12)
+	p := startExecPlane(t, 16)
 	for _, rt := range []string{"runc", "crun", "gvisor"} {
 		t.Run(rt, func(t *testing.T) {
 			t.Parallel()
@@ -269,6 +269,10 @@ func TestExec(t *testing.T) {
 	t.Run("exec-over-http1-json", func(t *testing.T) {
 		t.Parallel()
 		testExecOverCurl(t, p)
+	})
+	t.Run("main-process-exit-ends-execs", func(t *testing.T) {
+		t.Parallel()
+		testMainExitEndsExecs(t, p)
 	})
 	t.Run("errors", func(t *testing.T) {
 		t.Parallel()
@@ -722,8 +726,46 @@ func testExecOverCurl(t *testing.T, p *execPlane) {
 			stdout, stderr = append(stdout, ev.Stdout...), append(stderr, ev.Stderr...)
 		}
 	}
+	// The exec's audit line: who, where, what.
+	var audited bool
+	for _, line := range p.ctrl.log.Lines(`"msg":"exec"`, "over http1") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && l["role"] == "user" && l["sandbox"] == "default/"+name && l["rpc"] == "Exec" {
+			audited = true
+		}
+	}
+	if !audited {
+		t.Errorf("no audit line (role user, sandbox default/%s, rpc Exec) for the exec in the controller's log:\n%s", name, strings.Join(p.ctrl.log.Lines(`"msg":"exec"`), "\n"))
+	}
 	if len(events) != 2 || events[0] != "started" || events[1] != "exit" || exitCode != 5 ||
 		string(stdout) != "over http1\n" || string(stderr) != "to stderr\n" {
 		t.Errorf("Exec over HTTP/1.1 JSON: events %v, exit code %v, stdout %q, stderr %q", events, exitCode, stdout, stderr)
+	}
+}
+
+// testMainExitEndsExecs: when the sandbox's main process exits, an exec
+// still running in it is killed, and its stream, through the controller,
+// ends with FailedPrecondition saying so.
+func testMainExitEndsExecs(t *testing.T, p *execPlane) {
+	const name = "main-exit"
+	p.create(t, name, &fsbv1.SandboxSpec{Image: rig.ImageRef,
+		Command: sh("while [ ! -e /tmp/stop ]; do sleep 0.05; done; exit 4")})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, pid := p.startExec(t, ctx, name, &fsbv1.ProcessSpec{Command: sh("echo running; exec sleep 1000")})
+	defer s.Close()
+	readUntil(t, s, "running")
+	if _, err := p.writeFile(ctx, name, "/tmp/stop", 0, strings.NewReader("")); err != nil {
+		t.Fatalf("write /tmp/stop: %v", err)
+	}
+	for s.Receive() {
+		if e := s.Msg().GetEvent().GetExit(); e != nil {
+			t.Logf("the exec's stream reported its exit %v", e)
+		}
+	}
+	err := s.Err()
+	want := fmt.Sprintf("the sandbox's main process exited (code 4); process %d was killed with it", pid)
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(fmt.Sprint(err), want) {
+		t.Errorf("the exec's stream ended with %v; want FailedPrecondition saying %q", err, want)
 	}
 }

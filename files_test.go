@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -201,6 +202,40 @@ func TestExecMemory(t *testing.T) {
 		}
 		checkMemory("the whole flood")
 	})
+
+	// What passed shows in the controller's metrics.
+	for kind, least := range map[string]float64{"file_write": 256 << 20, "file_read": 256 << 20, "exec_output": 128 << 20} {
+		if got := metricValue(t, p.ctrl.metrics, `fsb_fastpath_bytes_total{kind="`+kind+`"}`); got < least {
+			t.Errorf("fsb_fastpath_bytes_total{kind=%q} = %v, want at least %v", kind, got, least)
+		}
+	}
+	if got := metricValue(t, p.ctrl.metrics, `fsb_fastpath_execs_total{result="started"}`); got != 1 {
+		t.Errorf(`fsb_fastpath_execs_total{result="started"} = %v, want 1`, got)
+	}
+}
+
+// metricValue reads one sample from a /metrics page; 0 when it is absent.
+func metricValue(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metrics: %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // testShmFull: filling the sandbox's /dev/shm through WriteFile fails with
