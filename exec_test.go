@@ -31,9 +31,12 @@ import (
 // the rig, that the exec and files tests share: each test makes its own
 // sandbox on it.
 type execPlane struct {
-	agent  *agentProc
-	ctrl   *controllerProc
-	server string
+	// What the agent was started with, to start it again.
+	ns, dir   string
+	agentArgs []string
+	agent     *agentProc
+	ctrl      *controllerProc
+	server    string
 	// api speaks cleartext HTTP/2, which the client streams (WriteFile)
 	// and ExecInteractive need.
 	api fsbv1connect.FastPathServiceClient
@@ -53,19 +56,20 @@ func startExecPlane(t *testing.T, capacity int) *execPlane {
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
 	dir := t.TempDir()
-	a := startAgent(t, ns, "agent-exec", dir, "--capacity", fmt.Sprint(capacity),
-		"--state-dir", state, "--link-dir", filepath.Join(state, "link"))
+	agentArgs := []string{"--capacity", fmt.Sprint(capacity), "--state-dir", state, "--link-dir", filepath.Join(state, "link")}
+	a := startAgent(t, ns, "agent-exec", dir, agentArgs...)
 	ctrl, server := newControllerProc(t, dir, a)
 	ctrl.start()
+	p := &execPlane{ns: ns, dir: dir, agentArgs: agentArgs, agent: a, ctrl: ctrl, server: server}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("controller log:\n%s\nagent log:\n%s", ctrl.log.String(), a.stderr.String())
+			t.Logf("controller log:\n%s\nagent log:\n%s", ctrl.log.String(), p.agent.stderr.String())
 		}
 	})
 	h2c := h2cClient()
 	t.Cleanup(h2c.CloseIdleConnections)
-	return &execPlane{agent: a, ctrl: ctrl, server: server,
-		api: fsbv1connect.NewFastPathServiceClient(h2c, server, connect.WithInterceptors(auth.Bearer("user-token-1")))}
+	p.api = fsbv1connect.NewFastPathServiceClient(h2c, server, connect.WithInterceptors(auth.Bearer("user-token-1")))
+	return p
 }
 
 // h2cClient speaks HTTP/2 without TLS, as gRPC clients do.
@@ -767,5 +771,57 @@ func testMainExitEndsExecs(t *testing.T, p *execPlane) {
 	want := fmt.Sprintf("the sandbox's main process exited (code 4); process %d was killed with it", pid)
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(fmt.Sprint(err), want) {
 		t.Errorf("the exec's stream ended with %v; want FailedPrecondition saying %q", err, want)
+	}
+}
+
+// TestExecAcrossAgentRestart: the agent is killed and started again while
+// a process it started runs; the process goes on (fsb init, not the agent,
+// runs it), and through the controller it takes input, is reattached to
+// with what it wrote meanwhile, and new execs work.
+func TestExecAcrossAgentRestart(t *testing.T) {
+	t.Parallel()
+	p := startExecPlane(t, 2)
+	const name = "survivor"
+	p.sandbox(t, name, "runc")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	streamCtx, detach := context.WithCancel(ctx)
+	s, pid := p.startExec(t, streamCtx, name, &fsbv1.ProcessSpec{
+		Command: sh(`echo first; read x; echo "after the restart: $x"`), Stdin: true,
+	})
+	readUntil(t, s, "first")
+
+	p.agent.kill()
+	detach()
+	s.Close()
+	p.agent = restartAgent(t, p.agent, p.ns, "agent-exec", p.dir, p.agentArgs...)
+
+	// The controller finds the agent again on its own: retry until the
+	// input is taken.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := p.api.SendInput(ctx, connect.NewRequest(&fsbv1.SendInputRequest{Name: name, Pid: pid, Data: []byte("input\n")}))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SendInput after the agent's restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	as, err := p.api.AttachProcess(ctx, connect.NewRequest(&fsbv1.AttachProcessRequest{Name: name, Pid: pid}))
+	if err != nil {
+		t.Fatalf("AttachProcess after the agent's restart: %v", err)
+	}
+	defer as.Close()
+	r := &execResult{pid: pid}
+	if err := drain(as, r); err != nil {
+		t.Fatalf("AttachProcess after the agent's restart: %v", err)
+	}
+	if string(r.stdout) != "after the restart: input\n" || r.exit.GetExitCode() != 0 {
+		t.Errorf("reattached after the agent's restart: stdout %q, exit %v", r.stdout, r.exit)
+	}
+	if r := p.run(t, name, &fsbv1.ProcessSpec{Command: []string{"echo", "new exec"}}); string(r.stdout) != "new exec\n" {
+		t.Errorf("a new exec after the agent's restart: %q", r.stdout)
 	}
 }
