@@ -340,21 +340,30 @@ func (b *containerdExec) run(ctx context.Context, execID string, timeout time.Du
 		return 0, err
 	}
 	var d time.Duration
+	var st containerd.ExitStatus
 	select {
 	case seen := <-out.seen:
 		d = seen.Sub(start)
-	case st := <-exited:
-		return 0, fmt.Errorf("exited (status %d) before any output", st.ExitCode())
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	select {
-	case st := <-exited:
-		if st.ExitCode() != 0 {
-			return 0, fmt.Errorf("exited with status %d", st.ExitCode())
+		select {
+		case st = <-exited:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	case st = <-exited:
+		// The exit may be seen before the copy of the output has
+		// written its first byte: the byte's time is what counts.
+		p.IO().Wait()
+		select {
+		case seen := <-out.seen:
+			d = seen.Sub(start)
+		default:
+			return 0, fmt.Errorf("exited (status %d) without output", st.ExitCode())
 		}
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	}
+	if st.ExitCode() != 0 {
+		return 0, fmt.Errorf("exited with status %d", st.ExitCode())
 	}
 	// The copy of its output ends with the FIFO's.
 	p.IO().Wait()

@@ -138,9 +138,9 @@ func (c *Client) Exec(ctx context.Context, o ExecOptions) error {
 				return c.exited(ev.Exit, o.Timeout)
 			}
 		case err := <-inputDone:
-			// The process may have exited in between: its exit, already
-			// on its way, says more than a refused input.
-			if err != nil {
+			// A stream that ended (io.EOF) is said by the next event:
+			// the exit, or the error that ended it.
+			if err != nil && !errors.Is(err, io.EOF) {
 				fmt.Fprintf(c.err, "fsb ctl: input to the process stopped: %v\n", c.execError(ctx, err, o.Name))
 			}
 		case sig := <-o.Signals:

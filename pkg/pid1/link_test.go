@@ -21,7 +21,7 @@ const testToken = "test-token-0123456789"
 // fakeAgent is the agent's side of the link for a test: it listens where
 // init dials, checks each hello, and hands out the idle connections.
 type fakeAgent struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	ln        *net.UnixListener
 	accepting sync.WaitGroup
@@ -36,13 +36,13 @@ type fakeAgent struct {
 
 // startInit starts the test binary as fsb init with a link to a fake agent,
 // running main (sleep by default) as the main process.
-func startInit(t *testing.T, token string, main ...string) *fakeAgent {
+func startInit(t testing.TB, token string, main ...string) *fakeAgent {
 	t.Helper()
 	return startInitUnder(t, nil, token, main...)
 }
 
 // startInitUnder is startInit with init started through the command wrap.
-func startInitUnder(t *testing.T, wrap []string, token string, main ...string) *fakeAgent {
+func startInitUnder(t testing.TB, wrap []string, token string, main ...string) *fakeAgent {
 	t.Helper()
 	if len(main) == 0 {
 		main = []string{"sleep", "1000"}
@@ -179,7 +179,7 @@ func (a *fakeAgent) call(req initlink.Request) (*initlink.Response, *initlink.Er
 }
 
 type agentConn struct {
-	t *testing.T
+	t testing.TB
 	c net.Conn
 }
 
@@ -400,5 +400,55 @@ func TestLinkSurvivesAgentRestart(t *testing.T) {
 	a.listen()
 	if r := a.exec(initlink.Process{Args: []string{"echo", "two"}}); r.stdout != "two\n" {
 		t.Fatalf("after the restart: %+v", r)
+	}
+}
+
+// BenchmarkExec times an exec through init's link from its request to its
+// first output byte (first-output/op, in ms) and to its exit.
+func BenchmarkExec(b *testing.B) {
+	a := startInit(b, testToken)
+	var first time.Duration
+	for b.Loop() {
+		start := time.Now()
+		c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"echo", "hi"}}})
+		c.started()
+		if t, _ := c.next(); t != initlink.FrameStdout {
+			b.Fatalf("frame type %d, want stdout", t)
+		}
+		first += time.Since(start)
+		if t, _ := c.next(); t != initlink.FrameExit {
+			b.Fatalf("frame type %d, want exit", t)
+		}
+		_ = c.c.Close()
+	}
+	b.ReportMetric(float64(first.Microseconds())/1000/float64(b.N), "first-output-ms/op")
+}
+
+// Init holds at most MaxConns connections, busy ones included, and dials
+// again once one is done.
+func TestConnectionBound(t *testing.T) {
+	a := startInit(t, testToken)
+	var streams []*agentConn
+	for range initlink.MaxConns {
+		c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sleep", "1000"}, TimeoutMillis: 60000}})
+		c.started()
+		streams = append(streams, c)
+	}
+	select {
+	case c := <-a.conns:
+		_ = c.Close()
+		t.Fatalf("init dialed connection %d", initlink.MaxConns+1)
+	case <-time.After(300 * time.Millisecond):
+	}
+	_ = streams[0].c.Close()
+	if r := a.exec(initlink.Process{Args: []string{"echo", "again"}}); r.stdout != "again\n" {
+		t.Errorf("after a connection closed: %+v", r)
+	}
+	list, e := a.call(initlink.Request{Op: initlink.OpList})
+	if e != nil {
+		t.Fatal(e)
+	}
+	for _, p := range list.Processes {
+		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 	}
 }

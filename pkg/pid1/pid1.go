@@ -44,8 +44,8 @@ func Run(argv []string, stderr io.Writer) int {
 func run(argv []string, stderr io.Writer, linkDir string) int {
 	// The token is for init alone: neither the main process nor any exec'd
 	// one inherits it, and a non-dumpable init keeps other processes of the
-	// sandbox (root inside lacks CAP_SYS_PTRACE) out of /proc/1/environ and
-	// /proc/1/mem.
+	// sandbox out of /proc/1/environ and /proc/1/mem (root inside has none
+	// of CAP_SYS_PTRACE, CAP_SYS_ADMIN and CAP_PERFMON, which would pass).
 	token := os.Getenv(initlink.TokenEnv)
 	_ = os.Unsetenv(initlink.TokenEnv)
 	if token != "" {

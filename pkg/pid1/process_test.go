@@ -466,3 +466,35 @@ func TestRecordsAreBounded(t *testing.T) {
 	}
 	_ = unix.Kill(running, unix.SIGKILL)
 }
+
+// A grandchild that writes on forever once the process exited holds the
+// exit back by at most one more buffer of output, even for a client that
+// reads slower than it writes.
+func TestExitWhileAGrandchildFloods(t *testing.T) {
+	a := startInit(t, testToken)
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sh", "-c", "yes & echo started"}}})
+	pid := c.started()
+	defer unix.Kill(-pid, unix.SIGKILL)
+	// The client reads nothing until the process exited and init's wait
+	// for its pipes is over: the buffer is full, the pipe too.
+	waitFor(t, "the process to exit", func() bool { return !a.process(pid).Running })
+	time.Sleep(2 * drainAfterExit)
+	n := 0
+	for {
+		ft, b := c.next()
+		switch ft {
+		case initlink.FrameStdout:
+			n += len(b)
+			time.Sleep(2 * time.Millisecond) // slower than yes writes
+			if n > 8*outputLimit {
+				t.Fatalf("%d bytes of output and no exit yet", n)
+			}
+			continue
+		case initlink.FrameExit:
+		default:
+			t.Fatalf("frame type %d (%s)", ft, b)
+		}
+		break
+	}
+	t.Logf("%d bytes of stdout before the exit", n)
+}
