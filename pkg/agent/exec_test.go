@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -541,7 +542,29 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	if out := h.sh(id, "echo before"); out != "before\n" {
 		t.Fatalf("exec before the restart: %q", out)
 	}
+	// The exec is counted, and its output's bytes.
+	rec := httptest.NewRecorder()
+	h.agent.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`fsb_agent_execs_total{result="started"} 1`, `fsb_agent_exec_bytes_total{kind="exec_output"} 7`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The link dirs' parent is root's alone, whatever mode it had (the
+	// harness makes it 0755).
+	if st, err := os.Stat(h.rcfg.LinkDir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("link dir's parent: %v, %v; want mode 0700", st.Mode(), err)
+	}
+	// A link dir that no container owns (its sandbox went while no agent
+	// ran) is removed at the restart; the running sandbox's is kept.
+	stale := filepath.Join(h.rcfg.LinkDir, "0123456789abcdef")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	h.restart(nil)
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a leftover link dir survived the restart: %v", err)
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -487,6 +487,17 @@ func round2(v float64) *float64 {
 	return &v
 }
 
+// round3 keeps three significant digits: a ratio to cp may be far below
+// 0.01.
+func round3(v float64) *float64 {
+	if v == 0 {
+		return &v
+	}
+	scale := math.Pow(10, 2-math.Floor(math.Log10(math.Abs(v))))
+	v = math.Round(v*scale) / scale
+	return &v
+}
+
 // Report summarizes r.
 func (r *ExecBenchResult) Report() ExecReport {
 	rep := ExecReport{Runtime: r.Runtime, N: r.N, Exec: percentiles(r.Exec)}
@@ -501,7 +512,7 @@ func (r *ExecBenchResult) Report() ExecReport {
 		rep.FileBytes = r.Upload.Bytes
 		rep.UploadMiBps, rep.DownloadMiBs, rep.HostCpMiBps = round2(r.Upload.MiBps()), round2(r.Download.MiBps()), round2(r.HostCopy.MiBps())
 		if cp := r.HostCopy.MiBps(); cp > 0 {
-			rep.UploadRatio, rep.DownloadRatio = round2(r.Upload.MiBps()/cp), round2(r.Download.MiBps()/cp)
+			rep.UploadRatio, rep.DownloadRatio = round3(r.Upload.MiBps()/cp), round3(r.Download.MiBps()/cp)
 		}
 	}
 	return rep
@@ -534,7 +545,7 @@ func (r *ExecBenchResult) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "\nfsb / containerd, exec -> first output p50: %.2f\n", *rep.RatioP50)
 	}
 	if rep.UploadMiBps != nil {
-		fmt.Fprintf(w, "\nfiles of %d MiB: upload %.1f MiB/s (%.2f of cp), download %.1f MiB/s (%.2f of cp), cp on this host %.1f MiB/s\n",
+		fmt.Fprintf(w, "\nfiles of %d MiB: upload %.1f MiB/s (%.3g of cp), download %.1f MiB/s (%.3g of cp), cp on this host %.1f MiB/s\n",
 			rep.FileBytes>>20, *rep.UploadMiBps, deref(rep.UploadRatio), *rep.DownloadMiBs, deref(rep.DownloadRatio), *rep.HostCpMiBps)
 	}
 	return nil

@@ -234,3 +234,11 @@ func TestExecBenchCleansUp(t *testing.T) {
 		}
 	})
 }
+
+func TestRound3(t *testing.T) {
+	for in, want := range map[float64]float64{0.004756: 0.00476, 0.1234: 0.123, 1.23456: 1.23, 0: 0, 123.456: 123} {
+		if got := *round3(in); got != want {
+			t.Errorf("round3(%v) = %v, want %v", in, got, want)
+		}
+	}
+}

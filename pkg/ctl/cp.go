@@ -63,7 +63,7 @@ func parseLocation(s string) (location, error) {
 // through ReadFile or WriteFile; a directory as a tar archive made or
 // unpacked by tar inside the sandbox. As cp -r does, a destination that is
 // an existing directory receives the source under its own name; otherwise
-// the destination is made (its parent must exist). An archive from the
+// the destination is made. An archive from the
 // sandbox is unpacked with extractTar: entries that would land outside the
 // destination are skipped with a warning, and Copy then fails.
 func (c *Client) Copy(ctx context.Context, o CopyOptions) error {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
@@ -223,12 +224,26 @@ func (c *Client) exited(exit *fsbv1.ProcessExit, timeout time.Duration) error {
 // about the sandbox or about what the call names (a path, a process): the
 // sandbox is looked up to tell which.
 func (c *Client) execError(ctx context.Context, err error, name string) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) && !connect.IsWireError(err) && strings.Contains(err.Error(), "http2") {
+		// ExecInteractive and WriteFile need HTTP/2, which a proxy in
+		// between may not pass on.
+		return fmt.Errorf("cannot speak HTTP/2 with the controller at %s, which exec with input or a terminal and cp need "+
+			"(a proxy in between that speaks only HTTP/1.1?): %s", c.server, message(err))
+	}
 	if connect.CodeOf(err) == connect.CodeNotFound && connect.IsWireError(err) {
 		_, gerr := c.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: name, Namespace: c.namespace}))
 		if connect.CodeOf(gerr) == connect.CodeNotFound {
 			return fmt.Errorf("sandbox %s not found in namespace %s", name, c.namespace)
 		}
 		return errors.New(message(err))
+	}
+	if connect.CodeOf(err) == connect.CodeUnavailable && connect.IsWireError(err) {
+		if part, _ := fault.Of(err); part == "" {
+			// Not a part of the path the controller could not reach:
+			// the sandbox's init did not answer, in the server's words.
+			return errors.New(message(err))
+		}
 	}
 	return c.describe(err, target{})
 }

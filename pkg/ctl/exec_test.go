@@ -61,6 +61,9 @@ func (f *execFake) start(req *fsbv1.ExecRequest, interactive bool) (int32, *fake
 		return 0, nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s/%s not found", req.GetNamespace(), req.GetName()))
 	}
 	spec := req.GetProcess()
+	if spec.GetWorkingDir() == "/unlinked" {
+		return 0, nil, connect.NewError(connect.CodeUnavailable, errors.New("sandbox default/box has no open link to its fsb init on agent a1"))
+	}
 	if spec.GetWorkingDir() == "/nope" {
 		return 0, nil, connect.NewError(connect.CodeNotFound, errors.New("working directory /nope: no such file or directory"))
 	}
@@ -288,6 +291,7 @@ func TestExec(t *testing.T) {
 		{name: "input passed through", opts: ExecOptions{Command: []string{"cat"}}, in: "line one\nline two\n", out: "line one\nline two\n"},
 		{name: "timeout", opts: ExecOptions{Command: []string{"timeout"}, Timeout: 2 * time.Second}, code: 137, errOut: "ran past its timeout (2s): its process group was killed"},
 		{name: "missing sandbox", opts: ExecOptions{Name: "ghost", Command: []string{"echo"}}, code: -1, errText: "sandbox ghost not found in namespace default"},
+		{name: "init unreachable", opts: ExecOptions{Command: []string{"echo"}, WorkDir: "/unlinked"}, code: -1, errText: "sandbox default/box has no open link to its fsb init on agent a1"},
 		{name: "missing working dir", opts: ExecOptions{Command: []string{"echo"}, WorkDir: "/nope"}, code: -1, errText: "working directory /nope: no such file or directory"},
 	}
 	for _, tt := range tests {
@@ -484,5 +488,21 @@ func TestExecTTY(t *testing.T) {
 				t.Errorf("spec %v, want a PTY of 30x100", spec)
 			}
 		})
+	}
+}
+
+// TestExecNeedsHTTP2: a controller reached only over HTTP/1.1 (a proxy in
+// between) cannot carry an exec with input: the error says why.
+func TestExecNeedsHTTP2(t *testing.T) {
+	f := newExecFake()
+	f.add("default", "box", "busybox", time.Minute)
+	var out, errw syncBuffer
+	c, err := New(Config{Server: serve(t, f.fakeFastPath), Token: testToken, Out: &out, Err: &errw, In: strings.NewReader("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Exec(context.Background(), ExecOptions{Name: "box", Command: []string{"cat"}})
+	if err == nil || !strings.Contains(err.Error(), "cannot speak HTTP/2 with the controller") {
+		t.Errorf("err %v, want one naming HTTP/2", err)
 	}
 }

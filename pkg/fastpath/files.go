@@ -142,8 +142,13 @@ func (s *Server) writeFile(ctx context.Context, w writeTarget, data []byte, next
 			break
 		}
 		if err != nil {
+			// Cancelled before its request is closed, the stream is
+			// reset: closing it would end it well (the agent would take
+			// the part for the whole) however soon the cancel follows.
 			cut()
-			_, _ = out.CloseAndReceive()
+			if conn, cerr := out.Conn(); cerr == nil {
+				_ = conn.CloseResponse()
+			}
 			return nil, err
 		}
 		msg = &fsbv1.AgentServiceWriteFileRequest{Data: data}

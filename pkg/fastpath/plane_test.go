@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -132,8 +133,16 @@ func startAgent(t *testing.T, cd *containerd.Client, id string) *testAgent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	helper := rig.HelperBinary(t)
+	// A link dir of its own, short enough for the sockets in it (t.TempDir
+	// can be too long): an agent removes the link dirs its containerd
+	// knows no container of, and other tests' agents use other daemons.
+	linkDir, err := os.MkdirTemp("", "fsbl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(linkDir) })
 	rt, err := runtime.New(runtime.Config{
-		Client: cd, AgentID: id, InitBinary: helper, LogDriverBinary: helper, LogDir: t.TempDir(),
+		Client: cd, AgentID: id, InitBinary: helper, LogDriverBinary: helper, LogDir: t.TempDir(), LinkDir: linkDir,
 		DefaultPidsLimit: 1024, Snapshotter: rig.Snapshotter, Runtimes: map[string]string{runtime.RuntimeRunc: "runc"},
 	})
 	if err != nil {

@@ -306,7 +306,7 @@ func (s *Stream) Recv(timeout time.Duration) (FrameType, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: the connection ended mid-answer", ErrUnavailable)
 	case err != nil:
 		s.Close()
-		return 0, nil, fmt.Errorf("link: %w", err)
+		return 0, nil, fmt.Errorf("link: read: %w", bare(err))
 	}
 	if t == FrameError {
 		var e Error
@@ -347,7 +347,7 @@ func (s *Stream) Send(t FrameType, payload []byte) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("%w: init took no data within %v", ErrUnavailable, AnswerTimeout)
 		}
-		return fmt.Errorf("link: %w", err)
+		return fmt.Errorf("link: write: %w", bare(err))
 	}
 	return nil
 }
@@ -358,9 +358,19 @@ func (s *Stream) SendJSON(t FrameType, v any) error {
 		return fmt.Errorf("link: %w", err)
 	}
 	if err := WriteJSON(s.c, t, v); err != nil {
-		return fmt.Errorf("link: %w", err)
+		return fmt.Errorf("link: write: %w", bare(err))
 	}
 	return nil
+}
+
+// bare drops a network error's addresses (host paths of the agent, which
+// a user's error message has no business showing) and keeps its cause.
+func bare(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
 }
 
 // Close closes the stream's connection: to init, a detach.

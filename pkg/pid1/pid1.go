@@ -47,6 +47,9 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	// sandbox out of /proc/1/environ and /proc/1/mem (root inside has none
 	// of CAP_SYS_PTRACE, CAP_SYS_ADMIN and CAP_PERFMON, which would pass).
 	token := os.Getenv(initlink.TokenEnv)
+	if token != "" {
+		scrubEnviron(initlink.TokenEnv, os.Environ())
+	}
 	_ = os.Unsetenv(initlink.TokenEnv)
 	if token != "" {
 		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {

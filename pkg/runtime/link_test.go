@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,7 +66,12 @@ func TestLinkDirLifecycle(t *testing.T) {
 	}
 	// A restarted agent listens in the same directory (its inode is what
 	// a running sandbox's mount holds), after removing the stale socket.
-	before, _ := os.Stat(dir)
+	// The directory as a running sandbox's mount holds it.
+	held, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	r.CloseLinks()
 	// A killed agent leaves its socket file behind.
 	if err := os.WriteFile(filepath.Join(dir, initlink.SocketName), nil, 0o600); err != nil {
@@ -74,10 +80,12 @@ func TestLinkDirLifecycle(t *testing.T) {
 	if err := r.openLink("sb-a-1", ls); err != nil {
 		t.Fatalf("listen again: %v", err)
 	}
-	after, _ := os.Stat(dir)
-	if !os.SameFile(before, after) {
-		t.Error("the link directory was made anew: a running sandbox's mount would miss it")
+	viaMount := fmt.Sprintf("/proc/self/fd/%d/%s", held.Fd(), initlink.SocketName)
+	c, err := net.Dial("unix", viaMount)
+	if err != nil {
+		t.Fatalf("the new socket is not reached through the directory a sandbox holds: %v", err)
 	}
+	c.Close()
 	r.closeLink("sb-a-1")
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("link dir after closeLink: %v", err)

@@ -201,6 +201,14 @@ func New(cfg Config) (*Runtime, error) {
 	if err := checkLinkDir(cfg.LinkDir); err != nil {
 		return nil, err
 	}
+	// Root's alone: a host user who shares a sandbox's uid could otherwise
+	// reach its link directory, which that uid owns, and replace the socket.
+	if err := os.MkdirAll(cfg.LinkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("runtime: link dir: %w", err)
+	}
+	if err := os.Chmod(cfg.LinkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("runtime: link dir: %w", err)
+	}
 	return &Runtime{
 		cfg:       cfg,
 		images:    newImageCache(cfg),

@@ -14,9 +14,9 @@ func cpCommand() *cli.Command {
 		Description: "Copies between this machine and a running sandbox, as kubectl cp does: NAME:/PATH\n" +
 			"names an absolute path in sandbox NAME; anything else is a local path (write a local\n" +
 			"name with a colon as ./a:b). As with cp -r, a destination that is an existing directory\n" +
-			"receives the source under its own name; otherwise the destination is created (its\n" +
-			"parent must exist). A file is written whole or not at all (through a temporary file\n" +
-			"renamed into place), with its permission bits.\n\n" +
+			"receives the source under its own name; otherwise the destination is created. A file\n" +
+			"is written whole or not at all (through a temporary file renamed into place), with its\n" +
+			"permission bits.\n\n" +
 			"A file is streamed as it is. A directory travels as a tar archive made or unpacked by\n" +
 			"tar inside the sandbox, so its image needs tar (busybox has it). Files land owned by\n" +
 			"the sandbox's init user (root) in the sandbox, and by you here.\n\n" +
