@@ -730,15 +730,21 @@ func testExecOverCurl(t *testing.T, p *execPlane) {
 			stdout, stderr = append(stdout, ev.Stdout...), append(stderr, ev.Stderr...)
 		}
 	}
-	// The exec's audit line: who, where, what.
-	var audited bool
-	for _, line := range p.ctrl.log.Lines(`"msg":"exec"`, "over http1") {
-		var l map[string]any
-		if json.Unmarshal([]byte(line), &l) == nil && l["role"] == "user" && l["sandbox"] == "default/"+name && l["rpc"] == "Exec" {
-			audited = true
+	// The exec's audit line: who, where, what. The controller's stderr
+	// reaches the test through a pipe: it may come a moment later.
+	audited := func() bool {
+		for _, line := range p.ctrl.log.Lines(`"msg":"exec"`, "over http1") {
+			var l map[string]any
+			if json.Unmarshal([]byte(line), &l) == nil && l["role"] == "user" && l["sandbox"] == "default/"+name && l["rpc"] == "Exec" {
+				return true
+			}
 		}
+		return false
 	}
-	if !audited {
+	for deadline := time.Now().Add(5 * time.Second); !audited() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !audited() {
 		t.Errorf("no audit line (role user, sandbox default/%s, rpc Exec) for the exec in the controller's log:\n%s", name, strings.Join(p.ctrl.log.Lines(`"msg":"exec"`), "\n"))
 	}
 	if len(events) != 2 || events[0] != "started" || events[1] != "exit" || exitCode != 5 ||
