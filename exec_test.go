@@ -784,8 +784,10 @@ func testMainExitEndsExecs(t *testing.T, p *execPlane) {
 // a process it started runs; the process goes on (fsb init, not the agent,
 // runs it), and through the controller it takes input, is reattached to
 // with what it wrote meanwhile, and new execs work.
+//
+// Not parallel: while the agent is down its port is free, and a test
+// picking free ports meanwhile could be handed it.
 func TestExecAcrossAgentRestart(t *testing.T) {
-	t.Parallel()
 	p := startExecPlane(t, 2)
 	const name = "survivor"
 	p.sandbox(t, name, "runc")
