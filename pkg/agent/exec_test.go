@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -234,6 +235,9 @@ func TestExec(t *testing.T) {
 				pid := firstPID(t, s)
 				scancel() // detach: the process goes on
 				s.Close()
+				// The detach reaches init on its own time: output before it
+				// would go to the stream that is closing.
+				h.waitDetached(ctx, id, pid)
 				if _, err := h.client.SendInput(ctx, connect.NewRequest(&fsbv1.AgentServiceSendInputRequest{SandboxId: id, Pid: pid, Data: []byte("go\n")})); err != nil {
 					t.Fatalf("SendInput: %v", err)
 				}
@@ -296,15 +300,16 @@ func TestExec(t *testing.T) {
 
 			t.Run("dev shm full", func(t *testing.T) {
 				t.Parallel()
-				// 128 MiB into the sandbox's 64 MiB /dev/shm.
-				chunk := make([]byte, 1<<20)
-				_, err := h.writeFile(ctx, id, "/dev/shm/fill", 0, 128, chunk)
+				// Most of the sandbox's 64 MiB /dev/shm is filled from
+				// inside (quick), the rest through WriteFile.
+				h.sh(id, "dd if=/dev/zero of=/dev/shm/pad bs=1M count=60 2>/dev/null")
+				_, err := h.writeFile(ctx, id, "/dev/shm/fill", 0, 8, make([]byte, 1<<20))
 				if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "no space left on device") {
 					t.Fatalf("filling /dev/shm: %v; want ResourceExhausted, no space left on device", err)
 				}
 				// The temporary file went with the failed write.
-				if ls := h.sh(id, "ls -A /dev/shm"); ls != "" {
-					t.Errorf("/dev/shm holds %q after the failed write", ls)
+				if ls := h.sh(id, "ls -A /dev/shm; rm /dev/shm/pad"); ls != "pad\n" {
+					t.Errorf("/dev/shm holds %q after the failed write, want pad alone", ls)
 				}
 			})
 
@@ -318,6 +323,27 @@ func TestExec(t *testing.T) {
 				testInitEnviron(ctx, t, h, id)
 			})
 		})
+	}
+}
+
+// waitDetached waits until init lists process pid as having no client.
+func (h *harness) waitDetached(ctx context.Context, id string, pid int32) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := h.client.ListProcesses(ctx, connect.NewRequest(&fsbv1.AgentServiceListProcessesRequest{SandboxId: id}))
+		if err != nil {
+			h.t.Fatalf("ListProcesses: %v", err)
+		}
+		for _, p := range resp.Msg.GetProcesses() {
+			if p.GetPid() == pid && !p.GetAttached() {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("process %d still attached: %v", pid, resp.Msg.GetProcesses())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -561,10 +587,25 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	if err := os.Mkdir(stale, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// One another agent (of another containerd) listens in is kept.
+	other := filepath.Join(h.rcfg.LinkDir, "fedcba9876543210")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(other, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	h.restart(nil)
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("a leftover link dir survived the restart: %v", err)
 	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("the link dir another agent listens in was removed: %v", err)
+	}
+	ln.Close()
+	os.RemoveAll(other)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -583,5 +624,20 @@ func TestExecAfterAgentRestart(t *testing.T) {
 	entries, err := os.ReadDir(h.rcfg.LinkDir)
 	if err != nil || len(entries) != 0 {
 		t.Errorf("link dir after the delete: %v, %v; want empty", entries, err)
+	}
+}
+
+// TestExecThroughAgentsRunscWrapper: the runsc wrapper the agent writes
+// for itself (not the rig's) lets init dial out of gVisor.
+func TestExecThroughAgentsRunscWrapper(t *testing.T) {
+	t.Parallel()
+	wrapper := filepath.Join(t.TempDir(), "runsc-fsb")
+	if err := runtime.WriteRunscWrapper(wrapper, "runsc"); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(s *harnessSetup) { s.runtime.Runtimes[runtime.RuntimeGVisor] = wrapper })
+	sb := h.create(runtimeSpec(runtime.RuntimeGVisor, "exec sleep 1000"))
+	if out := h.sh(sb.GetSandboxId(), "echo through-gvisor"); out != "through-gvisor\n" {
+		t.Errorf("exec in gVisor: %q", out)
 	}
 }

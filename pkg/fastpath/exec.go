@@ -474,8 +474,7 @@ func (s *Server) forwardInput(ctx context.Context, client fsbv1connect.AgentServ
 		id := t.sandboxID
 		switch r := msg.GetRequest().(type) {
 		case *fsbv1.ExecInteractiveRequest_Stdin:
-			s.cfg.Metrics.moved(bytesExecInput, len(r.Stdin))
-			_, err = client.SendInput(ctx, connect.NewRequest(&fsbv1.AgentServiceSendInputRequest{SandboxId: id, Pid: pid, Data: r.Stdin}))
+			err = s.sendInput(ctx, client, id, pid, r.Stdin)
 		case *fsbv1.ExecInteractiveRequest_CloseStdin:
 			_, err = client.CloseInput(ctx, connect.NewRequest(&fsbv1.AgentServiceCloseInputRequest{SandboxId: id, Pid: pid}))
 		case *fsbv1.ExecInteractiveRequest_Resize:
@@ -515,14 +514,27 @@ func (s *Server) SendInput(ctx context.Context, req *connect.Request[fsbv1.SendI
 		return nil, err
 	}
 	_, err := unary(ctx, s, msg.GetNamespace(), msg.GetName(), func(ctx context.Context, c fsbv1connect.AgentServiceClient, t *target) (*fsbv1.AgentServiceSendInputResponse, error) {
-		s.cfg.Metrics.moved(bytesExecInput, len(msg.GetData()))
-		r, err := c.SendInput(ctx, connect.NewRequest(&fsbv1.AgentServiceSendInputRequest{SandboxId: t.sandboxID, Pid: msg.GetPid(), Data: msg.GetData()}))
-		return msgOf(r), err
+		return &fsbv1.AgentServiceSendInputResponse{}, s.sendInput(ctx, c, t.sandboxID, msg.GetPid(), msg.GetData())
 	})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&fsbv1.SendInputResponse{}), nil
+}
+
+// sendInput passes data on to a process's input, in calls of at most
+// relayChunk bytes (stdin is a stream of bytes: cut anywhere, it stays the
+// same).
+func (s *Server) sendInput(ctx context.Context, c fsbv1connect.AgentServiceClient, sandboxID string, pid int32, data []byte) error {
+	for first := true; first || len(data) > 0; first = false {
+		n := min(len(data), relayChunk)
+		if _, err := c.SendInput(ctx, connect.NewRequest(&fsbv1.AgentServiceSendInputRequest{SandboxId: sandboxID, Pid: pid, Data: data[:n]})); err != nil {
+			return err
+		}
+		s.cfg.Metrics.moved(bytesExecInput, n)
+		data = data[n:]
+	}
+	return nil
 }
 
 // CloseInput implements FastPathService.CloseInput.

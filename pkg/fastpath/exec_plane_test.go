@@ -103,7 +103,7 @@ func TestExecAndFilesThroughARealAgent(t *testing.T) {
 		}
 	})
 
-	t.Run("Exec with curl", func(t *testing.T) {
+	t.Run("curl", func(t *testing.T) {
 		if _, err := exec.LookPath("curl"); err != nil {
 			t.Fatal("curl is not installed: apt-get install -y curl")
 		}
@@ -125,6 +125,17 @@ printf '\0\0\0\0'"\\$(printf %03o ${#body})%s" "$body" |
 		msgs, code := envelopes(t, out)
 		if o := parseExecJSON(t, msgs); code != "" || o.stdout != "hello from curl\n" || !o.exited || o.exitCode != 0 {
 			t.Errorf("curl got %q (end %q): %+v", out, code, o)
+		}
+		// A file up with -T (PUT) and down again, as docs/exec.md shows.
+		dir := t.TempDir()
+		script = `head -c 3000000 /dev/urandom > "$DIR/up" &&
+curl -sS -f -T "$DIR/up" -H "Authorization: Bearer $TOKEN" "$URL/files/default/web?path=/tmp/curl/up&parents=true" &&
+curl -sS -f -o "$DIR/down" -H "Authorization: Bearer $TOKEN" "$URL/files/default/web?path=/tmp/curl/up" &&
+cmp "$DIR/up" "$DIR/down"`
+		cmd = exec.Command("sh", "-c", script)
+		cmd.Env = append(cmd.Environ(), "TOKEN="+userToken, "URL="+url, "DIR="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("curl PUT then GET: %v: %s", err, out)
 		}
 	})
 

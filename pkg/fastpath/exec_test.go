@@ -16,10 +16,12 @@ import (
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 )
 
 // TestExecAndFilesValidatedAtTheEdge: what a user can get wrong is
@@ -493,4 +495,91 @@ func counted(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestLargestMessagesPassTheAgentsLimit: a client's message at the
+// controller's request limit reaches an agent with the same limit, though
+// the agent's message names the sandbox by its (longer) ID.
+func TestLargestMessagesPassTheAgentsLimit(t *testing.T) {
+	p := newFakePlane(t)
+	p.seed("web", v1alpha1.PhaseRunning, false)
+	c := p.client()
+	ctx := context.Background()
+	const limit = httpserver.DefaultMaxRequestBytes
+	// Each message is exactly at the limit: its other fields take the
+	// bytes the data does not.
+	write := &fsbv1.WriteFileRequest{Name: "web", Path: "/x"}
+	write.Data = make([]byte, limit-proto.Size(write)-5)
+	if n := proto.Size(write); n != limit {
+		t.Fatalf("the write's message is %d bytes, want %d", n, limit)
+	}
+	s := c.WriteFile(ctx)
+	if err := s.Send(write); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CloseAndReceive(); err != nil {
+		t.Errorf("a write message at the limit: %v", err)
+	} else if got := p.agent.written.Load(); got != int64(len(write.Data)) {
+		t.Errorf("the agent got %d bytes, want %d", got, len(write.Data))
+	}
+	input := &fsbv1.SendInputRequest{Name: "web", Pid: fakePid}
+	input.Data = make([]byte, limit-proto.Size(input)-5)
+	if n := proto.Size(input); n != limit {
+		t.Fatalf("the input's message is %d bytes, want %d", n, limit)
+	}
+	if _, err := c.SendInput(ctx, connect.NewRequest(input)); err != nil {
+		t.Errorf("an input message at the limit: %v", err)
+	}
+	p.agent.mu.Lock()
+	defer p.agent.mu.Unlock()
+	if got := p.agent.input.Len(); got != len(input.Data) {
+		t.Errorf("the agent got %d bytes of input, want %d", got, len(input.Data))
+	}
+}
+
+// TestAgentGoneMidStreamIsUnavailable: an exec whose agent's connection
+// breaks ends with Unavailable naming the agent, not with a bare transport
+// error or a hang.
+func TestAgentGoneMidStreamIsUnavailable(t *testing.T) {
+	p := newFakePlane(t)
+	p.seed("web", v1alpha1.PhaseRunning, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := p.client().Exec(ctx, connect.NewRequest(&fsbv1.ExecRequest{Name: "web", Process: &fsbv1.ProcessSpec{Command: []string{"flood"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 3 {
+		if !s.Receive() {
+			t.Fatalf("the flood's first events: %v", s.Err())
+		}
+	}
+	p.agentSrv.CloseClientConnections()
+	for s.Receive() {
+	}
+	err = s.Err()
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "agent fake-1 at") || !strings.Contains(err.Error(), "is unreachable") {
+		t.Errorf("%v, want Unavailable saying agent fake-1 is unreachable", err)
+	}
+}
+
+func TestAuditCommandIsBounded(t *testing.T) {
+	long := make([]string, 2000)
+	for i := range long {
+		long[i] = "argument"
+	}
+	for _, tc := range []struct {
+		argv []string
+		want string
+	}{
+		{[]string{"ls", "-l", "/tmp"}, "ls -l /tmp"},
+		{[]string{"sh", "-c", "echo a; rm -rf /"}, `sh -c "echo a; rm -rf /"`},
+		{[]string{"printf", "", "a\nb"}, `printf "" "a\nb"`},
+		{long, strings.Repeat("argument ", 57)[:auditCommandBytes] + "… (2000 arguments)"},
+	} {
+		if got := auditCommand(tc.argv); got != tc.want {
+			t.Errorf("auditCommand(%.40q…) = %q, want %q", tc.argv, got, tc.want)
+		}
+	}
 }

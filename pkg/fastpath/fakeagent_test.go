@@ -257,13 +257,14 @@ func (f *fakeAgent) Stat(_ context.Context, req *connect.Request[fsbv1.AgentServ
 // fakePlane is a fast path on a fake agent, served as the controller
 // serves it: httpserver, the user token, the file route.
 type fakePlane struct {
-	fp      *Server
-	agent   *fakeAgent
-	metrics *prometheus.Registry
-	url     string
-	logs    *rig.Buffer
-	h2c     *http.Client // cleartext HTTP/2, for bidi and client streams
-	h1      *http.Client // HTTP/1.1, as curl
+	fp       *Server
+	agent    *fakeAgent
+	agentSrv *httptest.Server
+	metrics  *prometheus.Registry
+	url      string
+	logs     *rig.Buffer
+	h2c      *http.Client // cleartext HTTP/2, for bidi and client streams
+	h1       *http.Client // HTTP/1.1, as curl
 }
 
 const userToken = "user-token"
@@ -308,7 +309,7 @@ func newFakePlane(t *testing.T) *fakePlane {
 			t.Logf("fast path log:\n%s", logs.String())
 		}
 	})
-	return &fakePlane{fp: fp, agent: fa, metrics: metrics, url: url, logs: logs, h2c: h2cClient(), h1: h1Client()}
+	return &fakePlane{fp: fp, agent: fa, agentSrv: agentSrv, metrics: metrics, url: url, logs: logs, h2c: h2cClient(), h1: h1Client()}
 }
 
 // serveFastPath serves fp as the controller does (httpserver, the user
@@ -317,7 +318,7 @@ func serveFastPath(t *testing.T, ctx context.Context, fp *Server, logger *slog.L
 	t.Helper()
 	keys := auth.Tokens{userToken}.As(auth.RoleUser)
 	mux := http.NewServeMux()
-	path, api := fp.Handler()
+	path, api := fp.Handler(connect.WithReadMaxBytes(httpserver.DefaultMaxRequestBytes))
 	mux.Handle(path, auth.Middleware(keys, auth.FastPathPolicy, logger, api))
 	path, files := fp.FilesHandler()
 	mux.Handle(path, auth.Route(keys, auth.FastPathPolicy, logger, auth.FilesRoute, files))
@@ -353,7 +354,8 @@ func h1Client() *http.Client {
 
 func (f *fakeAgent) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(fsbv1connect.NewAgentServiceHandler(f))
+	// The limit on a request message the agent role sets by default.
+	mux.Handle(fsbv1connect.NewAgentServiceHandler(f, connect.WithReadMaxBytes(httpserver.DefaultMaxRequestBytes)))
 	return mux
 }
 

@@ -20,6 +20,11 @@ const (
 	maxMode = 0o7777
 	// maxListDepth bounds ListDir's depth.
 	maxListDepth = 64
+	// relayChunk bounds the data of one message (or input call) to an
+	// agent. A client's message at the controller's request limit would
+	// otherwise pass the agent's same limit: it names the sandbox by its
+	// ID, which can be longer than the namespace and name.
+	relayChunk = 1 << 20
 )
 
 // validateMode checks the permission bits a request asks for.
@@ -130,13 +135,28 @@ func (s *Server) writeFile(ctx context.Context, w writeTarget, data []byte, next
 	streamCtx, cut := context.WithCancel(callCtx)
 	defer cut()
 	out := client.WriteFile(streamCtx)
+	// send sends m with its data cut to relayChunk pieces.
+	send := func(m *fsbv1.AgentServiceWriteFileRequest) error {
+		data := m.GetData()
+		for {
+			n := min(len(data), relayChunk)
+			m.Data = data[:n]
+			if err := out.Send(m); err != nil {
+				return err
+			}
+			s.cfg.Metrics.moved(bytesFileWrite, n)
+			if data = data[n:]; len(data) == 0 {
+				return nil
+			}
+			m = &fsbv1.AgentServiceWriteFileRequest{}
+		}
+	}
 	msg := &fsbv1.AgentServiceWriteFileRequest{SandboxId: t.sandboxID, Path: w.path, Mode: w.mode, MakeParents: w.parents, Data: data}
 	for {
-		if err := out.Send(msg); err != nil {
+		if err := send(msg); err != nil {
 			// The agent ended the call (io.EOF): its answer says why.
 			break
 		}
-		s.cfg.Metrics.moved(bytesFileWrite, len(msg.GetData()))
 		data, err := next()
 		if errors.Is(err, io.EOF) {
 			break

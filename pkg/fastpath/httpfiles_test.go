@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,6 +32,32 @@ func (p *pattern) Read(b []byte) (int, error) {
 	return int(k), nil
 }
 
+// heapPeak samples the heap in use until the returned func is called,
+// which returns the most it saw.
+func heapPeak() func() uint64 {
+	stop, peak := make(chan struct{}), make(chan uint64, 1)
+	go func() {
+		var most uint64
+		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				peak <- most
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				most = max(most, ms.HeapInuse)
+			}
+		}
+	}()
+	return func() uint64 {
+		close(stop)
+		return <-peak
+	}
+}
+
 // TestFilesOverPlainHTTP: GET streams a file with its length, PUT streams
 // a body into the agent as it arrives (the whole body is never held), and
 // errors are Connect's JSON with Connect's status.
@@ -48,6 +75,12 @@ func TestFilesOverPlainHTTP(t *testing.T) {
 
 	t.Run("GET streams the file with its length", func(t *testing.T) {
 		start := time.Now()
+		done := heapPeak()
+		defer func() {
+			if most := done(); most > 32<<20 {
+				t.Errorf("the heap reached %d MiB during a %d MiB download: the file is held somewhere", most>>20, fakeFileSize>>20)
+			}
+		}()
 		resp, err := p.h1.Do(req(http.MethodGet, "/files/default/web?path=/big", nil))
 		if err != nil {
 			t.Fatal(err)
@@ -102,7 +135,14 @@ func TestFilesOverPlainHTTP(t *testing.T) {
 			sent <- err
 		}()
 		start := time.Now()
+		// The body must never be held: the heap stays far below its size.
+		done := heapPeak()
 		code, msg, b := httpCall(t, p.h1, req(http.MethodPut, "/files/default/web?path=/data/up.bin&mode=0600&parents=true", pr))
+		if most := done(); most > 48<<20 {
+			t.Errorf("the heap reached %d MiB during a %d MiB upload: the body is held somewhere", most>>20, size>>20)
+		} else {
+			t.Logf("heap in use at most %d MiB during the upload", most>>20)
+		}
 		if err := <-sent; err != nil {
 			t.Fatal(err)
 		}

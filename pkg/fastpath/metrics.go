@@ -38,6 +38,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "fsb_fastpath_bytes_total",
 		Help: "Bytes the fast path relayed, by kind: exec_output, exec_input, file_read, file_write.",
 	}, []string{"kind"})
+	// Each series shows from the start, at zero, rather than from its
+	// first event.
+	m.execs.WithLabelValues("started")
+	for _, kind := range []string{bytesExecOutput, bytesExecInput, bytesFileRead, bytesFileWrite} {
+		m.bytes.WithLabelValues(kind)
+	}
 	reg.MustRegister(m.creates, m.phases, m.execs, m.bytes)
 	return m
 }

@@ -306,7 +306,7 @@ func (s *Stream) Recv(timeout time.Duration) (FrameType, []byte, error) {
 		return 0, nil, fmt.Errorf("%w: the connection ended mid-answer", ErrUnavailable)
 	case err != nil:
 		s.Close()
-		return 0, nil, fmt.Errorf("link: read: %w", bare(err))
+		return 0, nil, fmt.Errorf("link: %w", bare(err))
 	}
 	if t == FrameError {
 		var e Error
@@ -347,7 +347,7 @@ func (s *Stream) Send(t FrameType, payload []byte) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("%w: init took no data within %v", ErrUnavailable, AnswerTimeout)
 		}
-		return fmt.Errorf("link: write: %w", bare(err))
+		return fmt.Errorf("link: %w", bare(err))
 	}
 	return nil
 }
@@ -358,7 +358,7 @@ func (s *Stream) SendJSON(t FrameType, v any) error {
 		return fmt.Errorf("link: %w", err)
 	}
 	if err := WriteJSON(s.c, t, v); err != nil {
-		return fmt.Errorf("link: write: %w", bare(err))
+		return fmt.Errorf("link: %w", bare(err))
 	}
 	return nil
 }

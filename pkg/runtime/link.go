@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
@@ -178,8 +180,9 @@ func (r *Runtime) CloseLinks() {
 }
 
 // reopenLinks opens the links of this agent's running sandboxes with init,
-// and removes the link directories no container on this containerd owns
-// (of any agent or namespace: agents sharing a link dir keep theirs).
+// and removes the link directories that no container on this containerd
+// owns (of any agent or namespace) and whose socket no one listens on (an
+// agent of another containerd sharing the link dir keeps its own).
 func (r *Runtime) reopenLinks(ctx context.Context, infos []Info) (removed int, err error) {
 	for _, info := range infos {
 		if info.Phase != PhaseRunning || info.Spec.GetNoInit() {
@@ -208,7 +211,7 @@ func (r *Runtime) reopenLinks(ctx context.Context, infos []Info) (removed int, e
 		return 0, err
 	}
 	for _, e := range entries {
-		if len(e.Name()) != linkHashLen || owned[e.Name()] {
+		if len(e.Name()) != linkHashLen || owned[e.Name()] || listening(filepath.Join(r.cfg.LinkDir, e.Name(), initlink.SocketName)) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(r.cfg.LinkDir, e.Name())); err != nil {
@@ -217,6 +220,18 @@ func (r *Runtime) reopenLinks(ctx context.Context, infos []Info) (removed int, e
 		removed++
 	}
 	return removed, nil
+}
+
+// listening reports whether something listens on the socket at path: an
+// agent of another containerd that shares the link dir, whose sandboxes
+// this agent's containerd does not know.
+func listening(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // allLinkDirs names the link directories of every container on this

@@ -135,9 +135,10 @@ type Config struct {
 	Runtimes map[string]string
 	// LinkDir holds each sandbox's link directory (<LinkDir>/<16 hex of
 	// sha256(container ID)>: the socket fsb init dials, see pkg/initlink).
-	// Empty means DefaultLinkDir. Agents on one machine that use different
-	// containerd daemons need different link dirs: each removes the ones
-	// its containerd knows no container of.
+	// Empty means DefaultLinkDir. An agent removes, at its start, the link
+	// directories that no container of its containerd owns and that no one
+	// listens in: agents of different containerd daemons should not share
+	// one, or one that starts while another is down removes the other's.
 	LinkDir string
 }
 
