@@ -119,10 +119,21 @@ func launchAgent(t testing.TB, scheme string, port int, ns, id, dir string, extr
 	a := &agentProc{t: t, base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), token: "e2e-token", stderr: &rig.Buffer{}, done: make(chan error, 1),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)}
 	socket := rig.Env(t, rig.EnvSocket)
+	ownLinkDir := false
 	for i, arg := range extra {
 		if arg == "--containerd-socket" && i+1 < len(extra) {
 			socket = extra[i+1]
 		}
+		ownLinkDir = ownLinkDir || arg == "--link-dir"
+	}
+	if !ownLinkDir {
+		// One link dir per containerd daemon, as --link-dir asks: the
+		// default one is shared by every daemon on the machine, and an
+		// agent starting on one removes the link dirs it finds of
+		// containers its daemon does not hold (another rig's, a private
+		// daemon's). The daemon's own directory is short enough for the
+		// sockets.
+		extra = append([]string{"--link-dir", filepath.Join(filepath.Dir(socket), "link")}, extra...)
 	}
 	a.cmd = exec.Command(rig.FsbBinary(t), "agent",
 		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(port),
