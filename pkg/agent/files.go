@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
@@ -104,6 +105,9 @@ func (a *Agent) WriteFile(ctx context.Context, stream *connect.ClientStream[fsbv
 		}
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("no message: the first one names the file"))
 	}
+	// A file of any size may take longer than the server's bound on a
+	// whole request body: only each read is bounded from here on.
+	httpserver.ReadIdle(ctx, httpserver.ReadTimeout)
 	first := stream.Msg()
 	if err := checkPath("path", first.GetPath()); err != nil {
 		return nil, err

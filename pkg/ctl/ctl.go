@@ -98,7 +98,9 @@ func New(cfg Config) (*Client, error) {
 	if httpClient == nil {
 		httpClient, streamClient = newHTTPClient(), newHTTP2Client()
 	}
-	var opts []connect.ClientOption
+	// No gzip: exec output and file bytes are most of what comes back, and
+	// deflate is slower than the link it would spare.
+	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(auth.Bearer(cfg.Token)))
 	}
