@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,9 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
@@ -40,8 +43,9 @@ func runJanitor(t *testing.T, args ...string) (stdout, stderr string, code int) 
 
 // orphan makes, straight on containerd, a running sandbox container of
 // agent agentID for a sandbox ID nobody knows, without the spec an agent
-// keeps with its own containers: no object can be made for it.
-func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) string {
+// keeps with its own containers: no object can be made for it. Like an
+// agent's, it mounts a link directory at /.fsb/link, which it returns.
+func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) (string, string) {
 	t.Helper()
 	ctx := context.Background()
 	img, err := cd.GetImage(ctx, rig.ImageRef)
@@ -49,6 +53,10 @@ func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) stri
 		t.Fatal(err)
 	}
 	id := runtime.ContainerID(sandboxID, 1)
+	link := filepath.Join(t.TempDir(), runtime.LinkDirName(id))
+	if err := os.Mkdir(link, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	c, err := cd.NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithNewSnapshot(id, img),
@@ -57,7 +65,8 @@ func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) stri
 			runtime.LabelNamespace: "default", runtime.LabelName: sandboxID,
 		}),
 		containerd.WithRuntime(rig.Runtime, &options.Options{BinaryName: "runc"}),
-		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "300")),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "300"),
+			oci.WithMounts([]specs.Mount{{Destination: initlink.MountPath, Type: "bind", Source: link, Options: []string{"rbind", "ro"}}})),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +78,7 @@ func orphan(t *testing.T, cd *containerd.Client, agentID, sandboxID string) stri
 	if err := task.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return id, link
 }
 
 // running returns, by sandbox ID, whether each sandbox container of the
@@ -124,7 +133,7 @@ func TestJanitorOnce(t *testing.T) {
 	mustRunCtl(t, server, "user-token-1", "run", "strong-one", "--mode", "strong", "--image", rig.ImageRef, "--", "sleep", "300")
 	// The namespace's own agent adopts it and reports it: the controller
 	// still calls it unknown, since it can never get an object.
-	orphanID := orphan(t, cd, "agent-1", "sb-nobody-knows")
+	orphanID, orphanLink := orphan(t, cd, "agent-1", "sb-nobody-knows")
 
 	once := []string{"--once", "--orphan-timeout", "0s", "--server", server, "--containerd-namespace", ns, "--grace-period", "1s", "--log-format", "json"}
 	out, errOut, code := runJanitor(t, append(once, "--token-file", janitorToken)...)
@@ -137,6 +146,9 @@ func TestJanitorOnce(t *testing.T) {
 	up := running(t, cd, otherCD)
 	if _, ok := up["sb-nobody-knows"]; ok {
 		t.Errorf("the orphan %s is left", orphanID)
+	}
+	if _, err := os.Stat(orphanLink); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan's link directory is left: %v", err)
 	}
 	if len(up) != 2 {
 		t.Errorf("sandbox containers after the pass: %v, want the two known ones", up)
@@ -153,7 +165,7 @@ func TestJanitorOnce(t *testing.T) {
 		}
 	}
 
-	second := orphan(t, cd, "agent-2", "sb-nobody-knows-2")
+	second, _ := orphan(t, cd, "agent-2", "sb-nobody-knows-2")
 	cases := []struct {
 		name  string
 		args  []string

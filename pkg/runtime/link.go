@@ -59,8 +59,13 @@ func checkLinkDir(dir string) error {
 
 // linkDir is the host directory of container id's link.
 func (r *Runtime) linkDir(id string) string {
+	return filepath.Join(r.cfg.LinkDir, LinkDirName(id))
+}
+
+// LinkDirName names container id's link directory under Config.LinkDir.
+func LinkDirName(id string) string {
 	sum := sha256.Sum256([]byte(id))
-	return filepath.Join(r.cfg.LinkDir, hex.EncodeToString(sum[:])[:linkHashLen])
+	return hex.EncodeToString(sum[:])[:linkHashLen]
 }
 
 // linkOpts returns the spec options of a sandbox with init: a fresh token

@@ -2,8 +2,11 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -12,6 +15,9 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
 	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
 // RemoveSandboxContainer stops and removes the sandbox container id in the
@@ -47,7 +53,36 @@ func RemoveSandboxContainer(ctx context.Context, client *containerd.Client, id s
 	if err != nil {
 		return err
 	}
-	return removeSandbox(ctx, ns, c, task, status.Status, runtimeName(specOf(cinfo).GetRuntime()), ociBinary(cinfo), log)
+	if err := removeSandbox(ctx, ns, c, task, status.Status, runtimeName(specOf(cinfo).GetRuntime()), ociBinary(cinfo), log); err != nil {
+		return err
+	}
+	if dir := reapedLinkDir(cinfo); dir != "" {
+		// Its agent would have removed it with the container.
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove link dir of %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// reapedLinkDir returns the host directory of c's link to its init, as the
+// container's spec mounts it at initlink.MountPath, or "" when it has
+// none. Only a directory named as its agent names c's is returned: the
+// janitor removes nothing else.
+func reapedLinkDir(c containers.Container) string {
+	if c.Spec == nil {
+		return ""
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(c.Spec.GetValue(), &s); err != nil {
+		return ""
+	}
+	for _, m := range s.Mounts {
+		if m.Destination == initlink.MountPath && filepath.IsAbs(m.Source) && filepath.Base(m.Source) == LinkDirName(c.ID) {
+			return m.Source
+		}
+	}
+	return ""
 }
 
 // ociBinary returns the OCI runtime binary the runc shim runs for c (for a
