@@ -138,7 +138,7 @@ func (a *Agent) WriteFile(ctx context.Context, stream *connect.ClientStream[fsbv
 	data := first.GetData()
 	for {
 		for len(data) > 0 {
-			n := min(len(data), initlink.ChunkSize)
+			n := min(len(data), initlink.FileChunkSize)
 			if err := s.Send(initlink.FrameData, data[:n]); err != nil {
 				return nil, failed(err)
 			}

@@ -388,7 +388,7 @@ func (r *ExecBenchResult) transfers(ctx context.Context, api fsbv1connect.FastPa
 
 	start := time.Now()
 	up := api.WriteFile(ctx)
-	const chunk = 32 << 10
+	const chunk = 256 << 10
 	sent := int64(0)
 	for sent < o.FileSize {
 		n := min(int64(chunk), o.FileSize-sent)

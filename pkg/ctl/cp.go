@@ -20,8 +20,8 @@ import (
 )
 
 // copyChunk is how much file data one WriteFile message carries: what one
-// frame between the agent and init carries (initlink.ChunkSize).
-const copyChunk = 32 << 10
+// frame between the agent and init carries (initlink.FileChunkSize).
+const copyChunk = 256 << 10
 
 // CopyOptions are the arguments of `fsb ctl cp`: each of Src and Dst is a
 // local path or NAME:/PATH in a sandbox, exactly one of them remote.

@@ -17,7 +17,7 @@ import (
 // putChunk is how much of a PUT's body goes to the agent in one message:
 // well under any request limit, and large enough that a big upload is
 // few messages.
-const putChunk = 64 << 10
+const putChunk = 256 << 10
 
 // FilesHandler returns the path and handler of the plain HTTP file route,
 // for clients that speak neither Connect streams nor gRPC (curl):

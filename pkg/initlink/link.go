@@ -291,7 +291,7 @@ func (s *Stream) Recv(timeout time.Duration) (FrameType, []byte, error) {
 		return 0, nil, fmt.Errorf("link: %w", err)
 	}
 	if s.buf == nil {
-		s.buf = make([]byte, ChunkSize)
+		s.buf = make([]byte, FileChunkSize)
 	}
 	t, p, err := ReadFrame(s.c, s.buf)
 	switch {

@@ -54,6 +54,11 @@ const (
 	MaxPayload = 1 << 20
 	// ChunkSize is the most output, input or file data one frame carries.
 	ChunkSize = 32 << 10
+	// FileChunkSize is the most file data one frame carries: larger than
+	// ChunkSize, since a file's transfer pays a cost per message on every
+	// hop (init, agent, controller, client) and wants few of them, where a
+	// process's output wants each piece sent as soon as it is there.
+	FileChunkSize = 256 << 10
 	// MaxEntries bounds the entries of one ListDir answer.
 	MaxEntries = 10000
 	// MaxProcesses bounds the processes one ListProcesses answer names

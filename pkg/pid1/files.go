@@ -124,7 +124,7 @@ func readFile(f *os.File, path string) error {
 	if err := initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{File: infoOf(path, &st)}); err != nil {
 		return nil
 	}
-	buf := make([]byte, initlink.ChunkSize)
+	buf := make([]byte, initlink.FileChunkSize)
 	for {
 		n, err := file.Read(buf)
 		if n > 0 {
@@ -175,7 +175,7 @@ func writeFile(f *os.File, req *initlink.Request) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	buf := make([]byte, initlink.ChunkSize)
+	buf := make([]byte, initlink.FileChunkSize)
 	for done := false; !done; {
 		t, b, rerr := initlink.ReadFrame(f, buf)
 		if rerr != nil {
