@@ -112,14 +112,23 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	buf := make([]byte, putChunk)
 	info, err := s.writeFile(r.Context(), target, nil, func() ([]byte, error) {
 		// Each chunk is sent (copied into a message) before the next read.
-		n, err := io.ReadFull(r.Body, buf)
+		// Not io.ReadFull: it reports a body cut short (net/http's
+		// io.ErrUnexpectedEOF, after which the body reads io.EOF) like a
+		// body that ended, and the part would replace the file.
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var k int
+			k, err = r.Body.Read(buf[n:])
+			n += k
+		}
 		switch {
+		case err != nil && !errors.Is(err, io.EOF):
+			return nil, fmt.Errorf("read the request body: %w", err)
 		case n > 0:
 			return buf[:n], nil
-		case errors.Is(err, io.EOF):
-			return nil, io.EOF
 		}
-		return nil, fmt.Errorf("read the request body: %w", err)
+		return nil, io.EOF
 	})
 	if err != nil {
 		writeHTTPError(w, r, err)
