@@ -239,3 +239,32 @@ func TestPutCutShortWritesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestGetFileChangingSize: a GET of a file written on while it is read
+// answers the file as it was opened, whole, and one whose size says
+// nothing (a /proc file) answers all its bytes, not a broken download.
+func TestGetFileChangingSize(t *testing.T) {
+	p := newFakePlane(t)
+	p.seed("web", v1alpha1.PhaseRunning, false)
+	for _, c := range []struct{ path, want string }{
+		{"/growing", growingHead},
+		{"/proc-like", growingHead + growingTail},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			r, err := http.NewRequest(http.MethodGet, p.url+"/files/default/web?path="+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Header.Set("Authorization", "Bearer "+userToken)
+			resp, err := p.h1.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK || string(body) != c.want {
+				t.Errorf("HTTP %d, %q (%v), want 200, %q whole", resp.StatusCode, body, err, c.want)
+			}
+		})
+	}
+}
