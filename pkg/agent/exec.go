@@ -83,6 +83,10 @@ func linkError(err error) error {
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	case errors.Is(err, initlink.ErrProtocol):
 		return connect.NewError(connect.CodeInternal, err)
+	case errors.Is(err, initlink.ErrFrameTooLarge):
+		// A request init's frame cannot hold (JSON grows some bytes
+		// sixfold): the caller's to shorten, not a link that failed.
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the request is too large to pass to fsb init: %w", err))
 	}
 	// No answer in time, or a connection that broke: init may be busy or
 	// gone with its sandbox.

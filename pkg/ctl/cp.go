@@ -245,6 +245,11 @@ func (c *Client) writeFile(ctx context.Context, src string, fi fs.FileInfo, targ
 		return err
 	}
 	defer f.Close()
+	// A read that fails cuts the stream (cancel, then CloseResponse), never
+	// closes it: a stream closed well ends a write, and the part sent
+	// would replace the file.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream := c.stream.WriteFile(ctx)
 	p := c.newProgress(target.String(), fi.Size())
 	first := &fsbv1.WriteFileRequest{Name: target.sandbox, Namespace: c.namespace, Path: target.path, Mode: uint32(fi.Mode().Perm())}
@@ -267,7 +272,10 @@ func (c *Client) writeFile(ctx context.Context, src string, fi fs.FileInfo, targ
 			break
 		}
 		if rerr != nil {
-			_, _ = stream.CloseAndReceive()
+			cancel()
+			if conn, err := stream.Conn(); err == nil {
+				_ = conn.CloseResponse()
+			}
 			return fmt.Errorf("read %s: %w", src, rerr)
 		}
 	}

@@ -439,3 +439,22 @@ func TestProgress(t *testing.T) {
 		t.Errorf("last line %q", out[strings.LastIndex(out, "\r"):])
 	}
 }
+
+// A local file that fails to read midway cuts the upload: the sandbox's
+// file keeps its old content instead of taking the part read (here none:
+// /proc/self/mem is a regular file whose first read fails with EIO).
+func TestCopyInReadErrorKeepsFile(t *testing.T) {
+	f := newFSFake(t, "box")
+	c, _ := cpClient(t, f)
+	dst := filepath.Join(f.roots["box"], "f")
+	if err := os.WriteFile(dst, []byte("old content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Copy(context.Background(), CopyOptions{Src: "/proc/self/mem", Dst: "box:/f"})
+	if err == nil || !strings.Contains(err.Error(), "read /proc/self/mem") {
+		t.Errorf("copy of an unreadable file: %v, want its read error", err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "old content" {
+		t.Errorf("the sandbox's file holds %q, want its old content", got)
+	}
+}

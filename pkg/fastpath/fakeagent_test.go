@@ -202,8 +202,30 @@ const fakeFileSize = 40<<20 + 123
 
 func fakeByte(i int64) byte { return byte(i*7 + i>>13) }
 
+// growingHead is what the fake's /growing file holds when opened, and
+// growingTail what was written to it while it was read.
+const growingHead, growingTail = "line 1\nline 2\n", "line 3\n"
+
 func (f *fakeAgent) ReadFile(ctx context.Context, req *connect.Request[fsbv1.AgentServiceReadFileRequest], stream *connect.ServerStream[fsbv1.AgentServiceReadFileResponse]) error {
-	if req.Msg.GetPath() != "/big" {
+	switch req.Msg.GetPath() {
+	case "/big":
+	case "/growing", "/proc-like":
+		// A log written on (more bytes than its size when opened), or a
+		// /proc file (size 0, bytes all the same).
+		size := int64(len(growingHead))
+		if req.Msg.GetPath() == "/proc-like" {
+			size = 0
+		}
+		for _, m := range []*fsbv1.AgentServiceReadFileResponse{
+			{Info: &fsbv1.FileInfo{Path: req.Msg.GetPath(), Type: fsbv1.FileType_FILE_TYPE_FILE, Size: size, Mode: 0o644}},
+			{Data: []byte(growingHead)}, {Data: []byte(growingTail)},
+		} {
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("open %s: no such file or directory", req.Msg.GetPath()))
 	}
 	if err := stream.Send(&fsbv1.AgentServiceReadFileResponse{Info: &fsbv1.FileInfo{

@@ -50,15 +50,25 @@ func (s *Server) FilesHandler() (string, http.Handler) {
 // errHeadDone ends a HEAD request's read once the headers are known.
 var errHeadDone = errors.New("headers sent")
 
+// errLengthDone ends a GET's read once Content-Length bytes are sent.
+var errLengthDone = errors.New("content length sent")
+
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	started := false
+	// left is what Content-Length still allows, or -1 without one. A
+	// file written on while it is read is answered as it was opened, its
+	// bytes beyond the size dropped: more than Content-Length fails the
+	// whole download.
+	left := int64(-1)
 	err := s.readFile(r.Context(), r.PathValue("namespace"), r.PathValue("name"), r.URL.Query().Get("path"), func(m *fsbv1.AgentServiceReadFileResponse) error {
 		if !started {
 			started = true
 			h := w.Header()
 			h.Set("Content-Type", "application/octet-stream")
-			if info := m.GetInfo(); info.GetType() == fsbv1.FileType_FILE_TYPE_FILE {
+			// A size of 0 says nothing of a /proc file's bytes.
+			if info := m.GetInfo(); info.GetType() == fsbv1.FileType_FILE_TYPE_FILE && info.GetSize() > 0 {
 				h.Set("Content-Length", strconv.FormatInt(info.GetSize(), 10))
+				left = info.GetSize()
 			}
 			if t := m.GetInfo().GetModifyTime(); t != nil {
 				h.Set("Last-Modified", t.AsTime().UTC().Format(http.TimeFormat))
@@ -68,14 +78,25 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 				return errHeadDone
 			}
 		}
-		if len(m.GetData()) == 0 {
+		data := m.GetData()
+		if left >= 0 && int64(len(data)) > left {
+			data = data[:left]
+		}
+		if len(data) == 0 {
 			return nil
 		}
-		_, err := w.Write(m.GetData())
-		return err
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+		if left >= 0 {
+			if left -= int64(len(data)); left == 0 {
+				return errLengthDone
+			}
+		}
+		return nil
 	})
 	switch {
-	case errors.Is(err, errHeadDone):
+	case errors.Is(err, errHeadDone), errors.Is(err, errLengthDone):
 	case err != nil && !started:
 		writeHTTPError(w, r, err)
 	case err != nil:
@@ -112,14 +133,23 @@ func (s *Server) putFile(w http.ResponseWriter, r *http.Request) {
 	buf := make([]byte, putChunk)
 	info, err := s.writeFile(r.Context(), target, nil, func() ([]byte, error) {
 		// Each chunk is sent (copied into a message) before the next read.
-		n, err := io.ReadFull(r.Body, buf)
+		// Not io.ReadFull: it reports a body cut short (net/http's
+		// io.ErrUnexpectedEOF, after which the body reads io.EOF) like a
+		// body that ended, and the part would replace the file.
+		n := 0
+		var err error
+		for n < len(buf) && err == nil {
+			var k int
+			k, err = r.Body.Read(buf[n:])
+			n += k
+		}
 		switch {
+		case err != nil && !errors.Is(err, io.EOF):
+			return nil, fmt.Errorf("read the request body: %w", err)
 		case n > 0:
 			return buf[:n], nil
-		case errors.Is(err, io.EOF):
-			return nil, io.EOF
 		}
-		return nil, fmt.Errorf("read the request body: %w", err)
+		return nil, io.EOF
 	})
 	if err != nil {
 		writeHTTPError(w, r, err)

@@ -206,30 +206,65 @@ func TestFilesOverPlainHTTP(t *testing.T) {
 // body is complete cuts the agent's stream rather than ending it, so the
 // agent never puts a part of a file in place of the whole.
 func TestPutCutShortWritesNothing(t *testing.T) {
+	// The part sent ends on a relay chunk's edge, or inside one: the
+	// read that meets the cut then holds bytes too.
+	for _, sent := range []int64{1 << 20, 1<<20 + 1000} {
+		t.Run(fmt.Sprintf("%d bytes", sent), func(t *testing.T) {
+			p := newFakePlane(t)
+			p.seed("web", v1alpha1.PhaseRunning, false)
+			conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "PUT /files/default/web?path=/data/f HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", userToken, 10<<20)
+			if _, err := io.CopyN(conn, &pattern{n: sent}, sent); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for p.agent.written.Load() < 512<<10 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the agent got %d bytes of the %d sent", p.agent.written.Load(), sent)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			conn.Close()
+			select {
+			case end := <-p.agent.writeEnd:
+				if end == "eof" {
+					t.Errorf("the agent's stream ended as a complete write after %d of %d bytes: the part would replace the file", p.agent.written.Load(), 10<<20)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the agent's stream never ended")
+			}
+		})
+	}
+}
+
+// TestGetFileChangingSize: a GET of a file written on while it is read
+// answers the file as it was opened, whole, and one whose size says
+// nothing (a /proc file) answers all its bytes, not a broken download.
+func TestGetFileChangingSize(t *testing.T) {
 	p := newFakePlane(t)
 	p.seed("web", v1alpha1.PhaseRunning, false)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "PUT /files/default/web?path=/data/f HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", userToken, 10<<20)
-	if _, err := io.CopyN(conn, &pattern{n: 1 << 20}, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for p.agent.written.Load() < 512<<10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent got %d bytes of the 1 MiB sent", p.agent.written.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	conn.Close()
-	select {
-	case end := <-p.agent.writeEnd:
-		if end == "eof" {
-			t.Errorf("the agent's stream ended as a complete write after %d of %d bytes: the part would replace the file", p.agent.written.Load(), 10<<20)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the agent's stream never ended")
+	for _, c := range []struct{ path, want string }{
+		{"/growing", growingHead},
+		{"/proc-like", growingHead + growingTail},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			r, err := http.NewRequest(http.MethodGet, p.url+"/files/default/web?path="+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Header.Set("Authorization", "Bearer "+userToken)
+			resp, err := p.h1.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK || string(body) != c.want {
+				t.Errorf("HTTP %d, %q (%v), want 200, %q whole", resp.StatusCode, body, err, c.want)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,7 +49,18 @@ func serveFile(f *os.File, req *initlink.Request) error {
 	if err != nil {
 		return fileError(err)
 	}
-	return initlink.WriteJSON(f, initlink.FrameResponse, resp)
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return fmt.Errorf("encode the answer: %w", err)
+	}
+	// MaxEntries bounds a listing's count, not its bytes: long names may
+	// pass one frame well below it, and a frame too large would only come
+	// back as an internal error.
+	if len(b) > initlink.MaxPayload {
+		return errorf(initlink.CodeResourceExhausted, "list %s: its %d entries take %d bytes, more than the %d one answer holds; list a smaller depth or a subdirectory",
+			req.Path, len(resp.Entries), len(b), initlink.MaxPayload)
+	}
+	return initlink.WriteFrame(f, initlink.FrameResponse, b)
 }
 
 // checkPath accepts absolute, clean paths only.

@@ -316,3 +316,31 @@ func TestListDirBound(t *testing.T) {
 		t.Errorf("list of %d entries: %+v, want resource_exhausted", initlink.MaxEntries+1, e)
 	}
 }
+
+// A listing under MaxEntries whose long names pass one frame's bytes is
+// refused as too large, saying what to do, not failed as internal.
+func TestListDirBytesBound(t *testing.T) {
+	a := startInit(t, testToken)
+	dir := t.TempDir()
+	long := strings.Repeat("n", 100)
+	const n = 6000 // about 1.5 MiB of JSON, well under MaxEntries
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, long+strconv.Itoa(i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, e := a.call(initlink.Request{Op: initlink.OpListDir, Path: dir}); e == nil || e.Code != initlink.CodeResourceExhausted || !strings.Contains(e.Message, "smaller depth") {
+		t.Errorf("list of %d entries with long names: %+v, want resource_exhausted naming the fix", n, e)
+	}
+	// A part of it still lists.
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sub, long), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r, e := a.call(initlink.Request{Op: initlink.OpListDir, Path: sub}); e != nil || len(r.Entries) != 1 {
+		t.Errorf("list of one entry: %+v, %+v", r, e)
+	}
+}

@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -540,6 +542,78 @@ func (m *Manager) list() []initlink.ProcessInfo {
 		}
 		p.mu.Unlock()
 		out = append(out, info)
+	}
+	if b, err := json.Marshal(initlink.Response{Processes: out}); err == nil && len(b) <= initlink.MaxPayload {
+		return out
+	}
+	// The answer must fit one frame: MaxProcesses records of commands of
+	// up to 128 KiB each do not. The commands share listArgsBudget, the
+	// short ones whole, the long ones cut.
+	limit := argsShare(out, listArgsBudget)
+	for i := range out {
+		out[i].Args = cutArgs(out[i].Args, limit)
+	}
+	return out
+}
+
+// listArgsBudget bounds what the commands of a listing that would not fit
+// one frame may cost (argsCost): JSON writes a byte as at most six
+// ("\u003c"), which leaves room for the rest of every record.
+const listArgsBudget = initlink.MaxPayload / 8
+
+// argsCost is what args cost of listArgsBudget: their bytes, and three
+// for the quotes and comma of each.
+func argsCost(args []string) int {
+	n := 0
+	for _, a := range args {
+		n += len(a) + 3
+	}
+	return n
+}
+
+// argsShare returns the most each process's command may cost so that all
+// of them together cost at most budget, with no command cut that costs
+// less than that.
+func argsShare(procs []initlink.ProcessInfo, budget int) int {
+	costs := make([]int, len(procs))
+	for i := range procs {
+		costs[i] = argsCost(procs[i].Args)
+	}
+	sort.Ints(costs)
+	for i, c := range costs {
+		share := budget / (len(costs) - i)
+		if c > share {
+			return share
+		}
+		budget -= c
+	}
+	return budget
+}
+
+// cutArgs returns args cut to cost about limit at most; a command that
+// was cut ends in "…".
+func cutArgs(args []string, limit int) []string {
+	if argsCost(args) <= limit {
+		return args
+	}
+	var out []string
+	left := limit - len("…") - 3
+	for _, a := range args {
+		if len(a)+3 <= left {
+			out = append(out, a)
+			left -= len(a) + 3
+			continue
+		}
+		// The arg that does not fit is cut between characters, or, with
+		// no room left for a part of it, stands as "…".
+		n := left - 3
+		for n > 0 && !utf8.RuneStart(a[n]) {
+			n--
+		}
+		if n > 0 {
+			return append(out, a[:n]+"…")
+		}
+		return append(out, "…")
 	}
 	return out
 }

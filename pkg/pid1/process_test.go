@@ -1,6 +1,7 @@
 package pid1
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -497,4 +498,62 @@ func TestExitWhileAGrandchildFloods(t *testing.T) {
 		break
 	}
 	t.Logf("%d bytes of stdout before the exit", n)
+}
+
+// A listing of processes whose commands together pass one frame still
+// answers: every process is there, a short command whole, the long ones
+// cut and marked so.
+func TestListFitsLongCommands(t *testing.T) {
+	a := startInit(t, testToken)
+	short := a.exec(initlink.Process{Args: []string{"true", "short"}})
+	long := strings.Repeat("x", 60<<10)
+	const n = 10 // 1.2 MiB of commands
+	for i := range n {
+		if r := a.exec(initlink.Process{Args: []string{"true", long, long}}); r.exit == nil || r.exit.Code != 0 {
+			t.Fatalf("exec %d: %+v", i, r)
+		}
+	}
+	got, e := a.call(initlink.Request{Op: initlink.OpList})
+	if e != nil {
+		t.Fatalf("list: %+v", e)
+	}
+	if len(got.Processes) != n+1 {
+		t.Fatalf("listed %d processes, want %d", len(got.Processes), n+1)
+	}
+	for _, p := range got.Processes {
+		switch {
+		case p.PID == short.pid:
+			if strings.Join(p.Args, " ") != "true short" {
+				t.Errorf("short command listed as %q", p.Args)
+			}
+		case len(p.Args) == 0 || p.Args[0] != "true" || !strings.HasSuffix(p.Args[len(p.Args)-1], "…"):
+			t.Errorf("long command of %d listed as %d args, not cut and marked", p.PID, len(p.Args))
+		}
+	}
+}
+
+// The cut listing fits one frame at the worst: every record there, each
+// with a command of the most bytes and args, all escaped sixfold by JSON.
+func TestListWorstCaseFits(t *testing.T) {
+	cases := map[string][]string{
+		"escaped bytes": {strings.Repeat("<", 128<<10)},
+		"empty args":    make([]string, 1024),
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			procs := make([]initlink.ProcessInfo, initlink.MaxProcesses)
+			for i := range procs {
+				procs[i] = initlink.ProcessInfo{PID: 1 << 22, Args: args, PTY: true, Running: true, Attached: true,
+					Exit: &initlink.Exit{Code: 137, Signal: "KILL", TimedOut: true}, StartUnix: time.Now().UnixNano()}
+			}
+			limit := argsShare(procs, listArgsBudget)
+			for i := range procs {
+				procs[i].Args = cutArgs(procs[i].Args, limit)
+			}
+			b, err := json.Marshal(initlink.Response{Processes: procs})
+			if err != nil || len(b) > initlink.MaxPayload {
+				t.Errorf("%d bytes (%v), want at most %d", len(b), err, initlink.MaxPayload)
+			}
+		})
+	}
 }
