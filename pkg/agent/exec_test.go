@@ -641,3 +641,58 @@ func TestExecThroughAgentsRunscWrapper(t *testing.T) {
 		t.Errorf("exec in gVisor: %q", out)
 	}
 }
+
+// TestExecCountsAgainstLimits shows that exec'd processes live in the
+// sandbox, under its pids and memory limits: past the pids limit a fork
+// fails, and a process that holds more memory than the sandbox may have is
+// killed by the OOM killer.
+func TestExecCountsAgainstLimits(t *testing.T) {
+	t.Parallel()
+	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {
+		t.Run(rt, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			s := runtimeSpec(rt, "exec tail -f /dev/null")
+			s.Resources = &fsbv1.Resources{Pids: 24, Memory: "48Mi"}
+			id := h.create(s).GetSandboxId()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+
+			// 60 background sleeps cannot all start under a limit of 24:
+			// the shell fails and exits, and the timeout then ends the
+			// sleeps it left.
+			r := h.run(ctx, id, &fsbv1.ProcessSpec{
+				Command:        []string{"sh", "-c", "i=0; while [ $i -lt 60 ]; do sleep 60 & i=$((i+1)); done; wait"},
+				TimeoutSeconds: 3,
+			})
+			if r.err != nil || !strings.Contains(r.stderr, "fork") {
+				t.Errorf("60 processes under a pids limit of 24: exit %v, err %v, stderr %q; want a fork refused", r.exit, r.err, r.stderr)
+			}
+			// Until the timeout has ended the sleeps, an exec is refused
+			// as the limit's; then the pids are free again.
+			for deadline := time.Now().Add(15 * time.Second); ; {
+				r = h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", "true & true & wait"}})
+				if r.err == nil && r.exit.GetExitCode() == 0 {
+					break
+				}
+				if r.err != nil && connect.CodeOf(r.err) != connect.CodeResourceExhausted || time.Now().After(deadline) {
+					t.Fatalf("exec after the fork bomb: exit %v, err %v; want ResourceExhausted or a failed fork until the timeout ends the sleeps, then success", r.exit, r.err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if out := h.sh(id, "ps -o comm | grep -c sleep || true"); out != "0\n" {
+				t.Errorf("sleeps left after the exec's timeout: %q", out)
+			}
+
+			// 100 MB in a shell variable, in a sandbox of 48 MiB.
+			r = h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", `x=$(head -c 100000000 /dev/zero | tr '\0' a); echo ${#x}`}})
+			if r.err != nil || r.exit.GetExitCode() != 137 {
+				t.Errorf("100 MB held in a 48 MiB sandbox: exit %v, err %v, stdout %q, stderr %q; want 137 (OOM kill)", r.exit, r.err, r.stdout, r.stderr)
+			}
+			// The sandbox itself goes on.
+			if out := h.sh(id, "echo alive"); out != "alive\n" {
+				t.Errorf("after the OOM kill: %q", out)
+			}
+		})
+	}
+}

@@ -97,6 +97,9 @@ func startError(name string, err error) error {
 		return errorf(initlink.CodeNotFound, "exec: %s: not found", name)
 	case errors.Is(err, unix.EACCES):
 		return errorf(initlink.CodePermissionDenied, "exec: %s: permission denied", name)
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.ENOMEM):
+		// A fork refused: the sandbox's pids or memory limit is reached.
+		return errorf(initlink.CodeResourceExhausted, "exec: %s: %v: the sandbox is at its pids or memory limit", name, err)
 	}
 	return errorf(codeOf(err), "exec: %s: %v", name, err)
 }

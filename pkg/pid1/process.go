@@ -294,14 +294,17 @@ func (m *Manager) makeRoom() error {
 }
 
 // timeout kills the process's group (or session: the same ID) once its
-// time is up.
+// time is up, also when the process itself has exited before and left
+// members of its group running (a shell whose background jobs go on):
+// the timeout bounds everything the exec started. The group's ID is not
+// given to another process while a member lives, and Exited stops the
+// timer once the group is empty.
 func (p *process) timeout() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.exit != nil {
-		return
+	if p.exit == nil {
+		p.timedOut = true
 	}
-	p.timedOut = true
 	_ = unix.Kill(-p.pid, unix.SIGKILL)
 }
 
@@ -417,7 +420,8 @@ func (m *Manager) Exited(pid int, ws unix.WaitStatus) {
 		exit.Signal = strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
 	}
 	p.exit = exit
-	if p.timer != nil {
+	if p.timer != nil && errors.Is(unix.Kill(-pid, 0), unix.ESRCH) {
+		// Nothing of its group is left for the timeout to end.
 		p.timer.Stop()
 	}
 	if p.open > 0 {
