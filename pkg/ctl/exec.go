@@ -18,6 +18,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 )
 
 // ExecOptions are the arguments of `fsb ctl exec`.
@@ -220,12 +221,28 @@ func (c *Client) exited(exit *fsbv1.ProcessExit, timeout time.Duration) error {
 	return nil
 }
 
+// brokeOverHTTP2 reports whether err, which no server sent, is HTTP/2
+// failing: an http2 error, or the connection of an HTTP/2-only call
+// (ExecInteractive, WriteFile) reset or closed as a server that speaks only
+// HTTP/1.1 does on the HTTP/2 preface, which one error or the other shows
+// depending on timing.
+func brokeOverHTTP2(err error) bool {
+	msg := err.Error()
+	if strings.Contains(msg, "http2") {
+		return true
+	}
+	h2only := strings.Contains(msg, fsbv1connect.FastPathServiceExecInteractiveProcedure) ||
+		strings.Contains(msg, fsbv1connect.FastPathServiceWriteFileProcedure)
+	return h2only && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
+}
+
 // execError words an error of exec or of a file call. NotFound may be
 // about the sandbox or about what the call names (a path, a process): the
 // sandbox is looked up to tell which.
 func (c *Client) execError(ctx context.Context, err error, name string) error {
 	var ce *connect.Error
-	if errors.As(err, &ce) && !connect.IsWireError(err) && strings.Contains(err.Error(), "http2") {
+	if errors.As(err, &ce) && !connect.IsWireError(err) && brokeOverHTTP2(err) {
 		// ExecInteractive and WriteFile need HTTP/2, which a proxy in
 		// between may not pass on.
 		return fmt.Errorf("cannot speak HTTP/2 with the controller at %s, which exec with input or a terminal and cp need "+
