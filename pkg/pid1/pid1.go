@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -39,6 +40,10 @@ const (
 func Run(argv []string, stderr io.Writer) int {
 	return run(argv, stderr, initlink.MountPath)
 }
+
+// linkStartDelay is how long after starting the main process init waits
+// before it dials the agent: an exec this early waits for it.
+const linkStartDelay = 20 * time.Millisecond
 
 // run is Run with the link directory's place, which tests choose.
 func run(argv []string, stderr io.Writer, linkDir string) int {
@@ -95,7 +100,14 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 			mgr = NewManager(os.Environ(), dir)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			go NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
+			go func() {
+				// Not while the main process starts: on a small node the
+				// dials and the agent's answers to them took CPU from the
+				// sandbox's first output, which a create waits for.
+				if sleep(ctx, linkStartDelay) {
+					NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
+				}
+			}()
 		}
 	}
 	exited := func(int, unix.WaitStatus) {}
