@@ -461,12 +461,17 @@ func linkProbe(t *testing.T) []byte {
 }
 
 // testInitEnviron: neither another user (b) nor root (c) inside reads the
-// token from init's environment.
+// token from init's environment, nor opens init's memory, where it lives
+// too.
 func testInitEnviron(ctx context.Context, t *testing.T, h *harness, id string) {
 	for _, user := range []string{"65534", "0"} {
 		r := h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", "cat /proc/1/environ"}, User: user})
 		if strings.Contains(r.stdout, "FSB_LINK_TOKEN") {
 			t.Errorf("uid %s inside read the token from /proc/1/environ: %q", user, r.stdout)
+		}
+		r = h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", "dd if=/proc/1/mem of=/dev/null bs=1 count=1 skip=4194304"}, User: user})
+		if r.err != nil || r.exit.GetExitCode() == 0 || !strings.Contains(r.stderr, "Permission denied") {
+			t.Errorf("uid %s inside opened /proc/1/mem: exit %v, err %v, stderr %q; want Permission denied", user, r.exit, r.err, r.stderr)
 		}
 	}
 }
