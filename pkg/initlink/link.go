@@ -29,6 +29,13 @@ const (
 	AnswerTimeout = 30 * time.Second
 	// maxHello bounds a FrameHello's payload: a token and some JSON.
 	maxHello = 512
+	// maxGreeting bounds the connections waiting for their hello apart
+	// from MaxConns: past it the oldest is closed. Init says hello as it
+	// connects, and never has more than MaxConns connections, so its own
+	// are read long before; only connections that say nothing wait, such
+	// as a process inside the sandbox may open (it runs as init's user),
+	// and those could otherwise hold every slot and keep init out.
+	maxGreeting = MaxConns
 )
 
 // ErrUnavailable marks a request init did not take or answer in time: no
@@ -64,11 +71,17 @@ type Link struct {
 	// idle holds authenticated connections no request uses yet.
 	idle chan *net.UnixConn
 	// conns counts the accepted connections that are open (greeting,
-	// idle or carrying a request); at most MaxConns.
+	// idle or carrying a request): at most MaxConns past their hello,
+	// and maxGreeting before it.
 	conns atomic.Int32
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	// mu guards greeting, the connections waiting for their hello (oldest
+	// first), and authed, those that said it and are open.
+	mu       sync.Mutex
+	greeting []*net.UnixConn
+	authed   map[*net.UnixConn]bool
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
 }
 
 // Listen opens the socket at cfg.Path and accepts init's connections until
@@ -96,7 +109,8 @@ func Listen(cfg Config) (*Link, error) {
 		ln.Close()
 		return nil, fmt.Errorf("initlink: socket owner and mode: %w", err)
 	}
-	l := &Link{cfg: cfg, token: []byte(cfg.Token), ln: ln, idle: make(chan *net.UnixConn, MaxConns), done: make(chan struct{})}
+	l := &Link{cfg: cfg, token: []byte(cfg.Token), ln: ln, idle: make(chan *net.UnixConn, MaxConns), done: make(chan struct{}),
+		authed: make(map[*net.UnixConn]bool)}
 	l.wg.Add(1)
 	go l.serve()
 	return l, nil
@@ -135,13 +149,15 @@ func (l *Link) serve() {
 				continue
 			}
 		}
-		if l.conns.Add(1) > MaxConns {
-			l.conns.Add(-1)
-			c.Close()
-			l.cfg.Logger.Warn("link connection refused: the sandbox's init holds the most connections already",
-				slog.String("sandbox", l.cfg.Sandbox), slog.Int("max", MaxConns))
-			continue
+		l.conns.Add(1)
+		l.mu.Lock()
+		if len(l.greeting) == maxGreeting {
+			// Silent the longest: its greet fails and drops it.
+			l.greeting[0].Close()
+			l.greeting = l.greeting[1:]
 		}
+		l.greeting = append(l.greeting, c)
+		l.mu.Unlock()
 		l.wg.Add(1)
 		go l.greet(c)
 	}
@@ -152,6 +168,24 @@ func (l *Link) serve() {
 func (l *Link) greet(c *net.UnixConn) {
 	defer l.wg.Done()
 	ok, why := l.authenticate(c)
+	l.mu.Lock()
+	for i, g := range l.greeting {
+		if g == c {
+			l.greeting = append(l.greeting[:i], l.greeting[i+1:]...)
+			break
+		}
+	}
+	over := ok && len(l.authed) >= MaxConns
+	if ok && !over {
+		l.authed[c] = true
+	}
+	l.mu.Unlock()
+	if over {
+		l.drop(c)
+		l.cfg.Logger.Warn("link connection refused: the sandbox's init holds the most connections already",
+			slog.String("sandbox", l.cfg.Sandbox), slog.Int("max", MaxConns))
+		return
+	}
 	if !ok {
 		l.drop(c)
 		l.cfg.Logger.Warn("link connection refused", slog.String("sandbox", l.cfg.Sandbox), slog.String("why", why))
@@ -196,6 +230,9 @@ func (l *Link) authenticate(c *net.UnixConn) (bool, string) {
 func (l *Link) drop(c *net.UnixConn) {
 	c.Close()
 	l.conns.Add(-1)
+	l.mu.Lock()
+	delete(l.authed, c)
+	l.mu.Unlock()
 }
 
 // take returns an idle connection that is still open, waiting up to

@@ -254,3 +254,33 @@ func waitConns(t *testing.T, l *Link, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSilentConnectionsDoNotKeepInitOut shows that connections which never
+// say hello (a process inside the sandbox running as init's user may open
+// the socket) cannot take the slots init needs: however many there are,
+// init's next connection is taken.
+func TestSilentConnectionsDoNotKeepInitOut(t *testing.T) {
+	t.Parallel()
+	l, path := listen(t)
+	for range MaxConns + maxGreeting {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	dial(t, path, testToken)
+	ctx, cancel := context.WithTimeout(context.Background(), HelloTimeout/2)
+	defer cancel()
+	c, err := l.take(ctx)
+	if err != nil {
+		t.Fatalf("init's connection after %d silent ones: %v", MaxConns+maxGreeting, err)
+	}
+	l.drop(c)
+	// Those pushed out are dropped as their greeting ends.
+	for deadline := time.Now().Add(time.Second); l.conns.Load() > maxGreeting; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open, want at most the %d greeting", l.conns.Load(), maxGreeting)
+		}
+	}
+}
