@@ -255,7 +255,7 @@ func TestLogFloodAtMinimumMemoryKeepsTheDriver(t *testing.T) {
 			sb := h.create(&fsbv1.SandboxSpec{
 				Image: rig.ImageRef, Runtime: rt,
 				Command:   []string{"sh", "-c", "yes | head -c 4000000; echo flood over; cat /dev/zero > /dev/shm/fill"},
-				Resources: &fsbv1.Resources{Memory: "6Mi"},
+				Resources: &fsbv1.Resources{Memory: "8Mi"},
 			})
 			pid := logDriverPid(t, sb.GetLogPath())
 			ended := h.waitPhase(sb.GetSandboxId(), fsbv1.Phase_PHASE_FAILED)

@@ -76,7 +76,7 @@ func hostileSpecs() []hostileSpec {
 		{"env value with NUL", img + `"envs":[{"name":"A","value":"x\u0000y"}]`, []string{"spec.envs[0]", "NUL"}},
 		{"env name with a space", img + `"envs":[{"name":"A B","value":"x"}]`, []string{"spec.envs", `"A B"`, "letters, digits and '_'"}},
 		{"cpu 1e12", img + `"resources":{"cpu":"1e12"}`, []string{"spec.resources.cpu", "at most 256 cores"}},
-		{"memory 1Ki", img + `"resources":{"memory":"1Ki"}`, []string{"spec.resources.memory", "at least 6Mi"}},
+		{"memory 1Ki", img + `"resources":{"memory":"1Ki"}`, []string{"spec.resources.memory", "at least 8Mi"}},
 		{"memory 1000Ei", img + `"resources":{"memory":"1000Ei"}`, []string{"spec.resources.memory", "at most 1Ti"}},
 		{"pids 2^63-1", img + `"resources":{"pids":"9223372036854775807"}`, []string{"spec.resources.pids", "4194304"}},
 		{"1000 ports", img + `"exposedPorts":[` + strings.Join(ports, ",") + `]`, []string{"spec.exposedPorts", "1000 ports, at most 64"}},

@@ -44,9 +44,11 @@ const (
 	// MinMemoryBytes is the least spec.resources.memory. Measured on the
 	// rig: runc 1.1.5 refuses 2 MiB (its init uses about 2.2 MB before the
 	// sandbox's process starts), 4 MiB runs busybox under fsb init; crun
-	// 1.8.1 starts at 2 MiB and OOM-kills below. 6 MiB leaves headroom for
-	// fsb init.
-	MinMemoryBytes = 6 << 20
+	// 1.8.1 starts at 2 MiB and OOM-kills below. 8 MiB leaves headroom for
+	// fsb init, which also serves exec and files (about 1 MB more than
+	// before it did: at 6 MiB a flood of output at start was OOM-killed
+	// before it ended, 1 run in 4).
+	MinMemoryBytes = 8 << 20
 	// MinGVisorMemoryBytes is the least spec.resources.memory of a gVisor
 	// sandbox, whose kernel (runsc's sentry) runs inside the limit:
 	// measured on the rig, runsc 12 MiB fails to start the sandbox and

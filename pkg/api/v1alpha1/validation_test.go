@@ -29,7 +29,7 @@ func TestValidateSpecBounds(t *testing.T) {
 		set  func(*fsbv1.SandboxSpec)
 		want string // "" means accepted; else a word of the message
 	}{
-		{"memory at the minimum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "6Mi"} }, ""},
+		{"memory at the minimum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "8Mi"} }, ""},
 		{"memory below the minimum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "6291455"} }, "spec.resources.memory"},
 		{"memory at the maximum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "1Ti"} }, ""},
 		{"memory past the maximum", func(s *fsbv1.SandboxSpec) { s.Resources = &fsbv1.Resources{Memory: "1099511627777"} }, "at most 1Ti"},
