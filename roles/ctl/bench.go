@@ -3,6 +3,7 @@ package ctl
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,16 +173,7 @@ func benchAction(c *cli.Context) error {
 	if r == nil {
 		return err
 	}
-	if len(r.Create) > 0 {
-		write := r.WriteTable
-		if output == ctl.OutputJSON {
-			write = r.WriteJSON
-		}
-		if werr := write(c.App.Writer); werr != nil {
-			return werr
-		}
-	}
-	return errors.Join(err, r.Err())
+	return report(c, output, r, len(r.Create) > 0, err)
 }
 
 // benchConnection resolves the controller, token and namespace from the
@@ -278,7 +270,17 @@ func execBenchAction(c *cli.Context) error {
 	if r == nil {
 		return err
 	}
-	if len(r.Exec) > 0 {
+	return report(c, output, r, len(r.Exec) > 0, err)
+}
+
+// report prints r as output asks, when it measured anything, and returns
+// err with what r says failed.
+func report(c *cli.Context, output string, r interface {
+	WriteTable(io.Writer) error
+	WriteJSON(io.Writer) error
+	Err() error
+}, measured bool, err error) error {
+	if measured {
 		write := r.WriteTable
 		if output == ctl.OutputJSON {
 			write = r.WriteJSON
