@@ -56,6 +56,10 @@ func startInitUnder(t testing.TB, wrap []string, token string, main ...string) *
 	a.listen()
 	argv := append(append(append([]string{}, wrap...), os.Args[0], "--"), main...)
 	cmd := exec.Command(argv[0], argv[1:]...)
+	// In "/", as a sandbox's init runs by default: processes of other
+	// users start in init's directory, which they could not enter when
+	// the checkout lies in a private directory (mktemp -d).
+	cmd.Dir = "/"
 	cmd.Env = append(os.Environ(), "FSB_PID1_TEST=1", "FSB_PID1_TEST_LINK="+dir, "FOO_FROM_INIT=yes")
 	if token != "" {
 		cmd.Env = append(cmd.Env, initlink.TokenEnv+"="+token)
