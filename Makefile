@@ -34,16 +34,17 @@ tools: ## build buf, the protoc plugins and controller-gen at pinned versions in
 	go build -o $(TOOLS)/protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go
 
 .PHONY: generate
-generate: tools ## regenerate pkg/gen from proto/ (buf with local plugins) and the API types' deepcopy
+generate: tools ## regenerate pkg/gen from proto/ (buf with local plugins), the API types' deepcopy and the CRDs in deploy/crds
 	$(TOOLS)/buf lint
 	$(TOOLS)/buf generate
 	$(TOOLS)/controller-gen object paths=./pkg/api/...
+	$(TOOLS)/controller-gen crd paths=./pkg/api/... output:crd:artifacts:config=deploy/crds
 
 .PHONY: check-generated
 check-generated: generate ## fail when the committed generated code is stale
-	@if [ -n "$$(git status --porcelain -- pkg/gen pkg/api)" ]; then \
-		echo "generated code is stale: run 'make generate' and commit pkg/gen and pkg/api:"; \
-		git status --porcelain -- pkg/gen pkg/api; git --no-pager diff --stat -- pkg/gen pkg/api; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- pkg/gen pkg/api deploy/crds)" ]; then \
+		echo "generated code is stale: run 'make generate' and commit pkg/gen, pkg/api and deploy/crds:"; \
+		git status --porcelain -- pkg/gen pkg/api deploy/crds; git --no-pager diff --stat -- pkg/gen pkg/api deploy/crds; exit 1; fi
 
 .PHONY: lint
 lint: ## gofmt and go vet
