@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd"
 	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/typeurl/v2"
@@ -301,12 +303,56 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 		if ev.ID != ev.ContainerID {
 			return // an exec'd process, not the sandbox's main one
 		}
-		r.exited(ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
+		r.exitEvent(ctx, ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
 	case *apievents.TaskDelete:
 		if ev.ID != "" && ev.ID != ev.ContainerID {
 			return
 		}
-		r.exited(ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
+		r.exitEvent(ctx, ev.ContainerID, ev.Pid, ev.ExitStatus, ev.ExitedAt.AsTime())
+	}
+}
+
+// exitEvent records an exit event. One without a pid names no process:
+// containerd sends such an exit (status 255) when it cleans up after a
+// shim that went away, and it may come after a new task of the same
+// container has started — a create that replaced a task left without its
+// process by a containerd restart. So only containerd's own view of the
+// container's task decides such an exit.
+func (r *Runtime) exitEvent(ctx context.Context, containerID string, pid, code uint32, at time.Time) {
+	if pid != 0 {
+		r.exited(containerID, pid, code, at)
+		return
+	}
+	if _, ok := r.Sandbox(containerID); !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := r.cfg.Client.LoadContainer(ctx, containerID)
+	if errdefs.IsNotFound(err) {
+		return // its ContainerDelete event forgets it
+	}
+	if err != nil {
+		return // containerd away: the reload after the reconnect decides
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		r.exited(containerID, 0, code, at) // no task runs it any more
+		return
+	}
+	if err != nil {
+		return
+	}
+	st, err := task.Status(ctx)
+	switch {
+	case errdefs.IsNotFound(err):
+		r.exited(containerID, 0, code, at)
+	case err != nil:
+	case st.Status == containerd.Stopped:
+		r.exited(containerID, task.Pid(), st.ExitStatus, st.ExitTime)
+	default:
+		r.cfg.Logger.Debug("ignored an exit without a pid: the container's task runs",
+			slog.String("container", containerID), slog.Uint64("status", uint64(code)))
 	}
 }
 
