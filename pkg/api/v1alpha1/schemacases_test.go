@@ -114,7 +114,12 @@ func schemaCases() []schemaCase {
 		{name: "1024 envs", set: setSpec("envs", envs(1024, "1"))},
 		{name: "working dir of 4096 bytes", set: setSpec("workingDir", "/"+repeat("d", 4095))},
 		{name: "image with registry, tag and digest", set: setSpec("image", "registry.example:5000/team/app:v1@sha256:"+repeat("ab", 32))},
+		{name: "enums written empty, as their defaults", set: func(o object) {
+			s := spec(o)
+			s["consistencyMode"], s["failurePolicy"], s["runtime"] = "", "", ""
+		}},
 		{name: "pool", pool: true, set: func(object) {}},
+		{name: "pool with runtimeType written empty", pool: true, set: setSpec("runtimeType", "")},
 		{name: "pool of gvisor with equal bounds", pool: true, set: func(o object) {
 			spec(o)["capacity"] = object{"poolMin": 2, "poolMax": 2, "bufferMin": 1, "bufferMax": 1}
 			spec(o)["runtimeType"] = "gvisor"

@@ -26,7 +26,7 @@ const (
 // ConsistencyMode says when a create answers: "fast" or "strong"; empty
 // takes the controller's default (--fastpath-consistency-mode).
 //
-// +kubebuilder:validation:Enum=fast;strong
+// +kubebuilder:validation:Enum="";fast;strong
 type ConsistencyMode string
 
 // Consistency modes.
@@ -40,7 +40,7 @@ const (
 // FailurePolicy says what happens when a sandbox fails or its agent is lost:
 // "Manual" (it stays failed) or "AutoRecreate"; empty is Manual.
 //
-// +kubebuilder:validation:Enum=Manual;AutoRecreate
+// +kubebuilder:validation:Enum="";Manual;AutoRecreate
 type FailurePolicy string
 
 // Failure policies.
@@ -166,7 +166,7 @@ type SandboxSpec struct {
 	Resources  *Resources   `json:"resources,omitempty"`
 	// Runtime is "runc" (the default), "crun" or "gvisor".
 	//
-	// +kubebuilder:validation:Enum=runc;crun;gvisor
+	// +kubebuilder:validation:Enum="";runc;crun;gvisor
 	Runtime string `json:"runtime,omitempty"`
 	// NoInit runs the command as PID 1 instead of under fsb init.
 	NoInit bool `json:"noInit,omitempty"`
@@ -247,7 +247,7 @@ type SandboxPoolSpec struct {
 	MaxSandboxesPerPod int32 `json:"maxSandboxesPerPod,omitempty"`
 	// RuntimeType is "container" (the default) or "gvisor".
 	//
-	// +kubebuilder:validation:Enum=container;gvisor
+	// +kubebuilder:validation:Enum="";container;gvisor
 	RuntimeType string `json:"runtimeType,omitempty"`
 	// AgentTemplate is the pod template of the pool's agents.
 	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitempty"`
