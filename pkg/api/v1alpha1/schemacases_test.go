@@ -83,6 +83,7 @@ func schemaCases() []schemaCase {
 	const (
 		cpuRule    = "want a positive quantity such as 500m or 2, at most 256 cores"
 		memoryRule = "want a positive quantity such as 256Mi, at least 8Mi and at most 1Ti"
+		imageRule  = "want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
 		pidsRule   = "want 0 (the agent's default) or 16 to 4194304 (its threads count, fsb init's too)"
 	)
 	return []schemaCase{
@@ -118,6 +119,10 @@ func schemaCases() []schemaCase {
 			s := spec(o)
 			s["consistencyMode"], s["failurePolicy"], s["runtime"] = "", "", ""
 		}},
+		{name: "image path of 255 characters, library/ added", set: setSpec("image", repeat("a", 247)+":v1")},
+		{name: "image path of 255 characters on Docker Hub", set: setSpec("image", "docker.io/"+repeat("a", 247))},
+		{name: "image path of 255 characters on a registry", set: setSpec("image", "registry.example:5000/"+repeat("a", 255)+"@sha512:"+repeat("f", 128))},
+		{name: "image path of 255 characters in a namespace", set: setSpec("image", "team/"+repeat("a", 250))},
 		{name: "pool", pool: true, set: func(object) {}},
 		{name: "pool with runtimeType written empty", pool: true, set: setSpec("runtimeType", "")},
 		{name: "pool of gvisor with equal bounds", pool: true, set: func(o object) {
@@ -130,6 +135,13 @@ func schemaCases() []schemaCase {
 		{name: "empty image", set: setSpec("image", ""), field: "spec.image"},
 		{name: "image in capitals", set: setSpec("image", "Alpine:latest"), field: "spec.image"},
 		{name: "image with a space", set: setSpec("image", "alpine latest"), field: "spec.image"},
+		{name: "image path past 255 characters, library/ added", set: setSpec("image", repeat("a", 248)+":v1"), field: "spec.image", rule: imageRule},
+		{name: "image path past 255 characters on Docker Hub", set: setSpec("image", "index.docker.io/"+repeat("a", 248)), field: "spec.image", rule: imageRule},
+		{name: "image path past 255 characters on a registry", set: setSpec("image", "localhost/"+repeat("a", 256)), field: "spec.image", rule: imageRule},
+		{name: "image path past 255 characters in a namespace", set: setSpec("image", "team/"+repeat("a", 251)), field: "spec.image", rule: imageRule},
+		{name: "image a bare hex ID", set: setSpec("image", repeat("ab", 32)), field: "spec.image", rule: imageRule},
+		{name: "image with an md5 digest", set: setSpec("image", "alpine@md5:"+repeat("ab", 16)), field: "spec.image", rule: imageRule},
+		{name: "image digest in capitals", set: setSpec("image", "alpine@sha256:"+repeat("AB", 32)), field: "spec.image", rule: imageRule},
 		{name: "image past 1024 bytes", set: setSpec("image", repeat("a", 1025)), field: "spec.image"},
 		{name: "port 0", set: setSpec("exposedPorts", []any{0}), field: "spec.exposedPorts"},
 		{name: "port 65536", set: setSpec("exposedPorts", []any{65536}), field: "spec.exposedPorts"},

@@ -115,6 +115,10 @@ type SandboxSpec struct {
 	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
+	// The pattern is reference.ReferenceRegexp; the rule adds what
+	// reference.ParseDockerRef checks past it, as Go checks the image.
+	//
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$') && cel.bind(n, self.find('^(?:[^/@]+/)*[^:@/]+'), cel.bind(first, n.split('/')[0], cel.bind(domain, n.contains('/') && (first == 'localhost' || first.contains('.') || first.contains(':') || first != first.lowerAscii()), cel.bind(path, domain ? n.substring(size(first) + 1) : n, size(path) + ((!domain || first == 'docker.io' || first == 'index.docker.io') && !path.contains('/') ? 8 : 0) <= 255)))) && (!self.contains('@') || self.split('@')[1].matches('^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$'))",message="want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
 	// +kubebuilder:validation:Pattern=`^((?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}))?$`
 	Image string `json:"image"`
 	// Command replaces the image's entrypoint.

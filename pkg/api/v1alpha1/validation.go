@@ -101,6 +101,7 @@ const (
 // (x-kubernetes-validations on the types): Go's errors end with the same
 // words, so a user reads one message whichever side refused.
 const (
+	msgImage          = "want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
 	msgCommandEntries = "spec.command and spec.args: at most 1024 entries together"
 	msgCommandChars   = "spec.command and spec.args: at most 131072 characters together (128 KiB)"
 	msgEnvChars       = "spec.envs: at most 131072 characters of names and values together (128 KiB)"
@@ -116,7 +117,7 @@ const (
 // celMessages are the messages above, for the test that finds each CEL
 // rule's message of the CRDs among them.
 var celMessages = []string{
-	msgCommandEntries, msgCommandChars, msgEnvChars, msgCPU, msgMemory, msgGVisorMemory,
+	msgImage, msgCommandEntries, msgCommandChars, msgEnvChars, msgCPU, msgMemory, msgGVisorMemory,
 	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax,
 }
 
@@ -191,7 +192,7 @@ func validateImage(image string) error {
 		return fmt.Errorf("spec.image: %d bytes, at most %d", len(image), MaxImageBytes)
 	}
 	if _, err := reference.ParseDockerRef(image); err != nil {
-		return fmt.Errorf("spec.image %s: %v", brief(image), err)
+		return fmt.Errorf("spec.image %s: %v: %s", brief(image), err, msgImage)
 	}
 	return nil
 }
