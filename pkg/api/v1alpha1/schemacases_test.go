@@ -155,6 +155,7 @@ func schemaCases() []schemaCase {
 		{name: "name of 254 characters", set: func(o object) { o["metadata"].(object)["name"] = repeat("a", 254) }, field: "name"},
 		{name: "name in capitals", set: func(o object) { o["metadata"].(object)["name"] = "My-Sandbox" }, field: "name"},
 		{name: "bad label key", set: func(o object) { o["metadata"].(object)["labels"] = object{"bad key": "v"} }, field: "labels"},
+		{name: "env without a name", set: setSpec("envs", []any{object{"value": "x"}}), field: "spec.envs"},
 		{name: "env name starting with a digit", set: setSpec("envs", []any{object{"name": "1A"}}), field: "spec.envs"},
 		{name: "env name with a space", set: setSpec("envs", []any{object{"name": "A B"}}), field: "spec.envs"},
 		{name: "env value with NUL", set: setSpec("envs", []any{object{"name": "A", "value": "x\x00y"}}), field: "spec.envs"},
