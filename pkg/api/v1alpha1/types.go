@@ -86,7 +86,7 @@ type Resources struct {
 	//
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self > 0 && self <= 256 : isQuantity(self) && quantity(self).sign() > 0 && quantity(self).compareTo(quantity('256')) <= 0",message="want a positive quantity such as 500m or 2, at most 256 cores"
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self > 0 && self <= 256 : isQuantity(self) && quantity(self).compareTo(quantity('0')) > 0 && quantity(self).compareTo(quantity('256')) <= 0",message="want a positive quantity such as 500m or 2, at most 256 cores"
 	CPU string `json:"cpu,omitempty"`
 	// Memory is the most memory the sandbox may use, such as "256Mi".
 	//
@@ -118,7 +118,7 @@ type SandboxSpec struct {
 	// The pattern is reference.ReferenceRegexp; the rule adds what
 	// reference.ParseDockerRef checks past it, as Go checks the image.
 	//
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$') && cel.bind(n, self.find('^(?:[^/@]+/)*[^:@/]+'), cel.bind(first, n.split('/')[0], cel.bind(domain, n.contains('/') && (first == 'localhost' || first.contains('.') || first.contains(':') || first != first.lowerAscii()), cel.bind(path, domain ? n.substring(size(first) + 1) : n, size(path) + ((!domain || first == 'docker.io' || first == 'index.docker.io') && !path.contains('/') ? 8 : 0) <= 255)))) && (!self.contains('@') || self.split('@')[1].matches('^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$'))",message="want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$') && (!self.contains('@') || self.split('@')[1].matches('^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$')) && (!self.split('@')[0].contains('/') ? size(self.find('^[^:@]+')) <= 247 : self.matches('^(localhost|[^/]*[.:A-Z][^/]*)/') ? size(self.find('^(?:[^/@]+/)*[^:@/]+')) - size(self.find('^[^/]+/')) + (self.matches('^(docker[.]io|index[.]docker[.]io)/[^/]*$') ? 8 : 0) <= 255 : size(self.find('^(?:[^/@]+/)*[^:@/]+')) <= 255)",message="want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
 	// +kubebuilder:validation:Pattern=`^((?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}))?$`
 	Image string `json:"image"`
 	// Command replaces the image's entrypoint.
@@ -253,8 +253,13 @@ type SandboxPoolSpec struct {
 	//
 	// +kubebuilder:validation:Enum="";container;gvisor
 	RuntimeType string `json:"runtimeType,omitempty"`
-	// AgentTemplate is the pod template of the pool's agents.
-	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitempty"`
+	// AgentTemplate is the pod template of the pool's agents. An empty
+	// one is left out of the JSON (omitzero; omitempty keeps a struct),
+	// or the API server would hold it to a Pod's rules and refuse a pool
+	// made without one for having no containers.
+	//
+	// +optional
+	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitzero"`
 }
 
 // SandboxPoolStatus is what the pool controller observed.
