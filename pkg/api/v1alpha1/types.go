@@ -113,11 +113,12 @@ type SandboxSpec struct {
 	// Image is the image reference, such as alpine:latest or
 	// registry/repository:tag@digest.
 	//
+	// It is held to the grammar of github.com/distribution/reference: the
+	// pattern is its regular expression, and the rule adds what its parser
+	// checks past it (the length of the repository path, the digest).
+	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// The pattern is reference.ReferenceRegexp; the rule adds what
-	// reference.ParseDockerRef checks past it, as Go checks the image.
-	//
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$') && (!self.contains('@') || self.split('@')[1].matches('^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$')) && (!self.split('@')[0].contains('/') ? size(self.find('^[^:@]+')) <= 247 : self.matches('^(localhost|[^/]*[.:A-Z][^/]*)/') ? size(self.find('^(?:[^/@]+/)*[^:@/]+')) - size(self.find('^[^/]+/')) + (self.matches('^(docker[.]io|index[.]docker[.]io)/[^/]*$') ? 8 : 0) <= 255 : size(self.find('^(?:[^/@]+/)*[^:@/]+')) <= 255)",message="want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
 	// +kubebuilder:validation:Pattern=`^((?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}))?$`
 	Image string `json:"image"`
