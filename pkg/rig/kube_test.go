@@ -3,13 +3,13 @@ package rig
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -140,7 +140,7 @@ func TestStartKube(t *testing.T) {
 
 	// The test ended: etcd and the API server are gone, with their files.
 	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); err == nil {
+		if running(pid) {
 			t.Errorf("process %d still runs after the test", pid)
 		}
 	}
@@ -149,6 +149,18 @@ func TestStartKube(t *testing.T) {
 			t.Errorf("%s still exists after the test (%v)", p, err)
 		}
 	}
+}
+
+// running reports whether process pid exists and is not a zombie (init on
+// these machines may be slow to reap what it inherits).
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z"
 }
 
 // checkEstablished fails t unless every Fast Sandbox CRD is Established.
