@@ -46,6 +46,7 @@ die() {
 	exit 1
 }
 usage() {
+	echo "usage:" >&2
 	sed -n '/^#   scripts/,/^#$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
