@@ -68,13 +68,22 @@ bench: build ## agent create/delete latency for runc and crun beside raw contain
 # stay short.
 RIG_DIR ?= /tmp/fsb-rig.dev
 
+# Where `make rig-up` keeps the etcd and API server beside it.
+KUBE_RIG_DIR ?= /tmp/fsb-kube.dev
+
 .PHONY: rig-up
-rig-up: build ## start a rig in $(RIG_DIR) for go test by hand (then: source $(RIG_DIR)/env)
+rig-up: build ## start a rig (containerd, etcd, API server) in $(RIG_DIR) for go test by hand (then: source $(RIG_DIR)/env)
 	scripts/rig.sh up $(RIG_DIR)
+	scripts/kube.sh build >/dev/null
+	scripts/kube.sh start $(KUBE_RIG_DIR)/shared
 	@echo 'export FSB_BINARY=$(CURDIR)/bin/fsb FSB_HELPER_BINARY=$(CURDIR)/bin/fsb-helper' >> $(RIG_DIR)/env
+	@cat $(KUBE_RIG_DIR)/shared/env >> $(RIG_DIR)/env
+	@echo 'export FSB_KUBE_RUN_DIR=$(KUBE_RIG_DIR)' >> $(RIG_DIR)/env
 
 .PHONY: rig-down
 rig-down: ## stop the rig in $(RIG_DIR)
+	for d in $(KUBE_RIG_DIR)/*/; do [ ! -d "$$d" ] || scripts/kube.sh stop "$$d"; done
+	rmdir $(KUBE_RIG_DIR) 2>/dev/null || true
 	scripts/rig.sh down $(RIG_DIR)
 
 # KUBE=1 runs make up and make demo on a local etcd and Kubernetes API
