@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -25,6 +26,33 @@ metadata:
 spec:
   image: localhost/fsb/busybox:latest
 `
+
+// TestKubeWithoutRig runs itself in a child without FSB_KUBECONFIG: Kube
+// must fail the test there, naming the commands that set the server up.
+func TestKubeWithoutRig(t *testing.T) {
+	if os.Getenv("FSB_RIG_TEST_CHILD") == "1" {
+		Kube(t)
+		t.Log("Kube returned without a rig")
+		return
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKubeWithoutRig$", "-test.count=1", "-test.v")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, EnvKubeconfig+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "FSB_RIG_TEST_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("the test passed without FSB_KUBECONFIG:\n%s", out)
+	}
+	for _, want := range []string{"FSB_KUBECONFIG is not set", "make test", "scripts/kube.sh build && scripts/kube.sh start DIR", "source DIR/env"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the failure does not say %q:\n%s", want, out)
+		}
+	}
+}
 
 func TestKubeSharedServer(t *testing.T) {
 	t.Parallel()
