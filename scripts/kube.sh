@@ -160,17 +160,36 @@ install_etcd() {
 	command -v etcd >/dev/null || die "etcd-server installed but etcd is not in PATH"
 }
 
-# free_port prints a loopback TCP port nothing listens on.
+# listening PORT succeeds if something accepts connections on
+# 127.0.0.1:PORT.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port prints a loopback TCP port nothing listens on, below Linux's
+# ephemeral range so that no outgoing connection holds it.
 free_port() {
 	local port
 	for _ in {1..100}; do
 		port=$((20000 + RANDOM % 12000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		if ! listening "$port"; then
 			echo "$port"
 			return 0
 		fi
 	done
 	die "found no free loopback port"
+}
+
+# ports_free PORT... fails, setting port_conflict, when one of the ports
+# is taken: a daemon's health check must never reach another's server.
+port_conflict=false
+ports_free() {
+	local port
+	for port in "$@"; do
+		if listening "$port"; then
+			log "port $port is already in use"
+			port_conflict=true
+			return 1
+		fi
+	done
 }
 
 # alive PID succeeds while PID runs. A zombie does not count: init on these
@@ -321,6 +340,7 @@ start_etcd() {
 	fi
 	data=$(<"$dir/etcd-data")
 	mkdir -p "$data"
+	ports_free "$ETCD_PORT" "$PEER_PORT" || return 1
 	spawn etcd etcd --name fsb --data-dir "$data" \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
@@ -337,6 +357,7 @@ cmd_start_apiserver() {
 		return 0
 	fi
 	[[ -n ${pid:-} ]] && stop_one kube-apiserver
+	ports_free "$API_PORT" || return 1
 	spawn kube-apiserver "$run_bin/kube-apiserver" \
 		--etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -374,24 +395,44 @@ cmd_start() {
 	touch "$dir/$MARKER"
 	exec 9>"$dir/.lock"
 	flock -w 60 9 || die "another kube.sh run holds $dir/.lock"
-	if [[ ! -r $dir/ports ]]; then
+	if [[ ! -r $dir/etcd-data ]]; then
 		# etcd's data on tmpfs when there is one: etcd 3.4 fsyncs every write.
 		data=$dir/etcd
 		if [[ -d /dev/shm && -w /dev/shm ]]; then
 			data=$(mktemp -d /dev/shm/fsb-etcd.XXXXXX)
 		fi
 		echo "$data" >"$dir/etcd-data"
-		{
-			echo "API_PORT=${api_port:-$(free_port)}"
-			echo "ETCD_PORT=${etcd_port:-$(free_port)}"
-			echo "PEER_PORT=${peer_port:-$(free_port)}"
-		} >"$dir/ports"
 		write_certs
 	fi
-	load_ports
-	write_kubeconfig
-	start_etcd || { cmd_stop_all; exit 1; }
-	cmd_start_apiserver || { cmd_stop_all; exit 1; }
+	local attempt
+	for attempt in 1 2 3; do
+		if [[ ! -r $dir/ports ]]; then
+			{
+				echo "API_PORT=${api_port:-$(free_port)}"
+				echo "ETCD_PORT=${etcd_port:-$(free_port)}"
+				echo "PEER_PORT=${peer_port:-$(free_port)}"
+			} >"$dir/ports"
+		fi
+		load_ports
+		write_kubeconfig
+		if start_etcd && cmd_start_apiserver; then
+			break
+		fi
+		cmd_stop_all
+		# Free ports are picked before the daemons bind them: another
+		# server starting at the same moment may win one. Pick again.
+		if [[ -n $api_port$etcd_port$peer_port ]] || ((attempt == 3)); then
+			exit 1
+		fi
+		if ! $port_conflict && ! grep -qs 'address already in use' "$dir/etcd.log" "$dir/kube-apiserver.log"; then
+			exit 1
+		fi
+		port_conflict=false
+		log "a port was taken meanwhile; trying other ports"
+		rm -f "$dir/ports"
+		: >"$dir/etcd.log"
+		: >"$dir/kube-apiserver.log"
+	done
 	write_env
 	log "etcd and kube-apiserver $KUBE_VERSION ready on https://127.0.0.1:$API_PORT in $(elapsed "$t0") s: source $dir/env"
 }
