@@ -68,18 +68,31 @@ bench: build ## agent create/delete latency for runc and crun beside raw contain
 # stay short.
 RIG_DIR ?= /tmp/fsb-rig.dev
 
+# Where `make rig-up` keeps the etcd and API server beside it.
+KUBE_RIG_DIR ?= /tmp/fsb-kube.dev
+
 .PHONY: rig-up
-rig-up: build ## start a rig in $(RIG_DIR) for go test by hand (then: source $(RIG_DIR)/env)
+rig-up: build ## start a rig (containerd, etcd, API server) in $(RIG_DIR) for go test by hand (then: source $(RIG_DIR)/env)
 	scripts/rig.sh up $(RIG_DIR)
+	scripts/kube.sh build >/dev/null
+	scripts/kube.sh start $(KUBE_RIG_DIR)/shared
 	@echo 'export FSB_BINARY=$(CURDIR)/bin/fsb FSB_HELPER_BINARY=$(CURDIR)/bin/fsb-helper' >> $(RIG_DIR)/env
+	@cat $(KUBE_RIG_DIR)/shared/env >> $(RIG_DIR)/env
+	@echo 'export FSB_KUBE_RUN_DIR=$(KUBE_RIG_DIR)' >> $(RIG_DIR)/env
 
 .PHONY: rig-down
 rig-down: ## stop the rig in $(RIG_DIR)
+	for d in $(KUBE_RIG_DIR)/*/; do [ ! -d "$$d" ] || scripts/kube.sh stop "$$d"; done
+	rmdir $(KUBE_RIG_DIR) 2>/dev/null || true
 	scripts/rig.sh down $(RIG_DIR)
 
+# KUBE=1 runs make up and make demo on a local etcd and Kubernetes API
+# server, with the controller's kube store (see docs/kubernetes.md).
+KUBE ?=
+
 .PHONY: up
-up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env)
-	scripts/up.sh
+up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env); KUBE=1: on a local API server
+	KUBE='$(KUBE)' scripts/up.sh
 
 .PHONY: down
 down: ## stop what make up started and remove .fsb/
@@ -88,8 +101,8 @@ down: ## stop what make up started and remove .fsb/
 # down runs whatever happens; `|| rc=$$?` keeps the shell's -e from leaving
 # before it.
 .PHONY: demo
-demo: build ## the quick start: make up, a sandbox and its logs, make down
-	rc=0; scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
+demo: build ## the quick start: make up, a sandbox and its logs, make down; KUBE=1: on a local API server
+	rc=0; KUBE='$(KUBE)' scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
 
 .PHONY: clean
 clean: ## remove build output

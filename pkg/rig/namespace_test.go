@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/identifiers"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 func TestNamespaceName(t *testing.T) {
@@ -25,6 +26,13 @@ func TestNamespaceName(t *testing.T) {
 		}
 		if !valid.MatchString(ns) || len(ns) > maxNamespace {
 			t.Errorf("namespaceName(%q) = %q: want fsbtest-<name>-<8 hex>, at most %d characters", name, ns, maxNamespace)
+		}
+		kns := uniqueName(name, maxKubeNamespace)
+		if errs := validation.IsDNS1123Label(kns); len(errs) > 0 {
+			t.Errorf("Kubernetes namespace for %q = %q: %v", name, kns, errs)
+		}
+		if !valid.MatchString(kns) {
+			t.Errorf("Kubernetes namespace for %q = %q: want fsbtest-<name>-<8 hex>", name, kns)
 		}
 	}
 	if got := namespaceName("TestFoo/Bar_baz"); !strings.HasPrefix(got, "fsbtest-testfoo-bar-baz-") {
