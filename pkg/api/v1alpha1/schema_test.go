@@ -208,4 +208,3 @@ func TestGetSandboxColumns(t *testing.T) {
 		t.Errorf("kubectl get sbxpool: %v, %q: want default-pool 1 4 2 1 (min, max, ready, idle) and an age", err, out)
 	}
 }
-
