@@ -1,0 +1,90 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+)
+
+// kubeAuthFlags are the flags of Kubernetes identities (docs/security.md).
+func kubeAuthFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "kube-auth", Usage: "also admit users by their Kubernetes bearer tokens (TokenReview) and authorize each call by a SubjectAccessReview on sandboxes.sandbox.fast.io in its namespace; on by default with the kube store, usable with the embedded one given --kubeconfig (or in a pod); off with --insecure-no-auth", DefaultText: "true with --store kube"},
+		&cli.StringSliceFlag{Name: "kube-auth-audiences", Usage: "audiences a user's token must be meant for, comma separated (default: the API server's own)"},
+		&cli.DurationFlag{Name: "kube-auth-cache-ttl", Value: auth.DefaultKubeTTL, Usage: "how long a TokenReview or SubjectAccessReview that admits is reused (one that refuses: a fifth of it, at most 2s)"},
+	}
+}
+
+// kubeconfigFlag is the API server's kubeconfig. The kube store defines the
+// same flag (roles/controller/store.go); both read one value.
+var kubeconfigFlag = &cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE` of the Kubernetes API server (default: in-cluster config, in a pod)"}
+
+// userAuth returns the user tokens of --user-token-file and the Kubernetes
+// authenticator of --kube-auth (nil when off), and whether the API checks
+// tokens at all. A user token file is optional with --kube-auth.
+func userAuth(c *cli.Context, kubeStore bool, log *slog.Logger) (auth.Tokens, *auth.Kube, bool, error) {
+	insecure := c.Bool("insecure-no-auth")
+	on := kubeStore && !insecure
+	if c.IsSet("kube-auth") {
+		on = c.Bool("kube-auth")
+	}
+	if !on {
+		tokens, err := auth.Required(insecure, "user-token-file", c.String("user-token-file"))
+		return tokens, nil, !insecure, err
+	}
+	if insecure {
+		return nil, nil, false, errors.New("--kube-auth and --insecure-no-auth exclude each other")
+	}
+	var tokens auth.Tokens
+	if f := c.String("user-token-file"); f != "" {
+		var err error
+		if tokens, err = auth.ReadTokensFile(f); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	cfg, err := kubeConfig(c.String("kubeconfig"))
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("--kube-auth: %w", err)
+	}
+	ttl := c.Duration("kube-auth-cache-ttl")
+	k, err := auth.NewKube(auth.KubeConfig{
+		Config:      cfg,
+		Audiences:   c.StringSlice("kube-auth-audiences"),
+		TTL:         ttl,
+		NegativeTTL: min(ttl/5, auth.DefaultKubeNegativeTTL),
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return tokens, k, true, nil
+}
+
+// kubeConfig loads the API server's configuration: from path (--kubeconfig,
+// or KUBECONFIG, which may list several files), else the pod's in-cluster
+// one.
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) {
+			return nil, errors.New("no Kubernetes API server: give --kubeconfig (or KUBECONFIG), or run in a pod")
+		}
+		return cfg, err
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
+	if files := filepath.SplitList(path); len(files) > 1 {
+		rules = &clientcmd.ClientConfigLoadingRules{Precedence: files}
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
