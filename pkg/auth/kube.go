@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -372,47 +375,61 @@ func (i kubeInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) c
 	return next
 }
 
-// WrapStreamingHandler authorizes a stream when its first message arrives:
-// every stream of the API names its sandbox in its first message, and no
-// handler acts before reading it. A refusal is what that Receive returns
-// and what the call ends with, whatever the handler makes of it.
+// WrapStreamingHandler authorizes a stream on its first message, read
+// here before the handler runs: every stream of the API names its sandbox
+// in its first message. The handler then receives that message first, as
+// if nothing came between.
 func (i kubeInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		u, ok := UserOf(ctx)
 		if !ok || i.k == nil {
 			return next(ctx, conn)
 		}
-		ac := &authorizingConn{StreamingHandlerConn: conn, check: func(msg any) error {
-			return i.authorize(ctx, u, conn.Spec().Procedure, msg)
-		}}
-		err := next(ctx, ac)
-		if ac.denied != nil {
-			return ac.denied
+		md, ok := conn.Spec().Schema.(protoreflect.MethodDescriptor)
+		if !ok {
+			return connect.NewError(connect.CodeInternal, fmt.Errorf("%s has no schema to authorize its stream by", conn.Spec().Procedure))
 		}
-		return err
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: %w", conn.Spec().Procedure, err))
+		}
+		first := mt.New().Interface()
+		// A stream without a first message names no sandbox: the
+		// handler gets what Receive said (such as io.EOF) and acts on
+		// nothing.
+		rerr := conn.Receive(first)
+		if rerr == nil {
+			if err := i.authorize(ctx, u, conn.Spec().Procedure, first); err != nil {
+				return err
+			}
+		}
+		return next(ctx, &replayConn{StreamingHandlerConn: conn, first: first, err: rerr, pending: true})
 	}
 }
 
-// authorizingConn checks the first message received on a stream; until
-// it passes, nothing of the stream reaches the handler.
-type authorizingConn struct {
+// replayConn gives the handler the first message (or error) the
+// interceptor read before it, then the rest of the stream.
+type replayConn struct {
 	connect.StreamingHandlerConn
-	check   func(msg any) error
-	checked bool
-	denied  error
+	first   proto.Message
+	err     error
+	pending bool
 }
 
-func (c *authorizingConn) Receive(msg any) error {
-	if c.denied != nil {
-		return c.denied
+func (c *replayConn) Receive(msg any) error {
+	if !c.pending {
+		return c.StreamingHandlerConn.Receive(msg)
 	}
-	if err := c.StreamingHandlerConn.Receive(msg); err != nil || c.checked {
-		return err
+	c.pending = false
+	if c.err != nil {
+		return c.err
 	}
-	c.checked = true
-	if err := c.check(msg); err != nil {
-		c.denied = err
-		return err
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("%T is not a protobuf message", msg))
 	}
+	proto.Reset(m)
+	proto.Merge(m, c.first)
+	c.first = nil
 	return nil
 }
