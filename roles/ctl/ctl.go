@@ -79,7 +79,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "server", EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`", DefaultText: ctl.DefaultServer},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"FSB_TOKEN"}, Usage: "bearer `TOKEN` the controller accepts (make up writes it into .fsb/env)"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`", DefaultText: "default"},
-			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"FSB_KUBECONFIG"}, Usage: "present the bearer token of a kubeconfig `FILE`'s context (a controller with --kube-auth checks it with the API server); it wins over --token, and its namespace over the config file's. The controller's address still comes from --server"},
+			&cli.StringFlag{Name: "kubeconfig", Usage: "present the bearer token of a kubeconfig `FILE`'s context (a controller with --kube-auth checks it with the API server); it wins over --token, and its namespace over the config file's. The controller's address still comes from --server"},
 			&cli.StringFlag{Name: "context", Usage: "the kubeconfig's `CONTEXT` (default: its current context)"},
 		},
 		Commands: []*cli.Command{
