@@ -2,13 +2,9 @@ package controller
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 )
@@ -22,16 +18,13 @@ func kubeAuthFlags() []cli.Flag {
 	}
 }
 
-// kubeconfigFlag is the API server's kubeconfig. The kube store defines the
-// same flag (roles/controller/store.go); both read one value.
-var kubeconfigFlag = &cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE` of the Kubernetes API server (default: in-cluster config, in a pod)"}
-
 // userAuth returns the user tokens of --user-token-file and the Kubernetes
 // authenticator of --kube-auth (nil when off), and whether the API checks
-// tokens at all. A user token file is optional with --kube-auth.
-func userAuth(c *cli.Context, kubeStore bool, log *slog.Logger) (auth.Tokens, *auth.Kube, bool, error) {
+// tokens at all. A user token file is optional with --kube-auth, which asks
+// the API server the store found (--kubeconfig, $KUBECONFIG or the pod's).
+func userAuth(c *cli.Context, opened *openedStore, log *slog.Logger) (auth.Tokens, *auth.Kube, bool, error) {
 	insecure := c.Bool("insecure-no-auth")
-	on := kubeStore && !insecure
+	on := opened.Kind == storeKube && !insecure
 	if c.IsSet("kube-auth") {
 		on = c.Bool("kube-auth")
 	}
@@ -49,13 +42,12 @@ func userAuth(c *cli.Context, kubeStore bool, log *slog.Logger) (auth.Tokens, *a
 			return nil, nil, false, err
 		}
 	}
-	cfg, err := kubeConfig(c.String("kubeconfig"))
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("--kube-auth: %w", err)
+	if opened.Config == nil {
+		return nil, nil, false, errors.New("--kube-auth: no Kubernetes API server: give --kubeconfig, set $KUBECONFIG, or run in a pod with a service account")
 	}
 	ttl := c.Duration("kube-auth-cache-ttl")
 	k, err := auth.NewKube(auth.KubeConfig{
-		Config:      cfg,
+		Config:      opened.Config,
 		Audiences:   c.StringSlice("kube-auth-audiences"),
 		TTL:         ttl,
 		NegativeTTL: min(ttl/5, auth.DefaultKubeNegativeTTL),
@@ -65,26 +57,4 @@ func userAuth(c *cli.Context, kubeStore bool, log *slog.Logger) (auth.Tokens, *a
 		return nil, nil, false, err
 	}
 	return tokens, k, true, nil
-}
-
-// kubeConfig loads the API server's configuration: from path (--kubeconfig,
-// or KUBECONFIG, which may list several files), else the pod's in-cluster
-// one.
-func kubeConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		cfg, err := rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) {
-			return nil, errors.New("no Kubernetes API server: give --kubeconfig (or KUBECONFIG), or run in a pod")
-		}
-		return cfg, err
-	}
-	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
-	if files := filepath.SplitList(path); len(files) > 1 {
-		rules = &clientcmd.ClientConfigLoadingRules{Precedence: files}
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
-	}
-	return cfg, nil
 }
