@@ -3,7 +3,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -159,6 +161,10 @@ func TestKubernetesIdentities(t *testing.T) {
 	}
 
 	const bad = "not-a-token-anyone-knows"
+	local := filepath.Join(t.TempDir(), "note")
+	if err := os.WriteFile(local, []byte("copied-in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, token string
 		args        []string
@@ -177,6 +183,10 @@ func TestKubernetesIdentities(t *testing.T) {
 		{"dev may not list agents", r.devToken, []string{"agents"}, 1, "may not list agents.sandbox.fast.io (cluster-scoped)"},
 		{"debugger reads logs in a", r.debuggerToken, []string{"-n", r.nsA, "logs", "byfile"}, 0, "from-file"},
 		{"debugger execs in a", r.debuggerToken, []string{"-n", r.nsA, "exec", "byfile", "--", "echo", "inside"}, 0, "inside"},
+		// cp writes through a client stream, authorized on its first message.
+		{"debugger copies into a", r.debuggerToken, []string{"-n", r.nsA, "cp", local, "byfile:/tmp/note"}, 0, ""},
+		{"debugger reads the copy", r.debuggerToken, []string{"-n", r.nsA, "exec", "byfile", "--", "cat", "/tmp/note"}, 0, "copied-in"},
+		{"dev may not copy", r.devToken, []string{"-n", r.nsA, "cp", local, "byfile:/tmp/other"}, 1, "may not create sandboxes/exec.sandbox.fast.io"},
 		{"debugger may not exec in b", r.debuggerToken, []string{"-n", r.nsB, "exec", "byfile", "--", "true"}, 1, fmt.Sprintf("may not create sandboxes/exec.sandbox.fast.io in namespace %q", r.nsB)},
 		{"debugger may not create", r.debuggerToken, []string{"-n", r.nsA, "run", "dbg", "--image", rig.ImageRef, "--", "sleep", "300"}, 1, "may not create sandboxes.sandbox.fast.io"},
 		{"an unknown token", bad, []string{"-n", r.nsA, "list"}, 1, "the controller refused the token"},
@@ -209,6 +219,40 @@ func TestKubernetesIdentities(t *testing.T) {
 		_, err := api.GetSandbox(t.Context(), connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "byfile", Namespace: r.nsB}))
 		if (err == nil) != (tc.want == 0) || err != nil && connect.CodeOf(err) != tc.want {
 			t.Errorf("GetSandbox in b: %v, want %v", err, tc.want)
+		}
+	}
+
+	// The plain HTTP file route, authorized in the namespace of its path.
+	for _, tc := range []struct {
+		token, ns string
+		status    int
+		want      string
+	}{
+		{r.debuggerToken, r.nsA, http.StatusOK, "copied-in"},
+		{r.devToken, r.nsA, http.StatusForbidden, "may not create sandboxes/exec.sandbox.fast.io"},
+		{r.debuggerToken, r.nsB, http.StatusForbidden, fmt.Sprintf("in namespace %q", r.nsB)},
+		{bad, r.nsA, http.StatusUnauthorized, "invalid bearer token"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, r.server+"/files/"+tc.ns+"/byfile?path=/tmp/note", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tc.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := string(b)
+		if resp.StatusCode != http.StatusOK {
+			// A refusal is Connect's JSON error.
+			var e struct{ Message string }
+			_ = json.Unmarshal(b, &e)
+			got = e.Message
+		}
+		if resp.StatusCode != tc.status || !strings.Contains(got, tc.want) {
+			t.Errorf("GET /files/%s/byfile: HTTP %d %s, want %d with %q", tc.ns, resp.StatusCode, b, tc.status, tc.want)
 		}
 	}
 
