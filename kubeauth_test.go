@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -273,4 +275,42 @@ func TestKubernetesIdentities(t *testing.T) {
 			t.Errorf("fsb ctl --kubeconfig ADMIN list: exit %d, want 2 saying %q\n%s%s", code, want, out, errOut)
 		}
 	})
+}
+
+// TestKubeAuthFlagsRefuseWhatCannotWork: --kube-auth without an API server
+// to ask, or beside --insecure-no-auth, stops the controller at start with
+// what to do.
+func TestKubeAuthFlagsRefuseWhatCannotWork(t *testing.T) {
+	dir := t.TempDir()
+	userToken := filepath.Join(dir, "user-token")
+	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "KUBERNETES_SERVICE_") {
+			env = append(env, kv)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no API server", []string{"--kube-auth", "--user-token-file", userToken}, "--kube-auth: no Kubernetes API server: give --kubeconfig"},
+		{"no auth at all", []string{"--kube-auth", "--insecure-no-auth"}, "--kube-auth and --insecure-no-auth exclude each other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A controller that starts instead is stopped, and fails the test.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, rig.FsbBinary(t), append([]string{"controller", "--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
+				"--fastpath-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--metrics-bind-address", ""}, tc.args...)...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("fsb controller %s: %v, want a refusal saying %q\n%s", strings.Join(tc.args, " "), err, tc.want, out)
+			}
+		})
+	}
 }
