@@ -41,7 +41,7 @@ func (t *termQueue[T]) renew() workqueue.TypedRateLimitingInterface[T] {
 	return q
 }
 
-func (t *termQueue[T]) Add(item T)                          { t.current().Add(item) }
+func (t *termQueue[T]) Add(item T)                           { t.current().Add(item) }
 func (t *termQueue[T]) AddAfter(item T, after time.Duration) { t.current().AddAfter(item, after) }
 
 // ShutDown shuts the current queue down for good: the controller stops.
