@@ -55,7 +55,8 @@ type Config struct {
 	// Logs says when sandbox logs are removed; nil leaves them all.
 	Logs *LogPolicy
 	// Fence keeps the highest controller fence seen (pkg/fence); nil
-	// starts a fresh one, kept in memory only.
+	// starts from the one the runtime kept (a containerd namespace label)
+	// and keeps every new one there.
 	Fence  *fence.Guard
 	Logger *slog.Logger
 }
@@ -94,7 +95,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Fence == nil {
-		cfg.Fence = fence.NewGuard(0, nil)
+		g, err := keptFence(ctx, cfg.Runtime, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Fence = g
 	}
 	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32)}
 	synced := make(chan struct{})

@@ -3,14 +3,18 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/fence"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
 // fenceKey carries a call's fence in its context, for the checks a create
@@ -81,6 +85,42 @@ func (a *Agent) refusedFenced(procedure string, err error) {
 	a.metrics.fenced.WithLabelValues(method).Inc()
 	a.cfg.Logger.Warn("call refused: a newer controller leads", slog.String("call", method), slog.Any("err", err))
 }
+
+// keptFence returns a Guard that starts from the fence rt kept and keeps
+// every new highest one there, so that a restarted agent still refuses a
+// deposed controller. Keeping it is asynchronous (a call is not held up by
+// containerd), in order, and best effort: a fence not kept is logged, and
+// the agent learns it again from the leader's first call after a restart.
+func keptFence(ctx context.Context, rt *runtime.Runtime, log *slog.Logger) (*fence.Guard, error) {
+	readCtx, cancel := context.WithTimeout(ctx, keepFenceTimeout)
+	highest, err := rt.Fence(readCtx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	var (
+		mu   sync.Mutex
+		kept = highest
+	)
+	keep := func(n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if n <= kept {
+			return
+		}
+		keepCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keepFenceTimeout)
+		defer cancel()
+		if err := rt.SetFence(keepCtx, n); err != nil {
+			log.Warn("controller fence not kept across a restart", slog.Int64("fence", n), slog.Any("err", err))
+			return
+		}
+		kept = n
+	}
+	return fence.NewGuard(highest, func(n int64) { go keep(n) }), nil
+}
+
+// keepFenceTimeout bounds reading and keeping the fence in containerd.
+const keepFenceTimeout = 5 * time.Second
 
 // isFenced reports whether err is a refusal for an old fence.
 func isFenced(err error) bool { return errors.Is(err, fence.ErrFenced) }

@@ -182,3 +182,36 @@ func TestFenceRefusesAnInFlightCreate(t *testing.T) {
 		t.Errorf("the agent reports the refused sandbox: %v", sb)
 	}
 }
+
+// TestFenceOutlivesAnAgentRestart: the highest fence is kept with the
+// agent's containerd namespace, so a restarted agent still refuses a
+// deposed controller.
+func TestFenceOutlivesAnAgentRestart(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := h.client.GetStatus(ctx, fenced(&fsbv1.GetStatusRequest{}, 5)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := h.rt.Fence(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fence kept is %d, want 5", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.restart(nil)
+	if got := h.agent.fence.Highest(); got != 5 {
+		t.Errorf("the restarted agent starts at fence %d, want 5", got)
+	}
+	_, err := h.client.DeleteSandbox(ctx, fenced(&fsbv1.AgentServiceDeleteSandboxRequest{SandboxId: "sb-never-made"}, 4))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "fence 4 < 5") {
+		t.Errorf("a call with fence 4 after the restart: %v, want FailedPrecondition naming fence 4 < 5", err)
+	}
+}
