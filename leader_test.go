@@ -214,7 +214,7 @@ func TestLeaderElection(t *testing.T) {
 	b := newReplica(t, kube, cs, ns, "ctrl-b", agent)
 	a.start()
 	first := waitLeader(t, ns, 15*time.Second, a) // a alone: it leads
-	b.start()                                    // Ready while standing by
+	b.start()                                     // Ready while standing by
 
 	// (c) The standby names the leader; both are Ready.
 	holder, _ := leaseHolder(t, cs, ns)
