@@ -464,12 +464,14 @@ func (c *Controller) setStatus(ctx context.Context, sb *v1alpha1.Sandbox, st *v1
 	if equality.Semantic.DeepEqual(&sb.Status, st) {
 		return nil
 	}
+	before := sb.Status
 	sb.Status = *st
 	updated, err := c.cfg.Store.UpdateStatus(ctx, sb)
 	if err != nil {
 		return err
 	}
 	*sb = *updated
+	c.statusEvents(sb, &before)
 	return nil
 }
 

@@ -42,8 +42,8 @@ func Command() *cli.Command {
 			"--fastpath-bind-address, keeps Sandbox objects in its store, and places sandboxes on the\n" +
 			"agents named by --agents. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
-			"unless --insecure-no-auth is given.",
-		Flags: append(append(storeFlags(), leaderFlags()...), []cli.Flag{
+			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.",
+		Flags: append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -92,7 +92,13 @@ func run(c *cli.Context) error {
 	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
 		return fmt.Errorf("--fastpath-consistency-mode %q: want fast or strong", mode)
 	}
-	userTokens, err := auth.Required(c.Bool("insecure-no-auth"), "user-token-file", c.String("user-token-file"))
+	opened, err := openStore(c, log)
+	if err != nil {
+		return err
+	}
+	defer opened.Close()
+	st := opened.Store
+	userTokens, kube, secured, err := userAuth(c, opened, log)
 	if err != nil {
 		return err
 	}
@@ -104,19 +110,13 @@ func run(c *cli.Context) error {
 	}
 	// Who may call what: users the user API, the janitor its question.
 	keys := userTokens.As(auth.RoleUser)
-	if f := c.String("janitor-token-file"); f != "" && userTokens != nil {
+	if f := c.String("janitor-token-file"); f != "" && secured {
 		janitor, err := auth.ReadTokensFile(f)
 		if err != nil {
 			return err
 		}
 		keys = append(keys, janitor.As(auth.RoleJanitor)...)
 	}
-	opened, err := openStore(c, log)
-	if err != nil {
-		return err
-	}
-	defer opened.Close()
-	st := opened.Store
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -265,27 +265,28 @@ func run(c *cli.Context) error {
 	gate := fastpath.Gate(func() error { return refusal(elector, &serving) })
 	mux := http.NewServeMux()
 	for _, handler := range []func(...connect.HandlerOption) (string, http.Handler){fp.Handler, fp.Janitor().Handler} {
-		path, api := handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")), connect.WithInterceptors(gate.Interceptor()))
-		if userTokens != nil {
-			api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
+		// The gate first: a standby refuses before any access review.
+		path, api := handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")), connect.WithInterceptors(gate.Interceptor(), kube.Interceptor()))
+		if secured {
+			api = kube.Middleware(keys, auth.FastPathPolicy, log, api)
 		}
 		mux.Handle(path, api)
 	}
 	// Plain HTTP GET and PUT of one file, for curl: the user role's.
 	path, files := fp.FilesHandler()
 	files = gate.HTTP(files)
-	if userTokens != nil {
-		files = auth.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
+	if secured {
+		files = kube.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
 	}
 	mux.Handle(path, files)
 	log.Info("controller started", slog.String("fastpath", c.String("fastpath-bind-address")),
 		slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
-		slog.String("store", opened.Kind), slog.Bool("auth", userTokens != nil), slog.Bool("leaderElection", elector != nil))
+		slog.String("store", opened.Kind), slog.Bool("auth", secured), slog.Bool("kube_auth", kube != nil), slog.Bool("leaderElection", elector != nil))
 	cfg := httpserver.Config{
 		CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
 		UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
 	}
-	if userTokens != nil {
+	if secured {
 		// Without a token check nobody is ever authenticated: no bound.
 		cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
 	}
