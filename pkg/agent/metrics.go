@@ -61,7 +61,7 @@ func newMetrics(g *fence.Guard) *metrics {
 	}
 	fenceGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "fsb_agent_fence",
-		Help: "The highest controller fence (the leader Lease's transitions + 1) this agent has seen; 0: none.",
+		Help: "The highest controller fence (pkg/leader: it grows with every change of leader) this agent has seen; 0: none.",
 	}, func() float64 { return float64(g.Highest()) })
 	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity, m.execs, m.bytes, m.fenced, fenceGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -24,8 +24,8 @@ import (
 )
 
 // Header carries the fence of the calling controller's term on every
-// agent call: the Lease's transitions count plus one, so that the first
-// leader's fence (1) is above an unfenced caller's 0.
+// agent call (pkg/leader: the leader Lease's transitions count, above the
+// Lease's creation time, so always above an unfenced caller's 0).
 const Header = "Fsb-Fence"
 
 // ErrFenced marks a call refused because a newer controller leads.

@@ -4,10 +4,14 @@
 // the only one that may serve the fast path, place or remove sandboxes.
 //
 // The promises:
-//   - A term's fence (Fence) is the Lease's transitions count at the term's
-//     start plus one: it grows with every change of holder, so agents
+//   - A term's fence (Fence) grows with every change of holder, so agents
 //     (pkg/fence) refuse the calls of every earlier leader once the new
-//     one has spoken to them.
+//     one has spoken to them. It is the Lease's transitions count plus the
+//     Lease's creation time (Unix seconds, by the API server's clock)
+//     shifted left by 20 bits: a Lease deleted and made again (the
+//     controller reinstalled) starts its count from 0, and without the
+//     creation time its leaders would be refused by every agent that
+//     remembers the old Lease's fences.
 //   - Leading reports true only while the Lease, as this replica last
 //     renewed it, is younger than the renew deadline. A replica that was
 //     stopped (SIGSTOP, a frozen node) past it stops serving the instant it
@@ -188,7 +192,15 @@ func (e *Elector) Run(ctx context.Context) {
 
 // term runs one term: the fence, the pod label, Lead.
 func (e *Elector) term(ctx context.Context) {
-	fence := e.lock.transitions.Load() + 1
+	fence, err := e.fenceOf(ctx)
+	if err != nil {
+		// Without a fence this term cannot act safely: it waits for its
+		// end (the Lease, not renewed by a replica that cannot read it,
+		// goes to another).
+		e.cfg.Logger.Error("leading without a fence: not serving this term", slog.Any("err", err))
+		<-ctx.Done()
+		return
+	}
 	e.fence.Store(fence)
 	defer e.fence.Store(0)
 	e.cfg.Logger.Info("leading", slog.String("identity", e.cfg.Identity), slog.Int64("fence", fence),
@@ -200,6 +212,27 @@ func (e *Elector) term(ctx context.Context) {
 	unlabelCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewDeadline)
 	defer cancel()
 	e.label(unlabelCtx, false)
+}
+
+// fenceBits is how far the Lease's creation time is shifted in a fence:
+// room for a million changes of leader per Lease and second of its age.
+const fenceBits = 20
+
+// fenceOf reads the Lease just won and returns the term's fence.
+func (e *Elector) fenceOf(ctx context.Context) (int64, error) {
+	l, err := e.cfg.Client.CoordinationV1().Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("read lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+	}
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.cfg.Identity {
+		// Taken again already: the fence read would be the new holder's.
+		return 0, fmt.Errorf("lease %s/%s is no longer held by %s", e.cfg.Namespace, e.cfg.Name, e.cfg.Identity)
+	}
+	var transitions int64
+	if l.Spec.LeaseTransitions != nil {
+		transitions = int64(*l.Spec.LeaseTransitions)
+	}
+	return l.CreationTimestamp.Unix()<<fenceBits + transitions, nil
 }
 
 // Leading reports whether this replica leads now: in a term, and the
@@ -268,21 +301,18 @@ func (e *Elector) patchLabel(ctx context.Context, pod string, on bool) {
 	e.cfg.Logger.Info("pod labelled", slog.String("pod", e.cfg.PodNamespace+"/"+pod), slog.String("label", LabelLeader), slog.Bool("leader", on))
 }
 
-// recordingLock is the Lease lock that remembers the transitions count of
-// the last record this replica wrote: the one that won a term gives the
-// term's fence.
+// recordingLock is the Lease lock that notes when this replica's record
+// was written: it won the Lease.
 type recordingLock struct {
 	resourcelock.Interface
-	transitions atomic.Int64
 	// wrote says a write of this replica's record succeeded in this
-	// campaign: it won the Lease.
+	// campaign.
 	wrote atomic.Bool
 }
 
 func (l *recordingLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
 	err := l.Interface.Create(ctx, ler)
 	if err == nil {
-		l.transitions.Store(int64(ler.LeaderTransitions))
 		l.wrote.Store(true)
 	}
 	return err
@@ -291,7 +321,6 @@ func (l *recordingLock) Create(ctx context.Context, ler resourcelock.LeaderElect
 func (l *recordingLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
 	err := l.Interface.Update(ctx, ler)
 	if err == nil {
-		l.transitions.Store(int64(ler.LeaderTransitions))
 		l.wrote.Store(true)
 	}
 	return err

@@ -87,9 +87,10 @@ func labelled(t *testing.T, cs kubernetes.Interface, ns string) []string {
 }
 
 // TestOneLeaderAtATimeWithGrowingFences runs two candidates on one Lease of
-// the real API server: one leads with fence 1 and labels its pod, the
-// other stands by naming it; once the leader stops (handing the Lease
-// over), the other leads with fence 2 and the label moves to its pod.
+// the real API server: one leads and labels its pod, the other stands by
+// naming it; once the leader stops (handing the Lease over), the other
+// leads with a fence one higher and the label moves to its pod. A Lease
+// deleted and made again still gives a higher fence.
 func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 	env := rig.Kube(t)
 	cs, err := kubernetes.NewForConfig(env.Config)
@@ -107,8 +108,14 @@ func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 		}
 	}
 	first := campaign(t, cs, ns, "ctrl-1")
-	if f := first.term(t); f != 1 {
-		t.Errorf("the first leader's fence is %d, want 1", f)
+	f := first.term(t)
+	lease, err := cs.CoordinationV1().Leases(ns).Get(context.Background(), "fsb-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := lease.CreationTimestamp.Unix() << fenceBits
+	if f != base {
+		t.Errorf("the first leader's fence is %d, want %d (the Lease's creation second << %d, no transition)", f, base, fenceBits)
 	}
 	eventually(t, "the first candidate leads", first.e.Leading)
 	second := campaign(t, cs, ns, "ctrl-2")
@@ -123,8 +130,8 @@ func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 		t.Errorf("the stopped candidate still leads (%v) or has a fence (%d)", first.e.Leading(), first.e.Fence())
 	}
 	start := time.Now()
-	if f := second.term(t); f != 2 {
-		t.Errorf("the second leader's fence is %d, want 2", f)
+	if f := second.term(t); f != base+1 {
+		t.Errorf("the second leader's fence is %d, want %d (one transition more)", f, base+1)
 	}
 	// The first released the Lease on its way out: no lease duration wait.
 	if took := time.Since(start); took > 2*time.Second {
@@ -134,4 +141,18 @@ func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 	eventually(t, "only ctrl-2 labelled", func() bool { l := labelled(t, cs, ns); return len(l) == 1 && l[0] == "ctrl-2" })
 	second.stop()
 	eventually(t, "no pod labelled once nobody leads", func() bool { return len(labelled(t, cs, ns)) == 0 })
+
+	// A Lease deleted and made again (the controller reinstalled) counts
+	// its transitions from 0: its leader's fence is still above all before,
+	// the new Lease being made in a later second (the fence's limit).
+	for time.Now().Unix() <= lease.CreationTimestamp.Unix() {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cs.CoordinationV1().Leases(ns).Delete(context.Background(), "fsb-controller", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	third := campaign(t, cs, ns, "ctrl-1")
+	if f := third.term(t); f <= base+1 {
+		t.Errorf("the leader on a Lease made again has fence %d, want above %d", f, base+1)
+	}
 }
