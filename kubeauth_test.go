@@ -3,13 +3,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -159,6 +163,10 @@ func TestKubernetesIdentities(t *testing.T) {
 	}
 
 	const bad = "not-a-token-anyone-knows"
+	local := filepath.Join(t.TempDir(), "note")
+	if err := os.WriteFile(local, []byte("copied-in\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, token string
 		args        []string
@@ -177,6 +185,10 @@ func TestKubernetesIdentities(t *testing.T) {
 		{"dev may not list agents", r.devToken, []string{"agents"}, 1, "may not list agents.sandbox.fast.io (cluster-scoped)"},
 		{"debugger reads logs in a", r.debuggerToken, []string{"-n", r.nsA, "logs", "byfile"}, 0, "from-file"},
 		{"debugger execs in a", r.debuggerToken, []string{"-n", r.nsA, "exec", "byfile", "--", "echo", "inside"}, 0, "inside"},
+		// cp writes through a client stream, authorized on its first message.
+		{"debugger copies into a", r.debuggerToken, []string{"-n", r.nsA, "cp", local, "byfile:/tmp/note"}, 0, ""},
+		{"debugger reads the copy", r.debuggerToken, []string{"-n", r.nsA, "exec", "byfile", "--", "cat", "/tmp/note"}, 0, "copied-in"},
+		{"dev may not copy", r.devToken, []string{"-n", r.nsA, "cp", local, "byfile:/tmp/other"}, 1, "may not create sandboxes/exec.sandbox.fast.io"},
 		{"debugger may not exec in b", r.debuggerToken, []string{"-n", r.nsB, "exec", "byfile", "--", "true"}, 1, fmt.Sprintf("may not create sandboxes/exec.sandbox.fast.io in namespace %q", r.nsB)},
 		{"debugger may not create", r.debuggerToken, []string{"-n", r.nsA, "run", "dbg", "--image", rig.ImageRef, "--", "sleep", "300"}, 1, "may not create sandboxes.sandbox.fast.io"},
 		{"an unknown token", bad, []string{"-n", r.nsA, "list"}, 1, "the controller refused the token"},
@@ -212,6 +224,40 @@ func TestKubernetesIdentities(t *testing.T) {
 		}
 	}
 
+	// The plain HTTP file route, authorized in the namespace of its path.
+	for _, tc := range []struct {
+		token, ns string
+		status    int
+		want      string
+	}{
+		{r.debuggerToken, r.nsA, http.StatusOK, "copied-in"},
+		{r.devToken, r.nsA, http.StatusForbidden, "may not create sandboxes/exec.sandbox.fast.io"},
+		{r.debuggerToken, r.nsB, http.StatusForbidden, fmt.Sprintf("in namespace %q", r.nsB)},
+		{bad, r.nsA, http.StatusUnauthorized, "invalid bearer token"},
+	} {
+		req, err := http.NewRequest(http.MethodGet, r.server+"/files/"+tc.ns+"/byfile?path=/tmp/note", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tc.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := string(b)
+		if resp.StatusCode != http.StatusOK {
+			// A refusal is Connect's JSON error.
+			var e struct{ Message string }
+			_ = json.Unmarshal(b, &e)
+			got = e.Message
+		}
+		if resp.StatusCode != tc.status || !strings.Contains(got, tc.want) {
+			t.Errorf("GET /files/%s/byfile: HTTP %d %s, want %d with %q", tc.ns, resp.StatusCode, b, tc.status, tc.want)
+		}
+	}
+
 	// fsb ctl --kubeconfig: dev's context, its namespace a; the rig's admin
 	// context, a client certificate, is refused before any call.
 	t.Run("kubeconfig", func(t *testing.T) {
@@ -229,4 +275,42 @@ func TestKubernetesIdentities(t *testing.T) {
 			t.Errorf("fsb ctl --kubeconfig ADMIN list: exit %d, want 2 saying %q\n%s%s", code, want, out, errOut)
 		}
 	})
+}
+
+// TestKubeAuthFlagsRefuseWhatCannotWork: --kube-auth without an API server
+// to ask, or beside --insecure-no-auth, stops the controller at start with
+// what to do.
+func TestKubeAuthFlagsRefuseWhatCannotWork(t *testing.T) {
+	dir := t.TempDir()
+	userToken := filepath.Join(dir, "user-token")
+	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "KUBERNETES_SERVICE_") {
+			env = append(env, kv)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no API server", []string{"--kube-auth", "--user-token-file", userToken}, "--kube-auth: no Kubernetes API server: give --kubeconfig"},
+		{"no auth at all", []string{"--kube-auth", "--insecure-no-auth"}, "--kube-auth and --insecure-no-auth exclude each other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A controller that starts instead is stopped, and fails the test.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, rig.FsbBinary(t), append([]string{"controller", "--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
+				"--fastpath-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0", "--metrics-bind-address", ""}, tc.args...)...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("fsb controller %s: %v, want a refusal saying %q\n%s", strings.Join(tc.args, " "), err, tc.want, out)
+			}
+		})
+	}
 }
