@@ -41,6 +41,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
@@ -83,6 +84,9 @@ type Config struct {
 	Phases PhaseTimer
 	// Metrics counts lifecycle events; nil counts nothing.
 	Metrics *Metrics
+	// Events records Events on Sandboxes (events.go's reasons); nil logs
+	// them through Logger.
+	Events record.EventRecorder
 	// LostTimeout is how long an agent may be silent before its sandboxes
 	// are Lost.
 	LostTimeout time.Duration
@@ -156,6 +160,9 @@ const (
 func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Events == nil {
+		cfg.Events = LogEvents(cfg.Logger)
 	}
 	cfg.LostTimeout = orDefault(cfg.LostTimeout, DefaultLostTimeout)
 	cfg.RecreateBackoff = orDefault(cfg.RecreateBackoff, DefaultRecreateBackoff)

@@ -3,7 +3,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -30,7 +29,6 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
-	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
 // Command returns the `fsb controller` command.
@@ -43,7 +41,7 @@ func Command() *cli.Command {
 			"agents named by --agents. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
 			"unless --insecure-no-auth is given.",
-		Flags: []cli.Flag{
+		Flags: append(storeFlags(), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -57,8 +55,6 @@ func Command() *cli.Command {
 			// decides when an unknown container is an orphan: the controller
 			// takes the flag and says so.
 			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Usage: "ignored (accepted for old command lines): the controller never removes an acknowledged FAST sandbox because the store is down, however long; it retries the object write until the store is back. Only the janitor removes containers nothing knows, after its own --orphan-timeout"},
-			&cli.StringFlag{Name: "store", Value: "auto", Usage: "auto, embedded or kube (auto: embedded; the Kubernetes store arrives with the Kubernetes mode)"},
-			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/fsb", Usage: "directory of the embedded store"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
 			&cli.StringFlag{Name: "agent-token-file", Usage: "file of the bearer token sent to agents"},
 			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer tokens the janitor presents, one per line; they may call only the janitor's question (JanitorService/Classify)"},
@@ -79,7 +75,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, text or json"},
-		},
+		}...),
 		Action: run,
 	}
 }
@@ -115,21 +111,12 @@ func run(c *cli.Context) error {
 		}
 		keys = append(keys, janitor.As(auth.RoleJanitor)...)
 	}
-	switch c.String("store") {
-	case "auto", "embedded":
-	case "kube":
-		return errors.New("--store kube: the Kubernetes store is not built yet in this release; use --store embedded")
-	default:
-		return fmt.Errorf("--store %q: want auto, embedded or kube", c.String("store"))
-	}
-	if err := os.MkdirAll(c.String("data-dir"), 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	st, err := store.OpenEmbedded(c.String("data-dir"))
+	opened, err := openStore(c, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer opened.Close()
+	st := opened.Store
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -161,6 +148,7 @@ func run(c *cli.Context) error {
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
 		Metrics:            controller.NewMetrics(promReg),
+		Events:             opened.Events,
 		LostTimeout:        c.Duration("agent-lost-timeout"),
 		RecreateBackoff:    c.Duration("recreate-backoff"),
 		RecreateBackoffMax: c.Duration("recreate-backoff-max"),
@@ -169,7 +157,7 @@ func run(c *cli.Context) error {
 	})
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
-		DefaultMode: mode, Logger: log, Metrics: metrics,
+		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 	})
 	agentUp = fp.AgentUp
 
@@ -227,7 +215,7 @@ func run(c *cli.Context) error {
 		ready.Store(true)
 		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
 			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
-			slog.String("store", "embedded"), slog.Bool("auth", userTokens != nil))
+			slog.String("store", opened.Kind), slog.Bool("auth", userTokens != nil))
 		cfg := httpserver.Config{
 			CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
 			UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
