@@ -11,11 +11,12 @@
 //     unreachable from such a failure until it answers a write again
 //     (storehealth.go), and meanwhile new FAST creates answer Unavailable.
 //     A write the store refuses for good (invalid, the name taken by
-//     another sandbox; forbidden or over quota once it has refused so for
-//     ForbiddenGrace, since a restarted API server refuses everything
-//     until its authorization caches fill) has its container removed,
-//     with an error line and a StoreRefused Event. A graceful stop leaves
-//     what is not written by then to the next start's recovery.
+//     another sandbox; forbidden, over quota or its namespace missing once
+//     it has refused so for ForbiddenGrace, since a restarted API server
+//     refuses everything until its authorization caches fill) has its
+//     container removed, with an error line and a StoreRefused Event. A
+//     graceful stop leaves what is not written by then to the next
+//     start's recovery.
 //   - STRONG: write the object; the controller persists Bound with an
 //     agent, starts the container and persists Running; the request
 //     answers then.

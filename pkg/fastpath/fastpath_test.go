@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -215,6 +216,7 @@ func TestFastWriteRefusedForGoodRemovesTheContainer(t *testing.T) {
 	}{
 		{"forbidden", apierrors.NewForbidden(store.GroupResource, "gone", errors.New("injected: exceeded quota")), grace},
 		{"invalid", apierrors.NewInvalid(gk, "gone", field.ErrorList{field.Invalid(field.NewPath("spec", "image"), "x", "injected: not an image")}), 0},
+		{"namespace not found", fmt.Errorf("injected: %w", apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "default")), grace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			events := &eventLog{}

@@ -26,12 +26,13 @@ const (
 const writeAttemptTimeout = 5 * time.Second
 
 // DefaultForbiddenGrace is how long a FAST create's object write that the
-// store answers with Forbidden is retried before the refusal counts as
-// final. A kube-apiserver that has just started answers Forbidden to
-// everyone its authorizer does not know yet, until its RBAC caches have
-// filled (kubernetes/kubernetes#121635): that is the outage ending, not a
-// refusal. A missing permission, an exceeded quota or a namespace being
-// deleted still refuses after the grace.
+// store answers with Forbidden (or with its namespace not found) is
+// retried before the refusal counts as final. A kube-apiserver that has
+// just started answers Forbidden to everyone its authorizer does not know
+// yet, until its RBAC caches have filled (kubernetes/kubernetes#121635):
+// that is the outage ending, not a refusal. A missing permission, an
+// exceeded quota, a namespace being deleted or one that does not exist
+// still refuses after the grace.
 const DefaultForbiddenGrace = 10 * time.Second
 
 // refusedForGood reports whether a store write error is final: the same
@@ -45,12 +46,27 @@ func refusedForGood(err error) bool {
 	switch {
 	case err == nil:
 		return false
-	case errors.As(err, &taken),
+	case errors.As(err, &taken), namespaceMissing(err),
 		apierrors.IsInvalid(err), apierrors.IsForbidden(err), apierrors.IsBadRequest(err),
 		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsMethodNotSupported(err):
 		return true
 	}
 	return false
+}
+
+// namespaceMissing reports whether err is the API server's answer to a
+// create in a namespace that does not exist (NotFound naming namespaces).
+// Retrying it while the namespace stays away would keep the store "known
+// unreachable" for every FAST create, though it answers; a NotFound of the
+// resource itself (an API server still installing the CRD's storage) stays
+// transient.
+func namespaceMissing(err error) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsNotFound(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	return d != nil && d.Kind == "namespaces" && d.Group == ""
 }
 
 // nameTakenError says a FAST create's name belongs in the store to another
@@ -134,12 +150,12 @@ func (h *storeHealth) answered() {
 }
 
 // final reports whether err, a refusal for good of sandbox id's object
-// (refusedForGood), is final now. Every refusal is, but Forbidden: it is
-// final once the store has answered Forbidden to the sandbox's writes for
-// forbiddenGrace. Until then the caller retries.
+// (refusedForGood), is final now. Every refusal is, but Forbidden and a
+// namespace not found: those are final once the store has answered so to
+// the sandbox's writes for forbiddenGrace. Until then the caller retries.
 func (h *storeHealth) final(id string, err error) bool {
 	var taken *nameTakenError
-	if !apierrors.IsForbidden(err) || errors.As(err, &taken) || h.forbiddenGrace <= 0 {
+	if errors.As(err, &taken) || !(apierrors.IsForbidden(err) || namespaceMissing(err)) || h.forbiddenGrace <= 0 {
 		return true
 	}
 	h.mu.Lock()
