@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs `go test ARGS...` against a real rig: starts a project-local containerd
-# (scripts/rig.sh) in a fresh directory, exports its address, runs the tests,
-# and stops the rig whatever happens.
+# (scripts/rig.sh) and, beside it, an etcd and a Kubernetes API server
+# (scripts/kube.sh, which builds the pinned kube-apiserver once into the
+# cache), exports their addresses, runs the tests, and stops all of it
+# whatever happens.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,12 +11,57 @@ cd "$root"
 
 [ -x bin/fsb ] && [ -x bin/fsb-helper ] || { echo "bin/fsb is missing: run 'make build' first" >&2; exit 1; }
 
+now_ms() { date +%s%3N; }
+seconds() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
+
 dir=$(mktemp -d /tmp/fsb-rig.XXXXXX)
-cleanup() { scripts/rig.sh down "$dir" || echo "warning: rig teardown failed; see $dir" >&2; }
+# The run's shared API server lives in kube/shared; StartKube puts private
+# ones beside it (FSB_KUBE_RUN_DIR), so that those a crashed test leaves are
+# stopped here too.
+kube_dir=$(mktemp -d /tmp/fsb-kube.XXXXXX)
+kube_pid=
+cleanup() {
+	local d
+	if [[ -n $kube_pid ]]; then
+		kill "$kube_pid" 2>/dev/null || true
+		wait "$kube_pid" 2>/dev/null || true
+	fi
+	for d in "$kube_dir"/*/; do
+		[[ -d $d ]] || continue
+		scripts/kube.sh stop "$d" || echo "warning: API server teardown failed; see $d" >&2
+	done
+	rmdir "$kube_dir" 2>/dev/null || echo "warning: $kube_dir is not empty" >&2
+	scripts/rig.sh down "$dir" || echo "warning: rig teardown failed; see $dir" >&2
+}
 trap cleanup EXIT
+
+# The API server (built or reused, then started) comes up while rig.sh
+# starts containerd and builds the test image.
+start_kube() {
+	local t0 bin
+	t0=$(now_ms)
+	bin=$(scripts/kube.sh build)
+	echo "test.sh: kube-apiserver and kubectl ready in $(seconds "$t0") s (built or reused)" >&2
+	t0=$(now_ms)
+	FSB_KUBE_BIN=$bin scripts/kube.sh start "$kube_dir/shared"
+	echo "test.sh: etcd and kube-apiserver started in $(seconds "$t0") s" >&2
+}
+t0=$(now_ms)
+start_kube &
+kube_pid=$!
 scripts/rig.sh up "$dir"
+if ! wait "$kube_pid"; then
+	kube_pid=
+	echo "test.sh: the Kubernetes API server did not start (see above)" >&2
+	exit 1
+fi
+kube_pid=
+echo "test.sh: rig up in $(seconds "$t0") s" >&2
 # shellcheck source=/dev/null
 source "$dir/env"
+# shellcheck source=/dev/null
+source "$kube_dir/shared/env"
+export FSB_KUBECONFIG FSB_KUBE_BIN FSB_KUBE_RUN_DIR=$kube_dir
 export FSB_BINARY="$root/bin/fsb" FSB_HELPER_BINARY="$root/bin/fsb-helper"
 
 go test "$@"

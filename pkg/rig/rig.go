@@ -223,6 +223,13 @@ func importImage(ctx context.Context, client *containerd.Client, archive string)
 // namespaceName returns a containerd namespace for the test called name:
 // "fsbtest-", the test name reduced to [a-z0-9-], and a random suffix.
 func namespaceName(name string) string {
+	return uniqueName(name, maxNamespace)
+}
+
+// uniqueName returns "fsbtest-", name reduced to [a-z0-9-] and a random
+// suffix, at most limit characters: a valid containerd namespace and, with
+// limit 63, a valid Kubernetes namespace (a DNS-1123 label).
+func uniqueName(name string, limit int) string {
 	var suffix [4]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
@@ -241,8 +248,8 @@ func namespaceName(name string) string {
 		}
 	}
 	s := b.String()
-	if limit := maxNamespace - len(namespacePrefix) - len(tail); len(s) > limit {
-		s = s[:limit]
+	if room := limit - len(namespacePrefix) - len(tail); len(s) > room {
+		s = s[:room]
 	}
 	s = strings.TrimRight(s, "-")
 	if s == "" {
