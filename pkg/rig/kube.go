@@ -260,9 +260,18 @@ func applyCRDs(kubeconfig, kubectl string) error {
 		"--field-manager", fieldManager, "-f", crds); err != nil {
 		return err
 	}
-	_, err = runKubectl(kubectl, kubeconfig, "wait", "--for", "condition=Established",
-		"--timeout", kubeReadyTimeout.String(), "-f", crds)
-	return err
+	// kubectl wait fails at once, rather than wait, on a CRD whose status
+	// has no conditions yet (".status.conditions accessor error: <nil>"),
+	// as a CRD applied a moment ago may: ask again until it has them.
+	deadline := time.Now().Add(kubeReadyTimeout)
+	for {
+		_, err = runKubectl(kubectl, kubeconfig, "wait", "--for", "condition=Established",
+			"--timeout", kubeReadyTimeout.String(), "-f", crds)
+		if err == nil || !strings.Contains(err.Error(), "accessor error") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // kubeNamespace makes a namespace named after t. At cleanup the Fast
