@@ -824,12 +824,24 @@ func (s *Server) awaitStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alp
 	}
 	if code, msg, refused := controller.Refusal(sb); refused {
 		// Nothing runs: take the object back, as a FAST create that the
-		// agent refused leaves nothing either.
-		_ = s.cfg.Store.Delete(context.WithoutCancel(ctx), sb.Namespace, sb.Name)
+		// agent refused leaves nothing either, and answer once it is gone
+		// from what Get and List read. The object has the controller's
+		// finalizer: the delete only marks it, and it goes once the
+		// controller has seen that (at once with the embedded store, a
+		// watch round trip or two later on an API server).
+		goneCtx, cancelGone := context.WithTimeout(context.WithoutCancel(ctx), refusedGoneTimeout)
+		defer cancelGone()
+		if err := s.cfg.Store.Delete(goneCtx, sb.Namespace, sb.Name); err == nil || apierrors.IsNotFound(err) {
+			_, _ = s.cfg.Controller.Wait(goneCtx, sb.Namespace, sb.Name, func(sb *v1alpha1.Sandbox) bool { return sb == nil })
+		}
 		return nil, connect.NewError(code, errors.New(msg))
 	}
 	return sb, nil
 }
+
+// refusedGoneTimeout bounds how long a STRONG create that the agents
+// refused waits for its object to be gone before it answers.
+const refusedGoneTimeout = 10 * time.Second
 
 // Consistency modes as metric labels.
 const (
