@@ -741,8 +741,9 @@ func (s *Server) refused(k string, p *pendingCreate, cause error) {
 	p.mu.Lock()
 	p.obj.Status.Phase = v1alpha1.PhaseTerminating
 	p.obj.Status.Message = fmt.Sprintf("the store refused the object: %v; the container is being removed", cause)
-	s.refusedEvent(p.obj.DeepCopy(), cause)
+	refusedObj := p.obj.DeepCopy()
 	p.mu.Unlock()
+	s.refusedEvent(refusedObj, cause)
 	if err := s.removeContainer(s.ctx, p.agent, p.id, 1); err != nil {
 		s.cfg.Logger.Warn("stopped before the container of a refused FAST sandbox was removed; the next start's recovery deals with it",
 			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
