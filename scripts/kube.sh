@@ -173,13 +173,18 @@ free_port() {
 }
 
 # pid_of NAME prints the PID in DIR/NAME.pid if that process is alive and
-# was started for DIR (its arguments name DIR's files); else it fails.
+# was started for DIR; else it fails. The API server's arguments name DIR's
+# certificates; etcd's name its data directory, which may be on /dev/shm.
 pid_of() {
-	local name=$1 pid
+	local name=$1 pid mine=$dir/certs
 	[[ -r $dir/$name.pid ]] || return 1
 	pid=$(<"$dir/$name.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/" || return 1
+	if [[ $name == etcd ]]; then
+		[[ -r $dir/etcd-data ]] || return 1
+		mine=$(<"$dir/etcd-data")
+	fi
+	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$mine" || return 1
 	echo "$pid"
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
+	"github.com/fast-sandbox/fast-sandbox/pkg/fence"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
@@ -52,7 +53,11 @@ type Config struct {
 	// Capacity is the most sandboxes the agent runs at once.
 	Capacity int
 	// Logs says when sandbox logs are removed; nil leaves them all.
-	Logs   *LogPolicy
+	Logs *LogPolicy
+	// Fence keeps the highest controller fence seen (pkg/fence); nil
+	// starts from the one the runtime kept (a containerd namespace label)
+	// and keeps every new one there.
+	Fence  *fence.Guard
 	Logger *slog.Logger
 }
 
@@ -61,6 +66,7 @@ type Agent struct {
 	cfg     Config
 	metrics *metrics
 	watcher sync.WaitGroup
+	fence   *fence.Guard
 
 	// mu guards creating: the creates under way, by container ID, with the
 	// ports they expose. A create reserves its slot here before it reaches
@@ -88,7 +94,14 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, metrics: newMetrics(), creating: make(map[string][]int32)}
+	if cfg.Fence == nil {
+		g, err := keptFence(ctx, cfg.Runtime, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Fence = g
+	}
+	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32)}
 	synced := make(chan struct{})
 	a.watcher.Add(1)
 	go func() {
@@ -175,7 +188,10 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	sb := runtime.Sandbox{ID: msg.GetSandboxId(), Revision: msg.GetRevision(), Namespace: msg.GetNamespace(), Name: msg.GetName(),
-		Spec: msg.GetSpec(), Labels: msg.GetLabels(), Persisted: msg.GetPersisted()}
+		Spec: msg.GetSpec(), Labels: msg.GetLabels(), Persisted: msg.GetPersisted(),
+		// A pull may take long: a controller deposed meanwhile gets no
+		// container.
+		Proceed: func() error { return a.stillCurrent(ctx, req.Spec().Procedure) }}
 	cid := runtime.ContainerID(sb.ID, sb.Revision)
 	release, err := a.reserve(cid, sb.Namespace+"/"+sb.Name, sb.Spec.GetExposedPorts())
 	if err != nil {
@@ -190,6 +206,10 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	info, err := a.cfg.Runtime.Ensure(ensureCtx, sb)
 	cancel()
 	release()
+	if isFenced(err) {
+		a.metrics.observeCreate(start, "refused")
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
 	if err != nil {
 		a.metrics.observeCreate(start, "error")
 		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", cid), slog.Any("err", err))

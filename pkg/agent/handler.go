@@ -22,7 +22,10 @@ func (a *Agent) Handler(tokens auth.Tokens, opts ...connect.HandlerOption) http.
 	mux := http.NewServeMux()
 	// JSON is decoded strictly: an unknown field is InvalidArgument naming
 	// it, never silently dropped.
-	path, api := fsbv1connect.NewAgentServiceHandler(a, append(strictjson.HandlerOptions(), opts...)...)
+	// The fence is checked after the token: an unauthenticated caller
+	// raises nothing.
+	opts = append(append(strictjson.HandlerOptions(), opts...), connect.WithInterceptors(fenceInterceptor{a}))
+	path, api := fsbv1connect.NewAgentServiceHandler(a, opts...)
 	if tokens != nil {
 		api = auth.Middleware(tokens.As(auth.RoleAgent), auth.AgentPolicy, a.cfg.Logger, api)
 	}

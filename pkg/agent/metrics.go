@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/fence"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
@@ -18,9 +20,11 @@ type metrics struct {
 	// through fsb init by kind (exec_output, file_read, file_write).
 	execs *prometheus.CounterVec
 	bytes *prometheus.CounterVec
+	// fenced counts calls refused for an old fence, by call.
+	fenced *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(g *fence.Guard) *metrics {
 	buckets := []float64{.005, .01, .02, .03, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10, 30}
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
@@ -50,8 +54,16 @@ func newMetrics() *metrics {
 			Name: "fsb_agent_exec_bytes_total",
 			Help: "Bytes moved through sandboxes' fsb init, by kind (exec_output, file_read, file_write).",
 		}, []string{"kind"}),
+		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fsb_agent_fenced_calls_total",
+			Help: "Calls refused because they came from a deposed controller (their fence below the highest seen), by call.",
+		}, []string{"call"}),
 	}
-	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity, m.execs, m.bytes,
+	fenceGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fsb_agent_fence",
+		Help: "The highest controller fence (the leader Lease's transitions + 1) this agent has seen; 0: none.",
+	}, func() float64 { return float64(g.Highest()) })
+	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity, m.execs, m.bytes, m.fenced, fenceGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

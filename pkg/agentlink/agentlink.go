@@ -45,6 +45,9 @@ type Config struct {
 	Logger *slog.Logger
 	// HTTPClient reaches the agents; nil means a default one.
 	HTTPClient *http.Client
+	// Fence returns the fence of the controller's current term, sent with
+	// every call (pkg/fence); nil (no election) sends none.
+	Fence func() int64
 	// Heartbeat is how often an agent is asked to speak when nothing
 	// changes; an agent silent for three of them (a stopped process, a
 	// partition) counts as down. Zero means DefaultHeartbeat.
@@ -111,6 +114,9 @@ func New(cfg Config) *Set {
 	opts := []connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}
 	if cfg.Token != "" {
 		opts = append(opts, connect.WithInterceptors(auth.Bearer(cfg.Token)))
+	}
+	if cfg.Fence != nil {
+		opts = append(opts, connect.WithInterceptors(fenceInterceptor(cfg.Fence)))
 	}
 	for _, addr := range cfg.Addresses {
 		url := addr

@@ -2,6 +2,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -107,7 +108,7 @@ func (ks Keys) role(header string) (Role, error) {
 // server discards at most a small part of an unread body before it closes
 // the connection. The request's context carries the caller's role (RoleOf).
 func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) http.Handler {
-	return guard(keys, policy, log, func(r *http.Request) string { return r.URL.Path }, false, next)
+	return guard(keys, nil, policy, log, func(r *http.Request) string { return r.URL.Path }, nil, false, next)
 }
 
 // Route guards next, a plain HTTP route, as Middleware guards an RPC: the
@@ -115,29 +116,48 @@ func Middleware(keys Keys, policy Policy, log *slog.Logger, next http.Handler) h
 // path of it. Refusals are Connect's JSON errors ({"code","message"} with
 // Connect's HTTP status), as a plain HTTP client can read them.
 func Route(keys Keys, policy Policy, log *slog.Logger, procedure string, next http.Handler) http.Handler {
-	return guard(keys, policy, log, func(*http.Request) string { return procedure }, true, next)
+	return guard(keys, nil, policy, log, func(*http.Request) string { return procedure }, nil, true, next)
 }
 
-// guard is Middleware and Route: procedure names what a request calls;
-// jsonErrors answers every refusal as Connect's JSON error.
-func guard(keys Keys, policy Policy, log *slog.Logger, procedure func(*http.Request) string, jsonErrors bool, next http.Handler) http.Handler {
+// guard is Middleware and Route: kube (nil: none) admits the tokens keys
+// do not hold; procedure names what a request calls; namespace (nil: the
+// handler's interceptor authorizes instead) names the namespace a
+// Kubernetes user's request is authorized in; jsonErrors answers every
+// refusal as Connect's JSON error.
+func guard(keys Keys, kube *Kube, policy Policy, log *slog.Logger, procedure func(*http.Request) string,
+	namespace func(*http.Request) string, jsonErrors bool, next http.Handler) http.Handler {
 	errs := connect.NewErrorWriter()
-	refuse := func(w http.ResponseWriter, r *http.Request, err *connect.Error, status int) {
+	refuse := func(w http.ResponseWriter, r *http.Request, err *connect.Error) {
 		if jsonErrors || errs.IsSupported(r) {
 			_ = errs.Write(w, r, err)
 			return
 		}
-		http.Error(w, err.Message(), status)
+		http.Error(w, err.Message(), httpStatus(err.Code()))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
 		role, err := keys.role(r.Header.Get("Authorization"))
+		var user *User
+		if errors.Is(err, errWrongToken) && kube != nil {
+			tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			u, kerr := kube.Authenticate(ctx, tok)
+			if kerr != nil {
+				var cerr *connect.Error
+				if !errors.As(kerr, &cerr) {
+					cerr = connect.NewError(connect.CodeUnavailable, kerr)
+				}
+				refuse(w, r, cerr)
+				return
+			}
+			role, user, err = RoleUser, &u, nil
+		}
 		if err != nil {
-			refuse(w, r, connect.NewError(connect.CodeUnauthenticated, err), http.StatusUnauthorized)
+			refuse(w, r, connect.NewError(connect.CodeUnauthenticated, err))
 			return
 		}
 		// A known token, whatever its role: the connection is no longer
 		// a stranger's, and leaves the server's bound on those.
-		httpserver.Authenticated(r.Context())
+		httpserver.Authenticated(ctx)
 		proc := procedure(r)
 		if !slices.Contains(policy[proc], role) {
 			if log != nil {
@@ -145,11 +165,48 @@ func guard(keys Keys, policy Policy, log *slog.Logger, procedure func(*http.Requ
 					slog.String("remote", r.RemoteAddr))
 			}
 			refuse(w, r, connect.NewError(connect.CodePermissionDenied,
-				fmt.Errorf("the %s token may not call %s", role, proc)), http.StatusForbidden)
+				fmt.Errorf("the %s token may not call %s", role, proc)))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), roleKey{}, role)))
+		ctx = context.WithValue(ctx, roleKey{}, role)
+		if user != nil {
+			ctx = context.WithValue(ctx, kubeUserKey{}, *user)
+			if namespace != nil {
+				a, ok := KubeAccess[proc]
+				err := error(connect.NewError(connect.CodePermissionDenied, fmt.Errorf("user %q: %s is not open to Kubernetes users", user.Name, proc)))
+				if ok {
+					err = kube.Authorize(ctx, *user, a, cmp.Or(namespace(r), DefaultNamespace))
+				}
+				if err != nil {
+					if log != nil && connect.CodeOf(err) == connect.CodePermissionDenied {
+						log.Warn("call denied", slog.String("procedure", proc), slog.String("user", user.Name), slog.String("err", err.Error()))
+					}
+					cerr := new(connect.Error)
+					if !errors.As(err, &cerr) {
+						cerr = connect.NewError(connect.CodeUnavailable, err)
+					}
+					refuse(w, r, cerr)
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// httpStatus is the HTTP status of a refusal to a client that speaks no
+// Connect protocol.
+func httpStatus(code connect.Code) int {
+	switch code {
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
 }
 
 type roleKey struct{}

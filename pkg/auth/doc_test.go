@@ -79,3 +79,50 @@ func sorted(rs []Role) []Role {
 	slices.Sort(rs)
 	return rs
 }
+
+// TestSecurityDocMatchesKubeAccess reads the Kubernetes mapping table of
+// docs/security.md (call | verb | resource | scope) and checks it against
+// KubeAccess.
+func TestSecurityDocMatchesKubeAccess(t *testing.T) {
+	b, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Access{}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		cells := strings.Split(strings.Trim(strings.TrimSpace(line), "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		switch {
+		case len(cells) == 4 && cells[0] == "call" && cells[1] == "verb":
+			in = true
+		case in && !strings.HasPrefix(line, "|"):
+			in = false
+		case in && strings.HasPrefix(cells[0], "`") && len(cells) == 4:
+			proc := strings.Trim(cells[0], "`")
+			if !strings.HasPrefix(proc, "/") {
+				proc = "/fsb.v1." + proc
+			}
+			res, sub, _ := strings.Cut(cells[2], "/")
+			got[proc] = Access{Verb: cells[1], Resource: res, Subresource: sub,
+				Cluster: cells[3] == "cluster", EmptyIsAll: strings.Contains(cells[3], "all")}
+		}
+	}
+	if len(got) == 0 {
+		t.Fatal("docs/security.md has no Kubernetes mapping table (a header row | call | verb | resource | scope |)")
+	}
+	for proc, want := range KubeAccess {
+		if doc, ok := got[proc]; !ok {
+			t.Errorf("docs/security.md does not map %s (KubeAccess: %+v)", proc, want)
+		} else if doc != want {
+			t.Errorf("%s: docs/security.md says %+v, KubeAccess %+v", proc, doc, want)
+		}
+	}
+	for proc := range got {
+		if _, ok := KubeAccess[proc]; !ok {
+			t.Errorf("docs/security.md maps %s, which KubeAccess does not", proc)
+		}
+	}
+}

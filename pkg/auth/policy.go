@@ -1,6 +1,9 @@
 package auth
 
-import "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+import (
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+)
 
 // Policy maps each procedure ("/fsb.v1.FastPathService/CreateSandbox") to
 // the roles that may call it. A procedure it does not name is denied to
@@ -63,4 +66,91 @@ var AgentPolicy = Policy{
 	fsbv1connect.AgentServiceMakeDirProcedure:       {RoleAgent},
 	fsbv1connect.AgentServiceMoveProcedure:          {RoleAgent},
 	fsbv1connect.AgentServiceRemoveProcedure:        {RoleAgent},
+}
+
+// Group is the API group of the resources Kubernetes users are authorized
+// on: the Sandbox CRD's.
+const Group = "sandbox.fast.io"
+
+// Access is what a Kubernetes user needs for a call: a verb on a resource
+// (and subresource) of Group, in the request's namespace unless Cluster.
+type Access struct {
+	Verb, Resource, Subresource string
+	// Cluster: the check is cluster-scoped, whatever the request says.
+	Cluster bool
+	// EmptyIsAll: an empty namespace means every namespace (the check's
+	// namespace is ""), not DefaultNamespace.
+	EmptyIsAll bool
+}
+
+// DefaultNamespace is the namespace of a request that names none, as the
+// fast path reads it.
+const DefaultNamespace = "default"
+
+// resource names a.Resource with its subresource, as RBAC rules do
+// ("sandboxes/exec").
+func (a Access) resource() string {
+	if a.Subresource == "" {
+		return a.Resource
+	}
+	return a.Resource + "/" + a.Subresource
+}
+
+// namespace returns the namespace a request message names: its namespace
+// field, or its start message's (ExecInteractive).
+func (a Access) namespace(msg any) string {
+	var ns string
+	switch m := msg.(type) {
+	case interface{ GetNamespace() string }:
+		ns = m.GetNamespace()
+	case interface{ GetStart() *fsbv1.ExecRequest }:
+		ns = m.GetStart().GetNamespace()
+	}
+	if ns == "" && !a.EmptyIsAll {
+		ns = DefaultNamespace
+	}
+	return ns
+}
+
+// The accesses of KubeAccess, as kubectl's: reading logs is get on
+// pods/log, exec is create on pods/exec (and kubectl cp is an exec).
+var (
+	accessCreate = Access{Verb: "create", Resource: "sandboxes"}
+	accessGet    = Access{Verb: "get", Resource: "sandboxes"}
+	accessList   = Access{Verb: "list", Resource: "sandboxes", EmptyIsAll: true}
+	accessUpdate = Access{Verb: "update", Resource: "sandboxes"}
+	accessDelete = Access{Verb: "delete", Resource: "sandboxes"}
+	accessLog    = Access{Verb: "get", Resource: "sandboxes", Subresource: "log"}
+	accessExec   = Access{Verb: "create", Resource: "sandboxes", Subresource: "exec"}
+	accessAgents = Access{Verb: "list", Resource: "agents", Cluster: true}
+)
+
+// KubeAccess maps each procedure of the user role to what a Kubernetes user
+// needs to call it (a SubjectAccessReview); a procedure it does not name is
+// closed to Kubernetes users (a test checks every user procedure has a line,
+// another that docs/security.md says the same).
+var KubeAccess = map[string]Access{
+	fsbv1connect.FastPathServiceCreateSandboxProcedure:   accessCreate,
+	fsbv1connect.FastPathServiceDeleteSandboxProcedure:   accessDelete,
+	fsbv1connect.FastPathServiceUpdateSandboxProcedure:   accessUpdate,
+	fsbv1connect.FastPathServiceListSandboxesProcedure:   accessList,
+	fsbv1connect.FastPathServiceGetSandboxProcedure:      accessGet,
+	fsbv1connect.FastPathServiceStreamLogsProcedure:      accessLog,
+	fsbv1connect.FastPathServiceListAgentsProcedure:      accessAgents,
+	fsbv1connect.FastPathServiceExecProcedure:            accessExec,
+	fsbv1connect.FastPathServiceExecInteractiveProcedure: accessExec,
+	fsbv1connect.FastPathServiceAttachProcessProcedure:   accessExec,
+	fsbv1connect.FastPathServiceSendInputProcedure:       accessExec,
+	fsbv1connect.FastPathServiceCloseInputProcedure:      accessExec,
+	fsbv1connect.FastPathServiceSignalProcessProcedure:   accessExec,
+	fsbv1connect.FastPathServiceResizePtyProcedure:       accessExec,
+	fsbv1connect.FastPathServiceListProcessesProcedure:   accessExec,
+	fsbv1connect.FastPathServiceReadFileProcedure:        accessExec,
+	fsbv1connect.FastPathServiceWriteFileProcedure:       accessExec,
+	fsbv1connect.FastPathServiceListDirProcedure:         accessExec,
+	fsbv1connect.FastPathServiceStatProcedure:            accessExec,
+	fsbv1connect.FastPathServiceMakeDirProcedure:         accessExec,
+	fsbv1connect.FastPathServiceMoveProcedure:            accessExec,
+	fsbv1connect.FastPathServiceRemoveProcedure:          accessExec,
+	FilesRoute: accessExec,
 }

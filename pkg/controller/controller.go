@@ -122,10 +122,10 @@ func (c *Controller) phase(sb *v1alpha1.Sandbox, phase string) func() {
 type Controller struct {
 	cfg      Config
 	informer cache.SharedIndexInformer
-	queue    workqueue.TypedRateLimitingInterface[string]
+	queue    *termQueue[string]
 	// stale holds revisions that an agent still runs though the object has
 	// moved on; a worker removes them.
-	stale workqueue.TypedRateLimitingInterface[staleRevision]
+	stale *termQueue[staleRevision]
 	// creates spaces out the retries of creates that failed for a
 	// reason that may pass, by object key.
 	creates *backoff
@@ -187,8 +187,12 @@ func New(cfg Config) *Controller {
 		}),
 		// Failed syncs retry from 50 ms, doubling to 30 s: a delete that
 		// waits for containerd to come back finishes soon after it does.
-		queue:     workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second)),
-		stale:     workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[staleRevision](100*time.Millisecond, 30*time.Second)),
+		queue: newTermQueue(func() workqueue.TypedRateLimitingInterface[string] {
+			return workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second))
+		}),
+		stale: newTermQueue(func() workqueue.TypedRateLimitingInterface[staleRevision] {
+			return workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[staleRevision](100*time.Millisecond, 30*time.Second))
+		}),
 		creates:   newBackoff(cfg.RecreateBackoff, cfg.RecreateBackoffMax),
 		recreates: newBackoff(cfg.RecreateBackoff, cfg.RecreateBackoffMax),
 		changed:   make(chan struct{}),
@@ -250,17 +254,39 @@ func (c *Controller) AgentChanged(st *fsbv1.AgentStatus) {
 	}
 }
 
-// Run runs workers until ctx ends. It returns once the cache has synced
-// and the workers have stopped.
+// Run runs the informer and the workers until ctx ends: one term that
+// lasts as long as the controller, as without leader election. It
+// returns once the cache has synced and the workers have stopped.
 func (c *Controller) Run(ctx context.Context, workers int, synced chan<- struct{}) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
 	defer c.stale.ShutDown()
+	if err := c.Start(ctx, synced); err != nil {
+		return err
+	}
+	c.Work(ctx, workers)
+	return nil
+}
+
+// Start runs the informer until ctx ends, and returns once its cache has
+// synced (closing synced): Get, List and Wait answer from then on, on a
+// standby replica too. Nothing is placed or removed until Work.
+func (c *Controller) Start(ctx context.Context, synced chan<- struct{}) error {
 	go c.informer.Run(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
 		return errors.New("sandbox controller: cache never synced")
 	}
 	close(synced)
+	return nil
+}
+
+// Work runs one term of the workers, until ctx ends: the leader's, or the
+// only one without an election. Every object is synced anew at the start
+// of a term, whatever an earlier term left. It returns once the workers
+// have stopped: a replica that loses its leadership places and removes
+// nothing from then on (a sync under way finishes its agent call, which
+// the agents' fence refuses).
+func (c *Controller) Work(ctx context.Context, workers int) {
 	// Until every agent has been heard from (or found down) once, an
 	// agent not known yet is no news: the workers wait, so that no
 	// sandbox is judged on it. Then every agent's revisions are checked
@@ -268,7 +294,11 @@ func (c *Controller) Run(ctx context.Context, workers int, synced chan<- struct{
 	select {
 	case <-c.cfg.Agents.Synced():
 	case <-ctx.Done():
-		return nil
+		return
+	}
+	queue, stale := c.queue.renew(), c.stale.renew()
+	for _, obj := range c.informer.GetStore().List() {
+		c.enqueue(obj)
 	}
 	for _, st := range c.cfg.Agents.Statuses() {
 		c.AgentChanged(st)
@@ -278,47 +308,49 @@ func (c *Controller) Run(ctx context.Context, workers int, synced chan<- struct{
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wait.UntilWithContext(ctx, c.runWorker, time.Second)
+			wait.UntilWithContext(ctx, func(ctx context.Context) {
+				for c.processNextWorkItem(ctx, queue) {
+				}
+			}, time.Second)
 		}()
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		wait.UntilWithContext(ctx, func(ctx context.Context) {
-			for c.removeNextStale(ctx) {
+			for c.removeNextStale(ctx, stale) {
 			}
 		}, time.Second)
 	}()
 	<-ctx.Done()
-	c.queue.ShutDown()
-	c.stale.ShutDown()
+	queue.ShutDown()
+	stale.ShutDown()
 	wg.Wait()
-	return nil
 }
 
 // removeNextStale removes one revision an agent runs that its object has
 // moved on from: the sandbox was re-created while that agent was away.
-func (c *Controller) removeNextStale(ctx context.Context) bool {
-	r, shutdown := c.stale.Get()
+func (c *Controller) removeNextStale(ctx context.Context, stale workqueue.TypedRateLimitingInterface[staleRevision]) bool {
+	r, shutdown := stale.Get()
 	if shutdown {
 		return false
 	}
-	defer c.stale.Done(r)
+	defer stale.Done(r)
 	if asb, _ := c.cfg.Agents.Sandbox(r.agent, r.id, r.revision); asb == nil {
 		// Gone already, or its agent away: it is queued again when the
 		// agent reports it.
-		c.stale.Forget(r)
+		stale.Forget(r)
 		return true
 	}
 	err := c.deleteOnAgent(ctx, r.agent, r.id, r.revision, new(int32))
 	if err != nil {
 		c.cfg.Logger.Warn("removing a replaced revision failed; retrying", slog.String("id", r.id),
 			slog.Int64("revision", r.revision), slog.String("agent", r.agent), slog.Any("err", err))
-		c.stale.AddRateLimited(r)
+		stale.AddRateLimited(r)
 		return true
 	}
 	c.cfg.Logger.Info("replaced revision removed", slog.String("id", r.id), slog.Int64("revision", r.revision), slog.String("agent", r.agent))
-	c.stale.Forget(r)
+	stale.Forget(r)
 	return true
 }
 
@@ -340,23 +372,18 @@ func (c *Controller) deleteOnAgent(ctx context.Context, agent, id string, revisi
 	return nil
 }
 
-func (c *Controller) runWorker(ctx context.Context) {
-	for c.processNextWorkItem(ctx) {
-	}
-}
-
-func (c *Controller) processNextWorkItem(ctx context.Context) bool {
-	key, shutdown := c.queue.Get()
+func (c *Controller) processNextWorkItem(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string]) bool {
+	key, shutdown := queue.Get()
 	if shutdown {
 		return false
 	}
-	defer c.queue.Done(key)
+	defer queue.Done(key)
 	if err := c.sync(ctx, key); err != nil {
 		c.cfg.Logger.Debug("sync failed; retrying", slog.String("sandbox", key), slog.Any("err", err))
-		c.queue.AddRateLimited(key)
+		queue.AddRateLimited(key)
 		return true
 	}
-	c.queue.Forget(key)
+	queue.Forget(key)
 	return true
 }
 
@@ -437,12 +464,14 @@ func (c *Controller) setStatus(ctx context.Context, sb *v1alpha1.Sandbox, st *v1
 	if equality.Semantic.DeepEqual(&sb.Status, st) {
 		return nil
 	}
+	before := sb.Status
 	sb.Status = *st
 	updated, err := c.cfg.Store.UpdateStatus(ctx, sb)
 	if err != nil {
 		return err
 	}
 	*sb = *updated
+	c.statusEvents(sb, &before)
 	return nil
 }
 

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"connectrpc.com/connect"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 )
 
 // Reasons of the Events the controller records on a Sandbox (kubectl
@@ -71,4 +75,67 @@ func (r logRecorder) Eventf(obj runtime.Object, eventtype, reason, messageFmt st
 
 func (r logRecorder) AnnotatedEventf(obj runtime.Object, _ map[string]string, eventtype, reason, messageFmt string, args ...any) {
 	r.Eventf(obj, eventtype, reason, messageFmt, args...)
+}
+
+// statusEvents records the Events a status write implies, once it landed:
+// the first status of a FAST create (the fast path placed it), and each
+// change of phase to Failed or Lost, a recovery given up, or no room.
+func (c *Controller) statusEvents(sb *v1alpha1.Sandbox, before *v1alpha1.SandboxStatus) {
+	st := &sb.Status
+	if before.Phase == "" && st.Phase != "" && sb.Annotations[v1alpha1.AnnotationAgent] != "" {
+		c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonPlaced, "placed by the fast path on agent %s%s as sandbox %s",
+			st.AssignedPod, onNode(st.NodeName), st.SandboxID)
+	}
+	if st.Phase != before.Phase {
+		switch st.Phase {
+		case v1alpha1.PhaseFailed:
+			if !gaveUp(st) {
+				c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonFailed, "%s; %s", st.Message, afterFailure(sb))
+			}
+		case v1alpha1.PhaseLost:
+			c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonLost, "%s; %s", st.Message, afterFailure(sb))
+		}
+	}
+	if gaveUp(st) && !gaveUp(before) {
+		c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonGaveUp,
+			"%s; set spec.resetRevision to try again, or delete the sandbox", st.Message)
+	}
+	if st.Phase == v1alpha1.PhasePending && st.Message != "" && (before.Phase != v1alpha1.PhasePending || before.Message != st.Message) {
+		if cond := meta.FindStatusCondition(st.Conditions, ConditionCreated); cond != nil && cond.Reason == reasonText(connect.CodeResourceExhausted.String()) {
+			c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonUnschedulable, "%s (the controller keeps trying)", st.Message)
+		}
+	}
+}
+
+func gaveUp(st *v1alpha1.SandboxStatus) bool {
+	cond := meta.FindStatusCondition(st.Conditions, ConditionRecovering)
+	return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "GaveUp"
+}
+
+// afterFailure tells the user what happens next, and what they can do.
+func afterFailure(sb *v1alpha1.Sandbox) string {
+	if cond := meta.FindStatusCondition(sb.Status.Conditions, ConditionCreated); cond != nil && cond.Status == metav1.ConditionFalse {
+		return "the agent will not run it as specified: change the spec (kubectl edit sbx " + sb.Name + ") or delete it"
+	}
+	if sb.Spec.FailurePolicy == v1alpha1.FailurePolicyAutoRecreate {
+		return "failurePolicy AutoRecreate starts a new revision after a back-off"
+	}
+	return "failurePolicy Manual: nothing restarts it; read its logs (fsb ctl logs), then set spec.resetRevision to run it again, or delete it"
+}
+
+func recreateCause(cause, why string) string {
+	switch {
+	case cause == "reset":
+		return "was reset (spec.resetRevision)"
+	case why != "":
+		return cause + ": " + why
+	}
+	return cause
+}
+
+func onNode(node string) string {
+	if node == "" {
+		return ""
+	}
+	return " on node " + node
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -141,6 +142,7 @@ func (c *Controller) place(ctx context.Context, key string, sb *v1alpha1.Sandbox
 		return err
 	}
 	c.cfg.Logger.Debug("sandbox placed", slog.String("sandbox", key), slog.String("agent", p.AgentID))
+	c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonPlaced, "placed on agent %s%s as sandbox %s", p.AgentID, onNode(p.NodeName), id)
 	return c.start(ctx, key, sb, p.AgentID, id, 1)
 }
 
@@ -505,6 +507,7 @@ func (c *Controller) reset(ctx context.Context, key string, sb *v1alpha1.Sandbox
 // agent can take the new revision, nothing changes but the message: the
 // current one stays, with its slot, and it is tried again after a back-off.
 func (c *Controller) nextRevision(ctx context.Context, key string, sb *v1alpha1.Sandbox, st *v1alpha1.SandboxStatus, agent, id string, revision int64, grace *int32, cause string) error {
+	why := st.Message
 	req, err := PlacementRequest(sb, id)
 	if err != nil {
 		return c.refused(ctx, sb, connect.CodeInvalidArgument, err)
@@ -543,6 +546,7 @@ func (c *Controller) nextRevision(ctx context.Context, key string, sb *v1alpha1.
 		return err
 	}
 	c.cfg.Metrics.recreate(cause)
+	c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonRecreated, "revision %d placed on agent %s%s, after revision %d %s", revision+1, p.AgentID, onNode(p.NodeName), revision, recreateCause(cause, why))
 	c.cfg.Logger.Info("new revision placed", slog.String("sandbox", key), slog.Int64("revision", revision+1),
 		slog.String("agent", p.AgentID), slog.String("cause", cause))
 	return c.start(ctx, key, sb, p.AgentID, id, revision+1)
@@ -559,6 +563,7 @@ func (c *Controller) expire(ctx context.Context, sb *v1alpha1.Sandbox) error {
 			return err
 		}
 		c.cfg.Metrics.expiredOne()
+		c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonExpired, "spec.expireTime %s passed: the sandbox is stopped and deleted", sb.Spec.ExpireTime.UTC().Format(time.RFC3339))
 		c.cfg.Logger.Info("sandbox expired", slog.String("sandbox", sb.Namespace+"/"+sb.Name))
 	}
 	err := c.cfg.Store.Delete(ctx, sb.Namespace, sb.Name)
@@ -635,6 +640,14 @@ func (c *Controller) finalize(ctx context.Context, key string, sb *v1alpha1.Sand
 	_, err := c.cfg.Store.Update(ctx, sb)
 	if apierrors.IsNotFound(err) {
 		return nil
+	}
+	if err == nil && agent != "" && id != "" {
+		if up, _ := c.cfg.Agents.Reachable(agent); up {
+			c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonRemoved, "container of sandbox %s removed from agent %s", id, agent)
+		} else {
+			c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonRemoved,
+				"agent %s is lost: the object goes now, and the container of sandbox %s is removed when the agent comes back", agent, id)
+		}
 	}
 	return err
 }

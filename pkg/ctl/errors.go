@@ -55,9 +55,9 @@ func (c *Client) describe(err error, t target) error {
 	switch code {
 	case connect.CodeUnauthenticated:
 		if c.token == "" {
-			return errors.New("the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up)")
+			return errors.New("the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token")
 		}
-		return errors.New("the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)")
+		return errors.New("the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token")
 	case connect.CodePermissionDenied:
 		return fmt.Errorf("not allowed: %s", message(err))
 	case connect.CodeNotFound:

@@ -43,15 +43,15 @@ func TestErrorMessages(t *testing.T) {
 	}{{
 		name: "wrong token", server: url, token: "nope",
 		call: func(c *Client) error { return c.List(context.Background(), ListOptions{}) },
-		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token",
 	}, {
 		name: "no token", server: url,
 		call: func(c *Client) error { return c.Get(context.Background(), "x", "") },
-		want: "the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+		want: "the controller wants a token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token",
 	}, {
 		name: "wrong token on a stream", server: url, token: "nope",
 		call: func(c *Client) error { return c.Logs(context.Background(), LogsOptions{Name: "taken", Follow: true}) },
-		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)",
+		want: "the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token",
 	}, {
 		name: "get of a missing sandbox", server: url, token: testToken,
 		call: func(c *Client) error { return c.Get(context.Background(), "ghost", "") },

@@ -288,6 +288,9 @@ func (s *Server) audit(ctx context.Context, rpc string, t *target, p *fsbv1.Proc
 		slog.String("sandbox_id", t.sandboxID), slog.String("agent", t.agentID),
 		slog.String("command", auditCommand(p.GetCommand())), slog.Bool("pty", p.GetPty()),
 	}
+	if u, ok := auth.UserOf(ctx); ok {
+		attrs = append(attrs, slog.String("user", u.Name))
+	}
 	result := "started"
 	if err != nil {
 		result = connect.CodeOf(err).String()

@@ -318,6 +318,11 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	if err != nil {
 		return nil, false, err
 	}
+	if sb.Proceed != nil {
+		if err := sb.Proceed(); err != nil {
+			return nil, false, err
+		}
+	}
 	specOpts, err := r.specOpts(sb, img.img.Name(), img.config)
 	if err != nil {
 		return nil, false, err

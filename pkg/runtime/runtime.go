@@ -247,6 +247,10 @@ type Sandbox struct {
 	Labels map[string]string
 	// Persisted says the sandbox's object is already in the store.
 	Persisted bool
+	// Proceed, when set, is asked once the image is there, before Ensure
+	// makes the container: an error ends the create with nothing made.
+	// The agent checks there that its caller still leads (pkg/fence).
+	Proceed func() error
 }
 
 // Phase of a sandbox's container as containerd reports it.

@@ -72,186 +72,191 @@ func TestCreate(t *testing.T) {
 	badLabel := sandbox("default", "bad-label")
 	badLabel.Labels = map[string]string{"a b": "c"}
 
-	for _, tc := range []struct {
-		name string
-		in   *v1alpha1.Sandbox
-		want errCheck
-	}{
-		{"plain", sandbox("default", "plain"), isNil},
-		{"status is ignored", withStatus, isNil},
-		{"system fields are the store's", deleting, isNil},
-		{"exists", sandbox("default", "existing"), apierrors.IsAlreadyExists},
-		{"resourceVersion set", withRV, apierrors.IsBadRequest},
-		{"no namespace", sandbox("", "x"), apierrors.IsInvalid},
-		{"namespace not a DNS label", sandbox("Default", "x"), apierrors.IsInvalid},
-		{"namespace with a dot", sandbox("a.b", "x"), apierrors.IsInvalid},
-		{"no name", sandbox("default", ""), apierrors.IsInvalid},
-		{"name not a DNS subdomain", sandbox("default", "X_y"), apierrors.IsInvalid},
-		{"invalid label", badLabel, apierrors.IsInvalid},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := open(t)
-			mustCreate(t, s, sandbox("default", "existing"))
-			in := tc.in.DeepCopy()
-			out, err := s.Create(context.Background(), in)
-			if !tc.want(err) {
-				t.Fatalf("Create: unexpected error %v", err)
-			}
-			if !apiequality.Semantic.DeepEqual(in, tc.in) {
-				t.Error("Create modified its argument")
-			}
-			if err != nil {
-				return
-			}
-			if out.UID == "" || out.UID == "mine" || out.ResourceVersion == "" || out.CreationTimestamp.IsZero() ||
-				out.Generation != 1 || out.DeletionTimestamp != nil {
-				t.Errorf("system fields not set by the store: %+v", out.ObjectMeta)
-			}
-			if !apiequality.Semantic.DeepEqual(out.Status, v1alpha1.SandboxStatus{}) {
-				t.Errorf("status = %+v, want it dropped", out.Status)
-			}
-			if !apiequality.Semantic.DeepEqual(out.Spec, tc.in.Spec) {
-				t.Errorf("spec = %+v, want %+v", out.Spec, tc.in.Spec)
-			}
-			got, err := s.Get(context.Background(), in.Namespace, in.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !apiequality.Semantic.DeepEqual(got, out) {
-				t.Errorf("Get = %+v, want what Create returned: %+v", got, out)
-			}
-		})
-	}
+	eachKind(t, func(t *testing.T, openStore func(testing.TB, ...store.Option) store.Interface) {
+		for _, tc := range []struct {
+			name string
+			in   *v1alpha1.Sandbox
+			want errCheck
+		}{
+			{"plain", sandbox("default", "plain"), isNil},
+			{"status is ignored", withStatus, isNil},
+			{"system fields are the store's", deleting, isNil},
+			{"exists", sandbox("default", "existing"), apierrors.IsAlreadyExists},
+			{"resourceVersion set", withRV, apierrors.IsBadRequest},
+			{"no namespace", sandbox("", "x"), apierrors.IsInvalid},
+			{"namespace not a DNS label", sandbox("Default", "x"), apierrors.IsInvalid},
+			{"namespace with a dot", sandbox("a.b", "x"), apierrors.IsInvalid},
+			{"no name", sandbox("default", ""), apierrors.IsInvalid},
+			{"name not a DNS subdomain", sandbox("default", "X_y"), apierrors.IsInvalid},
+			{"invalid label", badLabel, apierrors.IsInvalid},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := openStore(t)
+				mustCreate(t, s, sandbox("default", "existing"))
+				in := tc.in.DeepCopy()
+				out, err := s.Create(context.Background(), in)
+				if !tc.want(err) {
+					t.Fatalf("Create: unexpected error %v", err)
+				}
+				if !apiequality.Semantic.DeepEqual(in, tc.in) {
+					t.Error("Create modified its argument")
+				}
+				if err != nil {
+					return
+				}
+				if out.UID == "" || out.UID == "mine" || out.ResourceVersion == "" || out.CreationTimestamp.IsZero() ||
+					out.Generation != 1 || out.DeletionTimestamp != nil {
+					t.Errorf("system fields not set by the store: %+v", out.ObjectMeta)
+				}
+				if !apiequality.Semantic.DeepEqual(out.Status, v1alpha1.SandboxStatus{}) {
+					t.Errorf("status = %+v, want it dropped", out.Status)
+				}
+				if !apiequality.Semantic.DeepEqual(out.Spec, tc.in.Spec) {
+					t.Errorf("spec = %+v, want %+v", out.Spec, tc.in.Spec)
+				}
+				got, err := s.Get(context.Background(), in.Namespace, in.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !apiequality.Semantic.DeepEqual(got, out) {
+					t.Errorf("Get = %+v, want what Create returned: %+v", got, out)
+				}
+			})
+		}
+	})
 }
 
 func TestObjectsAreNotShared(t *testing.T) {
-	s := open(t)
-	ctx := context.Background()
-	in := sandbox("default", "a")
-	in.Labels = map[string]string{"k": "v"}
-	out, err := s.Create(ctx, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.Labels["k"] = "changed-input"
-	in.Spec.Command[0] = "changed-input"
-	out.Labels["k"] = "changed-output"
-	out.Spec.Command[0] = "changed-output"
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		in := sandbox("default", "a")
+		in.Labels = map[string]string{"k": "v"}
+		out, err := s.Create(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Labels["k"] = "changed-input"
+		in.Spec.Command[0] = "changed-input"
+		out.Labels["k"] = "changed-output"
+		out.Spec.Command[0] = "changed-output"
 
-	got, err := s.Get(ctx, "default", "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got.Spec.Command[0] = "changed-get"
-	list, err := s.List(ctx, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	item := list.Items[0]
-	if item.Labels["k"] != "v" || item.Spec.Command[0] != "sleep" {
-		t.Errorf("stored object changed through a caller's pointer: %+v %+v", item.Labels, item.Spec.Command)
-	}
+		got, err := s.Get(ctx, "default", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Spec.Command[0] = "changed-get"
+		list, err := s.List(ctx, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		item := list.Items[0]
+		if item.Labels["k"] != "v" || item.Spec.Command[0] != "sleep" {
+			t.Errorf("stored object changed through a caller's pointer: %+v %+v", item.Labels, item.Spec.Command)
+		}
+	})
 }
 
 func TestUpdate(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []struct {
-		name string
-		// edit turns the stored object into the update's argument.
-		edit           func(sb *v1alpha1.Sandbox)
-		deleting       bool // the stored object has a finalizer and a deletionTimestamp
-		want           errCheck
-		wantGeneration int64
-		wantWrite      bool
-	}{
-		{name: "labels", edit: func(sb *v1alpha1.Sandbox) { sb.Labels = map[string]string{"a": "b"} },
-			want: isNil, wantGeneration: 1, wantWrite: true},
-		{name: "spec bumps generation", edit: func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "alpine" },
-			want: isNil, wantGeneration: 2, wantWrite: true},
-		{name: "status is ignored", edit: func(sb *v1alpha1.Sandbox) { sb.Status.Phase = v1alpha1.PhaseFailed },
-			want: isNil, wantGeneration: 1, wantWrite: false},
-		{name: "no change writes nothing", edit: func(sb *v1alpha1.Sandbox) {},
-			want: isNil, wantGeneration: 1, wantWrite: false},
-		{name: "empty resourceVersion is unconditional", edit: func(sb *v1alpha1.Sandbox) {
-			sb.ResourceVersion = ""
-			sb.Annotations = map[string]string{v1alpha1.AnnotationID: "sb-1"}
-		}, want: isNil, wantGeneration: 1, wantWrite: true},
-		{name: "system fields are kept", edit: func(sb *v1alpha1.Sandbox) {
-			sb.Generation = 42
-			sb.CreationTimestamp = metav1.Time{}
-			sb.UID = ""
-		}, want: isNil, wantGeneration: 1, wantWrite: false},
-		{name: "stale resourceVersion", edit: func(sb *v1alpha1.Sandbox) {
-			sb.ResourceVersion = strconv.FormatUint(mustParse(sb.ResourceVersion)-1, 10)
-			sb.Spec.Image = "alpine"
-		}, want: apierrors.IsConflict},
-		{name: "absent", edit: func(sb *v1alpha1.Sandbox) { sb.Name = "absent" }, want: apierrors.IsNotFound},
-		{name: "other uid", edit: func(sb *v1alpha1.Sandbox) { sb.UID = "other" }, want: apierrors.IsInvalid},
-		{name: "deletionTimestamp cannot be set", edit: func(sb *v1alpha1.Sandbox) {
-			sb.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-		}, want: apierrors.IsInvalid},
-		{name: "invalid name", edit: func(sb *v1alpha1.Sandbox) { sb.Name = "Bad" }, want: apierrors.IsInvalid},
-		{name: "no new finalizer while deleting", deleting: true,
-			edit: func(sb *v1alpha1.Sandbox) { sb.Finalizers = append(sb.Finalizers, "example.com/other") },
-			want: apierrors.IsInvalid},
-		{name: "deletionTimestamp stays while deleting", deleting: true,
-			edit: func(sb *v1alpha1.Sandbox) {
-				sb.DeletionTimestamp = nil
-				sb.Labels = map[string]string{"a": "b"}
-			},
-			want: isNil, wantGeneration: 2, wantWrite: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := open(t)
-			in := sandbox("default", "a")
-			if tc.deleting {
-				in.Finalizers = []string{v1alpha1.Finalizer}
-			}
-			stored := mustCreate(t, s, in)
-			if tc.deleting {
-				if err := s.Delete(ctx, "default", "a"); err != nil {
+	eachKind(t, func(t *testing.T, openStore func(testing.TB, ...store.Option) store.Interface) {
+		for _, tc := range []struct {
+			name string
+			// edit turns the stored object into the update's argument.
+			edit           func(sb *v1alpha1.Sandbox)
+			deleting       bool // the stored object has a finalizer and a deletionTimestamp
+			want           errCheck
+			wantGeneration int64
+			wantWrite      bool
+		}{
+			{name: "labels", edit: func(sb *v1alpha1.Sandbox) { sb.Labels = map[string]string{"a": "b"} },
+				want: isNil, wantGeneration: 1, wantWrite: true},
+			{name: "spec bumps generation", edit: func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "alpine" },
+				want: isNil, wantGeneration: 2, wantWrite: true},
+			{name: "status is ignored", edit: func(sb *v1alpha1.Sandbox) { sb.Status.Phase = v1alpha1.PhaseFailed },
+				want: isNil, wantGeneration: 1, wantWrite: false},
+			{name: "no change writes nothing", edit: func(sb *v1alpha1.Sandbox) {},
+				want: isNil, wantGeneration: 1, wantWrite: false},
+			{name: "empty resourceVersion is unconditional", edit: func(sb *v1alpha1.Sandbox) {
+				sb.ResourceVersion = ""
+				sb.Annotations = map[string]string{v1alpha1.AnnotationID: "sb-1"}
+			}, want: isNil, wantGeneration: 1, wantWrite: true},
+			{name: "system fields are kept", edit: func(sb *v1alpha1.Sandbox) {
+				sb.Generation = 42
+				sb.CreationTimestamp = metav1.Time{}
+				sb.UID = ""
+			}, want: isNil, wantGeneration: 1, wantWrite: false},
+			{name: "stale resourceVersion", edit: func(sb *v1alpha1.Sandbox) {
+				sb.ResourceVersion = strconv.FormatUint(mustParse(sb.ResourceVersion)-1, 10)
+				sb.Spec.Image = "alpine"
+			}, want: apierrors.IsConflict},
+			{name: "absent", edit: func(sb *v1alpha1.Sandbox) { sb.Name = "absent" }, want: apierrors.IsNotFound},
+			{name: "other uid", edit: func(sb *v1alpha1.Sandbox) { sb.UID = "other" }, want: apierrors.IsInvalid},
+			{name: "deletionTimestamp cannot be set", edit: func(sb *v1alpha1.Sandbox) {
+				sb.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			}, want: apierrors.IsInvalid},
+			{name: "invalid name", edit: func(sb *v1alpha1.Sandbox) { sb.Name = "Bad" }, want: apierrors.IsInvalid},
+			{name: "no new finalizer while deleting", deleting: true,
+				edit: func(sb *v1alpha1.Sandbox) { sb.Finalizers = append(sb.Finalizers, "example.com/other") },
+				want: apierrors.IsInvalid},
+			{name: "deletionTimestamp stays while deleting", deleting: true,
+				edit: func(sb *v1alpha1.Sandbox) {
+					sb.DeletionTimestamp = nil
+					sb.Labels = map[string]string{"a": "b"}
+				},
+				want: isNil, wantGeneration: 2, wantWrite: true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := openStore(t)
+				in := sandbox("default", "a")
+				if tc.deleting {
+					in.Finalizers = []string{v1alpha1.Finalizer}
+				}
+				stored := mustCreate(t, s, in)
+				if tc.deleting {
+					if err := s.Delete(ctx, "default", "a"); err != nil {
+						t.Fatal(err)
+					}
+					var err error
+					if stored, err = s.Get(ctx, "default", "a"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				arg := stored.DeepCopy()
+				tc.edit(arg)
+				argCopy := arg.DeepCopy()
+				out, err := s.Update(ctx, arg)
+				if !tc.want(err) {
+					t.Fatalf("Update: unexpected error %v", err)
+				}
+				if !apiequality.Semantic.DeepEqual(arg, argCopy) {
+					t.Error("Update modified its argument")
+				}
+				if err != nil {
+					return
+				}
+				if out.Generation != tc.wantGeneration {
+					t.Errorf("generation = %d, want %d", out.Generation, tc.wantGeneration)
+				}
+				if wrote := out.ResourceVersion != stored.ResourceVersion; wrote != tc.wantWrite {
+					t.Errorf("resourceVersion %s -> %s; want a write: %v", stored.ResourceVersion, out.ResourceVersion, tc.wantWrite)
+				}
+				if out.UID != stored.UID || !out.CreationTimestamp.Equal(&stored.CreationTimestamp) ||
+					!out.DeletionTimestamp.Equal(stored.DeletionTimestamp) {
+					t.Errorf("system fields changed: %+v -> %+v", stored.ObjectMeta, out.ObjectMeta)
+				}
+				if !apiequality.Semantic.DeepEqual(out.Status, stored.Status) {
+					t.Errorf("status changed: %+v", out.Status)
+				}
+				got, err := s.Get(ctx, "default", "a")
+				if err != nil {
 					t.Fatal(err)
 				}
-				var err error
-				if stored, err = s.Get(ctx, "default", "a"); err != nil {
-					t.Fatal(err)
+				if !apiequality.Semantic.DeepEqual(got, out) {
+					t.Errorf("Get = %+v, want what Update returned: %+v", got, out)
 				}
-			}
-			arg := stored.DeepCopy()
-			tc.edit(arg)
-			argCopy := arg.DeepCopy()
-			out, err := s.Update(ctx, arg)
-			if !tc.want(err) {
-				t.Fatalf("Update: unexpected error %v", err)
-			}
-			if !apiequality.Semantic.DeepEqual(arg, argCopy) {
-				t.Error("Update modified its argument")
-			}
-			if err != nil {
-				return
-			}
-			if out.Generation != tc.wantGeneration {
-				t.Errorf("generation = %d, want %d", out.Generation, tc.wantGeneration)
-			}
-			if wrote := out.ResourceVersion != stored.ResourceVersion; wrote != tc.wantWrite {
-				t.Errorf("resourceVersion %s -> %s; want a write: %v", stored.ResourceVersion, out.ResourceVersion, tc.wantWrite)
-			}
-			if out.UID != stored.UID || !out.CreationTimestamp.Equal(&stored.CreationTimestamp) ||
-				!out.DeletionTimestamp.Equal(stored.DeletionTimestamp) {
-				t.Errorf("system fields changed: %+v -> %+v", stored.ObjectMeta, out.ObjectMeta)
-			}
-			if !apiequality.Semantic.DeepEqual(out.Status, stored.Status) {
-				t.Errorf("status changed: %+v", out.Status)
-			}
-			got, err := s.Get(ctx, "default", "a")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !apiequality.Semantic.DeepEqual(got, out) {
-				t.Errorf("Get = %+v, want what Update returned: %+v", got, out)
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 func mustParse(s string) uint64 {
@@ -272,165 +277,169 @@ func TestUpdateStatus(t *testing.T) {
 			LastTransitionTime: metav1.Now(), // sub-second: stored in whole seconds
 		}},
 	}
-	for _, tc := range []struct {
-		name      string
-		edit      func(sb *v1alpha1.Sandbox)
-		want      errCheck
-		wantWrite bool
-	}{
-		{"status", func(sb *v1alpha1.Sandbox) { sb.Status = running }, isNil, true},
-		{"spec and metadata are ignored", func(sb *v1alpha1.Sandbox) {
-			sb.Status = running
-			sb.Spec.Image = "alpine"
-			sb.Labels = map[string]string{"a": "b"}
-			sb.Finalizers = []string{v1alpha1.Finalizer}
-		}, isNil, true},
-		{"same status writes nothing", func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "alpine" }, isNil, false},
-		{"unconditional", func(sb *v1alpha1.Sandbox) {
-			sb.ResourceVersion = ""
-			sb.Status = running
-		}, isNil, true},
-		{"stale resourceVersion", func(sb *v1alpha1.Sandbox) {
-			sb.ResourceVersion = "1"
-			sb.Status = running
-		}, apierrors.IsConflict, false},
-		{"absent", func(sb *v1alpha1.Sandbox) { sb.Name = "absent" }, apierrors.IsNotFound, false},
-		{"other uid", func(sb *v1alpha1.Sandbox) { sb.UID = "other" }, apierrors.IsInvalid, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := open(t)
-			mustCreate(t, s, sandbox("default", "other")) // so the stale resourceVersion 1 exists
-			stored := mustCreate(t, s, sandbox("default", "a"))
-			arg := stored.DeepCopy()
-			tc.edit(arg)
-			out, err := s.UpdateStatus(ctx, arg)
-			if !tc.want(err) {
-				t.Fatalf("UpdateStatus: unexpected error %v", err)
-			}
-			if err != nil {
-				return
-			}
-			if !apiequality.Semantic.DeepEqual(out.Spec, stored.Spec) ||
-				!apiequality.Semantic.DeepEqual(out.Labels, stored.Labels) ||
-				!apiequality.Semantic.DeepEqual(out.Finalizers, stored.Finalizers) || out.Generation != 1 {
-				t.Errorf("UpdateStatus changed more than status: %+v", out)
-			}
-			if wrote := out.ResourceVersion != stored.ResourceVersion; wrote != tc.wantWrite {
-				t.Errorf("resourceVersion %s -> %s; want a write: %v", stored.ResourceVersion, out.ResourceVersion, tc.wantWrite)
-			}
-			if tc.wantWrite {
-				if out.Status.Phase != v1alpha1.PhaseRunning || len(out.Status.Conditions) != 1 {
-					t.Errorf("status = %+v", out.Status)
+	eachKind(t, func(t *testing.T, openStore func(testing.TB, ...store.Option) store.Interface) {
+		for _, tc := range []struct {
+			name      string
+			edit      func(sb *v1alpha1.Sandbox)
+			want      errCheck
+			wantWrite bool
+		}{
+			{"status", func(sb *v1alpha1.Sandbox) { sb.Status = running }, isNil, true},
+			{"spec and metadata are ignored", func(sb *v1alpha1.Sandbox) {
+				sb.Status = running
+				sb.Spec.Image = "alpine"
+				sb.Labels = map[string]string{"a": "b"}
+				sb.Finalizers = []string{v1alpha1.Finalizer}
+			}, isNil, true},
+			{"same status writes nothing", func(sb *v1alpha1.Sandbox) { sb.Spec.Image = "alpine" }, isNil, false},
+			{"unconditional", func(sb *v1alpha1.Sandbox) {
+				sb.ResourceVersion = ""
+				sb.Status = running
+			}, isNil, true},
+			{"stale resourceVersion", func(sb *v1alpha1.Sandbox) {
+				sb.ResourceVersion = "1"
+				sb.Status = running
+			}, apierrors.IsConflict, false},
+			{"absent", func(sb *v1alpha1.Sandbox) { sb.Name = "absent" }, apierrors.IsNotFound, false},
+			{"other uid", func(sb *v1alpha1.Sandbox) { sb.UID = "other" }, apierrors.IsInvalid, false},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := openStore(t)
+				mustCreate(t, s, sandbox("default", "other")) // so the stale resourceVersion 1 exists
+				stored := mustCreate(t, s, sandbox("default", "a"))
+				arg := stored.DeepCopy()
+				tc.edit(arg)
+				out, err := s.UpdateStatus(ctx, arg)
+				if !tc.want(err) {
+					t.Fatalf("UpdateStatus: unexpected error %v", err)
 				}
-				// What a restart would read back: whole seconds.
-				if ns := out.Status.Conditions[0].LastTransitionTime.Nanosecond(); ns != 0 {
-					t.Errorf("condition time keeps %d ns; the stored form has whole seconds", ns)
+				if err != nil {
+					return
 				}
-				// Writing the same status again is a no-op.
-				again, err := s.UpdateStatus(ctx, out)
-				if err != nil || again.ResourceVersion != out.ResourceVersion {
-					t.Errorf("same status again: rv %s -> %s, err %v", out.ResourceVersion, again.ResourceVersion, err)
+				if !apiequality.Semantic.DeepEqual(out.Spec, stored.Spec) ||
+					!apiequality.Semantic.DeepEqual(out.Labels, stored.Labels) ||
+					!apiequality.Semantic.DeepEqual(out.Finalizers, stored.Finalizers) || out.Generation != 1 {
+					t.Errorf("UpdateStatus changed more than status: %+v", out)
 				}
-			}
-		})
-	}
+				if wrote := out.ResourceVersion != stored.ResourceVersion; wrote != tc.wantWrite {
+					t.Errorf("resourceVersion %s -> %s; want a write: %v", stored.ResourceVersion, out.ResourceVersion, tc.wantWrite)
+				}
+				if tc.wantWrite {
+					if out.Status.Phase != v1alpha1.PhaseRunning || len(out.Status.Conditions) != 1 {
+						t.Errorf("status = %+v", out.Status)
+					}
+					// What a restart would read back: whole seconds.
+					if ns := out.Status.Conditions[0].LastTransitionTime.Nanosecond(); ns != 0 {
+						t.Errorf("condition time keeps %d ns; the stored form has whole seconds", ns)
+					}
+					// Writing the same status again is a no-op.
+					again, err := s.UpdateStatus(ctx, out)
+					if err != nil || again.ResourceVersion != out.ResourceVersion {
+						t.Errorf("same status again: rv %s -> %s, err %v", out.ResourceVersion, again.ResourceVersion, err)
+					}
+				}
+			})
+		}
+	})
 }
 
 func TestFinalizers(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	w, err := s.Watch(ctx, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		w, err := s.Watch(ctx, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
 
-	in := sandbox("default", "a")
-	in.Finalizers = []string{v1alpha1.Finalizer}
-	created := mustCreate(t, s, in)
-	expect(t, w, watch.Added, "a")
+		in := sandbox("default", "a")
+		in.Finalizers = []string{v1alpha1.Finalizer}
+		created := mustCreate(t, s, in)
+		expect(t, w, watch.Added, "a")
 
-	if err := s.Delete(ctx, "default", "a"); err != nil {
-		t.Fatal(err)
-	}
-	marked, err := s.Get(ctx, "default", "a")
-	if err != nil {
-		t.Fatalf("Get after Delete of an object with a finalizer: %v", err)
-	}
-	if marked.DeletionTimestamp == nil || marked.DeletionGracePeriodSeconds == nil || *marked.DeletionGracePeriodSeconds != 0 {
-		t.Errorf("deletion not marked: %+v", marked.ObjectMeta)
-	}
-	if marked.Generation != created.Generation+1 {
-		t.Errorf("generation %d -> %d; the API server bumps it when marking a deletion", created.Generation, marked.Generation)
-	}
-	if e := expect(t, w, watch.Modified, "a"); e.DeletionTimestamp == nil {
-		t.Error("Modified event without deletionTimestamp")
-	}
+		if err := s.Delete(ctx, "default", "a"); err != nil {
+			t.Fatal(err)
+		}
+		marked, err := s.Get(ctx, "default", "a")
+		if err != nil {
+			t.Fatalf("Get after Delete of an object with a finalizer: %v", err)
+		}
+		if marked.DeletionTimestamp == nil || marked.DeletionGracePeriodSeconds == nil || *marked.DeletionGracePeriodSeconds != 0 {
+			t.Errorf("deletion not marked: %+v", marked.ObjectMeta)
+		}
+		if marked.Generation != created.Generation+1 {
+			t.Errorf("generation %d -> %d; the API server bumps it when marking a deletion", created.Generation, marked.Generation)
+		}
+		if e := expect(t, w, watch.Modified, "a"); e.DeletionTimestamp == nil {
+			t.Error("Modified event without deletionTimestamp")
+		}
 
-	// A second delete changes nothing.
-	if err := s.Delete(ctx, "default", "a"); err != nil {
-		t.Fatal(err)
-	}
-	again, err := s.Get(ctx, "default", "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if again.ResourceVersion != marked.ResourceVersion || !again.DeletionTimestamp.Equal(marked.DeletionTimestamp) {
-		t.Errorf("second Delete wrote: %+v -> %+v", marked.ObjectMeta, again.ObjectMeta)
-	}
+		// A second delete changes nothing.
+		if err := s.Delete(ctx, "default", "a"); err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.Get(ctx, "default", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.ResourceVersion != marked.ResourceVersion || !again.DeletionTimestamp.Equal(marked.DeletionTimestamp) {
+			t.Errorf("second Delete wrote: %+v -> %+v", marked.ObjectMeta, again.ObjectMeta)
+		}
 
-	// Status may still be written while finalizers hold the object.
-	marked.Status.Phase = v1alpha1.PhaseTerminating
-	if marked, err = s.UpdateStatus(ctx, marked); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, w, watch.Modified, "a")
+		// Status may still be written while finalizers hold the object.
+		marked.Status.Phase = v1alpha1.PhaseTerminating
+		if marked, err = s.UpdateStatus(ctx, marked); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, w, watch.Modified, "a")
 
-	// Removing the last finalizer removes the object.
-	marked.Finalizers = nil
-	last, err := s.Update(ctx, marked)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rv(t, last) <= rv(t, marked) {
-		t.Errorf("the deletion has resourceVersion %s, not after %s", last.ResourceVersion, marked.ResourceVersion)
-	}
-	if _, err := s.Get(ctx, "default", "a"); !apierrors.IsNotFound(err) {
-		t.Fatalf("Get after the last finalizer went: %v, want NotFound", err)
-	}
-	if e := expect(t, w, watch.Deleted, "a"); e.ResourceVersion != last.ResourceVersion {
-		t.Errorf("Deleted event at %s, Update returned %s", e.ResourceVersion, last.ResourceVersion)
-	}
+		// Removing the last finalizer removes the object.
+		marked.Finalizers = nil
+		last, err := s.Update(ctx, marked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rv(t, last) <= rv(t, marked) {
+			t.Errorf("the deletion has resourceVersion %s, not after %s", last.ResourceVersion, marked.ResourceVersion)
+		}
+		if _, err := s.Get(ctx, "default", "a"); !apierrors.IsNotFound(err) {
+			t.Fatalf("Get after the last finalizer went: %v, want NotFound", err)
+		}
+		if e := expect(t, w, watch.Deleted, "a"); e.ResourceVersion != last.ResourceVersion {
+			t.Errorf("Deleted event at %s, Update returned %s", e.ResourceVersion, last.ResourceVersion)
+		}
 
-	// Without finalizers Delete removes at once.
-	mustCreate(t, s, sandbox("default", "b"))
-	expect(t, w, watch.Added, "b")
-	if err := s.Delete(ctx, "default", "b"); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, w, watch.Deleted, "b")
-	if _, err := s.Get(ctx, "default", "b"); !apierrors.IsNotFound(err) {
-		t.Fatalf("Get after Delete: %v, want NotFound", err)
-	}
-	if err := s.Delete(ctx, "default", "b"); !apierrors.IsNotFound(err) {
-		t.Fatalf("Delete of an absent object: %v, want NotFound", err)
-	}
-	if err := s.Delete(ctx, "default", "B"); !apierrors.IsInvalid(err) {
-		t.Fatalf("Delete of an invalid name: %v, want Invalid", err)
-	}
+		// Without finalizers Delete removes at once.
+		mustCreate(t, s, sandbox("default", "b"))
+		expect(t, w, watch.Added, "b")
+		if err := s.Delete(ctx, "default", "b"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, w, watch.Deleted, "b")
+		if _, err := s.Get(ctx, "default", "b"); !apierrors.IsNotFound(err) {
+			t.Fatalf("Get after Delete: %v, want NotFound", err)
+		}
+		if err := s.Delete(ctx, "default", "b"); !apierrors.IsNotFound(err) {
+			t.Fatalf("Delete of an absent object: %v, want NotFound", err)
+		}
+		if err := s.Delete(ctx, "default", "B"); !apierrors.IsInvalid(err) {
+			t.Fatalf("Delete of an invalid name: %v, want Invalid", err)
+		}
+	})
 }
 
 func TestErrorsNameTheResource(t *testing.T) {
-	s := open(t)
-	_, err := s.Get(context.Background(), "default", "nope")
-	status, ok := err.(apierrors.APIStatus)
-	if !ok {
-		t.Fatalf("Get: %T %v, want an API status error", err, err)
-	}
-	d := status.Status().Details
-	if d == nil || d.Group != "sandbox.fast.io" || d.Kind != "sandboxes" || d.Name != "nope" {
-		t.Errorf("details = %+v, want sandboxes.sandbox.fast.io \"nope\"", d)
-	}
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		_, err := s.Get(context.Background(), "default", "nope")
+		status, ok := err.(apierrors.APIStatus)
+		if !ok {
+			t.Fatalf("Get: %T %v, want an API status error", err, err)
+		}
+		d := status.Status().Details
+		if d == nil || d.Group != "sandbox.fast.io" || d.Kind != "sandboxes" || d.Name != "nope" {
+			t.Errorf("details = %+v, want sandboxes.sandbox.fast.io \"nope\"", d)
+		}
+	})
 }
 
 func TestPersistence(t *testing.T) {
@@ -523,54 +532,57 @@ func TestOpenLocked(t *testing.T) {
 }
 
 func TestList(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	var last *v1alpha1.Sandbox
-	for _, sb := range []struct{ ns, name, tier string }{
-		{"team-a", "web-1", "web"}, {"team-a", "db-1", "db"}, {"team-b", "web-2", "web"}, {"team-c", "x", ""},
-	} {
-		in := sandbox(sb.ns, sb.name)
-		if sb.tier != "" {
-			in.Labels = map[string]string{"tier": sb.tier}
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		var last *v1alpha1.Sandbox
+		for _, sb := range []struct{ ns, name, tier string }{
+			{"team-a", "web-1", "web"}, {"team-a", "db-1", "db"}, {"team-b", "web-2", "web"}, {"team-c", "x", ""},
+		} {
+			in := sandbox(sb.ns, sb.name)
+			if sb.tier != "" {
+				in.Labels = map[string]string{"tier": sb.tier}
+			}
+			last = mustCreate(t, s, in)
 		}
-		last = mustCreate(t, s, in)
-	}
-	for _, tc := range []struct {
-		namespace string
-		selector  string
-		want      []string
-	}{
-		{"", "", []string{"team-a/db-1", "team-a/web-1", "team-b/web-2", "team-c/x"}},
-		{"team-a", "", []string{"team-a/db-1", "team-a/web-1"}},
-		{"", "tier=web", []string{"team-a/web-1", "team-b/web-2"}},
-		{"team-b", "tier=web", []string{"team-b/web-2"}},
-		{"team-b", "tier=db", nil},
-		{"", "tier", []string{"team-a/db-1", "team-a/web-1", "team-b/web-2"}},
-		{"", "!tier", []string{"team-c/x"}},
-		{"nobody", "", nil},
-	} {
-		t.Run(tc.namespace+"?"+tc.selector, func(t *testing.T) {
-			sel, err := labels.Parse(tc.selector)
-			if err != nil {
-				t.Fatal(err)
-			}
-			list, err := s.List(ctx, tc.namespace, sel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, it := range list.Items {
-				got = append(got, it.Namespace+"/"+it.Name)
-			}
-			if !apiequality.Semantic.DeepEqual(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-			if list.ResourceVersion != last.ResourceVersion {
-				t.Errorf("list resourceVersion = %q, want the last write's %s", list.ResourceVersion, last.ResourceVersion)
-			}
-		})
-	}
-	if _, err := s.List(ctx, "Team", nil); !apierrors.IsInvalid(err) {
-		t.Errorf("List of an invalid namespace: %v, want Invalid", err)
-	}
+		for _, tc := range []struct {
+			namespace string
+			selector  string
+			want      []string
+		}{
+			{"", "", []string{"team-a/db-1", "team-a/web-1", "team-b/web-2", "team-c/x"}},
+			{"team-a", "", []string{"team-a/db-1", "team-a/web-1"}},
+			{"", "tier=web", []string{"team-a/web-1", "team-b/web-2"}},
+			{"team-b", "tier=web", []string{"team-b/web-2"}},
+			{"team-b", "tier=db", nil},
+			{"", "tier", []string{"team-a/db-1", "team-a/web-1", "team-b/web-2"}},
+			{"", "!tier", []string{"team-c/x"}},
+			{"nobody", "", nil},
+		} {
+			t.Run(tc.namespace+"?"+tc.selector, func(t *testing.T) {
+				sel, err := labels.Parse(tc.selector)
+				if err != nil {
+					t.Fatal(err)
+				}
+				list, err := s.List(ctx, tc.namespace, sel)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, it := range list.Items {
+					got = append(got, it.Namespace+"/"+it.Name)
+				}
+				if !apiequality.Semantic.DeepEqual(got, tc.want) {
+					t.Errorf("got %v, want %v", got, tc.want)
+				}
+				// A list is at the store's revision: the last write's here;
+				// on the API server, shared with other tests, at least that.
+				if got, want := rv(t, list), rv(t, last); got != want && (!isKube(s) || got < want) {
+					t.Errorf("list resourceVersion = %d, want the last write's %d", got, want)
+				}
+			})
+		}
+		if _, err := s.List(ctx, "Team", nil); !apierrors.IsInvalid(err) {
+			t.Errorf("List of an invalid namespace: %v, want Invalid", err)
+		}
+	})
 }

@@ -91,61 +91,62 @@ func startInformer(t *testing.T, s store.Interface, r *recorder) cache.SharedInd
 }
 
 func TestSharedInformer(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	mustCreate(t, s, sandbox("default", "before")) // found by the initial list
-	r := newRecorder()
-	inf := startInformer(t, s, r)
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		mustCreate(t, s, sandbox("default", "before")) // found by the initial list
+		r := newRecorder()
+		inf := startInformer(t, s, r)
 
-	in := sandbox("team-a", "a")
-	in.Finalizers = []string{v1alpha1.Finalizer}
-	a := mustCreate(t, s, in)
-	a.Status.Phase = v1alpha1.PhaseRunning
-	a, err := s.UpdateStatus(ctx, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Delete(ctx, "default", "before"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Delete(ctx, "team-a", "a"); err != nil { // marks only: finalizer
-		t.Fatal(err)
-	}
+		in := sandbox("team-a", "a")
+		in.Finalizers = []string{v1alpha1.Finalizer}
+		a := mustCreate(t, s, in)
+		a.Status.Phase = v1alpha1.PhaseRunning
+		a, err := s.UpdateStatus(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "default", "before"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, "team-a", "a"); err != nil { // marks only: finalizer
+			t.Fatal(err)
+		}
 
-	check := func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.adds["default/before"] == 1 && r.deletes["default/before"] == 1 &&
-			r.adds["team-a/a"] == 1 && r.updates["team-a/a"] == 2 && r.phase["team-a/a"] == v1alpha1.PhaseRunning &&
-			r.deletes["team-a/a"] == 0
-	}
-	eventually(t, "adds, status update, deletion mark and delete", check)
+		check := func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.adds["default/before"] == 1 && r.deletes["default/before"] == 1 &&
+				r.adds["team-a/a"] == 1 && r.updates["team-a/a"] == 2 && r.phase["team-a/a"] == v1alpha1.PhaseRunning &&
+				r.deletes["team-a/a"] == 0
+		}
+		eventually(t, "adds, status update, deletion mark and delete", check)
 
-	obj, exists, err := inf.GetIndexer().GetByKey("team-a/a")
-	if err != nil || !exists {
-		t.Fatalf("team-a/a not in the informer's cache: %v", err)
-	}
-	if obj.(*v1alpha1.Sandbox).DeletionTimestamp == nil {
-		t.Error("the cached object does not show the deletion mark")
-	}
+		obj, exists, err := inf.GetIndexer().GetByKey("team-a/a")
+		if err != nil || !exists {
+			t.Fatalf("team-a/a not in the informer's cache: %v", err)
+		}
+		if obj.(*v1alpha1.Sandbox).DeletionTimestamp == nil {
+			t.Error("the cached object does not show the deletion mark")
+		}
 
-	// The controller's last step: drop the finalizer, and the object goes.
-	a, err = s.Get(ctx, "team-a", "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Finalizers = nil
-	if _, err := s.Update(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the delete after the last finalizer", func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.deletes["team-a/a"] == 1
+		// The controller's last step: drop the finalizer, and the object goes.
+		a, err = s.Get(ctx, "team-a", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Finalizers = nil
+		if _, err := s.Update(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the delete after the last finalizer", func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.deletes["team-a/a"] == 1
+		})
+		if keys := inf.GetIndexer().ListKeys(); len(keys) != 0 {
+			t.Errorf("cache still holds %v", keys)
+		}
 	})
-	if keys := inf.GetIndexer().ListKeys(); len(keys) != 0 {
-		t.Errorf("cache still holds %v", keys)
-	}
 }
 
 // TestInformerSurvivesCutWatches has the store cut the informer's watch on

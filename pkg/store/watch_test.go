@@ -61,91 +61,97 @@ func expectQuiet(t testing.TB, w watch.Interface) {
 }
 
 func TestWatchReplaysInOrder(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	type step struct {
-		typ  watch.EventType
-		name string
-		rv   string
-	}
-	var steps []step
-	mustCreate(t, s, sandbox("default", "first")) // revision 1, so every step has one before it
-	record := func(typ watch.EventType, sb *v1alpha1.Sandbox) {
-		steps = append(steps, step{typ, sb.Name, sb.ResourceVersion})
-	}
-	for i := range 5 {
-		sb := sandbox("default", fmt.Sprintf("sb-%d", i))
-		sb.Finalizers = []string{v1alpha1.Finalizer}
-		record(watch.Added, mustCreate(t, s, sb))
-	}
-	sb, _ := s.Get(ctx, "default", "sb-2")
-	sb.Status.Phase = v1alpha1.PhaseRunning
-	sb, err := s.UpdateStatus(ctx, sb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	record(watch.Modified, sb)
-	if err := s.Delete(ctx, "default", "sb-2"); err != nil {
-		t.Fatal(err)
-	}
-	sb, _ = s.Get(ctx, "default", "sb-2")
-	record(watch.Modified, sb)
-	sb.Finalizers = nil
-	sb, err = s.Update(ctx, sb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	record(watch.Deleted, sb)
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		type step struct {
+			typ  watch.EventType
+			name string
+			rv   string
+		}
+		var steps []step
+		mustCreate(t, s, sandbox("default", "first")) // revision 1, so every step has one before it
+		record := func(typ watch.EventType, sb *v1alpha1.Sandbox) {
+			steps = append(steps, step{typ, sb.Name, sb.ResourceVersion})
+		}
+		for i := range 5 {
+			sb := sandbox("default", fmt.Sprintf("sb-%d", i))
+			sb.Finalizers = []string{v1alpha1.Finalizer}
+			record(watch.Added, mustCreate(t, s, sb))
+		}
+		sb, _ := s.Get(ctx, "default", "sb-2")
+		sb.Status.Phase = v1alpha1.PhaseRunning
+		sb, err := s.UpdateStatus(ctx, sb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		record(watch.Modified, sb)
+		if err := s.Delete(ctx, "default", "sb-2"); err != nil {
+			t.Fatal(err)
+		}
+		sb, _ = s.Get(ctx, "default", "sb-2")
+		record(watch.Modified, sb)
+		sb.Finalizers = nil
+		sb, err = s.Update(ctx, sb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		record(watch.Deleted, sb)
 
-	for i := range steps {
-		// Watching from the revision before a step replays it and every later one.
-		from := strconv.FormatUint(mustParse(steps[i].rv)-1, 10)
-		t.Run("from "+from, func(t *testing.T) {
+		for i := range steps {
+			// Watching from the revision before a step replays it and every later one.
+			from := strconv.FormatUint(mustParse(steps[i].rv)-1, 10)
+			t.Run("from "+from, func(t *testing.T) {
+				w, err := s.Watch(ctx, "", from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Stop()
+				for _, st := range steps[i:] {
+					if got := expect(t, w, st.typ, st.name); got.ResourceVersion != st.rv {
+						t.Errorf("%s %s at resourceVersion %s, want %s", st.typ, st.name, got.ResourceVersion, st.rv)
+					}
+				}
+				expectQuiet(t, w)
+			})
+		}
+
+		// "" and "0" start from now, and see what comes next.
+		for _, from := range []string{"", "0"} {
 			w, err := s.Watch(ctx, "", from)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer w.Stop()
-			for _, st := range steps[i:] {
-				if got := expect(t, w, st.typ, st.name); got.ResourceVersion != st.rv {
-					t.Errorf("%s %s at resourceVersion %s, want %s", st.typ, st.name, got.ResourceVersion, st.rv)
-				}
-			}
 			expectQuiet(t, w)
-		})
-	}
-
-	// "" and "0" start from now, and see what comes next.
-	for _, from := range []string{"", "0"} {
-		w, err := s.Watch(ctx, "", from)
-		if err != nil {
-			t.Fatal(err)
+			mustCreate(t, s, sandbox("default", "next"+from))
+			expect(t, w, watch.Added, "next"+from)
+			w.Stop()
 		}
-		expectQuiet(t, w)
-		mustCreate(t, s, sandbox("default", "next"+from))
-		expect(t, w, watch.Added, "next"+from)
-		w.Stop()
-	}
+	})
 }
 
 func TestWatchNamespace(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	mustCreate(t, s, sandbox("team-a", "before"))
-	mustCreate(t, s, sandbox("team-b", "before"))
-	w, err := s.Watch(ctx, "team-b", "1") // replays team-b's create only
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	expect(t, w, watch.Added, "before")
-	mustCreate(t, s, sandbox("team-a", "after"))
-	mustCreate(t, s, sandbox("team-b", "after"))
-	expect(t, w, watch.Added, "after")
-	expectQuiet(t, w)
-	if _, err := s.Watch(ctx, "Team", ""); !apierrors.IsInvalid(err) {
-		t.Errorf("Watch of an invalid namespace: %v, want Invalid", err)
-	}
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		start, err := s.List(ctx, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, s, sandbox("team-a", "before"))
+		mustCreate(t, s, sandbox("team-b", "before"))
+		w, err := s.Watch(ctx, "team-b", start.ResourceVersion) // replays team-b's create only
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		expect(t, w, watch.Added, "before")
+		mustCreate(t, s, sandbox("team-a", "after"))
+		mustCreate(t, s, sandbox("team-b", "after"))
+		expect(t, w, watch.Added, "after")
+		expectQuiet(t, w)
+		if _, err := s.Watch(ctx, "Team", ""); !apierrors.IsInvalid(err) {
+			t.Errorf("Watch of an invalid namespace: %v, want Invalid", err)
+		}
+	})
 }
 
 func TestWatchExpired(t *testing.T) {
@@ -192,22 +198,23 @@ func TestWatchExpired(t *testing.T) {
 // TestWatchFromAnEmptyList is an informer's start on a new store: list, then
 // watch from the list's resourceVersion. Writes between the two are not lost.
 func TestWatchFromAnEmptyList(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	list, err := s.List(ctx, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if list.ResourceVersion == "" || list.ResourceVersion == "0" {
-		t.Fatalf("an empty store lists at resourceVersion %q, which a watch reads as \"from now\"", list.ResourceVersion)
-	}
-	mustCreate(t, s, sandbox("default", "early"))
-	w, err := s.Watch(ctx, "", list.ResourceVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	expect(t, w, watch.Added, "early")
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		ctx := context.Background()
+		list, err := s.List(ctx, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list.ResourceVersion == "" || list.ResourceVersion == "0" {
+			t.Fatalf("an empty store lists at resourceVersion %q, which a watch reads as \"from now\"", list.ResourceVersion)
+		}
+		mustCreate(t, s, sandbox("default", "early"))
+		w, err := s.Watch(ctx, "", list.ResourceVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		expect(t, w, watch.Added, "early")
+	})
 }
 
 func TestSlowWatcherIsCutNotWaitedFor(t *testing.T) {
@@ -298,94 +305,133 @@ func TestWatchEnds(t *testing.T) {
 
 // TestConcurrentWriters races creates, conflicting updates and deletes, and
 // checks that every committed write shows up once on a watch, in revision
-// order with no gaps.
+// order: with no gaps on the embedded store, whose revisions are its own;
+// increasing on the API server, whose revisions count every write to etcd
+// (other tests', leases, events).
 func TestConcurrentWriters(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, store.WithWatchBuffer(10000))
-	shared := mustCreate(t, s, sandbox("default", "shared"))
-	first := rv(t, shared)
-	w, err := s.Watch(ctx, "", shared.ResourceVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-
-	const writers, each = 8, 20
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		writes int // committed writes
-	)
-	count := func() { mu.Lock(); writes++; mu.Unlock() }
-	for g := range writers {
-		wg.Go(func() {
-			for i := range each {
-				name := fmt.Sprintf("w%d-%d", g, i)
-				if _, err := s.Create(ctx, sandbox("default", name)); err != nil {
-					t.Error(err)
+	eachKind(t, func(t *testing.T, openStore func(testing.TB, ...store.Option) store.Interface) {
+		ctx := context.Background()
+		s := openStore(t, store.WithWatchBuffer(10000))
+		shared := mustCreate(t, s, sandbox("default", "shared"))
+		first := rv(t, shared)
+		w, err := s.Watch(ctx, "", shared.ResourceVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		// Read the events while they are written: the API server ends a
+		// watch whose consumer falls far behind.
+		var (
+			mu     sync.Mutex
+			seen   []uint64 // resourceVersions of the events, guarded by mu
+			writes int      // committed writes, guarded by mu
+		)
+		reading := make(chan struct{})
+		stopReading := make(chan struct{})
+		go func() {
+			defer close(reading)
+			for {
+				select {
+				case e, ok := <-w.ResultChan():
+					if !ok {
+						return
+					}
+					sb, isSandbox := e.Object.(*v1alpha1.Sandbox)
+					if !isSandbox {
+						t.Errorf("watch event %s %v", e.Type, e.Object)
+						return
+					}
+					mu.Lock()
+					seen = append(seen, rv(t, sb))
+					mu.Unlock()
+				case <-stopReading:
 					return
 				}
-				count()
-				// Read-modify-write with retry on conflict, as controllers do.
-				for {
-					cur, err := s.Get(ctx, "default", "shared")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					cur.Status.Revision++
-					if _, err = s.UpdateStatus(ctx, cur); err == nil {
-						count()
-						break
-					}
-					if !apierrors.IsConflict(err) {
-						t.Error(err)
-						return
-					}
-				}
-				if i%2 == 0 {
-					if err := s.Delete(ctx, "default", name); err != nil {
+			}
+		}()
+
+		const writers, each = 8, 20
+		var wg sync.WaitGroup
+		count := func() { mu.Lock(); writes++; mu.Unlock() }
+		for g := range writers {
+			wg.Go(func() {
+				for i := range each {
+					name := fmt.Sprintf("w%d-%d", g, i)
+					if _, err := s.Create(ctx, sandbox("default", name)); err != nil {
 						t.Error(err)
 						return
 					}
 					count()
+					// Read-modify-write with retry on conflict, as controllers do.
+					for {
+						cur, err := s.Get(ctx, "default", "shared")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						cur.Status.Revision++
+						if _, err = s.UpdateStatus(ctx, cur); err == nil {
+							count()
+							break
+						}
+						if !apierrors.IsConflict(err) {
+							t.Error(err)
+							return
+						}
+					}
+					if i%2 == 0 {
+						if err := s.Delete(ctx, "default", name); err != nil {
+							t.Error(err)
+							return
+						}
+						count()
+					}
 				}
-			}
-		})
-	}
-	wg.Wait()
-
-	shared, err = s.Get(ctx, "default", "shared")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if shared.Status.Revision != writers*each {
-		t.Errorf("shared counter = %d, want %d: an update was lost", shared.Status.Revision, writers*each)
-	}
-	list, err := s.List(ctx, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := 1 + writers*each/2; len(list.Items) != want {
-		t.Errorf("%d objects, want %d", len(list.Items), want)
-	}
-	if rv(t, list) != first+uint64(writes) {
-		t.Errorf("store revision %s after %d writes from %d, want %d", list.ResourceVersion, writes, first, first+uint64(writes))
-	}
-	next := first + 1
-	for next <= rv(t, list) {
-		select {
-		case e, ok := <-w.ResultChan():
-			if !ok {
-				t.Fatal("watch ended")
-			}
-			if got := rv(t, e.Object.(*v1alpha1.Sandbox)); got != next {
-				t.Fatalf("event at revision %d, want %d", got, next)
-			}
-			next++
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no event for revision %d", next)
+			})
 		}
-	}
-	expectQuiet(t, w)
+		wg.Wait()
+
+		shared, err = s.Get(ctx, "default", "shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shared.Status.Revision != writers*each {
+			t.Errorf("shared counter = %d, want %d: an update was lost", shared.Status.Revision, writers*each)
+		}
+		list, err := s.List(ctx, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 1 + writers*each/2; len(list.Items) != want {
+			t.Errorf("%d objects, want %d", len(list.Items), want)
+		}
+		if !isKube(s) && rv(t, list) != first+uint64(writes) {
+			t.Errorf("store revision %s after %d writes from %d, want %d", list.ResourceVersion, writes, first, first+uint64(writes))
+		}
+		eventually(t, fmt.Sprintf("%d watch events", writes), func() bool {
+			select {
+			case <-reading:
+				return true // ended early: checked below
+			default:
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return len(seen) >= writes
+		})
+		close(stopReading)
+		<-reading
+		if len(seen) != writes {
+			t.Fatalf("the watch saw %d events, want one per write: %d", len(seen), writes)
+		}
+		last := first
+		for i, n := range seen {
+			if n <= last || (!isKube(s) && n != last+1) {
+				t.Fatalf("event %d at revision %d after %d: out of order or with a gap", i, n, last)
+			}
+			last = n
+		}
+		if last > rv(t, list) {
+			t.Errorf("last event at revision %d, after the list's %s", last, list.ResourceVersion)
+		}
+	})
 }

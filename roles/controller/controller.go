@@ -3,6 +3,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/fastpath"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
+	"github.com/fast-sandbox/fast-sandbox/pkg/leader"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 )
@@ -40,8 +42,8 @@ func Command() *cli.Command {
 			"--fastpath-bind-address, keeps Sandbox objects in its store, and places sandboxes on the\n" +
 			"agents named by --agents. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
-			"unless --insecure-no-auth is given.",
-		Flags: append(storeFlags(), []cli.Flag{
+			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.",
+		Flags: append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -92,7 +94,13 @@ func run(c *cli.Context) error {
 	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
 		return fmt.Errorf("--fastpath-consistency-mode %q: want fast or strong", mode)
 	}
-	userTokens, err := auth.Required(c.Bool("insecure-no-auth"), "user-token-file", c.String("user-token-file"))
+	opened, err := openStore(c, log)
+	if err != nil {
+		return err
+	}
+	defer opened.Close()
+	st := opened.Store
+	userTokens, kube, secured, err := userAuth(c, opened, log)
 	if err != nil {
 		return err
 	}
@@ -104,19 +112,13 @@ func run(c *cli.Context) error {
 	}
 	// Who may call what: users the user API, the janitor its question.
 	keys := userTokens.As(auth.RoleUser)
-	if f := c.String("janitor-token-file"); f != "" && userTokens != nil {
+	if f := c.String("janitor-token-file"); f != "" && secured {
 		janitor, err := auth.ReadTokensFile(f)
 		if err != nil {
 			return err
 		}
 		keys = append(keys, janitor.As(auth.RoleJanitor)...)
 	}
-	opened, err := openStore(c, log)
-	if err != nil {
-		return err
-	}
-	defer opened.Close()
-	st := opened.Store
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -127,13 +129,24 @@ func run(c *cli.Context) error {
 	registerRegistryGauges(promReg, reg)
 	metrics := fastpath.NewMetrics(promReg)
 	var ctrl *controller.Controller
+	// With leader election, elector decides who serves; without, this
+	// replica serves once it has recovered.
+	var elector *leader.Elector
+	// serving is true while a term (the leader's, or the only one without
+	// an election) has recovered the sandboxes and not ended.
+	var serving atomic.Bool
 	// An agent that connects or comes back is recovered (its lost objects
 	// re-created, its deleted sandboxes removed) by the fast path, once
-	// the start-up Recover below is done.
+	// a term's Recover is done, and only in a term: a standby or a deposed
+	// leader acts on no agent.
 	var agentUp func(*fsbv1.AgentStatus)
 	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
 	if err != nil {
 		return err
+	}
+	var fence func() int64
+	if opened.Kind == storeKube && c.Bool("leader-elect") {
+		fence = func() int64 { return elector.Fence() }
 	}
 	set := agentlink.New(agentlink.Config{
 		HTTPClient: &http.Client{Transport: agentTransport},
@@ -141,9 +154,14 @@ func run(c *cli.Context) error {
 		Token:      agentToken,
 		Registry:   reg,
 		Changed:    func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
-		Up:         func(s *fsbv1.AgentStatus) { agentUp(s) },
-		Logger:     log,
-		Heartbeat:  c.Duration("agent-heartbeat-interval"),
+		Up: func(s *fsbv1.AgentStatus) {
+			if elector == nil || elector.Fence() != 0 {
+				agentUp(s)
+			}
+		},
+		Fence:     fence,
+		Logger:    log,
+		Heartbeat: c.Duration("agent-heartbeat-interval"),
 	})
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
@@ -163,9 +181,54 @@ func run(c *cli.Context) error {
 
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
+	// failed ends the controller with a term's error (a store that cannot
+	// be read for the recovery).
+	failed := make(chan error, 1)
+	// lead runs one term: the agents learn its fence before anything else,
+	// the store is brought in line with what they run, and only then are
+	// the fast path served and the workers run, until the term ends.
+	lead := func(ctx context.Context, fence int64) {
+		if fence != 0 {
+			set.RaiseFence(ctx)
+		}
+		recreated, removed, err := fp.Recover(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				select {
+				case failed <- fmt.Errorf("recover sandboxes from the agents: %w", err):
+				default:
+				}
+			}
+			return
+		}
+		if recreated+removed > 0 {
+			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
+		}
+		serving.Store(true)
+		defer serving.Store(false)
+		ready.Store(true)
+		log.Info("serving the fast path", slog.Int64("fence", fence))
+		ctrl.Work(ctx, c.Int("workers"))
+	}
+	if elector, err = newElector(c, opened, lead, log); err != nil {
+		return err
+	}
 	g.Go(func() error { set.Run(gctx); return nil })
+	g.Go(func() error {
+		select {
+		case err := <-failed:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	ctrlSynced := make(chan struct{})
-	g.Go(func() error { return ctrl.Run(gctx, c.Int("workers"), ctrlSynced) })
+	g.Go(func() error {
+		if err := ctrl.Start(gctx, ctrlSynced); err != nil && gctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error {
 		return serve(gctx, c.String("health-probe-bind-address"), health(&ready), httpserver.Config{Logger: log})
 	})
@@ -182,8 +245,9 @@ func run(c *cli.Context) error {
 		})
 	}
 	g.Go(func() error {
-		// Ready, and serving the fast path, once the store's objects and
-		// every agent's sandboxes are known: the registry is rebuilt.
+		// Caught up once the store's objects and every agent's sandboxes
+		// are known: a standby is Ready then (a Deployment can roll), the
+		// replica that leads (or the only one) once it has recovered too.
 		for _, ch := range []<-chan struct{}{ctrlSynced, set.Synced()} {
 			select {
 			case <-ch:
@@ -191,41 +255,44 @@ func run(c *cli.Context) error {
 				return nil
 			}
 		}
-		recreated, removed, err := fp.Recover(gctx)
-		if err != nil {
-			return fmt.Errorf("recover sandboxes from the agents: %w", err)
+		if elector == nil {
+			lead(gctx, 0)
+			return nil
 		}
-		if recreated+removed > 0 {
-			log.Info("store brought in line with the agents", slog.Int("recreated", recreated), slog.Int("removed", removed))
-		}
-		mux := http.NewServeMux()
-		for _, handler := range []func(...connect.HandlerOption) (string, http.Handler){fp.Handler, fp.Janitor().Handler} {
-			path, api := handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")))
-			if userTokens != nil {
-				api = auth.Middleware(keys, auth.FastPathPolicy, log, api)
-			}
-			mux.Handle(path, api)
-		}
-		// Plain HTTP GET and PUT of one file, for curl: the user role's.
-		path, files := fp.FilesHandler()
-		if userTokens != nil {
-			files = auth.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
-		}
-		mux.Handle(path, files)
 		ready.Store(true)
-		log.Info("controller ready", slog.String("fastpath", c.String("fastpath-bind-address")),
-			slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
-			slog.String("store", opened.Kind), slog.Bool("auth", userTokens != nil))
-		cfg := httpserver.Config{
-			CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
-			UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
-		}
-		if userTokens != nil {
-			// Without a token check nobody is ever authenticated: no bound.
-			cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
-		}
-		return serve(gctx, c.String("fastpath-bind-address"), mux, cfg)
+		log.Info("caught up: campaigning for the lease", slog.String("identity", elector.Identity()))
+		elector.Run(gctx)
+		return nil
 	})
+	gate := fastpath.Gate(func() error { return refusal(elector, &serving) })
+	mux := http.NewServeMux()
+	for _, handler := range []func(...connect.HandlerOption) (string, http.Handler){fp.Handler, fp.Janitor().Handler} {
+		// The gate first: a standby refuses before any access review.
+		path, api := handler(connect.WithReadMaxBytes(c.Int("max-request-bytes")), connect.WithInterceptors(gate.Interceptor(), kube.Interceptor()))
+		if secured {
+			api = kube.Middleware(keys, auth.FastPathPolicy, log, api)
+		}
+		mux.Handle(path, api)
+	}
+	// Plain HTTP GET and PUT of one file, for curl: the user role's.
+	path, files := fp.FilesHandler()
+	files = gate.HTTP(files)
+	if secured {
+		files = kube.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
+	}
+	mux.Handle(path, files)
+	log.Info("controller started", slog.String("fastpath", c.String("fastpath-bind-address")),
+		slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
+		slog.String("store", opened.Kind), slog.Bool("auth", secured), slog.Bool("kube_auth", kube != nil), slog.Bool("leaderElection", elector != nil))
+	cfg := httpserver.Config{
+		CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
+		UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),
+	}
+	if secured {
+		// Without a token check nobody is ever authenticated: no bound.
+		cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
+	}
+	g.Go(func() error { return serve(gctx, c.String("fastpath-bind-address"), mux, cfg) })
 	err = g.Wait()
 	stop()
 	fp.Wait()
@@ -240,6 +307,29 @@ func serve(ctx context.Context, addr string, h http.Handler, cfg httpserver.Conf
 	}
 	cfg.Handler = h
 	return httpserver.Serve(ctx, ln, cfg)
+}
+
+// refusal is why this replica does not serve the fast path now, or nil
+// when it does.
+func refusal(elector *leader.Elector, serving *atomic.Bool) error {
+	if elector == nil {
+		if serving.Load() {
+			return nil
+		}
+		return errors.New("not ready: loading the store and the agents' sandboxes; retry shortly")
+	}
+	if elector.Leading() {
+		if serving.Load() {
+			return nil
+		}
+		return errors.New("becoming the leader: recovering the sandboxes first; retry shortly")
+	}
+	switch who := elector.Leader(); who {
+	case "", elector.Identity():
+		return errors.New("not the leader; no leader is known yet: retry shortly")
+	default:
+		return fmt.Errorf("not the leader; the leader is %s", who)
+	}
 }
 
 func health(ready *atomic.Bool) http.Handler {

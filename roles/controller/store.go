@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -57,7 +58,8 @@ type openedStore struct {
 	close  []func()
 }
 
-// Close stops the event broadcaster and closes the store, in that order.
+// Close flushes and stops what openStore started: the event broadcaster of
+// the kube store, or the embedded store's file.
 func (o *openedStore) Close() {
 	for i := len(o.close) - 1; i >= 0; i-- {
 		o.close[i]()
@@ -66,33 +68,10 @@ func (o *openedStore) Close() {
 
 // openStore opens the store --store names.
 func openStore(c *cli.Context, log *slog.Logger) (*openedStore, error) {
-	kind := c.String("store")
-	cfg, source, err := kubeConfig(c.String("kubeconfig"))
-	switch kind {
-	case storeAuto:
-		kind = storeEmbedded
-		if err != nil {
-			return nil, err
-		}
-		if cfg != nil {
-			kind = storeKube
-		}
-	case storeKube:
-		if err != nil {
-			return nil, err
-		}
-		if cfg == nil {
-			return nil, errors.New("--store kube: no API server: give --kubeconfig, set $KUBECONFIG, or run in a pod with a service account")
-		}
-	case storeEmbedded:
-		if err != nil {
-			// Kubernetes is optional here; a broken kubeconfig is not.
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("--store %q: want auto, embedded or kube", kind)
+	kind, cfg, source, err := resolveStore(c.String("store"), c.String("kubeconfig"))
+	if err != nil {
+		return nil, err
 	}
-
 	o := &openedStore{Kind: kind, Config: cfg}
 	switch kind {
 	case storeKube:
@@ -127,6 +106,32 @@ func openStore(c *cli.Context, log *slog.Logger) (*openedStore, error) {
 	return o, nil
 }
 
+// resolveStore decides which store --store (and --kubeconfig, $KUBECONFIG,
+// a pod's service account) names, and finds its API server.
+func resolveStore(kind, kubeconfig string) (string, *rest.Config, string, error) {
+	cfg, source, err := kubeConfig(kubeconfig)
+	switch kind {
+	case storeAuto, storeEmbedded:
+		// Kubernetes is optional for embedded; a broken kubeconfig is not.
+		if err != nil {
+			return "", nil, "", err
+		}
+		if kind == storeAuto && cfg != nil {
+			return storeKube, cfg, source, nil
+		}
+		return storeEmbedded, cfg, source, nil
+	case storeKube:
+		if err != nil {
+			return "", nil, "", err
+		}
+		if cfg == nil {
+			return "", nil, "", errors.New("--store kube: no API server: give --kubeconfig, set $KUBECONFIG, or run in a pod with a service account")
+		}
+		return storeKube, cfg, source, nil
+	}
+	return "", nil, "", fmt.Errorf("--store %q: want auto, embedded or kube", kind)
+}
+
 // kubeConfig finds the API server: --kubeconfig, then $KUBECONFIG, then the
 // pod's service account. nil, nil when there is none. source says which.
 func kubeConfig(path string) (*rest.Config, string, error) {
@@ -159,6 +164,8 @@ func kubeConfig(path string) (*rest.Config, string, error) {
 // checkCRD fails early, with what to do, when the API server does not serve
 // the Sandbox CRD (or refuses this identity).
 func checkCRD(ctx context.Context, st *store.Kube) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	if _, err := st.List(ctx, "", nil); err != nil {
 		return fmt.Errorf("list sandboxes.sandbox.fast.io (are the CRDs in deploy/crds applied, and may this identity list them?): %w", err)
 	}

@@ -184,11 +184,7 @@ func benchConnection(c *cli.Context) (ctl.Connection, error) {
 	if err != nil {
 		path = ""
 	}
-	return ctl.ResolveConnection(path, ctl.Connection{
-		Server:    c.String("server"),
-		Token:     c.String("token"),
-		Namespace: c.String("namespace"),
-	})
+	return resolveConnection(c, path)
 }
 
 // upDir returns the directory `make up` keeps containerd and the sandbox

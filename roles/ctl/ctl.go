@@ -24,7 +24,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
 		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; list agents",
-		UsageText:       "fsb ctl [--server URL] [--token TOKEN] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
+		UsageText:       "fsb ctl [--server URL] [--token TOKEN | --kubeconfig FILE [--context NAME]] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -51,7 +51,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"(fsb.v1.FastPathService). After `make up`, `source .fsb/env` sets FSB_SERVER and FSB_TOKEN.\n" +
 			"The server, token and namespace come from the flags, else FSB_SERVER, FSB_TOKEN and\n" +
 			"FSB_NAMESPACE, else the current context of the config file (fsb ctl config --help),\n" +
-			"else the defaults. Flags may come before or after the command's arguments.\n\n" +
+			"else the defaults. Flags may come before or after the command's arguments.\n" +
+			"With --kubeconfig the token is the kubeconfig context's bearer token (a ServiceAccount's,\n" +
+			"from kubectl create token) and the namespace the context's, for a controller run with\n" +
+			"--kube-auth; --server still names the controller.\n\n" +
 			"Example:\n" +
 			"   source .fsb/env\n" +
 			"   fsb ctl run hello --image localhost/fsb/busybox:latest -- sh -c 'echo hello; sleep 30'\n" +
@@ -76,6 +79,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "server", EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`", DefaultText: ctl.DefaultServer},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"FSB_TOKEN"}, Usage: "bearer `TOKEN` the controller accepts (make up writes it into .fsb/env)"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`", DefaultText: "default"},
+			&cli.StringFlag{Name: "kubeconfig", Usage: "present the bearer token of a kubeconfig `FILE`'s context (a controller with --kube-auth checks it with the API server); it wins over --token, and its namespace over the config file's. The controller's address still comes from --server"},
+			&cli.StringFlag{Name: "context", Usage: "the kubeconfig's `CONTEXT` (default: its current context)"},
 		},
 		Commands: []*cli.Command{
 			runCommand(),
@@ -356,11 +361,7 @@ func newClient(c *cli.Context) (*ctl.Client, error) {
 		// No home to find the file in: the flags and the environment decide.
 		path = ""
 	}
-	conn, err := ctl.ResolveConnection(path, ctl.Connection{
-		Server:    c.String("server"),
-		Token:     c.String("token"),
-		Namespace: c.String("namespace"),
-	})
+	conn, err := resolveConnection(c, path)
 	if err != nil {
 		return nil, err
 	}
@@ -402,4 +403,26 @@ func usageError(c *cli.Context, err error, _ bool) error {
 		help = c.Command.HelpName
 	}
 	return usage("%v (see %s --help)", err, help)
+}
+
+// resolveConnection decides the controller, token and namespace from the
+// global flags, the environment, a kubeconfig (--kubeconfig, --context) and
+// the config file at path, for every command.
+func resolveConnection(c *cli.Context, path string) (ctl.Connection, error) {
+	given := ctl.Connection{
+		Server:    c.String("server"),
+		Token:     c.String("token"),
+		Namespace: c.String("namespace"),
+	}
+	if kc := c.String("kubeconfig"); kc != "" {
+		creds, err := ctl.LoadKubeCredentials(kc, c.String("context"))
+		if err != nil {
+			return ctl.Connection{}, err
+		}
+		given.Token = creds.Token
+		given.Namespace = cmp.Or(given.Namespace, creds.Namespace)
+	} else if c.String("context") != "" {
+		return ctl.Connection{}, usage("--context names a kubeconfig context: give --kubeconfig FILE too (fsb ctl config use-context picks fsb's own contexts)")
+	}
+	return ctl.ResolveConnection(path, given)
 }

@@ -243,7 +243,7 @@ func TestExitStatus(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"get", "ghost"}, 1, "error: sandbox ghost not found in namespace default"},
-		{[]string{"--token", "wrong", "list"}, 1, "error: the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up)"},
+		{[]string{"--token", "wrong", "list"}, 1, "error: the controller refused the token: set FSB_TOKEN or --token (see .fsb/env after make up), or --kubeconfig with a Kubernetes token"},
 		// EDITOR is "true": the spec is saved unchanged.
 		{[]string{"run", "demo"}, 1, "error: cancelled: the file was not changed"},
 		{[]string{"run"}, 2, "error: run needs a sandbox name"},
