@@ -63,8 +63,11 @@ func TestFastThroughAnAPIServerOutage(t *testing.T) {
 	a := startAgent(t, cns, "agent-1", dir, "--capacity", "60")
 	janitorToken := writeFile(t, dir, "janitor-token", "janitor-1\n")
 	// The API server this package's kube-mode tests share: no other test
-	// runs meanwhile, and it is back before this one ends.
-	storeFlags := storeArgs(t, kubeStore, dir)
+	// runs meanwhile, and it is back before this one ends. The controller
+	// runs as in production, leader election on: during the outage it
+	// cannot renew its Lease either, and past the renew deadline it stops
+	// leading until the API server is back.
+	storeFlags := kubeStoreArgs(t)
 	kubeconfig := storeFlags[len(storeFlags)-1]
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {

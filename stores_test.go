@@ -49,18 +49,29 @@ func storeArgs(t testing.TB, kind storeKind, dir string) []string {
 	case embeddedStore:
 		return []string{"--store", "embedded", "--data-dir", filepath.Join(dir, "data")}
 	case kubeStore:
-		kubeconfig := suiteKube.get(t)
-		// Registered before the controller's own clean-up, so it runs
-		// after the controller is gone.
-		t.Cleanup(func() {
-			if err := removeSandboxObjects(kubeconfig); err != nil {
-				t.Errorf("remove the test's Sandboxes from the suite's API server: %v", err)
-			}
-		})
-		return []string{"--store", "kube", "--kubeconfig", kubeconfig}
+		// One controller, no Lease: these tests are about the store, and
+		// a controller killed and started again would wait a lease
+		// duration for its own former Lease (leader_test.go tests that).
+		return append(kubeStoreArgs(t), "--leader-elect=false")
 	}
 	t.Fatalf("unknown store kind %q", kind)
 	return nil
+}
+
+// kubeStoreArgs returns the controller flags of the kube store on the
+// suite's API server; the Sandboxes there are all removed once t and its
+// controller have ended.
+func kubeStoreArgs(t testing.TB) []string {
+	t.Helper()
+	kubeconfig := suiteKube.get(t)
+	// Registered before the controller's own clean-up, so it runs after
+	// the controller is gone.
+	t.Cleanup(func() {
+		if err := removeSandboxObjects(kubeconfig); err != nil {
+			t.Errorf("remove the test's Sandboxes from the suite's API server: %v", err)
+		}
+	})
+	return []string{"--store", "kube", "--kubeconfig", kubeconfig}
 }
 
 // suiteKube is an API server of this package's own, which its kube-mode
