@@ -40,7 +40,15 @@ type cluster struct {
 	log     *rig.Buffer
 }
 
+// startCluster is startClusterOn with the embedded store.
 func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
+	t.Helper()
+	return startClusterOn(t, embeddedStore, mode, agentArgs...)
+}
+
+// startClusterOn starts an agent and a controller on a store of kind whose
+// creates default to mode.
+func startClusterOn(t testing.TB, kind storeKind, mode string, agentArgs ...string) *cluster {
 	t.Helper()
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
@@ -56,9 +64,9 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--agents", strings.TrimPrefix(a.base, "http://"),
-		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
 		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
 		"--fastpath-consistency-mode", mode, "--log-format", "json")
+	c.ctrl.Args = append(c.ctrl.Args, storeArgs(t, kind, dir)...)
 	c.ctrl.Stderr = c.log
 	if err := c.ctrl.Start(); err != nil {
 		t.Fatal(err)
@@ -124,10 +132,16 @@ func (c *cluster) getJSON(name string) map[string]any {
 	return obj
 }
 
+// TestControlPlaneEndToEnd drives run, get, logs, list, update, delete
+// and the metrics through `fsb ctl`, in both modes, on both stores.
 func TestControlPlaneEndToEnd(t *testing.T) {
+	onEachStore(t, testControlPlaneEndToEnd)
+}
+
+func testControlPlaneEndToEnd(t *testing.T, kind storeKind) {
 	for _, mode := range []string{"fast", "strong"} {
 		t.Run(mode, func(t *testing.T) {
-			c := startCluster(t, mode)
+			c := startClusterOn(t, kind, mode)
 			out := c.mustCtl("run", "demo", "--image", rig.ImageRef, "-p", "8080", "-e", "GREETING=hello", "--label", "app=demo",
 				"--", "sh", "-c", "echo $GREETING from "+mode+"; exec sleep 300")
 			if !strings.Contains(out, "demo") {
@@ -222,8 +236,15 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 	}
 }
 
+// TestControlPlaneRefusesBadInput: bad names, ports, runtimes, images,
+// expiries and policies, unknown sandboxes, a full agent and a wrong
+// token are refused with what is wrong, on both stores.
 func TestControlPlaneRefusesBadInput(t *testing.T) {
-	c := startCluster(t, "fast", "--capacity", "1")
+	onEachStore(t, testControlPlaneRefusesBadInput)
+}
+
+func testControlPlaneRefusesBadInput(t *testing.T, kind storeKind) {
+	c := startClusterOn(t, kind, "fast", "--capacity", "1")
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -37,7 +37,20 @@ type controllerProc struct {
 	log     *rig.Buffer
 }
 
+// newControllerProc is newControllerProcOn with the embedded store.
 func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...string) (*controllerProc, string) {
+	return newControllerProcOn(t, embeddedStore, dir, agent, extra...)
+}
+
+// newControllerProcOn prepares `fsb controller` over agent with a store of
+// kind (kept under dir when embedded), and returns it with the URL of its
+// API; start starts it.
+func newControllerProcOn(t testing.TB, kind storeKind, dir string, agent *agentProc, extra ...string) (*controllerProc, string) {
+	return newControllerProcWith(t, storeArgs(t, kind, dir), dir, agent, extra...)
+}
+
+// newControllerProcWith is newControllerProcOn with the store flags given.
+func newControllerProcWith(t testing.TB, store []string, dir string, agent *agentProc, extra ...string) (*controllerProc, string) {
 	userToken := filepath.Join(dir, "user-token")
 	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -50,9 +63,8 @@ func newControllerProc(t testing.TB, dir string, agent *agentProc, extra ...stri
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--agents", strings.TrimPrefix(agent.base, "http://"),
-		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
 		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
-		"--log-format", "json"}, extra...)
+		"--log-format", "json"}, append(store, extra...)...)
 	t.Cleanup(c.kill)
 	return c, fmt.Sprintf("http://127.0.0.1:%d", port)
 }
@@ -265,10 +277,14 @@ func TestFastDurabilityUnderControllerKill9(t *testing.T) {
 // since. Started again, the controller re-creates the first's object from
 // the agent (spec and labels) before it is Ready, and removes the second.
 func TestRecoveryRebuildsObjectsFromAgents(t *testing.T) {
+	onEachStore(t, testRecoveryRebuildsObjectsFromAgents)
+}
+
+func testRecoveryRebuildsObjectsFromAgents(t *testing.T, kind storeKind) {
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir)
-	ctrl, server := newControllerProc(t, dir, a)
+	ctrl, server := newControllerProcOn(t, kind, dir, a)
 	ctrl.start()
 	ctx := context.Background()
 	client := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("user-token-1")))

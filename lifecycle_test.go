@@ -40,9 +40,18 @@ type plane struct {
 	api     fsbv1connect.FastPathServiceClient
 }
 
+// startPlane is startPlaneOn with the embedded store.
 func startPlane(t *testing.T, dir string, agents []*agentProc, extra ...string) *plane {
 	t.Helper()
-	ctrl, server := newControllerProc(t, dir, agents[0], append(append([]string{}, fastLifecycle...), extra...)...)
+	return startPlaneOn(t, embeddedStore, dir, agents, extra...)
+}
+
+// startPlaneOn starts a controller with a store of kind over agents, with
+// the short lifecycle settings and extra flags, and waits until it is
+// ready.
+func startPlaneOn(t *testing.T, kind storeKind, dir string, agents []*agentProc, extra ...string) *plane {
+	t.Helper()
+	ctrl, server := newControllerProcOn(t, kind, dir, agents[0], append(append([]string{}, fastLifecycle...), extra...)...)
 	var addrs []string
 	for _, a := range agents {
 		addrs = append(addrs, strings.TrimPrefix(a.base, "http://"))
@@ -134,10 +143,14 @@ func revisions(t *testing.T, cd *containerd.Client, ns, sandboxID string) map[st
 // is kept; under Manual it stays Failed with exit code 3; exit 0 is
 // Succeeded under either policy.
 func TestFailurePoliciesFromTheCLI(t *testing.T) {
+	onEachStore(t, testFailurePoliciesFromTheCLI)
+}
+
+func testFailurePoliciesFromTheCLI(t *testing.T, kind storeKind) {
 	_, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir)
-	p := startPlane(t, dir, []*agentProc{a})
+	p := startPlaneOn(t, kind, dir, []*agentProc{a})
 
 	p.mustCtl("run", "crash", "--image", rig.ImageRef, "--failure-policy", "auto-recreate", "--", "sh", "-c", "echo up; sleep 2; exit 3")
 	p.mustCtl("run", "manual", "--image", rig.ImageRef, "--failure-policy", "manual", "--", "sh", "-c", "echo up; sleep 1; exit 3")
@@ -172,6 +185,10 @@ func TestFailurePoliciesFromTheCLI(t *testing.T) {
 // AutoRecreate sandbox: revision 2 runs on the other agent; after SIGCONT
 // revision 1 is removed, and from then on only one revision runs.
 func TestAutoRecreateLeavesAStoppedAgent(t *testing.T) {
+	onEachStore(t, testAutoRecreateLeavesAStoppedAgent)
+}
+
+func testAutoRecreateLeavesAStoppedAgent(t *testing.T, kind storeKind) {
 	cd, ns := rig.Containerd(t)
 	dir1, dir2 := t.TempDir(), t.TempDir()
 	agents := map[string]*agentProc{
@@ -179,7 +196,7 @@ func TestAutoRecreateLeavesAStoppedAgent(t *testing.T) {
 		"agent-2": startAgent(t, ns, "agent-2", dir2),
 	}
 	// Both agents use one token; the controller reads it from dir1.
-	p := startPlane(t, dir1, []*agentProc{agents["agent-1"], agents["agent-2"]})
+	p := startPlaneOn(t, kind, dir1, []*agentProc{agents["agent-1"], agents["agent-2"]})
 	_, err := p.api.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "moving", Spec: &fsbv1.SandboxSpec{
 		Image: rig.ImageRef, Command: []string{"sleep", "300"}, FailurePolicy: fsbv1.FailurePolicy_FAILURE_POLICY_AUTO_RECREATE,
 	}}))
@@ -235,10 +252,14 @@ func TestAutoRecreateLeavesAStoppedAgent(t *testing.T) {
 // can be deleted at once, and once the agent runs again its container is
 // removed and the sandbox does not come back.
 func TestLostSandboxIsDeletedAndStaysDeleted(t *testing.T) {
+	onEachStore(t, testLostSandboxIsDeletedAndStaysDeleted)
+}
+
+func testLostSandboxIsDeletedAndStaysDeleted(t *testing.T, kind storeKind) {
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir)
-	p := startPlane(t, dir, []*agentProc{a})
+	p := startPlaneOn(t, kind, dir, []*agentProc{a})
 	p.mustCtl("run", "doomed", "--image", rig.ImageRef, "--", "sleep", "300")
 	sb := p.waitFor("doomed", 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
 	id := sb.GetStatus().GetSandboxId()
@@ -296,10 +317,14 @@ func waitPersisted(t *testing.T, cd *containerd.Client, ns, containerID string) 
 // --expire-in becomes Expired and goes, and update --expire-in moves an
 // expiry.
 func TestResetRevisionAndExpiry(t *testing.T) {
+	onEachStore(t, testResetRevisionAndExpiry)
+}
+
+func testResetRevisionAndExpiry(t *testing.T, kind storeKind) {
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir)
-	p := startPlane(t, dir, []*agentProc{a})
+	p := startPlaneOn(t, kind, dir, []*agentProc{a})
 
 	p.mustCtl("run", "reset-me", "--image", rig.ImageRef, "--", "sh", "-c", "echo first; exec sleep 300")
 	sb := p.waitFor("reset-me", 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
@@ -435,11 +460,15 @@ func TestRestartedAgentIsBackWithinASecond(t *testing.T) {
 // containerd is down: the message says what the delete waits for, and the
 // delete completes by itself once containerd is back.
 func TestDeleteWhileContainerdIsDown(t *testing.T) {
+	onEachStore(t, testDeleteWhileContainerdIsDown)
+}
+
+func testDeleteWhileContainerdIsDown(t *testing.T, kind storeKind) {
 	d := rig.PrivateContainerd(t)
 	cd, ns := rig.ContainerdAt(t, d.Socket)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir, "--containerd-socket", d.Socket)
-	p := startPlane(t, dir, []*agentProc{a})
+	p := startPlaneOn(t, kind, dir, []*agentProc{a})
 	p.mustCtl("run", "stuck", "--image", rig.ImageRef, "--", "sleep", "300")
 	sb := p.waitFor("stuck", 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
 	id := sb.GetStatus().GetSandboxId()
@@ -531,10 +560,14 @@ func metricSum(t *testing.T, url, prefix string) int {
 // sandbox until it is Lost; once the agent answers again and the same
 // revision still runs, the sandbox is Running again, nothing re-created.
 func TestLostSandboxRunsAgainWhenItsAgentReturns(t *testing.T) {
+	onEachStore(t, testLostSandboxRunsAgainWhenItsAgentReturns)
+}
+
+func testLostSandboxRunsAgainWhenItsAgentReturns(t *testing.T, kind storeKind) {
 	_, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir)
-	p := startPlane(t, dir, []*agentProc{a})
+	p := startPlaneOn(t, kind, dir, []*agentProc{a})
 	p.mustCtl("run", "patient", "--image", rig.ImageRef, "--", "sleep", "300")
 	p.waitFor("patient", 10*time.Second, "Running", phaseIs(fsbv1.Phase_PHASE_RUNNING))
 	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {

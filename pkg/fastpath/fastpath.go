@@ -5,12 +5,18 @@
 //     and write the object afterwards. Until the write lands, a table of
 //     pending creates makes Get, List, Delete and the AlreadyExists check
 //     see the truth. A write that fails transiently (the store is
-//     unreachable) is retried until it lands: an acknowledged sandbox is
-//     never removed because the store was down, and while the store is
-//     known unreachable new FAST creates answer Unavailable. A write the
-//     store refuses for good (invalid, forbidden, the name taken by
-//     another sandbox) has its container removed. A graceful stop leaves
-//     what is not written by then to the next start's recovery.
+//     unreachable, or an attempt has no answer within 5 s) is retried
+//     until it lands: an acknowledged sandbox is never removed because the
+//     store was down, however long it stays down. The store is known
+//     unreachable from such a failure until it answers a write again
+//     (storehealth.go), and meanwhile new FAST creates answer Unavailable.
+//     A write the store refuses for good (invalid, the name taken by
+//     another sandbox; forbidden, over quota or its namespace missing once
+//     it has refused so for ForbiddenGrace, since a restarted API server
+//     refuses everything until its authorization caches fill) has its
+//     container removed, with an error line and a StoreRefused Event. A
+//     graceful stop leaves what is not written by then to the next
+//     start's recovery.
 //   - STRONG: write the object; the controller persists Bound with an
 //     agent, starts the container and persists Running; the request
 //     answers then.
@@ -35,6 +41,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
@@ -84,6 +91,20 @@ type Config struct {
 	Logger          *slog.Logger
 	// Metrics receives create latencies; nil records none.
 	Metrics *Metrics
+	// Events records an Event on a sandbox whose container is removed
+	// because the store refused its object for good; nil records none.
+	// client-go's record.EventRecorder is one.
+	Events EventRecorder
+	// ForbiddenGrace is how long a FAST object write answered Forbidden
+	// is retried before the refusal is final (DefaultForbiddenGrace when
+	// zero; negative: at once).
+	ForbiddenGrace time.Duration
+}
+
+// EventRecorder records an Event about an object; client-go's
+// record.EventRecorder is one.
+type EventRecorder interface {
+	Eventf(object k8sruntime.Object, eventtype, reason, messageFmt string, args ...any)
 }
 
 // Server implements fsbv1connect.FastPathServiceHandler.
@@ -171,11 +192,15 @@ func New(ctx context.Context, cfg Config) *Server {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.ForbiddenGrace == 0 {
+		cfg.ForbiddenGrace = DefaultForbiddenGrace
+	}
 	drain, endDrain := context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, endDrain) })
 	s := &Server{
 		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
-		health:    storeHealth{logger: cfg.Logger, failing: make(map[*pendingCreate]bool)},
+		health: storeHealth{logger: cfg.Logger, forbiddenGrace: cfg.ForbiddenGrace,
+			failing: make(map[*pendingCreate]bool), forbidden: make(map[string]time.Time)},
 		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
 		connects: make(map[string]uint64), reconciled: make(map[string]uint64),
 	}
@@ -529,6 +554,7 @@ func (s *Server) removeContainer(ctx context.Context, agentID, id string, revisi
 func (s *Server) persist(k string, p *pendingCreate) {
 	done := s.cfg.Metrics.Phase(fast, "store")
 	backoff := writeBackoff
+	warnedForbidden := false
 	stopped := func(err error) {
 		s.cfg.Logger.Warn("stopped before a FAST sandbox's object was written; the next start re-creates it from its agent",
 			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
@@ -566,7 +592,7 @@ func (s *Server) persist(k string, p *pendingCreate) {
 			s.awaitObserved(k, p)
 			s.forgetPending(k, p)
 			return
-		case refusedForGood(err):
+		case refusedForGood(err) && s.health.final(p.id, err):
 			s.health.answered()
 			if s.ctx.Err() != nil {
 				// Stopping: the next start's recovery meets the refusal
@@ -579,8 +605,18 @@ func (s *Server) persist(k string, p *pendingCreate) {
 		case s.drain.Err() != nil:
 			stopped(err)
 			return
+		case refusedForGood(err):
+			// Forbidden, within the grace: the store answered, and may be
+			// an API server that has just started.
+			s.health.answered()
+			if !warnedForbidden {
+				warnedForbidden = true
+				s.cfg.Logger.Warn("the store answers a FAST sandbox's object write with Forbidden; retrying before removing its container, since an API server that has just started refuses until its authorization caches fill",
+					slog.String("sandbox", k), slog.String("id", p.id), slog.Duration("grace", s.cfg.ForbiddenGrace), slog.Any("err", err))
+			}
+		default:
+			s.health.failed(p, err)
 		}
-		s.health.failed(p, err)
 		select {
 		case <-s.drain.Done():
 		case <-time.After(backoff):
@@ -643,9 +679,11 @@ func (s *Server) awaitObserved(k string, p *pendingCreate) {
 // write creates a FAST create's object. Nil means the object is in the
 // store: written now, or by an earlier attempt whose answer was lost.
 func (s *Server) write(k string, p *pendingCreate, obj *v1alpha1.Sandbox) error {
-	_, err := s.cfg.Store.Create(s.drain, obj)
+	ctx, cancel := context.WithTimeout(s.drain, writeAttemptTimeout)
+	defer cancel()
+	_, err := s.cfg.Store.Create(ctx, obj)
 	if apierrors.IsAlreadyExists(err) {
-		return s.nameHolder(k, p, obj)
+		return s.nameHolder(ctx, k, p, obj)
 	}
 	return err
 }
@@ -656,9 +694,9 @@ func (s *Server) write(k string, p *pendingCreate, obj *v1alpha1.Sandbox) error 
 // want, which updates may have changed since that attempt; a
 // *nameTakenError means another sandbox holds the name; any other error
 // means it cannot tell yet.
-func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) error {
+func (s *Server) nameHolder(ctx context.Context, k string, p *pendingCreate, want *v1alpha1.Sandbox) error {
 	ns, name, _ := strings.Cut(k, "/")
-	have, err := s.cfg.Store.Get(s.drain, ns, name)
+	have, err := s.cfg.Store.Get(ctx, ns, name)
 	if err != nil {
 		return fmt.Errorf("read the holder of the name %s: %w", k, err)
 	}
@@ -669,12 +707,12 @@ func (s *Server) nameHolder(k string, p *pendingCreate, want *v1alpha1.Sandbox) 
 		return nil
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		have, err := s.cfg.Store.Get(s.drain, ns, name)
+		have, err := s.cfg.Store.Get(ctx, ns, name)
 		if err != nil {
 			return err
 		}
 		have.Spec, have.Labels = want.Spec, want.Labels
-		_, err = s.cfg.Store.Update(s.drain, have)
+		_, err = s.cfg.Store.Update(ctx, have)
 		return err
 	})
 }
@@ -703,7 +741,9 @@ func (s *Server) refused(k string, p *pendingCreate, cause error) {
 	p.mu.Lock()
 	p.obj.Status.Phase = v1alpha1.PhaseTerminating
 	p.obj.Status.Message = fmt.Sprintf("the store refused the object: %v; the container is being removed", cause)
+	refusedObj := p.obj.DeepCopy()
 	p.mu.Unlock()
+	s.refusedEvent(refusedObj, cause)
 	if err := s.removeContainer(s.ctx, p.agent, p.id, 1); err != nil {
 		s.cfg.Logger.Warn("stopped before the container of a refused FAST sandbox was removed; the next start's recovery deals with it",
 			slog.String("sandbox", k), slog.String("id", p.id), slog.Any("err", err))
@@ -716,6 +756,23 @@ func (s *Server) refused(k string, p *pendingCreate, cause error) {
 	p.signal()
 	p.mu.Unlock()
 	s.forgetPending(k, p)
+}
+
+// ReasonStoreRefused is the reason of the Warning Event on a sandbox whose
+// object the store refused for good, and whose container was removed.
+const ReasonStoreRefused = "StoreRefused"
+
+// refusedEvent records the StoreRefused Event on a sandbox whose object
+// the store refused for good. The object is not in the store; the Event
+// names it by kind, namespace and name, so that `kubectl get events`
+// says why the sandbox is gone.
+func (s *Server) refusedEvent(obj *v1alpha1.Sandbox, cause error) {
+	if s.cfg.Events == nil {
+		return
+	}
+	obj.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("Sandbox"))
+	s.cfg.Events.Eventf(obj, "Warning", ReasonStoreRefused, "the store refused the object of sandbox %s: %v; its container is removed",
+		obj.Annotations[v1alpha1.AnnotationID], cause)
 }
 
 func (s *Server) createStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
@@ -768,12 +825,24 @@ func (s *Server) awaitStrong(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alp
 	}
 	if code, msg, refused := controller.Refusal(sb); refused {
 		// Nothing runs: take the object back, as a FAST create that the
-		// agent refused leaves nothing either.
-		_ = s.cfg.Store.Delete(context.WithoutCancel(ctx), sb.Namespace, sb.Name)
+		// agent refused leaves nothing either, and answer once it is gone
+		// from what Get and List read. The object has the controller's
+		// finalizer: the delete only marks it, and it goes once the
+		// controller has seen that (at once with the embedded store, a
+		// watch round trip or two later on an API server).
+		goneCtx, cancelGone := context.WithTimeout(context.WithoutCancel(ctx), refusedGoneTimeout)
+		defer cancelGone()
+		if err := s.cfg.Store.Delete(goneCtx, sb.Namespace, sb.Name); err == nil || apierrors.IsNotFound(err) {
+			_, _ = s.cfg.Controller.Wait(goneCtx, sb.Namespace, sb.Name, func(sb *v1alpha1.Sandbox) bool { return sb == nil })
+		}
 		return nil, connect.NewError(code, errors.New(msg))
 	}
 	return sb, nil
 }
+
+// refusedGoneTimeout bounds how long a STRONG create that the agents
+// refused waits for its object to be gone before it answers.
+const refusedGoneTimeout = 10 * time.Second
 
 // Consistency modes as metric labels.
 const (

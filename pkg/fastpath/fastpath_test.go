@@ -3,13 +3,19 @@ package fastpath
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd/errdefs"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -195,27 +201,43 @@ func (r rejectingStore) Create(context.Context, *v1alpha1.Sandbox) (*v1alpha1.Sa
 
 // TestFastWriteRefusedForGoodRemovesTheContainer: the store refuses a FAST
 // create's object in a way no retry can change. The container is removed
-// at once, the sandbox is hidden only once it is gone, its slot is free,
-// an error line says why, and FAST creates go on (the store answered).
+// — at once for an invalid object, after the Forbidden grace for a
+// forbidden one (an API server that has just started refuses everything
+// for a while) — the sandbox is hidden only once it is gone, its slot is
+// free, an error line and a StoreRefused Event say why, and FAST creates
+// go on (the store answered).
 func TestFastWriteRefusedForGoodRemovesTheContainer(t *testing.T) {
 	gk := v1alpha1.GroupVersion.WithKind("Sandbox").GroupKind()
+	const grace = 1500 * time.Millisecond
 	for _, tc := range []struct {
 		name string
 		err  error
+		kept time.Duration // how long the container stays at least
 	}{
-		{"forbidden", apierrors.NewForbidden(store.GroupResource, "gone", errors.New("injected: exceeded quota"))},
-		{"invalid", apierrors.NewInvalid(gk, "gone", field.ErrorList{field.Invalid(field.NewPath("spec", "image"), "x", "injected: not an image")})},
+		{"forbidden", apierrors.NewForbidden(store.GroupResource, "gone", errors.New("injected: exceeded quota")), grace},
+		{"invalid", apierrors.NewInvalid(gk, "gone", field.ErrorList{field.Invalid(field.NewPath("spec", "image"), "x", "injected: not an image")}), 0},
+		{"namespace not found", fmt.Errorf("injected: %w", apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "default")), grace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return rejectingStore{s, tc.err} }))
+			events := &eventLog{}
+			p := newPlane(t, withStore(func(s store.Interface) store.Interface { return rejectingStore{s, tc.err} }),
+				withConfig(func(c *Config) { c.ForbiddenGrace, c.Events = grace, events }))
 			ctx := context.Background()
 			resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "gone", Spec: fastSpec("sleep", "300")}))
 			if err != nil {
 				t.Fatal(err)
 			}
+			acked := time.Now()
 			id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
-			// Well within what a retry with back-off would take: at once.
-			eventually(t, 5*time.Second, "the refused sandbox hidden", func() bool {
+			// Within the grace the sandbox stays, running.
+			for time.Since(acked) < tc.kept-300*time.Millisecond {
+				if !p.hasContainer(id, 1) {
+					t.Fatalf("the container of %s was removed %s after a Forbidden answer, within the grace of %s", id, time.Since(acked), grace)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Then at once: well within what a retry with back-off would take.
+			eventually(t, tc.kept+5*time.Second, "the refused sandbox hidden", func() bool {
 				_, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "gone"}))
 				if connect.CodeOf(err) != connect.CodeNotFound {
 					return false
@@ -232,9 +254,140 @@ func TestFastWriteRefusedForGoodRemovesTheContainer(t *testing.T) {
 			if lines := p.logs.Lines("level=ERROR", "default/gone", id, "injected"); len(lines) == 0 {
 				t.Errorf("no error line names default/gone, %s and the refusal:\n%s", id, p.logs.String())
 			}
+			if took := time.Since(acked); took < tc.kept {
+				t.Errorf("the refused sandbox was removed %s after its create, within the grace of %s", took, tc.kept)
+			}
+			if got := events.String(); !strings.Contains(got, "Warning StoreRefused default/gone") || !strings.Contains(got, id) || !strings.Contains(got, "injected") {
+				t.Errorf("events %q, want a Warning StoreRefused on default/gone naming %s and the refusal", got, id)
+			}
 			if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "next", Spec: fastSpec("sleep", "300")})); err != nil {
 				t.Errorf("FAST create after a refusal: %v, want it acknowledged (the store answers)", err)
 			}
 		})
 	}
+}
+
+// eventLog records Events as "type reason namespace/name: message" lines.
+type eventLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *eventLog) Eventf(obj k8sruntime.Object, eventtype, reason, messageFmt string, args ...any) {
+	m, _ := meta.Accessor(obj)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf("%s %s %s/%s: %s", eventtype, reason, m.GetNamespace(), m.GetName(), fmt.Sprintf(messageFmt, args...)))
+}
+
+func (l *eventLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// forbiddenAtFirst is the real store whose Creates are answered Forbidden
+// until open: a kube-apiserver just started, whose RBAC caches have not
+// filled yet.
+type forbiddenAtFirst struct {
+	store.Interface
+	open      *atomic.Bool
+	forbidden *atomic.Int32
+}
+
+func (s forbiddenAtFirst) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if !s.open.Load() {
+		s.forbidden.Add(1)
+		return nil, apierrors.NewForbidden(store.GroupResource, sb.Name, errors.New(`injected: User "fsb" cannot create resource "sandboxes"`))
+	}
+	return s.Interface.Create(ctx, sb)
+}
+
+// TestFastWriteForbiddenWithinTheGraceIsKept: the store answers a FAST
+// object write with Forbidden for a while, as a restarted API server does
+// until its authorization caches fill, then takes it. The sandbox is never
+// removed, its object lands, and no StoreRefused Event is recorded.
+func TestFastWriteForbiddenWithinTheGraceIsKept(t *testing.T) {
+	open, forbidden := &atomic.Bool{}, &atomic.Int32{}
+	events := &eventLog{}
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return forbiddenAtFirst{s, open, forbidden} }),
+		withConfig(func(c *Config) { c.ForbiddenGrace, c.Events = 5*time.Second, events }))
+	ctx := context.Background()
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "kept", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	eventually(t, 5*time.Second, "three Forbidden answers", func() bool { return forbidden.Load() >= 3 })
+	if !p.hasContainer(id, 1) {
+		t.Fatalf("the container of %s was removed on a Forbidden answer within the grace", id)
+	}
+	open.Store(true)
+	eventually(t, 10*time.Second, "the object in the store", func() bool {
+		sb, ok := p.ctrl.Get("default", "kept")
+		return ok && sb.Annotations[v1alpha1.AnnotationID] == id
+	})
+	if !p.hasContainer(id, 1) {
+		t.Errorf("the container of %s is gone though its object landed", id)
+	}
+	if got := events.String(); got != "" {
+		t.Errorf("events %q, want none", got)
+	}
+	if n := len(p.logs.Lines("level=WARN", "Forbidden", "default/kept")); n != 1 {
+		t.Errorf("%d warnings of the Forbidden answers, want one:\n%s", n, p.logs.String())
+	}
+}
+
+// hangingStore is the real store whose Creates never answer until their
+// context ends: an API server behind a broken network.
+type hangingStore struct {
+	store.Interface
+	hang *atomic.Bool
+}
+
+func (s hangingStore) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if s.hang.Load() {
+		<-ctx.Done()
+		return nil, fmt.Errorf("injected: no answer: %w", ctx.Err())
+	}
+	return s.Interface.Create(ctx, sb)
+}
+
+// TestFastWriteWithNoAnswerMakesTheStoreUnreachable: a store that takes a
+// FAST object write and never answers counts as unreachable once an
+// attempt has gone writeAttemptTimeout without an answer: new FAST creates
+// are then Unavailable, and the acknowledged sandbox keeps running and
+// gets its object once the store answers again.
+func TestFastWriteWithNoAnswerMakesTheStoreUnreachable(t *testing.T) {
+	hang := &atomic.Bool{}
+	hang.Store(true)
+	p := newPlane(t, withStore(func(s store.Interface) store.Interface { return hangingStore{s, hang} }))
+	ctx := context.Background()
+	resp, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "first", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := time.Now()
+	id := resp.Msg.GetSandbox().GetStatus().GetSandboxId()
+	var refused time.Duration
+	eventually(t, writeAttemptTimeout+5*time.Second, "the store known unreachable", func() bool {
+		refused = time.Since(acked)
+		return p.fp.health.unreachable() != nil
+	})
+	_, err = p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "second", Spec: fastSpec("sleep", "300")}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "the store is unreachable") {
+		t.Fatalf("FAST create while the store does not answer: %v, want Unavailable saying the store is unreachable", err)
+	}
+	t.Logf("FAST creates refused %s after the first write with no answer began", refused.Round(time.Millisecond))
+	if refused < writeAttemptTimeout-time.Second {
+		t.Errorf("refused after %s, before an attempt could run out (%s)", refused, writeAttemptTimeout)
+	}
+	if !p.hasContainer(id, 1) {
+		t.Fatalf("the acknowledged sandbox %s was removed", id)
+	}
+	hang.Store(false)
+	eventually(t, writeAttemptTimeout+10*time.Second, "the object in the store", func() bool {
+		sb, ok := p.ctrl.Get("default", "first")
+		return ok && sb.Annotations[v1alpha1.AnnotationID] == id
+	})
 }

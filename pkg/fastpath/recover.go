@@ -389,18 +389,27 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 			}
 			taken[k] = asb.GetSandboxId()
 			continue
-		} else if refusedForGood(err) {
+		} else if refusedForGood(err) && s.health.final(asb.GetSandboxId(), err) {
 			// No retry can make it land, and failing here would fail every
 			// recovery (and the start) on the same refusal.
 			s.cfg.Logger.Error("the store refused a recovered sandbox's object for good; removing its container", slog.String("sandbox", k),
 				slog.String("id", asb.GetSandboxId()), slog.String("agent", o.agent), slog.Any("err", err))
+			s.refusedEvent(obj, err)
 			if err := removeFrom(o.agent, func() error { return s.remove(ctx, o.agent, asb) }); err != nil {
 				return recreated, removed, failed, err
+			}
+			continue
+		} else if refusedForGood(err) {
+			// Forbidden within the grace (storehealth.go): the agent's
+			// recovery is tried again, and the sandbox stays meanwhile.
+			if failed[o.agent] == nil {
+				failed[o.agent] = fmt.Errorf("re-create sandbox %s: %w (retrying for %s before it counts as final)", k, err, s.cfg.ForbiddenGrace)
 			}
 			continue
 		} else if err != nil {
 			return recreated, removed, failed, fmt.Errorf("re-create sandbox %s: %w", k, err)
 		}
+		s.health.settled(asb.GetSandboxId())
 		s.cfg.Logger.Info("sandbox object re-created from its agent", slog.String("sandbox", k),
 			slog.String("id", asb.GetSandboxId()), slog.String("agent", o.agent))
 		taken[k] = asb.GetSandboxId()

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
@@ -39,6 +40,8 @@ func TestRefusedForGood(t *testing.T) {
 		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, false},
 		{"deadline", context.DeadlineExceeded, false},
 		{"already exists, holder not read yet", apierrors.NewAlreadyExists(gr, "a"), false},
+		{"namespace not found", apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "nope"), true},
+		{"resource not served yet", apierrors.NewNotFound(gr, ""), false},
 		{"unknown", errors.New("something else"), false},
 		{"nil", nil, false},
 	} {

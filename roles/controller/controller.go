@@ -50,11 +50,13 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "agent-ca-file", Usage: "CA certificates (PEM) that sign the certificates of https:// agents (default: the system's)"},
 			&cli.IntFlag{Name: "agent-port", Value: 5758, Usage: "agents' port, for agents found without one"},
 			&cli.StringFlag{Name: "fastpath-consistency-mode", Value: "fast", Usage: "default consistency mode of creates: fast or strong"},
-			// The brief's flag. The janitor decides when an unknown container
-			// is an orphan (its --orphan-timeout, counted on the node from
-			// the container's creation), and the fast path removes nothing on
-			// a timeout: the controller takes the flag and says so.
-			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Hidden: true, Usage: "no longer used: set the janitor's --orphan-timeout"},
+			// The brief's flag. It once bounded how long a FAST sandbox could
+			// run without its object before the controller removed it. Now
+			// the controller never removes an acknowledged FAST sandbox
+			// because the store is down (pkg/fastpath), and the janitor
+			// decides when an unknown container is an orphan: the controller
+			// takes the flag and says so.
+			&cli.DurationFlag{Name: "fastpath-orphan-timeout", Usage: "ignored (accepted for old command lines): the controller never removes an acknowledged FAST sandbox because the store is down, however long; it retries the object write until the store is back. Only the janitor removes containers nothing knows, after its own --orphan-timeout"},
 			&cli.StringFlag{Name: "user-token-file", Usage: "file of bearer tokens users present, one per line"},
 			&cli.StringFlag{Name: "agent-token-file", Usage: "file of the bearer token sent to agents"},
 			&cli.StringFlag{Name: "janitor-token-file", Usage: "file of the bearer tokens the janitor presents, one per line; they may call only the janitor's question (JanitorService/Classify)"},
@@ -86,7 +88,7 @@ func run(c *cli.Context) error {
 		return err
 	}
 	if c.IsSet("fastpath-orphan-timeout") {
-		log.Warn("--fastpath-orphan-timeout is no longer used: the janitor's --orphan-timeout decides when a container the controller does not know is an orphan (docs/janitor.md)")
+		log.Warn("--fastpath-orphan-timeout is ignored: the controller never removes an acknowledged FAST sandbox because the store is down; the janitor's --orphan-timeout decides when a container nothing knows is an orphan (docs/janitor.md)")
 	}
 	mode := v1alpha1.ConsistencyMode(c.String("fastpath-consistency-mode"))
 	if mode != v1alpha1.ConsistencyFast && mode != v1alpha1.ConsistencyStrong {
@@ -173,7 +175,7 @@ func run(c *cli.Context) error {
 	})
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
-		DefaultMode: mode, Logger: log, Metrics: metrics,
+		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 	})
 	agentUp = fp.AgentUp
 
