@@ -96,8 +96,16 @@ func TestWatchReplaysInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		record(watch.Deleted, sb)
+		if isKube(s) {
+			// The API server returned the object as last stored: only the
+			// event knows the deletion's resourceVersion, after the last.
+			steps[len(steps)-1].rv = ""
+		}
 
 		for i := range steps {
+			if steps[i].rv == "" {
+				continue
+			}
 			// Watching from the revision before a step replays it and every later one.
 			from := strconv.FormatUint(mustParse(steps[i].rv)-1, 10)
 			t.Run("from "+from, func(t *testing.T) {
@@ -106,8 +114,14 @@ func TestWatchReplaysInOrder(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer w.Stop()
+				last := uint64(0)
 				for _, st := range steps[i:] {
-					if got := expect(t, w, st.typ, st.name); got.ResourceVersion != st.rv {
+					got := expect(t, w, st.typ, st.name)
+					if st.rv == "" && rv(t, got) <= last {
+						t.Errorf("%s %s at resourceVersion %s, not after %d", st.typ, st.name, got.ResourceVersion, last)
+					}
+					last = rv(t, got)
+					if st.rv != "" && got.ResourceVersion != st.rv {
 						t.Errorf("%s %s at resourceVersion %s, want %s", st.typ, st.name, got.ResourceVersion, st.rv)
 					}
 				}
