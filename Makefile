@@ -77,9 +77,13 @@ rig-up: build ## start a rig in $(RIG_DIR) for go test by hand (then: source $(R
 rig-down: ## stop the rig in $(RIG_DIR)
 	scripts/rig.sh down $(RIG_DIR)
 
+# KUBE=1 runs make up and make demo on a local etcd and Kubernetes API
+# server, with the controller's kube store (see docs/kubernetes.md).
+KUBE ?=
+
 .PHONY: up
-up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env)
-	scripts/up.sh
+up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env); KUBE=1: on a local API server
+	KUBE='$(KUBE)' scripts/up.sh
 
 .PHONY: down
 down: ## stop what make up started and remove .fsb/
@@ -88,8 +92,8 @@ down: ## stop what make up started and remove .fsb/
 # down runs whatever happens; `|| rc=$$?` keeps the shell's -e from leaving
 # before it.
 .PHONY: demo
-demo: build ## the quick start: make up, a sandbox and its logs, make down
-	rc=0; scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
+demo: build ## the quick start: make up, a sandbox and its logs, make down; KUBE=1: on a local API server
+	rc=0; KUBE='$(KUBE)' scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
 
 .PHONY: clean
 clean: ## remove build output

@@ -3,6 +3,8 @@
 # it creates a sandbox, follows its output, lists and inspects it, deletes it,
 # and prints how long the create took. `make demo` runs make up, this, and
 # make down (even when this fails). Each step prints the command it runs.
+# After make up KUBE=1 it also shows the sandbox as a Kubernetes object with
+# kubectl while it runs.
 set -euo pipefail
 
 readonly IMAGE=localhost/fsb/busybox:latest
@@ -21,6 +23,13 @@ die() {
 # shellcheck source=/dev/null
 source .fsb/env
 export FSB_NAMESPACE=default # the demo shows namespace default, whatever the shell says
+# make up KUBE=1 leaves the API server's kubeconfig in .fsb/kube.
+kube=false
+[[ -r .fsb/kube/kubeconfig ]] && kube=true
+readonly kube
+# Long enough to look at the object while the sandbox runs.
+sleep_seconds=1
+$kube && sleep_seconds=4
 
 # step prints a heading, in bold on a terminal.
 bold='' plain=''
@@ -50,8 +59,19 @@ step "The agents the controller schedules on, with their free slots"
 show bin/fsb ctl agents
 
 step "Create a sandbox: a busybox container that says hello (fast mode: the container starts first)"
-show bin/fsb ctl run "$NAME" --image "$IMAGE" -- sh -c 'echo hello from a Fast Sandbox; uname -a; sleep 1' | tee "$out"
+show bin/fsb ctl run "$NAME" --image "$IMAGE" -- sh -c "echo hello from a Fast Sandbox; uname -a; sleep $sleep_seconds" | tee "$out"
 latency=$(sed -n 's/.* created in \([0-9.]* ms\).*/\1/p' "$out")
+
+if $kube; then
+	step "The same sandbox as a Kubernetes object, while it runs"
+	# Fast mode answers before the object has its status: wait for it.
+	deadline=$((SECONDS + 30))
+	until [[ $(kubectl get "sandboxes.sandbox.fast.io/$NAME" -n default -o 'jsonpath={.status.phase}' 2>/dev/null) == Running ]]; do
+		((SECONDS < deadline)) || die "sandbox $NAME did not show as Running on the API server within 30s"
+		sleep 0.1
+	done
+	show kubectl get sbx -n default
+fi
 
 step "Follow its output until it ends"
 show timeout 60 bin/fsb ctl logs "$NAME" -f

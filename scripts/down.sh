@@ -3,7 +3,9 @@
 # controller, then the agent (each by its PID file: SIGTERM, SIGKILL after 10 s), then the
 # project-local containerd with every sandbox container it still holds
 # (scripts/rig.sh down, which kills and deletes every task and container,
-# namespace fsb included, and removes $UP_DIR).
+# namespace fsb included, and removes $UP_DIR). After make up KUBE=1 it
+# also stops the etcd and Kubernetes API server in .fsb/kube (scripts/kube.sh
+# stop), once the controller is gone.
 #
 # Then it removes .fsb/ entirely: tokens, the embedded store's data and the
 # daemons' logs. Nothing is kept on purpose: the store would remember
@@ -28,7 +30,6 @@ die() {
 # shellcheck source=scripts/quickstart-lib.sh
 source "$repo_root/scripts/quickstart-lib.sh"
 
-
 main() {
 	((EUID == 0)) || die "must run as root (containerd, mounts, cgroups)"
 	local up_dir=${UP_DIR:-}
@@ -43,6 +44,9 @@ main() {
 	stop janitor
 	stop controller
 	stop agent
+	if [[ -d $fsb_dir/kube ]]; then
+		"$repo_root/scripts/kube.sh" stop "$fsb_dir/kube"
+	fi
 	if [[ -d $up_dir ]]; then
 		"$repo_root/scripts/rig.sh" down "$up_dir"
 	fi

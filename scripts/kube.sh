@@ -172,14 +172,28 @@ free_port() {
 	die "found no free loopback port"
 }
 
+# alive PID succeeds while PID runs. A zombie does not count: init on these
+# machines may be slow to reap the daemons it inherits.
+alive() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat%% *} != Z ]]
+}
+
 # pid_of NAME prints the PID in DIR/NAME.pid if that process is alive and
-# was started for DIR (its arguments name DIR's files); else it fails.
+# was started for DIR; else it fails. The API server's arguments name DIR's
+# certificates; etcd's name its data directory, which may be on /dev/shm.
 pid_of() {
-	local name=$1 pid
+	local name=$1 pid mine=$dir/certs
 	[[ -r $dir/$name.pid ]] || return 1
 	pid=$(<"$dir/$name.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/" || return 1
+	if [[ $name == etcd ]]; then
+		[[ -r $dir/etcd-data ]] || return 1
+		mine=$(<"$dir/etcd-data")
+	fi
+	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qxF -- "$mine" || return 1
 	echo "$pid"
 }
 
@@ -206,7 +220,7 @@ wait_for() {
 			tail -n 30 "$dir/$name.log" >&2 || true
 			return 1
 		fi
-		if [[ -s $dir/$name.pid ]] && ! kill -0 "$(<"$dir/$name.pid")" 2>/dev/null; then
+		if [[ -s $dir/$name.pid ]] && ! alive "$(<"$dir/$name.pid")"; then
 			log "$name exited; last lines of $dir/$name.log:"
 			tail -n 30 "$dir/$name.log" >&2 || true
 			return 1
@@ -391,12 +405,12 @@ stop_one() {
 	}
 	kill -TERM "$pid" 2>/dev/null || true
 	deadline=$((SECONDS + STOP_TIMEOUT))
-	while kill -0 "$pid" 2>/dev/null; do
+	while alive "$pid"; do
 		if ((SECONDS >= deadline)); then
 			log "$name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; killing it"
 			kill -KILL "$pid" 2>/dev/null || true
 			deadline=$((SECONDS + 5))
-			while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+			while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
 			break
 		fi
 		sleep 0.05

@@ -16,6 +16,14 @@
 #      FSB_CONTAINERD_SOCKET, FSB_JANITOR_TOKEN_FILE and FSB_LOG_DIR for
 #      `fsb janitor --once`.
 #
+# With KUBE=1 (make up KUBE=1) it also starts an etcd (127.0.0.1:2479, peers
+# 2480) and a Kubernetes API server (https://127.0.0.1:6443) with
+# scripts/kube.sh in .fsb/kube (building the pinned kube-apiserver and
+# kubectl first, once), applies the CRDs from deploy/crds, and runs the
+# controller with the kube store on it instead of the embedded one. .fsb/env
+# then also exports KUBECONFIG (.fsb/kube/kubeconfig, the cluster admin) and
+# puts the pinned kubectl first on PATH.
+#
 # It returns once all three answer on /readyz; they keep running until
 # scripts/down.sh (make down). Running it again while they run changes
 # nothing. It refuses to start when another program holds one of the ports.
@@ -27,6 +35,7 @@
 set -euo pipefail
 
 readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091 JANITOR_PORT=9093
+readonly KUBE_API_PORT=6443 ETCD_PORT=2479 ETCD_PEER_PORT=2480
 readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
 readonly IMAGE=localhost/fsb/busybox:latest
 
@@ -38,6 +47,11 @@ up_dir=${UP_DIR:-/tmp/fsb-up}
 up_dir=$(realpath -m -- "$up_dir")
 readonly up_dir
 readonly sock=$up_dir/containerd.sock
+readonly kube_dir=$fsb_dir/kube
+kube=false
+[[ ${KUBE:-} == 1 ]] && kube=true
+readonly kube
+kube_bin=
 
 log() { printf 'up: %s\n' "$*" >&2; }
 die() {
@@ -47,6 +61,7 @@ die() {
 
 # What this run started, so that a failure can stop exactly that.
 started_rig=false
+started_kube=false
 started=()
 
 # shellcheck source=scripts/quickstart-lib.sh
@@ -112,6 +127,10 @@ undo() {
 		log "stopping the ${started[i]} this run started"
 		stop "${started[i]}"
 	done
+	if $started_kube; then
+		log "stopping the etcd and API server this run started"
+		"$repo_root/scripts/kube.sh" stop "$kube_dir" || true
+	fi
 	if $started_rig; then
 		log "stopping the containerd this run started"
 		"$repo_root/scripts/rig.sh" down "$up_dir" || true
@@ -133,6 +152,48 @@ start_rig() {
 	ctr -a "$sock" -n fsb images ls -q | grep -qxF "$IMAGE" ||
 		fail "$up_dir/containerd.log" "$IMAGE is missing from containerd namespace fsb after the import"
 	log "containerd ready in $up_dir with $IMAGE"
+}
+
+# kube_running succeeds when .fsb/kube holds an API server that answers.
+kube_running() {
+	[[ -r $kube_dir/kubeconfig && -n $kube_bin ]] &&
+		"$kube_bin/kubectl" --kubeconfig "$kube_dir/kubeconfig" --request-timeout=2s get --raw /readyz >/dev/null 2>&1
+}
+
+# start_kube builds (or reuses) the pinned kube-apiserver and kubectl,
+# starts etcd and the API server in .fsb/kube, and applies the CRDs.
+start_kube() {
+	kube_bin=$("$repo_root/scripts/kube.sh" build) || die "scripts/kube.sh could not build kube-apiserver and kubectl"
+	if ! kube_running; then
+		check_free "$KUBE_API_PORT"
+		check_free "$ETCD_PORT"
+		check_free "$ETCD_PEER_PORT"
+		started_kube=true
+	fi
+	"$repo_root/scripts/kube.sh" start "$kube_dir" \
+		--api-port "$KUBE_API_PORT" --etcd-port "$ETCD_PORT" --peer-port "$ETCD_PEER_PORT" || {
+		undo
+		die "scripts/kube.sh could not start etcd and the API server in .fsb/kube"
+	}
+	local kubectl=("$kube_bin/kubectl" --kubeconfig "$kube_dir/kubeconfig") crds deadline
+	crds=$("${kubectl[@]}" apply --server-side --force-conflicts --field-manager fsb-up -o name -f "$repo_root/deploy/crds") ||
+		fail "$kube_dir/kube-apiserver.log" "could not apply the CRDs in deploy/crds"
+	# Not kubectl wait: it fails on a CRD whose status has no conditions yet.
+	deadline=$((SECONDS + READY_TIMEOUT))
+	# shellcheck disable=SC2086 # one name per word
+	until [[ $("${kubectl[@]}" get $crds -o 'jsonpath={.items[*].status.conditions[?(@.type=="Established")].status}' 2>/dev/null) =~ ^True( True)*$ ]]; do
+		((SECONDS < deadline)) || fail "$kube_dir/kube-apiserver.log" "the CRDs did not become Established within ${READY_TIMEOUT}s"
+		sleep 0.1
+	done
+	log "Kubernetes API server ready on https://127.0.0.1:$KUBE_API_PORT with the CRDs"
+}
+
+# check_free PORT refuses when something listens on 127.0.0.1:PORT.
+check_free() {
+	local port=$1 who
+	if who=$(holder "$port"); then
+		die "port $port is taken by $who: stop it, then run make up KUBE=1 again"
+	fi
 }
 
 # token FILE writes a random token into FILE unless it holds one already
@@ -194,6 +255,10 @@ write_env() {
 			printf 'export FSB_CONTAINERD_SOCKET=%q\n' "$sock"
 			printf 'export FSB_JANITOR_TOKEN_FILE=%q\n' "$fsb_dir/janitor-token"
 			printf 'export FSB_LOG_DIR=%q\n' "$up_dir/logs"
+			if $kube; then
+				printf 'export KUBECONFIG=%q\n' "$kube_dir/kubeconfig"
+				printf 'export PATH=%q:"$PATH"\n' "$kube_bin"
+			fi
 		} >"$tmp"
 	)
 	mv -f "$tmp" "$fsb_dir/env"
@@ -215,10 +280,17 @@ main() {
 	# down.sh reads it, so that it finds this UP_DIR without being told.
 	echo "$up_dir" >"$fsb_dir/up-dir"
 	start_rig
+	if $kube; then
+		start_kube
+	fi
 	token "$fsb_dir/user-token"
 	token "$fsb_dir/agent-token"
 	token "$fsb_dir/janitor-token"
 	mkdir -p "$up_dir/logs" "$up_dir/agent"
+	local store_flags=(--store embedded --data-dir "$fsb_dir/data")
+	if $kube; then
+		store_flags=(--store kube --kubeconfig "$kube_dir/kubeconfig")
+	fi
 
 	start agent "$AGENT_PORT" \
 		--containerd-socket "$sock" --containerd-namespace fsb \
@@ -231,7 +303,7 @@ main() {
 		--health-probe-bind-address "127.0.0.1:$HEALTH_PORT" \
 		--metrics-bind-address "127.0.0.1:$METRICS_PORT" \
 		--agents "127.0.0.1:$AGENT_PORT" \
-		--store embedded --data-dir "$fsb_dir/data" \
+		"${store_flags[@]}" \
 		--user-token-file "$fsb_dir/user-token" \
 		--agent-token-file "$fsb_dir/agent-token" \
 		--janitor-token-file "$fsb_dir/janitor-token"
@@ -257,6 +329,16 @@ and a janitor. Logs: .fsb/controller.log, .fsb/agent.log, .fsb/janitor.log. Try:
 
 make down stops it all.
 EOF
+	if $kube; then
+		cat <<EOF
+
+Kubernetes mode: the controller keeps sandboxes as objects on the API server
+https://127.0.0.1:$KUBE_API_PORT (etcd and kube-apiserver logs in .fsb/kube). After
+source .fsb/env, kubectl is the pinned one and talks to it:
+
+  kubectl get sbx -A                  # sandboxes, by their short name
+EOF
+	fi
 }
 
 main "$@"

@@ -12,9 +12,9 @@ import (
 var sandboxIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$`)
 
 // validateCreate checks a create request once, at the edge, and says what
-// to fix. The spec is held to the rules every edge applies
-// (v1alpha1.ValidateSpec), and its cpu to this node's cores: a sandbox may
-// not ask for more than the node has.
+// to fix. The sandbox's name, labels and spec are held to v1alpha1's rules,
+// the ones the fast path and the CRD's schema hold too; only the sandbox ID
+// and revision, which the controller makes, are the agent's own.
 func validateCreate(req *fsbv1.AgentServiceCreateSandboxRequest) error {
 	if err := validateID(req.GetSandboxId(), req.GetRevision()); err != nil {
 		return err

@@ -149,20 +149,20 @@ func validateProcess(p *fsbv1.ProcessSpec) error {
 	}
 	total := 0
 	for i, a := range p.GetCommand() {
-		total += len(a)
+		total += utf8.RuneCountInString(a)
 		if strings.IndexByte(a, 0) >= 0 {
 			return invalid(fmt.Errorf("process.command[%d]: holds a NUL byte, which no process argument can", i))
 		}
 	}
-	if total > v1alpha1.MaxCommandBytes {
-		return invalid(fmt.Errorf("process.command: %d bytes, at most %d", total, v1alpha1.MaxCommandBytes))
+	if total > v1alpha1.MaxCommandChars {
+		return invalid(fmt.Errorf("process.command: %d characters, at most %d", total, v1alpha1.MaxCommandChars))
 	}
 	if n := len(p.GetEnvs()); n > v1alpha1.MaxEnvs {
 		return invalid(fmt.Errorf("process.envs: %d entries, at most %d", n, v1alpha1.MaxEnvs))
 	}
 	total = 0
 	for k, v := range p.GetEnvs() {
-		total += len(k) + len(v)
+		total += utf8.RuneCountInString(k) + utf8.RuneCountInString(v)
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return invalid(fmt.Errorf("process.envs: %s is not a variable name (empty, or holds '=' or NUL)", brief(k)))
 		}
@@ -170,8 +170,8 @@ func validateProcess(p *fsbv1.ProcessSpec) error {
 			return invalid(fmt.Errorf("process.envs[%s]: the value holds a NUL byte, which no environment can", brief(k)))
 		}
 	}
-	if total > v1alpha1.MaxEnvBytes {
-		return invalid(fmt.Errorf("process.envs: %d bytes, at most %d", total, v1alpha1.MaxEnvBytes))
+	if total > v1alpha1.MaxEnvChars {
+		return invalid(fmt.Errorf("process.envs: %d characters, at most %d", total, v1alpha1.MaxEnvChars))
 	}
 	if wd := p.GetWorkingDir(); wd != "" {
 		if err := validatePath("process.working_dir", wd); err != nil {

@@ -81,7 +81,7 @@ func Kube(t testing.TB) *KubeEnv {
 	}
 	kubectl := kubectlPath(t)
 	cfg := loadKubeconfig(t, kubeconfig)
-	if err := sharedCRDs.apply(kubeconfig, kubectl); err != nil {
+	if err := sharedCRDs.apply(kubeconfig, kubectl, cfg); err != nil {
 		t.Fatalf("apply the CRDs to the API server of %s: %v", kubeconfig, err)
 	}
 	ns := kubeNamespace(t, cfg, true)
@@ -144,7 +144,7 @@ func StartKube(t testing.TB) *KubeServer {
 	})
 	s.run("start", dir)
 	s.Config = loadKubeconfig(t, s.Kubeconfig)
-	if err := applyCRDs(s.Kubeconfig, kubectl); err != nil {
+	if err := applyCRDs(s.Kubeconfig, kubectl, s.Config); err != nil {
 		t.Fatalf("apply the CRDs to the private API server: %v", err)
 	}
 	return s
@@ -234,13 +234,13 @@ type crdOnce struct {
 // test binary.
 var sharedCRDs = crdOnce{done: map[string]bool{}}
 
-func (c *crdOnce) apply(kubeconfig, kubectl string) error {
+func (c *crdOnce) apply(kubeconfig, kubectl string, cfg *rest.Config) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done[kubeconfig] {
 		return nil
 	}
-	if err := applyCRDs(kubeconfig, kubectl); err != nil {
+	if err := applyCRDs(kubeconfig, kubectl, cfg); err != nil {
 		return err
 	}
 	c.done[kubeconfig] = true
@@ -250,19 +250,62 @@ func (c *crdOnce) apply(kubeconfig, kubectl string) error {
 // applyCRDs applies deploy/crds with server-side apply, which is idempotent
 // and safe when several test binaries apply the same files at once, and
 // waits until every CRD is Established.
-func applyCRDs(kubeconfig, kubectl string) error {
+func applyCRDs(kubeconfig, kubectl string, cfg *rest.Config) error {
 	root, err := repoRoot()
 	if err != nil {
 		return err
 	}
-	crds := filepath.Join(root, "deploy", "crds")
-	if _, err := runKubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts",
-		"--field-manager", fieldManager, "-f", crds); err != nil {
+	out, err := runKubectl(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts",
+		"--field-manager", fieldManager, "-o", "name", "-f", filepath.Join(root, "deploy", "crds"))
+	if err != nil {
 		return err
 	}
-	_, err = runKubectl(kubectl, kubeconfig, "wait", "--for", "condition=Established",
-		"--timeout", kubeReadyTimeout.String(), "-f", crds)
-	return err
+	// Not `kubectl wait`: it fails on a CRD whose status has no conditions
+	// yet, which is how a fresh one starts.
+	ctx, cancel := context.WithTimeout(context.Background(), kubeReadyTimeout)
+	defer cancel()
+	for _, name := range strings.Fields(out) {
+		if err := waitEstablished(ctx, cfg, name[strings.LastIndex(name, "/")+1:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitEstablished polls the CRD called name until its Established
+// condition is True.
+func waitEstablished(ctx context.Context, cfg *rest.Config, name string) error {
+	client, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	url := strings.TrimSuffix(cfg.Host, "/") + "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + name
+	for {
+		body, err := kubeRequest(ctx, client, http.MethodGet, url, "", nil)
+		if err == nil {
+			var crd struct {
+				Status struct {
+					Conditions []struct {
+						Type   string `json:"type"`
+						Status string `json:"status"`
+					} `json:"conditions"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal(body, &crd); err != nil {
+				return fmt.Errorf("CRD %s: %w", name, err)
+			}
+			for _, c := range crd.Status.Conditions {
+				if c.Type == "Established" && c.Status == "True" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRD %s not Established: %w (last error: %v)", name, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // kubeNamespace makes a namespace named after t. At cleanup the Fast

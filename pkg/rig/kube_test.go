@@ -2,9 +2,13 @@ package rig
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -25,7 +29,7 @@ spec:
 func TestKubeSharedServer(t *testing.T) {
 	t.Parallel()
 	var env *KubeEnv
-	t.Run("inner", func(t *testing.T) {
+	ok := t.Run("inner", func(t *testing.T) {
 		env = Kube(t)
 		other := Kube(t)
 		dns1123 := regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -58,6 +62,9 @@ func TestKubeSharedServer(t *testing.T) {
 			t.Fatalf("apply a Sandbox: %v", err)
 		}
 	})
+	if !ok {
+		return
+	}
 
 	// The inner test ended: its Sandbox is gone despite the finalizer, and
 	// its namespace is gone or going.
@@ -71,41 +78,89 @@ func TestKubeSharedServer(t *testing.T) {
 	}
 }
 
-func TestStartKubeStopStart(t *testing.T) {
+func TestStartKube(t *testing.T) {
 	t.Parallel()
-	s := StartKube(t)
-	out, err := s.Kubectl(t, "version", "-o", "json")
+	var leftovers []string // what must be gone once the test ends
+	var pids []int
+	ok := t.Run("server", func(t *testing.T) {
+		s := StartKube(t)
+		for _, name := range []string{"etcd", "kube-apiserver"} {
+			b, err := os.ReadFile(filepath.Join(s.Dir, name+".pid"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, pid)
+		}
+		data, err := os.ReadFile(filepath.Join(s.Dir, "etcd-data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leftovers = append(leftovers, s.Dir, strings.TrimSpace(string(data)))
+
+		out, err := s.Kubectl(t, "version", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct {
+			Server struct {
+				GitVersion string `json:"gitVersion"`
+			} `json:"serverVersion"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("kubectl version: %v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`^v1\.[0-9]+\.[0-9]+$`).MatchString(v.Server.GitVersion) {
+			t.Errorf("the server reports version %q; want the pinned v1.X.Y stamped in at build", v.Server.GitVersion)
+		}
+		checkEstablished(t, s.Kubectl)
+
+		ns := s.Namespace(t)
+		if _, err := s.Kubectl(t, "-n", ns, "create", "configmap", "kept", "--from-literal=k=v"); err != nil {
+			t.Fatal(err)
+		}
+
+		s.Stop()
+		if _, err := s.Kubectl(t, "--request-timeout=2s", "-n", ns, "get", "configmap", "kept"); err == nil {
+			t.Fatal("the API server still answers after Stop")
+		}
+
+		s.Start()
+		out, err = s.Kubectl(t, "-n", ns, "get", "configmap", "kept", "-o", "jsonpath={.data.k}")
+		if err != nil || out != "v" {
+			t.Fatalf("after Start the configmap reads %q (%v); want it kept in etcd", out, err)
+		}
+	})
+	if !ok {
+		return
+	}
+
+	// The test ended: etcd and the API server are gone, with their files.
+	for _, pid := range pids {
+		if running(pid) {
+			t.Errorf("process %d still runs after the test", pid)
+		}
+	}
+	for _, p := range leftovers {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still exists after the test (%v)", p, err)
+		}
+	}
+}
+
+// running reports whether process pid exists and is not a zombie (init on
+// these machines may be slow to reap what it inherits).
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		t.Fatal(err)
+		return false
 	}
-	var v struct {
-		Server struct {
-			GitVersion string `json:"gitVersion"`
-		} `json:"serverVersion"`
-	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("kubectl version: %v\n%s", err, out)
-	}
-	if !regexp.MustCompile(`^v1\.[0-9]+\.[0-9]+$`).MatchString(v.Server.GitVersion) {
-		t.Errorf("the server reports version %q; want the pinned v1.X.Y stamped in at build", v.Server.GitVersion)
-	}
-	checkEstablished(t, s.Kubectl)
-
-	ns := s.Namespace(t)
-	if _, err := s.Kubectl(t, "-n", ns, "create", "configmap", "kept", "--from-literal=k=v"); err != nil {
-		t.Fatal(err)
-	}
-
-	s.Stop()
-	if _, err := s.Kubectl(t, "--request-timeout=2s", "-n", ns, "get", "configmap", "kept"); err == nil {
-		t.Fatal("the API server still answers after Stop")
-	}
-
-	s.Start()
-	out, err = s.Kubectl(t, "-n", ns, "get", "configmap", "kept", "-o", "jsonpath={.data.k}")
-	if err != nil || out != "v" {
-		t.Fatalf("after Start the configmap reads %q (%v); want it kept in etcd", out, err)
-	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z"
 }
 
 // checkEstablished fails t unless every Fast Sandbox CRD is Established.

@@ -23,7 +23,10 @@ const (
 	Finalizer = "sandbox.fast.io/cleanup"
 )
 
-// ConsistencyMode says when a create answers.
+// ConsistencyMode says when a create answers: "fast" or "strong"; empty
+// takes the controller's default (--fastpath-consistency-mode).
+//
+// +kubebuilder:validation:Enum="";fast;strong
 type ConsistencyMode string
 
 // Consistency modes.
@@ -34,7 +37,10 @@ const (
 	ConsistencyStrong ConsistencyMode = "strong"
 )
 
-// FailurePolicy says what happens when a sandbox fails or its agent is lost.
+// FailurePolicy says what happens when a sandbox fails or its agent is lost:
+// "Manual" (it stays failed) or "AutoRecreate"; empty is Manual.
+//
+// +kubebuilder:validation:Enum="";Manual;AutoRecreate
 type FailurePolicy string
 
 // Failure policies.
@@ -60,32 +66,103 @@ const (
 
 // EnvVar is one environment variable of the sandbox's main process.
 type EnvVar struct {
-	Name  string `json:"name"`
+	// Name is what POSIX shells accept as a variable name.
+	//
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=131072
+	Name string `json:"name"`
+	// Value holds no NUL byte, which no environment can.
+	//
+	// +kubebuilder:validation:Pattern=`^[^\x00]*$`
+	// +kubebuilder:validation:MaxLength=131072
 	Value string `json:"value,omitempty"`
 }
 
-// Resources limit what a sandbox may use.
+// Resources limit what a sandbox may use. CPU and memory are Kubernetes
+// quantities, written as a string ("500m", "256Mi") or an integer (2, as
+// in a Pod's resources); either is kept as its text.
 type Resources struct {
-	// CPU as a Kubernetes quantity, such as "500m".
+	// CPU is the most cores the sandbox may use, such as "500m" or 2.
+	//
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self > 0 && self <= 256 : isQuantity(self) && quantity(self).compareTo(quantity('0')) > 0 && quantity(self).compareTo(quantity('256')) <= 0",message="want a positive quantity such as 500m or 2, at most 256 cores"
 	CPU string `json:"cpu,omitempty"`
-	// Memory as a Kubernetes quantity, such as "256Mi".
+	// Memory is the most memory the sandbox may use, such as "256Mi".
+	//
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 8388608 && self <= 1099511627776 : isQuantity(self) && quantity(self).compareTo(quantity('8Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0",message="want a positive quantity such as 256Mi, at least 8Mi and at most 1Ti"
 	Memory string `json:"memory,omitempty"`
-	// Pids is the most processes the sandbox may hold.
+	// Pids is the most processes (threads, fsb init's too) the sandbox may
+	// hold; 0 takes the agent's default.
+	//
+	// +kubebuilder:validation:XValidation:rule="self == 0 || (self >= 16 && self <= 4194304)",message="want 0 (the agent's default) or 16 to 4194304 (its threads count, fsb init's too)"
 	Pids int64 `json:"pids,omitempty"`
 }
 
-// SandboxSpec is what the user asks for.
+// SandboxSpec is what the user asks for. The rules of a valid spec are
+// ValidateSandbox's; the markers below make the CRD's schema hold the same
+// ones, and TestSchemaAgreesWithGo checks the two on one table of cases.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.command) ? size(self.command) : 0) + (has(self.args) ? size(self.args) : 0) <= 1024",message="spec.command and spec.args: at most 1024 entries together"
+// +kubebuilder:validation:XValidation:rule="(has(self.command) ? self.command.map(c, size(c)).sum() : 0) + (has(self.args) ? self.args.map(a, size(a)).sum() : 0) <= 131072",message="spec.command and spec.args: at most 131072 characters together (128 KiB)"
+// +kubebuilder:validation:XValidation:rule="!has(self.envs) || self.envs.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum() <= 131072",message="spec.envs: at most 131072 characters of names and values together (128 KiB)"
+// +kubebuilder:validation:XValidation:rule="!has(self.runtime) || self.runtime != 'gvisor' || !has(self.resources) || !has(self.resources.memory) || (type(self.resources.memory) == int ? self.resources.memory >= 33554432 : !isQuantity(self.resources.memory) || quantity(self.resources.memory).compareTo(quantity('32Mi')) >= 0)",message="at least 32Mi with runtime gvisor, whose kernel runs inside the limit",fieldPath=".resources.memory"
 type SandboxSpec struct {
-	Image           string          `json:"image"`
-	Command         []string        `json:"command,omitempty"`
-	Args            []string        `json:"args,omitempty"`
-	Envs            []EnvVar        `json:"envs,omitempty"`
-	WorkingDir      string          `json:"workingDir,omitempty"`
-	ExposedPorts    []int32         `json:"exposedPorts,omitempty"`
+	// Image is the image reference, such as alpine:latest or
+	// registry/repository:tag@digest.
+	//
+	// It is held to the grammar of github.com/distribution/reference: the
+	// pattern is its regular expression, and the rule adds what its parser
+	// checks past it (the length of the repository path, the digest).
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-f0-9]{64}$') && (!self.contains('@') || self.split('@')[1].matches('^(sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$')) && (!self.split('@')[0].contains('/') ? size(self.find('^[^:@]+')) <= 247 : self.matches('^(localhost|[^/]*[.:A-Z][^/]*)/') ? size(self.find('^(?:[^/@]+/)*[^:@/]+')) - size(self.find('^[^/]+/')) + (self.matches('^(docker[.]io|index[.]docker[.]io)/[^/]*$') ? 8 : 0) <= 255 : size(self.find('^(?:[^/@]+/)*[^:@/]+')) <= 255)",message="want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
+	// +kubebuilder:validation:Pattern=`^((?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][[:xdigit:]]{32,}))?$`
+	Image string `json:"image"`
+	// Command replaces the image's entrypoint.
+	//
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=131072
+	// +kubebuilder:validation:items:Pattern=`^[^\x00]*$`
+	Command []string `json:"command,omitempty"`
+	// Args replaces the image's command.
+	//
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=131072
+	// +kubebuilder:validation:items:Pattern=`^[^\x00]*$`
+	Args []string `json:"args,omitempty"`
+	// Envs are added to the image's environment.
+	//
+	// +kubebuilder:validation:MaxItems=1024
+	Envs []EnvVar `json:"envs,omitempty"`
+	// WorkingDir is an absolute path, at most 4096 bytes (PATH_MAX).
+	//
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/[^\x00]*$`
+	// +kubebuilder:validation:XValidation:rule="size(bytes(self)) <= 4096",message="at most 4096 bytes"
+	WorkingDir string `json:"workingDir,omitempty"`
+	// ExposedPorts are the container ports the sandbox serves on, each
+	// once.
+	//
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	ExposedPorts []int32 `json:"exposedPorts,omitempty"`
+	// PoolRef names the SandboxPool whose agents run the sandbox.
+	//
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	PoolRef         string          `json:"poolRef,omitempty"`
 	ConsistencyMode ConsistencyMode `json:"consistencyMode,omitempty"`
 	FailurePolicy   FailurePolicy   `json:"failurePolicy,omitempty"`
-	// RecoveryTimeoutSeconds bounds how long AutoRecreate keeps trying.
+	// RecoveryTimeoutSeconds bounds how long AutoRecreate keeps trying; 0
+	// takes the default (300).
+	//
+	// +kubebuilder:validation:Minimum=0
 	RecoveryTimeoutSeconds int32 `json:"recoveryTimeoutSeconds,omitempty"`
 	// ResetRevision, set to a new time, forces a re-create.
 	ResetRevision *metav1.Time `json:"resetRevision,omitempty"`
@@ -93,6 +170,8 @@ type SandboxSpec struct {
 	ExpireTime *metav1.Time `json:"expireTime,omitempty"`
 	Resources  *Resources   `json:"resources,omitempty"`
 	// Runtime is "runc" (the default), "crun" or "gvisor".
+	//
+	// +kubebuilder:validation:Enum="";runc;crun;gvisor
 	Runtime string `json:"runtime,omitempty"`
 	// NoInit runs the command as PID 1 instead of under fsb init.
 	NoInit bool `json:"noInit,omitempty"`
@@ -119,6 +198,13 @@ type SandboxStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=sbx,categories=fsb
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.assignedPod`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
+// +kubebuilder:printcolumn:name="Endpoints",type=string,JSONPath=`.status.endpoints`
+// +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.revision`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Sandbox struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -137,24 +223,44 @@ type SandboxList struct {
 }
 
 // PoolCapacity bounds a pool's agent pods.
+//
+// +kubebuilder:validation:XValidation:rule="self.poolMin <= self.poolMax",message="poolMin must be at most poolMax",fieldPath=".poolMin"
+// +kubebuilder:validation:XValidation:rule="self.bufferMin <= self.bufferMax",message="bufferMin must be at most bufferMax",fieldPath=".bufferMin"
 type PoolCapacity struct {
-	// PoolMin and PoolMax bound the agent pods in all.
+	// PoolMin and PoolMax bound the agent pods in all; PoolMax is at
+	// least 1.
+	//
+	// +kubebuilder:validation:Minimum=0
 	PoolMin int32 `json:"poolMin"`
+	// +kubebuilder:validation:Minimum=1
 	PoolMax int32 `json:"poolMax"`
 	// BufferMin and BufferMax bound the idle agent pods kept.
+	//
+	// +kubebuilder:validation:Minimum=0
 	BufferMin int32 `json:"bufferMin"`
+	// +kubebuilder:validation:Minimum=0
 	BufferMax int32 `json:"bufferMax"`
 }
 
 // SandboxPoolSpec describes a pool of agent pods.
 type SandboxPoolSpec struct {
 	Capacity PoolCapacity `json:"capacity"`
-	// MaxSandboxesPerPod becomes each agent's AGENT_CAPACITY.
+	// MaxSandboxesPerPod becomes each agent's AGENT_CAPACITY; 0 takes the
+	// agent's default (5).
+	//
+	// +kubebuilder:validation:Minimum=0
 	MaxSandboxesPerPod int32 `json:"maxSandboxesPerPod,omitempty"`
-	// RuntimeType is "container" or "gvisor".
+	// RuntimeType is "container" (the default) or "gvisor".
+	//
+	// +kubebuilder:validation:Enum="";container;gvisor
 	RuntimeType string `json:"runtimeType,omitempty"`
-	// AgentTemplate is the pod template of the pool's agents.
-	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitempty"`
+	// AgentTemplate is the pod template of the pool's agents. An empty
+	// one is left out of the JSON (omitzero; omitempty keeps a struct),
+	// or the API server would hold it to a Pod's rules and refuse a pool
+	// made without one for having no containers.
+	//
+	// +optional
+	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitzero"`
 }
 
 // SandboxPoolStatus is what the pool controller observed.
@@ -171,6 +277,12 @@ type SandboxPoolStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=sbxpool,categories=fsb
+// +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.capacity.poolMin`
+// +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.capacity.poolMax`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyPods`
+// +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idleAgents`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type SandboxPool struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

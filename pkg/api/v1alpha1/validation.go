@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/distribution/reference"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -21,8 +22,17 @@ import (
 // The limits a Sandbox's spec is held to. They are what the runtime
 // accepts, with room to spare, and keep the OCI spec an agent sends to
 // containerd far below containerd's 4 MiB message limit: a spec within them
-// cannot crash it. The fast path, the agent and fsb ctl's editor check the
-// same rules (ValidateSpec), and every message names the field and the limit.
+// cannot crash it. This file is the one place the rules of a valid Sandbox
+// live: the fast path, the agent and fsb ctl's editor check them through
+// ValidateSpec, objects of the Kubernetes API through ValidateSandbox, and
+// the CRD's schema holds the same ones through the markers on the types
+// (TestSchemaAgreesWithGo runs one table of cases through both). Every
+// message names the field and the limit; where the schema needs a CEL rule,
+// its message is one of the msg constants below, word for word.
+//
+// Lengths summed over many strings count characters (Unicode code points),
+// as the schema's maxLength and CEL's size() do, so that both sides draw the
+// line at the same place; a single path counts bytes, as the kernel does.
 const (
 	// MaxImageBytes bounds spec.image, a reference such as
 	// registry/repository:tag@digest.
@@ -30,15 +40,16 @@ const (
 	// MaxCommandEntries bounds the entries of spec.command and spec.args
 	// together.
 	MaxCommandEntries = 1024
-	// MaxCommandBytes bounds the bytes of spec.command and spec.args
-	// together.
-	MaxCommandBytes = 128 << 10
+	// MaxCommandChars bounds the characters of spec.command and spec.args
+	// together (at most 4 bytes each in UTF-8: 512 KiB).
+	MaxCommandChars = 128 << 10
 	// MaxWorkingDirBytes bounds spec.workingDir, as Linux's PATH_MAX does.
 	MaxWorkingDirBytes = 4096
 	// MaxEnvs bounds the entries of spec.envs.
 	MaxEnvs = 1024
-	// MaxEnvBytes bounds the bytes of spec.envs' names and values together.
-	MaxEnvBytes = 128 << 10
+	// MaxEnvChars bounds the characters of spec.envs' names and values
+	// together.
+	MaxEnvChars = 128 << 10
 	// MaxPorts bounds spec.exposedPorts.
 	MaxPorts = 64
 	// MinMemoryBytes is the least spec.resources.memory. Measured on the
@@ -79,6 +90,36 @@ const (
 	RuntimeCrun   = "crun"
 	RuntimeGVisor = "gvisor"
 )
+
+// Runtime types a SandboxPool may name; empty means container.
+const (
+	RuntimeTypeContainer = "container"
+	RuntimeTypeGVisor    = "gvisor"
+)
+
+// The messages of the rules the CRD's schema holds as CEL
+// (x-kubernetes-validations on the types): Go's errors end with the same
+// words, so a user reads one message whichever side refused.
+const (
+	msgImage          = "want an image reference such as alpine:latest: a repository path of at most 255 characters (library/ added to a name without one), a sha256, sha384 or sha512 digest, not a bare 64-character hex ID"
+	msgCommandEntries = "spec.command and spec.args: at most 1024 entries together"
+	msgCommandChars   = "spec.command and spec.args: at most 131072 characters together (128 KiB)"
+	msgEnvChars       = "spec.envs: at most 131072 characters of names and values together (128 KiB)"
+	msgCPU            = "want a positive quantity such as 500m or 2, at most 256 cores"
+	msgMemory         = "want a positive quantity such as 256Mi, at least 8Mi and at most 1Ti"
+	msgGVisorMemory   = "at least 32Mi with runtime gvisor, whose kernel runs inside the limit"
+	msgPids           = "want 0 (the agent's default) or 16 to 4194304 (its threads count, fsb init's too)"
+	msgWorkingDir     = "at most 4096 bytes"
+	msgPoolMinMax     = "poolMin must be at most poolMax"
+	msgBufferMinMax   = "bufferMin must be at most bufferMax"
+)
+
+// celMessages are the messages above, for the test that finds each CEL
+// rule's message of the CRDs among them.
+var celMessages = []string{
+	msgImage, msgCommandEntries, msgCommandChars, msgEnvChars, msgCPU, msgMemory, msgGVisorMemory,
+	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax,
+}
 
 // envName is what POSIX shells accept as a variable name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -151,14 +192,14 @@ func validateImage(image string) error {
 		return fmt.Errorf("spec.image: %d bytes, at most %d", len(image), MaxImageBytes)
 	}
 	if _, err := reference.ParseDockerRef(image); err != nil {
-		return fmt.Errorf("spec.image %s: %v", brief(image), err)
+		return fmt.Errorf("spec.image %s: %v: %s", brief(image), err, msgImage)
 	}
 	return nil
 }
 
 func validateCommand(command, args []string) error {
 	if n := len(command) + len(args); n > MaxCommandEntries {
-		return fmt.Errorf("spec.command and spec.args: %d entries, at most %d", n, MaxCommandEntries)
+		return fmt.Errorf("%s (%d)", msgCommandEntries, n)
 	}
 	total := 0
 	for _, f := range []struct {
@@ -166,14 +207,14 @@ func validateCommand(command, args []string) error {
 		list  []string
 	}{{"spec.command", command}, {"spec.args", args}} {
 		for i, s := range f.list {
-			total += len(s)
+			total += utf8.RuneCountInString(s)
 			if strings.IndexByte(s, 0) >= 0 {
 				return fmt.Errorf("%s[%d]: holds a NUL byte, which no process argument can", f.field, i)
 			}
 		}
 	}
-	if total > MaxCommandBytes {
-		return fmt.Errorf("spec.command and spec.args: %d bytes, at most %d (%s)", total, MaxCommandBytes, kib(MaxCommandBytes))
+	if total > MaxCommandChars {
+		return fmt.Errorf("%s (%d)", msgCommandChars, total)
 	}
 	return nil
 }
@@ -183,7 +224,7 @@ func validateWorkingDir(wd string) error {
 	case wd == "":
 		return nil
 	case len(wd) > MaxWorkingDirBytes:
-		return fmt.Errorf("spec.workingDir: %d bytes, at most %d", len(wd), MaxWorkingDirBytes)
+		return fmt.Errorf("spec.workingDir: %d bytes: %s", len(wd), msgWorkingDir)
 	case strings.IndexByte(wd, 0) >= 0:
 		return errors.New("spec.workingDir: holds a NUL byte, which no path can")
 	case !path.IsAbs(wd):
@@ -198,7 +239,7 @@ func validateEnvs(envs []*fsbv1.EnvVar) error {
 	}
 	total := 0
 	for i, e := range envs {
-		total += len(e.GetName()) + len(e.GetValue())
+		total += utf8.RuneCountInString(e.GetName()) + utf8.RuneCountInString(e.GetValue())
 		if !envName.MatchString(e.GetName()) {
 			return fmt.Errorf("spec.envs: %s is not a variable name: want letters, digits and '_', not starting with a digit", brief(e.GetName()))
 		}
@@ -206,8 +247,8 @@ func validateEnvs(envs []*fsbv1.EnvVar) error {
 			return fmt.Errorf("spec.envs[%d] (%s): the value holds a NUL byte, which no environment can", i, e.GetName())
 		}
 	}
-	if total > MaxEnvBytes {
-		return fmt.Errorf("spec.envs: %d bytes of names and values, at most %d (%s)", total, MaxEnvBytes, kib(MaxEnvBytes))
+	if total > MaxEnvChars {
+		return fmt.Errorf("%s (%d)", msgEnvChars, total)
 	}
 	return nil
 }
@@ -236,27 +277,22 @@ func validateResources(res *fsbv1.Resources, rt string) error {
 	if v := res.GetCpu(); v != "" {
 		q, err := quantity(v)
 		switch {
-		case err != nil || q.Sign() <= 0:
-			return fmt.Errorf("spec.resources.cpu %s: want a positive quantity such as 500m or 2", brief(v))
-		case q.Cmp(*resource.NewQuantity(MaxCPUCores, resource.DecimalSI)) > 0:
-			return fmt.Errorf("spec.resources.cpu %s: at most %d cores", brief(v), MaxCPUCores)
+		case err != nil || q.Sign() <= 0 || q.Cmp(*resource.NewQuantity(MaxCPUCores, resource.DecimalSI)) > 0:
+			return fmt.Errorf("spec.resources.cpu %s: %s", brief(v), msgCPU)
 		}
 	}
 	if v := res.GetMemory(); v != "" {
 		q, err := quantity(v)
 		switch {
-		case err != nil || q.Sign() <= 0:
-			return fmt.Errorf("spec.resources.memory %s: want a positive quantity such as 256Mi", brief(v))
-		case q.Cmp(*resource.NewQuantity(MaxMemoryBytes, resource.BinarySI)) > 0:
-			return fmt.Errorf("spec.resources.memory %s: at most %s", brief(v), resource.NewQuantity(MaxMemoryBytes, resource.BinarySI))
+		case err != nil || q.Sign() <= 0 || q.Cmp(*resource.NewQuantity(MaxMemoryBytes, resource.BinarySI)) > 0 ||
+			q.Cmp(*resource.NewQuantity(MinMemoryBytes, resource.BinarySI)) < 0:
+			return fmt.Errorf("spec.resources.memory %s: %s", brief(v), msgMemory)
 		case rt == RuntimeGVisor && q.Cmp(*resource.NewQuantity(MinGVisorMemoryBytes, resource.BinarySI)) < 0:
-			return fmt.Errorf("spec.resources.memory %s: at least %s with runtime gvisor, whose kernel runs inside the limit", brief(v), resource.NewQuantity(MinGVisorMemoryBytes, resource.BinarySI))
-		case q.Cmp(*resource.NewQuantity(MinMemoryBytes, resource.BinarySI)) < 0:
-			return fmt.Errorf("spec.resources.memory %s: at least %s, what the runtime needs to start a sandbox", brief(v), resource.NewQuantity(MinMemoryBytes, resource.BinarySI))
+			return fmt.Errorf("spec.resources.memory %s: %s", brief(v), msgGVisorMemory)
 		}
 	}
 	if p := res.GetPids(); p < 0 || p > MaxPids || (p > 0 && p < MinPids) {
-		return fmt.Errorf("spec.resources.pids %d: want 0 (the agent's default) or %d to %d (its threads count, fsb init's too)", p, MinPids, MaxPids)
+		return fmt.Errorf("spec.resources.pids %d: %s", p, msgPids)
 	}
 	return nil
 }
@@ -400,4 +436,59 @@ func brief(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-func kib(n int) string { return fmt.Sprintf("%d KiB", n>>10) }
+// ValidateSandbox checks a Sandbox object as the Kubernetes API takes it
+// (kubectl, a YAML file): its name and labels, the spellings of its enums,
+// which the wire form cannot carry wrong, and its spec by ValidateSpec. An
+// object it accepts, the CRD's schema accepts, and the other way round.
+func ValidateSandbox(sb *Sandbox) error {
+	if err := ValidateObjectName(sb.Namespace, sb.Name); err != nil {
+		return err
+	}
+	if err := ValidateLabels(sb.Labels); err != nil {
+		return err
+	}
+	switch sb.Spec.ConsistencyMode {
+	case "", ConsistencyFast, ConsistencyStrong:
+	default:
+		return fmt.Errorf("spec.consistencyMode %s: want %s or %s", brief(string(sb.Spec.ConsistencyMode)), ConsistencyFast, ConsistencyStrong)
+	}
+	switch sb.Spec.FailurePolicy {
+	case "", FailurePolicyManual, FailurePolicyAutoRecreate:
+	default:
+		return fmt.Errorf("spec.failurePolicy %s: want %s or %s", brief(string(sb.Spec.FailurePolicy)), FailurePolicyManual, FailurePolicyAutoRecreate)
+	}
+	return ValidateSpec(SpecToProto(sb.Spec))
+}
+
+// ValidatePool checks a SandboxPool: its name, its capacity's bounds and
+// their order, and its runtime type.
+func ValidatePool(p *SandboxPool) error {
+	if err := ValidateObjectName(p.Namespace, p.Name); err != nil {
+		return err
+	}
+	c := p.Spec.Capacity
+	for _, f := range []struct {
+		field    string
+		v, least int32
+	}{
+		{"spec.capacity.poolMin", c.PoolMin, 0}, {"spec.capacity.poolMax", c.PoolMax, 1},
+		{"spec.capacity.bufferMin", c.BufferMin, 0}, {"spec.capacity.bufferMax", c.BufferMax, 0},
+		{"spec.maxSandboxesPerPod", p.Spec.MaxSandboxesPerPod, 0},
+	} {
+		if f.v < f.least {
+			return fmt.Errorf("%s %d: want %d or more", f.field, f.v, f.least)
+		}
+	}
+	if c.PoolMin > c.PoolMax {
+		return fmt.Errorf("spec.capacity.poolMin %d, poolMax %d: %s", c.PoolMin, c.PoolMax, msgPoolMinMax)
+	}
+	if c.BufferMin > c.BufferMax {
+		return fmt.Errorf("spec.capacity.bufferMin %d, bufferMax %d: %s", c.BufferMin, c.BufferMax, msgBufferMinMax)
+	}
+	switch p.Spec.RuntimeType {
+	case "", RuntimeTypeContainer, RuntimeTypeGVisor:
+	default:
+		return fmt.Errorf("spec.runtimeType %s: want %s or %s", brief(p.Spec.RuntimeType), RuntimeTypeContainer, RuntimeTypeGVisor)
+	}
+	return nil
+}

@@ -51,13 +51,13 @@ func TestValidateSpecBounds(t *testing.T) {
 		{"port 0", func(s *fsbv1.SandboxSpec) { s.ExposedPorts = []int32{0} }, "0 is not a port"},
 		{"1024 envs", func(s *fsbv1.SandboxSpec) { s.Envs = envs(MaxEnvs) }, ""},
 		{"1025 envs", func(s *fsbv1.SandboxSpec) { s.Envs = envs(MaxEnvs + 1) }, "1025 entries, at most 1024"},
-		{"env bytes past the limit", func(s *fsbv1.SandboxSpec) {
-			s.Envs = []*fsbv1.EnvVar{{Name: "A", Value: strings.Repeat("x", MaxEnvBytes)}}
+		{"env characters past the limit", func(s *fsbv1.SandboxSpec) {
+			s.Envs = []*fsbv1.EnvVar{{Name: "A", Value: strings.Repeat("x", MaxEnvChars)}}
 		}, "at most 131072"},
 		{"env name starting with a digit", func(s *fsbv1.SandboxSpec) { s.Envs = []*fsbv1.EnvVar{{Name: "1A"}} }, `"1A" is not a variable name`},
 		{"env name with '='", func(s *fsbv1.SandboxSpec) { s.Envs = []*fsbv1.EnvVar{{Name: "A=B"}} }, "is not a variable name"},
-		{"command at the byte limit", func(s *fsbv1.SandboxSpec) { s.Command = []string{strings.Repeat("a", MaxCommandBytes)} }, ""},
-		{"command past the byte limit", func(s *fsbv1.SandboxSpec) { s.Command = []string{strings.Repeat("a", MaxCommandBytes+1)} }, "at most 131072"},
+		{"command at the character limit", func(s *fsbv1.SandboxSpec) { s.Command = []string{strings.Repeat("a", MaxCommandChars)} }, ""},
+		{"command past the character limit", func(s *fsbv1.SandboxSpec) { s.Command = []string{strings.Repeat("a", MaxCommandChars+1)} }, "at most 131072"},
 		{"NUL in the command", func(s *fsbv1.SandboxSpec) { s.Command = []string{"a\x00"} }, "spec.command[0]"},
 		{"NUL in the working dir", func(s *fsbv1.SandboxSpec) { s.WorkingDir = "/a\x00" }, "spec.workingDir"},
 		{"relative working dir", func(s *fsbv1.SandboxSpec) { s.WorkingDir = "srv" }, "want an absolute path"},
