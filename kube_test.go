@@ -76,7 +76,7 @@ func useKubeStore(t *testing.T, ctrl *controllerProc, kubeconfig string) {
 
 func (p *kubePlane) ctl(args ...string) (stdout, stderr string, code int) {
 	p.t.Helper()
-	return runCtl(p.t, p.server, "user-token-1", append(args, "--namespace", p.ns)...)
+	return runCtl(p.t, p.server, "user-token-1", append([]string{"--namespace", p.ns}, args...)...)
 }
 
 func (p *kubePlane) mustCtl(args ...string) string {
