@@ -5,8 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
@@ -95,6 +99,38 @@ func (p *kubePlane) kubectl(args ...string) string {
 		p.t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
 	}
 	return out
+}
+
+// statusPuts is the API server's count of PUTs to sandboxes/status (its
+// apiserver_request_total metric): every status update the controller sent.
+func (p *kubePlane) statusPuts() int {
+	p.t.Helper()
+	client, err := rest.HTTPClientFor(p.kube.Config)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	resp, err := client.Get(p.kube.Config.Host + "/metrics")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		p.t.Fatalf("API server metrics: HTTP %d, %v", resp.StatusCode, err)
+	}
+	n := 0
+	for line := range strings.Lines(string(body)) {
+		if !strings.HasPrefix(line, "apiserver_request_total{") ||
+			!strings.Contains(line, `resource="sandboxes"`) || !strings.Contains(line, `subresource="status"`) || !strings.Contains(line, `verb="PUT"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " "):]), 64)
+		if err != nil {
+			p.t.Fatalf("metric line %q: %v", line, err)
+		}
+		n += int(v)
+	}
+	return n
 }
 
 // waitObject polls the object until ok says yes.
@@ -207,9 +243,14 @@ spec:
 
 	t.Run("a steady sandbox's status is not written again", func(t *testing.T) {
 		// With --resync-period 1s every sandbox is synced each second, and
-		// the agent reports every 2 s: none of that may write an unchanged
-		// status (its resourceVersion would move).
+		// the agent reports every 2 s: none of that may send a status (the
+		// API server's count of status PUTs stays), let alone write one
+		// (the resourceVersion stays).
 		before := p.waitObject("applied", 10*time.Second, "Running", phase(v1alpha1.PhaseRunning))
+		puts := p.statusPuts()
+if puts == 0 {
+	t.Fatal("the API server counted no status update, though the controller wrote Bound and Running")
+}
 		time.Sleep(3 * time.Second)
 		after, err := p.store.Get(ctx, p.ns, "applied")
 		if err != nil {
@@ -218,6 +259,9 @@ spec:
 		if after.ResourceVersion != before.ResourceVersion {
 			t.Errorf("resourceVersion %s -> %s over 3 s of a steady sandbox: status %+v -> %+v",
 				before.ResourceVersion, after.ResourceVersion, before.Status, after.Status)
+		}
+		if n := p.statusPuts() - puts; n != 0 {
+			t.Errorf("the controller sent %d status updates over 3 s of a steady sandbox, want none", n)
 		}
 	})
 
