@@ -46,6 +46,14 @@ const sandboxes = "sandboxes"
 //   - Watch from a compacted resourceVersion: the API server answers with a
 //     stream whose first event is an ERROR carrying the 410 Status (client-go's
 //     reflector relists on it, as it does on a ResourceExpired error).
+//   - Watch from "" or "0": from now, as Interface says (to the API server
+//     both replay the current state first).
+//
+// Two differences remain, and the store tests say so: an Update that removes
+// the last finalizer of a deleted object returns the object as last stored
+// (the DELETED event carries the deletion's resourceVersion), and the first
+// UpdateStatus of an object created without status writes once even when the
+// status is empty (the API server stores "status": {}).
 //
 // Returned objects carry no managedFields, like the embedded store's: the
 // controller and the fast path never read them, and informers would hold one
