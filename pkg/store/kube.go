@@ -254,6 +254,12 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 		return nil, err
 	}
 	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+		if e.Type == watch.Error && ctx.Err() != nil {
+			// client-go reports the stream cut by ctx as an internal
+			// error ("unable to decode an event from the watch stream:
+			// context canceled"); Interface ends the stream quietly.
+			return e, false
+		}
 		if sb, ok := e.Object.(*v1alpha1.Sandbox); ok {
 			sb.ManagedFields = nil
 		}

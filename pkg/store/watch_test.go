@@ -269,34 +269,38 @@ func TestSlowWatcherIsCutNotWaitedFor(t *testing.T) {
 }
 
 func TestWatchEnds(t *testing.T) {
-	s := open(t)
-	for _, tc := range []struct {
-		name string
-		end  func(w watch.Interface, cancel context.CancelFunc)
-	}{
-		{"Stop", func(w watch.Interface, _ context.CancelFunc) { w.Stop(); w.Stop() }},
-		{"ctx", func(_ watch.Interface, cancel context.CancelFunc) { cancel() }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			w, err := s.Watch(ctx, "", "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.end(w, cancel)
-			expectEnd(t, w)
-			w.Stop()
-		})
-	}
+	eachStore(t, func(t *testing.T, s store.Interface) {
+		for _, tc := range []struct {
+			name string
+			end  func(w watch.Interface, cancel context.CancelFunc)
+		}{
+			{"Stop", func(w watch.Interface, _ context.CancelFunc) { w.Stop(); w.Stop() }},
+			{"ctx", func(_ watch.Interface, cancel context.CancelFunc) { cancel() }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				w, err := s.Watch(ctx, "", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.end(w, cancel)
+				expectEnd(t, w)
+				w.Stop()
+			})
+		}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Watch(ctx, "", ""); !errors.Is(err, context.Canceled) {
-		t.Errorf("Watch with an ended ctx: %v, want context.Canceled", err)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := s.Watch(ctx, "", ""); !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch with an ended ctx: %v, want context.Canceled", err)
+		}
+	})
+}
 
-	// Close ends every watch, and later watches are refused.
+// TestCloseEndsWatches: closing the embedded store ends every watch, and
+// later watches are refused.
+func TestCloseEndsWatches(t *testing.T) {
 	s2, err := store.OpenEmbedded(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
