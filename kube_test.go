@@ -248,9 +248,9 @@ spec:
 		// (the resourceVersion stays).
 		before := p.waitObject("applied", 10*time.Second, "Running", phase(v1alpha1.PhaseRunning))
 		puts := p.statusPuts()
-if puts == 0 {
-	t.Fatal("the API server counted no status update, though the controller wrote Bound and Running")
-}
+		if puts == 0 {
+			t.Fatal("the API server counted no status update, though the controller wrote Bound and Running")
+		}
 		time.Sleep(3 * time.Second)
 		after, err := p.store.Get(ctx, p.ns, "applied")
 		if err != nil {
