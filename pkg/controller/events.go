@@ -47,9 +47,10 @@ func LogEvents(log *slog.Logger) record.EventRecorder {
 	return logRecorder{log: log}
 }
 
-// LogEvent writes one Event as a log line: a Warning as a warning.
+// LogEvent writes one Event as a log line: a Warning as a warning, a Normal
+// one at debug level (a FAST burst places thousands a minute).
 func LogEvent(log *slog.Logger, e *corev1.Event) {
-	level := slog.LevelInfo
+	level := slog.LevelDebug
 	if e.Type == corev1.EventTypeWarning {
 		level = slog.LevelWarn
 	}

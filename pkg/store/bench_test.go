@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
 // A full-size object: what the fast path writes for a placed sandbox.
@@ -23,74 +24,89 @@ func benchSandbox(name string) *v1alpha1.Sandbox {
 	return sb
 }
 
-// BenchmarkCreate is one create at a time: one bbolt commit (fsync) each.
-func BenchmarkCreate(b *testing.B) {
-	s := open(b)
-	ctx := context.Background()
-	i := 0
-	for b.Loop() {
-		if _, err := s.Create(ctx, benchSandbox(fmt.Sprintf("sb-%d", i))); err != nil {
-			b.Fatal(err)
-		}
-		i++
+// eachStoreB runs a benchmark on each store kind: the embedded one (a bbolt
+// file) and the kube one (the rig's API server and its etcd, over loopback
+// HTTPS/JSON).
+func eachStoreB(b *testing.B, f func(b *testing.B, s store.Interface)) {
+	for _, k := range storeKinds {
+		b.Run(k.name, func(b *testing.B) { f(b, k.open(b)) })
 	}
+}
+
+// BenchmarkCreate is one create at a time: one bbolt commit (fsync) each, or
+// one API request (an etcd write) each.
+func BenchmarkCreate(b *testing.B) {
+	eachStoreB(b, func(b *testing.B, s store.Interface) {
+		ctx := context.Background()
+		i := 0
+		for b.Loop() {
+			if _, err := s.Create(ctx, benchSandbox(fmt.Sprintf("sb-%d", i))); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 }
 
 // BenchmarkCreateParallel has GOMAXPROCS×8 concurrent creators: queued writes
 // share commits.
 func BenchmarkCreateParallel(b *testing.B) {
-	s := open(b)
-	ctx := context.Background()
-	var n atomic.Int64
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := s.Create(ctx, benchSandbox(fmt.Sprintf("sb-%d", n.Add(1)))); err != nil {
-				b.Error(err)
-				return
+	eachStoreB(b, func(b *testing.B, s store.Interface) {
+		ctx := context.Background()
+		var n atomic.Int64
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.Create(ctx, benchSandbox(fmt.Sprintf("sb-%d", n.Add(1)))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkGet(b *testing.B) {
+	eachStoreB(b, func(b *testing.B, s store.Interface) {
+		ctx := context.Background()
+		mustCreate(b, s, benchSandbox("a"))
+		for b.Loop() {
+			if _, err := s.Get(ctx, "default", "a"); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
 }
 
-func BenchmarkGet(b *testing.B) {
-	s := open(b)
-	ctx := context.Background()
-	mustCreate(b, s, benchSandbox("a"))
-	for b.Loop() {
-		if _, err := s.Get(ctx, "default", "a"); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkList100 lists (and copies) 100 objects.
 func BenchmarkList100(b *testing.B) {
-	s := open(b)
-	ctx := context.Background()
-	for i := range 100 {
-		mustCreate(b, s, benchSandbox(fmt.Sprintf("sb-%03d", i)))
-	}
-	for b.Loop() {
-		list, err := s.List(ctx, "default", nil)
-		if err != nil || len(list.Items) != 100 {
-			b.Fatal(err, len(list.Items))
+	eachStoreB(b, func(b *testing.B, s store.Interface) {
+		ctx := context.Background()
+		for i := range 100 {
+			mustCreate(b, s, benchSandbox(fmt.Sprintf("sb-%03d", i)))
 		}
-	}
+		for b.Loop() {
+			list, err := s.List(ctx, "default", nil)
+			if err != nil || len(list.Items) != 100 {
+				b.Fatal(err, len(list.Items))
+			}
+		}
+	})
 }
 
 // BenchmarkUpdateStatus writes a changed status each time, as the controller
 // does on every phase change.
 func BenchmarkUpdateStatus(b *testing.B) {
-	s := open(b)
-	ctx := context.Background()
-	sb := mustCreate(b, s, benchSandbox("a"))
-	for b.Loop() {
-		sb.Status.Revision++
-		sb.Status.Phase = v1alpha1.PhaseRunning
-		var err error
-		if sb, err = s.UpdateStatus(ctx, sb); err != nil {
-			b.Fatal(err)
+	eachStoreB(b, func(b *testing.B, s store.Interface) {
+		ctx := context.Background()
+		sb := mustCreate(b, s, benchSandbox("a"))
+		for b.Loop() {
+			sb.Status.Revision++
+			sb.Status.Phase = v1alpha1.PhaseRunning
+			var err error
+			if sb, err = s.UpdateStatus(ctx, sb); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,12 +38,22 @@ const sandboxes = "sandboxes"
 // The API server keeps the promises of Interface itself (status subresource,
 // finalizers, generation, resourceVersions, errors); Kube adds only what the
 // API server does differently:
-//   - Update with an empty resourceVersion: the API server refuses
-//     unconditional updates of custom resources, so Kube reads the current
-//     version and retries on Conflict.
+//   - Update and UpdateStatus with an empty resourceVersion: the API server
+//     refuses unconditional updates of custom resources, so Kube reads the
+//     current version and retries on Conflict.
+//   - Create with a resourceVersion: BadRequest here (the API server answers
+//     with an internal error).
 //   - Watch from a compacted resourceVersion: the API server answers with a
 //     stream whose first event is an ERROR carrying the 410 Status (client-go's
 //     reflector relists on it, as it does on a ResourceExpired error).
+//   - Watch from "" or "0": from now, as Interface says (to the API server
+//     both replay the current state first).
+//
+// Two differences remain, and the store tests say so: an Update that removes
+// the last finalizer of a deleted object returns the object as last stored
+// (the DELETED event carries the deletion's resourceVersion), and the first
+// UpdateStatus of an object created without status writes once even when the
+// status is empty (the API server stores "status": {}).
 //
 // Returned objects carry no managedFields, like the embedded store's: the
 // controller and the fast path never read them, and informers would hold one
@@ -96,6 +107,10 @@ func (k *Kube) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sand
 	if err := validateNamespace(sb.Namespace); err != nil || sb.Namespace == "" {
 		return nil, namespaceRequired(sb.Name, err)
 	}
+	if sb.ResourceVersion != "" {
+		// The API server says so too, but as an internal error.
+		return nil, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
+	}
 	in := withoutStatus(sb)
 	out := new(v1alpha1.Sandbox)
 	err := k.client.Post().Namespace(in.Namespace).Resource(sandboxes).Body(in).Do(ctx).Into(out)
@@ -112,24 +127,7 @@ func (k *Kube) Update(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sand
 	if err := validateKey(sb.Namespace, sb.Name); err != nil {
 		return nil, err
 	}
-	in := withoutStatus(sb)
-	if in.ResourceVersion != "" {
-		return k.put(ctx, in, "")
-	}
-	// Unconditional: the API server refuses a custom resource's update
-	// without a resourceVersion, so take the current one and retry while
-	// another writer gets in between.
-	var out *v1alpha1.Sandbox
-	err := retry.OnError(retry.DefaultRetry, apierrors.IsConflict, func() error {
-		cur, err := k.Get(ctx, in.Namespace, in.Name)
-		if err != nil {
-			return err
-		}
-		in.ResourceVersion = cur.ResourceVersion
-		out, err = k.put(ctx, in, "")
-		return err
-	})
-	return out, err
+	return k.put(ctx, withoutStatus(sb), "")
 }
 
 // UpdateStatus implements Interface, through the status subresource: only
@@ -146,13 +144,41 @@ func (k *Kube) UpdateStatus(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha
 	return k.put(ctx, in, "status")
 }
 
+// put replaces the object (or its status subresource) with in, a copy of the
+// caller's that put may change. An empty resourceVersion is unconditional:
+// the API server refuses that for custom resources, so put reads the
+// current version and retries while another writer gets in between.
 func (k *Kube) put(ctx context.Context, in *v1alpha1.Sandbox, subresource string) (*v1alpha1.Sandbox, error) {
+	if in.ResourceVersion != "" {
+		return k.putOnce(ctx, in, subresource)
+	}
+	var out *v1alpha1.Sandbox
+	err := retry.OnError(retry.DefaultRetry, isVersionConflict, func() error {
+		cur, err := k.Get(ctx, in.Namespace, in.Name)
+		if err != nil {
+			return err
+		}
+		in.ResourceVersion = cur.ResourceVersion
+		out, err = k.putOnce(ctx, in, subresource)
+		return err
+	})
+	return out, err
+}
+
+func (k *Kube) putOnce(ctx context.Context, in *v1alpha1.Sandbox, subresource string) (*v1alpha1.Sandbox, error) {
 	req := k.client.Put().Namespace(in.Namespace).Resource(sandboxes).Name(in.Name)
 	if subresource != "" {
 		req = req.SubResource(subresource)
 	}
 	out := new(v1alpha1.Sandbox)
 	return kubeResult(out, req.Body(in).Do(ctx).Into(out))
+}
+
+// isVersionConflict tells a stale resourceVersion, worth another try of an
+// unconditional write, from a UID precondition that failed (the object was
+// made anew: the caller's is another one), which no retry cures.
+func isVersionConflict(err error) bool {
+	return apierrors.IsConflict(err) && !strings.Contains(err.Error(), "Precondition failed: UID")
 }
 
 // Delete implements Interface.
@@ -228,6 +254,12 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 		return nil, err
 	}
 	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+		if e.Type == watch.Error && ctx.Err() != nil {
+			// client-go reports the stream cut by ctx as an internal
+			// error ("unable to decode an event from the watch stream:
+			// context canceled"); Interface ends the stream quietly.
+			return e, false
+		}
 		if sb, ok := e.Object.(*v1alpha1.Sandbox); ok {
 			sb.ManagedFields = nil
 		}

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -93,10 +95,6 @@ func prepareUpdateStatus(cur, in *v1alpha1.Sandbox, _ metav1.Time) (change, erro
 	if err := precondition(cur, in); err != nil {
 		return change{}, err
 	}
-	if in.UID != "" && in.UID != cur.UID {
-		return change{}, invalid(in.Name, field.ErrorList{
-			field.Invalid(metadataPath.Child("uid"), in.UID, apivalidation.FieldImmutableErrorMsg)})
-	}
 	if apiequality.Semantic.DeepEqual(cur.Status, in.Status) {
 		return change{obj: cur}, nil
 	}
@@ -125,12 +123,18 @@ func prepareDelete(cur *v1alpha1.Sandbox, name string, now metav1.Time) (change,
 	return change{typ: watch.Modified, obj: next}, nil
 }
 
-// precondition is the check every update makes first: the object exists and,
-// when the caller names a resourceVersion, it is the stored one. An empty
-// resourceVersion updates unconditionally.
+// precondition is the check every update makes first: the object exists,
+// its UID (when the caller names one) is the stored one, and so is its
+// resourceVersion (when the caller names one). An empty resourceVersion
+// updates unconditionally. A UID of another object is a Conflict, as the API
+// server's UID precondition makes it: the object was deleted and made anew.
 func precondition(cur, in *v1alpha1.Sandbox) error {
 	if cur == nil {
 		return notFound(in.Name)
+	}
+	if in.UID != "" && in.UID != cur.UID {
+		return apierrors.NewConflict(GroupResource, in.Name, fmt.Errorf(
+			"Precondition failed: UID in precondition: %s, UID in object meta: %s", in.UID, cur.UID))
 	}
 	if in.ResourceVersion != "" && in.ResourceVersion != cur.ResourceVersion {
 		return conflict(in.Name)

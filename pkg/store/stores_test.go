@@ -1,7 +1,10 @@
 package store_test
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -147,12 +150,22 @@ func (v *kubeView) List(ctx context.Context, namespace string, selector labels.S
 	if err != nil {
 		return nil, err
 	}
-	items := list.Items[:0]
-	for _, it := range list.Items {
+	items := make([]v1alpha1.Sandbox, 0, len(list.Items))
+	for i, it := range list.Items {
+		// The API server lists in etcd's key order: by namespace, then name.
+		if i > 0 {
+			if prev := list.Items[i-1]; prev.Namespace > it.Namespace || (prev.Namespace == it.Namespace && prev.Name >= it.Name) {
+				v.t.Errorf("the API server listed %s/%s before %s/%s", prev.Namespace, prev.Name, it.Namespace, it.Name)
+			}
+		}
 		if v.back(&it) {
 			items = append(items, it)
 		}
 	}
+	// Sorted again in the test's namespaces, as the embedded store sorts.
+	slices.SortFunc(items, func(a, b v1alpha1.Sandbox) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	list.Items = items
 	return list, nil
 }

@@ -33,6 +33,12 @@ const (
 // eventComponent is the source of the Events the controller records.
 const eventComponent = "fsb-controller"
 
+// Client-side rate limits of Event writes.
+const (
+	eventsQPS   = 50
+	eventsBurst = 200
+)
+
 // storeFlags are the flags that choose and open the store.
 func storeFlags() []cli.Flag {
 	return []cli.Flag{
@@ -175,6 +181,14 @@ func checkCRD(ctx context.Context, st *store.Kube) error {
 // kubeEvents records Events to the API server (and the log). stop flushes
 // and ends the broadcaster.
 func kubeEvents(cfg *rest.Config, log *slog.Logger) (record.EventRecorder, func(), error) {
+	// Events have a client of their own, with a budget of their own: a
+	// burst of creates records a burst of Placed, which must neither wait
+	// behind client-go's default 5 requests a second nor take the
+	// sandboxes' budget (store.KubeQPS).
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = eventsQPS, eventsBurst
+	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("events client: %w", err)
