@@ -435,3 +435,61 @@ func TestControllerReachesAgentOverTLS(t *testing.T) {
 		t.Errorf("the controller does not say why it cannot reach the agent:\n%s", log)
 	}
 }
+
+// TestUpKubeFailureStopsItsRig runs the Kubernetes part of scripts/up.sh
+// (make up KUBE=1) after a containerd this run started, with kube.sh and
+// rig.sh replaced by stubs: when the API server cannot even be started
+// (kube-apiserver does not build, or another program holds one of its
+// ports), up.sh stops the containerd it started, as it does on every other
+// failure, instead of leaving it running.
+func TestUpKubeFailureStopsItsRig(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		build     string // the stub kube.sh build's body
+		portTaken bool
+	}{
+		{"build fails", `exit 1`, false},
+		{"port taken", `echo "$FAKE/bin"`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(fake, "scripts"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			stubs := map[string]string{
+				"kube.sh": "#!/bin/bash\ncase $1 in build) " + tc.build + " ;; start) exit 0 ;; stop) touch \"$FAKE/kube-stopped\" ;; esac\n",
+				"rig.sh":  "#!/bin/bash\n[[ $1 == down ]] && touch \"$FAKE/rig-stopped\"\nexit 0\n",
+			}
+			for name, body := range stubs {
+				if err := os.WriteFile(filepath.Join(fake, "scripts", name), []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			holder := "holder() { return 1; }"
+			if tc.portTaken {
+				holder = `holder() { echo "another program"; }`
+			}
+			script := `set -euo pipefail
+export FAKE=$1
+repo_root=$FAKE kube_dir=$FAKE/kube up_dir=$FAKE/up
+KUBE_API_PORT=6443 ETCD_PORT=2479 ETCD_PEER_PORT=2480 READY_TIMEOUT=1
+started_rig=true started_kube=false started=() kube_bin=
+log() { :; }
+die() { echo "die: $*" >&2; exit 1; }
+stop() { :; }
+` + holder + `
+source <(sed -n -e '/^undo() {$/,/^}$/p' -e '/^kube_running() {$/,/^}$/p' -e '/^start_kube() {$/,/^}$/p' -e '/^check_free() {$/,/^}$/p' scripts/up.sh)
+start_kube`
+			out, err := exec.Command("bash", "-c", script, "bash", fake).CombinedOutput()
+			if err == nil {
+				t.Fatalf("start_kube succeeded:\n%s", out)
+			}
+			if !strings.Contains(string(out), "die: ") {
+				t.Fatalf("start_kube failed without its message: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(filepath.Join(fake, "rig-stopped")); err != nil {
+				t.Errorf("up.sh left the containerd it started running (no rig.sh down):\n%s", out)
+			}
+		})
+	}
+}
