@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -491,5 +492,95 @@ start_kube`
 				t.Errorf("up.sh left the containerd it started running (no rig.sh down):\n%s", out)
 			}
 		})
+	}
+}
+
+// TestTestShStopsAKubeStartedDuringItsFailure runs scripts/test.sh with
+// rig.sh and kube.sh replaced by stubs: rig.sh up fails while kube.sh start
+// is still getting ready (as while it installs etcd on a fresh machine,
+// before its directory exists). The API server it then starts must not
+// outlive test.sh: test.sh waits for the start it began and stops it.
+func TestTestShStopsAKubeStartedDuringItsFailure(t *testing.T) {
+	fake := t.TempDir()
+	for _, d := range []string{"scripts", "bin"} {
+		if err := os.MkdirAll(filepath.Join(fake, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testSh, err := os.ReadFile("scripts/test.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"scripts/test.sh": string(testSh),
+		"scripts/rig.sh":  "#!/bin/bash\ncase $1 in up) sleep 0.3; exit 1 ;; down) rm -rf \"$2\" ;; esac\n",
+		// start: a second of getting ready before DIR exists, then a
+		// daemon started under DIR's lock; stop: under the lock, as
+		// scripts/kube.sh does.
+		"scripts/kube.sh": `#!/bin/bash
+set -e
+case $1 in
+build) echo "$FAKE/bin" ;;
+start)
+	sleep 1
+	mkdir -p "$2"
+	touch "$2/.fsb-kube"
+	exec 9>"$2/.lock"
+	flock 9
+	sleep 300 </dev/null >/dev/null 2>&1 9>&- &
+	echo $! >"$2/daemon.pid"
+	echo $! >"$FAKE/daemon.pid"
+	echo 'export FSB_KUBECONFIG=x FSB_KUBE_BIN=x' >"$2/env"
+	;;
+stop)
+	[[ -d $2 ]] || exit 0
+	exec 9>"$2/.lock"
+	flock -w 60 9
+	if [[ -r $2/daemon.pid ]]; then kill "$(<"$2/daemon.pid")" || true; fi
+	rm -rf "$2"
+	;;
+esac
+`,
+		"bin/fsb":        "#!/bin/sh\n",
+		"bin/fsb-helper": "#!/bin/sh\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(fake, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	daemon := func() (int, bool) {
+		b, err := os.ReadFile(filepath.Join(fake, "daemon.pid"))
+		if err != nil {
+			return 0, false
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 0 {
+			return 0, false
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return pid, false
+		}
+		s := string(stat)
+		return pid, !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+1:], " Z")
+	}
+	t.Cleanup(func() {
+		if pid, alive := daemon(); alive {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	cmd := exec.Command("bash", filepath.Join(fake, "scripts", "test.sh"), "./...")
+	cmd.Env = append(os.Environ(), "FAKE="+fake)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("test.sh succeeded with a failing rig.sh up:\n%s", out)
+	}
+	// An orphaned start would bring its daemon up about a second after
+	// test.sh began.
+	time.Sleep(time.Until(start.Add(2 * time.Second)))
+	if pid, alive := daemon(); alive {
+		t.Errorf("the API server kube.sh start brought up (pid %d) outlived test.sh:\n%s", pid, out)
 	}
 }
