@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -433,5 +434,153 @@ func TestControllerReachesAgentOverTLS(t *testing.T) {
 	}
 	if log := ctrl.log.String(); !strings.Contains(log, "agent unreachable") || !strings.Contains(log, "certificate signed by unknown authority") {
 		t.Errorf("the controller does not say why it cannot reach the agent:\n%s", log)
+	}
+}
+
+// TestUpKubeFailureStopsItsRig runs the Kubernetes part of scripts/up.sh
+// (make up KUBE=1) after a containerd this run started, with kube.sh and
+// rig.sh replaced by stubs: when the API server cannot even be started
+// (kube-apiserver does not build, or another program holds one of its
+// ports), up.sh stops the containerd it started, as it does on every other
+// failure, instead of leaving it running.
+func TestUpKubeFailureStopsItsRig(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		build     string // the stub kube.sh build's body
+		portTaken bool
+	}{
+		{"build fails", `exit 1`, false},
+		{"port taken", `echo "$FAKE/bin"`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(fake, "scripts"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			stubs := map[string]string{
+				"kube.sh": "#!/bin/bash\ncase $1 in build) " + tc.build + " ;; start) exit 0 ;; stop) touch \"$FAKE/kube-stopped\" ;; esac\n",
+				"rig.sh":  "#!/bin/bash\n[[ $1 == down ]] && touch \"$FAKE/rig-stopped\"\nexit 0\n",
+			}
+			for name, body := range stubs {
+				if err := os.WriteFile(filepath.Join(fake, "scripts", name), []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			holder := "holder() { return 1; }"
+			if tc.portTaken {
+				holder = `holder() { echo "another program"; }`
+			}
+			script := `set -euo pipefail
+export FAKE=$1
+repo_root=$FAKE kube_dir=$FAKE/kube up_dir=$FAKE/up
+KUBE_API_PORT=6443 ETCD_PORT=2479 ETCD_PEER_PORT=2480 READY_TIMEOUT=1
+started_rig=true started_kube=false started=() kube_bin=
+log() { :; }
+die() { echo "die: $*" >&2; exit 1; }
+stop() { :; }
+` + holder + `
+source <(sed -n -e '/^undo() {$/,/^}$/p' -e '/^kube_running() {$/,/^}$/p' -e '/^start_kube() {$/,/^}$/p' -e '/^check_free() {$/,/^}$/p' scripts/up.sh)
+start_kube`
+			out, err := exec.Command("bash", "-c", script, "bash", fake).CombinedOutput()
+			if err == nil {
+				t.Fatalf("start_kube succeeded:\n%s", out)
+			}
+			if !strings.Contains(string(out), "die: ") {
+				t.Fatalf("start_kube failed without its message: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(filepath.Join(fake, "rig-stopped")); err != nil {
+				t.Errorf("up.sh left the containerd it started running (no rig.sh down):\n%s", out)
+			}
+		})
+	}
+}
+
+// TestTestShStopsAKubeStartedDuringItsFailure runs scripts/test.sh with
+// rig.sh and kube.sh replaced by stubs: rig.sh up fails while kube.sh start
+// is still getting ready (as while it installs etcd on a fresh machine,
+// before its directory exists). The API server it then starts must not
+// outlive test.sh: test.sh waits for the start it began and stops it.
+func TestTestShStopsAKubeStartedDuringItsFailure(t *testing.T) {
+	fake := t.TempDir()
+	for _, d := range []string{"scripts", "bin"} {
+		if err := os.MkdirAll(filepath.Join(fake, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testSh, err := os.ReadFile("scripts/test.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"scripts/test.sh": string(testSh),
+		"scripts/rig.sh":  "#!/bin/bash\ncase $1 in up) sleep 0.3; exit 1 ;; down) rm -rf \"$2\" ;; esac\n",
+		// start: a second of getting ready before DIR exists, then a
+		// daemon started under DIR's lock; stop: under the lock, as
+		// scripts/kube.sh does.
+		"scripts/kube.sh": `#!/bin/bash
+set -e
+case $1 in
+build) echo "$FAKE/bin" ;;
+start)
+	sleep 1
+	mkdir -p "$2"
+	touch "$2/.fsb-kube"
+	exec 9>"$2/.lock"
+	flock 9
+	sleep 300 </dev/null >/dev/null 2>&1 9>&- &
+	echo $! >"$2/daemon.pid"
+	echo $! >"$FAKE/daemon.pid"
+	echo 'export FSB_KUBECONFIG=x FSB_KUBE_BIN=x' >"$2/env"
+	;;
+stop)
+	[[ -d $2 ]] || exit 0
+	exec 9>"$2/.lock"
+	flock -w 60 9
+	if [[ -r $2/daemon.pid ]]; then kill "$(<"$2/daemon.pid")" || true; fi
+	rm -rf "$2"
+	;;
+esac
+`,
+		"bin/fsb":        "#!/bin/sh\n",
+		"bin/fsb-helper": "#!/bin/sh\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(fake, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	daemon := func() (int, bool) {
+		b, err := os.ReadFile(filepath.Join(fake, "daemon.pid"))
+		if err != nil {
+			return 0, false
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 0 {
+			return 0, false
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return pid, false
+		}
+		s := string(stat)
+		return pid, !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+1:], " Z")
+	}
+	t.Cleanup(func() {
+		if pid, alive := daemon(); alive {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	cmd := exec.Command("bash", filepath.Join(fake, "scripts", "test.sh"), "./...")
+	cmd.Env = append(os.Environ(), "FAKE="+fake)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("test.sh succeeded with a failing rig.sh up:\n%s", out)
+	}
+	// An orphaned start would bring its daemon up about a second after
+	// test.sh began.
+	time.Sleep(time.Until(start.Add(2 * time.Second)))
+	if pid, alive := daemon(); alive {
+		t.Errorf("the API server kube.sh start brought up (pid %d) outlived test.sh:\n%s", pid, out)
 	}
 }

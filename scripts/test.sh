@@ -23,6 +23,7 @@ kube_pid=
 cleanup() {
 	local d
 	if [[ -n $kube_pid ]]; then
+		# Cuts a build short; a start already begun is waited for.
 		kill "$kube_pid" 2>/dev/null || true
 		wait "$kube_pid" 2>/dev/null || true
 	fi
@@ -42,6 +43,12 @@ start_kube() {
 	t0=$(now_ms)
 	bin=$(scripts/kube.sh build)
 	echo "test.sh: kube-apiserver and kubectl ready in $(seconds "$t0") s (built or reused)" >&2
+	# From here cleanup's TERM waits for the start instead of orphaning
+	# it: kube.sh start, alone (installing etcd, then starting it and the
+	# API server before its directory exists for cleanup to find), would
+	# leave both running. A trap, not an ignored TERM, which the daemons
+	# would inherit.
+	trap : TERM
 	t0=$(now_ms)
 	FSB_KUBE_BIN=$bin scripts/kube.sh start "$kube_dir/shared"
 	echo "test.sh: etcd and kube-apiserver started in $(seconds "$t0") s" >&2

@@ -163,7 +163,10 @@ kube_running() {
 # start_kube builds (or reuses) the pinned kube-apiserver and kubectl,
 # starts etcd and the API server in .fsb/kube, and applies the CRDs.
 start_kube() {
-	kube_bin=$("$repo_root/scripts/kube.sh" build) || die "scripts/kube.sh could not build kube-apiserver and kubectl"
+	kube_bin=$("$repo_root/scripts/kube.sh" build) || {
+		undo
+		die "scripts/kube.sh could not build kube-apiserver and kubectl"
+	}
 	if ! kube_running; then
 		check_free "$KUBE_API_PORT"
 		check_free "$ETCD_PORT"
@@ -188,10 +191,12 @@ start_kube() {
 	log "Kubernetes API server ready on https://127.0.0.1:$KUBE_API_PORT with the CRDs"
 }
 
-# check_free PORT refuses when something listens on 127.0.0.1:PORT.
+# check_free PORT refuses when something listens on 127.0.0.1:PORT,
+# stopping what this run started.
 check_free() {
 	local port=$1 who
 	if who=$(holder "$port"); then
+		undo
 		die "port $port is taken by $who: stop it, then run make up KUBE=1 again"
 	fi
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"k8s.io/client-go/rest"
@@ -34,8 +36,18 @@ func LoadKubeCredentials(path, contextName string) (KubeCredentials, error) {
 	if path == "" {
 		return KubeCredentials{}, usagef("--kubeconfig needs a file")
 	}
-	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path},
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
+	if files := filepath.SplitList(path); len(files) > 1 {
+		// Precedence merges the files as KUBECONFIG's are merged, but
+		// skips a missing one silently: a typo must not go unnoticed.
+		for _, f := range files {
+			if _, err := os.Stat(f); err != nil {
+				return KubeCredentials{}, fmt.Errorf("kubeconfig %s: %v", path, err)
+			}
+		}
+		rules = &clientcmd.ClientConfigLoadingRules{Precedence: files}
+	}
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
 		&clientcmd.ConfigOverrides{CurrentContext: contextName})
 	raw, err := loader.RawConfig()
 	if err != nil {

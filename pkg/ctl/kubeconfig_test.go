@@ -95,3 +95,34 @@ current-context: token
 		})
 	}
 }
+
+// TestLoadKubeCredentialsFromSeveralFiles reads a context spread over
+// several kubeconfig files named as KUBECONFIG names them, and still names a
+// missing one.
+func TestLoadKubeCredentialsFromSeveralFiles(t *testing.T) {
+	dir := t.TempDir()
+	clusters := filepath.Join(dir, "clusters")
+	users := filepath.Join(dir, "users")
+	files := map[string]string{
+		clusters: "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n",
+		users: "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user: {token: merged-token}\n" +
+			"contexts:\n- name: x\n  context: {cluster: c, user: u, namespace: team-b}\ncurrent-context: x\n",
+	}
+	for path, body := range files {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := clusters + string(os.PathListSeparator) + users
+	got, err := LoadKubeCredentials(list, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Token != "merged-token" || got.Namespace != "team-b" || got.Context != "x" {
+		t.Errorf("got %+v, want context x, token merged-token, namespace team-b", got)
+	}
+	missing := filepath.Join(dir, "missing")
+	if _, err := LoadKubeCredentials(list+string(os.PathListSeparator)+missing, ""); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a list with a missing file: err = %v, want one naming %s", err, missing)
+	}
+}
