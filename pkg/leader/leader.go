@@ -193,13 +193,24 @@ func (e *Elector) Run(ctx context.Context) {
 // term runs one term: the fence, the pod label, Lead.
 func (e *Elector) term(ctx context.Context) {
 	fence, err := e.fenceOf(ctx)
-	if err != nil {
-		// Without a fence this term cannot act safely: it waits for its
-		// end (the Lease, not renewed by a replica that cannot read it,
-		// goes to another).
-		e.cfg.Logger.Error("leading without a fence: not serving this term", slog.Any("err", err))
-		<-ctx.Done()
-		return
+	for err != nil {
+		if errors.Is(err, errNotHolder) {
+			// Taken already: the term ends as soon as the renewal sees it.
+			e.cfg.Logger.Error("leading without a fence: not serving this term", slog.Any("err", err))
+			<-ctx.Done()
+			return
+		}
+		// Without a fence this term cannot act safely, but a read that
+		// failed (a timeout, an API server that throttles) is tried again:
+		// the renewals go on meanwhile, so a term that gave up here would
+		// hold the Lease with nobody serving, as long as it lasts.
+		e.cfg.Logger.Warn("leading, but the fence cannot be read yet; retrying before serving", slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(e.cfg.RetryPeriod):
+		}
+		fence, err = e.fenceOf(ctx)
 	}
 	e.fence.Store(fence)
 	defer e.fence.Store(0)
@@ -218,6 +229,9 @@ func (e *Elector) term(ctx context.Context) {
 // room for a million changes of leader per Lease and second of its age.
 const fenceBits = 20
 
+// errNotHolder says the Lease just won is held by another replica already.
+var errNotHolder = errors.New("no longer held")
+
 // fenceOf reads the Lease just won and returns the term's fence.
 func (e *Elector) fenceOf(ctx context.Context) (int64, error) {
 	l, err := e.cfg.Client.CoordinationV1().Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
@@ -226,7 +240,7 @@ func (e *Elector) fenceOf(ctx context.Context) (int64, error) {
 	}
 	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.cfg.Identity {
 		// Taken again already: the fence read would be the new holder's.
-		return 0, fmt.Errorf("lease %s/%s is no longer held by %s", e.cfg.Namespace, e.cfg.Name, e.cfg.Identity)
+		return 0, fmt.Errorf("lease %s/%s: %w by %s", e.cfg.Namespace, e.cfg.Name, errNotHolder, e.cfg.Identity)
 	}
 	var transitions int64
 	if l.Spec.LeaseTransitions != nil {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
@@ -155,4 +159,47 @@ func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 	if f := third.term(t); f <= base+1 {
 		t.Errorf("the leader on a Lease made again has fence %d, want above %d", f, base+1)
 	}
+}
+
+// failingFenceRead fails, once, the first read of the Lease after this
+// client created it: the new leader's read of its fence.
+type failingFenceRead struct {
+	next    http.RoundTripper
+	created atomic.Bool
+	failed  atomic.Bool
+}
+
+func (f *failingFenceRead) RoundTrip(req *http.Request) (*http.Response, error) {
+	lease := strings.Contains(req.URL.Path, "/leases")
+	if lease && req.Method == http.MethodGet && f.created.Load() && f.failed.CompareAndSwap(false, true) {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Request: req,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("injected: the API server is busy"))}, nil
+	}
+	resp, err := f.next.RoundTrip(req)
+	if err == nil && lease && req.Method == http.MethodPost && resp.StatusCode == http.StatusCreated {
+		f.created.Store(true)
+	}
+	return resp, err
+}
+
+// TestAFenceReadThatFailsIsRetried: the new leader's read of its fence
+// fails once (the API server busy). The term is not given up while the
+// Lease is still renewed: the fence is read again and the replica leads.
+func TestAFenceReadThatFailsIsRetried(t *testing.T) {
+	env := rig.Kube(t)
+	cfg := rest.CopyConfig(env.Config)
+	inject := &failingFenceRead{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { inject.next = rt; return inject })
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := campaign(t, cs, env.Namespace, "")
+	if f := c.term(t); f == 0 {
+		t.Errorf("term with fence 0")
+	}
+	if !inject.failed.Load() {
+		t.Fatal("the fence read was never failed: the test injects nothing")
+	}
+	eventually(t, "the candidate leads", c.e.Leading)
 }
