@@ -19,7 +19,9 @@
 //     Lease only a full lease duration after its last renewal, and the gap
 //     between the two absorbs clock-rate skew.
 //   - Terms never overlap within a replica: a lost term's Lead has
-//     returned before the replica campaigns again.
+//     returned before the replica campaigns again. A replica stopped
+//     gracefully releases the Lease (for a successor at once) only once
+//     its term's Lead has returned.
 //   - With PodName set, the leader labels its own pod LabelLeader=true (so
 //     a Service selects it), takes the label from any other pod that still
 //     has it (a deposed leader stopped before it could), and removes its
@@ -151,18 +153,35 @@ func (e *Elector) Identity() string { return e.cfg.Identity }
 // Run campaigns until ctx ends, running a term each time it wins.
 func (e *Elector) Run(ctx context.Context) {
 	for ctx.Err() == nil {
-		var termDone chan struct{}
+		termDone := make(chan struct{})
+		e.lock.wrote.Store(false)
+		// le.Run hands the Lease over (ReleaseOnCancel) as soon as its
+		// context ends, so that context ends only once the term it started
+		// has returned: a successor must not lead while this term's work
+		// (syncs, agent calls, object writes) is still under way. The term
+		// itself ends with ctx.
+		runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+		stopRun := context.AfterFunc(ctx, func() {
+			if e.lock.wrote.Load() {
+				<-termDone
+			}
+			cancelRun()
+		})
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:          e.lock,
 			LeaseDuration: e.cfg.LeaseDuration,
 			RenewDeadline: e.cfg.RenewDeadline,
 			RetryPeriod:   e.cfg.RetryPeriod,
-			// A replica that stops gracefully hands the Lease over at once.
+			// A replica that stops gracefully hands the Lease over once
+			// its term has returned.
 			ReleaseOnCancel: true,
 			Name:            e.cfg.Name,
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(termCtx context.Context) {
+				OnStartedLeading: func(leCtx context.Context) {
 					defer close(termDone)
+					termCtx, cancel := context.WithCancel(leCtx)
+					defer cancel()
+					defer context.AfterFunc(ctx, cancel)()
 					e.term(termCtx)
 				},
 				OnStoppedLeading: func() {},
@@ -175,18 +194,20 @@ func (e *Elector) Run(ctx context.Context) {
 		})
 		if err != nil {
 			// Only a bad configuration, which New has checked.
+			stopRun()
+			cancelRun()
 			e.cfg.Logger.Error("leader election", slog.Any("err", err))
 			return
 		}
-		termDone = make(chan struct{})
-		e.lock.wrote.Store(false)
 		e.le.Store(le)
-		le.Run(ctx)
+		le.Run(runCtx)
 		if e.lock.wrote.Load() {
 			// The Lease was won, so a term was started (Run starts it on a
 			// goroutine of its own): it ends before the next campaign.
 			<-termDone
 		}
+		stopRun()
+		cancelRun()
 	}
 }
 

@@ -203,3 +203,63 @@ func TestAFenceReadThatFailsIsRetried(t *testing.T) {
 	}
 	eventually(t, "the candidate leads", c.e.Leading)
 }
+
+// TestAGracefulStopHandsOverOnceTheTermEnded: a leader stopped gracefully
+// hands the Lease over, but only once its term has returned (its workers
+// finishing, here 1 s): the standby's term never overlaps it.
+func TestAGracefulStopHandsOverOnceTheTermEnded(t *testing.T) {
+	env := rig.Kube(t)
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active atomic.Int32
+	var overlapped atomic.Bool
+	run := func() (*Elector, chan int64, context.CancelFunc, chan struct{}) {
+		terms := make(chan int64, 4)
+		e, err := New(Config{
+			Client: cs, Namespace: env.Namespace, Name: "fsb-controller",
+			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond,
+			Lead: func(ctx context.Context, fence int64) {
+				if active.Add(1) > 1 {
+					overlapped.Store(true)
+				}
+				defer active.Add(-1)
+				terms <- fence
+				<-ctx.Done()
+				time.Sleep(time.Second) // the term's work finishing
+			},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); e.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return e, terms, cancel, done
+	}
+	wait := func(terms chan int64, who string) int64 {
+		select {
+		case f := <-terms:
+			return f
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s never led", who)
+			return 0
+		}
+	}
+	_, firstTerms, stopFirst, firstDone := run()
+	f1 := wait(firstTerms, "the first candidate")
+	second, secondTerms, _, _ := run()
+	eventually(t, "the second candidate sees the first lead", func() bool { return second.Leader() != "" })
+	stopFirst()
+	f2 := wait(secondTerms, "the second candidate")
+	<-firstDone
+	if overlapped.Load() {
+		t.Error("the second candidate's term began while the first's was still running")
+	}
+	if f2 <= f1 {
+		t.Errorf("fences %d then %d: want growing", f1, f2)
+	}
+}
