@@ -466,3 +466,46 @@ func TestLeaderElection(t *testing.T) {
 		}
 	}
 }
+
+// TestJanitorAsksTheElectedLeader: with leader election, the agents
+// connect while the replica still campaigns (a standby); once it leads
+// and has recovered them, the janitor's question about a sandbox ID
+// nobody knows on such an agent is answered unknown, as without an
+// election, and not "not reconciled since it connected" for as long as
+// the agent stays connected.
+func TestJanitorAsksTheElectedLeader(t *testing.T) {
+	_, ns := rig.Containerd(t)
+	dir := t.TempDir()
+	a := startAgent(t, ns, "agent-1", dir)
+	janitorToken := filepath.Join(dir, "janitor-token")
+	if err := os.WriteFile(janitorToken, []byte("janitor-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A Lease of this test's own: a killed controller of an earlier run
+	// holds its Lease for a lease duration.
+	lease := fmt.Sprintf("fsb-janitor-%d", time.Now().UnixNano())
+	flags := append(kubeStoreArgs(t), "--leader-elect", "--leader-election-namespace", "default", "--leader-election-id", lease,
+		"--lease-duration", testLeaseDuration.String(), "--renew-deadline", testRenewDeadline.String(), "--retry-period", testRetryPeriod.String())
+	ctrl, server := newControllerProcWith(t, flags, dir, a, "--janitor-token-file", janitorToken)
+	ctrl.start()
+	janitor := fsbv1connect.NewJanitorServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-1")))
+	ask := connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: []*fsbv1.SandboxRef{{AgentId: "agent-1", SandboxId: "sb-x", Revision: 1}}})
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for {
+		got, err := janitor.Classify(context.Background(), ask)
+		if err == nil {
+			c := got.Msg.GetClassifications()[0]
+			if c.GetVerdict() == fsbv1.Verdict_VERDICT_UNKNOWN {
+				return
+			}
+			last = fmt.Sprintf("%v: %s", c.GetVerdict(), c.GetReason())
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a sandbox ID nobody knows on a connected agent, asked of the leader: %s; want unknown\ncontroller log:\n%s", last, ctrl.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -127,9 +127,12 @@ type Server struct {
 	// recoveries of agents that connect run only then.
 	recovered     chan struct{}
 	recoveredOnce sync.Once
-	qmu           sync.Mutex
-	queued        map[string]bool // agent IDs whose recovery is due
-	wake          chan struct{}   // has an element when queued may have one
+	// terms passes runRecoveries the context of each Recover that
+	// succeeded: the term it began (buffered 1, only Recover sends).
+	terms  chan context.Context
+	qmu    sync.Mutex
+	queued map[string]bool // agent IDs whose recovery is due
+	wake   chan struct{}   // has an element when queued may have one
 	// connects counts each agent's connections (AgentUp); reconciled holds
 	// the count its last successful recovery started from. The janitor
 	// hears "unknown" only of agents whose two agree (janitor.go).
@@ -201,7 +204,7 @@ func New(ctx context.Context, cfg Config) *Server {
 		cfg: cfg, ctx: ctx, drain: drain, pending: make(map[string]*pendingCreate),
 		health: storeHealth{logger: cfg.Logger, forbiddenGrace: cfg.ForbiddenGrace,
 			failing: make(map[*pendingCreate]bool), forbidden: make(map[string]time.Time)},
-		recovered: make(chan struct{}), queued: make(map[string]bool), wake: make(chan struct{}, 1),
+		recovered: make(chan struct{}), terms: make(chan context.Context, 1), queued: make(map[string]bool), wake: make(chan struct{}, 1),
 		connects: make(map[string]uint64), reconciled: make(map[string]uint64),
 	}
 	s.wg.Add(1)

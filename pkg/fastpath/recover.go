@@ -58,7 +58,10 @@ type lost struct {
 // re-created and how many containers it removed. An agent whose calls
 // fail is logged and queued for a retry, and fails nothing else; an error
 // is the store's, or ctx's. Once it has succeeded, the recoveries AgentUp
-// queues run.
+// queues run, until ctx ends: ctx is the term of the replica that leads
+// (or of the only one), and a replica whose term ended recovers nothing,
+// writes no object and removes no container, until the next term's
+// Recover (which covers every agent anew).
 func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error) {
 	s.recoverMu.Lock()
 	defer s.recoverMu.Unlock()
@@ -101,6 +104,13 @@ func (s *Server) Recover(ctx context.Context) (recreated, removed int, err error
 		s.markReconciled(agentID, connects[agentID])
 	}
 	s.recoveredOnce.Do(func() { close(s.recovered) })
+	// The queued recoveries run in this term from now on (only Recover
+	// sends, under recoverMu: the buffer has room once drained).
+	select {
+	case <-s.terms:
+	default:
+	}
+	s.terms <- ctx
 	return recreated, removed, nil
 }
 
@@ -175,15 +185,35 @@ func (s *Server) queue(agentID string) {
 	}
 }
 
-// runRecoveries runs the queued recoveries until the server's context
-// ends; it owns no state but the queue's head.
+// runRecoveries runs the queued recoveries during each term (Recover's
+// ctx), each bound to it, until the server's context ends; it owns no
+// state but the queue's head. Between terms the queue waits: the next
+// term's Recover clears it.
 func (s *Server) runRecoveries() {
-	select {
-	case <-s.recovered:
-	case <-s.ctx.Done():
-		return
+	var term context.Context // the current term's, ended with the server's too
+	release := func() {}
+	defer func() { release() }()
+	adopt := func(t context.Context) {
+		release()
+		ctx, cancel := context.WithCancel(t)
+		stop := context.AfterFunc(s.ctx, cancel)
+		term, release = ctx, func() { stop(); cancel() }
 	}
 	for {
+		select {
+		case t := <-s.terms:
+			adopt(t)
+		default:
+		}
+		if term == nil || term.Err() != nil {
+			select {
+			case t := <-s.terms:
+				adopt(t)
+				continue
+			case <-s.ctx.Done():
+				return
+			}
+		}
 		s.qmu.Lock()
 		var agentID string
 		for id := range s.queued {
@@ -195,22 +225,25 @@ func (s *Server) runRecoveries() {
 		if agentID == "" {
 			select {
 			case <-s.wake:
-				continue
+			case <-term.Done():
 			case <-s.ctx.Done():
 				return
 			}
+			continue
 		}
-		recreated, removed, err := s.RecoverAgent(s.ctx, agentID)
+		recreated, removed, err := s.RecoverAgent(term, agentID)
 		switch {
 		case s.ctx.Err() != nil:
 			return
+		case term.Err() != nil:
+			// The term ended during the recovery: the next one's Recover
+			// covers the agent.
 		case err != nil:
 			s.cfg.Logger.Warn("recovering an agent's sandboxes failed; retrying while it is up", slog.String("agent", agentID), slog.Any("err", err))
 			if s.cfg.Agents.Up(agentID) {
 				select {
 				case <-time.After(time.Second):
-				case <-s.ctx.Done():
-					return
+				case <-term.Done():
 				}
 				s.queue(agentID)
 			}

@@ -93,6 +93,41 @@ func TestAgentDownAtStartIsRecoveredWhenItComesBack(t *testing.T) {
 	}
 }
 
+// TestNoRecoveryAfterTheTermEnds: an agent that comes back after the term
+// of the Recover that started serving has ended (a leader deposed) is not
+// recovered by this replica: no object written, no container removed;
+// the next term's Recover does it.
+func TestNoRecoveryAfterTheTermEnds(t *testing.T) {
+	p := newAgentsOnly(t, 1)
+	runOnAgent(t, p.agents[0], "sb-late", "late", false)
+	runOnAgent(t, p.agents[0], "sb-deleted", "deleted", true)
+	p.control = p.startControl() // the agent does not serve yet
+	ctx := context.Background()
+	term, endTerm := context.WithCancel(ctx)
+	if recreated, removed, err := p.fp.Recover(term); err != nil || recreated+removed != 0 {
+		t.Fatalf("Recover with the agent down: %d re-created, %d removed, %v", recreated, removed, err)
+	}
+	endTerm()
+	p.agents[0].serve(t)
+	eventually(t, 15*time.Second, "the agent connected", func() bool { return p.control.set.Up("agent-1") })
+	// A recovery queued by the agent's return takes milliseconds: give it
+	// ample time to show.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := p.store.Get(ctx, "default", "late"); err == nil {
+			t.Fatal("a replica whose term ended wrote the object of the agent's lost sandbox")
+		}
+		if !p.hasContainer("sb-deleted", 1) {
+			t.Fatal("a replica whose term ended removed the agent's deleted sandbox")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The next term recovers the agent.
+	if recreated, removed, err := p.fp.Recover(ctx); err != nil || recreated != 1 || removed != 1 {
+		t.Fatalf("the next term's Recover: %d re-created, %d removed, %v; want 1 and 1", recreated, removed, err)
+	}
+}
+
 // TestRecoveryRemovesASandboxWhoseObjectTheStoreRefuses: at start, the
 // store refuses for good the object of an unmarked container (a FAST
 // create left by a stop, say, whose object the store cannot take). The

@@ -19,7 +19,9 @@
 //     Lease only a full lease duration after its last renewal, and the gap
 //     between the two absorbs clock-rate skew.
 //   - Terms never overlap within a replica: a lost term's Lead has
-//     returned before the replica campaigns again.
+//     returned before the replica campaigns again. A replica stopped
+//     gracefully releases the Lease (for a successor at once) only once
+//     its term's Lead has returned.
 //   - With PodName set, the leader labels its own pod LabelLeader=true (so
 //     a Service selects it), takes the label from any other pod that still
 //     has it (a deposed leader stopped before it could), and removes its
@@ -151,18 +153,35 @@ func (e *Elector) Identity() string { return e.cfg.Identity }
 // Run campaigns until ctx ends, running a term each time it wins.
 func (e *Elector) Run(ctx context.Context) {
 	for ctx.Err() == nil {
-		var termDone chan struct{}
+		termDone := make(chan struct{})
+		e.lock.wrote.Store(false)
+		// le.Run hands the Lease over (ReleaseOnCancel) as soon as its
+		// context ends, so that context ends only once the term it started
+		// has returned: a successor must not lead while this term's work
+		// (syncs, agent calls, object writes) is still under way. The term
+		// itself ends with ctx.
+		runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+		stopRun := context.AfterFunc(ctx, func() {
+			if e.lock.wrote.Load() {
+				<-termDone
+			}
+			cancelRun()
+		})
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:          e.lock,
 			LeaseDuration: e.cfg.LeaseDuration,
 			RenewDeadline: e.cfg.RenewDeadline,
 			RetryPeriod:   e.cfg.RetryPeriod,
-			// A replica that stops gracefully hands the Lease over at once.
+			// A replica that stops gracefully hands the Lease over once
+			// its term has returned.
 			ReleaseOnCancel: true,
 			Name:            e.cfg.Name,
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(termCtx context.Context) {
+				OnStartedLeading: func(leCtx context.Context) {
 					defer close(termDone)
+					termCtx, cancel := context.WithCancel(leCtx)
+					defer cancel()
+					defer context.AfterFunc(ctx, cancel)()
 					e.term(termCtx)
 				},
 				OnStoppedLeading: func() {},
@@ -175,31 +194,44 @@ func (e *Elector) Run(ctx context.Context) {
 		})
 		if err != nil {
 			// Only a bad configuration, which New has checked.
+			stopRun()
+			cancelRun()
 			e.cfg.Logger.Error("leader election", slog.Any("err", err))
 			return
 		}
-		termDone = make(chan struct{})
-		e.lock.wrote.Store(false)
 		e.le.Store(le)
-		le.Run(ctx)
+		le.Run(runCtx)
 		if e.lock.wrote.Load() {
 			// The Lease was won, so a term was started (Run starts it on a
 			// goroutine of its own): it ends before the next campaign.
 			<-termDone
 		}
+		stopRun()
+		cancelRun()
 	}
 }
 
 // term runs one term: the fence, the pod label, Lead.
 func (e *Elector) term(ctx context.Context) {
 	fence, err := e.fenceOf(ctx)
-	if err != nil {
-		// Without a fence this term cannot act safely: it waits for its
-		// end (the Lease, not renewed by a replica that cannot read it,
-		// goes to another).
-		e.cfg.Logger.Error("leading without a fence: not serving this term", slog.Any("err", err))
-		<-ctx.Done()
-		return
+	for err != nil {
+		if errors.Is(err, errNotHolder) {
+			// Taken already: the term ends as soon as the renewal sees it.
+			e.cfg.Logger.Error("leading without a fence: not serving this term", slog.Any("err", err))
+			<-ctx.Done()
+			return
+		}
+		// Without a fence this term cannot act safely, but a read that
+		// failed (a timeout, an API server that throttles) is tried again:
+		// the renewals go on meanwhile, so a term that gave up here would
+		// hold the Lease with nobody serving, as long as it lasts.
+		e.cfg.Logger.Warn("leading, but the fence cannot be read yet; retrying before serving", slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(e.cfg.RetryPeriod):
+		}
+		fence, err = e.fenceOf(ctx)
 	}
 	e.fence.Store(fence)
 	defer e.fence.Store(0)
@@ -218,6 +250,9 @@ func (e *Elector) term(ctx context.Context) {
 // room for a million changes of leader per Lease and second of its age.
 const fenceBits = 20
 
+// errNotHolder says the Lease just won is held by another replica already.
+var errNotHolder = errors.New("no longer held")
+
 // fenceOf reads the Lease just won and returns the term's fence.
 func (e *Elector) fenceOf(ctx context.Context) (int64, error) {
 	l, err := e.cfg.Client.CoordinationV1().Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
@@ -226,7 +261,7 @@ func (e *Elector) fenceOf(ctx context.Context) (int64, error) {
 	}
 	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != e.cfg.Identity {
 		// Taken again already: the fence read would be the new holder's.
-		return 0, fmt.Errorf("lease %s/%s is no longer held by %s", e.cfg.Namespace, e.cfg.Name, e.cfg.Identity)
+		return 0, fmt.Errorf("lease %s/%s: %w by %s", e.cfg.Namespace, e.cfg.Name, errNotHolder, e.cfg.Identity)
 	}
 	var transitions int64
 	if l.Spec.LeaseTransitions != nil {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
@@ -154,5 +158,108 @@ func TestOneLeaderAtATimeWithGrowingFences(t *testing.T) {
 	third := campaign(t, cs, ns, "ctrl-1")
 	if f := third.term(t); f <= base+1 {
 		t.Errorf("the leader on a Lease made again has fence %d, want above %d", f, base+1)
+	}
+}
+
+// failingFenceRead fails, once, the first read of the Lease after this
+// client created it: the new leader's read of its fence.
+type failingFenceRead struct {
+	next    http.RoundTripper
+	created atomic.Bool
+	failed  atomic.Bool
+}
+
+func (f *failingFenceRead) RoundTrip(req *http.Request) (*http.Response, error) {
+	lease := strings.Contains(req.URL.Path, "/leases")
+	if lease && req.Method == http.MethodGet && f.created.Load() && f.failed.CompareAndSwap(false, true) {
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable", Request: req,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("injected: the API server is busy"))}, nil
+	}
+	resp, err := f.next.RoundTrip(req)
+	if err == nil && lease && req.Method == http.MethodPost && resp.StatusCode == http.StatusCreated {
+		f.created.Store(true)
+	}
+	return resp, err
+}
+
+// TestAFenceReadThatFailsIsRetried: the new leader's read of its fence
+// fails once (the API server busy). The term is not given up while the
+// Lease is still renewed: the fence is read again and the replica leads.
+func TestAFenceReadThatFailsIsRetried(t *testing.T) {
+	env := rig.Kube(t)
+	cfg := rest.CopyConfig(env.Config)
+	inject := &failingFenceRead{}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { inject.next = rt; return inject })
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := campaign(t, cs, env.Namespace, "")
+	if f := c.term(t); f == 0 {
+		t.Errorf("term with fence 0")
+	}
+	if !inject.failed.Load() {
+		t.Fatal("the fence read was never failed: the test injects nothing")
+	}
+	eventually(t, "the candidate leads", c.e.Leading)
+}
+
+// TestAGracefulStopHandsOverOnceTheTermEnded: a leader stopped gracefully
+// hands the Lease over, but only once its term has returned (its workers
+// finishing, here 1 s): the standby's term never overlaps it.
+func TestAGracefulStopHandsOverOnceTheTermEnded(t *testing.T) {
+	env := rig.Kube(t)
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active atomic.Int32
+	var overlapped atomic.Bool
+	run := func() (*Elector, chan int64, context.CancelFunc, chan struct{}) {
+		terms := make(chan int64, 4)
+		e, err := New(Config{
+			Client: cs, Namespace: env.Namespace, Name: "fsb-controller",
+			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond,
+			Lead: func(ctx context.Context, fence int64) {
+				if active.Add(1) > 1 {
+					overlapped.Store(true)
+				}
+				defer active.Add(-1)
+				terms <- fence
+				<-ctx.Done()
+				time.Sleep(time.Second) // the term's work finishing
+			},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); e.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return e, terms, cancel, done
+	}
+	wait := func(terms chan int64, who string) int64 {
+		select {
+		case f := <-terms:
+			return f
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s never led", who)
+			return 0
+		}
+	}
+	_, firstTerms, stopFirst, firstDone := run()
+	f1 := wait(firstTerms, "the first candidate")
+	second, secondTerms, _, _ := run()
+	eventually(t, "the second candidate sees the first lead", func() bool { return second.Leader() != "" })
+	stopFirst()
+	f2 := wait(secondTerms, "the second candidate")
+	<-firstDone
+	if overlapped.Load() {
+		t.Error("the second candidate's term began while the first's was still running")
+	}
+	if f2 <= f1 {
+		t.Errorf("fences %d then %d: want growing", f1, f2)
 	}
 }

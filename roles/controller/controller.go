@@ -138,7 +138,10 @@ func run(c *cli.Context) error {
 	// An agent that connects or comes back is recovered (its lost objects
 	// re-created, its deleted sandboxes removed) by the fast path, once
 	// a term's Recover is done, and only in a term: a standby or a deposed
-	// leader acts on no agent.
+	// leader acts on no agent (fastpath.Server.Recover). Every connection
+	// is counted though, on a standby too: the janitor hears "unknown"
+	// only of an agent reconciled since its last connection, which a term
+	// that began after the agents connected must be able to say.
 	var agentUp func(*fsbv1.AgentStatus)
 	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
 	if err != nil {
@@ -154,14 +157,10 @@ func run(c *cli.Context) error {
 		Token:      agentToken,
 		Registry:   reg,
 		Changed:    func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
-		Up: func(s *fsbv1.AgentStatus) {
-			if elector == nil || elector.Fence() != 0 {
-				agentUp(s)
-			}
-		},
-		Fence:     fence,
-		Logger:    log,
-		Heartbeat: c.Duration("agent-heartbeat-interval"),
+		Up:         func(s *fsbv1.AgentStatus) { agentUp(s) },
+		Fence:      fence,
+		Logger:     log,
+		Heartbeat:  c.Duration("agent-heartbeat-interval"),
 	})
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
