@@ -248,23 +248,40 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 		// a shorter one stays below the idle cut of proxies in between.
 		TimeoutSeconds: &watchTimeout,
 	}
+	// The stream's own context, ended by Stop too: client-go reports a
+	// stream cut by its context or by Stop as an internal error ("unable
+	// to decode an event from the watch stream: context canceled", or
+	// "http2: response body closed" when Stop closes the body first), and
+	// Interface ends the stream quietly.
+	wctx, cancel := context.WithCancel(ctx)
 	w, err := k.client.Get().Namespace(namespace).Resource(sandboxes).
-		VersionedParams(opts, k.params).Watch(ctx)
+		VersionedParams(opts, k.params).Watch(wctx)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	return watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
-		if e.Type == watch.Error && ctx.Err() != nil {
-			// client-go reports the stream cut by ctx as an internal
-			// error ("unable to decode an event from the watch stream:
-			// context canceled"); Interface ends the stream quietly.
+	filtered := watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+		if e.Type == watch.Error && wctx.Err() != nil {
 			return e, false
 		}
 		if sb, ok := e.Object.(*v1alpha1.Sandbox); ok {
 			sb.ManagedFields = nil
 		}
 		return e, true
-	}), nil
+	})
+	return &quietWatch{Interface: filtered, cancel: cancel}, nil
+}
+
+// quietWatch ends its stream's context before it stops the stream, so
+// that the error client-go reports for the stream it cut is dropped.
+type quietWatch struct {
+	watch.Interface
+	cancel context.CancelFunc
+}
+
+func (w *quietWatch) Stop() {
+	w.cancel()
+	w.Interface.Stop()
 }
 
 // watchTimeout is how long one watch stream lasts before the API server ends
