@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -341,14 +343,61 @@ func waitFile(t *testing.T, path, want string) {
 	}
 }
 
+// freePort returns a loopback port that is free now, for a process the
+// test starts to listen on. It is picked below the kernel's ephemeral
+// range: a port from that range (what listening on :0 gives) may be taken
+// as the source port of any outgoing connection between our check and the
+// child's bind, and the kube tests make many ("bind: address already in
+// use" in a CI run). A port is never handed out twice in one test binary.
 func freePort(t testing.TB) int {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	low, high := 20000, ephemeralLow()
+	for range 200 {
+		if high-low < 1000 {
+			break
+		}
+		port := low + rand.IntN(high-low)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[port] = true
+		return port
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func waitReady(t testing.TB, client *http.Client, url string, log *rig.Buffer) {
