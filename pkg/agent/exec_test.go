@@ -555,7 +555,11 @@ func TestExecEndsWithSandbox(t *testing.T) {
 	s := h.execStream(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sleep", "1000"}})
 	defer s.Close()
 	firstPID(t, s)
-	h.sh(id, "touch /tmp/stop")
+	// The touch's own answer races the main process's exit, which it
+	// causes: it ends either way, with its exit or with the sandbox's.
+	if r := h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"touch", "/tmp/stop"}}); r.err != nil && !strings.Contains(r.err.Error(), "main process exited") {
+		t.Fatalf("touch /tmp/stop: exit %v, err %v", r.exit, r.err)
+	}
 	r := rest(s)
 	if connect.CodeOf(r.err) != connect.CodeFailedPrecondition || !strings.Contains(r.err.Error(), "main process exited") {
 		t.Fatalf("stream of an exec'd process when the sandbox ended: exit %v, err %v", r.exit, r.err)
