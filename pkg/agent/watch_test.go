@@ -128,10 +128,14 @@ func TestWatchStatusReportsOOMKill(t *testing.T) {
 	s := spec("echo filling; exec dd if=/dev/zero of=/dev/null bs=64M count=1")
 	s.Resources = &fsbv1.Resources{Memory: "16Mi"}
 	sb := h.create(s)
-	st, _ := w.until(20*time.Second, phaseIs(sb.GetSandboxId(), fsbv1.Phase_PHASE_FAILED))
-	got := sandboxIn(st, sb.GetSandboxId())
-	if got.GetReason() != "OOMKilled" || got.GetExitCode() != 137 {
-		t.Errorf("reason %q (exit %d), want OOMKilled", got.GetReason(), got.GetExitCode())
+	// containerd's OOM event may come just after the task's exit: the
+	// exit is first reported as an Error, then as OOMKilled.
+	st, seen := w.until(20*time.Second, func(st *fsbv1.AgentStatus) bool {
+		got := sandboxIn(st, sb.GetSandboxId())
+		return got.GetPhase() == fsbv1.Phase_PHASE_FAILED && got.GetReason() == "OOMKilled"
+	})
+	if got := sandboxIn(st, sb.GetSandboxId()); got.GetExitCode() != 137 {
+		t.Errorf("reason %q (exit %d), want OOMKilled with 137; seen %v", got.GetReason(), got.GetExitCode(), seen)
 	}
 }
 
