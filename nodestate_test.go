@@ -238,7 +238,14 @@ func TestNodeStateSeesALeftover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.SnapshotService(rig.Snapshotter).Prepare(ctx, "stray", parent.Parent); err != nil {
+	// Under a lease: containerd's garbage collector, run after any delete
+	// (other tests', in parallel), removes a snapshot nothing references.
+	leased, done, err := client.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(ctx)
+	if _, err := client.SnapshotService(rig.Snapshotter).Prepare(leased, "stray", parent.Parent); err != nil {
 		t.Fatal(err)
 	}
 	if got := readNodeState(t, socket, ns, "").leftovers(); !slices.Equal(got, []string{"snapshot stray"}) {
