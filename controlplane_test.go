@@ -50,6 +50,12 @@ func startCluster(t testing.TB, mode string, agentArgs ...string) *cluster {
 // creates default to mode.
 func startClusterOn(t testing.TB, kind storeKind, mode string, agentArgs ...string) *cluster {
 	t.Helper()
+	return startClusterArgs(t, kind, mode, agentArgs, nil)
+}
+
+// startClusterArgs is startClusterOn with more flags for the controller.
+func startClusterArgs(t testing.TB, kind storeKind, mode string, agentArgs, controllerArgs []string) *cluster {
+	t.Helper()
 	cd, ns := rig.Containerd(t)
 	dir := t.TempDir()
 	a := startAgent(t, ns, "agent-1", dir, agentArgs...)
@@ -67,6 +73,7 @@ func startClusterOn(t testing.TB, kind storeKind, mode string, agentArgs ...stri
 		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
 		"--fastpath-consistency-mode", mode, "--log-format", "json")
 	c.ctrl.Args = append(c.ctrl.Args, storeArgs(t, kind, dir)...)
+	c.ctrl.Args = append(c.ctrl.Args, controllerArgs...)
 	c.ctrl.Stderr = c.log
 	if err := c.ctrl.Start(); err != nil {
 		t.Fatal(err)

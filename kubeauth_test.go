@@ -114,38 +114,7 @@ func writeTokenKubeconfig(t *testing.T, from, path, token, namespace string) str
 // startClusterWith is startCluster with more flags for the controller.
 func startClusterWith(t testing.TB, mode string, controllerArgs ...string) *cluster {
 	t.Helper()
-	cd, ns := rig.Containerd(t)
-	dir := t.TempDir()
-	a := startAgent(t, ns, "agent-1", dir)
-	userToken := filepath.Join(dir, "user-token")
-	if err := os.WriteFile(userToken, []byte("user-token-1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port, health, metricsPort := freePort(t), freePort(t), freePort(t)
-	c := &cluster{metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), t: t, dir: dir, fsb: rig.FsbBinary(t), cd: cd, agent: a, server: fmt.Sprintf("http://127.0.0.1:%d", port), token: "user-token-1", log: &rig.Buffer{}}
-	c.ctrl = exec.Command(rig.FsbBinary(t), append([]string{"controller",
-		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
-		"--agents", strings.TrimPrefix(a.base, "http://"),
-		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
-		"--user-token-file", userToken, "--agent-token-file", filepath.Join(dir, "token"),
-		"--fastpath-consistency-mode", mode, "--log-format", "json"}, controllerArgs...)...)
-	c.ctrl.Stderr = c.log
-	if err := c.ctrl.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { c.ctrl.Wait(); close(done) }()
-	t.Cleanup(func() {
-		c.ctrl.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("controller log:\n%s\nagent log:\n%s", c.log.String(), a.stderr.String())
-		}
-	})
-	waitReady(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), c.log)
-	return c
+	return startClusterArgs(t, embeddedStore, mode, nil, controllerArgs)
 }
 
 // TestKubernetesIdentities: a ServiceAccount token allowed to create
