@@ -870,6 +870,8 @@ restore_sysctls() {
 
 cmd_down() {
 	[[ -d $dir ]] || return 0
+	# An empty directory is what a start that failed at once leaves.
+	rmdir -- "$dir" 2>/dev/null && return 0
 	[[ -e $dir/$MARKER ]] || die "$dir is not a cluster.sh directory (no $MARKER); not touching it"
 	local t0 pods n data
 	t0=$(now_ms)
