@@ -143,7 +143,7 @@ func run(c *cli.Context) error {
 	// only of an agent reconciled since its last connection, which a term
 	// that began after the agents connected must be able to say.
 	var agentUp func(*fsbv1.AgentStatus)
-	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
+	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"), c.String("agent-server-name"))
 	if err != nil {
 		return err
 	}
