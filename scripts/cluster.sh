@@ -820,26 +820,30 @@ pod_netns() {
 
 # delete_tasks kills and deletes every task and container of every
 # namespace of the node's containerd: the pods' and the sandboxes the
-# agent made. Shims outlive their daemon otherwise.
+# agent made. Shims outlive their daemon otherwise. Kills are sent to all
+# first and the deletes wait until the tasks stopped: a delete of a task
+# still running fails, and retrying one by one costs seconds each.
 delete_tasks() {
 	containerd_answers || return 0
-	local ns id ids
+	local ns id ids running deadline
 	for ns in $(ctr -a "$sock" namespaces ls -q 2>/dev/null); do
 		ids=$(ctr -a "$sock" -n "$ns" tasks ls -q 2>/dev/null) || true
 		for id in $ids; do
-			ctr -a "$sock" -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+			ctr -a "$sock" -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 &
+		done
+		wait
+		deadline=$((SECONDS + STOP_TIMEOUT))
+		while running=$(ctr -a "$sock" -n "$ns" tasks ls 2>/dev/null | awk 'NR > 1 && $3 != "STOPPED"' | wc -l) &&
+			((running > 0 && SECONDS < deadline)); do
+			sleep 0.1
 		done
 		for id in $ids; do
-			for _ in {1..10}; do
-				ctr -a "$sock" -n "$ns" tasks delete "$id" >/dev/null 2>&1 && break
-				ctr -a "$sock" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 && break
-				sleep 0.2
-			done
+			ctr -a "$sock" -n "$ns" tasks delete "$id" >/dev/null 2>&1 ||
+				ctr -a "$sock" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
 		done
 		ids=$(ctr -a "$sock" -n "$ns" containers ls -q 2>/dev/null) || true
-		for id in $ids; do
-			ctr -a "$sock" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
-		done
+		# shellcheck disable=SC2086 # one word per ID
+		[[ -z $ids ]] || ctr -a "$sock" -n "$ns" containers delete $ids >/dev/null 2>&1 || true
 	done
 }
 
@@ -890,7 +894,7 @@ cmd_down() {
 	# An empty directory is what a start that failed at once leaves.
 	rmdir -- "$dir" 2>/dev/null && return 0
 	[[ -e $dir/$MARKER ]] || die "$dir is not a cluster.sh directory (no $MARKER); not touching it"
-	local t0 pods n data
+	local t0 pods containers n data
 	t0=$(now_ms)
 	set_paths
 	stop_one fastpath
@@ -901,6 +905,7 @@ cmd_down() {
 	stop_one kube-scheduler
 	stop_one kube-controller-manager
 	pods=$(pod_netns)
+	containerd_answers && containers=$(ctr --address "$sock" -n k8s.io containers ls -q 2>/dev/null) || containers=
 	delete_tasks
 	stop_one containerd
 	stop_one kube-apiserver
@@ -908,8 +913,12 @@ cmd_down() {
 	for n in $pods; do
 		ip netns delete "$n" 2>/dev/null || true
 	done
-	# The CNI cache of this cluster's network (its name carries the ID).
+	# The CNI cache of this cluster's network (its name carries the ID)
+	# and of the loopback network containerd gives every pod.
 	rm -f /var/lib/cni/results/"fsbc-$id"-* 2>/dev/null || true
+	for n in $containers; do
+		rm -f "/var/lib/cni/results/cni-loopback-$n-lo"
+	done
 	# The kubelet links every container's log into /var/log/containers.
 	find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
 	unmount_dir
