@@ -274,6 +274,10 @@ EOF
 # network namespace. It fails if the port is taken.
 start_forwarder() {
 	local name=$1 port=$2 target=$3 wrapper=$dir/bin/$1
+	if listening "$port"; then
+		log "port $port of 127.0.0.1 is taken: no $name forwarder there"
+		return 1
+	fi
 	mkdir -p "$dir/bin"
 	cat >"$wrapper" <<EOF
 #!/bin/sh
@@ -288,7 +292,9 @@ EOF
 		"fsbc-$name" "$dir/$name.pid" socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "EXEC:$wrapper" \
 		>>"$dir/$name.log" 2>&1 </dev/null 9>&-
 	local deadline=$((SECONDS + 5))
-	until listening "$port"; do
+	# Listening, and by our socat: it exits when another program took the
+	# port meanwhile.
+	until listening "$port" && pid_of "$name" >/dev/null; do
 		if ((SECONDS >= deadline)) || { [[ -s $dir/$name.pid ]] && ! pid_of "$name" >/dev/null; }; then
 			log "the $name forwarder could not listen on 127.0.0.1:$port: $(tail -n 3 "$dir/$name.log" 2>/dev/null)"
 			stop_one "$name"
