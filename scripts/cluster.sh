@@ -711,6 +711,17 @@ write_env() {
 	mv -f "$tmp" "$dir/env"
 }
 
+# up_failed removes what a failed up left, unless FSB_CLUSTER_KEEP=1 asks
+# to keep it for a look.
+up_failed() {
+	if [[ ${FSB_CLUSTER_KEEP:-} == 1 ]]; then
+		log "up failed; kept $dir for a look (FSB_CLUSTER_KEEP=1): '$0 down $dir' removes it"
+		return
+	fi
+	log "up failed; removing $dir (FSB_CLUSTER_KEEP=1 keeps it)"
+	cmd_down >&2 || true
+}
+
 cmd_up() {
 	local overlay=$repo_root/deploy/overlays/local api_port='' fastpath_port='' t0 t_all tag deployed=true
 	while (($#)); do
@@ -745,7 +756,7 @@ cmd_up() {
 	touch "$dir/$MARKER"
 	# From here a failure stops and removes what was started; its logs are
 	# printed first.
-	trap 'rc=$?; if ((rc != 0)); then log "up failed; removing $dir (FSB_CLUSTER_KEEP=1 keeps it)"; [[ ${FSB_CLUSTER_KEEP:-} == 1 ]] || cmd_down >&2 || true; fi' EXIT
+	trap 'rc=$?; ((rc == 0)) || up_failed' EXIT
 	ip netns list | grep -qw "^$netns" && die "network namespace $netns of $dir already exists: run '$0 down $dir' first"
 	save_sysctls
 	setup_netns
