@@ -366,6 +366,7 @@ start_control_plane() {
 		--service-account-private-key-file "$c/sa.key" --root-ca-file "$c/ca.crt" \
 		--use-service-account-credentials \
 		--service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$POD_CIDR" \
+		--flex-volume-plugin-dir "$dir/controller-manager/volume-plugins" \
 		--leader-elect=false --bind-address 127.0.0.1 --secure-port 10257 --profiling=false
 	spawn kube-scheduler "$kube_bin/kube-scheduler" \
 		--kubeconfig "$dir/kubeconfigs/scheduler" \
@@ -543,7 +544,7 @@ volumePluginDir: $dir/kubelet/volume-plugins
 clusterDomain: cluster.local
 EOF
 	spawn kubelet "$kube_bin/kubelet" --config "$dir/kubelet/config.yaml" \
-		--kubeconfig "$dir/kubeconfigs/kubelet" --root-dir "$dir/kubelet/root" \
+		--kubeconfig "$dir/kubeconfigs/kubelet" --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" \
 		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
 }
 
@@ -892,13 +893,19 @@ remove_cgroups() {
 	return 0
 }
 
-# restore_sysctls puts back the kernel tunables up found, unless another
-# cluster runs (its kubelet wants them as they are).
-restore_sysctls() {
+# other_clusters succeeds when a cluster of another directory runs.
+other_clusters() {
+	ip netns list 2>/dev/null | awk '{ print $1 }' | grep -v -x "$netns" | grep -q '^fsbc-'
+}
+
+# restore_host puts back the kernel tunables up found and removes the one
+# directory every kubelet makes on the host whatever its flags (its device
+# plugin socket), unless another cluster runs: its kubelet uses both.
+restore_host() {
+	other_clusters && return 0
+	rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+	rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
 	[[ -r $dir/sysctls ]] || return 0
-	if ip netns list 2>/dev/null | awk '{ print $1 }' | grep -v -x "$netns" | grep -q '^fsbc-'; then
-		return 0
-	fi
 	local s v
 	while IFS='=' read -r s v; do
 		[[ -n $s && -w /proc/sys/$s ]] || continue
@@ -941,7 +948,7 @@ cmd_down() {
 	unmount_dir
 	remove_cgroups
 	ip netns delete "$netns" 2>/dev/null || true
-	restore_sysctls
+	restore_host
 	if [[ -r $dir/etcd-data ]]; then
 		data=$(<"$dir/etcd-data")
 		[[ $data == /dev/shm/fsbc-etcd.* ]] && rm -rf -- "$data"
