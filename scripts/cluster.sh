@@ -33,7 +33,6 @@ set -euo pipefail
 readonly PACKAGES=(containerd runc containernetworking-plugins busybox-static etcd-server socat conntrack iptables iproute2 openssl util-linux)
 readonly MARKER=.fsb-cluster
 readonly NODE_IP=10.123.0.2
-readonly NODE_NET=10.123.0.0/24
 readonly POD_CIDR=10.124.0.0/16
 readonly SERVICE_CIDR=10.96.0.0/16
 readonly API_SERVICE_IP=10.96.0.1
@@ -65,8 +64,11 @@ usage() {
 now_ms() { date +%s%3N; }
 elapsed() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.2f", ms / 1000 }'; }
 
-# phase NAME T0 logs how long the phase NAME took since T0.
-phase() { log "$(printf '%-22s %6s s' "$1" "$(elapsed "$2")")"; }
+# phase NAME logs that the phase NAME is done, with the seconds since up
+# began: the phases overlap (images build while the daemons start), so a
+# timeline says more than durations.
+started_ms=
+phase() { log "$(printf '%-24s at %6s s' "$1" "$(elapsed "$started_ms")")"; }
 
 # The names and paths of DIR's cluster, set by set_paths.
 dir=
@@ -74,6 +76,7 @@ id=
 netns=
 cgroup_root=
 sock=
+kube_bin=
 kubectl=
 set_paths() {
 	# One short ID per DIR names the network namespace, the cgroup root and
@@ -583,8 +586,7 @@ rewrite_host_paths() {
 # and waits until the controller's replicas, the agent and the janitor are
 # Ready and a leader serves.
 deploy() {
-	local overlay=$1 tag=$2 fastpath_port=$3 t0 rel s
-	t0=$(now_ms)
+	local overlay=$1 tag=$2 fastpath_port=$3 rel s
 	[[ -x $repo_root/scripts/deploy-secrets.sh ]] || die "scripts/deploy-secrets.sh is missing: it writes the Secrets the overlay needs"
 	"$repo_root/scripts/deploy-secrets.sh" "$dir/secrets" "$FSB_NAMESPACE" >"$dir/deploy-secrets.log" 2>&1 ||
 		{ cat "$dir/deploy-secrets.log" >&2; die "scripts/deploy-secrets.sh failed"; }
@@ -636,8 +638,7 @@ EOF
 		k apply --server-side --force-conflicts -f "$dir/manifests.yaml" >>"$dir/apply.log" 2>&1 ||
 			{ tail -n 20 "$dir/apply.log" >&2; die "kubectl apply of $dir/manifests.yaml failed"; }
 	fi
-	phase "apply" "$t0"
-	t0=$(now_ms)
+	phase "deploy/ applied"
 	local deadline=$((SECONDS + DEPLOY_TIMEOUT))
 	until fsb_ready; do
 		if ((SECONDS >= deadline)); then
@@ -649,8 +650,7 @@ EOF
 		fi
 		sleep 0.5
 	done
-	phase "pods ready" "$t0"
-	t0=$(now_ms)
+	phase "fsb pods ready"
 	local ip
 	ip=$(k -n "$FSB_NAMESPACE" get service fsb-controller -o 'jsonpath={.spec.clusterIP}') ||
 		die "no fsb-controller Service in $FSB_NAMESPACE"
@@ -667,7 +667,7 @@ EOF
 		fi
 		sleep 0.5
 	done
-	phase "leader serves" "$t0"
+	phase "a leader serves"
 }
 
 # pod_logs prints the last lines of every container of the pods that are
@@ -724,7 +724,7 @@ up_failed() {
 }
 
 cmd_up() {
-	local overlay=$repo_root/deploy/overlays/local api_port='' fastpath_port='' t0 t_all tag deployed=true
+	local overlay=$repo_root/deploy/overlays/local api_port='' fastpath_port='' tag deployed=true
 	while (($#)); do
 		case $1 in
 		--overlay) overlay=$2 ;;
@@ -743,8 +743,7 @@ cmd_up() {
 	if [[ -e $dir ]] && [[ -n $(ls -A "$dir" 2>/dev/null) ]]; then
 		die "$dir exists and is not empty: run '$0 down $dir' first, or name a new directory"
 	fi
-	t_all=$(now_ms)
-	t0=$(now_ms)
+	started_ms=$(now_ms)
 	install_packages
 	set_paths
 	for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
@@ -769,9 +768,8 @@ cmd_up() {
 	done
 	write_containerd_config "$tag"
 	make_cgroup_root
-	phase "prepare" "$t0"
+	phase "netns, certificates"
 
-	t0=$(now_ms)
 	build_images "$tag" >"$dir/images.log" 2>&1 &
 	local images_pid=$!
 	start_etcd
@@ -781,24 +779,24 @@ cmd_up() {
 	start_kubelet
 	wait_for etcd etcd_healthy || exit 1
 	wait_for kube-apiserver apiserver_ready || exit 1
-	phase "api server" "$t0"
+	phase "API server ready"
 	start_control_plane
 	if ! wait "$images_pid"; then
 		cat "$dir/images.log" >&2
 		die "building the images failed"
 	fi
 	import_images
-	phase "images" "$t0"
+	phase "images imported"
 	wait_for kubelet node_ready || exit 1
-	phase "node ready" "$t0"
+	phase "node Ready"
 	wait_for kube-controller-manager default_sa || exit 1
-	phase "control plane" "$t0"
+	phase "controller-manager ready"
 	if $deployed; then
 		deploy "$overlay" "$tag" "$fastpath_port" || exit 1
 	fi
 	write_env "$deployed"
 	trap - EXIT
-	log "$(printf '%-22s %6s s' "up" "$(elapsed "$t_all")"): source $dir/env"
+	log "$(printf '%-24s at %6s s' "up" "$(elapsed "$started_ms")"): source $dir/env"
 }
 
 # stop_one NAME stops DIR's NAME daemon and its process group (SIGTERM,
@@ -954,7 +952,7 @@ cmd_down() {
 		[[ $data == /dev/shm/fsbc-etcd.* ]] && rm -rf -- "$data"
 	fi
 	rm -rf -- "$dir"
-	log "$(printf '%-22s %6s s' "down" "$(elapsed "$t0")"): $dir removed"
+	log "$(printf '%-24s in %6s s' "down" "$(elapsed "$t0")"): $dir removed"
 }
 
 main() {
