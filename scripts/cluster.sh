@@ -547,6 +547,12 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 resolvConf: $dir/kubelet/resolv.conf
+# No cluster DNS runs (Fast Sandbox needs none: pods reach the API server
+# and the controller by the Service environment variables). The node's
+# address answers port 53 with a refusal, so a lookup fails at once, and
+# the kubelet does not warn of a missing cluster DNS on every pod sync.
+clusterDNS:
+- $NODE_IP
 podLogsDir: $dir/kubelet/pod-logs
 volumePluginDir: $dir/kubelet/volume-plugins
 clusterDomain: cluster.local
