@@ -100,7 +100,7 @@ cmd_build() {
 		echo "$bin_dir"
 		return 0
 	fi
-	log "building $COMMANDS $KUBE_VERSION from the Go module proxy (cold: ~6 min on 2 cores; with the API server's packages in the Go cache: ~2 min)"
+	log "building $COMMANDS $KUBE_VERSION from the Go module proxy (cold: ~15 CPU-minutes, ~8 min on 2 idle cores; with the API server's packages in the Go cache: ~2 min)"
 	work=$(mktemp -d "${TMPDIR:-/tmp}/fsb-kube-build.XXXXXX")
 	# shellcheck disable=SC2064 # expand work now
 	trap "rm -rf '$work'" EXIT
