@@ -596,11 +596,12 @@ rewrite_host_paths() {
 		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g"
 }
 
-# deploy applies the overlay with this run's images, Secrets and host paths
-# and waits until the controller's replicas, the agent and the janitor are
-# Ready and a leader serves.
-deploy() {
-	local overlay=$1 tag=$2 fastpath_port=$3 rel s
+# render_deploy writes the Secrets (scripts/deploy-secrets.sh) and the
+# run's kustomization over the overlay (the image tag, the Secrets), and
+# renders it with this run's host paths into DIR/manifests.yaml. It needs
+# no API server, so it runs while the daemons start.
+render_deploy() {
+	local overlay=$1 tag=$2 rel
 	[[ -x $repo_root/scripts/deploy-secrets.sh ]] || die "scripts/deploy-secrets.sh is missing: it writes the Secrets the overlay needs"
 	"$repo_root/scripts/deploy-secrets.sh" "$dir/secrets" "$FSB_NAMESPACE" >"$dir/deploy-secrets.log" 2>&1 ||
 		{ cat "$dir/deploy-secrets.log" >&2; die "scripts/deploy-secrets.sh failed"; }
@@ -645,6 +646,12 @@ EOF
 	# restrictions.
 	"$kubectl" kustomize --load-restrictor LoadRestrictionsNone "$dir/overlay" >"$dir/overlay/rendered.yaml" || die "kubectl kustomize $dir/overlay failed"
 	rewrite_host_paths <"$dir/overlay/rendered.yaml" >"$dir/manifests.yaml"
+}
+
+# deploy applies what render_deploy wrote and waits until the controller's
+# replicas, the agent and the janitor are Ready and a leader serves.
+deploy() {
+	local fastpath_port=$1 s
 	# The CRDs must be Established before objects of their kinds apply: a
 	# second pass takes what the first could not.
 	if ! k apply --server-side --force-conflicts -f "$dir/manifests.yaml" >"$dir/apply.log" 2>&1; then
@@ -786,7 +793,11 @@ cmd_up() {
 	phase "netns, certificates"
 
 	build_images "$tag" >"$dir/images.log" 2>&1 &
-	local images_pid=$!
+	local images_pid=$! render_pid=
+	if $deployed; then
+		render_deploy "$overlay" "$tag" >"$dir/render.log" 2>&1 &
+		render_pid=$!
+	fi
 	start_etcd
 	start_apiserver
 	spawn containerd containerd --config "$dir/containerd/config.toml"
@@ -804,10 +815,17 @@ cmd_up() {
 	phase "images imported"
 	wait_for kubelet node_ready || exit 1
 	phase "node Ready"
-	wait_for kube-controller-manager default_sa || exit 1
-	phase "controller-manager ready"
 	if $deployed; then
-		deploy "$overlay" "$tag" "$fastpath_port" || exit 1
+		# No wait for the controller-manager here: the pods' readiness
+		# below waits for what they need of it (their tokens' CA).
+		if ! wait "$render_pid"; then
+			cat "$dir/render.log" >&2
+			die "rendering the overlay $overlay failed"
+		fi
+		deploy "$fastpath_port" || exit 1
+	else
+		wait_for kube-controller-manager default_sa || exit 1
+		phase "controller-manager ready"
 	fi
 	write_env "$deployed"
 	trap - EXIT
