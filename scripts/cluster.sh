@@ -43,7 +43,9 @@ readonly READY_TIMEOUT=60  # seconds a daemon gets to answer
 readonly DEPLOY_TIMEOUT=180 # seconds Fast Sandbox gets to be Ready
 readonly STOP_TIMEOUT=10   # seconds between SIGTERM and SIGKILL
 # The kernel tunables the kubelet sets on the host when they differ
-# (there is no way to keep it from it); down puts back what up found.
+# (there is no way to keep it from it): the first cluster's up records them
+# in SYSCTLS_FILE, and the last cluster's down puts them back.
+readonly SYSCTLS_FILE=/run/fsb-cluster.sysctls
 readonly KUBELET_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -572,10 +574,13 @@ node_ready() {
 default_sa() { k -n default get serviceaccount default >/dev/null 2>&1; }
 
 save_sysctls() {
+	# The first cluster records the host's own values; one started while
+	# another runs would only see the kubelet's. noclobber: of two starting
+	# at once, one writes.
 	local s
 	for s in "${KUBELET_SYSCTLS[@]}"; do
 		echo "$s=$(cat "/proc/sys/$s")"
-	done >"$dir/sysctls"
+	done | (set -C && cat >"$SYSCTLS_FILE") 2>/dev/null || true
 }
 
 # first_token prints the first token of a token file (one a line).
@@ -936,12 +941,13 @@ restore_host() {
 	other_clusters && return 0
 	rm -f /var/lib/kubelet/device-plugins/kubelet.sock
 	rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
-	[[ -r $dir/sysctls ]] || return 0
+	[[ -r $SYSCTLS_FILE ]] || return 0
 	local s v
 	while IFS='=' read -r s v; do
 		[[ -n $s && -w /proc/sys/$s ]] || continue
 		[[ $(<"/proc/sys/$s") == "$v" ]] || echo "$v" >"/proc/sys/$s" 2>/dev/null || true
-	done <"$dir/sysctls"
+	done <"$SYSCTLS_FILE"
+	rm -f "$SYSCTLS_FILE"
 }
 
 cmd_down() {
