@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/strictjson"
@@ -26,6 +27,11 @@ const maxRefIDBytes = 253
 //
 //   - known: an object (in the controller's cache) or a pending FAST create
 //     holds the sandbox ID, whatever the revision;
+//   - an agent gone for good (agentlink.Set.Gone: its pod was deleted)
+//     will never reconcile what it ran: an object holds its sandbox only
+//     while it places it on that agent at that revision; an older revision
+//     (AutoRecreate moved the sandbox on) is unknown, as is what no object
+//     holds at all;
 //   - undecided: the container's agent is down, has two claimants, or has
 //     not been reconciled since it last connected (recover.go) — what it
 //     runs is not known yet; or an agent runs the sandbox in a way the
@@ -104,6 +110,9 @@ type reportedSandbox struct {
 // when it can: it is connected, alone with its ID, and reconciled since
 // it last connected.
 func (j *Janitor) undecidedAgent(agentID string) string {
+	if j.s.cfg.Agents.Gone(agentID) {
+		return "" // nothing it ran will be reconciled: judged on the store alone
+	}
 	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
 		return fmt.Sprintf("agent %s is not connected: what it runs is not known", agentID)
 	}
@@ -120,12 +129,19 @@ func (j *Janitor) undecidedAgent(agentID string) string {
 // "") and what the agents report of its sandbox ID.
 func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports []reportedSandbox) (fsbv1.Verdict, string) {
 	id, agentID := ref.GetSandboxId(), ref.GetAgentId()
+	gone := agentID != "" && j.s.cfg.Agents.Gone(agentID)
 	// The pending table before the cache: a create leaves the table only
 	// once the cache has its object or its container is gone.
 	if j.s.pendingID(id) {
 		return fsbv1.Verdict_VERDICT_KNOWN, "a FAST create of the sandbox is under way"
 	}
 	if sb, ok := j.s.cfg.Controller.ByID(id); ok {
+		if gone {
+			if agent, _, revision := v1alpha1.Placement(sb); agent != agentID || revision != ref.GetRevision() {
+				return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("agent %s is gone for good (its pod went away), and sandbox %s/%s places the sandbox as revision %d on agent %s",
+					agentID, sb.Namespace, sb.Name, revision, agent)
+			}
+		}
 		return fsbv1.Verdict_VERDICT_KNOWN, fmt.Sprintf("sandbox %s/%s holds it", sb.Namespace, sb.Name)
 	}
 	if agentID == "" {
@@ -139,6 +155,9 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 	}
 	var asb *fsbv1.AgentSandbox
 	for _, r := range reports {
+		if gone && r.agent == agentID {
+			continue // its last status, which nothing will follow
+		}
 		if r.agent != agentID || r.sb.GetRevision() != ref.GetRevision() {
 			return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())
 		}
@@ -147,6 +166,8 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 	// What the agent reports without an object is what the recovery of an
 	// agent settles (recover.go); the janitor may remove what it would.
 	switch {
+	case asb == nil && gone:
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s is gone for good (its pod went away)", agentID)
 	case asb == nil:
 		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s, reconciled since it connected, does not report it", agentID)
 	case asb.GetPersisted():
