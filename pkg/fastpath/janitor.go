@@ -7,7 +7,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/strictjson"
@@ -26,12 +25,9 @@ const maxRefIDBytes = 253
 // keeping: "unknown" needs every source of truth to agree.
 //
 //   - known: an object (in the controller's cache) or a pending FAST create
-//     holds the sandbox ID, whatever the revision;
-//   - an agent gone for good (agentlink.Set.Gone: its pod was deleted)
-//     will never reconcile what it ran: an object holds its sandbox only
-//     while it places it on that agent at that revision; an older revision
-//     (AutoRecreate moved the sandbox on) is unknown, as is what no object
-//     holds at all;
+//     holds the sandbox ID, whatever the revision — unless the container's
+//     agent is gone for good (Config.AgentGone) and the object has moved on
+//     to a newer revision: that container can never be needed again;
 //   - undecided: the container's agent is down, has two claimants, or has
 //     not been reconciled since it last connected (recover.go) — what it
 //     runs is not known yet; or an agent runs the sandbox in a way the
@@ -40,7 +36,8 @@ const maxRefIDBytes = 253
 //     recovery, which gives it its object), or another revision of it;
 //   - unknown: the rest, which is what a recovery would remove: nothing
 //     holds the sandbox, or its agent reports it only as deleted
-//     (persisted mark, object gone) or without a spec. A file (a ref
+//     (persisted mark, object gone) or without a spec; what an agent gone
+//     for good left, when no object or other agent holds it. A file (a ref
 //     without an agent) is unknown when no object, pending create or
 //     agent holds its sandbox.
 //
@@ -108,10 +105,11 @@ type reportedSandbox struct {
 
 // undecidedAgent says why what an agent runs cannot be judged now, or ""
 // when it can: it is connected, alone with its ID, and reconciled since
-// it last connected.
+// it last connected — or gone for good, so that nothing it runs can ever
+// be heard of again.
 func (j *Janitor) undecidedAgent(agentID string) string {
-	if j.s.cfg.Agents.Gone(agentID) {
-		return "" // nothing it ran will be reconciled: judged on the store alone
+	if j.gone(agentID) {
+		return ""
 	}
 	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
 		return fmt.Sprintf("agent %s is not connected: what it runs is not known", agentID)
@@ -125,22 +123,27 @@ func (j *Janitor) undecidedAgent(agentID string) string {
 	return ""
 }
 
+// gone reports whether an agent is gone for good (Config.AgentGone).
+func (j *Janitor) gone(agentID string) bool {
+	return j.s.cfg.AgentGone != nil && j.s.cfg.AgentGone(agentID)
+}
+
 // classify answers for one ref, given why its agent cannot be judged (or
 // "") and what the agents report of its sandbox ID.
 func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports []reportedSandbox) (fsbv1.Verdict, string) {
 	id, agentID := ref.GetSandboxId(), ref.GetAgentId()
-	gone := agentID != "" && j.s.cfg.Agents.Gone(agentID)
 	// The pending table before the cache: a create leaves the table only
 	// once the cache has its object or its container is gone.
 	if j.s.pendingID(id) {
 		return fsbv1.Verdict_VERDICT_KNOWN, "a FAST create of the sandbox is under way"
 	}
+	gone := agentID != "" && j.gone(agentID)
 	if sb, ok := j.s.cfg.Controller.ByID(id); ok {
-		if gone {
-			if agent, _, revision := v1alpha1.Placement(sb); agent != agentID || revision != ref.GetRevision() {
-				return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("agent %s is gone for good (its pod went away), and sandbox %s/%s places the sandbox as revision %d on agent %s",
-					agentID, sb.Namespace, sb.Name, revision, agent)
-			}
+		// Revisions only grow: a newer one in the object means this
+		// container's revision was replaced, and its agent, gone for good,
+		// will never report it again for the controller to remove.
+		if gone && sb.Status.Revision > ref.GetRevision() {
+			return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("agent %s is gone for good and sandbox %s/%s runs as revision %d now", agentID, sb.Namespace, sb.Name, sb.Status.Revision)
 		}
 		return fsbv1.Verdict_VERDICT_KNOWN, fmt.Sprintf("sandbox %s/%s holds it", sb.Namespace, sb.Name)
 	}
@@ -154,10 +157,17 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 		return fsbv1.Verdict_VERDICT_UNDECIDED, undecidedAgent
 	}
 	var asb *fsbv1.AgentSandbox
-	for _, r := range reports {
-		if gone && r.agent == agentID {
-			continue // its last status, which nothing will follow
+	if gone {
+		// Its agent reports nothing any more; another agent running the
+		// sandbox would be a recovery's to settle.
+		for _, r := range reports {
+			if r.agent != agentID {
+				return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())
+			}
 		}
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s is gone for good", agentID)
+	}
+	for _, r := range reports {
 		if r.agent != agentID || r.sb.GetRevision() != ref.GetRevision() {
 			return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())
 		}
@@ -166,8 +176,6 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 	// What the agent reports without an object is what the recovery of an
 	// agent settles (recover.go); the janitor may remove what it would.
 	switch {
-	case asb == nil && gone:
-		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s is gone for good (its pod went away)", agentID)
 	case asb == nil:
 		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s, reconciled since it connected, does not report it", agentID)
 	case asb.GetPersisted():
