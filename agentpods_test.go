@@ -4,8 +4,16 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
-	"math/rand/v2"
+	"math/big"
+	mathrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +25,7 @@ import (
 	"connectrpc.com/connect"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -44,6 +53,49 @@ type podAgents struct {
 	// net is the first three bytes of the pods' IPs: 127.x.y.
 	net string
 	n   int
+	// tls, when set, makes the agents serve TLS with a certificate for
+	// the agents' Service name only, as deploy/ gives them.
+	tls *agentTLS
+}
+
+// agentTLS is the agents' certificate (for one DNS name, not their IPs)
+// and the CA that signed it.
+type agentTLS struct {
+	name, certFile, keyFile, caFile string
+	roots                           *x509.CertPool
+}
+
+// newAgentTLS issues a certificate for name from a CA of the test's.
+func newAgentTLS(t *testing.T, name string) *agentTLS {
+	t.Helper()
+	ca := newTestCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	return &agentTLS{
+		name:     name,
+		certFile: writeFile(t, dir, "tls.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))),
+		keyFile:  writeFile(t, dir, "tls.key", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))),
+		caFile:   writeFile(t, dir, "ca.crt", string(ca.pem)),
+		roots:    roots,
+	}
 }
 
 func newPodAgents(t *testing.T, kubeconfig, containerdNS string) *podAgents {
@@ -56,12 +108,12 @@ func newPodAgents(t *testing.T, kubeconfig, containerdNS string) *podAgents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := fmt.Sprintf("agentpods-%d", rand.IntN(1_000_000))
+	ns := fmt.Sprintf("agentpods-%d", mathrand.IntN(1_000_000))
 	if _, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := &podAgents{t: t, client: client, ns: ns, cns: containerdNS, port: freePort(t), dir: t.TempDir(),
-		net: fmt.Sprintf("127.%d.%d", 100+rand.IntN(100), 1+rand.IntN(250))}
+		net: fmt.Sprintf("127.%d.%d", 100+mathrand.IntN(100), 1+mathrand.IntN(250))}
 	// The agents' token (launchAgent writes the same into each agent's
 	// directory), for the controller's --agent-token-file.
 	if err := os.WriteFile(filepath.Join(p.dir, "token"), []byte("e2e-token\n"), 0o600); err != nil {
@@ -98,9 +150,16 @@ func (p *podAgents) add(name, agentID string) (*corev1.Pod, *agentProc) {
 	p.n++
 	ip := fmt.Sprintf("%s.%d", p.net, p.n)
 	// Each agent its own directory: an agent's log dir is its alone.
-	a := launchAgent(p.t, "http", p.port, p.cns, agentID, p.t.TempDir(), "--bind-address", ip, "--advertise-address", ip, "--node-name", "node-of-"+name)
-	a.base = fmt.Sprintf("http://%s:%d", ip, p.port)
-	waitReady(p.t, http.DefaultClient, a.base+"/readyz", a.stderr)
+	scheme, client := "http", http.DefaultClient
+	args := []string{"--bind-address", ip, "--advertise-address", ip, "--node-name", "node-of-" + name}
+	if p.tls != nil {
+		scheme = "https"
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.tls.roots, ServerName: p.tls.name}}}
+		args = append(args, "--tls-cert-file", p.tls.certFile, "--tls-key-file", p.tls.keyFile)
+	}
+	a := launchAgent(p.t, scheme, p.port, p.cns, agentID, p.t.TempDir(), args...)
+	a.base = fmt.Sprintf("%s://%s:%d", scheme, ip, p.port)
+	waitReady(p.t, client, a.base+"/readyz", a.stderr)
 	pod.Status.Phase = corev1.PodRunning
 	pod.Status.PodIP = ip
 	pod.Status.PodIPs = []corev1.PodIP{{IP: ip}}
@@ -124,8 +183,13 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 	pods := newPodAgents(t, kubeconfig, cns)
 	first, firstAgent := pods.add("agent-a", "")
 
+	janitorToken := filepath.Join(pods.dir, "janitor-token")
+	if err := os.WriteFile(janitorToken, []byte("janitor-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctrl, server := newControllerProcWith(t, store, pods.dir, firstAgent, append(slices.Clone(fastLifecycle),
-		"--agent-pod-selector", agentPodSelector, "--agent-pod-namespace", pods.ns, "--agent-port", fmt.Sprint(pods.port))...)
+		"--agent-pod-selector", agentPodSelector, "--agent-pod-namespace", pods.ns, "--agent-port", fmt.Sprint(pods.port),
+		"--janitor-token-file", janitorToken)...)
 	// Agents come from the pods alone: --agents with the selector is an
 	// error, which the next check shows.
 	i := slices.Index(ctrl.args, "--agents")
@@ -162,6 +226,7 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 		}
 	}
 	movingID := p.get("moving").GetStatus().GetSandboxId()
+	manualID := p.get("manual").GetStatus().GetSandboxId()
 
 	// A second agent pod starts while the controller runs.
 	second, _ := pods.add("agent-b", "")
@@ -190,6 +255,40 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 	}
 	if revs := revisions(t, cd, cns, movingID); revs[runtime.ContainerID(movingID, 2)] == "" {
 		t.Errorf("revision 2's container is not in containerd: %v", revs)
+	}
+
+	// The node janitor's question: the gone agent's revision 1 of the
+	// moved sandbox is nobody's (a janitor removes it after its orphan
+	// timeout); the Lost Manual sandbox is its object's until deleted.
+	janitor := fsbv1connect.NewJanitorServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-token-1")))
+	verdict := func(agent types.UID, id string, revision int64) (fsbv1.Verdict, string) {
+		t.Helper()
+		resp, err := janitor.Classify(context.Background(), connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: []*fsbv1.SandboxRef{
+			{AgentId: string(agent), SandboxId: id, Revision: revision}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := resp.Msg.GetClassifications()[0]
+		return c.GetVerdict(), c.GetReason()
+	}
+	for _, c := range []struct {
+		what     string
+		agent    types.UID
+		id       string
+		revision int64
+		want     fsbv1.Verdict
+	}{
+		{"the moved sandbox's revision 1 on the gone agent", first.UID, movingID, 1, fsbv1.Verdict_VERDICT_UNKNOWN},
+		{"the moved sandbox's revision 2", second.UID, movingID, 2, fsbv1.Verdict_VERDICT_KNOWN},
+		{"the Lost Manual sandbox on the gone agent", first.UID, manualID, 1, fsbv1.Verdict_VERDICT_KNOWN},
+	} {
+		if got, why := verdict(c.agent, c.id, c.revision); got != c.want {
+			t.Errorf("%s: %v (%s), want %v", c.what, got, why, c.want)
+		}
+	}
+	p.mustCtl("delete", "manual")
+	if got, why := verdict(first.UID, manualID, 1); got != fsbv1.Verdict_VERDICT_UNKNOWN {
+		t.Errorf("the deleted Manual sandbox on the gone agent: %v (%s), want unknown", got, why)
 	}
 
 	// An agent whose ID is not its pod's UID (--agent-id not set from
@@ -233,4 +332,39 @@ func waitAgents(t *testing.T, p *plane, ids ...string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestAgentsFoundFromTheirPodsOverTLS: agents found from pods are dialed
+// by IP over TLS, and their certificate names only the agents' Service:
+// with --agent-server-name the controller verifies that name, and a
+// sandbox runs there.
+func TestAgentsFoundFromTheirPodsOverTLS(t *testing.T) {
+	_, cns := rig.Containerd(t)
+	store := append(kubeStoreArgs(t), "--leader-elect=false")
+	pods := newPodAgents(t, store[slices.Index(store, "--kubeconfig")+1], cns)
+	pods.tls = newAgentTLS(t, "fsb-agent.fsb-system.svc")
+	pod, agent := pods.add("agent-tls", "")
+
+	ctrl, server := newControllerProcWith(t, store, pods.dir, agent, append(slices.Clone(fastLifecycle),
+		"--agent-pod-selector", agentPodSelector, "--agent-pod-namespace", pods.ns, "--agent-port", fmt.Sprint(pods.port),
+		"--agent-ca-file", pods.tls.caFile, "--agent-server-name", pods.tls.name)...)
+	i := slices.Index(ctrl.args, "--agents")
+	ctrl.args = slices.Delete(ctrl.args, i, i+2)
+	ctrl.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("controller log:\n%s", ctrl.log.String())
+		}
+	})
+	if log := ctrl.log.String(); !strings.Contains(log, `"address":"https://`+pod.Status.PodIP+":") {
+		t.Errorf("the agent is not dialed at https:// and its pod's IP:\n%s", log)
+	}
+	out := mustRunCtl(t, server, "user-token-1", "run", "over-tls", "--image", rig.ImageRef, "--", "sh", "-c", "echo hello over tls; sleep 60")
+	if !strings.Contains(out, "over-tls") {
+		t.Errorf("run: %s", out)
+	}
+	if logs := mustRunCtl(t, server, "user-token-1", "logs", "over-tls"); !strings.Contains(logs, "hello over tls") {
+		t.Errorf("logs over TLS: %q", logs)
+	}
+	mustRunCtl(t, server, "user-token-1", "delete", "over-tls")
 }
