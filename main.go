@@ -14,6 +14,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/roles/controller"
 	"github.com/fast-sandbox/fast-sandbox/roles/ctl"
 	"github.com/fast-sandbox/fast-sandbox/roles/initproc"
+	"github.com/fast-sandbox/fast-sandbox/roles/install"
 	"github.com/fast-sandbox/fast-sandbox/roles/janitor"
 	"github.com/fast-sandbox/fast-sandbox/roles/logdriver"
 	versioncmd "github.com/fast-sandbox/fast-sandbox/roles/version"
@@ -32,6 +33,7 @@ func main() {
 			versioncmd.Command(),
 			initproc.Command(),
 			logdriver.Command(),
+			install.Command(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -4,7 +4,8 @@
 # the Go module proxy, on loopback, with certificates of its own.
 #
 #   scripts/kube.sh build
-#       build kube-apiserver and kubectl at KUBE_VERSION into the cache
+#       build kube-apiserver, kubectl, kube-controller-manager,
+#       kube-scheduler, kubelet and kube-proxy at KUBE_VERSION into the cache
 #       (once; later runs reuse them) and print the directory holding them
 #   scripts/kube.sh start DIR [--api-port N] [--etcd-port N] [--peer-port N]
 #       start etcd and the API server (free loopback ports unless given),
@@ -63,14 +64,26 @@ check_pin() {
 		die "scripts/kube.sh pins Kubernetes $KUBE_VERSION, which needs k8s.io/client-go $want, but go.mod requires ${got:-no client-go}: change both together"
 }
 
-have_bins() { [[ -x $bin_dir/kube-apiserver && -x $bin_dir/kubectl ]]; }
+# COMMANDS are the Kubernetes commands build makes: the API server and
+# kubectl for the tests and `make up KUBE=1`, the rest for the real node of
+# scripts/cluster.sh.
+readonly COMMANDS="kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy"
+
+# have_bins succeeds when every command is built: a cache from before the
+# node's commands were added has only two and is built again.
+have_bins() {
+	local c
+	for c in $COMMANDS; do
+		[[ -x $bin_dir/$c ]] || return 1
+	done
+}
 
 cmd_build() {
-	local t0 work gomod godir staging mod pkg ldflags
+	local t0 work gomod godir staging mod pkg ldflags c
 	t0=$(now_ms)
 	check_pin
 	if have_bins; then
-		log "reusing kube-apiserver and kubectl $KUBE_VERSION from $bin_dir ($(elapsed "$t0") s)"
+		log "reusing the Kubernetes $KUBE_VERSION commands from $bin_dir ($(elapsed "$t0") s)"
 		echo "$bin_dir"
 		return 0
 	fi
@@ -83,11 +96,11 @@ cmd_build() {
 		flock 8
 	fi
 	if have_bins; then
-		log "reusing kube-apiserver and kubectl $KUBE_VERSION from $bin_dir, built by another run ($(elapsed "$t0") s)"
+		log "reusing the Kubernetes $KUBE_VERSION commands from $bin_dir, built by another run ($(elapsed "$t0") s)"
 		echo "$bin_dir"
 		return 0
 	fi
-	log "building kube-apiserver and kubectl $KUBE_VERSION from the Go module proxy (cold: ~4 min on 2 cores; warm Go cache: ~1 min)"
+	log "building $COMMANDS $KUBE_VERSION from the Go module proxy (cold: ~6 min on 2 cores; with the API server's packages in the Go cache: ~2 min)"
 	work=$(mktemp -d "${TMPDIR:-/tmp}/fsb-kube-build.XXXXXX")
 	# shellcheck disable=SC2064 # expand work now
 	trap "rm -rf '$work'" EXIT
@@ -122,7 +135,11 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
 	(cd "$work" && GOFLAGS=-mod=mod go mod tidy) || die "go mod tidy of the throwaway module failed (in $work)"
@@ -138,7 +155,9 @@ EOF
 	local out=$cache_dir/bin.tmp.$$
 	rm -rf "$out"
 	mkdir -p "$out"
-	(cd "$work" && go build -ldflags "$ldflags" -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl) ||
+	local pkgs=()
+	for c in $COMMANDS; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+	(cd "$work" && go build -ldflags "$ldflags" -o "$out/" "${pkgs[@]}") ||
 		{
 			rm -rf "$out"
 			die "building Kubernetes $KUBE_VERSION failed (module in $work)"
@@ -146,7 +165,7 @@ EOF
 	# Atomic: a reader sees no bin/ or a complete one.
 	rm -rf "$bin_dir"
 	mv "$out" "$bin_dir"
-	log "built kube-apiserver and kubectl $KUBE_VERSION into $bin_dir in $(elapsed "$t0") s"
+	log "built $COMMANDS $KUBE_VERSION into $bin_dir in $(elapsed "$t0") s"
 	echo "$bin_dir"
 }
 

@@ -2,6 +2,14 @@
 // per agent, and a monitor per agent that follows its WatchStatus stream,
 // keeps the latest status, and feeds the registry (capacity, images,
 // runtimes, health, and the sandboxes already placed there).
+//
+// The agents are a fixed list of addresses (Config.Addresses), or come and
+// go while the Set runs (Add, Remove), as a source that follows them finds
+// them: in Kubernetes, pkg/agentpods from the agents' pods. Each agent is
+// known by a key that stays with it (its address in a fixed list, its
+// pod's UID when found from pods: a new pod may get an old one's address).
+// An agent removed is down, exactly as one that stopped answering: its
+// sandboxes are Lost after the controller's lost timeout.
 package agentlink
 
 import (
@@ -31,8 +39,17 @@ import (
 // Config is what a Set needs.
 type Config struct {
 	// Addresses are the agents' host:port (reached over h2c) or URLs:
-	// http://host:port, or https://host:port for TLS (see Transport).
+	// http://host:port, or https://host:port for TLS (see Transport). Each
+	// is its agent's key. More agents may be added while the Set runs.
 	Addresses []string
+	// Discover says a source adds the agents (Add) and says when it has
+	// listed those it knows at its start (Listed): Synced waits for that.
+	// Without it the agents are Addresses, listed at New.
+	Discover bool
+	// KeyIsID says an agent's key is the agent ID it must report (the UID
+	// of its pod, which the agent is told with --agent-id): an agent that
+	// reports another ID is warned about, and still followed by its key.
+	KeyIsID bool
 	// Token is sent to every agent.
 	Token    string
 	Registry *registry.Registry
@@ -67,15 +84,30 @@ type Set struct {
 
 	started time.Time
 
-	mu      sync.Mutex
-	byAddr  map[string]*agent
-	byID    map[string]*agent
-	synced  chan struct{}
-	pending int // agents that have not sent a first status yet
-	wg      sync.WaitGroup
+	// opts are the options of every agent's client.
+	opts []connect.ClientOption
+
+	mu    sync.Mutex
+	byKey map[string]*agent // the agents followed now
+	// byID holds, by the ID they report, the agents followed now and those
+	// removed since (down, for good): a removed agent's sandboxes count as
+	// silent since its last message, not as never heard of.
+	byID   map[string]*agent
+	synced chan struct{}
+	listed bool // the source has added the agents it knew at its start
+	// pending counts the agents added before the listing that have not
+	// sent a status or been found down yet; Synced closes at zero.
+	pending int
+	// run is Run's context, nil until Run starts: an agent added before
+	// is started by Run, one added after at once. stopped is set when it
+	// ends: no agent starts after that.
+	run     context.Context
+	stopped bool
+	wg      sync.WaitGroup // every follow goroutine
 }
 
 type agent struct {
+	key      string
 	addr     string
 	client   fsbv1connect.AgentServiceClient
 	status   *fsbv1.AgentStatus // nil until the first one
@@ -87,6 +119,15 @@ type agent struct {
 	// its own, so that both agents' slots are counted.
 	reported map[string]string
 	conflict bool // another address reports the same agent ID
+	// counted says the agent counts in the Set's pending; seen that it
+	// has sent a status or been found down since it was added.
+	counted, seen bool
+	// warnedID is the unexpected ID last warned about (Config.KeyIsID).
+	warnedID string
+	// stop ends the goroutine that follows the agent, done is closed when
+	// it has returned; both nil until it starts.
+	stop context.CancelFunc
+	done chan struct{}
 	// alive ends when the agent goes down: calls bound to it (Bind) end
 	// with it, so that nothing waits on an agent that stopped answering.
 	alive context.Context
@@ -107,7 +148,7 @@ func New(cfg Config) *Set {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
-	s := &Set{cfg: cfg, started: time.Now(), byAddr: make(map[string]*agent), byID: make(map[string]*agent), synced: make(chan struct{})}
+	s := &Set{cfg: cfg, started: time.Now(), byKey: make(map[string]*agent), byID: make(map[string]*agent), synced: make(chan struct{})}
 	// No gzip on the link: exec output and file data cross a cluster's
 	// network, where deflate, not the wire, would be the bottleneck (on
 	// loopback it took twice the time of a 40 MiB read of a file).
@@ -118,26 +159,111 @@ func New(cfg Config) *Set {
 	if cfg.Fence != nil {
 		opts = append(opts, connect.WithInterceptors(fenceInterceptor(cfg.Fence)))
 	}
+	s.opts = opts
 	for _, addr := range cfg.Addresses {
-		url := addr
-		if !strings.Contains(url, "://") {
-			url = "http://" + url
-		}
-		s.byAddr[addr] = &agent{addr: addr, client: fsbv1connect.NewAgentServiceClient(cfg.HTTPClient, url, opts...)}
+		s.Add(addr, addr)
 	}
-	s.pending = len(s.byAddr)
-	if s.pending == 0 {
-		close(s.synced)
+	if !cfg.Discover {
+		s.Listed()
 	}
 	return s
 }
 
+// Add follows the agent at addr (as in Config.Addresses) under key. An
+// agent already followed under key at addr is left as it is; at another
+// address it is removed first (as Remove does) and followed anew there.
+func (s *Set) Add(key, addr string) {
+	s.mu.Lock()
+	old, ok := s.byKey[key]
+	s.mu.Unlock()
+	if ok {
+		if old.addr == addr {
+			return
+		}
+		s.Remove(key)
+	}
+	url := addr
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	a := &agent{key: key, addr: addr, client: fsbv1connect.NewAgentServiceClient(s.cfg.HTTPClient, url, s.opts...)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byKey[key]; ok {
+		return // added meanwhile by another caller
+	}
+	s.byKey[key] = a
+	if !s.listed {
+		a.counted = true
+		s.pending++
+	}
+	s.startLocked(a)
+}
+
+// Remove stops following the agent under key, and marks it down as an
+// agent found unreachable is: unhealthy in the registry, Changed called
+// (when it was up), its calls (Bind) ended. Its sandboxes are left to the
+// controller's lost timeout, counted from the agent's last message. An
+// unknown key is ignored. Remove waits for the goroutine that followed
+// the agent, so it must not be called from Config's callbacks.
+func (s *Set) Remove(key string) {
+	s.mu.Lock()
+	a, ok := s.byKey[key]
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.byKey, key)
+	s.settleLocked(a) // a source that removes it has decided about it
+	stop, done := a.stop, a.done
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	s.down(a, errRemoved)
+}
+
+// errRemoved is why a removed agent is down.
+var errRemoved = errors.New("removed from the agents by their source")
+
+// Listed says the source has added every agent it knew at its start:
+// Synced closes once each of them has been seen or found down once.
+func (s *Set) Listed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listed = true
+	s.syncedLocked()
+}
+
+// startLocked starts following a, if Run runs. s.mu must be held.
+func (s *Set) startLocked(a *agent) {
+	if s.run == nil || s.stopped {
+		return
+	}
+	ctx, stop := context.WithCancel(s.run)
+	a.stop, a.done = stop, make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(a.done)
+		defer stop()
+		s.follow(ctx, a)
+	}()
+}
+
 // Transport returns the transport that reaches agents over HTTP/2: over
 // TLS for an https:// agent URL, trusting the CA certificates (PEM) in
-// caFile (empty: the system's roots), and cleartext (h2c) for http://.
-func Transport(caFile string) (*http.Transport, error) {
+// caFile (empty: the system's roots) and verifying that the agent's
+// certificate names serverName (empty: the host dialed), and cleartext
+// (h2c) for http://. A name is needed where agents are dialed by pod IP:
+// their certificate names a Service (fsb-agent.fsb-system.svc), not every
+// pod's address.
+func Transport(caFile, serverName string) (*http.Transport, error) {
 	if caFile == "" {
-		return transport(nil), nil
+		t := transport(nil)
+		t.TLSClientConfig.ServerName = serverName
+		return t, nil
 	}
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
@@ -147,7 +273,9 @@ func Transport(caFile string) (*http.Transport, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("agent CA file %s holds no PEM certificate", caFile)
 	}
-	return transport(pool), nil
+	t := transport(pool)
+	t.TLSClientConfig.ServerName = serverName
+	return t, nil
 }
 
 // transport is Transport trusting roots (nil: the system's).
@@ -163,32 +291,57 @@ func transport(roots *x509.CertPool) *http.Transport {
 	return t
 }
 
-// Run follows every agent's status until ctx ends.
+// Run follows every agent's status, those added later too, until ctx
+// ends; then it waits for every goroutine that followed one.
 func (s *Set) Run(ctx context.Context) {
-	for _, a := range s.byAddr {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.follow(ctx, a)
-		}()
+	s.mu.Lock()
+	s.run = ctx
+	for _, a := range s.byKey {
+		s.startLocked(a)
 	}
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
-// Synced is closed once every agent has sent a status or been found down
-// once, so the registry holds what the agents already run.
+// Synced is closed once the agents are listed (at New for a fixed list,
+// at Listed for a source's) and every agent listed has sent a status or
+// been found down once (or been removed), so the registry holds what the
+// agents already run.
 func (s *Set) Synced() <-chan struct{} { return s.synced }
 
-func (s *Set) markSeen(a *agent, seen *bool) {
-	if *seen {
+// settle records that a has been seen or found down. s.mu must be held.
+func (s *Set) settleLocked(a *agent) {
+	if a.seen {
 		return
 	}
-	*seen = true
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pending--; s.pending == 0 {
+	a.seen = true
+	if a.counted {
+		s.pending--
+		s.syncedLocked()
+	}
+}
+
+// syncedLocked closes synced once the listing is done and nothing listed
+// is pending. s.mu must be held.
+func (s *Set) syncedLocked() {
+	if !s.listed || s.pending > 0 {
+		return
+	}
+	select {
+	case <-s.synced:
+	default:
 		close(s.synced)
 	}
+}
+
+func (s *Set) settle(a *agent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked(a)
 }
 
 // follow keeps one agent's status current, reconnecting with back-off. A
@@ -196,7 +349,6 @@ func (s *Set) markSeen(a *agent, seen *bool) {
 // intervals is cut: the agent counts as down.
 func (s *Set) follow(ctx context.Context, a *agent) {
 	backoff := 100 * time.Millisecond
-	seen := false
 	for ctx.Err() == nil {
 		err := s.watch(ctx, a, func(st *fsbv1.AgentStatus) {
 			backoff = 100 * time.Millisecond
@@ -205,13 +357,13 @@ func (s *Set) follow(ctx context.Context, a *agent) {
 			} else {
 				s.heard(a)
 			}
-			s.markSeen(a, &seen)
+			s.settle(a)
 		})
 		if ctx.Err() != nil {
 			return
 		}
 		s.down(a, err)
-		s.markSeen(a, &seen)
+		s.settle(a)
 		select {
 		case <-ctx.Done():
 			return
@@ -254,6 +406,10 @@ func (s *Set) heard(a *agent) {
 func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 	id := st.GetAgentId()
 	s.mu.Lock()
+	var unexpected bool
+	if s.cfg.KeyIsID && id != a.key && id != a.warnedID {
+		unexpected, a.warnedID = true, id
+	}
 	first := a.status == nil || !a.up
 	if a.status != nil && a.status.GetAgentId() != id {
 		s.dropLocked(a) // the address now runs another agent
@@ -268,13 +424,17 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 		s.byID[id] = a
 	}
 	wasConflict := a.conflict
-	for _, other := range s.byAddr {
+	for _, other := range s.byKey {
 		if other.up && other.status.GetAgentId() == id {
 			other.conflict = conflict != nil
 		}
 	}
 	previous := a.reported
 	s.mu.Unlock()
+	if unexpected {
+		s.cfg.Logger.Warn("agent reports an ID other than the one it was found with: is it started with --agent-id set to its pod's UID?",
+			slog.String("expected", a.key), slog.String("reported", id), slog.String("address", a.addr))
+	}
 
 	if conflict != nil {
 		// Two processes claim one identity: neither gets new sandboxes, and
@@ -381,12 +541,22 @@ func registryAgent(st *fsbv1.AgentStatus, addr string, healthy bool) registry.Ag
 // agent ID id, sorted. s.mu must be held.
 func (s *Set) claimantsLocked(id string) []string {
 	var out []string
-	for _, a := range s.byAddr {
+	for _, a := range s.claimingLocked(id) {
+		out = append(out, a.addr)
+	}
+	return out
+}
+
+// claimingLocked returns the connected agents that report agent ID id,
+// sorted by address. s.mu must be held.
+func (s *Set) claimingLocked(id string) []*agent {
+	var out []*agent
+	for _, a := range s.byKey {
 		if a.up && a.status.GetAgentId() == id {
-			out = append(out, a.addr)
+			out = append(out, a)
 		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b *agent) int { return strings.Compare(a.addr, b.addr) })
 	return out
 }
 
@@ -409,8 +579,8 @@ func (s *Set) down(a *agent, err error) {
 	if st != nil && a.conflict {
 		a.conflict = false
 		// The other claimant, if only one is left, has the ID to itself.
-		if left := s.claimantsLocked(st.GetAgentId()); len(left) == 1 {
-			resolved = s.byAddr[left[0]]
+		if left := s.claimingLocked(st.GetAgentId()); len(left) == 1 {
+			resolved = left[0]
 		}
 	}
 	s.mu.Unlock()

@@ -65,7 +65,7 @@ func TestReconnectAttemptsAreAtMostASecondApart(t *testing.T) {
 func TestStaleStatusDoesNotRetakeAReleasedSlot(t *testing.T) {
 	reg := registry.New()
 	s := New(Config{Addresses: []string{"127.0.0.1:1"}, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	a := s.byAddr["127.0.0.1:1"]
+	a := s.byKey["127.0.0.1:1"]
 	status := func(sbs ...*fsbv1.AgentSandbox) *fsbv1.AgentStatus {
 		return &fsbv1.AgentStatus{AgentId: "agent-1", Capacity: 2, Sandboxes: sbs}
 	}

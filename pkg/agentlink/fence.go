@@ -50,8 +50,8 @@ const raiseTimeout = 5 * time.Second
 // they could still take a deposed leader's call.
 func (s *Set) RaiseFence(ctx context.Context) map[string]error {
 	s.mu.Lock()
-	agents := make([]*agent, 0, len(s.byAddr))
-	for _, a := range s.byAddr {
+	agents := make([]*agent, 0, len(s.byKey))
+	for _, a := range s.byKey {
 		agents = append(agents, a)
 	}
 	s.mu.Unlock()

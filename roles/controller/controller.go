@@ -40,10 +40,10 @@ func Command() *cli.Command {
 		Usage: "serve the fast-path API and run the sandbox controller",
 		Description: "The controller serves fsb.v1.FastPathService (Connect, gRPC and gRPC-Web) on\n" +
 			"--fastpath-bind-address, keeps Sandbox objects in its store, and places sandboxes on the\n" +
-			"agents named by --agents. Health probes (/healthz, /readyz) are on\n" +
+			"agents named by --agents, or found from their pods with --agent-pod-selector. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
 			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.",
-		Flags: append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), []cli.Flag{
+		Flags: append(append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), agentPodFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -100,6 +100,10 @@ func run(c *cli.Context) error {
 	}
 	defer opened.Close()
 	st := opened.Store
+	agents, err := newAgentSource(c, opened)
+	if err != nil {
+		return err
+	}
 	userTokens, kube, secured, err := userAuth(c, opened, log)
 	if err != nil {
 		return err
@@ -143,7 +147,7 @@ func run(c *cli.Context) error {
 	// only of an agent reconciled since its last connection, which a term
 	// that began after the agents connected must be able to say.
 	var agentUp func(*fsbv1.AgentStatus)
-	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"))
+	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"), c.String("agent-server-name"))
 	if err != nil {
 		return err
 	}
@@ -151,9 +155,8 @@ func run(c *cli.Context) error {
 	if opened.Kind == storeKube && c.Bool("leader-elect") {
 		fence = func() int64 { return elector.Fence() }
 	}
-	set := agentlink.New(agentlink.Config{
+	linkCfg := agentlink.Config{
 		HTTPClient: &http.Client{Transport: agentTransport},
-		Addresses:  withPort(c.StringSlice("agents"), c.Int("agent-port")),
 		Token:      agentToken,
 		Registry:   reg,
 		Changed:    func(s *fsbv1.AgentStatus) { ctrl.AgentChanged(s) },
@@ -161,7 +164,9 @@ func run(c *cli.Context) error {
 		Fence:      fence,
 		Logger:     log,
 		Heartbeat:  c.Duration("agent-heartbeat-interval"),
-	})
+	}
+	agents.configure(&linkCfg)
+	set := agentlink.New(linkCfg)
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
 		Metrics:            controller.NewMetrics(promReg),
@@ -213,6 +218,7 @@ func run(c *cli.Context) error {
 		return err
 	}
 	g.Go(func() error { set.Run(gctx); return nil })
+	g.Go(func() error { return agents.run(gctx, set, log) })
 	g.Go(func() error {
 		select {
 		case err := <-failed:
@@ -280,9 +286,9 @@ func run(c *cli.Context) error {
 		files = kube.Route(keys, auth.FastPathPolicy, log, auth.FilesRoute, files)
 	}
 	mux.Handle(path, files)
-	log.Info("controller started", slog.String("fastpath", c.String("fastpath-bind-address")),
-		slog.Int("agents", len(c.StringSlice("agents"))), slog.String("mode", string(mode)),
-		slog.String("store", opened.Kind), slog.Bool("auth", secured), slog.Bool("kube_auth", kube != nil), slog.Bool("leaderElection", elector != nil))
+	log.Info("controller started", append([]any{slog.String("fastpath", c.String("fastpath-bind-address"))},
+		append(agents.describe, slog.String("mode", string(mode)),
+			slog.String("store", opened.Kind), slog.Bool("auth", secured), slog.Bool("kube_auth", kube != nil), slog.Bool("leaderElection", elector != nil))...)...)
 	cfg := httpserver.Config{
 		CertFile: c.String("tls-cert-file"), KeyFile: c.String("tls-key-file"), Logger: log,
 		UnauthenticatedTimeout: c.Duration("unauthenticated-timeout"),

@@ -66,6 +66,7 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "token-file", EnvVars: []string{"FSB_JANITOR_TOKEN_FILE"}, Usage: "file whose first line is the janitor's bearer token (the controller's --janitor-token-file)"},
 			&cli.BoolFlag{Name: "insecure-no-auth", EnvVars: []string{"FSB_JANITOR_INSECURE_NO_AUTH"}, Usage: "call the controller without a token (a controller started with --insecure-no-auth; local experiments only)"},
 			&cli.StringFlag{Name: "ca-file", EnvVars: []string{"FSB_CA_FILE"}, Usage: "CA certificates (PEM) that sign an https:// controller's certificate (default: the system's)"},
+			&cli.StringFlag{Name: "server-name", EnvVars: []string{"FSB_SERVER_NAME"}, Usage: "the `NAME` an https:// controller's certificate must carry (default: the host of --server); in a pod, where --server is the Service's ClusterIP, fsb-controller.<namespace>.svc"},
 			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", EnvVars: []string{"FSB_CONTAINERD_SOCKET"}, Usage: "containerd's socket"},
 			&cli.StringSliceFlag{Name: "containerd-namespace", Value: cli.NewStringSlice("fsb"), EnvVars: []string{"FSB_CONTAINERD_NAMESPACE"}, Usage: "containerd namespace of fsb's sandboxes; repeat it, or separate them with commas in the environment"},
 			&cli.StringSliceFlag{Name: "log-dir", EnvVars: []string{"FSB_LOG_DIR"}, Usage: "an agent's --log-dir whose files of gone sandboxes are removed; repeatable (none: no file is looked at)"},
@@ -92,7 +93,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	httpClient, err := controllerClient(c.String("ca-file"))
+	httpClient, err := controllerClient(c.String("ca-file"), c.String("server-name"))
 	if err != nil {
 		return err
 	}
@@ -207,9 +208,11 @@ func bearer(insecure bool, tokenFile string) ([]connect.Interceptor, error) {
 
 // controllerClient speaks HTTP/1.1 to an http:// controller and HTTP/2 to
 // an https:// one, as fsb ctl does, trusting the CA certificates in caFile
-// (empty: the system's). The dial is bounded so that an unreachable
-// controller fails the pass at once.
-func controllerClient(caFile string) (*http.Client, error) {
+// (empty: the system's) and verifying that the certificate names
+// serverName (empty: the host dialed). A janitor pod dials the Service's
+// ClusterIP, which no certificate names. The dial is bounded so that an
+// unreachable controller fails the pass at once.
+func controllerClient(caFile, serverName string) (*http.Client, error) {
 	var roots *x509.CertPool
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
@@ -232,7 +235,7 @@ func controllerClient(caFile string) (*http.Client, error) {
 			Proxy:               http.ProxyFromEnvironment,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			Protocols:           &protocols,
-			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName},
 			TLSHandshakeTimeout: 10 * time.Second,
 			IdleConnTimeout:     90 * time.Second,
 		},

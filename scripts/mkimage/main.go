@@ -1,7 +1,10 @@
-// Command mkimage writes the busybox test image as an OCI image layout tar
-// that containerd's Import and `ctr images import` accept.
+// Command mkimage writes an image of the rig as an OCI image layout tar
+// that containerd's Import and `ctr images import` accept: the busybox test
+// image (the default), the fsb image or the pause image of a real node.
 //
 //	go run ./scripts/mkimage -o FILE [-busybox /bin/busybox] [-ref REF]
+//	go run ./scripts/mkimage -kind fsb -o FILE -ref REF -fsb bin/fsb -helper bin/fsb-helper
+//	go run ./scripts/mkimage -kind pause -o FILE -ref REF -helper bin/fsb-helper [-busybox /bin/busybox]
 package main
 
 import (
@@ -11,31 +14,54 @@ import (
 	"os"
 	"path/filepath"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/fast-sandbox/fast-sandbox/pkg/testimage"
 )
 
 func main() {
 	out := flag.String("o", "", "output file (required)")
-	busybox := flag.String("busybox", testimage.DefaultBusybox, "static busybox binary to build the image from")
-	ref := flag.String("ref", testimage.Ref, "image name recorded in the archive")
+	kind := flag.String("kind", "busybox", "which image: busybox (the test image), fsb or pause")
+	busybox := flag.String("busybox", testimage.DefaultBusybox, "static busybox binary (busybox and pause images)")
+	fsb := flag.String("fsb", "bin/fsb", "static fsb binary (fsb image)")
+	helper := flag.String("helper", "bin/fsb-helper", "static fsb-helper binary (fsb and pause images)")
+	ref := flag.String("ref", "", "image name recorded in the archive (default for busybox: "+testimage.Ref+")")
 	flag.Parse()
 	if *out == "" || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*out, *busybox, *ref); err != nil {
+	var img v1.Image
+	var err error
+	switch *kind {
+	case "busybox":
+		if *ref == "" {
+			*ref = testimage.Ref
+		}
+		img, err = testimage.Build(*busybox)
+	case "fsb":
+		img, err = testimage.Fsb(*fsb, *helper)
+	case "pause":
+		img, err = testimage.Pause(*busybox, *helper)
+	default:
+		fmt.Fprintf(os.Stderr, "mkimage: unknown -kind %q: want busybox, fsb or pause\n", *kind)
+		os.Exit(2)
+	}
+	if err == nil && *ref == "" {
+		err = fmt.Errorf("-kind %s needs -ref", *kind)
+	}
+	if err == nil {
+		err = write(*out, img, *ref)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-// run builds the image and writes it to out atomically: a reader never sees
-// a partial archive.
-func run(out, busybox, ref string) error {
-	img, err := testimage.Build(busybox)
-	if err != nil {
-		return err
-	}
+// write writes img to out atomically: a reader never sees a partial
+// archive.
+func write(out string, img v1.Image, ref string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
 	if err != nil {
 		return err
