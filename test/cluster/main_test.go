@@ -93,12 +93,26 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
+// envReuse names the directory of a cluster already up (scripts/cluster.sh
+// up DIR --overlay deploy/overlays/test) for the tests to use and leave
+// running: quicker when working on them by hand.
+const envReuse = "FSB_TEST_CLUSTER"
+
 func run(m *testing.M) int {
 	start := time.Now()
 	root, err := repoRoot()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cluster: %v\n", err)
 		return 1
+	}
+	if dir := os.Getenv(envReuse); dir != "" {
+		cl, upErr = loadEnv(root, filepath.Join(dir, "env"))
+		if upErr != nil {
+			upErr = fmt.Errorf("%s=%s: %w", envReuse, dir, upErr)
+		}
+		code := m.Run()
+		fmt.Fprintf(os.Stderr, "cluster: tests on the cluster in %s took %s\n", dir, time.Since(start).Round(100*time.Millisecond))
+		return code
 	}
 	// Short: the rig keeps sockets under it.
 	dir, err := os.MkdirTemp("/tmp", "fsbc.")
