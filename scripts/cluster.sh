@@ -566,7 +566,8 @@ rewrite_host_paths() {
 	sed -e "s#$b/run/containerd/containerd\.sock$e#\1$sock\2#g" \
 		-e "s#$b/var/log/fsb$e#\1$h/log\2#g" \
 		-e "s#$b/run/fsb$e#\1$h/run\2#g" \
-		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g"
+		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g" \
+		-e "s#$b/var/lib/containerd$e#\1$dir/containerd/root\2#g"
 }
 
 # deploy applies the overlay with this run's images, Secrets and host paths
@@ -615,7 +616,7 @@ secretGenerator:
 EOF
 	# kustomize cannot rewrite a string wherever it appears, so the host
 	# paths are rewritten in its output, which is what gets applied.
-	"$kubectl" kustomize "$dir/overlay" >"$dir/overlay/rendered.yaml" || die "kubectl kustomize $dir/overlay failed"
+	"$kubectl" kustomize --load-restrictor LoadRestrictionsNone "$dir/overlay" >"$dir/overlay/rendered.yaml" || die "kubectl kustomize $dir/overlay failed"
 	rewrite_host_paths <"$dir/overlay/rendered.yaml" >"$dir/manifests.yaml"
 	# The CRDs must be Established before objects of their kinds apply: a
 	# second pass takes what the first could not.
