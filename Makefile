@@ -104,6 +104,28 @@ down: ## stop what make up started and remove .fsb/
 demo: build ## the quick start: make up, a sandbox and its logs, make down; KUBE=1: on a local API server
 	rc=0; KUBE='$(KUBE)' scripts/up.sh && scripts/demo.sh || rc=$$?; scripts/down.sh; exit $$rc
 
+# Where `make cluster-up` keeps its cluster (scripts/cluster.sh), and the
+# overlay it applies.
+CLUSTER_DIR     := $(CURDIR)/.fsb/cluster
+CLUSTER_OVERLAY ?= deploy/overlays/local
+
+.PHONY: cluster-up
+cluster-up: build ## start a real single-node cluster in its own network namespace and apply deploy/ (then: source .fsb/env)
+	@if [ -e .fsb/env ] && [ ! -e $(CLUSTER_DIR) ]; then echo "make up is running (.fsb/env): run make down first"; exit 1; fi
+	kube_bin=$$(scripts/kube.sh build); \
+	FSB_KUBE_BIN=$$kube_bin scripts/cluster.sh up $(CLUSTER_DIR) --overlay $(CLUSTER_OVERLAY); \
+	{ echo "# Written by make cluster-up; source it to use the cluster and its controller."; \
+	  sed '/^#/d' $(CLUSTER_DIR)/env; \
+	  printf 'export PATH=%q:"$$PATH"\n' "$$kube_bin"; } > .fsb/env.tmp; \
+	mv -f .fsb/env.tmp .fsb/env
+	@echo "cluster up: source .fsb/env, then fsb ctl list or kubectl get pods -n fsb-system"
+
+.PHONY: cluster-down
+cluster-down: ## stop what make cluster-up started: daemons, pods, network namespace, mounts, .fsb/
+	scripts/cluster.sh down $(CLUSTER_DIR)
+	rm -f .fsb/env
+	rmdir .fsb 2>/dev/null || true
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf bin

@@ -560,14 +560,16 @@ first_token() { grep -v '^[[:space:]]*\(#\|$\)' "$1" | head -n 1 | tr -d '[:spac
 # rewrite_host_paths rewrites the base's host paths into this run's
 # directory, wherever they appear (hostPath, mountPath, flags): the agent
 # sees them at identical paths, and clusters on one machine never share
-# them.
+# them. containerd's root is among them: the containerd client in the
+# agent mounts snapshots (to read an image's users, say) by the paths the
+# daemon gives.
 rewrite_host_paths() {
 	local h=$dir/host b='\(^\|[^A-Za-z0-9_./-]\)' e='\([^A-Za-z0-9_.-]\|$\)'
 	sed -e "s#$b/run/containerd/containerd\.sock$e#\1$sock\2#g" \
+		-e "s#$b/var/lib/containerd$e#\1$dir/containerd/root\2#g" \
 		-e "s#$b/var/log/fsb$e#\1$h/log\2#g" \
 		-e "s#$b/run/fsb$e#\1$h/run\2#g" \
-		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g" \
-		-e "s#$b/var/lib/containerd$e#\1$dir/containerd/root\2#g"
+		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g"
 }
 
 # deploy applies the overlay with this run's images, Secrets and host paths
@@ -615,7 +617,9 @@ secretGenerator:
   - ca.crt=../secrets/ca.crt
 EOF
 	# kustomize cannot rewrite a string wherever it appears, so the host
-	# paths are rewritten in its output, which is what gets applied.
+	# paths are rewritten in its output, which is what gets applied. The
+	# Secrets' files are beside the overlay, not below it: hence no load
+	# restrictions.
 	"$kubectl" kustomize --load-restrictor LoadRestrictionsNone "$dir/overlay" >"$dir/overlay/rendered.yaml" || die "kubectl kustomize $dir/overlay failed"
 	rewrite_host_paths <"$dir/overlay/rendered.yaml" >"$dir/manifests.yaml"
 	# The CRDs must be Established before objects of their kinds apply: a
@@ -633,6 +637,7 @@ EOF
 			log "Fast Sandbox was not Ready within ${DEPLOY_TIMEOUT}s:"
 			k -n "$FSB_NAMESPACE" get pods -o wide >&2 || true
 			k -n "$FSB_NAMESPACE" get events --sort-by .lastTimestamp 2>/dev/null | tail -n 20 >&2 || true
+			pod_logs
 			return 1
 		fi
 		sleep 0.5
@@ -656,6 +661,17 @@ EOF
 		sleep 0.5
 	done
 	phase "leader serves" "$t0"
+}
+
+# pod_logs prints the last lines of every container of the pods that are
+# not Ready, and of their previous run when they restarted.
+pod_logs() {
+	local pod
+	for pod in $(k -n "$FSB_NAMESPACE" get pods -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | awk '$2 != "True" { print $1 }'); do
+		log "last lines of pod $pod:"
+		k -n "$FSB_NAMESPACE" logs "$pod" --all-containers --tail 15 >&2 2>&1 || true
+		k -n "$FSB_NAMESPACE" logs "$pod" --all-containers --tail 15 --previous >&2 2>/dev/null || true
+	done
 }
 
 # fsb_ready succeeds when both controller replicas, the agent DaemonSet and
@@ -871,6 +887,8 @@ restore_sysctls() {
 
 cmd_down() {
 	[[ -d $dir ]] || return 0
+	# An empty directory is what a start that failed at once leaves.
+	rmdir -- "$dir" 2>/dev/null && return 0
 	[[ -e $dir/$MARKER ]] || die "$dir is not a cluster.sh directory (no $MARKER); not touching it"
 	local t0 pods n data
 	t0=$(now_ms)

@@ -50,6 +50,11 @@ main() {
 	if [[ -d $up_dir ]]; then
 		"$repo_root/scripts/rig.sh" down "$up_dir"
 	fi
+	# A cluster of make cluster-up holds mounts and running pods under
+	# .fsb/cluster: it is taken down, never just removed.
+	if [[ -d $fsb_dir/cluster ]]; then
+		"$repo_root/scripts/cluster.sh" down "$fsb_dir/cluster"
+	fi
 	if [[ -d $fsb_dir ]]; then
 		rm -rf -- "$fsb_dir"
 		log "removed .fsb/"

@@ -18,8 +18,9 @@ import (
 )
 
 // ConfigFile is fsb ctl's config file: named contexts, each saying where a
-// controller is, which file holds its token and which namespace to use,
-// and the one in use. It holds no secrets, only the paths of token files.
+// controller is, which file holds its token, which CA certificate its
+// https:// address is verified by and which namespace to use, and the one
+// in use. It holds no secrets, only the paths of files.
 type ConfigFile struct {
 	CurrentContext string         `json:"currentContext,omitempty"`
 	Contexts       []NamedContext `json:"contexts"`
@@ -30,6 +31,7 @@ type NamedContext struct {
 	Name      string `json:"name"`
 	Server    string `json:"server,omitempty"`
 	TokenFile string `json:"tokenFile,omitempty"`
+	CAFile    string `json:"caFile,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
 }
 
@@ -38,6 +40,9 @@ type NamedContext struct {
 // the defaults decide between them.
 type Connection struct {
 	Server, Token, Namespace string
+	// CAFile is the CA certificates' file of an https:// Server; empty
+	// means the system's CAs.
+	CAFile string
 }
 
 // ConfigPath is where the config file lives: $XDG_CONFIG_HOME/fsb/config.yaml,
@@ -135,7 +140,8 @@ func (f *ConfigFile) names() string {
 // ResolveConnection fills what given leaves empty (given holds the flags'
 // values, or the environment's) from the current context of the config
 // file at path, then from the defaults. The context's token is read from
-// its token file, and only when given has no token.
+// its token file, and only when given has no token. The context's CA file
+// is used only with the context's server: it vouches for that one.
 func ResolveConnection(path string, given Connection) (Connection, error) {
 	conn := given
 	if path != "" && (conn.Server == "" || conn.Token == "" || conn.Namespace == "") {
@@ -148,6 +154,9 @@ func ResolveConnection(path string, given Connection) (Connection, error) {
 			if cur == nil {
 				return Connection{}, fmt.Errorf("config file %s: the current context %q does not exist: pick one of %s (fsb ctl config use-context NAME)",
 					path, f.CurrentContext, f.names())
+			}
+			if conn.Server == "" {
+				conn.CAFile = cmp.Or(conn.CAFile, cur.CAFile)
 			}
 			conn.Server = cmp.Or(conn.Server, cur.Server)
 			conn.Namespace = cmp.Or(conn.Namespace, cur.Namespace)
@@ -173,6 +182,7 @@ type ContextOptions struct {
 	Name      string
 	Server    string
 	TokenFile string
+	CAFile    string
 	Namespace string
 }
 
@@ -180,7 +190,7 @@ type ContextOptions struct {
 // first context becomes the current one.
 func SetContext(w io.Writer, path string, o ContextOptions) error {
 	if o.Name == "" || strings.ContainsAny(o.Name, " \t\n") {
-		return usagef("config set needs a context name without spaces: fsb ctl config set NAME [--server URL] [--token-file FILE] [-n NAMESPACE]")
+		return usagef("config set needs a context name without spaces: fsb ctl config set NAME [--server URL] [--token-file FILE] [--ca-file FILE] [-n NAMESPACE]")
 	}
 	if o.Server != "" {
 		if _, err := serverURL(o.Server); err != nil {
@@ -204,6 +214,18 @@ func SetContext(w io.Writer, path string, o ContextOptions) error {
 		}
 		o.TokenFile = abs
 	}
+	if o.CAFile != "" {
+		abs, err := filepath.Abs(o.CAFile)
+		if err != nil {
+			return usagef("--ca-file %q: %v", o.CAFile, err)
+		}
+		// Checked now, as the token file is; kept by path, so that a
+		// renewed CA is picked up.
+		if _, err := clientTLS(abs); err != nil {
+			return err
+		}
+		o.CAFile = abs
+	}
 	f, err := LoadConfigFile(path)
 	if err != nil {
 		return err
@@ -217,6 +239,7 @@ func SetContext(w io.Writer, path string, o ContextOptions) error {
 	}
 	cur.Server = cmp.Or(o.Server, cur.Server)
 	cur.TokenFile = cmp.Or(o.TokenFile, cur.TokenFile)
+	cur.CAFile = cmp.Or(o.CAFile, cur.CAFile)
 	cur.Namespace = cmp.Or(o.Namespace, cur.Namespace)
 	if f.CurrentContext == "" {
 		f.CurrentContext = o.Name

@@ -5,6 +5,8 @@
 package ctl
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +36,10 @@ type Config struct {
 	Server string
 	// Token is sent as "Authorization: Bearer <token>" when set.
 	Token string
+	// CAFile holds the CA certificates (PEM) an https:// controller's
+	// certificate must chain to; empty means the system's. It applies to
+	// the default HTTP clients only, not to HTTPClient.
+	CAFile string
 	// Namespace is the sandboxes' namespace; empty means "default".
 	Namespace string
 	// Out receives results, Err diagnostics and sandboxes' stderr lines.
@@ -96,7 +102,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	httpClient, streamClient := cfg.HTTPClient, cfg.HTTPClient
 	if httpClient == nil {
-		httpClient, streamClient = newHTTPClient(), newHTTP2Client()
+		tlsConfig, err := clientTLS(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		httpClient, streamClient = newHTTPClient(tlsConfig), newHTTP2Client(tlsConfig)
 	}
 	// No gzip: exec output and file bytes are most of what comes back, and
 	// deflate is slower than the link it would spare.
@@ -179,12 +189,31 @@ func checkToken(tok string) error {
 	return nil
 }
 
+// clientTLS returns the TLS settings of https:// calls: the system's CAs,
+// or only those in caFile when it is set (the CA of a controller installed
+// with scripts/deploy-secrets.sh, say).
+func clientTLS(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, usagef("--ca-file: %v (set --ca-file or FSB_CA_FILE to the controller's CA certificate)", err)
+	}
+	cfg.RootCAs = x509.NewCertPool()
+	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, usagef("--ca-file %s holds no PEM certificate: give the controller's CA certificate (ca.crt)", caFile)
+	}
+	return cfg, nil
+}
+
 // newHTTPClient speaks HTTP/1.1 to http:// URLs, which any Connect server
 // (and any proxy in between) understands, and HTTP/2 to https:// URLs. The
 // dial is bounded so that an unreachable controller is reported at once;
 // the calls themselves are not, since `logs -f` streams for as long as the
 // sandbox runs.
-func newHTTPClient() *http.Client {
+func newHTTPClient(tlsConfig *tls.Config) *http.Client {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
@@ -192,6 +221,7 @@ func newHTTPClient() *http.Client {
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		Protocols:           &protocols,
+		TLSClientConfig:     tlsConfig.Clone(),
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
@@ -200,7 +230,7 @@ func newHTTPClient() *http.Client {
 
 // newHTTP2Client speaks HTTP/2 only: over TLS to https:// URLs, in
 // cleartext (prior knowledge) to http:// URLs. The controller serves both.
-func newHTTP2Client() *http.Client {
+func newHTTP2Client(tlsConfig *tls.Config) *http.Client {
 	var protocols http.Protocols
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -208,6 +238,7 @@ func newHTTP2Client() *http.Client {
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		Protocols:           &protocols,
+		TLSClientConfig:     tlsConfig.Clone(),
 		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     90 * time.Second,
 	}}

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -41,7 +42,10 @@ func (c *Client) describe(err error, t target) error {
 	code := connect.CodeOf(err)
 	if !connect.IsWireError(err) {
 		// The call never got an answer from a Connect server.
+		var unverified *tls.CertificateVerificationError
 		switch {
+		case errors.As(err, &unverified):
+			return fmt.Errorf("cannot verify the controller at %s: %v: give the CA certificate that signed its certificate with --ca-file or FSB_CA_FILE (the ca.crt of scripts/deploy-secrets.sh)", c.server, unverified.Err)
 		case unreachable(err):
 			return fmt.Errorf("cannot reach the controller at %s: is it running? (make up)", c.server)
 		case code == connect.CodeDeadlineExceeded:

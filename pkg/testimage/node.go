@@ -3,6 +3,7 @@ package testimage
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"os"
 	"path"
@@ -121,7 +122,9 @@ func filesLayer(files []layerFile) (*gzipLayer, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layer, err := newLayer(buf.Bytes())
+	// The fastest level: the fsb binaries are tens of megabytes, built
+	// and imported on every start of a cluster, never sent anywhere.
+	layer, err := newLayerLevel(buf.Bytes(), gzip.BestSpeed)
 	if err != nil {
 		return nil, fmt.Errorf("layer: %w", err)
 	}

@@ -196,10 +196,11 @@ func rootfsTar(busybox []byte, applets []string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// gzipBytes compresses b with a header that carries no name and no time.
-func gzipBytes(b []byte) ([]byte, error) {
+// gzipBytes compresses b at level with a header that carries no name and no
+// time.
+func gzipBytes(b []byte, level int) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&buf, level)
 	if err != nil {
 		return nil, err
 	}
@@ -220,9 +221,13 @@ type gzipLayer struct {
 
 var _ v1.Layer = (*gzipLayer)(nil)
 
-// newLayer compresses the layer tar raw and hashes both forms.
-func newLayer(raw []byte) (*gzipLayer, error) {
-	gz, err := gzipBytes(raw)
+// newLayer compresses the layer tar raw as tightly as gzip can and hashes
+// both forms.
+func newLayer(raw []byte) (*gzipLayer, error) { return newLayerLevel(raw, gzip.BestCompression) }
+
+// newLayerLevel is newLayer at a gzip level of the caller's choice.
+func newLayerLevel(raw []byte, level int) (*gzipLayer, error) {
+	gz, err := gzipBytes(raw, level)
 	if err != nil {
 		return nil, err
 	}

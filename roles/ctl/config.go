@@ -10,9 +10,10 @@ func configCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "config",
 		Usage:     "view and change the config file's contexts (server, token file, namespace)",
-		UsageText: "fsb ctl config view | set NAME [--server URL] [--token-file FILE] [-n NAMESPACE] | use-context NAME",
+		UsageText: "fsb ctl config view | set NAME [--server URL] [--token-file FILE] [--ca-file FILE] [-n NAMESPACE] | use-context NAME",
 		Description: "The config file, $XDG_CONFIG_HOME/fsb/config.yaml (else ~/.config/fsb/config.yaml),\n" +
-			"holds named contexts: a server, the path of a file holding its token, and a namespace.\n" +
+			"holds named contexts: a server, the path of a file holding its token, the path of the CA\n" +
+			"certificate of an https:// server, and a namespace.\n" +
 			"The current context fills in what neither the flags nor FSB_SERVER, FSB_TOKEN and\n" +
 			"FSB_NAMESPACE give.\n\n" +
 			"Example:\n" +
@@ -43,25 +44,28 @@ func configCommand() *cli.Command {
 		}, {
 			Name:      "set",
 			Usage:     "create or change a context; the first one becomes current",
-			UsageText: "fsb ctl config set NAME [--server URL] [--token-file FILE] [-n NAMESPACE]",
+			UsageText: "fsb ctl config set NAME [--server URL] [--token-file FILE] [--ca-file FILE] [-n NAMESPACE]",
 			Description: "Creates context NAME, or changes the values given of an existing one. The token file\n" +
 				"is kept by its absolute path and read at each call.\n\n" +
 				"Example:\n" +
-				"   fsb ctl config set prod --server https://fsb.example.com --token-file ~/.fsb-prod-token -n team",
+				"   fsb ctl config set prod --server https://fsb.example.com --token-file ~/.fsb-prod-token -n team\n" +
+				"   fsb ctl config set cluster --server https://127.0.0.1:9443 --ca-file deploy/secrets/ca.crt",
 			OnUsageError: usageError,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "server", Usage: "the controller's fast-path `URL`"},
 				&cli.StringFlag{Name: "token-file", Usage: "the `FILE` holding the controller's bearer token"},
+				&cli.StringFlag{Name: "ca-file", Usage: "the CA certificate `FILE` (PEM) an https:// server's certificate must chain to; used with this context's server only"},
 				&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "the sandboxes' `NAMESPACE`"},
 			},
 			Action: withConfig(func(c *cli.Context, path string) error {
 				if c.NArg() != 1 {
-					return usage("config set needs exactly one context name: fsb ctl config set NAME [--server URL] [--token-file FILE] [-n NAMESPACE]")
+					return usage("config set needs exactly one context name: fsb ctl config set NAME [--server URL] [--token-file FILE] [--ca-file FILE] [-n NAMESPACE]")
 				}
 				return ctl.SetContext(c.App.Writer, path, ctl.ContextOptions{
 					Name:      c.Args().First(),
 					Server:    c.String("server"),
 					TokenFile: c.String("token-file"),
+					CAFile:    c.String("ca-file"),
 					Namespace: c.String("namespace"),
 				})
 			}),

@@ -24,7 +24,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
 		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; list agents",
-		UsageText:       "fsb ctl [--server URL] [--token TOKEN | --kubeconfig FILE [--context NAME]] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
+		UsageText:       "fsb ctl [--server URL [--ca-file FILE]] [--token TOKEN | --kubeconfig FILE [--context NAME]] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -48,7 +48,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		HelpName: "fsb ctl",
 		Usage:    "talk to a Fast Sandbox controller",
 		Description: "Creates, inspects and deletes sandboxes through the controller's fast-path API\n" +
-			"(fsb.v1.FastPathService). After `make up`, `source .fsb/env` sets FSB_SERVER and FSB_TOKEN.\n" +
+			"(fsb.v1.FastPathService). After `make up` (or `make cluster-up`), `source .fsb/env` sets\n" +
+			"FSB_SERVER and FSB_TOKEN (and FSB_CA_FILE for an https:// controller).\n" +
 			"The server, token and namespace come from the flags, else FSB_SERVER, FSB_TOKEN and\n" +
 			"FSB_NAMESPACE, else the current context of the config file (fsb ctl config --help),\n" +
 			"else the defaults. Flags may come before or after the command's arguments.\n" +
@@ -78,6 +79,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			// the config file's current context, then to DefaultText.
 			&cli.StringFlag{Name: "server", EnvVars: []string{"FSB_SERVER"}, Usage: "the controller's fast-path `URL`", DefaultText: ctl.DefaultServer},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"FSB_TOKEN"}, Usage: "bearer `TOKEN` the controller accepts (make up writes it into .fsb/env)"},
+			&cli.StringFlag{Name: "ca-file", EnvVars: []string{"FSB_CA_FILE"}, Usage: "trust an https:// controller whose certificate this CA `FILE` (PEM) signed, such as the ca.crt of scripts/deploy-secrets.sh", DefaultText: "the system's CAs"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, EnvVars: []string{"FSB_NAMESPACE"}, Usage: "the sandboxes' `NAMESPACE`", DefaultText: "default"},
 			&cli.StringFlag{Name: "kubeconfig", Usage: "present the bearer token of a kubeconfig `FILE`'s context (a controller with --kube-auth checks it with the API server); it wins over --token, and its namespace over the config file's. The controller's address still comes from --server"},
 			&cli.StringFlag{Name: "context", Usage: "the kubeconfig's `CONTEXT` (default: its current context)"},
@@ -368,6 +370,7 @@ func newClient(c *cli.Context) (*ctl.Client, error) {
 	return ctl.New(ctl.Config{
 		Server:    conn.Server,
 		Token:     conn.Token,
+		CAFile:    conn.CAFile,
 		Namespace: conn.Namespace,
 		Out:       c.App.Writer,
 		Err:       c.App.ErrWriter,
@@ -413,6 +416,7 @@ func resolveConnection(c *cli.Context, path string) (ctl.Connection, error) {
 		Server:    c.String("server"),
 		Token:     c.String("token"),
 		Namespace: c.String("namespace"),
+		CAFile:    c.String("ca-file"),
 	}
 	if kc := c.String("kubeconfig"); kc != "" {
 		creds, err := ctl.LoadKubeCredentials(kc, c.String("context"))

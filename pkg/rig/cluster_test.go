@@ -1,0 +1,68 @@
+package rig
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterRunsAPod starts a node-only cluster and checks what a user of
+// it relies on: the node is Ready, a pod runs on the CNI bridge and reaches
+// the API server through the kubernetes Service's ClusterIP (kube-proxy),
+// and the cluster's addresses are reachable from its network namespace.
+func TestClusterRunsAPod(t *testing.T) {
+	start := time.Now()
+	c := StartCluster(t, NodeOnly)
+	t.Logf("node-only cluster up in %v", time.Since(start).Round(time.Millisecond))
+
+	out, err := c.Kubectl("get", "node", "-o", `jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(out); len(got) != 2 || got[1] != "True" {
+		t.Fatalf("nodes: %q, want one Ready node", out)
+	}
+
+	ip, err := c.Kubectl("get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podStart := time.Now()
+	// nc exits 0 only when it connects: the ClusterIP leads to the API
+	// server only through kube-proxy's rules.
+	if _, err := c.Kubectl("run", "probe", "--image", ImageRef, "--image-pull-policy", "Never", "--restart", "Never",
+		"--command", "--", "sh", "-c", "echo | nc -w 5 "+ip+" 443 && echo reached-the-api-server"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl("wait", "--for", "jsonpath={.status.phase}=Succeeded", "--timeout", "60s", "pod/probe"); err != nil {
+		phase, _ := c.Kubectl("get", "pod", "probe", "-o", "yaml")
+		t.Fatalf("%v\n%s", err, phase)
+	}
+	t.Logf("pod ran to completion in %v", time.Since(podStart).Round(time.Millisecond))
+	logs, err := c.Kubectl("logs", "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs, "reached-the-api-server") {
+		t.Errorf("pod log %q: the pod did not reach the API server at %s:443", logs, ip)
+	}
+	podIP, err := c.Kubectl("get", "pod", "probe", "-o", "jsonpath={.status.podIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(podIP, "10.124.") {
+		t.Errorf("pod IP %q, want one of the CNI bridge's 10.124.0.0/16", podIP)
+	}
+
+	// The node's address lives in the cluster's namespace, not the host's.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := c.InNetns(ctx, "ip", "-4", "-o", "addr", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip addr in %s: %v\n%s", c.Netns, err, addr)
+	}
+	if !strings.Contains(string(addr), "10.123.0.2/24") || !strings.Contains(string(addr), "cni0") {
+		t.Errorf("addresses in %s:\n%s\nwant the node's 10.123.0.2/24 and the bridge cni0", c.Netns, addr)
+	}
+}
