@@ -99,6 +99,12 @@ type Config struct {
 	// is retried before the refusal is final (DefaultForbiddenGrace when
 	// zero; negative: at once).
 	ForbiddenGrace time.Duration
+	// AgentGone reports an agent that is gone for good and will never
+	// connect again: in Kubernetes, one whose pod no longer exists (a pod's
+	// UID, the agent's ID, is never reused). What such an agent left on
+	// its node can be judged without hearing from it (Janitor). Nil: no
+	// agent is ever known gone (a static --agents list may come back).
+	AgentGone func(agentID string) bool
 }
 
 // EventRecorder records an Event about an object; client-go's

@@ -25,7 +25,9 @@ const maxRefIDBytes = 253
 // keeping: "unknown" needs every source of truth to agree.
 //
 //   - known: an object (in the controller's cache) or a pending FAST create
-//     holds the sandbox ID, whatever the revision;
+//     holds the sandbox ID, whatever the revision — unless the container's
+//     agent is gone for good (Config.AgentGone) and the object has moved on
+//     to a newer revision: that container can never be needed again;
 //   - undecided: the container's agent is down, has two claimants, or has
 //     not been reconciled since it last connected (recover.go) — what it
 //     runs is not known yet; or an agent runs the sandbox in a way the
@@ -34,7 +36,8 @@ const maxRefIDBytes = 253
 //     recovery, which gives it its object), or another revision of it;
 //   - unknown: the rest, which is what a recovery would remove: nothing
 //     holds the sandbox, or its agent reports it only as deleted
-//     (persisted mark, object gone) or without a spec. A file (a ref
+//     (persisted mark, object gone) or without a spec; what an agent gone
+//     for good left, when no object or other agent holds it. A file (a ref
 //     without an agent) is unknown when no object, pending create or
 //     agent holds its sandbox.
 //
@@ -102,8 +105,12 @@ type reportedSandbox struct {
 
 // undecidedAgent says why what an agent runs cannot be judged now, or ""
 // when it can: it is connected, alone with its ID, and reconciled since
-// it last connected.
+// it last connected — or gone for good, so that nothing it runs can ever
+// be heard of again.
 func (j *Janitor) undecidedAgent(agentID string) string {
+	if j.gone(agentID) {
+		return ""
+	}
 	if up, _ := j.s.cfg.Agents.Reachable(agentID); !up {
 		return fmt.Sprintf("agent %s is not connected: what it runs is not known", agentID)
 	}
@@ -116,6 +123,11 @@ func (j *Janitor) undecidedAgent(agentID string) string {
 	return ""
 }
 
+// gone reports whether an agent is gone for good (Config.AgentGone).
+func (j *Janitor) gone(agentID string) bool {
+	return j.s.cfg.AgentGone != nil && j.s.cfg.AgentGone(agentID)
+}
+
 // classify answers for one ref, given why its agent cannot be judged (or
 // "") and what the agents report of its sandbox ID.
 func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports []reportedSandbox) (fsbv1.Verdict, string) {
@@ -125,7 +137,14 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 	if j.s.pendingID(id) {
 		return fsbv1.Verdict_VERDICT_KNOWN, "a FAST create of the sandbox is under way"
 	}
+	gone := agentID != "" && j.gone(agentID)
 	if sb, ok := j.s.cfg.Controller.ByID(id); ok {
+		// Revisions only grow: a newer one in the object means this
+		// container's revision was replaced, and its agent, gone for good,
+		// will never report it again for the controller to remove.
+		if gone && sb.Status.Revision > ref.GetRevision() {
+			return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("agent %s is gone for good and sandbox %s/%s runs as revision %d now", agentID, sb.Namespace, sb.Name, sb.Status.Revision)
+		}
 		return fsbv1.Verdict_VERDICT_KNOWN, fmt.Sprintf("sandbox %s/%s holds it", sb.Namespace, sb.Name)
 	}
 	if agentID == "" {
@@ -138,6 +157,16 @@ func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports
 		return fsbv1.Verdict_VERDICT_UNDECIDED, undecidedAgent
 	}
 	var asb *fsbv1.AgentSandbox
+	if gone {
+		// Its agent reports nothing any more; another agent running the
+		// sandbox would be a recovery's to settle.
+		for _, r := range reports {
+			if r.agent != agentID {
+				return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())
+			}
+		}
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("no object or pending create holds the sandbox, and agent %s is gone for good", agentID)
+	}
 	for _, r := range reports {
 		if r.agent != agentID || r.sb.GetRevision() != ref.GetRevision() {
 			return fsbv1.Verdict_VERDICT_UNDECIDED, fmt.Sprintf("agent %s runs revision %d of the sandbox", r.agent, r.sb.GetRevision())

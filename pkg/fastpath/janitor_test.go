@@ -129,6 +129,69 @@ func TestJanitorOnWhatAnAgentReports(t *testing.T) {
 	})
 }
 
+// TestJanitorOnAnAgentGoneForGood: what an agent gone for good (its pod
+// deleted) left is judged without hearing from it: a sandbox nothing holds
+// is unknown, a revision the object has replaced is unknown, while the
+// object's own revision, a newer one, and a sandbox another agent runs
+// stay kept. A gone agent's ID is never "not connected".
+func TestJanitorOnAnAgentGoneForGood(t *testing.T) {
+	p := newPlane(t, withConfig(func(c *Config) {
+		c.AgentGone = func(id string) bool { return id == "agent-gone" }
+	}))
+	ctx := context.Background()
+	if _, _, err := p.fp.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	created, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Name: "moved", Spec: fastSpec("sleep", "300")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	movedID := created.Msg.GetSandbox().GetStatus().GetSandboxId()
+	eventually(t, 10*time.Second, "the object's status at revision 1", func() bool {
+		sb, ok := p.ctrl.ByID(movedID)
+		return ok && sb.Status.Revision == 1
+	})
+	runOnAgent(t, p.agents[0], "sb-elsewhere", "elsewhere", false)
+	eventually(t, 10*time.Second, "agent-1 reports sb-elsewhere", func() bool {
+		for _, st := range p.set.Statuses() {
+			for _, sb := range st.GetSandboxes() {
+				if sb.GetSandboxId() == "sb-elsewhere" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	ref := func(id string, rev int64) *fsbv1.SandboxRef {
+		return &fsbv1.SandboxRef{AgentId: "agent-gone", SandboxId: id, Revision: rev}
+	}
+	want := []struct {
+		ref     *fsbv1.SandboxRef
+		verdict fsbv1.Verdict
+		reason  string
+	}{
+		{ref("sb-nobody", 1), fsbv1.Verdict_VERDICT_UNKNOWN, "gone for good"},
+		{ref(movedID, 0), fsbv1.Verdict_VERDICT_UNKNOWN, "runs as revision 1 now"},
+		{ref(movedID, 1), fsbv1.Verdict_VERDICT_KNOWN, "holds it"},
+		{ref(movedID, 2), fsbv1.Verdict_VERDICT_KNOWN, "holds it"},
+		{ref("sb-elsewhere", 1), fsbv1.Verdict_VERDICT_UNDECIDED, "agent-1 runs"},
+		{&fsbv1.SandboxRef{AgentId: "agent-away", SandboxId: "sb-nobody", Revision: 1}, fsbv1.Verdict_VERDICT_UNDECIDED, "not connected"},
+	}
+	refs := make([]*fsbv1.SandboxRef, len(want))
+	for i, w := range want {
+		refs[i] = w.ref
+	}
+	got, err := classify(t, p, refs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		if got[i].GetVerdict() != w.verdict || !strings.Contains(got[i].GetReason(), w.reason) {
+			t.Errorf("%v: %v (%s), want %v (%q)", w.ref, got[i].GetVerdict(), got[i].GetReason(), w.verdict, w.reason)
+		}
+	}
+}
+
 // TestJanitorQuestionIsBounded: a question past MaxClassify, or naming no
 // sandbox, is InvalidArgument.
 func TestJanitorQuestionIsBounded(t *testing.T) {
