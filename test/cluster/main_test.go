@@ -125,7 +125,9 @@ func run(m *testing.M) int {
 	if err != nil {
 		upErr = fmt.Errorf("the cluster did not come up (%s): %w; %s", up.Round(time.Second), err, clusterAdvice)
 		fmt.Fprintf(os.Stderr, "cluster: %v\n", upErr)
-		os.RemoveAll(dir)
+		if c == nil {
+			os.RemoveAll(dir)
+		}
 	} else {
 		fmt.Fprintf(os.Stderr, "cluster: up in %s (%s)\n", up.Round(100*time.Millisecond), dir)
 		cl, upErr = loadEnv(root, filepath.Join(dir, "env"))
