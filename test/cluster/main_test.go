@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -263,8 +264,17 @@ func (e *env) fastPath(t testing.TB) fsbv1connect.FastPathServiceClient {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatalf("%s holds no certificate", e.CAFile)
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true,
-		MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}
+	// Bounded like fsb ctl's: a connection the forwarder cannot complete
+	// (the Service's backend went away mid-connect) must fail, not hold
+	// up every call queued on it.
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 5 * time.Second,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return fsbv1connect.NewFastPathServiceClient(&http.Client{Transport: tr}, e.Server, connect.WithInterceptors(auth.Bearer(e.Token)))
 }
