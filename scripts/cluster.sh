@@ -33,7 +33,6 @@ set -euo pipefail
 readonly PACKAGES=(containerd runc containernetworking-plugins busybox-static etcd-server socat conntrack iptables iproute2 openssl util-linux)
 readonly MARKER=.fsb-cluster
 readonly NODE_IP=10.123.0.2
-readonly NODE_NET=10.123.0.0/24
 readonly POD_CIDR=10.124.0.0/16
 readonly SERVICE_CIDR=10.96.0.0/16
 readonly API_SERVICE_IP=10.96.0.1
@@ -65,8 +64,11 @@ usage() {
 now_ms() { date +%s%3N; }
 elapsed() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.2f", ms / 1000 }'; }
 
-# phase NAME T0 logs how long the phase NAME took since T0.
-phase() { log "$(printf '%-22s %6s s' "$1" "$(elapsed "$2")")"; }
+# phase NAME logs that the phase NAME is done, with the seconds since up
+# began: the phases overlap (images build while the daemons start), so a
+# timeline says more than durations.
+started_ms=
+phase() { log "$(printf '%-24s at %6s s' "$1" "$(elapsed "$started_ms")")"; }
 
 # The names and paths of DIR's cluster, set by set_paths.
 dir=
@@ -74,6 +76,7 @@ id=
 netns=
 cgroup_root=
 sock=
+kube_bin=
 kubectl=
 set_paths() {
 	# One short ID per DIR names the network namespace, the cgroup root and
@@ -274,6 +277,10 @@ EOF
 # network namespace. It fails if the port is taken.
 start_forwarder() {
 	local name=$1 port=$2 target=$3 wrapper=$dir/bin/$1
+	if listening "$port"; then
+		log "port $port of 127.0.0.1 is taken: no $name forwarder there"
+		return 1
+	fi
 	mkdir -p "$dir/bin"
 	cat >"$wrapper" <<EOF
 #!/bin/sh
@@ -288,7 +295,9 @@ EOF
 		"fsbc-$name" "$dir/$name.pid" socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "EXEC:$wrapper" \
 		>>"$dir/$name.log" 2>&1 </dev/null 9>&-
 	local deadline=$((SECONDS + 5))
-	until listening "$port"; do
+	# Listening, and by our socat: it exits when another program took the
+	# port meanwhile.
+	until listening "$port" && pid_of "$name" >/dev/null; do
 		if ((SECONDS >= deadline)) || { [[ -s $dir/$name.pid ]] && ! pid_of "$name" >/dev/null; }; then
 			log "the $name forwarder could not listen on 127.0.0.1:$port: $(tail -n 3 "$dir/$name.log" 2>/dev/null)"
 			stop_one "$name"
@@ -360,6 +369,7 @@ start_control_plane() {
 		--service-account-private-key-file "$c/sa.key" --root-ca-file "$c/ca.crt" \
 		--use-service-account-credentials \
 		--service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$POD_CIDR" \
+		--flex-volume-plugin-dir "$dir/controller-manager/volume-plugins" \
 		--leader-elect=false --bind-address 127.0.0.1 --secure-port 10257 --profiling=false
 	spawn kube-scheduler "$kube_bin/kube-scheduler" \
 		--kubeconfig "$dir/kubeconfigs/scheduler" \
@@ -537,7 +547,7 @@ volumePluginDir: $dir/kubelet/volume-plugins
 clusterDomain: cluster.local
 EOF
 	spawn kubelet "$kube_bin/kubelet" --config "$dir/kubelet/config.yaml" \
-		--kubeconfig "$dir/kubeconfigs/kubelet" --root-dir "$dir/kubelet/root" \
+		--kubeconfig "$dir/kubeconfigs/kubelet" --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki" \
 		--hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1
 }
 
@@ -576,8 +586,7 @@ rewrite_host_paths() {
 # and waits until the controller's replicas, the agent and the janitor are
 # Ready and a leader serves.
 deploy() {
-	local overlay=$1 tag=$2 fastpath_port=$3 t0 rel s
-	t0=$(now_ms)
+	local overlay=$1 tag=$2 fastpath_port=$3 rel s
 	[[ -x $repo_root/scripts/deploy-secrets.sh ]] || die "scripts/deploy-secrets.sh is missing: it writes the Secrets the overlay needs"
 	"$repo_root/scripts/deploy-secrets.sh" "$dir/secrets" "$FSB_NAMESPACE" >"$dir/deploy-secrets.log" 2>&1 ||
 		{ cat "$dir/deploy-secrets.log" >&2; die "scripts/deploy-secrets.sh failed"; }
@@ -629,8 +638,7 @@ EOF
 		k apply --server-side --force-conflicts -f "$dir/manifests.yaml" >>"$dir/apply.log" 2>&1 ||
 			{ tail -n 20 "$dir/apply.log" >&2; die "kubectl apply of $dir/manifests.yaml failed"; }
 	fi
-	phase "apply" "$t0"
-	t0=$(now_ms)
+	phase "deploy/ applied"
 	local deadline=$((SECONDS + DEPLOY_TIMEOUT))
 	until fsb_ready; do
 		if ((SECONDS >= deadline)); then
@@ -642,8 +650,7 @@ EOF
 		fi
 		sleep 0.5
 	done
-	phase "pods ready" "$t0"
-	t0=$(now_ms)
+	phase "fsb pods ready"
 	local ip
 	ip=$(k -n "$FSB_NAMESPACE" get service fsb-controller -o 'jsonpath={.spec.clusterIP}') ||
 		die "no fsb-controller Service in $FSB_NAMESPACE"
@@ -660,7 +667,7 @@ EOF
 		fi
 		sleep 0.5
 	done
-	phase "leader serves" "$t0"
+	phase "a leader serves"
 }
 
 # pod_logs prints the last lines of every container of the pods that are
@@ -705,8 +712,19 @@ write_env() {
 	mv -f "$tmp" "$dir/env"
 }
 
+# up_failed removes what a failed up left, unless FSB_CLUSTER_KEEP=1 asks
+# to keep it for a look.
+up_failed() {
+	if [[ ${FSB_CLUSTER_KEEP:-} == 1 ]]; then
+		log "up failed; kept $dir for a look (FSB_CLUSTER_KEEP=1): '$0 down $dir' removes it"
+		return
+	fi
+	log "up failed; removing $dir (FSB_CLUSTER_KEEP=1 keeps it)"
+	cmd_down >&2 || true
+}
+
 cmd_up() {
-	local overlay=$repo_root/deploy/overlays/local api_port='' fastpath_port='' t0 t_all tag deployed=true
+	local overlay=$repo_root/deploy/overlays/local api_port='' fastpath_port='' tag deployed=true
 	while (($#)); do
 		case $1 in
 		--overlay) overlay=$2 ;;
@@ -725,8 +743,7 @@ cmd_up() {
 	if [[ -e $dir ]] && [[ -n $(ls -A "$dir" 2>/dev/null) ]]; then
 		die "$dir exists and is not empty: run '$0 down $dir' first, or name a new directory"
 	fi
-	t_all=$(now_ms)
-	t0=$(now_ms)
+	started_ms=$(now_ms)
 	install_packages
 	set_paths
 	for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
@@ -739,7 +756,7 @@ cmd_up() {
 	touch "$dir/$MARKER"
 	# From here a failure stops and removes what was started; its logs are
 	# printed first.
-	trap 'rc=$?; if ((rc != 0)); then log "up failed; removing $dir (FSB_CLUSTER_KEEP=1 keeps it)"; [[ ${FSB_CLUSTER_KEEP:-} == 1 ]] || cmd_down >&2 || true; fi' EXIT
+	trap 'rc=$?; ((rc == 0)) || up_failed' EXIT
 	ip netns list | grep -qw "^$netns" && die "network namespace $netns of $dir already exists: run '$0 down $dir' first"
 	save_sysctls
 	setup_netns
@@ -751,9 +768,8 @@ cmd_up() {
 	done
 	write_containerd_config "$tag"
 	make_cgroup_root
-	phase "prepare" "$t0"
+	phase "netns, certificates"
 
-	t0=$(now_ms)
 	build_images "$tag" >"$dir/images.log" 2>&1 &
 	local images_pid=$!
 	start_etcd
@@ -763,24 +779,24 @@ cmd_up() {
 	start_kubelet
 	wait_for etcd etcd_healthy || exit 1
 	wait_for kube-apiserver apiserver_ready || exit 1
-	phase "api server" "$t0"
+	phase "API server ready"
 	start_control_plane
 	if ! wait "$images_pid"; then
 		cat "$dir/images.log" >&2
 		die "building the images failed"
 	fi
 	import_images
-	phase "images" "$t0"
+	phase "images imported"
 	wait_for kubelet node_ready || exit 1
-	phase "node ready" "$t0"
+	phase "node Ready"
 	wait_for kube-controller-manager default_sa || exit 1
-	phase "control plane" "$t0"
+	phase "controller-manager ready"
 	if $deployed; then
 		deploy "$overlay" "$tag" "$fastpath_port" || exit 1
 	fi
 	write_env "$deployed"
 	trap - EXIT
-	log "$(printf '%-22s %6s s' "up" "$(elapsed "$t_all")"): source $dir/env"
+	log "$(printf '%-24s at %6s s' "up" "$(elapsed "$started_ms")"): source $dir/env"
 }
 
 # stop_one NAME stops DIR's NAME daemon and its process group (SIGTERM,
@@ -820,26 +836,30 @@ pod_netns() {
 
 # delete_tasks kills and deletes every task and container of every
 # namespace of the node's containerd: the pods' and the sandboxes the
-# agent made. Shims outlive their daemon otherwise.
+# agent made. Shims outlive their daemon otherwise. Kills are sent to all
+# first and the deletes wait until the tasks stopped: a delete of a task
+# still running fails, and retrying one by one costs seconds each.
 delete_tasks() {
 	containerd_answers || return 0
-	local ns id ids
+	local ns id ids running deadline
 	for ns in $(ctr -a "$sock" namespaces ls -q 2>/dev/null); do
 		ids=$(ctr -a "$sock" -n "$ns" tasks ls -q 2>/dev/null) || true
 		for id in $ids; do
-			ctr -a "$sock" -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+			ctr -a "$sock" -n "$ns" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 &
+		done
+		wait
+		deadline=$((SECONDS + STOP_TIMEOUT))
+		while running=$(ctr -a "$sock" -n "$ns" tasks ls 2>/dev/null | awk 'NR > 1 && $3 != "STOPPED"' | wc -l) &&
+			((running > 0 && SECONDS < deadline)); do
+			sleep 0.1
 		done
 		for id in $ids; do
-			for _ in {1..10}; do
-				ctr -a "$sock" -n "$ns" tasks delete "$id" >/dev/null 2>&1 && break
-				ctr -a "$sock" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 && break
-				sleep 0.2
-			done
+			ctr -a "$sock" -n "$ns" tasks delete "$id" >/dev/null 2>&1 ||
+				ctr -a "$sock" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
 		done
 		ids=$(ctr -a "$sock" -n "$ns" containers ls -q 2>/dev/null) || true
-		for id in $ids; do
-			ctr -a "$sock" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
-		done
+		# shellcheck disable=SC2086 # one word per ID
+		[[ -z $ids ]] || ctr -a "$sock" -n "$ns" containers delete $ids >/dev/null 2>&1 || true
 	done
 }
 
@@ -871,13 +891,19 @@ remove_cgroups() {
 	return 0
 }
 
-# restore_sysctls puts back the kernel tunables up found, unless another
-# cluster runs (its kubelet wants them as they are).
-restore_sysctls() {
+# other_clusters succeeds when a cluster of another directory runs.
+other_clusters() {
+	ip netns list 2>/dev/null | awk '{ print $1 }' | grep -v -x "$netns" | grep -q '^fsbc-'
+}
+
+# restore_host puts back the kernel tunables up found and removes the one
+# directory every kubelet makes on the host whatever its flags (its device
+# plugin socket), unless another cluster runs: its kubelet uses both.
+restore_host() {
+	other_clusters && return 0
+	rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+	rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
 	[[ -r $dir/sysctls ]] || return 0
-	if ip netns list 2>/dev/null | awk '{ print $1 }' | grep -v -x "$netns" | grep -q '^fsbc-'; then
-		return 0
-	fi
 	local s v
 	while IFS='=' read -r s v; do
 		[[ -n $s && -w /proc/sys/$s ]] || continue
@@ -890,7 +916,7 @@ cmd_down() {
 	# An empty directory is what a start that failed at once leaves.
 	rmdir -- "$dir" 2>/dev/null && return 0
 	[[ -e $dir/$MARKER ]] || die "$dir is not a cluster.sh directory (no $MARKER); not touching it"
-	local t0 pods n data
+	local t0 pods containers n data
 	t0=$(now_ms)
 	set_paths
 	stop_one fastpath
@@ -901,6 +927,7 @@ cmd_down() {
 	stop_one kube-scheduler
 	stop_one kube-controller-manager
 	pods=$(pod_netns)
+	containerd_answers && containers=$(ctr --address "$sock" -n k8s.io containers ls -q 2>/dev/null) || containers=
 	delete_tasks
 	stop_one containerd
 	stop_one kube-apiserver
@@ -908,20 +935,24 @@ cmd_down() {
 	for n in $pods; do
 		ip netns delete "$n" 2>/dev/null || true
 	done
-	# The CNI cache of this cluster's network (its name carries the ID).
+	# The CNI cache of this cluster's network (its name carries the ID)
+	# and of the loopback network containerd gives every pod.
 	rm -f /var/lib/cni/results/"fsbc-$id"-* 2>/dev/null || true
+	for n in $containers; do
+		rm -f "/var/lib/cni/results/cni-loopback-$n-lo"
+	done
 	# The kubelet links every container's log into /var/log/containers.
 	find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete 2>/dev/null || true
 	unmount_dir
 	remove_cgroups
 	ip netns delete "$netns" 2>/dev/null || true
-	restore_sysctls
+	restore_host
 	if [[ -r $dir/etcd-data ]]; then
 		data=$(<"$dir/etcd-data")
 		[[ $data == /dev/shm/fsbc-etcd.* ]] && rm -rf -- "$data"
 	fi
 	rm -rf -- "$dir"
-	log "$(printf '%-22s %6s s' "down" "$(elapsed "$t0")"): $dir removed"
+	log "$(printf '%-24s in %6s s' "down" "$(elapsed "$t0")"): $dir removed"
 }
 
 main() {

@@ -198,6 +198,42 @@ func enterV2(root, parent string, limits Limits, pid []byte) (leave func() error
 	}, nil
 }
 
+// OwnParent returns the parent of the calling process's cgroup: on cgroup
+// v1 in the memory hierarchy, on v2 in the unified one. In a Kubernetes pod
+// the process's cgroup is its container's, and its parent the pod's
+// (/kubepods/<qos>/pod<uid>): cgroups made below it count as the pod's, as
+// the kubelet accounts and evicts.
+func OwnParent() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("read own cgroups: %w", err)
+	}
+	return parentIn(b, Unified())
+}
+
+// parentIn is OwnParent for the contents of /proc/self/cgroup.
+func parentIn(procCgroup []byte, unified bool) (string, error) {
+	own := parseCgroups(procCgroup)
+	key, hierarchy := "memory", "the memory hierarchy"
+	if unified {
+		key, hierarchy = "", "the unified hierarchy"
+	}
+	p, ok := own[key]
+	if !ok {
+		return "", fmt.Errorf("cgroup: own cgroup in %s not found in /proc/self/cgroup", hierarchy)
+	}
+	if !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("cgroup: own cgroup %q in %s is not an absolute path", p, hierarchy)
+	}
+	parent := filepath.Dir(filepath.Clean(p))
+	if parent == "/" {
+		// A private cgroup namespace shows "/", and a process at the
+		// top has no parent of its own to share.
+		return "", fmt.Errorf("cgroup: own cgroup %q in %s has no parent below the root (a private cgroup namespace?)", p, hierarchy)
+	}
+	return parent, nil
+}
+
 // ownCgroups reads /proc/self/cgroup: the calling process's cgroup path per
 // v1 controller, and under "" the v2 one.
 func ownCgroups() (map[string]string, error) {
@@ -205,6 +241,12 @@ func ownCgroups() (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read own cgroups: %w", err)
 	}
+	return parseCgroups(b), nil
+}
+
+// parseCgroups parses /proc/<pid>/cgroup lines (ID:controllers:path) into
+// each v1 controller's path, and under "" the v2 one.
+func parseCgroups(b []byte) map[string]string {
 	out := make(map[string]string)
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -220,7 +262,7 @@ func ownCgroups() (map[string]string, error) {
 			out[c] = parts[2]
 		}
 	}
-	return out, nil
+	return out
 }
 
 func write(path string, data []byte) error {

@@ -98,3 +98,43 @@ func TestEnterV2UndoesWhatItMadeOnError(t *testing.T) {
 		t.Errorf("moved by a failed enter: in\n%s\nwant\n%s", after, before)
 	}
 }
+
+// TestParentOfOwnCgroup reads /proc/self/cgroup as a v1 (hybrid) and a v2
+// host write it, inside a pod and out of one.
+func TestParentOfOwnCgroup(t *testing.T) {
+	const v1Pod = `12:pids:/kubepods/besteffort/pod0b4a7f3c-1d2e-4f50-8a6b-7c8d9e0f1a2b/4f1c2d
+11:memory:/kubepods/besteffort/pod0b4a7f3c-1d2e-4f50-8a6b-7c8d9e0f1a2b/4f1c2d
+4:cpu,cpuacct:/kubepods/besteffort/pod0b4a7f3c-1d2e-4f50-8a6b-7c8d9e0f1a2b/4f1c2d
+1:name=systemd:/kubepods/besteffort/pod0b4a7f3c-1d2e-4f50-8a6b-7c8d9e0f1a2b/4f1c2d
+0::/
+`
+	for _, tc := range []struct {
+		name    string
+		lines   string
+		unified bool
+		want    string // "" wants an error
+	}{
+		{"v1 pod", v1Pod, false, "/kubepods/besteffort/pod0b4a7f3c-1d2e-4f50-8a6b-7c8d9e0f1a2b"},
+		{"v1 pod, systemd driver", "7:memory:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-ab.scope\n", false,
+			"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
+		{"v2 pod", "0::/kubepods/burstable/pod1/c0ffee\n", true, "/kubepods/burstable/pod1"},
+		{"v1 host process in a service", "11:memory:/system.slice/fsb-agent.service\n0::/system.slice/fsb-agent.service\n", false, "/system.slice"},
+		{"v1 process at the root", "11:memory:/\n", false, ""},
+		{"v2 private cgroup namespace", "0::/\n", true, ""},
+		{"v1 without a memory hierarchy", "4:cpu,cpuacct:/a/b\n", false, ""},
+		{"v2 read on a v1-only list", v1Pod[:strings.Index(v1Pod, "0::/")], true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parentIn([]byte(tc.lines), tc.unified)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("parent %q, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("parent %q (%v), want %q", got, err, tc.want)
+			}
+		})
+	}
+}

@@ -1,7 +1,13 @@
 package rig
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +70,29 @@ func TestClusterRunsAPod(t *testing.T) {
 	}
 	if !strings.Contains(string(addr), "10.123.0.2/24") || !strings.Contains(string(addr), "cni0") {
 		t.Errorf("addresses in %s:\n%s\nwant the node's 10.123.0.2/24 and the bridge cni0", c.Netns, addr)
+	}
+
+	// Down leaves nothing: no daemon, network namespace, directory or
+	// cgroup of the cluster.
+	if err := c.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "list").Output(); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(out), c.Netns) {
+		t.Errorf("network namespace %s left after down:\n%s", c.Netns, out)
+	}
+	if _, err := os.Stat(c.Dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s left after down: %v", c.Dir, err)
+	}
+	// The cgroup root the kubelet put pods under is named as the namespace.
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + c.Netns); len(left) > 0 {
+		t.Errorf("cgroups left after down: %v", left)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(c.Dir+"/")) {
+			t.Errorf("process %s left after down: %q", filepath.Dir(p), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
 	}
 }

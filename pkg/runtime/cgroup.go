@@ -7,6 +7,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
@@ -16,11 +17,16 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
 )
 
-// A sandbox's cgroup is /<containerd namespace>/<container ID>, where
-// containerd would put the task by default; the task runs in its
-// cgroup.TaskLeaf and the log driver in its cgroup.HelperLeaf, both under
-// the sandbox's limits (see package cgroup). withSandboxCgroup puts the
-// task there; the driver's config names the parent.
+// A sandbox's cgroup is <parent>/<containerd namespace>/<container ID>: the
+// parent is Config.CgroupParent (in Kubernetes the agent pod's cgroup, so
+// that the node accounts for its sandboxes), by default the root, where
+// containerd would put the task. The task runs in its cgroup.TaskLeaf and
+// the log driver in its cgroup.HelperLeaf, both under the sandbox's limits
+// (see package cgroup). withSandboxCgroup puts the task there; the driver's
+// config names the parent. Whatever removes a sandbox later (its agent
+// with another parent, after a restart with other flags, or the node
+// janitor, which has none) reads the path from the container's spec
+// rather than computing it again.
 
 // TaskOOMScoreAdj is a sandbox task's oom_score_adj. The task shares its
 // memory limit with its log driver, which inherits the shim's score and
@@ -34,7 +40,7 @@ const TaskOOMScoreAdj = 500
 
 // withSandboxCgroup sets the task's cgroup to the task leaf of the
 // sandbox's cgroup, and its OOM score to TaskOOMScoreAdj.
-func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Container, s *oci.Spec) error {
+func (r *Runtime) withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Container, s *oci.Spec) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return err
@@ -42,13 +48,52 @@ func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Containe
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
 	}
-	s.Linux.CgroupsPath = path.Join("/", ns, c.ID, cgroup.TaskLeaf)
+	s.Linux.CgroupsPath = path.Join("/", r.cfg.CgroupParent, ns, c.ID, cgroup.TaskLeaf)
 	if s.Process == nil {
 		s.Process = &specs.Process{}
 	}
 	adj := TaskOOMScoreAdj
 	s.Process.OOMScoreAdj = &adj
 	return nil
+}
+
+// ociSpec returns a container's OCI spec, or nil when it has none that
+// can be read.
+func ociSpec(c containers.Container) *specs.Spec {
+	if c.Spec == nil {
+		return nil
+	}
+	v, err := typeurl.UnmarshalAny(c.Spec)
+	if err != nil {
+		return nil
+	}
+	s, _ := v.(*specs.Spec)
+	return s
+}
+
+// sandboxCgroup returns the cgroup of a sandbox container in namespace ns
+// from its spec: the parent of its task's leaf, or for a container made
+// before sandboxes had their own cgroup its task's cgroup; when the spec
+// names none (or not as a path), the default /<ns>/<id>.
+func sandboxCgroup(ns string, c containers.Container) string {
+	if s := ociSpec(c); s != nil && s.Linux != nil && path.IsAbs(s.Linux.CgroupsPath) && path.Clean(s.Linux.CgroupsPath) != "/" {
+		p := path.Clean(s.Linux.CgroupsPath)
+		if path.Base(p) == cgroup.TaskLeaf {
+			return path.Dir(p)
+		}
+		return p
+	}
+	return path.Join("/", ns, c.ID)
+}
+
+// sandboxCgroupOf is sandboxCgroup for a loaded container; one whose
+// record cannot be read gets the default.
+func sandboxCgroupOf(ctx context.Context, ns string, c containerd.Container) string {
+	info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return path.Join("/", ns, c.ID())
+	}
+	return sandboxCgroup(ns, info)
 }
 
 // helperCgroup returns the sandbox cgroup a container's helpers join, and
@@ -58,15 +103,8 @@ func withSandboxCgroup(ctx context.Context, _ oci.Client, c *containers.Containe
 // /<namespace>/<id>) gets none: a helper in a child of the task's cgroup
 // would keep the runtime from removing it.
 func helperCgroup(c containers.Container) (string, cgroup.Limits) {
-	if c.Spec == nil {
-		return "", cgroup.Limits{}
-	}
-	v, err := typeurl.UnmarshalAny(c.Spec)
-	if err != nil {
-		return "", cgroup.Limits{}
-	}
-	s, ok := v.(*specs.Spec)
-	if !ok || s.Linux == nil || path.Base(s.Linux.CgroupsPath) != cgroup.TaskLeaf {
+	s := ociSpec(c)
+	if s == nil || s.Linux == nil || path.Base(s.Linux.CgroupsPath) != cgroup.TaskLeaf {
 		return "", cgroup.Limits{}
 	}
 	var l cgroup.Limits
@@ -87,20 +125,19 @@ func helperCgroup(c containers.Container) (string, cgroup.Limits) {
 // remove itself, or to the agent's next start.
 const cgroupRemoveWait = 2 * time.Second
 
-// removeSandboxCgroup removes a container's sandbox cgroup in namespace
-// ns, after its task's delete, from every hierarchy: the OCI runtime
-// removes only its task's leaf, the log driver only what it joined, and a
-// driver killed (the shim's SIGKILL to one slow to stop, the OOM killer)
-// nothing. What is left is logged, not returned: the sandbox itself is
-// gone.
-func removeSandboxCgroup(ctx context.Context, ns, containerID string, log *slog.Logger) {
-	if _, err := cgroup.Remove(ctx, path.Join("/", ns, containerID), cgroupRemoveWait); err != nil {
+// removeSandboxCgroup removes a container's sandbox cgroup dir, after its
+// task's delete, from every hierarchy: the OCI runtime removes only its
+// task's leaf, the log driver only what it joined, and a driver killed
+// (the shim's SIGKILL to one slow to stop, the OOM killer) nothing. What is
+// left is logged, not returned: the sandbox itself is gone.
+func removeSandboxCgroup(ctx context.Context, dir, containerID string, log *slog.Logger) {
+	if _, err := cgroup.Remove(ctx, dir, cgroupRemoveWait); err != nil {
 		log.Warn("a deleted sandbox's cgroup is left; the agent's next start removes it",
 			slog.String("container", containerID), slog.Any("err", err))
 	}
 }
 
-// removeLeftoverCgroups removes the cgroups /<namespace>/<name> that no
+// removeLeftoverCgroups removes the cgroups <parent>/<namespace>/<name> that no
 // container of the agent's containerd namespace owns, as a delete cut
 // short leaves them, and returns how many it removed. Only empty cgroups
 // can be removed, so one in use by something else is never touched; one
@@ -116,7 +153,7 @@ func (r *Runtime) removeLeftoverCgroups(ctx context.Context) (int, error) {
 	// Leftovers cost a little memory each, and the next delete or start
 	// may remove them: failing to list them never keeps the agent from
 	// starting.
-	names, err := cgroup.Children(path.Join("/", ns))
+	names, err := cgroup.Children(path.Join("/", r.cfg.CgroupParent, ns))
 	if err != nil {
 		r.cfg.Logger.Warn("cannot list sandbox cgroups; leftovers kept", slog.Any("err", err))
 		return 0, nil
@@ -137,7 +174,7 @@ func (r *Runtime) removeLeftoverCgroups(ctx context.Context) (int, error) {
 		if owned[name] {
 			continue
 		}
-		dir := path.Join("/", ns, name)
+		dir := path.Join("/", r.cfg.CgroupParent, ns, name)
 		if found, err := cgroup.Remove(ctx, dir, 0); err != nil {
 			r.cfg.Logger.Warn("a cgroup left without its container is in use; kept", slog.String("cgroup", dir), slog.Any("err", err))
 		} else if found {

@@ -527,7 +527,7 @@ func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageCon
 		oci.WithNoNewPrivileges,
 		r.seccompOpt(),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.cfg.NetNSPath}),
-		withSandboxCgroup,
+		r.withSandboxCgroup,
 		oci.WithMounts([]specs.Mount{{
 			Destination: InitPath,
 			Type:        "bind",

@@ -278,10 +278,12 @@ func (r *Runtime) remove(ctx context.Context, c containerd.Container, task conta
 // removeSandbox is remove for a container in namespace ns; gvisor is the
 // runsc (or wrapper) that clears a gVisor task runsc left behind.
 func removeSandbox(ctx context.Context, ns string, c containerd.Container, task containerd.Task, status containerd.ProcessStatus, runtimeName, gvisor string, log *slog.Logger) error {
+	// Read before the container goes: its spec names its cgroup.
+	cgroupDir := sandboxCgroupOf(ctx, ns, c)
 	if err := deleteTask(ctx, ns, c, task, status, runtimeName, gvisor); err != nil {
 		return err
 	}
-	removeSandboxCgroup(ctx, ns, c.ID(), log)
+	removeSandboxCgroup(ctx, cgroupDir, c.ID(), log)
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", c.ID(), err)
 	}

@@ -140,6 +140,12 @@ type Config struct {
 	// listens in: agents of different containerd daemons should not share
 	// one, or one that starts while another is down removes the other's.
 	LinkDir string
+	// CgroupParent is the cgroup sandboxes' cgroups are made under
+	// (<CgroupParent>/<namespace>/<container ID>), an absolute path such as
+	// an agent pod's /kubepods/besteffort/pod<uid>, so that the node
+	// accounts for them as the pod's; empty means the root, where
+	// containerd would put a task by default.
+	CgroupParent string
 }
 
 // Runtime creates, inspects and deletes sandbox containers, and keeps their
@@ -198,6 +204,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.LinkDir == "" {
 		cfg.LinkDir = DefaultLinkDir
+	}
+	if p := cfg.CgroupParent; p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/") {
+		return nil, fmt.Errorf("runtime: cgroup parent %q: want an absolute, clean path below the root", p)
 	}
 	if err := checkLinkDir(cfg.LinkDir); err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
@@ -67,6 +68,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "gvisor-wrapper", Usage: "runsc wrapper the runc shim runs for runtime gvisor (default: one the agent writes into --state-dir when runsc is installed)"},
 			&cli.StringFlag{Name: "state-dir", Value: "/run/fsb", Usage: "where the agent keeps files of its own, such as the runsc wrapper"},
 			&cli.StringFlag{Name: "link-dir", Value: runtime.DefaultLinkDir, Usage: "where the agent makes each sandbox's link directory, the socket its fsb init dials (short: a socket path has at most 107 bytes; one per containerd daemon)"},
+			&cli.StringFlag{Name: "cgroup-parent", Usage: "cgroup sandboxes' cgroups are made under, as <parent>/<containerd namespace>/<container ID>: " +
+				"an absolute path, or auto for the parent of the agent's own cgroup (in a pod, the pod's: the node then accounts for the sandboxes as the pod's); empty: the root"},
 			&cli.StringFlag{Name: "snapshotter", Value: "overlayfs", Usage: "containerd snapshotter for sandbox root filesystems"},
 			&cli.StringFlag{Name: "tls-cert-file", Usage: "serve TLS with this certificate"},
 			&cli.StringFlag{Name: "tls-key-file", Usage: "key of --tls-cert-file"},
@@ -116,6 +119,10 @@ func run(c *cli.Context) error {
 		return err
 	}
 	defer unlock()
+	cgroupParent, err := resolveCgroupParent(c.String("cgroup-parent"))
+	if err != nil {
+		return err
+	}
 	rt, err := runtime.New(runtime.Config{
 		Client:              client,
 		AgentID:             c.String("agent-id"),
@@ -133,6 +140,7 @@ func run(c *cli.Context) error {
 		PullTimeout:         c.Duration("pull-timeout"),
 		Runtimes:            runtimes,
 		LinkDir:             c.String("link-dir"),
+		CgroupParent:        cgroupParent,
 		Logger:              log,
 	})
 	if err != nil {
@@ -184,6 +192,7 @@ func run(c *cli.Context) error {
 		slog.String("agent", c.String("agent-id")),
 		slog.String("containerd", c.String("containerd-socket")),
 		slog.String("namespace", c.String("containerd-namespace")),
+		slog.String("cgroupParent", or(cgroupParent, "/")),
 		slog.Int("capacity", c.Int("capacity")),
 		slog.Bool("auth", tokens != nil))
 	cfg := httpserver.Config{
@@ -222,6 +231,19 @@ func availableRuntimes(gvisorWrapper, stateDir string) (map[string]string, error
 		out[runtime.RuntimeGVisor] = wrapper
 	}
 	return out, nil
+}
+
+// resolveCgroupParent returns the cgroup parent --cgroup-parent names: auto
+// is the parent of the agent's own cgroup.
+func resolveCgroupParent(flag string) (string, error) {
+	if flag != "auto" {
+		return flag, nil
+	}
+	p, err := cgroup.OwnParent()
+	if err != nil {
+		return "", fmt.Errorf("--cgroup-parent auto: %w", err)
+	}
+	return p, nil
 }
 
 // defaultHelper returns the binary containerd runs as each sandbox's init
