@@ -85,9 +85,14 @@ set_paths() {
 	netns=fsbc-$id
 	cgroup_root=/fsbc-$id
 	sock=$dir/containerd/containerd.sock
+}
+
+# find_kube_bin sets kube_bin and kubectl: FSB_KUBE_BIN, else what
+# `scripts/kube.sh build` built (or builds now).
+find_kube_bin() {
 	kube_bin=${FSB_KUBE_BIN:-}
 	if [[ -z $kube_bin ]]; then
-		kube_bin=$("$script_dir/kube.sh" build 2>/dev/null) || kube_bin=
+		kube_bin=$("$script_dir/kube.sh" build) || die "scripts/kube.sh build failed"
 	fi
 	kubectl=$kube_bin/kubectl
 }
@@ -542,6 +547,12 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 resolvConf: $dir/kubelet/resolv.conf
+# No cluster DNS runs (Fast Sandbox needs none: pods reach the API server
+# and the controller by the Service environment variables). The node's
+# address answers port 53 with a refusal, so a lookup fails at once, and
+# the kubelet does not warn of a missing cluster DNS on every pod sync.
+clusterDNS:
+- $NODE_IP
 podLogsDir: $dir/kubelet/pod-logs
 volumePluginDir: $dir/kubelet/volume-plugins
 clusterDomain: cluster.local
@@ -746,6 +757,7 @@ cmd_up() {
 	started_ms=$(now_ms)
 	install_packages
 	set_paths
+	find_kube_bin
 	for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
 		[[ -x $kube_bin/$c ]] || die "no $c in ${kube_bin:-the cache}: run 'scripts/kube.sh build'"
 	done
