@@ -3,6 +3,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,5 +175,114 @@ func secrets(t *testing.T, repo, dir string) {
 	out, err := exec.Command(filepath.Join(repo, "scripts", "deploy-secrets.sh"), dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/deploy-secrets.sh %s: %v: %s", dir, err, out)
+	}
+}
+
+// TestDeploySecretsWritesWhatTheDeploymentVerifies: scripts/deploy-secrets.sh
+// writes files only their owner reads, certificates that verify under its CA
+// for the names the pods dial (the controller's Service names and loopback,
+// the agents' one name, in the namespace given), keeps every file when run
+// again, and with --force writes new ones.
+func TestDeploySecretsWritesWhatTheDeploymentVerifies(t *testing.T) {
+	repo, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(repo, "scripts", "deploy-secrets.sh")
+	dir := filepath.Join(t.TempDir(), "secrets")
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(script, args...).CombinedOutput(); err != nil {
+			t.Fatalf("deploy-secrets.sh %v: %v: %s", args, err, out)
+		}
+	}
+	read := func(name string) []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	files := []string{"user-tokens", "agent-token", "janitor-token", "ca.crt", "ca.key", "controller.crt", "controller.key", "agent.crt", "agent.key"}
+	run(dir, "team-x")
+	first := map[string]string{}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, fi.Mode().Perm())
+		}
+		first[f] = string(read(f))
+	}
+	for _, f := range []string{"user-tokens", "agent-token", "janitor-token"} {
+		if tok := strings.TrimSpace(first[f]); len(tok) < 32 || strings.ContainsAny(tok, " \t\n") {
+			t.Errorf("%s holds %d characters, want one random token of 32 or more", f, len(tok))
+		}
+	}
+	if first["user-tokens"] == first["agent-token"] || first["agent-token"] == first["janitor-token"] {
+		t.Error("two roles got the same token")
+	}
+
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(read("ca.crt")) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	verify := func(certFile, keyFile, name string) error {
+		t.Helper()
+		pair, err := tls.X509KeyPair(read(certFile), read(keyFile))
+		if err != nil {
+			t.Fatalf("%s and %s: %v", certFile, keyFile, err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = leaf.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		return err
+	}
+	for _, tc := range []struct {
+		cert, name string
+		ok         bool
+	}{
+		{"controller", "fsb-controller.team-x.svc", true},
+		{"controller", "fsb-controller", true},
+		{"controller", "fsb-controller.team-x.svc.cluster.local", true},
+		{"controller", "localhost", true},
+		{"controller", "127.0.0.1", true},
+		{"controller", "fsb-controller.fsb-system.svc", false},
+		{"agent", "fsb-agent.team-x.svc", true},
+		{"agent", "fsb-controller.team-x.svc", false},
+	} {
+		err := verify(tc.cert+".crt", tc.cert+".key", tc.name)
+		if tc.ok != (err == nil) {
+			t.Errorf("%s.crt for %s: %v, want verified %v", tc.cert, tc.name, err, tc.ok)
+		}
+	}
+
+	run(dir, "team-x")
+	for _, f := range files {
+		if string(read(f)) != first[f] {
+			t.Errorf("a second run changed %s", f)
+		}
+	}
+	// A certificate removed is signed anew by the CA kept.
+	if err := os.Remove(filepath.Join(dir, "agent.crt")); err != nil {
+		t.Fatal(err)
+	}
+	run(dir, "team-x")
+	if string(read("ca.crt")) != first["ca.crt"] || string(read("agent-token")) != first["agent-token"] {
+		t.Error("renewing agent.crt changed the CA or a token")
+	}
+	if err := verify("agent.crt", "agent.key", "fsb-agent.team-x.svc"); err != nil {
+		t.Errorf("the renewed agent.crt: %v", err)
+	}
+	run("--force", dir, "team-x")
+	for _, f := range files {
+		if string(read(f)) == first[f] {
+			t.Errorf("--force kept %s", f)
+		}
 	}
 }
