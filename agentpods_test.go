@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -124,8 +125,13 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 	pods := newPodAgents(t, kubeconfig, cns)
 	first, firstAgent := pods.add("agent-a", "")
 
+	janitorToken := filepath.Join(pods.dir, "janitor-token")
+	if err := os.WriteFile(janitorToken, []byte("janitor-token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctrl, server := newControllerProcWith(t, store, pods.dir, firstAgent, append(slices.Clone(fastLifecycle),
-		"--agent-pod-selector", agentPodSelector, "--agent-pod-namespace", pods.ns, "--agent-port", fmt.Sprint(pods.port))...)
+		"--agent-pod-selector", agentPodSelector, "--agent-pod-namespace", pods.ns, "--agent-port", fmt.Sprint(pods.port),
+		"--janitor-token-file", janitorToken)...)
 	// Agents come from the pods alone: --agents with the selector is an
 	// error, which the next check shows.
 	i := slices.Index(ctrl.args, "--agents")
@@ -162,6 +168,7 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 		}
 	}
 	movingID := p.get("moving").GetStatus().GetSandboxId()
+	manualID := p.get("manual").GetStatus().GetSandboxId()
 
 	// A second agent pod starts while the controller runs.
 	second, _ := pods.add("agent-b", "")
@@ -190,6 +197,40 @@ func TestAgentsFoundFromTheirPods(t *testing.T) {
 	}
 	if revs := revisions(t, cd, cns, movingID); revs[runtime.ContainerID(movingID, 2)] == "" {
 		t.Errorf("revision 2's container is not in containerd: %v", revs)
+	}
+
+	// The node janitor's question: the gone agent's revision 1 of the
+	// moved sandbox is nobody's (a janitor removes it after its orphan
+	// timeout); the Lost Manual sandbox is its object's until deleted.
+	janitor := fsbv1connect.NewJanitorServiceClient(http.DefaultClient, server, connect.WithInterceptors(auth.Bearer("janitor-token-1")))
+	verdict := func(agent types.UID, id string, revision int64) (fsbv1.Verdict, string) {
+		t.Helper()
+		resp, err := janitor.Classify(context.Background(), connect.NewRequest(&fsbv1.ClassifyRequest{Sandboxes: []*fsbv1.SandboxRef{
+			{AgentId: string(agent), SandboxId: id, Revision: revision}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := resp.Msg.GetClassifications()[0]
+		return c.GetVerdict(), c.GetReason()
+	}
+	for _, c := range []struct {
+		what     string
+		agent    types.UID
+		id       string
+		revision int64
+		want     fsbv1.Verdict
+	}{
+		{"the moved sandbox's revision 1 on the gone agent", first.UID, movingID, 1, fsbv1.Verdict_VERDICT_UNKNOWN},
+		{"the moved sandbox's revision 2", second.UID, movingID, 2, fsbv1.Verdict_VERDICT_KNOWN},
+		{"the Lost Manual sandbox on the gone agent", first.UID, manualID, 1, fsbv1.Verdict_VERDICT_KNOWN},
+	} {
+		if got, why := verdict(c.agent, c.id, c.revision); got != c.want {
+			t.Errorf("%s: %v (%s), want %v", c.what, got, why, c.want)
+		}
+	}
+	p.mustCtl("delete", "manual")
+	if got, why := verdict(first.UID, manualID, 1); got != fsbv1.Verdict_VERDICT_UNKNOWN {
+		t.Errorf("the deleted Manual sandbox on the gone agent: %v (%s), want unknown", got, why)
 	}
 
 	// An agent whose ID is not its pod's UID (--agent-id not set from

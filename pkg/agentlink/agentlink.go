@@ -727,6 +727,34 @@ func (s *Set) Statuses() []*fsbv1.AgentStatus {
 	return out
 }
 
+// Gone reports whether agent agentID is gone for good: the agents come
+// from a source that keys them by the ID they must report (Discover and
+// KeyIsID: pods, by UID), the source has listed them, and no agent is
+// followed under that key or reports that ID. Such an agent never comes
+// back (a new pod is a new agent), so nothing it ran will be reconciled by
+// it; it holds only what the store holds. It stays gone across the
+// controller's restarts, since it is read from the source, not remembered.
+// With a fixed list no agent is gone: one not heard from may yet return.
+func (s *Set) Gone(agentID string) bool {
+	if !s.cfg.Discover || !s.cfg.KeyIsID {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.listed {
+		return false
+	}
+	if _, ok := s.byKey[agentID]; ok {
+		return false
+	}
+	for _, a := range s.byKey {
+		if a.status != nil && a.status.GetAgentId() == agentID {
+			return false
+		}
+	}
+	return true
+}
+
 // Up reports whether an agent is connected now.
 func (s *Set) Up(agentID string) bool {
 	s.mu.Lock()

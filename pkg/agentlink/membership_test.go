@@ -364,3 +364,40 @@ func agentCertificate(t *testing.T, dnsName string) (string, tls.Certificate) {
 	}
 	return caFile, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}
 }
+
+// TestGoneIsWhatTheSourceNoLongerHas: with agents keyed by the ID they
+// report (pods, by UID), an agent is gone for good once the source has
+// listed its agents and no longer follows it; with a fixed list, or
+// before the listing, no agent is.
+func TestGoneIsWhatTheSourceNoLongerHas(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	static := New(Config{Addresses: []string{"127.0.0.1:1"}, Registry: registry.New(), Logger: quiet})
+	if static.Gone("agent-9") {
+		t.Error("an agent of a fixed list is gone: one not heard from may yet return")
+	}
+	s := New(Config{Discover: true, KeyIsID: true, Registry: registry.New(), Logger: quiet})
+	s.Add("uid-1", "127.0.0.1:1")
+	if s.Gone("uid-2") {
+		t.Error("an agent is gone before the source listed its agents")
+	}
+	s.Listed()
+	for _, c := range []struct {
+		id   string
+		gone bool
+	}{{"uid-1", false}, {"uid-2", true}} {
+		if got := s.Gone(c.id); got != c.gone {
+			t.Errorf("Gone(%s) = %v, want %v", c.id, got, c.gone)
+		}
+	}
+	s.Remove("uid-1")
+	if !s.Gone("uid-1") {
+		t.Error("a removed agent is not gone")
+	}
+	// An agent followed under one key that reports another ID (not its
+	// pod's UID) is there under that ID.
+	s.Add("uid-3", "127.0.0.1:1")
+	s.update(s.byKey["uid-3"], &fsbv1.AgentStatus{AgentId: "impostor", Capacity: 1})
+	if s.Gone("impostor") {
+		t.Error("an agent that a followed pod's agent reports is gone")
+	}
+}

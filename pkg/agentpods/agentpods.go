@@ -124,8 +124,9 @@ func New(cfg Config) (*Watcher, error) {
 
 // Run follows the pods until ctx ends. Once the informer has listed them,
 // every agent among them is added and Agents told Listed; from then on
-// each change of a pod is applied as it comes. It returns an error only
-// when the pods could not be listed before ctx ended.
+// each change of a pod is applied as it comes. Until the pods can be
+// listed (an API server away, a Role without list and watch on pods) it
+// waits, as client-go's reflector retries and logs why.
 func (w *Watcher) Run(ctx context.Context) error {
 	defer w.queue.ShutDown()
 	w.factory.Start(ctx.Done())
@@ -133,7 +134,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	w.cfg.Logger.Info("finding agents from their pods", slog.String("namespace", w.cfg.Namespace),
 		slog.String("selector", w.cfg.Selector.String()), slog.Int("port", w.cfg.Port), slog.Bool("tls", w.cfg.TLS))
 	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
-		return fmt.Errorf("agentpods: the pods of namespace %s (%s) were not listed: %w", w.cfg.Namespace, w.cfg.Selector, context.Cause(ctx))
+		return nil // ctx ended first: a stop, not a failure
 	}
 	// The listing first, at once, so that Listed follows every agent the
 	// cache holds; the queue then brings what changed since (each sync is
