@@ -399,6 +399,8 @@ func TestCtl(t *testing.T) {
 		}
 	}
 
+	t.Logf("fsb ctl logs: %q", strings.TrimSpace(logs))
+
 	// The object exists for kubectl too, then goes with the delete.
 	e.waitSandbox(t, ns, name, time.Minute, "recorded", func(*v1alpha1.Sandbox) bool { return true })
 	delStart := time.Now()

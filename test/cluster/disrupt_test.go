@@ -238,6 +238,19 @@ func TestAgentPodDeleted(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	t.Logf("the old revision's container %s left containerd %s after the agent pod's delete", oldContainer, time.Since(deletedAt).Round(time.Second))
+	// The janitor removed it: nothing else knows the old agent's containers.
+	logs := e.mustKubectl(t, "logs", "-n", e.Namespace, "-l", labelName+"=fsb,"+labelComponent+"=janitor", "--tail=-1")
+	var removal string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `"msg":"removed"`) && strings.Contains(line, `"name":"`+oldContainer+`"`) {
+			removal = line
+		}
+	}
+	if removal == "" {
+		t.Errorf("the janitor's log does not say it removed container %s", oldContainer)
+	} else {
+		t.Logf("janitor: %s", removal)
+	}
 	if len(now[sb.Status.Revision]) != 1 {
 		t.Errorf("containers of revision %d: %v, want one", sb.Status.Revision, now)
 	}
