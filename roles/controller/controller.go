@@ -180,6 +180,7 @@ func run(c *cli.Context) error {
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, AgentGone: set.Gone, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
+		AgentGone: set.Gone,
 	})
 	agentUp = fp.AgentUp
 
