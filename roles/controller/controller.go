@@ -178,7 +178,7 @@ func run(c *cli.Context) error {
 		ResyncPeriod:       c.Duration("resync-period"),
 	})
 	fp := fastpath.New(ctx, fastpath.Config{
-		Store: st, Registry: reg, Agents: set, AgentGone: set.Gone, Controller: ctrl,
+		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 		AgentGone: set.Gone,
 	})
