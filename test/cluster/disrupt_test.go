@@ -317,6 +317,10 @@ func TestLeaderDeletedUnderLoad(t *testing.T) {
 		// outage runs from the first to the next acknowledged create.
 		failedAt  []time.Time
 		deletedAt time.Time
+		// slowest is the longest an acknowledged create took, retries
+		// included: a call may also wait out the takeover without failing.
+		slowest   time.Duration
+		slowestAt time.Time
 	)
 	names := make(chan string, loadCreates)
 	for i := range loadCreates {
@@ -325,7 +329,8 @@ func TestLeaderDeletedUnderLoad(t *testing.T) {
 	close(names)
 	spec := &fsbv1.SandboxSpec{Image: testImage, Command: []string{"sleep", "3600"}, ConsistencyMode: fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST}
 	create := func(name string) {
-		deadline := time.Now().Add(loadRetryFor)
+		began := time.Now()
+		deadline := began.Add(loadRetryFor)
 		for {
 			callCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			resp, err := api.CreateSandbox(callCtx, connect.NewRequest(&fsbv1.CreateSandboxRequest{Namespace: ns, Name: name, Spec: spec}))
@@ -334,6 +339,9 @@ func TestLeaderDeletedUnderLoad(t *testing.T) {
 			switch {
 			case err == nil:
 				acknowledged[name] = ack{id: resp.Msg.GetSandbox().GetStatus().GetSandboxId(), at: time.Now()}
+				if d := time.Since(began); d > slowest {
+					slowest, slowestAt = d, began
+				}
 			case !retryable(err) || time.Now().After(deadline):
 				refused = append(refused, fmt.Sprintf("%s: %v", name, err))
 			default:
@@ -409,6 +417,7 @@ func TestLeaderDeletedUnderLoad(t *testing.T) {
 		loadCreates, loadTime.Round(time.Millisecond), loadConcurrency, len(acknowledged), ackedBefore, leader.Name, ackedAfter, retries, len(refused))
 	t.Logf("the longest gap between acknowledged creates around the delete: %s, from %+.3fs to %+.3fs (the load acknowledges one every ~%s)",
 		gap.Round(time.Millisecond), gapFrom.Sub(deletedAt).Seconds(), gapFrom.Add(gap).Sub(deletedAt).Seconds(), loadPace/loadConcurrency)
+	t.Logf("the slowest acknowledged create took %s (retries included), sent at %+.3fs", slowest.Round(time.Millisecond), slowestAt.Sub(deletedAt).Seconds())
 	if len(failedAt) > 0 {
 		first, last := failedAt[0], failedAt[len(failedAt)-1]
 		var back time.Time
