@@ -127,14 +127,17 @@ alive() {
 }
 
 # pid_of NAME prints the PID in DIR/NAME.pid if that process is alive and
-# its command line names DIR (every daemon's does); else it fails.
+# its command line names DIR or a path below it (every daemon's does); else
+# it fails.
 pid_of() {
 	local name=$1 pid
 	[[ -r $dir/$name.pid ]] || return 1
 	pid=$(<"$dir/$name.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	alive "$pid" || return 1
-	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir" || return 1
+	# An argument is DIR or a path below it (not /tmp/c1 for /tmp/c10).
+	tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" |
+		awk -v d="$dir" '$0 == d || index($0, d "/") { found = 1 } END { exit !found }' || return 1
 	echo "$pid"
 }
 
