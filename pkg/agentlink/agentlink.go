@@ -585,6 +585,10 @@ func (s *Set) down(a *agent, err error) {
 	}
 	s.mu.Unlock()
 	if st == nil {
+		if errors.Is(err, errRemoved) {
+			s.cfg.Logger.Info("agent removed before it was heard from", slog.String("address", a.addr))
+			return
+		}
 		s.cfg.Logger.Warn("agent unreachable", slog.String("address", a.addr), slog.Any("err", err))
 		return
 	}
