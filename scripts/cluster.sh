@@ -295,7 +295,7 @@ start_forwarder() {
 	cat >"$wrapper" <<EOF
 #!/bin/sh
 # Written by scripts/cluster.sh: one connection of the $name forwarder.
-exec nsenter --net=/run/netns/$netns -- socat STDIO TCP:$target
+exec nsenter --net=/run/netns/$netns -- socat STDIO TCP:$target,connect-timeout=5
 EOF
 	chmod 0755 "$wrapper"
 	rm -f "$dir/$name.pid"
