@@ -747,6 +747,10 @@ write_env() {
 # up_failed removes what a failed up left, unless FSB_CLUSTER_KEEP=1 asks
 # to keep it for a look.
 up_failed() {
+	# The image build and the rendering may still run in the background:
+	# they write into DIR, and would outlive up and put files back into
+	# DIR after down removed it.
+	wait || true
 	if [[ ${FSB_CLUSTER_KEEP:-} == 1 ]]; then
 		log "up failed; kept $dir for a look (FSB_CLUSTER_KEEP=1): '$0 down $dir' removes it"
 		return
