@@ -114,6 +114,7 @@ cluster-up: build ## start a real single-node cluster in its own network namespa
 	@if [ -e .fsb/env ] && [ ! -e $(CLUSTER_DIR) ]; then echo "make up is running (.fsb/env): run make down first"; exit 1; fi
 	kube_bin=$$(scripts/kube.sh build); \
 	FSB_KUBE_BIN=$$kube_bin scripts/cluster.sh up $(CLUSTER_DIR) --overlay $(CLUSTER_OVERLAY); \
+	rm -f .fsb/env.tmp; (umask 077 && : > .fsb/env.tmp); \
 	{ echo "# Written by make cluster-up; source it to use the cluster and its controller."; \
 	  sed '/^#/d' $(CLUSTER_DIR)/env; \
 	  printf 'export PATH=%q:"$$PATH"\n' "$$kube_bin"; } > .fsb/env.tmp; \

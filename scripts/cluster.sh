@@ -607,6 +607,9 @@ rewrite_host_paths() {
 # no API server, so it runs while the daemons start.
 render_deploy() {
 	local overlay=$1 tag=$2 rel
+	# What it writes holds the tokens and keys (the rendered Secrets). It
+	# runs in a subshell of its own (up starts it in the background).
+	umask 077
 	[[ -x $repo_root/scripts/deploy-secrets.sh ]] || die "scripts/deploy-secrets.sh is missing: it writes the Secrets the overlay needs"
 	"$repo_root/scripts/deploy-secrets.sh" "$dir/secrets" "$FSB_NAMESPACE" >"$dir/deploy-secrets.log" 2>&1 ||
 		{ cat "$dir/deploy-secrets.log" >&2; die "scripts/deploy-secrets.sh failed"; }
@@ -721,6 +724,9 @@ fsb_ready() {
 
 write_env() {
 	local deployed=$1 tmp=$dir/env.tmp
+	# It holds a user token.
+	rm -f "$tmp"
+	(umask 077 && : >"$tmp")
 	{
 		echo "# Written by scripts/cluster.sh; source it to use this cluster."
 		printf 'export KUBECONFIG=%q\n' "$dir/kubeconfig"
@@ -741,6 +747,10 @@ write_env() {
 # up_failed removes what a failed up left, unless FSB_CLUSTER_KEEP=1 asks
 # to keep it for a look.
 up_failed() {
+	# The image build and the rendering may still run in the background:
+	# they write into DIR, and would outlive up and put files back into
+	# DIR after down removed it.
+	wait || true
 	if [[ ${FSB_CLUSTER_KEEP:-} == 1 ]]; then
 		log "up failed; kept $dir for a look (FSB_CLUSTER_KEEP=1): '$0 down $dir' removes it"
 		return
@@ -779,6 +789,10 @@ cmd_up() {
 	[[ -x ${FSB_BINARY:-$repo_root/bin/fsb} && -x ${FSB_HELPER_BINARY:-$repo_root/bin/fsb-helper} ]] ||
 		die "bin/fsb or bin/fsb-helper is missing: run 'make build'"
 	tag=$(cd "$repo_root" && git describe --tags --always --dirty 2>/dev/null || echo dev)
+	# DIR holds the cluster's keys and the Secrets it renders: root's
+	# only, also when up makes it (make cluster-up's .fsb/cluster).
+	mkdir -p "$dir"
+	chmod 0700 "$dir"
 	mkdir -p "$dir/bin" "$dir/kubeconfigs"
 	touch "$dir/$MARKER"
 	# From here a failure stops and removes what was started; its logs are

@@ -119,6 +119,9 @@ type agent struct {
 	// its own, so that both agents' slots are counted.
 	reported map[string]string
 	conflict bool // another address reports the same agent ID
+	// removed says its source removed it (Remove): it is down for good,
+	// kept only so that its silence counts from its last message.
+	removed bool
 	// counted says the agent counts in the Set's pending; seen that it
 	// has sent a status or been found down since it was added.
 	counted, seen bool
@@ -214,6 +217,7 @@ func (s *Set) Remove(key string) {
 		return
 	}
 	delete(s.byKey, key)
+	a.removed = true
 	s.settleLocked(a) // a source that removes it has decided about it
 	stop, done := a.stop, a.done
 	s.mu.Unlock()
@@ -709,15 +713,18 @@ func (s *Set) Sandbox(agentID, sandboxID string, revision int64) (sb *fsbv1.Agen
 	return nil, true
 }
 
-// Statuses returns the latest status of every agent that has sent one,
-// sorted by agent ID; an ID that several connected addresses report is
-// listed once, with ConflictingAddresses naming them.
+// Statuses returns the latest status of every agent that has sent one
+// and is still followed, sorted by agent ID; an ID that several connected
+// addresses report is listed once, with ConflictingAddresses naming them.
+// A removed agent is left out: its last status says nothing of what runs
+// now, and agents found from pods would otherwise pile up, one per pod
+// that ever ran.
 func (s *Set) Statuses() []*fsbv1.AgentStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*fsbv1.AgentStatus, 0, len(s.byID))
 	for id, a := range s.byID {
-		if a.status == nil {
+		if a.status == nil || a.removed {
 			continue
 		}
 		st := a.status

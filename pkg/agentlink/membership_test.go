@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +219,16 @@ func TestAgentsJoinAndLeaveWhileTheSetRuns(t *testing.T) {
 	}
 	if healthy(reg, "uid-a") != "up" {
 		t.Error("removing one agent took another down")
+	}
+	// Its last status is no agent's any more: what lists the agents
+	// (fsb ctl agents, the janitor's question, a new term's recovery)
+	// leaves it out.
+	var listed []string
+	for _, st := range s.Statuses() {
+		listed = append(listed, st.GetAgentId())
+	}
+	if !slices.Equal(listed, []string{"uid-a"}) {
+		t.Errorf("Statuses after uid-b's removal lists %v, want [uid-a]", listed)
 	}
 	s.Remove("no-such-key") // ignored
 }

@@ -84,6 +84,15 @@ func (j *Janitor) Classify(_ context.Context, req *connect.Request[fsbv1.Classif
 	// What every agent reports, by sandbox ID.
 	reported := map[string][]reportedSandbox{}
 	for _, st := range j.s.cfg.Agents.Statuses() {
+		// The Set keeps a removed agent's last status (its sandboxes are
+		// Lost counted from it), but an agent gone for good runs nothing
+		// the controller will hear of again: its old report holds no
+		// sandbox, or another agent's container and every log file of a
+		// sandbox it once ran would stay undecided for as long as this
+		// controller runs.
+		if j.gone(st.GetAgentId()) {
+			continue
+		}
 		for _, asb := range st.GetSandboxes() {
 			reported[asb.GetSandboxId()] = append(reported[asb.GetSandboxId()], reportedSandbox{st.GetAgentId(), asb})
 		}

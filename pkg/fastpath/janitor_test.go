@@ -192,6 +192,55 @@ func TestJanitorOnAnAgentGoneForGood(t *testing.T) {
 	}
 }
 
+// TestJanitorIgnoresTheLastReportOfAnAgentGoneForGood: the Set keeps the
+// last status of an agent removed by its source (a deleted pod), and that
+// status still lists the sandboxes it ran. Once the sandbox's object is
+// gone, a log file of it and another gone agent's container of it are
+// unknown: the stale report of a gone agent keeps nothing. Here agent-1,
+// connected, stands for the removed agent whose last status the Set
+// keeps: AgentGone says it is gone.
+func TestJanitorIgnoresTheLastReportOfAnAgentGoneForGood(t *testing.T) {
+	p := newPlane(t, withConfig(func(c *Config) {
+		c.AgentGone = func(id string) bool { return id == "agent-1" || id == "agent-gone" }
+	}))
+	ctx := context.Background()
+	if _, _, err := p.fp.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runOnAgent(t, p.agents[0], "sb-stale", "stale", true)
+	eventually(t, 10*time.Second, "agent-1 reports sb-stale", func() bool {
+		for _, st := range p.set.Statuses() {
+			for _, sb := range st.GetSandboxes() {
+				if sb.GetSandboxId() == "sb-stale" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	want := []struct {
+		ref     *fsbv1.SandboxRef
+		verdict fsbv1.Verdict
+		reason  string
+	}{
+		{&fsbv1.SandboxRef{SandboxId: "sb-stale", Revision: 1}, fsbv1.Verdict_VERDICT_UNKNOWN, "no agent holds the sandbox"},
+		{&fsbv1.SandboxRef{AgentId: "agent-gone", SandboxId: "sb-stale", Revision: 1}, fsbv1.Verdict_VERDICT_UNKNOWN, "gone for good"},
+	}
+	refs := make([]*fsbv1.SandboxRef, len(want))
+	for i, w := range want {
+		refs[i] = w.ref
+	}
+	got, err := classify(t, p, refs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		if got[i].GetVerdict() != w.verdict || !strings.Contains(got[i].GetReason(), w.reason) {
+			t.Errorf("%v: %v (%s), want %v (%q)", w.ref, got[i].GetVerdict(), got[i].GetReason(), w.verdict, w.reason)
+		}
+	}
+}
+
 // TestJanitorQuestionIsBounded: a question past MaxClassify, or naming no
 // sandbox, is InvalidArgument.
 func TestJanitorQuestionIsBounded(t *testing.T) {

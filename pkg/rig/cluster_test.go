@@ -3,7 +3,9 @@ package rig
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -94,5 +96,54 @@ func TestClusterRunsAPod(t *testing.T) {
 		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(c.Dir+"/")) {
 			t.Errorf("process %s left after down: %q", filepath.Dir(p), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
+	}
+}
+
+// TestFailedUpLeavesNothing: an up that fails half-way (here the API
+// server exits at once, while the images build and the overlay renders in
+// the background) removes its directory and leaves no process of it
+// behind when it returns.
+func TestFailedUpLeavesNothing(t *testing.T) {
+	kubeBin := filepath.Dir(kubectlPath(t))
+	bin := t.TempDir()
+	for _, c := range []string{"kubectl", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+		if err := os.Symlink(filepath.Join(kubeBin, c), filepath.Join(bin, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(bin, "kube-apiserver"), []byte("#!/bin/sh\necho a broken API server >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvKubeBin, bin)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "c")
+	c, err := UpCluster(dir, "")
+	if err == nil {
+		c.Down()
+		t.Fatal("up with an API server that exits at once succeeded")
+	}
+	if !strings.Contains(err.Error(), "kube-apiserver exited") {
+		t.Errorf("up failed with %v, want it to say the API server exited", err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(dir+"/")) {
+			t.Errorf("process %s left after the failed up: %q", filepath.Dir(p), bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("%s left after the failed up (%v), holding %v", dir, err, names)
+	}
+	// scripts/cluster.sh names the namespace after DIR.
+	netns := fmt.Sprintf("fsbc-%x", sha256.Sum256([]byte(dir)))[:len("fsbc-")+10]
+	if out, err := exec.Command("ip", "netns", "list").Output(); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(out), netns) {
+		t.Errorf("network namespace %s left after the failed up:\n%s", netns, out)
 	}
 }

@@ -356,12 +356,24 @@ func TestLeaderDeletedUnderLoad(t *testing.T) {
 		}
 	}
 	var wg sync.WaitGroup
+	// A failure below ends the test before the load is through: the load
+	// stops with it, rather than creating sandboxes under the next tests.
+	stopLoad := make(chan struct{})
+	defer func() {
+		close(stopLoad)
+		wg.Wait()
+	}()
 	start := time.Now()
 	for range loadConcurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for name := range names {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
 				next := time.Now().Add(loadPace)
 				create(name)
 				time.Sleep(time.Until(next))
