@@ -130,7 +130,7 @@ func benchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	client, err := ctl.New(ctl.Config{Server: conn.Server, Token: conn.Token, Namespace: conn.Namespace})
+	client, err := clientOf(c, conn)
 	if err != nil {
 		return usage("%v", err)
 	}
@@ -238,7 +238,7 @@ func execBenchAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	client, err := ctl.New(ctl.Config{Server: conn.Server, Token: conn.Token, Namespace: conn.Namespace})
+	client, err := clientOf(c, conn)
 	if err != nil {
 		return usage("%v", err)
 	}

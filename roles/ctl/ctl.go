@@ -367,6 +367,13 @@ func newClient(c *cli.Context) (*ctl.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return clientOf(c, conn)
+}
+
+// clientOf returns the client of the controller conn names: every command
+// builds its client here, so that each honours the whole connection
+// (server, token, CA, namespace).
+func clientOf(c *cli.Context, conn ctl.Connection) (*ctl.Client, error) {
 	return ctl.New(ctl.Config{
 		Server:    conn.Server,
 		Token:     conn.Token,
