@@ -363,8 +363,16 @@ func TestAgentsFoundFromTheirPodsOverTLS(t *testing.T) {
 	if !strings.Contains(out, "over-tls") {
 		t.Errorf("run: %s", out)
 	}
-	if logs := mustRunCtl(t, server, "user-token-1", "logs", "over-tls"); !strings.Contains(logs, "hello over tls") {
-		t.Errorf("logs over TLS: %q", logs)
+	// A FAST create answers once the task runs: its first line may reach
+	// the log file a moment later.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		logs := mustRunCtl(t, server, "user-token-1", "logs", "over-tls")
+		if strings.Contains(logs, "hello over tls") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs over TLS 10s after the create: %q", logs)
+		}
 	}
 	mustRunCtl(t, server, "user-token-1", "delete", "over-tls")
 }
