@@ -4,15 +4,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	mathrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -68,32 +62,16 @@ type agentTLS struct {
 // newAgentTLS issues a certificate for name from a CA of the test's.
 func newAgentTLS(t *testing.T, name string) *agentTLS {
 	t.Helper()
-	ca := newTestCA(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := rig.NewCA(t)
+	certPEM, keyPEM := ca.Issue(t, []string{name})
 	dir := t.TempDir()
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AddCert(ca.Cert)
 	return &agentTLS{
 		name:     name,
-		certFile: writeFile(t, dir, "tls.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))),
-		keyFile:  writeFile(t, dir, "tls.key", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))),
-		caFile:   writeFile(t, dir, "ca.crt", string(ca.pem)),
+		certFile: writeFile(t, dir, "tls.crt", string(certPEM)),
+		keyFile:  writeFile(t, dir, "tls.key", string(keyPEM)),
+		caFile:   writeFile(t, dir, "ca.crt", string(ca.PEM)),
 		roots:    roots,
 	}
 }

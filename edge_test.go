@@ -3,17 +3,11 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -335,66 +329,15 @@ func TestUpWritesTokenFiles0600(t *testing.T) {
 	}
 }
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fsb test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// serve issues a serving certificate for 127.0.0.1 and returns it and its
-// key as PEM.
-func (ca *testCA) serve(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "fsb agent"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
 // startTLSAgent starts `fsb agent` serving TLS with a certificate of ca,
 // and waits until it is ready over TLS.
-func startTLSAgent(t *testing.T, ns, dir string, ca *testCA) *agentProc {
+func startTLSAgent(t *testing.T, ns, dir string, ca *rig.CA) *agentProc {
 	t.Helper()
-	certPEM, keyPEM := ca.serve(t)
+	certPEM, keyPEM := ca.Issue(t, nil, net.IPv4(127, 0, 0, 1))
 	a := launchAgent(t, "https", freePort(t), ns, "agent-tls", dir,
 		"--tls-cert-file", writeFile(t, dir, "agent.crt", string(certPEM)), "--tls-key-file", writeFile(t, dir, "agent.key", string(keyPEM)))
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AddCert(ca.Cert)
 	waitReady(t, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}, a.base+"/readyz", a.stderr)
 	return a
 }
@@ -406,12 +349,12 @@ func startTLSAgent(t *testing.T, ns, dir string, ca *testCA) *agentProc {
 func TestControllerReachesAgentOverTLS(t *testing.T) {
 	_, ns := rig.Containerd(t)
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := rig.NewCA(t)
 	a := startTLSAgent(t, ns, dir, ca)
 
 	cdir := t.TempDir()
 	ctrl, server := newControllerProc(t, cdir, a, "--agent-token-file", filepath.Join(dir, "token"),
-		"--agent-ca-file", writeFile(t, cdir, "ca.crt", string(ca.pem)))
+		"--agent-ca-file", writeFile(t, cdir, "ca.crt", string(ca.PEM)))
 	ctrl.start()
 	out := mustRunCtl(t, server, "user-token-1", "run", "over-tls", "--image", rig.ImageRef, "--", "sh", "-c", "echo hello over tls; sleep 60")
 	if !strings.Contains(out, "over-tls") {
@@ -425,7 +368,7 @@ func TestControllerReachesAgentOverTLS(t *testing.T) {
 
 	wrong := t.TempDir()
 	ctrl, server = newControllerProc(t, wrong, a, "--agent-token-file", filepath.Join(dir, "token"),
-		"--agent-ca-file", writeFile(t, wrong, "ca.crt", string(newTestCA(t).pem)))
+		"--agent-ca-file", writeFile(t, wrong, "ca.crt", string(rig.NewCA(t).PEM)))
 	ctrl.start()
 	if _, errOut, code := runCtl(t, server, "user-token-1", "run", "wrong-ca", "--image", rig.ImageRef, "--", "true"); code == 0 {
 		t.Error("a sandbox was created on an agent whose certificate the controller does not trust")

@@ -3,20 +3,11 @@ package agentlink
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +19,7 @@ import (
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
 // statusAgent is an AgentService that reports one status and then
@@ -308,7 +300,8 @@ func (l *lockedBuffer) String() string {
 // certificate names only the agents' Service is reached with the server
 // name given, and refused without it (the IP is not in the certificate).
 func TestServerNameVerifiesAgentsDialedByIP(t *testing.T) {
-	caFile, cert := agentCertificate(t, "fsb-agent.fsb-system.svc")
+	ca := rig.NewCA(t)
+	caFile, cert := ca.File(t), ca.IssueTLS(t, []string{"fsb-agent.fsb-system.svc"})
 	addr := "https://" + serveAgent(t, "uid-tls", &cert)
 	for _, tc := range []struct {
 		serverName string
@@ -337,43 +330,6 @@ func TestServerNameVerifiesAgentsDialedByIP(t *testing.T) {
 			}
 		})
 	}
-}
-
-// agentCertificate makes a CA (written to a file, returned) and a serving
-// certificate signed by it for dnsName only.
-func agentCertificate(t *testing.T, dnsName string) (string, tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fsb test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName}, DNSNames: []string{dnsName},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return caFile, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}
 }
 
 // TestGoneIsWhatTheSourceNoLongerHas: with agents keyed by the ID they
