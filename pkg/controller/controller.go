@@ -438,9 +438,10 @@ func (c *Controller) Wait(ctx context.Context, namespace, name string, done func
 // failed revision keeps the object's phase: the failure policy decides it.
 func statusFrom(sb *v1alpha1.Sandbox, agent, id string, revision int64, asb *fsbv1.AgentSandbox) *v1alpha1.SandboxStatus {
 	st := sb.Status.DeepCopy()
-	if st.Phase == "" {
+	if st.Phase == "" && sb.Generation <= 1 {
 		// The first status of a FAST create: a reset it carried is the
-		// revision that runs.
+		// revision that runs. A reset asked for after the create (a later
+		// generation) is not: that revision already ran without it.
 		st.AcceptedResetRevision = sb.Spec.ResetRevision.DeepCopy()
 	}
 	st.SandboxID, st.AssignedPod, st.Revision = id, agent, revision
