@@ -141,7 +141,7 @@ spec:
 // TestGetSandboxColumns: kubectl get sbx (the short name) shows a Sandbox's
 // phase, agent, node, endpoints and revision from its status, and kubectl
 // get fsb (the category) lists Sandboxes and SandboxPools, the pools with
-// their bounds.
+// their bounds and counts.
 func TestGetSandboxColumns(t *testing.T) {
 	env := rig.Kube(t)
 	c := restClient(t, env)
@@ -198,13 +198,13 @@ func TestGetSandboxColumns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl get fsb: %v\n%s", err, out)
 	}
-	for _, w := range []string{"sandbox.sandbox.fast.io/web", "sandboxpool.sandbox.fast.io/default-pool", "MIN", "MAX", "READY", "IDLE"} {
+	for _, w := range []string{"sandbox.sandbox.fast.io/web", "sandboxpool.sandbox.fast.io/default-pool", "MIN", "MAX", "CURRENT", "READY", "BUSY", "IDLE"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("kubectl get fsb does not show %q:\n%s", w, out)
 		}
 	}
 	out, err = env.Kubectl(t, "get", "sbxpool", "default-pool", "-n", env.Namespace, "--no-headers")
-	if f := strings.Fields(out); err != nil || len(f) != 6 || strings.Join(f[:5], " ") != "default-pool 1 4 2 1" {
-		t.Errorf("kubectl get sbxpool: %v, %q: want default-pool 1 4 2 1 (min, max, ready, idle) and an age", err, out)
+	if f := strings.Fields(out); err != nil || len(f) != 8 || strings.Join(f[:7], " ") != "default-pool 1 4 3 2 1 1" {
+		t.Errorf("kubectl get sbxpool: %v, %q: want default-pool 1 4 3 2 1 1 (min, max, current, ready, busy, idle) and an age", err, out)
 	}
 }

@@ -125,6 +125,11 @@ func schemaCases() []schemaCase {
 		{name: "image path of 255 characters in a namespace", set: setSpec("image", "team/"+repeat("a", 250))},
 		{name: "pool", pool: true, set: func(object) {}},
 		{name: "pool with runtimeType written empty", pool: true, set: setSpec("runtimeType", "")},
+		{name: "pool without maxSandboxesPerPod", pool: true, set: func(o object) { delete(spec(o), "maxSandboxesPerPod") }},
+		{name: "pool of the sample's shape", pool: true, set: func(o object) {
+			spec(o)["capacity"] = object{"poolMin": 1, "poolMax": 3, "bufferMin": 1, "bufferMax": 1}
+			spec(o)["maxSandboxesPerPod"] = 2
+		}},
 		{name: "pool of gvisor with equal bounds", pool: true, set: func(o object) {
 			spec(o)["capacity"] = object{"poolMin": 2, "poolMax": 2, "bufferMin": 1, "bufferMax": 1}
 			spec(o)["runtimeType"] = "gvisor"
@@ -197,6 +202,10 @@ func schemaCases() []schemaCase {
 			field: "spec.capacity.poolMax"},
 		{name: "pool negative buffer", pool: true, set: func(o object) { spec(o)["capacity"].(object)["bufferMin"] = -1 }, field: "spec.capacity.bufferMin"},
 		{name: "pool negative maxSandboxesPerPod", pool: true, set: setSpec("maxSandboxesPerPod", -1), field: "spec.maxSandboxesPerPod"},
+		{name: "pool maxSandboxesPerPod 0", pool: true, set: setSpec("maxSandboxesPerPod", 0), field: "spec.maxSandboxesPerPod"},
+		{name: "pool buffer min past pool max", pool: true, set: func(o object) {
+			spec(o)["capacity"] = object{"poolMin": 1, "poolMax": 2, "bufferMin": 3, "bufferMax": 3}
+		}, field: "spec.capacity.bufferMin", rule: "bufferMin must be at most poolMax: a pool cannot keep more idle agents than it may have pods"},
 		{name: "pool unknown runtimeType", pool: true, set: setSpec("runtimeType", "kata"), field: "spec.runtimeType"},
 	}
 }

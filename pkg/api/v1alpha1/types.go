@@ -226,6 +226,7 @@ type SandboxList struct {
 //
 // +kubebuilder:validation:XValidation:rule="self.poolMin <= self.poolMax",message="poolMin must be at most poolMax",fieldPath=".poolMin"
 // +kubebuilder:validation:XValidation:rule="self.bufferMin <= self.bufferMax",message="bufferMin must be at most bufferMax",fieldPath=".bufferMin"
+// +kubebuilder:validation:XValidation:rule="self.bufferMin <= self.poolMax",message="bufferMin must be at most poolMax: a pool cannot keep more idle agents than it may have pods",fieldPath=".bufferMin"
 type PoolCapacity struct {
 	// PoolMin and PoolMax bound the agent pods in all; PoolMax is at
 	// least 1.
@@ -245,11 +246,14 @@ type PoolCapacity struct {
 // SandboxPoolSpec describes a pool of agent pods.
 type SandboxPoolSpec struct {
 	Capacity PoolCapacity `json:"capacity"`
-	// MaxSandboxesPerPod becomes each agent's AGENT_CAPACITY; 0 takes the
-	// agent's default (5).
+	// MaxSandboxesPerPod becomes each agent's capacity (--capacity); left
+	// out (nil), the agent's own (the DaemonSet's AGENT_CAPACITY, else the
+	// agent's default). A pointer, so that 0 written is refused as 0 rather
+	// than taken for the field left out.
 	//
-	// +kubebuilder:validation:Minimum=0
-	MaxSandboxesPerPod int32 `json:"maxSandboxesPerPod,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxSandboxesPerPod *int32 `json:"maxSandboxesPerPod,omitempty"`
 	// RuntimeType is "container" (the default) or "gvisor".
 	//
 	// +kubebuilder:validation:Enum="";container;gvisor
@@ -263,14 +267,24 @@ type SandboxPoolSpec struct {
 	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitzero"`
 }
 
-// SandboxPoolStatus is what the pool controller observed.
+// SandboxPoolStatus is what the pool controller observed (pkg/agentpool).
 type SandboxPoolStatus struct {
-	CurrentPods int32              `json:"currentPods,omitempty"`
-	ReadyPods   int32              `json:"readyPods,omitempty"`
-	TotalAgents int32              `json:"totalAgents,omitempty"`
-	IdleAgents  int32              `json:"idleAgents,omitempty"`
-	BusyAgents  int32              `json:"busyAgents,omitempty"`
-	Conditions  []metav1.Condition `json:"conditions,omitempty"`
+	// ObservedGeneration is the spec generation the counts were taken
+	// under.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// CurrentPods counts the pool's agent pods not being deleted.
+	CurrentPods int32 `json:"currentPods,omitempty"`
+	// ReadyPods counts those whose Ready condition is True.
+	ReadyPods int32 `json:"readyPods,omitempty"`
+	// TotalAgents counts the pool's agents the controller is connected
+	// to; IdleAgents those healthy, not cordoned and running no sandbox;
+	// BusyAgents those running at least one.
+	TotalAgents int32 `json:"totalAgents,omitempty"`
+	IdleAgents  int32 `json:"idleAgents,omitempty"`
+	BusyAgents  int32 `json:"busyAgents,omitempty"`
+	// Conditions: Ready, Exhausted (at poolMax with no idle agent),
+	// Deleting (the finalizer holds the deletion).
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // SandboxPool keeps a pool of agent pods.
@@ -280,7 +294,9 @@ type SandboxPoolStatus struct {
 // +kubebuilder:resource:shortName=sbxpool,categories=fsb
 // +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.capacity.poolMin`
 // +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.capacity.poolMax`
+// +kubebuilder:printcolumn:name="Current",type=integer,JSONPath=`.status.currentPods`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyPods`
+// +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.busyAgents`
 // +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idleAgents`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type SandboxPool struct {

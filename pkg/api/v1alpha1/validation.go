@@ -112,13 +112,14 @@ const (
 	msgWorkingDir     = "at most 4096 bytes"
 	msgPoolMinMax     = "poolMin must be at most poolMax"
 	msgBufferMinMax   = "bufferMin must be at most bufferMax"
+	msgBufferPoolMax  = "bufferMin must be at most poolMax: a pool cannot keep more idle agents than it may have pods"
 )
 
 // celMessages are the messages above, for the test that finds each CEL
 // rule's message of the CRDs among them.
 var celMessages = []string{
 	msgImage, msgCommandEntries, msgCommandChars, msgEnvChars, msgCPU, msgMemory, msgGVisorMemory,
-	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax,
+	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax, msgBufferPoolMax,
 }
 
 // envName is what POSIX shells accept as a variable name.
@@ -461,7 +462,8 @@ func ValidateSandbox(sb *Sandbox) error {
 }
 
 // ValidatePool checks a SandboxPool: its name, its capacity's bounds and
-// their order, and its runtime type.
+// their order, its agents' capacity and its runtime type: the rules of the
+// CRD's schema (types.go), in the same words.
 func ValidatePool(p *SandboxPool) error {
 	if err := ValidateObjectName(p.Namespace, p.Name); err != nil {
 		return err
@@ -473,7 +475,6 @@ func ValidatePool(p *SandboxPool) error {
 	}{
 		{"spec.capacity.poolMin", c.PoolMin, 0}, {"spec.capacity.poolMax", c.PoolMax, 1},
 		{"spec.capacity.bufferMin", c.BufferMin, 0}, {"spec.capacity.bufferMax", c.BufferMax, 0},
-		{"spec.maxSandboxesPerPod", p.Spec.MaxSandboxesPerPod, 0},
 	} {
 		if f.v < f.least {
 			return fmt.Errorf("%s %d: want %d or more", f.field, f.v, f.least)
@@ -484,6 +485,13 @@ func ValidatePool(p *SandboxPool) error {
 	}
 	if c.BufferMin > c.BufferMax {
 		return fmt.Errorf("spec.capacity.bufferMin %d, bufferMax %d: %s", c.BufferMin, c.BufferMax, msgBufferMinMax)
+	}
+	if c.BufferMin > c.PoolMax {
+		return fmt.Errorf("spec.capacity.bufferMin %d, poolMax %d: %s", c.BufferMin, c.PoolMax, msgBufferPoolMax)
+	}
+	// nil is the field left out: the agent's own capacity.
+	if n := p.Spec.MaxSandboxesPerPod; n != nil && *n < 1 {
+		return fmt.Errorf("spec.maxSandboxesPerPod %d: want 1 or more", *n)
 	}
 	switch p.Spec.RuntimeType {
 	case "", RuntimeTypeContainer, RuntimeTypeGVisor:

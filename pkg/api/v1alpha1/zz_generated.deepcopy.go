@@ -176,6 +176,11 @@ func (in *SandboxPoolList) DeepCopyObject() runtime.Object {
 func (in *SandboxPoolSpec) DeepCopyInto(out *SandboxPoolSpec) {
 	*out = *in
 	out.Capacity = in.Capacity
+	if in.MaxSandboxesPerPod != nil {
+		in, out := &in.MaxSandboxesPerPod, &out.MaxSandboxesPerPod
+		*out = new(int32)
+		**out = **in
+	}
 	in.AgentTemplate.DeepCopyInto(&out.AgentTemplate)
 }
 
