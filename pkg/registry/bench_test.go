@@ -19,6 +19,7 @@ func benchRegistry(b *testing.B, n int, fill float64) (*Registry, []Request) {
 	b.Helper()
 	rng := rand.New(rand.NewPCG(uint64(n), 42))
 	r := New()
+	r.DeclarePool("p", true)
 	slots := 0
 	for _, a := range stressAgents(rng, n, benchImages) {
 		r.Upsert(a)
@@ -149,6 +150,7 @@ func BenchmarkAllocateRefused(b *testing.B) {
 // Upsert with unchanged facts and an Assign of each of its 8 sandboxes.
 func BenchmarkStatusUpdate(b *testing.B) {
 	r := New()
+	r.DeclarePool("p", true)
 	a := Agent{ID: "a", Address: "a:1", Capacity: 10, Runtimes: []string{"runc"}, Healthy: true,
 		Images: []string{"localhost/fsb/img0:latest", "localhost/fsb/img1:latest", "localhost/fsb/img2:latest"}}
 	r.Upsert(a)
