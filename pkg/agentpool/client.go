@@ -1,0 +1,78 @@
+package agentpool
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+)
+
+// resource is SandboxPools' path segment.
+const resource = "sandboxpools"
+
+// pools reads and writes SandboxPool objects through a typed REST client
+// on the v1alpha1 scheme, as pkg/store's kube store does Sandboxes.
+type pools struct {
+	client rest.Interface
+	params runtime.ParameterCodec
+}
+
+func newPools(cfg *rest.Config) (*pools, error) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &v1alpha1.GroupVersion
+	c.APIPath = "/apis"
+	// Custom resources are served as JSON only.
+	c.ContentType = runtime.ContentTypeJSON
+	c.AcceptContentTypes = runtime.ContentTypeJSON
+	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if c.UserAgent == "" {
+		c.UserAgent = "fsb-controller"
+	}
+	client, err := rest.RESTClientFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox pools client for %s: %w", cfg.Host, err)
+	}
+	return &pools{client: client, params: runtime.NewParameterCodec(scheme)}, nil
+}
+
+// listWatch lists and watches the pools of every namespace, for an
+// informer: misplaced pools are seen too, to be told where pools belong.
+func (p *pools) listWatch() *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			out := &v1alpha1.SandboxPoolList{}
+			err := p.client.Get().Resource(resource).VersionedParams(&opts, p.params).Do(ctx).Into(out)
+			return out, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.Watch = true
+			return p.client.Get().Resource(resource).VersionedParams(&opts, p.params).Watch(ctx)
+		},
+	}
+}
+
+// update writes pool's metadata and spec (its finalizers).
+func (p *pools) update(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
+	out := &v1alpha1.SandboxPool{}
+	err := p.client.Put().Namespace(pool.Namespace).Resource(resource).Name(pool.Name).Body(pool).Do(ctx).Into(out)
+	return out, err
+}
+
+// updateStatus writes pool's status through the status subresource.
+func (p *pools) updateStatus(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
+	out := &v1alpha1.SandboxPool{}
+	err := p.client.Put().Namespace(pool.Namespace).Resource(resource).Name(pool.Name).SubResource("status").
+		Body(pool).Do(ctx).Into(out)
+	return out, err
+}
