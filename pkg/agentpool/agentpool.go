@@ -235,6 +235,9 @@ func (c *Controller) Start(ctx context.Context, synced chan<- struct{}) error {
 	return nil
 }
 
+// Namespace is the pool namespace: the pools served and their pods.
+func (c *Controller) Namespace() string { return c.cfg.Namespace }
+
 // HasSynced says every pool listed at the start has been declared.
 func (c *Controller) HasSynced() bool { return c.declared.HasSynced() }
 

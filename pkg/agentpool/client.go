@@ -14,8 +14,8 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 )
 
-// resource is SandboxPools' path segment.
-const resource = "sandboxpools"
+// poolsResource is SandboxPools' path segment.
+const poolsResource = "sandboxpools"
 
 // pools reads and writes SandboxPool objects through a typed REST client
 // on the v1alpha1 scheme, as pkg/store's kube store does Sandboxes.
@@ -52,12 +52,12 @@ func (p *pools) listWatch() *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			out := &v1alpha1.SandboxPoolList{}
-			err := p.client.Get().Resource(resource).VersionedParams(&opts, p.params).Do(ctx).Into(out)
+			err := p.client.Get().Resource(poolsResource).VersionedParams(&opts, p.params).Do(ctx).Into(out)
 			return out, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.Watch = true
-			return p.client.Get().Resource(resource).VersionedParams(&opts, p.params).Watch(ctx)
+			return p.client.Get().Resource(poolsResource).VersionedParams(&opts, p.params).Watch(ctx)
 		},
 	}
 }
@@ -65,14 +65,14 @@ func (p *pools) listWatch() *cache.ListWatch {
 // update writes pool's metadata and spec (its finalizers).
 func (p *pools) update(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
 	out := &v1alpha1.SandboxPool{}
-	err := p.client.Put().Namespace(pool.Namespace).Resource(resource).Name(pool.Name).Body(pool).Do(ctx).Into(out)
+	err := p.client.Put().Namespace(pool.Namespace).Resource(poolsResource).Name(pool.Name).Body(pool).Do(ctx).Into(out)
 	return out, err
 }
 
 // updateStatus writes pool's status through the status subresource.
 func (p *pools) updateStatus(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
 	out := &v1alpha1.SandboxPool{}
-	err := p.client.Put().Namespace(pool.Namespace).Resource(resource).Name(pool.Name).SubResource("status").
+	err := p.client.Put().Namespace(pool.Namespace).Resource(poolsResource).Name(pool.Name).SubResource("status").
 		Body(pool).Do(ctx).Into(out)
 	return out, err
 }

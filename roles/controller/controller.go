@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -33,6 +34,9 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 )
 
+// poolWorkers is how many SandboxPools are synced at once.
+const poolWorkers = 2
+
 // Command returns the `fsb controller` command.
 func Command() *cli.Command {
 	return &cli.Command{
@@ -43,7 +47,7 @@ func Command() *cli.Command {
 			"agents named by --agents, or found from their pods with --agent-pod-selector. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
 			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.",
-		Flags: append(append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), agentPodFlags()...), []cli.Flag{
+		Flags: append(append(append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), agentPodFlags()...), poolFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -177,6 +181,10 @@ func run(c *cli.Context) error {
 		StableAfter:        c.Duration("recreate-backoff-reset"),
 		ResyncPeriod:       c.Duration("resync-period"),
 	})
+	pools, err := newPoolController(c, opened, agents, reg, set.Synced(), log)
+	if err != nil {
+		return err
+	}
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
@@ -213,7 +221,13 @@ func run(c *cli.Context) error {
 		defer serving.Store(false)
 		ready.Store(true)
 		log.Info("serving the fast path", slog.Int64("fence", fence))
+		var wg sync.WaitGroup
+		if pools != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); pools.Work(ctx, poolWorkers) }()
+		}
 		ctrl.Work(ctx, c.Int("workers"))
+		wg.Wait()
 	}
 	if elector, err = newElector(c, opened, lead, log); err != nil {
 		return err
@@ -235,6 +249,20 @@ func run(c *cli.Context) error {
 		}
 		return nil
 	})
+	// Every replica declares the pools in its registry before it is
+	// Ready: a create naming a pool must not get NotFound for a pool
+	// simply not listed yet.
+	poolsSynced := make(chan struct{})
+	if pools == nil {
+		close(poolsSynced)
+	} else {
+		g.Go(func() error {
+			if err := pools.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		return serve(gctx, c.String("health-probe-bind-address"), health(&ready), httpserver.Config{Logger: log})
 	})
@@ -254,7 +282,7 @@ func run(c *cli.Context) error {
 		// Caught up once the store's objects and every agent's sandboxes
 		// are known: a standby is Ready then (a Deployment can roll), the
 		// replica that leads (or the only one) once it has recovered too.
-		for _, ch := range []<-chan struct{}{ctrlSynced, set.Synced()} {
+		for _, ch := range []<-chan struct{}{ctrlSynced, poolsSynced, set.Synced()} {
 			select {
 			case <-ch:
 			case <-gctx.Done():

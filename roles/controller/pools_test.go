@@ -1,0 +1,76 @@
+package controller
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+	"k8s.io/client-go/rest"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
+)
+
+// TestPoolController: pools are served only with the kube store and agents
+// found from their pods, in --pool-namespace or else the agents'
+// namespace; the pool flags elsewhere are refused, naming what they need.
+func TestPoolController(t *testing.T) {
+	const sel = "app.kubernetes.io/name=fsb,app.kubernetes.io/component=agent"
+	kube, err := store.NewKube(&rest.Config{Host: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKube := &openedStore{Kind: storeKube, Store: kube, Config: &rest.Config{Host: "https://127.0.0.1:1"}}
+	embedded := &openedStore{Kind: storeEmbedded}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		opened  *openedStore
+		wantNS  string // "" means no pool controller
+		wantErr string
+	}{
+		{name: "embedded: no pools", opened: embedded},
+		{name: "named agents: no pools", args: []string{"--agents", "10.0.0.1"}, opened: withKube},
+		{name: "pools beside the agents", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "fsb-system"}, opened: withKube,
+			wantNS: "fsb-system"},
+		{name: "pools in a namespace of their own", args: []string{"--agent-pod-selector", sel, "--agent-pod-namespace", "agents",
+			"--pod-namespace", "ctl", "--pool-namespace", "pools"}, opened: withKube, wantNS: "pools"},
+		{name: "--pool-namespace without Kubernetes", args: []string{"--pool-namespace", "pools"}, opened: embedded,
+			wantErr: "--pool-namespace: SandboxPools need the kube store and --agent-pod-selector"},
+		{name: "no DaemonSet", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "a", "--agent-daemonset", ""}, opened: withKube,
+			wantErr: "--agent-daemonset"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", "")
+			var ns string
+			var err error
+			app := &cli.App{Name: "controller", Flags: Command().Flags, Action: func(c *cli.Context) error {
+				src, serr := newAgentSource(c, tc.opened)
+				if serr != nil {
+					return serr
+				}
+				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, slog.New(slog.DiscardHandler))
+				if err = perr; pools != nil {
+					ns = pools.Namespace()
+				}
+				return nil
+			}}
+			if runErr := app.Run(append([]string{"controller"}, tc.args...)); runErr != nil {
+				t.Fatal(runErr)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ns != tc.wantNS {
+				t.Errorf("pool namespace %q, want %q", ns, tc.wantNS)
+			}
+		})
+	}
+}
