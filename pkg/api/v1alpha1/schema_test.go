@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
@@ -206,5 +208,36 @@ func TestGetSandboxColumns(t *testing.T) {
 	out, err = env.Kubectl(t, "get", "sbxpool", "default-pool", "-n", env.Namespace, "--no-headers")
 	if f := strings.Fields(out); err != nil || len(f) != 8 || strings.Join(f[:7], " ") != "default-pool 1 4 3 2 1 1" {
 		t.Errorf("kubectl get sbxpool: %v, %q: want default-pool 1 4 3 2 1 1 (min, max, current, ready, busy, idle) and an age", err, out)
+	}
+}
+
+// TestSamplePoolAccepted: deploy/samples/sandboxpool.yaml, the pool
+// docs/kubernetes.md shows, passes Go's validation and the API server's
+// schema (a server-side dry run, in the test's namespace rather than
+// fsb-system).
+func TestSamplePoolAccepted(t *testing.T) {
+	env := rig.Kube(t)
+	data, err := os.ReadFile(repoFile(t, "deploy/samples/sandboxpool.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pool v1alpha1.SandboxPool
+	if err := yaml.UnmarshalStrict(data, &pool); err != nil {
+		t.Fatalf("the sample: %v", err)
+	}
+	if c := pool.Spec.Capacity; c != (v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 3, BufferMin: 1, BufferMax: 1}) ||
+		pool.Spec.MaxSandboxesPerPod == nil || *pool.Spec.MaxSandboxesPerPod != 2 {
+		t.Errorf("the sample's pool: %+v, want poolMin 1, poolMax 3, bufferMin 1, bufferMax 1, maxSandboxesPerPod 2", pool.Spec)
+	}
+	if err := v1alpha1.ValidatePool(&pool); err != nil {
+		t.Errorf("Go: %v", err)
+	}
+	pool.Namespace = env.Namespace
+	body, err := json.Marshal(&pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dryRunCreate(t, restClient(t, env), env.Namespace, "sandboxpools", body); err != nil {
+		t.Errorf("API server: %v", err)
 	}
 }
