@@ -355,6 +355,11 @@ func (c *Controller) sync(ctx context.Context, t *term, key string) error {
 	}
 	pool := obj.(*v1alpha1.SandboxPool).DeepCopy()
 	if pool.Namespace != c.cfg.Namespace {
+		if slices.Contains(pool.Finalizers, Finalizer) {
+			// Another controller serves it: its pool namespace is that one
+			// (a second installation on the cluster, or a test's).
+			return nil
+		}
 		return c.misplaced(ctx, pool)
 	}
 	if pool.DeletionTimestamp != nil {

@@ -173,6 +173,27 @@ func (r *rigPool) register(pod corev1.Pod, pool string, capacity int) {
 	r.reg.Upsert(registry.Agent{ID: string(pod.UID), Address: pod.Name + ":5758", Pool: pool, Capacity: capacity, Healthy: true})
 }
 
+// unregistered returns the one pod of pods whose agent the registry does
+// not know: the pod a scale-up just made. (Creation times have whole
+// seconds, so they cannot tell it.)
+func (r *rigPool) unregistered(t *testing.T, pods []corev1.Pod) corev1.Pod {
+	t.Helper()
+	known := map[string]bool{}
+	for _, a := range r.reg.Agents() {
+		known[a.ID] = true
+	}
+	var out []corev1.Pod
+	for _, p := range pods {
+		if !known[string(p.UID)] {
+			out = append(out, p)
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("pods without an agent: %v, want one", podNames(out))
+	}
+	return out[0]
+}
+
 // fill places n sandboxes of the pool, as the fast path does.
 func (r *rigPool) fill(t *testing.T, pool string, ids ...string) map[string]string {
 	t.Helper()
@@ -258,7 +279,7 @@ func TestPoolScalesWithItsAgents(t *testing.T) {
 	// Filling it adds a second pod, and only one.
 	placed := r.fill(t, "small", "a1", "a2")
 	pods = r.waitPods(t, "small", 2, "the first agent full")
-	second := pods[1]
+	second := r.unregistered(t, pods)
 	r.register(second, "small", 2)
 	r.waitStatus(t, ns, "small", "one busy, one idle", func(p *v1alpha1.SandboxPool) bool {
 		return p.Status.CurrentPods == 2 && p.Status.BusyAgents == 1 && p.Status.IdleAgents == 1 && p.Status.TotalAgents == 2
@@ -267,7 +288,7 @@ func TestPoolScalesWithItsAgents(t *testing.T) {
 		placed[id] = agent
 	}
 	pods = r.waitPods(t, "small", 3, "two agents full")
-	third := pods[2]
+	third := r.unregistered(t, pods)
 	r.register(third, "small", 2)
 	for id, agent := range r.fill(t, "small", "c1") {
 		placed[id] = agent
@@ -391,7 +412,8 @@ func TestPoolDeletionWaitsForItsSandboxes(t *testing.T) {
 }
 
 // TestPoolElsewhereIsRefused: a pool outside the pool namespace gets no
-// pods and no finalizer, is not declared, and says where pools belong.
+// pods and no finalizer, is not declared, and says where pools belong;
+// unless it has the finalizer, which says another controller serves it.
 func TestPoolElsewhereIsRefused(t *testing.T) {
 	r := startRig(t)
 	other := rig.Kube(t).Namespace
@@ -411,6 +433,19 @@ func TestPoolElsewhereIsRefused(t *testing.T) {
 	}
 	if _, err := r.reg.Allocate(registry.Request{SandboxID: "x", Pool: "stray"}); !errors.Is(err, registry.ErrNoPool) {
 		t.Errorf("a create naming it: %v, want ErrNoPool", err)
+	}
+
+	// One with the pool finalizer is another controller's: left alone.
+	theirs := &v1alpha1.SandboxPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: other, Finalizers: []string{Finalizer}},
+		Spec:       v1alpha1.SandboxPoolSpec{Capacity: v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 1}},
+	}
+	if err := r.pools.client.Post().Namespace(other).Resource(poolsResource).Body(theirs).Do(context.Background()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // ten resyncs
+	if p, err := r.getPool(t, other, "theirs"); err != nil || len(p.Status.Conditions) != 0 {
+		t.Errorf("another controller's pool: %v, conditions %+v, want none written", err, p.Status.Conditions)
 	}
 }
 
