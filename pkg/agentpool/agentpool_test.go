@@ -456,3 +456,100 @@ func podNames(pods []corev1.Pod) []string {
 	}
 	return out
 }
+
+// TestScaleDownNeverTakesABusyAgent: creates keep landing on a pool's
+// agents (Allocate, held a moment, Release) while it scales up and down;
+// every agent that holds a sandbox still has its pod, so no create is lost
+// to a scale-down.
+func TestScaleDownNeverTakesABusyAgent(t *testing.T) {
+	r := startRig(t)
+	ns := r.env.Namespace
+	r.createPool(t, ns, "churn", v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 4, BufferMin: 1, BufferMax: 1}, 1)
+	r.waitPods(t, "churn", 1, "a new pool")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	// The agents connect as their pods appear, as agentlink would.
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			for _, pod := range r.pods(t, "churn") {
+				if !slices.ContainsFunc(r.reg.PoolAgents("churn"), func(a registry.AgentState) bool { return a.ID == string(pod.UID) }) {
+					r.register(pod, "churn", 1)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	errs := make(chan error, 4)
+	var placedCount, refused int
+	counts := make(chan [2]int, 4)
+	for w := range 4 {
+		go func() {
+			placed, noCapacity := 0, 0
+			defer func() { counts <- [2]int{placed, noCapacity} }()
+			for i := 0; ctx.Err() == nil; i++ {
+				if (i/8+w)%2 == 1 {
+					// Each worker rests in turn: agents empty, the pool
+					// scales down while the others go on.
+					time.Sleep(200 * time.Millisecond)
+					continue
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				p, err := r.reg.Allocate(registry.Request{SandboxID: id, Pool: "churn"})
+				if errors.Is(err, registry.ErrNoCapacity) {
+					noCapacity++
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				placed++
+				time.Sleep(time.Duration(i%5) * 20 * time.Millisecond)
+				pod, err := r.podByUID(p.AgentID)
+				r.reg.Release(id)
+				if err != nil {
+					errs <- fmt.Errorf("sandbox %s on agent %s: %w", id, p.AgentID, err)
+					return
+				}
+				if pod.DeletionTimestamp != nil {
+					errs <- fmt.Errorf("sandbox %s on agent %s: its pod %s is being deleted", id, p.AgentID, pod.Name)
+					return
+				}
+			}
+		}()
+	}
+	for range 4 {
+		c := <-counts
+		placedCount, refused = placedCount+c[0], refused+c[1]
+	}
+	<-done
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	said := r.eventsSaid(ReasonScaledUp, ReasonScaledDown)
+	t.Logf("%d sandboxes placed, %d refused for no capacity; %d pods added, %d removed", placedCount, refused,
+		len(said[ReasonScaledUp]), len(said[ReasonScaledDown]))
+	if placedCount == 0 || len(said[ReasonScaledDown]) == 0 {
+		t.Errorf("want sandboxes placed while the pool scaled down: %d placed, %d ScaledDown", placedCount, len(said[ReasonScaledDown]))
+	}
+}
+
+// podByUID returns the test namespace's pod of that UID, being deleted or
+// not; an error when there is none.
+func (r *rigPool) podByUID(uid string) (*corev1.Pod, error) {
+	list, err := r.client.CoreV1().Pods(r.env.Namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if string(list.Items[i].UID) == uid {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, errors.New("its pod is gone")
+}
