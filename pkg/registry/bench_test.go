@@ -130,9 +130,13 @@ func BenchmarkAllocateRefused(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("agents=%d/port-in-use", n), func(b *testing.B) {
 			r, _ := benchRegistry(b, n, 0)
-			for i := range n {
+			// Port 8080 taken on every agent of the default pool.
+			for i := 0; ; i++ {
 				if _, err := r.Allocate(Request{SandboxID: fmt.Sprint("web-", i), Ports: []int32{8080}}); err != nil {
-					b.Fatal(err)
+					if !errors.Is(err, ErrNoCapacity) {
+						b.Fatal(err)
+					}
+					break
 				}
 			}
 			req := Request{SandboxID: "x", Ports: []int32{8080}}
@@ -150,7 +154,6 @@ func BenchmarkAllocateRefused(b *testing.B) {
 // Upsert with unchanged facts and an Assign of each of its 8 sandboxes.
 func BenchmarkStatusUpdate(b *testing.B) {
 	r := New()
-	r.DeclarePool("p", true)
 	a := Agent{ID: "a", Address: "a:1", Capacity: 10, Runtimes: []string{"runc"}, Healthy: true,
 		Images: []string{"localhost/fsb/img0:latest", "localhost/fsb/img1:latest", "localhost/fsb/img2:latest"}}
 	r.Upsert(a)
