@@ -314,7 +314,12 @@ func (c *Controller) Work(ctx context.Context, workers int) {
 		// start, whatever an earlier term left.
 		wait.UntilWithContext(ctx, func(context.Context) {
 			for _, key := range c.informer.GetStore().ListKeys() {
-				t.queue.Add(key)
+				// A pool whose sync failed waits for its back-off, not
+				// the next resync (a missing DaemonSet would be read, and
+				// reported, every period).
+				if t.queue.NumRequeues(key) == 0 {
+					t.queue.Add(key)
+				}
 			}
 		}, c.cfg.ResyncPeriod)
 	}()
@@ -339,7 +344,11 @@ func (c *Controller) next(ctx context.Context, t *term) bool {
 	}
 	defer t.queue.Done(key)
 	if err := c.sync(ctx, t, key); err != nil && ctx.Err() == nil {
-		c.cfg.Logger.Warn("sandbox pool not synced; retrying", slog.String("pool", key), slog.Any("err", err))
+		level := slog.LevelWarn
+		if apierrors.IsConflict(err) {
+			level = slog.LevelDebug // a write on a copy the informer had not refreshed yet
+		}
+		c.cfg.Logger.Log(ctx, level, "sandbox pool not synced; retrying", slog.String("pool", key), slog.Any("err", err))
 		t.queue.AddRateLimited(key)
 		return true
 	}
