@@ -235,6 +235,20 @@ func (c *Controller) Start(ctx context.Context, synced chan<- struct{}) error {
 	return nil
 }
 
+// Check lists the pools once, to fail early and say what to do when the
+// API server does not serve SandboxPools or refuses this identity: the
+// informer would only retry, and the controller never become Ready.
+func (c *Controller) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := c.pools.client.Get().Resource(poolsResource).VersionedParams(&metav1.ListOptions{Limit: 1}, c.pools.params).
+		Do(ctx).Error()
+	if err != nil {
+		return fmt.Errorf("list sandboxpools.sandbox.fast.io in every namespace (are the CRDs in deploy/crds applied, and may this identity list them?): %w", err)
+	}
+	return nil
+}
+
 // Namespace is the pool namespace: the pools served and their pods.
 func (c *Controller) Namespace() string { return c.cfg.Namespace }
 

@@ -78,6 +78,9 @@ func startRig(t *testing.T) *rigPool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r.ctrl.Check(context.Background()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	synced := make(chan struct{})
 	started := make(chan error, 1)

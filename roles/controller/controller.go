@@ -185,6 +185,11 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if pools != nil {
+		if err := pools.Check(ctx); err != nil {
+			return err
+		}
+	}
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
