@@ -19,6 +19,7 @@ func benchRegistry(b *testing.B, n int, fill float64) (*Registry, []Request) {
 	b.Helper()
 	rng := rand.New(rand.NewPCG(uint64(n), 42))
 	r := New()
+	r.DeclarePool("p", true)
 	slots := 0
 	for _, a := range stressAgents(rng, n, benchImages) {
 		r.Upsert(a)
@@ -129,9 +130,13 @@ func BenchmarkAllocateRefused(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("agents=%d/port-in-use", n), func(b *testing.B) {
 			r, _ := benchRegistry(b, n, 0)
-			for i := range n {
+			// Port 8080 taken on every agent of the default pool.
+			for i := 0; ; i++ {
 				if _, err := r.Allocate(Request{SandboxID: fmt.Sprint("web-", i), Ports: []int32{8080}}); err != nil {
-					b.Fatal(err)
+					if !errors.Is(err, ErrNoCapacity) {
+						b.Fatal(err)
+					}
+					break
 				}
 			}
 			req := Request{SandboxID: "x", Ports: []int32{8080}}

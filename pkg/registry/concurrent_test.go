@@ -55,6 +55,7 @@ func TestConcurrentAllocateRelease(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	agents := stressAgents(rng, 50, images)
 	r := New()
+	r.DeclarePool("p", true)
 	for _, a := range agents {
 		r.Upsert(a)
 	}
@@ -228,6 +229,7 @@ func TestConcurrentAllocateRelease(t *testing.T) {
 func TestConcurrentAllocateSameID(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	r := New()
+	r.DeclarePool("p", true)
 	for _, a := range stressAgents(rng, 20, 4) {
 		r.Upsert(a)
 	}

@@ -3,12 +3,10 @@ package registry
 import "math/bits"
 
 // groupKey names one set of interchangeable agents: those a request with
-// this pool, runtime and (when not empty) image may go to. anyPool is the
-// group of every pool, which a request with no pool asks for; it is a field
-// of its own so that no pool name can collide with it.
+// this pool ("" is the default pool), runtime and (when not empty) image
+// may go to.
 type groupKey struct {
 	pool    string
-	anyPool bool
 	runtime string
 	image   string
 }

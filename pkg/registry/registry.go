@@ -4,8 +4,7 @@
 //
 // Allocate runs on every create, so it does not look at every agent. Each
 // healthy agent is filed in a few groups: one per (pool, runtime) and one
-// per (pool, runtime, image) it can serve, where the pool is both its own
-// and "any pool". Inside a group agents sit in buckets by free slots, so the
+// per (pool, runtime, image) it can serve. Inside a group agents sit in buckets by free slots, so the
 // least loaded agent is in the highest non-empty bucket, found from a
 // bitset. Allocate looks there in the request's image group, then in its
 // plain group: a few map operations and O(1) work, whatever the number of
@@ -16,6 +15,15 @@
 // Ports are checked only on the agents so found: agents passed over for a
 // port in use are the one cost that grows with the cluster. One mutex guards
 // it all.
+//
+// Pools: a request without a pool goes to the default pool (agents whose
+// pool is ""): in Kubernetes the agent DaemonSet's, locally the agents the
+// controller names. A request naming a pool goes only to that pool's
+// agents, and only once the pool is declared (DeclarePool: a SandboxPool
+// object exists); an undeclared or closing pool is a *PoolError, not a
+// lack of capacity. Cordon takes an idle agent out of placement for good
+// while its pod is removed: atomically with every Allocate, so a create
+// never lands on an agent being scaled down.
 package registry
 
 import (
@@ -44,7 +52,7 @@ type NoCapacityError struct {
 	SandboxID string
 	Agents    int // every agent the registry knows
 	// The agents refused for each reason; each agent counts for its first.
-	Full, PortInUse, NoRuntime, Unhealthy, OtherPool int
+	Full, PortInUse, NoRuntime, Unhealthy, Cordoned, OtherPool int
 	// Reasons is the counts in words, such as "1 is full, 2 are unhealthy";
 	// "no agents are registered" when Agents is 0.
 	Reasons string
@@ -90,11 +98,50 @@ func (e *NoCapacityError) Advice(what, pool, ports string) string {
 	if e.Unhealthy > 0 {
 		fix = append(fix, "wait for the unhealthy agents to come back (fsb ctl agents)")
 	}
+	if e.Cordoned > 0 {
+		fix = append(fix, "wait: the agents being removed are scaled down by their pool")
+	}
 	if e.OtherPool > 0 && e.OtherPool == e.Agents {
-		fix = append(fix, fmt.Sprintf("check the pool name %q (no agent is in it)", pool))
+		if pool == "" {
+			fix = append(fix, "start an agent of the default pool (in Kubernetes the agent DaemonSet; locally the controller's --agents), or name a SandboxPool")
+		} else {
+			fix = append(fix, fmt.Sprintf("wait for pool %q to start an agent (its controller keeps poolMin agents; kubectl get sandboxpools shows them)", pool))
+		}
 	}
 	return head + ": " + strings.Join(fix, "; ")
 }
+
+// ErrNoPool is wrapped by the *PoolError of a request naming a pool that
+// is not declared; ErrPoolClosed by that of a pool being deleted.
+var (
+	ErrNoPool     = errors.New("no such sandbox pool")
+	ErrPoolClosed = errors.New("sandbox pool is being deleted")
+)
+
+// PoolError is the refusal of a request whose pool is not declared or is
+// closed.
+type PoolError struct {
+	Pool   string
+	Closed bool // declared but being deleted
+}
+
+func (e *PoolError) Error() string {
+	if e.Closed {
+		return fmt.Sprintf("sandbox pool %q is being deleted", e.Pool)
+	}
+	return fmt.Sprintf("sandbox pool %q not found", e.Pool)
+}
+
+func (e *PoolError) Unwrap() error {
+	if e.Closed {
+		return ErrPoolClosed
+	}
+	return ErrNoPool
+}
+
+// ErrAgentBusy is wrapped by Cordon's refusal of an agent that has
+// sandboxes placed on it.
+var ErrAgentBusy = errors.New("agent runs sandboxes")
 
 // ErrUnknownAgent is returned by Assign for an agent the registry does not
 // know.
@@ -104,7 +151,7 @@ var ErrUnknownAgent = errors.New("unknown agent")
 type Agent struct {
 	ID       string   // agent ID (pod UID in Kubernetes)
 	Address  string   // host:port of its AgentService
-	Pool     string   // pool name; "" for the local/default pool
+	Pool     string   // pool name; "" for the default pool
 	NodeName string   // node the agent runs on
 	Capacity int      // slots
 	Images   []string // image names present on its node, normalized
@@ -118,7 +165,7 @@ type Request struct {
 	Image     string  // normalized name
 	Ports     []int32 // exposed ports; each must be free in the agent's network namespace
 	Runtime   string  // "" means runc
-	Pool      string  // "" matches agents of any pool; otherwise the agent's pool must equal it
+	Pool      string  // "" is the default pool; otherwise a declared pool's name
 }
 
 // Placement is where a sandbox goes.
@@ -132,6 +179,7 @@ type Placement struct {
 type AgentState struct {
 	Agent
 	Used      int      // slots taken
+	Cordoned  bool     // taken out of placement (Cordon)
 	Ports     []int32  // ports in use, sorted; a port appears once per sandbox using it
 	Sandboxes []string // sandbox IDs placed on it, sorted
 }
@@ -144,7 +192,10 @@ type Registry struct {
 	sandboxes map[string]placed
 	groups    map[groupKey]*group
 	pools     map[string]*poolCount
-	healthy   int // healthy agents in all pools
+	// declared holds the pools a request may name, open or closing; the
+	// default pool "" is always open and never in it.
+	declared map[string]bool
+	healthy  int // healthy agents in all pools
 }
 
 // agent is the registry's record of one agent.
@@ -153,7 +204,11 @@ type agent struct {
 	used      int
 	ports     map[int32]int // port -> sandboxes using it
 	sandboxes map[string]struct{}
-	// members are the groups the agent is in while it is healthy.
+	// cordoned keeps the agent out of every group (as if unhealthy) until
+	// Uncordon; it survives Upsert.
+	cordoned bool
+	// members are the groups the agent is in while it is healthy and not
+	// cordoned.
 	members []membership
 }
 
@@ -163,9 +218,10 @@ type placed struct {
 	ports []int32
 }
 
-// poolCount counts the agents of one pool, for the ErrNoCapacity message.
+// poolCount counts the agents of one pool, for the ErrNoCapacity message:
+// healthy ones and, among them, cordoned ones.
 type poolCount struct {
-	total, healthy int
+	total, healthy, cordoned int
 }
 
 // New returns an empty registry.
@@ -175,6 +231,63 @@ func New() *Registry {
 		sandboxes: make(map[string]placed),
 		groups:    make(map[groupKey]*group),
 		pools:     make(map[string]*poolCount),
+		declared:  make(map[string]bool),
+	}
+}
+
+// DeclarePool makes a pool one that requests may name: open, or closed
+// while it is being deleted (its requests then get a *PoolError that wraps
+// ErrPoolClosed). Declaring the default pool "" does nothing.
+func (r *Registry) DeclarePool(name string, open bool) {
+	if name == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.declared[name] = open
+}
+
+// ForgetPool undoes DeclarePool: requests naming the pool get a
+// *PoolError that wraps ErrNoPool. Its agents stay registered.
+func (r *Registry) ForgetPool(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.declared, name)
+}
+
+// Cordon takes an agent out of placement until Uncordon or Remove, if no
+// sandbox is placed on it (a slot reserved by an Allocate whose create is
+// still under way counts): otherwise it returns an error wrapping
+// ErrAgentBusy and changes nothing. Being under the same lock as Allocate,
+// a create either lands before the Cordon (which then refuses) or goes
+// elsewhere. Cordoning a cordoned agent succeeds.
+func (r *Registry) Cordon(agentID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[agentID]
+	if !ok {
+		return fmt.Errorf("cordon: %w %q", ErrUnknownAgent, agentID)
+	}
+	if a.used > 0 {
+		return fmt.Errorf("cordon agent %q: %w (%d)", agentID, ErrAgentBusy, a.used)
+	}
+	if !a.cordoned {
+		r.leave(a)
+		a.cordoned = true
+		r.join(a)
+	}
+	return nil
+}
+
+// Uncordon puts a cordoned agent back into placement. An unknown or
+// uncordoned agent is a no-op.
+func (r *Registry) Uncordon(agentID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a, ok := r.agents[agentID]; ok && a.cordoned {
+		r.leave(a)
+		a.cordoned = false
+		r.join(a)
 	}
 }
 
@@ -230,15 +343,22 @@ func (r *Registry) Remove(agentID string) []string {
 // Allocate reserves a slot and req.Ports on one agent for req.SandboxID and
 // returns where. It prefers agents whose node has req.Image, then the agent
 // with the most free slots. Calling it again for a placed sandbox returns the
-// same placement and takes nothing more. If no agent can take the sandbox the
-// error wraps ErrNoCapacity and says why the agents were refused.
+// same placement and takes nothing more. A request naming a pool that is
+// not declared, or closed, gets a *PoolError. If no agent can take the
+// sandbox the error wraps ErrNoCapacity and says why the agents were
+// refused.
 func (r *Registry) Allocate(req Request) (Placement, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p, ok := r.sandboxes[req.SandboxID]; ok {
 		return p.agent.placement(), nil
 	}
-	key := groupKey{pool: req.Pool, anyPool: req.Pool == "", runtime: cmp.Or(req.Runtime, defaultRuntime)}
+	if req.Pool != "" {
+		if open, ok := r.declared[req.Pool]; !ok || !open {
+			return Placement{}, &PoolError{Pool: req.Pool, Closed: ok}
+		}
+	}
+	key := groupKey{pool: req.Pool, runtime: cmp.Or(req.Runtime, defaultRuntime)}
 	var a *agent
 	if req.Image != "" {
 		key.image = req.Image
@@ -303,6 +423,17 @@ func (r *Registry) Lookup(sandboxID string) (Placement, bool) {
 
 // Agents returns a snapshot of every agent, sorted by ID.
 func (r *Registry) Agents() []AgentState {
+	return r.snapshot(func(*agent) bool { return true })
+}
+
+// PoolAgents returns a snapshot of the agents of one pool ("" is the
+// default pool), sorted by ID.
+func (r *Registry) PoolAgents(pool string) []AgentState {
+	return r.snapshot(func(a *agent) bool { return a.Pool == pool })
+}
+
+// snapshot returns the agents keep accepts, sorted by ID.
+func (r *Registry) snapshot(keep func(*agent) bool) []AgentState {
 	// Under the lock, only what changes in place is copied: the sandbox IDs
 	// and ports, into one array each for all agents. Images and Runtimes are
 	// replaced by Upsert, never changed, so they are copied after the lock,
@@ -312,6 +443,9 @@ func (r *Registry) Agents() []AgentState {
 	ids := make([]string, 0, len(r.sandboxes))
 	var ports []int32
 	for _, a := range r.agents {
+		if !keep(a) {
+			continue
+		}
 		i, p := len(ids), len(ports)
 		for id := range a.sandboxes {
 			ids = append(ids, id)
@@ -325,6 +459,7 @@ func (r *Registry) Agents() []AgentState {
 		out = append(out, AgentState{
 			Agent:     a.Agent,
 			Used:      a.used,
+			Cordoned:  a.cordoned,
 			Sandboxes: ids[i:len(ids):len(ids)],
 			Ports:     ports[p:len(ports):len(ports)],
 		})
@@ -378,8 +513,8 @@ func (r *Registry) unplace(id string, p placed) {
 	r.promote(a)
 }
 
-// join counts a in its pool and, if it is healthy, files it in every group
-// whose requests it can serve.
+// join counts a in its pool and, if it is healthy and not cordoned, files
+// it in every group whose requests it can serve.
 func (r *Registry) join(a *agent) {
 	pc := r.pools[a.Pool]
 	if pc == nil {
@@ -392,16 +527,11 @@ func (r *Registry) join(a *agent) {
 	}
 	pc.healthy++
 	r.healthy++
+	if a.cordoned {
+		pc.cordoned++
+		return
+	}
 	for _, rt := range a.Runtimes {
-		r.addMember(a, groupKey{anyPool: true, runtime: rt})
-		for _, img := range a.Images {
-			r.addMember(a, groupKey{anyPool: true, runtime: rt, image: img})
-		}
-		// A request names a pool or none, never the default pool "", so an
-		// agent of the default pool is only ever found through anyPool.
-		if a.Pool == "" {
-			continue
-		}
 		r.addMember(a, groupKey{pool: a.Pool, runtime: rt})
 		for _, img := range a.Images {
 			r.addMember(a, groupKey{pool: a.Pool, runtime: rt, image: img})
@@ -417,6 +547,9 @@ func (r *Registry) leave(a *agent) {
 	if a.Healthy {
 		pc.healthy--
 		r.healthy--
+		if a.cordoned {
+			pc.cordoned--
+		}
 	}
 	if pc.total == 0 {
 		delete(r.pools, a.Pool)
@@ -489,19 +622,19 @@ func (a *agent) placement() Placement {
 }
 
 // refusal explains why no agent could take req. Every agent is counted for
-// the first reason that refuses it: another pool, unhealthy, no runtime,
-// full, a port in use. g is the request's group without image, or nil when
-// no healthy agent of the pool has the runtime; its pick has just found
-// nothing, so every agent filed in it has a free slot and a port in use.
-// The counts come from counters: refusing costs nothing beyond the search.
+// the first reason that refuses it: another pool, unhealthy, cordoned, no
+// runtime, full, a port in use. g is the request's group without image, or
+// nil when no placeable agent of the pool has the runtime; its pick has
+// just found nothing, so every agent filed in it has a free slot and a
+// port in use. The counts come from counters: refusing costs nothing
+// beyond the search.
 func (r *Registry) refusal(req Request, g *group) error {
-	total, inPool, healthy := len(r.agents), len(r.agents), r.healthy
-	if req.Pool != "" {
-		inPool, healthy = 0, 0
-		if pc := r.pools[req.Pool]; pc != nil {
-			inPool, healthy = pc.total, pc.healthy
-		}
+	total := len(r.agents)
+	inPool, healthy, cordoned := 0, 0, 0
+	if pc := r.pools[req.Pool]; pc != nil {
+		inPool, healthy, cordoned = pc.total, pc.healthy, pc.cordoned
 	}
+	placeable := healthy - cordoned
 	withRuntime, withSlot := 0, 0
 	if g != nil {
 		withRuntime, withSlot = g.members, g.filed
@@ -522,13 +655,18 @@ func (r *Registry) refusal(req Request, g *group) error {
 	}
 	reason(withRuntime-withSlot, "is full", "are full")
 	reason(withSlot, fmt.Sprintf("has a port of %v in use", req.Ports), fmt.Sprintf("have a port of %v in use", req.Ports))
-	reason(healthy-withRuntime, fmt.Sprintf("lacks runtime %q", runtime), fmt.Sprintf("lack runtime %q", runtime))
+	reason(placeable-withRuntime, fmt.Sprintf("lacks runtime %q", runtime), fmt.Sprintf("lack runtime %q", runtime))
+	reason(cordoned, "is being removed", "are being removed")
 	reason(inPool-healthy, "is unhealthy", "are unhealthy")
-	reason(total-inPool, fmt.Sprintf("is not in pool %q", req.Pool), fmt.Sprintf("are not in pool %q", req.Pool))
+	if req.Pool == "" {
+		reason(total-inPool, "is in a SandboxPool, not the default pool", "are in SandboxPools, not the default pool")
+	} else {
+		reason(total-inPool, fmt.Sprintf("is not in pool %q", req.Pool), fmt.Sprintf("are not in pool %q", req.Pool))
+	}
 	return &NoCapacityError{
 		SandboxID: req.SandboxID, Agents: total,
-		Full: withRuntime - withSlot, PortInUse: withSlot, NoRuntime: healthy - withRuntime,
-		Unhealthy: inPool - healthy, OtherPool: total - inPool,
+		Full: withRuntime - withSlot, PortInUse: withSlot, NoRuntime: placeable - withRuntime,
+		Cordoned: cordoned, Unhealthy: inPool - healthy, OtherPool: total - inPool,
 		Reasons: b.String(),
 	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -17,12 +18,14 @@ type running struct {
 	ports     []int32
 }
 
-// newRegistry returns a registry with agents and what already runs on them.
+// newRegistry returns a registry with agents and what already runs on them;
+// the agents' pools are declared.
 func newRegistry(t *testing.T, agents []Agent, run []running) *Registry {
 	t.Helper()
 	r := New()
 	for _, a := range agents {
 		r.Upsert(a)
+		r.DeclarePool(a.Pool, true)
 	}
 	for _, s := range run {
 		if err := r.Assign(s.id, s.agent, s.ports); err != nil {
@@ -60,7 +63,10 @@ func TestAllocate(t *testing.T) {
 		agents []Agent
 		run    []running
 		req    Request
-		want   string // agent ID; "" means ErrNoCapacity
+		want   string // agent ID; "" means ErrNoCapacity, or wantErr
+		// wantErr is the error a refused request wraps when it is not
+		// ErrNoCapacity.
+		wantErr error
 	}{
 		{
 			name:   "image holder wins although more loaded",
@@ -172,15 +178,21 @@ func TestAllocate(t *testing.T) {
 			want:   "gpu",
 		},
 		{
-			name:   "no pool means any pool",
+			name:   "no pool means the default pool",
 			agents: []Agent{healthy("a", 10), gpu},
 			run:    fill("a", 8),
-			want:   "gpu",
+			want:   "a",
 		},
 		{
-			name:   "unknown pool",
-			agents: []Agent{healthy("a", 10), gpu},
-			req:    Request{Pool: "tpu"},
+			name:   "a full default pool does not spill into a named one",
+			agents: []Agent{healthy("a", 2), gpu},
+			run:    fill("a", 2),
+		},
+		{
+			name:    "undeclared pool",
+			agents:  []Agent{healthy("a", 10), gpu},
+			req:     Request{Pool: "tpu"},
+			wantErr: ErrNoPool,
 		},
 	}
 	for _, tt := range tests {
@@ -189,8 +201,8 @@ func TestAllocate(t *testing.T) {
 			tt.req.SandboxID = "new"
 			p, err := r.Allocate(tt.req)
 			if tt.want == "" {
-				if !errors.Is(err, ErrNoCapacity) {
-					t.Fatalf("Allocate = %+v, %v; want ErrNoCapacity", p, err)
+				if want := cmp.Or(tt.wantErr, ErrNoCapacity); !errors.Is(err, want) {
+					t.Fatalf("Allocate = %+v, %v; want %v", p, err, want)
 				}
 				if _, ok := r.Lookup("new"); ok {
 					t.Error("a refused sandbox is placed")
@@ -498,6 +510,9 @@ func TestAllocateMatchesLinearScan(t *testing.T) {
 	}
 
 	r := New()
+	for _, p := range pools {
+		r.DeclarePool(p, true)
+	}
 	for i := range 20 {
 		r.Upsert(randomAgent(fmt.Sprint("a", i)))
 	}
@@ -538,6 +553,15 @@ func TestAllocateMatchesLinearScan(t *testing.T) {
 			j := rng.IntN(len(live))
 			r.Release(live[j])
 			live = slices.Delete(live, j, j+1)
+		case op < 9:
+			// Cordon an agent (refused while it runs sandboxes) or put one
+			// back, as a pool's scale-down does.
+			id := fmt.Sprint("a", rng.IntN(20))
+			if a := find(r.Agents(), id); a.Cordoned {
+				r.Uncordon(id)
+			} else if err := r.Cordon(id); (err == nil) != (a.Used == 0) {
+				t.Fatalf("op %d: Cordon(%s) with %d sandboxes: %v", i, id, a.Used, err)
+			}
 		default:
 			r.Upsert(randomAgent(fmt.Sprint("a", rng.IntN(20))))
 		}
@@ -570,13 +594,15 @@ func scan(snap []AgentState, req Request) (n int, image bool, free int) {
 // reason that none was refused for.
 func checkReasons(t *testing.T, snap []AgentState, req Request, err error) {
 	t.Helper()
-	var pool, sick, runtime, full, port int
+	var pool, sick, cordoned, runtime, full, port int
 	for _, a := range snap {
 		switch {
-		case req.Pool != "" && a.Pool != req.Pool:
+		case a.Pool != req.Pool:
 			pool++
 		case !a.Healthy:
 			sick++
+		case a.Cordoned:
+			cordoned++
 		case !slices.Contains(a.Runtimes, cmpOr(req.Runtime, "runc")):
 			runtime++
 		case a.Used >= a.Capacity:
@@ -586,6 +612,10 @@ func checkReasons(t *testing.T, snap []AgentState, req Request, err error) {
 		}
 	}
 	msg := err.Error()
+	otherPool, otherPools := "is in a SandboxPool", "are in SandboxPools"
+	if req.Pool != "" {
+		otherPool, otherPools = "is not in pool", "are not in pool"
+	}
 	for _, r := range []struct {
 		n         int
 		one, many string
@@ -594,7 +624,8 @@ func checkReasons(t *testing.T, snap []AgentState, req Request, err error) {
 		{port, "has a port", "have a port"},
 		{runtime, "lacks runtime", "lack runtime"},
 		{sick, "is unhealthy", "are unhealthy"},
-		{pool, "is not in pool", "are not in pool"},
+		{cordoned, "is being removed", "are being removed"},
+		{pool, otherPool, otherPools},
 	} {
 		want := fmt.Sprintf("%d %s", r.n, r.many)
 		if r.n == 1 {
@@ -611,7 +642,7 @@ func checkReasons(t *testing.T, snap []AgentState, req Request, err error) {
 }
 
 func eligible(a AgentState, req Request) bool {
-	if !a.Healthy || a.Used >= a.Capacity || req.Pool != "" && a.Pool != req.Pool {
+	if !a.Healthy || a.Cordoned || a.Used >= a.Capacity || a.Pool != req.Pool {
 		return false
 	}
 	if !slices.Contains(a.Runtimes, cmpOr(req.Runtime, "runc")) {
