@@ -213,6 +213,25 @@ func (c *Controller) poolMissing(ctx context.Context, key string, sb *v1alpha1.S
 	return c.setStatus(ctx, sb, st)
 }
 
+// PoolChanged wakes the sandboxes that wait for pool name (placed nowhere
+// yet, naming it), forgetting their create back-off: the pool's controller
+// calls it when it declares, opens or closes the pool in the registry, so
+// that they are placed (or told why not) at once rather than at their next
+// try, up to RecreateBackoffMax later.
+func (c *Controller) PoolChanged(name string) {
+	for _, sb := range c.List() {
+		if sb.Spec.PoolRef != name || sb.DeletionTimestamp != nil {
+			continue
+		}
+		if agent, _, _ := v1alpha1.Placement(sb); agent != "" {
+			continue
+		}
+		key := sb.Namespace + "/" + sb.Name
+		c.creates.reset(key)
+		c.queue.Add(key)
+	}
+}
+
 // start asks the agent to run the sandbox revision (idempotent) and records
 // Running. A failure that may pass (containerd or a registry away) is
 // retried with back-off, its cause shown in the Created condition; one

@@ -48,7 +48,9 @@ func TestSandboxPools(t *testing.T) {
 	}
 	p.control = p.startControl(withControllerConfig(func(c *controller.Config) {
 		c.PoolNamespace = "fsb-system"
-		c.RecreateBackoff, c.RecreateBackoffMax = 200*time.Millisecond, time.Second
+		// Long enough a back-off that only PoolChanged places a waiting
+		// sandbox within the seconds this test gives it.
+		c.RecreateBackoff, c.RecreateBackoffMax = 200*time.Millisecond, 20*time.Second
 		c.Phases = attempts
 	}))
 	ctx := context.Background()
@@ -117,7 +119,7 @@ func TestSandboxPools(t *testing.T) {
 	tried := attempts.n.Load()
 	time.Sleep(3 * time.Second)
 	after, _ := p.ctrl.Get("default", "waiter")
-	// 200 ms doubling to 1 s: about 5 attempts in 3 s.
+	// 200 ms doubling: about 4 attempts in 3 s.
 	if n := attempts.n.Load() - tried; n > 10 || n < 2 {
 		t.Errorf("%d placement attempts in 3s while the pool is missing: want a few, spaced by the back-off", n)
 	}
@@ -131,11 +133,13 @@ func TestSandboxPools(t *testing.T) {
 	// The pool is being deleted.
 	p.reg.DeclarePool("gpu", false)
 	refused("gpu", connect.CodeFailedPrecondition, `sandbox pool "gpu" is being deleted`)
-	eventually(t, 10*time.Second, "the waiting sandbox's reason PoolClosed", waiting(controller.ReasonPoolClosed))
+	p.ctrl.PoolChanged("gpu")
+	eventually(t, 2*time.Second, "the waiting sandbox's reason PoolClosed once its pool changed", waiting(controller.ReasonPoolClosed))
 
 	// The pool opens: the waiter runs on gpu's agent.
 	p.reg.DeclarePool("gpu", true)
-	eventually(t, 20*time.Second, "the waiting sandbox Running once its pool exists", func() bool {
+	p.ctrl.PoolChanged("gpu")
+	eventually(t, 5*time.Second, "the waiting sandbox Running once its pool opened", func() bool {
 		sb, ok := p.ctrl.Get("default", "waiter")
 		return ok && sb.Status.Phase == v1alpha1.PhaseRunning && sb.Status.AssignedPod == "agent-2"
 	})
