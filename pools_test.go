@@ -22,14 +22,20 @@ import (
 // declared (without Kubernetes nothing does, so p1 too) is NotFound with
 // the pool named, through `fsb ctl run --pool` and the API, in either mode,
 // and nothing of it is left; sandboxes without a pool all land on the
-// default pool's agent, though the other has more free slots.
+// default pool's agent, though the other has more free slots. On either
+// store: a controller whose agents are a fixed --agents list declares no
+// pools with the kube store either.
 func TestPoolsOnTheCommandLine(t *testing.T) {
+	onEachStore(t, testPoolsOnTheCommandLine)
+}
+
+func testPoolsOnTheCommandLine(t *testing.T, kind storeKind) {
 	_, ns := rig.Containerd(t)
 	_, ns2 := rig.Containerd(t)
 	dir1, dir2 := t.TempDir(), t.TempDir()
 	def := startAgent(t, ns, "default-agent", dir1, "--capacity", "6")
 	pooled := startAgent(t, ns2, "p1-agent", dir2, "--pool", "p1", "--runtimes", "runc", "--capacity", "10")
-	p := startPlane(t, dir1, []*agentProc{def, pooled})
+	p := startPlaneOn(t, kind, dir1, []*agentProc{def, pooled})
 
 	// (c) The agents and their pools.
 	var rows map[string][]string
