@@ -52,6 +52,10 @@ type Config struct {
 	NodeName         string
 	// Capacity is the most sandboxes the agent runs at once.
 	Capacity int
+	// Pool is the SandboxPool the agent serves, reported in every status
+	// so that the controller places only that pool's sandboxes here; empty
+	// for the default pool. ValidatePool checks it.
+	Pool string
 	// Logs says when sandbox logs are removed; nil leaves them all.
 	Logs *LogPolicy
 	// Fence keeps the highest controller fence seen (pkg/fence); nil
@@ -330,6 +334,7 @@ func (a *Agent) status(infos []runtime.Info) *fsbv1.AgentStatus {
 		AdvertiseAddress: a.cfg.AdvertiseAddress,
 		NodeName:         a.cfg.NodeName,
 		Capacity:         int32(a.cfg.Capacity),
+		Pool:             a.cfg.Pool,
 		Images:           a.cfg.Runtime.ImageNames(),
 		Runtimes:         a.cfg.Runtime.Runtimes(),
 	}

@@ -536,7 +536,7 @@ func staleKey(sandboxID, agentID string) string { return sandboxID + "@" + agent
 
 func registryAgent(st *fsbv1.AgentStatus, addr string, healthy bool) registry.Agent {
 	return registry.Agent{
-		ID: st.GetAgentId(), Address: addr, NodeName: st.GetNodeName(), Capacity: int(st.GetCapacity()),
+		ID: st.GetAgentId(), Address: addr, Pool: st.GetPool(), NodeName: st.GetNodeName(), Capacity: int(st.GetCapacity()),
 		Images: st.GetImages(), Runtimes: st.GetRuntimes(), Healthy: healthy,
 	}
 }

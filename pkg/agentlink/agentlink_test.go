@@ -2,6 +2,7 @@ package agentlink
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -99,5 +100,43 @@ func TestStaleStatusDoesNotRetakeAReleasedSlot(t *testing.T) {
 	s.update(a, status(sandbox("sb-2", fsbv1.Phase_PHASE_RUNNING), sandbox("sb-3", fsbv1.Phase_PHASE_FAILED), second))
 	if _, ok := reg.Lookup("sb-3"); !ok {
 		t.Error("a running revision listed after an ended one of the same sandbox holds no slot")
+	}
+}
+
+// TestStatusPoolReachesTheRegistry: the pool an agent reports is the pool
+// the registry files it under, so that a request without a pool never lands
+// on a pool's agent and a request naming the pool does; a later status
+// that moves the agent to another pool moves it in the registry too.
+func TestStatusPoolReachesTheRegistry(t *testing.T) {
+	reg := registry.New()
+	reg.DeclarePool("p1", true)
+	s := New(Config{Addresses: []string{"127.0.0.1:1", "127.0.0.1:2"}, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.update(s.byKey["127.0.0.1:1"], &fsbv1.AgentStatus{AgentId: "pooled", Capacity: 4, Pool: "p1"})
+	s.update(s.byKey["127.0.0.1:2"], &fsbv1.AgentStatus{AgentId: "default", Capacity: 4})
+
+	pools := map[string]string{}
+	for _, a := range reg.Agents() {
+		pools[a.ID] = a.Pool
+	}
+	if pools["pooled"] != "p1" || pools["default"] != "" {
+		t.Fatalf("registry pools %v: want pooled in p1, default in the default pool", pools)
+	}
+	for i := range 4 {
+		p, err := reg.Allocate(registry.Request{SandboxID: fmt.Sprintf("plain-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.AgentID != "default" {
+			t.Errorf("a sandbox without a pool went to %s, want the default pool's agent", p.AgentID)
+		}
+	}
+	if p, err := reg.Allocate(registry.Request{SandboxID: "in-p1", Pool: "p1"}); err != nil || p.AgentID != "pooled" {
+		t.Errorf("a sandbox of pool p1 went to %v, %v: want the agent that reports p1", p, err)
+	}
+
+	// The same agent now reports the default pool.
+	s.update(s.byKey["127.0.0.1:1"], &fsbv1.AgentStatus{AgentId: "pooled", Capacity: 4})
+	if got := reg.PoolAgents("p1"); len(got) != 0 {
+		t.Errorf("pool p1 still holds %v after its agent reported the default pool", got)
 	}
 }

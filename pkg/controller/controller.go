@@ -58,7 +58,8 @@ const AnnotationGracePeriod = "sandbox.fast.io/grace-period-seconds"
 
 // ConditionCreated says whether the agent accepted the sandbox. When it is
 // False its Reason is the Connect code the agent answered with (as
-// connect.Code's text), so that a STRONG create can answer with it.
+// connect.Code's text), or a pool reason (ReasonPoolNotFound), so that a
+// STRONG create can answer with it.
 const ConditionCreated = "Created"
 
 // Defaults of the lifecycle settings in Config.
@@ -100,6 +101,10 @@ type Config struct {
 	// ResyncPeriod is how often every sandbox is synced even without a
 	// change (expiry, lost agents and back-offs are also timed exactly).
 	ResyncPeriod time.Duration
+	// PoolNamespace is where SandboxPools live (Kubernetes mode), named in
+	// the message a sandbox naming a missing pool gets; empty where no
+	// SandboxPools are served.
+	PoolNamespace string
 }
 
 // PhaseTimer times one phase of a create: the returned func ends it.
@@ -504,6 +509,9 @@ func Refusal(sb *v1alpha1.Sandbox) (connect.Code, string, bool) {
 	cond := meta.FindStatusCondition(sb.Status.Conditions, ConditionCreated)
 	if cond == nil || cond.Status != metav1.ConditionFalse {
 		return 0, "", false
+	}
+	if code, ok := poolReasonCodes[cond.Reason]; ok {
+		return code, cond.Message, true
 	}
 	var code connect.Code
 	snake := make([]byte, 0, len(cond.Reason)+4)

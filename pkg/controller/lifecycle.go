@@ -114,6 +114,9 @@ func (c *Controller) place(ctx context.Context, key string, sb *v1alpha1.Sandbox
 	done := c.phase(sb, "allocate")
 	p, err := c.cfg.Registry.Allocate(req)
 	done()
+	if pe := new(registry.PoolError); errors.As(err, &pe) {
+		return c.poolMissing(ctx, key, sb, id, pe)
+	}
 	if errors.Is(err, registry.ErrNoCapacity) {
 		msg := err.Error()
 		if nc := new(registry.NoCapacityError); errors.As(err, &nc) {
@@ -144,6 +147,89 @@ func (c *Controller) place(ctx context.Context, key string, sb *v1alpha1.Sandbox
 	c.cfg.Logger.Debug("sandbox placed", slog.String("sandbox", key), slog.String("agent", p.AgentID))
 	c.cfg.Events.Eventf(sb, corev1.EventTypeNormal, ReasonPlaced, "placed on agent %s%s as sandbox %s", p.AgentID, onNode(p.NodeName), id)
 	return c.start(ctx, key, sb, p.AgentID, id, 1)
+}
+
+// Condition reasons of a sandbox whose poolRef the registry refused:
+// Created is False with one of them while the sandbox waits, Pending, for
+// its pool. Refusal answers a waiting STRONG create with their codes.
+const (
+	ReasonPoolNotFound = "PoolNotFound"
+	ReasonPoolClosed   = "PoolClosed"
+)
+
+// poolReasonCodes maps the pool reasons to the Connect code of the
+// refusal: a pool that does not exist is NotFound; one being deleted is
+// there but takes no sandbox, FailedPrecondition.
+var poolReasonCodes = map[string]connect.Code{
+	ReasonPoolNotFound: connect.CodeNotFound,
+	ReasonPoolClosed:   connect.CodeFailedPrecondition,
+}
+
+// PoolRefusal words a placement the registry refused for the sandbox's
+// pool (a *registry.PoolError) for a person: the pool by name, and what
+// to do about it. It returns the Connect code and the condition reason
+// too; ok is false for any other error.
+func (c *Controller) PoolRefusal(err error) (code connect.Code, reason, msg string, ok bool) {
+	pe := new(registry.PoolError)
+	if !errors.As(err, &pe) {
+		return 0, "", "", false
+	}
+	ns := c.cfg.PoolNamespace
+	list := "kubectl get sandboxpools -n " + ns
+	if pe.Closed {
+		msg = fmt.Sprintf("sandbox pool %q is being deleted: it takes no new sandboxes; name another pool (%s lists them), or leave poolRef empty for the default pool", pe.Pool, list)
+		if ns == "" {
+			msg = fmt.Sprintf("sandbox pool %q is being deleted: it takes no new sandboxes; name another pool, or leave poolRef empty for the default pool", pe.Pool)
+		}
+		return connect.CodeFailedPrecondition, ReasonPoolClosed, msg, true
+	}
+	msg = fmt.Sprintf("sandbox pool %q not found: create it in namespace %s (%s lists them), or leave poolRef empty for the default pool", pe.Pool, ns, list)
+	if ns == "" {
+		// Without Kubernetes nothing declares pools: only the default
+		// pool, the controller's --agents, exists.
+		msg = fmt.Sprintf("sandbox pool %q not found: this controller serves no SandboxPools (they need Kubernetes): leave poolRef empty for the default pool", pe.Pool)
+	}
+	return connect.CodeNotFound, ReasonPoolNotFound, msg, true
+}
+
+// poolMissing records that a sandbox waits for its pool: Pending, Created
+// False with the pool's reason, the message naming the pool. It is not a
+// failure: the sandbox is placed once the pool exists (or opens), tried
+// again after the create back-off (sync waits it out), and the message
+// stays the same from try to try, so waiting writes nothing.
+func (c *Controller) poolMissing(ctx context.Context, key string, sb *v1alpha1.Sandbox, id string, pe *registry.PoolError) error {
+	_, reason, msg, _ := c.PoolRefusal(pe)
+	st := sb.Status.DeepCopy()
+	st.Phase = v1alpha1.PhasePending
+	st.SandboxID = id
+	st.Message = msg
+	setCondition(st, ConditionCreated, metav1.ConditionFalse, reason, msg)
+	wait := c.creates.failed(key)
+	c.queue.AddAfter(key, wait)
+	if sb.Status.Message != msg {
+		c.cfg.Logger.Info("sandbox waits for its pool", slog.String("sandbox", key), slog.String("pool", pe.Pool), slog.Bool("closed", pe.Closed))
+		c.cfg.Events.Eventf(sb, corev1.EventTypeWarning, ReasonUnschedulable, "%s (the controller keeps trying)", msg)
+	}
+	return c.setStatus(ctx, sb, st)
+}
+
+// PoolChanged wakes the sandboxes that wait for pool name (placed nowhere
+// yet, naming it), forgetting their create back-off: the pool's controller
+// calls it when it declares, opens or closes the pool in the registry, so
+// that they are placed (or told why not) at once rather than at their next
+// try, up to RecreateBackoffMax later.
+func (c *Controller) PoolChanged(name string) {
+	for _, sb := range c.List() {
+		if sb.Spec.PoolRef != name || sb.DeletionTimestamp != nil {
+			continue
+		}
+		if agent, _, _ := v1alpha1.Placement(sb); agent != "" {
+			continue
+		}
+		key := sb.Namespace + "/" + sb.Name
+		c.creates.reset(key)
+		c.queue.Add(key)
+	}
 }
 
 // start asks the agent to run the sandbox revision (idempotent) and records
@@ -520,6 +606,9 @@ func (c *Controller) nextRevision(ctx context.Context, key string, sb *v1alpha1.
 			_ = c.cfg.Registry.Assign(id, old.AgentID, sb.Spec.ExposedPorts)
 		}
 		wait := c.recreates.failed(key)
+		if _, _, msg, ok := c.PoolRefusal(err); ok {
+			err = errors.New(msg)
+		}
 		st.Message = fmt.Sprintf("no agent can take revision %d: %v (next try at %s)", revision+1, err, time.Now().Add(wait).UTC().Format("15:04:05Z"))
 		c.queue.AddAfter(key, wait)
 		return c.setStatus(ctx, sb, st)

@@ -15,11 +15,14 @@ import (
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
-// Agents prints the agents the controller knows, with their used and free
+// Agents prints the agents the controller knows, with their pool ("-" for
+// the default pool), their state (cordoned: its pool is scaling it down;
+// conflict: more than one address reports its ID), their used and free
 // slots, and on Err a line for each agent ID that more than one address
 // reports (the controller places nothing on it until one is left). With
 // OutputJSON it prints {"items": [...]} of the agents' full status
-// (protobuf JSON), conflictingAddresses included.
+// (protobuf JSON, which leaves out empty fields: no "pool" in the default
+// pool, "cordoned" only when true), conflictingAddresses included.
 func (c *Client) Agents(ctx context.Context, output string) error {
 	if output != "" && output != OutputTable && output != OutputJSON {
 		return usagef("-o %q: want table or json", output)
@@ -48,10 +51,10 @@ func (c *Client) Agents(ctx context.Context, output string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tNODE\tSANDBOXES\tRUNTIMES\tIMAGES")
+	fmt.Fprintln(tw, "ID\tPOOL\tSTATE\tADDRESS\tNODE\tSANDBOXES\tRUNTIMES\tIMAGES")
 	for _, a := range agents {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%d\n",
-			a.GetAgentId(), orNone(a.GetAdvertiseAddress()), orNone(a.GetNodeName()),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%d\n",
+			a.GetAgentId(), cmp.Or(a.GetPool(), "-"), agentState(a), orNone(a.GetAdvertiseAddress()), orNone(a.GetNodeName()),
 			len(a.GetSandboxes()), a.GetCapacity(),
 			orNone(strings.Join(a.GetRuntimes(), ",")), len(a.GetImages()))
 	}
@@ -67,6 +70,19 @@ func (c *Client) Agents(ctx context.Context, output string) error {
 		}
 	}
 	return nil
+}
+
+// agentState says why the controller places nothing new on an agent:
+// "cordoned" (its pool is removing it), "conflict" (several addresses
+// report its ID), or "-" when nothing holds it back.
+func agentState(a *fsbv1.AgentStatus) string {
+	switch {
+	case a.GetCordoned():
+		return "cordoned"
+	case len(a.GetConflictingAddresses()) > 1:
+		return "conflict"
+	}
+	return "-"
 }
 
 // andList joins words as a sentence does: "a", "a and b", "a, b and c".

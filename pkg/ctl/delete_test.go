@@ -111,8 +111,8 @@ func TestAgentsConflict(t *testing.T) {
 		t.Errorf("stderr:\n%s\nwant:\n%s", errw, want)
 	}
 	for i, row := range fields(out.String()) {
-		if len(row) != 6 {
-			t.Errorf("row %d has %d columns, want 6:\n%s", i, len(row), out)
+		if len(row) != 8 {
+			t.Errorf("row %d has %d columns, want 8:\n%s", i, len(row), out)
 		}
 	}
 
@@ -134,15 +134,23 @@ func TestAgents(t *testing.T) {
 		AgentId: "local", AdvertiseAddress: "127.0.0.1", NodeName: "node-a", Capacity: 5,
 		Sandboxes: []*fsbv1.AgentSandbox{{SandboxId: "sb-1"}, {SandboxId: "sb-2"}},
 		Runtimes:  []string{"runc", "crun", "gvisor"}, Images: []string{"busybox", "alpine", "nginx"},
+	}, {
+		AgentId: "pool-gpu-1", AdvertiseAddress: "10.0.0.3", NodeName: "node-c", Capacity: 2, Pool: "gpu",
+		Runtimes: []string{"gvisor"}, Cordoned: true,
+	}, {
+		AgentId: "pool-gpu-2", AdvertiseAddress: "10.0.0.4", NodeName: "node-c", Capacity: 2, Pool: "gpu",
+		Runtimes: []string{"gvisor"}, ConflictingAddresses: []string{"10.0.0.4:5758", "10.0.0.5:5758"},
 	}}
 	c, out, _ := client(t, serve(t, f), testToken, "")
 	if err := c.Agents(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{
-		{"ID", "ADDRESS", "NODE", "SANDBOXES", "RUNTIMES", "IMAGES"},
-		{"local", "127.0.0.1", "node-a", "2/5", "runc,crun,gvisor", "3"},
-		{"node-b-agent", "10.0.0.2", "node-b", "0/5", "runc", "1"},
+		{"ID", "POOL", "STATE", "ADDRESS", "NODE", "SANDBOXES", "RUNTIMES", "IMAGES"},
+		{"local", "-", "-", "127.0.0.1", "node-a", "2/5", "runc,crun,gvisor", "3"},
+		{"node-b-agent", "-", "-", "10.0.0.2", "node-b", "0/5", "runc", "1"},
+		{"pool-gpu-1", "gpu", "cordoned", "10.0.0.3", "node-c", "0/2", "gvisor", "0"},
+		{"pool-gpu-2", "gpu", "conflict", "10.0.0.4", "node-c", "0/2", "gvisor", "0"},
 	}
 	got := fields(out.String())
 	if len(got) != len(want) {
@@ -160,6 +168,11 @@ func TestAgents(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"agentId": "local"`) || !strings.HasPrefix(out.String(), "{\n  \"items\": [") {
 		t.Errorf("JSON:\n%s", out)
+	}
+	for _, want := range []string{`"pool": "gpu"`, `"cordoned": true`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, out)
+		}
 	}
 }
 

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -386,6 +387,10 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	done()
 	if err != nil {
 		drop()
+		if code, _, msg, ok := s.cfg.Controller.PoolRefusal(err); ok {
+			// The pool named is missing or going: no agent search ran.
+			return nil, connect.NewError(code, errors.New(msg))
+		}
 		return nil, s.noCapacity(want, err)
 	}
 	client, err := s.cfg.Agents.Client(place.AgentID)
@@ -1278,9 +1283,25 @@ func (s *Server) logAgents(current, sandboxID string) []string {
 	return append(order, rest...)
 }
 
-// ListAgents implements FastPathService.ListAgents.
+// ListAgents implements FastPathService.ListAgents: each agent's status
+// (its pool as it reports it), marked cordoned when the registry keeps new
+// sandboxes off it while its pool scales it down.
 func (s *Server) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRequest]) (*connect.Response[fsbv1.ListAgentsResponse], error) {
-	return connect.NewResponse(&fsbv1.ListAgentsResponse{Agents: s.cfg.Agents.Statuses()}), nil
+	cordoned := make(map[string]bool)
+	for _, a := range s.cfg.Registry.Agents() {
+		if a.Cordoned {
+			cordoned[a.ID] = true
+		}
+	}
+	agents := s.cfg.Agents.Statuses()
+	for i, st := range agents {
+		if cordoned[st.GetAgentId()] {
+			st = proto.CloneOf(st) // the link's copy is shared
+			st.Cordoned = true
+			agents[i] = st
+		}
+	}
+	return connect.NewResponse(&fsbv1.ListAgentsResponse{Agents: agents}), nil
 }
 
 func notFound(namespace, name string) error {

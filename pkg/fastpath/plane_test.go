@@ -75,6 +75,8 @@ type planeSetup struct {
 	// noWaitAgents starts the fast path without waiting for every agent's
 	// first status or refusal.
 	noWaitAgents bool
+	// ctrlCfg changes the controller's Config before it starts.
+	ctrlCfg func(*controller.Config)
 }
 
 // planeOption changes a plane before it starts.
@@ -86,6 +88,10 @@ func withConfig(fn func(*Config)) planeOption {
 
 func withStore(wrap func(store.Interface) store.Interface) planeOption {
 	return func(s *planeSetup) { s.wrapStore = wrap }
+}
+
+func withControllerConfig(fn func(*controller.Config)) planeOption {
+	return func(s *planeSetup) { s.ctrlCfg = fn }
 }
 
 func withAgents(n int) planeOption {
@@ -127,9 +133,16 @@ func newAgentsOnly(t *testing.T, n int) *plane {
 	return p
 }
 
-// startAgent starts an agent on the rig's containerd; it serves once
-// serve is called.
+// startAgent starts an agent of the default pool on the rig's containerd;
+// it serves once serve is called.
 func startAgent(t *testing.T, cd *containerd.Client, id string) *testAgent {
+	t.Helper()
+	return startPoolAgent(t, cd, id, "")
+}
+
+// startPoolAgent starts an agent of the given pool ("" is the default
+// pool) on the rig's containerd; it serves once serve is called.
+func startPoolAgent(t *testing.T, cd *containerd.Client, id, pool string) *testAgent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	helper := rig.HelperBinary(t)
@@ -148,7 +161,7 @@ func startAgent(t *testing.T, cd *containerd.Client, id string) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ag, err := agent.New(ctx, agent.Config{Runtime: rt, AgentID: id, AdvertiseAddress: "127.0.0.1", Capacity: 5})
+	ag, err := agent.New(ctx, agent.Config{Runtime: rt, AgentID: id, AdvertiseAddress: "127.0.0.1", Capacity: 5, Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +233,11 @@ func (p *plane) startControl(opts ...planeOption) *control {
 		Changed: func(s *fsbv1.AgentStatus) { c.ctrl.AgentChanged(s) },
 		Up:      func(s *fsbv1.AgentStatus) { c.fp.AgentUp(s) },
 	})
-	c.ctrl = controller.New(controller.Config{Store: p.store, Registry: c.reg, Agents: c.set, NewID: NewID, Logger: logger})
+	ctrlCfg := controller.Config{Store: p.store, Registry: c.reg, Agents: c.set, NewID: NewID, Logger: logger}
+	if setup.ctrlCfg != nil {
+		setup.ctrlCfg(&ctrlCfg)
+	}
+	c.ctrl = controller.New(ctrlCfg)
 	cfg := setup.cfg
 	cfg.Registry, cfg.Agents, cfg.Controller, cfg.Logger = c.reg, c.set, c.ctrl, logger
 	cfg.Store = p.store

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -59,6 +60,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.StringFlag{Name: "init-binary", Usage: "static fsb (or fsb-helper) binary mounted as every sandbox's PID 1 (default: fsb-helper beside this executable, else this executable)"},
 			&cli.StringFlag{Name: "log-driver-binary", Usage: "fsb (or fsb-helper) binary containerd's shim runs to write logs (default: as --init-binary)"},
+			&cli.StringFlag{Name: "pool", Usage: "the SandboxPool this agent serves: only sandboxes whose poolRef names it run here (empty: the default pool, sandboxes without a poolRef)"},
+			&cli.StringFlag{Name: "runtimes", Usage: "comma-separated runtimes to offer, of runc, crun and gvisor: only these among the installed ones (empty: every installed one); an error when none of them is installed"},
 			&cli.IntFlag{Name: "capacity", Value: 5, EnvVars: []string{"AGENT_CAPACITY"}, Usage: "the most sandboxes this agent runs at once"},
 			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
 			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "let sandboxes make 32-bit compat system calls, as Docker's profile does (slower creates; off: native ABI only)"},
@@ -92,6 +95,13 @@ func run(c *cli.Context) error {
 	if c.Duration("log-retention") < 0 || c.Int64("log-max-total-bytes") < 0 {
 		return fmt.Errorf("--log-retention %s and --log-max-total-bytes %d: want 0 or more", c.Duration("log-retention"), c.Int64("log-max-total-bytes"))
 	}
+	if err := agent.ValidatePool(c.String("pool")); err != nil {
+		return err
+	}
+	wanted, err := agent.ParseRuntimes(c.String("runtimes"))
+	if err != nil {
+		return err
+	}
 	helper, err := defaultHelper()
 	if err != nil {
 		return err
@@ -108,7 +118,11 @@ func run(c *cli.Context) error {
 	}
 	defer client.Close()
 
-	runtimes, err := availableRuntimes(c.String("gvisor-wrapper"), c.String("state-dir"))
+	installed, err := availableRuntimes(c.String("gvisor-wrapper"), c.String("state-dir"), wanted)
+	if err != nil {
+		return err
+	}
+	runtimes, err := agent.SelectRuntimes(installed, wanted)
 	if err != nil {
 		return err
 	}
@@ -153,6 +167,7 @@ func run(c *cli.Context) error {
 		AdvertiseAddress: c.String("advertise-address"),
 		NodeName:         c.String("node-name"),
 		Capacity:         c.Int("capacity"),
+		Pool:             c.String("pool"),
 		Logs:             &agent.LogPolicy{Retention: c.Duration("log-retention"), MaxTotalBytes: c.Int64("log-max-total-bytes")},
 		Logger:           log,
 	})
@@ -194,6 +209,8 @@ func run(c *cli.Context) error {
 		slog.String("namespace", c.String("containerd-namespace")),
 		slog.String("cgroupParent", or(cgroupParent, "/")),
 		slog.Int("capacity", c.Int("capacity")),
+		slog.String("pool", or(c.String("pool"), "default")),
+		slog.Any("runtimes", rt.Runtimes()),
 		slog.Bool("auth", tokens != nil))
 	cfg := httpserver.Config{
 		Handler:                a.Handler(tokens, connect.WithReadMaxBytes(c.Int("max-request-bytes"))),
@@ -213,13 +230,17 @@ func run(c *cli.Context) error {
 }
 
 // availableRuntimes maps each runtime whose OCI binary is installed to the
-// binary the runc shim runs for it; gvisor gets a runsc wrapper.
-func availableRuntimes(gvisorWrapper, stateDir string) (map[string]string, error) {
+// binary the runc shim runs for it; gvisor gets a runsc wrapper, written
+// only when gvisor is wanted (nil wants every runtime).
+func availableRuntimes(gvisorWrapper, stateDir string, wanted []string) (map[string]string, error) {
 	out := make(map[string]string)
 	for _, name := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {
 		if _, err := exec.LookPath(name); err == nil {
 			out[name] = name
 		}
+	}
+	if wanted != nil && !slices.Contains(wanted, runtime.RuntimeGVisor) {
+		return out, nil
 	}
 	if gvisorWrapper != "" {
 		out[runtime.RuntimeGVisor] = gvisorWrapper

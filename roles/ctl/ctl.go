@@ -126,7 +126,7 @@ func runCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "port", Aliases: []string{"p"}, Usage: "a `PORT` the sandbox listens on, reported as an endpoint (repeat for more)"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "an environment variable `NAME=VALUE` (repeat for more)"},
 			&cli.StringSliceFlag{Name: "label", Aliases: []string{"l"}, Usage: "a label `KEY=VALUE` for selecting sandboxes (repeat for more)"},
-			&cli.StringFlag{Name: "pool", Usage: "the `POOL` (SandboxPool) whose agents may run it", DefaultText: "the controller's choice"},
+			&cli.StringFlag{Name: "pool", Usage: "the `POOL` (SandboxPool) whose agents may run it; a pool that does not exist is an error", DefaultText: "the default pool"},
 			&cli.StringFlag{Name: "mode", Usage: "`MODE`: fast (start, answer, then record) or strong (record, start, answer)", DefaultText: "the controller's"},
 			&cli.StringFlag{Name: "runtime", Usage: "`RUNTIME`: runc, crun or gvisor", DefaultText: "runc"},
 			&cli.StringFlag{Name: "workdir", Aliases: []string{"w"}, Usage: "working `DIR` of the command", DefaultText: "the image's"},
@@ -324,11 +324,14 @@ func agentsCommand() *cli.Command {
 		Name:      "agents",
 		Usage:     "list the agents the controller schedules on, with their free slots",
 		UsageText: "fsb ctl agents [-o table|json]",
-		Description: "Lists the agents: ID, the address sandboxes' endpoints use, node, sandboxes held out of\n" +
-			"capacity, runtimes, and how many images each has without a pull. When two addresses\n" +
-			"report one agent ID (two agents started with the same --agent-id), a line on stderr\n" +
-			"names both: that agent gets no new sandboxes until only one is left, and its running\n" +
-			"sandboxes are left alone. -o json has them as conflictingAddresses.\n\n" +
+		Description: "Lists the agents: ID, pool (- for the default pool, which takes sandboxes without --pool),\n" +
+			"state, the address sandboxes' endpoints use, node, sandboxes held out of capacity,\n" +
+			"runtimes, and how many images each has without a pull. STATE is cordoned for an agent\n" +
+			"its SandboxPool is scaling down (it gets no new sandboxes), conflict when two addresses\n" +
+			"report one agent ID (two agents started with the same --agent-id): a line on stderr\n" +
+			"names both, that agent gets no new sandboxes until only one is left, and its running\n" +
+			"sandboxes are left alone; - otherwise. -o json has them as pool, cordoned and\n" +
+			"conflictingAddresses.\n\n" +
 			"Example:\n" +
 			"   fsb ctl agents",
 		OnUsageError: usageError,

@@ -204,8 +204,14 @@ type AgentStatus struct {
 	// this agent ID when more than one does. Such an agent gets no new
 	// sandboxes until only one address reports it.
 	ConflictingAddresses []string `protobuf:"bytes,8,rep,name=conflicting_addresses,json=conflictingAddresses,proto3" json:"conflicting_addresses,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The SandboxPool this agent serves (its --pool); empty for the default
+	// pool (the node's DaemonSet in Kubernetes, the --agents locally).
+	Pool string `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
+	// Set by the controller, never by the agent: the controller takes no new
+	// sandboxes to this agent (a pool is about to scale it down).
+	Cordoned      bool `protobuf:"varint,10,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentStatus) Reset() {
@@ -292,6 +298,20 @@ func (x *AgentStatus) GetConflictingAddresses() []string {
 		return x.ConflictingAddresses
 	}
 	return nil
+}
+
+func (x *AgentStatus) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *AgentStatus) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
 }
 
 type AgentServiceCreateSandboxRequest struct {
@@ -2424,7 +2444,7 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\tpersisted\x18\x0f \x01(\bR\tpersisted\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x02\n" +
 	"\vAgentStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12+\n" +
 	"\x11advertise_address\x18\x02 \x01(\tR\x10advertiseAddress\x12\x1b\n" +
@@ -2433,7 +2453,10 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\tsandboxes\x18\x05 \x03(\v2\x14.fsb.v1.AgentSandboxR\tsandboxes\x12\x16\n" +
 	"\x06images\x18\x06 \x03(\tR\x06images\x12\x1a\n" +
 	"\bruntimes\x18\a \x03(\tR\bruntimes\x123\n" +
-	"\x15conflicting_addresses\x18\b \x03(\tR\x14conflictingAddresses\"\xdf\x02\n" +
+	"\x15conflicting_addresses\x18\b \x03(\tR\x14conflictingAddresses\x12\x12\n" +
+	"\x04pool\x18\t \x01(\tR\x04pool\x12\x1a\n" +
+	"\bcordoned\x18\n" +
+	" \x01(\bR\bcordoned\"\xdf\x02\n" +
 	" AgentServiceCreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
