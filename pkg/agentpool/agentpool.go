@@ -129,6 +129,11 @@ type Config struct {
 	// ResyncPeriod is how often every pool is synced without an event;
 	// zero means DefaultResyncPeriod.
 	ResyncPeriod time.Duration
+	// Changed, when set, is called after a pool of the pool namespace is
+	// declared, closed or forgotten in the registry (not on its other
+	// updates): the sandbox controller places the sandboxes that waited
+	// for it at once.
+	Changed func(pool string)
 }
 
 // Controller keeps SandboxPools' agent pods.
@@ -140,6 +145,9 @@ type Controller struct {
 
 	mu    sync.Mutex
 	queue workqueue.TypedRateLimitingInterface[string] // the term's; nil between terms
+	// open is what the registry was told of each pool of the pool
+	// namespace (true: open), so that Changed hears only of changes.
+	open map[string]bool
 }
 
 // New returns a Controller for cfg; Start and Work run it.
@@ -171,6 +179,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg:      cfg,
 		pools:    p,
 		informer: cache.NewSharedIndexInformer(p.listWatch(), &v1alpha1.SandboxPool{}, 0, cache.Indexers{}),
+		open:     make(map[string]bool),
 	}
 	c.declared, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.observe,
@@ -191,7 +200,15 @@ func (c *Controller) observe(obj any) {
 		return
 	}
 	if pool.Namespace == c.cfg.Namespace {
-		c.cfg.Registry.DeclarePool(pool.Name, pool.DeletionTimestamp == nil)
+		open := pool.DeletionTimestamp == nil
+		c.cfg.Registry.DeclarePool(pool.Name, open)
+		c.mu.Lock()
+		was, known := c.open[pool.Name]
+		c.open[pool.Name] = open
+		c.mu.Unlock()
+		if (!known || was != open) && c.cfg.Changed != nil {
+			c.cfg.Changed(pool.Name)
+		}
 	}
 	c.enqueue(pool.Namespace + "/" + pool.Name)
 }
@@ -207,6 +224,12 @@ func (c *Controller) forget(obj any) {
 	}
 	if pool.Namespace == c.cfg.Namespace {
 		c.cfg.Registry.ForgetPool(pool.Name)
+		c.mu.Lock()
+		delete(c.open, pool.Name)
+		c.mu.Unlock()
+		if c.cfg.Changed != nil {
+			c.cfg.Changed(pool.Name)
+		}
 	}
 	c.enqueue(pool.Namespace + "/" + pool.Name)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,9 @@ type rigPool struct {
 	pools  *pools
 	events *record.FakeRecorder
 	ctrl   *Controller
+
+	mu      sync.Mutex
+	changed []string // the pools Config.Changed was called with, in order
 }
 
 func startRig(t *testing.T) *rigPool {
@@ -74,6 +78,11 @@ func startRig(t *testing.T) *rigPool {
 		Registry: r.reg, Sandboxes: st, Events: r.events,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ResyncPeriod: 100 * time.Millisecond,
+		Changed: func(pool string) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.changed = append(r.changed, pool)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -411,6 +420,19 @@ func TestPoolDeletionWaitsForItsSandboxes(t *testing.T) {
 			t.Fatalf("a create in a deleted pool: %v, want ErrNoPool", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The sandbox controller heard of the pool three times: declared,
+	// closed, forgotten; never of its status writes.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, pool := range r.changed {
+		if pool == "doomed" {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("Changed called %d times for the pool (%v), want 3: declared, closed, forgotten", n, r.changed)
 	}
 }
 

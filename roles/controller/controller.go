@@ -171,8 +171,23 @@ func run(c *cli.Context) error {
 	}
 	agents.configure(&linkCfg)
 	set := agentlink.New(linkCfg)
+	// The pool controller tells the sandbox controller of every pool it
+	// declares, closes or forgets: the sandboxes waiting for it are placed
+	// at once.
+	pools, err := newPoolController(c, opened, agents, reg, set.Synced(), func(pool string) { ctrl.PoolChanged(pool) }, log)
+	if err != nil {
+		return err
+	}
+	poolNamespace := ""
+	if pools != nil {
+		if err := pools.Check(ctx); err != nil {
+			return err
+		}
+		poolNamespace = pools.Namespace()
+	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
+		PoolNamespace:      poolNamespace,
 		Metrics:            controller.NewMetrics(promReg),
 		Events:             opened.Events,
 		LostTimeout:        c.Duration("agent-lost-timeout"),
@@ -181,15 +196,6 @@ func run(c *cli.Context) error {
 		StableAfter:        c.Duration("recreate-backoff-reset"),
 		ResyncPeriod:       c.Duration("resync-period"),
 	})
-	pools, err := newPoolController(c, opened, agents, reg, set.Synced(), log)
-	if err != nil {
-		return err
-	}
-	if pools != nil {
-		if err := pools.Check(ctx); err != nil {
-			return err
-		}
-	}
 	fp := fastpath.New(ctx, fastpath.Config{
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,

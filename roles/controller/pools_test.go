@@ -50,7 +50,7 @@ func TestPoolController(t *testing.T) {
 				if serr != nil {
 					return serr
 				}
-				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, slog.New(slog.DiscardHandler))
+				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, nil, slog.New(slog.DiscardHandler))
 				if err = perr; pools != nil {
 					ns = pools.Namespace()
 				}
