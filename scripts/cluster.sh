@@ -597,6 +597,7 @@ rewrite_host_paths() {
 	sed -e "s#$b/run/containerd/containerd\.sock$e#\1$sock\2#g" \
 		-e "s#$b/var/lib/containerd$e#\1$dir/containerd/root\2#g" \
 		-e "s#$b/var/log/fsb$e#\1$h/log\2#g" \
+		-e "s#$b/var/log/fsb-pools$e#\1$h/log-pools\2#g" \
 		-e "s#$b/run/fsb$e#\1$h/run\2#g" \
 		-e "s#$b/var/lib/fsb/bin$e#\1$h/bin\2#g"
 }

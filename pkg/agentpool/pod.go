@@ -3,7 +3,10 @@ package agentpool
 import (
 	"fmt"
 	"maps"
+	"path"
+	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +31,13 @@ const AgentContainer = "agent"
 //   - for its container named "agent": image and resources replace the
 //     DaemonSet's when set, env entries replace those of the same name or
 //     are added, args are appended.
+//
+// A log dir is one agent's (two agents never share one: each removes the
+// logs there it does not run), so a pool's agent writes its logs under
+// <the DaemonSet's --log-dir>-pools/<its pod UID>, from a host path of its
+// own mounted at the same path (containerd's log driver writes on the node
+// where the agent reads), instead of the DaemonSet's log dir. The
+// janitor's --log-dir <log dir>-pools/* finds them once the agent is gone.
 //
 // Then the pool's own: the name prefix <pool>-agent- (the API server adds
 // five random characters), the label sandbox.fast.io/pool=<pool>, a
@@ -89,12 +99,71 @@ func BuildPod(base *corev1.PodTemplateSpec, pool *v1alpha1.SandboxPool) (*corev1
 		}
 		agent.Args = append(agent.Args, over.Args...)
 	}
+	ownLogDir(spec, agent)
 	agent.Args = append(agent.Args, "--pool="+pool.Name)
 	if n := pool.Spec.MaxSandboxesPerPod; n != nil {
 		agent.Args = append(agent.Args, "--capacity="+strconv.Itoa(int(*n)))
 	}
 	agent.Args = append(agent.Args, "--runtimes="+Runtimes(pool.Spec.RuntimeType))
 	return pod, nil
+}
+
+// DefaultLogDir is the agent's --log-dir when its arguments give none.
+const DefaultLogDir = "/var/log/fsb"
+
+// PoolLogDirs is the host directory under which a pool's agents keep
+// their log dirs, beside logDir (the DaemonSet's agents').
+func PoolLogDirs(logDir string) string { return path.Clean(logDir) + "-pools" }
+
+// poolLogsVolume is the volume of PoolLogDirs in a pool's agent pod.
+const poolLogsVolume = "pool-logs"
+
+// ownLogDir gives the agent container a log dir of its own: the
+// DaemonSet's log dir is no longer mounted, PoolLogDirs of it is, and the
+// agent's --log-dir is PoolLogDirs/$(POD_UID) (the last --log-dir wins).
+func ownLogDir(spec *corev1.PodSpec, agent *corev1.Container) {
+	logDir := DefaultLogDir
+	for i, arg := range agent.Args {
+		switch {
+		case strings.HasPrefix(arg, "--log-dir="):
+			logDir = strings.TrimPrefix(arg, "--log-dir=")
+		case arg == "--log-dir" && i+1 < len(agent.Args):
+			logDir = agent.Args[i+1]
+		}
+	}
+	parent := PoolLogDirs(logDir)
+	var dropped string
+	agent.VolumeMounts = slices.DeleteFunc(agent.VolumeMounts, func(m corev1.VolumeMount) bool {
+		if path.Clean(m.MountPath) == path.Clean(logDir) {
+			dropped = m.Name
+			return true
+		}
+		return false
+	})
+	if dropped != "" && !mounted(spec, dropped) {
+		spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == dropped })
+	}
+	hostPathType := corev1.HostPathDirectoryOrCreate
+	spec.Volumes = append(spec.Volumes, corev1.Volume{Name: poolLogsVolume,
+		VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: parent, Type: &hostPathType}}})
+	agent.VolumeMounts = append(agent.VolumeMounts, corev1.VolumeMount{Name: poolLogsVolume, MountPath: parent})
+	agent.Env = setEnv(agent.Env, corev1.EnvVar{Name: "POD_UID",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.uid"}}})
+	agent.Args = append(agent.Args, "--log-dir="+parent+"/$(POD_UID)")
+}
+
+// mounted reports whether any container of spec mounts volume name.
+func mounted(spec *corev1.PodSpec, name string) bool {
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			for _, m := range c.VolumeMounts {
+				if m.Name == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Runtimes is the agent's --runtimes for a pool's runtimeType.

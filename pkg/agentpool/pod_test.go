@@ -26,13 +26,15 @@ func daemonSetTemplate() *corev1.PodTemplateSpec {
 			InitContainers:     []corev1.Container{{Name: "install", Image: "localhost/fsb/fsb:latest"}},
 			Containers: []corev1.Container{{
 				Name: "agent", Image: "localhost/fsb/fsb:latest",
-				Args: []string{"agent", "--agent-id=$(POD_UID)"},
+				Args: []string{"agent", "--agent-id=$(POD_UID)", "--log-dir=/var/log/fsb"},
 				Env:  []corev1.EnvVar{{Name: "POD_UID"}, {Name: "AGENT_CAPACITY", Value: "10"}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "secrets", MountPath: "/etc/fsb"},
+					{Name: "logs", MountPath: "/var/log/fsb"}},
 				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 					corev1.ResourceCPU: resource.MustParse("100m"),
 				}},
 			}},
-			Volumes: []corev1.Volume{{Name: "secrets"}},
+			Volumes: []corev1.Volume{{Name: "secrets"}, {Name: "logs"}},
 		},
 	}
 }
@@ -66,19 +68,42 @@ func TestBuildPod(t *testing.T) {
 				t.Errorf("owner references %+v, want the pool as controller", pod.OwnerReferences)
 			}
 			a := pod.Spec.Containers[0]
-			if want := []string{"agent", "--agent-id=$(POD_UID)", "--pool=gpu", "--runtimes=runc,crun"}; !slices.Equal(a.Args, want) {
+			if want := []string{"agent", "--agent-id=$(POD_UID)", "--log-dir=/var/log/fsb", "--log-dir=/var/log/fsb-pools/$(POD_UID)",
+				"--pool=gpu", "--runtimes=runc,crun"}; !slices.Equal(a.Args, want) {
 				t.Errorf("args %q, want %q (no --capacity: the agent's own)", a.Args, want)
 			}
 			if a.Image != "localhost/fsb/fsb:latest" || !pod.Spec.HostPID || pod.Spec.ServiceAccountName != "fsb-agent" ||
-				len(pod.Spec.InitContainers) != 1 || len(pod.Spec.Volumes) != 1 || pod.Spec.NodeSelector["kubernetes.io/os"] != "linux" {
+				len(pod.Spec.InitContainers) != 1 || pod.Spec.NodeSelector["kubernetes.io/os"] != "linux" {
 				t.Errorf("the DaemonSet's pod spec was not kept: %+v", pod.Spec)
+			}
+			// A log dir of its own: the DaemonSet's is not mounted, the
+			// pools' host dir is, at the same path.
+			var volumes, mounts []string
+			for _, v := range pod.Spec.Volumes {
+				host := ""
+				if v.HostPath != nil {
+					host = v.HostPath.Path
+				}
+				volumes = append(volumes, v.Name+"="+host)
+			}
+			for _, m := range a.VolumeMounts {
+				mounts = append(mounts, m.Name+"="+m.MountPath)
+			}
+			if want := "secrets= pool-logs=/var/log/fsb-pools"; strings.Join(volumes, " ") != want {
+				t.Errorf("volumes %q, want %q", strings.Join(volumes, " "), want)
+			}
+			if want := "secrets=/etc/fsb pool-logs=/var/log/fsb-pools"; strings.Join(mounts, " ") != want {
+				t.Errorf("mounts %q, want %q", strings.Join(mounts, " "), want)
+			}
+			if uid := a.Env[0]; uid.Name != "POD_UID" || uid.ValueFrom == nil || uid.ValueFrom.FieldRef.FieldPath != "metadata.uid" {
+				t.Errorf("POD_UID is %+v, want the pod's UID (the log dir is named by it)", uid)
 			}
 		}},
 		{"capacity and gvisor", pool(func(p *v1alpha1.SandboxPool) {
 			p.Spec.MaxSandboxesPerPod = ptr.To[int32](2)
 			p.Spec.RuntimeType = v1alpha1.RuntimeTypeGVisor
 		}), func(t *testing.T, pod *corev1.Pod) {
-			if got, want := pod.Spec.Containers[0].Args[2:], []string{"--pool=gpu", "--capacity=2", "--runtimes=gvisor"}; !slices.Equal(got, want) {
+			if got, want := pod.Spec.Containers[0].Args[4:], []string{"--pool=gpu", "--capacity=2", "--runtimes=gvisor"}; !slices.Equal(got, want) {
 				t.Errorf("args %q, want %q", got, want)
 			}
 		}},
@@ -116,7 +141,8 @@ func TestBuildPod(t *testing.T) {
 			if a.Image != "registry.example/fsb:v2" {
 				t.Errorf("image %q", a.Image)
 			}
-			if want := []string{"agent", "--agent-id=$(POD_UID)", "--log-level=debug", "--pool=gpu", "--runtimes=runc,crun"}; !slices.Equal(a.Args, want) {
+			if want := []string{"agent", "--agent-id=$(POD_UID)", "--log-dir=/var/log/fsb", "--log-level=debug",
+				"--log-dir=/var/log/fsb-pools/$(POD_UID)", "--pool=gpu", "--runtimes=runc,crun"}; !slices.Equal(a.Args, want) {
 				t.Errorf("args %q, want %q", a.Args, want)
 			}
 			var env []string

@@ -14,6 +14,72 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
+// logDirs expands configured (Config.LogDirs): a plain entry is one log
+// dir; a pattern stands for the directories it matches now, which are also
+// returned in matched (the dirs of agents that come and go).
+func logDirs(configured []string) (dirs, matched []string, err error) {
+	var errs []error
+	for _, entry := range configured {
+		if !strings.ContainsAny(entry, `*?[\`) {
+			dirs = append(dirs, entry)
+			continue
+		}
+		found, err := filepath.Glob(entry)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("log dir pattern %q: %w", entry, err))
+			continue
+		}
+		for _, dir := range found {
+			if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+				dirs = append(dirs, dir)
+				matched = append(matched, dir)
+			}
+		}
+	}
+	return dirs, matched, errors.Join(errs...)
+}
+
+// removeEmptyLogDir removes dir, an agent's log dir, when no agent holds
+// it and nothing but the lock file and empty directories is left in it:
+// what a pool's agent leaves once it is gone and its logs are removed. The
+// dir's lock is held while it is looked at and removed, so an agent
+// starting there meanwhile fails its start (and is restarted) rather than
+// lose its dir.
+func removeEmptyLogDir(dir string) (bool, error) {
+	f, err := os.Open(filepath.Join(dir, logfile.LockFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil // not an agent's log dir, or not yet
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); {
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return false, nil // its agent runs
+	case err != nil:
+		return false, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	empty := true
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && path != filepath.Join(dir, logfile.LockFile) {
+			empty = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil || !empty {
+		return false, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // findLogFiles returns the sandbox logs in an agent's log dir,
 // <dir>/<namespace>/<name>/<sandboxID>-<revision>.log and its rotated
 // pieces (.log.1, .log.2, ...), last written longer than retention before

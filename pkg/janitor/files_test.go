@@ -1,6 +1,7 @@
 package janitor
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -181,5 +182,70 @@ func TestFindLogFilesNoDir(t *testing.T) {
 	}
 	if _, err := os.Stat(p); err != nil {
 		t.Errorf("the log written again: %v, want it kept", err)
+	}
+}
+
+// TestLogDirPatterns: a pattern among the log dirs stands for the dirs it
+// matches (a pool's agents', one per pod); a matched dir holding nothing
+// but its lock, no agent holding it, is removed, and one with logs or a
+// live agent is kept.
+func TestLogDirPatterns(t *testing.T) {
+	root := t.TempDir()
+	pools := filepath.Join(root, "log-pools")
+	mkLogDir := func(name string) string {
+		dir := filepath.Join(pools, name)
+		release, err := logfile.LockDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+		return dir
+	}
+	live, gone, withLogs := mkLogDir("live"), mkLogDir("gone"), mkLogDir("with-logs")
+	if err := os.MkdirAll(filepath.Join(gone, "default", "web"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(withLogs, "default", "web", "sb-1-1.log")
+	if err := os.MkdirAll(filepath.Dir(log), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(log, []byte("line\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pools, "not-a-dir"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	release, err := logfile.LockDir(live) // its agent runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	plain := filepath.Join(root, "log")
+	dirs, matched, err := logDirs([]string{plain, filepath.Join(pools, "*")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{plain, gone, live, withLogs}; !slices.Equal(dirs, want) {
+		t.Errorf("dirs %q, want %q", dirs, want)
+	}
+	if want := []string{gone, live, withLogs}; !slices.Equal(matched, want) {
+		t.Errorf("matched %q, want %q", matched, want)
+	}
+	if _, _, err := logDirs([]string{"[bad"}); err == nil {
+		t.Error("a malformed pattern: no error")
+	}
+
+	for _, tc := range []struct {
+		dir     string
+		removed bool
+	}{{live, false}, {gone, true}, {withLogs, false}, {plain, false}} {
+		removed, err := removeEmptyLogDir(tc.dir)
+		if err != nil || removed != tc.removed {
+			t.Errorf("removeEmptyLogDir(%s) = %v, %v; want %v", filepath.Base(tc.dir), removed, err, tc.removed)
+		}
+		if _, err := os.Stat(tc.dir); tc.removed != errors.Is(err, os.ErrNotExist) && tc.dir != plain {
+			t.Errorf("%s: stat %v after removed=%v", filepath.Base(tc.dir), err, tc.removed)
+		}
 	}
 }

@@ -84,7 +84,11 @@ type Config struct {
 	DryRun bool
 	// LogDirs are agents' log directories whose files of gone sandboxes are
 	// removed once LogRetention has passed since they were last written;
-	// none, no file is looked at.
+	// none, no file is looked at. An entry with a pattern (filepath.Match
+	// syntax: /var/log/fsb-pools/*) stands for every directory it matches
+	// at each pass — the log dirs of a SandboxPool's agents, one per agent
+	// pod — and a matched dir left with nothing but its lock, no agent
+	// holding it, is removed.
 	LogDirs      []string
 	LogRetention time.Duration
 	// GracePeriod is how long a reaped container's task gets between
@@ -363,7 +367,11 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 		los, err = j.finders.mounts(ctx, j.cfg.Client, ns)
 		add(false, los, err, "mounts of namespace "+ns)
 	}
-	for _, dir := range j.cfg.LogDirs {
+	dirs, matched, err := logDirs(j.cfg.LogDirs)
+	if err != nil {
+		listErrs = append(listErrs, err)
+	}
+	for _, dir := range dirs {
 		los, err := j.finders.logFiles(dir, j.cfg.LogRetention, now)
 		add(true, los, err, "log files in "+dir)
 	}
@@ -402,6 +410,17 @@ func (j *Janitor) pass(ctx context.Context) (Report, error) {
 		}
 	}
 	j.firstUnknown = remembered
+	if !j.cfg.DryRun && ctx.Err() == nil {
+		for _, dir := range matched {
+			removed, err := removeEmptyLogDir(dir)
+			switch {
+			case err != nil:
+				j.cfg.Logger.Warn("an empty log dir of a gone agent not removed", slog.String("dir", dir), slog.Any("err", err))
+			case removed:
+				j.cfg.Logger.Info("removed the empty log dir of a gone agent", slog.String("dir", dir))
+			}
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		listErrs = append(listErrs, err)
 	}

@@ -69,7 +69,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "server-name", EnvVars: []string{"FSB_SERVER_NAME"}, Usage: "the `NAME` an https:// controller's certificate must carry (default: the host of --server); in a pod, where --server is the Service's ClusterIP, fsb-controller.<namespace>.svc"},
 			&cli.StringFlag{Name: "containerd-socket", Value: "/run/containerd/containerd.sock", EnvVars: []string{"FSB_CONTAINERD_SOCKET"}, Usage: "containerd's socket"},
 			&cli.StringSliceFlag{Name: "containerd-namespace", Value: cli.NewStringSlice("fsb"), EnvVars: []string{"FSB_CONTAINERD_NAMESPACE"}, Usage: "containerd namespace of fsb's sandboxes; repeat it, or separate them with commas in the environment"},
-			&cli.StringSliceFlag{Name: "log-dir", EnvVars: []string{"FSB_LOG_DIR"}, Usage: "an agent's --log-dir whose files of gone sandboxes are removed; repeatable (none: no file is looked at)"},
+			&cli.StringSliceFlag{Name: "log-dir", EnvVars: []string{"FSB_LOG_DIR"}, Usage: "an agent's --log-dir whose files of gone sandboxes are removed; repeatable (none: no file is looked at). " +
+				"A pattern (/var/log/fsb-pools/*) stands for every dir it matches at each pass: the log dirs of SandboxPool agents, one per pod, each removed once its agent is gone and its logs are"},
 			&cli.DurationFlag{Name: "log-retention", Value: agent.DefaultLogRetention, EnvVars: []string{"FSB_LOG_RETENTION"}, Usage: "how long a gone sandbox's log file is kept after it was last written (the agents' --log-retention)"},
 			&cli.DurationFlag{Name: "orphan-timeout", Value: 5 * time.Minute, EnvVars: []string{"FSB_ORPHAN_TIMEOUT"}, Usage: "a leftover is removed only once older than this (and unknown at two answers half of it apart)"},
 			&cli.DurationFlag{Name: "interval", Value: time.Minute, EnvVars: []string{"FSB_JANITOR_INTERVAL"}, Usage: "time between passes"},

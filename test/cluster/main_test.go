@@ -52,6 +52,7 @@ const (
 	labelName      = "app.kubernetes.io/name"
 	labelComponent = "app.kubernetes.io/component"
 	labelLeader    = "sandbox.fast.io/leader"
+	labelPool      = "sandbox.fast.io/pool"
 
 	// readyTimeout bounds the wait for the installation to be whole
 	// again (every pod Ready, a leader serving) at the start of a test.
@@ -441,9 +442,15 @@ func describe(sb *v1alpha1.Sandbox) string {
 	return fmt.Sprintf("phase %s revision %d agent %s: %s", sb.Status.Phase, sb.Status.Revision, sb.Status.AssignedPod, b)
 }
 
-// metav1ListOptions selects the pods of one Fast Sandbox component.
+// metav1ListOptions selects the pods of one Fast Sandbox component; for
+// the agents, the DaemonSet's only (a SandboxPool's agent pods carry the
+// pool label).
 func metav1ListOptions(component string) metav1.ListOptions {
-	return metav1.ListOptions{LabelSelector: labelName + "=fsb," + labelComponent + "=" + component}
+	selector := labelName + "=fsb," + labelComponent + "=" + component
+	if component == "agent" {
+		selector += ",!" + labelPool
+	}
+	return metav1.ListOptions{LabelSelector: selector}
 }
 
 // kubectlIn is kubectl with stdin.
