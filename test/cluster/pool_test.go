@@ -116,12 +116,35 @@ spec:
 		}
 	}
 
-	// Filling the first agent makes the pool add a second.
-	for _, name := range []string{"p1", "p2"} {
-		if got := mustCreate(name, spec(pool)); got != first {
+	// Filling the first agent makes the pool add a second. p1 says a line:
+	// its logs come from the pool agent's own log dir.
+	const line = "hello from the pool"
+	talker := spec(pool)
+	talker.Command = []string{"sh", "-c", "echo '" + line + "'; exec sleep 3600"}
+	for name, s := range map[string]*fsbv1.SandboxSpec{"p1": talker, "p2": spec(pool)} {
+		if got := mustCreate(name, s); got != first {
 			t.Fatalf("%s landed on %s, want the pool's only agent %s", name, got, first)
 		}
 	}
+	waitUntil(t, 30*time.Second, "p1's line in its logs", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		stream, err := api.StreamLogs(ctx, connect.NewRequest(&fsbv1.StreamLogsRequest{Namespace: ns, Name: "p1"}))
+		if err != nil {
+			return false, err.Error()
+		}
+		defer stream.Close()
+		var got []string
+		for stream.Receive() {
+			for _, l := range stream.Msg().GetLines() {
+				got = append(got, l.GetText())
+			}
+		}
+		if err := stream.Err(); err != nil {
+			return false, err.Error()
+		}
+		return slices.Contains(got, line), fmt.Sprintf("lines %q", got)
+	})
 	agents = e.waitPool(t, api, pool, "a second agent, idle", func(st v1alpha1.SandboxPoolStatus, agents []*fsbv1.AgentStatus) bool {
 		return len(agents) == 2 && st.CurrentPods == 2 && st.BusyAgents == 1 && st.IdleAgents == 1
 	})

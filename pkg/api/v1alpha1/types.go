@@ -273,15 +273,20 @@ type SandboxPoolStatus struct {
 	// under.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// CurrentPods counts the pool's agent pods not being deleted.
-	CurrentPods int32 `json:"currentPods,omitempty"`
+	// +optional
+	CurrentPods int32 `json:"currentPods"`
 	// ReadyPods counts those whose Ready condition is True.
-	ReadyPods int32 `json:"readyPods,omitempty"`
+	// +optional
+	ReadyPods int32 `json:"readyPods"`
 	// TotalAgents counts the pool's agents the controller is connected
 	// to; IdleAgents those healthy, not cordoned and running no sandbox;
 	// BusyAgents those running at least one.
-	TotalAgents int32 `json:"totalAgents,omitempty"`
-	IdleAgents  int32 `json:"idleAgents,omitempty"`
-	BusyAgents  int32 `json:"busyAgents,omitempty"`
+	// +optional
+	TotalAgents int32 `json:"totalAgents"`
+	// +optional
+	IdleAgents int32 `json:"idleAgents"`
+	// +optional
+	BusyAgents int32 `json:"busyAgents"`
 	// Conditions: Ready, Exhausted (at poolMax with no idle agent),
 	// Deleting (the finalizer holds the deletion).
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
