@@ -226,6 +226,19 @@ func (s *Set) Remove(key string) {
 		<-done
 	}
 	s.down(a, errRemoved)
+	// A removed agent that runs nothing is forgotten, here and in the
+	// registry: no sandbox of it waits to be found Lost (a pool's agent
+	// scaled down, say), and an agent that never comes back must not count
+	// among the unhealthy ones for good. One with sandboxes stays, down,
+	// so that they go Lost after the lost timeout.
+	s.mu.Lock()
+	st := a.status
+	s.mu.Unlock()
+	if st != nil && s.cfg.Registry.RemoveIfEmpty(st.GetAgentId()) {
+		s.mu.Lock()
+		s.dropLocked(a)
+		s.mu.Unlock()
+	}
 }
 
 // errRemoved is why a removed agent is down.

@@ -184,6 +184,11 @@ func TestAgentsJoinAndLeaveWhileTheSetRuns(t *testing.T) {
 	call, cancelCall := s.Bind(context.Background(), "uid-b")
 	defer cancelCall()
 
+	// A sandbox placed on uid-b: removed, it stays in the registry, down,
+	// for its sandboxes to be found Lost.
+	if err := reg.Assign("sb-on-b", "uid-b", nil); err != nil {
+		t.Fatal(err)
+	}
 	before := time.Now()
 	s.Remove("uid-b")
 	if got := healthy(reg, "uid-b"); got != "down" {
@@ -223,6 +228,18 @@ func TestAgentsJoinAndLeaveWhileTheSetRuns(t *testing.T) {
 		t.Errorf("Statuses after uid-b's removal lists %v, want [uid-a]", listed)
 	}
 	s.Remove("no-such-key") // ignored
+
+	// An agent that runs nothing is forgotten once removed (a pool's agent
+	// scaled down): not left in the registry as unhealthy for good.
+	s.Add("uid-c", serveAgent(t, "uid-c", nil))
+	eventually(t, "agent uid-c healthy", func() bool { return healthy(reg, "uid-c") == "up" })
+	s.Remove("uid-c")
+	if got := healthy(reg, "uid-c"); got != "" {
+		t.Errorf("registry after removing an agent with no sandbox: %q, want it forgotten", got)
+	}
+	if up, _ := s.Reachable("uid-c"); up {
+		t.Error("a removed, forgotten agent is reachable")
+	}
 }
 
 // TestSyncedCountsOnlyTheListing: a removed agent that never answered no

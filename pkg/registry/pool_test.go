@@ -173,3 +173,22 @@ func TestCordonRacesAllocate(t *testing.T) {
 	}
 	t.Logf("%d cordons beside %d placements", cordons, placed.Load())
 }
+
+func TestRemoveIfEmpty(t *testing.T) {
+	r := newRegistry(t, []Agent{healthy("busy", 2), healthy("idle", 2)}, []running{{id: "s", agent: "busy"}})
+	if r.RemoveIfEmpty("busy") {
+		t.Error("RemoveIfEmpty removed an agent with a sandbox")
+	}
+	if !r.RemoveIfEmpty("idle") {
+		t.Error("RemoveIfEmpty kept an agent with no sandbox")
+	}
+	if r.RemoveIfEmpty("nobody") {
+		t.Error("RemoveIfEmpty of an unknown agent reported a removal")
+	}
+	if got := r.Agents(); len(got) != 1 || got[0].ID != "busy" {
+		t.Fatalf("agents %+v, want busy only", got)
+	}
+	if _, err := r.Allocate(Request{SandboxID: "n"}); err != nil {
+		t.Fatalf("Allocate after a removal: %v", err) // busy has a free slot; the index is intact
+	}
+}

@@ -340,6 +340,21 @@ func (r *Registry) Remove(agentID string) []string {
 	return ids
 }
 
+// RemoveIfEmpty forgets an agent if no sandbox is placed on it, and
+// reports whether it did (an unknown agent: false). The check and the
+// removal are one step: a placement cannot slip in between.
+func (r *Registry) RemoveIfEmpty(agentID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.agents[agentID]
+	if !ok || a.used > 0 {
+		return false
+	}
+	r.leave(a)
+	delete(r.agents, agentID)
+	return true
+}
+
 // Allocate reserves a slot and req.Ports on one agent for req.SandboxID and
 // returns where. It prefers agents whose node has req.Image, then the agent
 // with the most free slots. Calling it again for a placed sandbox returns the
