@@ -5,8 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
@@ -21,9 +20,8 @@ func ValidatePool(pool string) error {
 	if pool == "" {
 		return nil
 	}
-	if errs := validation.IsDNS1123Label(pool); len(errs) > 0 {
-		return fmt.Errorf("--pool %q: want a SandboxPool's name (a DNS-1123 label: at most 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit), or empty for the default pool: %s",
-			pool, strings.Join(errs, "; "))
+	if err := v1alpha1.ValidatePoolName(pool); err != nil {
+		return fmt.Errorf("--pool %w; or leave it empty for the default pool", err)
 	}
 	return nil
 }

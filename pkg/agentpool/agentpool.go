@@ -42,7 +42,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -99,10 +98,18 @@ const seenTimeout = 10 * time.Second
 // maxNamed is how many blocking sandboxes a message names.
 const maxNamed = 5
 
-// Sandboxes lists Sandbox objects: the controller's store (pkg/store).
+// Sandboxes lists every Sandbox object: the sandbox controller's cache
+// (pkg/controller's List), not the API server, since a pool whose deletion
+// is held asks at each resync.
 type Sandboxes interface {
-	List(ctx context.Context, namespace string, selector labels.Selector) (*v1alpha1.SandboxList, error)
+	List() []*v1alpha1.Sandbox
 }
+
+// SandboxesFunc is a func as Sandboxes.
+type SandboxesFunc func() []*v1alpha1.Sandbox
+
+// List calls f.
+func (f SandboxesFunc) List() []*v1alpha1.Sandbox { return f() }
 
 // Config is what a Controller needs.
 type Config struct {
@@ -199,7 +206,9 @@ func (c *Controller) observe(obj any) {
 	if !ok {
 		return
 	}
-	if pool.Namespace == c.cfg.Namespace {
+	// A pool with a name no agent can carry (made before the schema said
+	// so) is never declared: sync gives it its InvalidName condition.
+	if pool.Namespace == c.cfg.Namespace && v1alpha1.ValidatePoolName(pool.Name) == nil {
 		open := pool.DeletionTimestamp == nil
 		c.cfg.Registry.DeclarePool(pool.Name, open)
 		c.mu.Lock()
@@ -417,12 +426,11 @@ func (c *Controller) sync(ctx context.Context, t *term, key string) error {
 			return fmt.Errorf("add the finalizer: %w", err)
 		}
 	}
-	if errs := validation.IsDNS1123Label(pool.Name); len(errs) > 0 {
+	if err := v1alpha1.ValidatePoolName(pool.Name); err != nil {
 		// Its name becomes a label value and the agents' --pool.
 		st := pool.Status.DeepCopy()
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
-			Reason: ReasonInvalidName, Message: fmt.Sprintf("a pool's name must be a DNS-1123 label (at most 63 characters): %s",
-				strings.Join(errs, "; "))})
+			Reason: ReasonInvalidName, Message: err.Error()})
 		return c.writeStatus(ctx, pool, st)
 	}
 
@@ -690,12 +698,8 @@ func (c *Controller) finalize(ctx context.Context, t *term, pool *v1alpha1.Sandb
 		return nil
 	}
 	v := c.view(t, pool)
-	list, err := c.cfg.Sandboxes.List(ctx, "", nil)
-	if err != nil {
-		return fmt.Errorf("list the sandboxes naming the pool: %w", err)
-	}
 	var naming []string
-	for _, sb := range list.Items {
+	for _, sb := range c.cfg.Sandboxes.List() {
 		if sb.Spec.PoolRef == pool.Name {
 			naming = append(naming, sb.Namespace+"/"+sb.Name)
 		}

@@ -75,7 +75,19 @@ func startRig(t *testing.T) *rigPool {
 	r := &rigPool{env: env, client: client, reg: registry.New(), store: st, pools: p, events: record.NewFakeRecorder(1000)}
 	r.ctrl, err = New(Config{
 		Config: env.Config, Client: client, Namespace: env.Namespace, DaemonSet: "fsb-agent",
-		Registry: r.reg, Sandboxes: st, Events: r.events,
+		Registry: r.reg, Events: r.events,
+		Sandboxes: SandboxesFunc(func() []*v1alpha1.Sandbox {
+			list, err := st.List(context.Background(), "", nil)
+			if err != nil {
+				t.Errorf("list sandboxes: %v", err)
+				return nil
+			}
+			var out []*v1alpha1.Sandbox
+			for i := range list.Items {
+				out = append(out, &list.Items[i])
+			}
+			return out
+		}),
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ResyncPeriod: 100 * time.Millisecond,
 		Changed: func(pool string) {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentpool"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
@@ -174,7 +175,8 @@ func run(c *cli.Context) error {
 	// The pool controller tells the sandbox controller of every pool it
 	// declares, closes or forgets: the sandboxes waiting for it are placed
 	// at once.
-	pools, err := newPoolController(c, opened, agents, reg, set.Synced(), func(pool string) { ctrl.PoolChanged(pool) }, log)
+	pools, err := newPoolController(c, opened, agents, reg, set.Synced(),
+		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) }, log)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func poolFlags() []cli.Flag {
 // pods (an embedded controller declares no pools; a Sandbox naming one
 // gets NotFound).
 func newPoolController(c *cli.Context, opened *openedStore, agents *agentSource, reg *registry.Registry,
-	agentsSynced <-chan struct{}, changed func(pool string), log *slog.Logger) (*agentpool.Controller, error) {
+	agentsSynced <-chan struct{}, sandboxes agentpool.Sandboxes, changed func(pool string), log *slog.Logger) (*agentpool.Controller, error) {
 	if opened.Kind != storeKube || agents.pods == nil {
 		for _, f := range []string{"pool-namespace", "agent-daemonset"} {
 			if c.IsSet(f) {
@@ -51,7 +51,7 @@ func newPoolController(c *cli.Context, opened *openedStore, agents *agentSource,
 	}
 	return agentpool.New(agentpool.Config{
 		Config: opened.Config, Client: client, Namespace: ns, DaemonSet: c.String("agent-daemonset"),
-		Registry: reg, Sandboxes: opened.Store, AgentsSynced: agentsSynced, Events: opened.Events,
+		Registry: reg, Sandboxes: sandboxes, AgentsSynced: agentsSynced, Events: opened.Events,
 		Logger: log.With(slog.String("controller", "sandboxpool")), ResyncPeriod: c.Duration("pool-resync-period"),
 		Changed: changed,
 	})

@@ -8,6 +8,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"k8s.io/client-go/rest"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/agentpool"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
@@ -50,7 +52,7 @@ func TestPoolController(t *testing.T) {
 				if serr != nil {
 					return serr
 				}
-				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, nil, slog.New(slog.DiscardHandler))
+				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return nil }), nil, slog.New(slog.DiscardHandler))
 				if err = perr; pools != nil {
 					ns = pools.Namespace()
 				}

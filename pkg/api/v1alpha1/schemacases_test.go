@@ -207,6 +207,8 @@ func schemaCases() []schemaCase {
 			spec(o)["capacity"] = object{"poolMin": 1, "poolMax": 2, "bufferMin": 3, "bufferMax": 3}
 		}, field: "spec.capacity.bufferMin", rule: "bufferMin must be at most poolMax: a pool cannot keep more idle agents than it may have pods"},
 		{name: "pool unknown runtimeType", pool: true, set: setSpec("runtimeType", "kata"), field: "spec.runtimeType"},
+		{name: "pool name not a label", pool: true, set: func(o object) { o["metadata"].(object)["name"] = "gpu.pool" },
+			field: "DNS-1123 label", rule: "a SandboxPool's name must be a DNS-1123 label: at most 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit (it becomes a label value and its agents' --pool)"},
 	}
 }
 

@@ -113,13 +113,23 @@ const (
 	msgPoolMinMax     = "poolMin must be at most poolMax"
 	msgBufferMinMax   = "bufferMin must be at most bufferMax"
 	msgBufferPoolMax  = "bufferMin must be at most poolMax: a pool cannot keep more idle agents than it may have pods"
+	msgPoolName       = "a SandboxPool's name must be a DNS-1123 label: at most 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit (it becomes a label value and its agents' --pool)"
 )
 
 // celMessages are the messages above, for the test that finds each CEL
 // rule's message of the CRDs among them.
 var celMessages = []string{
 	msgImage, msgCommandEntries, msgCommandChars, msgEnvChars, msgCPU, msgMemory, msgGVisorMemory,
-	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax, msgBufferPoolMax,
+	msgPids, msgWorkingDir, msgPoolMinMax, msgBufferMinMax, msgBufferPoolMax, msgPoolName,
+}
+
+// ValidatePoolName checks a SandboxPool's name, as a Sandbox's poolRef
+// and an agent's --pool name it.
+func ValidatePoolName(name string) error {
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
+		return fmt.Errorf("%q: %s", name, msgPoolName)
+	}
+	return nil
 }
 
 // envName is what POSIX shells accept as a variable name.
@@ -467,6 +477,9 @@ func ValidateSandbox(sb *Sandbox) error {
 func ValidatePool(p *SandboxPool) error {
 	if err := ValidateObjectName(p.Namespace, p.Name); err != nil {
 		return err
+	}
+	if err := ValidatePoolName(p.Name); err != nil {
+		return fmt.Errorf("metadata.name %w", err)
 	}
 	c := p.Spec.Capacity
 	for _, f := range []struct {
