@@ -473,7 +473,11 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 		s.cfg.Logger.Info("agent up", slog.String("agent", id), slog.String("address", a.addr),
 			slog.Int("sandboxes", len(st.GetSandboxes())), slog.Int("capacity", int(st.GetCapacity())))
 	}
-	s.cfg.Registry.Upsert(registryAgent(st, a.addr, true))
+	// The first status of an agent that runs sandboxes files it unhealthy
+	// until they are assigned: in between it would look idle, and a pool's
+	// scale-down cordons (and removes) only agents that run nothing.
+	joining := first && len(st.GetSandboxes()) > 0
+	s.cfg.Registry.Upsert(registryAgent(st, a.addr, !joining))
 	reported := make(map[string]string, len(st.GetSandboxes()))
 	// Running revisions first: of two revisions of one sandbox (the old
 	// one not removed yet), the one that runs takes the slot.
@@ -509,6 +513,9 @@ func (s *Set) update(a *agent, st *fsbv1.AgentStatus) {
 			continue
 		}
 		_ = s.cfg.Registry.Assign(key, id, sb.GetSpec().GetExposedPorts())
+	}
+	if joining {
+		s.cfg.Registry.Upsert(registryAgent(st, a.addr, true))
 	}
 	s.mu.Lock()
 	a.reported = reported

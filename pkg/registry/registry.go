@@ -105,7 +105,7 @@ func (e *NoCapacityError) Advice(what, pool, ports string) string {
 		if pool == "" {
 			fix = append(fix, "start an agent of the default pool (in Kubernetes the agent DaemonSet; locally the controller's --agents), or name a SandboxPool")
 		} else {
-			fix = append(fix, fmt.Sprintf("wait for pool %q to start an agent (its controller keeps poolMin agents; kubectl get sandboxpools shows them)", pool))
+			fix = append(fix, fmt.Sprintf("wait for pool %q to start an agent (its controller keeps poolMin pods and bufferMin idle agents: with both 0 it starts none; kubectl get sandboxpools shows them)", pool))
 		}
 	}
 	return head + ": " + strings.Join(fix, "; ")

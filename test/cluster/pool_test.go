@@ -255,7 +255,7 @@ spec:
 
 	out := e.mustKubectl(t, "get", "sandboxpools", "-n", e.Namespace, pool)
 	t.Logf("kubectl get sandboxpools:\n%s", out)
-	for _, column := range []string{"MIN", "MAX", "READY", "BUSY", "IDLE"} {
+	for _, column := range []string{"MIN", "MAX", "CURRENT", "READY", "BUSY", "IDLE"} {
 		if !strings.Contains(out, column) {
 			t.Errorf("kubectl get sandboxpools has no %s column", column)
 		}
@@ -475,7 +475,10 @@ func (w *poolWatch) seen(ctx context.Context, e *env, ns string, pod *corev1.Pod
 	cancel()
 	if err == nil {
 		for _, sb := range list.Items {
-			if sb.Status.AssignedPod == string(pod.UID) && sb.DeletionTimestamp == nil {
+			// The placement a FAST object carries from its first write
+			// (annotations), before its status is written.
+			if agent, _, _ := v1alpha1.Placement(&sb); (agent == string(pod.UID) || sb.Status.AssignedPod == string(pod.UID)) &&
+				sb.DeletionTimestamp == nil {
 				busy = append(busy, sb.Name)
 			}
 		}
