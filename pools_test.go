@@ -145,7 +145,7 @@ func TestPoolFlagsOfTheAgent(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--pool", "GPU_Pool"}, `--pool "GPU_Pool": want a SandboxPool's name`},
+		{[]string{"--pool", "GPU_Pool"}, `--pool "GPU_Pool": a SandboxPool's name must be a DNS-1123 label`},
 		{[]string{"--pool", strings.Repeat("p", 64)}, "at most 63 characters"},
 		{[]string{"--runtimes", "runc,kata"}, `"kata" is not a runtime`},
 	} {
