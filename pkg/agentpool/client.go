@@ -6,7 +6,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -25,25 +24,11 @@ type pools struct {
 }
 
 func newPools(cfg *rest.Config) (*pools, error) {
-	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &v1alpha1.GroupVersion
-	c.APIPath = "/apis"
-	// Custom resources are served as JSON only.
-	c.ContentType = runtime.ContentTypeJSON
-	c.AcceptContentTypes = runtime.ContentTypeJSON
-	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	if c.UserAgent == "" {
-		c.UserAgent = "fsb-controller"
-	}
-	client, err := rest.RESTClientFor(c)
+	client, params, err := v1alpha1.RESTClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox pools client for %s: %w", cfg.Host, err)
+		return nil, fmt.Errorf("sandbox pools: %w", err)
 	}
-	return &pools{client: client, params: runtime.NewParameterCodec(scheme)}, nil
+	return &pools{client: client, params: params}, nil
 }
 
 // listWatch lists and watches the pools of every namespace, for an

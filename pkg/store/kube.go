@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
@@ -71,31 +70,18 @@ func NewKube(cfg *rest.Config) (*Kube, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("store: kube: no client config")
 	}
-	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("store: kube: scheme: %w", err)
-	}
 	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &v1alpha1.GroupVersion
-	c.APIPath = "/apis"
-	// Custom resources are served as JSON only.
-	c.ContentType = runtime.ContentTypeJSON
-	c.AcceptContentTypes = runtime.ContentTypeJSON
-	c.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
 	if c.QPS == 0 {
 		c.QPS = KubeQPS
 	}
 	if c.Burst == 0 {
 		c.Burst = KubeBurst
 	}
-	if c.UserAgent == "" {
-		c.UserAgent = "fsb-controller"
-	}
-	client, err := rest.RESTClientFor(c)
+	client, params, err := v1alpha1.RESTClient(c)
 	if err != nil {
-		return nil, fmt.Errorf("store: kube: client for %s: %w", cfg.Host, err)
+		return nil, fmt.Errorf("store: kube: %w", err)
 	}
-	return &Kube{client: client, params: runtime.NewParameterCodec(scheme)}, nil
+	return &Kube{client: client, params: params}, nil
 }
 
 // Create implements Interface. The API server drops .status (the CRD has a
