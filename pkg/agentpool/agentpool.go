@@ -26,6 +26,7 @@
 package agentpool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -646,6 +647,11 @@ func (c *Controller) status(pool *v1alpha1.SandboxPool, v view) *v1alpha1.Sandbo
 		ready.Status, ready.Reason = metav1.ConditionFalse, ReasonScalingUp
 		ready.Message = fmt.Sprintf("%d pods ready (poolMin %d), %d idle agents (bufferMin %d), %d pending",
 			v.ready, capa.PoolMin, v.Idle, capa.BufferMin, v.Pending)
+		if why := pendingWhy(v.pending); why != "" {
+			// A pending pod counts as an agent to come: one that never
+			// comes (crash-looping, unschedulable) must say why.
+			ready.Message += ": " + why
+		}
 	}
 	meta.SetStatusCondition(&st.Conditions, ready)
 	exhausted := metav1.Condition{Type: ConditionExhausted, Status: metav1.ConditionFalse, Reason: ReasonHasRoom,
@@ -748,4 +754,66 @@ func (c *Controller) finalize(ctx context.Context, t *term, pool *v1alpha1.Sandb
 	}
 	c.cfg.Logger.Info("sandbox pool deleted", slog.String("pool", pool.Name), slog.Int("pods", len(v.all)))
 	return nil
+}
+
+// maxWhy is how many pending pods a Ready message explains.
+const maxWhy = 3
+
+// pendingWhy says why pending pods have no agent yet, for the first
+// maxWhy of them that show a reason: unschedulable, a container waiting
+// (CrashLoopBackOff, an image not present) with its last exit, or not
+// ready. Only reasons and exit codes, and the last line of a termination
+// message (with terminationMessagePolicy FallbackToLogsOnError, as
+// deploy/ sets it, the agent's last words: why it stopped), so that the
+// status changes when the cause does, not with each back-off's countdown.
+func pendingWhy(pods []*corev1.Pod) string {
+	var out []string
+	for _, pod := range pods {
+		if len(out) == maxWhy {
+			out = append(out, "…")
+			break
+		}
+		if why := podWhy(pod); why != "" {
+			out = append(out, pod.Name+": "+why)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func podWhy(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return "not scheduled: " + lastLine(cmp.Or(c.Message, c.Reason))
+		}
+	}
+	for _, cs := range append(slices.Clone(pod.Status.InitContainerStatuses), pod.Status.ContainerStatuses...) {
+		w := cs.State.Waiting
+		if w == nil || w.Reason == "" || w.Reason == "PodInitializing" || w.Reason == "ContainerCreating" {
+			continue
+		}
+		why := fmt.Sprintf("container %s %s", cs.Name, w.Reason)
+		if t := cs.LastTerminationState.Terminated; t != nil {
+			why += fmt.Sprintf(" (last exit %d", t.ExitCode)
+			if msg := lastLine(t.Message); msg != "" {
+				why += ": " + msg
+			}
+			why += ")"
+		}
+		return why
+	}
+	return ""
+}
+
+// lastLine is s's last non-empty line, at most 200 bytes.
+func lastLine(s string) string {
+	lines := strings.Split(s, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if line := strings.TrimSpace(lines[i]); line != "" {
+			if len(line) > 200 {
+				line = line[:200] + "…"
+			}
+			return line
+		}
+	}
+	return ""
 }
