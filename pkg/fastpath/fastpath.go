@@ -1039,7 +1039,35 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 	if err != nil {
 		return nil, storeError(err)
 	}
+	s.awaitCached(ctx, out)
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
+}
+
+// cacheWait bounds how long an update waits for the controller's cache
+// to hold what it wrote.
+const cacheWait = 2 * time.Second
+
+// awaitCached waits, up to cacheWait, until the controller's cache holds
+// written or a later version of it (or it is gone), so that a Get or List
+// right after an update reads the update: they answer from the cache, and
+// the kube store's watch brings a write a moment later (a CI run read the
+// old failure policy just after an update). Versions are the stores'
+// revision counters, compared as numbers; past the bound the update is
+// answered anyway.
+func (s *Server) awaitCached(ctx context.Context, written *v1alpha1.Sandbox) {
+	want, err := strconv.ParseUint(written.ResourceVersion, 10, 64)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, cacheWait)
+	defer cancel()
+	_, _ = s.cfg.Controller.Wait(ctx, written.Namespace, written.Name, func(sb *v1alpha1.Sandbox) bool {
+		if sb == nil {
+			return true
+		}
+		have, err := strconv.ParseUint(sb.ResourceVersion, 10, 64)
+		return err != nil || have >= want
+	})
 }
 
 // applyUpdate makes the changes a validated update asks for, at time now.
