@@ -209,7 +209,7 @@ func run(c *cli.Context) error {
 		slog.String("namespace", c.String("containerd-namespace")),
 		slog.String("cgroupParent", or(cgroupParent, "/")),
 		slog.Int("capacity", c.Int("capacity")),
-		slog.String("pool", or(c.String("pool"), "default")),
+		slog.String("pool", or(c.String("pool"), "(the default pool)")),
 		slog.Any("runtimes", rt.Runtimes()),
 		slog.Bool("auth", tokens != nil))
 	cfg := httpserver.Config{
