@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
@@ -655,6 +656,17 @@ func TestExecThroughAgentsRunscWrapper(t *testing.T) {
 // sandbox, under its pids and memory limits: past the pids limit a fork
 // fails, and a process that holds more memory than the sandbox may have is
 // killed by the OOM killer.
+// TestInitTakesItsReadyName: fsb init, subscribed to every signal, names
+// itself initlink.ReadyName, which a stop waits for before its SIGTERM.
+func TestInitTakesItsReadyName(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := h.create(spec("exec sleep 300")).GetSandboxId()
+	if got := h.sh(id, "cat /proc/1/comm"); got != initlink.ReadyName+"\n" {
+		t.Errorf("PID 1 is named %q, want %q", got, initlink.ReadyName)
+	}
+}
+
 func TestExecCountsAgainstLimits(t *testing.T) {
 	t.Parallel()
 	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {

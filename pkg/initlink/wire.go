@@ -40,6 +40,11 @@ const (
 	// MountPath is where the sandbox's link directory is bind-mounted,
 	// read-only, inside the sandbox.
 	MountPath = "/.fsb/link"
+	// ReadyName is the process name (/proc/<pid>/comm) fsb init takes once
+	// it has subscribed to every signal: a stop waits for it before its
+	// SIGTERM. Before that the signal would be lost (a PID 1 without a
+	// handler) or end init itself (its Go runtime's default, exit 2).
+	ReadyName = "fsb-init"
 	// SocketName is the agent's listening socket in the link directory.
 	SocketName = "s"
 	// TokenEnv carries the sandbox's token to init, which removes it from

@@ -47,6 +47,19 @@ const linkStartDelay = 20 * time.Millisecond
 
 // run is Run with the link directory's place, which tests choose.
 func run(argv []string, stderr io.Writer, linkDir string) int {
+	// Signals first: until now one would end init (its Go runtime's
+	// default for SIGTERM, exit 2) or be dropped (no handler at all); and
+	// subscribed before the child exists, or an early SIGCHLD could be
+	// lost. The name says so to the agent, whose stop waits for it.
+	sigs := make(chan os.Signal, 128)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	// /proc/self/comm is the process's name (its main thread's), which
+	// prctl would set only for whichever thread runs this goroutine. A
+	// /proc that refuses it costs only a slower stop: not worth a line in
+	// the sandbox's log.
+	_ = os.WriteFile("/proc/self/comm", []byte(initlink.ReadyName), 0)
+
 	// The token is for init alone: neither the main process nor any exec'd
 	// one inherits it, and a non-dumpable init keeps other processes of the
 	// sandbox out of /proc/1/environ and /proc/1/mem (root inside has none
@@ -65,10 +78,6 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 		fmt.Fprintln(stderr, "fsb init: no command to run")
 		return ExitNotFound
 	}
-	// Subscribe before the child exists, or an early SIGCHLD could be lost.
-	sigs := make(chan os.Signal, 128)
-	signal.Notify(sigs)
-	defer signal.Stop(sigs)
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		fmt.Fprintf(stderr, "fsb init: become subreaper: %v\n", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
 // Delete stops every container of the sandbox (one revision, or all when
@@ -191,6 +194,8 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 	if grace > 0 {
 		start := time.Now()
 		awaitHandler(ctx, task.Pid(), syscall.SIGTERM, min(grace, handlerWait))
+		// A SIGTERM sent too early is lost; a sandbox that then outlives
+		// the grace period is killed below, so it ends either way.
 		if st, done, err := killed(syscall.SIGTERM, task.Kill(ctx, syscall.SIGTERM)); done || err != nil {
 			return st, err
 		}
@@ -216,26 +221,49 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 	}
 }
 
-// handlerWait bounds how long a stop waits for a sandbox's PID 1 to catch
-// SIGTERM before sending it.
-const handlerWait = 500 * time.Millisecond
+// handlerWait bounds how long a stop waits for a sandbox's PID 1 to be
+// ready for SIGTERM before sending it.
+const handlerWait = 2 * time.Second
 
-// awaitHandler waits, up to limit, until process pid catches sig. The
+// initComm is fsb init's process name until it is ready: the name of
+// InitPath.
+var initComm = path.Base(InitPath)
+
+// awaitHandler waits, up to limit, until process pid is ready for sig. The
 // kernel drops a signal sent to a PID 1 that has no handler for it, and
-// fsb init installs its handlers a few milliseconds after it starts (its
-// Go runtime comes first): a delete right after a create, on a busy
-// node, would lose its SIGTERM and wait out the grace period for the
-// SIGKILL. A process that never catches sig (a --no-init sandbox) costs
-// the limit, which counts against the grace period.
+// fsb init's Go runtime, which catches every signal as it starts, ends
+// init with status 2 on a SIGTERM that comes before init subscribed to
+// it: a delete right after a create, on a busy node, would lose its
+// SIGTERM (and wait out the grace period for the SIGKILL) or end the
+// sandbox with 2 (CI runs saw both). fsb init says it is ready by taking
+// the name initlink.ReadyName; any other PID 1 (a --no-init sandbox, or
+// gVisor's sandbox process) is ready once it catches sig. One that never
+// is costs the limit, which counts against the grace period.
 func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for !catches(pid, sig) && time.Now().Before(deadline) {
+	for !readyFor(pid, sig) && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// readyFor reports whether process pid is ready for sig (see
+// awaitHandler); a process it cannot read counts as ready.
+func readyFor(pid uint32, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return true
+	}
+	switch strings.TrimSpace(string(b)) {
+	case initlink.ReadyName:
+		return true
+	case initComm:
+		return false // fsb init, still starting
+	}
+	return catches(pid, sig)
 }
 
 // catches reports whether process pid has a handler for sig, from the
