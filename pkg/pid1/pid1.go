@@ -52,8 +52,10 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	// subscribed before the child exists, or an early SIGCHLD could be
 	// lost. The name says so to the agent, whose stop waits for it.
 	sigs := make(chan os.Signal, 128)
+	// Never stopped: init exits right after run returns, and a SIGTERM in
+	// between, with nobody subscribed, would turn the main process's
+	// status into the Go runtime's 2.
 	signal.Notify(sigs)
-	defer signal.Stop(sigs)
 	// /proc/self/comm is the process's name (its main thread's), which
 	// prctl would set only for whichever thread runs this goroutine. A
 	// /proc that refuses it costs only a slower stop: not worth a line in
