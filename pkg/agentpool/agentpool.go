@@ -83,6 +83,7 @@ const (
 	ReasonHasRoom         = "HasRoom"
 	ReasonSandboxesRemain = "SandboxesRemain"
 	ReasonRemovingPods    = "RemovingPods"
+	ReasonDeleting        = "Deleting"
 	ReasonScaledUp        = "ScaledUp"
 	ReasonScaledDown      = "ScaledDown"
 	ReasonScaleFailed     = "ScaleFailed"
@@ -712,6 +713,10 @@ func (c *Controller) finalize(ctx context.Context, t *term, pool *v1alpha1.Sandb
 	}
 	slices.Sort(naming)
 	st := c.status(pool, v)
+	// A pool being deleted scales no more: Ready says so, not what the
+	// scaling rule would do.
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
+		Reason: ReasonDeleting, Message: "the pool is being deleted: it takes no new sandboxes and adds no pods"})
 	if len(naming)+v.placed > 0 {
 		named := naming[:min(len(naming), maxNamed)]
 		if len(naming) > maxNamed {

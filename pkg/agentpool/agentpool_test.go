@@ -389,6 +389,9 @@ func TestPoolDeletionWaitsForItsSandboxes(t *testing.T) {
 		c := meta.FindStatusCondition(p.Status.Conditions, ConditionDeleting)
 		return c != nil && c.Reason == ReasonSandboxesRemain
 	})
+	if ready := meta.FindStatusCondition(p.Status.Conditions, ConditionReady); ready == nil || ready.Reason != ReasonDeleting {
+		t.Errorf("Ready while the deletion is held: %+v, want reason %s (it scales no more)", ready, ReasonDeleting)
+	}
 	msg := meta.FindStatusCondition(p.Status.Conditions, ConditionDeleting).Message
 	if !strings.Contains(msg, ns+"/user") || !strings.Contains(msg, "1 Sandboxes") {
 		t.Errorf("Deleting says %q, want it to count and name %s/user", msg, ns)
