@@ -27,9 +27,10 @@ import (
 	"github.com/containerd/containerd/remotes/docker/config"
 	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/platforms"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 )
 
 // image is a resolved, unpacked image and the config a sandbox starts from.
@@ -116,11 +117,11 @@ func registryHosts(dir string) docker.RegistryHosts {
 // NormalizeImage turns a user's image reference into containerd's full name
 // ("busybox" becomes "docker.io/library/busybox:latest").
 func NormalizeImage(ref string) (string, error) {
-	named, err := reference.ParseDockerRef(ref)
+	name, err := v1alpha1.NormalizeImage(ref)
 	if err != nil {
-		return "", fmt.Errorf("%w: image %q: %v", ErrInvalid, ref, err)
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return named.String(), nil
+	return name, nil
 }
 
 // get returns the image named ref, taking it from another namespace or

@@ -117,10 +117,14 @@ func ToProto(sb *Sandbox) *fsbv1.Sandbox {
 			Revision:    sb.Status.Revision,
 			ExitCode:    sb.Status.ExitCode,
 			Message:     sb.Status.Message,
+			Warm:        sb.Status.Warm,
 		},
 	}
 	// A FAST sandbox's object carries its placement in annotations until
 	// the controller has written the status.
+	if sb.Status.SandboxID == "" && sb.Annotations[AnnotationWarm] == "true" {
+		out.Status.Warm = true
+	}
 	out.Status.AssignedPod, out.Status.SandboxId, out.Status.Revision = Placement(sb)
 	if !sb.CreationTimestamp.IsZero() {
 		out.CreateTime = timestamppb.New(sb.CreationTimestamp.Time)

@@ -192,6 +192,8 @@ type SandboxStatus struct {
 	AcceptedResetRevision *metav1.Time       `json:"acceptedResetRevision,omitempty"`
 	Conditions            []metav1.Condition `json:"conditions,omitempty"`
 	Message               string             `json:"message,omitempty"`
+	// Warm says the sandbox was claimed from a warm pool.
+	Warm bool `json:"warm,omitempty"`
 }
 
 // Sandbox is one isolated container run on behalf of a user.
@@ -265,6 +267,13 @@ type SandboxPoolSpec struct {
 	//
 	// +optional
 	AgentTemplate corev1.PodTemplateSpec `json:"agentTemplate,omitzero"`
+	// Warm lists the kinds of sandbox the pool keeps pre-started on its
+	// agents, so that a matching create starts in milliseconds.
+	//
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Warm []WarmEntry `json:"warm,omitempty"`
 }
 
 // SandboxPoolStatus is what the pool controller observed (pkg/agentpool).

@@ -511,5 +511,5 @@ func ValidatePool(p *SandboxPool) error {
 	default:
 		return fmt.Errorf("spec.runtimeType %s: want %s or %s", brief(p.Spec.RuntimeType), RuntimeTypeContainer, RuntimeTypeGVisor)
 	}
-	return nil
+	return ValidateWarm("spec.warm", p.Spec.Warm)
 }

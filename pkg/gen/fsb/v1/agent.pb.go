@@ -47,7 +47,9 @@ type AgentSandbox struct {
 	Labels map[string]string `protobuf:"bytes,14,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The sandbox's object has been written to the store (MarkPersisted, or
 	// a create that came from a stored object).
-	Persisted     bool `protobuf:"varint,15,opt,name=persisted,proto3" json:"persisted,omitempty"`
+	Persisted bool `protobuf:"varint,15,opt,name=persisted,proto3" json:"persisted,omitempty"`
+	// The sandbox was claimed from one of the agent's warm sandboxes.
+	Warm          bool `protobuf:"varint,16,opt,name=warm,proto3" json:"warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +189,13 @@ func (x *AgentSandbox) GetPersisted() bool {
 	return false
 }
 
+func (x *AgentSandbox) GetWarm() bool {
+	if x != nil {
+		return x.Warm
+	}
+	return false
+}
+
 // AgentStatus describes an agent.
 type AgentStatus struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -209,7 +218,11 @@ type AgentStatus struct {
 	Pool string `protobuf:"bytes,9,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Set by the controller, never by the agent: the controller takes no new
 	// sandboxes to this agent (a pool is about to scale it down).
-	Cordoned      bool `protobuf:"varint,10,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	Cordoned bool `protobuf:"varint,10,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	// The warm sandboxes the agent holds, one entry per kind (key). They
+	// hold slots: capacity minus sandboxes minus every warm sandbox is what
+	// is free.
+	Warm          []*WarmStock `protobuf:"bytes,11,rep,name=warm,proto3" json:"warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +327,220 @@ func (x *AgentStatus) GetCordoned() bool {
 	return false
 }
 
+func (x *AgentStatus) GetWarm() []*WarmStock {
+	if x != nil {
+		return x.Warm
+	}
+	return nil
+}
+
+// WarmStock counts an agent's warm sandboxes of one kind.
+type WarmStock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// v1alpha1.WarmKey of the kind.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Running and unclaimed: a matching create claims one of these.
+	Ready int32 `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Being made (refill).
+	Starting      int32 `protobuf:"varint,3,opt,name=starting,proto3" json:"starting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarmStock) Reset() {
+	*x = WarmStock{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarmStock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarmStock) ProtoMessage() {}
+
+func (x *WarmStock) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarmStock.ProtoReflect.Descriptor instead.
+func (*WarmStock) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WarmStock) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WarmStock) GetReady() int32 {
+	if x != nil {
+		return x.Ready
+	}
+	return 0
+}
+
+func (x *WarmStock) GetStarting() int32 {
+	if x != nil {
+		return x.Starting
+	}
+	return 0
+}
+
+type SetWarmRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most one target per key.
+	Targets       []*WarmTarget `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWarmRequest) Reset() {
+	*x = SetWarmRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWarmRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWarmRequest) ProtoMessage() {}
+
+func (x *SetWarmRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWarmRequest.ProtoReflect.Descriptor instead.
+func (*SetWarmRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SetWarmRequest) GetTargets() []*WarmTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// WarmTarget asks an agent to keep entry.count warm sandboxes of a kind.
+type WarmTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// v1alpha1.WarmKey(entry): the agent checks it.
+	Key           string     `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Entry         *WarmEntry `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarmTarget) Reset() {
+	*x = WarmTarget{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarmTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarmTarget) ProtoMessage() {}
+
+func (x *WarmTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarmTarget.ProtoReflect.Descriptor instead.
+func (*WarmTarget) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WarmTarget) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WarmTarget) GetEntry() *WarmEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+type SetWarmResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Warm          []*WarmStock           `protobuf:"bytes,1,rep,name=warm,proto3" json:"warm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWarmResponse) Reset() {
+	*x = SetWarmResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWarmResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWarmResponse) ProtoMessage() {}
+
+func (x *SetWarmResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWarmResponse.ProtoReflect.Descriptor instead.
+func (*SetWarmResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetWarmResponse) GetWarm() []*WarmStock {
+	if x != nil {
+		return x.Warm
+	}
+	return nil
+}
+
 type AgentServiceCreateSandboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Generated by the controller; [a-z0-9-], at most 52 characters.
@@ -336,7 +563,7 @@ type AgentServiceCreateSandboxRequest struct {
 
 func (x *AgentServiceCreateSandboxRequest) Reset() {
 	*x = AgentServiceCreateSandboxRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[2]
+	mi := &file_fsb_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +575,7 @@ func (x *AgentServiceCreateSandboxRequest) String() string {
 func (*AgentServiceCreateSandboxRequest) ProtoMessage() {}
 
 func (x *AgentServiceCreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[2]
+	mi := &file_fsb_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +588,7 @@ func (x *AgentServiceCreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceCreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceCreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AgentServiceCreateSandboxRequest) GetSandboxId() string {
@@ -422,7 +649,7 @@ type AgentServiceCreateSandboxResponse struct {
 
 func (x *AgentServiceCreateSandboxResponse) Reset() {
 	*x = AgentServiceCreateSandboxResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[3]
+	mi := &file_fsb_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +661,7 @@ func (x *AgentServiceCreateSandboxResponse) String() string {
 func (*AgentServiceCreateSandboxResponse) ProtoMessage() {}
 
 func (x *AgentServiceCreateSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[3]
+	mi := &file_fsb_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +674,7 @@ func (x *AgentServiceCreateSandboxResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use AgentServiceCreateSandboxResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceCreateSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AgentServiceCreateSandboxResponse) GetSandbox() *AgentSandbox {
@@ -470,7 +697,7 @@ type AgentServiceDeleteSandboxRequest struct {
 
 func (x *AgentServiceDeleteSandboxRequest) Reset() {
 	*x = AgentServiceDeleteSandboxRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[4]
+	mi := &file_fsb_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +709,7 @@ func (x *AgentServiceDeleteSandboxRequest) String() string {
 func (*AgentServiceDeleteSandboxRequest) ProtoMessage() {}
 
 func (x *AgentServiceDeleteSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[4]
+	mi := &file_fsb_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +722,7 @@ func (x *AgentServiceDeleteSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceDeleteSandboxRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceDeleteSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AgentServiceDeleteSandboxRequest) GetSandboxId() string {
@@ -529,7 +756,7 @@ type AgentServiceDeleteSandboxResponse struct {
 
 func (x *AgentServiceDeleteSandboxResponse) Reset() {
 	*x = AgentServiceDeleteSandboxResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[5]
+	mi := &file_fsb_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +768,7 @@ func (x *AgentServiceDeleteSandboxResponse) String() string {
 func (*AgentServiceDeleteSandboxResponse) ProtoMessage() {}
 
 func (x *AgentServiceDeleteSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[5]
+	mi := &file_fsb_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +781,7 @@ func (x *AgentServiceDeleteSandboxResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use AgentServiceDeleteSandboxResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceDeleteSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AgentServiceDeleteSandboxResponse) GetSandboxes() []*AgentSandbox {
@@ -572,7 +799,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[6]
+	mi := &file_fsb_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +811,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[6]
+	mi := &file_fsb_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +824,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type GetStatusResponse struct {
@@ -609,7 +836,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[7]
+	mi := &file_fsb_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +848,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[7]
+	mi := &file_fsb_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +861,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStatusResponse) GetStatus() *AgentStatus {
@@ -656,7 +883,7 @@ type WatchStatusRequest struct {
 
 func (x *WatchStatusRequest) Reset() {
 	*x = WatchStatusRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[8]
+	mi := &file_fsb_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +895,7 @@ func (x *WatchStatusRequest) String() string {
 func (*WatchStatusRequest) ProtoMessage() {}
 
 func (x *WatchStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[8]
+	mi := &file_fsb_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +908,7 @@ func (x *WatchStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatusRequest.ProtoReflect.Descriptor instead.
 func (*WatchStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchStatusRequest) GetHeartbeatMillis() int32 {
@@ -701,7 +928,7 @@ type WatchStatusResponse struct {
 
 func (x *WatchStatusResponse) Reset() {
 	*x = WatchStatusResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[9]
+	mi := &file_fsb_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +940,7 @@ func (x *WatchStatusResponse) String() string {
 func (*WatchStatusResponse) ProtoMessage() {}
 
 func (x *WatchStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[9]
+	mi := &file_fsb_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +953,7 @@ func (x *WatchStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatusResponse.ProtoReflect.Descriptor instead.
 func (*WatchStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchStatusResponse) GetStatus() *AgentStatus {
@@ -755,7 +982,7 @@ type AgentServiceStreamLogsRequest struct {
 
 func (x *AgentServiceStreamLogsRequest) Reset() {
 	*x = AgentServiceStreamLogsRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[10]
+	mi := &file_fsb_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +994,7 @@ func (x *AgentServiceStreamLogsRequest) String() string {
 func (*AgentServiceStreamLogsRequest) ProtoMessage() {}
 
 func (x *AgentServiceStreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[10]
+	mi := &file_fsb_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1007,7 @@ func (x *AgentServiceStreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceStreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentServiceStreamLogsRequest) GetSandboxId() string {
@@ -836,7 +1063,7 @@ type MarkPersistedRequest struct {
 
 func (x *MarkPersistedRequest) Reset() {
 	*x = MarkPersistedRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[11]
+	mi := &file_fsb_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1075,7 @@ func (x *MarkPersistedRequest) String() string {
 func (*MarkPersistedRequest) ProtoMessage() {}
 
 func (x *MarkPersistedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[11]
+	mi := &file_fsb_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1088,7 @@ func (x *MarkPersistedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkPersistedRequest.ProtoReflect.Descriptor instead.
 func (*MarkPersistedRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MarkPersistedRequest) GetSandboxId() string {
@@ -886,7 +1113,7 @@ type MarkPersistedResponse struct {
 
 func (x *MarkPersistedResponse) Reset() {
 	*x = MarkPersistedResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[12]
+	mi := &file_fsb_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1125,7 @@ func (x *MarkPersistedResponse) String() string {
 func (*MarkPersistedResponse) ProtoMessage() {}
 
 func (x *MarkPersistedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[12]
+	mi := &file_fsb_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1138,7 @@ func (x *MarkPersistedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkPersistedResponse.ProtoReflect.Descriptor instead.
 func (*MarkPersistedResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 // LogLine is one line a sandbox wrote.
@@ -931,7 +1158,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[13]
+	mi := &file_fsb_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1170,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[13]
+	mi := &file_fsb_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1183,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogLine) GetTime() *timestamppb.Timestamp {
@@ -996,7 +1223,7 @@ type AgentServiceStreamLogsResponse struct {
 
 func (x *AgentServiceStreamLogsResponse) Reset() {
 	*x = AgentServiceStreamLogsResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[14]
+	mi := &file_fsb_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1235,7 @@ func (x *AgentServiceStreamLogsResponse) String() string {
 func (*AgentServiceStreamLogsResponse) ProtoMessage() {}
 
 func (x *AgentServiceStreamLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[14]
+	mi := &file_fsb_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1248,7 @@ func (x *AgentServiceStreamLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStreamLogsResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceStreamLogsResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AgentServiceStreamLogsResponse) GetLines() []*LogLine {
@@ -1041,7 +1268,7 @@ type AgentServiceExecRequest struct {
 
 func (x *AgentServiceExecRequest) Reset() {
 	*x = AgentServiceExecRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[15]
+	mi := &file_fsb_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1280,7 @@ func (x *AgentServiceExecRequest) String() string {
 func (*AgentServiceExecRequest) ProtoMessage() {}
 
 func (x *AgentServiceExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[15]
+	mi := &file_fsb_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1293,7 @@ func (x *AgentServiceExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceExecRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceExecRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AgentServiceExecRequest) GetSandboxId() string {
@@ -1092,7 +1319,7 @@ type AgentServiceExecResponse struct {
 
 func (x *AgentServiceExecResponse) Reset() {
 	*x = AgentServiceExecResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[16]
+	mi := &file_fsb_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1331,7 @@ func (x *AgentServiceExecResponse) String() string {
 func (*AgentServiceExecResponse) ProtoMessage() {}
 
 func (x *AgentServiceExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[16]
+	mi := &file_fsb_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1344,7 @@ func (x *AgentServiceExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceExecResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceExecResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AgentServiceExecResponse) GetEvent() *ExecEvent {
@@ -1137,7 +1364,7 @@ type AgentServiceAttachProcessRequest struct {
 
 func (x *AgentServiceAttachProcessRequest) Reset() {
 	*x = AgentServiceAttachProcessRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[17]
+	mi := &file_fsb_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1376,7 @@ func (x *AgentServiceAttachProcessRequest) String() string {
 func (*AgentServiceAttachProcessRequest) ProtoMessage() {}
 
 func (x *AgentServiceAttachProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[17]
+	mi := &file_fsb_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1389,7 @@ func (x *AgentServiceAttachProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceAttachProcessRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceAttachProcessRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AgentServiceAttachProcessRequest) GetSandboxId() string {
@@ -1188,7 +1415,7 @@ type AgentServiceAttachProcessResponse struct {
 
 func (x *AgentServiceAttachProcessResponse) Reset() {
 	*x = AgentServiceAttachProcessResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[18]
+	mi := &file_fsb_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1427,7 @@ func (x *AgentServiceAttachProcessResponse) String() string {
 func (*AgentServiceAttachProcessResponse) ProtoMessage() {}
 
 func (x *AgentServiceAttachProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[18]
+	mi := &file_fsb_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1440,7 @@ func (x *AgentServiceAttachProcessResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use AgentServiceAttachProcessResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceAttachProcessResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AgentServiceAttachProcessResponse) GetEvent() *ExecEvent {
@@ -1234,7 +1461,7 @@ type AgentServiceSendInputRequest struct {
 
 func (x *AgentServiceSendInputRequest) Reset() {
 	*x = AgentServiceSendInputRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[19]
+	mi := &file_fsb_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1473,7 @@ func (x *AgentServiceSendInputRequest) String() string {
 func (*AgentServiceSendInputRequest) ProtoMessage() {}
 
 func (x *AgentServiceSendInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[19]
+	mi := &file_fsb_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1486,7 @@ func (x *AgentServiceSendInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceSendInputRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceSendInputRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentServiceSendInputRequest) GetSandboxId() string {
@@ -1291,7 +1518,7 @@ type AgentServiceSendInputResponse struct {
 
 func (x *AgentServiceSendInputResponse) Reset() {
 	*x = AgentServiceSendInputResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[20]
+	mi := &file_fsb_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1530,7 @@ func (x *AgentServiceSendInputResponse) String() string {
 func (*AgentServiceSendInputResponse) ProtoMessage() {}
 
 func (x *AgentServiceSendInputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[20]
+	mi := &file_fsb_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1543,7 @@ func (x *AgentServiceSendInputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceSendInputResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceSendInputResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 type AgentServiceCloseInputRequest struct {
@@ -1329,7 +1556,7 @@ type AgentServiceCloseInputRequest struct {
 
 func (x *AgentServiceCloseInputRequest) Reset() {
 	*x = AgentServiceCloseInputRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[21]
+	mi := &file_fsb_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1568,7 @@ func (x *AgentServiceCloseInputRequest) String() string {
 func (*AgentServiceCloseInputRequest) ProtoMessage() {}
 
 func (x *AgentServiceCloseInputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[21]
+	mi := &file_fsb_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1581,7 @@ func (x *AgentServiceCloseInputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceCloseInputRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceCloseInputRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AgentServiceCloseInputRequest) GetSandboxId() string {
@@ -1379,7 +1606,7 @@ type AgentServiceCloseInputResponse struct {
 
 func (x *AgentServiceCloseInputResponse) Reset() {
 	*x = AgentServiceCloseInputResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[22]
+	mi := &file_fsb_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1618,7 @@ func (x *AgentServiceCloseInputResponse) String() string {
 func (*AgentServiceCloseInputResponse) ProtoMessage() {}
 
 func (x *AgentServiceCloseInputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[22]
+	mi := &file_fsb_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1631,7 @@ func (x *AgentServiceCloseInputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceCloseInputResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceCloseInputResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 type AgentServiceSignalProcessRequest struct {
@@ -1419,7 +1646,7 @@ type AgentServiceSignalProcessRequest struct {
 
 func (x *AgentServiceSignalProcessRequest) Reset() {
 	*x = AgentServiceSignalProcessRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[23]
+	mi := &file_fsb_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1658,7 @@ func (x *AgentServiceSignalProcessRequest) String() string {
 func (*AgentServiceSignalProcessRequest) ProtoMessage() {}
 
 func (x *AgentServiceSignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[23]
+	mi := &file_fsb_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1671,7 @@ func (x *AgentServiceSignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceSignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceSignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentServiceSignalProcessRequest) GetSandboxId() string {
@@ -1476,7 +1703,7 @@ type AgentServiceSignalProcessResponse struct {
 
 func (x *AgentServiceSignalProcessResponse) Reset() {
 	*x = AgentServiceSignalProcessResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[24]
+	mi := &file_fsb_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1715,7 @@ func (x *AgentServiceSignalProcessResponse) String() string {
 func (*AgentServiceSignalProcessResponse) ProtoMessage() {}
 
 func (x *AgentServiceSignalProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[24]
+	mi := &file_fsb_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1728,7 @@ func (x *AgentServiceSignalProcessResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use AgentServiceSignalProcessResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceSignalProcessResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 type AgentServiceResizePtyRequest struct {
@@ -1515,7 +1742,7 @@ type AgentServiceResizePtyRequest struct {
 
 func (x *AgentServiceResizePtyRequest) Reset() {
 	*x = AgentServiceResizePtyRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[25]
+	mi := &file_fsb_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1754,7 @@ func (x *AgentServiceResizePtyRequest) String() string {
 func (*AgentServiceResizePtyRequest) ProtoMessage() {}
 
 func (x *AgentServiceResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[25]
+	mi := &file_fsb_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1767,7 @@ func (x *AgentServiceResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AgentServiceResizePtyRequest) GetSandboxId() string {
@@ -1572,7 +1799,7 @@ type AgentServiceResizePtyResponse struct {
 
 func (x *AgentServiceResizePtyResponse) Reset() {
 	*x = AgentServiceResizePtyResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[26]
+	mi := &file_fsb_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1811,7 @@ func (x *AgentServiceResizePtyResponse) String() string {
 func (*AgentServiceResizePtyResponse) ProtoMessage() {}
 
 func (x *AgentServiceResizePtyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[26]
+	mi := &file_fsb_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1824,7 @@ func (x *AgentServiceResizePtyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceResizePtyResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceResizePtyResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 type AgentServiceListProcessesRequest struct {
@@ -1609,7 +1836,7 @@ type AgentServiceListProcessesRequest struct {
 
 func (x *AgentServiceListProcessesRequest) Reset() {
 	*x = AgentServiceListProcessesRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[27]
+	mi := &file_fsb_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1848,7 @@ func (x *AgentServiceListProcessesRequest) String() string {
 func (*AgentServiceListProcessesRequest) ProtoMessage() {}
 
 func (x *AgentServiceListProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[27]
+	mi := &file_fsb_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1861,7 @@ func (x *AgentServiceListProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceListProcessesRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceListProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AgentServiceListProcessesRequest) GetSandboxId() string {
@@ -1653,7 +1880,7 @@ type AgentServiceListProcessesResponse struct {
 
 func (x *AgentServiceListProcessesResponse) Reset() {
 	*x = AgentServiceListProcessesResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[28]
+	mi := &file_fsb_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1892,7 @@ func (x *AgentServiceListProcessesResponse) String() string {
 func (*AgentServiceListProcessesResponse) ProtoMessage() {}
 
 func (x *AgentServiceListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[28]
+	mi := &file_fsb_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1905,7 @@ func (x *AgentServiceListProcessesResponse) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use AgentServiceListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AgentServiceListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1698,7 +1925,7 @@ type AgentServiceReadFileRequest struct {
 
 func (x *AgentServiceReadFileRequest) Reset() {
 	*x = AgentServiceReadFileRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[29]
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1937,7 @@ func (x *AgentServiceReadFileRequest) String() string {
 func (*AgentServiceReadFileRequest) ProtoMessage() {}
 
 func (x *AgentServiceReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[29]
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1950,7 @@ func (x *AgentServiceReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceReadFileRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AgentServiceReadFileRequest) GetSandboxId() string {
@@ -1751,7 +1978,7 @@ type AgentServiceReadFileResponse struct {
 
 func (x *AgentServiceReadFileResponse) Reset() {
 	*x = AgentServiceReadFileResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[30]
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1990,7 @@ func (x *AgentServiceReadFileResponse) String() string {
 func (*AgentServiceReadFileResponse) ProtoMessage() {}
 
 func (x *AgentServiceReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[30]
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2003,7 @@ func (x *AgentServiceReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceReadFileResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AgentServiceReadFileResponse) GetInfo() *FileInfo {
@@ -1810,7 +2037,7 @@ type AgentServiceWriteFileRequest struct {
 
 func (x *AgentServiceWriteFileRequest) Reset() {
 	*x = AgentServiceWriteFileRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[31]
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2049,7 @@ func (x *AgentServiceWriteFileRequest) String() string {
 func (*AgentServiceWriteFileRequest) ProtoMessage() {}
 
 func (x *AgentServiceWriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[31]
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2062,7 @@ func (x *AgentServiceWriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceWriteFileRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceWriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AgentServiceWriteFileRequest) GetSandboxId() string {
@@ -1882,7 +2109,7 @@ type AgentServiceWriteFileResponse struct {
 
 func (x *AgentServiceWriteFileResponse) Reset() {
 	*x = AgentServiceWriteFileResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[32]
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2121,7 @@ func (x *AgentServiceWriteFileResponse) String() string {
 func (*AgentServiceWriteFileResponse) ProtoMessage() {}
 
 func (x *AgentServiceWriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[32]
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2134,7 @@ func (x *AgentServiceWriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceWriteFileResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceWriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AgentServiceWriteFileResponse) GetInfo() *FileInfo {
@@ -1929,7 +2156,7 @@ type AgentServiceListDirRequest struct {
 
 func (x *AgentServiceListDirRequest) Reset() {
 	*x = AgentServiceListDirRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2168,7 @@ func (x *AgentServiceListDirRequest) String() string {
 func (*AgentServiceListDirRequest) ProtoMessage() {}
 
 func (x *AgentServiceListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2181,7 @@ func (x *AgentServiceListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceListDirRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceListDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AgentServiceListDirRequest) GetSandboxId() string {
@@ -1987,7 +2214,7 @@ type AgentServiceListDirResponse struct {
 
 func (x *AgentServiceListDirResponse) Reset() {
 	*x = AgentServiceListDirResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2226,7 @@ func (x *AgentServiceListDirResponse) String() string {
 func (*AgentServiceListDirResponse) ProtoMessage() {}
 
 func (x *AgentServiceListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2239,7 @@ func (x *AgentServiceListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceListDirResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceListDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AgentServiceListDirResponse) GetEntries() []*FileInfo {
@@ -2032,7 +2259,7 @@ type AgentServiceStatRequest struct {
 
 func (x *AgentServiceStatRequest) Reset() {
 	*x = AgentServiceStatRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2271,7 @@ func (x *AgentServiceStatRequest) String() string {
 func (*AgentServiceStatRequest) ProtoMessage() {}
 
 func (x *AgentServiceStatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2284,7 @@ func (x *AgentServiceStatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStatRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceStatRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AgentServiceStatRequest) GetSandboxId() string {
@@ -2083,7 +2310,7 @@ type AgentServiceStatResponse struct {
 
 func (x *AgentServiceStatResponse) Reset() {
 	*x = AgentServiceStatResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2322,7 @@ func (x *AgentServiceStatResponse) String() string {
 func (*AgentServiceStatResponse) ProtoMessage() {}
 
 func (x *AgentServiceStatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2335,7 @@ func (x *AgentServiceStatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStatResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceStatResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AgentServiceStatResponse) GetInfo() *FileInfo {
@@ -2130,7 +2357,7 @@ type AgentServiceMakeDirRequest struct {
 
 func (x *AgentServiceMakeDirRequest) Reset() {
 	*x = AgentServiceMakeDirRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2369,7 @@ func (x *AgentServiceMakeDirRequest) String() string {
 func (*AgentServiceMakeDirRequest) ProtoMessage() {}
 
 func (x *AgentServiceMakeDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2382,7 @@ func (x *AgentServiceMakeDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMakeDirRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceMakeDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentServiceMakeDirRequest) GetSandboxId() string {
@@ -2189,7 +2416,7 @@ type AgentServiceMakeDirResponse struct {
 
 func (x *AgentServiceMakeDirResponse) Reset() {
 	*x = AgentServiceMakeDirResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2428,7 @@ func (x *AgentServiceMakeDirResponse) String() string {
 func (*AgentServiceMakeDirResponse) ProtoMessage() {}
 
 func (x *AgentServiceMakeDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2441,7 @@ func (x *AgentServiceMakeDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMakeDirResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceMakeDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentServiceMakeDirResponse) GetCreated() bool {
@@ -2235,7 +2462,7 @@ type AgentServiceMoveRequest struct {
 
 func (x *AgentServiceMoveRequest) Reset() {
 	*x = AgentServiceMoveRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	mi := &file_fsb_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2474,7 @@ func (x *AgentServiceMoveRequest) String() string {
 func (*AgentServiceMoveRequest) ProtoMessage() {}
 
 func (x *AgentServiceMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	mi := &file_fsb_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2487,7 @@ func (x *AgentServiceMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMoveRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceMoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AgentServiceMoveRequest) GetSandboxId() string {
@@ -2292,7 +2519,7 @@ type AgentServiceMoveResponse struct {
 
 func (x *AgentServiceMoveResponse) Reset() {
 	*x = AgentServiceMoveResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	mi := &file_fsb_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2531,7 @@ func (x *AgentServiceMoveResponse) String() string {
 func (*AgentServiceMoveResponse) ProtoMessage() {}
 
 func (x *AgentServiceMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	mi := &file_fsb_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2544,7 @@ func (x *AgentServiceMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMoveResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceMoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 type AgentServiceRemoveRequest struct {
@@ -2333,7 +2560,7 @@ type AgentServiceRemoveRequest struct {
 
 func (x *AgentServiceRemoveRequest) Reset() {
 	*x = AgentServiceRemoveRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	mi := &file_fsb_v1_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2572,7 @@ func (x *AgentServiceRemoveRequest) String() string {
 func (*AgentServiceRemoveRequest) ProtoMessage() {}
 
 func (x *AgentServiceRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	mi := &file_fsb_v1_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2585,7 @@ func (x *AgentServiceRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceRemoveRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AgentServiceRemoveRequest) GetSandboxId() string {
@@ -2390,7 +2617,7 @@ type AgentServiceRemoveResponse struct {
 
 func (x *AgentServiceRemoveResponse) Reset() {
 	*x = AgentServiceRemoveResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	mi := &file_fsb_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2629,7 @@ func (x *AgentServiceRemoveResponse) String() string {
 func (*AgentServiceRemoveResponse) ProtoMessage() {}
 
 func (x *AgentServiceRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	mi := &file_fsb_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,14 +2642,14 @@ func (x *AgentServiceRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceRemoveResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{46}
 }
 
 var File_fsb_v1_agent_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x11fsb/v1/exec.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x04\n" +
+	"\x12fsb/v1/agent.proto\x12\x06fsb.v1\x1a\x11fsb/v1/exec.proto\x1a\x14fsb/v1/sandbox.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x04\n" +
 	"\fAgentSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2441,10 +2668,11 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x128\n" +
 	"\x06labels\x18\x0e \x03(\v2 .fsb.v1.AgentSandbox.LabelsEntryR\x06labels\x12\x1c\n" +
-	"\tpersisted\x18\x0f \x01(\bR\tpersisted\x1a9\n" +
+	"\tpersisted\x18\x0f \x01(\bR\tpersisted\x12\x12\n" +
+	"\x04warm\x18\x10 \x01(\bR\x04warm\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x03\n" +
 	"\vAgentStatus\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12+\n" +
 	"\x11advertise_address\x18\x02 \x01(\tR\x10advertiseAddress\x12\x1b\n" +
@@ -2456,7 +2684,20 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\x15conflicting_addresses\x18\b \x03(\tR\x14conflictingAddresses\x12\x12\n" +
 	"\x04pool\x18\t \x01(\tR\x04pool\x12\x1a\n" +
 	"\bcordoned\x18\n" +
-	" \x01(\bR\bcordoned\"\xdf\x02\n" +
+	" \x01(\bR\bcordoned\x12%\n" +
+	"\x04warm\x18\v \x03(\v2\x11.fsb.v1.WarmStockR\x04warm\"O\n" +
+	"\tWarmStock\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05ready\x18\x02 \x01(\x05R\x05ready\x12\x1a\n" +
+	"\bstarting\x18\x03 \x01(\x05R\bstarting\">\n" +
+	"\x0eSetWarmRequest\x12,\n" +
+	"\atargets\x18\x01 \x03(\v2\x12.fsb.v1.WarmTargetR\atargets\"G\n" +
+	"\n" +
+	"WarmTarget\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12'\n" +
+	"\x05entry\x18\x02 \x01(\v2\x11.fsb.v1.WarmEntryR\x05entry\"8\n" +
+	"\x0fSetWarmResponse\x12%\n" +
+	"\x04warm\x18\x01 \x03(\v2\x11.fsb.v1.WarmStockR\x04warm\"\xdf\x02\n" +
 	" AgentServiceCreateSandboxRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2593,11 +2834,12 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
 	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x1c\n" +
-	"\x1aAgentServiceRemoveResponse2\xe9\r\n" +
+	"\x1aAgentServiceRemoveResponse2\xa5\x0e\n" +
 	"\fAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.fsb.v1.AgentServiceCreateSandboxRequest\x1a).fsb.v1.AgentServiceCreateSandboxResponse\x12d\n" +
 	"\rDeleteSandbox\x12(.fsb.v1.AgentServiceDeleteSandboxRequest\x1a).fsb.v1.AgentServiceDeleteSandboxResponse\x12@\n" +
-	"\tGetStatus\x12\x18.fsb.v1.GetStatusRequest\x1a\x19.fsb.v1.GetStatusResponse\x12H\n" +
+	"\tGetStatus\x12\x18.fsb.v1.GetStatusRequest\x1a\x19.fsb.v1.GetStatusResponse\x12:\n" +
+	"\aSetWarm\x12\x16.fsb.v1.SetWarmRequest\x1a\x17.fsb.v1.SetWarmResponse\x12H\n" +
 	"\vWatchStatus\x12\x1a.fsb.v1.WatchStatusRequest\x1a\x1b.fsb.v1.WatchStatusResponse0\x01\x12]\n" +
 	"\n" +
 	"StreamLogs\x12%.fsb.v1.AgentServiceStreamLogsRequest\x1a&.fsb.v1.AgentServiceStreamLogsResponse0\x01\x12L\n" +
@@ -2630,131 +2872,142 @@ func file_fsb_v1_agent_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_agent_proto_rawDescData
 }
 
-var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_fsb_v1_agent_proto_goTypes = []any{
 	(*AgentSandbox)(nil),                      // 0: fsb.v1.AgentSandbox
 	(*AgentStatus)(nil),                       // 1: fsb.v1.AgentStatus
-	(*AgentServiceCreateSandboxRequest)(nil),  // 2: fsb.v1.AgentServiceCreateSandboxRequest
-	(*AgentServiceCreateSandboxResponse)(nil), // 3: fsb.v1.AgentServiceCreateSandboxResponse
-	(*AgentServiceDeleteSandboxRequest)(nil),  // 4: fsb.v1.AgentServiceDeleteSandboxRequest
-	(*AgentServiceDeleteSandboxResponse)(nil), // 5: fsb.v1.AgentServiceDeleteSandboxResponse
-	(*GetStatusRequest)(nil),                  // 6: fsb.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),                 // 7: fsb.v1.GetStatusResponse
-	(*WatchStatusRequest)(nil),                // 8: fsb.v1.WatchStatusRequest
-	(*WatchStatusResponse)(nil),               // 9: fsb.v1.WatchStatusResponse
-	(*AgentServiceStreamLogsRequest)(nil),     // 10: fsb.v1.AgentServiceStreamLogsRequest
-	(*MarkPersistedRequest)(nil),              // 11: fsb.v1.MarkPersistedRequest
-	(*MarkPersistedResponse)(nil),             // 12: fsb.v1.MarkPersistedResponse
-	(*LogLine)(nil),                           // 13: fsb.v1.LogLine
-	(*AgentServiceStreamLogsResponse)(nil),    // 14: fsb.v1.AgentServiceStreamLogsResponse
-	(*AgentServiceExecRequest)(nil),           // 15: fsb.v1.AgentServiceExecRequest
-	(*AgentServiceExecResponse)(nil),          // 16: fsb.v1.AgentServiceExecResponse
-	(*AgentServiceAttachProcessRequest)(nil),  // 17: fsb.v1.AgentServiceAttachProcessRequest
-	(*AgentServiceAttachProcessResponse)(nil), // 18: fsb.v1.AgentServiceAttachProcessResponse
-	(*AgentServiceSendInputRequest)(nil),      // 19: fsb.v1.AgentServiceSendInputRequest
-	(*AgentServiceSendInputResponse)(nil),     // 20: fsb.v1.AgentServiceSendInputResponse
-	(*AgentServiceCloseInputRequest)(nil),     // 21: fsb.v1.AgentServiceCloseInputRequest
-	(*AgentServiceCloseInputResponse)(nil),    // 22: fsb.v1.AgentServiceCloseInputResponse
-	(*AgentServiceSignalProcessRequest)(nil),  // 23: fsb.v1.AgentServiceSignalProcessRequest
-	(*AgentServiceSignalProcessResponse)(nil), // 24: fsb.v1.AgentServiceSignalProcessResponse
-	(*AgentServiceResizePtyRequest)(nil),      // 25: fsb.v1.AgentServiceResizePtyRequest
-	(*AgentServiceResizePtyResponse)(nil),     // 26: fsb.v1.AgentServiceResizePtyResponse
-	(*AgentServiceListProcessesRequest)(nil),  // 27: fsb.v1.AgentServiceListProcessesRequest
-	(*AgentServiceListProcessesResponse)(nil), // 28: fsb.v1.AgentServiceListProcessesResponse
-	(*AgentServiceReadFileRequest)(nil),       // 29: fsb.v1.AgentServiceReadFileRequest
-	(*AgentServiceReadFileResponse)(nil),      // 30: fsb.v1.AgentServiceReadFileResponse
-	(*AgentServiceWriteFileRequest)(nil),      // 31: fsb.v1.AgentServiceWriteFileRequest
-	(*AgentServiceWriteFileResponse)(nil),     // 32: fsb.v1.AgentServiceWriteFileResponse
-	(*AgentServiceListDirRequest)(nil),        // 33: fsb.v1.AgentServiceListDirRequest
-	(*AgentServiceListDirResponse)(nil),       // 34: fsb.v1.AgentServiceListDirResponse
-	(*AgentServiceStatRequest)(nil),           // 35: fsb.v1.AgentServiceStatRequest
-	(*AgentServiceStatResponse)(nil),          // 36: fsb.v1.AgentServiceStatResponse
-	(*AgentServiceMakeDirRequest)(nil),        // 37: fsb.v1.AgentServiceMakeDirRequest
-	(*AgentServiceMakeDirResponse)(nil),       // 38: fsb.v1.AgentServiceMakeDirResponse
-	(*AgentServiceMoveRequest)(nil),           // 39: fsb.v1.AgentServiceMoveRequest
-	(*AgentServiceMoveResponse)(nil),          // 40: fsb.v1.AgentServiceMoveResponse
-	(*AgentServiceRemoveRequest)(nil),         // 41: fsb.v1.AgentServiceRemoveRequest
-	(*AgentServiceRemoveResponse)(nil),        // 42: fsb.v1.AgentServiceRemoveResponse
-	nil,                                       // 43: fsb.v1.AgentSandbox.LabelsEntry
-	nil,                                       // 44: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
-	(Phase)(0),                                // 45: fsb.v1.Phase
-	(*timestamppb.Timestamp)(nil),             // 46: google.protobuf.Timestamp
-	(*SandboxSpec)(nil),                       // 47: fsb.v1.SandboxSpec
-	(*ProcessSpec)(nil),                       // 48: fsb.v1.ProcessSpec
-	(*ExecEvent)(nil),                         // 49: fsb.v1.ExecEvent
-	(*PtySize)(nil),                           // 50: fsb.v1.PtySize
-	(*ProcessInfo)(nil),                       // 51: fsb.v1.ProcessInfo
-	(*FileInfo)(nil),                          // 52: fsb.v1.FileInfo
+	(*WarmStock)(nil),                         // 2: fsb.v1.WarmStock
+	(*SetWarmRequest)(nil),                    // 3: fsb.v1.SetWarmRequest
+	(*WarmTarget)(nil),                        // 4: fsb.v1.WarmTarget
+	(*SetWarmResponse)(nil),                   // 5: fsb.v1.SetWarmResponse
+	(*AgentServiceCreateSandboxRequest)(nil),  // 6: fsb.v1.AgentServiceCreateSandboxRequest
+	(*AgentServiceCreateSandboxResponse)(nil), // 7: fsb.v1.AgentServiceCreateSandboxResponse
+	(*AgentServiceDeleteSandboxRequest)(nil),  // 8: fsb.v1.AgentServiceDeleteSandboxRequest
+	(*AgentServiceDeleteSandboxResponse)(nil), // 9: fsb.v1.AgentServiceDeleteSandboxResponse
+	(*GetStatusRequest)(nil),                  // 10: fsb.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),                 // 11: fsb.v1.GetStatusResponse
+	(*WatchStatusRequest)(nil),                // 12: fsb.v1.WatchStatusRequest
+	(*WatchStatusResponse)(nil),               // 13: fsb.v1.WatchStatusResponse
+	(*AgentServiceStreamLogsRequest)(nil),     // 14: fsb.v1.AgentServiceStreamLogsRequest
+	(*MarkPersistedRequest)(nil),              // 15: fsb.v1.MarkPersistedRequest
+	(*MarkPersistedResponse)(nil),             // 16: fsb.v1.MarkPersistedResponse
+	(*LogLine)(nil),                           // 17: fsb.v1.LogLine
+	(*AgentServiceStreamLogsResponse)(nil),    // 18: fsb.v1.AgentServiceStreamLogsResponse
+	(*AgentServiceExecRequest)(nil),           // 19: fsb.v1.AgentServiceExecRequest
+	(*AgentServiceExecResponse)(nil),          // 20: fsb.v1.AgentServiceExecResponse
+	(*AgentServiceAttachProcessRequest)(nil),  // 21: fsb.v1.AgentServiceAttachProcessRequest
+	(*AgentServiceAttachProcessResponse)(nil), // 22: fsb.v1.AgentServiceAttachProcessResponse
+	(*AgentServiceSendInputRequest)(nil),      // 23: fsb.v1.AgentServiceSendInputRequest
+	(*AgentServiceSendInputResponse)(nil),     // 24: fsb.v1.AgentServiceSendInputResponse
+	(*AgentServiceCloseInputRequest)(nil),     // 25: fsb.v1.AgentServiceCloseInputRequest
+	(*AgentServiceCloseInputResponse)(nil),    // 26: fsb.v1.AgentServiceCloseInputResponse
+	(*AgentServiceSignalProcessRequest)(nil),  // 27: fsb.v1.AgentServiceSignalProcessRequest
+	(*AgentServiceSignalProcessResponse)(nil), // 28: fsb.v1.AgentServiceSignalProcessResponse
+	(*AgentServiceResizePtyRequest)(nil),      // 29: fsb.v1.AgentServiceResizePtyRequest
+	(*AgentServiceResizePtyResponse)(nil),     // 30: fsb.v1.AgentServiceResizePtyResponse
+	(*AgentServiceListProcessesRequest)(nil),  // 31: fsb.v1.AgentServiceListProcessesRequest
+	(*AgentServiceListProcessesResponse)(nil), // 32: fsb.v1.AgentServiceListProcessesResponse
+	(*AgentServiceReadFileRequest)(nil),       // 33: fsb.v1.AgentServiceReadFileRequest
+	(*AgentServiceReadFileResponse)(nil),      // 34: fsb.v1.AgentServiceReadFileResponse
+	(*AgentServiceWriteFileRequest)(nil),      // 35: fsb.v1.AgentServiceWriteFileRequest
+	(*AgentServiceWriteFileResponse)(nil),     // 36: fsb.v1.AgentServiceWriteFileResponse
+	(*AgentServiceListDirRequest)(nil),        // 37: fsb.v1.AgentServiceListDirRequest
+	(*AgentServiceListDirResponse)(nil),       // 38: fsb.v1.AgentServiceListDirResponse
+	(*AgentServiceStatRequest)(nil),           // 39: fsb.v1.AgentServiceStatRequest
+	(*AgentServiceStatResponse)(nil),          // 40: fsb.v1.AgentServiceStatResponse
+	(*AgentServiceMakeDirRequest)(nil),        // 41: fsb.v1.AgentServiceMakeDirRequest
+	(*AgentServiceMakeDirResponse)(nil),       // 42: fsb.v1.AgentServiceMakeDirResponse
+	(*AgentServiceMoveRequest)(nil),           // 43: fsb.v1.AgentServiceMoveRequest
+	(*AgentServiceMoveResponse)(nil),          // 44: fsb.v1.AgentServiceMoveResponse
+	(*AgentServiceRemoveRequest)(nil),         // 45: fsb.v1.AgentServiceRemoveRequest
+	(*AgentServiceRemoveResponse)(nil),        // 46: fsb.v1.AgentServiceRemoveResponse
+	nil,                                       // 47: fsb.v1.AgentSandbox.LabelsEntry
+	nil,                                       // 48: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	(Phase)(0),                                // 49: fsb.v1.Phase
+	(*timestamppb.Timestamp)(nil),             // 50: google.protobuf.Timestamp
+	(*SandboxSpec)(nil),                       // 51: fsb.v1.SandboxSpec
+	(*WarmEntry)(nil),                         // 52: fsb.v1.WarmEntry
+	(*ProcessSpec)(nil),                       // 53: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),                         // 54: fsb.v1.ExecEvent
+	(*PtySize)(nil),                           // 55: fsb.v1.PtySize
+	(*ProcessInfo)(nil),                       // 56: fsb.v1.ProcessInfo
+	(*FileInfo)(nil),                          // 57: fsb.v1.FileInfo
 }
 var file_fsb_v1_agent_proto_depIdxs = []int32{
-	45, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
-	46, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
-	47, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
-	46, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
-	43, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
+	49, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
+	50, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
+	51, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
+	50, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
+	47, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
 	0,  // 5: fsb.v1.AgentStatus.sandboxes:type_name -> fsb.v1.AgentSandbox
-	47, // 6: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	44, // 7: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
-	0,  // 8: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
-	0,  // 9: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
-	1,  // 10: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	1,  // 11: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	46, // 12: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	13, // 13: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	48, // 14: fsb.v1.AgentServiceExecRequest.process:type_name -> fsb.v1.ProcessSpec
-	49, // 15: fsb.v1.AgentServiceExecResponse.event:type_name -> fsb.v1.ExecEvent
-	49, // 16: fsb.v1.AgentServiceAttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
-	50, // 17: fsb.v1.AgentServiceResizePtyRequest.size:type_name -> fsb.v1.PtySize
-	51, // 18: fsb.v1.AgentServiceListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
-	52, // 19: fsb.v1.AgentServiceReadFileResponse.info:type_name -> fsb.v1.FileInfo
-	52, // 20: fsb.v1.AgentServiceWriteFileResponse.info:type_name -> fsb.v1.FileInfo
-	52, // 21: fsb.v1.AgentServiceListDirResponse.entries:type_name -> fsb.v1.FileInfo
-	52, // 22: fsb.v1.AgentServiceStatResponse.info:type_name -> fsb.v1.FileInfo
-	2,  // 23: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
-	4,  // 24: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
-	6,  // 25: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
-	8,  // 26: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
-	10, // 27: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
-	11, // 28: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
-	15, // 29: fsb.v1.AgentService.Exec:input_type -> fsb.v1.AgentServiceExecRequest
-	17, // 30: fsb.v1.AgentService.AttachProcess:input_type -> fsb.v1.AgentServiceAttachProcessRequest
-	19, // 31: fsb.v1.AgentService.SendInput:input_type -> fsb.v1.AgentServiceSendInputRequest
-	21, // 32: fsb.v1.AgentService.CloseInput:input_type -> fsb.v1.AgentServiceCloseInputRequest
-	23, // 33: fsb.v1.AgentService.SignalProcess:input_type -> fsb.v1.AgentServiceSignalProcessRequest
-	25, // 34: fsb.v1.AgentService.ResizePty:input_type -> fsb.v1.AgentServiceResizePtyRequest
-	27, // 35: fsb.v1.AgentService.ListProcesses:input_type -> fsb.v1.AgentServiceListProcessesRequest
-	29, // 36: fsb.v1.AgentService.ReadFile:input_type -> fsb.v1.AgentServiceReadFileRequest
-	31, // 37: fsb.v1.AgentService.WriteFile:input_type -> fsb.v1.AgentServiceWriteFileRequest
-	33, // 38: fsb.v1.AgentService.ListDir:input_type -> fsb.v1.AgentServiceListDirRequest
-	35, // 39: fsb.v1.AgentService.Stat:input_type -> fsb.v1.AgentServiceStatRequest
-	37, // 40: fsb.v1.AgentService.MakeDir:input_type -> fsb.v1.AgentServiceMakeDirRequest
-	39, // 41: fsb.v1.AgentService.Move:input_type -> fsb.v1.AgentServiceMoveRequest
-	41, // 42: fsb.v1.AgentService.Remove:input_type -> fsb.v1.AgentServiceRemoveRequest
-	3,  // 43: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
-	5,  // 44: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
-	7,  // 45: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
-	9,  // 46: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
-	14, // 47: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
-	12, // 48: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
-	16, // 49: fsb.v1.AgentService.Exec:output_type -> fsb.v1.AgentServiceExecResponse
-	18, // 50: fsb.v1.AgentService.AttachProcess:output_type -> fsb.v1.AgentServiceAttachProcessResponse
-	20, // 51: fsb.v1.AgentService.SendInput:output_type -> fsb.v1.AgentServiceSendInputResponse
-	22, // 52: fsb.v1.AgentService.CloseInput:output_type -> fsb.v1.AgentServiceCloseInputResponse
-	24, // 53: fsb.v1.AgentService.SignalProcess:output_type -> fsb.v1.AgentServiceSignalProcessResponse
-	26, // 54: fsb.v1.AgentService.ResizePty:output_type -> fsb.v1.AgentServiceResizePtyResponse
-	28, // 55: fsb.v1.AgentService.ListProcesses:output_type -> fsb.v1.AgentServiceListProcessesResponse
-	30, // 56: fsb.v1.AgentService.ReadFile:output_type -> fsb.v1.AgentServiceReadFileResponse
-	32, // 57: fsb.v1.AgentService.WriteFile:output_type -> fsb.v1.AgentServiceWriteFileResponse
-	34, // 58: fsb.v1.AgentService.ListDir:output_type -> fsb.v1.AgentServiceListDirResponse
-	36, // 59: fsb.v1.AgentService.Stat:output_type -> fsb.v1.AgentServiceStatResponse
-	38, // 60: fsb.v1.AgentService.MakeDir:output_type -> fsb.v1.AgentServiceMakeDirResponse
-	40, // 61: fsb.v1.AgentService.Move:output_type -> fsb.v1.AgentServiceMoveResponse
-	42, // 62: fsb.v1.AgentService.Remove:output_type -> fsb.v1.AgentServiceRemoveResponse
-	43, // [43:63] is the sub-list for method output_type
-	23, // [23:43] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	2,  // 6: fsb.v1.AgentStatus.warm:type_name -> fsb.v1.WarmStock
+	4,  // 7: fsb.v1.SetWarmRequest.targets:type_name -> fsb.v1.WarmTarget
+	52, // 8: fsb.v1.WarmTarget.entry:type_name -> fsb.v1.WarmEntry
+	2,  // 9: fsb.v1.SetWarmResponse.warm:type_name -> fsb.v1.WarmStock
+	51, // 10: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	48, // 11: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	0,  // 12: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
+	0,  // 13: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
+	1,  // 14: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
+	1,  // 15: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
+	50, // 16: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	17, // 17: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	53, // 18: fsb.v1.AgentServiceExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	54, // 19: fsb.v1.AgentServiceExecResponse.event:type_name -> fsb.v1.ExecEvent
+	54, // 20: fsb.v1.AgentServiceAttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	55, // 21: fsb.v1.AgentServiceResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	56, // 22: fsb.v1.AgentServiceListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	57, // 23: fsb.v1.AgentServiceReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	57, // 24: fsb.v1.AgentServiceWriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	57, // 25: fsb.v1.AgentServiceListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	57, // 26: fsb.v1.AgentServiceStatResponse.info:type_name -> fsb.v1.FileInfo
+	6,  // 27: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
+	8,  // 28: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
+	10, // 29: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
+	3,  // 30: fsb.v1.AgentService.SetWarm:input_type -> fsb.v1.SetWarmRequest
+	12, // 31: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
+	14, // 32: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
+	15, // 33: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
+	19, // 34: fsb.v1.AgentService.Exec:input_type -> fsb.v1.AgentServiceExecRequest
+	21, // 35: fsb.v1.AgentService.AttachProcess:input_type -> fsb.v1.AgentServiceAttachProcessRequest
+	23, // 36: fsb.v1.AgentService.SendInput:input_type -> fsb.v1.AgentServiceSendInputRequest
+	25, // 37: fsb.v1.AgentService.CloseInput:input_type -> fsb.v1.AgentServiceCloseInputRequest
+	27, // 38: fsb.v1.AgentService.SignalProcess:input_type -> fsb.v1.AgentServiceSignalProcessRequest
+	29, // 39: fsb.v1.AgentService.ResizePty:input_type -> fsb.v1.AgentServiceResizePtyRequest
+	31, // 40: fsb.v1.AgentService.ListProcesses:input_type -> fsb.v1.AgentServiceListProcessesRequest
+	33, // 41: fsb.v1.AgentService.ReadFile:input_type -> fsb.v1.AgentServiceReadFileRequest
+	35, // 42: fsb.v1.AgentService.WriteFile:input_type -> fsb.v1.AgentServiceWriteFileRequest
+	37, // 43: fsb.v1.AgentService.ListDir:input_type -> fsb.v1.AgentServiceListDirRequest
+	39, // 44: fsb.v1.AgentService.Stat:input_type -> fsb.v1.AgentServiceStatRequest
+	41, // 45: fsb.v1.AgentService.MakeDir:input_type -> fsb.v1.AgentServiceMakeDirRequest
+	43, // 46: fsb.v1.AgentService.Move:input_type -> fsb.v1.AgentServiceMoveRequest
+	45, // 47: fsb.v1.AgentService.Remove:input_type -> fsb.v1.AgentServiceRemoveRequest
+	7,  // 48: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
+	9,  // 49: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
+	11, // 50: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
+	5,  // 51: fsb.v1.AgentService.SetWarm:output_type -> fsb.v1.SetWarmResponse
+	13, // 52: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
+	18, // 53: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
+	16, // 54: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
+	20, // 55: fsb.v1.AgentService.Exec:output_type -> fsb.v1.AgentServiceExecResponse
+	22, // 56: fsb.v1.AgentService.AttachProcess:output_type -> fsb.v1.AgentServiceAttachProcessResponse
+	24, // 57: fsb.v1.AgentService.SendInput:output_type -> fsb.v1.AgentServiceSendInputResponse
+	26, // 58: fsb.v1.AgentService.CloseInput:output_type -> fsb.v1.AgentServiceCloseInputResponse
+	28, // 59: fsb.v1.AgentService.SignalProcess:output_type -> fsb.v1.AgentServiceSignalProcessResponse
+	30, // 60: fsb.v1.AgentService.ResizePty:output_type -> fsb.v1.AgentServiceResizePtyResponse
+	32, // 61: fsb.v1.AgentService.ListProcesses:output_type -> fsb.v1.AgentServiceListProcessesResponse
+	34, // 62: fsb.v1.AgentService.ReadFile:output_type -> fsb.v1.AgentServiceReadFileResponse
+	36, // 63: fsb.v1.AgentService.WriteFile:output_type -> fsb.v1.AgentServiceWriteFileResponse
+	38, // 64: fsb.v1.AgentService.ListDir:output_type -> fsb.v1.AgentServiceListDirResponse
+	40, // 65: fsb.v1.AgentService.Stat:output_type -> fsb.v1.AgentServiceStatResponse
+	42, // 66: fsb.v1.AgentService.MakeDir:output_type -> fsb.v1.AgentServiceMakeDirResponse
+	44, // 67: fsb.v1.AgentService.Move:output_type -> fsb.v1.AgentServiceMoveResponse
+	46, // 68: fsb.v1.AgentService.Remove:output_type -> fsb.v1.AgentServiceRemoveResponse
+	48, // [48:69] is the sub-list for method output_type
+	27, // [27:48] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_agent_proto_init() }
@@ -2764,14 +3017,14 @@ func file_fsb_v1_agent_proto_init() {
 	}
 	file_fsb_v1_exec_proto_init()
 	file_fsb_v1_sandbox_proto_init()
-	file_fsb_v1_agent_proto_msgTypes[4].OneofWrappers = []any{}
+	file_fsb_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_agent_proto_rawDesc), len(file_fsb_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

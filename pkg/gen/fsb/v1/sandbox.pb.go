@@ -251,6 +251,79 @@ func (x *EnvVar) GetValue() string {
 
 // Resources limit what a sandbox may use. Empty fields mean no limit, except
 // pids, which falls back to the agent's default.
+// WarmEntry is one kind of sandbox a pool keeps pre-started: container,
+// task and fsb init running, no main process yet. A create whose image,
+// runtime and resources match (see v1alpha1.WarmKey) claims one.
+type WarmEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// "runc" (the default), "crun" or "gvisor".
+	Runtime   string     `protobuf:"bytes,2,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Resources *Resources `protobuf:"bytes,3,opt,name=resources,proto3" json:"resources,omitempty"`
+	// How many to keep ready.
+	Count         int32 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarmEntry) Reset() {
+	*x = WarmEntry{}
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarmEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarmEntry) ProtoMessage() {}
+
+func (x *WarmEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarmEntry.ProtoReflect.Descriptor instead.
+func (*WarmEntry) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WarmEntry) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *WarmEntry) GetRuntime() string {
+	if x != nil {
+		return x.Runtime
+	}
+	return ""
+}
+
+func (x *WarmEntry) GetResources() *Resources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *WarmEntry) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type Resources struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// CPU as a Kubernetes quantity: "500m" is half a core, "2" two cores.
@@ -265,7 +338,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[1]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +350,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[1]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +363,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{1}
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Resources) GetCpu() string {
@@ -346,7 +419,7 @@ type SandboxSpec struct {
 
 func (x *SandboxSpec) Reset() {
 	*x = SandboxSpec{}
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[2]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +431,7 @@ func (x *SandboxSpec) String() string {
 func (*SandboxSpec) ProtoMessage() {}
 
 func (x *SandboxSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[2]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +444,7 @@ func (x *SandboxSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxSpec.ProtoReflect.Descriptor instead.
 func (*SandboxSpec) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{2}
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SandboxSpec) GetImage() string {
@@ -494,7 +567,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[3]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +579,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[3]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +592,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{3}
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Condition) GetType() string {
@@ -573,13 +646,16 @@ type SandboxStatus struct {
 	AcceptedResetRevision *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=accepted_reset_revision,json=acceptedResetRevision,proto3" json:"accepted_reset_revision,omitempty"`
 	Conditions            []*Condition           `protobuf:"bytes,9,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	Message               string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The sandbox was claimed from a warm pool: its container was running
+	// before the create, and its main process started at the claim.
+	Warm          bool `protobuf:"varint,11,opt,name=warm,proto3" json:"warm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SandboxStatus) Reset() {
 	*x = SandboxStatus{}
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[4]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +667,7 @@ func (x *SandboxStatus) String() string {
 func (*SandboxStatus) ProtoMessage() {}
 
 func (x *SandboxStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[4]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +680,7 @@ func (x *SandboxStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxStatus.ProtoReflect.Descriptor instead.
 func (*SandboxStatus) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{4}
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SandboxStatus) GetPhase() Phase {
@@ -677,6 +753,13 @@ func (x *SandboxStatus) GetMessage() string {
 	return ""
 }
 
+func (x *SandboxStatus) GetWarm() bool {
+	if x != nil {
+		return x.Warm
+	}
+	return false
+}
+
 // Sandbox is one isolated container run on behalf of a user.
 type Sandbox struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -692,7 +775,7 @@ type Sandbox struct {
 
 func (x *Sandbox) Reset() {
 	*x = Sandbox{}
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[5]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +787,7 @@ func (x *Sandbox) String() string {
 func (*Sandbox) ProtoMessage() {}
 
 func (x *Sandbox) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_sandbox_proto_msgTypes[5]
+	mi := &file_fsb_v1_sandbox_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +800,7 @@ func (x *Sandbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sandbox.ProtoReflect.Descriptor instead.
 func (*Sandbox) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{5}
+	return file_fsb_v1_sandbox_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Sandbox) GetName() string {
@@ -769,7 +852,12 @@ const file_fsb_v1_sandbox_proto_rawDesc = "" +
 	"\x14fsb/v1/sandbox.proto\x12\x06fsb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"I\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x82\x01\n" +
+	"\tWarmEntry\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
+	"\aruntime\x18\x02 \x01(\tR\aruntime\x12/\n" +
+	"\tresources\x18\x03 \x01(\v2\x11.fsb.v1.ResourcesR\tresources\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x05R\x05count\"I\n" +
 	"\tResources\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\tR\x03cpu\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\tR\x06memory\x12\x12\n" +
@@ -798,7 +886,7 @@ const file_fsb_v1_sandbox_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
-	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\x8b\x03\n" +
+	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\x9f\x03\n" +
 	"\rSandboxStatus\x12#\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\r.fsb.v1.PhaseR\x05phase\x12\x1d\n" +
 	"\n" +
@@ -813,7 +901,8 @@ const file_fsb_v1_sandbox_proto_rawDesc = "" +
 	"conditions\x18\t \x03(\v2\x11.fsb.v1.ConditionR\n" +
 	"conditions\x12\x18\n" +
 	"\amessage\x18\n" +
-	" \x01(\tR\amessage\"\xc0\x02\n" +
+	" \x01(\tR\amessage\x12\x12\n" +
+	"\x04warm\x18\v \x01(\bR\x04warm\"\xc0\x02\n" +
 	"\aSandbox\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x123\n" +
@@ -858,40 +947,42 @@ func file_fsb_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_fsb_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_fsb_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_fsb_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_fsb_v1_sandbox_proto_goTypes = []any{
 	(ConsistencyMode)(0),          // 0: fsb.v1.ConsistencyMode
 	(FailurePolicy)(0),            // 1: fsb.v1.FailurePolicy
 	(Phase)(0),                    // 2: fsb.v1.Phase
 	(*EnvVar)(nil),                // 3: fsb.v1.EnvVar
-	(*Resources)(nil),             // 4: fsb.v1.Resources
-	(*SandboxSpec)(nil),           // 5: fsb.v1.SandboxSpec
-	(*Condition)(nil),             // 6: fsb.v1.Condition
-	(*SandboxStatus)(nil),         // 7: fsb.v1.SandboxStatus
-	(*Sandbox)(nil),               // 8: fsb.v1.Sandbox
-	nil,                           // 9: fsb.v1.Sandbox.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*WarmEntry)(nil),             // 4: fsb.v1.WarmEntry
+	(*Resources)(nil),             // 5: fsb.v1.Resources
+	(*SandboxSpec)(nil),           // 6: fsb.v1.SandboxSpec
+	(*Condition)(nil),             // 7: fsb.v1.Condition
+	(*SandboxStatus)(nil),         // 8: fsb.v1.SandboxStatus
+	(*Sandbox)(nil),               // 9: fsb.v1.Sandbox
+	nil,                           // 10: fsb.v1.Sandbox.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_fsb_v1_sandbox_proto_depIdxs = []int32{
-	3,  // 0: fsb.v1.SandboxSpec.envs:type_name -> fsb.v1.EnvVar
-	0,  // 1: fsb.v1.SandboxSpec.consistency_mode:type_name -> fsb.v1.ConsistencyMode
-	1,  // 2: fsb.v1.SandboxSpec.failure_policy:type_name -> fsb.v1.FailurePolicy
-	10, // 3: fsb.v1.SandboxSpec.reset_revision:type_name -> google.protobuf.Timestamp
-	10, // 4: fsb.v1.SandboxSpec.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 5: fsb.v1.SandboxSpec.resources:type_name -> fsb.v1.Resources
-	10, // 6: fsb.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
-	2,  // 7: fsb.v1.SandboxStatus.phase:type_name -> fsb.v1.Phase
-	10, // 8: fsb.v1.SandboxStatus.accepted_reset_revision:type_name -> google.protobuf.Timestamp
-	6,  // 9: fsb.v1.SandboxStatus.conditions:type_name -> fsb.v1.Condition
-	9,  // 10: fsb.v1.Sandbox.labels:type_name -> fsb.v1.Sandbox.LabelsEntry
-	5,  // 11: fsb.v1.Sandbox.spec:type_name -> fsb.v1.SandboxSpec
-	7,  // 12: fsb.v1.Sandbox.status:type_name -> fsb.v1.SandboxStatus
-	10, // 13: fsb.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 0: fsb.v1.WarmEntry.resources:type_name -> fsb.v1.Resources
+	3,  // 1: fsb.v1.SandboxSpec.envs:type_name -> fsb.v1.EnvVar
+	0,  // 2: fsb.v1.SandboxSpec.consistency_mode:type_name -> fsb.v1.ConsistencyMode
+	1,  // 3: fsb.v1.SandboxSpec.failure_policy:type_name -> fsb.v1.FailurePolicy
+	11, // 4: fsb.v1.SandboxSpec.reset_revision:type_name -> google.protobuf.Timestamp
+	11, // 5: fsb.v1.SandboxSpec.expire_time:type_name -> google.protobuf.Timestamp
+	5,  // 6: fsb.v1.SandboxSpec.resources:type_name -> fsb.v1.Resources
+	11, // 7: fsb.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	2,  // 8: fsb.v1.SandboxStatus.phase:type_name -> fsb.v1.Phase
+	11, // 9: fsb.v1.SandboxStatus.accepted_reset_revision:type_name -> google.protobuf.Timestamp
+	7,  // 10: fsb.v1.SandboxStatus.conditions:type_name -> fsb.v1.Condition
+	10, // 11: fsb.v1.Sandbox.labels:type_name -> fsb.v1.Sandbox.LabelsEntry
+	6,  // 12: fsb.v1.Sandbox.spec:type_name -> fsb.v1.SandboxSpec
+	8,  // 13: fsb.v1.Sandbox.status:type_name -> fsb.v1.SandboxStatus
+	11, // 14: fsb.v1.Sandbox.create_time:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_sandbox_proto_init() }
@@ -905,7 +996,7 @@ func file_fsb_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_sandbox_proto_rawDesc), len(file_fsb_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

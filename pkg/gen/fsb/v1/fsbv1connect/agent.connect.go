@@ -41,6 +41,8 @@ const (
 	AgentServiceDeleteSandboxProcedure = "/fsb.v1.AgentService/DeleteSandbox"
 	// AgentServiceGetStatusProcedure is the fully-qualified name of the AgentService's GetStatus RPC.
 	AgentServiceGetStatusProcedure = "/fsb.v1.AgentService/GetStatus"
+	// AgentServiceSetWarmProcedure is the fully-qualified name of the AgentService's SetWarm RPC.
+	AgentServiceSetWarmProcedure = "/fsb.v1.AgentService/SetWarm"
 	// AgentServiceWatchStatusProcedure is the fully-qualified name of the AgentService's WatchStatus
 	// RPC.
 	AgentServiceWatchStatusProcedure = "/fsb.v1.AgentService/WatchStatus"
@@ -92,6 +94,10 @@ type AgentServiceClient interface {
 	DeleteSandbox(context.Context, *connect.Request[v1.AgentServiceDeleteSandboxRequest]) (*connect.Response[v1.AgentServiceDeleteSandboxResponse], error)
 	// GetStatus describes the agent and every sandbox it runs.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// SetWarm replaces the warm sandboxes this agent keeps: for each target,
+	// `entry.count` ready ones. The agent fills and refills them off the
+	// request path and removes those of kinds no longer listed.
+	SetWarm(context.Context, *connect.Request[v1.SetWarmRequest]) (*connect.Response[v1.SetWarmResponse], error)
 	// WatchStatus sends the agent's status, then every change as it happens.
 	WatchStatus(context.Context, *connect.Request[v1.WatchStatusRequest]) (*connect.ServerStreamForClient[v1.WatchStatusResponse], error)
 	// StreamLogs sends a sandbox's log lines, optionally following new ones.
@@ -152,6 +158,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AgentServiceGetStatusProcedure,
 			connect.WithSchema(agentServiceMethods.ByName("GetStatus")),
+			connect.WithClientOptions(opts...),
+		),
+		setWarm: connect.NewClient[v1.SetWarmRequest, v1.SetWarmResponse](
+			httpClient,
+			baseURL+AgentServiceSetWarmProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("SetWarm")),
 			connect.WithClientOptions(opts...),
 		),
 		watchStatus: connect.NewClient[v1.WatchStatusRequest, v1.WatchStatusResponse](
@@ -264,6 +276,7 @@ type agentServiceClient struct {
 	createSandbox *connect.Client[v1.AgentServiceCreateSandboxRequest, v1.AgentServiceCreateSandboxResponse]
 	deleteSandbox *connect.Client[v1.AgentServiceDeleteSandboxRequest, v1.AgentServiceDeleteSandboxResponse]
 	getStatus     *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	setWarm       *connect.Client[v1.SetWarmRequest, v1.SetWarmResponse]
 	watchStatus   *connect.Client[v1.WatchStatusRequest, v1.WatchStatusResponse]
 	streamLogs    *connect.Client[v1.AgentServiceStreamLogsRequest, v1.AgentServiceStreamLogsResponse]
 	markPersisted *connect.Client[v1.MarkPersistedRequest, v1.MarkPersistedResponse]
@@ -296,6 +309,11 @@ func (c *agentServiceClient) DeleteSandbox(ctx context.Context, req *connect.Req
 // GetStatus calls fsb.v1.AgentService.GetStatus.
 func (c *agentServiceClient) GetStatus(ctx context.Context, req *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
 	return c.getStatus.CallUnary(ctx, req)
+}
+
+// SetWarm calls fsb.v1.AgentService.SetWarm.
+func (c *agentServiceClient) SetWarm(ctx context.Context, req *connect.Request[v1.SetWarmRequest]) (*connect.Response[v1.SetWarmResponse], error) {
+	return c.setWarm.CallUnary(ctx, req)
 }
 
 // WatchStatus calls fsb.v1.AgentService.WatchStatus.
@@ -393,6 +411,10 @@ type AgentServiceHandler interface {
 	DeleteSandbox(context.Context, *connect.Request[v1.AgentServiceDeleteSandboxRequest]) (*connect.Response[v1.AgentServiceDeleteSandboxResponse], error)
 	// GetStatus describes the agent and every sandbox it runs.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
+	// SetWarm replaces the warm sandboxes this agent keeps: for each target,
+	// `entry.count` ready ones. The agent fills and refills them off the
+	// request path and removes those of kinds no longer listed.
+	SetWarm(context.Context, *connect.Request[v1.SetWarmRequest]) (*connect.Response[v1.SetWarmResponse], error)
 	// WatchStatus sends the agent's status, then every change as it happens.
 	WatchStatus(context.Context, *connect.Request[v1.WatchStatusRequest], *connect.ServerStream[v1.WatchStatusResponse]) error
 	// StreamLogs sends a sandbox's log lines, optionally following new ones.
@@ -449,6 +471,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		AgentServiceGetStatusProcedure,
 		svc.GetStatus,
 		connect.WithSchema(agentServiceMethods.ByName("GetStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceSetWarmHandler := connect.NewUnaryHandler(
+		AgentServiceSetWarmProcedure,
+		svc.SetWarm,
+		connect.WithSchema(agentServiceMethods.ByName("SetWarm")),
 		connect.WithHandlerOptions(opts...),
 	)
 	agentServiceWatchStatusHandler := connect.NewServerStreamHandler(
@@ -561,6 +589,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceDeleteSandboxHandler.ServeHTTP(w, r)
 		case AgentServiceGetStatusProcedure:
 			agentServiceGetStatusHandler.ServeHTTP(w, r)
+		case AgentServiceSetWarmProcedure:
+			agentServiceSetWarmHandler.ServeHTTP(w, r)
 		case AgentServiceWatchStatusProcedure:
 			agentServiceWatchStatusHandler.ServeHTTP(w, r)
 		case AgentServiceStreamLogsProcedure:
@@ -614,6 +644,10 @@ func (UnimplementedAgentServiceHandler) DeleteSandbox(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.GetStatus is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) SetWarm(context.Context, *connect.Request[v1.SetWarmRequest]) (*connect.Response[v1.SetWarmResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.SetWarm is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) WatchStatus(context.Context, *connect.Request[v1.WatchStatusRequest], *connect.ServerStream[v1.WatchStatusResponse]) error {
