@@ -652,10 +652,6 @@ func TestExecThroughAgentsRunscWrapper(t *testing.T) {
 	}
 }
 
-// TestExecCountsAgainstLimits shows that exec'd processes live in the
-// sandbox, under its pids and memory limits: past the pids limit a fork
-// fails, and a process that holds more memory than the sandbox may have is
-// killed by the OOM killer.
 // TestInitTakesItsReadyName: fsb init, subscribed to every signal, names
 // itself initlink.ReadyName, which a stop waits for before its SIGTERM.
 func TestInitTakesItsReadyName(t *testing.T) {
@@ -667,6 +663,10 @@ func TestInitTakesItsReadyName(t *testing.T) {
 	}
 }
 
+// TestExecCountsAgainstLimits shows that exec'd processes live in the
+// sandbox, under its pids and memory limits: past the pids limit a fork
+// fails, and a process that holds more memory than the sandbox may have is
+// killed by the OOM killer.
 func TestExecCountsAgainstLimits(t *testing.T) {
 	t.Parallel()
 	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun} {

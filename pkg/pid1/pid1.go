@@ -100,6 +100,9 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	// The status is collected by reap, not by proc.Wait: a wait for any child
 	// would otherwise race with the wait for the main one.
 	_ = proc.Release()
+	// After the main process started, so that its first output does not
+	// wait for them.
+	go reserveThreads(reservedThreads)
 
 	// The link starts after the main process, so that it costs the
 	// sandbox's start nothing; without a token or a link directory there

@@ -139,3 +139,28 @@ func zombieChildren(t *testing.T, pid int) []int {
 	}
 	return out
 }
+
+// TestReserveThreads: the threads reserved stay, idle, after the call, so
+// that as many goroutines holding a thread each later need no new one.
+func TestReserveThreads(t *testing.T) {
+	reserveThreads(8)
+	before := threads(t)
+	if before < 9 {
+		t.Fatalf("%d threads after reserving 8", before)
+	}
+	reserveThreads(8)
+	// A couple more may come: the scheduler may start spinning threads
+	// meanwhile. Without the reserve it would be eight.
+	if after := threads(t); after > before+2 {
+		t.Errorf("8 goroutines holding a thread each, after 8 were reserved: %d threads, were %d", after, before)
+	}
+}
+
+func threads(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
