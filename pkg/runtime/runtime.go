@@ -171,6 +171,10 @@ type Runtime struct {
 	// container ID (link.go).
 	linkMu sync.Mutex
 	links  map[string]*initlink.Link
+
+	// filters are the seccomp filters crun compiled, which later crun
+	// sandboxes get precompiled (seccompbpf.go).
+	filters *seccompFilters
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -227,6 +231,7 @@ func New(cfg Config) (*Runtime, error) {
 		rollbacks: make(map[string]string),
 		stops:     make(map[string]*pendingStop),
 		links:     make(map[string]*initlink.Link),
+		filters:   &seccompFilters{},
 	}, nil
 }
 
