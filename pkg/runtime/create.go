@@ -327,7 +327,7 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	if err != nil {
 		return nil, false, err
 	}
-	specOpts = append(specOpts, userOpt(img.config.User))
+	specOpts = append(specOpts, r.imageUserOpt(img.target, img.config.User))
 	if !sb.Spec.GetNoInit() {
 		// After the user: the last option notes init's user.
 		lopts, err := r.linkOpts(id, ls)

@@ -175,6 +175,8 @@ type Runtime struct {
 	// filters are the seccomp filters crun compiled, which later crun
 	// sandboxes get precompiled (seccompbpf.go).
 	filters *seccompFilters
+	// users are the images' resolved process users (imageuser.go).
+	users *imageUsers
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -232,6 +234,7 @@ func New(cfg Config) (*Runtime, error) {
 		stops:     make(map[string]*pendingStop),
 		links:     make(map[string]*initlink.Link),
 		filters:   &seccompFilters{},
+		users:     &imageUsers{},
 	}, nil
 }
 
