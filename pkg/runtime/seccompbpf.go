@@ -18,9 +18,10 @@ import (
 )
 
 // crun compiles a container's seccomp profile into a BPF program with
-// libseccomp at every create, which costs a cold start several
-// milliseconds, and writes the program it loads into the container's state
-// directory (<root>/<id>/seccomp.bpf, which its exec reads again). Given
+// libseccomp at every create (3-4.5 ms of a `crun create` here for
+// containerd's default profile), and writes the program it loads into the
+// container's state directory (<root>/<id>/seccomp.bpf, which its exec
+// reads again; the runc shim's default root, which the agent keeps). Given
 // the program in the annotation AnnotationSeccompBPF, it loads that
 // instead and compiles nothing. The agent keeps, per profile, the program
 // crun compiled for the first crun sandbox that had it, read from that
@@ -28,9 +29,11 @@ import (
 // later crun sandbox with the same profile. No filter is compiled by the
 // agent itself (that would need libseccomp, and so cgo, in the static
 // binary): what a sandbox gets is exactly what crun made of the same
-// profile on this node. The program is kernel ABI for the profile, so it
-// stays right for the agent's life; a crun or libseccomp upgrade takes
-// effect for crun sandboxes when the agent restarts.
+// profile on this node, read from a root-only host directory that crun
+// fills before the sandbox's first process runs and that no sandbox can
+// reach. The program is kernel ABI for the profile, so it stays right for
+// the agent's life; a crun or libseccomp upgrade takes effect for crun
+// sandboxes when the agent restarts.
 
 // AnnotationSeccompBPF is crun's annotation for a precompiled seccomp
 // filter: the base64 of the raw BPF program, loaded in place of compiling
