@@ -327,7 +327,7 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	if err != nil {
 		return nil, false, err
 	}
-	specOpts = append(specOpts, userOpt(img.config.User))
+	specOpts = append(specOpts, r.imageUserOpt(img.target, img.config.User))
 	if !sb.Spec.GetNoInit() {
 		// After the user: the last option notes init's user.
 		lopts, err := r.linkOpts(id, ls)
@@ -526,6 +526,7 @@ func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageCon
 		oci.WithHostname(hostname),
 		oci.WithNoNewPrivileges,
 		r.seccompOpt(),
+		r.precompiledSeccomp(spec.GetRuntime()),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: r.cfg.NetNSPath}),
 		r.withSandboxCgroup,
 		oci.WithMounts([]specs.Mount{{
@@ -649,6 +650,7 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 			return Info{}, fmt.Errorf("create task %s: %w", c.ID(), err)
 		}
 		if made {
+			r.learnSeccomp(ctx, c.ID())
 			status.Status = containerd.Created
 		} else if status, err = task.Status(ctx); err != nil {
 			return Info{}, fmt.Errorf("task %s status: %w", c.ID(), err)

@@ -171,6 +171,12 @@ type Runtime struct {
 	// container ID (link.go).
 	linkMu sync.Mutex
 	links  map[string]*initlink.Link
+
+	// filters are the seccomp filters crun compiled, which later crun
+	// sandboxes get precompiled (seccompbpf.go).
+	filters *seccompFilters
+	// users are the images' resolved process users (imageuser.go).
+	users *imageUsers
 }
 
 // New returns a Runtime for cfg. The client's default namespace is used.
@@ -227,6 +233,8 @@ func New(cfg Config) (*Runtime, error) {
 		rollbacks: make(map[string]string),
 		stops:     make(map[string]*pendingStop),
 		links:     make(map[string]*initlink.Link),
+		filters:   &seccompFilters{},
+		users:     &imageUsers{},
 	}, nil
 }
 
