@@ -292,16 +292,25 @@ func TestReportJSON(t *testing.T) {
 			want: `{"mode":"fast","runtime":"runc","n":100,"concurrency":2,
 				"create_ms":{"p50":50,"p90":90,"p99":99,"max":100},
 				"delete_ms":{"p50":50,"p90":90,"p99":99,"max":100},
-				"baseline_ms":null,"ratio_p50":null}`,
+				"baseline_ms":null,"ratio_p50":null,"plain_baseline_ms":null,"plain_ratio_p50":null,
+				"warm_ms":null,"warm_delete_ms":null,"warm_hits":null,"warm_misses":null,"baselines":null}`,
 		},
 		{
 			name: "baseline",
 			r: LoadResult{Mode: "strong", Runtime: "crun", N: 3, Concurrency: 1,
-				Create: ms(30, 10, 20), Delete: ms(5, 5, 6), BaselineCreate: ms(6, 8, 7), BaselineDelete: ms(1, 1, 1)},
+				Create: ms(30, 10, 20), Delete: ms(5, 5, 6), Baselines: []BaselineTimes{
+					{Name: "plain", Plain: true, Create: ms(4, 5, 4), Delete: ms(1, 1, 1)},
+					{Name: "equivalent", Features: Equivalent, Create: ms(6, 8, 7), Delete: ms(2, 2, 2)},
+				}},
 			want: `{"mode":"strong","runtime":"crun","n":3,"concurrency":1,
 				"create_ms":{"p50":20,"p90":30,"p99":30,"max":30},
 				"delete_ms":{"p50":5,"p90":6,"p99":6,"max":6},
-				"baseline_ms":{"p50":7,"p90":8,"p99":8,"max":8},"ratio_p50":2.86}`,
+				"baseline_ms":{"p50":7,"p90":8,"p99":8,"max":8},"ratio_p50":2.86,
+				"plain_baseline_ms":{"p50":4,"p90":5,"p99":5,"max":5},"plain_ratio_p50":5,
+				"warm_ms":null,"warm_delete_ms":null,"warm_hits":null,"warm_misses":null,
+				"baselines":[
+					{"name":"plain","create_ms":{"p50":4,"p90":5,"p99":5,"max":5},"delete_ms":{"p50":1,"p90":1,"p99":1,"max":1}},
+					{"name":"equivalent","create_ms":{"p50":7,"p90":8,"p99":8,"max":8},"delete_ms":{"p50":2,"p90":2,"p99":2,"max":2}}]}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,7 +337,7 @@ func TestReportJSON(t *testing.T) {
 			if !strings.Contains(table, "create -> first output") || !strings.Contains(table, "delete") {
 				t.Errorf("table lacks its rows:\n%s", table)
 			}
-			if hasBaseline := tc.r.BaselineCreate != nil; strings.Contains(table, "containerd") != hasBaseline || strings.Contains(table, "2.86") != hasBaseline {
+			if hasBaseline := tc.r.Baselines != nil; strings.Contains(table, "containerd") != hasBaseline || strings.Contains(table, "2.86") != hasBaseline {
 				t.Errorf("table and baseline disagree:\n%s", table)
 			}
 		})
