@@ -34,8 +34,9 @@ type Feature uint
 const (
 	// FeatureSpec builds the OCI spec as the agent does
 	// (runtime.BuildSpec: hostname, env, working dir, OOM score, the
-	// agent's capabilities) instead of containerd's default from the
-	// image config, but with the features below taken out again, and
+	// agent's capabilities; no-new-privileges, which containerd's default
+	// sets too) instead of containerd's default from the image config, but
+	// with the features below taken out again, and
 	// without fsb's own parts: no init (neither as PID 1 nor mounted) and
 	// the cgroup containerd would give the task (fsb's sandbox cgroup
 	// exists to hold the log driver beside the task).
@@ -45,8 +46,6 @@ const (
 	FeatureNetNS
 	// FeatureSeccomp applies the agent's seccomp profile.
 	FeatureSeccomp
-	// FeatureNoNewPrivs sets no_new_privs.
-	FeatureNoNewPrivs
 	// FeaturePids sets the pids limit (the spec's, else the agent's
 	// default).
 	FeaturePids
@@ -58,7 +57,7 @@ const (
 	FeatureStop
 
 	// Equivalent is every feature: the equivalent baseline.
-	Equivalent = FeatureSpec | FeatureNetNS | FeatureSeccomp | FeatureNoNewPrivs | FeaturePids | FeatureStop
+	Equivalent = FeatureSpec | FeatureNetNS | FeatureSeccomp | FeaturePids | FeatureStop
 )
 
 // Agent holds the agent's settings the equivalent baseline copies: its
@@ -101,7 +100,6 @@ func Steps(plain Baseline, agent Agent, ns string) []Step {
 		{"+fsb's spec (no init)", FeatureSpec},
 		{"+agent's netns", FeatureNetNS},
 		{"+seccomp", FeatureSeccomp},
-		{"+no new privileges", FeatureNoNewPrivs},
 		{"+pids limit", FeaturePids},
 		{"+fsb's delete", FeatureStop},
 	} {
@@ -181,9 +179,6 @@ func (b Baseline) spec(id, ns, imageName string, config ocispec.ImageConfig) (*o
 	}
 	if b.Features&FeatureSeccomp == 0 {
 		s.Linux.Seccomp = nil
-	}
-	if b.Features&FeatureNoNewPrivs == 0 {
-		s.Process.NoNewPrivileges = false
 	}
 	if b.Features&FeaturePids == 0 && s.Linux.Resources != nil {
 		s.Linux.Resources.Pids = nil
