@@ -174,7 +174,10 @@ func benchAction(c *cli.Context) error {
 	if c.Bool("attribute") && !c.Bool("baseline") {
 		return usage("--attribute needs --baseline")
 	}
-	res := &fsbv1.Resources{Cpu: c.String("cpu"), Memory: c.String("memory"), Pids: c.Int64("pids")}
+	var res *fsbv1.Resources
+	if c.String("cpu") != "" || c.String("memory") != "" || c.Int64("pids") != 0 {
+		res = &fsbv1.Resources{Cpu: c.String("cpu"), Memory: c.String("memory"), Pids: c.Int64("pids")}
+	}
 	o := bench.LoadOptions{
 		N:           n,
 		Concurrency: conc,
