@@ -144,10 +144,9 @@ func FreeSlots(ctx context.Context, api fsbv1connect.FastPathServiceClient, runt
 			seen = append(seen, fmt.Sprintf("%s %d/%d used, no %s", a.GetAgentId(), used, a.GetCapacity(), runtime))
 			continue
 		}
-		// Warm sandboxes, ready or being made, hold slots too.
-		for _, w := range a.GetWarm() {
-			used += int(w.GetReady() + w.GetStarting())
-		}
+		// Warm sandboxes are left out, as the controller leaves them out:
+		// an agent gives one up to make room for a create that finds it
+		// full, and a claim turns one into the sandbox.
 		free += max(int(a.GetCapacity())-used, 0)
 		seen = append(seen, fmt.Sprintf("%s %d/%d used", a.GetAgentId(), used, a.GetCapacity()))
 	}
