@@ -33,6 +33,10 @@ type fakeFastPath struct {
 	fail     func(string) bool // names whose create fails
 	// onCreate, when set, runs at the start of every create.
 	onCreate func(name string)
+	// warm, when set, says whether a create claims a warm sandbox.
+	warm func(*fsbv1.CreateSandboxRequest) bool
+	// warmStock is the warm sandboxes the agent reports holding.
+	warmStock int32
 
 	mu       sync.Mutex
 	live     map[string]map[string]string // name -> labels
@@ -56,6 +60,9 @@ func (f *fakeFastPath) serve(t *testing.T) fsbv1connect.FastPathServiceClient {
 
 func (f *fakeFastPath) ListAgents(context.Context, *connect.Request[fsbv1.ListAgentsRequest]) (*connect.Response[fsbv1.ListAgentsResponse], error) {
 	a := &fsbv1.AgentStatus{AgentId: "local", Capacity: f.capacity, Runtimes: []string{"runc", "crun"}}
+	if f.warmStock > 0 {
+		a.Warm = []*fsbv1.WarmStock{{Key: "k", Ready: f.warmStock - 1, Starting: 1}}
+	}
 	for i := range f.used {
 		a.Sandboxes = append(a.Sandboxes, &fsbv1.AgentSandbox{SandboxId: fmt.Sprint("other-", i)})
 	}
@@ -88,7 +95,11 @@ func (f *fakeFastPath) CreateSandbox(_ context.Context, req *connect.Request[fsb
 	if spec.GetConsistencyMode() == fsbv1.ConsistencyMode_CONSISTENCY_MODE_UNSPECIFIED {
 		spec.ConsistencyMode = fsbv1.ConsistencyMode_CONSISTENCY_MODE_FAST
 	}
-	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: &fsbv1.Sandbox{Name: m.GetName(), Namespace: m.GetNamespace(), Spec: spec}}), nil
+	var status *fsbv1.SandboxStatus
+	if f.warm != nil && f.warm(m) {
+		status = &fsbv1.SandboxStatus{Warm: true}
+	}
+	return connect.NewResponse(&fsbv1.CreateSandboxResponse{Sandbox: &fsbv1.Sandbox{Name: m.GetName(), Namespace: m.GetNamespace(), Spec: spec, Status: status}}), nil
 }
 
 func (f *fakeFastPath) DeleteSandbox(_ context.Context, req *connect.Request[fsbv1.DeleteSandboxRequest]) (*connect.Response[fsbv1.DeleteSandboxResponse], error) {
@@ -181,6 +192,67 @@ func TestLoadConcurrencyAndCleanup(t *testing.T) {
 				seen[name] = true
 			}
 		})
+	}
+}
+
+// TestLoadWarmCountsClaims: with Warm, each round makes a second sandbox
+// with the warm resources; the creates the controller says were claimed
+// warm are hits and timed, the others misses, and the cold sandboxes keep
+// their own resources.
+func TestLoadWarmCountsClaims(t *testing.T) {
+	f := newFake(t, 8)
+	warmRes, coldRes := &fsbv1.Resources{Memory: "64Mi"}, &fsbv1.Resources{Memory: "64Mi", Pids: 1024}
+	var mu sync.Mutex
+	claimed := 0
+	var wrongSpec []string
+	f.warm = func(m *fsbv1.CreateSandboxRequest) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		isWarm := strings.HasSuffix(m.GetName(), "-warm")
+		want := coldRes
+		if isWarm {
+			want = warmRes
+		}
+		if m.GetSpec().GetResources().GetPids() != want.GetPids() || m.GetSpec().GetResources().GetMemory() != want.GetMemory() {
+			wrongSpec = append(wrongSpec, m.GetName())
+		}
+		// The stock runs out after 3 claims.
+		if isWarm && claimed < 3 {
+			claimed++
+			return true
+		}
+		return false
+	}
+	r, err := Load(context.Background(), f.serve(t), LoadOptions{
+		N: 5, Concurrency: 2, Image: "busybox", Command: []string{"echo", "hello"}, LogDir: f.logDir,
+		Warm: true, WarmResources: warmRes, Resources: coldRes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r.WarmHits != 3 || r.WarmMisses != 2 || len(r.WarmCreate) != 3 || len(r.WarmDelete) != 3 || len(r.Create) != 5 {
+		t.Errorf("hits %d, misses %d, %d warm times, %d cold; want 3, 2, 3, 5", r.WarmHits, r.WarmMisses, len(r.WarmCreate), len(r.Create))
+	}
+	if len(wrongSpec) > 0 {
+		t.Errorf("sandboxes with the other kind's resources: %v", wrongSpec)
+	}
+	if len(f.created) != 10 {
+		t.Errorf("created %d sandboxes, want 2 per round", len(f.created))
+	}
+	f.checkAllDeleted(t)
+}
+
+// TestFreeSlotsLeavesWarmSandboxesOut: as the controller's registry, the
+// bench counts a warm sandbox as no slot (the agent gives it up for a
+// create that finds it full).
+func TestFreeSlotsLeavesWarmSandboxesOut(t *testing.T) {
+	f := newFake(t, 8)
+	f.used, f.warmStock = 2, 3
+	if free, _, err := FreeSlots(context.Background(), f.serve(t), "runc"); err != nil || free != 6 {
+		t.Errorf("FreeSlots = %d, %v; want 8 - 2 sandboxes = 6", free, err)
 	}
 }
 
@@ -292,16 +364,25 @@ func TestReportJSON(t *testing.T) {
 			want: `{"mode":"fast","runtime":"runc","n":100,"concurrency":2,
 				"create_ms":{"p50":50,"p90":90,"p99":99,"max":100},
 				"delete_ms":{"p50":50,"p90":90,"p99":99,"max":100},
-				"baseline_ms":null,"ratio_p50":null}`,
+				"baseline_ms":null,"ratio_p50":null,"plain_baseline_ms":null,"plain_ratio_p50":null,
+				"warm_ms":null,"warm_delete_ms":null,"warm_hits":null,"warm_misses":null,"baselines":null}`,
 		},
 		{
 			name: "baseline",
 			r: LoadResult{Mode: "strong", Runtime: "crun", N: 3, Concurrency: 1,
-				Create: ms(30, 10, 20), Delete: ms(5, 5, 6), BaselineCreate: ms(6, 8, 7), BaselineDelete: ms(1, 1, 1)},
+				Create: ms(30, 10, 20), Delete: ms(5, 5, 6), Baselines: []BaselineTimes{
+					{Name: "plain", Plain: true, Create: ms(4, 5, 4), Delete: ms(1, 1, 1)},
+					{Name: "equivalent", Features: Equivalent, Create: ms(6, 8, 7), Delete: ms(2, 2, 2)},
+				}},
 			want: `{"mode":"strong","runtime":"crun","n":3,"concurrency":1,
 				"create_ms":{"p50":20,"p90":30,"p99":30,"max":30},
 				"delete_ms":{"p50":5,"p90":6,"p99":6,"max":6},
-				"baseline_ms":{"p50":7,"p90":8,"p99":8,"max":8},"ratio_p50":2.86}`,
+				"baseline_ms":{"p50":7,"p90":8,"p99":8,"max":8},"ratio_p50":2.86,
+				"plain_baseline_ms":{"p50":4,"p90":5,"p99":5,"max":5},"plain_ratio_p50":5,
+				"warm_ms":null,"warm_delete_ms":null,"warm_hits":null,"warm_misses":null,
+				"baselines":[
+					{"name":"plain","create_ms":{"p50":4,"p90":5,"p99":5,"max":5},"delete_ms":{"p50":1,"p90":1,"p99":1,"max":1}},
+					{"name":"equivalent","create_ms":{"p50":7,"p90":8,"p99":8,"max":8},"delete_ms":{"p50":2,"p90":2,"p99":2,"max":2}}]}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,7 +409,7 @@ func TestReportJSON(t *testing.T) {
 			if !strings.Contains(table, "create -> first output") || !strings.Contains(table, "delete") {
 				t.Errorf("table lacks its rows:\n%s", table)
 			}
-			if hasBaseline := tc.r.BaselineCreate != nil; strings.Contains(table, "containerd") != hasBaseline || strings.Contains(table, "2.86") != hasBaseline {
+			if hasBaseline := tc.r.Baselines != nil; strings.Contains(table, "containerd") != hasBaseline || strings.Contains(table, "2.86") != hasBaseline {
 				t.Errorf("table and baseline disagree:\n%s", table)
 			}
 		})

@@ -6,13 +6,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/urfave/cli/v2"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/bench"
 	"github.com/fast-sandbox/fast-sandbox/pkg/ctl"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
 // The defaults of `fsb ctl bench` off a `make up` machine: the agent's and
@@ -25,7 +28,14 @@ const (
 	defaultUpDir       = "/tmp/fsb-up" // scripts/up.sh's UP_DIR
 	upDirFile          = ".fsb/up-dir" // where scripts/up.sh writes UP_DIR
 	defaultGVisorShim  = "/run/fsb/runsc-fsb"
-	gvisorWrapperInDir = "runsc-fsb" // the agent writes it into --state-dir
+	gvisorWrapperInDir = "runsc-fsb"      // the agent writes it into --state-dir
+	agentPidFile       = ".fsb/agent.pid" // where scripts/up.sh writes the agent's PID
+	// The agent's own defaults, which make up keeps.
+	defaultSnapshotter = "overlayfs"
+	defaultPidsLimit   = 1024
+	// The containerd namespace the equivalent baseline runs in: not the
+	// agent's, as fsb's sandboxes have theirs to themselves.
+	defaultBaselineNamespace = "fsb-bench"
 )
 
 func benchCommand() *cli.Command {
@@ -45,17 +55,27 @@ func benchCommand() *cli.Command {
 			break
 		}
 	}
+	netns := agentNetNS()
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "time create -> first output and delete of N sandboxes, beside raw containerd",
-		UsageText: "fsb ctl bench [-n N] [-c C] [--mode fast|strong] [--runtime R] [--baseline] [-o table|json]\n" +
+		UsageText: "fsb ctl bench [-n N] [-c C] [--mode fast|strong] [--runtime R] [--baseline [--attribute]] [--warm] [-o table|json]\n" +
 			"   fsb ctl bench --exec [-n N] [--runtime R] [--file-mib M] [--baseline=false] [-o table|json]",
 		Description: "Creates N sandboxes named bench-<random>-<i>, C at a time (C may not exceed the free\n" +
 			"slots `fsb ctl agents` shows). Each worker creates one, waits for the first byte of its\n" +
 			"output in the agent's log dir (so bench must run on the agent's host) and deletes it\n" +
-			"at once (grace period 0). It prints p50/p90/p99/max in milliseconds. --baseline does\n" +
-			"the same work straight on containerd in the same run, interleaved, and prints the ratio\n" +
-			"of the p50s. Every sandbox it made is deleted at the end, also after Ctrl-C.\n" +
+			"(grace period --grace, 0 by default). It prints p50/p90/p99/max in milliseconds.\n" +
+			"--baseline does the same work straight on containerd in the same run, interleaved, twice:\n" +
+			"the plain baseline (containerd's default spec) and the equivalent one (the agent's spec\n" +
+			"minus init: its netns, seccomp profile, no-new-privileges, pids limit and snapshotter, its\n" +
+			"delete; in containerd namespace --baseline-namespace), and prints both ratios of the p50s.\n" +
+			"--attribute also runs each step between the two and prints what each difference costs.\n" +
+			"--warm adds, per round, a sandbox whose image, runtime and resources (--cpu, --memory,\n" +
+			"--pids) should match a warm entry, counts the creates that claimed a warm sandbox (hits)\n" +
+			"and those made cold (misses), and times the hits; the cold sandbox of each round then has\n" +
+			"the same resources but the pids limit spelt otherwise (the agent's default written out),\n" +
+			"which is the same work but matches no warm entry. See docs/benchmarks.md.\n" +
+			"Every sandbox it made is deleted at the end, also after Ctrl-C.\n" +
 			"After `bench`, -n is the count; the namespace is the global -n, given before `bench`\n" +
 			"(fsb ctl -n team bench -n 50), or FSB_NAMESPACE.\n\n" +
 			"With --exec it measures exec and files instead: it creates one long-running sandbox, then\n" +
@@ -70,6 +90,7 @@ func benchCommand() *cli.Command {
 			"The sandbox is deleted at the end, also after an error or Ctrl-C.\n\n" +
 			"Example:\n" +
 			"   sudo bin/fsb ctl bench -n 20 -c 2 --baseline\n" +
+			"   sudo bin/fsb ctl bench -n 200 -c 4 --warm --baseline\n" +
 			"   sudo bin/fsb ctl bench --mode strong --runtime crun -o json | jq .ratio_p50\n" +
 			"   sudo bin/fsb ctl bench --exec --runtime crun -o json | jq .exec_ms.p50",
 		OnUsageError: usageError,
@@ -80,7 +101,18 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "image", Value: defaultBenchImage, Usage: "the `IMAGE` every sandbox runs"},
 			&cli.StringFlag{Name: "runtime", Value: "runc", Usage: "`RUNTIME`: runc, crun or gvisor"},
 			&cli.StringFlag{Name: "command", Value: "echo hello", Usage: "the `COMMAND` every sandbox runs, split at spaces; it must write output"},
-			&cli.BoolFlag{Name: "baseline", Usage: "also run the same work straight on containerd and print the ratio"},
+			&cli.BoolFlag{Name: "baseline", Usage: "also run the same work straight on containerd, plain and equivalent, and print the ratios"},
+			&cli.BoolFlag{Name: "attribute", Usage: "with --baseline, also run every step from the plain to the equivalent baseline"},
+			&cli.BoolFlag{Name: "warm", Usage: "also create, each round, a sandbox that matches a warm entry, and count the claims"},
+			&cli.StringFlag{Name: "cpu", Usage: "every sandbox's CPU limit, a `QUANTITY` (none by default)"},
+			&cli.StringFlag{Name: "memory", Usage: "every sandbox's memory limit, a `QUANTITY` (none by default)"},
+			&cli.Int64Flag{Name: "pids", Usage: "every sandbox's pids limit, `N` (0: the agent's default)"},
+			&cli.DurationFlag{Name: "grace", Usage: "grace period (a `DURATION` in whole seconds) of every delete, fsb's and the equivalent baseline's"},
+			&cli.StringFlag{Name: "netns", Value: netns, Usage: "the network namespace `PATH` the agent's sandboxes join, for --baseline (make up's agent's when found)"},
+			&cli.StringFlag{Name: "snapshotter", Value: defaultSnapshotter, Usage: "the agent's --snapshotter `NAME`, for --baseline"},
+			&cli.Int64Flag{Name: "default-pids-limit", Value: defaultPidsLimit, Usage: "the agent's --default-pids-limit `N`, for --baseline and --warm"},
+			&cli.BoolFlag{Name: "seccomp-compat-arches", Usage: "the agent runs with --seccomp-compat-arches, for --baseline"},
+			&cli.StringFlag{Name: "baseline-namespace", Value: defaultBaselineNamespace, Usage: "the containerd `NAMESPACE` the equivalent baseline runs in (the image is copied there)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"},
 			&cli.StringFlag{Name: "log-dir", Value: logDir, Usage: "the agent's --log-dir `DIR`, where output is seen (make up's when there is one)"},
 			&cli.StringFlag{Name: "containerd-socket", Value: socket, Usage: "containerd's `SOCKET` for --baseline (make up's when there is one)"},
@@ -135,6 +167,17 @@ func benchAction(c *cli.Context) error {
 		return usage("%v", err)
 	}
 	api := client.API()
+	grace := c.Duration("grace")
+	if grace < 0 || grace%time.Second != 0 {
+		return usage("--grace %s: want whole seconds, 0 or more", grace)
+	}
+	if c.Bool("attribute") && !c.Bool("baseline") {
+		return usage("--attribute needs --baseline")
+	}
+	var res *fsbv1.Resources
+	if c.String("cpu") != "" || c.String("memory") != "" || c.Int64("pids") != 0 {
+		res = &fsbv1.Resources{Cpu: c.String("cpu"), Memory: c.String("memory"), Pids: c.Int64("pids")}
+	}
 	o := bench.LoadOptions{
 		N:           n,
 		Concurrency: conc,
@@ -145,6 +188,12 @@ func benchAction(c *cli.Context) error {
 		Command:     command,
 		LogDir:      logDir,
 		StepTimeout: c.Duration("timeout"),
+		Resources:   res,
+		Grace:       grace,
+	}
+	if c.Bool("warm") {
+		o.Warm, o.WarmResources = true, res
+		o.Resources = bench.ColdResources(res, c.Int64("default-pids-limit"))
 	}
 	if c.Bool("baseline") {
 		binary := o.Runtime
@@ -159,13 +208,27 @@ func benchAction(c *cli.Context) error {
 				return fmt.Errorf("--baseline needs containerd on this host: %w", err)
 			}
 			defer client.Close()
-			o.Baseline = &bench.Baseline{
+			plain := bench.Baseline{
 				Client:      client,
 				Image:       o.Image,
 				Snapshotter: "overlayfs",
 				BinaryName:  binary,
+				RuntimeName: o.Runtime,
 				Command:     command,
+				Resources:   o.Resources,
 			}
+			agent := bench.Agent{
+				NetNSPath:           c.String("netns"),
+				Snapshotter:         c.String("snapshotter"),
+				DefaultPidsLimit:    c.Int64("default-pids-limit"),
+				SeccompCompatArches: c.Bool("seccomp-compat-arches"),
+				Grace:               grace,
+			}
+			steps := bench.Steps(plain, agent, c.String("baseline-namespace"))
+			if !c.Bool("attribute") {
+				steps = []bench.Step{steps[0], {Name: "equivalent", Baseline: steps[len(steps)-1].Baseline}}
+			}
+			o.Baselines = steps
 		}
 	}
 
@@ -197,6 +260,26 @@ func upDir() string {
 		}
 	}
 	return defaultUpDir
+}
+
+// agentNetNS returns the network namespace the agent's sandboxes join: by
+// default the agent's own, so that of the PID scripts/up.sh wrote into
+// .fsb/agent.pid (in the current directory), else this process's (an
+// agent on the host network shares it).
+func agentNetNS() string {
+	if b, err := os.ReadFile(agentPidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			if p := fmt.Sprintf("/proc/%d/ns/net", pid); fileExists(p) {
+				return p
+			}
+		}
+	}
+	return fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func dirExists(dir string) bool {

@@ -56,3 +56,24 @@ func errText(err error) string {
 	}
 	return err.Error()
 }
+
+// TestBenchRefusesFlagsThatCannotWork: flags the bench cannot honour are
+// refused before it talks to anyone.
+func TestBenchRefusesFlagsThatCannotWork(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	logDir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--attribute"}, "--attribute needs --baseline"},
+		{[]string{"--grace", "1500ms"}, "whole seconds"},
+		{[]string{"--grace", "-1s"}, "whole seconds"},
+	} {
+		args := append([]string{"--server", "http://127.0.0.1:1", "--token", token, "bench", "-n", "1", "--log-dir", logDir}, tc.args...)
+		_, stderr, err := runCtl(args...)
+		if msg := stderr + errText(err); !strings.Contains(msg, tc.want) {
+			t.Errorf("bench %v: %q; want %q", tc.args, msg, tc.want)
+		}
+	}
+}
