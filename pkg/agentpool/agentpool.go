@@ -78,6 +78,7 @@ const (
 	ReasonWrongNamespace  = "WrongNamespace"
 	ReasonInvalidName     = "InvalidName"
 	ReasonReady           = "Ready"
+	ReasonNoCapacity      = "NoCapacity"
 	ReasonScalingUp       = "ScalingUp"
 	ReasonAtPoolMax       = "AtPoolMax"
 	ReasonHasRoom         = "HasRoom"
@@ -642,6 +643,16 @@ func (c *Controller) status(pool *v1alpha1.SandboxPool, v view) *v1alpha1.Sandbo
 	st.CurrentPods, st.ReadyPods = int32(v.Total), int32(v.ready)
 	st.TotalAgents, st.IdleAgents, st.BusyAgents = int32(v.agents), int32(v.Idle), int32(v.Busy)
 
+	if capa == nil {
+		// Its agents are started by other means: nothing to scale, and
+		// nothing this controller could make ready or exhausted.
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue,
+			Reason: ReasonNoCapacity, Message: fmt.Sprintf(
+				"no spec.capacity: the pool's agents are started by other means (agents with --pool %s); no pods are kept", pool.Name)})
+		meta.RemoveStatusCondition(&st.Conditions, ConditionExhausted)
+		meta.RemoveStatusCondition(&st.Conditions, ConditionDeleting)
+		return st
+	}
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonReady,
 		Message: fmt.Sprintf("%d of %d pods ready, %d idle agents (bufferMin %d)", v.ready, v.Total, v.Idle, capa.BufferMin)}
 	if v.ready < int(capa.PoolMin) || (v.Idle < int(capa.BufferMin) && v.Total < int(capa.PoolMax)) {
