@@ -60,7 +60,7 @@ type Embedded struct {
 
 	mu       sync.RWMutex
 	objects  map[*kind]map[string]object // by kind, then namespace/name; values are never modified
-	rev      uint64                       // the last committed revision; written by the committer only
+	rev      uint64                      // the last committed revision; written by the committer only
 	history  *history
 	watchers map[*watcher]struct{}
 	closed   bool

@@ -79,7 +79,9 @@ var poolKind = &kind{
 // kinds are the resources the embedded store keeps, each in its bucket.
 var kinds = []*kind{sandboxKind, poolKind}
 
-func (k *kind) groupKind() schema.GroupKind { return v1alpha1.GroupVersion.WithKind(k.kind).GroupKind() }
+func (k *kind) groupKind() schema.GroupKind {
+	return v1alpha1.GroupVersion.WithKind(k.kind).GroupKind()
+}
 
 func (k *kind) notFound(name string) error { return apierrors.NewNotFound(k.group, name) }
 
@@ -109,7 +111,9 @@ func (k *kind) check(o object) error {
 	return nil
 }
 
-func (k *kind) specEqual(a, b object) bool { return apiequality.Semantic.DeepEqual(k.spec(a), k.spec(b)) }
+func (k *kind) specEqual(a, b object) bool {
+	return apiequality.Semantic.DeepEqual(k.spec(a), k.spec(b))
+}
 
 func (k *kind) statusEqual(a, b object) bool {
 	return apiequality.Semantic.DeepEqual(k.status(a), k.status(b))
