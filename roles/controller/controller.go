@@ -33,6 +33,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/leader"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
 // poolWorkers is how many SandboxPools are synced at once.
@@ -175,17 +176,20 @@ func run(c *cli.Context) error {
 	// The pool controller tells the sandbox controller of every pool it
 	// declares, closes or forgets: the sandboxes waiting for it are placed
 	// at once.
-	pools, err := newPoolController(c, opened, agents, reg, set.Synced(),
-		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) }, log)
+	pools, err := newPools(c, opened, agents, reg, set.Synced(),
+		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) }, nil, log)
 	if err != nil {
 		return err
 	}
 	poolNamespace := ""
+	var poolStore store.PoolInterface
 	if pools != nil {
-		if err := pools.Check(ctx); err != nil {
-			return err
+		if pools.scaler != nil {
+			if err := pools.scaler.Check(ctx); err != nil {
+				return err
+			}
 		}
-		poolNamespace = pools.Namespace()
+		poolNamespace, poolStore = pools.server.Namespace(), pools.store
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
@@ -202,6 +206,7 @@ func run(c *cli.Context) error {
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 		AgentGone: set.Gone,
+		Pools:     poolStore, PoolNamespace: poolNamespace,
 	})
 	agentUp = fp.AgentUp
 
@@ -235,9 +240,9 @@ func run(c *cli.Context) error {
 		ready.Store(true)
 		log.Info("serving the fast path", slog.Int64("fence", fence))
 		var wg sync.WaitGroup
-		if pools != nil {
+		if pools != nil && pools.scaler != nil {
 			wg.Add(1)
-			go func() { defer wg.Done(); pools.Work(ctx, poolWorkers) }()
+			go func() { defer wg.Done(); pools.scaler.Work(ctx, poolWorkers) }()
 		}
 		ctrl.Work(ctx, c.Int("workers"))
 		wg.Wait()
@@ -270,7 +275,7 @@ func run(c *cli.Context) error {
 		close(poolsSynced)
 	} else {
 		g.Go(func() error {
-			if err := pools.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
+			if err := pools.server.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
 				return err
 			}
 			return nil
