@@ -22,7 +22,7 @@ import (
 )
 
 // Apply creates or replaces the objects of the YAML documents in file ("-":
-// standard input, else Config.Stdin's): Sandboxes and SandboxPools of
+// Config.In, else standard input): Sandboxes and SandboxPools of
 // apiVersion sandbox.fast.io/v1alpha1.
 //
 // A SandboxPool is created or replaced whole (ApplyPool: no merge). A
