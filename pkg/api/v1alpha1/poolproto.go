@@ -64,7 +64,10 @@ func PoolFromProto(p *fsbv1.SandboxPool, namespace string) (*SandboxPool, error)
 	if c := s.GetCapacity(); c != nil {
 		out.Spec.Capacity = &PoolCapacity{PoolMin: c.GetPoolMin(), PoolMax: c.GetPoolMax(), BufferMin: c.GetBufferMin(), BufferMax: c.GetBufferMax()}
 	}
-	out.Spec.MaxSandboxesPerPod = s.MaxSandboxesPerPod
+	if s != nil && s.MaxSandboxesPerPod != nil {
+		n := *s.MaxSandboxesPerPod
+		out.Spec.MaxSandboxesPerPod = &n
+	}
 	out.Spec.RuntimeType = s.GetRuntimeType()
 	if t := s.GetAgentTemplateJson(); t != "" {
 		if err := json.Unmarshal([]byte(t), &out.Spec.AgentTemplate); err != nil {
