@@ -34,6 +34,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
+	"github.com/fast-sandbox/fast-sandbox/pkg/warmpool"
 )
 
 // poolWorkers is how many SandboxPools are synced at once.
@@ -153,6 +154,9 @@ func run(c *cli.Context) error {
 	// only of an agent reconciled since its last connection, which a term
 	// that began after the agents connected must be able to say.
 	var agentUp func(*fsbv1.AgentStatus)
+	// warm plans the pools' warm sandboxes (below); the pools' declarer
+	// hands it their entries once it runs.
+	var warm *warmpool.Planner
 	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"), c.String("agent-server-name"))
 	if err != nil {
 		return err
@@ -177,7 +181,10 @@ func run(c *cli.Context) error {
 	// declares, closes or forgets: the sandboxes waiting for it are placed
 	// at once.
 	pools, err := newPools(c, opened, agents, reg, set.Synced(),
-		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) }, nil, log)
+		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) },
+		// Pools' warm entries go to the warm planner (made below, before
+		// the pools' informer starts).
+		func(pool string, entries []v1alpha1.WarmEntry) { warm.SetPool(pool, entries) }, log)
 	if err != nil {
 		return err
 	}
@@ -208,7 +215,14 @@ func run(c *cli.Context) error {
 		AgentGone: set.Gone,
 		Pools:     poolStore, PoolNamespace: poolNamespace,
 	})
-	agentUp = fp.AgentUp
+	// The warm planner gives the agents their share of the pools' warm
+	// sandboxes; it acts only in a term, and a reconnected agent is sent
+	// its share again (it keeps it in memory only).
+	warm = warmpool.New(warmpool.Config{Registry: reg, Agents: set, Logger: log.With(slog.String("controller", "warmpool"))})
+	agentUp = func(s *fsbv1.AgentStatus) {
+		fp.AgentUp(s)
+		warm.AgentUp(s.GetAgentId())
+	}
 
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
@@ -240,6 +254,8 @@ func run(c *cli.Context) error {
 		ready.Store(true)
 		log.Info("serving the fast path", slog.Int64("fence", fence))
 		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); warm.Run(ctx) }()
 		if pools != nil && pools.scaler != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); pools.scaler.Work(ctx, poolWorkers) }()
