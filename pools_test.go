@@ -19,7 +19,7 @@ import (
 // TestPoolsOnTheCommandLine runs a controller over two agents, one started
 // with --pool p1 and one in the default pool, as a user sees them:
 // `fsb ctl agents` shows each one's pool; a sandbox naming a pool nobody
-// declared (without Kubernetes nothing does, so p1 too) is NotFound with
+// declared (no SandboxPool is applied, so p1 too) is NotFound with
 // the pool named, through `fsb ctl run --pool` and the API, in either mode,
 // and nothing of it is left; sandboxes without a pool all land on the
 // default pool's agent, though the other has more free slots. On either

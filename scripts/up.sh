@@ -12,7 +12,11 @@
 #      .fsb/controller.pid);
 #   5. a janitor (log .fsb/janitor.log, pid .fsb/janitor.pid, metrics and
 #      probes on 127.0.0.1:9093) over namespace fsb and the agent's log dir;
-#   6. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`, and
+#   6. the SandboxPool named default (the pool of the agent, started without
+#      --pool) with one warm entry: 2 sandboxes of the test image on runc,
+#      applied with `fsb ctl apply` (not with KUBE=1: a controller whose
+#      agents are its --agents serves no pools with the kube store);
+#   7. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`, and
 #      FSB_CONTAINERD_SOCKET, FSB_JANITOR_TOKEN_FILE and FSB_LOG_DIR for
 #      `fsb janitor --once`.
 #
@@ -249,6 +253,29 @@ start() {
 	log "$name ready (pid $(ours "$name"))"
 }
 
+# apply_default_pool gives the default pool its warm entry. Applying it again
+# (make up while up) changes nothing.
+apply_default_pool() {
+	local out
+	if ! out=$("$fsb" ctl --server "http://127.0.0.1:$FASTPATH_PORT" --token "$(<"$fsb_dir/user-token")" \
+		apply -f - 2>&1 <<EOF
+apiVersion: sandbox.fast.io/v1alpha1
+kind: SandboxPool
+metadata:
+  name: default
+spec:
+  warm:
+  - image: $IMAGE
+    runtime: runc
+    count: 2
+EOF
+	); then
+		printf '%s\n' "$out" >"$fsb_dir/apply.log"
+		fail "$fsb_dir/apply.log" "could not apply the default pool"
+	fi
+	log "$out"
+}
+
 write_env() {
 	local tmp=$fsb_dir/env.tmp
 	(
@@ -320,6 +347,9 @@ main() {
 		--containerd-socket "$sock" --containerd-namespace fsb \
 		--log-dir "$up_dir/logs" \
 		--metrics-bind-address "127.0.0.1:$JANITOR_PORT"
+	if ! $kube; then
+		apply_default_pool
+	fi
 	write_env
 
 	cat <<EOF

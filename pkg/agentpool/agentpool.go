@@ -7,10 +7,11 @@
 // namespace). A pool made elsewhere is not served: its Ready condition is
 // False with reason WrongNamespace, naming the right namespace.
 //
-// Every replica runs the pool informer (Start), declaring each pool of the
-// pool namespace in the registry — closed once it is being deleted,
-// forgotten once gone — so that a create naming a pool is judged the same
-// on any replica. Only the leader acts (Work): in k8s.io/sample-controller's
+// Every replica runs the pool informer (Start: a Declarer, which an
+// embedded-store controller runs alone on its store's pools), declaring
+// each pool of the pool namespace in the registry — closed once it is being
+// deleted, forgotten once gone — so that a create naming a pool is judged
+// the same on any replica. Only the leader acts (Work): in k8s.io/sample-controller's
 // shape, pool and pod events and a periodic resync (sandbox counts change in
 // the registry without any API event) queue a pool's key, and sync counts
 // the pool's pods and agents, applies Scale, and writes the status when it
@@ -78,6 +79,7 @@ const (
 	ReasonWrongNamespace  = "WrongNamespace"
 	ReasonInvalidName     = "InvalidName"
 	ReasonReady           = "Ready"
+	ReasonNoCapacity      = "NoCapacity"
 	ReasonScalingUp       = "ScalingUp"
 	ReasonAtPoolMax       = "AtPoolMax"
 	ReasonHasRoom         = "HasRoom"
@@ -143,20 +145,19 @@ type Config struct {
 	// updates): the sandbox controller places the sandboxes that waited
 	// for it at once.
 	Changed func(pool string)
+	// Warm is DeclarerConfig.Warm.
+	Warm func(pool string, entries []v1alpha1.WarmEntry)
 }
 
 // Controller keeps SandboxPools' agent pods.
 type Controller struct {
 	cfg      Config
 	pools    *pools
+	declarer *Declarer
 	informer cache.SharedIndexInformer
-	declared cache.ResourceEventHandlerRegistration
 
 	mu    sync.Mutex
 	queue workqueue.TypedRateLimitingInterface[string] // the term's; nil between terms
-	// open is what the registry was told of each pool of the pool
-	// namespace (true: open), so that Changed hears only of changes.
-	open map[string]bool
 }
 
 // New returns a Controller for cfg; Start and Work run it.
@@ -184,16 +185,18 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{
-		cfg:      cfg,
-		pools:    p,
-		informer: cache.NewSharedIndexInformer(p.listWatch(), &v1alpha1.SandboxPool{}, 0, cache.Indexers{}),
-		open:     make(map[string]bool),
+	d, err := NewDeclarer(DeclarerConfig{
+		ListWatch: p.listWatch(), Namespace: cfg.Namespace, Registry: cfg.Registry, Logger: cfg.Logger,
+		Changed: cfg.Changed, Warm: cfg.Warm,
+	})
+	if err != nil {
+		return nil, err
 	}
-	c.declared, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	c := &Controller{cfg: cfg, pools: p, declarer: d, informer: d.Informer()}
+	_, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.observe,
 		UpdateFunc: func(_, obj any) { c.observe(obj) },
-		DeleteFunc: c.forget,
+		DeleteFunc: c.observe,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agentpool: %w", err)
@@ -201,48 +204,14 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// observe declares a pool of the pool namespace in the registry (closed
-// once it is being deleted) and queues it.
+// observe queues a pool's key (the declarer has told the registry).
 func (c *Controller) observe(obj any) {
-	pool, ok := obj.(*v1alpha1.SandboxPool)
-	if !ok {
-		return
-	}
-	// A pool with a name no agent can carry (made before the schema said
-	// so) is never declared: sync gives it its InvalidName condition.
-	if pool.Namespace == c.cfg.Namespace && v1alpha1.ValidatePoolName(pool.Name) == nil {
-		open := pool.DeletionTimestamp == nil
-		c.cfg.Registry.DeclarePool(pool.Name, open)
-		c.mu.Lock()
-		was, known := c.open[pool.Name]
-		c.open[pool.Name] = open
-		c.mu.Unlock()
-		if (!known || was != open) && c.cfg.Changed != nil {
-			c.cfg.Changed(pool.Name)
-		}
-	}
-	c.enqueue(pool.Namespace + "/" + pool.Name)
-}
-
-// forget undeclares a deleted pool.
-func (c *Controller) forget(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
-	pool, ok := obj.(*v1alpha1.SandboxPool)
-	if !ok {
-		return
+	if pool, ok := obj.(*v1alpha1.SandboxPool); ok {
+		c.enqueue(pool.Namespace + "/" + pool.Name)
 	}
-	if pool.Namespace == c.cfg.Namespace {
-		c.cfg.Registry.ForgetPool(pool.Name)
-		c.mu.Lock()
-		delete(c.open, pool.Name)
-		c.mu.Unlock()
-		if c.cfg.Changed != nil {
-			c.cfg.Changed(pool.Name)
-		}
-	}
-	c.enqueue(pool.Namespace + "/" + pool.Name)
 }
 
 func (c *Controller) enqueue(key string) {
@@ -259,14 +228,7 @@ func (c *Controller) enqueue(key string) {
 // right after a restart would get a false NotFound. It runs on every
 // replica; nothing is written until Work.
 func (c *Controller) Start(ctx context.Context, synced chan<- struct{}) error {
-	go c.informer.RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced, c.declared.HasSynced) {
-		return errors.New("sandbox pools: cache never synced")
-	}
-	c.cfg.Logger.Info("sandbox pools listed", slog.String("namespace", c.cfg.Namespace),
-		slog.Int("pools", len(c.informer.GetStore().ListKeys())))
-	close(synced)
-	return nil
+	return c.declarer.Start(ctx, synced)
 }
 
 // Check lists the pools once, to fail early and say what to do when the
@@ -287,7 +249,7 @@ func (c *Controller) Check(ctx context.Context) error {
 func (c *Controller) Namespace() string { return c.cfg.Namespace }
 
 // HasSynced says every pool listed at the start has been declared.
-func (c *Controller) HasSynced() bool { return c.declared.HasSynced() }
+func (c *Controller) HasSynced() bool { return c.declarer.HasSynced() }
 
 // term is what one term of Work reads: its queue and the pods of pools.
 type term struct {
@@ -418,6 +380,11 @@ func (c *Controller) sync(ctx context.Context, t *term, key string) error {
 			return nil
 		}
 		return c.misplaced(ctx, pool)
+	}
+	if pool.Name == v1alpha1.DefaultPool {
+		// The default pool's agents are the DaemonSet's: the object only
+		// gives them warm entries (Declarer), and scales nothing.
+		return nil
 	}
 	if pool.DeletionTimestamp != nil {
 		return c.finalize(ctx, t, pool)
@@ -642,6 +609,16 @@ func (c *Controller) status(pool *v1alpha1.SandboxPool, v view) *v1alpha1.Sandbo
 	st.CurrentPods, st.ReadyPods = int32(v.Total), int32(v.ready)
 	st.TotalAgents, st.IdleAgents, st.BusyAgents = int32(v.agents), int32(v.Idle), int32(v.Busy)
 
+	if capa == nil {
+		// Its agents are started by other means: nothing to scale, and
+		// nothing this controller could make ready or exhausted.
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue,
+			Reason: ReasonNoCapacity, Message: fmt.Sprintf(
+				"no spec.capacity: the pool's agents are started by other means (agents with --pool %s); no pods are kept", pool.Name)})
+		meta.RemoveStatusCondition(&st.Conditions, ConditionExhausted)
+		meta.RemoveStatusCondition(&st.Conditions, ConditionDeleting)
+		return st
+	}
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonReady,
 		Message: fmt.Sprintf("%d of %d pods ready, %d idle agents (bufferMin %d)", v.ready, v.Total, v.Idle, capa.BufferMin)}
 	if v.ready < int(capa.PoolMin) || (v.Idle < int(capa.BufferMin) && v.Total < int(capa.PoolMax)) {

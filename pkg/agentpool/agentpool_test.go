@@ -128,7 +128,7 @@ func (r *rigPool) createPool(t *testing.T, ns, name string, c v1alpha1.PoolCapac
 	t.Helper()
 	pool := &v1alpha1.SandboxPool{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       v1alpha1.SandboxPoolSpec{Capacity: c, MaxSandboxesPerPod: ptr.To(perPod)},
+		Spec:       v1alpha1.SandboxPoolSpec{Capacity: &c, MaxSandboxesPerPod: ptr.To(perPod)},
 	}
 	if err := r.pools.client.Post().Namespace(ns).Resource(poolsResource).Body(pool).Do(context.Background()).Error(); err != nil {
 		t.Fatalf("create pool %s/%s: %v", ns, name, err)
@@ -478,7 +478,7 @@ func TestPoolElsewhereIsRefused(t *testing.T) {
 	// One with the pool finalizer is another controller's: left alone.
 	theirs := &v1alpha1.SandboxPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: other, Finalizers: []string{Finalizer}},
-		Spec:       v1alpha1.SandboxPoolSpec{Capacity: v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 1}},
+		Spec:       v1alpha1.SandboxPoolSpec{Capacity: &v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 1}},
 	}
 	if err := r.pools.client.Post().Namespace(other).Resource(poolsResource).Body(theirs).Do(context.Background()).Error(); err != nil {
 		t.Fatal(err)

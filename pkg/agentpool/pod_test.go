@@ -43,7 +43,7 @@ func TestBuildPod(t *testing.T) {
 	pool := func(set func(*v1alpha1.SandboxPool)) *v1alpha1.SandboxPool {
 		p := &v1alpha1.SandboxPool{
 			ObjectMeta: metav1.ObjectMeta{Name: "gpu", Namespace: "fsb-system", UID: "pool-uid"},
-			Spec:       v1alpha1.SandboxPoolSpec{Capacity: v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 3}},
+			Spec:       v1alpha1.SandboxPoolSpec{Capacity: &v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 3}},
 		}
 		if set != nil {
 			set(p)

@@ -31,7 +31,13 @@ type Plan struct {
 // lowered poolMax) are removed, idle agents first, then pending pods. A
 // busy agent is never removed, so a pool whose busy agents alone exceed
 // poolMax stays above it until they empty.
-func Scale(c v1alpha1.PoolCapacity, n Counts) Plan {
+//
+// A pool without capacity (nil: its agents are started by other means) is
+// never scaled: no pod is added or removed.
+func Scale(c *v1alpha1.PoolCapacity, n Counts) Plan {
+	if c == nil {
+		return Plan{}
+	}
 	poolMin, poolMax := int(c.PoolMin), int(c.PoolMax)
 	bufferMin, bufferMax := int(c.BufferMin), int(c.BufferMax)
 

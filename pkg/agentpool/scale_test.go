@@ -44,9 +44,16 @@ func TestScale(t *testing.T) {
 			if tc.n.Total != tc.n.Busy+tc.n.Idle+tc.n.Pending {
 				t.Fatalf("bad case: %+v", tc.n)
 			}
-			if got := Scale(tc.cap, tc.n); got != tc.want {
+			if got := Scale(&tc.cap, tc.n); got != tc.want {
 				t.Errorf("Scale(%+v, %+v) = %+v, want %+v", tc.cap, tc.n, got, tc.want)
 			}
 		})
+	}
+	// A pool without capacity has agents started by other means: its pods,
+	// if any, are neither added to nor removed.
+	for _, n := range []Counts{{}, {Total: 2, Idle: 2}, {Total: 1, Busy: 1}} {
+		if got := Scale(nil, n); got != (Plan{}) {
+			t.Errorf("Scale(nil, %+v) = %+v, want nothing", n, got)
+		}
 	}
 }

@@ -40,6 +40,10 @@ var FastPathPolicy = Policy{
 	fsbv1connect.FastPathServiceMakeDirProcedure:         {RoleUser},
 	fsbv1connect.FastPathServiceMoveProcedure:            {RoleUser},
 	fsbv1connect.FastPathServiceRemoveProcedure:          {RoleUser},
+	fsbv1connect.FastPathServiceApplyPoolProcedure:       {RoleUser},
+	fsbv1connect.FastPathServiceGetPoolProcedure:         {RoleUser},
+	fsbv1connect.FastPathServiceListPoolsProcedure:       {RoleUser},
+	fsbv1connect.FastPathServiceDeletePoolProcedure:      {RoleUser},
 	FilesRoute: {RoleUser},
 	fsbv1connect.JanitorServiceClassifyProcedure: {RoleJanitor},
 }
@@ -66,6 +70,7 @@ var AgentPolicy = Policy{
 	fsbv1connect.AgentServiceMakeDirProcedure:       {RoleAgent},
 	fsbv1connect.AgentServiceMoveProcedure:          {RoleAgent},
 	fsbv1connect.AgentServiceRemoveProcedure:        {RoleAgent},
+	fsbv1connect.AgentServiceSetWarmProcedure:       {RoleAgent},
 }
 
 // Group is the API group of the resources Kubernetes users are authorized
@@ -123,6 +128,12 @@ var (
 	accessLog    = Access{Verb: "get", Resource: "sandboxes", Subresource: "log"}
 	accessExec   = Access{Verb: "create", Resource: "sandboxes", Subresource: "exec"}
 	accessAgents = Access{Verb: "list", Resource: "agents", Cluster: true}
+	// Pools live in the controller's pool namespace, which no request
+	// names: their checks are cluster-scoped (a ClusterRole).
+	accessPoolApply  = Access{Verb: "update", Resource: "sandboxpools", Cluster: true}
+	accessPoolGet    = Access{Verb: "get", Resource: "sandboxpools", Cluster: true}
+	accessPoolList   = Access{Verb: "list", Resource: "sandboxpools", Cluster: true}
+	accessPoolDelete = Access{Verb: "delete", Resource: "sandboxpools", Cluster: true}
 )
 
 // KubeAccess maps each procedure of the user role to what a Kubernetes user
@@ -137,6 +148,10 @@ var KubeAccess = map[string]Access{
 	fsbv1connect.FastPathServiceGetSandboxProcedure:      accessGet,
 	fsbv1connect.FastPathServiceStreamLogsProcedure:      accessLog,
 	fsbv1connect.FastPathServiceListAgentsProcedure:      accessAgents,
+	fsbv1connect.FastPathServiceApplyPoolProcedure:       accessPoolApply,
+	fsbv1connect.FastPathServiceGetPoolProcedure:         accessPoolGet,
+	fsbv1connect.FastPathServiceListPoolsProcedure:       accessPoolList,
+	fsbv1connect.FastPathServiceDeletePoolProcedure:      accessPoolDelete,
 	fsbv1connect.FastPathServiceExecProcedure:            accessExec,
 	fsbv1connect.FastPathServiceExecInteractiveProcedure: accessExec,
 	fsbv1connect.FastPathServiceAttachProcessProcedure:   accessExec,

@@ -501,7 +501,7 @@ func PlacementRequest(sb *v1alpha1.Sandbox, id string) (registry.Request, error)
 		Image:     image,
 		Ports:     sb.Spec.ExposedPorts,
 		Runtime:   sb.Spec.Runtime,
-		Pool:      sb.Spec.PoolRef,
+		Pool:      v1alpha1.PoolOf(sb.Spec.PoolRef), // "default" is the default pool
 		Warm:      warm,
 	}, nil
 }

@@ -175,7 +175,7 @@ func (c *Controller) PoolRefusal(err error) (code connect.Code, reason, msg stri
 		return 0, "", "", false
 	}
 	ns := c.cfg.PoolNamespace
-	list := "kubectl get sandboxpools -n " + ns
+	list := "fsb ctl get pools, or kubectl get sandboxpools -n " + ns
 	if pe.Closed {
 		msg = fmt.Sprintf("sandbox pool %q is being deleted: it takes no new sandboxes; name another pool (%s lists them), or leave poolRef empty for the default pool", pe.Pool, list)
 		if ns == "" {
@@ -185,9 +185,9 @@ func (c *Controller) PoolRefusal(err error) (code connect.Code, reason, msg stri
 	}
 	msg = fmt.Sprintf("sandbox pool %q not found: create it in namespace %s (%s lists them), or leave poolRef empty for the default pool", pe.Pool, ns, list)
 	if ns == "" {
-		// Without Kubernetes nothing declares pools: only the default
-		// pool, the controller's --agents, exists.
-		msg = fmt.Sprintf("sandbox pool %q not found: this controller serves no SandboxPools (they need Kubernetes): leave poolRef empty for the default pool", pe.Pool)
+		// A kube-store controller whose agents are its --agents declares
+		// no pools: only the default pool exists.
+		msg = fmt.Sprintf("sandbox pool %q not found: this controller serves no SandboxPools (with the kube store they need --agent-pod-selector): leave poolRef empty for the default pool", pe.Pool)
 	}
 	return connect.CodeNotFound, ReasonPoolNotFound, msg, true
 }

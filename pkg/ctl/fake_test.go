@@ -47,6 +47,9 @@ type fakeFastPath struct {
 	// whose delete cannot finish in time.
 	stalls map[string]deleteStall
 
+	// pools are the SandboxPools, by name (apply_test.go).
+	pools map[string]*fsbv1.SandboxPool
+
 	creates []*fsbv1.CreateSandboxRequest
 	updates []*fsbv1.UpdateSandboxRequest
 	deletes []*fsbv1.DeleteSandboxRequest

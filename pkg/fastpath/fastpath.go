@@ -106,6 +106,10 @@ type Config struct {
 	// its node can be judged without hearing from it (Janitor). Nil: no
 	// agent is ever known gone (a static --agents list may come back).
 	AgentGone func(agentID string) bool
+	// Pools keeps the SandboxPools the pool RPCs serve, in PoolNamespace;
+	// nil: pools are not served (FailedPrecondition).
+	Pools         store.PoolInterface
+	PoolNamespace string
 }
 
 // EventRecorder records an Event about an object; client-go's

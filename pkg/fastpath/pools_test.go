@@ -94,7 +94,7 @@ func TestSandboxPools(t *testing.T) {
 	}
 
 	// gpu's agent reports in, but nothing declared the pool.
-	refused("gpu", connect.CodeNotFound, `sandbox pool "gpu" not found`, "create it in namespace fsb-system", "kubectl get sandboxpools -n fsb-system")
+	refused("gpu", connect.CodeNotFound, `sandbox pool "gpu" not found`, "create it in namespace fsb-system", "fsb ctl get pools, or kubectl get sandboxpools -n fsb-system")
 
 	// A sandbox made in the store (kubectl) waits for its pool.
 	if _, err := p.store.Create(ctx, &v1alpha1.Sandbox{

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
@@ -34,13 +36,14 @@ const (
 const maxBatch = 256
 
 var (
-	sandboxesBucket = []byte("sandboxes")
-	metaBucket      = []byte("meta")
-	revisionKey     = []byte("revision")
+	metaBucket  = []byte("meta")
+	revisionKey = []byte("revision")
 )
 
-// Embedded is the single-machine Interface: Sandboxes as JSON in a bbolt file,
-// one persisted revision counter, and an in-memory watch fan-out.
+// Embedded is the single-machine Interface: Sandboxes (and, through Pools,
+// SandboxPools) as JSON in a bbolt file, a bucket per resource, one persisted
+// revision counter shared by both as etcd shares its, and an in-memory watch
+// fan-out.
 //
 // Writes queue for one committer goroutine, which applies whatever is queued
 // in a single bbolt transaction (one fsync for the lot), gives each change the
@@ -56,8 +59,8 @@ type Embedded struct {
 	watchBuffer int
 
 	mu       sync.RWMutex
-	objects  map[string]*v1alpha1.Sandbox // by namespace/name; values are never modified
-	rev      uint64                       // the last committed revision; written by the committer only
+	objects  map[*kind]map[string]object // by kind, then namespace/name; values are never modified
+	rev      uint64                      // the last committed revision; written by the committer only
 	history  *history
 	watchers map[*watcher]struct{}
 	closed   bool
@@ -88,7 +91,7 @@ func OpenEmbedded(dir string, opts ...Option) (*Embedded, error) {
 		ops:         make(chan *op),
 		done:        make(chan struct{}),
 		watchBuffer: DefaultWatchBuffer,
-		objects:     make(map[string]*v1alpha1.Sandbox),
+		objects:     make(map[*kind]map[string]object, len(kinds)),
 		history:     newHistory(DefaultWatchHistory, 0),
 		watchers:    make(map[*watcher]struct{}),
 	}
@@ -140,18 +143,25 @@ func (s *Embedded) load() error {
 			}
 			s.rev = binary.BigEndian.Uint64(v)
 		}
-		objects, err := tx.CreateBucketIfNotExists(sandboxesBucket)
-		if err != nil {
-			return err
-		}
-		return objects.ForEach(func(k, v []byte) error {
-			obj, err := decode(v)
+		for _, kd := range kinds {
+			objects, err := tx.CreateBucketIfNotExists([]byte(kd.resource))
 			if err != nil {
-				return fmt.Errorf("object %s: %w", k, err)
+				return err
 			}
-			s.objects[string(k)] = obj
-			return nil
-		})
+			s.objects[kd] = make(map[string]object)
+			err = objects.ForEach(func(k, v []byte) error {
+				obj, err := decode(kd, v)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", kd.resource, k, err)
+				}
+				s.objects[kd][string(k)] = obj
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -177,102 +187,38 @@ func errClosed() error { return apierrors.NewServiceUnavailable("the store is cl
 
 // Create implements Interface.
 func (s *Embedded) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	in, err := normalize(sb)
-	if err != nil {
-		return nil, err
-	}
-	return s.write(ctx, in.Namespace, in.Name, func(cur *v1alpha1.Sandbox, now metav1.Time) (change, error) {
-		return prepareCreate(cur, in, now)
-	})
+	return typed[*v1alpha1.Sandbox](s.create(ctx, sandboxKind, sb))
 }
 
 // Update implements Interface.
 func (s *Embedded) Update(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	in, err := normalize(sb)
-	if err != nil {
-		return nil, err
-	}
-	return s.write(ctx, in.Namespace, in.Name, func(cur *v1alpha1.Sandbox, now metav1.Time) (change, error) {
-		return prepareUpdate(cur, in, now)
-	})
+	return typed[*v1alpha1.Sandbox](s.update(ctx, sandboxKind, sb))
 }
 
 // UpdateStatus implements Interface.
 func (s *Embedded) UpdateStatus(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	in, err := normalize(sb)
-	if err != nil {
-		return nil, err
-	}
-	return s.write(ctx, in.Namespace, in.Name, func(cur *v1alpha1.Sandbox, now metav1.Time) (change, error) {
-		return prepareUpdateStatus(cur, in, now)
-	})
+	return typed[*v1alpha1.Sandbox](s.updateStatus(ctx, sandboxKind, sb))
 }
 
 // Delete implements Interface.
 func (s *Embedded) Delete(ctx context.Context, namespace, name string) error {
-	_, err := s.write(ctx, namespace, name, func(cur *v1alpha1.Sandbox, now metav1.Time) (change, error) {
-		return prepareDelete(cur, name, now)
-	})
-	return err
+	return s.delete(ctx, sandboxKind, namespace, name)
 }
 
 // Get implements Interface.
 func (s *Embedded) Get(ctx context.Context, namespace, name string) (*v1alpha1.Sandbox, error) {
-	if err := validateKey(namespace, name); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.RLock()
-	obj, closed := s.objects[key(namespace, name)], s.closed
-	s.mu.RUnlock()
-	switch {
-	case closed:
-		return nil, errClosed()
-	case obj == nil:
-		return nil, notFound(name)
-	}
-	return obj.DeepCopy(), nil
+	return typed[*v1alpha1.Sandbox](s.get(ctx, sandboxKind, namespace, name))
 }
 
 // List implements Interface. Items are sorted by namespace and name.
 func (s *Embedded) List(ctx context.Context, namespace string, selector labels.Selector) (*v1alpha1.SandboxList, error) {
-	if err := validateNamespace(namespace); err != nil {
+	objs, rv, err := s.list(ctx, sandboxKind, namespace, selector)
+	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if selector == nil {
-		selector = labels.Everything()
-	}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return nil, errClosed()
-	}
-	var matched []*v1alpha1.Sandbox
-	for _, obj := range s.objects {
-		if (namespace == "" || obj.Namespace == namespace) && selector.Matches(labels.Set(obj.Labels)) {
-			matched = append(matched, obj)
-		}
-	}
-	rev := s.rev
-	s.mu.RUnlock()
-
-	slices.SortFunc(matched, func(a, b *v1alpha1.Sandbox) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	list := &v1alpha1.SandboxList{
-		ListMeta: metav1.ListMeta{ResourceVersion: strconv.FormatUint(rev, 10)},
-		Items:    make([]v1alpha1.Sandbox, len(matched)),
-	}
-	for i, obj := range matched {
-		obj.DeepCopyInto(&list.Items[i])
+	list := &v1alpha1.SandboxList{ListMeta: metav1.ListMeta{ResourceVersion: rv}, Items: make([]v1alpha1.Sandbox, len(objs))}
+	for i, obj := range objs {
+		obj.(*v1alpha1.Sandbox).DeepCopyInto(&list.Items[i])
 	}
 	return list, nil
 }
@@ -280,6 +226,116 @@ func (s *Embedded) List(ctx context.Context, namespace string, selector labels.S
 // Watch implements Interface. A resourceVersion newer than the store's also
 // gives ResourceExpired: it comes from another store, and only a relist helps.
 func (s *Embedded) Watch(ctx context.Context, namespace, resourceVersion string) (watch.Interface, error) {
+	return s.watch(ctx, sandboxKind, namespace, resourceVersion)
+}
+
+// typed is the result of a write or read as the caller's type.
+func typed[T object](obj object, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return obj.(T), nil
+}
+
+func (s *Embedded) create(ctx context.Context, k *kind, o object) (object, error) {
+	in, err := normalize(k, o)
+	if err != nil {
+		return nil, err
+	}
+	m := metaOf(in)
+	return s.write(ctx, k, m.Namespace, m.Name, func(cur object, now metav1.Time) (change, error) {
+		return prepareCreate(k, cur, in, now)
+	})
+}
+
+func (s *Embedded) update(ctx context.Context, k *kind, o object) (object, error) {
+	in, err := normalize(k, o)
+	if err != nil {
+		return nil, err
+	}
+	m := metaOf(in)
+	return s.write(ctx, k, m.Namespace, m.Name, func(cur object, now metav1.Time) (change, error) {
+		return prepareUpdate(k, cur, in, now)
+	})
+}
+
+func (s *Embedded) updateStatus(ctx context.Context, k *kind, o object) (object, error) {
+	in, err := normalize(k, o)
+	if err != nil {
+		return nil, err
+	}
+	m := metaOf(in)
+	return s.write(ctx, k, m.Namespace, m.Name, func(cur object, now metav1.Time) (change, error) {
+		return prepareUpdateStatus(k, cur, in, now)
+	})
+}
+
+func (s *Embedded) delete(ctx context.Context, k *kind, namespace, name string) error {
+	_, err := s.write(ctx, k, namespace, name, func(cur object, now metav1.Time) (change, error) {
+		return prepareDelete(k, cur, name, now)
+	})
+	return err
+}
+
+func (s *Embedded) get(ctx context.Context, k *kind, namespace, name string) (object, error) {
+	if err := validateKey(namespace, name); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	obj, closed := s.objects[k][key(namespace, name)], s.closed
+	s.mu.RUnlock()
+	switch {
+	case closed:
+		return nil, errClosed()
+	case obj == nil:
+		return nil, k.notFound(name)
+	}
+	return deepCopy(obj), nil
+}
+
+// list returns the stored objects of kind k matching namespace and selector,
+// sorted by namespace and name, and the store's revision. They are shared:
+// the caller copies them.
+func (s *Embedded) list(ctx context.Context, k *kind, namespace string, selector labels.Selector) ([]object, string, error) {
+	if err := validateNamespace(namespace); err != nil {
+		return nil, "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if selector == nil {
+		selector = labels.Everything()
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, "", errClosed()
+	}
+	var matched []object
+	for _, obj := range s.objects[k] {
+		m := metaOf(obj)
+		if (namespace == "" || m.Namespace == namespace) && selector.Matches(labels.Set(m.Labels)) {
+			matched = append(matched, obj)
+		}
+	}
+	rev := s.rev
+	s.mu.RUnlock()
+
+	slices.SortFunc(matched, func(a, b object) int {
+		ma, mb := metaOf(a), metaOf(b)
+		if c := strings.Compare(ma.Namespace, mb.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(ma.Name, mb.Name)
+	})
+	return matched, strconv.FormatUint(rev, 10), nil
+}
+
+func (s *Embedded) watch(ctx context.Context, k *kind, namespace, resourceVersion string) (watch.Interface, error) {
 	if err := validateNamespace(namespace); err != nil {
 		return nil, err
 	}
@@ -308,7 +364,7 @@ func (s *Embedded) Watch(ctx context.Context, namespace, resourceVersion string)
 		return nil, apierrors.NewResourceExpired(fmt.Sprintf(
 			"too old resource version: %d (%d)", from, s.history.compacted+1))
 	}
-	w := &watcher{s: s, namespace: namespace, ch: make(chan watch.Event, s.watchBuffer+len(missed))}
+	w := &watcher{s: s, kind: k, namespace: namespace, ch: make(chan watch.Event, s.watchBuffer+len(missed))}
 	for _, e := range missed {
 		if w.wants(e) {
 			w.send(e)
@@ -333,23 +389,30 @@ func (s *Embedded) stopWatcherLocked(w *watcher) {
 
 // op is one write waiting for the committer.
 type op struct {
+	kind  *kind
 	key   string
-	apply func(cur *v1alpha1.Sandbox, now metav1.Time) (change, error)
+	apply func(cur object, now metav1.Time) (change, error)
 	done  chan result // buffered: the committer never waits for the caller
 }
 
 type result struct {
-	obj *v1alpha1.Sandbox
+	obj object
 	err error
+}
+
+// stagedKey names an object of a batch.
+type stagedKey struct {
+	kind *kind
+	key  string
 }
 
 // write hands apply to the committer and waits for its outcome. When ctx ends
 // first the write may still land, as with a timed-out API request.
-func (s *Embedded) write(ctx context.Context, namespace, name string, apply func(*v1alpha1.Sandbox, metav1.Time) (change, error)) (*v1alpha1.Sandbox, error) {
+func (s *Embedded) write(ctx context.Context, k *kind, namespace, name string, apply func(object, metav1.Time) (change, error)) (object, error) {
 	if err := validateKey(namespace, name); err != nil {
 		return nil, err
 	}
-	o := &op{key: key(namespace, name), apply: apply, done: make(chan result, 1)}
+	o := &op{kind: k, key: key(namespace, name), apply: apply, done: make(chan result, 1)}
 	select {
 	case s.ops <- o:
 	case <-s.done:
@@ -362,7 +425,7 @@ func (s *Embedded) write(ctx context.Context, namespace, name string, apply func
 		if r.err != nil {
 			return nil, r.err
 		}
-		return r.obj.DeepCopy(), nil
+		return deepCopy(r.obj), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -398,14 +461,16 @@ func (s *Embedded) commitLoop() {
 // transaction fails, every write of the batch fails and nothing is published.
 func (s *Embedded) commit(batch []*op) {
 	now := metav1.Now().Rfc3339Copy()
-	staged := make(map[string]*v1alpha1.Sandbox) // nil: deleted in this batch
+	staged := make(map[stagedKey]object) // nil: deleted in this batch
 	results := make([]result, len(batch))
 	var events []event
 	rev := s.rev
 	for i, o := range batch {
-		cur, ok := staged[o.key]
+		sk := stagedKey{o.kind, o.key}
+		cur, ok := staged[sk]
 		if !ok {
-			cur = s.objects[o.key]
+			// A map's missing entry is a nil interface, never a typed nil.
+			cur = s.objects[o.kind][o.key]
 		}
 		c, err := o.apply(cur, now)
 		if err != nil {
@@ -417,13 +482,13 @@ func (s *Embedded) commit(batch []*op) {
 			continue
 		}
 		rev++
-		c.obj.ResourceVersion = strconv.FormatUint(rev, 10)
+		metaOf(c.obj).ResourceVersion = strconv.FormatUint(rev, 10)
 		if c.typ == watch.Deleted {
-			staged[o.key] = nil
+			staged[sk] = nil
 		} else {
-			staged[o.key] = c.obj
+			staged[sk] = c.obj
 		}
-		events = append(events, event{rev: rev, typ: c.typ, obj: c.obj})
+		events = append(events, event{rev: rev, kind: o.kind, typ: c.typ, obj: c.obj})
 	}
 	if len(events) > 0 {
 		if err := s.persist(events, rev); err != nil {
@@ -443,16 +508,17 @@ func (s *Embedded) commit(batch []*op) {
 // transaction.
 func (s *Embedded) persist(events []event, rev uint64) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		objects := tx.Bucket(sandboxesBucket)
 		for _, e := range events {
-			k := []byte(key(e.obj.Namespace, e.obj.Name))
+			objects := tx.Bucket([]byte(e.kind.resource))
+			m := metaOf(e.obj)
+			k := []byte(key(m.Namespace, m.Name))
 			if e.typ == watch.Deleted {
 				if err := objects.Delete(k); err != nil {
 					return err
 				}
 				continue
 			}
-			data, err := encode(e.obj)
+			data, err := encode(e.kind, e.obj)
 			if err != nil {
 				return err
 			}
@@ -467,14 +533,14 @@ func (s *Embedded) persist(events []event, rev uint64) error {
 // publish makes committed changes visible to reads and hands the events to
 // the history and every interested watcher, in revision order. A watcher
 // whose buffer is full is ended rather than waited for.
-func (s *Embedded) publish(staged map[string]*v1alpha1.Sandbox, events []event, rev uint64) {
+func (s *Embedded) publish(staged map[stagedKey]object, events []event, rev uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, obj := range staged {
 		if obj == nil {
-			delete(s.objects, k)
+			delete(s.objects[k.kind], k.key)
 		} else {
-			s.objects[k] = obj
+			s.objects[k.kind][k.key] = obj
 		}
 	}
 	s.rev = rev
@@ -506,31 +572,31 @@ func parseResourceVersion(rv string) (uint64, error) {
 // JSON as an API server would: what is kept in memory is exactly what a
 // restart reads back from disk (timestamps in whole seconds, empty lists
 // absent).
-func normalize(sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
-	if sb == nil {
+func normalize(k *kind, o object) (object, error) {
+	if o == nil || reflect.ValueOf(o).IsNil() {
 		return nil, apierrors.NewBadRequest("no object given")
 	}
-	data, err := json.Marshal(sb)
+	data, err := json.Marshal(o)
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("cannot encode the object: %v", err))
 	}
-	return decode(data)
+	return decode(k, data)
 }
 
 // encode is the stored form: JSON with apiVersion and kind.
-func encode(obj *v1alpha1.Sandbox) ([]byte, error) {
-	v := *obj
-	v.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "Sandbox"}
-	return json.Marshal(&v)
+func encode(k *kind, obj object) ([]byte, error) {
+	v := deepCopy(obj)
+	v.GetObjectKind().SetGroupVersionKind(v1alpha1.GroupVersion.WithKind(k.kind))
+	return json.Marshal(v)
 }
 
 // decode reads the stored form. Objects in memory carry no TypeMeta, like
 // those a typed client returns.
-func decode(data []byte) (*v1alpha1.Sandbox, error) {
-	obj := new(v1alpha1.Sandbox)
+func decode(k *kind, data []byte) (object, error) {
+	obj := k.newObj()
 	if err := json.Unmarshal(data, obj); err != nil {
 		return nil, err
 	}
-	obj.TypeMeta = metav1.TypeMeta{}
+	obj.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
 	return obj, nil
 }

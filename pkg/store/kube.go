@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -27,9 +28,6 @@ const (
 	KubeQPS   = 200
 	KubeBurst = 400
 )
-
-// sandboxes is the resource's path segment.
-const sandboxes = "sandboxes"
 
 // Kube is the Interface on a Kubernetes API server: Sandbox objects of the
 // sandboxes.sandbox.fast.io CRD (deploy/crds), through a typed REST client.
@@ -90,17 +88,7 @@ func (k *Kube) Create(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sand
 	if sb == nil {
 		return nil, apierrors.NewBadRequest("no object given")
 	}
-	if err := validateNamespace(sb.Namespace); err != nil || sb.Namespace == "" {
-		return nil, namespaceRequired(sb.Name, err)
-	}
-	if sb.ResourceVersion != "" {
-		// The API server says so too, but as an internal error.
-		return nil, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
-	}
-	in := withoutStatus(sb)
-	out := new(v1alpha1.Sandbox)
-	err := k.client.Post().Namespace(in.Namespace).Resource(sandboxes).Body(in).Do(ctx).Into(out)
-	return kubeResult(out, err)
+	return typed[*v1alpha1.Sandbox](k.create(ctx, sandboxKind, sb))
 }
 
 // Update implements Interface. The API server ignores .status here and bumps
@@ -110,10 +98,7 @@ func (k *Kube) Update(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sand
 	if sb == nil {
 		return nil, apierrors.NewBadRequest("no object given")
 	}
-	if err := validateKey(sb.Namespace, sb.Name); err != nil {
-		return nil, err
-	}
-	return k.put(ctx, withoutStatus(sb), "")
+	return typed[*v1alpha1.Sandbox](k.update(ctx, sandboxKind, sb))
 }
 
 // UpdateStatus implements Interface, through the status subresource: only
@@ -122,41 +107,71 @@ func (k *Kube) UpdateStatus(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha
 	if sb == nil {
 		return nil, apierrors.NewBadRequest("no object given")
 	}
-	if err := validateKey(sb.Namespace, sb.Name); err != nil {
+	return typed[*v1alpha1.Sandbox](k.updateStatus(ctx, sandboxKind, sb))
+}
+
+func (k *Kube) create(ctx context.Context, kd *kind, o object) (object, error) {
+	m := metaOf(o)
+	if err := validateNamespace(m.Namespace); err != nil || m.Namespace == "" {
+		return nil, namespaceRequired(m.Name, err)
+	}
+	if m.ResourceVersion != "" {
+		// The API server says so too, but as an internal error.
+		return nil, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
+	}
+	in := withoutStatus(kd, o)
+	out := kd.newObj()
+	err := k.client.Post().Namespace(m.Namespace).Resource(kd.resource).Body(in).Do(ctx).Into(out)
+	return kubeResult(out, err)
+}
+
+func (k *Kube) update(ctx context.Context, kd *kind, o object) (object, error) {
+	m := metaOf(o)
+	if err := validateKey(m.Namespace, m.Name); err != nil {
 		return nil, err
 	}
-	in := sb.DeepCopy()
-	in.ManagedFields = nil // nil keeps the server's; never send a stale copy
-	return k.put(ctx, in, "status")
+	return k.put(ctx, kd, withoutStatus(kd, o), "")
+}
+
+func (k *Kube) updateStatus(ctx context.Context, kd *kind, o object) (object, error) {
+	m := metaOf(o)
+	if err := validateKey(m.Namespace, m.Name); err != nil {
+		return nil, err
+	}
+	in := deepCopy(o)
+	metaOf(in).ManagedFields = nil // nil keeps the server's; never send a stale copy
+	return k.put(ctx, kd, in, "status")
 }
 
 // put replaces the object (or its status subresource) with in, a copy of the
 // caller's that put may change. An empty resourceVersion is unconditional:
 // the API server refuses that for custom resources, so put reads the
 // current version and retries while another writer gets in between.
-func (k *Kube) put(ctx context.Context, in *v1alpha1.Sandbox, subresource string) (*v1alpha1.Sandbox, error) {
-	if in.ResourceVersion != "" {
-		return k.putOnce(ctx, in, subresource)
+func (k *Kube) put(ctx context.Context, kd *kind, in object, subresource string) (object, error) {
+	m := metaOf(in)
+	if m.ResourceVersion != "" {
+		return k.putOnce(ctx, kd, in, subresource)
 	}
-	var out *v1alpha1.Sandbox
+	var out object
 	err := retry.OnError(retry.DefaultRetry, isVersionConflict, func() error {
-		cur, err := k.Get(ctx, in.Namespace, in.Name)
+		cur, err := k.get(ctx, kd, m.Namespace, m.Name)
 		if err != nil {
 			return err
 		}
-		in.ResourceVersion = cur.ResourceVersion
-		out, err = k.putOnce(ctx, in, subresource)
+		m.ResourceVersion = metaOf(cur).ResourceVersion
+		out, err = k.putOnce(ctx, kd, in, subresource)
 		return err
 	})
 	return out, err
 }
 
-func (k *Kube) putOnce(ctx context.Context, in *v1alpha1.Sandbox, subresource string) (*v1alpha1.Sandbox, error) {
-	req := k.client.Put().Namespace(in.Namespace).Resource(sandboxes).Name(in.Name)
+func (k *Kube) putOnce(ctx context.Context, kd *kind, in object, subresource string) (object, error) {
+	m := metaOf(in)
+	req := k.client.Put().Namespace(m.Namespace).Resource(kd.resource).Name(m.Name)
 	if subresource != "" {
 		req = req.SubResource(subresource)
 	}
-	out := new(v1alpha1.Sandbox)
+	out := kd.newObj()
 	return kubeResult(out, req.Body(in).Do(ctx).Into(out))
 }
 
@@ -169,19 +184,27 @@ func isVersionConflict(err error) bool {
 
 // Delete implements Interface.
 func (k *Kube) Delete(ctx context.Context, namespace, name string) error {
+	return k.delete(ctx, sandboxKind, namespace, name)
+}
+
+func (k *Kube) delete(ctx context.Context, kd *kind, namespace, name string) error {
 	if err := validateKey(namespace, name); err != nil {
 		return err
 	}
-	return k.client.Delete().Namespace(namespace).Resource(sandboxes).Name(name).Do(ctx).Error()
+	return k.client.Delete().Namespace(namespace).Resource(kd.resource).Name(name).Do(ctx).Error()
 }
 
 // Get implements Interface.
 func (k *Kube) Get(ctx context.Context, namespace, name string) (*v1alpha1.Sandbox, error) {
+	return typed[*v1alpha1.Sandbox](k.get(ctx, sandboxKind, namespace, name))
+}
+
+func (k *Kube) get(ctx context.Context, kd *kind, namespace, name string) (object, error) {
 	if err := validateKey(namespace, name); err != nil {
 		return nil, err
 	}
-	out := new(v1alpha1.Sandbox)
-	err := k.client.Get().Namespace(namespace).Resource(sandboxes).Name(name).Do(ctx).Into(out)
+	out := kd.newObj()
+	err := k.client.Get().Namespace(namespace).Resource(kd.resource).Name(name).Do(ctx).Into(out)
 	return kubeResult(out, err)
 }
 
@@ -196,7 +219,7 @@ func (k *Kube) List(ctx context.Context, namespace string, selector labels.Selec
 		opts.LabelSelector = selector.String()
 	}
 	out := new(v1alpha1.SandboxList)
-	err := k.client.Get().Namespace(namespace).Resource(sandboxes).
+	err := k.client.Get().Namespace(namespace).Resource(sandboxKind.resource).
 		VersionedParams(opts, k.params).Do(ctx).Into(out)
 	if err != nil {
 		return nil, err
@@ -211,6 +234,10 @@ func (k *Kube) List(ctx context.Context, namespace string, selector labels.Selec
 // stopped, or when the API server closes it (its watch timeout, a restart);
 // watch again from the last resourceVersion seen.
 func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (watch.Interface, error) {
+	return k.watch(ctx, sandboxKind, namespace, resourceVersion)
+}
+
+func (k *Kube) watch(ctx context.Context, kd *kind, namespace, resourceVersion string) (watch.Interface, error) {
 	if err := validateNamespace(namespace); err != nil {
 		return nil, err
 	}
@@ -221,7 +248,7 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 		// To the API server both mean "the current state, replayed as ADDED
 		// events, then changes"; Interface defines them as "from now". The
 		// resourceVersion of a one-item list is now.
-		now, err := k.currentVersion(ctx, namespace)
+		now, err := k.currentVersion(ctx, kd, namespace)
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +267,7 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 	// "http2: response body closed" when Stop closes the body first), and
 	// Interface ends the stream quietly.
 	wctx, cancel := context.WithCancel(ctx)
-	w, err := k.client.Get().Namespace(namespace).Resource(sandboxes).
+	w, err := k.client.Get().Namespace(namespace).Resource(kd.resource).
 		VersionedParams(opts, k.params).Watch(wctx)
 	if err != nil {
 		cancel()
@@ -250,8 +277,8 @@ func (k *Kube) Watch(ctx context.Context, namespace, resourceVersion string) (wa
 		if e.Type == watch.Error && wctx.Err() != nil {
 			return e, false
 		}
-		if sb, ok := e.Object.(*v1alpha1.Sandbox); ok {
-			sb.ManagedFields = nil
+		if o, ok := e.Object.(object); ok {
+			metaOf(o).ManagedFields = nil
 		}
 		return e, true
 	})
@@ -275,30 +302,36 @@ func (w *quietWatch) Stop() {
 var watchTimeout = int64((10 * time.Minute).Seconds())
 
 // currentVersion is the resourceVersion of the API server's state now.
-func (k *Kube) currentVersion(ctx context.Context, namespace string) (string, error) {
-	out := new(v1alpha1.SandboxList)
-	err := k.client.Get().Namespace(namespace).Resource(sandboxes).
-		VersionedParams(&metav1.ListOptions{Limit: 1}, k.params).Do(ctx).Into(out)
+func (k *Kube) currentVersion(ctx context.Context, kd *kind, namespace string) (string, error) {
+	raw, err := k.client.Get().Namespace(namespace).Resource(kd.resource).
+		VersionedParams(&metav1.ListOptions{Limit: 1}, k.params).Do(ctx).Raw()
 	if err != nil {
 		return "", err
 	}
-	return out.ResourceVersion, nil
+	// Only the list's metadata is read, whichever kind it lists.
+	var out struct {
+		Metadata metav1.ListMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return "", fmt.Errorf("store: kube: list %s: %w", kd.resource, err)
+	}
+	return out.Metadata.ResourceVersion, nil
 }
 
 // withoutStatus is the caller's object as sent on create and update: a copy
 // (the caller's stays untouched) with no status and no managedFields.
-func withoutStatus(sb *v1alpha1.Sandbox) *v1alpha1.Sandbox {
-	in := sb.DeepCopy()
-	in.Status = v1alpha1.SandboxStatus{}
-	in.ManagedFields = nil
+func withoutStatus(kd *kind, o object) object {
+	in := deepCopy(o)
+	kd.setStatus(in, nil)
+	metaOf(in).ManagedFields = nil
 	return in
 }
 
-func kubeResult(out *v1alpha1.Sandbox, err error) (*v1alpha1.Sandbox, error) {
+func kubeResult(out object, err error) (object, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.ManagedFields = nil
+	metaOf(out).ManagedFields = nil
 	return out, nil
 }
 
@@ -309,4 +342,73 @@ func namespaceRequired(name string, err error) error {
 		return err
 	}
 	return validateKey("", name)
+}
+
+// KubePools is the kube store's PoolInterface: SandboxPool objects of the
+// sandboxpools.sandbox.fast.io CRD, with Kube's adjustments.
+type KubePools struct{ k *Kube }
+
+var _ PoolInterface = KubePools{}
+
+// Pools returns the store's SandboxPools.
+func (k *Kube) Pools() KubePools { return KubePools{k} }
+
+// Create implements PoolInterface.
+func (p KubePools) Create(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
+	if pool == nil {
+		return nil, apierrors.NewBadRequest("no object given")
+	}
+	return typed[*v1alpha1.SandboxPool](p.k.create(ctx, poolKind, pool))
+}
+
+// Update implements PoolInterface.
+func (p KubePools) Update(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
+	if pool == nil {
+		return nil, apierrors.NewBadRequest("no object given")
+	}
+	return typed[*v1alpha1.SandboxPool](p.k.update(ctx, poolKind, pool))
+}
+
+// UpdateStatus implements PoolInterface.
+func (p KubePools) UpdateStatus(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error) {
+	if pool == nil {
+		return nil, apierrors.NewBadRequest("no object given")
+	}
+	return typed[*v1alpha1.SandboxPool](p.k.updateStatus(ctx, poolKind, pool))
+}
+
+// Delete implements PoolInterface.
+func (p KubePools) Delete(ctx context.Context, namespace, name string) error {
+	return p.k.delete(ctx, poolKind, namespace, name)
+}
+
+// Get implements PoolInterface.
+func (p KubePools) Get(ctx context.Context, namespace, name string) (*v1alpha1.SandboxPool, error) {
+	return typed[*v1alpha1.SandboxPool](p.k.get(ctx, poolKind, namespace, name))
+}
+
+// List implements PoolInterface.
+func (p KubePools) List(ctx context.Context, namespace string, selector labels.Selector) (*v1alpha1.SandboxPoolList, error) {
+	if err := validateNamespace(namespace); err != nil {
+		return nil, err
+	}
+	opts := &metav1.ListOptions{}
+	if selector != nil && !selector.Empty() {
+		opts.LabelSelector = selector.String()
+	}
+	out := new(v1alpha1.SandboxPoolList)
+	err := p.k.client.Get().Namespace(namespace).Resource(poolKind.resource).
+		VersionedParams(opts, p.k.params).Do(ctx).Into(out)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out.Items {
+		out.Items[i].ManagedFields = nil
+	}
+	return out, nil
+}
+
+// Watch implements PoolInterface.
+func (p KubePools) Watch(ctx context.Context, namespace, resourceVersion string) (watch.Interface, error) {
+	return p.k.watch(ctx, poolKind, namespace, resourceVersion)
 }

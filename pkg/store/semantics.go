@@ -10,8 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/watch"
-
-	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 )
 
 // This file holds the API server's rules for each write, as pure functions of
@@ -24,102 +22,110 @@ import (
 // stored object, and nothing is written.
 type change struct {
 	typ watch.EventType
-	obj *v1alpha1.Sandbox
+	obj object
 }
 
 var metadataPath = field.NewPath("metadata")
 
 // prepareCreate fills the system fields of a new object and drops its status.
-func prepareCreate(cur, in *v1alpha1.Sandbox, now metav1.Time) (change, error) {
+func prepareCreate(k *kind, cur, in object, now metav1.Time) (change, error) {
+	m := metaOf(in)
 	if cur != nil {
-		return change{}, alreadyExists(in.Name)
+		return change{}, k.alreadyExists(m.Name)
 	}
-	if in.ResourceVersion != "" {
+	if m.ResourceVersion != "" {
 		return change{}, apierrors.NewBadRequest("resourceVersion should not be set on objects to be created")
 	}
-	next := in
-	next.UID = uuid.NewUUID()
-	next.CreationTimestamp = now
-	next.Generation = 1
-	next.DeletionTimestamp = nil
-	next.DeletionGracePeriodSeconds = nil
-	next.ManagedFields = nil
-	next.Status = v1alpha1.SandboxStatus{}
-	if errs := apivalidation.ValidateObjectMeta(&next.ObjectMeta, true, apivalidation.NameIsDNSSubdomain, metadataPath); len(errs) > 0 {
-		return change{}, invalid(in.Name, errs)
+	m.UID = uuid.NewUUID()
+	m.CreationTimestamp = now
+	m.Generation = 1
+	m.DeletionTimestamp = nil
+	m.DeletionGracePeriodSeconds = nil
+	m.ManagedFields = nil
+	k.setStatus(in, nil)
+	if errs := apivalidation.ValidateObjectMeta(m, true, apivalidation.NameIsDNSSubdomain, metadataPath); len(errs) > 0 {
+		return change{}, k.invalid(m.Name, errs)
 	}
-	return change{typ: watch.Added, obj: next}, nil
+	if err := k.check(in); err != nil {
+		return change{}, err
+	}
+	return change{typ: watch.Added, obj: in}, nil
 }
 
 // prepareUpdate takes metadata and spec from in and everything else from cur.
-func prepareUpdate(cur, in *v1alpha1.Sandbox, _ metav1.Time) (change, error) {
-	if err := precondition(cur, in); err != nil {
+func prepareUpdate(k *kind, cur, in object, _ metav1.Time) (change, error) {
+	if err := precondition(k, cur, in); err != nil {
 		return change{}, err
 	}
-	next := in
-	next.ResourceVersion = cur.ResourceVersion
+	next, c := metaOf(in), metaOf(cur)
+	next.ResourceVersion = c.ResourceVersion
 	if next.UID == "" {
-		next.UID = cur.UID
+		next.UID = c.UID
 	}
-	next.CreationTimestamp = cur.CreationTimestamp
-	next.Generation = cur.Generation
+	next.CreationTimestamp = c.CreationTimestamp
+	next.Generation = c.Generation
 	// An update never moves or clears a deletion; setting one is refused below.
-	if cur.DeletionTimestamp != nil {
-		next.DeletionTimestamp = cur.DeletionTimestamp
-		next.DeletionGracePeriodSeconds = cur.DeletionGracePeriodSeconds
+	if c.DeletionTimestamp != nil {
+		next.DeletionTimestamp = c.DeletionTimestamp
+		next.DeletionGracePeriodSeconds = c.DeletionGracePeriodSeconds
 	}
 	next.ManagedFields = nil
-	next.Status = *cur.Status.DeepCopy()
+	k.setStatus(in, cur)
 
-	errs := apivalidation.ValidateObjectMetaUpdate(&next.ObjectMeta, &cur.ObjectMeta, metadataPath)
+	errs := apivalidation.ValidateObjectMetaUpdate(next, c, metadataPath)
 	errs = append(errs, apivalidation.ValidateFinalizers(next.Finalizers, metadataPath.Child("finalizers"))...)
 	if len(errs) > 0 {
-		return change{}, invalid(in.Name, errs)
+		return change{}, k.invalid(next.Name, errs)
+	}
+	if err := k.check(in); err != nil {
+		return change{}, err
 	}
 
-	specChanged := !apiequality.Semantic.DeepEqual(cur.Spec, next.Spec)
-	if !specChanged && apiequality.Semantic.DeepEqual(cur.ObjectMeta, next.ObjectMeta) {
+	specChanged := !k.specEqual(cur, in)
+	if !specChanged && apiequality.Semantic.DeepEqual(c, next) {
 		return change{obj: cur}, nil
 	}
 	if specChanged {
 		next.Generation++
 	}
 	if next.DeletionTimestamp != nil && len(next.Finalizers) == 0 {
-		return change{typ: watch.Deleted, obj: next}, nil
+		return change{typ: watch.Deleted, obj: in}, nil
 	}
-	return change{typ: watch.Modified, obj: next}, nil
+	return change{typ: watch.Modified, obj: in}, nil
 }
 
 // prepareUpdateStatus takes status from in and everything else from cur.
-func prepareUpdateStatus(cur, in *v1alpha1.Sandbox, _ metav1.Time) (change, error) {
-	if err := precondition(cur, in); err != nil {
+func prepareUpdateStatus(k *kind, cur, in object, _ metav1.Time) (change, error) {
+	if err := precondition(k, cur, in); err != nil {
 		return change{}, err
 	}
-	if apiequality.Semantic.DeepEqual(cur.Status, in.Status) {
+	if k.statusEqual(cur, in) {
 		return change{obj: cur}, nil
 	}
-	next := cur.DeepCopy()
-	next.Status = in.Status
+	next := deepCopy(cur)
+	k.setStatus(next, in)
 	return change{typ: watch.Modified, obj: next}, nil
 }
 
 // prepareDelete removes an object without finalizers, and marks one with
 // finalizers as being deleted (once), as the API server does for custom
 // resources: deletionTimestamp now, a zero grace period, generation + 1.
-func prepareDelete(cur *v1alpha1.Sandbox, name string, now metav1.Time) (change, error) {
+func prepareDelete(k *kind, cur object, name string, now metav1.Time) (change, error) {
 	if cur == nil {
-		return change{}, notFound(name)
+		return change{}, k.notFound(name)
 	}
-	if len(cur.Finalizers) == 0 {
-		return change{typ: watch.Deleted, obj: cur.DeepCopy()}, nil
+	c := metaOf(cur)
+	if len(c.Finalizers) == 0 {
+		return change{typ: watch.Deleted, obj: deepCopy(cur)}, nil
 	}
-	if cur.DeletionTimestamp != nil {
+	if c.DeletionTimestamp != nil {
 		return change{obj: cur}, nil
 	}
-	next := cur.DeepCopy()
-	next.DeletionTimestamp = &now
-	next.DeletionGracePeriodSeconds = new(int64)
-	next.Generation++
+	next := deepCopy(cur)
+	m := metaOf(next)
+	m.DeletionTimestamp = &now
+	m.DeletionGracePeriodSeconds = new(int64)
+	m.Generation++
 	return change{typ: watch.Modified, obj: next}, nil
 }
 
@@ -128,16 +134,18 @@ func prepareDelete(cur *v1alpha1.Sandbox, name string, now metav1.Time) (change,
 // resourceVersion (when the caller names one). An empty resourceVersion
 // updates unconditionally. A UID of another object is a Conflict, as the API
 // server's UID precondition makes it: the object was deleted and made anew.
-func precondition(cur, in *v1alpha1.Sandbox) error {
+func precondition(k *kind, cur, in object) error {
+	m := metaOf(in)
 	if cur == nil {
-		return notFound(in.Name)
+		return k.notFound(m.Name)
 	}
-	if in.UID != "" && in.UID != cur.UID {
-		return apierrors.NewConflict(GroupResource, in.Name, fmt.Errorf(
-			"Precondition failed: UID in precondition: %s, UID in object meta: %s", in.UID, cur.UID))
+	c := metaOf(cur)
+	if m.UID != "" && m.UID != c.UID {
+		return apierrors.NewConflict(k.group, m.Name, fmt.Errorf(
+			"Precondition failed: UID in precondition: %s, UID in object meta: %s", m.UID, c.UID))
 	}
-	if in.ResourceVersion != "" && in.ResourceVersion != cur.ResourceVersion {
-		return conflict(in.Name)
+	if m.ResourceVersion != "" && m.ResourceVersion != c.ResourceVersion {
+		return k.conflict(m.Name)
 	}
 	return nil
 }

@@ -63,6 +63,25 @@ type Interface interface {
 	Watch(ctx context.Context, namespace string, resourceVersion string) (watch.Interface, error)
 }
 
+// PoolInterface keeps SandboxPool objects with the promises Interface makes
+// for Sandboxes, and with errors naming sandboxpools.sandbox.fast.io. Both
+// stores check created and updated pools with v1alpha1.ValidatePool's rules:
+// the embedded store calls it, the API server has the CRD's schema, which
+// says the same (pkg/api/v1alpha1's parity tests).
+type PoolInterface interface {
+	Create(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error)
+	Update(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error)
+	UpdateStatus(ctx context.Context, pool *v1alpha1.SandboxPool) (*v1alpha1.SandboxPool, error)
+	Delete(ctx context.Context, namespace, name string) error
+	Get(ctx context.Context, namespace, name string) (*v1alpha1.SandboxPool, error)
+	List(ctx context.Context, namespace string, selector labels.Selector) (*v1alpha1.SandboxPoolList, error)
+	// Watch streams *v1alpha1.SandboxPool events as Interface.Watch does.
+	Watch(ctx context.Context, namespace string, resourceVersion string) (watch.Interface, error)
+}
+
+// PoolGroupResource names SandboxPools in errors.
+var PoolGroupResource = v1alpha1.Resource("sandboxpools")
+
 // GroupResource names Sandboxes in errors: sandboxes.sandbox.fast.io.
 var GroupResource = v1alpha1.Resource("sandboxes")
 
@@ -79,12 +98,24 @@ var groupKind = v1alpha1.GroupVersion.WithKind("Sandbox").GroupKind()
 // cannot filter by them, and a list filtered differently from its watch would
 // corrupt an informer's cache.
 func ListWatch(s Interface, namespace string) *cache.ListWatch {
+	return listWatch(func(ctx context.Context) (runtime.Object, error) { return s.List(ctx, namespace, nil) },
+		func(ctx context.Context, rv string) (watch.Interface, error) { return s.Watch(ctx, namespace, rv) })
+}
+
+// PoolListWatch is ListWatch for SandboxPools.
+func PoolListWatch(s PoolInterface, namespace string) *cache.ListWatch {
+	return listWatch(func(ctx context.Context) (runtime.Object, error) { return s.List(ctx, namespace, nil) },
+		func(ctx context.Context, rv string) (watch.Interface, error) { return s.Watch(ctx, namespace, rv) })
+}
+
+func listWatch(list func(context.Context) (runtime.Object, error),
+	watchFrom func(ctx context.Context, rv string) (watch.Interface, error)) *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			if err := wholeNamespace(opts); err != nil {
 				return nil, err
 			}
-			return s.List(ctx, namespace, nil)
+			return list(ctx)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			if err := wholeNamespace(opts); err != nil {
@@ -96,7 +127,7 @@ func ListWatch(s Interface, namespace string) *cache.ListWatch {
 					field.ErrorList{field.Forbidden(field.NewPath("sendInitialEvents"),
 						"sendInitialEvents is not supported by this store; list, then watch")})
 			}
-			return s.Watch(ctx, namespace, opts.ResourceVersion)
+			return watchFrom(ctx, opts.ResourceVersion)
 		},
 	}
 }

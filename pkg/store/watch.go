@@ -2,16 +2,15 @@ package store
 
 import (
 	"k8s.io/apimachinery/pkg/watch"
-
-	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 )
 
 // event is one committed change. Its object is shared by the history and
 // every watcher's copy source, so it is never modified.
 type event struct {
-	rev uint64
-	typ watch.EventType
-	obj *v1alpha1.Sandbox
+	rev  uint64
+	kind *kind
+	typ  watch.EventType
+	obj  object
 }
 
 // history is a ring of the most recent events, so a watch from a recent
@@ -71,6 +70,7 @@ func (h *history) each(f func(event)) {
 // when that is compacted, relists), as informers do.
 type watcher struct {
 	s         *Embedded
+	kind      *kind
 	namespace string // "" = all
 	ch        chan watch.Event
 
@@ -91,7 +91,7 @@ func (w *watcher) Stop() {
 func (w *watcher) ResultChan() <-chan watch.Event { return w.ch }
 
 func (w *watcher) wants(e event) bool {
-	return w.namespace == "" || w.namespace == e.obj.Namespace
+	return e.kind == w.kind && (w.namespace == "" || w.namespace == metaOf(e.obj).Namespace)
 }
 
 // send hands a copy of e to the consumer; false when the buffer is full.
@@ -100,6 +100,6 @@ func (w *watcher) send(e event) bool {
 	if len(w.ch) == cap(w.ch) {
 		return false
 	}
-	w.ch <- watch.Event{Type: e.typ, Object: e.obj.DeepCopy()}
+	w.ch <- watch.Event{Type: e.typ, Object: deepCopy(e.obj)}
 	return true
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agent"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/cgroup"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
@@ -60,7 +61,7 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve the API without any token check (local experiments only)"},
 			&cli.StringFlag{Name: "init-binary", Usage: "static fsb (or fsb-helper) binary mounted as every sandbox's PID 1 (default: fsb-helper beside this executable, else this executable)"},
 			&cli.StringFlag{Name: "log-driver-binary", Usage: "fsb (or fsb-helper) binary containerd's shim runs to write logs (default: as --init-binary)"},
-			&cli.StringFlag{Name: "pool", Usage: "the SandboxPool this agent serves: only sandboxes whose poolRef names it run here (empty: the default pool, sandboxes without a poolRef)"},
+			&cli.StringFlag{Name: "pool", Usage: "the SandboxPool this agent serves: only sandboxes whose poolRef names it run here (empty or \"default\": the default pool, sandboxes without a poolRef or with poolRef default)"},
 			&cli.StringFlag{Name: "runtimes", Usage: "comma-separated runtimes to offer, of runc, crun and gvisor: only these among the installed ones (empty: every installed one); an error when none of them is installed"},
 			&cli.IntFlag{Name: "capacity", Value: 5, EnvVars: []string{"AGENT_CAPACITY"}, Usage: "the most sandboxes this agent runs at once"},
 			&cli.Int64Flag{Name: "default-pids-limit", Value: 1024, Usage: "pids limit of a sandbox whose spec sets none (0: none)"},
@@ -167,7 +168,7 @@ func run(c *cli.Context) error {
 		AdvertiseAddress: c.String("advertise-address"),
 		NodeName:         c.String("node-name"),
 		Capacity:         c.Int("capacity"),
-		Pool:             c.String("pool"),
+		Pool:             v1alpha1.PoolOf(c.String("pool")), // --pool default: the default pool
 		Logs:             &agent.LogPolicy{Retention: c.Duration("log-retention"), MaxTotalBytes: c.Int64("log-max-total-bytes")},
 		Logger:           log,
 	})
@@ -209,7 +210,7 @@ func run(c *cli.Context) error {
 		slog.String("namespace", c.String("containerd-namespace")),
 		slog.String("cgroupParent", or(cgroupParent, "/")),
 		slog.Int("capacity", c.Int("capacity")),
-		slog.String("pool", or(c.String("pool"), "(the default pool)")),
+		slog.String("pool", or(v1alpha1.PoolOf(c.String("pool")), "(the default pool)")),
 		slog.Any("runtimes", rt.Runtimes()),
 		slog.Bool("auth", tokens != nil))
 	cfg := httpserver.Config{

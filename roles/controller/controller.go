@@ -33,6 +33,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/leader"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 	"github.com/fast-sandbox/fast-sandbox/pkg/warmpool"
 )
 
@@ -153,6 +154,9 @@ func run(c *cli.Context) error {
 	// only of an agent reconciled since its last connection, which a term
 	// that began after the agents connected must be able to say.
 	var agentUp func(*fsbv1.AgentStatus)
+	// warm plans the pools' warm sandboxes (below); the pools' declarer
+	// hands it their entries once it runs.
+	var warm *warmpool.Planner
 	agentTransport, err := agentlink.Transport(c.String("agent-ca-file"), c.String("agent-server-name"))
 	if err != nil {
 		return err
@@ -176,17 +180,23 @@ func run(c *cli.Context) error {
 	// The pool controller tells the sandbox controller of every pool it
 	// declares, closes or forgets: the sandboxes waiting for it are placed
 	// at once.
-	pools, err := newPoolController(c, opened, agents, reg, set.Synced(),
-		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) }, log)
+	pools, err := newPools(c, opened, agents, reg, set.Synced(),
+		agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return ctrl.List() }), func(pool string) { ctrl.PoolChanged(pool) },
+		// Pools' warm entries go to the warm planner (made below, before
+		// the pools' informer starts).
+		func(pool string, entries []v1alpha1.WarmEntry) { warm.SetPool(pool, entries) }, log)
 	if err != nil {
 		return err
 	}
 	poolNamespace := ""
+	var poolStore store.PoolInterface
 	if pools != nil {
-		if err := pools.Check(ctx); err != nil {
-			return err
+		if pools.scaler != nil {
+			if err := pools.scaler.Check(ctx); err != nil {
+				return err
+			}
 		}
-		poolNamespace = pools.Namespace()
+		poolNamespace, poolStore = pools.server.Namespace(), pools.store
 	}
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
@@ -203,11 +213,12 @@ func run(c *cli.Context) error {
 		Store: st, Registry: reg, Agents: set, Controller: ctrl,
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 		AgentGone: set.Gone,
+		Pools:     poolStore, PoolNamespace: poolNamespace,
 	})
 	// The warm planner gives the agents their share of the pools' warm
 	// sandboxes; it acts only in a term, and a reconnected agent is sent
 	// its share again (it keeps it in memory only).
-	warm := warmpool.New(warmpool.Config{Registry: reg, Agents: set, Logger: log.With(slog.String("controller", "warmpool"))})
+	warm = warmpool.New(warmpool.Config{Registry: reg, Agents: set, Logger: log.With(slog.String("controller", "warmpool"))})
 	agentUp = func(s *fsbv1.AgentStatus) {
 		fp.AgentUp(s)
 		warm.AgentUp(s.GetAgentId())
@@ -245,9 +256,9 @@ func run(c *cli.Context) error {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() { defer wg.Done(); warm.Run(ctx) }()
-		if pools != nil {
+		if pools != nil && pools.scaler != nil {
 			wg.Add(1)
-			go func() { defer wg.Done(); pools.Work(ctx, poolWorkers) }()
+			go func() { defer wg.Done(); pools.scaler.Work(ctx, poolWorkers) }()
 		}
 		ctrl.Work(ctx, c.Int("workers"))
 		wg.Wait()
@@ -280,7 +291,7 @@ func run(c *cli.Context) error {
 		close(poolsSynced)
 	} else {
 		g.Go(func() error {
-			if err := pools.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
+			if err := pools.server.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
 				return err
 			}
 			return nil

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,14 +10,21 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentpool"
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
+
+// defaultPoolNamespace is the pool namespace of an embedded-store
+// controller, the namespace deploy/ installs Fast Sandbox in.
+const defaultPoolNamespace = "fsb-system"
 
 // poolFlags are the flags of the SandboxPool controller.
 func poolFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "pool-namespace", Usage: "the one namespace of SandboxPools and their agent pods " +
-			"(default: --agent-pod-namespace); pools elsewhere are not served and say so in their Ready condition"},
+		&cli.StringFlag{Name: "pool-namespace", Usage: "the one namespace of SandboxPools (and, in Kubernetes, their agent pods); " +
+			"pools elsewhere are not served and say so in their Ready condition " +
+			"(default: --agent-pod-namespace in Kubernetes, " + defaultPoolNamespace + " with the embedded store)"},
 		&cli.StringFlag{Name: "agent-daemonset", Value: "fsb-agent", Usage: "the agent DaemonSet, in --pool-namespace, " +
 			"whose pod template a pool's agent pods start from"},
 		&cli.DurationFlag{Name: "pool-resync-period", Value: agentpool.DefaultResyncPeriod, Usage: "how often every pool is " +
@@ -24,16 +32,56 @@ func poolFlags() []cli.Flag {
 	}
 }
 
-// newPoolController returns the SandboxPool controller, or nil when pools
-// are not served: they need the kube store and agents found from their
-// pods (an embedded controller declares no pools; a Sandbox naming one
-// gets NotFound).
-func newPoolController(c *cli.Context, opened *openedStore, agents *agentSource, reg *registry.Registry,
-	agentsSynced <-chan struct{}, sandboxes agentpool.Sandboxes, changed func(pool string), log *slog.Logger) (*agentpool.Controller, error) {
-	if opened.Kind != storeKube || agents.pods == nil {
+// poolServer is what the controller runs for SandboxPools: on every
+// replica the declarer (Start, HasSynced), on the leader of a Kubernetes
+// controller with agent pods the pod scaler too (Work).
+type poolServer interface {
+	Start(ctx context.Context, synced chan<- struct{}) error
+	Namespace() string
+}
+
+// pools is the controller's SandboxPool machinery.
+type pools struct {
+	server poolServer
+	// scaler is set in Kubernetes with agent pods: it keeps pools' pods.
+	scaler *agentpool.Controller
+	// store is where the fast path reads and writes pools.
+	store store.PoolInterface
+}
+
+// newPools returns the SandboxPool machinery, or nil when pools are not
+// served: a kube-store controller whose agents are not found from their
+// pods (its agents come from --agents) declares none, and a Sandbox naming
+// a pool gets NotFound. An embedded-store controller declares the pools of
+// its store, whose agents are those --agents names, each with its --pool.
+func newPools(c *cli.Context, opened *openedStore, agents *agentSource, reg *registry.Registry,
+	agentsSynced <-chan struct{}, sandboxes agentpool.Sandboxes, changed func(pool string),
+	warm func(pool string, entries []v1alpha1.WarmEntry), log *slog.Logger) (*pools, error) {
+	plog := log.With(slog.String("controller", "sandboxpool"))
+	if opened.Kind != storeKube {
+		if c.IsSet("agent-daemonset") {
+			return nil, errors.New("--agent-daemonset: pools' agent pods need the kube store and --agent-pod-selector")
+		}
+		ns := c.String("pool-namespace")
+		if ns == "" {
+			ns = defaultPoolNamespace
+		}
+		if err := v1alpha1.ValidateNamespace(ns); err != nil {
+			return nil, fmt.Errorf("--pool-namespace: %w", err)
+		}
+		d, err := agentpool.NewDeclarer(agentpool.DeclarerConfig{
+			ListWatch: store.PoolListWatch(opened.Pools, ns), Namespace: ns, Registry: reg, Logger: plog,
+			Changed: changed, Warm: warm,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &pools{server: d, store: opened.Pools}, nil
+	}
+	if agents.pods == nil {
 		for _, f := range []string{"pool-namespace", "agent-daemonset"} {
 			if c.IsSet(f) {
-				return nil, fmt.Errorf("--%s: SandboxPools need the kube store and --agent-pod-selector", f)
+				return nil, fmt.Errorf("--%s: SandboxPools in Kubernetes need --agent-pod-selector", f)
 			}
 		}
 		return nil, nil
@@ -49,10 +97,14 @@ func newPoolController(c *cli.Context, opened *openedStore, agents *agentSource,
 	if err != nil {
 		return nil, fmt.Errorf("sandbox pools' client: %w", err)
 	}
-	return agentpool.New(agentpool.Config{
+	ctl, err := agentpool.New(agentpool.Config{
 		Config: opened.Config, Client: client, Namespace: ns, DaemonSet: c.String("agent-daemonset"),
 		Registry: reg, Sandboxes: sandboxes, AgentsSynced: agentsSynced, Events: opened.Events,
-		Logger: log.With(slog.String("controller", "sandboxpool")), ResyncPeriod: c.Duration("pool-resync-period"),
-		Changed: changed,
+		Logger: plog, ResyncPeriod: c.Duration("pool-resync-period"),
+		Changed: changed, Warm: warm,
 	})
+	if err != nil {
+		return nil, err
+	}
+	return &pools{server: ctl, scaler: ctl, store: opened.Pools}, nil
 }

@@ -14,9 +14,10 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
-// TestPoolController: pools are served only with the kube store and agents
-// found from their pods, in --pool-namespace or else the agents'
-// namespace; the pool flags elsewhere are refused, naming what they need.
+// TestPoolController: pools are served with the embedded store (in
+// --pool-namespace, else fsb-system), and with the kube store when agents
+// are found from their pods (in --pool-namespace or else the agents'
+// namespace); the pool flags elsewhere are refused, naming what they need.
 func TestPoolController(t *testing.T) {
 	const sel = "app.kubernetes.io/name=fsb,app.kubernetes.io/component=agent"
 	kube, err := store.NewKube(&rest.Config{Host: "https://127.0.0.1:1"})
@@ -24,7 +25,12 @@ func TestPoolController(t *testing.T) {
 		t.Fatal(err)
 	}
 	withKube := &openedStore{Kind: storeKube, Store: kube, Config: &rest.Config{Host: "https://127.0.0.1:1"}}
-	embedded := &openedStore{Kind: storeEmbedded}
+	emb, err := store.OpenEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	embedded := &openedStore{Kind: storeEmbedded, Store: emb, Pools: emb.Pools()}
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -32,14 +38,19 @@ func TestPoolController(t *testing.T) {
 		wantNS  string // "" means no pool controller
 		wantErr string
 	}{
-		{name: "embedded: no pools", opened: embedded},
+		{name: "embedded: pools in fsb-system", opened: embedded, wantNS: "fsb-system"},
+		{name: "embedded: pools in --pool-namespace", args: []string{"--pool-namespace", "pools"}, opened: embedded, wantNS: "pools"},
+		{name: "embedded: a bad --pool-namespace", args: []string{"--pool-namespace", "Pools"}, opened: embedded,
+			wantErr: "--pool-namespace"},
 		{name: "named agents: no pools", args: []string{"--agents", "10.0.0.1"}, opened: withKube},
 		{name: "pools beside the agents", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "fsb-system"}, opened: withKube,
 			wantNS: "fsb-system"},
 		{name: "pools in a namespace of their own", args: []string{"--agent-pod-selector", sel, "--agent-pod-namespace", "agents",
 			"--pod-namespace", "ctl", "--pool-namespace", "pools"}, opened: withKube, wantNS: "pools"},
-		{name: "--pool-namespace without Kubernetes", args: []string{"--pool-namespace", "pools"}, opened: embedded,
-			wantErr: "--pool-namespace: SandboxPools need the kube store and --agent-pod-selector"},
+		{name: "--agent-daemonset without Kubernetes", args: []string{"--agent-daemonset", "x"}, opened: embedded,
+			wantErr: "--agent-daemonset: pools' agent pods need the kube store and --agent-pod-selector"},
+		{name: "--pool-namespace with named agents", args: []string{"--agents", "10.0.0.1", "--pool-namespace", "pools"}, opened: withKube,
+			wantErr: "--pool-namespace: SandboxPools in Kubernetes need --agent-pod-selector"},
 		{name: "no DaemonSet", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "a", "--agent-daemonset", ""}, opened: withKube,
 			wantErr: "--agent-daemonset"},
 	} {
@@ -52,9 +63,9 @@ func TestPoolController(t *testing.T) {
 				if serr != nil {
 					return serr
 				}
-				pools, perr := newPoolController(c, tc.opened, src, registry.New(), nil, agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return nil }), nil, slog.New(slog.DiscardHandler))
+				pools, perr := newPools(c, tc.opened, src, registry.New(), nil, agentpool.SandboxesFunc(func() []*v1alpha1.Sandbox { return nil }), nil, nil, slog.New(slog.DiscardHandler))
 				if err = perr; pools != nil {
-					ns = pools.Namespace()
+					ns = pools.server.Namespace()
 				}
 				return nil
 			}}

@@ -52,6 +52,8 @@ func storeFlags() []cli.Flag {
 // openedStore is the store the controller runs on, and what goes with it.
 type openedStore struct {
 	Store store.Interface
+	// Pools keeps SandboxPools in the same store.
+	Pools store.PoolInterface
 	// Kind is embedded or kube.
 	Kind string
 	// Config reaches the API server; nil with the embedded store unless
@@ -88,7 +90,7 @@ func openStore(c *cli.Context, log *slog.Logger) (*openedStore, error) {
 		if err := checkCRD(c.Context, st); err != nil {
 			return nil, fmt.Errorf("--store kube on %s (%s): %w", cfg.Host, source, err)
 		}
-		o.Store = st
+		o.Store, o.Pools = st, st.Pools()
 		events, stop, err := kubeEvents(cfg, log)
 		if err != nil {
 			return nil, err
@@ -105,7 +107,7 @@ func openStore(c *cli.Context, log *slog.Logger) (*openedStore, error) {
 		if err != nil {
 			return nil, err
 		}
-		o.Store = st
+		o.Store, o.Pools = st, st.Pools()
 		o.close = append(o.close, func() { _ = st.Close() })
 		o.Events = controller.LogEvents(log)
 	}

@@ -23,7 +23,7 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
-		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; list agents",
+		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; apply, get and delete pools; list agents",
 		UsageText:       "fsb ctl [--server URL [--ca-file FILE]] [--token TOKEN | --kubeconfig FILE [--context NAME]] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
@@ -93,6 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			cpCommand(),
 			updateCommand(),
 			deleteCommand(),
+			applyCommand(),
 			agentsCommand(),
 			configCommand(),
 			benchCommand(),
@@ -220,9 +221,10 @@ func getCommand() *cli.Command {
 			"   fsb ctl get demo -o json | jq -r .phase",
 		OnUsageError: usageError,
 		Flags:        []cli.Flag{outputFlag()},
+		Subcommands:  []*cli.Command{getPoolsCommand()},
 		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
 			if c.NArg() != 1 {
-				return usage("get needs exactly one sandbox name: fsb ctl get NAME")
+				return usage("get needs exactly one sandbox name: fsb ctl get NAME (or fsb ctl get pools)")
 			}
 			return client.Get(c.Context, c.Args().First(), c.String("output"))
 		}),
@@ -290,6 +292,7 @@ func deleteCommand() *cli.Command {
 			"   fsb ctl delete web job --grace-period 0\n" +
 			"   fsb ctl delete stuck --timeout 10s",
 		OnUsageError: usageError,
+		Subcommands:  []*cli.Command{deletePoolCommand()},
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "grace-period", Usage: "`SECONDS` between SIGTERM and SIGKILL (0: kill at once)", DefaultText: "10"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "answer once the deletion is recorded, before the container is gone"},
@@ -315,6 +318,96 @@ func deleteCommand() *cli.Command {
 				return usage("--timeout %s: want a positive duration such as 1m", o.Timeout)
 			}
 			return client.Delete(c.Context, o)
+		}),
+	}
+}
+
+func getPoolsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "pools",
+		Aliases:   []string{"pool"},
+		Usage:     "list the SandboxPools, or show one",
+		UsageText: "fsb ctl get pools [NAME] [-o table|wide|json|yaml]   (fsb ctl get pool NAME)",
+		Description: "Lists the controller's SandboxPools (they live in its pool namespace, whatever -n\n" +
+			"says), or shows pool NAME. Columns: NAME; AGENTS, the agents serving the pool the\n" +
+			"controller is connected to now; WARM, its warm entries (count×image, /runtime when not\n" +
+			"runc); AGE. wide adds CAPACITY (poolMin-poolMax and the idle buffer, <none> when the pool's\n" +
+			"agents are started by other means), PODS (ready/current agent pods, Kubernetes),\n" +
+			"RUNTIME-TYPE, STATUS (the pool controller's Ready reason, Deleting, or -) and LABELS.\n" +
+			"JSON and YAML print each pool as its SandboxPool object, which fsb ctl apply -f takes\n" +
+			"back; a list is {\"items\": [...]}.\n\n" +
+			"The pool named default is the default pool's (agents started without --pool): it only\n" +
+			"gives them warm entries.\n\n" +
+			"Example:\n" +
+			"   fsb ctl get pools\n" +
+			"   fsb ctl get pool default -o yaml",
+		OnUsageError: usageError,
+		Flags:        []cli.Flag{outputFlag()},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() > 1 {
+				return usage("get pools takes at most one pool name: fsb ctl get pool NAME")
+			}
+			return client.Pools(c.Context, c.Args().First(), c.String("output"))
+		}),
+	}
+}
+
+func deletePoolCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "pool",
+		Aliases:   []string{"pools"},
+		Usage:     "delete a SandboxPool",
+		UsageText: "fsb ctl delete pool NAME [--ignore-not-found]",
+		Description: "Deletes SandboxPool NAME. Creates naming it are refused from then on; sandboxes running\n" +
+			"on its agents go on. In Kubernetes its agent pods go once no sandbox uses it.\n\n" +
+			"Example:\n" +
+			"   fsb ctl delete pool gpu",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "ignore-not-found", Usage: "treat a pool that does not exist as deleted"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() != 1 {
+				return usage("delete pool needs exactly one pool name: fsb ctl delete pool NAME")
+			}
+			return client.DeletePool(c.Context, c.Args().First(), c.Bool("ignore-not-found"))
+		}),
+	}
+}
+
+func applyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "apply",
+		Usage:     "create or replace Sandboxes and SandboxPools from YAML",
+		UsageText: "fsb ctl apply -f FILE   (-f - reads standard input)",
+		Description: "Reads one or more YAML documents (separated by ---), each a Sandbox or a SandboxPool\n" +
+			"of apiVersion sandbox.fast.io/v1alpha1, and creates each object, or replaces it:\n" +
+			"  SandboxPool: created, or its labels and spec replaced whole (no merge). Pools live in\n" +
+			"    the controller's pool namespace; metadata.namespace is ignored. A pool without\n" +
+			"    spec.capacity keeps no agent pods: its agents are started with --pool NAME. The\n" +
+			"    pool named default gives the default pool its spec.warm.\n" +
+			"  Sandbox: created in metadata.namespace (else -n); one that exists gets what fsb ctl\n" +
+			"    update changes: its labels (replaced), and spec.failurePolicy, spec.expireTime and\n" +
+			"    spec.recoveryTimeoutSeconds when the document sets them. Its other spec fields stay\n" +
+			"    (delete it and apply again to change them).\n" +
+			"Each object gets a line: created, configured or unchanged. A document that fails is\n" +
+			"named on stderr by its number and object; the others are applied all the same, and the\n" +
+			"exit status is 1.\n\n" +
+			"Example:\n" +
+			"   fsb ctl apply -f pools.yaml\n" +
+			"   fsb ctl get pool default -o yaml | sed 's/count: 2/count: 4/' | fsb ctl apply -f -",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "filename", Aliases: []string{"f"}, Usage: "the YAML `FILE` (- for standard input)"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() > 0 {
+				return usage("apply takes no arguments (got %q): name the file with -f", c.Args().First())
+			}
+			if c.String("filename") == "" {
+				return usage("apply needs -f FILE (- for standard input)")
+			}
+			return client.Apply(c.Context, c.String("filename"))
 		}),
 	}
 }

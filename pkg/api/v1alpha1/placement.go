@@ -18,3 +18,21 @@ func Placement(sb *Sandbox) (agent, id string, revision int64) {
 	}
 	return agent, id, revision
 }
+
+// DefaultPool is the name that stands for the default pool (the agents
+// started without --pool; in Kubernetes, the agent DaemonSet's): a
+// SandboxPool of this name gives the default pool its warm entries and is
+// never a pool of its own, a Sandbox whose poolRef names it runs in the
+// default pool, and an agent started with --pool default is a default-pool
+// agent.
+const DefaultPool = "default"
+
+// PoolOf is the pool a Sandbox's poolRef or an agent's --pool names, as the
+// registry knows pools: "" for the default pool, whether left empty or
+// named DefaultPool.
+func PoolOf(name string) string {
+	if name == DefaultPool {
+		return ""
+	}
+	return name
+}

@@ -169,7 +169,7 @@ func TestGetSandboxColumns(t *testing.T) {
 	}
 	pool := &v1alpha1.SandboxPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "default-pool", Namespace: env.Namespace},
-		Spec:       v1alpha1.SandboxPoolSpec{Capacity: v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 4, BufferMax: 2}},
+		Spec:       v1alpha1.SandboxPoolSpec{Capacity: &v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 4, BufferMax: 2}},
 	}
 	gotPool := &v1alpha1.SandboxPool{}
 	if err := c.Post().Namespace(env.Namespace).Resource("sandboxpools").Body(pool).Do(ctx).Into(gotPool); err != nil {
@@ -239,7 +239,7 @@ func TestSamplePoolAccepted(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &pool); err != nil {
 		t.Fatalf("the sample: %v", err)
 	}
-	if c := pool.Spec.Capacity; c != (v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 3, BufferMin: 1, BufferMax: 1}) ||
+	if c := pool.Spec.Capacity; c == nil || *c != (v1alpha1.PoolCapacity{PoolMin: 1, PoolMax: 3, BufferMin: 1, BufferMax: 1}) ||
 		pool.Spec.MaxSandboxesPerPod == nil || *pool.Spec.MaxSandboxesPerPod != 2 {
 		t.Errorf("the sample's pool: %+v, want poolMin 1, poolMax 3, bufferMin 1, bufferMax 1, maxSandboxesPerPod 2", pool.Spec)
 	}

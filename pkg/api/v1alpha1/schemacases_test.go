@@ -126,6 +126,11 @@ func schemaCases() []schemaCase {
 		{name: "pool", pool: true, set: func(object) {}},
 		{name: "pool with runtimeType written empty", pool: true, set: setSpec("runtimeType", "")},
 		{name: "pool without maxSandboxesPerPod", pool: true, set: func(o object) { delete(spec(o), "maxSandboxesPerPod") }},
+		{name: "pool without capacity (agents started by other means)", pool: true, set: func(o object) { delete(spec(o), "capacity") }},
+		{name: "pool named default with only warm entries", pool: true, set: func(o object) {
+			o["metadata"].(object)["name"] = "default"
+			o["spec"] = object{"warm": []any{object{"image": "localhost/fsb/busybox:latest", "runtime": "runc", "count": 2}}}
+		}},
 		{name: "pool of the sample's shape", pool: true, set: func(o object) {
 			spec(o)["capacity"] = object{"poolMin": 1, "poolMax": 3, "bufferMin": 1, "bufferMax": 1}
 			spec(o)["maxSandboxesPerPod"] = 2

@@ -247,7 +247,13 @@ type PoolCapacity struct {
 
 // SandboxPoolSpec describes a pool of agent pods.
 type SandboxPoolSpec struct {
-	Capacity PoolCapacity `json:"capacity"`
+	// Capacity bounds the agent pods the pool controller keeps for the
+	// pool. Left out, it keeps none: the pool's agents are started by
+	// other means, each with --pool naming the pool (on a single machine,
+	// the agents of --agents; in Kubernetes, agents deployed apart).
+	//
+	// +optional
+	Capacity *PoolCapacity `json:"capacity,omitempty"`
 	// MaxSandboxesPerPod becomes each agent's capacity (--capacity); left
 	// out (nil), the agent's own (the DaemonSet's AGENT_CAPACITY, else the
 	// agent's default). A pointer, so that 0 written is refused as 0 rather

@@ -481,7 +481,27 @@ func ValidatePool(p *SandboxPool) error {
 	if err := ValidatePoolName(p.Name); err != nil {
 		return fmt.Errorf("metadata.name %w", err)
 	}
-	c := p.Spec.Capacity
+	if err := validateCapacity(p.Spec.Capacity); err != nil {
+		return err
+	}
+	// nil is the field left out: the agent's own capacity.
+	if n := p.Spec.MaxSandboxesPerPod; n != nil && *n < 1 {
+		return fmt.Errorf("spec.maxSandboxesPerPod %d: want 1 or more", *n)
+	}
+	switch p.Spec.RuntimeType {
+	case "", RuntimeTypeContainer, RuntimeTypeGVisor:
+	default:
+		return fmt.Errorf("spec.runtimeType %s: want %s or %s", brief(p.Spec.RuntimeType), RuntimeTypeContainer, RuntimeTypeGVisor)
+	}
+	return ValidateWarm("spec.warm", p.Spec.Warm)
+}
+
+// validateCapacity checks a pool's capacity; nil (left out: the pool
+// controller keeps no pods for the pool) is valid.
+func validateCapacity(c *PoolCapacity) error {
+	if c == nil {
+		return nil
+	}
 	for _, f := range []struct {
 		field    string
 		v, least int32
@@ -502,14 +522,5 @@ func ValidatePool(p *SandboxPool) error {
 	if c.BufferMin > c.PoolMax {
 		return fmt.Errorf("spec.capacity.bufferMin %d, poolMax %d: %s", c.BufferMin, c.PoolMax, msgBufferPoolMax)
 	}
-	// nil is the field left out: the agent's own capacity.
-	if n := p.Spec.MaxSandboxesPerPod; n != nil && *n < 1 {
-		return fmt.Errorf("spec.maxSandboxesPerPod %d: want 1 or more", *n)
-	}
-	switch p.Spec.RuntimeType {
-	case "", RuntimeTypeContainer, RuntimeTypeGVisor:
-	default:
-		return fmt.Errorf("spec.runtimeType %s: want %s or %s", brief(p.Spec.RuntimeType), RuntimeTypeContainer, RuntimeTypeGVisor)
-	}
-	return ValidateWarm("spec.warm", p.Spec.Warm)
+	return nil
 }

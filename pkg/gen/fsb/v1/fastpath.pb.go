@@ -2471,6 +2471,815 @@ func (*RemoveResponse) Descriptor() ([]byte, []int) {
 	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{43}
 }
 
+// PoolCapacity bounds the agent pods the Kubernetes pool controller keeps
+// for a pool.
+type PoolCapacity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PoolMin       int32                  `protobuf:"varint,1,opt,name=pool_min,json=poolMin,proto3" json:"pool_min,omitempty"`
+	PoolMax       int32                  `protobuf:"varint,2,opt,name=pool_max,json=poolMax,proto3" json:"pool_max,omitempty"`
+	BufferMin     int32                  `protobuf:"varint,3,opt,name=buffer_min,json=bufferMin,proto3" json:"buffer_min,omitempty"`
+	BufferMax     int32                  `protobuf:"varint,4,opt,name=buffer_max,json=bufferMax,proto3" json:"buffer_max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolCapacity) Reset() {
+	*x = PoolCapacity{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolCapacity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolCapacity) ProtoMessage() {}
+
+func (x *PoolCapacity) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolCapacity.ProtoReflect.Descriptor instead.
+func (*PoolCapacity) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *PoolCapacity) GetPoolMin() int32 {
+	if x != nil {
+		return x.PoolMin
+	}
+	return 0
+}
+
+func (x *PoolCapacity) GetPoolMax() int32 {
+	if x != nil {
+		return x.PoolMax
+	}
+	return 0
+}
+
+func (x *PoolCapacity) GetBufferMin() int32 {
+	if x != nil {
+		return x.BufferMin
+	}
+	return 0
+}
+
+func (x *PoolCapacity) GetBufferMax() int32 {
+	if x != nil {
+		return x.BufferMax
+	}
+	return 0
+}
+
+// SandboxPoolSpec mirrors a SandboxPool object's spec.
+type SandboxPoolSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent: no agent pods are kept; the pool's agents are started by other
+	// means (on one machine, the agents of --agents started with --pool).
+	Capacity *PoolCapacity `protobuf:"bytes,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Each agent's capacity; absent: the agent's own.
+	MaxSandboxesPerPod *int32 `protobuf:"varint,2,opt,name=max_sandboxes_per_pod,json=maxSandboxesPerPod,proto3,oneof" json:"max_sandboxes_per_pod,omitempty"`
+	// "container" (the default) or "gvisor".
+	RuntimeType string `protobuf:"bytes,3,opt,name=runtime_type,json=runtimeType,proto3" json:"runtime_type,omitempty"`
+	// The pod template of the pool's agents (Kubernetes), as JSON; empty:
+	// the agent DaemonSet's.
+	AgentTemplateJson string `protobuf:"bytes,4,opt,name=agent_template_json,json=agentTemplateJson,proto3" json:"agent_template_json,omitempty"`
+	// The sandboxes the pool keeps pre-started.
+	Warm          []*WarmEntry `protobuf:"bytes,5,rep,name=warm,proto3" json:"warm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxPoolSpec) Reset() {
+	*x = SandboxPoolSpec{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxPoolSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxPoolSpec) ProtoMessage() {}
+
+func (x *SandboxPoolSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxPoolSpec.ProtoReflect.Descriptor instead.
+func (*SandboxPoolSpec) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *SandboxPoolSpec) GetCapacity() *PoolCapacity {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+func (x *SandboxPoolSpec) GetMaxSandboxesPerPod() int32 {
+	if x != nil && x.MaxSandboxesPerPod != nil {
+		return *x.MaxSandboxesPerPod
+	}
+	return 0
+}
+
+func (x *SandboxPoolSpec) GetRuntimeType() string {
+	if x != nil {
+		return x.RuntimeType
+	}
+	return ""
+}
+
+func (x *SandboxPoolSpec) GetAgentTemplateJson() string {
+	if x != nil {
+		return x.AgentTemplateJson
+	}
+	return ""
+}
+
+func (x *SandboxPoolSpec) GetWarm() []*WarmEntry {
+	if x != nil {
+		return x.Warm
+	}
+	return nil
+}
+
+type PoolCondition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// "True", "False" or "Unknown".
+	Status             string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Reason             string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message            string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	LastTransitionTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_transition_time,json=lastTransitionTime,proto3" json:"last_transition_time,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *PoolCondition) Reset() {
+	*x = PoolCondition{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolCondition) ProtoMessage() {}
+
+func (x *PoolCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolCondition.ProtoReflect.Descriptor instead.
+func (*PoolCondition) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *PoolCondition) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PoolCondition) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *PoolCondition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PoolCondition) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PoolCondition) GetLastTransitionTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastTransitionTime
+	}
+	return nil
+}
+
+// SandboxPoolStatus mirrors a SandboxPool object's status, which the
+// Kubernetes pool controller writes.
+type SandboxPoolStatus struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	ObservedGeneration int64                  `protobuf:"varint,1,opt,name=observed_generation,json=observedGeneration,proto3" json:"observed_generation,omitempty"`
+	CurrentPods        int32                  `protobuf:"varint,2,opt,name=current_pods,json=currentPods,proto3" json:"current_pods,omitempty"`
+	ReadyPods          int32                  `protobuf:"varint,3,opt,name=ready_pods,json=readyPods,proto3" json:"ready_pods,omitempty"`
+	TotalAgents        int32                  `protobuf:"varint,4,opt,name=total_agents,json=totalAgents,proto3" json:"total_agents,omitempty"`
+	IdleAgents         int32                  `protobuf:"varint,5,opt,name=idle_agents,json=idleAgents,proto3" json:"idle_agents,omitempty"`
+	BusyAgents         int32                  `protobuf:"varint,6,opt,name=busy_agents,json=busyAgents,proto3" json:"busy_agents,omitempty"`
+	Conditions         []*PoolCondition       `protobuf:"bytes,7,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *SandboxPoolStatus) Reset() {
+	*x = SandboxPoolStatus{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxPoolStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxPoolStatus) ProtoMessage() {}
+
+func (x *SandboxPoolStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxPoolStatus.ProtoReflect.Descriptor instead.
+func (*SandboxPoolStatus) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SandboxPoolStatus) GetObservedGeneration() int64 {
+	if x != nil {
+		return x.ObservedGeneration
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetCurrentPods() int32 {
+	if x != nil {
+		return x.CurrentPods
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetReadyPods() int32 {
+	if x != nil {
+		return x.ReadyPods
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetTotalAgents() int32 {
+	if x != nil {
+		return x.TotalAgents
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetIdleAgents() int32 {
+	if x != nil {
+		return x.IdleAgents
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetBusyAgents() int32 {
+	if x != nil {
+		return x.BusyAgents
+	}
+	return 0
+}
+
+func (x *SandboxPoolStatus) GetConditions() []*PoolCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+type SandboxPool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The controller's pool namespace.
+	Namespace       string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Labels          map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Spec            *SandboxPoolSpec       `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	Status          *SandboxPoolStatus     `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	Uid             string                 `protobuf:"bytes,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	ResourceVersion string                 `protobuf:"bytes,7,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	Generation      int64                  `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Set once the pool is being deleted.
+	DeletedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
+	// The agents serving the pool that this controller is connected to now
+	// (for the pool named "default", the default pool's).
+	ConnectedAgents int32 `protobuf:"varint,11,opt,name=connected_agents,json=connectedAgents,proto3" json:"connected_agents,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SandboxPool) Reset() {
+	*x = SandboxPool{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxPool) ProtoMessage() {}
+
+func (x *SandboxPool) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxPool.ProtoReflect.Descriptor instead.
+func (*SandboxPool) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SandboxPool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SandboxPool) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SandboxPool) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SandboxPool) GetSpec() *SandboxPoolSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *SandboxPool) GetStatus() *SandboxPoolStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *SandboxPool) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *SandboxPool) GetResourceVersion() string {
+	if x != nil {
+		return x.ResourceVersion
+	}
+	return ""
+}
+
+func (x *SandboxPool) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SandboxPool) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *SandboxPool) GetDeletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeletedAt
+	}
+	return nil
+}
+
+func (x *SandboxPool) GetConnectedAgents() int32 {
+	if x != nil {
+		return x.ConnectedAgents
+	}
+	return 0
+}
+
+type ApplyPoolRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its name, labels and spec are read; the rest is ignored.
+	Pool          *SandboxPool `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPoolRequest) Reset() {
+	*x = ApplyPoolRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPoolRequest) ProtoMessage() {}
+
+func (x *ApplyPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPoolRequest.ProtoReflect.Descriptor instead.
+func (*ApplyPoolRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ApplyPoolRequest) GetPool() *SandboxPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+type ApplyPoolResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *SandboxPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// True when the pool was made; false when it was replaced.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// False when the pool was there already with these labels and spec.
+	Changed       bool `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyPoolResponse) Reset() {
+	*x = ApplyPoolResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyPoolResponse) ProtoMessage() {}
+
+func (x *ApplyPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyPoolResponse.ProtoReflect.Descriptor instead.
+func (*ApplyPoolResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ApplyPoolResponse) GetPool() *SandboxPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *ApplyPoolResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *ApplyPoolResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type GetPoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPoolRequest) Reset() {
+	*x = GetPoolRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPoolRequest) ProtoMessage() {}
+
+func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
+func (*GetPoolRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *GetPoolRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetPoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *SandboxPool           `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPoolResponse) Reset() {
+	*x = GetPoolResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPoolResponse) ProtoMessage() {}
+
+func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
+func (*GetPoolResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *GetPoolResponse) GetPool() *SandboxPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+type ListPoolsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoolsRequest) Reset() {
+	*x = ListPoolsRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoolsRequest) ProtoMessage() {}
+
+func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
+func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{53}
+}
+
+type ListPoolsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by name.
+	Pools         []*SandboxPool `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoolsResponse) Reset() {
+	*x = ListPoolsResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoolsResponse) ProtoMessage() {}
+
+func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
+func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListPoolsResponse) GetPools() []*SandboxPool {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+type DeletePoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePoolRequest) Reset() {
+	*x = DeletePoolRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePoolRequest) ProtoMessage() {}
+
+func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
+func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeletePoolRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeletePoolResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePoolResponse) Reset() {
+	*x = DeletePoolResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePoolResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePoolResponse) ProtoMessage() {}
+
+func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
+func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{56}
+}
+
 var File_fsb_v1_fastpath_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_fastpath_proto_rawDesc = "" +
@@ -2628,7 +3437,76 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1c\n" +
 	"\trecursive\x18\x04 \x01(\bR\trecursive\"\x10\n" +
-	"\x0eRemoveResponse2\xf8\v\n" +
+	"\x0eRemoveResponse\"\x82\x01\n" +
+	"\fPoolCapacity\x12\x19\n" +
+	"\bpool_min\x18\x01 \x01(\x05R\apoolMin\x12\x19\n" +
+	"\bpool_max\x18\x02 \x01(\x05R\apoolMax\x12\x1d\n" +
+	"\n" +
+	"buffer_min\x18\x03 \x01(\x05R\tbufferMin\x12\x1d\n" +
+	"\n" +
+	"buffer_max\x18\x04 \x01(\x05R\tbufferMax\"\x8f\x02\n" +
+	"\x0fSandboxPoolSpec\x120\n" +
+	"\bcapacity\x18\x01 \x01(\v2\x14.fsb.v1.PoolCapacityR\bcapacity\x126\n" +
+	"\x15max_sandboxes_per_pod\x18\x02 \x01(\x05H\x00R\x12maxSandboxesPerPod\x88\x01\x01\x12!\n" +
+	"\fruntime_type\x18\x03 \x01(\tR\vruntimeType\x12.\n" +
+	"\x13agent_template_json\x18\x04 \x01(\tR\x11agentTemplateJson\x12%\n" +
+	"\x04warm\x18\x05 \x03(\v2\x11.fsb.v1.WarmEntryR\x04warmB\x18\n" +
+	"\x16_max_sandboxes_per_pod\"\xbb\x01\n" +
+	"\rPoolCondition\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
+	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\"\xa2\x02\n" +
+	"\x11SandboxPoolStatus\x12/\n" +
+	"\x13observed_generation\x18\x01 \x01(\x03R\x12observedGeneration\x12!\n" +
+	"\fcurrent_pods\x18\x02 \x01(\x05R\vcurrentPods\x12\x1d\n" +
+	"\n" +
+	"ready_pods\x18\x03 \x01(\x05R\treadyPods\x12!\n" +
+	"\ftotal_agents\x18\x04 \x01(\x05R\vtotalAgents\x12\x1f\n" +
+	"\vidle_agents\x18\x05 \x01(\x05R\n" +
+	"idleAgents\x12\x1f\n" +
+	"\vbusy_agents\x18\x06 \x01(\x05R\n" +
+	"busyAgents\x125\n" +
+	"\n" +
+	"conditions\x18\a \x03(\v2\x15.fsb.v1.PoolConditionR\n" +
+	"conditions\"\x91\x04\n" +
+	"\vSandboxPool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x127\n" +
+	"\x06labels\x18\x03 \x03(\v2\x1f.fsb.v1.SandboxPool.LabelsEntryR\x06labels\x12+\n" +
+	"\x04spec\x18\x04 \x01(\v2\x17.fsb.v1.SandboxPoolSpecR\x04spec\x121\n" +
+	"\x06status\x18\x05 \x01(\v2\x19.fsb.v1.SandboxPoolStatusR\x06status\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\tR\x03uid\x12)\n" +
+	"\x10resource_version\x18\a \x01(\tR\x0fresourceVersion\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x03R\n" +
+	"generation\x129\n" +
+	"\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"deleted_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12)\n" +
+	"\x10connected_agents\x18\v \x01(\x05R\x0fconnectedAgents\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\x10ApplyPoolRequest\x12'\n" +
+	"\x04pool\x18\x01 \x01(\v2\x13.fsb.v1.SandboxPoolR\x04pool\"p\n" +
+	"\x11ApplyPoolResponse\x12'\n" +
+	"\x04pool\x18\x01 \x01(\v2\x13.fsb.v1.SandboxPoolR\x04pool\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged\"$\n" +
+	"\x0eGetPoolRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x0fGetPoolResponse\x12'\n" +
+	"\x04pool\x18\x01 \x01(\v2\x13.fsb.v1.SandboxPoolR\x04pool\"\x12\n" +
+	"\x10ListPoolsRequest\">\n" +
+	"\x11ListPoolsResponse\x12)\n" +
+	"\x05pools\x18\x01 \x03(\v2\x13.fsb.v1.SandboxPoolR\x05pools\"'\n" +
+	"\x11DeletePoolRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12DeletePoolResponse2\xfd\r\n" +
 	"\x0fFastPathService\x12L\n" +
 	"\rCreateSandbox\x12\x1c.fsb.v1.CreateSandboxRequest\x1a\x1d.fsb.v1.CreateSandboxResponse\x12L\n" +
 	"\rDeleteSandbox\x12\x1c.fsb.v1.DeleteSandboxRequest\x1a\x1d.fsb.v1.DeleteSandboxResponse\x12L\n" +
@@ -2655,7 +3533,12 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x04Stat\x12\x13.fsb.v1.StatRequest\x1a\x14.fsb.v1.StatResponse\x12:\n" +
 	"\aMakeDir\x12\x16.fsb.v1.MakeDirRequest\x1a\x17.fsb.v1.MakeDirResponse\x121\n" +
 	"\x04Move\x12\x13.fsb.v1.MoveRequest\x1a\x14.fsb.v1.MoveResponse\x127\n" +
-	"\x06Remove\x12\x15.fsb.v1.RemoveRequest\x1a\x16.fsb.v1.RemoveResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
+	"\x06Remove\x12\x15.fsb.v1.RemoveRequest\x1a\x16.fsb.v1.RemoveResponse\x12@\n" +
+	"\tApplyPool\x12\x18.fsb.v1.ApplyPoolRequest\x1a\x19.fsb.v1.ApplyPoolResponse\x12:\n" +
+	"\aGetPool\x12\x16.fsb.v1.GetPoolRequest\x1a\x17.fsb.v1.GetPoolResponse\x12@\n" +
+	"\tListPools\x12\x18.fsb.v1.ListPoolsRequest\x1a\x19.fsb.v1.ListPoolsResponse\x12C\n" +
+	"\n" +
+	"DeletePool\x12\x19.fsb.v1.DeletePoolRequest\x1a\x1a.fsb.v1.DeletePoolResponseB;Z9github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1;fsbv1b\x06proto3"
 
 var (
 	file_fsb_v1_fastpath_proto_rawDescOnce sync.Once
@@ -2669,7 +3552,7 @@ func file_fsb_v1_fastpath_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_fastpath_proto_rawDescData
 }
 
-var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_fsb_v1_fastpath_proto_goTypes = []any{
 	(*CreateSandboxRequest)(nil),    // 0: fsb.v1.CreateSandboxRequest
 	(*CreateSandboxResponse)(nil),   // 1: fsb.v1.CreateSandboxResponse
@@ -2715,93 +3598,129 @@ var file_fsb_v1_fastpath_proto_goTypes = []any{
 	(*MoveResponse)(nil),            // 41: fsb.v1.MoveResponse
 	(*RemoveRequest)(nil),           // 42: fsb.v1.RemoveRequest
 	(*RemoveResponse)(nil),          // 43: fsb.v1.RemoveResponse
-	nil,                             // 44: fsb.v1.CreateSandboxRequest.LabelsEntry
-	nil,                             // 45: fsb.v1.UpdateSandboxRequest.LabelsEntry
-	(*SandboxSpec)(nil),             // 46: fsb.v1.SandboxSpec
-	(*Sandbox)(nil),                 // 47: fsb.v1.Sandbox
-	(FailurePolicy)(0),              // 48: fsb.v1.FailurePolicy
-	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
-	(*LogLine)(nil),                 // 50: fsb.v1.LogLine
-	(*AgentStatus)(nil),             // 51: fsb.v1.AgentStatus
-	(*ProcessSpec)(nil),             // 52: fsb.v1.ProcessSpec
-	(*ExecEvent)(nil),               // 53: fsb.v1.ExecEvent
-	(*PtySize)(nil),                 // 54: fsb.v1.PtySize
-	(*ProcessInfo)(nil),             // 55: fsb.v1.ProcessInfo
-	(*FileInfo)(nil),                // 56: fsb.v1.FileInfo
+	(*PoolCapacity)(nil),            // 44: fsb.v1.PoolCapacity
+	(*SandboxPoolSpec)(nil),         // 45: fsb.v1.SandboxPoolSpec
+	(*PoolCondition)(nil),           // 46: fsb.v1.PoolCondition
+	(*SandboxPoolStatus)(nil),       // 47: fsb.v1.SandboxPoolStatus
+	(*SandboxPool)(nil),             // 48: fsb.v1.SandboxPool
+	(*ApplyPoolRequest)(nil),        // 49: fsb.v1.ApplyPoolRequest
+	(*ApplyPoolResponse)(nil),       // 50: fsb.v1.ApplyPoolResponse
+	(*GetPoolRequest)(nil),          // 51: fsb.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),         // 52: fsb.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),        // 53: fsb.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),       // 54: fsb.v1.ListPoolsResponse
+	(*DeletePoolRequest)(nil),       // 55: fsb.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),      // 56: fsb.v1.DeletePoolResponse
+	nil,                             // 57: fsb.v1.CreateSandboxRequest.LabelsEntry
+	nil,                             // 58: fsb.v1.UpdateSandboxRequest.LabelsEntry
+	nil,                             // 59: fsb.v1.SandboxPool.LabelsEntry
+	(*SandboxSpec)(nil),             // 60: fsb.v1.SandboxSpec
+	(*Sandbox)(nil),                 // 61: fsb.v1.Sandbox
+	(FailurePolicy)(0),              // 62: fsb.v1.FailurePolicy
+	(*timestamppb.Timestamp)(nil),   // 63: google.protobuf.Timestamp
+	(*LogLine)(nil),                 // 64: fsb.v1.LogLine
+	(*AgentStatus)(nil),             // 65: fsb.v1.AgentStatus
+	(*ProcessSpec)(nil),             // 66: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),               // 67: fsb.v1.ExecEvent
+	(*PtySize)(nil),                 // 68: fsb.v1.PtySize
+	(*ProcessInfo)(nil),             // 69: fsb.v1.ProcessInfo
+	(*FileInfo)(nil),                // 70: fsb.v1.FileInfo
+	(*WarmEntry)(nil),               // 71: fsb.v1.WarmEntry
 }
 var file_fsb_v1_fastpath_proto_depIdxs = []int32{
-	44, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
-	46, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	47, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	45, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
-	48, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
-	49, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
-	47, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	47, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
-	47, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	50, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	51, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
-	52, // 11: fsb.v1.ExecRequest.process:type_name -> fsb.v1.ProcessSpec
-	53, // 12: fsb.v1.ExecResponse.event:type_name -> fsb.v1.ExecEvent
+	57, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
+	60, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	61, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	58, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
+	62, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
+	63, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
+	61, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	61, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
+	61, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	64, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	65, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
+	66, // 11: fsb.v1.ExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	67, // 12: fsb.v1.ExecResponse.event:type_name -> fsb.v1.ExecEvent
 	14, // 13: fsb.v1.ExecInteractiveRequest.start:type_name -> fsb.v1.ExecRequest
-	54, // 14: fsb.v1.ExecInteractiveRequest.resize:type_name -> fsb.v1.PtySize
-	53, // 15: fsb.v1.ExecInteractiveResponse.event:type_name -> fsb.v1.ExecEvent
-	53, // 16: fsb.v1.AttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
-	54, // 17: fsb.v1.ResizePtyRequest.size:type_name -> fsb.v1.PtySize
-	55, // 18: fsb.v1.ListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
-	56, // 19: fsb.v1.ReadFileResponse.info:type_name -> fsb.v1.FileInfo
-	56, // 20: fsb.v1.WriteFileResponse.info:type_name -> fsb.v1.FileInfo
-	56, // 21: fsb.v1.ListDirResponse.entries:type_name -> fsb.v1.FileInfo
-	56, // 22: fsb.v1.StatResponse.info:type_name -> fsb.v1.FileInfo
-	0,  // 23: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
-	2,  // 24: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
-	4,  // 25: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
-	6,  // 26: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
-	8,  // 27: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
-	10, // 28: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
-	12, // 29: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
-	14, // 30: fsb.v1.FastPathService.Exec:input_type -> fsb.v1.ExecRequest
-	16, // 31: fsb.v1.FastPathService.ExecInteractive:input_type -> fsb.v1.ExecInteractiveRequest
-	18, // 32: fsb.v1.FastPathService.AttachProcess:input_type -> fsb.v1.AttachProcessRequest
-	20, // 33: fsb.v1.FastPathService.SendInput:input_type -> fsb.v1.SendInputRequest
-	22, // 34: fsb.v1.FastPathService.CloseInput:input_type -> fsb.v1.CloseInputRequest
-	24, // 35: fsb.v1.FastPathService.SignalProcess:input_type -> fsb.v1.SignalProcessRequest
-	26, // 36: fsb.v1.FastPathService.ResizePty:input_type -> fsb.v1.ResizePtyRequest
-	28, // 37: fsb.v1.FastPathService.ListProcesses:input_type -> fsb.v1.ListProcessesRequest
-	30, // 38: fsb.v1.FastPathService.ReadFile:input_type -> fsb.v1.ReadFileRequest
-	32, // 39: fsb.v1.FastPathService.WriteFile:input_type -> fsb.v1.WriteFileRequest
-	34, // 40: fsb.v1.FastPathService.ListDir:input_type -> fsb.v1.ListDirRequest
-	36, // 41: fsb.v1.FastPathService.Stat:input_type -> fsb.v1.StatRequest
-	38, // 42: fsb.v1.FastPathService.MakeDir:input_type -> fsb.v1.MakeDirRequest
-	40, // 43: fsb.v1.FastPathService.Move:input_type -> fsb.v1.MoveRequest
-	42, // 44: fsb.v1.FastPathService.Remove:input_type -> fsb.v1.RemoveRequest
-	1,  // 45: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
-	3,  // 46: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
-	5,  // 47: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
-	7,  // 48: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
-	9,  // 49: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
-	11, // 50: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
-	13, // 51: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
-	15, // 52: fsb.v1.FastPathService.Exec:output_type -> fsb.v1.ExecResponse
-	17, // 53: fsb.v1.FastPathService.ExecInteractive:output_type -> fsb.v1.ExecInteractiveResponse
-	19, // 54: fsb.v1.FastPathService.AttachProcess:output_type -> fsb.v1.AttachProcessResponse
-	21, // 55: fsb.v1.FastPathService.SendInput:output_type -> fsb.v1.SendInputResponse
-	23, // 56: fsb.v1.FastPathService.CloseInput:output_type -> fsb.v1.CloseInputResponse
-	25, // 57: fsb.v1.FastPathService.SignalProcess:output_type -> fsb.v1.SignalProcessResponse
-	27, // 58: fsb.v1.FastPathService.ResizePty:output_type -> fsb.v1.ResizePtyResponse
-	29, // 59: fsb.v1.FastPathService.ListProcesses:output_type -> fsb.v1.ListProcessesResponse
-	31, // 60: fsb.v1.FastPathService.ReadFile:output_type -> fsb.v1.ReadFileResponse
-	33, // 61: fsb.v1.FastPathService.WriteFile:output_type -> fsb.v1.WriteFileResponse
-	35, // 62: fsb.v1.FastPathService.ListDir:output_type -> fsb.v1.ListDirResponse
-	37, // 63: fsb.v1.FastPathService.Stat:output_type -> fsb.v1.StatResponse
-	39, // 64: fsb.v1.FastPathService.MakeDir:output_type -> fsb.v1.MakeDirResponse
-	41, // 65: fsb.v1.FastPathService.Move:output_type -> fsb.v1.MoveResponse
-	43, // 66: fsb.v1.FastPathService.Remove:output_type -> fsb.v1.RemoveResponse
-	45, // [45:67] is the sub-list for method output_type
-	23, // [23:45] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	68, // 14: fsb.v1.ExecInteractiveRequest.resize:type_name -> fsb.v1.PtySize
+	67, // 15: fsb.v1.ExecInteractiveResponse.event:type_name -> fsb.v1.ExecEvent
+	67, // 16: fsb.v1.AttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	68, // 17: fsb.v1.ResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	69, // 18: fsb.v1.ListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	70, // 19: fsb.v1.ReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	70, // 20: fsb.v1.WriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	70, // 21: fsb.v1.ListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	70, // 22: fsb.v1.StatResponse.info:type_name -> fsb.v1.FileInfo
+	44, // 23: fsb.v1.SandboxPoolSpec.capacity:type_name -> fsb.v1.PoolCapacity
+	71, // 24: fsb.v1.SandboxPoolSpec.warm:type_name -> fsb.v1.WarmEntry
+	63, // 25: fsb.v1.PoolCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	46, // 26: fsb.v1.SandboxPoolStatus.conditions:type_name -> fsb.v1.PoolCondition
+	59, // 27: fsb.v1.SandboxPool.labels:type_name -> fsb.v1.SandboxPool.LabelsEntry
+	45, // 28: fsb.v1.SandboxPool.spec:type_name -> fsb.v1.SandboxPoolSpec
+	47, // 29: fsb.v1.SandboxPool.status:type_name -> fsb.v1.SandboxPoolStatus
+	63, // 30: fsb.v1.SandboxPool.created_at:type_name -> google.protobuf.Timestamp
+	63, // 31: fsb.v1.SandboxPool.deleted_at:type_name -> google.protobuf.Timestamp
+	48, // 32: fsb.v1.ApplyPoolRequest.pool:type_name -> fsb.v1.SandboxPool
+	48, // 33: fsb.v1.ApplyPoolResponse.pool:type_name -> fsb.v1.SandboxPool
+	48, // 34: fsb.v1.GetPoolResponse.pool:type_name -> fsb.v1.SandboxPool
+	48, // 35: fsb.v1.ListPoolsResponse.pools:type_name -> fsb.v1.SandboxPool
+	0,  // 36: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
+	2,  // 37: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
+	4,  // 38: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
+	6,  // 39: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
+	8,  // 40: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
+	10, // 41: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
+	12, // 42: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
+	14, // 43: fsb.v1.FastPathService.Exec:input_type -> fsb.v1.ExecRequest
+	16, // 44: fsb.v1.FastPathService.ExecInteractive:input_type -> fsb.v1.ExecInteractiveRequest
+	18, // 45: fsb.v1.FastPathService.AttachProcess:input_type -> fsb.v1.AttachProcessRequest
+	20, // 46: fsb.v1.FastPathService.SendInput:input_type -> fsb.v1.SendInputRequest
+	22, // 47: fsb.v1.FastPathService.CloseInput:input_type -> fsb.v1.CloseInputRequest
+	24, // 48: fsb.v1.FastPathService.SignalProcess:input_type -> fsb.v1.SignalProcessRequest
+	26, // 49: fsb.v1.FastPathService.ResizePty:input_type -> fsb.v1.ResizePtyRequest
+	28, // 50: fsb.v1.FastPathService.ListProcesses:input_type -> fsb.v1.ListProcessesRequest
+	30, // 51: fsb.v1.FastPathService.ReadFile:input_type -> fsb.v1.ReadFileRequest
+	32, // 52: fsb.v1.FastPathService.WriteFile:input_type -> fsb.v1.WriteFileRequest
+	34, // 53: fsb.v1.FastPathService.ListDir:input_type -> fsb.v1.ListDirRequest
+	36, // 54: fsb.v1.FastPathService.Stat:input_type -> fsb.v1.StatRequest
+	38, // 55: fsb.v1.FastPathService.MakeDir:input_type -> fsb.v1.MakeDirRequest
+	40, // 56: fsb.v1.FastPathService.Move:input_type -> fsb.v1.MoveRequest
+	42, // 57: fsb.v1.FastPathService.Remove:input_type -> fsb.v1.RemoveRequest
+	49, // 58: fsb.v1.FastPathService.ApplyPool:input_type -> fsb.v1.ApplyPoolRequest
+	51, // 59: fsb.v1.FastPathService.GetPool:input_type -> fsb.v1.GetPoolRequest
+	53, // 60: fsb.v1.FastPathService.ListPools:input_type -> fsb.v1.ListPoolsRequest
+	55, // 61: fsb.v1.FastPathService.DeletePool:input_type -> fsb.v1.DeletePoolRequest
+	1,  // 62: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
+	3,  // 63: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
+	5,  // 64: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
+	7,  // 65: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
+	9,  // 66: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
+	11, // 67: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
+	13, // 68: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
+	15, // 69: fsb.v1.FastPathService.Exec:output_type -> fsb.v1.ExecResponse
+	17, // 70: fsb.v1.FastPathService.ExecInteractive:output_type -> fsb.v1.ExecInteractiveResponse
+	19, // 71: fsb.v1.FastPathService.AttachProcess:output_type -> fsb.v1.AttachProcessResponse
+	21, // 72: fsb.v1.FastPathService.SendInput:output_type -> fsb.v1.SendInputResponse
+	23, // 73: fsb.v1.FastPathService.CloseInput:output_type -> fsb.v1.CloseInputResponse
+	25, // 74: fsb.v1.FastPathService.SignalProcess:output_type -> fsb.v1.SignalProcessResponse
+	27, // 75: fsb.v1.FastPathService.ResizePty:output_type -> fsb.v1.ResizePtyResponse
+	29, // 76: fsb.v1.FastPathService.ListProcesses:output_type -> fsb.v1.ListProcessesResponse
+	31, // 77: fsb.v1.FastPathService.ReadFile:output_type -> fsb.v1.ReadFileResponse
+	33, // 78: fsb.v1.FastPathService.WriteFile:output_type -> fsb.v1.WriteFileResponse
+	35, // 79: fsb.v1.FastPathService.ListDir:output_type -> fsb.v1.ListDirResponse
+	37, // 80: fsb.v1.FastPathService.Stat:output_type -> fsb.v1.StatResponse
+	39, // 81: fsb.v1.FastPathService.MakeDir:output_type -> fsb.v1.MakeDirResponse
+	41, // 82: fsb.v1.FastPathService.Move:output_type -> fsb.v1.MoveResponse
+	43, // 83: fsb.v1.FastPathService.Remove:output_type -> fsb.v1.RemoveResponse
+	50, // 84: fsb.v1.FastPathService.ApplyPool:output_type -> fsb.v1.ApplyPoolResponse
+	52, // 85: fsb.v1.FastPathService.GetPool:output_type -> fsb.v1.GetPoolResponse
+	54, // 86: fsb.v1.FastPathService.ListPools:output_type -> fsb.v1.ListPoolsResponse
+	56, // 87: fsb.v1.FastPathService.DeletePool:output_type -> fsb.v1.DeletePoolResponse
+	62, // [62:88] is the sub-list for method output_type
+	36, // [36:62] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_fastpath_proto_init() }
@@ -2821,13 +3740,14 @@ func file_fsb_v1_fastpath_proto_init() {
 		(*ExecInteractiveRequest_Resize)(nil),
 		(*ExecInteractiveRequest_Signal)(nil),
 	}
+	file_fsb_v1_fastpath_proto_msgTypes[45].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_fastpath_proto_rawDesc), len(file_fsb_v1_fastpath_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

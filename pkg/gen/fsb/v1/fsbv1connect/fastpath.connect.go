@@ -93,6 +93,17 @@ const (
 	FastPathServiceMoveProcedure = "/fsb.v1.FastPathService/Move"
 	// FastPathServiceRemoveProcedure is the fully-qualified name of the FastPathService's Remove RPC.
 	FastPathServiceRemoveProcedure = "/fsb.v1.FastPathService/Remove"
+	// FastPathServiceApplyPoolProcedure is the fully-qualified name of the FastPathService's ApplyPool
+	// RPC.
+	FastPathServiceApplyPoolProcedure = "/fsb.v1.FastPathService/ApplyPool"
+	// FastPathServiceGetPoolProcedure is the fully-qualified name of the FastPathService's GetPool RPC.
+	FastPathServiceGetPoolProcedure = "/fsb.v1.FastPathService/GetPool"
+	// FastPathServiceListPoolsProcedure is the fully-qualified name of the FastPathService's ListPools
+	// RPC.
+	FastPathServiceListPoolsProcedure = "/fsb.v1.FastPathService/ListPools"
+	// FastPathServiceDeletePoolProcedure is the fully-qualified name of the FastPathService's
+	// DeletePool RPC.
+	FastPathServiceDeletePoolProcedure = "/fsb.v1.FastPathService/DeletePool"
 )
 
 // FastPathServiceClient is a client for the fsb.v1.FastPathService service.
@@ -138,6 +149,15 @@ type FastPathServiceClient interface {
 	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
 	Move(context.Context, *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error)
 	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// ApplyPool creates a SandboxPool, or replaces the labels and spec of the
+	// one of that name (no merge: what the request leaves out is removed).
+	// Pools live in the controller's pool namespace, whatever the client's.
+	ApplyPool(context.Context, *connect.Request[v1.ApplyPoolRequest]) (*connect.Response[v1.ApplyPoolResponse], error)
+	GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error)
+	ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error)
+	// DeletePool deletes a SandboxPool: creates naming it are refused at
+	// once; in Kubernetes its agent pods go once no sandbox uses it.
+	DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error)
 }
 
 // NewFastPathServiceClient constructs a client for the fsb.v1.FastPathService service. By default,
@@ -283,6 +303,30 @@ func NewFastPathServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(fastPathServiceMethods.ByName("Remove")),
 			connect.WithClientOptions(opts...),
 		),
+		applyPool: connect.NewClient[v1.ApplyPoolRequest, v1.ApplyPoolResponse](
+			httpClient,
+			baseURL+FastPathServiceApplyPoolProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ApplyPool")),
+			connect.WithClientOptions(opts...),
+		),
+		getPool: connect.NewClient[v1.GetPoolRequest, v1.GetPoolResponse](
+			httpClient,
+			baseURL+FastPathServiceGetPoolProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("GetPool")),
+			connect.WithClientOptions(opts...),
+		),
+		listPools: connect.NewClient[v1.ListPoolsRequest, v1.ListPoolsResponse](
+			httpClient,
+			baseURL+FastPathServiceListPoolsProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("ListPools")),
+			connect.WithClientOptions(opts...),
+		),
+		deletePool: connect.NewClient[v1.DeletePoolRequest, v1.DeletePoolResponse](
+			httpClient,
+			baseURL+FastPathServiceDeletePoolProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("DeletePool")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -310,6 +354,10 @@ type fastPathServiceClient struct {
 	makeDir         *connect.Client[v1.MakeDirRequest, v1.MakeDirResponse]
 	move            *connect.Client[v1.MoveRequest, v1.MoveResponse]
 	remove          *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
+	applyPool       *connect.Client[v1.ApplyPoolRequest, v1.ApplyPoolResponse]
+	getPool         *connect.Client[v1.GetPoolRequest, v1.GetPoolResponse]
+	listPools       *connect.Client[v1.ListPoolsRequest, v1.ListPoolsResponse]
+	deletePool      *connect.Client[v1.DeletePoolRequest, v1.DeletePoolResponse]
 }
 
 // CreateSandbox calls fsb.v1.FastPathService.CreateSandbox.
@@ -422,6 +470,26 @@ func (c *fastPathServiceClient) Remove(ctx context.Context, req *connect.Request
 	return c.remove.CallUnary(ctx, req)
 }
 
+// ApplyPool calls fsb.v1.FastPathService.ApplyPool.
+func (c *fastPathServiceClient) ApplyPool(ctx context.Context, req *connect.Request[v1.ApplyPoolRequest]) (*connect.Response[v1.ApplyPoolResponse], error) {
+	return c.applyPool.CallUnary(ctx, req)
+}
+
+// GetPool calls fsb.v1.FastPathService.GetPool.
+func (c *fastPathServiceClient) GetPool(ctx context.Context, req *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error) {
+	return c.getPool.CallUnary(ctx, req)
+}
+
+// ListPools calls fsb.v1.FastPathService.ListPools.
+func (c *fastPathServiceClient) ListPools(ctx context.Context, req *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return c.listPools.CallUnary(ctx, req)
+}
+
+// DeletePool calls fsb.v1.FastPathService.DeletePool.
+func (c *fastPathServiceClient) DeletePool(ctx context.Context, req *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error) {
+	return c.deletePool.CallUnary(ctx, req)
+}
+
 // FastPathServiceHandler is an implementation of the fsb.v1.FastPathService service.
 type FastPathServiceHandler interface {
 	// CreateSandbox starts a sandbox. In FAST mode it answers once the
@@ -465,6 +533,15 @@ type FastPathServiceHandler interface {
 	MakeDir(context.Context, *connect.Request[v1.MakeDirRequest]) (*connect.Response[v1.MakeDirResponse], error)
 	Move(context.Context, *connect.Request[v1.MoveRequest]) (*connect.Response[v1.MoveResponse], error)
 	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// ApplyPool creates a SandboxPool, or replaces the labels and spec of the
+	// one of that name (no merge: what the request leaves out is removed).
+	// Pools live in the controller's pool namespace, whatever the client's.
+	ApplyPool(context.Context, *connect.Request[v1.ApplyPoolRequest]) (*connect.Response[v1.ApplyPoolResponse], error)
+	GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error)
+	ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error)
+	// DeletePool deletes a SandboxPool: creates naming it are refused at
+	// once; in Kubernetes its agent pods go once no sandbox uses it.
+	DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error)
 }
 
 // NewFastPathServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -606,6 +683,30 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 		connect.WithSchema(fastPathServiceMethods.ByName("Remove")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fastPathServiceApplyPoolHandler := connect.NewUnaryHandler(
+		FastPathServiceApplyPoolProcedure,
+		svc.ApplyPool,
+		connect.WithSchema(fastPathServiceMethods.ByName("ApplyPool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceGetPoolHandler := connect.NewUnaryHandler(
+		FastPathServiceGetPoolProcedure,
+		svc.GetPool,
+		connect.WithSchema(fastPathServiceMethods.ByName("GetPool")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceListPoolsHandler := connect.NewUnaryHandler(
+		FastPathServiceListPoolsProcedure,
+		svc.ListPools,
+		connect.WithSchema(fastPathServiceMethods.ByName("ListPools")),
+		connect.WithHandlerOptions(opts...),
+	)
+	fastPathServiceDeletePoolHandler := connect.NewUnaryHandler(
+		FastPathServiceDeletePoolProcedure,
+		svc.DeletePool,
+		connect.WithSchema(fastPathServiceMethods.ByName("DeletePool")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/fsb.v1.FastPathService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case FastPathServiceCreateSandboxProcedure:
@@ -652,6 +753,14 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 			fastPathServiceMoveHandler.ServeHTTP(w, r)
 		case FastPathServiceRemoveProcedure:
 			fastPathServiceRemoveHandler.ServeHTTP(w, r)
+		case FastPathServiceApplyPoolProcedure:
+			fastPathServiceApplyPoolHandler.ServeHTTP(w, r)
+		case FastPathServiceGetPoolProcedure:
+			fastPathServiceGetPoolHandler.ServeHTTP(w, r)
+		case FastPathServiceListPoolsProcedure:
+			fastPathServiceListPoolsHandler.ServeHTTP(w, r)
+		case FastPathServiceDeletePoolProcedure:
+			fastPathServiceDeletePoolHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -747,4 +856,20 @@ func (UnimplementedFastPathServiceHandler) Move(context.Context, *connect.Reques
 
 func (UnimplementedFastPathServiceHandler) Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.Remove is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ApplyPool(context.Context, *connect.Request[v1.ApplyPoolRequest]) (*connect.Response[v1.ApplyPoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ApplyPool is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) GetPool(context.Context, *connect.Request[v1.GetPoolRequest]) (*connect.Response[v1.GetPoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.GetPool is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) ListPools(context.Context, *connect.Request[v1.ListPoolsRequest]) (*connect.Response[v1.ListPoolsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListPools is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) DeletePool(context.Context, *connect.Request[v1.DeletePoolRequest]) (*connect.Response[v1.DeletePoolResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.DeletePool is not implemented"))
 }
