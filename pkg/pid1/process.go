@@ -45,6 +45,13 @@ type Manager struct {
 	// mainStatus is the main process's exit status once it exited, else -1.
 	mainStatus atomic.Int64
 
+	// mainReqs is set in an init started warm: OpStartMain hands the main
+	// process to the warm loop through it. mainMu serializes those
+	// requests and guards mainPID, the main process once started.
+	mainReqs chan mainRequest
+	mainMu   sync.Mutex
+	mainPID  int
+
 	mu      sync.Mutex
 	procs   map[int]*process
 	seq     uint64
@@ -109,6 +116,8 @@ func (m *Manager) Serve(f *os.File, req *initlink.Request) {
 		if err = m.control(req); err == nil {
 			err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{})
 		}
+	case initlink.OpStartMain:
+		err = m.startMain(f, req)
 	case initlink.OpList:
 		err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{Processes: m.list()})
 	case initlink.OpReadFile, initlink.OpWriteFile, initlink.OpListDir, initlink.OpStat,
