@@ -45,7 +45,7 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 	// of the same revision never both make one.
 	unlockSandbox := r.locks.lock("sandbox " + ContainerID(sb.ID, sb.Revision))
 	defer unlockSandbox()
-	if id, ok := r.sandboxContainer(sb.ID, sb.Revision); ok {
+	if id, ok := r.SandboxContainer(sb.ID, sb.Revision); ok {
 		return r.ensure(ctx, sb, id)
 	}
 	if sb.Claim != "" {

@@ -31,7 +31,7 @@ func (r *Runtime) Delete(ctx context.Context, sandboxID string, revision int64, 
 	var found []containerd.Container
 	if revision > 0 {
 		// A claimed sandbox's container has a warm sandbox's ID.
-		id, ok := r.sandboxContainer(sandboxID, revision)
+		id, ok := r.SandboxContainer(sandboxID, revision)
 		if !ok {
 			id = ContainerID(sandboxID, revision)
 		}

@@ -61,10 +61,10 @@ func (r *Runtime) WarmSandboxes() []Info {
 	return out
 }
 
-// sandboxContainer returns the ID of the container the state holds for a
+// SandboxContainer returns the ID of the container the state holds for a
 // sandbox revision: the derived one of a cold create, or a claimed warm
 // container's.
-func (r *Runtime) sandboxContainer(sandboxID string, revision int64) (string, bool) {
+func (r *Runtime) SandboxContainer(sandboxID string, revision int64) (string, bool) {
 	r.stateMu.Lock()
 	defer r.stateMu.Unlock()
 	if info, ok := r.state[ContainerID(sandboxID, revision)]; ok && info.Warm == "" {

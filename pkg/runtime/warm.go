@@ -9,6 +9,7 @@ import (
 	"maps"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -56,23 +57,27 @@ type mainStartedError struct{ err error }
 func (e mainStartedError) Error() string { return e.err.Error() }
 func (e mainStartedError) Unwrap() error { return e.err }
 
-// NewWarm makes and starts one warm sandbox of the kind key, from spec (a
-// warm entry's: image, runtime, resources): a container whose fsb init runs
-// without a main process, linked to the agent, and whose log driver drops
-// its output until a claim. It carries this agent's label and LabelWarm,
-// and no sandbox identity. What a failed NewWarm made it removes.
-func (r *Runtime) NewWarm(ctx context.Context, key string, spec *fsbv1.SandboxSpec) (Info, error) {
-	if key == "" {
-		return Info{}, fmt.Errorf("%w: warm sandbox without a key", ErrInvalid)
+// NewWarmID returns a fresh container ID for a warm sandbox.
+func NewWarmID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("warm sandbox ID: %w", err)
+	}
+	return WarmIDPrefix + hex.EncodeToString(b[:]), nil
+}
+
+// NewWarm makes and starts warm sandbox id (NewWarmID) of the kind key,
+// from spec (a warm entry's: image, runtime, resources): a container whose
+// fsb init runs without a main process, linked to the agent, and whose log
+// driver drops its output until a claim. It carries this agent's label and
+// LabelWarm, and no sandbox identity. What a failed NewWarm made it removes.
+func (r *Runtime) NewWarm(ctx context.Context, id, key string, spec *fsbv1.SandboxSpec) (Info, error) {
+	if key == "" || !strings.HasPrefix(id, WarmIDPrefix) {
+		return Info{}, fmt.Errorf("%w: warm sandbox %q of kind %q", ErrInvalid, id, key)
 	}
 	if spec.GetNoInit() {
 		return Info{}, fmt.Errorf("%w: a warm sandbox runs fsb init", ErrInvalid)
 	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return Info{}, fmt.Errorf("warm sandbox ID: %w", err)
-	}
-	id := WarmIDPrefix + hex.EncodeToString(b[:])
 	return r.ensure(ctx, Sandbox{Spec: spec, warm: key}, id)
 }
 
