@@ -57,10 +57,11 @@ func (m *Manager) startMain(f *os.File, req *initlink.Request) error {
 // init gives its main process, whose environment and directory the OCI
 // spec set.
 func (m *Manager) startMainProcess(spec *initlink.Process) (int, error) {
-	env := mergeEnv(m.env, spec.Env)
+	base, baseDir := m.base()
+	env := mergeEnv(base, spec.Env)
 	dir := spec.Dir
 	if dir == "" {
-		dir = m.dir
+		dir = baseDir
 	}
 	if !filepath.IsAbs(dir) {
 		return 0, errorf(initlink.CodeInvalidArgument, "start main: working directory %q is not absolute", dir)
@@ -83,6 +84,8 @@ func (m *Manager) startMainProcess(spec *initlink.Process) (int, error) {
 	}
 	pid := proc.Pid
 	_ = proc.Release()
+	// Exec'd processes start as the main one does.
+	m.setBase(env, dir)
 	return pid, nil
 }
 
