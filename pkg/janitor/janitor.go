@@ -516,6 +516,9 @@ func (j *Janitor) findContainers(ctx context.Context, ns string) ([]Leftover, er
 			return out, fmt.Errorf("inspect %s: %w", c.ID(), err)
 		}
 		id, agent := info.Labels[runtime.LabelID], info.Labels[runtime.LabelAgent]
+		// A warm sandbox (runtime.LabelWarm) carries no sandbox ID: it is
+		// no sandbox yet, and its agent removes those no target wants. A
+		// claimed one carries its sandbox's labels and is judged as any.
 		if id == "" || agent == "" {
 			continue
 		}
