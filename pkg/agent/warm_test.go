@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -252,11 +252,22 @@ func TestWarmConcurrentClaimsTakeEachWarmSandboxOnce(t *testing.T) {
 	}
 }
 
-// TestWarmClaimCutShortIsFinished leaves a claim as an agent killed right
-// after the relabel leaves it (labels and spec the sandbox's, the log not
-// switched, main not started): the next agent finishes it, once.
+// TestWarmClaimCutShortIsFinished leaves a claim as an agent killed at
+// some point of it leaves it — right after the relabel (the log not
+// switched, main not started), or after init started the main process but
+// before the agent marked it — and checks that the next agent finishes
+// it, with the main process started exactly once.
 func TestWarmClaimCutShortIsFinished(t *testing.T) {
 	t.Parallel()
+	for _, mainStarted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mainStarted=%v", mainStarted), func(t *testing.T) {
+			t.Parallel()
+			testClaimCutShort(t, mainStarted)
+		})
+	}
+}
+
+func testClaimCutShort(t *testing.T, mainStarted bool) {
 	h := newHarness(t)
 	entry := warmEntry(1)
 	h.setWarm(entry)
@@ -266,20 +277,36 @@ func TestWarmClaimCutShortIsFinished(t *testing.T) {
 	if len(warm) != 1 {
 		t.Fatalf("%d warm sandboxes, want 1", len(warm))
 	}
+	cid := warm[0].ContainerID
 	s := spec("echo main-started; sleep 1000")
 	id := h.newID()
+	logPath := filepath.Join(h.logDir, "default", "test-"+id, id+"-1.log")
+	ctx := context.Background()
+	if mainStarted {
+		// What the claim does after the relabel, short of its last mark.
+		if err := logfile.SwitchLog(ctx, filepath.Join(h.rcfg.LinkDir, runtime.LinkDirName(cid)+".l"), logfile.DriverConfig{Path: logPath}); err != nil {
+			t.Fatalf("switch log: %v", err)
+		}
+		link, ok := h.rt.Link(cid)
+		if !ok {
+			t.Fatal("no link to the warm sandbox's init")
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := link.Call(cctx, initlink.Request{Op: initlink.OpStartMain, Process: &initlink.Process{Args: s.GetCommand(), Dir: "/"}})
+		cancel()
+		if err != nil {
+			t.Fatalf("start main: %v", err)
+		}
+	}
 	h.restart(func() {
 		// The claim's one update, as the runtime makes it.
-		ctx := context.Background()
-		cid := warm[0].ContainerID
 		ext, err := typeurl.MarshalAnyToProto(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		labels := map[string]string{
 			runtime.LabelID: id, runtime.LabelRevision: "1", runtime.LabelNamespace: "default", runtime.LabelName: "test-" + id,
-			runtime.LabelAgent: h.agentID, runtime.LabelClaimed: "true", runtime.LabelStarted: "true",
-			runtime.LabelLogPath: filepath.Join(h.logDir, "default", "test-"+id, id+"-1.log"),
+			runtime.LabelAgent: h.agentID, runtime.LabelClaimed: "true", runtime.LabelStarted: "true", runtime.LabelLogPath: logPath,
 		}
 		_, err = h.cd.ContainerService().Update(ctx, containers.Container{ID: cid, Labels: labels,
 			Extensions: map[string]typeurl.Any{runtime.ExtensionSpec: ext}}, "labels", "extensions")
@@ -288,21 +315,21 @@ func TestWarmClaimCutShortIsFinished(t *testing.T) {
 		}
 	})
 	got := h.waitPhase(id, fsbv1.Phase_PHASE_RUNNING)
-	if !got.GetWarm() || got.GetContainerId() != warm[0].ContainerID {
+	if !got.GetWarm() || got.GetContainerId() != cid {
 		t.Fatalf("cut-short claim came back as %v", got)
 	}
 	h.waitLog(got, "main-started")
 	// A retried create finds it and starts nothing more.
-	resp, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
+	resp, err := h.client.CreateSandbox(ctx, connect.NewRequest(&fsbv1.AgentServiceCreateSandboxRequest{
 		SandboxId: id, Revision: 1, Namespace: "default", Name: "test-" + id, Spec: s}))
-	if err != nil || resp.Msg.GetSandbox().GetContainerId() != warm[0].ContainerID {
+	if err != nil || resp.Msg.GetSandbox().GetContainerId() != cid {
 		t.Fatalf("retried create: %v %v", resp, err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if lines := logTexts(t, got.GetLogPath()); len(lines) != 1 {
-		t.Fatalf("log holds %q: the main process started more than once", lines)
+	if lines := logTexts(t, got.GetLogPath()); len(lines) != 1 || lines[0] != "main-started" {
+		t.Fatalf("log holds %q: want the main process started exactly once", lines)
 	}
-	if b, _ := os.ReadFile(got.GetLogPath()); strings.Count(string(b), "main-started") != 1 {
-		t.Fatalf("log: %s", b)
+	if procs := h.sh(id, "ps -o args | grep -c '^sleep 1000'"); procs != "1\n" {
+		t.Fatalf("%q main processes run, want 1", procs)
 	}
 }
