@@ -66,9 +66,12 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		r.cfg.Logger.Warn("warm claim failed; the sandbox is made cold", slog.String("sandbox", sb.ID),
 			slog.String("warm", sb.Claim), slog.Any("err", err))
 		if cerr := r.RemoveWarm(context.WithoutCancel(ctx), sb.Claim); cerr != nil {
-			r.cfg.Logger.Warn("remove a warm sandbox whose claim failed", slog.String("warm", sb.Claim), slog.Any("err", cerr))
+			// It may carry the sandbox's labels by now: a cold container
+			// beside it would make two of one revision. The retry finds
+			// it (and finishes it) or makes the sandbox cold.
+			return Info{}, errors.Join(err, cerr)
 		}
-		// A claim that got as far as the relabel holds the sandbox's
+		// A claim that got as far as the relabel held the sandbox's
 		// identity: what it left is gone now, so the cold path starts clean.
 	}
 	return r.ensure(ctx, sb, ContainerID(sb.ID, sb.Revision))
