@@ -555,9 +555,18 @@ func exited(sb *fsbv1.AgentSandbox) bool {
 func staleKey(sandboxID, agentID string) string { return sandboxID + "@" + agentID }
 
 func registryAgent(st *fsbv1.AgentStatus, addr string, healthy bool) registry.Agent {
+	var warm map[string]int
+	for _, w := range st.GetWarm() {
+		if w.GetReady() > 0 {
+			if warm == nil {
+				warm = make(map[string]int, len(st.GetWarm()))
+			}
+			warm[w.GetKey()] += int(w.GetReady())
+		}
+	}
 	return registry.Agent{
 		ID: st.GetAgentId(), Address: addr, Pool: st.GetPool(), NodeName: st.GetNodeName(), Capacity: int(st.GetCapacity()),
-		Images: st.GetImages(), Runtimes: st.GetRuntimes(), Healthy: healthy,
+		Images: st.GetImages(), Runtimes: st.GetRuntimes(), Healthy: healthy, Warm: warm,
 	}
 }
 

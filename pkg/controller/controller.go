@@ -48,7 +48,6 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
-	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
@@ -451,6 +450,7 @@ func statusFrom(sb *v1alpha1.Sandbox, agent, id string, revision int64, asb *fsb
 	}
 	st.SandboxID, st.AssignedPod, st.Revision = id, agent, revision
 	st.Endpoints = asb.GetEndpoints()
+	st.Warm = asb.GetWarm()
 	st.ExitCode = asb.GetExitCode()
 	st.Message = ""
 	switch asb.GetPhase() {
@@ -490,16 +490,19 @@ func setCondition(st *v1alpha1.SandboxStatus, typ string, status metav1.Conditio
 
 // PlacementRequest is what the registry needs to place a sandbox.
 func PlacementRequest(sb *v1alpha1.Sandbox, id string) (registry.Request, error) {
-	image, err := runtime.NormalizeImage(sb.Spec.Image)
+	image, err := v1alpha1.NormalizeImage(sb.Spec.Image)
 	if err != nil {
 		return registry.Request{}, err
 	}
+	// A spec without a key (noInit) has warm "": it claims none.
+	warm, _ := v1alpha1.WarmKey(v1alpha1.SpecToProto(sb.Spec))
 	return registry.Request{
 		SandboxID: id,
 		Image:     image,
 		Ports:     sb.Spec.ExposedPorts,
 		Runtime:   sb.Spec.Runtime,
 		Pool:      sb.Spec.PoolRef,
+		Warm:      warm,
 	}, nil
 }
 

@@ -77,6 +77,7 @@ func (c *Client) create(ctx context.Context, req *fsbv1.CreateSandboxRequest) er
 	fmt.Fprintf(c.out, "  namespace: %s\n", sb.GetNamespace())
 	fmt.Fprintf(c.out, "  phase:     %s\n", phase(st.GetPhase()))
 	fmt.Fprintf(c.out, "  agent:     %s\n", orNone(st.GetAssignedPod()))
+	fmt.Fprintf(c.out, "  started:   %s\n", startedString(st.GetWarm()))
 	fmt.Fprintf(c.out, "  endpoints: %s\n", orNone(strings.Join(st.GetEndpoints(), ",")))
 	if at := sb.GetSpec().GetExpireTime(); at != nil {
 		fmt.Fprintf(c.out, "  expires:   %s\n", expiryString(at, time.Now()))

@@ -126,6 +126,7 @@ func (c *Client) writeDetails(sb *fsbv1.Sandbox, now time.Time) error {
 	}
 	fmt.Fprintln(c.out)
 	fmt.Fprintf(c.out, "Revision:        %d\n", v.Revision)
+	fmt.Fprintf(c.out, "Started:         %s\n", startedString(v.Warm))
 	fmt.Fprintf(c.out, "Failure policy:  %s\n", policy)
 	fmt.Fprintf(c.out, "Expires:         %s\n", expiryString(spec.GetExpireTime(), now))
 	fmt.Fprintf(c.out, "Exit code:       %s\n", exit)
@@ -221,6 +222,8 @@ type sandboxJSON struct {
 	Endpoints []string `json:"endpoints"`
 	Image     string   `json:"image"`
 	Revision  int64    `json:"revision"`
+	// Warm says the revision running was claimed from a warm pool.
+	Warm bool `json:"warm"`
 	// ExitCode is null until the sandbox's main process has ended.
 	ExitCode *int32 `json:"exitCode"`
 	Message  string `json:"message"`
@@ -257,6 +260,7 @@ func toJSON(sb *fsbv1.Sandbox) sandboxJSON {
 		Endpoints: st.GetEndpoints(),
 		Image:     sb.GetSpec().GetImage(),
 		Revision:  st.GetRevision(),
+		Warm:      st.GetWarm(),
 		Message:   st.GetMessage(),
 		Labels:    sb.GetLabels(),
 		Spec:      json.RawMessage("{}"),
@@ -361,4 +365,13 @@ func orDefault(s string) string {
 		return "<default>"
 	}
 	return s
+}
+
+// startedString says how the running revision started: claimed from a warm
+// pool, or cold.
+func startedString(warm bool) string {
+	if warm {
+		return "warm (claimed from a pool's warm sandboxes)"
+	}
+	return "cold"
 }

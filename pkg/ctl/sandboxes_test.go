@@ -185,6 +185,7 @@ func TestGetTable(t *testing.T) {
 web    Running   local   127.0.0.1:8080   nginx:1   90s
 
 Revision:        1
+Started:         cold
 Failure policy:  Manual
 Expires:         never
 Exit code:       <none>
@@ -225,6 +226,7 @@ func TestGetLifecycle(t *testing.T) {
 	}
 	_, details, _ := strings.Cut(out.String(), "\n\n")
 	want := `Revision:        4
+Started:         cold
 Failure policy:  AutoRecreate, recovery timeout 10m0s
 Expires:         ` + crash.Spec.ExpireTime.AsTime().UTC().Format(time.RFC3339) + ` (in 30h)
 Exit code:       137

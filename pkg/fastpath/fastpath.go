@@ -437,9 +437,13 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	p.agent = place.AgentID
 	obj.Annotations[v1alpha1.AnnotationAgent] = place.AgentID
 	obj.Annotations[v1alpha1.AnnotationRevision] = "1"
+	warm := resp.Msg.GetSandbox().GetWarm()
+	if warm {
+		obj.Annotations[v1alpha1.AnnotationWarm] = "true"
+	}
 	obj.Status = v1alpha1.SandboxStatus{
 		Phase: v1alpha1.PhaseRunning, SandboxID: id, AssignedPod: place.AgentID, NodeName: place.NodeName,
-		Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1,
+		Endpoints: resp.Msg.GetSandbox().GetEndpoints(), Revision: 1, Warm: warm,
 	}
 	obj.CreationTimestamp = metav1.Now()
 	out := obj.DeepCopy()

@@ -141,6 +141,9 @@ func (j *Janitor) gone(agentID string) bool {
 // "") and what the agents report of its sandbox ID.
 func (j *Janitor) classify(ref *fsbv1.SandboxRef, undecidedAgent string, reports []reportedSandbox) (fsbv1.Verdict, string) {
 	id, agentID := ref.GetSandboxId(), ref.GetAgentId()
+	if ref.GetWarm() {
+		return j.classifyWarm(agentID)
+	}
 	// The pending table before the cache: a create leaves the table only
 	// once the cache has its object or its container is gone.
 	if j.s.pendingID(id) {
@@ -215,4 +218,14 @@ func validRef(ref *fsbv1.SandboxRef) error {
 		return fmt.Errorf("revision %d: want 0 or more", ref.GetRevision())
 	}
 	return nil
+}
+
+// classifyWarm answers for a warm sandbox: its agent keeps it (and removes
+// those no longer wanted), so only an agent gone for good leaves one that
+// nobody will remove.
+func (j *Janitor) classifyWarm(agentID string) (fsbv1.Verdict, string) {
+	if agentID != "" && j.gone(agentID) {
+		return fsbv1.Verdict_VERDICT_UNKNOWN, fmt.Sprintf("a warm sandbox of agent %s, which is gone for good", agentID)
+	}
+	return fsbv1.Verdict_VERDICT_KNOWN, fmt.Sprintf("a warm sandbox: agent %s keeps it", agentID)
 }

@@ -133,7 +133,8 @@ func TestJanitorOnWhatAnAgentReports(t *testing.T) {
 // deleted) left is judged without hearing from it: a sandbox nothing holds
 // is unknown, a revision the object has replaced is unknown, while the
 // object's own revision, a newer one, and a sandbox another agent runs
-// stay kept. A gone agent's ID is never "not connected".
+// stay kept. A gone agent's ID is never "not connected". Its warm
+// sandboxes are unknown; another agent's stay.
 func TestJanitorOnAnAgentGoneForGood(t *testing.T) {
 	p := newPlane(t, withConfig(func(c *Config) {
 		c.AgentGone = func(id string) bool { return id == "agent-gone" }
@@ -176,6 +177,10 @@ func TestJanitorOnAnAgentGoneForGood(t *testing.T) {
 		{ref(movedID, 2), fsbv1.Verdict_VERDICT_KNOWN, "holds it"},
 		{ref("sb-elsewhere", 1), fsbv1.Verdict_VERDICT_UNDECIDED, "agent-1 runs"},
 		{&fsbv1.SandboxRef{AgentId: "agent-away", SandboxId: "sb-nobody", Revision: 1}, fsbv1.Verdict_VERDICT_UNDECIDED, "not connected"},
+		// A warm sandbox is its agent's to keep, unless the agent is gone.
+		{&fsbv1.SandboxRef{AgentId: "agent-gone", SandboxId: "warm-1", Warm: true}, fsbv1.Verdict_VERDICT_UNKNOWN, "gone for good"},
+		{&fsbv1.SandboxRef{AgentId: "agent-1", SandboxId: "warm-2", Warm: true}, fsbv1.Verdict_VERDICT_KNOWN, "agent agent-1 keeps it"},
+		{&fsbv1.SandboxRef{AgentId: "agent-away", SandboxId: "warm-3", Warm: true}, fsbv1.Verdict_VERDICT_KNOWN, "keeps it"},
 	}
 	refs := make([]*fsbv1.SandboxRef, len(want))
 	for i, w := range want {

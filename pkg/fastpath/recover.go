@@ -408,6 +408,9 @@ func (s *Server) settle(ctx context.Context, found []lost) (recreated, removed i
 			},
 			Spec: v1alpha1.SpecFromProto(asb.GetSpec()),
 		}
+		if asb.GetWarm() {
+			obj.Annotations[v1alpha1.AnnotationWarm] = "true"
+		}
 		if _, err := s.cfg.Store.Create(ctx, obj); apierrors.IsAlreadyExists(err) {
 			// Stored but not cached: a write from elsewhere since the
 			// cache was read. Whoever has the name keeps it.

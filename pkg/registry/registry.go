@@ -157,6 +157,8 @@ type Agent struct {
 	Images   []string // image names present on its node, normalized
 	Runtimes []string // "runc", "crun", "gvisor"; none means runc
 	Healthy  bool
+	// Warm counts the ready warm sandboxes the agent holds, by WarmKey.
+	Warm map[string]int
 }
 
 // Request asks for a place for one sandbox.
@@ -166,6 +168,9 @@ type Request struct {
 	Ports     []int32 // exposed ports; each must be free in the agent's network namespace
 	Runtime   string  // "" means runc
 	Pool      string  // "" is the default pool; otherwise a declared pool's name
+	// Warm is the sandbox's v1alpha1.WarmKey: an agent holding a warm
+	// sandbox of that kind is preferred to any other. "" claims none.
+	Warm string
 }
 
 // Placement is where a sandbox goes.
@@ -196,6 +201,8 @@ type Registry struct {
 	// default pool "" is always open and never in it.
 	declared map[string]bool
 	healthy  int // healthy agents in all pools
+	// holders files the agents holding warm sandboxes, by pool and kind.
+	holders map[warmGroup]map[*agent]struct{}
 }
 
 // agent is the registry's record of one agent.
@@ -210,6 +217,9 @@ type agent struct {
 	// members are the groups the agent is in while it is healthy and not
 	// cordoned.
 	members []membership
+	// warm is Agent.Warm as last reported, less the placements that were
+	// sent to claim one since; the Agent's own copy is not kept up to date.
+	warm map[string]int
 }
 
 // placed is where one sandbox is and which ports it holds there.
@@ -232,6 +242,7 @@ func New() *Registry {
 		groups:    make(map[groupKey]*group),
 		pools:     make(map[string]*poolCount),
 		declared:  make(map[string]bool),
+		holders:   make(map[warmGroup]map[*agent]struct{}),
 	}
 }
 
@@ -307,8 +318,15 @@ func (r *Registry) Upsert(in Agent) {
 		a = &agent{Agent: in, sandboxes: make(map[string]struct{})}
 		r.agents[in.ID] = a
 		r.join(a)
+		r.setWarm(a, in.Warm)
 		return
 	}
+	if a.Pool != in.Pool {
+		// Its holders sets are filed under the old pool.
+		r.unholdAll(a)
+		a.warm = nil
+	}
+	defer r.setWarm(a, in.Warm)
 	if a.Pool == in.Pool && a.Capacity == in.Capacity && a.Healthy == in.Healthy &&
 		slices.Equal(a.Images, in.Images) && slices.Equal(a.Runtimes, in.Runtimes) {
 		// Nothing the index depends on changed: the common status update.
@@ -330,6 +348,7 @@ func (r *Registry) Remove(agentID string) []string {
 		return nil
 	}
 	r.leave(a)
+	r.unholdAll(a)
 	delete(r.agents, agentID)
 	ids := make([]string, 0, len(a.sandboxes))
 	for id := range a.sandboxes {
@@ -351,13 +370,15 @@ func (r *Registry) RemoveIfEmpty(agentID string) bool {
 		return false
 	}
 	r.leave(a)
+	r.unholdAll(a)
 	delete(r.agents, agentID)
 	return true
 }
 
 // Allocate reserves a slot and req.Ports on one agent for req.SandboxID and
-// returns where. It prefers agents whose node has req.Image, then the agent
-// with the most free slots. Calling it again for a placed sandbox returns the
+// returns where. It prefers an agent holding a warm sandbox of req.Warm's
+// kind (the one holding most), then agents whose node has req.Image, then
+// the agent with the most free slots. Calling it again for a placed sandbox returns the
 // same placement and takes nothing more. A request naming a pool that is
 // not declared, or closed, gets a *PoolError. If no agent can take the
 // sandbox the error wraps ErrNoCapacity and says why the agents were
@@ -372,6 +393,11 @@ func (r *Registry) Allocate(req Request) (Placement, error) {
 		if open, ok := r.declared[req.Pool]; !ok || !open {
 			return Placement{}, &PoolError{Pool: req.Pool, Closed: ok}
 		}
+	}
+	if a := r.pickWarm(req); a != nil {
+		r.claimWarm(a, req.Warm)
+		r.place(a, req.SandboxID, req.Ports)
+		return a.placement(), nil
 	}
 	key := groupKey{pool: req.Pool, runtime: cmp.Or(req.Runtime, defaultRuntime)}
 	var a *agent

@@ -33,6 +33,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/leader"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
+	"github.com/fast-sandbox/fast-sandbox/pkg/warmpool"
 )
 
 // poolWorkers is how many SandboxPools are synced at once.
@@ -203,7 +204,14 @@ func run(c *cli.Context) error {
 		DefaultMode: mode, Logger: log, Metrics: metrics, Events: opened.Events,
 		AgentGone: set.Gone,
 	})
-	agentUp = fp.AgentUp
+	// The warm planner gives the agents their share of the pools' warm
+	// sandboxes; it acts only in a term, and a reconnected agent is sent
+	// its share again (it keeps it in memory only).
+	warm := warmpool.New(warmpool.Config{Registry: reg, Agents: set, Logger: log.With(slog.String("controller", "warmpool"))})
+	agentUp = func(s *fsbv1.AgentStatus) {
+		fp.AgentUp(s)
+		warm.AgentUp(s.GetAgentId())
+	}
 
 	var ready atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
@@ -235,6 +243,8 @@ func run(c *cli.Context) error {
 		ready.Store(true)
 		log.Info("serving the fast path", slog.Int64("fence", fence))
 		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); warm.Run(ctx) }()
 		if pools != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); pools.Work(ctx, poolWorkers) }()

@@ -89,7 +89,13 @@ type SandboxRef struct {
 	AgentId   string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	SandboxId string `protobuf:"bytes,2,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	// The container's revision; 0 for a file that names none.
-	Revision      int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// A warm sandbox (label sandbox.fast.io/warm): pre-started, claimed by no
+	// create yet, so it has no sandbox ID; sandbox_id carries its container
+	// ID. Its agent owns it and removes it when it is no longer wanted, so
+	// it is known while its agent is, and unknown once the agent is gone
+	// for good.
+	Warm          bool `protobuf:"varint,4,opt,name=warm,proto3" json:"warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +149,13 @@ func (x *SandboxRef) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *SandboxRef) GetWarm() bool {
+	if x != nil {
+		return x.Warm
+	}
+	return false
 }
 
 type ClassifyRequest struct {
@@ -300,13 +313,14 @@ var File_fsb_v1_janitor_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_janitor_proto_rawDesc = "" +
 	"\n" +
-	"\x14fsb/v1/janitor.proto\x12\x06fsb.v1\"b\n" +
+	"\x14fsb/v1/janitor.proto\x12\x06fsb.v1\"v\n" +
 	"\n" +
 	"SandboxRef\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"C\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x12\n" +
+	"\x04warm\x18\x04 \x01(\bR\x04warm\"C\n" +
 	"\x0fClassifyRequest\x120\n" +
 	"\tsandboxes\x18\x01 \x03(\v2\x12.fsb.v1.SandboxRefR\tsandboxes\"\x81\x01\n" +
 	"\x0eClassification\x12,\n" +
