@@ -78,6 +78,11 @@ type Agent struct {
 	// port; once it is done the runtime's state holds the sandbox.
 	mu       sync.Mutex
 	creating map[string][]int32
+	// creatingFor names the sandbox revision each create under way is
+	// for: two creates of one revision (a retry, while the first goes on)
+	// may reserve under different containers (a claim's and a cold one's)
+	// and share their ports.
+	creatingFor map[string]string
 
 	// logsMu serializes removals of sandbox logs.
 	logsMu sync.Mutex
@@ -108,7 +113,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 		cfg.Fence = g
 	}
-	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32), warm: newWarmPool()}
+	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32),
+		creatingFor: make(map[string]string), warm: newWarmPool()}
 	synced := make(chan struct{})
 	a.watcher.Add(1)
 	go func() {
@@ -173,12 +179,12 @@ func (a *Agent) heldLocked(except string) map[string][]int32 {
 }
 
 // reserve takes a slot and the ports for a container of sandbox name
-// (namespace/name), or says why not, naming what to change. A container
+// (namespace/name), revision rev (sandboxRev), or says why not, naming what to change. A container
 // that already holds a slot keeps it: creates are idempotent. A claim
 // (claim set: containerID is a taken warm sandbox) has its slot already
 // and takes only the ports; evict, when set, is a taken warm sandbox whose
 // slot the container gets (the caller removes it).
-func (a *Agent) reserve(containerID, name string, ports []int32, claim bool, evict string) (release func(), err error) {
+func (a *Agent) reserve(containerID, name, rev string, ports []int32, claim bool, evict string) (release func(), err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	held := a.heldLocked(evict)
@@ -195,7 +201,7 @@ func (a *Agent) reserve(containerID, name string, ports []int32, claim bool, evi
 			errFull, a.cfg.AgentID, name, len(held), a.cfg.Capacity)
 	}
 	for id, used := range held {
-		if id == containerID {
+		if id == containerID || a.creatingFor[id] == rev {
 			continue
 		}
 		for _, p := range ports {
@@ -206,12 +212,18 @@ func (a *Agent) reserve(containerID, name string, ports []int32, claim bool, evi
 			}
 		}
 	}
-	a.creating[containerID] = ports
+	a.creating[containerID], a.creatingFor[containerID] = ports, rev
 	return func() {
 		a.mu.Lock()
 		delete(a.creating, containerID)
+		delete(a.creatingFor, containerID)
 		a.mu.Unlock()
 	}, nil
+}
+
+// sandboxRev names a sandbox revision among the creates under way.
+func sandboxRev(id string, revision int64) string {
+	return id + "/" + strconv.FormatInt(revision, 10)
 }
 
 // CreateSandbox implements AgentService.CreateSandbox.
@@ -226,7 +238,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		// A pull may take long: a controller deposed meanwhile gets no
 		// container.
 		Proceed: func() error { return a.stillCurrent(ctx, req.Spec().Procedure) }}
-	name := sb.Namespace + "/" + sb.Name
+	name, rev := sb.Namespace+"/"+sb.Name, sandboxRev(sb.ID, sb.Revision)
 	// The sandbox's container when it has one (a retry; a claimed one has
 	// a warm sandbox's ID), else a warm sandbox of its kind to claim, else
 	// a cold create's.
@@ -236,7 +248,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	var err error
 	if !exists && claimable {
 		if w := a.takeWarm(key); w != "" {
-			if release, err = a.reserve(w, name, sb.Spec.GetExposedPorts(), true, ""); err != nil {
+			if release, err = a.reserve(w, name, rev, sb.Spec.GetExposedPorts(), true, ""); err != nil {
 				a.giveBack(w)
 				a.metrics.observeCreate(start, "refused")
 				return nil, connect.NewError(connect.CodeResourceExhausted, err)
@@ -249,11 +261,11 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		cid = runtime.ContainerID(sb.ID, sb.Revision)
 	}
 	if release == nil {
-		release, err = a.reserve(cid, name, sb.Spec.GetExposedPorts(), false, "")
+		release, err = a.reserve(cid, name, rev, sb.Spec.GetExposedPorts(), false, "")
 		if errors.Is(err, errFull) {
 			// Warm sandboxes hold slots a create may have: one goes.
 			if victim := a.takeVictim(key); victim != "" {
-				if release, err = a.reserve(cid, name, sb.Spec.GetExposedPorts(), false, victim); err == nil {
+				if release, err = a.reserve(cid, name, rev, sb.Spec.GetExposedPorts(), false, victim); err == nil {
 					if rerr := a.removeWarm(ctx, victim); rerr != nil {
 						a.cfg.Logger.Warn("remove a warm sandbox to make room", slog.String("container", victim), slog.Any("err", rerr))
 					}

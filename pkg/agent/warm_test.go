@@ -333,3 +333,40 @@ func testClaimCutShort(t *testing.T, mainStarted bool) {
 		t.Fatalf("%q main processes run, want 1", procs)
 	}
 }
+
+// TestWarmRetriesDuringAClaimShareItsPorts sends one create twice at once
+// (a retry while the first is under way): one may claim a warm sandbox and
+// the other go cold, and neither may refuse the other's ports; both answer
+// the one container.
+func TestWarmRetriesDuringAClaimShareItsPorts(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withCapacity(6))
+	entry := warmEntry(2)
+	h.setWarm(entry)
+	h.waitStock(entry, 2)
+	for round := range 3 {
+		id := h.newID()
+		s := spec("sleep 1000")
+		s.ExposedPorts = []int32{int32(18080 + round)}
+		req := &fsbv1.AgentServiceCreateSandboxRequest{SandboxId: id, Revision: 1, Namespace: "default", Name: "test-" + id, Spec: s}
+		var wg sync.WaitGroup
+		cids := make([]string, 2)
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := h.client.CreateSandbox(context.Background(), connect.NewRequest(req))
+				if errs[i] = err; err == nil {
+					cids[i] = resp.Msg.GetSandbox().GetContainerId()
+				}
+			}()
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil || cids[0] != cids[1] {
+			t.Fatalf("round %d: one create sent twice gave %q, %v", round, cids, errs)
+		}
+		h.delete(id, 0)
+		h.waitStock(entry, 2)
+	}
+}
