@@ -78,9 +78,17 @@ type Agent struct {
 	// port; once it is done the runtime's state holds the sandbox.
 	mu       sync.Mutex
 	creating map[string][]int32
+	// creatingFor names the sandbox revision each create under way is
+	// for: two creates of one revision (a retry, while the first goes on)
+	// may reserve under different containers (a claim's and a cold one's)
+	// and share their ports.
+	creatingFor map[string]string
 
 	// logsMu serializes removals of sandbox logs.
 	logsMu sync.Mutex
+
+	// warm is the warm sandboxes' bookkeeping (warm.go).
+	warm *warmPool
 }
 
 // New starts an agent: it watches containerd's events until ctx ends (Wait
@@ -105,7 +113,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		}
 		cfg.Fence = g
 	}
-	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32)}
+	a := &Agent{cfg: cfg, metrics: newMetrics(cfg.Fence), fence: cfg.Fence, creating: make(map[string][]int32),
+		creatingFor: make(map[string]string), warm: newWarmPool()}
 	synced := make(chan struct{})
 	a.watcher.Add(1)
 	go func() {
@@ -131,6 +140,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 			a.sweepLogs(ctx)
 		}()
 	}
+	a.watcher.Add(1)
+	go func() {
+		defer a.watcher.Done()
+		a.refill(ctx)
+	}()
 	sandboxes, _ := cfg.Runtime.Sandboxes()
 	a.metrics.capacity.Set(float64(cfg.Capacity))
 	a.metrics.sandboxes.Set(float64(len(sandboxes)))
@@ -146,28 +160,50 @@ var _ fsbv1connect.AgentServiceHandler = (*Agent)(nil)
 // logs, after the context given to New has ended.
 func (a *Agent) Wait() { a.watcher.Wait() }
 
-// reserve takes a slot and the ports for a container of sandbox name
-// (namespace/name), or says why not, naming what to change. A container
-// that already holds a slot keeps it: creates are idempotent.
-func (a *Agent) reserve(containerID, name string, ports []int32) (release func(), err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// heldLocked returns what holds a slot, by container ID, with the ports
+// each exposes: the sandboxes, the warm sandboxes and the creates under
+// way, but for container except (a warm sandbox being removed to make
+// room). a.mu must be held.
+func (a *Agent) heldLocked(except string) map[string][]int32 {
 	held := make(map[string][]int32, len(a.creating))
-	names := make(map[string]string, len(a.creating))
 	sandboxes, _ := a.cfg.Runtime.Sandboxes()
 	for _, info := range sandboxes {
 		held[info.ContainerID] = info.Spec.GetExposedPorts()
-		names[info.ContainerID] = "sandbox " + info.Namespace + "/" + info.Name
+	}
+	for _, info := range a.cfg.Runtime.WarmSandboxes() {
+		held[info.ContainerID] = nil
 	}
 	maps.Copy(held, a.creating)
-	if _, ok := held[containerID]; ok {
+	delete(held, except)
+	return held
+}
+
+// reserve takes a slot and the ports for a container of sandbox name
+// (namespace/name), revision rev (sandboxRev), or says why not, naming what to change. A container
+// that already holds a slot keeps it: creates are idempotent. A claim
+// (claim set: containerID is a taken warm sandbox) has its slot already
+// and takes only the ports; evict, when set, is a taken warm sandbox whose
+// slot the container gets (the caller removes it).
+func (a *Agent) reserve(containerID, name, rev string, ports []int32, claim bool, evict string) (release func(), err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := a.heldLocked(evict)
+	names := make(map[string]string, len(held))
+	sandboxes, _ := a.cfg.Runtime.Sandboxes()
+	for _, info := range sandboxes {
+		names[info.ContainerID] = "sandbox " + info.Namespace + "/" + info.Name
+	}
+	if _, ok := held[containerID]; ok && !claim {
 		return func() {}, nil
 	}
-	if len(held) >= a.cfg.Capacity {
-		return nil, fmt.Errorf("agent %s has no free slot for sandbox %s: it runs %d of %d sandboxes: delete a sandbox or add capacity",
-			a.cfg.AgentID, name, len(held), a.cfg.Capacity)
+	if !claim && len(held) >= a.cfg.Capacity {
+		return nil, fmt.Errorf("%w: agent %s has no free slot for sandbox %s: it runs %d of %d sandboxes: delete a sandbox or add capacity",
+			errFull, a.cfg.AgentID, name, len(held), a.cfg.Capacity)
 	}
 	for id, used := range held {
+		if id == containerID || a.creatingFor[id] == rev {
+			continue
+		}
 		for _, p := range ports {
 			if slices.Contains(used, p) {
 				holder := cmp.Or(names[id], "a sandbox being created (container "+id+")")
@@ -176,12 +212,18 @@ func (a *Agent) reserve(containerID, name string, ports []int32) (release func()
 			}
 		}
 	}
-	a.creating[containerID] = ports
+	a.creating[containerID], a.creatingFor[containerID] = ports, rev
 	return func() {
 		a.mu.Lock()
 		delete(a.creating, containerID)
+		delete(a.creatingFor, containerID)
 		a.mu.Unlock()
 	}, nil
+}
+
+// sandboxRev names a sandbox revision among the creates under way.
+func sandboxRev(id string, revision int64) string {
+	return id + "/" + strconv.FormatInt(revision, 10)
 }
 
 // CreateSandbox implements AgentService.CreateSandbox.
@@ -196,8 +238,43 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 		// A pull may take long: a controller deposed meanwhile gets no
 		// container.
 		Proceed: func() error { return a.stillCurrent(ctx, req.Spec().Procedure) }}
-	cid := runtime.ContainerID(sb.ID, sb.Revision)
-	release, err := a.reserve(cid, sb.Namespace+"/"+sb.Name, sb.Spec.GetExposedPorts())
+	name, rev := sb.Namespace+"/"+sb.Name, sandboxRev(sb.ID, sb.Revision)
+	// The sandbox's container when it has one (a retry; a claimed one has
+	// a warm sandbox's ID), else a warm sandbox of its kind to claim, else
+	// a cold create's.
+	cid, exists := a.cfg.Runtime.SandboxContainer(sb.ID, sb.Revision)
+	key, claimable := v1alpha1.WarmKey(sb.Spec)
+	var release func()
+	var err error
+	if !exists && claimable {
+		if w := a.takeWarm(key); w != "" {
+			if release, err = a.reserve(w, name, rev, sb.Spec.GetExposedPorts(), true, ""); err != nil {
+				a.giveBack(w)
+				a.metrics.observeCreate(start, "refused")
+				return nil, connect.NewError(connect.CodeResourceExhausted, err)
+			}
+			cid, sb.Claim = w, w
+			defer a.giveBack(w)
+		}
+	}
+	if !exists && sb.Claim == "" {
+		cid = runtime.ContainerID(sb.ID, sb.Revision)
+	}
+	if release == nil {
+		release, err = a.reserve(cid, name, rev, sb.Spec.GetExposedPorts(), false, "")
+		if errors.Is(err, errFull) {
+			// Warm sandboxes hold slots a create may have: one goes.
+			if victim := a.takeVictim(key); victim != "" {
+				if release, err = a.reserve(cid, name, rev, sb.Spec.GetExposedPorts(), false, victim); err == nil {
+					if rerr := a.removeWarm(ctx, victim); rerr != nil {
+						a.cfg.Logger.Warn("remove a warm sandbox to make room", slog.String("container", victim), slog.Any("err", rerr))
+					}
+				} else {
+					a.giveBack(victim)
+				}
+			}
+		}
+	}
 	if err != nil {
 		a.metrics.observeCreate(start, "refused")
 		return nil, connect.NewError(connect.CodeResourceExhausted, err)
@@ -210,17 +287,26 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.Ag
 	info, err := a.cfg.Runtime.Ensure(ensureCtx, sb)
 	cancel()
 	release()
+	if claimable && !exists && err == nil {
+		if sb.Claim != "" && info.ContainerID == sb.Claim {
+			a.metrics.warmClaims.WithLabelValues("hit").Inc()
+			a.metrics.warmClaim.Observe(time.Since(start).Seconds())
+		} else {
+			a.metrics.warmClaims.WithLabelValues("miss").Inc()
+		}
+	}
 	if isFenced(err) {
 		a.metrics.observeCreate(start, "refused")
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	}
 	if err != nil {
 		a.metrics.observeCreate(start, "error")
-		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", cid), slog.Any("err", err))
+		a.cfg.Logger.Warn("create sandbox failed", slog.String("sandbox", sb.ID), slog.Int64("revision", sb.Revision), slog.Any("err", err))
 		return nil, a.failure(ctx, err)
 	}
 	a.metrics.observeCreate(start, "ok")
-	a.cfg.Logger.Debug("sandbox running", slog.String("sandbox", cid), slog.Duration("took", time.Since(start)))
+	a.cfg.Logger.Debug("sandbox running", slog.String("sandbox", sb.ID), slog.String("container", info.ContainerID),
+		slog.Bool("warm", info.Claimed), slog.Duration("took", time.Since(start)))
 	return connect.NewResponse(&fsbv1.AgentServiceCreateSandboxResponse{Sandbox: a.toProto(info)}), nil
 }
 
@@ -337,6 +423,7 @@ func (a *Agent) status(infos []runtime.Info) *fsbv1.AgentStatus {
 		Pool:             a.cfg.Pool,
 		Images:           a.cfg.Runtime.ImageNames(),
 		Runtimes:         a.cfg.Runtime.Runtimes(),
+		Warm:             a.warmStock(),
 	}
 	for _, info := range infos {
 		st.Sandboxes = append(st.Sandboxes, a.toProto(info))
@@ -457,6 +544,7 @@ func (a *Agent) toProto(info runtime.Info) *fsbv1.AgentSandbox {
 		Labels:      info.Labels,
 		LogPath:     info.LogPath,
 		Persisted:   info.Persisted,
+		Warm:        info.Claimed,
 	}
 	if !info.Created.IsZero() {
 		out.CreateTime = timestamppb.New(info.Created)

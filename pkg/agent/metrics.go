@@ -22,6 +22,14 @@ type metrics struct {
 	bytes *prometheus.CounterVec
 	// fenced counts calls refused for an old fence, by call.
 	fenced *prometheus.CounterVec
+	// warmClaims counts claimable creates by result (hit: a warm sandbox
+	// served it; miss: made cold); warm counts warm sandboxes by state
+	// (ready, starting); warmRefill and warmClaim time making one warm
+	// sandbox and a create served warm.
+	warmClaims *prometheus.CounterVec
+	warm       *prometheus.GaugeVec
+	warmRefill prometheus.Histogram
+	warmClaim  prometheus.Histogram
 }
 
 func newMetrics(g *fence.Guard) *metrics {
@@ -58,12 +66,31 @@ func newMetrics(g *fence.Guard) *metrics {
 			Name: "fsb_agent_fenced_calls_total",
 			Help: "Calls refused because they came from a deposed controller (their fence below the highest seen), by call.",
 		}, []string{"call"}),
+		warmClaims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fsb_agent_warm_claims_total",
+			Help: "Creates that could claim a warm sandbox, by result (hit: one served it; miss: none was ready, made cold).",
+		}, []string{"result"}),
+		warm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fsb_agent_warm_sandboxes",
+			Help: "Warm sandboxes this agent holds, by state (ready: running, unclaimed; starting: being made).",
+		}, []string{"state"}),
+		warmRefill: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fsb_agent_warm_refill_seconds",
+			Help:    "Time to make one warm sandbox (container, task, fsb init linked).",
+			Buckets: buckets,
+		}),
+		warmClaim: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fsb_agent_warm_claim_seconds",
+			Help:    "Time to answer a CreateSandbox that a warm sandbox served.",
+			Buckets: []float64{.001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .1, .25, 1},
+		}),
 	}
 	fenceGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "fsb_agent_fence",
 		Help: "The highest controller fence (pkg/leader: it grows with every change of leader) this agent has seen; 0: none.",
 	}, func() float64 { return float64(g.Highest()) })
 	m.registry.MustRegister(m.creates, m.deletes, m.sandboxes, m.capacity, m.execs, m.bytes, m.fenced, fenceGauge,
+		m.warmClaims, m.warm, m.warmRefill, m.warmClaim,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

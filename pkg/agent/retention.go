@@ -237,6 +237,8 @@ func listDir(dir string) ([]*logRevision, []string, error) {
 		if err != nil {
 			continue // removed meanwhile
 		}
+		// Grouped by the revision's log name, which a claimed sandbox's
+		// log has too, whatever its container's ID.
 		cid := runtime.ContainerID(id, rev)
 		r := byContainer[cid]
 		if r == nil {

@@ -56,6 +56,7 @@ var AgentPolicy = Policy{
 	fsbv1connect.AgentServiceWatchStatusProcedure:   {RoleAgent},
 	fsbv1connect.AgentServiceStreamLogsProcedure:    {RoleAgent},
 	fsbv1connect.AgentServiceMarkPersistedProcedure: {RoleAgent},
+	fsbv1connect.AgentServiceSetWarmProcedure:       {RoleAgent},
 	fsbv1connect.AgentServiceExecProcedure:          {RoleAgent},
 	fsbv1connect.AgentServiceAttachProcessProcedure: {RoleAgent},
 	fsbv1connect.AgentServiceSendInputProcedure:     {RoleAgent},

@@ -144,6 +144,13 @@ const (
 	OpMkdir   = "mkdir"
 	OpMove    = "move"
 	OpRemove  = "remove"
+	// OpStartMain starts Request.Process as the sandbox's main process in
+	// an init started warm (`init --warm`), with init's stdout and stderr
+	// (the log driver) and /dev/null as stdin, and answers Response.PID.
+	// It is accepted once: a repeat answers the main process's PID with
+	// Response.AlreadyStarted, so that a claim retried after an agent
+	// crash never starts a second main process.
+	OpStartMain = "start_main"
 )
 
 // Error codes init sends in Error.Code; the agent maps them to API codes.
@@ -211,6 +218,9 @@ type Response struct {
 	File      *FileInfo     `json:"file,omitempty"`
 	Entries   []FileInfo    `json:"entries,omitempty"`
 	Created   bool          `json:"created,omitempty"`
+	// PID and AlreadyStarted answer OpStartMain.
+	PID            int  `json:"pid,omitempty"`
+	AlreadyStarted bool `json:"alreadyStarted,omitempty"`
 }
 
 // Error says why a request failed.

@@ -516,11 +516,18 @@ func (j *Janitor) findContainers(ctx context.Context, ns string) ([]Leftover, er
 			return out, fmt.Errorf("inspect %s: %w", c.ID(), err)
 		}
 		id, agent := info.Labels[runtime.LabelID], info.Labels[runtime.LabelAgent]
+		containerID := c.ID()
+		warm := id == "" && info.Labels[runtime.LabelWarm] != ""
+		if warm {
+			// A warm sandbox names no sandbox: the question is about its
+			// agent, which keeps it while it is around. A claimed one
+			// carries its sandbox's labels and is judged as any.
+			id = containerID
+		}
 		if id == "" || agent == "" {
 			continue
 		}
 		rev, _ := strconv.ParseInt(info.Labels[runtime.LabelRevision], 10, 64)
-		containerID := c.ID()
 		out = append(out, Leftover{
 			Kind:      KindContainer,
 			Namespace: ns,
@@ -528,6 +535,7 @@ func (j *Janitor) findContainers(ctx context.Context, ns string) ([]Leftover, er
 			AgentID:   agent,
 			SandboxID: id,
 			Revision:  rev,
+			Warm:      warm,
 			Created:   info.CreatedAt,
 			Remove: func(ctx context.Context) error {
 				return runtime.RemoveSandboxContainer(ctx, j.cfg.Client, containerID, j.cfg.GracePeriod, j.cfg.Logger)
@@ -541,6 +549,7 @@ func (j *Janitor) findContainers(ctx context.Context, ns string) ([]Leftover, er
 type refKey struct {
 	agent, sandbox string
 	revision       int64
+	warm           bool
 }
 
 // ask asks the controller about every candidate that needs an answer, in
@@ -563,10 +572,10 @@ func (j *Janitor) ask(ctx context.Context, cands []*candidate) error {
 		if c.SandboxID == "" || len(c.SandboxID) > maxRefIDBytes || len(c.AgentID) > maxRefIDBytes || c.Revision < 0 {
 			continue
 		}
-		k := refKey{c.AgentID, c.SandboxID, c.Revision}
+		k := refKey{c.AgentID, c.SandboxID, c.Revision, c.Warm}
 		if _, ok := index[k]; !ok {
 			index[k] = len(refs)
-			refs = append(refs, &fsbv1.SandboxRef{AgentId: c.AgentID, SandboxId: c.SandboxID, Revision: c.Revision})
+			refs = append(refs, &fsbv1.SandboxRef{AgentId: c.AgentID, SandboxId: c.SandboxID, Revision: c.Revision, Warm: c.Warm})
 		}
 	}
 	answers := make([]*fsbv1.Classification, 0, len(refs))
@@ -588,7 +597,7 @@ func (j *Janitor) ask(ctx context.Context, cands []*candidate) error {
 		answers = append(answers, got...)
 	}
 	for _, c := range cands {
-		if i, ok := index[refKey{c.AgentID, c.SandboxID, c.Revision}]; ok && c.asks && c.held == "" {
+		if i, ok := index[refKey{c.AgentID, c.SandboxID, c.Revision, c.Warm}]; ok && c.asks && c.held == "" {
 			c.verdict, c.reason = answers[i].GetVerdict(), answers[i].GetReason()
 		}
 	}

@@ -38,6 +38,8 @@ type fakeController struct {
 	verdicts map[string]fsbv1.Verdict
 	err      error
 	calls    int
+	// warm names the refs asked about as warm sandboxes.
+	warm map[string]bool
 }
 
 func (f *fakeController) Classify(_ context.Context, req *connect.Request[fsbv1.ClassifyRequest]) (*connect.Response[fsbv1.ClassifyResponse], error) {
@@ -49,6 +51,12 @@ func (f *fakeController) Classify(_ context.Context, req *connect.Request[fsbv1.
 	}
 	resp := &fsbv1.ClassifyResponse{}
 	for _, ref := range req.Msg.GetSandboxes() {
+		if ref.GetWarm() {
+			if f.warm == nil {
+				f.warm = map[string]bool{}
+			}
+			f.warm[ref.GetSandboxId()] = true
+		}
 		v, ok := f.verdicts[ref.GetSandboxId()]
 		if !ok {
 			v = fsbv1.Verdict_VERDICT_UNKNOWN
@@ -246,6 +254,30 @@ func TestVerdicts(t *testing.T) {
 	log := e.log.String()
 	if !strings.Contains(log, `"msg":"removed"`) || !strings.Contains(log, `"sandbox":"sb-unknown"`) || !strings.Contains(log, "fake: VERDICT_UNKNOWN") {
 		t.Errorf("no removal line with the sandbox and the controller's reason:\n%s", log)
+	}
+}
+
+// TestWarmContainersAreAskedAsWarm: a warm sandbox's container names no
+// sandbox; the janitor asks about it as a warm one (by its container ID,
+// for its agent), keeps it while the controller knows it and reaps it once
+// the controller does not (its agent gone for good).
+func TestWarmContainersAreAskedAsWarm(t *testing.T) {
+	e := newEnv(t)
+	labels := map[string]string{runtime.LabelWarm: "kind", runtime.LabelAgent: "agent-1"}
+	e.ctrl.verdicts["warm-kept"] = fsbv1.Verdict_VERDICT_KNOWN
+	e.sandbox(e.ns, "warm-kept", labels, "", "")
+	e.sandbox(e.ns, "warm-orphan", labels, "", "")
+	e.pass(e.janitor(Config{Once: true}))
+	if !e.exists(e.ns, "warm-kept") {
+		t.Error("a warm sandbox the controller knows was reaped")
+	}
+	if e.exists(e.ns, "warm-orphan") {
+		t.Error("a warm sandbox the controller does not know was kept")
+	}
+	e.ctrl.mu.Lock()
+	defer e.ctrl.mu.Unlock()
+	if !e.ctrl.warm["warm-kept"] || !e.ctrl.warm["warm-orphan"] {
+		t.Errorf("warm containers not asked about as warm: %v", e.ctrl.warm)
 	}
 }
 

@@ -41,6 +41,10 @@ type Leftover struct {
 	AgentID   string
 	SandboxID string
 	Revision  int64
+	// Warm marks a warm sandbox's container (runtime.LabelWarm): it names
+	// no sandbox, so SandboxID holds its container ID, and the controller
+	// knows it while its agent is around.
+	Warm bool
 	// Created is when it was made (a container's or snapshot's creation,
 	// a shim's start, a file's last write): the orphan timeout counts
 	// from it.

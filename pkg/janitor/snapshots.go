@@ -137,7 +137,12 @@ func snapshotters(ctx context.Context, client *containerd.Client) ([]string, err
 
 // parseContainerID splits a container ID made by runtime.ContainerID,
 // <sandboxID>-<revision>, into its parts.
+// A warm sandbox's ID (runtime.WarmIDPrefix), which a claimed sandbox
+// keeps, names no sandbox.
 func parseContainerID(id string) (sandboxID string, revision int64, ok bool) {
+	if strings.HasPrefix(id, runtime.WarmIDPrefix) {
+		return "", 0, false
+	}
 	i := strings.LastIndexByte(id, '-')
 	if i <= 0 {
 		return "", 0, false

@@ -73,6 +73,7 @@ func TestParseContainerID(t *testing.T) {
 		{"abc-0", "", 0, false},
 		{"abc-x", "", 0, false},
 		{"abc-+1", "", 0, false},
+		{"warm-0123456789012345", "", 0, false},
 	} {
 		sb, rev, ok := parseContainerID(tc.id)
 		if sb != tc.sandbox || rev != tc.rev || ok != tc.ok {

@@ -25,11 +25,22 @@ type DriverConfig struct {
 	// makes it do counts against the sandbox's own limits.
 	Cgroup string
 	Limits cgroup.Limits
+	// Control, when set, is a unix socket the driver listens on for
+	// SwitchLog. A warm sandbox's driver starts with Control and no Path:
+	// it drops the sandbox's output until the agent claims the sandbox and
+	// switches it to the claiming sandbox's log file.
+	Control string
 }
 
 // Encode returns the config as "path=FILE&max-size=BYTES&max-files=N".
 func (c DriverConfig) Encode() string {
-	q := url.Values{"path": {c.Path}}
+	q := url.Values{}
+	if c.Path != "" {
+		q.Set("path", c.Path)
+	}
+	if c.Control != "" {
+		q.Set("control", c.Control)
+	}
 	if c.MaxSize > 0 {
 		q.Set("max-size", strconv.FormatInt(c.MaxSize, 10))
 	}
@@ -53,8 +64,8 @@ func ParseDriverConfig(s string) (DriverConfig, error) {
 	if err != nil {
 		return DriverConfig{}, fmt.Errorf("log driver config %q: %w", s, err)
 	}
-	c := DriverConfig{Path: q.Get("path"), MaxFiles: 1}
-	if c.Path == "" {
+	c := DriverConfig{Path: q.Get("path"), Control: q.Get("control"), MaxFiles: 1}
+	if c.Path == "" && c.Control == "" {
 		return DriverConfig{}, fmt.Errorf("log driver config %q: no path", s)
 	}
 	if v := q.Get("max-size"); v != "" {
@@ -131,11 +142,25 @@ func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
 			}
 		}()
 	}
-	w, err := Create(cfg.Path, WithRotation(cfg.MaxSize, cfg.MaxFiles))
-	if err != nil {
-		return err
+	var w *Writer
+	if cfg.Path != "" {
+		var err error
+		if w, err = Create(cfg.Path, WithRotation(cfg.MaxSize, cfg.MaxFiles)); err != nil {
+			return err
+		}
+	} else {
+		w = Pending()
 	}
 	defer w.Close()
+	if cfg.Control != "" {
+		// Listening before ready: the agent may switch as soon as the
+		// task exists.
+		stop, err := serveControl(cfg.Control, w)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	// The shim holds the task back until the driver is ready, so no output
 	// is written before the file is open.
 	if err := ready(); err != nil {

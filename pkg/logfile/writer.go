@@ -105,6 +105,11 @@ func (w *Writer) Write(stream string, partial bool, text []byte) error {
 }
 
 func (w *Writer) write(l Line) error {
+	if w.f == nil {
+		// A pending Writer (a warm sandbox's): its output is no
+		// sandbox's, and is dropped until Switch names the file.
+		return nil
+	}
 	w.buf = appendRecord(w.buf[:0], l)
 	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(w.buf)) > w.maxSize {
 		if err := w.rotate(); err != nil {
@@ -148,7 +153,40 @@ func (w *Writer) rotate() error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.f == nil {
+		return nil
+	}
 	return w.f.Close()
+}
+
+// Pending returns a Writer that drops every record until Switch names its
+// file: a warm sandbox's output belongs to no sandbox until it is claimed.
+func Pending() *Writer {
+	return &Writer{maxFiles: 1, now: time.Now}
+}
+
+// Switch makes a pending Writer write to path from now on, as Create
+// would, with opts. Switching again to the same path does nothing, so that
+// a switch retried (the agent restarted mid-claim) is harmless; a switch
+// to another path once one is set is refused.
+func (w *Writer) Switch(path string, opts ...Option) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f != nil {
+		if w.path == path {
+			return nil
+		}
+		return fmt.Errorf("log already written to %s, not switched to %s", w.path, path)
+	}
+	if path == "" {
+		return errors.New("switch log: no path")
+	}
+	nw, err := Create(path, opts...)
+	if err != nil {
+		return err
+	}
+	w.path, w.maxSize, w.maxFiles, w.f, w.size = nw.path, nw.maxSize, nw.maxFiles, nw.f, nw.size
+	return nil
 }
 
 // Copy writes every line read from r as records of stream until r ends.

@@ -41,6 +41,9 @@ func Run(argv []string, stderr io.Writer) int {
 	return run(argv, stderr, initlink.MountPath)
 }
 
+// WarmFlag is the argument that starts init warm (see Main).
+const WarmFlag = "--warm"
+
 // linkStartDelay is how long after starting the main process init waits
 // before it dials the agent: an exec this early waits for it.
 const linkStartDelay = 20 * time.Millisecond
@@ -55,7 +58,7 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	// Never stopped: init exits right after run returns, and a SIGTERM in
 	// between, with nobody subscribed, would turn the main process's
 	// status into the Go runtime's 2.
-	signal.Notify(sigs)
+	notifyAll(sigs)
 	// /proc/self/comm is the process's name (its main thread's), which
 	// prctl would set only for whichever thread runs this goroutine. A
 	// /proc that refuses it costs only a slower stop: not worth a line in
@@ -66,16 +69,7 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	// one inherits it, and a non-dumpable init keeps other processes of the
 	// sandbox out of /proc/1/environ and /proc/1/mem (root inside has none
 	// of CAP_SYS_PTRACE, CAP_SYS_ADMIN and CAP_PERFMON, which would pass).
-	token := os.Getenv(initlink.TokenEnv)
-	if token != "" {
-		scrubEnviron(initlink.TokenEnv, os.Environ())
-	}
-	_ = os.Unsetenv(initlink.TokenEnv)
-	if token != "" {
-		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-			fmt.Fprintf(stderr, "fsb init: make init non-dumpable: %v\n", err)
-		}
-	}
+	token := takeToken(stderr)
 	if len(argv) == 0 {
 		fmt.Fprintln(stderr, "fsb init: no command to run")
 		return ExitNotFound
@@ -150,6 +144,29 @@ func run(argv []string, stderr io.Writer, linkDir string) int {
 	return 0
 }
 
+// notifyAll subscribes sigs to every signal. Never stopped: init exits
+// right after its loop returns, and a SIGTERM in between, with nobody
+// subscribed, would turn the main process's status into the Go runtime's 2.
+func notifyAll(sigs chan<- os.Signal) { signal.Notify(sigs) }
+
+// takeToken removes the link token from init's environment and returns it.
+// The token is for init alone: neither the main process nor any exec'd one
+// inherits it, and a non-dumpable init keeps other processes of the
+// sandbox out of /proc/1/environ and /proc/1/mem.
+func takeToken(stderr io.Writer) string {
+	token := os.Getenv(initlink.TokenEnv)
+	if token != "" {
+		scrubEnviron(initlink.TokenEnv, os.Environ())
+	}
+	_ = os.Unsetenv(initlink.TokenEnv)
+	if token != "" {
+		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+			fmt.Fprintf(stderr, "fsb init: make init non-dumpable: %v\n", err)
+		}
+	}
+	return token
+}
+
 // reap collects every child that has exited and tells exited about each but
 // the main process. It reports the exit status of the main process once that
 // one is among them.
@@ -186,8 +203,13 @@ func startFailure(err error) int {
 }
 
 // Main is the `init` role's entry: args are what follows "init", with an
-// optional leading "--". It returns the status to exit with.
+// optional leading "--"; "--warm" alone starts init warm, without a main
+// process, until the agent starts one (initlink.OpStartMain). It returns
+// the status to exit with.
 func Main(args []string) int {
+	if len(args) == 1 && args[0] == WarmFlag {
+		return runWarm(os.Stderr, initlink.MountPath)
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}

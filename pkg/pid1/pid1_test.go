@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		if link == "" {
 			link = initlink.MountPath
 		}
+		if len(args) == 1 && args[0] == WarmFlag {
+			os.Exit(runWarm(os.Stderr, link))
+		}
 		os.Exit(run(args, os.Stderr, link))
 	}
 	os.Exit(m.Run())

@@ -39,11 +39,21 @@ const (
 // Run's reaper reports every exited child to Exited; Shutdown ends them all
 // when the sandbox's main process exits.
 type Manager struct {
-	env []string // init's environment, the token removed
-	dir string   // init's working directory
+	// baseMu guards env and dir, which a warm init's start of the main
+	// process sets to the main process's.
+	baseMu sync.Mutex
+	env    []string // init's environment, the token removed
+	dir    string   // init's working directory
 
 	// mainStatus is the main process's exit status once it exited, else -1.
 	mainStatus atomic.Int64
+
+	// mainReqs is set in an init started warm: OpStartMain hands the main
+	// process to the warm loop through it. mainMu serializes those
+	// requests and guards mainPID, the main process once started.
+	mainReqs chan mainRequest
+	mainMu   sync.Mutex
+	mainPID  int
 
 	mu      sync.Mutex
 	procs   map[int]*process
@@ -57,6 +67,21 @@ func NewManager(env []string, dir string) *Manager {
 	m := &Manager{env: env, dir: dir, procs: map[int]*process{}, streams: map[*stream]struct{}{}}
 	m.mainStatus.Store(-1)
 	return m
+}
+
+// base returns the environment and directory exec'd processes start from.
+func (m *Manager) base() ([]string, string) {
+	m.baseMu.Lock()
+	defer m.baseMu.Unlock()
+	return m.env, m.dir
+}
+
+// setBase makes env and dir what exec'd processes start from: a warm init
+// gives them its main process's, as a cold init's are (its OCI spec's).
+func (m *Manager) setBase(env []string, dir string) {
+	m.baseMu.Lock()
+	defer m.baseMu.Unlock()
+	m.env, m.dir = env, dir
 }
 
 // process is the record of one exec'd process.
@@ -109,6 +134,8 @@ func (m *Manager) Serve(f *os.File, req *initlink.Request) {
 		if err = m.control(req); err == nil {
 			err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{})
 		}
+	case initlink.OpStartMain:
+		err = m.startMain(f, req)
 	case initlink.OpList:
 		err = initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{Processes: m.list()})
 	case initlink.OpReadFile, initlink.OpWriteFile, initlink.OpListDir, initlink.OpStat,
@@ -141,7 +168,8 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	if m.mainStatus.Load() >= 0 {
 		return nil, errorf(initlink.CodeSandboxExited, "the sandbox's main process exited")
 	}
-	env := mergeEnv(m.env, spec.Env)
+	base, baseDir := m.base()
+	env := mergeEnv(base, spec.Env)
 	cred, home, err := lookupUser(spec.User)
 	if err != nil {
 		return nil, err
@@ -151,7 +179,7 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	}
 	dir := spec.Dir
 	if dir == "" {
-		dir = m.dir
+		dir = baseDir
 	}
 	if !filepath.IsAbs(dir) {
 		return nil, errorf(initlink.CodeInvalidArgument, "exec: working directory %q is not absolute", dir)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	goruntime "runtime"
-	"strconv"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/api/services/tasks/v1"
@@ -37,8 +36,49 @@ const runcShim = "io.containerd.runc.v2"
 // the task it added to an existing container), so that a retry starts clean
 // and a retry after a transient error never stops a sandbox an earlier call
 // started.
+//
+// With sb.Claim set and no container of the sandbox yet, Ensure makes the
+// sandbox from that warm container (warm.go); a claimed container found
+// with its main process not yet started (a claim cut short) is finished.
 func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
-	id := ContainerID(sb.ID, sb.Revision)
+	// One sandbox revision, one container: a claim and a retried create
+	// of the same revision never both make one.
+	unlockSandbox := r.locks.lock("sandbox " + ContainerID(sb.ID, sb.Revision))
+	defer unlockSandbox()
+	if id, ok := r.SandboxContainer(sb.ID, sb.Revision); ok {
+		return r.ensure(ctx, sb, id)
+	}
+	if sb.Claim != "" {
+		info, err := r.claim(ctx, sb)
+		if err == nil {
+			return info, nil
+		}
+		var pe proceedError
+		if errors.As(err, &pe) {
+			// The caller may not go on: nothing was taken from the warm
+			// sandbox, which the caller gives back.
+			return Info{}, pe.err
+		}
+		var ms mainStartedError
+		if errors.As(err, &ms) {
+			return Info{}, err
+		}
+		r.cfg.Logger.Warn("warm claim failed; the sandbox is made cold", slog.String("sandbox", sb.ID),
+			slog.String("warm", sb.Claim), slog.Any("err", err))
+		if cerr := r.RemoveWarm(context.WithoutCancel(ctx), sb.Claim); cerr != nil {
+			// It may carry the sandbox's labels by now: a cold container
+			// beside it would make two of one revision. The retry finds
+			// it (and finishes it) or makes the sandbox cold.
+			return Info{}, errors.Join(err, cerr)
+		}
+		// A claim that got as far as the relabel held the sandbox's
+		// identity: what it left is gone now, so the cold path starts clean.
+	}
+	return r.ensure(ctx, sb, ContainerID(sb.ID, sb.Revision))
+}
+
+// ensure is Ensure of container id: the sandbox's, or a warm one.
+func (r *Runtime) ensure(ctx context.Context, sb Sandbox, id string) (Info, error) {
 	unlock := r.locks.lock(id)
 	defer unlock()
 
@@ -83,9 +123,16 @@ func (r *Runtime) Ensure(ctx context.Context, sb Sandbox) (Info, error) {
 		r.forget(id)
 		return Info{}, err
 	}
+	if info.Claimed && !info.mainStarted && info.Phase == PhaseRunning {
+		// A claim cut short (the agent killed between the relabel and the
+		// main process's start): finished now, once.
+		if info, err = r.finishClaim(ctx, c, sb, info); err != nil {
+			return Info{}, err
+		}
+	}
 	r.rolledForward(id)
 	r.record(info)
-	if made {
+	if made && sb.warm == "" {
 		// The new revision has landed: older revisions' logs beyond the
 		// last MaxRevisionLogs go. Nothing to do for the first revisions.
 		if err := r.pruneLogs(sb); err != nil {
@@ -196,6 +243,17 @@ func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 	}
 	for _, info := range infos {
 		switch {
+		case info.Warm != "":
+			// A warm sandbox that does not run serves no claim.
+			if info.Phase != PhaseRunning {
+				if err := r.RemoveWarm(ctx, info.ContainerID); err != nil {
+					return rep, err
+				}
+				rep.RolledBack++
+			}
+			continue
+		case info.Claimed && !info.mainStarted && info.Phase == PhaseRunning:
+			// A claim cut short: finished below by Ensure.
 		case info.lost:
 			rep.Lost++
 			continue
@@ -206,7 +264,9 @@ func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 				return rep, err
 			}
 			continue
-		case info.Phase != PhaseCreated:
+		case info.Phase != PhaseCreated && !info.Claimed:
+			continue
+		case info.Phase != PhaseCreated && info.mainStarted:
 			continue
 		}
 		sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec, Labels: info.Labels}
@@ -336,19 +396,9 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 		}
 		specOpts = append(specOpts, lopts...)
 	}
-	labels := map[string]string{
-		LabelID:        sb.ID,
-		LabelRevision:  strconv.FormatInt(sb.Revision, 10),
-		LabelNamespace: sb.Namespace,
-		LabelName:      sb.Name,
-		LabelAgent:     r.cfg.AgentID,
-		LabelLogPath:   r.LogPath(sb),
-	}
-	if sb.Persisted {
-		labels[LabelPersisted] = "true"
-	}
-	for k, v := range sb.Labels {
-		labels[LabelUserPrefix+k] = v
+	labels := r.sandboxLabels(sb)
+	if sb.warm != "" {
+		labels = map[string]string{LabelAgent: r.cfg.AgentID, LabelWarm: sb.warm}
 	}
 	opts := []containerd.NewContainerOpts{
 		containerd.WithContainerLabels(labels),
@@ -404,7 +454,8 @@ func (r *Runtime) newContainer(ctx context.Context, sb Sandbox, id, binary strin
 	// Known before containerd's event about it arrives, so the event
 	// costs no look-up.
 	r.record(Info{ContainerID: id, ID: sb.ID, Revision: sb.Revision, Namespace: sb.Namespace, Name: sb.Name,
-		Spec: sb.Spec, Labels: sb.Labels, LogPath: r.LogPath(sb), Phase: PhaseCreated, Persisted: sb.Persisted, agent: r.cfg.AgentID})
+		Spec: sb.Spec, Labels: sb.Labels, LogPath: labels[LabelLogPath], Phase: PhaseCreated, Persisted: sb.Persisted,
+		Warm: sb.warm, agent: r.cfg.AgentID})
 	return c, true, nil
 }
 
@@ -491,10 +542,13 @@ func BuildSpec(cfg Config, sb Sandbox, imageName string, img ocispec.ImageConfig
 func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageConfig) ([]oci.SpecOpts, error) {
 	spec := sb.Spec
 	argv := processArgs(config.Entrypoint, config.Cmd, spec.GetCommand(), spec.GetArgs())
-	if len(argv) == 0 {
+	switch {
+	case sb.warm != "":
+		// No main process: the claim hands init the create's.
+		argv = []string{InitPath, "init", pid1WarmFlag}
+	case len(argv) == 0:
 		return nil, fmt.Errorf("%w: image %s has no entrypoint or cmd, so the sandbox needs a command", ErrInvalid, imageName)
-	}
-	if !spec.GetNoInit() {
+	case !spec.GetNoInit():
 		argv = append([]string{InitPath, "init", "--"}, argv...)
 	}
 	env := config.Env
@@ -512,6 +566,10 @@ func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageCon
 		cwd = "/"
 	}
 	hostname := sb.Name
+	if sb.warm != "" {
+		// Set when the container is made, before any claim names it.
+		hostname = warmHostname
+	}
 	if len(hostname) > 63 {
 		hostname = hostname[:63]
 	}
@@ -634,6 +692,10 @@ func (r *Runtime) ensureTask(ctx context.Context, c containerd.Container, sb San
 		return info, nil
 	case errdefs.IsNotFound(err):
 		ioCfg := logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles}
+		if sb.warm != "" {
+			// No sandbox's log until the claim switches it there.
+			ioCfg = logfile.DriverConfig{Control: r.warmControl(c.ID())}
+		}
 		ioCfg.Cgroup, ioCfg.Limits = helperCgroup(cinfo)
 		newTask := func() (containerd.Task, error) {
 			return c.NewTask(ctx, cio.BinaryIO(r.cfg.LogDriverBinary, map[string]string{"log-driver": ioCfg.Encode()}))

@@ -30,7 +30,12 @@ import (
 func (r *Runtime) Delete(ctx context.Context, sandboxID string, revision int64, grace time.Duration) ([]Info, error) {
 	var found []containerd.Container
 	if revision > 0 {
-		c, err := r.cfg.Client.LoadContainer(ctx, ContainerID(sandboxID, revision))
+		// A claimed sandbox's container has a warm sandbox's ID.
+		id, ok := r.SandboxContainer(sandboxID, revision)
+		if !ok {
+			id = ContainerID(sandboxID, revision)
+		}
+		c, err := r.cfg.Client.LoadContainer(ctx, id)
 		if errdefs.IsNotFound(err) {
 			return nil, nil
 		}

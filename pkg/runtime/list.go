@@ -76,6 +76,9 @@ func infoFromContainer(c containers.Container) Info {
 		Persisted:   c.Labels[LabelPersisted] == "true",
 		started:     c.Labels[LabelStarted] == "true",
 		agent:       c.Labels[LabelAgent],
+		Warm:        c.Labels[LabelWarm],
+		Claimed:     c.Labels[LabelClaimed] == "true",
+		mainStarted: c.Labels[LabelMainStarted] == "true",
 	}
 	for k, v := range c.Labels {
 		if user, ok := strings.CutPrefix(k, LabelUserPrefix); ok {

@@ -107,7 +107,7 @@ func (r *Runtime) pruneLogs(sb Sandbox) error {
 		if rev > sb.Revision-keep {
 			continue
 		}
-		if _, held := r.Sandbox(ContainerID(sb.ID, rev)); held {
+		if _, held := r.SandboxContainer(sb.ID, rev); held {
 			continue
 		}
 		for _, f := range files {

@@ -41,6 +41,17 @@ const (
 	// carries this label: then its task went after it ran (a host reboot, a
 	// lost shim), and it is reported lost, never started again.
 	LabelStarted = "sandbox.fast.io/started"
+	// LabelWarm marks a warm sandbox (warm.go): a container running fsb
+	// init without a main process, kept for a claim. Its value is the
+	// sandbox kind's key (v1alpha1.WarmKey). A warm container carries no
+	// sandbox identity; the claim takes the label off.
+	LabelWarm = "sandbox.fast.io/warm"
+	// LabelClaimed marks a sandbox made by claiming a warm one.
+	LabelClaimed = "sandbox.fast.io/claimed"
+	// LabelMainStarted is set on a claimed sandbox once init started its
+	// main process: a claimed container without it is a claim cut short,
+	// which Ensure and Repair finish.
+	LabelMainStarted = "sandbox.fast.io/main-started"
 	// LabelUserPrefix starts the container label of each of the Sandbox
 	// object's own labels.
 	LabelUserPrefix = "label.sandbox.fast.io/"
@@ -268,6 +279,15 @@ type Sandbox struct {
 	// makes the container: an error ends the create with nothing made.
 	// The agent checks there that its caller still leads (pkg/fence).
 	Proceed func() error
+	// Claim, when set, names a warm container (WarmSandboxes) that the
+	// caller took for this sandbox alone: unless the sandbox's container
+	// exists already, Ensure makes the sandbox from it rather than anew.
+	// A claim that fails removes the warm container and falls back to a
+	// cold create.
+	Claim string
+
+	// warm is the kind's key when this is a warm sandbox to make.
+	warm string
 }
 
 // Phase of a sandbox's container as containerd reports it.
@@ -301,6 +321,13 @@ type Info struct {
 	Reason string
 	// Persisted says the sandbox's object is in the store (LabelPersisted).
 	Persisted bool
+	// Warm is the kind's key of a warm sandbox (LabelWarm): one kept for a
+	// claim, which is no sandbox yet; empty for every sandbox.
+	Warm string
+	// Claimed says the sandbox was made by claiming a warm one.
+	Claimed bool
+	// mainStarted says init started a claimed sandbox's main process.
+	mainStarted bool
 
 	oom bool // the OOM killer struck in the sandbox
 	// started says the task has started once (LabelStarted); lost, that

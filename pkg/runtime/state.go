@@ -33,15 +33,49 @@ const (
 const ResyncInterval = 15 * time.Second
 
 // Sandboxes returns the state of every sandbox of this agent, as the event
-// stream has kept it, and a channel that is closed at the next change.
+// stream has kept it, and a channel that is closed at the next change (of
+// a sandbox or of a warm one). Warm sandboxes are not in it: WarmSandboxes.
 func (r *Runtime) Sandboxes() ([]Info, <-chan struct{}) {
 	r.stateMu.Lock()
 	defer r.stateMu.Unlock()
 	out := make([]Info, 0, len(r.state))
 	for _, id := range slices.Sorted(maps.Keys(r.state)) {
-		out = append(out, r.state[id])
+		if r.state[id].Warm == "" {
+			out = append(out, r.state[id])
+		}
 	}
 	return out, r.changed
+}
+
+// WarmSandboxes returns the state of every warm sandbox of this agent (see
+// LabelWarm), as Sandboxes does for sandboxes.
+func (r *Runtime) WarmSandboxes() []Info {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	var out []Info
+	for _, id := range slices.Sorted(maps.Keys(r.state)) {
+		if r.state[id].Warm != "" {
+			out = append(out, r.state[id])
+		}
+	}
+	return out
+}
+
+// SandboxContainer returns the ID of the container the state holds for a
+// sandbox revision: the derived one of a cold create, or a claimed warm
+// container's.
+func (r *Runtime) SandboxContainer(sandboxID string, revision int64) (string, bool) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if info, ok := r.state[ContainerID(sandboxID, revision)]; ok && info.Warm == "" {
+		return info.ContainerID, true
+	}
+	for id, info := range r.state {
+		if info.Warm == "" && info.ID == sandboxID && info.Revision == revision {
+			return id, true
+		}
+	}
+	return "", false
 }
 
 // ImageNames returns the image names in the agent's namespace, as the event
@@ -159,7 +193,7 @@ func withReason(info Info) Info {
 func sameInfo(a, b Info) bool {
 	return a.ContainerID == b.ContainerID && a.Phase == b.Phase && a.ExitCode == b.ExitCode &&
 		a.ExitTime.Equal(b.ExitTime) && a.Reason == b.Reason && a.oom == b.oom && a.Persisted == b.Persisted &&
-		a.pid == b.pid
+		a.pid == b.pid && a.Warm == b.Warm && a.Claimed == b.Claimed && a.mainStarted == b.mainStarted && a.ID == b.ID
 }
 
 // sameTask reports whether two observations may be of the same task: their
@@ -287,7 +321,8 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 			}
 			*info = withReason(Info{ContainerID: info.ContainerID, ID: info.ID, Revision: info.Revision, Namespace: info.Namespace,
 				Name: info.Name, Spec: info.Spec, Labels: info.Labels, LogPath: info.LogPath, Created: info.Created,
-				Phase: PhaseRunning, Persisted: info.Persisted, pid: ev.Pid, agent: info.agent})
+				Phase: PhaseRunning, Persisted: info.Persisted, Warm: info.Warm, Claimed: info.Claimed,
+				mainStarted: info.mainStarted, pid: ev.Pid, agent: info.agent})
 			return true
 		})
 	case *apievents.TaskOOM:
