@@ -71,7 +71,6 @@ var AgentPolicy = Policy{
 	fsbv1connect.AgentServiceMakeDirProcedure:       {RoleAgent},
 	fsbv1connect.AgentServiceMoveProcedure:          {RoleAgent},
 	fsbv1connect.AgentServiceRemoveProcedure:        {RoleAgent},
-	fsbv1connect.AgentServiceSetWarmProcedure:       {RoleAgent},
 }
 
 // Group is the API group of the resources Kubernetes users are authorized
