@@ -1,3 +1,5 @@
+//go:build !fsbhelper
+
 package main
 
 import (
