@@ -158,6 +158,9 @@ type Controller struct {
 
 	mu    sync.Mutex
 	queue workqueue.TypedRateLimitingInterface[string] // the term's; nil between terms
+	// blocked is the DeleteBlocked message last said of each pool
+	// (namespace/name).
+	blocked map[string]string
 }
 
 // New returns a Controller for cfg; Start and Work run it.
@@ -192,7 +195,7 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, pools: p, declarer: d, informer: d.Informer()}
+	c := &Controller{cfg: cfg, pools: p, declarer: d, informer: d.Informer(), blocked: make(map[string]string)}
 	_, err = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.observe,
 		UpdateFunc: func(_, obj any) { c.observe(obj) },
@@ -704,7 +707,15 @@ func (c *Controller) finalize(ctx context.Context, t *term, pool *v1alpha1.Sandb
 		before := meta.FindStatusCondition(pool.Status.Conditions, ConditionDeleting)
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionDeleting, Status: metav1.ConditionTrue,
 			Reason: ReasonSandboxesRemain, Message: msg})
-		if before == nil || before.Message != msg {
+		// The cached pool may not show the status written a moment ago:
+		// what was said last is remembered too, so that a resync in
+		// between does not say it twice.
+		key := pool.Namespace + "/" + pool.Name
+		c.mu.Lock()
+		said := c.blocked[key] == msg
+		c.blocked[key] = msg
+		c.mu.Unlock()
+		if !said && (before == nil || before.Message != msg) {
 			c.cfg.Events.Event(pool, corev1.EventTypeWarning, ReasonDeleteBlocked, msg)
 		}
 		return c.writeStatus(ctx, pool, st)

@@ -555,16 +555,8 @@ func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageCon
 	if len(env) == 0 {
 		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
-	for _, e := range spec.GetEnvs() {
-		env = append(env, e.GetName()+"="+e.GetValue())
-	}
-	cwd := spec.GetWorkingDir()
-	if cwd == "" {
-		cwd = config.WorkingDir
-	}
-	if cwd == "" {
-		cwd = "/"
-	}
+	env = append(env, specEnv(spec)...)
+	cwd := workingDir(spec, config)
 	hostname := sb.Name
 	if sb.warm != "" {
 		// Set when the container is made, before any claim names it.
@@ -641,6 +633,27 @@ var nativeArch = map[string]specs.Arch{
 	"ppc64le": specs.ArchPPC64LE,
 	"s390x":   specs.ArchS390X,
 	"riscv64": specs.ArchRISCV64,
+}
+
+// specEnv is the spec's environment as NAME=VALUE, to go over the image's.
+func specEnv(spec *fsbv1.SandboxSpec) []string {
+	env := make([]string, 0, len(spec.GetEnvs()))
+	for _, e := range spec.GetEnvs() {
+		env = append(env, e.GetName()+"="+e.GetValue())
+	}
+	return env
+}
+
+// workingDir is the main process's directory: the spec's, else the
+// image's, else /.
+func workingDir(spec *fsbv1.SandboxSpec, config ocispec.ImageConfig) string {
+	if wd := spec.GetWorkingDir(); wd != "" {
+		return wd
+	}
+	if config.WorkingDir != "" {
+		return config.WorkingDir
+	}
+	return "/"
 }
 
 // processArgs applies Kubernetes' rules: command replaces the entrypoint

@@ -257,16 +257,6 @@ func mainProcess(sb Sandbox, imageName string, config ocispec.ImageConfig) (*ini
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: image %s has no entrypoint or cmd, so the sandbox needs a command", ErrInvalid, imageName)
 	}
-	var env []string
-	for _, e := range spec.GetEnvs() {
-		env = append(env, e.GetName()+"="+e.GetValue())
-	}
-	cwd := spec.GetWorkingDir()
-	if cwd == "" {
-		cwd = config.WorkingDir
-	}
-	if cwd == "" {
-		cwd = "/"
-	}
-	return &initlink.Process{Args: argv, Env: env, Dir: cwd}, nil
+	// Init's own environment is the image's: the spec's goes over it.
+	return &initlink.Process{Args: argv, Env: specEnv(spec), Dir: workingDir(spec, config)}, nil
 }
