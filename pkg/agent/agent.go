@@ -229,6 +229,8 @@ func sandboxRev(id string, revision int64) string {
 // CreateSandbox implements AgentService.CreateSandbox.
 func (a *Agent) CreateSandbox(ctx context.Context, req *connect.Request[fsbv1.AgentServiceCreateSandboxRequest]) (*connect.Response[fsbv1.AgentServiceCreateSandboxResponse], error) {
 	start := time.Now()
+	a.warm.createBegan()
+	defer a.warm.createEnded()
 	msg := req.Msg
 	if err := validateCreate(msg); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)

@@ -29,6 +29,15 @@ const (
 	warmBackoffMax  = time.Minute
 )
 
+// A warm sandbox starts once no create has run for refillQuiet, or after
+// refillMaxWait whatever the creates do. Making one keeps a small node's
+// cores busy for tens of milliseconds: started at once, it falls on the
+// answer of the claim that emptied its slot, and on the next creates.
+const (
+	refillQuiet   = 25 * time.Millisecond
+	refillMaxWait = 250 * time.Millisecond
+)
+
 // warmPool is what the agent keeps about warm sandboxes besides the
 // runtime's state: the targets the controller set, the warm containers
 // taken (by a claim, or for removal) and the ones being made.
@@ -49,6 +58,47 @@ type warmPool struct {
 	backoff  map[string]time.Time
 	failures map[string]int
 	kick     chan struct{}
+	// creates counts the creates under way, and lastCreate is when the
+	// last one ended (awaitQuiet).
+	creates    int
+	lastCreate time.Time
+}
+
+// createBegan and createEnded bracket a create, for awaitQuiet.
+func (p *warmPool) createBegan() {
+	p.mu.Lock()
+	p.creates++
+	p.mu.Unlock()
+}
+
+func (p *warmPool) createEnded() {
+	p.mu.Lock()
+	p.creates--
+	p.lastCreate = time.Now()
+	p.mu.Unlock()
+}
+
+// awaitQuiet waits until no create has run for refillQuiet, refillMaxWait
+// at most, or until ctx ends.
+func (p *warmPool) awaitQuiet(ctx context.Context) {
+	deadline := time.Now().Add(refillMaxWait)
+	for {
+		p.mu.Lock()
+		wait := refillQuiet
+		if p.creates == 0 {
+			wait -= time.Since(p.lastCreate)
+		}
+		p.mu.Unlock()
+		wait = min(wait, time.Until(deadline))
+		if wait <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 func newWarmPool() *warmPool {
@@ -266,8 +316,10 @@ func (a *Agent) refillOnce(ctx context.Context, wg *sync.WaitGroup, sem chan str
 		case a.warm.set && !targeted:
 		case w.Phase != runtime.PhaseRunning:
 			continue // being made
-		case a.warm.set && ready[w.Warm]+a.warm.starting[w.Warm] >= int(target.GetCount()):
-			// More than the target asks for (its count was lowered).
+		case a.warm.set && ready[w.Warm] >= int(target.GetCount()):
+			// More than the target asks for (its count was lowered). The
+			// ones starting do not count here: one that just started is
+			// running before it stops counting as starting.
 		default:
 			ready[w.Warm]++
 			continue
@@ -319,6 +371,7 @@ func (a *Agent) refillOnce(ctx context.Context, wg *sync.WaitGroup, sem chan str
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			a.warm.awaitQuiet(ctx)
 			began := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, CreateTimeout)
 			_, err := a.cfg.Runtime.NewWarm(cctx, id, s.key, v1alpha1.WarmEntrySpec(s.entry))

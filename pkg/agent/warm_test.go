@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -253,21 +257,23 @@ func TestWarmConcurrentClaimsTakeEachWarmSandboxOnce(t *testing.T) {
 }
 
 // TestWarmClaimCutShortIsFinished leaves a claim as an agent killed at
-// some point of it leaves it — right after the relabel (the log not
-// switched, main not started), or after init started the main process but
-// before the agent marked it — and checks that the next agent finishes
-// it, with the main process started exactly once.
+// some point of it leaves it: the claim journal written, then the relabel
+// landed or not, and init's main process started or not (the claim runs
+// the two side by side). The next agent must finish it from the journal:
+// the container is the sandbox, its main process started exactly once.
 func TestWarmClaimCutShortIsFinished(t *testing.T) {
 	t.Parallel()
 	for _, mainStarted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("mainStarted=%v", mainStarted), func(t *testing.T) {
-			t.Parallel()
-			testClaimCutShort(t, mainStarted)
-		})
+		for _, relabelled := range []bool{false, true} {
+			t.Run(fmt.Sprintf("mainStarted=%v,relabelled=%v", mainStarted, relabelled), func(t *testing.T) {
+				t.Parallel()
+				testClaimCutShort(t, mainStarted, relabelled)
+			})
+		}
 	}
 }
 
-func testClaimCutShort(t *testing.T, mainStarted bool) {
+func testClaimCutShort(t *testing.T, mainStarted, relabelled bool) {
 	h := newHarness(t)
 	entry := warmEntry(1)
 	h.setWarm(entry)
@@ -282,8 +288,24 @@ func testClaimCutShort(t *testing.T, mainStarted bool) {
 	id := h.newID()
 	logPath := filepath.Join(h.logDir, "default", "test-"+id, id+"-1.log")
 	ctx := context.Background()
+	// What the claim makes of the container, as its journal holds it.
+	labels := map[string]string{
+		runtime.LabelID: id, runtime.LabelRevision: "1", runtime.LabelNamespace: "default", runtime.LabelName: "test-" + id,
+		runtime.LabelAgent: h.agentID, runtime.LabelClaimed: "true", runtime.LabelStarted: "true", runtime.LabelLogPath: logPath,
+		runtime.LabelMainStarted: "true",
+	}
+	specBytes, err := proto.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journal, err := json.Marshal(map[string]any{"agent": h.agentID, "containerID": cid, "labels": labels, "spec": specBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.rcfg.LinkDir, runtime.LinkDirName(cid)+".claim"), journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if mainStarted {
-		// What the claim does after the relabel, short of its last mark.
 		if err := logfile.SwitchLog(ctx, filepath.Join(h.rcfg.LinkDir, runtime.LinkDirName(cid)+".l"), logfile.DriverConfig{Path: logPath}); err != nil {
 			t.Fatalf("switch log: %v", err)
 		}
@@ -299,14 +321,13 @@ func testClaimCutShort(t *testing.T, mainStarted bool) {
 		}
 	}
 	h.restart(func() {
+		if !relabelled {
+			return
+		}
 		// The claim's one update, as the runtime makes it.
 		ext, err := typeurl.MarshalAnyToProto(s)
 		if err != nil {
 			t.Fatal(err)
-		}
-		labels := map[string]string{
-			runtime.LabelID: id, runtime.LabelRevision: "1", runtime.LabelNamespace: "default", runtime.LabelName: "test-" + id,
-			runtime.LabelAgent: h.agentID, runtime.LabelClaimed: "true", runtime.LabelStarted: "true", runtime.LabelLogPath: logPath,
 		}
 		_, err = h.cd.ContainerService().Update(ctx, containers.Container{ID: cid, Labels: labels,
 			Extensions: map[string]typeurl.Any{runtime.ExtensionSpec: ext}}, "labels", "extensions")
@@ -331,6 +352,9 @@ func testClaimCutShort(t *testing.T, mainStarted bool) {
 	}
 	if procs := h.sh(id, "ps -o args | grep -c '^sleep 1000'"); procs != "1\n" {
 		t.Fatalf("%q main processes run, want 1", procs)
+	}
+	if _, err := os.Stat(filepath.Join(h.rcfg.LinkDir, runtime.LinkDirName(cid)+".claim")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the claim journal is still there (%v)", err)
 	}
 }
 

@@ -27,8 +27,8 @@ type DriverConfig struct {
 	Limits cgroup.Limits
 	// Control, when set, is a unix socket the driver listens on for
 	// SwitchLog. A warm sandbox's driver starts with Control and no Path:
-	// it drops the sandbox's output until the agent claims the sandbox and
-	// switches it to the claiming sandbox's log file.
+	// it holds the sandbox's output (Pending) until the agent claims the
+	// sandbox and switches it to the claiming sandbox's log file.
 	Control string
 }
 

@@ -30,7 +30,29 @@ type Writer struct {
 	f    *os.File
 	size int64
 	buf  []byte
+
+	// A pending Writer (Pending) holds what is written until Switch names
+	// its file: held, heldBytes of text in all; full is signalled (under
+	// mu) when the switch or Close ends a wait for room; closed drops
+	// whatever comes after Close.
+	held      []Line
+	heldBytes int
+	full      *sync.Cond
+	closed    bool
+	giveUp    *time.Timer
 }
+
+// MaxHeld is how much text a pending Writer holds before its Write waits
+// for the switch: what a sandbox writes between the start of its main
+// process and the switch of its log, which a claim runs side by side. A
+// waiting Write stops the driver reading the sandbox's output, so the
+// sandbox waits too, and nothing is lost.
+const MaxHeld = 256 << 10
+
+// HeldWait is how long a Write waits for room in a full pending Writer
+// before the Writer drops what it holds and whatever comes: a claim
+// switches within milliseconds, so a switch this late is not coming.
+const HeldWait = 30 * time.Second
 
 // Option configures a Writer.
 type Option func(*Writer)
@@ -105,10 +127,31 @@ func (w *Writer) Write(stream string, partial bool, text []byte) error {
 }
 
 func (w *Writer) write(l Line) error {
-	if w.f == nil {
-		// A pending Writer (a warm sandbox's): its output is no
-		// sandbox's, and is dropped until Switch names the file.
-		return nil
+	for w.f == nil {
+		// A pending Writer (a warm sandbox's): held for the file Switch
+		// names, or dropped after Close.
+		switch {
+		case w.closed:
+			return nil
+		case w.heldBytes+len(l.Text) <= MaxHeld || len(w.held) == 0:
+			l.Text = append([]byte(nil), l.Text...)
+			w.held = append(w.held, l)
+			w.heldBytes += len(l.Text)
+			return nil
+		}
+		if w.giveUp == nil {
+			// A switch that never comes (a claim undone) must not hold the
+			// driver forever: after HeldWait what is held goes.
+			w.giveUp = time.AfterFunc(HeldWait, func() {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				if w.f == nil {
+					w.closed, w.held, w.heldBytes = true, nil, 0
+					w.full.Broadcast()
+				}
+			})
+		}
+		w.full.Wait()
 	}
 	w.buf = appendRecord(w.buf[:0], l)
 	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(w.buf)) > w.maxSize {
@@ -149,24 +192,33 @@ func (w *Writer) rotate() error {
 	return w.open()
 }
 
-// Close closes the file.
+// Close closes the file. A pending Writer drops what it holds and what
+// comes after.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {
+		w.closed, w.held, w.heldBytes = true, nil, 0
+		w.full.Broadcast()
 		return nil
 	}
 	return w.f.Close()
 }
 
-// Pending returns a Writer that drops every record until Switch names its
-// file: a warm sandbox's output belongs to no sandbox until it is claimed.
+// Pending returns a Writer without a file yet: a warm sandbox's, whose
+// output belongs to no sandbox until it is claimed. It holds what is
+// written (MaxHeld at most; a Write then waits) until Switch names the
+// file, which gets it first. A warm sandbox writes nothing before its
+// claim starts the main process, so what it holds is the main process's
+// first output, written while the claim switches the log.
 func Pending() *Writer {
-	return &Writer{maxFiles: 1, now: time.Now}
+	w := &Writer{maxFiles: 1, now: time.Now}
+	w.full = sync.NewCond(&w.mu)
+	return w
 }
 
 // Switch makes a pending Writer write to path from now on, as Create
-// would, with opts. Switching again to the same path does nothing, so that
+// would, with opts, starting with what it holds. Switching again to the same path does nothing, so that
 // a switch retried (the agent restarted mid-claim) is harmless; a switch
 // to another path once one is set is refused.
 func (w *Writer) Switch(path string, opts ...Option) error {
@@ -181,11 +233,27 @@ func (w *Writer) Switch(path string, opts ...Option) error {
 	if path == "" {
 		return errors.New("switch log: no path")
 	}
+	if w.closed {
+		return errors.New("switch log: the log is closed")
+	}
 	nw, err := Create(path, opts...)
 	if err != nil {
 		return err
 	}
 	w.path, w.maxSize, w.maxFiles, w.f, w.size = nw.path, nw.maxSize, nw.maxFiles, nw.f, nw.size
+	held := w.held
+	w.held, w.heldBytes = nil, 0
+	if w.full != nil {
+		w.full.Broadcast()
+	}
+	if w.giveUp != nil {
+		w.giveUp.Stop()
+	}
+	for _, l := range held {
+		if err := w.write(l); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -48,12 +48,12 @@ type Manager struct {
 	// mainStatus is the main process's exit status once it exited, else -1.
 	mainStatus atomic.Int64
 
-	// mainReqs is set in an init started warm: OpStartMain hands the main
-	// process to the warm loop through it. mainMu serializes those
-	// requests and guards mainPID, the main process once started.
-	mainReqs chan mainRequest
-	mainMu   sync.Mutex
-	mainPID  int
+	// warm is set in an init started warm, whose main process OpStartMain
+	// starts (startMain). mainMu serializes those requests and guards
+	// mainPID, the main process once started.
+	warm    bool
+	mainMu  sync.Mutex
+	mainPID int
 
 	mu      sync.Mutex
 	procs   map[int]*process

@@ -12,25 +12,16 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 )
 
-// mainRequest asks the loop of a warm init, its only reaper, to start the
-// main process: the loop starts it and knows its PID before it reaps
-// again, so a main process that exits at once is never taken for an
-// exec'd one.
-type mainRequest struct {
-	spec  *initlink.Process
-	reply chan mainReply
-}
-
-type mainReply struct {
-	pid int
-	err error
-}
-
-// startMain serves OpStartMain: the first request starts the main process
-// through the warm loop; every later one answers its PID, marked as
-// already started. A Manager of an init that was not started warm refuses.
+// startMain serves OpStartMain: the first request starts the main process;
+// every later one answers its PID, marked as already started. A Manager of
+// an init that was not started warm refuses.
+//
+// It holds mainMu from the start to the answer, and the warm loop reaps
+// under mainMu: so the loop knows the main process's PID before it can
+// reap it (one that ends at once is not taken for an exec'd process), and
+// the agent has its answer before init can end with it.
 func (m *Manager) startMain(f *os.File, req *initlink.Request) error {
-	if m.mainReqs == nil {
+	if !m.warm {
 		return errorf(initlink.CodeFailedPrecondition, "start main: init was not started warm; its main process runs already")
 	}
 	if req.Process == nil || len(req.Process.Args) == 0 || req.Process.Args[0] == "" {
@@ -41,14 +32,12 @@ func (m *Manager) startMain(f *os.File, req *initlink.Request) error {
 	if m.mainPID != 0 {
 		return initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{PID: m.mainPID, AlreadyStarted: true})
 	}
-	r := mainRequest{spec: req.Process, reply: make(chan mainReply, 1)}
-	m.mainReqs <- r
-	rep := <-r.reply
-	if rep.err != nil {
-		return rep.err
+	pid, err := m.startMainProcess(req.Process)
+	if err != nil {
+		return err
 	}
-	m.mainPID = rep.pid
-	return initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{PID: rep.pid})
+	m.mainPID = pid
+	return initlink.WriteJSON(f, initlink.FrameResponse, initlink.Response{PID: pid})
 }
 
 // startMainProcess starts spec as the main process: init's environment
@@ -111,7 +100,7 @@ func runWarm(stderr io.Writer, linkDir string) int {
 	}
 	dir, _ := os.Getwd()
 	mgr := NewManager(os.Environ(), dir)
-	mgr.mainReqs = make(chan mainRequest)
+	mgr.warm = true
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
@@ -122,38 +111,34 @@ func runWarm(stderr io.Writer, linkDir string) int {
 // warmLoop reaps and handles signals until the main process is started
 // and has exited, or a SIGTERM ends a warm init.
 func warmLoop(sigs <-chan os.Signal, mgr *Manager) int {
-	mainPID := 0
-	for {
-		select {
-		case req := <-mgr.mainReqs:
-			pid, err := mgr.startMainProcess(req.spec)
-			if err == nil {
-				mainPID = pid
+	mainPID := func() int {
+		mgr.mainMu.Lock()
+		defer mgr.mainMu.Unlock()
+		return mgr.mainPID
+	}
+	for sig := range sigs {
+		switch sig {
+		case unix.SIGCHLD:
+			mgr.mainMu.Lock()
+			status, done := reap(mgr.mainPID, mgr.Exited) // 0 before a start: none is main
+			mgr.mainMu.Unlock()
+			if done {
+				mgr.Shutdown(status)
+				return status
 			}
-			req.reply <- mainReply{pid: pid, err: err}
-		case sig := <-sigs:
-			switch sig {
-			case unix.SIGCHLD:
-				if mainPID == 0 {
-					reap(-1, mgr.Exited)
-					continue
-				}
-				if status, done := reap(mainPID, mgr.Exited); done {
-					mgr.Shutdown(status)
-					return status
-				}
-			case unix.SIGURG, unix.SIGPIPE:
-			case unix.SIGTERM, unix.SIGINT:
-				if mainPID == 0 {
-					mgr.Shutdown(0)
-					return 0
-				}
-				_ = unix.Kill(mainPID, sig.(unix.Signal))
-			default:
-				if mainPID != 0 {
-					_ = unix.Kill(mainPID, sig.(unix.Signal))
-				}
+		case unix.SIGURG, unix.SIGPIPE:
+		case unix.SIGTERM, unix.SIGINT:
+			pid := mainPID()
+			if pid == 0 {
+				mgr.Shutdown(0)
+				return 0
+			}
+			_ = unix.Kill(pid, sig.(unix.Signal))
+		default:
+			if pid := mainPID(); pid != 0 {
+				_ = unix.Kill(pid, sig.(unix.Signal))
 			}
 		}
 	}
+	return 0
 }

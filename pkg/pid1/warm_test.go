@@ -101,3 +101,39 @@ func TestStartMainRefusedWhenNotWarm(t *testing.T) {
 		t.Fatalf("start main in a cold init: %v, want %s", lerr, initlink.CodeFailedPrecondition)
 	}
 }
+
+// TestWarmStartMainThatEndsAtOnceIsAnswered starts main processes that end
+// at once (a claimed sandbox running `echo hello`): init ends with them,
+// but only after the agent has its answer, which says the process started.
+func TestWarmStartMainThatEndsAtOnceIsAnswered(t *testing.T) {
+	t.Parallel()
+	for i := range 20 {
+		a := startInit(t, "tok", WarmFlag)
+		resp, lerr := a.call(initlink.Request{Op: initlink.OpStartMain, Process: &initlink.Process{Args: []string{"true"}}})
+		if lerr != nil || resp.PID <= 0 {
+			t.Fatalf("start %d of a main process that ends at once: %+v %v", i, resp, lerr)
+		}
+		if got := waitExit(t, a); got != 0 {
+			t.Fatalf("init exited %d, want 0", got)
+		}
+	}
+}
+
+// BenchmarkWarmStartMain times what a claim waits for in init: the start
+// of the main process, from the request on the link to its answer.
+func BenchmarkWarmStartMain(b *testing.B) {
+	for b.Loop() {
+		b.StopTimer()
+		a := startInit(b, "tok", WarmFlag)
+		if _, lerr := a.call(initlink.Request{Op: initlink.OpList}); lerr != nil {
+			b.Fatalf("list: %v", lerr)
+		}
+		b.StartTimer()
+		if _, lerr := a.call(initlink.Request{Op: initlink.OpStartMain, Process: &initlink.Process{Args: []string{"true"}}}); lerr != nil {
+			b.Fatalf("start main: %v", lerr)
+		}
+		b.StopTimer()
+		<-a.done
+		b.StartTimer()
+	}
+}

@@ -86,6 +86,11 @@ func (r *Runtime) ensure(ctx context.Context, sb Sandbox, id string) (Info, erro
 	if !ok {
 		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
 	}
+	// A claim cut short is finished first: the container is the
+	// sandbox's, with its main process started.
+	if err := r.settleClaim(ctx, id); err != nil {
+		return Info{}, err
+	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
 	made := errdefs.IsNotFound(err)
 	var ls linkSpec
@@ -122,13 +127,6 @@ func (r *Runtime) ensure(ctx context.Context, sb Sandbox, id string) (Info, erro
 		}
 		r.forget(id)
 		return Info{}, err
-	}
-	if info.Claimed && !info.mainStarted && info.Phase == PhaseRunning {
-		// A claim cut short (the agent killed between the relabel and the
-		// main process's start): finished now, once.
-		if info, err = r.finishClaim(ctx, c, sb, info); err != nil {
-			return Info{}, err
-		}
 	}
 	r.rolledForward(id)
 	r.record(info)
@@ -237,6 +235,12 @@ func (r *Runtime) markStarted(ctx context.Context, containerID string) error {
 // no create is under way.
 func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 	var rep RepairReport
+	// Claims cut short first: their containers are sandboxes, not warm.
+	settled, err := r.settleClaims(ctx)
+	rep.Finished += settled
+	if err != nil {
+		return rep, err
+	}
 	infos, err := r.List(ctx)
 	if err != nil {
 		return rep, err
@@ -252,8 +256,6 @@ func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 				rep.RolledBack++
 			}
 			continue
-		case info.Claimed && !info.mainStarted && info.Phase == PhaseRunning:
-			// A claim cut short: finished below by Ensure.
 		case info.lost:
 			rep.Lost++
 			continue

@@ -44,6 +44,10 @@ func (r *Runtime) Delete(ctx context.Context, sandboxID string, revision int64, 
 		}
 		found = append(found, c)
 	} else {
+		// Claims under way first: containerd then has their labels.
+		if err := r.settleClaimsOf(ctx, sandboxID); err != nil {
+			return nil, err
+		}
 		cs, err := r.cfg.Client.Containers(ctx, fmt.Sprintf("labels.%q==%s,labels.%q==%s", LabelAgent, r.cfg.AgentID, LabelID, sandboxID))
 		if err != nil {
 			return nil, fmt.Errorf("find sandbox %s: %w", sandboxID, err)
@@ -79,7 +83,7 @@ func (r *Runtime) deleteOne(ctx context.Context, c containerd.Container, grace t
 	if err != nil {
 		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
 	}
-	info := infoFromContainer(cinfo)
+	info := infoFromContainer(r.throughClaims(cinfo))
 	if info.agent != r.cfg.AgentID {
 		// Another agent's sandbox: not ours to stop.
 		return Info{}, nil

@@ -147,6 +147,24 @@ func (c *imageCache) get(ctx context.Context, ref string) (*image, error) {
 	return c.resolve(ctx, c.newImage(rec))
 }
 
+// warmed returns the image named ref as the cache holds it, without asking
+// containerd whether the name still points there: a claim needs the config
+// of the image its warm sandbox was made from, which the cache has unless
+// the agent restarted since (then it is get).
+func (c *imageCache) warmed(ctx context.Context, ref string) (*image, error) {
+	name, err := NormalizeImage(ref)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	cached := c.byName[name]
+	c.mu.Unlock()
+	if cached != nil {
+		return cached, nil
+	}
+	return c.get(ctx, ref)
+}
+
 // forget drops name from the cache, after its snapshot chain went missing.
 func (c *imageCache) forget(name string) {
 	c.mu.Lock()

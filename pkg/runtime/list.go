@@ -40,7 +40,7 @@ func (r *Runtime) inspect(ctx context.Context, c containerd.Container) (Info, er
 	if err != nil {
 		return Info{}, fmt.Errorf("inspect %s: %w", c.ID(), err)
 	}
-	info := infoFromContainer(cinfo)
+	info := infoFromContainer(r.throughClaims(cinfo))
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		setNoTask(&info)
@@ -89,6 +89,9 @@ func infoFromContainer(c containers.Container) Info {
 		}
 	}
 	info.Spec = specOf(c)
+	if c.Spec != nil {
+		info.specBytes = len(c.Spec.GetTypeUrl()) + len(c.Spec.GetValue())
+	}
 	return info
 }
 
@@ -111,6 +114,9 @@ func specOf(c containers.Container) *fsbv1.SandboxSpec {
 // when revision is 0) as having their object in the store. Marking what is
 // gone, or already marked, succeeds.
 func (r *Runtime) MarkPersisted(ctx context.Context, sandboxID string, revision int64) error {
+	if err := r.settleClaimsOf(ctx, sandboxID); err != nil {
+		return err
+	}
 	filter := fmt.Sprintf("labels.%q==%s,labels.%q==%s", LabelAgent, r.cfg.AgentID, LabelID, sandboxID)
 	if revision > 0 {
 		filter += fmt.Sprintf(",labels.%q==%d", LabelRevision, revision)

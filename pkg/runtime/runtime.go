@@ -174,6 +174,10 @@ type Runtime struct {
 	// mid-create), by container ID with their runtime name: Watch removes
 	// them once containerd is back (rollback.go).
 	rollbacks map[string]string
+	// claims are the claims whose relabel containerd does not hold yet,
+	// by container ID (claimjournal.go): what is read from containerd is
+	// read through them.
+	claims map[string]claimRecord
 	// stops are the deletes' stops under way, by container ID: a delete
 	// with a shorter grace period brings their kill forward (delete.go).
 	stops map[string]*pendingStop
@@ -242,6 +246,7 @@ func New(cfg Config) (*Runtime, error) {
 		state:     make(map[string]Info),
 		changed:   make(chan struct{}),
 		rollbacks: make(map[string]string),
+		claims:    make(map[string]claimRecord),
 		stops:     make(map[string]*pendingStop),
 		links:     make(map[string]*initlink.Link),
 		filters:   &seccompFilters{},
@@ -326,8 +331,11 @@ type Info struct {
 	Warm string
 	// Claimed says the sandbox was made by claiming a warm one.
 	Claimed bool
-	// mainStarted says init started a claimed sandbox's main process.
+	// mainStarted says init started a claimed sandbox's main process (or
+	// a claim journal holds the claim, which settleClaim finishes).
 	mainStarted bool
+	// specBytes is how many bytes the container's OCI spec takes.
+	specBytes int
 
 	oom bool // the OOM killer struck in the sandbox
 	// started says the task has started once (LabelStarted); lost, that

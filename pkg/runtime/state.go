@@ -252,6 +252,9 @@ func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
 	}
 	reload := func() error {
 		r.retryRollbacks(ctx)
+		if _, err := r.settleClaims(ctx); err != nil {
+			r.cfg.Logger.Warn("finishing a claim cut short failed; retrying at the next reload", slog.Any("err", err))
+		}
 		infos, err := r.List(ctx)
 		if err != nil {
 			return fmt.Errorf("reload sandboxes: %w", err)
@@ -322,7 +325,7 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 			*info = withReason(Info{ContainerID: info.ContainerID, ID: info.ID, Revision: info.Revision, Namespace: info.Namespace,
 				Name: info.Name, Spec: info.Spec, Labels: info.Labels, LogPath: info.LogPath, Created: info.Created,
 				Phase: PhaseRunning, Persisted: info.Persisted, Warm: info.Warm, Claimed: info.Claimed,
-				mainStarted: info.mainStarted, pid: ev.Pid, agent: info.agent})
+				mainStarted: info.mainStarted, specBytes: info.specBytes, pid: ev.Pid, agent: info.agent})
 			return true
 		})
 	case *apievents.TaskOOM:

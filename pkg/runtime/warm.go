@@ -4,17 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
-	"github.com/containerd/typeurl/v2"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -93,6 +91,7 @@ func (r *Runtime) RemoveWarm(ctx context.Context, containerID string) error {
 	if err != nil {
 		return ignoreNotFound(err)
 	}
+	labels = r.throughClaims(containers.Container{ID: containerID, Labels: labels}).Labels
 	if labels[LabelWarm] == "" && labels[LabelMainStarted] == "true" {
 		return nil
 	}
@@ -128,76 +127,51 @@ func (r *Runtime) sandboxLabels(sb Sandbox) map[string]string {
 	return labels
 }
 
-// claim makes sandbox sb from the warm container sb.Claim: it rewrites the
-// container's labels and stored spec to sb's in one update (the container
-// is the sandbox's from then on, found by its labels), then finishes the
-// claim (finishClaim). The caller holds the sandbox's lock.
+// claim makes sandbox sb from the warm container sb.Claim. It first keeps
+// what the container is to become in a claim journal (claimjournal.go),
+// read through by whatever reads the container from containerd. Then
+// containerd gets the container's new labels and stored spec (one update,
+// which also marks the main process started) in the background, while the
+// log is switched to sb's file and init starts the main process
+// (startClaimed); the claim answers once the main process runs. The
+// container's lock goes with the update, so anything else that touches
+// the container waits until containerd holds the claim. A journal left by
+// an agent killed on the way, or by a failed update, is finished by
+// settleClaim: the main process starts exactly once, and the container
+// never serves a second claim. The caller holds the sandbox's lock.
 func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 	id := sb.Claim
 	unlock := r.locks.lock(id)
-	defer unlock()
-	c, err := r.cfg.Client.LoadContainer(ctx, id)
+	known, proc, rec, err := r.beginClaim(ctx, sb)
 	if err != nil {
-		return Info{}, fmt.Errorf("load warm sandbox %s: %w", id, err)
-	}
-	cinfo, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
-	if err != nil {
-		return Info{}, fmt.Errorf("inspect warm sandbox %s: %w", id, err)
-	}
-	if cinfo.Labels[LabelWarm] == "" || cinfo.Labels[LabelAgent] != r.cfg.AgentID {
-		return Info{}, fmt.Errorf("container %s is not a warm sandbox of agent %s", id, r.cfg.AgentID)
-	}
-	if known, ok := r.Sandbox(id); !ok || known.Phase != PhaseRunning {
-		return Info{}, fmt.Errorf("warm sandbox %s does not run", id)
-	}
-	img, err := r.images.get(ctx, sb.Spec.GetImage())
-	if err != nil {
+		unlock()
 		return Info{}, err
 	}
-	if _, err := mainProcess(sb, img.img.Name(), img.config); err != nil {
-		return Info{}, err
-	}
-	if sb.Proceed != nil {
-		if err := sb.Proceed(); err != nil {
-			return Info{}, proceedError{err}
+	relabelled := make(chan error, 1)
+	// Owned by this claim: it ends within claimTimeout, and a failed
+	// start waits for it.
+	go func() {
+		defer unlock()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+		err := r.relabel(rctx, rec)
+		cancel()
+		if err == nil {
+			r.claimHeld(id)
 		}
-	}
-	labels := r.sandboxLabels(sb)
-	labels[LabelClaimed] = "true"
-	// What the warm sandbox's start recorded stays: it has started.
-	for _, k := range []string{LabelStarted} {
-		if v, ok := cinfo.Labels[k]; ok {
-			labels[k] = v
+		relabelled <- err
+	}()
+	if err := r.startClaimed(ctx, id, r.LogPath(sb), proc); err != nil {
+		// No main process (or none known to run): the container goes,
+		// and the sandbox is made cold.
+		rerr := <-relabelled
+		if cerr := r.dropClaimed(context.WithoutCancel(ctx), id); cerr != nil {
+			return Info{}, mainStartedError{errors.Join(err, rerr, cerr)}
 		}
+		return Info{}, errors.Join(err, rerr)
 	}
-	ext, err := typeurl.MarshalAnyToProto(sb.Spec)
-	if err != nil {
-		return Info{}, fmt.Errorf("claim %s: encode spec: %w", id, err)
-	}
-	exts := maps.Clone(cinfo.Extensions)
-	if exts == nil {
-		exts = map[string]typeurl.Any{}
-	}
-	exts[ExtensionSpec] = ext
-	next := containers.Container{ID: id, Labels: labels, Extensions: exts}
-	if err := checkRecordSize(ctx, nil, &containers.Container{ID: id, Labels: labels, Extensions: exts, Spec: cinfo.Spec}); err != nil {
-		return Info{}, err
-	}
-	// One update: the container is either the warm one or the sandbox.
-	updated, err := r.cfg.Client.ContainerService().Update(ctx, next, "labels", "extensions")
-	if err != nil {
-		return Info{}, fmt.Errorf("claim %s: relabel: %w", id, err)
-	}
-	info := infoFromContainer(updated)
-	info.Spec = sb.Spec
-	if known, ok := r.Sandbox(id); ok {
-		info.Phase, info.pid, info.started = known.Phase, known.pid, true
-	}
-	r.record(info)
-	info, err = r.finishClaim(ctx, c, sb, info)
-	if err != nil {
-		return Info{}, err
-	}
+	info := infoFromContainer(rec.container)
+	info.Created = known.Created
+	info.Phase, info.pid, info.started, info.specBytes = known.Phase, known.pid, true, known.specBytes
 	r.record(info)
 	if err := r.pruneLogs(sb); err != nil {
 		r.cfg.Logger.Warn("old revisions' logs not removed", slog.String("sandbox", sb.ID), slog.Any("err", err))
@@ -205,47 +179,119 @@ func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 	return info, nil
 }
 
-// finishClaim switches a claimed container's log to the sandbox's file,
-// then has init start its main process, then marks it started
-// (LabelMainStarted). Every step may be repeated: the log driver ignores a
-// switch to the file it writes, and init answers a second start with the
-// process it started first; so a claim cut short at any point is finished
-// by running this again, and the main process starts exactly once.
-func (r *Runtime) finishClaim(ctx context.Context, c containerd.Container, sb Sandbox, info Info) (Info, error) {
-	img, err := r.images.get(ctx, sb.Spec.GetImage())
+// beginClaim checks that sb.Claim is a running warm sandbox of this agent,
+// resolves sb's main process, and writes the claim's journal. The caller
+// holds the container's lock.
+func (r *Runtime) beginClaim(ctx context.Context, sb Sandbox) (Info, *initlink.Process, claimRecord, error) {
+	id := sb.Claim
+	known, ok := r.Sandbox(id)
+	if !ok || known.Warm == "" || known.agent != r.cfg.AgentID {
+		return Info{}, nil, claimRecord{}, fmt.Errorf("container %s is not a warm sandbox of agent %s", id, r.cfg.AgentID)
+	}
+	if known.Phase != PhaseRunning {
+		return Info{}, nil, claimRecord{}, fmt.Errorf("warm sandbox %s does not run", id)
+	}
+	img, err := r.images.warmed(ctx, sb.Spec.GetImage())
 	if err != nil {
-		return Info{}, err
+		return Info{}, nil, claimRecord{}, err
 	}
 	proc, err := mainProcess(sb, img.img.Name(), img.config)
 	if err != nil {
-		return Info{}, err
+		return Info{}, nil, claimRecord{}, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, claimTimeout)
-	err = logfile.SwitchLog(sctx, r.warmControl(c.ID()), logfile.DriverConfig{Path: r.LogPath(sb), MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles})
-	cancel()
-	if err != nil {
-		return Info{}, fmt.Errorf("claim %s: %w", c.ID(), err)
-	}
-	link, ok := r.Link(c.ID())
-	if !ok {
-		if err := r.reopenLink(ctx, c); err != nil {
-			return Info{}, err
+	if sb.Proceed != nil {
+		if err := sb.Proceed(); err != nil {
+			return Info{}, nil, claimRecord{}, proceedError{err}
 		}
-		if link, ok = r.Link(c.ID()); !ok {
-			return Info{}, fmt.Errorf("claim %s: no link to its init", c.ID())
+	}
+	labels := r.sandboxLabels(sb)
+	labels[LabelClaimed] = "true"
+	labels[LabelMainStarted] = "true"
+	if known.started {
+		// What the warm sandbox's start recorded stays: it has started.
+		labels[LabelStarted] = "true"
+	}
+	rec, err := newClaimRecord(r.cfg.AgentID, id, labels, sb.Spec)
+	if err != nil {
+		return Info{}, nil, claimRecord{}, err
+	}
+	if n := recordSize(&rec.container) + known.specBytes; n > MaxRecordBytes {
+		return Info{}, nil, claimRecord{}, fmt.Errorf("%w: container %s: its spec, labels and extensions take %d bytes, at most %d (1 MiB)", ErrInvalid, id, n, MaxRecordBytes)
+	}
+	if err := r.writeClaim(rec); err != nil {
+		return Info{}, nil, claimRecord{}, err
+	}
+	return known, proc, rec, nil
+}
+
+// relabel has containerd hold the container a claim makes: its labels and
+// stored spec. It may be repeated.
+func (r *Runtime) relabel(ctx context.Context, rec claimRecord) error {
+	if _, err := r.cfg.Client.ContainerService().Update(ctx, rec.container, "labels", "extensions."+ExtensionSpec); err != nil {
+		return fmt.Errorf("claim %s: relabel: %w", rec.container.ID, err)
+	}
+	return nil
+}
+
+// dropClaimed removes a claimed container whose main process did not
+// start, and its journal.
+func (r *Runtime) dropClaimed(ctx context.Context, id string) error {
+	c, err := r.cfg.Client.LoadContainer(ctx, id)
+	if err == nil {
+		_, err = r.deleteOne(ctx, c, warmRemoveGrace)
+	}
+	if err = ignoreNotFound(err); err != nil {
+		return fmt.Errorf("remove the claimed container %s: %w", id, err)
+	}
+	r.claimHeld(id)
+	return nil
+}
+
+// startClaimed switches a claimed container's log to logPath and has init
+// start its main process, side by side: until the switch, the log driver
+// holds what the main process writes (logfile.Pending). Both steps may be
+// repeated: the log driver ignores a switch to the file it writes, and
+// init answers a second start with the process it started first; so a
+// claim cut short at any point is finished by running this again, and the
+// main process starts once.
+func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *initlink.Process) error {
+	switched := make(chan error, 1)
+	// Owned by this call, which waits for it.
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		defer cancel()
+		err := logfile.SwitchLog(sctx, r.warmControl(id), logfile.DriverConfig{Path: logPath, MaxSize: r.cfg.LogMaxSize, MaxFiles: r.cfg.LogMaxFiles})
+		if err != nil {
+			err = fmt.Errorf("claim %s: %w", id, err)
+		}
+		switched <- err
+	}()
+	err := r.startMain(ctx, id, proc)
+	return errors.Join(err, <-switched)
+}
+
+// startMain has init of claimed container id start its main process.
+func (r *Runtime) startMain(ctx context.Context, id string, proc *initlink.Process) error {
+	link, ok := r.Link(id)
+	if !ok {
+		c, err := r.cfg.Client.LoadContainer(ctx, id)
+		if err != nil {
+			return fmt.Errorf("claim %s: load: %w", id, err)
+		}
+		if err := r.reopenLink(ctx, c); err != nil {
+			return err
+		}
+		if link, ok = r.Link(id); !ok {
+			return fmt.Errorf("claim %s: no link to its init", id)
 		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, claimTimeout)
-	_, err = link.Call(lctx, initlink.Request{Op: initlink.OpStartMain, Process: proc})
+	_, err := link.Call(lctx, initlink.Request{Op: initlink.OpStartMain, Process: proc})
 	cancel()
 	if err != nil {
-		return Info{}, fmt.Errorf("claim %s: start the main process: %w", c.ID(), err)
+		return fmt.Errorf("claim %s: start the main process: %w", id, err)
 	}
-	if _, err := c.SetLabels(ctx, map[string]string{LabelMainStarted: "true"}); err != nil {
-		return Info{}, mainStartedError{fmt.Errorf("claim %s: mark the main process started: %w", c.ID(), err)}
-	}
-	info.mainStarted = true
-	return info, nil
+	return nil
 }
 
 // mainProcess is the main process a cold create of sb gives its init
