@@ -117,31 +117,6 @@ func DriverMain(args []string) int {
 const driverOOMScoreAdj = -998
 
 func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
-	if cfg.Cgroup != "" {
-		// The driver shares the sandbox's memory limit: when the sandbox
-		// runs out, the OOM killer is to take the task, whose memory it
-		// is, not the driver, which would lose the task's output. The
-		// score is set before joining, so no OOM there finds it unset.
-		// Lowering it needs CAP_SYS_RESOURCE; without it the task's own
-		// score, raised above the shim's by its spec, still ranks the
-		// task first, so a refusal is said but does not stop the driver.
-		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(driverOOMScoreAdj)), 0); err != nil {
-			fmt.Fprintln(os.Stderr, "fsb log-driver: lower its OOM score:", err)
-		}
-		// Before ready: the shim starts the task only after it, so the
-		// driver is under the sandbox's limits before the task writes a
-		// byte. A driver that cannot get there fails the task's create
-		// rather than run a sandbox's flood outside its limits.
-		leave, err := cgroup.Enter(cfg.Cgroup, cfg.Limits)
-		if err != nil {
-			return fmt.Errorf("log driver: join the sandbox's cgroup: %w", err)
-		}
-		defer func() {
-			if lerr := leave(); lerr != nil {
-				fmt.Fprintln(os.Stderr, "fsb log-driver: leave the sandbox's cgroup:", lerr)
-			}
-		}()
-	}
 	var w *Writer
 	if cfg.Path != "" {
 		var err error
@@ -165,6 +140,33 @@ func runDriver(cfg DriverConfig, io *logging.Config, ready func() error) error {
 	// is written before the file is open.
 	if err := ready(); err != nil {
 		return fmt.Errorf("signal ready: %w", err)
+	}
+	if cfg.Cgroup != "" {
+		// The driver shares the sandbox's memory limit: when the sandbox
+		// runs out, the OOM killer is to take the task, whose memory it
+		// is, not the driver, which would lose the task's output. The
+		// score is set before joining, so no OOM there finds it unset.
+		// Lowering it needs CAP_SYS_RESOURCE; without it the task's own
+		// score, raised above the shim's by its spec, still ranks the
+		// task first, so a refusal is said but does not stop the driver.
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(driverOOMScoreAdj)), 0); err != nil {
+			fmt.Fprintln(os.Stderr, "fsb log-driver: lower its OOM score:", err)
+		}
+		// After ready, before the first byte is copied: the task's create
+		// does not wait the milliseconds joining takes (making the cgroup
+		// in every hierarchy), what the task writes meanwhile waits in its
+		// pipes, and every byte the driver copies counts against the
+		// sandbox's limits. A driver that cannot join ends: the task's
+		// writes then fail rather than flood outside the limits.
+		leave, err := cgroup.Enter(cfg.Cgroup, cfg.Limits)
+		if err != nil {
+			return fmt.Errorf("log driver: join the sandbox's cgroup: %w", err)
+		}
+		defer func() {
+			if lerr := leave(); lerr != nil {
+				fmt.Fprintln(os.Stderr, "fsb log-driver: leave the sandbox's cgroup:", lerr)
+			}
+		}()
 	}
 	// Copying ends when the task's pipes close, not on SIGTERM: the shim
 	// closes them once the task is gone, and what is still in them is kept.
