@@ -347,6 +347,10 @@ func (a *Agent) refillOnce(ctx context.Context, wg *sync.WaitGroup, sem chan str
 			}
 		}()
 	}
+	if len(starts) > 0 {
+		// Before a slot is reserved: a create meanwhile may want it.
+		a.warm.awaitQuiet(ctx)
+	}
 	for _, s := range starts {
 		select {
 		case sem <- struct{}{}:
@@ -371,7 +375,6 @@ func (a *Agent) refillOnce(ctx context.Context, wg *sync.WaitGroup, sem chan str
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			a.warm.awaitQuiet(ctx)
 			began := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, CreateTimeout)
 			_, err := a.cfg.Runtime.NewWarm(cctx, id, s.key, v1alpha1.WarmEntrySpec(s.entry))

@@ -401,6 +401,12 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	if err != nil {
 		s.cfg.Registry.Release(id)
 		drop()
+		if s.cfg.Agents.Conflict(place.AgentID) != nil {
+			// Placed before the registry heard that two agents report this
+			// ID: the answer is the one placement gives once it has.
+			return nil, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("no agent can take sandbox %s in namespace %s: %w", want.Name, want.Namespace, err))
+		}
 		return nil, s.agentUnreachable(place.AgentID, err)
 	}
 	if err := ctx.Err(); err != nil || !s.begin() {

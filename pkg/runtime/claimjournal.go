@@ -58,7 +58,7 @@ func (r *Runtime) claimPath(id string) string {
 }
 
 // writeClaim keeps rec in its container's journal, whole or not at all,
-// and in memory (Runtime.claims) until containerd holds it (claimHeld).
+// and in memory (Runtime.claims, until the container is gone).
 func (r *Runtime) writeClaim(rec claimRecord) error {
 	id := rec.container.ID
 	spec, err := proto.Marshal(specOf(rec.container))
@@ -83,19 +83,25 @@ func (r *Runtime) writeClaim(rec claimRecord) error {
 	return nil
 }
 
-// claimHeld forgets the claim of container id once containerd holds it,
-// or once the container is gone: its journal goes.
+// claimHeld removes the journal of container id once containerd holds its
+// claim and init has started its main process, or once the container is
+// gone.
 func (r *Runtime) claimHeld(id string) {
 	if err := os.Remove(r.claimPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		r.cfg.Logger.Warn("claim journal not removed", slog.String("container", id), slog.Any("err", err))
 	}
-	r.stateMu.Lock()
-	delete(r.claims, id)
-	r.stateMu.Unlock()
 }
 
-// throughClaims returns c as containerd will hold it once the claim of it
-// under way, if any, lands.
+// claimedBefore reports whether container id was claimed (Runtime.claims).
+func (r *Runtime) claimedBefore(id string) bool {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	_, ok := r.claims[id]
+	return ok
+}
+
+// throughClaims returns c as containerd holds it once the claim of it, if
+// any, landed: the claim's labels over c's, without the warm label.
 func (r *Runtime) throughClaims(c containers.Container) containers.Container {
 	r.stateMu.Lock()
 	rec, ok := r.claims[c.ID]
@@ -103,7 +109,13 @@ func (r *Runtime) throughClaims(c containers.Container) containers.Container {
 	if !ok {
 		return c
 	}
-	c.Labels = rec.container.Labels
+	labels := maps.Clone(c.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	delete(labels, LabelWarm)
+	maps.Copy(labels, rec.container.Labels)
+	c.Labels = labels
 	exts := maps.Clone(c.Extensions)
 	if exts == nil {
 		exts = map[string]typeurl.Any{}
@@ -126,6 +138,9 @@ func (r *Runtime) settleClaimsOf(ctx context.Context, sandboxID string) error {
 	}
 	r.stateMu.Unlock()
 	for _, id := range ids {
+		if _, err := os.Stat(r.claimPath(id)); errors.Is(err, os.ErrNotExist) {
+			continue // settled
+		}
 		unlock := r.locks.lock(id)
 		err := r.settleClaim(ctx, id)
 		unlock()
@@ -158,14 +173,16 @@ func readClaim(path string) (claimRecord, error) {
 
 // settleClaims finishes the claims this agent's journals hold (settleClaim).
 // A journal that cannot be read is removed: the rename that wrote it makes
-// it whole, so it is not one of ours.
-func (r *Runtime) settleClaims(ctx context.Context) (settled int, err error) {
+// it whole, so it is not one of ours. Unless wait is set, a container whose
+// lock is held (a claim or a delete under way) is left for the next call.
+func (r *Runtime) settleClaims(ctx context.Context, wait bool) (settled int, err error) {
 	paths, err := filepath.Glob(filepath.Join(r.cfg.LinkDir, "*"+claimSuffix))
 	if err != nil {
 		return 0, fmt.Errorf("claim journals: %w", err)
 	}
 	var errs []error
 	for _, path := range paths {
+		ok := false
 		rec, err := readClaim(path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // settled meanwhile
@@ -178,13 +195,18 @@ func (r *Runtime) settleClaims(ctx context.Context) (settled int, err error) {
 		if rec.agent != r.cfg.AgentID || path != r.claimPath(rec.container.ID) {
 			continue // another agent's, sharing the link dir
 		}
-		// Read through until settled, also by a reload that comes first.
+		// Read through from now on, also by a reload that comes first.
 		r.stateMu.Lock()
 		if _, ok := r.claims[rec.container.ID]; !ok {
 			r.claims[rec.container.ID] = rec
 		}
 		r.stateMu.Unlock()
-		unlock := r.locks.lock(rec.container.ID)
+		var unlock func()
+		if wait {
+			unlock = r.locks.lock(rec.container.ID)
+		} else if unlock, ok = r.locks.tryLock(rec.container.ID); !ok {
+			continue
+		}
 		err = r.settleClaim(ctx, rec.container.ID)
 		unlock()
 		if err == nil {
@@ -207,6 +229,11 @@ func (r *Runtime) settleClaim(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	r.stateMu.Lock()
+	if _, ok := r.claims[id]; !ok {
+		r.claims[id] = rec
+	}
+	r.stateMu.Unlock()
 	if err := r.relabel(ctx, rec); err != nil {
 		if errdefs.IsNotFound(err) {
 			r.claimHeld(id) // the container is gone
@@ -220,7 +247,7 @@ func (r *Runtime) settleClaim(ctx context.Context, id string) error {
 		if info, err = r.inspect(ctx, c); err == nil {
 			r.record(info)
 			if info.Phase == PhaseRunning {
-				err = r.startClaimedSandbox(ctx, info)
+				_, err = r.startClaimedSandbox(ctx, info)
 			}
 		}
 	}
@@ -238,15 +265,15 @@ func (r *Runtime) settleClaim(ctx context.Context, id string) error {
 
 // startClaimedSandbox starts the main process of claimed sandbox info
 // (startClaimed), as its stored spec says.
-func (r *Runtime) startClaimedSandbox(ctx context.Context, info Info) error {
+func (r *Runtime) startClaimedSandbox(ctx context.Context, info Info) (mainRuns bool, err error) {
 	sb := Sandbox{ID: info.ID, Revision: info.Revision, Namespace: info.Namespace, Name: info.Name, Spec: info.Spec}
 	img, err := r.images.warmed(ctx, sb.Spec.GetImage())
 	if err != nil {
-		return err
+		return false, err
 	}
 	proc, err := mainProcess(sb, img.img.Name(), img.config)
 	if err != nil {
-		return err
+		return false, err
 	}
 	return r.startClaimed(ctx, info.ContainerID, info.LogPath, proc)
 }

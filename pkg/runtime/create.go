@@ -236,7 +236,7 @@ func (r *Runtime) markStarted(ctx context.Context, containerID string) error {
 func (r *Runtime) Repair(ctx context.Context) (RepairReport, error) {
 	var rep RepairReport
 	// Claims cut short first: their containers are sandboxes, not warm.
-	settled, err := r.settleClaims(ctx)
+	settled, err := r.settleClaims(ctx, true)
 	rep.Finished += settled
 	if err != nil {
 		return rep, err

@@ -174,9 +174,10 @@ type Runtime struct {
 	// mid-create), by container ID with their runtime name: Watch removes
 	// them once containerd is back (rollback.go).
 	rollbacks map[string]string
-	// claims are the claims whose relabel containerd does not hold yet,
-	// by container ID (claimjournal.go): what is read from containerd is
-	// read through them.
+	// claims are the claims this agent made or settled, by container ID,
+	// kept until the container is gone (claimjournal.go): what is read
+	// from containerd is read through them, so that a read that raced a
+	// claim's relabel never shows a claimed container as warm.
 	claims map[string]claimRecord
 	// stops are the deletes' stops under way, by container ID: a delete
 	// with a shorter grace period brings their kill forward (delete.go).

@@ -54,7 +54,8 @@ func (r *Runtime) WarmSandboxes() []Info {
 	defer r.stateMu.Unlock()
 	var out []Info
 	for _, id := range slices.Sorted(maps.Keys(r.state)) {
-		if r.state[id].Warm != "" {
+		// One claimed is no warm sandbox, whatever a stale read said.
+		if _, claimed := r.claims[id]; r.state[id].Warm != "" && !claimed {
 			out = append(out, r.state[id])
 		}
 	}
@@ -132,6 +133,7 @@ func (r *Runtime) record(info Info) {
 func (r *Runtime) forget(containerID string) {
 	r.stateMu.Lock()
 	defer r.stateMu.Unlock()
+	delete(r.claims, containerID)
 	if _, ok := r.state[containerID]; ok {
 		delete(r.state, containerID)
 		r.notifyLocked()
@@ -164,6 +166,11 @@ func (r *Runtime) resync(infos []Info) {
 			info.oom = old.oom
 		}
 		next[info.ContainerID] = withReason(info)
+	}
+	for id := range r.claims {
+		if _, ok := next[id]; !ok {
+			delete(r.claims, id) // the container is gone
+		}
 	}
 	if !maps.EqualFunc(r.state, next, sameInfo) {
 		r.state = next
@@ -252,7 +259,7 @@ func (r *Runtime) watchOnce(ctx context.Context, loaded func()) error {
 	}
 	reload := func() error {
 		r.retryRollbacks(ctx)
-		if _, err := r.settleClaims(ctx); err != nil {
+		if _, err := r.settleClaims(ctx, false); err != nil {
 			r.cfg.Logger.Warn("finishing a claim cut short failed; retrying at the next reload", slog.Any("err", err))
 		}
 		infos, err := r.List(ctx)

@@ -135,10 +135,13 @@ func (r *Runtime) sandboxLabels(sb Sandbox) map[string]string {
 // log is switched to sb's file and init starts the main process
 // (startClaimed); the claim answers once the main process runs. The
 // container's lock goes with the update, so anything else that touches
-// the container waits until containerd holds the claim. A journal left by
-// an agent killed on the way, or by a failed update, is finished by
-// settleClaim: the main process starts exactly once, and the container
-// never serves a second claim. The caller holds the sandbox's lock.
+// the container waits until containerd holds the claim; the journal goes
+// once containerd holds it and the main process runs with its log
+// switched. A journal left by an agent killed on the way, by a failed
+// update or by a failed switch is finished by settleClaim: the main
+// process starts exactly once, and the container never serves a second
+// claim (Runtime.claims remembers it). The caller holds the sandbox's
+// lock.
 func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 	id := sb.Claim
 	unlock := r.locks.lock(id)
@@ -147,37 +150,58 @@ func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 		unlock()
 		return Info{}, err
 	}
+	info := infoFromContainer(r.throughClaims(containers.Container{ID: id, CreatedAt: known.Created}))
+	info.Phase, info.pid, info.started, info.specBytes = known.Phase, known.pid, true, known.specBytes
+	r.record(info)
+	// Owned by this claim, which tells it how the start went; it ends
+	// within claimTimeout of that.
 	relabelled := make(chan error, 1)
-	// Owned by this claim: it ends within claimTimeout, and a failed
-	// start waits for it.
+	outcome := make(chan claimOutcome, 1)
 	go func() {
 		defer unlock()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 		err := r.relabel(rctx, rec)
 		cancel()
-		if err == nil {
+		relabelled <- err
+		if <-outcome == claimDone && err == nil {
 			r.claimHeld(id)
 		}
-		relabelled <- err
+		// Else the journal stays: settleClaim finishes the claim, or the
+		// claim is undone (dropClaimed, once this goroutine unlocked).
 	}()
-	if err := r.startClaimed(ctx, id, r.LogPath(sb), proc); err != nil {
-		// No main process (or none known to run): the container goes,
-		// and the sandbox is made cold.
+	mainRuns, err := r.startClaimed(ctx, id, r.LogPath(sb), proc)
+	switch {
+	case err == nil:
+		outcome <- claimDone
+	case mainRuns:
+		// The main process runs, its log not switched: the journal
+		// stays, and a retry, a delete or the next reload switches it.
+		outcome <- claimKept
+		return Info{}, mainStartedError{err}
+	default:
+		// No main process: the container goes, and the sandbox is made
+		// cold.
+		outcome <- claimUndone
 		rerr := <-relabelled
 		if cerr := r.dropClaimed(context.WithoutCancel(ctx), id); cerr != nil {
 			return Info{}, mainStartedError{errors.Join(err, rerr, cerr)}
 		}
 		return Info{}, errors.Join(err, rerr)
 	}
-	info := infoFromContainer(rec.container)
-	info.Created = known.Created
-	info.Phase, info.pid, info.started, info.specBytes = known.Phase, known.pid, true, known.specBytes
-	r.record(info)
 	if err := r.pruneLogs(sb); err != nil {
 		r.cfg.Logger.Warn("old revisions' logs not removed", slog.String("sandbox", sb.ID), slog.Any("err", err))
 	}
 	return info, nil
 }
+
+// claimOutcome is what became of a claim's start, for its relabel.
+type claimOutcome int
+
+const (
+	claimDone   claimOutcome = iota // the main process runs, its log switched
+	claimKept                       // the main process runs; the journal stays
+	claimUndone                     // no main process: the claim is undone
+)
 
 // beginClaim checks that sb.Claim is a running warm sandbox of this agent,
 // resolves sb's main process, and writes the claim's journal. The caller
@@ -190,6 +214,10 @@ func (r *Runtime) beginClaim(ctx context.Context, sb Sandbox) (Info, *initlink.P
 	}
 	if known.Phase != PhaseRunning {
 		return Info{}, nil, claimRecord{}, fmt.Errorf("warm sandbox %s does not run", id)
+	}
+	if r.claimedBefore(id) {
+		// A read that raced an earlier claim's relabel: it serves none.
+		return Info{}, nil, claimRecord{}, fmt.Errorf("warm sandbox %s was claimed already", id)
 	}
 	img, err := r.images.warmed(ctx, sb.Spec.GetImage())
 	if err != nil {
@@ -249,12 +277,12 @@ func (r *Runtime) dropClaimed(ctx context.Context, id string) error {
 
 // startClaimed switches a claimed container's log to logPath and has init
 // start its main process, side by side: until the switch, the log driver
-// holds what the main process writes (logfile.Pending). Both steps may be
-// repeated: the log driver ignores a switch to the file it writes, and
-// init answers a second start with the process it started first; so a
-// claim cut short at any point is finished by running this again, and the
-// main process starts once.
-func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *initlink.Process) error {
+// holds what the main process writes (logfile.Pending). mainRuns says
+// whether init started it. Both steps may be repeated: the log driver
+// ignores a switch to the file it writes, and init answers a second start
+// with the process it started first; so a claim cut short at any point is
+// finished by running this again, and the main process starts once.
+func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *initlink.Process) (mainRuns bool, err error) {
 	switched := make(chan error, 1)
 	// Owned by this call, which waits for it.
 	go func() {
@@ -266,8 +294,8 @@ func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *in
 		}
 		switched <- err
 	}()
-	err := r.startMain(ctx, id, proc)
-	return errors.Join(err, <-switched)
+	err = r.startMain(ctx, id, proc)
+	return err == nil, errors.Join(err, <-switched)
 }
 
 // startMain has init of claimed container id start its main process.
