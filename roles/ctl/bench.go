@@ -72,9 +72,10 @@ func benchCommand() *cli.Command {
 			"--attribute also runs each step between the two and prints what each difference costs.\n" +
 			"--warm adds, per round, a sandbox whose image, runtime and resources (--cpu, --memory,\n" +
 			"--pids) should match a warm entry, counts the creates that claimed a warm sandbox (hits)\n" +
-			"and those made cold (misses), and times the hits; the cold sandbox of each round then has\n" +
-			"the same resources but the pids limit spelt otherwise (the agent's default written out),\n" +
-			"which is the same work but matches no warm entry. See docs/benchmarks.md.\n" +
+			"and those made cold (misses), and times the hits. The cold sandboxes (with --warm or\n" +
+			"without) have the same resources but the pids limit spelt otherwise (the agent's default\n" +
+			"written out), which is the same work but matches no warm entry: they are always cold.\n" +
+			"See docs/benchmarks.md.\n" +
 			"Every sandbox it made is deleted at the end, also after Ctrl-C.\n" +
 			"After `bench`, -n is the count; the namespace is the global -n, given before `bench`\n" +
 			"(fsb ctl -n team bench -n 50), or FSB_NAMESPACE.\n\n" +
@@ -191,9 +192,11 @@ func benchAction(c *cli.Context) error {
 		Resources:   res,
 		Grace:       grace,
 	}
+	// The cold sandboxes claim no warm one, with --warm or without: the
+	// same work, the pids limit spelt otherwise (bench.ColdResources).
+	o.Resources = bench.ColdResources(res, c.Int64("default-pids-limit"))
 	if c.Bool("warm") {
 		o.Warm, o.WarmResources = true, res
-		o.Resources = bench.ColdResources(res, c.Int64("default-pids-limit"))
 	}
 	if c.Bool("baseline") {
 		binary := o.Runtime
