@@ -87,9 +87,13 @@ func (r *Runtime) ensure(ctx context.Context, sb Sandbox, id string) (Info, erro
 		return Info{}, fmt.Errorf("%w: runtime %q", ErrUnavailable, sb.Spec.GetRuntime())
 	}
 	// A claim cut short is finished first: the container is the
-	// sandbox's, with its main process started.
-	if err := r.settleClaim(ctx, id); err != nil {
-		return Info{}, err
+	// sandbox's, with its main process started. Every journal is in
+	// Runtime.claims (written there, or read back by Repair before any
+	// create), so a cold create reads no file for it.
+	if r.claimedBefore(id) {
+		if err := r.settleClaim(ctx, id); err != nil {
+			return Info{}, err
+		}
 	}
 	c, err := r.cfg.Client.LoadContainer(ctx, id)
 	made := errdefs.IsNotFound(err)
