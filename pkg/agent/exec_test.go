@@ -713,6 +713,15 @@ func TestExecCountsAgainstLimits(t *testing.T) {
 			r = h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", `x=$(head -c 100000000 /dev/zero | tr '\0' a); echo ${#x}`}})
 			if r.err != nil || r.exit.GetExitCode() != 137 {
 				t.Errorf("100 MB held in a 48 MiB sandbox: exit %v, err %v, stdout %q, stderr %q; want 137 (OOM kill)", r.exit, r.err, r.stdout, r.stderr)
+				// Two CI runs saw init unreachable here; what it said last
+				// (a Go runtime's fatal error goes to the sandbox's log)
+				// and how the sandbox ended tell why.
+				time.Sleep(time.Second)
+				lines, err := h.logs(&fsbv1.AgentServiceStreamLogsRequest{SandboxId: id})
+				if n := len(lines); n > 40 {
+					lines = lines[n-40:]
+				}
+				t.Logf("the sandbox now: %v\nthe end of its log (%v):\n%s", h.get(id), err, strings.Join(lines, "\n"))
 			}
 			// The sandbox itself goes on.
 			if out := h.sh(id, "echo alive"); out != "alive\n" {

@@ -145,18 +145,26 @@ func zombieChildren(t *testing.T, pid int) []int {
 
 // TestReserveThreads: the threads reserved stay, idle, after the call, so
 // that as many goroutines holding a thread each later need no new one.
+// Were they to end with their goroutines, every call would start eight.
 func TestReserveThreads(t *testing.T) {
 	reserveThreads(8)
-	before := threads(t)
-	if before < 9 {
-		t.Fatalf("%d threads after reserving 8", before)
+	// A few more may come in between: the scheduler starts spinning
+	// threads, and the race detector and the GC their own, when they
+	// please. A loaded machine saw three once; three tries, then, each
+	// allowing two.
+	var before, after int
+	for range 3 {
+		before = threads(t)
+		if before < 9 {
+			t.Fatalf("%d threads after reserving 8", before)
+		}
+		reserveThreads(8)
+		after = threads(t)
+		if after <= before+2 {
+			return
+		}
 	}
-	reserveThreads(8)
-	// A couple more may come: the scheduler may start spinning threads
-	// meanwhile. Without the reserve it would be eight.
-	if after := threads(t); after > before+2 {
-		t.Errorf("8 goroutines holding a thread each, after 8 were reserved: %d threads, were %d", after, before)
-	}
+	t.Errorf("8 goroutines holding a thread each, after 8 were reserved: %d threads, were %d", after, before)
 }
 
 func threads(t *testing.T) int {

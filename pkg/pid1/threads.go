@@ -19,13 +19,15 @@ const reservedThreads = 4
 // Each goroutine locks itself to a thread and waits: a locked goroutine's
 // thread runs nothing else, so the runtime starts another thread for the
 // next one. Unlocked before they return, the threads go idle instead of
-// ending with their goroutine.
+// ending with their goroutine. reserveThreads returns once they have.
 func reserveThreads(n int) {
-	var locked sync.WaitGroup
+	var locked, unlocked sync.WaitGroup
 	release := make(chan struct{})
 	locked.Add(n)
+	unlocked.Add(n)
 	for range n {
 		go func() {
+			defer unlocked.Done()
 			runtime.LockOSThread()
 			locked.Done()
 			<-release
@@ -34,4 +36,5 @@ func reserveThreads(n int) {
 	}
 	locked.Wait()
 	close(release)
+	unlocked.Wait()
 }
