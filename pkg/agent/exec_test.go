@@ -709,6 +709,11 @@ func TestExecCountsAgainstLimits(t *testing.T) {
 				t.Errorf("sleeps left after the exec's timeout: %q", out)
 			}
 
+			// An exec'd process is the OOM killer's first pick in the
+			// sandbox, before init and the main process.
+			if out := h.sh(id, "sleep 0.1; cat /proc/$$/oom_score_adj"); out != "1000\n" {
+				t.Errorf("an exec'd process's oom_score_adj: %q, want 1000", out)
+			}
 			// 100 MB in a shell variable, in a sandbox of 48 MiB.
 			r = h.run(ctx, id, &fsbv1.ProcessSpec{Command: []string{"sh", "-c", `x=$(head -c 100000000 /dev/zero | tr '\0' a); echo ${#x}`}})
 			if r.err != nil || r.exit.GetExitCode() != 137 {

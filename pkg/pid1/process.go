@@ -265,6 +265,7 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 	// The reaper collects the status, not proc.Wait.
 	p.pid = proc.Pid
 	_ = proc.Release()
+	markOOMFirst(p.pid)
 	p.start = time.Now()
 	m.seq++
 	p.seq = m.seq
@@ -680,4 +681,21 @@ func (m *Manager) Shutdown(status int) {
 			return
 		}
 	}
+}
+
+// execOOMScoreAdj is an exec'd process's oom_score_adj: the most there is.
+// Init and the main process share the sandbox's score (the agent's
+// runtime.TaskOOMScoreAdj) and the sandbox's memory limit with every
+// process exec'd in it; when the limit is hit, the OOM killer picks by RSS
+// among equal scores, and while its first victim was still dying a CI run
+// saw it pick init next, which ended the sandbox. With the highest score
+// an exec'd process (and what it starts from then on) goes first, and the
+// sandbox outlives it. Raising a score needs no privilege.
+const execOOMScoreAdj = "1000"
+
+// markOOMFirst raises process pid's oom_score_adj to execOOMScoreAdj. A
+// process that has already ended, or a /proc that refuses, leaves the
+// score as it was: a worse pick under memory pressure, not an error.
+func markOOMFirst(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid), []byte(execOOMScoreAdj), 0)
 }

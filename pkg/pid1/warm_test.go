@@ -29,7 +29,10 @@ func TestWarmStartMainOnce(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	a := startInit(t, "tok", WarmFlag)
 	main := &initlink.Process{
-		Args: []string{"sh", "-c", `echo "$GREETING $(pwd)" >> ` + out + `; read x; exit 7`},
+		// It waits for the test's go-ahead: a main that ended at once
+		// would end init before the repeat below could ask (a CI run saw
+		// the repeat's connection reset).
+		Args: []string{"sh", "-c", `echo "$GREETING $(pwd)" >> ` + out + `; while [ ! -e go ]; do sleep 0.02; done; exit 7`},
 		Env:  []string{"GREETING=hello"},
 		Dir:  dir,
 	}
@@ -48,7 +51,9 @@ func TestWarmStartMainOnce(t *testing.T) {
 	if again.PID != resp.PID || !again.AlreadyStarted {
 		t.Fatalf("repeat answered %+v, want pid %d already started", again, resp.PID)
 	}
-	// Its stdin is /dev/null: read ends at once and the main exits 7.
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if got := waitExit(t, a); got != 7 {
 		t.Fatalf("init exited %d, want the main process's 7; stderr: %s", got, a.stderr)
 	}

@@ -202,7 +202,7 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 	}
 	if grace > 0 {
 		start := time.Now()
-		awaitHandler(ctx, task.Pid(), syscall.SIGTERM, min(grace, handlerWait))
+		awaitHandler(ctx, task.Pid(), syscall.SIGTERM, grace)
 		// A SIGTERM sent too early is lost; a sandbox that then outlives
 		// the grace period is killed below, so it ends either way.
 		if st, done, err := killed(syscall.SIGTERM, task.Kill(ctx, syscall.SIGTERM)); done || err != nil {
@@ -230,27 +230,38 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 	}
 }
 
-// handlerWait bounds how long a stop waits for a sandbox's PID 1 to be
-// ready for SIGTERM before sending it.
+// handlerWait bounds how long a stop waits for a sandbox's PID 1 other
+// than fsb init to catch SIGTERM before sending it.
 const handlerWait = 2 * time.Second
 
 // initComm is fsb init's process name until it is ready: the name of
 // InitPath.
 var initComm = path.Base(InitPath)
 
-// awaitHandler waits, up to limit, until process pid is ready for sig. The
-// kernel drops a signal sent to a PID 1 that has no handler for it, and
-// fsb init's Go runtime, which catches every signal as it starts, ends
+// awaitHandler waits until process pid is ready for sig, for up to grace.
+// The kernel drops a signal sent to a PID 1 that has no handler for it,
+// and fsb init's Go runtime, which catches every signal as it starts, ends
 // init with status 2 on a SIGTERM that comes before init subscribed to
 // it: a delete right after a create, on a busy node, would lose its
 // SIGTERM (and wait out the grace period for the SIGKILL) or end the
 // sandbox with 2 (CI runs saw both). fsb init says it is ready by taking
-// the name initlink.ReadyName; any other PID 1 (a --no-init sandbox, or
-// gVisor's sandbox process) is ready once it catches sig. One that never
-// is costs the limit, which counts against the grace period.
-func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for !readyFor(pid, sig) && time.Now().Before(deadline) {
+// the name initlink.ReadyName, and is waited for while it still has its
+// starting name: it will be ready, and a CI run on a loaded machine saw
+// it take longer than handlerWait. Any other PID 1 (a --no-init sandbox,
+// or gVisor's sandbox process) is ready once it catches sig, and is
+// waited for up to handlerWait only: it may never be. The wait counts
+// against the grace period.
+func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, grace time.Duration) {
+	start := time.Now()
+	for {
+		ready, starting := readyFor(pid, sig)
+		limit := min(grace, handlerWait)
+		if starting {
+			limit = grace
+		}
+		if ready || time.Since(start) >= limit {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -260,19 +271,20 @@ func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, limit tim
 }
 
 // readyFor reports whether process pid is ready for sig (see
-// awaitHandler); a process it cannot read counts as ready.
-func readyFor(pid uint32, sig syscall.Signal) bool {
+// awaitHandler), and whether it is fsb init still starting; a process it
+// cannot read counts as ready.
+func readyFor(pid uint32, sig syscall.Signal) (ready, initStarting bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
-		return true
+		return true, false
 	}
 	switch strings.TrimSpace(string(b)) {
 	case initlink.ReadyName:
-		return true
+		return true, false
 	case initComm:
-		return false // fsb init, still starting
+		return false, true
 	}
-	return catches(pid, sig)
+	return catches(pid, sig), false
 }
 
 // catches reports whether process pid has a handler for sig, from the

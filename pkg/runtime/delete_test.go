@@ -17,13 +17,13 @@ import (
 // and to any other PID 1 once it catches the signal.
 func TestReadyForSIGTERM(t *testing.T) {
 	for _, tc := range []struct {
-		name, script string
-		want         bool
+		name, script   string
+		want, starting bool
 	}{
-		{"fsb init, ready", `printf fsb-init > /proc/$$/comm; trap "exit 0" TERM; echo up; sleep 30 & wait`, true},
-		{"fsb init, starting (catches, but not ready)", `printf init > /proc/$$/comm; trap "exit 0" TERM; echo up; sleep 30 & wait`, false},
-		{"another PID 1 that catches SIGTERM", `trap "exit 0" TERM; echo up; sleep 30 & wait`, true},
-		{"another PID 1 without a handler", `echo up; exec sleep 30`, false},
+		{"fsb init, ready", `printf fsb-init > /proc/$$/comm; trap "exit 0" TERM; echo up; sleep 30 & wait`, true, false},
+		{"fsb init, starting (catches, but not ready)", `printf init > /proc/$$/comm; trap "exit 0" TERM; echo up; sleep 30 & wait`, false, true},
+		{"another PID 1 that catches SIGTERM", `trap "exit 0" TERM; echo up; sleep 30 & wait`, true, false},
+		{"another PID 1 without a handler", `echo up; exec sleep 30`, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command("sh", "-c", tc.script)
@@ -40,12 +40,13 @@ func TestReadyForSIGTERM(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(50 * time.Millisecond) // the exec of the last case
-			if got := readyFor(uint32(cmd.Process.Pid), syscall.SIGTERM); got != tc.want {
-				t.Errorf("readyFor = %v, want %v", got, tc.want)
+			got, starting := readyFor(uint32(cmd.Process.Pid), syscall.SIGTERM)
+			if got != tc.want || starting != tc.starting {
+				t.Errorf("readyFor = %v, %v; want %v, %v", got, starting, tc.want, tc.starting)
 			}
 		})
 	}
-	if !readyFor(1<<30, syscall.SIGTERM) {
+	if ready, _ := readyFor(1<<30, syscall.SIGTERM); !ready {
 		t.Error("a process that cannot be read should count as ready (nothing to wait for)")
 	}
 }
