@@ -494,8 +494,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// metadataQuery parses list's metadata query: "k1=v1&k2=v2" with each key
-// and value URL-encoded (the SDK encodes each, then the whole query).
+// metadataQuery parses list's metadata query: "k1=v1&k2=v2", each key and
+// value URL-encoded. The SDK encodes each with encodeURIComponent, then
+// the pairs as a form (URLSearchParams), then the whole as the parameter;
+// net/url undid the last, so each key and value is decoded twice here. A
+// text whose second decoding fails (a client that encoded it once, with
+// a '%' in it) is kept as the first gave it.
 func metadataQuery(q string) (map[string]string, error) {
 	out := map[string]string{}
 	for pair := range strings.SplitSeq(q, "&") {
@@ -507,6 +511,12 @@ func metadataQuery(q string) (map[string]string, error) {
 		val, err2 := url.QueryUnescape(v)
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, fmt.Errorf("metadata %q: %w", brief(q), err)
+		}
+		if d, err := url.PathUnescape(key); err == nil {
+			key = d
+		}
+		if d, err := url.PathUnescape(val); err == nil {
+			val = d
 		}
 		out[key] = val
 	}

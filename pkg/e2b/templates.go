@@ -35,6 +35,11 @@ type Template struct {
 	// Pool is the SandboxPool the sandbox is placed in; creates that
 	// match one of its warm entries claim a warm sandbox.
 	Pool string `json:"pool,omitempty"`
+	// Command replaces the image's command as the sandbox's main process,
+	// which must run until the sandbox is killed (an E2B sandbox is a
+	// place to run commands in): for images whose own command ends at
+	// once. Empty: the image's.
+	Command []string `json:"command,omitempty"`
 }
 
 // Templates maps template names to templates.
@@ -54,6 +59,7 @@ func DefaultTemplates() Templates {
 //	    runtime: runc
 //	    resources: {cpu: "1", memory: 512Mi}
 //	    pool: ""
+//	    command: [/bin/sleep, infinity]   # optional: the image's otherwise
 //
 // Every template is checked as a sandbox's spec would be, so that a bad one
 // fails the start, not a user's create.
@@ -110,7 +116,7 @@ func (t Template) validate(name string) error {
 
 // spec is the sandbox spec a create of the template starts from.
 func (t Template) spec() *fsbv1.SandboxSpec {
-	spec := &fsbv1.SandboxSpec{Image: t.Image, Runtime: t.Runtime, PoolRef: t.Pool}
+	spec := &fsbv1.SandboxSpec{Image: t.Image, Runtime: t.Runtime, PoolRef: t.Pool, Command: t.Command}
 	if t.Resources != (v1alpha1.Resources{}) {
 		spec.Resources = &fsbv1.Resources{Cpu: t.Resources.CPU, Memory: t.Resources.Memory, Pids: t.Resources.Pids}
 	}

@@ -1,0 +1,96 @@
+package e2b
+
+import (
+	"maps"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+)
+
+func TestMetadataLabelsRoundTrip(t *testing.T) {
+	md := map[string]string{
+		"user":        "alice",
+		"empty":       "",
+		"with space":  "hello world",
+		"email":       "a@example.com",
+		"x.looks-enc": "x.also",
+		"-lead":       "trail-",
+		"ünïcode":     "✓",
+	}
+	labels, err := metadataLabels(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels[LabelTemplate] = "base"
+	if err := v1alpha1.ValidateLabels(labels); err != nil {
+		t.Fatalf("the labels are not valid Kubernetes labels: %v", err)
+	}
+	if labels[LabelMetadataPrefix+"user"] != "alice" {
+		t.Errorf("a label-safe entry is not kept as it is: %v", labels)
+	}
+	if got := metadataOf(labels); !maps.Equal(got, md) {
+		t.Errorf("metadataOf(metadataLabels(md)) = %v, want %v", got, md)
+	}
+}
+
+func TestMetadataLabelsRefuses(t *testing.T) {
+	for name, md := range map[string]map[string]string{
+		"empty key":    {"": "v"},
+		"long key":     {strings.Repeat("k", 64): "v"},
+		"long value":   {"k": strings.Repeat("v", 64)},
+		"long encoded": {"k": strings.Repeat("@", 40)},
+		"too many":     manyEntries(maxMetadata + 1),
+	} {
+		if _, err := metadataLabels(md); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func manyEntries(n int) map[string]string {
+	md := map[string]string{}
+	for i := range n {
+		md["k"+strings.Repeat("x", i)] = "v"
+	}
+	return md
+}
+
+// TestMetadataQuery decodes what the SDK sends (e2b@2.51.0, seen on the
+// wire): each key and value encoded with encodeURIComponent, the pairs
+// then form-encoded, the whole encoded again as the parameter, which
+// net/url decodes once.
+func TestMetadataQuery(t *testing.T) {
+	const raw = "metadata=user%3Dalice%26note%3Da%252526b%25253Dc%252520d%252525%26%2525C3%2525BCn%3D%2525E2%25259C%252593%25252B&state=running,paused&limit=5"
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := metadataQuery(q.Get("metadata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"user": "alice", "note": "a&b=c d%", "ün": "✓+"}
+	if !maps.Equal(got, want) {
+		t.Errorf("metadataQuery = %q, want %q", got, want)
+	}
+	// A client that encodes once.
+	if got, _ := metadataQuery("user=alice&pct=100%25"); !maps.Equal(got, map[string]string{"user": "alice", "pct": "100%"}) {
+		t.Errorf("metadataQuery of a once-encoded query = %q", got)
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	c := cursor{started: time.Unix(1700000000, 123456789), id: "abc123"}
+	got, err := parseCursor(c.String())
+	if err != nil || got.compare(c) != 0 {
+		t.Fatalf("parseCursor(%s) = %v, %v; want %v", c, got, err, c)
+	}
+	for _, bad := range []string{"!!", "bm9zbGFzaA", "YS9i"} {
+		if _, err := parseCursor(bad); err == nil {
+			t.Errorf("parseCursor(%q) accepted it", bad)
+		}
+	}
+}
