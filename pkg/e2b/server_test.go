@@ -1,7 +1,9 @@
 package e2b_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/e2b"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
+	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
@@ -526,4 +529,64 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 	}
 	// Another port of the sandbox than envd's is not served.
 	call(t, "GET", hs.URL, "/", nil, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderSandboxPort, "8080", e2b.HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
+}
+
+// TestPipeServesFullDuplexHTTP2 checks what the controller's in-process
+// client needs of the pipe: HTTP/2, and a request's body and its answer
+// flowing both ways at once (the API's bidirectional streams).
+func TestPipeServesFullDuplexHTTP2(t *testing.T) {
+	pipe := e2b.NewPipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- httpserver.Serve(ctx, pipe, httpserver.Config{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor != 2 {
+				http.Error(w, "not HTTP/2: "+r.Proto, http.StatusHTTPVersionNotSupported)
+				return
+			}
+			rc := http.NewResponseController(w)
+			w.WriteHeader(http.StatusOK)
+			_ = rc.Flush()
+			sc := bufio.NewScanner(r.Body)
+			for sc.Scan() {
+				fmt.Fprintln(w, strings.ToUpper(sc.Text()))
+				_ = rc.Flush()
+			}
+		})})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	in, out := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://in-process/echo", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := pipe.Client()
+	t.Cleanup(client.CloseIdleConnections)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("HTTP %d %s", resp.StatusCode, b)
+	}
+	answers := bufio.NewReader(resp.Body)
+	for _, line := range []string{"one", "two"} {
+		// Each answer comes before the next line is sent.
+		fmt.Fprintln(out, line)
+		got, err := answers.ReadString('\n')
+		if err != nil || got != strings.ToUpper(line)+"\n" {
+			t.Fatalf("answer %q, %v; want %q", got, err, strings.ToUpper(line))
+		}
+	}
+	out.Close()
+	if rest, _ := io.ReadAll(answers); len(rest) != 0 {
+		t.Errorf("more after the end: %q", rest)
+	}
 }
