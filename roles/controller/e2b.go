@@ -83,6 +83,9 @@ func (e *e2bAPI) run(ctx context.Context, api http.Handler, cfg httpserver.Confi
 	client := fsbv1connect.NewFastPathServiceClient(pipe.Client(), "http://in-process",
 		connect.WithInterceptors(auth.Bearer(e.token)))
 	srv := e2b.NewServer(e2b.Config{API: client, Keys: e.keys, Templates: e.templates, Logger: log})
+	// envd's handlers go behind the server's router here, each driving
+	// the same client: srv.Mount(e2b.NewProcessHandler(client)), and the
+	// filesystem's and /files the same way.
 	log.Info("serving E2B's API", slog.String("address", e.addr), slog.Any("namespaces", e.keys.Namespaces()),
 		slog.Any("templates", e.templates.Names()))
 	err := serve(ctx, e.addr, srv, cfg)
