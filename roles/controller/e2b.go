@@ -18,9 +18,9 @@ import (
 
 func e2bFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "e2b-bind-address", Usage: "serve E2B's API on this address, so that E2B's SDK drives Fast Sandbox with E2B_API_URL and E2B_SANDBOX_URL set to http://ADDRESS: the REST API (create, list, connect, kill, timeouts) and each sandbox's envd (processes, files) on the same port. Off when empty. Needs --e2b-api-keys-file"},
-		&cli.StringFlag{Name: "e2b-api-keys-file", Usage: "the API keys E2B's SDK may present (E2B_API_KEY), one per line: `e2b_<hex> <namespace>`; each key creates, sees and kills sandboxes of its namespace only. '#' starts a comment"},
-		&cli.StringFlag{Name: "e2b-templates-file", Usage: "YAML mapping E2B template names to what a create of them makes: `templates: {NAME: {image: REF, runtime: runc, resources: {cpu: \"1\", memory: 512Mi}, pool: POOL}}`. The SDK's default template is base. Without it, base is " + e2b.DefaultImage + " on runc with no limits"},
+		&cli.StringFlag{Name: "e2b-bind-address", Usage: "serve E2B's API on this `ADDRESS`, so that E2B's SDK drives Fast Sandbox with E2B_API_URL and E2B_SANDBOX_URL set to http://ADDRESS: the REST API (create, list, connect, kill, timeouts) and each sandbox's envd (processes, files) on the same port. Off when empty. Needs --e2b-api-keys-file"},
+		&cli.StringFlag{Name: "e2b-api-keys-file", Usage: "`FILE` of the API keys E2B's SDK may present (E2B_API_KEY), one per line: \"e2b_<hex> <namespace>\"; each key creates, sees and kills the sandboxes of its namespace only. '#' starts a comment"},
+		&cli.StringFlag{Name: "e2b-templates-file", Usage: "YAML `FILE` mapping E2B template names to what a create of them makes: \"templates: {NAME: {image: REF, runtime: runc, resources: {cpu: '1', memory: 512Mi}, pool: POOL, command: [...]}}\" (docs/e2b.md). The SDK's default template is base. Without it, base is " + e2b.DefaultImage + " on runc with no limits"},
 	}
 }
 
