@@ -2,6 +2,7 @@ package e2b
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -33,17 +34,16 @@ func (s *Server) serveEnvd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "no access token: send the sandbox's envdAccessToken in X-Access-Token")
 		return
 	}
-	sb, err := s.findSandbox(r.Context(), id)
-	if err != nil {
-		if connect.CodeOf(err) == connect.CodeNotFound {
-			writeError(w, http.StatusBadGateway, "sandbox "+brief(id)+" not found: it was killed, it expired, or it never existed")
-			return
-		}
-		s.writeAPIError(w, r, err)
+	sb, err := s.findSandbox(r.Context(), id, token)
+	switch {
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		writeError(w, http.StatusBadGateway, "sandbox "+brief(id)+" not found: it was killed, it expired, or it never existed")
 		return
-	}
-	if !tokenMatches(sb.GetLabels(), token) {
+	case connect.CodeOf(err) == connect.CodeUnauthenticated:
 		writeError(w, http.StatusUnauthorized, "the access token is not this sandbox's")
+		return
+	case err != nil:
+		s.writeAPIError(w, r, err)
 		return
 	}
 	httpserver.Authenticated(r.Context())
@@ -60,17 +60,33 @@ func (s *Server) serveEnvd(w http.ResponseWriter, r *http.Request) {
 	s.envd.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// findSandbox returns the E2B sandbox of the given ID in whichever of the
-// keys' namespaces holds it: an envd request names no key, and so no
-// namespace. Sandbox IDs are random and long enough to be unique across
-// them.
-func (s *Server) findSandbox(ctx context.Context, id string) (*fsbv1.Sandbox, error) {
+// findSandbox returns the E2B sandbox of the given ID whose access token
+// is token, in whichever of the keys' namespaces holds it: an envd request
+// names no key, and so no namespace. The server's IDs are random and long
+// enough to be unique across them, but a user of the Sandbox API may name
+// a sandbox of another namespace as one of them: the token decides which
+// is meant, so such a sandbox cannot stand in the way of the real one.
+// The error is NotFound when no namespace holds the ID, Unauthenticated
+// when none of those that do has that token.
+func (s *Server) findSandbox(ctx context.Context, id, token string) (*fsbv1.Sandbox, error) {
+	found := false
 	for _, ns := range s.cfg.Keys.Namespaces() {
 		sb, err := s.lookup(ctx, ns, id)
-		if connect.CodeOf(err) == connect.CodeNotFound {
+		switch {
+		case connect.CodeOf(err) == connect.CodeNotFound:
 			continue
+		case connect.CodeOf(err) == connect.CodeUnauthenticated:
+			// The API refused the server itself: not the caller's fault.
+			return nil, connect.NewError(connect.CodeInternal, err)
+		case err != nil:
+			return nil, err
+		case tokenMatches(sb.GetLabels(), token):
+			return sb, nil
 		}
-		return sb, err
+		found = true
+	}
+	if found {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("the access token is not the sandbox's"))
 	}
 	return nil, notFound(id)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
 	"github.com/fast-sandbox/fast-sandbox/pkg/e2b"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
@@ -363,19 +364,24 @@ func TestRESTLifecycle(t *testing.T) {
 		if ds, _ := p.list(keyA, "?state=paused"); len(ds) != 0 {
 			t.Errorf("state=paused lists %q, want none", ids(ds))
 		}
-		// Newest first, a page at a time.
+		// A page at a time. The order is by start, newest first, then by
+		// ID: a and b started in the same second (the API's objects keep
+		// seconds) are in either order.
 		all, _ := p.list(keyA, "?state=running,paused")
-		if ids(all) != b.SandboxID+","+a.SandboxID {
-			t.Fatalf("list: %q, want %s,%s", ids(all), b.SandboxID, a.SandboxID)
+		if got := ids(all); got != b.SandboxID+","+a.SandboxID && got != a.SandboxID+","+b.SandboxID {
+			t.Fatalf("list: %q, want %s and %s", got, a.SandboxID, b.SandboxID)
 		}
 		page1, r := p.list(keyA, "?limit=1")
 		next := r.header.Get("X-Next-Token")
-		if ids(page1) != b.SandboxID || next == "" || r.header.Get("X-Total-Running") != "2" {
-			t.Fatalf("first page %q, next token %q, headers %v", ids(page1), next, r.header)
+		if ids(page1) != all[0].SandboxID || next == "" || r.header.Get("X-Total-Running") != "2" {
+			t.Fatalf("first page %q, next token %q, headers %v; want %s first", ids(page1), next, r.header, all[0].SandboxID)
 		}
 		page2, r := p.list(keyA, "?limit=1&nextToken="+url.QueryEscape(next))
-		if ids(page2) != a.SandboxID || r.header.Get("X-Next-Token") != "" {
-			t.Fatalf("second page %q, next token %q", ids(page2), r.header.Get("X-Next-Token"))
+		if ids(page2) != all[1].SandboxID || r.header.Get("X-Next-Token") != "" {
+			t.Fatalf("second page %q, next token %q; want %s", ids(page2), r.header.Get("X-Next-Token"), all[1].SandboxID)
+		}
+		if asc, _ := p.list(keyA, "?order=asc"); ids(asc) != all[1].SandboxID+","+all[0].SandboxID {
+			t.Errorf("order=asc lists %q, want the other way round of %q", ids(asc), ids(all))
 		}
 		p.rest("GET", "/v2/sandboxes?limit=0", keyA, nil).apiError(t, http.StatusBadRequest)
 	})
@@ -477,6 +483,18 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, p.fastpath, connect.WithInterceptors(auth.Bearer(userToken)))
+	// A user of the Sandbox API names a sandbox of namespace A (which the
+	// router tries first) as B's, with E2B's labels and a token of its own:
+	// B's token must still reach B.
+	const impostorToken = "impostor-token"
+	_, err = api.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
+		Namespace: nsA, Name: b.SandboxID,
+		Labels: map[string]string{"e2b.sandbox.fast.io/template": "base", "e2b.sandbox.fast.io/access-token": impostorToken},
+		Spec:   &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "3600"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := e2b.NewServer(e2b.Config{API: api, Keys: keys})
 	got := make(chan *e2b.Sandbox, 1)
 	srv.Mount("/echo.Echo/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -495,6 +513,7 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 		"a made-up token":      {a.SandboxID, strings.Repeat("a", len(a.EnvdAccessToken)), http.StatusUnauthorized},
 		"no such sandbox":      {"nosuchsandbox", a.EnvdAccessToken, http.StatusBadGateway},
 		"the other key's, own": {b.SandboxID, b.EnvdAccessToken, http.StatusOK},
+		"the impostor's own":   {b.SandboxID, impostorToken, http.StatusOK},
 		"own token":            {a.SandboxID, a.EnvdAccessToken, http.StatusOK},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -522,8 +541,8 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 			if c.id == a.SandboxID && (sb.Namespace != nsA || sb.EnvVars["FOO"] != "bar") {
 				t.Errorf("sandbox %+v, want namespace %s and FOO=bar", sb, nsA)
 			}
-			if c.id == b.SandboxID && sb.Namespace != nsB {
-				t.Errorf("sandbox %+v, want namespace %s", sb, nsB)
+			if want := map[string]string{b.EnvdAccessToken: nsB, impostorToken: nsA}[c.token]; c.id == b.SandboxID && sb.Namespace != want {
+				t.Errorf("sandbox %+v, want namespace %s", sb, want)
 			}
 		})
 	}
