@@ -363,25 +363,31 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, []struct{}{})
 }
 
-// list serves GET /v2/sandboxes: the key's sandboxes, newest first (or
-// oldest with order=asc), filtered by metadata (by the API, with a label
-// selector), state, template and start time, a page at a time. The next
-// page's token, in X-Next-Token, is the position of the page's last
-// sandbox, so that sandboxes created or killed between pages neither
-// repeat nor shift the rest.
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+// listQuery is what a list asks for.
+type listQuery struct {
+	// selector selects the key's E2B sandboxes with the metadata and
+	// template asked for.
+	selector string
+	// none is set when the states asked for hold nothing (paused).
+	none  bool
+	after time.Time
+	asc   bool
+	limit int
+	from  *cursor
+}
+
+// parseListQuery reads list's query, or says what in it is wrong.
+func parseListQuery(q url.Values) (listQuery, error) {
+	lq := listQuery{limit: defaultListLimit}
 	selector := []string{LabelTemplate}
 	if md := q.Get("metadata"); md != "" {
 		req, err := metadataQuery(md)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
+			return lq, err
 		}
 		labels, err := metadataLabels(req)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
+			return lq, err
 		}
 		for _, k := range slices.Sorted(maps.Keys(labels)) {
 			selector = append(selector, k+"="+labels[k])
@@ -390,65 +396,80 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if t := q.Get("template"); t != "" {
 		selector = append(selector, LabelTemplate+"="+encodeLabel(t))
 	}
+	lq.selector = strings.Join(selector, ",")
 	if states := q["state"]; len(states) > 0 {
-		want := false
+		lq.none = true
 		for _, st := range states {
 			for v := range strings.SplitSeq(st, ",") {
 				switch v {
 				case stateRunning:
-					want = true
+					lq.none = false
 				case "paused":
+					// Nothing is ever paused here.
 				default:
-					writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want running or paused", brief(v)))
-					return
+					return lq, fmt.Errorf("state %q: want running or paused", brief(v))
 				}
 			}
 		}
-		if !want {
-			// Nothing is ever paused here.
-			writeJSON(w, http.StatusOK, []sandboxDetail{})
-			return
-		}
 	}
-	var after time.Time
 	if v := q.Get("startedAfter"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("startedAfter %q: want an RFC 3339 time", brief(v)))
-			return
+			return lq, fmt.Errorf("startedAfter %q: want an RFC 3339 time", brief(v))
 		}
-		after = t
+		lq.after = t
 	}
-	asc := false
 	switch o := q.Get("order"); o {
 	case "", "desc":
 	case "asc":
-		asc = true
+		lq.asc = true
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("order %q: want asc or desc", brief(o)))
-		return
+		return lq, fmt.Errorf("order %q: want asc or desc", brief(o))
 	}
-	limit := defaultListLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxListLimit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want 1 to %d", brief(v), maxListLimit))
-			return
+			return lq, fmt.Errorf("limit %q: want 1 to %d", brief(v), maxListLimit)
 		}
-		limit = n
+		lq.limit = n
 	}
-	var from *cursor
 	if v := q.Get("nextToken"); v != "" {
 		c, err := parseCursor(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
+			return lq, err
 		}
-		from = &c
+		lq.from = &c
 	}
+	return lq, nil
+}
 
+// order compares two sandboxes' places in the list: by start, then ID,
+// newest first unless asc.
+func (lq listQuery) order(a, b cursor) int {
+	if lq.asc {
+		return a.compare(b)
+	}
+	return b.compare(a)
+}
+
+// list serves GET /v2/sandboxes: the key's sandboxes, newest first (or
+// oldest with order=asc), filtered by metadata and template (by the API,
+// with a label selector), state and start time, a page at a time. The
+// next page's token, in X-Next-Token, is the position of the page's last
+// sandbox, so that sandboxes created or killed between pages neither
+// repeat nor shift the rest.
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	lq, err := parseListQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if lq.none {
+		writeJSON(w, http.StatusOK, []sandboxDetail{})
+		return
+	}
 	res, err := s.cfg.API.ListSandboxes(r.Context(), connect.NewRequest(&fsbv1.ListSandboxesRequest{
-		Namespace: namespaceOf(r.Context()), LabelSelector: strings.Join(selector, ","),
+		Namespace: namespaceOf(r.Context()), LabelSelector: lq.selector,
 	}))
 	if err != nil {
 		s.writeAPIError(w, r, err)
@@ -456,34 +477,25 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	var items []*fsbv1.Sandbox
 	for _, sb := range res.Msg.GetSandboxes() {
-		if visible(sb) && !sb.GetCreateTime().AsTime().Before(after) {
+		if visible(sb) && !sb.GetCreateTime().AsTime().Before(lq.after) {
 			items = append(items, sb)
 		}
 	}
-	slices.SortFunc(items, func(a, b *fsbv1.Sandbox) int {
-		c := cursorOf(a).compare(cursorOf(b))
-		if !asc {
-			c = -c
-		}
-		return c
-	})
+	slices.SortFunc(items, func(a, b *fsbv1.Sandbox) int { return lq.order(cursorOf(a), cursorOf(b)) })
 	total := len(items)
-	if from != nil {
-		// The first sandbox past the cursor, in the page's order.
-		i, _ := slices.BinarySearchFunc(items, *from, func(sb *fsbv1.Sandbox, c cursor) int {
-			d := cursorOf(sb).compare(c)
-			if !asc {
-				d = -d
+	if lq.from != nil {
+		// The first sandbox past the cursor: one at the cursor itself
+		// counts as before it.
+		i, _ := slices.BinarySearchFunc(items, *lq.from, func(sb *fsbv1.Sandbox, c cursor) int {
+			if d := lq.order(cursorOf(sb), c); d != 0 {
+				return d
 			}
-			if d == 0 {
-				return -1
-			}
-			return d
+			return -1
 		})
 		items = items[i:]
 	}
-	if len(items) > limit {
-		items = items[:limit]
+	if len(items) > lq.limit {
+		items = items[:lq.limit]
 		w.Header().Set("X-Next-Token", cursorOf(items[len(items)-1]).String())
 	}
 	w.Header().Set("X-Total-Running", strconv.Itoa(total))

@@ -94,3 +94,32 @@ func TestCursorRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestParseListQuery(t *testing.T) {
+	lq, err := parseListQuery(url.Values{
+		"metadata": {"user=alice&note=a%2520b"}, "template": {"base"}, "state": {"running,paused"},
+		"order": {"asc"}, "limit": {"7"}, "startedAfter": {"2026-01-02T03:04:05Z"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSel := LabelTemplate + "," + LabelMetadataPrefix + "note=" + encodeLabel("a b") + "," + LabelMetadataPrefix + "user=alice," + LabelTemplate + "=base"
+	if lq.selector != wantSel || lq.none || !lq.asc || lq.limit != 7 || !lq.after.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) || lq.from != nil {
+		t.Errorf("parseListQuery = %+v\nwant selector %s", lq, wantSel)
+	}
+	if lq, _ := parseListQuery(url.Values{"state": {"paused"}}); !lq.none {
+		t.Error("state=paused selects something")
+	}
+	if lq, _ := parseListQuery(url.Values{}); lq.limit != defaultListLimit || lq.asc || lq.selector != LabelTemplate {
+		t.Errorf("defaults: %+v", lq)
+	}
+	for _, bad := range []url.Values{
+		{"state": {"stopped"}}, {"order": {"up"}}, {"limit": {"0"}}, {"limit": {"101"}}, {"limit": {"x"}},
+		{"startedAfter": {"yesterday"}}, {"nextToken": {"!"}}, {"metadata": {"k=%zz"}},
+		{"metadata": {"=v"}},
+	} {
+		if _, err := parseListQuery(bad); err == nil {
+			t.Errorf("parseListQuery(%v) accepted it", bad)
+		}
+	}
+}
