@@ -1,6 +1,7 @@
 package e2b
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base32"
@@ -197,14 +198,7 @@ const stateRunning = "running"
 // clientID is E2B's (deprecated) clientID, the node a sandbox runs on:
 // here the agent, once placed.
 func clientID(sb *fsbv1.Sandbox) string {
-	return cmpOr(sb.GetStatus().GetAssignedPod(), "unplaced")
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return cmp.Or(sb.GetStatus().GetAssignedPod(), "unplaced")
 }
 
 func toSandboxJSON(sb *fsbv1.Sandbox) sandboxJSON {
