@@ -212,20 +212,20 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	labels[LabelTemplate] = name
-	labels[LabelAccessToken] = newAccessToken()
 	spec := tpl.spec()
 	for _, k := range slices.Sorted(maps.Keys(body.EnvVars)) {
 		spec.Envs = append(spec.Envs, &fsbv1.EnvVar{Name: k, Value: body.EnvVars[k]})
 	}
 	spec.ExpireTime = timestamppb.New(s.cfg.Now().Add(timeout))
+	ns, id := namespaceOf(r.Context()), newSandboxID()
 	res, err := s.cfg.API.CreateSandbox(r.Context(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
-		Namespace: namespaceOf(r.Context()), Name: newSandboxID(), Labels: labels, Spec: spec,
+		Namespace: ns, Name: id, Labels: labels, Spec: spec,
 	}))
 	if err != nil {
 		s.writeAPIError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, toSandboxJSON(res.Msg.GetSandbox()))
+	writeJSON(w, http.StatusCreated, toSandboxJSON(res.Msg.GetSandbox(), s.tokens.token(ns, id)))
 }
 
 // lookup returns the sandbox of the request's {id} in the key's
@@ -256,7 +256,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.writeAPIError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toDetail(sb, true))
+	writeJSON(w, http.StatusOK, toDetail(sb, s.tokens.token(sb.GetNamespace(), sb.GetName())))
 }
 
 // kill serves DELETE /sandboxes/{id}: it answers once the container is
@@ -347,7 +347,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, toSandboxJSON(sb))
+	writeJSON(w, http.StatusOK, toSandboxJSON(sb, s.tokens.token(ns, id)))
 }
 
 // metrics serves GET /sandboxes/{id}/metrics with no samples: the API
@@ -501,7 +501,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Total-Running", strconv.Itoa(total))
 	out := make([]sandboxDetail, 0, len(items))
 	for _, sb := range items {
-		out = append(out, toDetail(sb, false))
+		out = append(out, toDetail(sb, ""))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -2,9 +2,11 @@ package e2b
 
 import (
 	"cmp"
+	"crypto/hmac"
 	"crypto/rand"
-	"crypto/subtle"
+	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"math"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
@@ -22,27 +25,28 @@ import (
 // so that any controller (a new leader, a restarted one) serves it with no
 // state of its own:
 //
-//   - the template, the access token and the metadata in labels (the
-//     FastPathService carries no annotations); a sandbox without the
-//     template label was not made through E2B's API and the server does
-//     not show it;
+//   - the template and the metadata in labels (the FastPathService
+//     carries no annotations); a sandbox without the template label was
+//     not made through E2B's API and the server does not show it;
 //   - the envVars in spec.envs, which every process inherits;
 //   - the timeout in spec.expireTime, which the controller enforces by
 //     deleting the sandbox.
 //
-// The access token is kept as it is, not hashed: E2B's connect returns it,
-// and whoever may read the sandbox's labels may exec in it anyway.
+// The access token is not kept at all: it is derived from the sandbox's
+// namespace and name with the server's secret (Config.TokenSecret), so
+// that any controller holding the secret checks it, and connect and get
+// can return it (as E2B's do), while reading a sandbox (a Kubernetes
+// user's get, which does not allow exec) does not give it away.
 const (
-	LabelTemplate    = "e2b.sandbox.fast.io/template"
-	LabelAccessToken = "e2b.sandbox.fast.io/access-token"
+	LabelTemplate = "e2b.sandbox.fast.io/template"
 	// LabelMetadataPrefix starts the label of each metadata entry:
 	// LabelMetadataPrefix + encodeLabel(key) = encodeLabel(value).
 	LabelMetadataPrefix = "metadata.e2b.sandbox.fast.io/"
 )
 
-// maxMetadata is how many metadata entries fit beside the two labels of
-// our own under the API's bound on labels (v1alpha1.MaxLabels, 64).
-const maxMetadata = 62
+// maxMetadata is how many metadata entries fit beside the label of our
+// own under the API's bound on labels.
+const maxMetadata = v1alpha1.MaxLabels - 1
 
 // encodedPrefix marks a label text that encodes a string a label cannot
 // hold as it is (a space, '@', a leading '-', ...): the prefix and the
@@ -126,16 +130,21 @@ func brief(s string) string {
 	return s
 }
 
-// newAccessToken returns a fresh access token: 130 random bits.
-func newAccessToken() string {
-	return strings.ToLower(rand.Text())
+// tokenKey derives sandboxes' access tokens.
+type tokenKey []byte
+
+// token returns the access token of the sandbox namespace/name: 128 bits
+// of HMAC-SHA256, in hex.
+func (k tokenKey) token(namespace, name string) string {
+	mac := hmac.New(sha256.New, k)
+	mac.Write([]byte("e2b envd access token\x00" + namespace + "/" + name))
+	return hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
-// tokenMatches reports whether got is the sandbox's access token, in a
-// time that does not depend on how much of it matches.
-func tokenMatches(labels map[string]string, got string) bool {
-	want := labels[LabelAccessToken]
-	return want != "" && subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
+// matches reports whether got is the sandbox's access token, in a time
+// that does not depend on how much of it matches.
+func (k tokenKey) matches(sb *fsbv1.Sandbox, got string) bool {
+	return hmac.Equal([]byte(k.token(sb.GetNamespace(), sb.GetName())), []byte(got))
 }
 
 // newSandboxID returns a fresh sandbox ID: 20 lower-case letters and
@@ -201,17 +210,19 @@ func clientID(sb *fsbv1.Sandbox) string {
 	return cmp.Or(sb.GetStatus().GetAssignedPod(), "unplaced")
 }
 
-func toSandboxJSON(sb *fsbv1.Sandbox) sandboxJSON {
+// toSandboxJSON returns the sandbox, whose access token is token, as
+// E2B's Sandbox.
+func toSandboxJSON(sb *fsbv1.Sandbox, token string) sandboxJSON {
 	tpl := sb.GetLabels()[LabelTemplate]
 	return sandboxJSON{
 		SandboxID: sb.GetName(), TemplateID: tpl, Alias: tpl, ClientID: clientID(sb),
-		EnvdVersion: EnvdVersion, EnvdAccessToken: sb.GetLabels()[LabelAccessToken],
+		EnvdVersion: EnvdVersion, EnvdAccessToken: token,
 	}
 }
 
-// toDetail returns the sandbox as E2B's SandboxDetail; withToken adds its
-// access token (get does, list does not).
-func toDetail(sb *fsbv1.Sandbox, withToken bool) sandboxDetail {
+// toDetail returns the sandbox as E2B's SandboxDetail, with its access
+// token when token is not empty (get gives it, list does not).
+func toDetail(sb *fsbv1.Sandbox, token string) sandboxDetail {
 	tpl := sb.GetLabels()[LabelTemplate]
 	d := sandboxDetail{
 		SandboxID: sb.GetName(), TemplateID: tpl, Alias: tpl, ClientID: clientID(sb),
@@ -226,9 +237,7 @@ func toDetail(sb *fsbv1.Sandbox, withToken bool) sandboxDetail {
 		end := t.AsTime().UTC()
 		d.EndAt = &end
 	}
-	if withToken {
-		d.EnvdAccessToken = sb.GetLabels()[LabelAccessToken]
-	}
+	d.EnvdAccessToken = token
 	return d
 }
 

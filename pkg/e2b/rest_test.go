@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
 func TestMetadataLabelsRoundTrip(t *testing.T) {
@@ -121,5 +122,25 @@ func TestParseListQuery(t *testing.T) {
 		if _, err := parseListQuery(bad); err == nil {
 			t.Errorf("parseListQuery(%v) accepted it", bad)
 		}
+	}
+}
+
+// TestTokenKey checks the tokens' derivation: the same for the same
+// secret and sandbox (so any controller with the secret checks them), and
+// another for another namespace, name or secret.
+func TestTokenKey(t *testing.T) {
+	k := tokenKey("secret-1")
+	tok := k.token("ns", "abc")
+	if len(tok) != 32 || tok != tokenKey("secret-1").token("ns", "abc") {
+		t.Fatalf("token %q: want 32 hex digits, the same each time", tok)
+	}
+	for _, other := range []string{k.token("ns2", "abc"), k.token("ns", "abd"), tokenKey("secret-2").token("ns", "abc"), k.token("ns/a", "bc"), k.token("n", "s/abc")} {
+		if other == tok {
+			t.Errorf("two sandboxes share the token %s", tok)
+		}
+	}
+	sb := &fsbv1.Sandbox{Namespace: "ns", Name: "abc"}
+	if !k.matches(sb, tok) || k.matches(sb, tok[:31]) || k.matches(sb, "") || k.matches(&fsbv1.Sandbox{Namespace: "ns2", Name: "abc"}, tok) {
+		t.Error("matches accepts another token, or refuses the sandbox's")
 	}
 }

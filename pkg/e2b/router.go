@@ -64,8 +64,9 @@ func (s *Server) serveEnvd(w http.ResponseWriter, r *http.Request) {
 // is token, in whichever of the keys' namespaces holds it: an envd request
 // names no key, and so no namespace. The server's IDs are random and long
 // enough to be unique across them, but a user of the Sandbox API may name
-// a sandbox of another namespace as one of them: the token decides which
-// is meant, so such a sandbox cannot stand in the way of the real one.
+// a sandbox of another namespace as one of them: the token, which differs
+// by namespace, decides which is meant, so such a sandbox cannot stand in
+// the way of the real one.
 // The error is NotFound when no namespace holds the ID, Unauthenticated
 // when none of those that do has that token.
 func (s *Server) findSandbox(ctx context.Context, id, token string) (*fsbv1.Sandbox, error) {
@@ -80,7 +81,7 @@ func (s *Server) findSandbox(ctx context.Context, id, token string) (*fsbv1.Sand
 			return nil, connect.NewError(connect.CodeInternal, err)
 		case err != nil:
 			return nil, err
-		case tokenMatches(sb.GetLabels(), token):
+		case s.tokens.matches(sb, token):
 			return sb, nil
 		}
 		found = true

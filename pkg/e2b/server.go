@@ -3,6 +3,7 @@ package e2b
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -44,6 +45,12 @@ type Config struct {
 	// Templates are the templates creates may name; nil means
 	// DefaultTemplates.
 	Templates Templates
+	// TokenSecret derives the sandboxes' access tokens: every server
+	// that serves the same sandboxes (a controller's replicas, a
+	// restarted controller) must have the same one, or the SDK's tokens
+	// stop working. Empty means a random one, good until the server
+	// ends.
+	TokenSecret []byte
 	// Logger gets a line for every request answered 501 and every
 	// failure of the server's own; nil means slog.Default.
 	Logger *slog.Logger
@@ -55,10 +62,11 @@ type Config struct {
 // of the sandboxes it made: a request with an E2b-Sandbox-Id header is
 // envd's (router.go), any other is the REST API's (rest.go).
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	rest *http.ServeMux
-	envd *http.ServeMux
+	cfg    Config
+	log    *slog.Logger
+	tokens tokenKey
+	rest   *http.ServeMux
+	envd   *http.ServeMux
 }
 
 // NewServer returns a server for cfg. Mount the envd handlers on it before
@@ -70,11 +78,16 @@ func NewServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if len(cfg.TokenSecret) == 0 {
+		cfg.TokenSecret = make([]byte, 32)
+		_, _ = rand.Read(cfg.TokenSecret)
+	}
 	s := &Server{
-		cfg:  cfg,
-		log:  cmp.Or(cfg.Logger, slog.Default()).With(slog.String("api", "e2b")),
-		rest: http.NewServeMux(),
-		envd: http.NewServeMux(),
+		cfg:    cfg,
+		log:    cmp.Or(cfg.Logger, slog.Default()).With(slog.String("api", "e2b")),
+		rest:   http.NewServeMux(),
+		envd:   http.NewServeMux(),
+		tokens: tokenKey(cfg.TokenSecret),
 	}
 	s.routes()
 	return s

@@ -36,6 +36,9 @@ const (
 	nsB  = "e2b-team-b"
 
 	userToken = "user-token-1"
+	// tokenSecret derives the sandboxes' access tokens, in the controller
+	// and in the tests' own servers.
+	tokenSecret = "e2b-token-secret-of-the-tests"
 )
 
 // plane is `fsb agent` and `fsb controller --e2b-bind-address` as
@@ -93,6 +96,7 @@ func startPlane(t *testing.T) *plane {
 		"--user-token-file", write("user-token", userToken+"\n"), "--agent-token-file", agentToken,
 		"--e2b-bind-address", fmt.Sprintf("127.0.0.1:%d", e2bPort),
 		"--e2b-api-keys-file", keys, "--e2b-templates-file", templates,
+		"--e2b-token-secret-file", write("e2b-token-secret", tokenSecret+"\n"),
 		"--log-format", "json")
 	// Registered after the temporary directory's removal, so it runs
 	// before it: the sandboxes' log drivers write into the agent's log dir
@@ -484,18 +488,21 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 	}
 	api := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, p.fastpath, connect.WithInterceptors(auth.Bearer(userToken)))
 	// A user of the Sandbox API names a sandbox of namespace A (which the
-	// router tries first) as B's, with E2B's labels and a token of its own:
-	// B's token must still reach B.
-	const impostorToken = "impostor-token"
+	// router tries first) as B's, with E2B's label: B's token must still
+	// reach B, and the token key A gets of it, A's.
 	_, err = api.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
 		Namespace: nsA, Name: b.SandboxID,
-		Labels: map[string]string{"e2b.sandbox.fast.io/template": "base", "e2b.sandbox.fast.io/access-token": impostorToken},
+		Labels: map[string]string{e2b.LabelTemplate: "base"},
 		Spec:   &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "3600"}},
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := e2b.NewServer(e2b.Config{API: api, Keys: keys})
+	impostorToken := p.get(keyA, b.SandboxID).EnvdAccessToken
+	if impostorToken == "" || impostorToken == b.EnvdAccessToken {
+		t.Fatalf("the token of %s/%s: %q (B's: %q)", nsA, b.SandboxID, impostorToken, b.EnvdAccessToken)
+	}
+	srv := e2b.NewServer(e2b.Config{API: api, Keys: keys, TokenSecret: []byte(tokenSecret)})
 	got := make(chan *e2b.Sandbox, 1)
 	srv.Mount("/echo.Echo/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got <- e2b.SandboxFrom(r.Context())

@@ -17,6 +17,14 @@ func TestE2BFlags(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("e2b_00ff default\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte("0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	templates := filepath.Join(dir, "templates.yaml")
 	if err := os.WriteFile(templates, []byte("templates: {code: {image: localhost/code:1}}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -31,7 +39,10 @@ func TestE2BFlags(t *testing.T) {
 		{name: "keys without address", args: []string{"--e2b-api-keys-file", keys}, err: "need --e2b-bind-address"},
 		{name: "address without keys", args: []string{"--e2b-bind-address", "127.0.0.1:0"}, err: "needs --e2b-api-keys-file"},
 		{name: "missing keys file", args: []string{"--e2b-bind-address", "127.0.0.1:0", "--e2b-api-keys-file", filepath.Join(dir, "none")}, err: "no such file"},
+		{name: "secret without address", args: []string{"--e2b-token-secret-file", secret}, err: "need --e2b-bind-address"},
+		{name: "short secret", args: []string{"--e2b-bind-address", "127.0.0.1:0", "--e2b-api-keys-file", keys, "--e2b-token-secret-file", short}, err: "want at least 16"},
 		{name: "on", args: []string{"--e2b-bind-address", "127.0.0.1:0", "--e2b-api-keys-file", keys}, on: true},
+		{name: "secret", args: []string{"--e2b-bind-address", "127.0.0.1:0", "--e2b-api-keys-file", keys, "--e2b-token-secret-file", secret}, on: true},
 		{name: "templates", args: []string{"--e2b-bind-address", "127.0.0.1:0", "--e2b-api-keys-file", keys, "--e2b-templates-file", templates}, on: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +67,9 @@ func TestE2BFlags(t *testing.T) {
 			case got != nil:
 				if got.token == "" {
 					t.Error("no in-process token")
+				}
+				if want := map[string]string{"secret": "0123456789abcdef0123"}[tc.name]; string(got.secret) != want {
+					t.Errorf("secret %q, want %q", got.secret, want)
 				}
 				if ns, ok := got.keys.Namespace("e2b_00ff"); !ok || ns != "default" {
 					t.Errorf("the key's namespace: %q, %v", ns, ok)
