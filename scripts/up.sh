@@ -11,8 +11,9 @@
 #   4. a controller on 127.0.0.1:9090, health on 127.0.0.1:8081, with the
 #      embedded store in .fsb/data (log .fsb/controller.log, pid
 #      .fsb/controller.pid), serving E2B's API on 127.0.0.1:9094 with an API
-#      key of namespace default (.fsb/e2b-api-keys, e2b_ and 40 hex digits)
-#      and the template base (.fsb/e2b-templates.yaml);
+#      key of namespace default (.fsb/e2b-api-keys, e2b_ and 40 hex digits),
+#      the template base (.fsb/e2b-templates.yaml) and the secret of the
+#      sandboxes' access tokens (.fsb/e2b-token-secret);
 #   5. a janitor (log .fsb/janitor.log, pid .fsb/janitor.pid, metrics and
 #      probes on 127.0.0.1:9093) over namespace fsb and the agent's log dir;
 #   6. the SandboxPool named default (the pool of the agent, started without
@@ -380,6 +381,7 @@ main() {
 	token "$fsb_dir/user-token"
 	token "$fsb_dir/agent-token"
 	token "$fsb_dir/janitor-token"
+	token "$fsb_dir/e2b-token-secret"
 	e2b_files
 	mkdir -p "$up_dir/logs" "$up_dir/agent"
 	local store_flags=(--store embedded --data-dir "$fsb_dir/data")
@@ -404,7 +406,8 @@ main() {
 		--janitor-token-file "$fsb_dir/janitor-token" \
 		--e2b-bind-address "127.0.0.1:$E2B_PORT" \
 		--e2b-api-keys-file "$fsb_dir/e2b-api-keys" \
-		--e2b-templates-file "$fsb_dir/e2b-templates.yaml"
+		--e2b-templates-file "$fsb_dir/e2b-templates.yaml" \
+		--e2b-token-secret-file "$fsb_dir/e2b-token-secret"
 	# After the controller is ready: before, the janitor's question is
 	# refused and its passes remove nothing.
 	start janitor "$JANITOR_PORT" \
