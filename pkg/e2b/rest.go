@@ -169,6 +169,17 @@ func (n *newSandbox) refused() string {
 	return ""
 }
 
+// expiry is when a sandbox given timeout now expires: rounded up to a
+// whole second, since the API's objects keep whole seconds and cutting the
+// fraction off would end the sandbox before its time.
+func (s *Server) expiry(timeout time.Duration) time.Time {
+	t := s.cfg.Now().Add(timeout)
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
+
 // timeoutFrom returns the timeout of a request in seconds, DefaultTimeout
 // when it names none.
 func timeoutFrom(secs *int64) (time.Duration, error) {
@@ -216,7 +227,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	for _, k := range slices.Sorted(maps.Keys(body.EnvVars)) {
 		spec.Envs = append(spec.Envs, &fsbv1.EnvVar{Name: k, Value: body.EnvVars[k]})
 	}
-	spec.ExpireTime = timestamppb.New(s.cfg.Now().Add(timeout))
+	spec.ExpireTime = timestamppb.New(s.expiry(timeout))
 	ns, id := namespaceOf(r.Context()), newSandboxID()
 	res, err := s.cfg.API.CreateSandbox(r.Context(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
 		Namespace: ns, Name: id, Labels: labels, Spec: spec,
@@ -303,7 +314,7 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
 		s.writeAPIError(w, r, err)
 		return
 	}
-	if _, err := s.expireAt(r.Context(), ns, id, s.cfg.Now().Add(timeout)); err != nil {
+	if _, err := s.expireAt(r.Context(), ns, id, s.expiry(timeout)); err != nil {
 		s.writeAPIError(w, r, err)
 		return
 	}
@@ -341,8 +352,8 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A sandbox without an expiry (cleared outside E2B's API) keeps none.
-	if exp := sb.GetSpec().GetExpireTime(); exp != nil && exp.AsTime().Before(s.cfg.Now().Add(timeout)) {
-		if sb, err = s.expireAt(r.Context(), ns, id, s.cfg.Now().Add(timeout)); err != nil {
+	if exp, end := sb.GetSpec().GetExpireTime(), s.expiry(timeout); exp != nil && exp.AsTime().Before(end) {
+		if sb, err = s.expireAt(r.Context(), ns, id, end); err != nil {
 			s.writeAPIError(w, r, err)
 			return
 		}

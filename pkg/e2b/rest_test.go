@@ -144,3 +144,16 @@ func TestTokenKey(t *testing.T) {
 		t.Error("matches accepts another token, or refuses the sandbox's")
 	}
 }
+
+func TestExpiryRoundsUp(t *testing.T) {
+	for now, want := range map[time.Time]time.Time{
+		time.Unix(100, 1):           time.Unix(111, 0),
+		time.Unix(100, 999_999_999): time.Unix(111, 0),
+		time.Unix(100, 0):           time.Unix(110, 0),
+	} {
+		s := &Server{cfg: Config{Now: func() time.Time { return now }}}
+		if got := s.expiry(10 * time.Second); !got.Equal(want) {
+			t.Errorf("expiry at %s + 10s = %s, want %s", now, got, want)
+		}
+	}
+}

@@ -459,6 +459,26 @@ func TestRESTLifecycle(t *testing.T) {
 		call(t, "POST", p.e2b, "/process.Process/List", map[string]any{}, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
 	})
 
+	t.Run("expiry", func(t *testing.T) {
+		// The controller deletes a sandbox at its expiry; E2B's API then
+		// knows it no more.
+		c := p.create(keyA, map[string]any{"timeout": 1})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r := p.rest("GET", "/sandboxes/"+c.SandboxID, keyA, nil)
+			if r.status == http.StatusNotFound {
+				break
+			}
+			if r.status != http.StatusOK {
+				t.Fatalf("get: HTTP %d %s", r.status, r.body)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sandbox %s with a timeout of 1s still there after 30s: %s", c.SandboxID, r.body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	t.Run("kill", func(t *testing.T) {
 		if r := p.rest("DELETE", "/sandboxes/"+a.SandboxID, keyA, nil); r.status != http.StatusNoContent {
 			t.Fatalf("kill: HTTP %d %s", r.status, r.body)
