@@ -91,7 +91,7 @@ rig-down: ## stop the rig in $(RIG_DIR)
 KUBE ?=
 
 .PHONY: up
-up: build ## start containerd, an agent and a controller in the background (then: source .fsb/env); KUBE=1: on a local API server
+up: build ## start containerd, an agent and a controller (E2B's API on 127.0.0.1:9094 too) in the background (then: source .fsb/env); KUBE=1: on a local API server
 	KUBE='$(KUBE)' scripts/up.sh
 
 .PHONY: down

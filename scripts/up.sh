@@ -2,23 +2,29 @@
 # up.sh starts Fast Sandbox on this machine, in the background (make up):
 #
 #   1. a project-local containerd (scripts/rig.sh up $UP_DIR) with the test
-#      image localhost/fsb/busybox:latest imported into namespace fsb;
+#      image localhost/fsb/busybox:latest and the image of E2B's base
+#      template, localhost/fsb/e2b-base:latest, imported into namespace fsb;
 #   2. three random tokens, .fsb/user-token (what users present),
 #      .fsb/agent-token (what the controller presents to the agent) and
 #      .fsb/janitor-token (what the janitor presents to the controller);
 #   3. an agent on 127.0.0.1:5758 (log .fsb/agent.log, pid .fsb/agent.pid);
 #   4. a controller on 127.0.0.1:9090, health on 127.0.0.1:8081, with the
 #      embedded store in .fsb/data (log .fsb/controller.log, pid
-#      .fsb/controller.pid);
+#      .fsb/controller.pid), serving E2B's API on 127.0.0.1:9094 with an API
+#      key of namespace default (.fsb/e2b-api-keys, e2b_ and 40 hex digits),
+#      the template base (.fsb/e2b-templates.yaml) and the secret of the
+#      sandboxes' access tokens (.fsb/e2b-token-secret);
 #   5. a janitor (log .fsb/janitor.log, pid .fsb/janitor.pid, metrics and
 #      probes on 127.0.0.1:9093) over namespace fsb and the agent's log dir;
 #   6. the SandboxPool named default (the pool of the agent, started without
-#      --pool) with one warm entry: 2 sandboxes of the test image on runc,
+#      --pool) with two warm entries: 2 sandboxes of the test image on runc
+#      and 2 of E2B's base template (so that E2B's creates are warm claims),
 #      applied with `fsb ctl apply` (not with KUBE=1: a controller whose
 #      agents are its --agents serves no pools with the kube store);
-#   7. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`, and
+#   7. .fsb/env, which exports FSB_SERVER and FSB_TOKEN for `fsb ctl`,
 #      FSB_CONTAINERD_SOCKET, FSB_JANITOR_TOKEN_FILE and FSB_LOG_DIR for
-#      `fsb janitor --once`.
+#      `fsb janitor --once`, and E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY
+#      for programs written for E2B's SDK (docs/e2b.md).
 #
 # With KUBE=1 (make up KUBE=1) it also starts an etcd (127.0.0.1:2479, peers
 # 2480) and a Kubernetes API server (https://127.0.0.1:6443) with
@@ -38,10 +44,13 @@
 # since unix socket paths must stay under 100 characters.
 set -euo pipefail
 
-readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091 JANITOR_PORT=9093
+readonly AGENT_PORT=5758 AGENT_METRICS_PORT=9092 FASTPATH_PORT=9090 HEALTH_PORT=8081 METRICS_PORT=9091 JANITOR_PORT=9093 E2B_PORT=9094
 readonly KUBE_API_PORT=6443 ETCD_PORT=2479 ETCD_PEER_PORT=2480
 readonly READY_TIMEOUT=30 # seconds each daemon gets to report ready
 readonly IMAGE=localhost/fsb/busybox:latest
+# The image of E2B's base template, and what a sandbox of it may use (the
+# template and the pool's warm entry must agree, or creates are cold).
+readonly E2B_IMAGE=localhost/fsb/e2b-base:latest E2B_CPU=1 E2B_MEMORY=512Mi
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly repo_root
@@ -155,7 +164,25 @@ start_rig() {
 		fail "$up_dir/containerd.log" "could not import $up_dir/busybox.oci.tar into containerd namespace fsb"
 	ctr -a "$sock" -n fsb images ls -q | grep -qxF "$IMAGE" ||
 		fail "$up_dir/containerd.log" "$IMAGE is missing from containerd namespace fsb after the import"
-	log "containerd ready in $up_dir with $IMAGE"
+	import_e2b_image
+	log "containerd ready in $up_dir with $IMAGE and $E2B_IMAGE"
+}
+
+# import_e2b_image imports the image of E2B's base template. rig.sh up
+# writes it beside the busybox image; a rig from before that gets it
+# written here.
+import_e2b_image() {
+	local tar=$up_dir/e2b-base.oci.tar
+	if [[ ! -s $tar ]]; then
+		# Needs `mkimage -kind e2b` (helper H4's, branch h-e2b-sdktests):
+		# until that is merged this line fails, and make up with it.
+		(cd "$repo_root" && go run ./scripts/mkimage -kind e2b -o "$tar.tmp" && mv -f "$tar.tmp" "$tar") ||
+			fail "$up_dir/containerd.log" "could not write the image of E2B's base template ($tar)"
+	fi
+	ctr -a "$sock" -n fsb images import "$tar" >/dev/null ||
+		fail "$up_dir/containerd.log" "could not import $tar into containerd namespace fsb"
+	ctr -a "$sock" -n fsb images ls -q | grep -qxF "$E2B_IMAGE" ||
+		fail "$up_dir/containerd.log" "$E2B_IMAGE is missing from containerd namespace fsb after the import"
 }
 
 # kube_running succeeds when .fsb/kube holds an API server that answers.
@@ -215,6 +242,33 @@ token() {
 	mv -f "$file.tmp" "$file"
 }
 
+# e2b_files writes the E2B API's keys file, one key of namespace default
+# (kept when it exists: a running controller keeps the keys it read), and
+# its templates file.
+e2b_files() {
+	local keys=$fsb_dir/e2b-api-keys key
+	if [[ ! -s $keys ]]; then
+		# E2B's keys are e2b_ and 40 hex digits; programs check the form.
+		key=e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
+		(umask 077 && printf '# Written by scripts/up.sh: E2B API keys, `KEY NAMESPACE` a line.\n%s default\n' "$key" >"$keys.tmp")
+		mv -f "$keys.tmp" "$keys"
+	fi
+	cat >"$fsb_dir/e2b-templates.yaml.tmp" <<EOF
+# Written by scripts/up.sh: E2B's templates (--e2b-templates-file).
+templates:
+  base:
+    image: $E2B_IMAGE
+    runtime: runc
+    resources: {cpu: "$E2B_CPU", memory: $E2B_MEMORY}
+EOF
+	mv -f "$fsb_dir/e2b-templates.yaml.tmp" "$fsb_dir/e2b-templates.yaml"
+}
+
+# e2b_key prints the E2B API key of .fsb/e2b-api-keys.
+e2b_key() {
+	awk '$1 ~ /^e2b_/ { print $1; exit }' "$fsb_dir/e2b-api-keys"
+}
+
 # start NAME PORT ARGS... starts `bin/fsb NAME ARGS...` detached from this
 # session (setsid) with its output in .fsb/NAME.log, unless ours is already
 # ready, and waits until http://127.0.0.1:PORT/readyz answers.
@@ -268,6 +322,10 @@ spec:
   - image: $IMAGE
     runtime: runc
     count: 2
+  - image: $E2B_IMAGE
+    runtime: runc
+    resources: {cpu: "$E2B_CPU", memory: $E2B_MEMORY}
+    count: 2
 EOF
 	); then
 		printf '%s\n' "$out" >"$fsb_dir/apply.log"
@@ -287,6 +345,10 @@ write_env() {
 			printf 'export FSB_CONTAINERD_SOCKET=%q\n' "$sock"
 			printf 'export FSB_JANITOR_TOKEN_FILE=%q\n' "$fsb_dir/janitor-token"
 			printf 'export FSB_LOG_DIR=%q\n' "$up_dir/logs"
+			echo "# E2B's SDK: its REST API and every sandbox's envd on the controller."
+			echo "export E2B_API_URL=http://127.0.0.1:$E2B_PORT"
+			echo "export E2B_SANDBOX_URL=http://127.0.0.1:$E2B_PORT"
+			printf 'export E2B_API_KEY=%q\n' "$(e2b_key)"
 			if $kube; then
 				printf 'export KUBECONFIG=%q\n' "$kube_dir/kubeconfig"
 				printf 'export PATH=%q:"$PATH"\n' "$kube_bin"
@@ -304,6 +366,7 @@ main() {
 	check_port controller "$FASTPATH_PORT"
 	check_port controller "$HEALTH_PORT"
 	check_port controller "$METRICS_PORT"
+	check_port controller "$E2B_PORT"
 	check_port janitor "$JANITOR_PORT"
 
 	trap 'log "interrupted"; undo; exit 130' INT TERM
@@ -318,6 +381,8 @@ main() {
 	token "$fsb_dir/user-token"
 	token "$fsb_dir/agent-token"
 	token "$fsb_dir/janitor-token"
+	token "$fsb_dir/e2b-token-secret"
+	e2b_files
 	mkdir -p "$up_dir/logs" "$up_dir/agent"
 	local store_flags=(--store embedded --data-dir "$fsb_dir/data")
 	if $kube; then
@@ -338,7 +403,11 @@ main() {
 		"${store_flags[@]}" \
 		--user-token-file "$fsb_dir/user-token" \
 		--agent-token-file "$fsb_dir/agent-token" \
-		--janitor-token-file "$fsb_dir/janitor-token"
+		--janitor-token-file "$fsb_dir/janitor-token" \
+		--e2b-bind-address "127.0.0.1:$E2B_PORT" \
+		--e2b-api-keys-file "$fsb_dir/e2b-api-keys" \
+		--e2b-templates-file "$fsb_dir/e2b-templates.yaml" \
+		--e2b-token-secret-file "$fsb_dir/e2b-token-secret"
 	# After the controller is ready: before, the janitor's question is
 	# refused and its passes remove nothing.
 	start janitor "$JANITOR_PORT" \
@@ -361,6 +430,13 @@ and a janitor. Logs: .fsb/controller.log, .fsb/agent.log, .fsb/janitor.log. Try:
   bin/fsb ctl run hello --image $IMAGE -- sh -c 'echo hello; sleep 60'
   bin/fsb ctl logs hello -f
   bin/fsb janitor --once --dry-run    # what the janitor would remove now
+
+E2B's SDK drives it too (docs/e2b.md): after source .fsb/env, E2B_API_URL,
+E2B_SANDBOX_URL and E2B_API_KEY point it at http://127.0.0.1:$E2B_PORT, so that
+
+  const sandbox = await Sandbox.create()    // the template base: $E2B_IMAGE
+
+in a program written for E2B runs here.
 
 make down stops it all.
 EOF

@@ -50,8 +50,9 @@ func Command() *cli.Command {
 			"--fastpath-bind-address, keeps Sandbox objects in its store, and places sandboxes on the\n" +
 			"agents named by --agents, or found from their pods with --agent-pod-selector. Health probes (/healthz, /readyz) are on\n" +
 			"--health-probe-bind-address. Every API call needs a token from --user-token-file\n" +
-			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.",
-		Flags: append(append(append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), agentPodFlags()...), poolFlags()...), []cli.Flag{
+			"or, with --kube-auth, a Kubernetes user's token, unless --insecure-no-auth is given.\n" +
+			"With --e2b-bind-address it also serves E2B's API there, for E2B's own SDK (docs/e2b.md).",
+		Flags: append(append(append(append(append(append(storeFlags(), leaderFlags()...), kubeAuthFlags()...), agentPodFlags()...), poolFlags()...), e2bFlags()...), []cli.Flag{
 			&cli.StringFlag{Name: "fastpath-bind-address", Value: ":9090", Usage: "address of the fast-path API"},
 			&cli.StringFlag{Name: "health-probe-bind-address", Value: ":8081", Usage: "address of /healthz and /readyz"},
 			&cli.StringSliceFlag{Name: "agents", Value: cli.NewStringSlice("127.0.0.1:5758"), Usage: "agents' host:port (cleartext HTTP/2) or https://host:port (TLS, see --agent-ca-file), comma separated"},
@@ -129,8 +130,17 @@ func run(c *cli.Context) error {
 			return err
 		}
 	}
+	e2bSrv, err := newE2BAPI(c)
+	if err != nil {
+		return err
+	}
 	// Who may call what: users the user API, the janitor its question.
 	keys := userTokens.As(auth.RoleUser)
+	if e2bSrv != nil && secured {
+		// The E2B server calls the API as a user, in the namespace of
+		// each request's E2B key.
+		keys = append(keys, e2bSrv.userKeys()...)
+	}
 	if f := c.String("janitor-token-file"); f != "" && secured {
 		janitor, err := auth.ReadTokensFile(f)
 		if err != nil {
@@ -369,6 +379,9 @@ func run(c *cli.Context) error {
 		cfg.MaxUnauthenticated = c.Int("max-unauthenticated-connections")
 	}
 	g.Go(func() error { return serve(gctx, c.String("fastpath-bind-address"), mux, cfg) })
+	if e2bSrv != nil {
+		g.Go(func() error { return e2bSrv.run(gctx, mux, cfg, log) })
+	}
 	err = g.Wait()
 	stop()
 	fp.Wait()
