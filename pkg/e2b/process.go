@@ -37,6 +37,9 @@ import (
 //     request's deadline (the SDK's timeoutMs) is the process's too: it
 //     is killed then, as envd kills it. A client that goes away leaves
 //     the process running.
+//     A process that does not start is InvalidArgument (its program, user
+//     or directory is missing), or Unavailable when the sandbox no longer
+//     runs, which the SDK reads as "sandbox is probably not running".
 //   - Connect streams the same for a running process: start, new output,
 //     end. An unknown or exited process is NotFound.
 //   - SendInput, StreamInput, CloseStdin, SendSignal and Update name the
@@ -98,9 +101,41 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	}
 	defer in.Close()
 	event := func() *fsbv1.ExecEvent { return in.Msg().GetEvent() }
-	return relayProcess(ctx, callCtx, cancel, in, event, spec.GetPty(), keepaliveOf(req.Header()), func(ev *processpb.ProcessEvent) error {
+	started := false
+	err = relayProcess(ctx, callCtx, cancel, in, event, spec.GetPty(), keepaliveOf(req.Header()), func(ev *processpb.ProcessEvent) error {
+		started = started || ev.GetStart() != nil
 		return stream.Send(&processpb.StartResponse{Event: ev})
 	})
+	if err != nil && !started {
+		return s.startFailed(ctx, sb, err)
+	}
+	return err
+}
+
+// startFailed answers a process that did not start, err, as envd does: a
+// sandbox that no longer runs is Unavailable (the SDK's "sandbox is
+// probably not running anymore"); a process the sandbox cannot start (its
+// program, its user or its directory is missing) is InvalidArgument.
+func (s *processService) startFailed(ctx context.Context, sb *Sandbox, err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodePermissionDenied:
+	default:
+		return err
+	}
+	msg := err.Error()
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		msg = ce.Message()
+	}
+	resp, gerr := s.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: sb.ID, Namespace: sb.Namespace}))
+	switch {
+	case connect.CodeOf(gerr) == connect.CodeNotFound:
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s is gone: %s", sb.ID, msg))
+	case gerr == nil && resp.Msg.GetSandbox().GetStatus().GetPhase() != fsbv1.Phase_PHASE_RUNNING:
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s is not running: %s", sb.ID, msg))
+	case gerr != nil:
+		return err
+	}
+	return connect.NewError(connect.CodeInvalidArgument, errors.New(msg))
 }
 
 // processSpec turns a Start request into the exec's process: the user's,
@@ -326,7 +361,7 @@ func (s *processService) find(ctx context.Context, sb *Sandbox, sel *processpb.P
 	}
 	resp, err := s.api.ListProcesses(ctx, connect.NewRequest(&fsbv1.ListProcessesRequest{Name: sb.ID, Namespace: sb.Namespace}))
 	if err != nil {
-		return nil, processError(err)
+		return nil, sandboxError(sb, processError(err))
 	}
 	var found *fsbv1.ProcessInfo
 	for _, p := range resp.Msg.GetProcesses() {
@@ -348,6 +383,17 @@ func (s *processService) find(ctx context.Context, sb *Sandbox, sel *processpb.P
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process %s not found", describeSelector(sel)))
 	}
 	return found, nil
+}
+
+// sandboxError is err, an answer about the sandbox as a whole (a listing
+// of its processes), as envd's proxy gives it: a sandbox that is gone or
+// does not run is Unavailable.
+func sandboxError(sb *Sandbox, err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound, connect.CodeFailedPrecondition:
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %w", sb.ID, err))
+	}
+	return err
 }
 
 // checkSelector checks that sel names a process.
@@ -441,7 +487,7 @@ func (s *processService) List(ctx context.Context, req *connect.Request[processp
 	}
 	resp, err := s.api.ListProcesses(ctx, connect.NewRequest(&fsbv1.ListProcessesRequest{Name: sb.ID, Namespace: sb.Namespace}))
 	if err != nil {
-		return nil, processError(err)
+		return nil, sandboxError(sb, processError(err))
 	}
 	out := &processpb.ListResponse{Processes: []*processpb.ProcessInfo{}}
 	for _, p := range resp.Msg.GetProcesses() {

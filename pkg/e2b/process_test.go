@@ -361,6 +361,27 @@ func TestProcessThroughTheFastPath(t *testing.T) {
 		_, _, err = procStart(ctx, t, jsonClient, &processpb.StartRequest{Process: procCmd("true"), Tag: procPtr("a<b")}, procEnded)
 		procCode(t, "a tag JSON escapes", err, connect.CodeInvalidArgument)
 
+		// A process the sandbox cannot start is envd's InvalidArgument.
+		_, _, err = procStart(ctx, t, jsonClient, &processpb.StartRequest{Process: procCmd("/no/such/program")}, procEnded)
+		procCode(t, "a missing program", err, connect.CodeInvalidArgument)
+		_, _, err = procStart(ctx, t, jsonClient, &processpb.StartRequest{Process: &processpb.ProcessConfig{Cmd: "true", Cwd: procPtr("/no/such/dir")}}, procEnded)
+		procCode(t, "a missing cwd", err, connect.CodeInvalidArgument)
+
+		// A sandbox that is gone: Unavailable, which the SDK reads as
+		// "sandbox is probably not running anymore".
+		gone := plane.sandbox(t, "e2b-proc-gone", nil)
+		if _, err := plane.api.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: gone.ID, Namespace: gone.Namespace, GracePeriodSeconds: procPtr(int32(0))})); err != nil {
+			t.Fatal(err)
+		}
+		_, goneHandler := NewProcessHandler(plane.api)
+		goneSrv := httptest.NewServer(procWithSandbox(gone, goneHandler))
+		defer goneSrv.Close()
+		goneClient := processconnect.NewProcessClient(goneSrv.Client(), goneSrv.URL, connect.WithProtoJSON())
+		_, _, err = procStart(ctx, t, goneClient, &processpb.StartRequest{Process: procCmd("true")}, procEnded)
+		procCode(t, "start in a deleted sandbox", err, connect.CodeUnavailable)
+		_, err = goneClient.List(ctx, connect.NewRequest(&processpb.ListRequest{}))
+		procCode(t, "list in a deleted sandbox", err, connect.CodeUnavailable)
+
 		// Without the router's sandbox: unauthenticated.
 		_, bare := NewProcessHandler(plane.api)
 		srv := httptest.NewServer(bare)
