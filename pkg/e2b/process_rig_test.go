@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,14 @@ import (
 // FastPathService client the process handler drives.
 type procPlane struct {
 	api API
+	// controller is the running controller's args, log and stop.
+	controller     []string
+	controllerLog  *rig.Buffer
+	stopController func()
+	ready          string
+	// t is the test that started the plane: the restarted controller
+	// is stopped at its end, not at the end of a subtest.
+	t *testing.T
 }
 
 // startProcPlane starts an agent and a controller over it; the test's
@@ -47,7 +56,7 @@ func startProcPlane(t *testing.T) *procPlane {
 	}
 	agentPort, agentMetrics := procFreePort(t), procFreePort(t)
 	agentLog := &rig.Buffer{}
-	procStartFsb(t, agentLog, fmt.Sprintf("http://127.0.0.1:%d/readyz", agentPort), func() {
+	_ = procStartFsb(t, agentLog, fmt.Sprintf("http://127.0.0.1:%d/readyz", agentPort), func() {
 		// After the agent, before the test's directories go: the
 		// sandboxes' log drivers write into the agent's log dir.
 		if err := rig.Cleanup(cd, ns); err != nil {
@@ -62,13 +71,15 @@ func startProcPlane(t *testing.T) *procPlane {
 		"--capacity", "2", "--log-format", "json")
 	port, health, metrics := procFreePort(t), procFreePort(t), procFreePort(t)
 	ctrlLog := &rig.Buffer{}
-	procStartFsb(t, ctrlLog, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), nil, "controller",
+	ctrlArgs := []string{"controller",
 		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metrics),
 		"--agents", fmt.Sprintf("127.0.0.1:%d", agentPort),
 		"--user-token-file", filepath.Join(dir, "user-token"), "--agent-token-file", filepath.Join(dir, "agent-token"),
-		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"), "--log-format", "json")
+		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"), "--log-format", "json"}
+	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", health)
+	stop := procStartFsb(t, ctrlLog, ready, nil, ctrlArgs...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("controller log:\n%s\nagent log:\n%s", ctrlLog.String(), agentLog.String())
@@ -79,12 +90,23 @@ func startProcPlane(t *testing.T) *procPlane {
 	protocols.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: &protocols}}
 	t.Cleanup(h2c.CloseIdleConnections)
-	return &procPlane{api: fsbv1connect.NewFastPathServiceClient(h2c, fmt.Sprintf("http://127.0.0.1:%d", port), connect.WithInterceptors(auth.Bearer("user-token-1")))}
+	return &procPlane{
+		api:        fsbv1connect.NewFastPathServiceClient(h2c, fmt.Sprintf("http://127.0.0.1:%d", port), connect.WithInterceptors(auth.Bearer("user-token-1"))),
+		controller: ctrlArgs, controllerLog: ctrlLog, stopController: stop, ready: ready, t: t,
+	}
+}
+
+// restartController kills the controller and starts it again, on the
+// same ports and data.
+func (p *procPlane) restartController() {
+	p.stopController()
+	p.stopController = procStartFsb(p.t, p.controllerLog, p.ready, nil, p.controller...)
 }
 
 // procStartFsb starts `fsb args...` logging to log, waits until ready
-// answers 200, and kills it at the test's end, then runs after.
-func procStartFsb(t *testing.T, log *rig.Buffer, ready string, after func(), args ...string) {
+// answers 200, and kills it at the test's end, or when the returned stop
+// is called, then runs after.
+func procStartFsb(t *testing.T, log *rig.Buffer, ready string, after func(), args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(rig.FsbBinary(t), args...)
 	cmd.Stderr = log
@@ -93,20 +115,21 @@ func procStartFsb(t *testing.T, log *rig.Buffer, ready string, after func(), arg
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Kill()
 		<-done
 		if after != nil {
 			after()
 		}
 	})
+	t.Cleanup(stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
 		if resp, err := http.Get(ready); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return stop
 			}
 		}
 		select {

@@ -255,6 +255,44 @@ func TestProcessThroughTheFastPath(t *testing.T) {
 		}
 	})
 
+	t.Run("a tag outlives the controller", func(t *testing.T) {
+		startCtx, stopStart := context.WithCancel(ctx)
+		run, _, err := procStart(startCtx, t, jsonClient, &processpb.StartRequest{
+			Process: procCmd("sh", "-c", "echo up; exec sleep 600"), Tag: procPtr("survivor"),
+		}, func(r *procRun) bool { return strings.Contains(r.stdout, "up") })
+		stopStart()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plane.restartController()
+		// The new controller answers once it knows the sandbox again.
+		var pid uint32
+		for pid == 0 {
+			list, err := jsonClient.List(ctx, connect.NewRequest(&processpb.ListRequest{}))
+			if ctx.Err() != nil {
+				t.Fatalf("no listing after the controller's restart: %v", err)
+			}
+			if err != nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			for _, p := range list.Msg.GetProcesses() {
+				if p.GetTag() == "survivor" {
+					pid = p.GetPid()
+				}
+			}
+			if pid == 0 {
+				t.Fatalf("the tagged process is not listed after the controller's restart: %v", list.Msg.GetProcesses())
+			}
+		}
+		if pid != run.pid {
+			t.Errorf("tag survivor lists pid %d, started as %d", pid, run.pid)
+		}
+		if _, err := jsonClient.SendSignal(ctx, connect.NewRequest(&processpb.SendSignalRequest{Process: procTag("survivor"), Signal: processpb.Signal_SIGNAL_SIGKILL})); err != nil {
+			t.Errorf("kill by tag after the controller's restart: %v", err)
+		}
+	})
+
 	t.Run("pty", func(t *testing.T) {
 		run, start, err := procStart(ctx, t, jsonClient, &processpb.StartRequest{
 			Process: procCmd("sh"), Pty: &processpb.PTY{Size: &processpb.PTY_Size{Cols: 80, Rows: 24}},
