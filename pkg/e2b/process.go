@@ -40,8 +40,11 @@ import (
 //     A process that does not start is InvalidArgument (its program, user
 //     or directory is missing), or Unavailable when the sandbox no longer
 //     runs, which the SDK reads as "sandbox is probably not running".
-//   - Connect streams the same for a running process: start, new output,
-//     end. An unknown or exited process is NotFound.
+//   - Connect streams the same for a running process: start, output (what
+//     fsb init kept while no stream was attached, then new output), end.
+//     An unknown or exited process is NotFound. fsb init gives output to
+//     the newest attached stream only: an older one (a Start still
+//     streaming) gets no more output, but still its end (afterTakeover).
 //   - SendInput, StreamInput, CloseStdin, SendSignal and Update name the
 //     process by pid or tag: NotFound when there is no such running
 //     process, which is what the SDK's kill reads as "not found" (false).
@@ -101,15 +104,68 @@ func (s *processService) Start(ctx context.Context, req *connect.Request[process
 	}
 	defer in.Close()
 	event := func() *fsbv1.ExecEvent { return in.Msg().GetEvent() }
-	started := false
-	err = relayProcess(ctx, callCtx, cancel, in, event, spec.GetPty(), keepaliveOf(req.Header()), func(ev *processpb.ProcessEvent) error {
-		started = started || ev.GetStart() != nil
+	var pid uint32
+	interval := keepaliveOf(req.Header())
+	send := func(ev *processpb.ProcessEvent) error {
+		if start := ev.GetStart(); start != nil {
+			pid = start.GetPid()
+		}
 		return stream.Send(&processpb.StartResponse{Event: ev})
-	})
-	if err != nil && !started {
+	}
+	err = relayProcess(ctx, callCtx, cancel, in, event, spec.GetPty(), interval, send)
+	if err != nil && pid == 0 {
 		return s.startFailed(ctx, sb, err)
 	}
-	return err
+	return s.afterTakeover(ctx, sb, int32(pid), interval, err, send)
+}
+
+// takeoverPoll is how often a stream whose process another attach took
+// over asks whether the process has ended.
+const takeoverPoll = time.Second
+
+// afterTakeover ends a stream whose relay ended with err. fsb init gives
+// a process's output to one attached stream, the newest: an older one
+// ends Aborted when another attaches (a Connect to a process whose Start
+// still streams), where envd would give both the output. The older one
+// then waits for the process's end, which fsb init keeps on record, and
+// sends it: the SDK's wait() on it still gets the exit, without the
+// output it missed. Any other err is returned as it is.
+func (s *processService) afterTakeover(ctx context.Context, sb *Sandbox, pid int32, interval time.Duration, err error, send func(*processpb.ProcessEvent) error) error {
+	if connect.CodeOf(err) != connect.CodeAborted || pid == 0 {
+		return err
+	}
+	poll := time.NewTicker(takeoverPoll)
+	defer poll.Stop()
+	quiet := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeCanceled, ctx.Err())
+		case <-poll.C:
+		}
+		resp, lerr := s.api.ListProcesses(ctx, connect.NewRequest(&fsbv1.ListProcessesRequest{Name: sb.ID, Namespace: sb.Namespace}))
+		if lerr != nil {
+			return sandboxError(sb, processError(lerr))
+		}
+		var p *fsbv1.ProcessInfo
+		for _, info := range resp.Msg.GetProcesses() {
+			if info.GetPid() == pid {
+				p = info
+			}
+		}
+		switch {
+		case p == nil:
+			// Its record is gone: its end is not known.
+			return err
+		case !p.GetRunning():
+			return send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_End{End: endEvent(p.GetExit())}})
+		case time.Since(quiet) >= interval:
+			if serr := send(&processpb.ProcessEvent{Event: &processpb.ProcessEvent_Keepalive{Keepalive: &processpb.ProcessEvent_KeepAlive{}}}); serr != nil {
+				return serr
+			}
+			quiet = time.Now()
+		}
+	}
 }
 
 // startFailed answers a process that did not start, err, as envd does: a
@@ -474,9 +530,12 @@ func (s *processService) Connect(ctx context.Context, req *connect.Request[proce
 	}
 	defer in.Close()
 	event := func() *fsbv1.ExecEvent { return in.Msg().GetEvent() }
-	return relayProcess(ctx, callCtx, cancel, in, event, p.GetPty(), keepaliveOf(req.Header()), func(ev *processpb.ProcessEvent) error {
+	interval := keepaliveOf(req.Header())
+	send := func(ev *processpb.ProcessEvent) error {
 		return stream.Send(&processpb.ConnectResponse{Event: ev})
-	})
+	}
+	err = relayProcess(ctx, callCtx, cancel, in, event, p.GetPty(), interval, send)
+	return s.afterTakeover(ctx, sb, p.GetPid(), interval, err, send)
 }
 
 // List implements process.Process.List.

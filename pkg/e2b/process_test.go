@@ -255,6 +255,36 @@ func TestProcessThroughTheFastPath(t *testing.T) {
 		}
 	})
 
+	t.Run("a connect while the start streams", func(t *testing.T) {
+		run, start, err := procStart(ctx, t, jsonClient, &processpb.StartRequest{
+			Process: procCmd("sh", "-c", "echo a; read x; echo b; exit 4"), Stdin: procPtr(true),
+		}, func(r *procRun) bool { return strings.Contains(r.stdout, "a") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := binClient.Connect(ctx, connect.NewRequest(&processpb.ConnectRequest{Process: procPid(run.pid)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		attached := &procRun{}
+		connEvent := func() *processpb.ProcessEvent { return conn.Msg().GetEvent() }
+		if err := procRead(conn, connEvent, attached, func(r *procRun) bool { return r.pid != 0 }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jsonClient.SendInput(ctx, connect.NewRequest(&processpb.SendInputRequest{
+			Process: procPid(run.pid), Input: &processpb.ProcessInput{Input: &processpb.ProcessInput_Stdin{Stdin: []byte("x\n")}},
+		})); err != nil {
+			t.Fatal(err)
+		}
+		if err := procRead(conn, connEvent, attached, procEnded); err != nil || !strings.Contains(attached.stdout, "b") || attached.end.GetExitCode() != 4 {
+			t.Errorf("the connect's stream: %+v, end %v, %v; want b, exit 4", attached, attached.end, err)
+		}
+		// The start's stream lost the output to the connect, not the end.
+		if err := procRead(start, func() *processpb.ProcessEvent { return start.Msg().GetEvent() }, run, procEnded); err != nil || run.end.GetExitCode() != 4 {
+			t.Errorf("the start's stream: %+v, end %v, %v; want exit 4", run, run.end, err)
+		}
+	})
+
 	t.Run("a tag outlives the controller", func(t *testing.T) {
 		startCtx, stopStart := context.WithCancel(ctx)
 		run, _, err := procStart(startCtx, t, jsonClient, &processpb.StartRequest{
