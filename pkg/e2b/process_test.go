@@ -435,6 +435,14 @@ func TestProcessThroughTheFastPath(t *testing.T) {
 		_, _, err = procStart(ctx, t, jsonClient, &processpb.StartRequest{Process: &processpb.ProcessConfig{Cmd: "true", Cwd: procPtr("/no/such/dir")}}, procEnded)
 		procCode(t, "a missing cwd", err, connect.CodeInvalidArgument)
 
+		// No user named: E2B's "user", whom the test image lacks.
+		noUser, err := jsonClient.Start(ctx, connect.NewRequest(&processpb.StartRequest{Process: procCmd("true")}))
+		if err == nil {
+			noUser.Receive()
+			err = noUser.Err()
+		}
+		procCode(t, "a user the sandbox lacks", err, connect.CodeInvalidArgument)
+
 		// A sandbox that is gone: Unavailable, which the SDK reads as
 		// "sandbox is probably not running anymore".
 		gone := plane.sandbox(t, "e2b-proc-gone", nil)
