@@ -178,10 +178,7 @@ func (s *processService) startFailed(ctx context.Context, sb *Sandbox, err error
 	default:
 		return err
 	}
-	msg := err.Error()
-	if ce := new(connect.Error); errors.As(err, &ce) {
-		msg = ce.Message()
-	}
+	msg := procMessage(err)
 	resp, gerr := s.api.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: sb.ID, Namespace: sb.Namespace}))
 	switch {
 	case connect.CodeOf(gerr) == connect.CodeNotFound:
@@ -447,9 +444,17 @@ func (s *processService) find(ctx context.Context, sb *Sandbox, sel *processpb.P
 func sandboxError(sb *Sandbox, err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound, connect.CodeFailedPrecondition:
-		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %w", sb.ID, err))
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s: %s", sb.ID, procMessage(err)))
 	}
 	return err
+}
+
+// procMessage is err's message without its code.
+func procMessage(err error) string {
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }
 
 // checkSelector checks that sel names a process.
