@@ -129,6 +129,9 @@ func toProcess(p *fsbv1.ProcessSpec) (*initlink.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("process.%w", err)
 	}
+	if err := initlink.CheckTag(p.GetTag()); err != nil {
+		return nil, fmt.Errorf("process.%w", err)
+	}
 	out := &initlink.Process{
 		Args:          p.GetCommand(),
 		Dir:           p.GetWorkingDir(),
@@ -138,6 +141,7 @@ func toProcess(p *fsbv1.ProcessSpec) (*initlink.Process, error) {
 		Cols:          cols,
 		Stdin:         p.GetStdin(),
 		TimeoutMillis: int64(p.GetTimeoutSeconds()) * 1000,
+		Tag:           p.GetTag(),
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.GetEnvs())) {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(p.GetEnvs()[k], 0) {
@@ -371,7 +375,7 @@ func (a *Agent) ListProcesses(ctx context.Context, req *connect.Request[fsbv1.Ag
 	}
 	out := &fsbv1.AgentServiceListProcessesResponse{}
 	for _, p := range resp.Processes {
-		info := &fsbv1.ProcessInfo{Pid: int32(p.PID), Command: p.Args, Pty: p.PTY, Running: p.Running, Attached: p.Attached}
+		info := &fsbv1.ProcessInfo{Pid: int32(p.PID), Command: p.Args, Pty: p.PTY, Running: p.Running, Attached: p.Attached, Tag: p.Tag}
 		if p.Exit != nil {
 			info.Exit = toExit(p.Exit)
 		}

@@ -33,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 )
 
 // Where things are, inside the sandbox and on the wire.
@@ -210,6 +212,9 @@ type Process struct {
 	// reads /dev/null.
 	Stdin         bool  `json:"stdin,omitempty"`
 	TimeoutMillis int64 `json:"timeoutMillis,omitempty"`
+	// Tag is a name the caller gives the process (CheckTag), kept with
+	// its record and listed.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Response answers a request.
@@ -254,6 +259,29 @@ type ProcessInfo struct {
 	Exit      *Exit    `json:"exit,omitempty"`
 	Attached  bool     `json:"attached,omitempty"`
 	StartUnix int64    `json:"startUnixNano"`
+	Tag       string   `json:"tag,omitempty"`
+}
+
+// MaxTagBytes bounds a process's tag.
+const MaxTagBytes = 64
+
+// CheckTag checks a process's tag: at most MaxTagBytes of UTF-8 that JSON
+// writes as it is (no control character, quote, backslash, '<', '>', '&',
+// U+2028 or U+2029), so that a tag costs a listing no more than its bytes
+// and every record of MaxProcesses still fits one frame.
+func CheckTag(tag string) error {
+	if len(tag) > MaxTagBytes {
+		return fmt.Errorf("tag: %d bytes, at most %d", len(tag), MaxTagBytes)
+	}
+	if !utf8.ValidString(tag) {
+		return errors.New("tag: not UTF-8")
+	}
+	for _, r := range tag {
+		if r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029 || strings.ContainsRune(`"\<>&`, r) {
+			return fmt.Errorf("tag %q: holds %q, which a tag may not (control characters, quotes, backslashes, '<', '>', '&')", tag, r)
+		}
+	}
+	return nil
 }
 
 // File types in FileInfo.Type.

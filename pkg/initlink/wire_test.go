@@ -55,3 +55,16 @@ func TestFrameBounds(t *testing.T) {
 		t.Fatalf("a frame cut short: %v, want ErrUnexpectedEOF", err)
 	}
 }
+
+func TestCheckTag(t *testing.T) {
+	for _, ok := range []string{"", "server", "my tag/1:ü", string(bytes.Repeat([]byte("t"), MaxTagBytes))} {
+		if err := CheckTag(ok); err != nil {
+			t.Errorf("CheckTag(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"a\nb", `a"b`, `a\b`, "a<b", "a&b", "a\u2028", "\xff", string(bytes.Repeat([]byte("t"), MaxTagBytes+1))} {
+		if err := CheckTag(bad); err == nil {
+			t.Errorf("CheckTag(%q) = nil, want an error", bad)
+		}
+	}
+}

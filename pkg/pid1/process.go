@@ -89,6 +89,7 @@ type process struct {
 	pid   int
 	args  []string
 	pty   bool
+	tag   string
 	start time.Time
 	seq   uint64
 
@@ -196,7 +197,10 @@ func (m *Manager) start(spec *initlink.Process) (*process, error) {
 		return nil, err
 	}
 
-	p := &process{args: spec.Args, pty: spec.PTY}
+	if err := initlink.CheckTag(spec.Tag); err != nil {
+		return nil, errorf(initlink.CodeInvalidArgument, "exec: %v", err)
+	}
+	p := &process{args: spec.Args, pty: spec.PTY, tag: spec.Tag}
 	p.cond.L = &p.mu
 	attr := &os.ProcAttr{Dir: dir, Env: env, Sys: &syscall.SysProcAttr{Credential: cred}}
 	// closeAfter are the child's ends, closed in init once it started.
@@ -568,7 +572,7 @@ func (m *Manager) list() []initlink.ProcessInfo {
 	for _, p := range procs {
 		p.mu.Lock()
 		info := initlink.ProcessInfo{PID: p.pid, Args: p.args, PTY: p.pty, Running: p.exit == nil,
-			Attached: p.attached != 0, StartUnix: p.start.UnixNano()}
+			Attached: p.attached != 0, StartUnix: p.start.UnixNano(), Tag: p.tag}
 		if p.exit != nil {
 			e := *p.exit
 			info.Exit = &e

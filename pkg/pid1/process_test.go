@@ -347,7 +347,7 @@ func TestMainExitEndsProcesses(t *testing.T) {
 func TestList(t *testing.T) {
 	a := startInit(t, testToken)
 	r := a.exec(initlink.Process{Args: []string{"sh", "-c", "exit 7"}})
-	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sleep", "1000"}, PTY: true}})
+	c := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"sleep", "1000"}, PTY: true, Tag: "server-1"}})
 	pid := c.started()
 	got, e := a.call(initlink.Request{Op: initlink.OpList})
 	if e != nil {
@@ -360,7 +360,7 @@ func TestList(t *testing.T) {
 	if done.PID != r.pid || done.Running || done.Exit == nil || done.Exit.Code != 7 || done.Args[2] != "exit 7" {
 		t.Errorf("finished process listed as %+v", done)
 	}
-	if running.PID != pid || !running.Running || !running.PTY || !running.Attached || running.StartUnix < done.StartUnix {
+	if running.PID != pid || !running.Running || !running.PTY || !running.Attached || running.StartUnix < done.StartUnix || running.Tag != "server-1" || done.Tag != "" {
 		t.Errorf("running process listed as %+v", running)
 	}
 	if _, e := a.call(initlink.Request{Op: initlink.OpSignal, PID: r.pid, Signal: 15}); e == nil || e.Code != initlink.CodeFailedPrecondition {
@@ -368,6 +368,10 @@ func TestList(t *testing.T) {
 	}
 	if _, e := a.call(initlink.Request{Op: initlink.OpSignal, PID: pid, Signal: 0}); e == nil || e.Code != initlink.CodeInvalidArgument {
 		t.Errorf("signal 0: %+v, want invalid_argument", e)
+	}
+	bad := a.open(initlink.Request{Op: initlink.OpExec, Process: &initlink.Process{Args: []string{"true"}, Tag: "a<b"}})
+	if ft, b := bad.next(); ft != initlink.FrameError || !strings.Contains(string(b), initlink.CodeInvalidArgument) {
+		t.Errorf("exec with the tag \"a<b\": frame %d %s, want invalid_argument", ft, b)
 	}
 }
 
@@ -544,7 +548,8 @@ func TestListWorstCaseFits(t *testing.T) {
 			procs := make([]initlink.ProcessInfo, initlink.MaxProcesses)
 			for i := range procs {
 				procs[i] = initlink.ProcessInfo{PID: 1 << 22, Args: args, PTY: true, Running: true, Attached: true,
-					Exit: &initlink.Exit{Code: 137, Signal: "KILL", TimedOut: true}, StartUnix: time.Now().UnixNano()}
+					Exit: &initlink.Exit{Code: 137, Signal: "KILL", TimedOut: true}, StartUnix: time.Now().UnixNano(),
+					Tag: strings.Repeat("t", initlink.MaxTagBytes)}
 			}
 			limit := argsShare(procs, listArgsBudget)
 			for i := range procs {

@@ -101,8 +101,12 @@ type ProcessSpec struct {
 	// Kill the process's whole process group after this many seconds; 0
 	// means no limit.
 	TimeoutSeconds int32 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A name the caller gives the process, kept by fsb init with its record
+	// (so that it outlives the controller and the agent): E2B selects
+	// processes by tag. At most 256 bytes, no NUL.
+	Tag           string `protobuf:"bytes,9,opt,name=tag,proto3" json:"tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProcessSpec) Reset() {
@@ -189,6 +193,13 @@ func (x *ProcessSpec) GetTimeoutSeconds() int32 {
 		return x.TimeoutSeconds
 	}
 	return 0
+}
+
+func (x *ProcessSpec) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
 }
 
 type PtySize struct {
@@ -480,8 +491,10 @@ type ProcessInfo struct {
 	Running bool         `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
 	Exit    *ProcessExit `protobuf:"bytes,5,opt,name=exit,proto3" json:"exit,omitempty"`
 	// A client is attached to its output.
-	Attached      bool                   `protobuf:"varint,6,opt,name=attached,proto3" json:"attached,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	Attached  bool                   `protobuf:"varint,6,opt,name=attached,proto3" json:"attached,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// The spec's tag.
+	Tag           string `protobuf:"bytes,8,opt,name=tag,proto3" json:"tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -563,6 +576,13 @@ func (x *ProcessInfo) GetStartTime() *timestamppb.Timestamp {
 		return x.StartTime
 	}
 	return nil
+}
+
+func (x *ProcessInfo) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
 }
 
 // FileInfo describes one path inside a sandbox (lstat: a symlink is
@@ -682,7 +702,7 @@ var File_fsb_v1_exec_proto protoreflect.FileDescriptor
 
 const file_fsb_v1_exec_proto_rawDesc = "" +
 	"\n" +
-	"\x11fsb/v1/exec.proto\x12\x06fsb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x02\n" +
+	"\x11fsb/v1/exec.proto\x12\x06fsb.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n" +
 	"\vProcessSpec\x12\x18\n" +
 	"\acommand\x18\x01 \x03(\tR\acommand\x121\n" +
 	"\x04envs\x18\x02 \x03(\v2\x1d.fsb.v1.ProcessSpec.EnvsEntryR\x04envs\x12\x1f\n" +
@@ -692,7 +712,8 @@ const file_fsb_v1_exec_proto_rawDesc = "" +
 	"\x03pty\x18\x05 \x01(\bR\x03pty\x12*\n" +
 	"\bpty_size\x18\x06 \x01(\v2\x0f.fsb.v1.PtySizeR\aptySize\x12\x14\n" +
 	"\x05stdin\x18\a \x01(\bR\x05stdin\x12'\n" +
-	"\x0ftimeout_seconds\x18\b \x01(\x05R\x0etimeoutSeconds\x1a7\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x05R\x0etimeoutSeconds\x12\x10\n" +
+	"\x03tag\x18\t \x01(\tR\x03tag\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
@@ -710,7 +731,7 @@ const file_fsb_v1_exec_proto_rawDesc = "" +
 	"\vProcessExit\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\tR\x06signal\x12\x1b\n" +
-	"\ttimed_out\x18\x03 \x01(\bR\btimedOut\"\xe5\x01\n" +
+	"\ttimed_out\x18\x03 \x01(\bR\btimedOut\"\xf7\x01\n" +
 	"\vProcessInfo\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -719,7 +740,8 @@ const file_fsb_v1_exec_proto_rawDesc = "" +
 	"\x04exit\x18\x05 \x01(\v2\x13.fsb.v1.ProcessExitR\x04exit\x12\x1a\n" +
 	"\battached\x18\x06 \x01(\bR\battached\x129\n" +
 	"\n" +
-	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x88\x02\n" +
+	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x10\n" +
+	"\x03tag\x18\b \x01(\tR\x03tag\"\x88\x02\n" +
 	"\bFileInfo\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12$\n" +
