@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,11 +71,11 @@ func (s *filesystemService) begin(ctx context.Context, h http.Header) (*call, er
 
 // beginAs is begin for a sandbox and a user name already known.
 func (s *filesystemService) beginAs(ctx context.Context, sb *Sandbox, name string) (*call, error) {
-	u, err := s.accounts.user(ctx, sb, name)
+	u, acc, err := s.accounts.user(ctx, sb, name)
 	if err != nil {
 		return nil, err
 	}
-	return &call{sb: sb, user: u, acc: s.accounts.get(ctx, sb)}, nil
+	return &call{sb: sb, user: u, acc: acc}, nil
 }
 
 // resolve turns a request's path into the absolute, clean path the
@@ -337,17 +338,36 @@ func (s *filesystemService) chown(ctx context.Context, c *call, paths ...string)
 	return chownPaths(ctx, s.api, c.sb, c.user, paths...)
 }
 
-// chownPaths runs chown uid:gid paths in sb, as root.
+// chownBatch bounds the paths of one chown: a command has at most
+// v1alpha1.MaxCommandEntries entries.
+const chownBatch = 512
+
+// chownPaths gives paths to u in sb with `chown uid:gid`, run as root, a
+// batch at a time; root's, and an unknown user's, stay as they are.
 func chownPaths(ctx context.Context, api API, sb *Sandbox, u fsUser, paths ...string) error {
-	if len(paths) == 0 || !u.known || u.root() {
+	if !u.known || u.root() {
 		return nil
+	}
+	for batch := range slices.Chunk(paths, chownBatch) {
+		if err := chownBatchOf(ctx, api, sb, u, batch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chownBatchOf runs one chown.
+func chownBatchOf(ctx context.Context, api API, sb *Sandbox, u fsUser, paths []string) error {
+	what := fmt.Sprintf("give %s to %s", paths[0], u.name)
+	if len(paths) > 1 {
+		what = fmt.Sprintf("give %s and %d more to %s", paths[0], len(paths)-1, u.name)
 	}
 	cmd := append([]string{"chown", "-h", strconv.FormatUint(uint64(u.uid), 10) + ":" + strconv.FormatUint(uint64(u.gid), 10), "--"}, paths...)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := api.Exec(ctx, connect.NewRequest(&fsbv1.ExecRequest{Name: sb.ID, Namespace: sb.Namespace, Process: &fsbv1.ProcessSpec{Command: cmd, User: "0"}}))
 	if err != nil {
-		return upstream(fmt.Errorf("give %s to %s: %w", strings.Join(paths, " "), u.name, err))
+		return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s: %w", what, err))
 	}
 	defer st.Close()
 	var stderr []byte
@@ -358,15 +378,15 @@ func chownPaths(ctx context.Context, api API, sb *Sandbox, u fsUser, paths ...st
 		}
 		if x := ev.GetExit(); x != nil {
 			if x.GetExitCode() != 0 {
-				return connect.NewError(connect.CodeInternal, fmt.Errorf("give %s to %s: chown exited %d: %s", strings.Join(paths, " "), u.name, x.GetExitCode(), strings.TrimSpace(string(stderr))))
+				return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: chown exited %d: %s", what, x.GetExitCode(), strings.TrimSpace(string(stderr))))
 			}
 			return nil
 		}
 	}
 	if err := st.Err(); err != nil {
-		return upstream(fmt.Errorf("give %s to %s: %w", strings.Join(paths, " "), u.name, err))
+		return connect.NewError(connect.CodeOf(err), fmt.Errorf("%s: %w", what, err))
 	}
-	return connect.NewError(connect.CodeInternal, fmt.Errorf("give %s to %s: chown's stream ended without its exit", strings.Join(paths, " "), u.name))
+	return connect.NewError(connect.CodeInternal, fmt.Errorf("%s: chown's stream ended without its exit", what))
 }
 
 // Move implements filesystem.Filesystem.Move: a rename (a regular file

@@ -134,7 +134,11 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 	mux.Handle("/files", NewFilesHandler(p.api))
 	srv := httptest.NewServer(fsWithSandbox(sb, mux))
 	t.Cleanup(srv.Close)
-	root := &http.Client{Transport: asUser{"root", http.DefaultTransport}}
+	// Plain answers unless a test asks for gzip itself.
+	plain := http.DefaultTransport.(*http.Transport).Clone()
+	plain.DisableCompression = true
+	t.Cleanup(plain.CloseIdleConnections)
+	root := &http.Client{Transport: asUser{"root", plain}}
 	e := &fsEnv{url: srv.URL, client: root}
 	e.fs = e.clientAs("root")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -130,22 +130,23 @@ func (c *accountCache) get(ctx context.Context, sb *Sandbox) *accounts {
 // refuses a user the sandbox does not have; so does this, except root and
 // DefaultUser, whose homes are known without it (a busybox image has no
 // "user").
-func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUser, error) {
+// The accounts read are returned too.
+func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUser, *accounts, error) {
 	acc := c.get(ctx, sb)
 	if a, ok := acc.users[name]; ok {
 		home := a.home
 		if !path.IsAbs(home) {
 			home = "/"
 		}
-		return fsUser{name: name, home: path.Clean(home), uid: a.uid, gid: a.gid, known: true}, nil
+		return fsUser{name: name, home: path.Clean(home), uid: a.uid, gid: a.gid, known: true}, acc, nil
 	}
 	switch name {
 	case "root":
-		return fsUser{name: name, home: rootHome, known: true}, nil
+		return fsUser{name: name, home: rootHome, known: true}, acc, nil
 	case DefaultUser:
-		return fsUser{name: name, home: DefaultHome}, nil
+		return fsUser{name: name, home: DefaultHome}, acc, nil
 	}
-	return fsUser{}, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("user %q: the sandbox's /etc/passwd has no such user", name))
+	return fsUser{}, nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("user %q: the sandbox's /etc/passwd has no such user", name))
 }
 
 // parseAccounts fills acc from the text of /etc/passwd and /etc/group;
