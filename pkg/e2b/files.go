@@ -65,7 +65,7 @@ func NewFilesHandler(api API) http.Handler {
 }
 
 // begin returns the call of a /files request: its sandbox and user.
-func (h *filesHandler) begin(r *http.Request) (*call, error) {
+func (h *filesHandler) begin(r *http.Request) (*fsCall, error) {
 	sb := SandboxFrom(r.Context())
 	if sb == nil {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no sandbox: the request did not come through the sandbox router"))
@@ -83,19 +83,19 @@ var errLengthSent = errors.New("content length sent")
 func (h *filesHandler) get(w http.ResponseWriter, r *http.Request) {
 	c, err := h.begin(r)
 	if err != nil {
-		writeAPIError(w, err)
+		writeFilesAPIError(w, err)
 		return
 	}
 	p, err := c.resolve("path", r.URL.Query().Get("path"))
 	if err != nil {
-		writeAPIError(w, err)
+		writeFilesAPIError(w, err)
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	s, err := h.fs.api.ReadFile(ctx, connect.NewRequest(&fsbv1.ReadFileRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: p}))
 	if err != nil {
-		writeAPIError(w, fileError(p, err))
+		writeFilesAPIError(w, filesError(p, err))
 		return
 	}
 	defer s.Close()
@@ -106,7 +106,7 @@ func (h *filesHandler) get(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = connect.NewError(connect.CodeInternal, errors.New("the file's stream ended before its info"))
 		}
-		writeAPIError(w, fileError(p, err))
+		writeFilesAPIError(w, filesError(p, err))
 		return
 	}
 	info := s.Msg().GetInfo()
@@ -207,7 +207,7 @@ type writtenFile struct {
 func (h *filesHandler) post(w http.ResponseWriter, r *http.Request) {
 	c, err := h.begin(r)
 	if err != nil {
-		writeAPIError(w, err)
+		writeFilesAPIError(w, err)
 		return
 	}
 	// A file of any size: each part of the body must come in time, not
@@ -284,7 +284,7 @@ func (h *filesHandler) post(w http.ResponseWriter, r *http.Request) {
 		err = cerr
 	}
 	if err != nil {
-		writeAPIError(w, err)
+		writeFilesAPIError(w, err)
 		return
 	}
 	b, err := json.Marshal(written)
@@ -339,7 +339,7 @@ func partFileName(part *multipart.Part) string {
 // fails (the client went away, a bad gzip stream) the WriteFile stream is
 // cut, not closed, so that nothing is written: a file is never replaced
 // by a part of itself.
-func (h *filesHandler) writeFile(ctx context.Context, c *call, p string, data io.Reader) error {
+func (h *filesHandler) writeFile(ctx context.Context, c *fsCall, p string, data io.Reader) error {
 	streamCtx, cut := context.WithCancel(ctx)
 	defer cut()
 	out := h.fs.api.WriteFile(streamCtx)
@@ -375,14 +375,14 @@ func (h *filesHandler) writeFile(ctx context.Context, c *call, p string, data io
 		}
 	}
 	if _, err := out.CloseAndReceive(); err != nil {
-		return fileError(p, err)
+		return filesError(p, err)
 	}
 	return nil
 }
 
-// fileError is the FastPathService's error err about the file p, as envd
+// filesError is the FastPathService's error err about the file p, as envd
 // words the common ones.
-func fileError(p string, err error) error {
+func filesError(p string, err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound:
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("path '%s' does not exist", p))
@@ -392,17 +392,17 @@ func fileError(p string, err error) error {
 			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path '%s' is a directory or not a regular file", p))
 		}
 	}
-	return upstream(err)
+	return fsUpstream(err)
 }
 
-// writeAPIError answers err, a Connect error, with envd's JSON error and
+// writeFilesAPIError answers err, a Connect error, with envd's JSON error and
 // the HTTP status the SDK maps to the same error.
-func writeAPIError(w http.ResponseWriter, err error) {
-	writeFilesError(w, httpStatus(err), err)
+func writeFilesAPIError(w http.ResponseWriter, err error) {
+	writeFilesError(w, envdHTTPStatus(err), err)
 }
 
-// httpStatus is the HTTP status envd would answer for err.
-func httpStatus(err error) int {
+// envdHTTPStatus is the HTTP status envd would answer for err.
+func envdHTTPStatus(err error) int {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound:
 		return http.StatusNotFound

@@ -55,7 +55,7 @@ func TestAcceptsGzip(t *testing.T) {
 	}
 }
 
-func TestHTTPStatus(t *testing.T) {
+func TestEnvdHTTPStatus(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want int
@@ -68,8 +68,8 @@ func TestHTTPStatus(t *testing.T) {
 		{connect.NewError(connect.CodeUnavailable, errors.New("x")), http.StatusBadGateway},
 		{errors.New("plain"), http.StatusInternalServerError},
 	} {
-		if got := httpStatus(tc.err); got != tc.want {
-			t.Errorf("httpStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		if got := envdHTTPStatus(tc.err); got != tc.want {
+			t.Errorf("envdHTTPStatus(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
 }

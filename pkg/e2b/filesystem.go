@@ -52,16 +52,16 @@ func NewFilesystemHandler(api API, opts ...connect.HandlerOption) (string, http.
 	return filesystemconnect.NewFilesystemHandler(s, opts...)
 }
 
-// call is what every RPC starts from: the sandbox and the user.
-type call struct {
+// fsCall is what every RPC starts from: the sandbox and the user.
+type fsCall struct {
 	sb   *Sandbox
 	user fsUser
-	acc  *accounts
+	acc  *sandboxAccounts
 }
 
 // begin returns the call of a request with headers h, or Unauthenticated
 // when the router put no sandbox in ctx.
-func (s *filesystemService) begin(ctx context.Context, h http.Header) (*call, error) {
+func (s *filesystemService) begin(ctx context.Context, h http.Header) (*fsCall, error) {
 	sb := SandboxFrom(ctx)
 	if sb == nil {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no sandbox: the request did not come through the sandbox router"))
@@ -70,18 +70,18 @@ func (s *filesystemService) begin(ctx context.Context, h http.Header) (*call, er
 }
 
 // beginAs is begin for a sandbox and a user name already known.
-func (s *filesystemService) beginAs(ctx context.Context, sb *Sandbox, name string) (*call, error) {
+func (s *filesystemService) beginAs(ctx context.Context, sb *Sandbox, name string) (*fsCall, error) {
 	u, acc, err := s.accounts.user(ctx, sb, name)
 	if err != nil {
 		return nil, err
 	}
-	return &call{sb: sb, user: u, acc: acc}, nil
+	return &fsCall{sb: sb, user: u, acc: acc}, nil
 }
 
 // resolve turns a request's path into the absolute, clean path the
 // FastPathService takes: "~" and "~/x" are in the user's home, a relative
 // path is too, and an empty one is the home itself (envd's rules).
-func (c *call) resolve(field, p string) (string, error) {
+func (c *fsCall) resolve(field, p string) (string, error) {
 	if strings.IndexByte(p, 0) >= 0 {
 		return "", connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: holds a NUL byte, which no path can", field))
 	}
@@ -98,7 +98,7 @@ func (c *call) resolve(field, p string) (string, error) {
 }
 
 // stat describes p (lstat: a symlink itself).
-func (s *filesystemService) stat(ctx context.Context, c *call, p string) (*fsbv1.FileInfo, error) {
+func (s *filesystemService) stat(ctx context.Context, c *fsCall, p string) (*fsbv1.FileInfo, error) {
 	r, err := s.api.Stat(ctx, connect.NewRequest(&fsbv1.StatRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: p}))
 	if err != nil {
 		return nil, err
@@ -110,7 +110,7 @@ func (s *filesystemService) stat(ctx context.Context, c *call, p string) (*fsbv1
 // maxLinkHops links deep: it returns the target's absolute path and its
 // info; a broken link (or one too deep) is its own path with a nil info,
 // as envd says of a link it cannot resolve.
-func (s *filesystemService) follow(ctx context.Context, c *call, info *fsbv1.FileInfo) (string, *fsbv1.FileInfo, error) {
+func (s *filesystemService) follow(ctx context.Context, c *fsCall, info *fsbv1.FileInfo) (string, *fsbv1.FileInfo, error) {
 	cur := info
 	for range maxLinkHops {
 		t := cur.GetSymlinkTarget()
@@ -132,16 +132,16 @@ func (s *filesystemService) follow(ctx context.Context, c *call, info *fsbv1.Fil
 	return info.GetPath(), nil, nil
 }
 
-// entry describes info as envd does, a symlink as a symlink (entryOf
+// fsEntry describes info as envd does, a symlink as a symlink (entryOf
 // follows it).
-func entry(acc *accounts, info *fsbv1.FileInfo) *fspb.EntryInfo {
+func fsEntry(acc *sandboxAccounts, info *fsbv1.FileInfo) *fspb.EntryInfo {
 	e := &fspb.EntryInfo{
 		Name:         info.GetName(),
-		Type:         fileType(info.GetType()),
+		Type:         entryType(info.GetType()),
 		Path:         info.GetPath(),
 		Size:         info.GetSize(),
 		Mode:         info.GetMode() & 0o777,
-		Permissions:  permissions(info.GetType(), info.GetMode()),
+		Permissions:  entryPermissions(info.GetType(), info.GetMode()),
 		Owner:        acc.owner(info.GetUid()),
 		Group:        acc.group(info.GetGid()),
 		ModifiedTime: info.GetModifyTime(),
@@ -155,26 +155,26 @@ func entry(acc *accounts, info *fsbv1.FileInfo) *fspb.EntryInfo {
 
 // entryOf describes info as envd does: a symlink has the type and mode
 // of what it points to (none when broken) and its target's absolute path.
-func (s *filesystemService) entryOf(ctx context.Context, c *call, info *fsbv1.FileInfo) (*fspb.EntryInfo, error) {
-	e := entry(c.acc, info)
+func (s *filesystemService) entryOf(ctx context.Context, c *fsCall, info *fsbv1.FileInfo) (*fspb.EntryInfo, error) {
+	e := fsEntry(c.acc, info)
 	if info.GetType() != fsbv1.FileType_FILE_TYPE_SYMLINK {
 		return e, nil
 	}
 	tp, target, err := s.follow(ctx, c, info)
 	if err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	e.SymlinkTarget = &tp
 	e.Type, e.Mode = fspb.FileType_FILE_TYPE_UNSPECIFIED, 0
 	if target != nil {
-		e.Type, e.Mode = fileType(target.GetType()), target.GetMode()&0o777
+		e.Type, e.Mode = entryType(target.GetType()), target.GetMode()&0o777
 	}
 	return e, nil
 }
 
-// fileType is envd's type of t. Devices, sockets and pipes have none: the
+// entryType is envd's type of t. Devices, sockets and pipes have none: the
 // SDK leaves such entries out of a listing, as with envd.
-func fileType(t fsbv1.FileType) fspb.FileType {
+func entryType(t fsbv1.FileType) fspb.FileType {
 	switch t {
 	case fsbv1.FileType_FILE_TYPE_FILE:
 		return fspb.FileType_FILE_TYPE_FILE
@@ -186,9 +186,9 @@ func fileType(t fsbv1.FileType) fspb.FileType {
 	return fspb.FileType_FILE_TYPE_UNSPECIFIED
 }
 
-// permissions is the permissions string envd sends: Go's fs.FileMode
+// entryPermissions is the permissions string envd sends: Go's fs.FileMode
 // string of the type and mode ("-rw-r--r--", "drwxr-xr-x", "Lrwxrwxrwx").
-func permissions(t fsbv1.FileType, mode uint32) string {
+func entryPermissions(t fsbv1.FileType, mode uint32) string {
 	m := fs.FileMode(mode & 0o777)
 	if mode&0o4000 != 0 {
 		m |= fs.ModeSetuid
@@ -210,10 +210,10 @@ func permissions(t fsbv1.FileType, mode uint32) string {
 	return m.String()
 }
 
-// upstream returns the FastPathService's error err as this service's:
+// fsUpstream returns the FastPathService's error err as this service's:
 // its code and message, without the headers and details of the
 // controller's answer.
-func upstream(err error) error {
+func fsUpstream(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -244,7 +244,7 @@ func (s *filesystemService) Stat(ctx context.Context, req *connect.Request[fspb.
 	}
 	info, err := s.stat(ctx, c, p)
 	if err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	e, err := s.entryOf(ctx, c, info)
 	if err != nil {
@@ -284,7 +284,7 @@ func (s *filesystemService) MakeDir(ctx context.Context, req *connect.Request[fs
 // makeDirs makes the directory p and its missing parents and returns the
 // directories it made, outermost first (none when p was a directory). It
 // does not chown them.
-func (s *filesystemService) makeDirs(ctx context.Context, c *call, p string) ([]string, error) {
+func (s *filesystemService) makeDirs(ctx context.Context, c *fsCall, p string) ([]string, error) {
 	// The directories that are missing, found before MakeDir makes them:
 	// they are the ones to give to the user.
 	var missing []string
@@ -298,11 +298,11 @@ func (s *filesystemService) makeDirs(ctx context.Context, c *call, p string) ([]
 			continue
 		}
 		if err != nil {
-			return nil, upstream(err)
+			return nil, fsUpstream(err)
 		}
 		if info.GetType() == fsbv1.FileType_FILE_TYPE_SYMLINK {
 			if _, target, err := s.follow(ctx, c, info); err != nil {
-				return nil, upstream(err)
+				return nil, fsUpstream(err)
 			} else if target != nil {
 				info = target
 			}
@@ -323,7 +323,7 @@ func (s *filesystemService) makeDirs(ctx context.Context, c *call, p string) ([]
 	case connect.CodeOf(err) == connect.CodeAlreadyExists:
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path already exists but it is not a directory: %s", p))
 	case err != nil:
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	case !r.Msg.GetCreated():
 		// Made meanwhile by someone else.
 		return nil, nil
@@ -334,7 +334,7 @@ func (s *filesystemService) makeDirs(ctx context.Context, c *call, p string) ([]
 // chown gives paths to the request's user, as envd makes them as that
 // user; root's, and an unknown user's, stay as they are. The
 // FastPathService has no chown: a `chown` runs in the sandbox as root.
-func (s *filesystemService) chown(ctx context.Context, c *call, paths ...string) error {
+func (s *filesystemService) chown(ctx context.Context, c *fsCall, paths ...string) error {
 	return chownPaths(ctx, s.api, c.sb, c.user, paths...)
 }
 
@@ -413,11 +413,11 @@ func (s *filesystemService) Move(ctx context.Context, req *connect.Request[fspb.
 		return nil, err
 	}
 	if _, err := s.api.Move(ctx, connect.NewRequest(&fsbv1.MoveRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Source: src, Destination: dst})); err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	info, err := s.stat(ctx, c, dst)
 	if err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	e, err := s.entryOf(ctx, c, info)
 	if err != nil {
@@ -447,7 +447,7 @@ func (s *filesystemService) ListDir(ctx context.Context, req *connect.Request[fs
 	}
 	r, err := s.api.ListDir(ctx, connect.NewRequest(&fsbv1.ListDirRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: dir, Depth: int32(depth)}))
 	if err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	entries := make([]*fspb.EntryInfo, 0, len(r.Msg.GetEntries()))
 	links := 0
@@ -463,7 +463,7 @@ func (s *filesystemService) ListDir(ctx context.Context, req *connect.Request[fs
 				return nil, err
 			}
 		} else {
-			e = entry(c.acc, info)
+			e = fsEntry(c.acc, info)
 		}
 		entries = append(entries, e)
 	}
@@ -473,16 +473,16 @@ func (s *filesystemService) ListDir(ctx context.Context, req *connect.Request[fs
 // dir returns the directory p is, following p when it is a symlink:
 // NotFound when there is nothing, InvalidArgument when it is not a
 // directory.
-func (s *filesystemService) dir(ctx context.Context, c *call, p string) (string, error) {
+func (s *filesystemService) dir(ctx context.Context, c *fsCall, p string) (string, error) {
 	info, err := s.stat(ctx, c, p)
 	if err != nil {
-		return "", upstream(err)
+		return "", fsUpstream(err)
 	}
 	dir := p
 	if info.GetType() == fsbv1.FileType_FILE_TYPE_SYMLINK {
 		tp, target, err := s.follow(ctx, c, info)
 		if err != nil {
-			return "", upstream(err)
+			return "", fsUpstream(err)
 		}
 		if target == nil {
 			return "", connect.NewError(connect.CodeNotFound, fmt.Errorf("path not found: %s is a broken symlink", p))
@@ -509,7 +509,7 @@ func (s *filesystemService) Remove(ctx context.Context, req *connect.Request[fsp
 	}
 	_, err = s.api.Remove(ctx, connect.NewRequest(&fsbv1.RemoveRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: p, Recursive: true}))
 	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	return connect.NewResponse(&fspb.RemoveResponse{}), nil
 }

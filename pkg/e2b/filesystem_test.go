@@ -23,20 +23,20 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/filesystem/filesystemconnect"
 )
 
-// basicAuth is the header the SDK sends to name a user.
-func basicAuth(user string) string {
+// fsBasicAuth is the header the SDK sends to name a user.
+func fsBasicAuth(user string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"))
 }
 
-// asUser adds the SDK's user header to every request.
-type asUser struct {
+// fsAsUser adds the SDK's user header to every request.
+type fsAsUser struct {
 	user string
 	next http.RoundTripper
 }
 
-func (a asUser) RoundTrip(r *http.Request) (*http.Response, error) {
+func (a fsAsUser) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", basicAuth(a.user))
+	r.Header.Set("Authorization", fsBasicAuth(a.user))
 	return a.next.RoundTrip(r)
 }
 
@@ -49,7 +49,7 @@ type fsEnv struct {
 }
 
 func (e *fsEnv) clientAs(user string) filesystemconnect.FilesystemClient {
-	return filesystemconnect.NewFilesystemClient(&http.Client{Transport: asUser{user, http.DefaultTransport}}, e.url, connect.WithProtoJSON())
+	return filesystemconnect.NewFilesystemClient(&http.Client{Transport: fsAsUser{user, http.DefaultTransport}}, e.url, connect.WithProtoJSON())
 }
 
 // upload POSTs body to /files?query with its content type and headers,
@@ -102,9 +102,9 @@ func (e *fsEnv) download(t *testing.T, query string, hdr map[string]string) (int
 	return resp.StatusCode, resp.Header, b
 }
 
-// multipartBody is a multipart/form-data body with one "file" part per
+// fsMultipartBody is a multipart/form-data body with one "file" part per
 // name, as the SDK's FormData sends several files.
-func multipartBody(t *testing.T, files map[string][]byte, order []string) (string, *bytes.Buffer) {
+func fsMultipartBody(t *testing.T, files map[string][]byte, order []string) (string, *bytes.Buffer) {
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -138,7 +138,7 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 	plain := http.DefaultTransport.(*http.Transport).Clone()
 	plain.DisableCompression = true
 	t.Cleanup(plain.CloseIdleConnections)
-	root := &http.Client{Transport: asUser{"root", plain}}
+	root := &http.Client{Transport: fsAsUser{"root", plain}}
 	e := &fsEnv{url: srv.URL, client: root}
 	e.fs = e.clientAs("root")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -152,7 +152,7 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 	}
 
 	t.Run("write several files (multipart)", func(t *testing.T) {
-		ctype, body := multipartBody(t, map[string][]byte{"/tmp/e2b/a.txt": []byte("hello"), "rel/b.bin": binary}, []string{"/tmp/e2b/a.txt", "rel/b.bin"})
+		ctype, body := fsMultipartBody(t, map[string][]byte{"/tmp/e2b/a.txt": []byte("hello"), "rel/b.bin": binary}, []string{"/tmp/e2b/a.txt", "rel/b.bin"})
 		files, status, raw := e.upload(t, "username=root", ctype, body, nil)
 		want := []writtenFile{{Name: "a.txt", Type: "file", Path: "/tmp/e2b/a.txt"}, {Name: "b.bin", Type: "file", Path: "/root/rel/b.bin"}}
 		if status != http.StatusOK || !slices.Equal(files, want) {
@@ -313,7 +313,7 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 		if _, err := nobody.MakeDir(ctx, connect.NewRequest(&fspb.MakeDirRequest{Path: "/tmp/e2b/nb/sub"})); err != nil {
 			t.Fatal(err)
 		}
-		ctype, body := multipartBody(t, map[string][]byte{"/tmp/e2b/nb2/f.txt": []byte("mine")}, []string{"/tmp/e2b/nb2/f.txt"})
+		ctype, body := fsMultipartBody(t, map[string][]byte{"/tmp/e2b/nb2/f.txt": []byte("mine")}, []string{"/tmp/e2b/nb2/f.txt"})
 		if _, status, raw := e.upload(t, "username=nobody", ctype, body, nil); status != http.StatusOK {
 			t.Fatalf("upload as nobody: %d %s", status, raw)
 		}

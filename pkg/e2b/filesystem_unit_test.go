@@ -9,7 +9,7 @@ import (
 )
 
 func TestResolve(t *testing.T) {
-	c := &call{user: fsUser{name: "user", home: "/home/user"}}
+	c := &fsCall{user: fsUser{name: "user", home: "/home/user"}}
 	for _, tc := range []struct {
 		in, want string
 		code     connect.Code
@@ -30,7 +30,7 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-func TestPermissions(t *testing.T) {
+func TestEntryPermissions(t *testing.T) {
 	for _, tc := range []struct {
 		t    fsbv1.FileType
 		mode uint32
@@ -43,14 +43,14 @@ func TestPermissions(t *testing.T) {
 		{fsbv1.FileType_FILE_TYPE_FILE, 0o4755, "urwxr-xr-x"},
 		{fsbv1.FileType_FILE_TYPE_OTHER, 0o600, "?rw-------"},
 	} {
-		if got := permissions(tc.t, tc.mode); got != tc.want {
-			t.Errorf("permissions(%v, %#o) = %q, want %q", tc.t, tc.mode, got, tc.want)
+		if got := entryPermissions(tc.t, tc.mode); got != tc.want {
+			t.Errorf("entryPermissions(%v, %#o) = %q, want %q", tc.t, tc.mode, got, tc.want)
 		}
 	}
 }
 
 func TestParseAccounts(t *testing.T) {
-	acc := &accounts{users: map[string]account{}, owners: map[uint32]string{}, groups: map[uint32]string{}}
+	acc := &sandboxAccounts{users: map[string]passwdUser{}, owners: map[uint32]string{}, groups: map[uint32]string{}}
 	parseAccounts(acc,
 		[]byte("# comment\nroot:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/bash\nbroken:x:zz:1::/:/bin/sh\nalias:x:1000:1000::/elsewhere:/bin/sh\n"),
 		[]byte("root:x:0:\nuser:x:1000:\n"))

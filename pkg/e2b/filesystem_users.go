@@ -27,26 +27,26 @@ const (
 	maxAccountsCached = 256
 	// maxAccountsFile bounds what is read of /etc/passwd or /etc/group.
 	maxAccountsFile = 1 << 20
-	// rootHome is root's home when /etc/passwd does not say.
-	rootHome = "/root"
+	// fsRootHome is root's home when /etc/passwd does not say.
+	fsRootHome = "/root"
 )
 
-// accounts is what a sandbox's /etc/passwd and /etc/group say.
-type accounts struct {
-	users  map[string]account
+// sandboxAccounts is what a sandbox's /etc/passwd and /etc/group say.
+type sandboxAccounts struct {
+	users  map[string]passwdUser
 	owners map[uint32]string // uid -> user name
 	groups map[uint32]string // gid -> group name
 }
 
-// account is one user of /etc/passwd.
-type account struct {
+// passwdUser is one user of /etc/passwd.
+type passwdUser struct {
 	uid, gid uint32
 	home     string
 }
 
 // owner returns the name of uid, or the number when the sandbox names none,
 // as envd does.
-func (a *accounts) owner(uid uint32) string {
+func (a *sandboxAccounts) owner(uid uint32) string {
 	if n, ok := a.owners[uid]; ok {
 		return n
 	}
@@ -54,7 +54,7 @@ func (a *accounts) owner(uid uint32) string {
 }
 
 // group returns the name of gid, or the number when the sandbox names none.
-func (a *accounts) group(gid uint32) string {
+func (a *sandboxAccounts) group(gid uint32) string {
 	if n, ok := a.groups[gid]; ok {
 		return n
 	}
@@ -85,7 +85,7 @@ type accountCache struct {
 
 type cachedAccounts struct {
 	read time.Time
-	acc  *accounts
+	acc  *sandboxAccounts
 }
 
 func newAccountCache(api API) *accountCache {
@@ -95,7 +95,7 @@ func newAccountCache(api API) *accountCache {
 // get returns sb's accounts. It never fails: a sandbox whose files cannot
 // be read has none, and then owners are numbers and only root and
 // DefaultUser resolve (see user). Only what was read is cached.
-func (c *accountCache) get(ctx context.Context, sb *Sandbox) *accounts {
+func (c *accountCache) get(ctx context.Context, sb *Sandbox) *sandboxAccounts {
 	key := sb.Namespace + "/" + sb.ID
 	c.mu.Lock()
 	e, ok := c.entries[key]
@@ -103,9 +103,9 @@ func (c *accountCache) get(ctx context.Context, sb *Sandbox) *accounts {
 	if ok && time.Since(e.read) < accountsTTL {
 		return e.acc
 	}
-	acc := &accounts{users: map[string]account{}, owners: map[uint32]string{}, groups: map[uint32]string{}}
-	passwd, perr := readSmall(ctx, c.api, sb, "/etc/passwd", maxAccountsFile)
-	group, gerr := readSmall(ctx, c.api, sb, "/etc/group", maxAccountsFile)
+	acc := &sandboxAccounts{users: map[string]passwdUser{}, owners: map[uint32]string{}, groups: map[uint32]string{}}
+	passwd, perr := readSandboxFile(ctx, c.api, sb, "/etc/passwd", maxAccountsFile)
+	group, gerr := readSandboxFile(ctx, c.api, sb, "/etc/group", maxAccountsFile)
 	parseAccounts(acc, passwd, group)
 	if (perr != nil && connect.CodeOf(perr) != connect.CodeNotFound) || (gerr != nil && connect.CodeOf(gerr) != connect.CodeNotFound) {
 		return acc
@@ -131,7 +131,7 @@ func (c *accountCache) get(ctx context.Context, sb *Sandbox) *accounts {
 // DefaultUser, whose homes are known without it (a busybox image has no
 // "user").
 // The accounts read are returned too.
-func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUser, *accounts, error) {
+func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUser, *sandboxAccounts, error) {
 	acc := c.get(ctx, sb)
 	if a, ok := acc.users[name]; ok {
 		home := a.home
@@ -142,7 +142,7 @@ func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUs
 	}
 	switch name {
 	case "root":
-		return fsUser{name: name, home: rootHome, known: true}, acc, nil
+		return fsUser{name: name, home: fsRootHome, known: true}, acc, nil
 	case DefaultUser:
 		return fsUser{name: name, home: DefaultHome}, acc, nil
 	}
@@ -151,8 +151,8 @@ func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUs
 
 // parseAccounts fills acc from the text of /etc/passwd and /etc/group;
 // lines it cannot read are skipped.
-func parseAccounts(acc *accounts, passwd, group []byte) {
-	for line := range lines(passwd) {
+func parseAccounts(acc *sandboxAccounts, passwd, group []byte) {
+	for line := range passwdLines(passwd) {
 		// name:password:uid:gid:gecos:home:shell
 		f := strings.Split(line, ":")
 		if len(f) < 6 || f[0] == "" {
@@ -164,13 +164,13 @@ func parseAccounts(acc *accounts, passwd, group []byte) {
 			continue
 		}
 		if _, dup := acc.users[f[0]]; !dup {
-			acc.users[f[0]] = account{uid: uint32(uid), gid: uint32(gid), home: f[5]}
+			acc.users[f[0]] = passwdUser{uid: uint32(uid), gid: uint32(gid), home: f[5]}
 		}
 		if _, dup := acc.owners[uint32(uid)]; !dup {
 			acc.owners[uint32(uid)] = f[0]
 		}
 	}
-	for line := range lines(group) {
+	for line := range passwdLines(group) {
 		// name:password:gid:members
 		f := strings.Split(line, ":")
 		if len(f) < 3 || f[0] == "" {
@@ -186,8 +186,8 @@ func parseAccounts(acc *accounts, passwd, group []byte) {
 	}
 }
 
-// lines yields b's lines that are neither empty nor comments.
-func lines(b []byte) func(func(string) bool) {
+// passwdLines yields b's lines that are neither empty nor comments.
+func passwdLines(b []byte) func(func(string) bool) {
 	return func(yield func(string) bool) {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		sc.Buffer(make([]byte, 0, 4096), maxAccountsFile)
@@ -203,12 +203,12 @@ func lines(b []byte) func(func(string) bool) {
 	}
 }
 
-// errTooLarge ends readSmall's read of a file above its limit.
-var errTooLarge = errors.New("file too large")
+// errFileTooLarge ends readSandboxFile's read of a file above its limit.
+var errFileTooLarge = errors.New("file too large")
 
-// readSmall reads the regular file p of sb whole, refusing one of more
+// readSandboxFile reads the regular file p of sb whole, refusing one of more
 // than limit bytes.
-func readSmall(ctx context.Context, api API, sb *Sandbox, p string, limit int) ([]byte, error) {
+func readSandboxFile(ctx context.Context, api API, sb *Sandbox, p string, limit int) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s, err := api.ReadFile(ctx, connect.NewRequest(&fsbv1.ReadFileRequest{Name: sb.ID, Namespace: sb.Namespace, Path: p}))
@@ -219,7 +219,7 @@ func readSmall(ctx context.Context, api API, sb *Sandbox, p string, limit int) (
 	var b []byte
 	for s.Receive() {
 		if len(b)+len(s.Msg().GetData()) > limit {
-			return nil, fmt.Errorf("read %s: %w: more than %d bytes", p, errTooLarge, limit)
+			return nil, fmt.Errorf("read %s: %w: more than %d bytes", p, errFileTooLarge, limit)
 		}
 		b = append(b, s.Msg().GetData()...)
 	}

@@ -53,13 +53,13 @@ const (
 	// maxPollFailures is how many polls in a row may fail (the sandbox's
 	// agent unreachable for a moment) before a watch ends with the error.
 	maxPollFailures = 8
-	// keepaliveHeader is the header the SDK sets on WatchDir: the seconds
+	// watchKeepaliveHeader is the header the SDK sets on WatchDir: the seconds
 	// between keepalive messages it wants while nothing happens.
-	keepaliveHeader   = "Keepalive-Ping-Interval"
-	defaultKeepalive  = 60 * time.Second
-	maxKeepalive      = time.Hour
-	watcherIDBytes    = 16
-	maxEventsPerCheck = 4096
+	watchKeepaliveHeader  = "Keepalive-Ping-Interval"
+	defaultWatchKeepalive = 60 * time.Second
+	maxWatchKeepalive     = time.Hour
+	watcherIDBytes        = 16
+	maxEventsPerCheck     = 4096
 )
 
 // watchers is the registry of a handler's watches, for the per-sandbox
@@ -125,7 +125,7 @@ type pollingWatcher struct {
 // watch is one watched directory and what it held at the last poll.
 type watch struct {
 	s            *filesystemService
-	c            *call
+	c            *fsCall
 	root         string
 	recursive    bool
 	includeEntry bool
@@ -136,7 +136,7 @@ type watch struct {
 func watchKey(sb *Sandbox) string { return sb.Namespace + "/" + sb.ID }
 
 // startWatch checks that p is a directory and takes its first listing.
-func (s *filesystemService) startWatch(ctx context.Context, c *call, p string, recursive, includeEntry bool) (*watch, error) {
+func (s *filesystemService) startWatch(ctx context.Context, c *fsCall, p string, recursive, includeEntry bool) (*watch, error) {
 	dir, err := s.dir(ctx, c, p)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func (w *watch) list(ctx context.Context) (map[string]*fsbv1.FileInfo, error) {
 	}
 	r, err := w.s.api.ListDir(ctx, connect.NewRequest(&fsbv1.ListDirRequest{Name: w.c.sb.ID, Namespace: w.c.sb.Namespace, Path: w.root, Depth: depth}))
 	if err != nil {
-		return nil, upstream(err)
+		return nil, fsUpstream(err)
 	}
 	m := make(map[string]*fsbv1.FileInfo, len(r.Msg.GetEntries()))
 	for _, e := range r.Msg.GetEntries() {
@@ -174,20 +174,20 @@ func (w *watch) poll(ctx context.Context) ([]*fspb.FilesystemEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	events := diff(w.last, now)
+	events := watchDiff(w.last, now)
 	w.last = now
 	if w.includeEntry {
 		for _, ev := range events {
 			if info, ok := now[ev.GetName()]; ok && ev.GetType() != fspb.EventType_EVENT_TYPE_REMOVE {
-				ev.Entry = entry(w.c.acc, info)
+				ev.Entry = fsEntry(w.c.acc, info)
 			}
 		}
 	}
 	return events, nil
 }
 
-// diff returns the events that turn listing old into listing now, by path.
-func diff(old, now map[string]*fsbv1.FileInfo) []*fspb.FilesystemEvent {
+// watchDiff returns the events that turn listing old into listing now, by path.
+func watchDiff(old, now map[string]*fsbv1.FileInfo) []*fspb.FilesystemEvent {
 	names := make([]string, 0, len(old)+len(now))
 	for n := range old {
 		names = append(names, n)
@@ -225,13 +225,13 @@ func diff(old, now map[string]*fsbv1.FileInfo) []*fspb.FilesystemEvent {
 	return events
 }
 
-// keepalive returns the interval between keepalives a WatchDir asks for.
-func keepalive(h http.Header) time.Duration {
-	n, err := strconv.Atoi(strings.TrimSpace(h.Get(keepaliveHeader)))
+// watchKeepalive returns the interval between keepalives a WatchDir asks for.
+func watchKeepalive(h http.Header) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(h.Get(watchKeepaliveHeader)))
 	if err != nil || n <= 0 {
-		return defaultKeepalive
+		return defaultWatchKeepalive
 	}
-	return min(time.Duration(n)*time.Second, maxKeepalive)
+	return min(time.Duration(n)*time.Second, maxWatchKeepalive)
 }
 
 // WatchDir implements filesystem.Filesystem.WatchDir: a start event once
@@ -265,7 +265,7 @@ func (s *filesystemService) WatchDir(ctx context.Context, req *connect.Request[f
 	defer lifetime.Stop()
 	poll := time.NewTicker(pollInterval)
 	defer poll.Stop()
-	every := keepalive(req.Header())
+	every := watchKeepalive(req.Header())
 	ping := time.NewTimer(every)
 	defer ping.Stop()
 	failures := 0
@@ -286,7 +286,7 @@ func (s *filesystemService) WatchDir(ctx context.Context, req *connect.Request[f
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				if failures++; !transient(err) || failures >= maxPollFailures {
+				if failures++; !pollTransient(err) || failures >= maxPollFailures {
 					return fmt.Errorf("watch %s: %w", w.root, err)
 				}
 				continue
@@ -304,9 +304,9 @@ func (s *filesystemService) WatchDir(ctx context.Context, req *connect.Request[f
 	}
 }
 
-// transient reports whether a poll's error may pass (the agent or the
+// pollTransient reports whether a poll's error may pass (the agent or the
 // controller briefly unreachable).
-func transient(err error) bool {
+func pollTransient(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeAborted:
 		return true

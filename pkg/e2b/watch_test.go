@@ -11,7 +11,7 @@ import (
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
-func TestDiff(t *testing.T) {
+func TestWatchDiff(t *testing.T) {
 	t0 := timestamppb.New(time.Unix(100, 5))
 	t1 := timestamppb.New(time.Unix(100, 6))
 	file := func(size int64, mtime *timestamppb.Timestamp, mode uint32) *fsbv1.FileInfo {
@@ -41,7 +41,7 @@ func TestDiff(t *testing.T) {
 		"new":       file(0, t1, 0o644),
 	}
 	var got []string
-	for _, ev := range diff(old, now) {
+	for _, ev := range watchDiff(old, now) {
 		got = append(got, ev.GetType().String()+" "+ev.GetName())
 	}
 	want := []string{
@@ -58,13 +58,13 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-func TestKeepalive(t *testing.T) {
-	for v, want := range map[string]time.Duration{"": defaultKeepalive, "50": 50 * time.Second, "x": defaultKeepalive, "-1": defaultKeepalive, "999999": maxKeepalive} {
+func TestWatchKeepalive(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": defaultWatchKeepalive, "50": 50 * time.Second, "x": defaultWatchKeepalive, "-1": defaultWatchKeepalive, "999999": maxWatchKeepalive} {
 		h := http.Header{}
 		if v != "" {
-			h.Set(keepaliveHeader, v)
+			h.Set(watchKeepaliveHeader, v)
 		}
-		if got := keepalive(h); got != want {
+		if got := watchKeepalive(h); got != want {
 			t.Errorf("keepalive %q: %v, want %v", v, got, want)
 		}
 	}
