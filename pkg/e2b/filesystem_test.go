@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 
 	fspb "github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/filesystem"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/filesystem/filesystemconnect"
+	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
 
 // fsBasicAuth is the header the SDK sends to name a user.
@@ -132,7 +134,14 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 	path, h := NewFilesystemHandler(p.api)
 	mux.Handle(path, h)
 	mux.Handle("/files", NewFilesHandler(p.api))
-	srv := httptest.NewServer(fsWithSandbox(sb, mux))
+	// handled tells when a request marked X-Test-Done has been handled.
+	handled := make(chan struct{}, 1)
+	srv := httptest.NewServer(fsWithSandbox(sb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r)
+		if r.Header.Get("X-Test-Done") != "" {
+			handled <- struct{}{}
+		}
+	})))
 	t.Cleanup(srv.Close)
 	// Plain answers unless a test asks for gzip itself.
 	plain := http.DefaultTransport.(*http.Transport).Clone()
@@ -175,6 +184,47 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 		}
 		if _, status, raw := e.upload(t, "", "application/octet-stream", strings.NewReader("x"), nil); status != http.StatusBadRequest {
 			t.Errorf("octet-stream without a path: %d %s, want 400", status, raw)
+		}
+	})
+
+	t.Run("a cut upload replaces nothing", func(t *testing.T) {
+		if _, status, raw := e.upload(t, "path=/tmp/e2b/keep.txt", "application/octet-stream", strings.NewReader("old"), nil); status != http.StatusOK {
+			t.Fatalf("upload: %d %s", status, raw)
+		}
+		// A body that breaks off after 1 MiB: the client gives up
+		// mid-request, as a client that dies does.
+		body := io.MultiReader(bytes.NewReader(big[:1<<20]), fsFailingReader{})
+		req, err := http.NewRequest(http.MethodPost, e.url+"/files?path=/tmp/e2b/keep.txt", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/octet-stream")
+		req.Header.Set("X-Test-Done", "1")
+		if resp, err := e.client.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("a broken upload: %d, want the request to fail", resp.StatusCode)
+		}
+		// Once the handler is done with what it received, the old
+		// content is still there.
+		<-handled
+		if status, _, got := e.download(t, "path=/tmp/e2b/keep.txt", nil); status != http.StatusOK || string(got) != "old" {
+			t.Errorf("after a cut upload: %d %q, want the old content", status, got)
+		}
+		// A gzip body that breaks off: the connection lives on, only the
+		// data is bad.
+		var zipped bytes.Buffer
+		zw := gzip.NewWriter(&zipped)
+		zw.Write(bytes.Repeat([]byte("compressible text "), 1<<16))
+		zw.Close()
+		cut := zipped.Bytes()[:zipped.Len()/2]
+		if _, status, raw := e.upload(t, "path=/tmp/e2b/keep.txt", "application/octet-stream", bytes.NewReader(cut), map[string]string{"Content-Encoding": "gzip"}); status != http.StatusBadRequest {
+			t.Errorf("a cut gzip body: %d %s, want 400", status, raw)
+		}
+		if status, _, got := e.download(t, "path=/tmp/e2b/keep.txt", nil); status != http.StatusOK || string(got) != "old" {
+			t.Errorf("after a cut gzip upload: %d %d bytes, want the old content", status, len(got))
+		}
+		if _, err := e.fs.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: "/tmp/e2b/keep.txt"})); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -280,6 +330,32 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 		_, err = e.fs.ListDir(ctx, connect.NewRequest(&fspb.ListDirRequest{Path: "/tmp/e2b/a.txt"}))
 		if connect.CodeOf(err) != connect.CodeInvalidArgument {
 			t.Errorf("list a file: %v, want InvalidArgument", err)
+		}
+	})
+
+	t.Run("symlinks", func(t *testing.T) {
+		fsRun(t, p, sb, "ln", "-s", "d1", "/tmp/e2b/link")
+		fsRun(t, p, sb, "ln", "-s", "/nowhere", "/tmp/e2b/broken")
+		r, err := e.fs.ListDir(ctx, connect.NewRequest(&fspb.ListDirRequest{Path: "/tmp/e2b/link"}))
+		if err != nil || len(r.Msg.GetEntries()) != 1 || r.Msg.GetEntries()[0].GetPath() != "/tmp/e2b/link/d2" {
+			t.Errorf("list a symlink to a directory: %v, %v; want d2 under the link's path", r, err)
+		}
+		st, err := e.fs.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "/tmp/e2b/link"}))
+		if got := st.Msg.GetEntry(); err != nil || got.GetType() != fspb.FileType_FILE_TYPE_DIRECTORY || got.GetSymlinkTarget() != "/tmp/e2b/d1" || got.GetPermissions() != "Lrwxrwxrwx" {
+			t.Errorf("stat a symlink to a directory: %v, %v", got, err)
+		}
+		st, err = e.fs.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "/tmp/e2b/broken"}))
+		if got := st.Msg.GetEntry(); err != nil || got.GetType() != fspb.FileType_FILE_TYPE_UNSPECIFIED || got.GetSymlinkTarget() != "/tmp/e2b/broken" {
+			t.Errorf("stat a broken symlink: %v, %v; want no type, the link's own path as envd gives", got, err)
+		}
+		if _, err := e.fs.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: "/tmp/e2b/broken"})); err != nil {
+			t.Error(err)
+		}
+		if _, err := e.fs.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: "/tmp/e2b/link"})); err != nil {
+			t.Error(err)
+		}
+		if _, err := e.fs.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "/tmp/e2b/d1/d2"})); err != nil {
+			t.Errorf("removing a link removed what it points to: %v", err)
 		}
 	})
 
@@ -397,6 +473,32 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 			t.Errorf("events of a removed watcher: %v, want NotFound", err)
 		}
 	})
+}
+
+// fsFailingReader fails every read.
+type fsFailingReader struct{}
+
+func (fsFailingReader) Read([]byte) (int, error) { return 0, errors.New("the client broke off") }
+
+// fsRun runs argv in sb as root and fails the test unless it exits 0.
+func fsRun(t *testing.T, p *fsPlane, sb *Sandbox, argv ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := p.api.Exec(ctx, connect.NewRequest(&fsbv1.ExecRequest{Name: sb.ID, Namespace: sb.Namespace, Process: &fsbv1.ProcessSpec{Command: argv, User: "0"}}))
+	if err != nil {
+		t.Fatalf("%q: %v", argv, err)
+	}
+	defer st.Close()
+	for st.Receive() {
+		if x := st.Msg().GetEvent().GetExit(); x != nil {
+			if x.GetExitCode() != 0 {
+				t.Fatalf("%q exited %d", argv, x.GetExitCode())
+			}
+			return
+		}
+	}
+	t.Fatalf("%q: the stream ended without an exit: %v", argv, st.Err())
 }
 
 // TestFilesystemWithoutASandbox: a handler mounted without the router
