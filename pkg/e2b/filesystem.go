@@ -508,7 +508,12 @@ func (s *filesystemService) Remove(ctx context.Context, req *connect.Request[fsp
 		return nil, err
 	}
 	_, err = s.api.Remove(ctx, connect.NewRequest(&fsbv1.RemoveRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: p, Recursive: true}))
-	if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+	if connect.CodeOf(err) == connect.CodeNotFound {
+		// The path, or the sandbox? Only a sandbox that answers has a
+		// path that is gone already.
+		_, err = s.stat(ctx, c, "/")
+	}
+	if err != nil {
 		return nil, fsUpstream(err)
 	}
 	return connect.NewResponse(&fspb.RemoveResponse{}), nil
