@@ -205,6 +205,14 @@ describe('a sandbox', { timeout: 180_000 }, () => {
       assert.equal(await sbx.files.read('/tmp/multi/sub/c.txt'), 'CCC')
     })
 
+    test('write as application/octet-stream, plain and gzip-compressed', async () => {
+      await sbx.files.write('/tmp/octet.txt', 'sent as octet-stream', { useOctetStream: true })
+      assert.equal(await sbx.files.read('/tmp/octet.txt'), 'sent as octet-stream')
+      await sbx.files.write('/tmp/gzip.txt', 'sent gzip-compressed', { gzip: true })
+      assert.equal(await sbx.files.read('/tmp/gzip.txt'), 'sent gzip-compressed')
+      assert.equal(await sbx.files.read('/tmp/gzip.txt', { gzip: true }), 'sent gzip-compressed')
+    })
+
     test('list, exists, getInfo', async () => {
       await sbx.files.write([
         { path: '/tmp/listed/one.txt', data: '1' },
@@ -297,6 +305,7 @@ describe('sandboxes', { timeout: 180_000 }, () => {
     const sbx = await create()
     const id = sbx.sandboxId
     assert.equal(await sbx.kill(), true)
+    assert.equal(await sbx.isRunning(), false)
     assert.equal(await Sandbox.kill(id), false)
     await assert.rejects(Sandbox.connect(id), (e) => {
       assert.ok(e instanceof NotFoundError, `got ${e}`)
