@@ -84,10 +84,12 @@ func TestSDK(t *testing.T) {
 	s := startServers(t, node)
 
 	t.Run("suite", func(t *testing.T) {
-		s.node(t, ".", "--test", "--test-reporter=tap", "--test-concurrency=1", "sdk.test.mjs")
+		out := s.node(t, ".", "--test", "--test-reporter=tap", "--test-concurrency=1", "sdk.test.mjs")
+		t.Log("node --test sdk.test.mjs:\n" + summary(out))
 	})
 	t.Run("hello", func(t *testing.T) {
 		out := s.node(t, exampleDir, "hello.mjs")
+		t.Log("node hello.mjs:\n" + out)
 		if !strings.Contains(out, `echo hi -> "hi\n"`) || !strings.HasSuffix(strings.TrimSpace(out), "ok") {
 			t.Errorf("hello.mjs did not say hi and ok:\n%s", out)
 		}
@@ -475,6 +477,19 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// summary returns the names and results of the tests in node's TAP
+// output and its closing counts.
+func summary(tap string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(tap, "\n") {
+		trimmed := strings.TrimSpace(l)
+		if strings.HasPrefix(trimmed, "ok ") || strings.HasPrefix(trimmed, "not ok ") || strings.HasPrefix(l, "# ") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 // tail returns the last n lines of s.
