@@ -4,11 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -26,17 +28,29 @@ func bashStatic(t *testing.T) string {
 	return DefaultBash
 }
 
+// e2bImage returns the image E2BBase builds, built once for the package:
+// a build is seconds under the race detector.
 func e2bImage(t *testing.T) v1.Image {
 	t.Helper()
-	img, err := E2BBase(busybox(t), bashStatic(t))
+	busybox(t)
+	bashStatic(t)
+	img, err := builtE2B()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := validate.Image(img); err != nil {
-		t.Fatalf("validate: %v", err)
-	}
 	return img
 }
+
+var builtE2B = sync.OnceValues(func() (v1.Image, error) {
+	img, err := E2BBase(DefaultBusybox, DefaultBash)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.Image(img); err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
+	return img, nil
+})
 
 // unpack extracts img's single layer into dir as a runtime would (owners
 // and modes included), and returns its headers by name.
@@ -172,8 +186,11 @@ func TestE2BBaseLoginShell(t *testing.T) {
 
 func TestE2BBaseDeterministic(t *testing.T) {
 	var digests [2]v1.Hash
-	for i := range digests {
-		img, err := E2BBase(busybox(t), bashStatic(t))
+	for i, build := range []func() (v1.Image, error){
+		func() (v1.Image, error) { return e2bImage(t), nil },
+		func() (v1.Image, error) { return E2BBase(DefaultBusybox, DefaultBash) },
+	} {
+		img, err := build()
 		if err != nil {
 			t.Fatal(err)
 		}
