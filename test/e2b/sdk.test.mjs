@@ -140,6 +140,21 @@ describe('a sandbox', { timeout: 180_000 }, () => {
       assert.equal(r.stdout, 'got one two\n')
     })
 
+    test('closeStdin ends the input', async () => {
+      const h = await sbx.commands.run('cat; echo " and EOF"', { background: true, stdin: true })
+      await h.sendStdin('input')
+      await h.closeStdin()
+      assert.equal((await h.wait()).stdout, 'input and EOF\n')
+    })
+
+    test('connects again to a command it disconnected from', async () => {
+      const h = await sbx.commands.run('read go; echo "later $go"', { background: true, stdin: true })
+      await h.disconnect()
+      const again = await sbx.commands.connect(h.pid)
+      await sbx.commands.sendStdin(h.pid, 'on\n')
+      assert.equal((await again.wait()).stdout, 'later on\n')
+    })
+
     test('kills a background command', async () => {
       const h = await sbx.commands.run('sleep 600', { background: true })
       assert.equal(await sbx.commands.kill(h.pid), true)
