@@ -16,7 +16,7 @@ TESTFLAGS  ?= -race -count=1 -timeout 20m
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## build the static bin/fsb and bin/fsb-helper
@@ -55,6 +55,10 @@ lint: ## gofmt and go vet
 .PHONY: test
 test: build check-generated lint ## build, check generated code, lint, and run every test on a real rig
 	scripts/test.sh $(TESTFLAGS) $(PKGS)
+
+.PHONY: test-e2b
+test-e2b: build ## run E2B's JavaScript SDK (test/e2b) against an agent and a controller on a rig, printing node's output and the create -> run latency
+	scripts/test.sh -count=1 -timeout 20m -v -run TestSDK ./test/e2b/
 
 .PHONY: chaos
 chaos: build ## fuzz every Fuzz target for FUZZTIME each (default 60s), then the long fault suite and churn test (FSB_CHAOS=1)

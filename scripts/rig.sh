@@ -2,17 +2,19 @@
 # rig.sh starts and stops the project-local containerd the tests run against.
 #
 #   scripts/rig.sh up DIR     install what is missing, start containerd under DIR,
-#                             build the test image, write DIR/env
+#                             build the test images, write DIR/env
 #   scripts/rig.sh down DIR   stop everything started under DIR and remove DIR
 #
 # Keep DIR short (for example from `mktemp -d /tmp/fsb-rig.XXXX`): unix socket
 # paths must stay under 100 characters. After `up`, `source DIR/env` exports
-# FSB_RIG_DIR, FSB_CONTAINERD_SOCKET, FSB_TEST_IMAGE_TAR and FSB_RUNSC_WRAPPER.
+# FSB_RIG_DIR, FSB_CONTAINERD_SOCKET, FSB_TEST_IMAGE_TAR (the busybox test
+# image), FSB_E2B_IMAGE_TAR (the template image of E2B's `base` template) and
+# FSB_RUNSC_WRAPPER.
 # Both commands are idempotent. Needs root and a Debian-like system; systemd is
 # not used.
 set -euo pipefail
 
-readonly PACKAGES=(containerd runc crun runsc criu containernetworking-plugins busybox-static iproute2 gcc)
+readonly PACKAGES=(containerd runc crun runsc criu containernetworking-plugins busybox-static bash-static iproute2 gcc)
 readonly MARKER=.fsb-rig
 readonly START_TIMEOUT=20 # seconds to wait for containerd to answer
 readonly STOP_TIMEOUT=10  # seconds between SIGTERM and SIGKILL
@@ -177,9 +179,19 @@ EOF
 	mv -f "$tmp" "$dir/bin/runsc-fsb"
 }
 
-build_image() {
+# build_images writes the busybox test image and E2B's base template image
+# beside it; one build of mkimage (cached by go) writes both at once.
+build_images() {
 	command -v go >/dev/null || die "the Go toolchain (go) is not in PATH"
-	(cd "$repo_root" && go run ./scripts/mkimage -o "$dir/busybox.oci.tar")
+	mkdir -p "$dir/bin"
+	(cd "$repo_root" && go build -o "$dir/bin/mkimage" ./scripts/mkimage)
+	"$dir/bin/mkimage" -o "$dir/busybox.oci.tar" &
+	local bb=$!
+	"$dir/bin/mkimage" -kind e2b -o "$dir/e2b-base.oci.tar" || {
+		wait "$bb" || true
+		die "could not write the E2B template image"
+	}
+	wait "$bb" || die "could not write the busybox test image"
 }
 
 write_env() {
@@ -189,6 +201,7 @@ write_env() {
 		printf 'export FSB_RIG_DIR=%q\n' "$dir"
 		printf 'export FSB_CONTAINERD_SOCKET=%q\n' "$sock"
 		printf 'export FSB_TEST_IMAGE_TAR=%q\n' "$dir/busybox.oci.tar"
+		printf 'export FSB_E2B_IMAGE_TAR=%q\n' "$dir/e2b-base.oci.tar"
 		printf 'export FSB_RUNSC_WRAPPER=%q\n' "$dir/bin/runsc-fsb"
 	} >"$tmp"
 	mv -f "$tmp" "$dir/env"
@@ -207,7 +220,7 @@ cmd_up() {
 	write_config
 	start_containerd
 	write_runsc_wrapper
-	build_image
+	build_images
 	write_env
 	log "ready: source $dir/env"
 }

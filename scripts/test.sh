@@ -3,7 +3,8 @@
 # (scripts/rig.sh) and, beside it, an etcd and a Kubernetes API server
 # (scripts/kube.sh, which builds the pinned kube-apiserver once into the
 # cache), exports their addresses, runs the tests, and stops all of it
-# whatever happens.
+# whatever happens. It installs node and npm when they are missing: the
+# tests in test/e2b run E2B's JavaScript SDK.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +13,23 @@ cd "$root"
 [ -x bin/fsb ] && [ -x bin/fsb-helper ] || { echo "bin/fsb is missing: run 'make build' first" >&2; exit 1; }
 
 now_ms() { date +%s%3N; }
+
+# install_node installs node and npm with apt-get when they are missing, as
+# rig.sh installs containerd. Debian 12's nodejs (18) is older than E2B's
+# SDK supports (20.18.1): the machines carry a newer one, and test/e2b says
+# so when it finds the old one.
+install_node() {
+	local missing=()
+	command -v node >/dev/null || missing+=(nodejs)
+	command -v npm >/dev/null || missing+=(npm)
+	((${#missing[@]} == 0)) && return 0
+	((EUID == 0)) || { echo "test.sh: ${missing[*]} missing and not root: install them" >&2; return 1; }
+	echo "test.sh: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_node
 seconds() { awk -v ms=$(($(now_ms) - $1)) 'BEGIN { printf "%.1f", ms / 1000 }'; }
 
 dir=$(mktemp -d /tmp/fsb-rig.XXXXXX)

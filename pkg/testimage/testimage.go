@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path"
 	"runtime"
-	"sort"
 	"strings"
 	"time"
 
@@ -123,16 +122,12 @@ func checkStatic(p string) error {
 
 // listApplets asks busybox for the applets it was built with.
 func listApplets(p string) ([]string, error) {
-	out, err := exec.Command(p, "--list").Output()
+	names, err := busyboxList(p, "--list")
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
-		}
-		return nil, fmt.Errorf("%s --list: %w", p, err)
+		return nil, err
 	}
 	var applets []string
-	for _, a := range strings.Fields(string(out)) {
+	for _, a := range names {
 		if a == "busybox" || strings.Contains(a, "/") || a == "." || a == ".." {
 			continue
 		}
@@ -144,20 +139,34 @@ func listApplets(p string) ([]string, error) {
 	return applets, nil
 }
 
+// busyboxList runs `busybox FLAG` (--list or --list-full) and returns the
+// names it prints.
+func busyboxList(p, flag string) ([]string, error) {
+	out, err := exec.Command(p, flag).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
+		return nil, fmt.Errorf("%s %s: %w", p, flag, err)
+	}
+	names := strings.Fields(string(out))
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s %s: no applets", p, flag)
+	}
+	return names, nil
+}
+
 // rootfsTar returns the uncompressed layer: entries sorted by name, all owned
 // by root and stamped with the epoch.
 func rootfsTar(busybox []byte, applets []string) ([]byte, error) {
-	type entry struct {
-		hdr  tar.Header
-		data []byte
+	dir := func(name string, mode int64) tarEntry {
+		return tarEntry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}}
 	}
-	dir := func(name string, mode int64) entry {
-		return entry{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}}
+	file := func(name string, mode int64, data []byte) tarEntry {
+		return tarEntry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data: data}
 	}
-	file := func(name string, mode int64, data []byte) entry {
-		return entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data: data}
-	}
-	entries := []entry{
+	entries := []tarEntry{
 		dir("bin", 0o755),
 		dir("etc", 0o755),
 		dir("root", 0o700),
@@ -167,33 +176,11 @@ func rootfsTar(busybox []byte, applets []string) ([]byte, error) {
 		file("etc/group", 0o644, []byte(group)),
 	}
 	for _, a := range applets {
-		entries = append(entries, entry{hdr: tar.Header{
+		entries = append(entries, tarEntry{hdr: tar.Header{
 			Typeflag: tar.TypeSymlink, Name: path.Join("bin", a), Linkname: "busybox", Mode: 0o777,
 		}})
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].hdr.Name < entries[j].hdr.Name })
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	seen := make(map[string]bool, len(entries))
-	for _, e := range entries {
-		if seen[e.hdr.Name] {
-			continue
-		}
-		seen[e.hdr.Name] = true
-		h := e.hdr
-		h.ModTime = epoch
-		if err := tw.WriteHeader(&h); err != nil {
-			return nil, fmt.Errorf("tar %s: %w", h.Name, err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			return nil, fmt.Errorf("tar %s: %w", h.Name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return writeTar(entries)
 }
 
 // gzipBytes compresses b at level with a header that carries no name and no

@@ -1,8 +1,10 @@
 // Command mkimage writes an image of the rig as an OCI image layout tar
 // that containerd's Import and `ctr images import` accept: the busybox test
-// image (the default), the fsb image or the pause image of a real node.
+// image (the default), the template image of E2B's `base` template, or the
+// fsb image or the pause image of a real node.
 //
 //	go run ./scripts/mkimage -o FILE [-busybox /bin/busybox] [-ref REF]
+//	go run ./scripts/mkimage -kind e2b -o FILE [-busybox /bin/busybox] [-bash /bin/bash-static] [-ref REF]
 //	go run ./scripts/mkimage -kind fsb -o FILE -ref REF -fsb bin/fsb -helper bin/fsb-helper
 //	go run ./scripts/mkimage -kind pause -o FILE -ref REF -helper bin/fsb-helper [-busybox /bin/busybox]
 package main
@@ -21,11 +23,12 @@ import (
 
 func main() {
 	out := flag.String("o", "", "output file (required)")
-	kind := flag.String("kind", "busybox", "which image: busybox (the test image), fsb or pause")
-	busybox := flag.String("busybox", testimage.DefaultBusybox, "static busybox binary (busybox and pause images)")
+	kind := flag.String("kind", "busybox", "which image: busybox (the test image), e2b (E2B's base template), fsb or pause")
+	busybox := flag.String("busybox", testimage.DefaultBusybox, "static busybox binary (busybox, e2b and pause images)")
+	bash := flag.String("bash", testimage.DefaultBash, "static bash binary (e2b image)")
 	fsb := flag.String("fsb", "bin/fsb", "static fsb binary (fsb image)")
 	helper := flag.String("helper", "bin/fsb-helper", "static fsb-helper binary (fsb and pause images)")
-	ref := flag.String("ref", "", "image name recorded in the archive (default for busybox: "+testimage.Ref+")")
+	ref := flag.String("ref", "", "image name recorded in the archive (default for busybox: "+testimage.Ref+", for e2b: "+testimage.E2BRef+")")
 	flag.Parse()
 	if *out == "" || flag.NArg() != 0 {
 		flag.Usage()
@@ -39,12 +42,17 @@ func main() {
 			*ref = testimage.Ref
 		}
 		img, err = testimage.Build(*busybox)
+	case "e2b":
+		if *ref == "" {
+			*ref = testimage.E2BRef
+		}
+		img, err = testimage.E2BBase(*busybox, *bash)
 	case "fsb":
 		img, err = testimage.Fsb(*fsb, *helper)
 	case "pause":
 		img, err = testimage.Pause(*busybox, *helper)
 	default:
-		fmt.Fprintf(os.Stderr, "mkimage: unknown -kind %q: want busybox, fsb or pause\n", *kind)
+		fmt.Fprintf(os.Stderr, "mkimage: unknown -kind %q: want busybox, e2b, fsb or pause\n", *kind)
 		os.Exit(2)
 	}
 	if err == nil && *ref == "" {
