@@ -104,9 +104,10 @@ func (e *e2bAPI) run(ctx context.Context, api http.Handler, cfg httpserver.Confi
 		log.Warn("E2B access tokens come from a secret made at start: they stop working when the controller restarts; give --e2b-token-secret-file to keep them")
 	}
 	srv := e2b.NewServer(e2b.Config{API: client, Keys: e.keys, Templates: e.templates, TokenSecret: e.secret, Logger: log})
-	// envd's handlers go behind the server's router here, each driving
-	// the same client: srv.Mount(e2b.NewProcessHandler(client)), and the
-	// filesystem's and /files the same way.
+	// envd's handlers, behind the server's router, drive the same client.
+	srv.Mount(e2b.NewProcessHandler(client))
+	srv.Mount(e2b.NewFilesystemHandler(client))
+	srv.Mount("/files", e2b.NewFilesHandler(client))
 	log.Info("serving E2B's API", slog.String("address", e.addr), slog.Any("namespaces", e.keys.Namespaces()),
 		slog.Any("templates", e.templates.Names()))
 	err := serve(ctx, e.addr, srv, cfg)
