@@ -691,8 +691,8 @@ func (m *Manager) Shutdown(status int) {
 // Init and the main process share the sandbox's score (the agent's
 // runtime.TaskOOMScoreAdj) and the sandbox's memory limit with every
 // process exec'd in it; when the limit is hit, the OOM killer picks by RSS
-// among equal scores, and while its first victim was still dying a CI run
-// saw it pick init next, which ended the sandbox. With the highest score
+// among equal scores, and a CI run saw it take init or the main process
+// (the sandbox ended OOMKilled) when an exec'd process held the memory. With the highest score
 // an exec'd process (and what it starts from then on) goes first, and the
 // sandbox outlives it. Raising a score needs no privilege.
 const execOOMScoreAdj = "1000"

@@ -189,12 +189,11 @@ func benchAction(c *cli.Context) error {
 		Command:     command,
 		LogDir:      logDir,
 		StepTimeout: c.Duration("timeout"),
-		Resources:   res,
-		Grace:       grace,
+		// The cold sandboxes claim no warm one, with --warm or without:
+		// the same work, the pids limit spelt otherwise.
+		Resources: bench.ColdResources(res, c.Int64("default-pids-limit")),
+		Grace:     grace,
 	}
-	// The cold sandboxes claim no warm one, with --warm or without: the
-	// same work, the pids limit spelt otherwise (bench.ColdResources).
-	o.Resources = bench.ColdResources(res, c.Int64("default-pids-limit"))
 	if c.Bool("warm") {
 		o.Warm, o.WarmResources = true, res
 	}
