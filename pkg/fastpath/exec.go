@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
@@ -51,13 +52,30 @@ type target struct {
 
 func (t *target) String() string { return t.namespace + "/" + t.name }
 
+// startingWait bounds how long an exec or file call waits for a sandbox
+// that is starting (placed, not yet seen running) before it is refused.
+const startingWait = 10 * time.Second
+
+// startingPoll is how often a starting sandbox is looked at again.
+const startingPoll = 20 * time.Millisecond
+
 // target resolves the sandbox namespace/name (validated already) to its
 // sandbox ID and agent: NotFound when there is none, FailedPrecondition
-// when it does not run or runs without fsb init.
-func (s *Server) target(namespace, name string) (*target, error) {
+// when it does not run or runs without fsb init. A sandbox that is
+// starting is waited for, up to startingWait: a FAST create answers once
+// the agent runs it, and the controller's view can lag behind that answer
+// (it records the agent's "created" before its "running"), so a call made
+// right after the create must not be refused for it.
+func (s *Server) target(ctx context.Context, namespace, name string) (*target, error) {
 	sb := s.lookup(namespace, name)
 	if sb == nil {
 		return nil, notFound(namespace, name)
+	}
+	if starting(sb) {
+		sb = s.awaitStarted(ctx, namespace, name, sb)
+		if sb == nil {
+			return nil, notFound(namespace, name)
+		}
 	}
 	if sb.DeletionTimestamp != nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is being deleted", namespace, name))
@@ -79,13 +97,42 @@ func (s *Server) target(namespace, name string) (*target, error) {
 	return &target{namespace: namespace, name: name, sandboxID: id, agentID: agentID}, nil
 }
 
+// starting reports whether sb is on its way to running: written but not
+// yet observed, or placed (Bound). A Pending sandbox waits for room, which
+// may take any time: it is not waited for.
+func starting(sb *v1alpha1.Sandbox) bool {
+	return sb.DeletionTimestamp == nil && (sb.Status.Phase == "" || sb.Status.Phase == v1alpha1.PhaseBound)
+}
+
+// awaitStarted waits, up to startingWait or the end of ctx, until the
+// sandbox namespace/name is no longer starting, and returns it as it is
+// then (nil once it is gone).
+func (s *Server) awaitStarted(ctx context.Context, namespace, name string, sb *v1alpha1.Sandbox) *v1alpha1.Sandbox {
+	waitCtx, cancel := context.WithTimeout(ctx, startingWait)
+	defer cancel()
+	for starting(sb) && waitCtx.Err() == nil {
+		// A change of the controller's cache ends a round early; the
+		// pending view of a FAST create, which lookup also reads, does
+		// not signal, so a round ends after startingPoll at the latest.
+		roundCtx, endRound := context.WithTimeout(waitCtx, startingPoll)
+		_, _ = s.cfg.Controller.Wait(roundCtx, namespace, name, func(cached *v1alpha1.Sandbox) bool {
+			return cached != nil && !starting(cached)
+		})
+		endRound()
+		if sb = s.lookup(namespace, name); sb == nil {
+			return nil
+		}
+	}
+	return sb
+}
+
 // resolve validates a sandbox reference and resolves it (see target).
-func (s *Server) resolve(namespace, name string) (*target, error) {
+func (s *Server) resolve(ctx context.Context, namespace, name string) (*target, error) {
 	namespace = or(namespace, DefaultNamespace)
 	if err := validateRef(namespace, name); err != nil {
 		return nil, err
 	}
-	return s.target(namespace, name)
+	return s.target(ctx, namespace, name)
 }
 
 // reach returns the client of t's agent and a context for one call to it,
@@ -120,7 +167,7 @@ func (s *Server) agentError(ctx, callCtx context.Context, t *target, err error) 
 
 // unary makes one unary call to the agent of the sandbox namespace/name.
 func unary[Resp any](ctx context.Context, s *Server, namespace, name string, call func(context.Context, fsbv1connect.AgentServiceClient, *target) (*Resp, error)) (*Resp, error) {
-	t, err := s.resolve(namespace, name)
+	t, err := s.resolve(ctx, namespace, name)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +287,7 @@ func brief(s string) string {
 }
 
 // startExec checks an exec request and resolves its sandbox.
-func (s *Server) startExec(msg *fsbv1.ExecRequest) (*target, error) {
+func (s *Server) startExec(ctx context.Context, msg *fsbv1.ExecRequest) (*target, error) {
 	namespace := or(msg.GetNamespace(), DefaultNamespace)
 	if err := validateRef(namespace, msg.GetName()); err != nil {
 		return nil, err
@@ -248,7 +295,7 @@ func (s *Server) startExec(msg *fsbv1.ExecRequest) (*target, error) {
 	if err := validateProcess(msg.GetProcess()); err != nil {
 		return nil, err
 	}
-	return s.target(namespace, msg.GetName())
+	return s.target(ctx, namespace, msg.GetName())
 }
 
 // openExec starts a process through t's agent and waits for its first
@@ -345,7 +392,7 @@ func (s *Server) relayEvents(ctx, callCtx context.Context, t *target, in *connec
 
 // Exec implements FastPathService.Exec.
 func (s *Server) Exec(ctx context.Context, req *connect.Request[fsbv1.ExecRequest], stream *connect.ServerStream[fsbv1.ExecResponse]) error {
-	t, err := s.startExec(req.Msg)
+	t, err := s.startExec(ctx, req.Msg)
 	if err != nil {
 		return err
 	}
@@ -371,7 +418,7 @@ func (s *Server) AttachProcess(ctx context.Context, req *connect.Request[fsbv1.A
 	if err := validatePid(req.Msg.GetPid()); err != nil {
 		return err
 	}
-	t, err := s.resolve(req.Msg.GetNamespace(), req.Msg.GetName())
+	t, err := s.resolve(ctx, req.Msg.GetNamespace(), req.Msg.GetName())
 	if err != nil {
 		return err
 	}
@@ -411,7 +458,7 @@ func (s *Server) ExecInteractive(ctx context.Context, stream *connect.BidiStream
 	if start == nil {
 		return invalid(errors.New("ExecInteractive: the first message must be start, naming the sandbox and the process"))
 	}
-	t, err := s.startExec(start)
+	t, err := s.startExec(ctx, start)
 	if err != nil {
 		return err
 	}

@@ -154,7 +154,7 @@ func TestExecAndFilesValidatedAtTheEdge(t *testing.T) {
 func TestExecNeedsARunningSandboxWithInit(t *testing.T) {
 	p := newFakePlane(t)
 	p.seed("failed", v1alpha1.PhaseFailed, false)
-	p.seed("pending", "", false)
+	p.seed("pending", v1alpha1.PhasePending, false)
 	p.seed("bare", v1alpha1.PhaseRunning, true)
 	c := p.client()
 	ctx := context.Background()
@@ -207,6 +207,43 @@ func TestExecNeedsARunningSandboxWithInit(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestExecWaitsForAStartingSandbox: an exec on a sandbox that is placed
+// but not yet seen running (Bound: the controller records the agent's
+// "created" before its "running", after a FAST create has answered) waits
+// for it to run, rather than being refused.
+func TestExecWaitsForAStartingSandbox(t *testing.T) {
+	p := newFakePlane(t)
+	p.seed("starting", v1alpha1.PhaseBound, false)
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		p.fp.mu.Lock()
+		pc := p.fp.pending[key(DefaultNamespace, "starting")]
+		p.fp.mu.Unlock()
+		pc.mu.Lock()
+		pc.obj.Status.Phase = v1alpha1.PhaseRunning
+		pc.mu.Unlock()
+	}()
+	begin := time.Now()
+	s, err := p.client().Exec(context.Background(), connect.NewRequest(&fsbv1.ExecRequest{Name: "starting", Process: &fsbv1.ProcessSpec{Command: []string{"echo", "hi"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out strings.Builder
+	for s.Receive() {
+		out.Write(s.Msg().GetEvent().GetStdout())
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("exec on a starting sandbox: %v", err)
+	}
+	if out.String() != "hi\n" {
+		t.Errorf("stdout %q, want %q", out.String(), "hi\n")
+	}
+	if waited := time.Since(begin); waited < 100*time.Millisecond {
+		t.Errorf("the exec answered after %v, before the sandbox ran", waited)
 	}
 }
 

@@ -51,7 +51,7 @@ func (s *Server) readFile(ctx context.Context, namespace, name, p string, send f
 	if err := validatePath("path", p); err != nil {
 		return err
 	}
-	t, err := s.resolve(namespace, name)
+	t, err := s.resolve(ctx, namespace, name)
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (s *Server) writeFile(ctx context.Context, w writeTarget, data []byte, next
 	if err := validateMode("mode", w.mode); err != nil {
 		return nil, err
 	}
-	t, err := s.resolve(w.namespace, w.name)
+	t, err := s.resolve(ctx, w.namespace, w.name)
 	if err != nil {
 		return nil, err
 	}
