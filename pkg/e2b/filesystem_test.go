@@ -128,15 +128,15 @@ func fsMultipartBody(t *testing.T, files map[string][]byte, order []string) (str
 // /files, as the SDK calls them, against a real sandbox through a real
 // controller and agent.
 func TestFilesystemThroughTheFastPath(t *testing.T) {
-	p := startFSPlane(t)
-	sb := p.sandbox(t, "e2bfs")
+	p := startPlane(t)
+	sb := p.sandbox(t, "e2bfs", nil)
 	mux := http.NewServeMux()
 	path, h := NewFilesystemHandler(p.api)
 	mux.Handle(path, h)
 	mux.Handle("/files", NewFilesHandler(p.api))
 	// handled tells when a request marked X-Test-Done has been handled.
 	handled := make(chan struct{}, 1)
-	srv := httptest.NewServer(fsWithSandbox(sb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(withSandbox(sb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mux.ServeHTTP(w, r)
 		if r.Header.Get("X-Test-Done") != "" {
 			handled <- struct{}{}
@@ -481,7 +481,7 @@ type fsFailingReader struct{}
 func (fsFailingReader) Read([]byte) (int, error) { return 0, errors.New("the client broke off") }
 
 // fsRun runs argv in sb as root and fails the test unless it exits 0.
-func fsRun(t *testing.T, p *fsPlane, sb *Sandbox, argv ...string) {
+func fsRun(t *testing.T, p *plane, sb *Sandbox, argv ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -98,10 +98,10 @@ func procCode(t *testing.T, what string, err error, want connect.Code) {
 // SDK does (Connect, JSON, and binary too), through a real controller,
 // agent and sandbox.
 func TestProcessThroughTheFastPath(t *testing.T) {
-	plane := startProcPlane(t)
+	plane := startPlane(t)
 	sb := plane.sandbox(t, "e2b-proc", map[string]string{"SB_VAR": "sandbox", "OVER": "sandbox"})
 	_, handler := NewProcessHandler(plane.api)
-	srv := httptest.NewUnstartedServer(procWithSandbox(sb, handler))
+	srv := httptest.NewUnstartedServer(withSandbox(sb, handler))
 	srv.EnableHTTP2 = true // StreamInput's client stream needs it
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -450,7 +450,7 @@ func TestProcessThroughTheFastPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, goneHandler := NewProcessHandler(plane.api)
-		goneSrv := httptest.NewServer(procWithSandbox(gone, goneHandler))
+		goneSrv := httptest.NewServer(withSandbox(gone, goneHandler))
 		defer goneSrv.Close()
 		goneClient := processconnect.NewProcessClient(goneSrv.Client(), goneSrv.URL, connect.WithProtoJSON())
 		_, _, err = procStart(ctx, t, goneClient, &processpb.StartRequest{Process: procCmd("true")}, procEnded)

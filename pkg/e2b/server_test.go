@@ -1,4 +1,4 @@
-package e2b_test
+package e2b
 
 import (
 	"bufio"
@@ -7,157 +7,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
-	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
-	"github.com/fast-sandbox/fast-sandbox/pkg/e2b"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
-	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
 	"github.com/fast-sandbox/fast-sandbox/pkg/httpserver"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
-
-// Two keys of two namespaces: each sees only its own sandboxes.
-const (
-	keyA = "e2b_0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
-	keyB = "e2b_0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
-	nsA  = "e2b-team-a"
-	nsB  = "e2b-team-b"
-
-	userToken = "user-token-1"
-	// tokenSecret derives the sandboxes' access tokens, in the controller
-	// and in the tests' own servers.
-	tokenSecret = "e2b-token-secret-of-the-tests"
-)
-
-// plane is `fsb agent` and `fsb controller --e2b-bind-address` as
-// processes on the rig's containerd, as `make up` runs them.
-type plane struct {
-	t *testing.T
-	// e2b is the controller's E2B API; fastpath its own API.
-	e2b, fastpath string
-	keys          string
-	ctrlLog       *rig.Buffer
-}
-
-// startPlane starts an agent and a controller serving E2B's API, whose
-// template base is the rig's busybox image running a sleep.
-func startPlane(t *testing.T) *plane {
-	t.Helper()
-	cd, ns := rig.Containerd(t)
-	socket := rig.Env(t, rig.EnvSocket)
-	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	agentToken := write("agent-token", "agent-token-1\n")
-	agentPort := freePort(t)
-	agentLog := &rig.Buffer{}
-	agent := start(t, agentLog, "agent",
-		"--bind-address", "127.0.0.1", "--http-port", fmt.Sprint(agentPort),
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"--containerd-socket", socket, "--containerd-namespace", ns,
-		// One link dir per containerd daemon (see the root's launchAgent).
-		"--link-dir", filepath.Join(filepath.Dir(socket), "link"),
-		"--agent-id", "e2b-agent", "--token-file", agentToken, "--log-dir", filepath.Join(dir, "logs"),
-		"--log-format", "json")
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", agentPort), agentLog)
-
-	keys := write("e2b-keys", "# test keys\n"+keyA+" "+nsA+"\n"+keyB+" "+nsB+"\n")
-	templates := write("e2b-templates", fmt.Sprintf(`templates:
-  base:
-    image: %s
-    resources: {memory: 64Mi}
-    command: [sleep, "3600"]
-`, rig.ImageRef))
-	port, e2bPort, health := freePort(t), freePort(t), freePort(t)
-	p := &plane{t: t, e2b: fmt.Sprintf("http://127.0.0.1:%d", e2bPort), fastpath: fmt.Sprintf("http://127.0.0.1:%d", port), keys: keys, ctrlLog: &rig.Buffer{}}
-	ctrl := start(t, p.ctrlLog, "controller",
-		"--fastpath-bind-address", fmt.Sprintf("127.0.0.1:%d", port),
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", health),
-		"--metrics-bind-address", "",
-		"--agents", fmt.Sprintf("127.0.0.1:%d", agentPort),
-		"--store", "embedded", "--data-dir", filepath.Join(dir, "data"),
-		"--user-token-file", write("user-token", userToken+"\n"), "--agent-token-file", agentToken,
-		"--e2b-bind-address", fmt.Sprintf("127.0.0.1:%d", e2bPort),
-		"--e2b-api-keys-file", keys, "--e2b-templates-file", templates,
-		"--e2b-token-secret-file", write("e2b-token-secret", tokenSecret+"\n"),
-		"--log-format", "json")
-	// Registered after the temporary directory's removal, so it runs
-	// before it: the sandboxes' log drivers write into the agent's log dir
-	// until their containers are gone.
-	t.Cleanup(func() {
-		ctrl()
-		agent()
-		if err := rig.Cleanup(cd, ns); err != nil {
-			t.Logf("remove the sandboxes of %s: %v", ns, err)
-		}
-		if t.Failed() {
-			t.Logf("controller log:\n%s\nagent log:\n%s", p.ctrlLog.String(), agentLog.String())
-		}
-	})
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), p.ctrlLog)
-	return p
-}
-
-// start starts `fsb ROLE ARGS...` and returns what kills it.
-func start(t *testing.T, log *rig.Buffer, role string, args ...string) func() {
-	t.Helper()
-	cmd := exec.Command(rig.FsbBinary(t), append([]string{role}, args...)...)
-	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	return func() {
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitReady(t *testing.T, url string, log *rig.Buffer) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never became ready; log:\n%s", url, log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // response is an answer of the E2B API.
 type response struct {
@@ -257,7 +119,7 @@ func (p *plane) create(key string, body map[string]any) created {
 	}
 	var c created
 	r.json(p.t, &c)
-	if c.SandboxID == "" || c.EnvdAccessToken == "" || c.EnvdVersion != e2b.EnvdVersion || c.TemplateID != "base" {
+	if c.SandboxID == "" || c.EnvdAccessToken == "" || c.EnvdVersion != EnvdVersion || c.TemplateID != "base" {
 		p.t.Fatalf("create answered %s", r.body)
 	}
 	return c
@@ -328,7 +190,7 @@ func TestRESTLifecycle(t *testing.T) {
 
 	t.Run("get", func(t *testing.T) {
 		d := p.get(keyA, a.SandboxID)
-		if d.SandboxID != a.SandboxID || d.TemplateID != "base" || d.State != "running" || d.EnvdVersion != e2b.EnvdVersion ||
+		if d.SandboxID != a.SandboxID || d.TemplateID != "base" || d.State != "running" || d.EnvdVersion != EnvdVersion ||
 			d.EnvdAccessToken != a.EnvdAccessToken || d.MemoryMB != 64 {
 			t.Errorf("get: %+v", d)
 		}
@@ -451,12 +313,12 @@ func TestRESTLifecycle(t *testing.T) {
 	})
 
 	t.Run("envd health", func(t *testing.T) {
-		if r := call(t, "GET", p.e2b, "/health", nil, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderSandboxPort, e2b.EnvdPort, e2b.HeaderAccessToken, a.EnvdAccessToken); r.status != http.StatusNoContent {
+		if r := call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID, HeaderSandboxPort, EnvdPort, HeaderAccessToken, a.EnvdAccessToken); r.status != http.StatusNoContent {
 			t.Errorf("health: HTTP %d %s, want 204", r.status, r.body)
 		}
-		call(t, "GET", p.e2b, "/health", nil, e2b.HeaderSandboxID, a.SandboxID).apiError(t, http.StatusUnauthorized)
-		call(t, "GET", p.e2b, "/health", nil, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderAccessToken, b.EnvdAccessToken).apiError(t, http.StatusUnauthorized)
-		call(t, "POST", p.e2b, "/process.Process/List", map[string]any{}, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
+		call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID).apiError(t, http.StatusUnauthorized)
+		call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID, HeaderAccessToken, b.EnvdAccessToken).apiError(t, http.StatusUnauthorized)
+		call(t, "POST", p.e2b, "/process.Process/List", map[string]any{}, HeaderSandboxID, a.SandboxID, HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
 	})
 
 	t.Run("expiry", func(t *testing.T) {
@@ -487,7 +349,7 @@ func TestRESTLifecycle(t *testing.T) {
 		p.rest("DELETE", "/sandboxes/"+a.SandboxID, keyA, nil).apiError(t, http.StatusNotFound)
 		p.rest("POST", "/sandboxes/"+a.SandboxID+"/timeout", keyA, map[string]any{"timeout": 60}).apiError(t, http.StatusNotFound)
 		// envd of a killed sandbox: 502, what the SDK reads as "not running".
-		call(t, "GET", p.e2b, "/health", nil, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusBadGateway)
+		call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID, HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusBadGateway)
 		if ds, _ := p.list(keyA, ""); ids(ds) != b.SandboxID {
 			t.Errorf("list after the kill: %q, want %s", ids(ds), b.SandboxID)
 		}
@@ -502,17 +364,16 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 	a := p.create(keyA, map[string]any{"envVars": map[string]string{"FOO": "bar"}})
 	b := p.create(keyB, map[string]any{})
 
-	keys, err := e2b.ReadKeys(p.keys)
+	keys, err := ReadKeys(p.keys)
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := fsbv1connect.NewFastPathServiceClient(http.DefaultClient, p.fastpath, connect.WithInterceptors(auth.Bearer(userToken)))
 	// A user of the Sandbox API names a sandbox of namespace A (which the
 	// router tries first) as B's, with E2B's label: B's token must still
 	// reach B, and the token key A gets of it, A's.
-	_, err = api.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
+	_, err = p.api.CreateSandbox(context.Background(), connect.NewRequest(&fsbv1.CreateSandboxRequest{
 		Namespace: nsA, Name: b.SandboxID,
-		Labels: map[string]string{e2b.LabelTemplate: "base"},
+		Labels: map[string]string{LabelTemplate: "base"},
 		Spec:   &fsbv1.SandboxSpec{Image: rig.ImageRef, Command: []string{"sleep", "3600"}},
 	}))
 	if err != nil {
@@ -522,10 +383,10 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 	if impostorToken == "" || impostorToken == b.EnvdAccessToken {
 		t.Fatalf("the token of %s/%s: %q (B's: %q)", nsA, b.SandboxID, impostorToken, b.EnvdAccessToken)
 	}
-	srv := e2b.NewServer(e2b.Config{API: api, Keys: keys, TokenSecret: []byte(tokenSecret)})
-	got := make(chan *e2b.Sandbox, 1)
+	srv := NewServer(Config{API: p.api, Keys: keys, TokenSecret: []byte(tokenSecret)})
+	got := make(chan *Sandbox, 1)
 	srv.Mount("/echo.Echo/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- e2b.SandboxFrom(r.Context())
+		got <- SandboxFrom(r.Context())
 		w.WriteHeader(http.StatusOK)
 	}))
 	hs := httptest.NewServer(srv)
@@ -544,9 +405,9 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 		"own token":            {a.SandboxID, a.EnvdAccessToken, http.StatusOK},
 	} {
 		t.Run(name, func(t *testing.T) {
-			headers := []string{e2b.HeaderSandboxID, c.id, e2b.HeaderSandboxPort, e2b.EnvdPort}
+			headers := []string{HeaderSandboxID, c.id, HeaderSandboxPort, EnvdPort}
 			if c.token != "" {
-				headers = append(headers, e2b.HeaderAccessToken, c.token)
+				headers = append(headers, HeaderAccessToken, c.token)
 			}
 			r := call(t, "POST", hs.URL, "/echo.Echo/Say", map[string]any{}, headers...)
 			if c.status != http.StatusOK {
@@ -574,14 +435,14 @@ func TestRouterChecksAccessTokens(t *testing.T) {
 		})
 	}
 	// Another port of the sandbox than envd's is not served.
-	call(t, "GET", hs.URL, "/", nil, e2b.HeaderSandboxID, a.SandboxID, e2b.HeaderSandboxPort, "8080", e2b.HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
+	call(t, "GET", hs.URL, "/", nil, HeaderSandboxID, a.SandboxID, HeaderSandboxPort, "8080", HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
 }
 
 // TestPipeServesFullDuplexHTTP2 checks what the controller's in-process
 // client needs of the pipe: HTTP/2, and a request's body and its answer
 // flowing both ways at once (the API's bidirectional streams).
 func TestPipeServesFullDuplexHTTP2(t *testing.T) {
-	pipe := e2b.NewPipe()
+	pipe := NewPipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
