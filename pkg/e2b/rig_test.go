@@ -66,13 +66,12 @@ func startPlane(t *testing.T) *plane {
 	dir := t.TempDir()
 	// The agent's state dir, with its link dir inside, is a short one of
 	// its own: a socket path has at most 107 bytes, more than t.TempDir
-	// leaves. Its own rather than the link dir of the daemon that the
-	// root's tests share: an agent starting removes the link dirs whose
-	// container its daemon does not hold and whose socket nobody listens
-	// on, which is also what a link dir another test's agent has just made
-	// for a sandbox still starting looks like; and the default state dir,
-	// /run/fsb, is the machine's, where every agent would write its runsc
-	// wrapper.
+	// leaves. Its own, not the daemon's link dir the root's tests share nor
+	// the default /run/fsb: an agent starting sweeps its link dir of what it
+	// takes for leftovers, judged by what the daemon holds and what
+	// listens, and /run/fsb is the machine's, where an agent writes its
+	// runsc wrapper. A private one leaves parallel tests, and other rigs on
+	// the machine, nothing to share, and goes with the test.
 	state, err := os.MkdirTemp("", "fsb-e2b-")
 	if err != nil {
 		t.Fatal(err)
