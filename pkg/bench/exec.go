@@ -399,7 +399,10 @@ func (r *ExecBenchResult) transfers(ctx context.Context, api fsbv1connect.FastPa
 			msg.Name, msg.Namespace, msg.Path = name, o.Namespace, remote
 		}
 		if err := up.Send(msg); err != nil {
-			break // CloseAndReceive says why
+			if !errors.Is(err, io.EOF) {
+				return fmt.Errorf("upload %d bytes: %w", o.FileSize, err)
+			}
+			break // the server ended the call: CloseAndReceive says why
 		}
 		sent += n
 	}

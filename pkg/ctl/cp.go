@@ -251,6 +251,12 @@ func (c *Client) writeFile(ctx context.Context, src string, fi fs.FileInfo, targ
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream := c.stream.WriteFile(ctx)
+	cut := func() {
+		cancel()
+		if conn, err := stream.Conn(); err == nil {
+			_ = conn.CloseResponse()
+		}
+	}
 	p := c.newProgress(target.String(), fi.Size())
 	first := &fsbv1.WriteFileRequest{Name: target.sandbox, Namespace: c.namespace, Path: target.path, Mode: uint32(fi.Mode().Perm())}
 	buf := make([]byte, copyChunk)
@@ -263,6 +269,13 @@ func (c *Client) writeFile(ctx context.Context, src string, fi fs.FileInfo, targ
 		}
 		if n > 0 || !sent {
 			if err := stream.Send(msg); err != nil {
+				if !errors.Is(err, io.EOF) {
+					// The context ended (Ctrl-C): Send fails before the
+					// transport resets the stream, and a close now
+					// could still end it well.
+					cut()
+					return c.execError(ctx, err, target.sandbox)
+				}
 				// The server ended the stream: CloseAndReceive says why.
 				break
 			}
@@ -272,10 +285,7 @@ func (c *Client) writeFile(ctx context.Context, src string, fi fs.FileInfo, targ
 			break
 		}
 		if rerr != nil {
-			cancel()
-			if conn, err := stream.Conn(); err == nil {
-				_ = conn.CloseResponse()
-			}
+			cut()
 			return fmt.Errorf("read %s: %w", src, rerr)
 		}
 	}

@@ -343,6 +343,14 @@ func (h *filesHandler) writeFile(ctx context.Context, c *fsCall, p string, data 
 	streamCtx, cut := context.WithCancel(ctx)
 	defer cut()
 	out := h.fs.api.WriteFile(streamCtx)
+	// abort resets the stream: closed, it would end well, and the part
+	// sent would replace the file.
+	abort := func() {
+		cut()
+		if conn, cerr := out.Conn(); cerr == nil {
+			_ = conn.CloseResponse()
+		}
+	}
 	buf := make([]byte, uploadChunk)
 	msg := &fsbv1.WriteFileRequest{Name: c.sb.ID, Namespace: c.sb.Namespace, Path: p, MakeParents: true}
 	for {
@@ -356,15 +364,19 @@ func (h *filesHandler) writeFile(ctx context.Context, c *fsCall, p string, data 
 			n += k
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			cut()
-			if conn, cerr := out.Conn(); cerr == nil {
-				_ = conn.CloseResponse()
-			}
+			abort()
 			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("read the upload of %s: %w", p, err))
 		}
 		if n > 0 || msg.Path != "" {
 			msg.Data = buf[:n]
 			if serr := out.Send(msg); serr != nil {
+				if !errors.Is(serr, io.EOF) {
+					// The request's context ended (the client went
+					// away): Send fails before the transport resets
+					// the stream, and a close now could end it well.
+					abort()
+					return filesError(p, serr)
+				}
 				// The server ended the call: its answer says why.
 				break
 			}

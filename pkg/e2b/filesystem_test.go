@@ -208,7 +208,7 @@ func TestFilesystemThroughTheFastPath(t *testing.T) {
 		// content is still there.
 		<-handled
 		if status, _, got := e.download(t, "path=/tmp/e2b/keep.txt", nil); status != http.StatusOK || string(got) != "old" {
-			t.Errorf("after a cut upload: %d %q, want the old content", status, got)
+			t.Errorf("after a cut upload: %d %d bytes (%.20q), want the old content", status, len(got), got)
 		}
 		// A gzip body that breaks off: the connection lives on, only the
 		// data is bad.

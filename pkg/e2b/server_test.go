@@ -318,7 +318,11 @@ func TestRESTLifecycle(t *testing.T) {
 		}
 		call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID).apiError(t, http.StatusUnauthorized)
 		call(t, "GET", p.e2b, "/health", nil, HeaderSandboxID, a.SandboxID, HeaderAccessToken, b.EnvdAccessToken).apiError(t, http.StatusUnauthorized)
-		call(t, "POST", p.e2b, "/process.Process/List", map[string]any{}, HeaderSandboxID, a.SandboxID, HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
+		// The envd services are mounted; a path none serves is 501.
+		if r := call(t, "POST", p.e2b, "/process.Process/List", map[string]any{}, HeaderSandboxID, a.SandboxID, HeaderAccessToken, a.EnvdAccessToken); r.status != http.StatusOK {
+			t.Errorf("process.Process/List: HTTP %d %s, want 200", r.status, r.body)
+		}
+		call(t, "POST", p.e2b, "/nosuch.Service/Call", map[string]any{}, HeaderSandboxID, a.SandboxID, HeaderAccessToken, a.EnvdAccessToken).apiError(t, http.StatusNotImplemented)
 	})
 
 	t.Run("expiry", func(t *testing.T) {

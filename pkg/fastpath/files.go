@@ -151,10 +151,27 @@ func (s *Server) writeFile(ctx context.Context, w writeTarget, data []byte, next
 			m = &fsbv1.AgentServiceWriteFileRequest{}
 		}
 	}
+	// abort resets the stream: cancelled before its request is closed, it
+	// is reset, while closing it would end it well (the agent would take
+	// the part for the whole) however soon the cancel follows.
+	abort := func() {
+		cut()
+		if conn, cerr := out.Conn(); cerr == nil {
+			_ = conn.CloseResponse()
+		}
+	}
 	msg := &fsbv1.AgentServiceWriteFileRequest{SandboxId: t.sandboxID, Path: w.path, Mode: w.mode, MakeParents: w.parents, Data: data}
 	for {
 		if err := send(msg); err != nil {
-			// The agent ended the call (io.EOF): its answer says why.
+			if !errors.Is(err, io.EOF) {
+				// Not the agent's answer but the end of the call's
+				// context (the client went away): Send fails at once,
+				// before the transport has reset the stream, and a close
+				// now could still end it well.
+				abort()
+				return nil, s.agentError(ctx, callCtx, t, err)
+			}
+			// The agent ended the call: its answer says why.
 			break
 		}
 		data, err := next()
@@ -162,13 +179,7 @@ func (s *Server) writeFile(ctx context.Context, w writeTarget, data []byte, next
 			break
 		}
 		if err != nil {
-			// Cancelled before its request is closed, the stream is
-			// reset: closing it would end it well (the agent would take
-			// the part for the whole) however soon the cancel follows.
-			cut()
-			if conn, cerr := out.Conn(); cerr == nil {
-				_ = conn.CloseResponse()
-			}
+			abort()
 			return nil, err
 		}
 		msg = &fsbv1.AgentServiceWriteFileRequest{Data: data}
