@@ -36,6 +36,24 @@ const (
 	DefaultHome = "/home/user"
 )
 
+// rootHome is root's home.
+const rootHome = "/root"
+
+// knownHome is user's home when it is known without asking the sandbox:
+// DefaultUser's and root's; "" for any other user. The process handler
+// starts processes there (init reads no /etc/passwd for the working
+// directory); the file handlers prefer the sandbox's /etc/passwd and fall
+// back to it.
+func knownHome(user string) string {
+	switch user {
+	case DefaultUser:
+		return DefaultHome
+	case "root":
+		return rootHome
+	}
+	return ""
+}
+
 // API is what the E2B layer drives: the controller's FastPathService.
 type API = fsbv1connect.FastPathServiceClient
 

@@ -27,8 +27,6 @@ const (
 	maxAccountsCached = 256
 	// maxAccountsFile bounds what is read of /etc/passwd or /etc/group.
 	maxAccountsFile = 1 << 20
-	// fsRootHome is root's home when /etc/passwd does not say.
-	fsRootHome = "/root"
 )
 
 // sandboxAccounts is what a sandbox's /etc/passwd and /etc/group say.
@@ -142,9 +140,9 @@ func (c *accountCache) user(ctx context.Context, sb *Sandbox, name string) (fsUs
 	}
 	switch name {
 	case "root":
-		return fsUser{name: name, home: fsRootHome, known: true}, acc, nil
+		return fsUser{name: name, home: knownHome(name), known: true}, acc, nil
 	case DefaultUser:
-		return fsUser{name: name, home: DefaultHome}, acc, nil
+		return fsUser{name: name, home: knownHome(name)}, acc, nil
 	}
 	return fsUser{}, nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("user %q: the sandbox's /etc/passwd has no such user", name))
 }

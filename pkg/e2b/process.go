@@ -70,8 +70,6 @@ const (
 	procKeepaliveHeader = "Keepalive-Ping-Interval"
 	// procDefaultKeepalive is the interval without that header, envd's.
 	procDefaultKeepalive = 90 * time.Second
-	// procRootHome is root's home, where root's processes start.
-	procRootHome = "/root"
 )
 
 // processSandbox returns the sandbox the router put in ctx, or
@@ -207,7 +205,7 @@ func processSpec(ctx context.Context, sb *Sandbox, user string, msg *processpb.S
 		return nil, err
 	}
 	envs := map[string]string{"USER": user, "LOGNAME": user}
-	if home := homeOf(user); home != "" {
+	if home := knownHome(user); home != "" {
 		envs["HOME"] = home
 	}
 	for k, v := range sb.EnvVars {
@@ -240,23 +238,11 @@ func processSpec(ctx context.Context, sb *Sandbox, user string, msg *processpb.S
 	return spec, nil
 }
 
-// homeOf is user's home when it is known here: E2B's user's and root's.
-// Another user's is known only inside the sandbox.
-func homeOf(user string) string {
-	switch user {
-	case DefaultUser:
-		return DefaultHome
-	case "root":
-		return procRootHome
-	}
-	return ""
-}
-
 // workingDir resolves a request's cwd for user as envd does: empty is the
 // user's home; "~" and a relative path are in it. Empty for a user whose
 // home is not known here means the sandbox's working directory.
 func workingDir(user, cwd string) (string, error) {
-	home := homeOf(user)
+	home := knownHome(user)
 	switch {
 	case path.IsAbs(cwd):
 		return path.Clean(cwd), nil
