@@ -20,12 +20,30 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
-// linkOf returns the link to the init of sandbox id's current revision:
-// its newest running one. A sandbox this agent does not hold is NotFound;
-// one that does not run, or runs without init, FailedPrecondition.
+// linkOf returns the link to the init of sandbox id's current revision
+// (runningOf). One that runs without init is FailedPrecondition.
 func (a *Agent) linkOf(id string) (*initlink.Link, error) {
+	running, err := a.runningOf(id)
+	if err != nil {
+		return nil, err
+	}
+	name := running.Namespace + "/" + running.Name
+	if running.Spec.GetNoInit() {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s runs without fsb init (--no-init): exec and files are unavailable", name))
+	}
+	l, ok := a.cfg.Runtime.Link(running.ContainerID)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s has no open link to its fsb init on agent %s", name, a.cfg.AgentID))
+	}
+	return l, nil
+}
+
+// runningOf returns sandbox id's current revision: its newest running
+// one. A sandbox this agent does not hold is NotFound; one that does not
+// run, FailedPrecondition.
+func (a *Agent) runningOf(id string) (runtime.Info, error) {
 	if err := validateID(id, 0); err != nil {
-		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		return runtime.Info{}, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	infos, _ := a.cfg.Runtime.Sandboxes()
 	var newest, running runtime.Info
@@ -41,20 +59,12 @@ func (a *Agent) linkOf(id string) (*initlink.Link, error) {
 		}
 	}
 	if newest.ContainerID == "" {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s is not on agent %s", id, a.cfg.AgentID))
+		return runtime.Info{}, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s is not on agent %s", id, a.cfg.AgentID))
 	}
-	name := newest.Namespace + "/" + newest.Name
 	if running.ContainerID == "" {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s is not running: it is %s", name, phaseWords(newest)))
+		return runtime.Info{}, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not running: it is %s", newest.Namespace, newest.Name, phaseWords(newest)))
 	}
-	if running.Spec.GetNoInit() {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s runs without fsb init (--no-init): exec and files are unavailable", name))
-	}
-	l, ok := a.cfg.Runtime.Link(running.ContainerID)
-	if !ok {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("sandbox %s has no open link to its fsb init on agent %s", name, a.cfg.AgentID))
-	}
-	return l, nil
+	return running, nil
 }
 
 // phaseWords says a sandbox's phase as a user reads it.

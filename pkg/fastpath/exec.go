@@ -48,6 +48,8 @@ type target struct {
 	namespace, name string
 	sandboxID       string
 	agentID         string
+	// noInit: the sandbox runs without fsb init.
+	noInit bool
 }
 
 func (t *target) String() string { return t.namespace + "/" + t.name }
@@ -60,13 +62,28 @@ const startingWait = 10 * time.Second
 const startingPoll = 20 * time.Millisecond
 
 // target resolves the sandbox namespace/name (validated already) to its
-// sandbox ID and agent: NotFound when there is none, FailedPrecondition
-// when it does not run or runs without fsb init. A sandbox that is
-// starting is waited for, up to startingWait: a FAST create answers once
-// the agent runs it, and the controller's view can lag behind that answer
-// (it records the agent's "created" before its "running"), so a call made
-// right after the create must not be refused for it.
+// sandbox ID and agent (placed), and refuses one that runs without fsb
+// init, which exec and files need.
 func (s *Server) target(ctx context.Context, namespace, name string) (*target, error) {
+	t, err := s.placed(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	if t.noInit {
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("sandbox %s/%s runs without fsb init (--no-init): exec and files are unavailable", namespace, name))
+	}
+	return t, nil
+}
+
+// placed resolves the sandbox namespace/name (validated already) to its
+// sandbox ID and agent: NotFound when there is none, FailedPrecondition
+// when it does not run. A sandbox that is starting is waited for, up to
+// startingWait: a FAST create answers once the agent runs it, and the
+// controller's view can lag behind that answer (it records the agent's
+// "created" before its "running"), so a call made right after the create
+// must not be refused for it.
+func (s *Server) placed(ctx context.Context, namespace, name string) (*target, error) {
 	sb := s.lookup(namespace, name)
 	if sb == nil {
 		return nil, notFound(namespace, name)
@@ -86,15 +103,11 @@ func (s *Server) target(ctx context.Context, namespace, name string) (*target, e
 		}
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is %s, not Running", namespace, name, phase))
 	}
-	if sb.Spec.NoInit {
-		return nil, connect.NewError(connect.CodeFailedPrecondition,
-			fmt.Errorf("sandbox %s/%s runs without fsb init (--no-init): exec and files are unavailable", namespace, name))
-	}
 	agentID, id, _ := v1alpha1.Placement(sb)
 	if agentID == "" || id == "" {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s/%s is not placed yet", namespace, name))
 	}
-	return &target{namespace: namespace, name: name, sandboxID: id, agentID: agentID}, nil
+	return &target{namespace: namespace, name: name, sandboxID: id, agentID: agentID, noInit: sb.Spec.NoInit}, nil
 }
 
 // starting reports whether sb is on its way to running: written but not
@@ -165,12 +178,18 @@ func (s *Server) agentError(ctx, callCtx context.Context, t *target, err error) 
 	return s.agentUnreachable(t.agentID, err)
 }
 
-// unary makes one unary call to the agent of the sandbox namespace/name.
+// unary makes one unary call to the agent of the sandbox namespace/name,
+// which must run fsb init.
 func unary[Resp any](ctx context.Context, s *Server, namespace, name string, call func(context.Context, fsbv1connect.AgentServiceClient, *target) (*Resp, error)) (*Resp, error) {
 	t, err := s.resolve(ctx, namespace, name)
 	if err != nil {
 		return nil, err
 	}
+	return unaryTo(ctx, s, t, call)
+}
+
+// unaryTo makes one unary call to t's agent.
+func unaryTo[Resp any](ctx context.Context, s *Server, t *target, call func(context.Context, fsbv1connect.AgentServiceClient, *target) (*Resp, error)) (*Resp, error) {
 	client, callCtx, cancel, err := s.reach(ctx, t)
 	if err != nil {
 		return nil, err

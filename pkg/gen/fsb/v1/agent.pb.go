@@ -1915,6 +1915,238 @@ func (x *AgentServiceListProcessesResponse) GetProcesses() []*ProcessInfo {
 	return nil
 }
 
+type AgentServiceGetSandboxUsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceGetSandboxUsageRequest) Reset() {
+	*x = AgentServiceGetSandboxUsageRequest{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceGetSandboxUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceGetSandboxUsageRequest) ProtoMessage() {}
+
+func (x *AgentServiceGetSandboxUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceGetSandboxUsageRequest.ProtoReflect.Descriptor instead.
+func (*AgentServiceGetSandboxUsageRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AgentServiceGetSandboxUsageRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+type AgentServiceGetSandboxUsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Usage         *SandboxUsage          `protobuf:"bytes,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentServiceGetSandboxUsageResponse) Reset() {
+	*x = AgentServiceGetSandboxUsageResponse{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentServiceGetSandboxUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentServiceGetSandboxUsageResponse) ProtoMessage() {}
+
+func (x *AgentServiceGetSandboxUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentServiceGetSandboxUsageResponse.ProtoReflect.Descriptor instead.
+func (*AgentServiceGetSandboxUsageResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AgentServiceGetSandboxUsageResponse) GetUsage() *SandboxUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// SandboxUsage is what one revision of a sandbox uses, as its agent read
+// it. Memory and CPU are its task's cgroup's; the log driver, which runs
+// in a cgroup of its own beside the task's, is not counted.
+type SandboxUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the figures were read (the end of the CPU window).
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// The revision read.
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// CPU time the sandbox's processes used since its task started, in
+	// nanoseconds (user and system).
+	CpuUsedNanos uint64 `protobuf:"varint,3,opt,name=cpu_used_nanos,json=cpuUsedNanos,proto3" json:"cpu_used_nanos,omitempty"`
+	// The share of cpu_count cores the sandbox used during the window
+	// (cpu_window_millis, ending at time), from 0 to 100.
+	CpuPercent float64 `protobuf:"fixed64,4,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	// The cores the sandbox may use: its CPU limit rounded up, or without
+	// one the agent's node's CPU count.
+	CpuCount int32 `protobuf:"varint,5,opt,name=cpu_count,json=cpuCount,proto3" json:"cpu_count,omitempty"`
+	// The length of the window cpu_percent covers.
+	CpuWindowMillis int32 `protobuf:"varint,6,opt,name=cpu_window_millis,json=cpuWindowMillis,proto3" json:"cpu_window_millis,omitempty"`
+	// Memory in use, without the page cache the kernel can drop (cgroup v1:
+	// usage minus total_inactive_file; v2: memory.current minus
+	// inactive_file), as docker stats counts it.
+	MemoryUsedBytes uint64 `protobuf:"varint,7,opt,name=memory_used_bytes,json=memoryUsedBytes,proto3" json:"memory_used_bytes,omitempty"`
+	// Page cache charged to the sandbox (v1 cache, v2 file).
+	MemoryCacheBytes uint64 `protobuf:"varint,8,opt,name=memory_cache_bytes,json=memoryCacheBytes,proto3" json:"memory_cache_bytes,omitempty"`
+	// The sandbox's memory limit; 0 when it has none.
+	MemoryLimitBytes uint64 `protobuf:"varint,9,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// The agent's node's memory, the bound of a sandbox without a limit.
+	NodeMemoryBytes uint64 `protobuf:"varint,10,opt,name=node_memory_bytes,json=nodeMemoryBytes,proto3" json:"node_memory_bytes,omitempty"`
+	// Bytes the sandbox wrote to its root file system (its snapshot's own
+	// layer, not the image's); unset when the snapshotter could not say.
+	DiskUsedBytes *uint64 `protobuf:"varint,11,opt,name=disk_used_bytes,json=diskUsedBytes,proto3,oneof" json:"disk_used_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxUsage) Reset() {
+	*x = SandboxUsage{}
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxUsage) ProtoMessage() {}
+
+func (x *SandboxUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxUsage.ProtoReflect.Descriptor instead.
+func (*SandboxUsage) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SandboxUsage) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SandboxUsage) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetCpuUsedNanos() uint64 {
+	if x != nil {
+		return x.CpuUsedNanos
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetCpuCount() int32 {
+	if x != nil {
+		return x.CpuCount
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetCpuWindowMillis() int32 {
+	if x != nil {
+		return x.CpuWindowMillis
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetMemoryUsedBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsedBytes
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetMemoryCacheBytes() uint64 {
+	if x != nil {
+		return x.MemoryCacheBytes
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetMemoryLimitBytes() uint64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetNodeMemoryBytes() uint64 {
+	if x != nil {
+		return x.NodeMemoryBytes
+	}
+	return 0
+}
+
+func (x *SandboxUsage) GetDiskUsedBytes() uint64 {
+	if x != nil && x.DiskUsedBytes != nil {
+		return *x.DiskUsedBytes
+	}
+	return 0
+}
+
 type AgentServiceReadFileRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -1925,7 +2157,7 @@ type AgentServiceReadFileRequest struct {
 
 func (x *AgentServiceReadFileRequest) Reset() {
 	*x = AgentServiceReadFileRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2169,7 @@ func (x *AgentServiceReadFileRequest) String() string {
 func (*AgentServiceReadFileRequest) ProtoMessage() {}
 
 func (x *AgentServiceReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[33]
+	mi := &file_fsb_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2182,7 @@ func (x *AgentServiceReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceReadFileRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AgentServiceReadFileRequest) GetSandboxId() string {
@@ -1978,7 +2210,7 @@ type AgentServiceReadFileResponse struct {
 
 func (x *AgentServiceReadFileResponse) Reset() {
 	*x = AgentServiceReadFileResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2222,7 @@ func (x *AgentServiceReadFileResponse) String() string {
 func (*AgentServiceReadFileResponse) ProtoMessage() {}
 
 func (x *AgentServiceReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[34]
+	mi := &file_fsb_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2235,7 @@ func (x *AgentServiceReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceReadFileResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AgentServiceReadFileResponse) GetInfo() *FileInfo {
@@ -2037,7 +2269,7 @@ type AgentServiceWriteFileRequest struct {
 
 func (x *AgentServiceWriteFileRequest) Reset() {
 	*x = AgentServiceWriteFileRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2281,7 @@ func (x *AgentServiceWriteFileRequest) String() string {
 func (*AgentServiceWriteFileRequest) ProtoMessage() {}
 
 func (x *AgentServiceWriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[35]
+	mi := &file_fsb_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2294,7 @@ func (x *AgentServiceWriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceWriteFileRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceWriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AgentServiceWriteFileRequest) GetSandboxId() string {
@@ -2109,7 +2341,7 @@ type AgentServiceWriteFileResponse struct {
 
 func (x *AgentServiceWriteFileResponse) Reset() {
 	*x = AgentServiceWriteFileResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2353,7 @@ func (x *AgentServiceWriteFileResponse) String() string {
 func (*AgentServiceWriteFileResponse) ProtoMessage() {}
 
 func (x *AgentServiceWriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[36]
+	mi := &file_fsb_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2366,7 @@ func (x *AgentServiceWriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceWriteFileResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceWriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AgentServiceWriteFileResponse) GetInfo() *FileInfo {
@@ -2156,7 +2388,7 @@ type AgentServiceListDirRequest struct {
 
 func (x *AgentServiceListDirRequest) Reset() {
 	*x = AgentServiceListDirRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2400,7 @@ func (x *AgentServiceListDirRequest) String() string {
 func (*AgentServiceListDirRequest) ProtoMessage() {}
 
 func (x *AgentServiceListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[37]
+	mi := &file_fsb_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2413,7 @@ func (x *AgentServiceListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceListDirRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceListDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AgentServiceListDirRequest) GetSandboxId() string {
@@ -2214,7 +2446,7 @@ type AgentServiceListDirResponse struct {
 
 func (x *AgentServiceListDirResponse) Reset() {
 	*x = AgentServiceListDirResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2458,7 @@ func (x *AgentServiceListDirResponse) String() string {
 func (*AgentServiceListDirResponse) ProtoMessage() {}
 
 func (x *AgentServiceListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[38]
+	mi := &file_fsb_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2471,7 @@ func (x *AgentServiceListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceListDirResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceListDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentServiceListDirResponse) GetEntries() []*FileInfo {
@@ -2259,7 +2491,7 @@ type AgentServiceStatRequest struct {
 
 func (x *AgentServiceStatRequest) Reset() {
 	*x = AgentServiceStatRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2503,7 @@ func (x *AgentServiceStatRequest) String() string {
 func (*AgentServiceStatRequest) ProtoMessage() {}
 
 func (x *AgentServiceStatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[39]
+	mi := &file_fsb_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2516,7 @@ func (x *AgentServiceStatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStatRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceStatRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentServiceStatRequest) GetSandboxId() string {
@@ -2310,7 +2542,7 @@ type AgentServiceStatResponse struct {
 
 func (x *AgentServiceStatResponse) Reset() {
 	*x = AgentServiceStatResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	mi := &file_fsb_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2554,7 @@ func (x *AgentServiceStatResponse) String() string {
 func (*AgentServiceStatResponse) ProtoMessage() {}
 
 func (x *AgentServiceStatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[40]
+	mi := &file_fsb_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2567,7 @@ func (x *AgentServiceStatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceStatResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceStatResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AgentServiceStatResponse) GetInfo() *FileInfo {
@@ -2357,7 +2589,7 @@ type AgentServiceMakeDirRequest struct {
 
 func (x *AgentServiceMakeDirRequest) Reset() {
 	*x = AgentServiceMakeDirRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	mi := &file_fsb_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2601,7 @@ func (x *AgentServiceMakeDirRequest) String() string {
 func (*AgentServiceMakeDirRequest) ProtoMessage() {}
 
 func (x *AgentServiceMakeDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[41]
+	mi := &file_fsb_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2614,7 @@ func (x *AgentServiceMakeDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMakeDirRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceMakeDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentServiceMakeDirRequest) GetSandboxId() string {
@@ -2416,7 +2648,7 @@ type AgentServiceMakeDirResponse struct {
 
 func (x *AgentServiceMakeDirResponse) Reset() {
 	*x = AgentServiceMakeDirResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	mi := &file_fsb_v1_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2428,7 +2660,7 @@ func (x *AgentServiceMakeDirResponse) String() string {
 func (*AgentServiceMakeDirResponse) ProtoMessage() {}
 
 func (x *AgentServiceMakeDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[42]
+	mi := &file_fsb_v1_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2441,7 +2673,7 @@ func (x *AgentServiceMakeDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMakeDirResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceMakeDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{42}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AgentServiceMakeDirResponse) GetCreated() bool {
@@ -2462,7 +2694,7 @@ type AgentServiceMoveRequest struct {
 
 func (x *AgentServiceMoveRequest) Reset() {
 	*x = AgentServiceMoveRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[43]
+	mi := &file_fsb_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2706,7 @@ func (x *AgentServiceMoveRequest) String() string {
 func (*AgentServiceMoveRequest) ProtoMessage() {}
 
 func (x *AgentServiceMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[43]
+	mi := &file_fsb_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2719,7 @@ func (x *AgentServiceMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMoveRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceMoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{43}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AgentServiceMoveRequest) GetSandboxId() string {
@@ -2519,7 +2751,7 @@ type AgentServiceMoveResponse struct {
 
 func (x *AgentServiceMoveResponse) Reset() {
 	*x = AgentServiceMoveResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[44]
+	mi := &file_fsb_v1_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2763,7 @@ func (x *AgentServiceMoveResponse) String() string {
 func (*AgentServiceMoveResponse) ProtoMessage() {}
 
 func (x *AgentServiceMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[44]
+	mi := &file_fsb_v1_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2776,7 @@ func (x *AgentServiceMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceMoveResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceMoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{44}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{47}
 }
 
 type AgentServiceRemoveRequest struct {
@@ -2560,7 +2792,7 @@ type AgentServiceRemoveRequest struct {
 
 func (x *AgentServiceRemoveRequest) Reset() {
 	*x = AgentServiceRemoveRequest{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[45]
+	mi := &file_fsb_v1_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2804,7 @@ func (x *AgentServiceRemoveRequest) String() string {
 func (*AgentServiceRemoveRequest) ProtoMessage() {}
 
 func (x *AgentServiceRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[45]
+	mi := &file_fsb_v1_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2817,7 @@ func (x *AgentServiceRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceRemoveRequest.ProtoReflect.Descriptor instead.
 func (*AgentServiceRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{45}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AgentServiceRemoveRequest) GetSandboxId() string {
@@ -2617,7 +2849,7 @@ type AgentServiceRemoveResponse struct {
 
 func (x *AgentServiceRemoveResponse) Reset() {
 	*x = AgentServiceRemoveResponse{}
-	mi := &file_fsb_v1_agent_proto_msgTypes[46]
+	mi := &file_fsb_v1_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +2861,7 @@ func (x *AgentServiceRemoveResponse) String() string {
 func (*AgentServiceRemoveResponse) ProtoMessage() {}
 
 func (x *AgentServiceRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_agent_proto_msgTypes[46]
+	mi := &file_fsb_v1_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +2874,7 @@ func (x *AgentServiceRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentServiceRemoveResponse.ProtoReflect.Descriptor instead.
 func (*AgentServiceRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{46}
+	return file_fsb_v1_agent_proto_rawDescGZIP(), []int{49}
 }
 
 var File_fsb_v1_agent_proto protoreflect.FileDescriptor
@@ -2786,7 +3018,27 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"V\n" +
 	"!AgentServiceListProcessesResponse\x121\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"P\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"C\n" +
+	"\"AgentServiceGetSandboxUsageRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"Q\n" +
+	"#AgentServiceGetSandboxUsageResponse\x12*\n" +
+	"\x05usage\x18\x01 \x01(\v2\x14.fsb.v1.SandboxUsageR\x05usage\"\xdf\x03\n" +
+	"\fSandboxUsage\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12$\n" +
+	"\x0ecpu_used_nanos\x18\x03 \x01(\x04R\fcpuUsedNanos\x12\x1f\n" +
+	"\vcpu_percent\x18\x04 \x01(\x01R\n" +
+	"cpuPercent\x12\x1b\n" +
+	"\tcpu_count\x18\x05 \x01(\x05R\bcpuCount\x12*\n" +
+	"\x11cpu_window_millis\x18\x06 \x01(\x05R\x0fcpuWindowMillis\x12*\n" +
+	"\x11memory_used_bytes\x18\a \x01(\x04R\x0fmemoryUsedBytes\x12,\n" +
+	"\x12memory_cache_bytes\x18\b \x01(\x04R\x10memoryCacheBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\t \x01(\x04R\x10memoryLimitBytes\x12*\n" +
+	"\x11node_memory_bytes\x18\n" +
+	" \x01(\x04R\x0fnodeMemoryBytes\x12+\n" +
+	"\x0fdisk_used_bytes\x18\v \x01(\x04H\x00R\rdiskUsedBytes\x88\x01\x01B\x12\n" +
+	"\x10_disk_used_bytes\"P\n" +
 	"\x1bAgentServiceReadFileRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
@@ -2834,7 +3086,7 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
 	"\trecursive\x18\x03 \x01(\bR\trecursive\"\x1c\n" +
-	"\x1aAgentServiceRemoveResponse2\xa5\x0e\n" +
+	"\x1aAgentServiceRemoveResponse2\x91\x0f\n" +
 	"\fAgentService\x12d\n" +
 	"\rCreateSandbox\x12(.fsb.v1.AgentServiceCreateSandboxRequest\x1a).fsb.v1.AgentServiceCreateSandboxResponse\x12d\n" +
 	"\rDeleteSandbox\x12(.fsb.v1.AgentServiceDeleteSandboxRequest\x1a).fsb.v1.AgentServiceDeleteSandboxResponse\x12@\n" +
@@ -2851,7 +3103,8 @@ const file_fsb_v1_agent_proto_rawDesc = "" +
 	"CloseInput\x12%.fsb.v1.AgentServiceCloseInputRequest\x1a&.fsb.v1.AgentServiceCloseInputResponse\x12d\n" +
 	"\rSignalProcess\x12(.fsb.v1.AgentServiceSignalProcessRequest\x1a).fsb.v1.AgentServiceSignalProcessResponse\x12X\n" +
 	"\tResizePty\x12$.fsb.v1.AgentServiceResizePtyRequest\x1a%.fsb.v1.AgentServiceResizePtyResponse\x12d\n" +
-	"\rListProcesses\x12(.fsb.v1.AgentServiceListProcessesRequest\x1a).fsb.v1.AgentServiceListProcessesResponse\x12W\n" +
+	"\rListProcesses\x12(.fsb.v1.AgentServiceListProcessesRequest\x1a).fsb.v1.AgentServiceListProcessesResponse\x12j\n" +
+	"\x0fGetSandboxUsage\x12*.fsb.v1.AgentServiceGetSandboxUsageRequest\x1a+.fsb.v1.AgentServiceGetSandboxUsageResponse\x12W\n" +
 	"\bReadFile\x12#.fsb.v1.AgentServiceReadFileRequest\x1a$.fsb.v1.AgentServiceReadFileResponse0\x01\x12Z\n" +
 	"\tWriteFile\x12$.fsb.v1.AgentServiceWriteFileRequest\x1a%.fsb.v1.AgentServiceWriteFileResponse(\x01\x12R\n" +
 	"\aListDir\x12\".fsb.v1.AgentServiceListDirRequest\x1a#.fsb.v1.AgentServiceListDirResponse\x12I\n" +
@@ -2872,142 +3125,149 @@ func file_fsb_v1_agent_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_agent_proto_rawDescData
 }
 
-var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_fsb_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_fsb_v1_agent_proto_goTypes = []any{
-	(*AgentSandbox)(nil),                      // 0: fsb.v1.AgentSandbox
-	(*AgentStatus)(nil),                       // 1: fsb.v1.AgentStatus
-	(*WarmStock)(nil),                         // 2: fsb.v1.WarmStock
-	(*SetWarmRequest)(nil),                    // 3: fsb.v1.SetWarmRequest
-	(*WarmTarget)(nil),                        // 4: fsb.v1.WarmTarget
-	(*SetWarmResponse)(nil),                   // 5: fsb.v1.SetWarmResponse
-	(*AgentServiceCreateSandboxRequest)(nil),  // 6: fsb.v1.AgentServiceCreateSandboxRequest
-	(*AgentServiceCreateSandboxResponse)(nil), // 7: fsb.v1.AgentServiceCreateSandboxResponse
-	(*AgentServiceDeleteSandboxRequest)(nil),  // 8: fsb.v1.AgentServiceDeleteSandboxRequest
-	(*AgentServiceDeleteSandboxResponse)(nil), // 9: fsb.v1.AgentServiceDeleteSandboxResponse
-	(*GetStatusRequest)(nil),                  // 10: fsb.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),                 // 11: fsb.v1.GetStatusResponse
-	(*WatchStatusRequest)(nil),                // 12: fsb.v1.WatchStatusRequest
-	(*WatchStatusResponse)(nil),               // 13: fsb.v1.WatchStatusResponse
-	(*AgentServiceStreamLogsRequest)(nil),     // 14: fsb.v1.AgentServiceStreamLogsRequest
-	(*MarkPersistedRequest)(nil),              // 15: fsb.v1.MarkPersistedRequest
-	(*MarkPersistedResponse)(nil),             // 16: fsb.v1.MarkPersistedResponse
-	(*LogLine)(nil),                           // 17: fsb.v1.LogLine
-	(*AgentServiceStreamLogsResponse)(nil),    // 18: fsb.v1.AgentServiceStreamLogsResponse
-	(*AgentServiceExecRequest)(nil),           // 19: fsb.v1.AgentServiceExecRequest
-	(*AgentServiceExecResponse)(nil),          // 20: fsb.v1.AgentServiceExecResponse
-	(*AgentServiceAttachProcessRequest)(nil),  // 21: fsb.v1.AgentServiceAttachProcessRequest
-	(*AgentServiceAttachProcessResponse)(nil), // 22: fsb.v1.AgentServiceAttachProcessResponse
-	(*AgentServiceSendInputRequest)(nil),      // 23: fsb.v1.AgentServiceSendInputRequest
-	(*AgentServiceSendInputResponse)(nil),     // 24: fsb.v1.AgentServiceSendInputResponse
-	(*AgentServiceCloseInputRequest)(nil),     // 25: fsb.v1.AgentServiceCloseInputRequest
-	(*AgentServiceCloseInputResponse)(nil),    // 26: fsb.v1.AgentServiceCloseInputResponse
-	(*AgentServiceSignalProcessRequest)(nil),  // 27: fsb.v1.AgentServiceSignalProcessRequest
-	(*AgentServiceSignalProcessResponse)(nil), // 28: fsb.v1.AgentServiceSignalProcessResponse
-	(*AgentServiceResizePtyRequest)(nil),      // 29: fsb.v1.AgentServiceResizePtyRequest
-	(*AgentServiceResizePtyResponse)(nil),     // 30: fsb.v1.AgentServiceResizePtyResponse
-	(*AgentServiceListProcessesRequest)(nil),  // 31: fsb.v1.AgentServiceListProcessesRequest
-	(*AgentServiceListProcessesResponse)(nil), // 32: fsb.v1.AgentServiceListProcessesResponse
-	(*AgentServiceReadFileRequest)(nil),       // 33: fsb.v1.AgentServiceReadFileRequest
-	(*AgentServiceReadFileResponse)(nil),      // 34: fsb.v1.AgentServiceReadFileResponse
-	(*AgentServiceWriteFileRequest)(nil),      // 35: fsb.v1.AgentServiceWriteFileRequest
-	(*AgentServiceWriteFileResponse)(nil),     // 36: fsb.v1.AgentServiceWriteFileResponse
-	(*AgentServiceListDirRequest)(nil),        // 37: fsb.v1.AgentServiceListDirRequest
-	(*AgentServiceListDirResponse)(nil),       // 38: fsb.v1.AgentServiceListDirResponse
-	(*AgentServiceStatRequest)(nil),           // 39: fsb.v1.AgentServiceStatRequest
-	(*AgentServiceStatResponse)(nil),          // 40: fsb.v1.AgentServiceStatResponse
-	(*AgentServiceMakeDirRequest)(nil),        // 41: fsb.v1.AgentServiceMakeDirRequest
-	(*AgentServiceMakeDirResponse)(nil),       // 42: fsb.v1.AgentServiceMakeDirResponse
-	(*AgentServiceMoveRequest)(nil),           // 43: fsb.v1.AgentServiceMoveRequest
-	(*AgentServiceMoveResponse)(nil),          // 44: fsb.v1.AgentServiceMoveResponse
-	(*AgentServiceRemoveRequest)(nil),         // 45: fsb.v1.AgentServiceRemoveRequest
-	(*AgentServiceRemoveResponse)(nil),        // 46: fsb.v1.AgentServiceRemoveResponse
-	nil,                                       // 47: fsb.v1.AgentSandbox.LabelsEntry
-	nil,                                       // 48: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
-	(Phase)(0),                                // 49: fsb.v1.Phase
-	(*timestamppb.Timestamp)(nil),             // 50: google.protobuf.Timestamp
-	(*SandboxSpec)(nil),                       // 51: fsb.v1.SandboxSpec
-	(*WarmEntry)(nil),                         // 52: fsb.v1.WarmEntry
-	(*ProcessSpec)(nil),                       // 53: fsb.v1.ProcessSpec
-	(*ExecEvent)(nil),                         // 54: fsb.v1.ExecEvent
-	(*PtySize)(nil),                           // 55: fsb.v1.PtySize
-	(*ProcessInfo)(nil),                       // 56: fsb.v1.ProcessInfo
-	(*FileInfo)(nil),                          // 57: fsb.v1.FileInfo
+	(*AgentSandbox)(nil),                        // 0: fsb.v1.AgentSandbox
+	(*AgentStatus)(nil),                         // 1: fsb.v1.AgentStatus
+	(*WarmStock)(nil),                           // 2: fsb.v1.WarmStock
+	(*SetWarmRequest)(nil),                      // 3: fsb.v1.SetWarmRequest
+	(*WarmTarget)(nil),                          // 4: fsb.v1.WarmTarget
+	(*SetWarmResponse)(nil),                     // 5: fsb.v1.SetWarmResponse
+	(*AgentServiceCreateSandboxRequest)(nil),    // 6: fsb.v1.AgentServiceCreateSandboxRequest
+	(*AgentServiceCreateSandboxResponse)(nil),   // 7: fsb.v1.AgentServiceCreateSandboxResponse
+	(*AgentServiceDeleteSandboxRequest)(nil),    // 8: fsb.v1.AgentServiceDeleteSandboxRequest
+	(*AgentServiceDeleteSandboxResponse)(nil),   // 9: fsb.v1.AgentServiceDeleteSandboxResponse
+	(*GetStatusRequest)(nil),                    // 10: fsb.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),                   // 11: fsb.v1.GetStatusResponse
+	(*WatchStatusRequest)(nil),                  // 12: fsb.v1.WatchStatusRequest
+	(*WatchStatusResponse)(nil),                 // 13: fsb.v1.WatchStatusResponse
+	(*AgentServiceStreamLogsRequest)(nil),       // 14: fsb.v1.AgentServiceStreamLogsRequest
+	(*MarkPersistedRequest)(nil),                // 15: fsb.v1.MarkPersistedRequest
+	(*MarkPersistedResponse)(nil),               // 16: fsb.v1.MarkPersistedResponse
+	(*LogLine)(nil),                             // 17: fsb.v1.LogLine
+	(*AgentServiceStreamLogsResponse)(nil),      // 18: fsb.v1.AgentServiceStreamLogsResponse
+	(*AgentServiceExecRequest)(nil),             // 19: fsb.v1.AgentServiceExecRequest
+	(*AgentServiceExecResponse)(nil),            // 20: fsb.v1.AgentServiceExecResponse
+	(*AgentServiceAttachProcessRequest)(nil),    // 21: fsb.v1.AgentServiceAttachProcessRequest
+	(*AgentServiceAttachProcessResponse)(nil),   // 22: fsb.v1.AgentServiceAttachProcessResponse
+	(*AgentServiceSendInputRequest)(nil),        // 23: fsb.v1.AgentServiceSendInputRequest
+	(*AgentServiceSendInputResponse)(nil),       // 24: fsb.v1.AgentServiceSendInputResponse
+	(*AgentServiceCloseInputRequest)(nil),       // 25: fsb.v1.AgentServiceCloseInputRequest
+	(*AgentServiceCloseInputResponse)(nil),      // 26: fsb.v1.AgentServiceCloseInputResponse
+	(*AgentServiceSignalProcessRequest)(nil),    // 27: fsb.v1.AgentServiceSignalProcessRequest
+	(*AgentServiceSignalProcessResponse)(nil),   // 28: fsb.v1.AgentServiceSignalProcessResponse
+	(*AgentServiceResizePtyRequest)(nil),        // 29: fsb.v1.AgentServiceResizePtyRequest
+	(*AgentServiceResizePtyResponse)(nil),       // 30: fsb.v1.AgentServiceResizePtyResponse
+	(*AgentServiceListProcessesRequest)(nil),    // 31: fsb.v1.AgentServiceListProcessesRequest
+	(*AgentServiceListProcessesResponse)(nil),   // 32: fsb.v1.AgentServiceListProcessesResponse
+	(*AgentServiceGetSandboxUsageRequest)(nil),  // 33: fsb.v1.AgentServiceGetSandboxUsageRequest
+	(*AgentServiceGetSandboxUsageResponse)(nil), // 34: fsb.v1.AgentServiceGetSandboxUsageResponse
+	(*SandboxUsage)(nil),                        // 35: fsb.v1.SandboxUsage
+	(*AgentServiceReadFileRequest)(nil),         // 36: fsb.v1.AgentServiceReadFileRequest
+	(*AgentServiceReadFileResponse)(nil),        // 37: fsb.v1.AgentServiceReadFileResponse
+	(*AgentServiceWriteFileRequest)(nil),        // 38: fsb.v1.AgentServiceWriteFileRequest
+	(*AgentServiceWriteFileResponse)(nil),       // 39: fsb.v1.AgentServiceWriteFileResponse
+	(*AgentServiceListDirRequest)(nil),          // 40: fsb.v1.AgentServiceListDirRequest
+	(*AgentServiceListDirResponse)(nil),         // 41: fsb.v1.AgentServiceListDirResponse
+	(*AgentServiceStatRequest)(nil),             // 42: fsb.v1.AgentServiceStatRequest
+	(*AgentServiceStatResponse)(nil),            // 43: fsb.v1.AgentServiceStatResponse
+	(*AgentServiceMakeDirRequest)(nil),          // 44: fsb.v1.AgentServiceMakeDirRequest
+	(*AgentServiceMakeDirResponse)(nil),         // 45: fsb.v1.AgentServiceMakeDirResponse
+	(*AgentServiceMoveRequest)(nil),             // 46: fsb.v1.AgentServiceMoveRequest
+	(*AgentServiceMoveResponse)(nil),            // 47: fsb.v1.AgentServiceMoveResponse
+	(*AgentServiceRemoveRequest)(nil),           // 48: fsb.v1.AgentServiceRemoveRequest
+	(*AgentServiceRemoveResponse)(nil),          // 49: fsb.v1.AgentServiceRemoveResponse
+	nil,                                         // 50: fsb.v1.AgentSandbox.LabelsEntry
+	nil,                                         // 51: fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	(Phase)(0),                                  // 52: fsb.v1.Phase
+	(*timestamppb.Timestamp)(nil),               // 53: google.protobuf.Timestamp
+	(*SandboxSpec)(nil),                         // 54: fsb.v1.SandboxSpec
+	(*WarmEntry)(nil),                           // 55: fsb.v1.WarmEntry
+	(*ProcessSpec)(nil),                         // 56: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),                           // 57: fsb.v1.ExecEvent
+	(*PtySize)(nil),                             // 58: fsb.v1.PtySize
+	(*ProcessInfo)(nil),                         // 59: fsb.v1.ProcessInfo
+	(*FileInfo)(nil),                            // 60: fsb.v1.FileInfo
 }
 var file_fsb_v1_agent_proto_depIdxs = []int32{
-	49, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
-	50, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
-	51, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
-	50, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
-	47, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
+	52, // 0: fsb.v1.AgentSandbox.phase:type_name -> fsb.v1.Phase
+	53, // 1: fsb.v1.AgentSandbox.exit_time:type_name -> google.protobuf.Timestamp
+	54, // 2: fsb.v1.AgentSandbox.spec:type_name -> fsb.v1.SandboxSpec
+	53, // 3: fsb.v1.AgentSandbox.create_time:type_name -> google.protobuf.Timestamp
+	50, // 4: fsb.v1.AgentSandbox.labels:type_name -> fsb.v1.AgentSandbox.LabelsEntry
 	0,  // 5: fsb.v1.AgentStatus.sandboxes:type_name -> fsb.v1.AgentSandbox
 	2,  // 6: fsb.v1.AgentStatus.warm:type_name -> fsb.v1.WarmStock
 	4,  // 7: fsb.v1.SetWarmRequest.targets:type_name -> fsb.v1.WarmTarget
-	52, // 8: fsb.v1.WarmTarget.entry:type_name -> fsb.v1.WarmEntry
+	55, // 8: fsb.v1.WarmTarget.entry:type_name -> fsb.v1.WarmEntry
 	2,  // 9: fsb.v1.SetWarmResponse.warm:type_name -> fsb.v1.WarmStock
-	51, // 10: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	48, // 11: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
+	54, // 10: fsb.v1.AgentServiceCreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	51, // 11: fsb.v1.AgentServiceCreateSandboxRequest.labels:type_name -> fsb.v1.AgentServiceCreateSandboxRequest.LabelsEntry
 	0,  // 12: fsb.v1.AgentServiceCreateSandboxResponse.sandbox:type_name -> fsb.v1.AgentSandbox
 	0,  // 13: fsb.v1.AgentServiceDeleteSandboxResponse.sandboxes:type_name -> fsb.v1.AgentSandbox
 	1,  // 14: fsb.v1.GetStatusResponse.status:type_name -> fsb.v1.AgentStatus
 	1,  // 15: fsb.v1.WatchStatusResponse.status:type_name -> fsb.v1.AgentStatus
-	50, // 16: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	53, // 16: fsb.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	17, // 17: fsb.v1.AgentServiceStreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	53, // 18: fsb.v1.AgentServiceExecRequest.process:type_name -> fsb.v1.ProcessSpec
-	54, // 19: fsb.v1.AgentServiceExecResponse.event:type_name -> fsb.v1.ExecEvent
-	54, // 20: fsb.v1.AgentServiceAttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
-	55, // 21: fsb.v1.AgentServiceResizePtyRequest.size:type_name -> fsb.v1.PtySize
-	56, // 22: fsb.v1.AgentServiceListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
-	57, // 23: fsb.v1.AgentServiceReadFileResponse.info:type_name -> fsb.v1.FileInfo
-	57, // 24: fsb.v1.AgentServiceWriteFileResponse.info:type_name -> fsb.v1.FileInfo
-	57, // 25: fsb.v1.AgentServiceListDirResponse.entries:type_name -> fsb.v1.FileInfo
-	57, // 26: fsb.v1.AgentServiceStatResponse.info:type_name -> fsb.v1.FileInfo
-	6,  // 27: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
-	8,  // 28: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
-	10, // 29: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
-	3,  // 30: fsb.v1.AgentService.SetWarm:input_type -> fsb.v1.SetWarmRequest
-	12, // 31: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
-	14, // 32: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
-	15, // 33: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
-	19, // 34: fsb.v1.AgentService.Exec:input_type -> fsb.v1.AgentServiceExecRequest
-	21, // 35: fsb.v1.AgentService.AttachProcess:input_type -> fsb.v1.AgentServiceAttachProcessRequest
-	23, // 36: fsb.v1.AgentService.SendInput:input_type -> fsb.v1.AgentServiceSendInputRequest
-	25, // 37: fsb.v1.AgentService.CloseInput:input_type -> fsb.v1.AgentServiceCloseInputRequest
-	27, // 38: fsb.v1.AgentService.SignalProcess:input_type -> fsb.v1.AgentServiceSignalProcessRequest
-	29, // 39: fsb.v1.AgentService.ResizePty:input_type -> fsb.v1.AgentServiceResizePtyRequest
-	31, // 40: fsb.v1.AgentService.ListProcesses:input_type -> fsb.v1.AgentServiceListProcessesRequest
-	33, // 41: fsb.v1.AgentService.ReadFile:input_type -> fsb.v1.AgentServiceReadFileRequest
-	35, // 42: fsb.v1.AgentService.WriteFile:input_type -> fsb.v1.AgentServiceWriteFileRequest
-	37, // 43: fsb.v1.AgentService.ListDir:input_type -> fsb.v1.AgentServiceListDirRequest
-	39, // 44: fsb.v1.AgentService.Stat:input_type -> fsb.v1.AgentServiceStatRequest
-	41, // 45: fsb.v1.AgentService.MakeDir:input_type -> fsb.v1.AgentServiceMakeDirRequest
-	43, // 46: fsb.v1.AgentService.Move:input_type -> fsb.v1.AgentServiceMoveRequest
-	45, // 47: fsb.v1.AgentService.Remove:input_type -> fsb.v1.AgentServiceRemoveRequest
-	7,  // 48: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
-	9,  // 49: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
-	11, // 50: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
-	5,  // 51: fsb.v1.AgentService.SetWarm:output_type -> fsb.v1.SetWarmResponse
-	13, // 52: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
-	18, // 53: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
-	16, // 54: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
-	20, // 55: fsb.v1.AgentService.Exec:output_type -> fsb.v1.AgentServiceExecResponse
-	22, // 56: fsb.v1.AgentService.AttachProcess:output_type -> fsb.v1.AgentServiceAttachProcessResponse
-	24, // 57: fsb.v1.AgentService.SendInput:output_type -> fsb.v1.AgentServiceSendInputResponse
-	26, // 58: fsb.v1.AgentService.CloseInput:output_type -> fsb.v1.AgentServiceCloseInputResponse
-	28, // 59: fsb.v1.AgentService.SignalProcess:output_type -> fsb.v1.AgentServiceSignalProcessResponse
-	30, // 60: fsb.v1.AgentService.ResizePty:output_type -> fsb.v1.AgentServiceResizePtyResponse
-	32, // 61: fsb.v1.AgentService.ListProcesses:output_type -> fsb.v1.AgentServiceListProcessesResponse
-	34, // 62: fsb.v1.AgentService.ReadFile:output_type -> fsb.v1.AgentServiceReadFileResponse
-	36, // 63: fsb.v1.AgentService.WriteFile:output_type -> fsb.v1.AgentServiceWriteFileResponse
-	38, // 64: fsb.v1.AgentService.ListDir:output_type -> fsb.v1.AgentServiceListDirResponse
-	40, // 65: fsb.v1.AgentService.Stat:output_type -> fsb.v1.AgentServiceStatResponse
-	42, // 66: fsb.v1.AgentService.MakeDir:output_type -> fsb.v1.AgentServiceMakeDirResponse
-	44, // 67: fsb.v1.AgentService.Move:output_type -> fsb.v1.AgentServiceMoveResponse
-	46, // 68: fsb.v1.AgentService.Remove:output_type -> fsb.v1.AgentServiceRemoveResponse
-	48, // [48:69] is the sub-list for method output_type
-	27, // [27:48] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	56, // 18: fsb.v1.AgentServiceExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	57, // 19: fsb.v1.AgentServiceExecResponse.event:type_name -> fsb.v1.ExecEvent
+	57, // 20: fsb.v1.AgentServiceAttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	58, // 21: fsb.v1.AgentServiceResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	59, // 22: fsb.v1.AgentServiceListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	35, // 23: fsb.v1.AgentServiceGetSandboxUsageResponse.usage:type_name -> fsb.v1.SandboxUsage
+	53, // 24: fsb.v1.SandboxUsage.time:type_name -> google.protobuf.Timestamp
+	60, // 25: fsb.v1.AgentServiceReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	60, // 26: fsb.v1.AgentServiceWriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	60, // 27: fsb.v1.AgentServiceListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	60, // 28: fsb.v1.AgentServiceStatResponse.info:type_name -> fsb.v1.FileInfo
+	6,  // 29: fsb.v1.AgentService.CreateSandbox:input_type -> fsb.v1.AgentServiceCreateSandboxRequest
+	8,  // 30: fsb.v1.AgentService.DeleteSandbox:input_type -> fsb.v1.AgentServiceDeleteSandboxRequest
+	10, // 31: fsb.v1.AgentService.GetStatus:input_type -> fsb.v1.GetStatusRequest
+	3,  // 32: fsb.v1.AgentService.SetWarm:input_type -> fsb.v1.SetWarmRequest
+	12, // 33: fsb.v1.AgentService.WatchStatus:input_type -> fsb.v1.WatchStatusRequest
+	14, // 34: fsb.v1.AgentService.StreamLogs:input_type -> fsb.v1.AgentServiceStreamLogsRequest
+	15, // 35: fsb.v1.AgentService.MarkPersisted:input_type -> fsb.v1.MarkPersistedRequest
+	19, // 36: fsb.v1.AgentService.Exec:input_type -> fsb.v1.AgentServiceExecRequest
+	21, // 37: fsb.v1.AgentService.AttachProcess:input_type -> fsb.v1.AgentServiceAttachProcessRequest
+	23, // 38: fsb.v1.AgentService.SendInput:input_type -> fsb.v1.AgentServiceSendInputRequest
+	25, // 39: fsb.v1.AgentService.CloseInput:input_type -> fsb.v1.AgentServiceCloseInputRequest
+	27, // 40: fsb.v1.AgentService.SignalProcess:input_type -> fsb.v1.AgentServiceSignalProcessRequest
+	29, // 41: fsb.v1.AgentService.ResizePty:input_type -> fsb.v1.AgentServiceResizePtyRequest
+	31, // 42: fsb.v1.AgentService.ListProcesses:input_type -> fsb.v1.AgentServiceListProcessesRequest
+	33, // 43: fsb.v1.AgentService.GetSandboxUsage:input_type -> fsb.v1.AgentServiceGetSandboxUsageRequest
+	36, // 44: fsb.v1.AgentService.ReadFile:input_type -> fsb.v1.AgentServiceReadFileRequest
+	38, // 45: fsb.v1.AgentService.WriteFile:input_type -> fsb.v1.AgentServiceWriteFileRequest
+	40, // 46: fsb.v1.AgentService.ListDir:input_type -> fsb.v1.AgentServiceListDirRequest
+	42, // 47: fsb.v1.AgentService.Stat:input_type -> fsb.v1.AgentServiceStatRequest
+	44, // 48: fsb.v1.AgentService.MakeDir:input_type -> fsb.v1.AgentServiceMakeDirRequest
+	46, // 49: fsb.v1.AgentService.Move:input_type -> fsb.v1.AgentServiceMoveRequest
+	48, // 50: fsb.v1.AgentService.Remove:input_type -> fsb.v1.AgentServiceRemoveRequest
+	7,  // 51: fsb.v1.AgentService.CreateSandbox:output_type -> fsb.v1.AgentServiceCreateSandboxResponse
+	9,  // 52: fsb.v1.AgentService.DeleteSandbox:output_type -> fsb.v1.AgentServiceDeleteSandboxResponse
+	11, // 53: fsb.v1.AgentService.GetStatus:output_type -> fsb.v1.GetStatusResponse
+	5,  // 54: fsb.v1.AgentService.SetWarm:output_type -> fsb.v1.SetWarmResponse
+	13, // 55: fsb.v1.AgentService.WatchStatus:output_type -> fsb.v1.WatchStatusResponse
+	18, // 56: fsb.v1.AgentService.StreamLogs:output_type -> fsb.v1.AgentServiceStreamLogsResponse
+	16, // 57: fsb.v1.AgentService.MarkPersisted:output_type -> fsb.v1.MarkPersistedResponse
+	20, // 58: fsb.v1.AgentService.Exec:output_type -> fsb.v1.AgentServiceExecResponse
+	22, // 59: fsb.v1.AgentService.AttachProcess:output_type -> fsb.v1.AgentServiceAttachProcessResponse
+	24, // 60: fsb.v1.AgentService.SendInput:output_type -> fsb.v1.AgentServiceSendInputResponse
+	26, // 61: fsb.v1.AgentService.CloseInput:output_type -> fsb.v1.AgentServiceCloseInputResponse
+	28, // 62: fsb.v1.AgentService.SignalProcess:output_type -> fsb.v1.AgentServiceSignalProcessResponse
+	30, // 63: fsb.v1.AgentService.ResizePty:output_type -> fsb.v1.AgentServiceResizePtyResponse
+	32, // 64: fsb.v1.AgentService.ListProcesses:output_type -> fsb.v1.AgentServiceListProcessesResponse
+	34, // 65: fsb.v1.AgentService.GetSandboxUsage:output_type -> fsb.v1.AgentServiceGetSandboxUsageResponse
+	37, // 66: fsb.v1.AgentService.ReadFile:output_type -> fsb.v1.AgentServiceReadFileResponse
+	39, // 67: fsb.v1.AgentService.WriteFile:output_type -> fsb.v1.AgentServiceWriteFileResponse
+	41, // 68: fsb.v1.AgentService.ListDir:output_type -> fsb.v1.AgentServiceListDirResponse
+	43, // 69: fsb.v1.AgentService.Stat:output_type -> fsb.v1.AgentServiceStatResponse
+	45, // 70: fsb.v1.AgentService.MakeDir:output_type -> fsb.v1.AgentServiceMakeDirResponse
+	47, // 71: fsb.v1.AgentService.Move:output_type -> fsb.v1.AgentServiceMoveResponse
+	49, // 72: fsb.v1.AgentService.Remove:output_type -> fsb.v1.AgentServiceRemoveResponse
+	51, // [51:73] is the sub-list for method output_type
+	29, // [29:51] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_agent_proto_init() }
@@ -3018,13 +3278,14 @@ func file_fsb_v1_agent_proto_init() {
 	file_fsb_v1_exec_proto_init()
 	file_fsb_v1_sandbox_proto_init()
 	file_fsb_v1_agent_proto_msgTypes[8].OneofWrappers = []any{}
+	file_fsb_v1_agent_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_agent_proto_rawDesc), len(file_fsb_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

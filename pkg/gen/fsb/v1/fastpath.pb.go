@@ -1684,6 +1684,102 @@ func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
 	return nil
 }
 
+type GetSandboxUsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxUsageRequest) Reset() {
+	*x = GetSandboxUsageRequest{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxUsageRequest) ProtoMessage() {}
+
+func (x *GetSandboxUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetSandboxUsageRequest) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetSandboxUsageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetSandboxUsageRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type GetSandboxUsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Usage         *SandboxUsage          `protobuf:"bytes,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSandboxUsageResponse) Reset() {
+	*x = GetSandboxUsageResponse{}
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSandboxUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSandboxUsageResponse) ProtoMessage() {}
+
+func (x *GetSandboxUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSandboxUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetSandboxUsageResponse) Descriptor() ([]byte, []int) {
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetSandboxUsageResponse) GetUsage() *SandboxUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 type ReadFileRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1696,7 +1792,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1804,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[30]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1817,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{30}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadFileRequest) GetName() string {
@@ -1756,7 +1852,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1864,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[31]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1877,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{31}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadFileResponse) GetInfo() *FileInfo {
@@ -1817,7 +1913,7 @@ type WriteFileRequest struct {
 
 func (x *WriteFileRequest) Reset() {
 	*x = WriteFileRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1925,7 @@ func (x *WriteFileRequest) String() string {
 func (*WriteFileRequest) ProtoMessage() {}
 
 func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[32]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1938,7 @@ func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{32}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteFileRequest) GetName() string {
@@ -1896,7 +1992,7 @@ type WriteFileResponse struct {
 
 func (x *WriteFileResponse) Reset() {
 	*x = WriteFileResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2004,7 @@ func (x *WriteFileResponse) String() string {
 func (*WriteFileResponse) ProtoMessage() {}
 
 func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[33]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2017,7 @@ func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
 func (*WriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{33}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteFileResponse) GetInfo() *FileInfo {
@@ -1944,7 +2040,7 @@ type ListDirRequest struct {
 
 func (x *ListDirRequest) Reset() {
 	*x = ListDirRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2052,7 @@ func (x *ListDirRequest) String() string {
 func (*ListDirRequest) ProtoMessage() {}
 
 func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[34]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2065,7 @@ func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
 func (*ListDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{34}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListDirRequest) GetName() string {
@@ -2009,7 +2105,7 @@ type ListDirResponse struct {
 
 func (x *ListDirResponse) Reset() {
 	*x = ListDirResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2117,7 @@ func (x *ListDirResponse) String() string {
 func (*ListDirResponse) ProtoMessage() {}
 
 func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[35]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2130,7 @@ func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
 func (*ListDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{35}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListDirResponse) GetEntries() []*FileInfo {
@@ -2055,7 +2151,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2163,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[36]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2176,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{36}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatRequest) GetName() string {
@@ -2113,7 +2209,7 @@ type StatResponse struct {
 
 func (x *StatResponse) Reset() {
 	*x = StatResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2221,7 @@ func (x *StatResponse) String() string {
 func (*StatResponse) ProtoMessage() {}
 
 func (x *StatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[37]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2234,7 @@ func (x *StatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
 func (*StatResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{37}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StatResponse) GetInfo() *FileInfo {
@@ -2161,7 +2257,7 @@ type MakeDirRequest struct {
 
 func (x *MakeDirRequest) Reset() {
 	*x = MakeDirRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2269,7 @@ func (x *MakeDirRequest) String() string {
 func (*MakeDirRequest) ProtoMessage() {}
 
 func (x *MakeDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[38]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2282,7 @@ func (x *MakeDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeDirRequest.ProtoReflect.Descriptor instead.
 func (*MakeDirRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{38}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MakeDirRequest) GetName() string {
@@ -2227,7 +2323,7 @@ type MakeDirResponse struct {
 
 func (x *MakeDirResponse) Reset() {
 	*x = MakeDirResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2335,7 @@ func (x *MakeDirResponse) String() string {
 func (*MakeDirResponse) ProtoMessage() {}
 
 func (x *MakeDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[39]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2348,7 @@ func (x *MakeDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MakeDirResponse.ProtoReflect.Descriptor instead.
 func (*MakeDirResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{39}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MakeDirResponse) GetCreated() bool {
@@ -2274,7 +2370,7 @@ type MoveRequest struct {
 
 func (x *MoveRequest) Reset() {
 	*x = MoveRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2382,7 @@ func (x *MoveRequest) String() string {
 func (*MoveRequest) ProtoMessage() {}
 
 func (x *MoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[40]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2395,7 @@ func (x *MoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
 func (*MoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{40}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MoveRequest) GetName() string {
@@ -2338,7 +2434,7 @@ type MoveResponse struct {
 
 func (x *MoveResponse) Reset() {
 	*x = MoveResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2446,7 @@ func (x *MoveResponse) String() string {
 func (*MoveResponse) ProtoMessage() {}
 
 func (x *MoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[41]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2459,7 @@ func (x *MoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveResponse.ProtoReflect.Descriptor instead.
 func (*MoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{41}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{43}
 }
 
 type RemoveRequest struct {
@@ -2379,7 +2475,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2487,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[42]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2500,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{42}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveRequest) GetName() string {
@@ -2443,7 +2539,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2551,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[43]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2564,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{43}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{45}
 }
 
 // PoolCapacity bounds the agent pods the Kubernetes pool controller keeps
@@ -2485,7 +2581,7 @@ type PoolCapacity struct {
 
 func (x *PoolCapacity) Reset() {
 	*x = PoolCapacity{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2593,7 @@ func (x *PoolCapacity) String() string {
 func (*PoolCapacity) ProtoMessage() {}
 
 func (x *PoolCapacity) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[44]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2606,7 @@ func (x *PoolCapacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolCapacity.ProtoReflect.Descriptor instead.
 func (*PoolCapacity) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{44}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PoolCapacity) GetPoolMin() int32 {
@@ -2562,7 +2658,7 @@ type SandboxPoolSpec struct {
 
 func (x *SandboxPoolSpec) Reset() {
 	*x = SandboxPoolSpec{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2670,7 @@ func (x *SandboxPoolSpec) String() string {
 func (*SandboxPoolSpec) ProtoMessage() {}
 
 func (x *SandboxPoolSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[45]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2683,7 @@ func (x *SandboxPoolSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxPoolSpec.ProtoReflect.Descriptor instead.
 func (*SandboxPoolSpec) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{45}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SandboxPoolSpec) GetCapacity() *PoolCapacity {
@@ -2639,7 +2735,7 @@ type PoolCondition struct {
 
 func (x *PoolCondition) Reset() {
 	*x = PoolCondition{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2747,7 @@ func (x *PoolCondition) String() string {
 func (*PoolCondition) ProtoMessage() {}
 
 func (x *PoolCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[46]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2760,7 @@ func (x *PoolCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolCondition.ProtoReflect.Descriptor instead.
 func (*PoolCondition) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{46}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PoolCondition) GetType() string {
@@ -2719,7 +2815,7 @@ type SandboxPoolStatus struct {
 
 func (x *SandboxPoolStatus) Reset() {
 	*x = SandboxPoolStatus{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2827,7 @@ func (x *SandboxPoolStatus) String() string {
 func (*SandboxPoolStatus) ProtoMessage() {}
 
 func (x *SandboxPoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[47]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2840,7 @@ func (x *SandboxPoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxPoolStatus.ProtoReflect.Descriptor instead.
 func (*SandboxPoolStatus) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{47}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SandboxPoolStatus) GetObservedGeneration() int64 {
@@ -2819,7 +2915,7 @@ type SandboxPool struct {
 
 func (x *SandboxPool) Reset() {
 	*x = SandboxPool{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2927,7 @@ func (x *SandboxPool) String() string {
 func (*SandboxPool) ProtoMessage() {}
 
 func (x *SandboxPool) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[48]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2940,7 @@ func (x *SandboxPool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxPool.ProtoReflect.Descriptor instead.
 func (*SandboxPool) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{48}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SandboxPool) GetName() string {
@@ -2934,7 +3030,7 @@ type ApplyPoolRequest struct {
 
 func (x *ApplyPoolRequest) Reset() {
 	*x = ApplyPoolRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2946,7 +3042,7 @@ func (x *ApplyPoolRequest) String() string {
 func (*ApplyPoolRequest) ProtoMessage() {}
 
 func (x *ApplyPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[49]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2959,7 +3055,7 @@ func (x *ApplyPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPoolRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPoolRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{49}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ApplyPoolRequest) GetPool() *SandboxPool {
@@ -2982,7 +3078,7 @@ type ApplyPoolResponse struct {
 
 func (x *ApplyPoolResponse) Reset() {
 	*x = ApplyPoolResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3090,7 @@ func (x *ApplyPoolResponse) String() string {
 func (*ApplyPoolResponse) ProtoMessage() {}
 
 func (x *ApplyPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[50]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3103,7 @@ func (x *ApplyPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPoolResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPoolResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{50}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ApplyPoolResponse) GetPool() *SandboxPool {
@@ -3040,7 +3136,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3148,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[51]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3161,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{51}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetPoolRequest) GetName() string {
@@ -3084,7 +3180,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3192,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[52]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3205,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{52}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetPoolResponse) GetPool() *SandboxPool {
@@ -3127,7 +3223,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3235,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[53]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3248,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{53}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{55}
 }
 
 type ListPoolsResponse struct {
@@ -3165,7 +3261,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3273,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[54]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3286,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{54}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListPoolsResponse) GetPools() []*SandboxPool {
@@ -3209,7 +3305,7 @@ type DeletePoolRequest struct {
 
 func (x *DeletePoolRequest) Reset() {
 	*x = DeletePoolRequest{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3317,7 @@ func (x *DeletePoolRequest) String() string {
 func (*DeletePoolRequest) ProtoMessage() {}
 
 func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[55]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3330,7 @@ func (x *DeletePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolRequest.ProtoReflect.Descriptor instead.
 func (*DeletePoolRequest) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{55}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeletePoolRequest) GetName() string {
@@ -3252,7 +3348,7 @@ type DeletePoolResponse struct {
 
 func (x *DeletePoolResponse) Reset() {
 	*x = DeletePoolResponse{}
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3360,7 @@ func (x *DeletePoolResponse) String() string {
 func (*DeletePoolResponse) ProtoMessage() {}
 
 func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fsb_v1_fastpath_proto_msgTypes[56]
+	mi := &file_fsb_v1_fastpath_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3373,7 @@ func (x *DeletePoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePoolResponse.ProtoReflect.Descriptor instead.
 func (*DeletePoolResponse) Descriptor() ([]byte, []int) {
-	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{56}
+	return file_fsb_v1_fastpath_proto_rawDescGZIP(), []int{58}
 }
 
 var File_fsb_v1_fastpath_proto protoreflect.FileDescriptor
@@ -3389,7 +3485,12 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"J\n" +
 	"\x15ListProcessesResponse\x121\n" +
-	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"W\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x13.fsb.v1.ProcessInfoR\tprocesses\"J\n" +
+	"\x16GetSandboxUsageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"E\n" +
+	"\x17GetSandboxUsageResponse\x12*\n" +
+	"\x05usage\x18\x01 \x01(\v2\x14.fsb.v1.SandboxUsageR\x05usage\"W\n" +
 	"\x0fReadFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -3506,7 +3607,7 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"\x05pools\x18\x01 \x03(\v2\x13.fsb.v1.SandboxPoolR\x05pools\"'\n" +
 	"\x11DeletePoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12DeletePoolResponse2\xfd\r\n" +
+	"\x12DeletePoolResponse2\xd1\x0e\n" +
 	"\x0fFastPathService\x12L\n" +
 	"\rCreateSandbox\x12\x1c.fsb.v1.CreateSandboxRequest\x1a\x1d.fsb.v1.CreateSandboxResponse\x12L\n" +
 	"\rDeleteSandbox\x12\x1c.fsb.v1.DeleteSandboxRequest\x1a\x1d.fsb.v1.DeleteSandboxResponse\x12L\n" +
@@ -3526,7 +3627,8 @@ const file_fsb_v1_fastpath_proto_rawDesc = "" +
 	"CloseInput\x12\x19.fsb.v1.CloseInputRequest\x1a\x1a.fsb.v1.CloseInputResponse\x12L\n" +
 	"\rSignalProcess\x12\x1c.fsb.v1.SignalProcessRequest\x1a\x1d.fsb.v1.SignalProcessResponse\x12@\n" +
 	"\tResizePty\x12\x18.fsb.v1.ResizePtyRequest\x1a\x19.fsb.v1.ResizePtyResponse\x12L\n" +
-	"\rListProcesses\x12\x1c.fsb.v1.ListProcessesRequest\x1a\x1d.fsb.v1.ListProcessesResponse\x12?\n" +
+	"\rListProcesses\x12\x1c.fsb.v1.ListProcessesRequest\x1a\x1d.fsb.v1.ListProcessesResponse\x12R\n" +
+	"\x0fGetSandboxUsage\x12\x1e.fsb.v1.GetSandboxUsageRequest\x1a\x1f.fsb.v1.GetSandboxUsageResponse\x12?\n" +
 	"\bReadFile\x12\x17.fsb.v1.ReadFileRequest\x1a\x18.fsb.v1.ReadFileResponse0\x01\x12B\n" +
 	"\tWriteFile\x12\x18.fsb.v1.WriteFileRequest\x1a\x19.fsb.v1.WriteFileResponse(\x01\x12:\n" +
 	"\aListDir\x12\x16.fsb.v1.ListDirRequest\x1a\x17.fsb.v1.ListDirResponse\x121\n" +
@@ -3552,7 +3654,7 @@ func file_fsb_v1_fastpath_proto_rawDescGZIP() []byte {
 	return file_fsb_v1_fastpath_proto_rawDescData
 }
 
-var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_fsb_v1_fastpath_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_fsb_v1_fastpath_proto_goTypes = []any{
 	(*CreateSandboxRequest)(nil),    // 0: fsb.v1.CreateSandboxRequest
 	(*CreateSandboxResponse)(nil),   // 1: fsb.v1.CreateSandboxResponse
@@ -3584,143 +3686,149 @@ var file_fsb_v1_fastpath_proto_goTypes = []any{
 	(*ResizePtyResponse)(nil),       // 27: fsb.v1.ResizePtyResponse
 	(*ListProcessesRequest)(nil),    // 28: fsb.v1.ListProcessesRequest
 	(*ListProcessesResponse)(nil),   // 29: fsb.v1.ListProcessesResponse
-	(*ReadFileRequest)(nil),         // 30: fsb.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),        // 31: fsb.v1.ReadFileResponse
-	(*WriteFileRequest)(nil),        // 32: fsb.v1.WriteFileRequest
-	(*WriteFileResponse)(nil),       // 33: fsb.v1.WriteFileResponse
-	(*ListDirRequest)(nil),          // 34: fsb.v1.ListDirRequest
-	(*ListDirResponse)(nil),         // 35: fsb.v1.ListDirResponse
-	(*StatRequest)(nil),             // 36: fsb.v1.StatRequest
-	(*StatResponse)(nil),            // 37: fsb.v1.StatResponse
-	(*MakeDirRequest)(nil),          // 38: fsb.v1.MakeDirRequest
-	(*MakeDirResponse)(nil),         // 39: fsb.v1.MakeDirResponse
-	(*MoveRequest)(nil),             // 40: fsb.v1.MoveRequest
-	(*MoveResponse)(nil),            // 41: fsb.v1.MoveResponse
-	(*RemoveRequest)(nil),           // 42: fsb.v1.RemoveRequest
-	(*RemoveResponse)(nil),          // 43: fsb.v1.RemoveResponse
-	(*PoolCapacity)(nil),            // 44: fsb.v1.PoolCapacity
-	(*SandboxPoolSpec)(nil),         // 45: fsb.v1.SandboxPoolSpec
-	(*PoolCondition)(nil),           // 46: fsb.v1.PoolCondition
-	(*SandboxPoolStatus)(nil),       // 47: fsb.v1.SandboxPoolStatus
-	(*SandboxPool)(nil),             // 48: fsb.v1.SandboxPool
-	(*ApplyPoolRequest)(nil),        // 49: fsb.v1.ApplyPoolRequest
-	(*ApplyPoolResponse)(nil),       // 50: fsb.v1.ApplyPoolResponse
-	(*GetPoolRequest)(nil),          // 51: fsb.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),         // 52: fsb.v1.GetPoolResponse
-	(*ListPoolsRequest)(nil),        // 53: fsb.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),       // 54: fsb.v1.ListPoolsResponse
-	(*DeletePoolRequest)(nil),       // 55: fsb.v1.DeletePoolRequest
-	(*DeletePoolResponse)(nil),      // 56: fsb.v1.DeletePoolResponse
-	nil,                             // 57: fsb.v1.CreateSandboxRequest.LabelsEntry
-	nil,                             // 58: fsb.v1.UpdateSandboxRequest.LabelsEntry
-	nil,                             // 59: fsb.v1.SandboxPool.LabelsEntry
-	(*SandboxSpec)(nil),             // 60: fsb.v1.SandboxSpec
-	(*Sandbox)(nil),                 // 61: fsb.v1.Sandbox
-	(FailurePolicy)(0),              // 62: fsb.v1.FailurePolicy
-	(*timestamppb.Timestamp)(nil),   // 63: google.protobuf.Timestamp
-	(*LogLine)(nil),                 // 64: fsb.v1.LogLine
-	(*AgentStatus)(nil),             // 65: fsb.v1.AgentStatus
-	(*ProcessSpec)(nil),             // 66: fsb.v1.ProcessSpec
-	(*ExecEvent)(nil),               // 67: fsb.v1.ExecEvent
-	(*PtySize)(nil),                 // 68: fsb.v1.PtySize
-	(*ProcessInfo)(nil),             // 69: fsb.v1.ProcessInfo
-	(*FileInfo)(nil),                // 70: fsb.v1.FileInfo
-	(*WarmEntry)(nil),               // 71: fsb.v1.WarmEntry
+	(*GetSandboxUsageRequest)(nil),  // 30: fsb.v1.GetSandboxUsageRequest
+	(*GetSandboxUsageResponse)(nil), // 31: fsb.v1.GetSandboxUsageResponse
+	(*ReadFileRequest)(nil),         // 32: fsb.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),        // 33: fsb.v1.ReadFileResponse
+	(*WriteFileRequest)(nil),        // 34: fsb.v1.WriteFileRequest
+	(*WriteFileResponse)(nil),       // 35: fsb.v1.WriteFileResponse
+	(*ListDirRequest)(nil),          // 36: fsb.v1.ListDirRequest
+	(*ListDirResponse)(nil),         // 37: fsb.v1.ListDirResponse
+	(*StatRequest)(nil),             // 38: fsb.v1.StatRequest
+	(*StatResponse)(nil),            // 39: fsb.v1.StatResponse
+	(*MakeDirRequest)(nil),          // 40: fsb.v1.MakeDirRequest
+	(*MakeDirResponse)(nil),         // 41: fsb.v1.MakeDirResponse
+	(*MoveRequest)(nil),             // 42: fsb.v1.MoveRequest
+	(*MoveResponse)(nil),            // 43: fsb.v1.MoveResponse
+	(*RemoveRequest)(nil),           // 44: fsb.v1.RemoveRequest
+	(*RemoveResponse)(nil),          // 45: fsb.v1.RemoveResponse
+	(*PoolCapacity)(nil),            // 46: fsb.v1.PoolCapacity
+	(*SandboxPoolSpec)(nil),         // 47: fsb.v1.SandboxPoolSpec
+	(*PoolCondition)(nil),           // 48: fsb.v1.PoolCondition
+	(*SandboxPoolStatus)(nil),       // 49: fsb.v1.SandboxPoolStatus
+	(*SandboxPool)(nil),             // 50: fsb.v1.SandboxPool
+	(*ApplyPoolRequest)(nil),        // 51: fsb.v1.ApplyPoolRequest
+	(*ApplyPoolResponse)(nil),       // 52: fsb.v1.ApplyPoolResponse
+	(*GetPoolRequest)(nil),          // 53: fsb.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),         // 54: fsb.v1.GetPoolResponse
+	(*ListPoolsRequest)(nil),        // 55: fsb.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),       // 56: fsb.v1.ListPoolsResponse
+	(*DeletePoolRequest)(nil),       // 57: fsb.v1.DeletePoolRequest
+	(*DeletePoolResponse)(nil),      // 58: fsb.v1.DeletePoolResponse
+	nil,                             // 59: fsb.v1.CreateSandboxRequest.LabelsEntry
+	nil,                             // 60: fsb.v1.UpdateSandboxRequest.LabelsEntry
+	nil,                             // 61: fsb.v1.SandboxPool.LabelsEntry
+	(*SandboxSpec)(nil),             // 62: fsb.v1.SandboxSpec
+	(*Sandbox)(nil),                 // 63: fsb.v1.Sandbox
+	(FailurePolicy)(0),              // 64: fsb.v1.FailurePolicy
+	(*timestamppb.Timestamp)(nil),   // 65: google.protobuf.Timestamp
+	(*LogLine)(nil),                 // 66: fsb.v1.LogLine
+	(*AgentStatus)(nil),             // 67: fsb.v1.AgentStatus
+	(*ProcessSpec)(nil),             // 68: fsb.v1.ProcessSpec
+	(*ExecEvent)(nil),               // 69: fsb.v1.ExecEvent
+	(*PtySize)(nil),                 // 70: fsb.v1.PtySize
+	(*ProcessInfo)(nil),             // 71: fsb.v1.ProcessInfo
+	(*SandboxUsage)(nil),            // 72: fsb.v1.SandboxUsage
+	(*FileInfo)(nil),                // 73: fsb.v1.FileInfo
+	(*WarmEntry)(nil),               // 74: fsb.v1.WarmEntry
 }
 var file_fsb_v1_fastpath_proto_depIdxs = []int32{
-	57, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
-	60, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
-	61, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	58, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
-	62, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
-	63, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
-	61, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	61, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
-	61, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
-	64, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
-	65, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
-	66, // 11: fsb.v1.ExecRequest.process:type_name -> fsb.v1.ProcessSpec
-	67, // 12: fsb.v1.ExecResponse.event:type_name -> fsb.v1.ExecEvent
+	59, // 0: fsb.v1.CreateSandboxRequest.labels:type_name -> fsb.v1.CreateSandboxRequest.LabelsEntry
+	62, // 1: fsb.v1.CreateSandboxRequest.spec:type_name -> fsb.v1.SandboxSpec
+	63, // 2: fsb.v1.CreateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	60, // 3: fsb.v1.UpdateSandboxRequest.labels:type_name -> fsb.v1.UpdateSandboxRequest.LabelsEntry
+	64, // 4: fsb.v1.UpdateSandboxRequest.failure_policy:type_name -> fsb.v1.FailurePolicy
+	65, // 5: fsb.v1.UpdateSandboxRequest.expire_time:type_name -> google.protobuf.Timestamp
+	63, // 6: fsb.v1.UpdateSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	63, // 7: fsb.v1.ListSandboxesResponse.sandboxes:type_name -> fsb.v1.Sandbox
+	63, // 8: fsb.v1.GetSandboxResponse.sandbox:type_name -> fsb.v1.Sandbox
+	66, // 9: fsb.v1.StreamLogsResponse.lines:type_name -> fsb.v1.LogLine
+	67, // 10: fsb.v1.ListAgentsResponse.agents:type_name -> fsb.v1.AgentStatus
+	68, // 11: fsb.v1.ExecRequest.process:type_name -> fsb.v1.ProcessSpec
+	69, // 12: fsb.v1.ExecResponse.event:type_name -> fsb.v1.ExecEvent
 	14, // 13: fsb.v1.ExecInteractiveRequest.start:type_name -> fsb.v1.ExecRequest
-	68, // 14: fsb.v1.ExecInteractiveRequest.resize:type_name -> fsb.v1.PtySize
-	67, // 15: fsb.v1.ExecInteractiveResponse.event:type_name -> fsb.v1.ExecEvent
-	67, // 16: fsb.v1.AttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
-	68, // 17: fsb.v1.ResizePtyRequest.size:type_name -> fsb.v1.PtySize
-	69, // 18: fsb.v1.ListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
-	70, // 19: fsb.v1.ReadFileResponse.info:type_name -> fsb.v1.FileInfo
-	70, // 20: fsb.v1.WriteFileResponse.info:type_name -> fsb.v1.FileInfo
-	70, // 21: fsb.v1.ListDirResponse.entries:type_name -> fsb.v1.FileInfo
-	70, // 22: fsb.v1.StatResponse.info:type_name -> fsb.v1.FileInfo
-	44, // 23: fsb.v1.SandboxPoolSpec.capacity:type_name -> fsb.v1.PoolCapacity
-	71, // 24: fsb.v1.SandboxPoolSpec.warm:type_name -> fsb.v1.WarmEntry
-	63, // 25: fsb.v1.PoolCondition.last_transition_time:type_name -> google.protobuf.Timestamp
-	46, // 26: fsb.v1.SandboxPoolStatus.conditions:type_name -> fsb.v1.PoolCondition
-	59, // 27: fsb.v1.SandboxPool.labels:type_name -> fsb.v1.SandboxPool.LabelsEntry
-	45, // 28: fsb.v1.SandboxPool.spec:type_name -> fsb.v1.SandboxPoolSpec
-	47, // 29: fsb.v1.SandboxPool.status:type_name -> fsb.v1.SandboxPoolStatus
-	63, // 30: fsb.v1.SandboxPool.created_at:type_name -> google.protobuf.Timestamp
-	63, // 31: fsb.v1.SandboxPool.deleted_at:type_name -> google.protobuf.Timestamp
-	48, // 32: fsb.v1.ApplyPoolRequest.pool:type_name -> fsb.v1.SandboxPool
-	48, // 33: fsb.v1.ApplyPoolResponse.pool:type_name -> fsb.v1.SandboxPool
-	48, // 34: fsb.v1.GetPoolResponse.pool:type_name -> fsb.v1.SandboxPool
-	48, // 35: fsb.v1.ListPoolsResponse.pools:type_name -> fsb.v1.SandboxPool
-	0,  // 36: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
-	2,  // 37: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
-	4,  // 38: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
-	6,  // 39: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
-	8,  // 40: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
-	10, // 41: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
-	12, // 42: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
-	14, // 43: fsb.v1.FastPathService.Exec:input_type -> fsb.v1.ExecRequest
-	16, // 44: fsb.v1.FastPathService.ExecInteractive:input_type -> fsb.v1.ExecInteractiveRequest
-	18, // 45: fsb.v1.FastPathService.AttachProcess:input_type -> fsb.v1.AttachProcessRequest
-	20, // 46: fsb.v1.FastPathService.SendInput:input_type -> fsb.v1.SendInputRequest
-	22, // 47: fsb.v1.FastPathService.CloseInput:input_type -> fsb.v1.CloseInputRequest
-	24, // 48: fsb.v1.FastPathService.SignalProcess:input_type -> fsb.v1.SignalProcessRequest
-	26, // 49: fsb.v1.FastPathService.ResizePty:input_type -> fsb.v1.ResizePtyRequest
-	28, // 50: fsb.v1.FastPathService.ListProcesses:input_type -> fsb.v1.ListProcessesRequest
-	30, // 51: fsb.v1.FastPathService.ReadFile:input_type -> fsb.v1.ReadFileRequest
-	32, // 52: fsb.v1.FastPathService.WriteFile:input_type -> fsb.v1.WriteFileRequest
-	34, // 53: fsb.v1.FastPathService.ListDir:input_type -> fsb.v1.ListDirRequest
-	36, // 54: fsb.v1.FastPathService.Stat:input_type -> fsb.v1.StatRequest
-	38, // 55: fsb.v1.FastPathService.MakeDir:input_type -> fsb.v1.MakeDirRequest
-	40, // 56: fsb.v1.FastPathService.Move:input_type -> fsb.v1.MoveRequest
-	42, // 57: fsb.v1.FastPathService.Remove:input_type -> fsb.v1.RemoveRequest
-	49, // 58: fsb.v1.FastPathService.ApplyPool:input_type -> fsb.v1.ApplyPoolRequest
-	51, // 59: fsb.v1.FastPathService.GetPool:input_type -> fsb.v1.GetPoolRequest
-	53, // 60: fsb.v1.FastPathService.ListPools:input_type -> fsb.v1.ListPoolsRequest
-	55, // 61: fsb.v1.FastPathService.DeletePool:input_type -> fsb.v1.DeletePoolRequest
-	1,  // 62: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
-	3,  // 63: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
-	5,  // 64: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
-	7,  // 65: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
-	9,  // 66: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
-	11, // 67: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
-	13, // 68: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
-	15, // 69: fsb.v1.FastPathService.Exec:output_type -> fsb.v1.ExecResponse
-	17, // 70: fsb.v1.FastPathService.ExecInteractive:output_type -> fsb.v1.ExecInteractiveResponse
-	19, // 71: fsb.v1.FastPathService.AttachProcess:output_type -> fsb.v1.AttachProcessResponse
-	21, // 72: fsb.v1.FastPathService.SendInput:output_type -> fsb.v1.SendInputResponse
-	23, // 73: fsb.v1.FastPathService.CloseInput:output_type -> fsb.v1.CloseInputResponse
-	25, // 74: fsb.v1.FastPathService.SignalProcess:output_type -> fsb.v1.SignalProcessResponse
-	27, // 75: fsb.v1.FastPathService.ResizePty:output_type -> fsb.v1.ResizePtyResponse
-	29, // 76: fsb.v1.FastPathService.ListProcesses:output_type -> fsb.v1.ListProcessesResponse
-	31, // 77: fsb.v1.FastPathService.ReadFile:output_type -> fsb.v1.ReadFileResponse
-	33, // 78: fsb.v1.FastPathService.WriteFile:output_type -> fsb.v1.WriteFileResponse
-	35, // 79: fsb.v1.FastPathService.ListDir:output_type -> fsb.v1.ListDirResponse
-	37, // 80: fsb.v1.FastPathService.Stat:output_type -> fsb.v1.StatResponse
-	39, // 81: fsb.v1.FastPathService.MakeDir:output_type -> fsb.v1.MakeDirResponse
-	41, // 82: fsb.v1.FastPathService.Move:output_type -> fsb.v1.MoveResponse
-	43, // 83: fsb.v1.FastPathService.Remove:output_type -> fsb.v1.RemoveResponse
-	50, // 84: fsb.v1.FastPathService.ApplyPool:output_type -> fsb.v1.ApplyPoolResponse
-	52, // 85: fsb.v1.FastPathService.GetPool:output_type -> fsb.v1.GetPoolResponse
-	54, // 86: fsb.v1.FastPathService.ListPools:output_type -> fsb.v1.ListPoolsResponse
-	56, // 87: fsb.v1.FastPathService.DeletePool:output_type -> fsb.v1.DeletePoolResponse
-	62, // [62:88] is the sub-list for method output_type
-	36, // [36:62] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	70, // 14: fsb.v1.ExecInteractiveRequest.resize:type_name -> fsb.v1.PtySize
+	69, // 15: fsb.v1.ExecInteractiveResponse.event:type_name -> fsb.v1.ExecEvent
+	69, // 16: fsb.v1.AttachProcessResponse.event:type_name -> fsb.v1.ExecEvent
+	70, // 17: fsb.v1.ResizePtyRequest.size:type_name -> fsb.v1.PtySize
+	71, // 18: fsb.v1.ListProcessesResponse.processes:type_name -> fsb.v1.ProcessInfo
+	72, // 19: fsb.v1.GetSandboxUsageResponse.usage:type_name -> fsb.v1.SandboxUsage
+	73, // 20: fsb.v1.ReadFileResponse.info:type_name -> fsb.v1.FileInfo
+	73, // 21: fsb.v1.WriteFileResponse.info:type_name -> fsb.v1.FileInfo
+	73, // 22: fsb.v1.ListDirResponse.entries:type_name -> fsb.v1.FileInfo
+	73, // 23: fsb.v1.StatResponse.info:type_name -> fsb.v1.FileInfo
+	46, // 24: fsb.v1.SandboxPoolSpec.capacity:type_name -> fsb.v1.PoolCapacity
+	74, // 25: fsb.v1.SandboxPoolSpec.warm:type_name -> fsb.v1.WarmEntry
+	65, // 26: fsb.v1.PoolCondition.last_transition_time:type_name -> google.protobuf.Timestamp
+	48, // 27: fsb.v1.SandboxPoolStatus.conditions:type_name -> fsb.v1.PoolCondition
+	61, // 28: fsb.v1.SandboxPool.labels:type_name -> fsb.v1.SandboxPool.LabelsEntry
+	47, // 29: fsb.v1.SandboxPool.spec:type_name -> fsb.v1.SandboxPoolSpec
+	49, // 30: fsb.v1.SandboxPool.status:type_name -> fsb.v1.SandboxPoolStatus
+	65, // 31: fsb.v1.SandboxPool.created_at:type_name -> google.protobuf.Timestamp
+	65, // 32: fsb.v1.SandboxPool.deleted_at:type_name -> google.protobuf.Timestamp
+	50, // 33: fsb.v1.ApplyPoolRequest.pool:type_name -> fsb.v1.SandboxPool
+	50, // 34: fsb.v1.ApplyPoolResponse.pool:type_name -> fsb.v1.SandboxPool
+	50, // 35: fsb.v1.GetPoolResponse.pool:type_name -> fsb.v1.SandboxPool
+	50, // 36: fsb.v1.ListPoolsResponse.pools:type_name -> fsb.v1.SandboxPool
+	0,  // 37: fsb.v1.FastPathService.CreateSandbox:input_type -> fsb.v1.CreateSandboxRequest
+	2,  // 38: fsb.v1.FastPathService.DeleteSandbox:input_type -> fsb.v1.DeleteSandboxRequest
+	4,  // 39: fsb.v1.FastPathService.UpdateSandbox:input_type -> fsb.v1.UpdateSandboxRequest
+	6,  // 40: fsb.v1.FastPathService.ListSandboxes:input_type -> fsb.v1.ListSandboxesRequest
+	8,  // 41: fsb.v1.FastPathService.GetSandbox:input_type -> fsb.v1.GetSandboxRequest
+	10, // 42: fsb.v1.FastPathService.StreamLogs:input_type -> fsb.v1.StreamLogsRequest
+	12, // 43: fsb.v1.FastPathService.ListAgents:input_type -> fsb.v1.ListAgentsRequest
+	14, // 44: fsb.v1.FastPathService.Exec:input_type -> fsb.v1.ExecRequest
+	16, // 45: fsb.v1.FastPathService.ExecInteractive:input_type -> fsb.v1.ExecInteractiveRequest
+	18, // 46: fsb.v1.FastPathService.AttachProcess:input_type -> fsb.v1.AttachProcessRequest
+	20, // 47: fsb.v1.FastPathService.SendInput:input_type -> fsb.v1.SendInputRequest
+	22, // 48: fsb.v1.FastPathService.CloseInput:input_type -> fsb.v1.CloseInputRequest
+	24, // 49: fsb.v1.FastPathService.SignalProcess:input_type -> fsb.v1.SignalProcessRequest
+	26, // 50: fsb.v1.FastPathService.ResizePty:input_type -> fsb.v1.ResizePtyRequest
+	28, // 51: fsb.v1.FastPathService.ListProcesses:input_type -> fsb.v1.ListProcessesRequest
+	30, // 52: fsb.v1.FastPathService.GetSandboxUsage:input_type -> fsb.v1.GetSandboxUsageRequest
+	32, // 53: fsb.v1.FastPathService.ReadFile:input_type -> fsb.v1.ReadFileRequest
+	34, // 54: fsb.v1.FastPathService.WriteFile:input_type -> fsb.v1.WriteFileRequest
+	36, // 55: fsb.v1.FastPathService.ListDir:input_type -> fsb.v1.ListDirRequest
+	38, // 56: fsb.v1.FastPathService.Stat:input_type -> fsb.v1.StatRequest
+	40, // 57: fsb.v1.FastPathService.MakeDir:input_type -> fsb.v1.MakeDirRequest
+	42, // 58: fsb.v1.FastPathService.Move:input_type -> fsb.v1.MoveRequest
+	44, // 59: fsb.v1.FastPathService.Remove:input_type -> fsb.v1.RemoveRequest
+	51, // 60: fsb.v1.FastPathService.ApplyPool:input_type -> fsb.v1.ApplyPoolRequest
+	53, // 61: fsb.v1.FastPathService.GetPool:input_type -> fsb.v1.GetPoolRequest
+	55, // 62: fsb.v1.FastPathService.ListPools:input_type -> fsb.v1.ListPoolsRequest
+	57, // 63: fsb.v1.FastPathService.DeletePool:input_type -> fsb.v1.DeletePoolRequest
+	1,  // 64: fsb.v1.FastPathService.CreateSandbox:output_type -> fsb.v1.CreateSandboxResponse
+	3,  // 65: fsb.v1.FastPathService.DeleteSandbox:output_type -> fsb.v1.DeleteSandboxResponse
+	5,  // 66: fsb.v1.FastPathService.UpdateSandbox:output_type -> fsb.v1.UpdateSandboxResponse
+	7,  // 67: fsb.v1.FastPathService.ListSandboxes:output_type -> fsb.v1.ListSandboxesResponse
+	9,  // 68: fsb.v1.FastPathService.GetSandbox:output_type -> fsb.v1.GetSandboxResponse
+	11, // 69: fsb.v1.FastPathService.StreamLogs:output_type -> fsb.v1.StreamLogsResponse
+	13, // 70: fsb.v1.FastPathService.ListAgents:output_type -> fsb.v1.ListAgentsResponse
+	15, // 71: fsb.v1.FastPathService.Exec:output_type -> fsb.v1.ExecResponse
+	17, // 72: fsb.v1.FastPathService.ExecInteractive:output_type -> fsb.v1.ExecInteractiveResponse
+	19, // 73: fsb.v1.FastPathService.AttachProcess:output_type -> fsb.v1.AttachProcessResponse
+	21, // 74: fsb.v1.FastPathService.SendInput:output_type -> fsb.v1.SendInputResponse
+	23, // 75: fsb.v1.FastPathService.CloseInput:output_type -> fsb.v1.CloseInputResponse
+	25, // 76: fsb.v1.FastPathService.SignalProcess:output_type -> fsb.v1.SignalProcessResponse
+	27, // 77: fsb.v1.FastPathService.ResizePty:output_type -> fsb.v1.ResizePtyResponse
+	29, // 78: fsb.v1.FastPathService.ListProcesses:output_type -> fsb.v1.ListProcessesResponse
+	31, // 79: fsb.v1.FastPathService.GetSandboxUsage:output_type -> fsb.v1.GetSandboxUsageResponse
+	33, // 80: fsb.v1.FastPathService.ReadFile:output_type -> fsb.v1.ReadFileResponse
+	35, // 81: fsb.v1.FastPathService.WriteFile:output_type -> fsb.v1.WriteFileResponse
+	37, // 82: fsb.v1.FastPathService.ListDir:output_type -> fsb.v1.ListDirResponse
+	39, // 83: fsb.v1.FastPathService.Stat:output_type -> fsb.v1.StatResponse
+	41, // 84: fsb.v1.FastPathService.MakeDir:output_type -> fsb.v1.MakeDirResponse
+	43, // 85: fsb.v1.FastPathService.Move:output_type -> fsb.v1.MoveResponse
+	45, // 86: fsb.v1.FastPathService.Remove:output_type -> fsb.v1.RemoveResponse
+	52, // 87: fsb.v1.FastPathService.ApplyPool:output_type -> fsb.v1.ApplyPoolResponse
+	54, // 88: fsb.v1.FastPathService.GetPool:output_type -> fsb.v1.GetPoolResponse
+	56, // 89: fsb.v1.FastPathService.ListPools:output_type -> fsb.v1.ListPoolsResponse
+	58, // 90: fsb.v1.FastPathService.DeletePool:output_type -> fsb.v1.DeletePoolResponse
+	64, // [64:91] is the sub-list for method output_type
+	37, // [37:64] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_fsb_v1_fastpath_proto_init() }
@@ -3740,14 +3848,14 @@ func file_fsb_v1_fastpath_proto_init() {
 		(*ExecInteractiveRequest_Resize)(nil),
 		(*ExecInteractiveRequest_Signal)(nil),
 	}
-	file_fsb_v1_fastpath_proto_msgTypes[45].OneofWrappers = []any{}
+	file_fsb_v1_fastpath_proto_msgTypes[47].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsb_v1_fastpath_proto_rawDesc), len(file_fsb_v1_fastpath_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -68,6 +68,9 @@ const (
 	// AgentServiceListProcessesProcedure is the fully-qualified name of the AgentService's
 	// ListProcesses RPC.
 	AgentServiceListProcessesProcedure = "/fsb.v1.AgentService/ListProcesses"
+	// AgentServiceGetSandboxUsageProcedure is the fully-qualified name of the AgentService's
+	// GetSandboxUsage RPC.
+	AgentServiceGetSandboxUsageProcedure = "/fsb.v1.AgentService/GetSandboxUsage"
 	// AgentServiceReadFileProcedure is the fully-qualified name of the AgentService's ReadFile RPC.
 	AgentServiceReadFileProcedure = "/fsb.v1.AgentService/ReadFile"
 	// AgentServiceWriteFileProcedure is the fully-qualified name of the AgentService's WriteFile RPC.
@@ -118,6 +121,11 @@ type AgentServiceClient interface {
 	SignalProcess(context.Context, *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error)
 	ResizePty(context.Context, *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error)
 	ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error)
+	// GetSandboxUsage reads what a sandbox's running revision uses now:
+	// its cgroup's CPU time and memory (containerd's task metrics) and its
+	// root file system's snapshot. It takes about SandboxUsage.cpu_window_millis
+	// (two CPU readings apart). Unlike exec and files it needs no fsb init.
+	GetSandboxUsage(context.Context, *connect.Request[v1.AgentServiceGetSandboxUsageRequest]) (*connect.Response[v1.AgentServiceGetSandboxUsageResponse], error)
 	// ReadFile streams a file: its FileInfo first, then its bytes.
 	ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest]) (*connect.ServerStreamForClient[v1.AgentServiceReadFileResponse], error)
 	// WriteFile writes a file from a stream: the first message names it, the
@@ -226,6 +234,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("ListProcesses")),
 			connect.WithClientOptions(opts...),
 		),
+		getSandboxUsage: connect.NewClient[v1.AgentServiceGetSandboxUsageRequest, v1.AgentServiceGetSandboxUsageResponse](
+			httpClient,
+			baseURL+AgentServiceGetSandboxUsageProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("GetSandboxUsage")),
+			connect.WithClientOptions(opts...),
+		),
 		readFile: connect.NewClient[v1.AgentServiceReadFileRequest, v1.AgentServiceReadFileResponse](
 			httpClient,
 			baseURL+AgentServiceReadFileProcedure,
@@ -273,27 +287,28 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	createSandbox *connect.Client[v1.AgentServiceCreateSandboxRequest, v1.AgentServiceCreateSandboxResponse]
-	deleteSandbox *connect.Client[v1.AgentServiceDeleteSandboxRequest, v1.AgentServiceDeleteSandboxResponse]
-	getStatus     *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
-	setWarm       *connect.Client[v1.SetWarmRequest, v1.SetWarmResponse]
-	watchStatus   *connect.Client[v1.WatchStatusRequest, v1.WatchStatusResponse]
-	streamLogs    *connect.Client[v1.AgentServiceStreamLogsRequest, v1.AgentServiceStreamLogsResponse]
-	markPersisted *connect.Client[v1.MarkPersistedRequest, v1.MarkPersistedResponse]
-	exec          *connect.Client[v1.AgentServiceExecRequest, v1.AgentServiceExecResponse]
-	attachProcess *connect.Client[v1.AgentServiceAttachProcessRequest, v1.AgentServiceAttachProcessResponse]
-	sendInput     *connect.Client[v1.AgentServiceSendInputRequest, v1.AgentServiceSendInputResponse]
-	closeInput    *connect.Client[v1.AgentServiceCloseInputRequest, v1.AgentServiceCloseInputResponse]
-	signalProcess *connect.Client[v1.AgentServiceSignalProcessRequest, v1.AgentServiceSignalProcessResponse]
-	resizePty     *connect.Client[v1.AgentServiceResizePtyRequest, v1.AgentServiceResizePtyResponse]
-	listProcesses *connect.Client[v1.AgentServiceListProcessesRequest, v1.AgentServiceListProcessesResponse]
-	readFile      *connect.Client[v1.AgentServiceReadFileRequest, v1.AgentServiceReadFileResponse]
-	writeFile     *connect.Client[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse]
-	listDir       *connect.Client[v1.AgentServiceListDirRequest, v1.AgentServiceListDirResponse]
-	stat          *connect.Client[v1.AgentServiceStatRequest, v1.AgentServiceStatResponse]
-	makeDir       *connect.Client[v1.AgentServiceMakeDirRequest, v1.AgentServiceMakeDirResponse]
-	move          *connect.Client[v1.AgentServiceMoveRequest, v1.AgentServiceMoveResponse]
-	remove        *connect.Client[v1.AgentServiceRemoveRequest, v1.AgentServiceRemoveResponse]
+	createSandbox   *connect.Client[v1.AgentServiceCreateSandboxRequest, v1.AgentServiceCreateSandboxResponse]
+	deleteSandbox   *connect.Client[v1.AgentServiceDeleteSandboxRequest, v1.AgentServiceDeleteSandboxResponse]
+	getStatus       *connect.Client[v1.GetStatusRequest, v1.GetStatusResponse]
+	setWarm         *connect.Client[v1.SetWarmRequest, v1.SetWarmResponse]
+	watchStatus     *connect.Client[v1.WatchStatusRequest, v1.WatchStatusResponse]
+	streamLogs      *connect.Client[v1.AgentServiceStreamLogsRequest, v1.AgentServiceStreamLogsResponse]
+	markPersisted   *connect.Client[v1.MarkPersistedRequest, v1.MarkPersistedResponse]
+	exec            *connect.Client[v1.AgentServiceExecRequest, v1.AgentServiceExecResponse]
+	attachProcess   *connect.Client[v1.AgentServiceAttachProcessRequest, v1.AgentServiceAttachProcessResponse]
+	sendInput       *connect.Client[v1.AgentServiceSendInputRequest, v1.AgentServiceSendInputResponse]
+	closeInput      *connect.Client[v1.AgentServiceCloseInputRequest, v1.AgentServiceCloseInputResponse]
+	signalProcess   *connect.Client[v1.AgentServiceSignalProcessRequest, v1.AgentServiceSignalProcessResponse]
+	resizePty       *connect.Client[v1.AgentServiceResizePtyRequest, v1.AgentServiceResizePtyResponse]
+	listProcesses   *connect.Client[v1.AgentServiceListProcessesRequest, v1.AgentServiceListProcessesResponse]
+	getSandboxUsage *connect.Client[v1.AgentServiceGetSandboxUsageRequest, v1.AgentServiceGetSandboxUsageResponse]
+	readFile        *connect.Client[v1.AgentServiceReadFileRequest, v1.AgentServiceReadFileResponse]
+	writeFile       *connect.Client[v1.AgentServiceWriteFileRequest, v1.AgentServiceWriteFileResponse]
+	listDir         *connect.Client[v1.AgentServiceListDirRequest, v1.AgentServiceListDirResponse]
+	stat            *connect.Client[v1.AgentServiceStatRequest, v1.AgentServiceStatResponse]
+	makeDir         *connect.Client[v1.AgentServiceMakeDirRequest, v1.AgentServiceMakeDirResponse]
+	move            *connect.Client[v1.AgentServiceMoveRequest, v1.AgentServiceMoveResponse]
+	remove          *connect.Client[v1.AgentServiceRemoveRequest, v1.AgentServiceRemoveResponse]
 }
 
 // CreateSandbox calls fsb.v1.AgentService.CreateSandbox.
@@ -366,6 +381,11 @@ func (c *agentServiceClient) ListProcesses(ctx context.Context, req *connect.Req
 	return c.listProcesses.CallUnary(ctx, req)
 }
 
+// GetSandboxUsage calls fsb.v1.AgentService.GetSandboxUsage.
+func (c *agentServiceClient) GetSandboxUsage(ctx context.Context, req *connect.Request[v1.AgentServiceGetSandboxUsageRequest]) (*connect.Response[v1.AgentServiceGetSandboxUsageResponse], error) {
+	return c.getSandboxUsage.CallUnary(ctx, req)
+}
+
 // ReadFile calls fsb.v1.AgentService.ReadFile.
 func (c *agentServiceClient) ReadFile(ctx context.Context, req *connect.Request[v1.AgentServiceReadFileRequest]) (*connect.ServerStreamForClient[v1.AgentServiceReadFileResponse], error) {
 	return c.readFile.CallServerStream(ctx, req)
@@ -435,6 +455,11 @@ type AgentServiceHandler interface {
 	SignalProcess(context.Context, *connect.Request[v1.AgentServiceSignalProcessRequest]) (*connect.Response[v1.AgentServiceSignalProcessResponse], error)
 	ResizePty(context.Context, *connect.Request[v1.AgentServiceResizePtyRequest]) (*connect.Response[v1.AgentServiceResizePtyResponse], error)
 	ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error)
+	// GetSandboxUsage reads what a sandbox's running revision uses now:
+	// its cgroup's CPU time and memory (containerd's task metrics) and its
+	// root file system's snapshot. It takes about SandboxUsage.cpu_window_millis
+	// (two CPU readings apart). Unlike exec and files it needs no fsb init.
+	GetSandboxUsage(context.Context, *connect.Request[v1.AgentServiceGetSandboxUsageRequest]) (*connect.Response[v1.AgentServiceGetSandboxUsageResponse], error)
 	// ReadFile streams a file: its FileInfo first, then its bytes.
 	ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest], *connect.ServerStream[v1.AgentServiceReadFileResponse]) error
 	// WriteFile writes a file from a stream: the first message names it, the
@@ -539,6 +564,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("ListProcesses")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceGetSandboxUsageHandler := connect.NewUnaryHandler(
+		AgentServiceGetSandboxUsageProcedure,
+		svc.GetSandboxUsage,
+		connect.WithSchema(agentServiceMethods.ByName("GetSandboxUsage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceReadFileHandler := connect.NewServerStreamHandler(
 		AgentServiceReadFileProcedure,
 		svc.ReadFile,
@@ -611,6 +642,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceResizePtyHandler.ServeHTTP(w, r)
 		case AgentServiceListProcessesProcedure:
 			agentServiceListProcessesHandler.ServeHTTP(w, r)
+		case AgentServiceGetSandboxUsageProcedure:
+			agentServiceGetSandboxUsageHandler.ServeHTTP(w, r)
 		case AgentServiceReadFileProcedure:
 			agentServiceReadFileHandler.ServeHTTP(w, r)
 		case AgentServiceWriteFileProcedure:
@@ -688,6 +721,10 @@ func (UnimplementedAgentServiceHandler) ResizePty(context.Context, *connect.Requ
 
 func (UnimplementedAgentServiceHandler) ListProcesses(context.Context, *connect.Request[v1.AgentServiceListProcessesRequest]) (*connect.Response[v1.AgentServiceListProcessesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.ListProcesses is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) GetSandboxUsage(context.Context, *connect.Request[v1.AgentServiceGetSandboxUsageRequest]) (*connect.Response[v1.AgentServiceGetSandboxUsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.AgentService.GetSandboxUsage is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) ReadFile(context.Context, *connect.Request[v1.AgentServiceReadFileRequest], *connect.ServerStream[v1.AgentServiceReadFileResponse]) error {

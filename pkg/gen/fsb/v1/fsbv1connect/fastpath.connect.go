@@ -77,6 +77,9 @@ const (
 	// FastPathServiceListProcessesProcedure is the fully-qualified name of the FastPathService's
 	// ListProcesses RPC.
 	FastPathServiceListProcessesProcedure = "/fsb.v1.FastPathService/ListProcesses"
+	// FastPathServiceGetSandboxUsageProcedure is the fully-qualified name of the FastPathService's
+	// GetSandboxUsage RPC.
+	FastPathServiceGetSandboxUsageProcedure = "/fsb.v1.FastPathService/GetSandboxUsage"
 	// FastPathServiceReadFileProcedure is the fully-qualified name of the FastPathService's ReadFile
 	// RPC.
 	FastPathServiceReadFileProcedure = "/fsb.v1.FastPathService/ReadFile"
@@ -136,6 +139,11 @@ type FastPathServiceClient interface {
 	SignalProcess(context.Context, *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error)
 	ResizePty(context.Context, *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error)
 	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
+	// GetSandboxUsage answers what a running sandbox uses now: CPU (time,
+	// and the share of its cores over a short window the agent measures),
+	// memory, page cache and disk. It works for a sandbox without fsb init
+	// too.
+	GetSandboxUsage(context.Context, *connect.Request[v1.GetSandboxUsageRequest]) (*connect.Response[v1.GetSandboxUsageResponse], error)
 	// ReadFile streams a file of a running sandbox: its FileInfo first,
 	// then its bytes.
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error)
@@ -261,6 +269,12 @@ func NewFastPathServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(fastPathServiceMethods.ByName("ListProcesses")),
 			connect.WithClientOptions(opts...),
 		),
+		getSandboxUsage: connect.NewClient[v1.GetSandboxUsageRequest, v1.GetSandboxUsageResponse](
+			httpClient,
+			baseURL+FastPathServiceGetSandboxUsageProcedure,
+			connect.WithSchema(fastPathServiceMethods.ByName("GetSandboxUsage")),
+			connect.WithClientOptions(opts...),
+		),
 		readFile: connect.NewClient[v1.ReadFileRequest, v1.ReadFileResponse](
 			httpClient,
 			baseURL+FastPathServiceReadFileProcedure,
@@ -347,6 +361,7 @@ type fastPathServiceClient struct {
 	signalProcess   *connect.Client[v1.SignalProcessRequest, v1.SignalProcessResponse]
 	resizePty       *connect.Client[v1.ResizePtyRequest, v1.ResizePtyResponse]
 	listProcesses   *connect.Client[v1.ListProcessesRequest, v1.ListProcessesResponse]
+	getSandboxUsage *connect.Client[v1.GetSandboxUsageRequest, v1.GetSandboxUsageResponse]
 	readFile        *connect.Client[v1.ReadFileRequest, v1.ReadFileResponse]
 	writeFile       *connect.Client[v1.WriteFileRequest, v1.WriteFileResponse]
 	listDir         *connect.Client[v1.ListDirRequest, v1.ListDirResponse]
@@ -435,6 +450,11 @@ func (c *fastPathServiceClient) ListProcesses(ctx context.Context, req *connect.
 	return c.listProcesses.CallUnary(ctx, req)
 }
 
+// GetSandboxUsage calls fsb.v1.FastPathService.GetSandboxUsage.
+func (c *fastPathServiceClient) GetSandboxUsage(ctx context.Context, req *connect.Request[v1.GetSandboxUsageRequest]) (*connect.Response[v1.GetSandboxUsageResponse], error) {
+	return c.getSandboxUsage.CallUnary(ctx, req)
+}
+
 // ReadFile calls fsb.v1.FastPathService.ReadFile.
 func (c *fastPathServiceClient) ReadFile(ctx context.Context, req *connect.Request[v1.ReadFileRequest]) (*connect.ServerStreamForClient[v1.ReadFileResponse], error) {
 	return c.readFile.CallServerStream(ctx, req)
@@ -520,6 +540,11 @@ type FastPathServiceHandler interface {
 	SignalProcess(context.Context, *connect.Request[v1.SignalProcessRequest]) (*connect.Response[v1.SignalProcessResponse], error)
 	ResizePty(context.Context, *connect.Request[v1.ResizePtyRequest]) (*connect.Response[v1.ResizePtyResponse], error)
 	ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error)
+	// GetSandboxUsage answers what a running sandbox uses now: CPU (time,
+	// and the share of its cores over a short window the agent measures),
+	// memory, page cache and disk. It works for a sandbox without fsb init
+	// too.
+	GetSandboxUsage(context.Context, *connect.Request[v1.GetSandboxUsageRequest]) (*connect.Response[v1.GetSandboxUsageResponse], error)
 	// ReadFile streams a file of a running sandbox: its FileInfo first,
 	// then its bytes.
 	ReadFile(context.Context, *connect.Request[v1.ReadFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error
@@ -641,6 +666,12 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 		connect.WithSchema(fastPathServiceMethods.ByName("ListProcesses")),
 		connect.WithHandlerOptions(opts...),
 	)
+	fastPathServiceGetSandboxUsageHandler := connect.NewUnaryHandler(
+		FastPathServiceGetSandboxUsageProcedure,
+		svc.GetSandboxUsage,
+		connect.WithSchema(fastPathServiceMethods.ByName("GetSandboxUsage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	fastPathServiceReadFileHandler := connect.NewServerStreamHandler(
 		FastPathServiceReadFileProcedure,
 		svc.ReadFile,
@@ -739,6 +770,8 @@ func NewFastPathServiceHandler(svc FastPathServiceHandler, opts ...connect.Handl
 			fastPathServiceResizePtyHandler.ServeHTTP(w, r)
 		case FastPathServiceListProcessesProcedure:
 			fastPathServiceListProcessesHandler.ServeHTTP(w, r)
+		case FastPathServiceGetSandboxUsageProcedure:
+			fastPathServiceGetSandboxUsageHandler.ServeHTTP(w, r)
 		case FastPathServiceReadFileProcedure:
 			fastPathServiceReadFileHandler.ServeHTTP(w, r)
 		case FastPathServiceWriteFileProcedure:
@@ -828,6 +861,10 @@ func (UnimplementedFastPathServiceHandler) ResizePty(context.Context, *connect.R
 
 func (UnimplementedFastPathServiceHandler) ListProcesses(context.Context, *connect.Request[v1.ListProcessesRequest]) (*connect.Response[v1.ListProcessesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.ListProcesses is not implemented"))
+}
+
+func (UnimplementedFastPathServiceHandler) GetSandboxUsage(context.Context, *connect.Request[v1.GetSandboxUsageRequest]) (*connect.Response[v1.GetSandboxUsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fsb.v1.FastPathService.GetSandboxUsage is not implemented"))
 }
 
 func (UnimplementedFastPathServiceHandler) ReadFile(context.Context, *connect.Request[v1.ReadFileRequest], *connect.ServerStream[v1.ReadFileResponse]) error {
