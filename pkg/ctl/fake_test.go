@@ -50,6 +50,9 @@ type fakeFastPath struct {
 	// pools are the SandboxPools, by name (apply_test.go).
 	pools map[string]*fsbv1.SandboxPool
 
+	// usage is what GetSandboxUsage answers for any sandbox it has.
+	usage *fsbv1.SandboxUsage
+
 	creates []*fsbv1.CreateSandboxRequest
 	updates []*fsbv1.UpdateSandboxRequest
 	deletes []*fsbv1.DeleteSandboxRequest
@@ -293,6 +296,15 @@ func (f *fakeFastPath) lastCreate(t *testing.T) *fsbv1.CreateSandboxRequest {
 		t.Fatal("no CreateSandbox call reached the server")
 	}
 	return proto.Clone(f.creates[len(f.creates)-1]).(*fsbv1.CreateSandboxRequest)
+}
+
+func (f *fakeFastPath) GetSandboxUsage(ctx context.Context, req *connect.Request[fsbv1.GetSandboxUsageRequest]) (*connect.Response[fsbv1.GetSandboxUsageResponse], error) {
+	if _, err := f.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: req.Msg.GetName(), Namespace: req.Msg.GetNamespace()})); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return connect.NewResponse(&fsbv1.GetSandboxUsageResponse{Usage: f.usage}), nil
 }
 
 // serve starts f behind the bearer-token check the controller has and

@@ -23,7 +23,7 @@ import (
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:            "ctl",
-		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, delete sandboxes; apply, get and delete pools; list agents",
+		Usage:           "the command-line client: run, list, get, update, logs, exec, cp, top, delete sandboxes; apply, get and delete pools; list agents",
 		UsageText:       "fsb ctl [--server URL [--ca-file FILE]] [--token TOKEN | --kubeconfig FILE [--context NAME]] [-n NAMESPACE] COMMAND [options] (fsb ctl --help lists the commands)",
 		SkipFlagParsing: true,
 		Action: func(c *cli.Context) error {
@@ -95,6 +95,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			deleteCommand(),
 			applyCommand(),
 			agentsCommand(),
+			topCommand(),
 			configCommand(),
 			benchCommand(),
 		},
@@ -436,6 +437,39 @@ func agentsCommand() *cli.Command {
 				return usage("agents takes no arguments (got %q)", c.Args().First())
 			}
 			return client.Agents(c.Context, c.String("output"))
+		}),
+	}
+}
+
+func topCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "top",
+		Usage:     "show what a running sandbox uses now: CPU, memory, page cache, disk",
+		UsageText: "fsb ctl top NAME [-o table|json]",
+		Description: "Named after kubectl top: one reading of sandbox NAME's resource usage, which its agent\n" +
+			"takes from the sandbox's cgroup (through containerd) and its root file system's snapshot.\n" +
+			"CPU is the share of the sandbox's cores (CORES: its --cpu limit rounded up, else the node's\n" +
+			"CPU count) it used over a 200 ms window the agent measures, so the command takes that long.\n" +
+			"MEMORY is what it holds without the page cache the kernel drops first (as docker stats\n" +
+			"counts it), LIMIT its --memory limit (none: the node's memory is the bound), CACHE the page\n" +
+			"cache charged to it, DISK what it wrote to its root file system (<unknown> when the agent's\n" +
+			"snapshotter cannot say). Sizes are in binary units (Ki, Mi, Gi). The log driver, which\n" +
+			"runs beside the sandbox under the same limits, is not counted. -o json has name,\n" +
+			"namespace, revision, time, cpuPercent, cpuCount, cpuWindowMillis, cpuUsedNanos (since the\n" +
+			"sandbox started), memoryUsedBytes, memoryLimitBytes (0: none), memoryCacheBytes,\n" +
+			"nodeMemoryBytes and diskUsedBytes (null when unknown). It works for --no-init sandboxes.\n\n" +
+			"Example:\n" +
+			"   fsb ctl top demo\n" +
+			"   fsb ctl top demo -o json | jq .cpuPercent",
+		OnUsageError: usageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ctl.OutputTable, Usage: "`FORMAT`: table or json"},
+		},
+		Action: withClient(func(c *cli.Context, client *ctl.Client) error {
+			if c.NArg() != 1 {
+				return usage("top needs exactly one sandbox name: fsb ctl top NAME")
+			}
+			return client.Top(c.Context, c.Args().First(), c.String("output"))
 		}),
 	}
 }
