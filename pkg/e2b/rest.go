@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -361,17 +362,108 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toSandboxJSON(sb, s.tokens.token(ns, id)))
 }
 
-// metrics serves GET /sandboxes/{id}/metrics with no samples: the API
-// reports no usage of a sandbox (the agents would have to read each
-// sandbox's cgroup — cpu.stat, memory.current — and its snapshot's size,
-// and send them in their status). An empty list is what E2B answers for a
-// sandbox it has no samples of yet; no figure is made up.
+// metricWindowSlack widens a metrics query's window on both sides: the
+// SDK rounds its start and end to whole seconds, so a window that ends
+// "now" can end a fraction of a second before the request arrives.
+const metricWindowSlack = time.Second
+
+// sandboxMetric is one sample of E2B's SandboxMetric.
+type sandboxMetric struct {
+	Timestamp     string  `json:"timestamp"`
+	TimestampUnix int64   `json:"timestampUnix"`
+	CPUCount      int32   `json:"cpuCount"`
+	CPUUsedPct    float64 `json:"cpuUsedPct"`
+	MemUsed       uint64  `json:"memUsed"`
+	MemTotal      uint64  `json:"memTotal"`
+	MemCache      uint64  `json:"memCache"`
+	DiskUsed      uint64  `json:"diskUsed"`
+	DiskTotal     uint64  `json:"diskTotal"`
+}
+
+// metrics serves GET /sandboxes/{id}/metrics. Fast Sandbox keeps no
+// history of a sandbox's usage: it answers one sample, read now by the
+// sandbox's agent (FastPathService.GetSandboxUsage), when the query's
+// start-end window (Unix seconds, either optional) holds now, and no
+// samples otherwise, as E2B does for a window it has none in. A sandbox
+// that does not run (it ended) has no samples either.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.lookup(r.Context(), namespaceOf(r.Context()), r.PathValue("id")); err != nil {
+	ns, id := namespaceOf(r.Context()), r.PathValue("id")
+	if _, err := s.lookup(r.Context(), ns, id); err != nil {
 		s.writeAPIError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, []struct{}{})
+	now, err := inMetricWindow(r.URL.Query(), s.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !now {
+		writeJSON(w, http.StatusOK, []sandboxMetric{})
+		return
+	}
+	resp, err := s.cfg.API.GetSandboxUsage(r.Context(), connect.NewRequest(&fsbv1.GetSandboxUsageRequest{Namespace: ns, Name: id}))
+	if connect.CodeOf(err) == connect.CodeFailedPrecondition {
+		writeJSON(w, http.StatusOK, []sandboxMetric{})
+		return
+	}
+	if err != nil {
+		s.writeAPIError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, []sandboxMetric{toMetric(resp.Msg.GetUsage())})
+}
+
+// toMetric turns a usage into E2B's sample. E2B's memTotal is the memory
+// the sandbox may use: its limit, else its node's; its diskTotal is 0, as
+// a sandbox's root file system has no size limit of its own.
+func toMetric(u *fsbv1.SandboxUsage) sandboxMetric {
+	at := u.GetTime().AsTime()
+	return sandboxMetric{
+		Timestamp:     at.UTC().Format(time.RFC3339Nano),
+		TimestampUnix: at.Unix(),
+		CPUCount:      u.GetCpuCount(),
+		// Two decimals, as a percentage is read.
+		CPUUsedPct: math.Round(u.GetCpuPercent()*100) / 100,
+		MemUsed:    u.GetMemoryUsedBytes(),
+		MemTotal:   cmp.Or(u.GetMemoryLimitBytes(), u.GetNodeMemoryBytes()),
+		MemCache:   u.GetMemoryCacheBytes(),
+		DiskUsed:   u.GetDiskUsedBytes(),
+	}
+}
+
+// inMetricWindow reports whether now is in the window a metrics query's
+// start and end (Unix seconds, each optional) give, with
+// metricWindowSlack on either side, or says what in them is wrong.
+func inMetricWindow(q url.Values, now time.Time) (bool, error) {
+	bound := func(name string) (time.Time, bool, error) {
+		v := q.Get(name)
+		if v == "" {
+			return time.Time{}, false, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("%s %q: want a Unix time in seconds", name, v)
+		}
+		return time.Unix(n, 0), true, nil
+	}
+	start, hasStart, err := bound("start")
+	if err != nil {
+		return false, err
+	}
+	end, hasEnd, err := bound("end")
+	if err != nil {
+		return false, err
+	}
+	if hasStart && hasEnd && end.Before(start) {
+		return false, fmt.Errorf("end %d is before start %d", end.Unix(), start.Unix())
+	}
+	if hasStart && now.Before(start.Add(-metricWindowSlack)) {
+		return false, nil
+	}
+	if hasEnd && now.After(end.Add(metricWindowSlack)) {
+		return false, nil
+	}
+	return true, nil
 }
 
 // listQuery is what a list asks for.

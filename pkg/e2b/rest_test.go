@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 )
@@ -155,5 +157,60 @@ func TestExpiryRoundsUp(t *testing.T) {
 		if got := s.expiry(10 * time.Second); !got.Equal(want) {
 			t.Errorf("expiry at %s + 10s = %s, want %s", now, got, want)
 		}
+	}
+}
+
+func TestInMetricWindow(t *testing.T) {
+	now := time.Unix(1000, 500_000_000)
+	cases := []struct {
+		query string
+		want  bool
+		err   string
+	}{
+		{"", true, ""},
+		{"start=900", true, ""},
+		{"end=1100", true, ""},
+		{"start=900&end=1100", true, ""},
+		{"start=1000&end=1000", true, ""}, // the SDK rounded both to now's second
+		{"end=1000", true, ""},            // half a second ago: within the slack
+		{"start=1001", true, ""},          // half a second ahead: within the slack
+		{"end=999", false, ""},
+		{"start=1002", false, ""},
+		{"start=1010", false, ""},
+		{"start=100&end=200", false, ""},
+		{"start=soon", false, `start "soon": want a Unix time in seconds`},
+		{"end=1.5", false, `end "1.5": want a Unix time in seconds`},
+		{"start=1100&end=900", false, "end 900 is before start 1100"},
+	}
+	for _, tc := range cases {
+		q, _ := url.ParseQuery(tc.query)
+		got, err := inMetricWindow(q, now)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("%q: %v, want error %q", tc.query, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %v, %v; want %v", tc.query, got, err, tc.want)
+		}
+	}
+}
+
+func TestToMetric(t *testing.T) {
+	disk := uint64(4096)
+	at := time.Date(2026, 12, 3, 8, 0, 0, 250_000_000, time.UTC)
+	u := &fsbv1.SandboxUsage{Time: timestamppb.New(at), CpuPercent: 47.06171, CpuCount: 2,
+		MemoryUsedBytes: 10, MemoryCacheBytes: 20, NodeMemoryBytes: 1000, DiskUsedBytes: &disk}
+	want := sandboxMetric{Timestamp: "2026-12-03T08:00:00.25Z", TimestampUnix: at.Unix(), CPUCount: 2, CPUUsedPct: 47.06,
+		MemUsed: 10, MemTotal: 1000, MemCache: 20, DiskUsed: 4096}
+	if got := toMetric(u); got != want {
+		t.Errorf("without a limit:\n got %+v\nwant %+v", got, want)
+	}
+	// A limit is memTotal; an unknown disk is 0.
+	u.MemoryLimitBytes, u.DiskUsedBytes = 300, nil
+	want.MemTotal, want.DiskUsed = 300, 0
+	if got := toMetric(u); got != want {
+		t.Errorf("with a limit:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -285,10 +285,42 @@ func TestRESTLifecycle(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		r := p.rest("GET", "/sandboxes/"+a.SandboxID+"/metrics", keyA, nil)
-		if r.status != http.StatusOK || strings.TrimSpace(string(r.body)) != "[]" {
-			t.Errorf("metrics: HTTP %d %s, want 200 []", r.status, r.body)
+		metrics := func(query string) []sandboxMetric {
+			t.Helper()
+			r := p.rest("GET", "/sandboxes/"+a.SandboxID+"/metrics"+query, keyA, nil)
+			if r.status != http.StatusOK {
+				t.Fatalf("metrics%s: HTTP %d %s", query, r.status, r.body)
+			}
+			var ms []sandboxMetric
+			r.json(t, &ms)
+			return ms
 		}
+		now := time.Now()
+		for _, query := range []string{"", fmt.Sprintf("?start=%d&end=%d", now.Add(-time.Minute).Unix(), now.Add(time.Minute).Unix())} {
+			ms := metrics(query)
+			if len(ms) != 1 {
+				t.Fatalf("metrics%s: %d samples, want the current one", query, len(ms))
+			}
+			m := ms[0]
+			t.Logf("metrics%s: %+v", query, m)
+			at, err := time.Parse(time.RFC3339Nano, m.Timestamp)
+			if err != nil || at.Unix() != m.TimestampUnix || time.Since(at).Abs() > time.Minute {
+				t.Errorf("timestamp %q (%v), timestampUnix %d: want now, the same second", m.Timestamp, err, m.TimestampUnix)
+			}
+			// The template's limit (64Mi) is memTotal; the sandbox runs
+			// sleep under fsb init, which hold some memory and no CPU.
+			if m.MemUsed == 0 || m.MemUsed > m.MemTotal || m.MemTotal != 64<<20 || m.CPUCount < 1 ||
+				m.CPUUsedPct < 0 || m.CPUUsedPct > 100 || m.DiskTotal != 0 {
+				t.Errorf("sample %+v: want memUsed > 0 within memTotal = 64Mi, cpuCount >= 1, cpuUsedPct in 0-100, diskTotal 0", m)
+			}
+		}
+		// A window that does not hold now has no samples.
+		if ms := metrics(fmt.Sprintf("?start=%d&end=%d", now.Add(-time.Hour).Unix(), now.Add(-50*time.Minute).Unix())); len(ms) != 0 {
+			t.Errorf("metrics of an hour ago: %+v, want none", ms)
+		}
+		p.rest("GET", "/sandboxes/"+a.SandboxID+"/metrics?start=yesterday", keyA, nil).apiError(t, http.StatusBadRequest)
+		p.rest("GET", "/sandboxes/"+a.SandboxID+"/metrics", keyB, nil).apiError(t, http.StatusNotFound)
+		p.rest("GET", "/sandboxes/nosuchsandbox/metrics", keyA, nil).apiError(t, http.StatusNotFound)
 	})
 
 	t.Run("not supported", func(t *testing.T) {
