@@ -291,6 +291,27 @@ describe('a sandbox', { timeout: 180_000 }, () => {
     })
   })
 
+  test('getMetrics answers the current usage, a busy loop on the CPU', async () => {
+    // The base template here has cpu "1" and memory 512Mi (e2b_test.go).
+    const busy = await sbx.commands.run('while :; do :; done', { background: true })
+    try {
+      const metrics = await sbx.getMetrics()
+      assert.equal(metrics.length, 1, `want one sample, got ${JSON.stringify(metrics)}`)
+      const m = metrics[0]
+      assert.ok(m.timestamp instanceof Date && Math.abs(Date.now() - m.timestamp.getTime()) < 60_000, `timestamp ${m.timestamp}`)
+      assert.equal(m.cpuCount, 1)
+      assert.ok(m.cpuUsedPct > 10 && m.cpuUsedPct <= 100, `cpuUsedPct ${m.cpuUsedPct} with a busy loop running`)
+      assert.equal(m.memTotal, 512 * 1024 * 1024)
+      assert.ok(m.memUsed > 0 && m.memUsed < m.memTotal, `memUsed ${m.memUsed} of ${m.memTotal}`)
+      assert.ok(m.memCache >= 0 && m.diskUsed >= 0 && m.diskTotal === 0, JSON.stringify(m))
+    } finally {
+      await busy.kill()
+    }
+    // A window without now has no samples: no history is kept.
+    const hourAgo = new Date(Date.now() - 3_600_000)
+    assert.deepEqual(await sbx.getMetrics({ start: hourAgo, end: new Date(hourAgo.getTime() + 60_000) }), [])
+  })
+
   test('Sandbox.connect reaches the same running sandbox', async () => {
     await sbx.files.write('/tmp/marker', runId)
     const again = await Sandbox.connect(sbx.sandboxId)
