@@ -69,6 +69,13 @@ func newFakeAgent(id string) *fakeAgent {
 	return &fakeAgent{id: id, closed: make(chan struct{}), writeEnd: make(chan string, 1), sum: sha256.New()}
 }
 
+// GetSandboxUsage answers a fixed usage.
+func (f *fakeAgent) GetSandboxUsage(_ context.Context, req *connect.Request[fsbv1.AgentServiceGetSandboxUsageRequest]) (*connect.Response[fsbv1.AgentServiceGetSandboxUsageResponse], error) {
+	return connect.NewResponse(&fsbv1.AgentServiceGetSandboxUsageResponse{Usage: &fsbv1.SandboxUsage{
+		Revision: 7, CpuPercent: 12.5, CpuCount: 2, MemoryUsedBytes: 4096,
+	}}), nil
+}
+
 func (f *fakeAgent) WatchStatus(ctx context.Context, req *connect.Request[fsbv1.WatchStatusRequest], stream *connect.ServerStream[fsbv1.WatchStatusResponse]) error {
 	if err := stream.Send(&fsbv1.WatchStatusResponse{Status: &fsbv1.AgentStatus{AgentId: f.id, Capacity: 5}}); err != nil {
 		return err
