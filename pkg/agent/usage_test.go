@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
 
 const mib = 1 << 20
@@ -35,7 +36,6 @@ func TestSandboxUsage(t *testing.T) {
 	// /dev/shm is a tmpfs: what is written there is memory the sandbox's
 	// cgroup is charged for (shared memory, counted as cache, never
 	// inactive file pages), and stays until the file goes.
-	busy := h.create(spec("while :; do :; done"))
 	idleSpec := spec("echo ready; exec sleep 1000")
 	idleSpec.Resources = &fsbv1.Resources{Memory: "256Mi", Cpu: "1500m"}
 	idle := h.create(idleSpec)
@@ -43,32 +43,38 @@ func TestSandboxUsage(t *testing.T) {
 	h.waitLog(idle, "ready")
 	h.waitLog(filled, "filled")
 
-	t.Run("busy loop", func(t *testing.T) {
-		u, err := h.usage(ctx, busy.GetSandboxId())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("busy: %v", u)
-		// One core busy: 100 % of one core, 50 % of two, under load less.
-		if u.GetCpuPercent() <= 10 || u.GetCpuPercent() > 100 {
-			t.Errorf("cpu %.1f%% of %d cores, want a busy loop's (> 10%%)", u.GetCpuPercent(), u.GetCpuCount())
-		}
-		if u.GetCpuCount() != int32(goruntime.NumCPU()) {
-			t.Errorf("cpu_count %d without a limit, want the node's %d", u.GetCpuCount(), goruntime.NumCPU())
-		}
-		if u.GetCpuUsedNanos() == 0 || u.GetMemoryUsedBytes() == 0 {
-			t.Errorf("cpu used %d ns, memory used %d: want both above 0", u.GetCpuUsedNanos(), u.GetMemoryUsedBytes())
-		}
-		if w := u.GetCpuWindowMillis(); w < int32(CPUWindow/time.Millisecond)/2 || w > 5000 {
-			t.Errorf("cpu window %d ms, want about %v", w, CPUWindow)
-		}
-		if u.GetMemoryLimitBytes() != 0 || u.GetNodeMemoryBytes() == 0 {
-			t.Errorf("memory limit %d (want 0: none), node memory %d (want > 0)", u.GetMemoryLimitBytes(), u.GetNodeMemoryBytes())
-		}
-		if u.GetRevision() != 1 || u.GetTime() == nil || time.Since(u.GetTime().AsTime()).Abs() > time.Minute {
-			t.Errorf("revision %d, time %v: want 1 and now", u.GetRevision(), u.GetTime().AsTime())
-		}
-	})
+	// One runtime at a time: a busy loop each, not three at once on a
+	// small machine.
+	for _, rt := range []string{runtime.RuntimeRunc, runtime.RuntimeCrun, runtime.RuntimeGVisor} {
+		t.Run("busy loop/"+rt, func(t *testing.T) {
+			busy := h.create(runtimeSpec(rt, "while :; do :; done"))
+			defer h.delete(busy.GetSandboxId(), 0)
+			u, err := h.usage(ctx, busy.GetSandboxId())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("busy: %v", u)
+			// One core busy: 100 % of one core, 50 % of two, under load less.
+			if u.GetCpuPercent() <= 10 || u.GetCpuPercent() > 100 {
+				t.Errorf("cpu %.1f%% of %d cores, want a busy loop's (> 10%%)", u.GetCpuPercent(), u.GetCpuCount())
+			}
+			if u.GetCpuCount() != int32(goruntime.NumCPU()) {
+				t.Errorf("cpu_count %d without a limit, want the node's %d", u.GetCpuCount(), goruntime.NumCPU())
+			}
+			if u.GetCpuUsedNanos() == 0 || u.GetMemoryUsedBytes() == 0 {
+				t.Errorf("cpu used %d ns, memory used %d: want both above 0", u.GetCpuUsedNanos(), u.GetMemoryUsedBytes())
+			}
+			if w := u.GetCpuWindowMillis(); w < int32(CPUWindow/time.Millisecond)/2 || w > 5000 {
+				t.Errorf("cpu window %d ms, want about %v", w, CPUWindow)
+			}
+			if u.GetMemoryLimitBytes() != 0 || u.GetNodeMemoryBytes() == 0 {
+				t.Errorf("memory limit %d (want 0: none), node memory %d (want > 0)", u.GetMemoryLimitBytes(), u.GetNodeMemoryBytes())
+			}
+			if u.GetRevision() != 1 || u.GetTime() == nil || time.Since(u.GetTime().AsTime()).Abs() > time.Minute {
+				t.Errorf("revision %d, time %v: want 1 and now", u.GetRevision(), u.GetTime().AsTime())
+			}
+		})
+	}
 
 	t.Run("memory and disk", func(t *testing.T) {
 		base, err := h.usage(ctx, idle.GetSandboxId())
