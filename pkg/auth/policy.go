@@ -141,15 +141,15 @@ var (
 // KubeAccess maps each procedure of the user role to what a Kubernetes user
 // needs to call it (a SubjectAccessReview); a procedure it does not name is
 // closed to Kubernetes users (a test checks every user procedure has a line,
-// another that docs/security.md says the same).
+// another that docs/security.md says the same). GetSandboxUsage is a get:
+// it reads figures about a sandbox, as kubectl top reads a pod's, and runs
+// nothing inside it.
 var KubeAccess = map[string]Access{
-	fsbv1connect.FastPathServiceCreateSandboxProcedure: accessCreate,
-	fsbv1connect.FastPathServiceDeleteSandboxProcedure: accessDelete,
-	fsbv1connect.FastPathServiceUpdateSandboxProcedure: accessUpdate,
-	fsbv1connect.FastPathServiceListSandboxesProcedure: accessList,
-	fsbv1connect.FastPathServiceGetSandboxProcedure:    accessGet,
-	// Usage reads figures about the sandbox, as kubectl top reads a pod's:
-	// get, nothing that runs inside it.
+	fsbv1connect.FastPathServiceCreateSandboxProcedure:   accessCreate,
+	fsbv1connect.FastPathServiceDeleteSandboxProcedure:   accessDelete,
+	fsbv1connect.FastPathServiceUpdateSandboxProcedure:   accessUpdate,
+	fsbv1connect.FastPathServiceListSandboxesProcedure:   accessList,
+	fsbv1connect.FastPathServiceGetSandboxProcedure:      accessGet,
 	fsbv1connect.FastPathServiceGetSandboxUsageProcedure: accessGet,
 	fsbv1connect.FastPathServiceStreamLogsProcedure:      accessLog,
 	fsbv1connect.FastPathServiceListAgentsProcedure:      accessAgents,
