@@ -392,12 +392,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		s.writeAPIError(w, r, err)
 		return
 	}
-	now, err := inMetricWindow(r.URL.Query(), s.cfg.Now())
+	holdsNow, err := inMetricWindow(r.URL.Query(), s.cfg.Now())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if !now {
+	if !holdsNow {
 		writeJSON(w, http.StatusOK, []sandboxMetric{})
 		return
 	}
