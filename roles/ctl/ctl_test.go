@@ -267,6 +267,9 @@ func TestExitStatus(t *testing.T) {
 		{[]string{"logs", "crash", "--revision", "0"}, 2, "error: --revision 0: want a revision number, 1 or more"},
 		{[]string{"logs", "crash", "--revision", "one"}, 2, `error: invalid value "one" for flag -revision`},
 		{[]string{"logs", "crash", "--revision", "2", "--previous"}, 2, "error: --revision and --previous both name a revision: pick one"},
+		{[]string{"top"}, 2, "error: top needs exactly one sandbox name"},
+		{[]string{"top", "a", "b"}, 2, "error: top needs exactly one sandbox name"},
+		{[]string{"top", "demo", "-o", "yaml"}, 2, `error: -o "yaml": want table or json`},
 		{[]string{"delete"}, 2, "error: delete needs at least one sandbox name"},
 		{[]string{"delete", "x", "--grace-period", "-1"}, 2, "error: --grace-period -1"},
 		{[]string{"delete", "x", "--timeout", "0s"}, 2, "error: --timeout 0s: want a positive duration such as 1m"},
@@ -290,7 +293,7 @@ func TestExitStatus(t *testing.T) {
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {}, {"help", "run"},
-		{"run", "--help"}, {"list", "-h"}, {"get", "--help"}, {"logs", "--help"}, {"delete", "--help"}, {"agents", "--help"},
+		{"run", "--help"}, {"list", "-h"}, {"get", "--help"}, {"logs", "--help"}, {"delete", "--help"}, {"agents", "--help"}, {"top", "--help"},
 		{"update", "--help"}, {"config", "--help"}, {"config", "set", "--help"}, {"config", "view", "-h"}, {"config", "use-context", "--help"},
 	} {
 		out, _, err := runCtl(args...)
