@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,9 +96,9 @@ func taskUsageV1(s *v1.Metrics) TaskUsage {
 	var u TaskUsage
 	u.CPUNanos = s.GetCPU().GetUsage().GetTotal()
 	mem := s.GetMemory()
-	inactive := cmpOr(mem.GetTotalInactiveFile(), mem.GetInactiveFile())
+	inactive := cmp.Or(mem.GetTotalInactiveFile(), mem.GetInactiveFile())
 	u.MemoryUsed = minusFloor(mem.GetUsage().GetUsage(), inactive)
-	u.MemoryCache = cmpOr(mem.GetTotalCache(), mem.GetCache())
+	u.MemoryCache = cmp.Or(mem.GetTotalCache(), mem.GetCache())
 	return u
 }
 
@@ -119,14 +120,6 @@ func minusFloor(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
-}
-
-// cmpOr is cmp.Or for counters: the first that is not zero.
-func cmpOr(a, b uint64) uint64 {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // DiskUsage returns how many bytes container id's root file system

@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"runtime"
 	"sort"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // E2BRef is the name the template image of E2B's default template
@@ -91,34 +88,11 @@ func E2BBase(busyboxPath, bashPath string) (v1.Image, error) {
 		return nil, fmt.Errorf("layer: %w", err)
 	}
 
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.Append(img, mutate.Addendum{
-		Layer: layer,
-		History: v1.History{
-			Created:   v1.Time{Time: epoch},
-			CreatedBy: "fast-sandbox testimage: e2b-base (bash-static, busybox-static)",
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("append layer: %w", err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Created = v1.Time{Time: epoch}
-	cf.OS = "linux"
-	cf.Architecture = runtime.GOARCH
-	cf.Config.Cmd = []string{"/bin/sleep", pauseSleep}
-	cf.Config.Env = []string{"PATH=" + e2bPath}
-	cf.Config.WorkingDir = "/"
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return img, nil
+	return withLayer(empty.Image, layer, "fast-sandbox testimage: e2b-base (bash-static, busybox-static)",
+		nil, []string{"/bin/sleep", pauseSleep}, func(c *v1.Config) {
+			c.Env = []string{"PATH=" + e2bPath}
+			c.WorkingDir = "/"
+		})
 }
 
 // listAppletPaths asks busybox where each applet belongs (bin/ls,

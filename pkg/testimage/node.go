@@ -56,7 +56,7 @@ func Fsb(fsbPath, helperPath string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return withLayer(empty.Image, layer, "fast-sandbox testimage: fsb and fsb-helper", []string{"/fsb"}, nil)
+	return withLayer(empty.Image, layer, "fast-sandbox testimage: fsb and fsb-helper", []string{"/fsb"}, nil, nil)
 }
 
 // Pause returns the pause image: the busybox image with the static
@@ -79,7 +79,7 @@ func Pause(busyboxPath, helperPath string) (v1.Image, error) {
 		return nil, err
 	}
 	return withLayer(base, layer, "fast-sandbox testimage: pause (fsb-helper init over busybox sleep)",
-		[]string{"/fsb-helper", "init", "--", "/bin/sleep", pauseSleep}, nil)
+		[]string{"/fsb-helper", "init", "--", "/bin/sleep", pauseSleep}, nil, nil)
 }
 
 // checkStaticFsb refuses a dynamically linked fsb binary: the images hold no
@@ -132,8 +132,9 @@ func filesLayer(files []layerFile) (*gzipLayer, error) {
 }
 
 // withLayer appends layer to base and sets the entrypoint; cmd replaces the
-// base's command (nil: none).
-func withLayer(base v1.Image, layer v1.Layer, createdBy string, entrypoint, cmd []string) (v1.Image, error) {
+// base's command (nil: none). configure, when set, changes the rest of
+// the config last.
+func withLayer(base v1.Image, layer v1.Layer, createdBy string, entrypoint, cmd []string, configure func(*v1.Config)) (v1.Image, error) {
 	img := mutate.MediaType(base, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err := mutate.Append(img, mutate.Addendum{
@@ -155,6 +156,9 @@ func withLayer(base v1.Image, layer v1.Layer, createdBy string, entrypoint, cmd 
 	cf.Config.Cmd = cmd
 	if len(cf.Config.Env) == 0 {
 		cf.Config.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
+	if configure != nil {
+		configure(&cf.Config)
 	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
