@@ -39,6 +39,10 @@ const DeleteTimeout = time.Minute
 // when the request does not say.
 const DefaultGracePeriod = 10 * time.Second
 
+// statusCoalesce is how long WatchStatus gathers changes after the first
+// before it sends them as one status.
+const statusCoalesce = 5 * time.Millisecond
+
 // Config is what an Agent needs.
 type Config struct {
 	Runtime *runtime.Runtime
@@ -458,6 +462,14 @@ func (a *Agent) WatchStatus(ctx context.Context, req *connect.Request[fsbv1.Watc
 		case <-beat:
 			msg = &fsbv1.WatchStatusResponse{}
 		case <-changed:
+			// Changes come in bursts (a create records its sandbox, then
+			// the start): one message carries a burst, and a create's
+			// answer is on its way before the message takes the cores.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(statusCoalesce):
+			}
 			infos, changed = a.cfg.Runtime.Sandboxes()
 			msg = &fsbv1.WatchStatusResponse{Status: a.status(infos)}
 		}

@@ -71,6 +71,10 @@ const (
 // create (an image pull included) and a margin for the answer to arrive.
 const agentCreateTimeout = agent.CreateTimeout + 30*time.Second
 
+// persistDelay is how long a FAST create's object write waits after the
+// create answered.
+const persistDelay = 3 * time.Millisecond
+
 // unansweredCleanupTimeout bounds how long a FAST create whose agent call
 // got no answer tries to remove what the agent may have made before it
 // answers its caller.
@@ -461,6 +465,11 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	s.wg.Add(1) // within begin's count: Wait cannot have reached zero
 	go func() {
 		defer s.wg.Done()
+		// The answer is on its way to the caller: the write (encoding,
+		// the store, the watches it wakes) waits until it is out rather
+		// than take the cores it needs. The pending create covers the
+		// sandbox meanwhile.
+		time.Sleep(persistDelay)
 		s.persist(k, p)
 	}()
 	return out, nil

@@ -2,6 +2,7 @@ package pid1
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -103,9 +104,36 @@ func runWarm(stderr io.Writer, linkDir string) int {
 	mgr.warm = true
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
-	go reserveThreads(reservedThreads)
+	go func() {
+		reserveThreads(reservedThreads)
+		prime()
+		NewLink(filepath.Join(linkDir, initlink.SocketName), token, mgr).Serve(ctx)
+	}()
 	return warmLoop(sigs, mgr)
+}
+
+// prime runs once, before init links to the agent, what a claim's start of
+// the main process would otherwise run for the first time in this process,
+// while the claim waits: os.StartProcess's one-time check that pidfds work
+// (it clones a child), a start of a process up to its exec (the code and
+// the kernel's paths of a fork are touched: the exec of a directory fails,
+// so nothing runs), and encoding/json's building of the codecs of the
+// request and its answer. A warm sandbox pays for it while it waits.
+func prime() {
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		_ = p.Release()
+	}
+	if stdin, err := os.Open(os.DevNull); err == nil {
+		p, err := os.StartProcess("/", []string{"fsb-prime"}, &os.ProcAttr{Dir: "/", Files: []*os.File{stdin, os.Stdout, os.Stderr}})
+		if err == nil { // cannot be: a directory is not executable
+			_ = p.Kill()
+			_ = p.Release()
+		}
+		_ = stdin.Close()
+	}
+	var req initlink.Request
+	_ = initlink.Decode([]byte(`{"op":"start_main","process":{"args":["true"],"env":["K=v"],"dir":"/"}}`), &req)
+	_, _ = json.Marshal(initlink.Response{PID: 1})
 }
 
 // warmLoop reaps and handles signals until the main process is started

@@ -40,6 +40,12 @@ const warmRemoveGrace = 2 * time.Second
 // log driver's switch and init's start of the main process.
 const claimTimeout = 10 * time.Second
 
+// relabelDelay is how long a claim's update of the container in containerd
+// waits after the main process started. The journal holds the claim
+// meanwhile, and the container's lock keeps anything else off it: a delete
+// or an exec right after a claim waits that much longer.
+const relabelDelay = 3 * time.Millisecond
+
 // proceedError is a claim stopped by Sandbox.Proceed: the caller may not go
 // on, so there is no cold create to fall back to.
 type proceedError struct{ err error }
@@ -129,19 +135,19 @@ func (r *Runtime) sandboxLabels(sb Sandbox) map[string]string {
 
 // claim makes sandbox sb from the warm container sb.Claim. It first keeps
 // what the container is to become in a claim journal (claimjournal.go),
-// read through by whatever reads the container from containerd. Then
-// containerd gets the container's new labels and stored spec (one update,
-// which also marks the main process started) in the background, while the
+// read through by whatever reads the container from containerd. Then the
 // log is switched to sb's file and init starts the main process
-// (startClaimed); the claim answers once the main process runs. The
-// container's lock goes with the update, so anything else that touches
-// the container waits until containerd holds the claim; the journal goes
-// once containerd holds it and the main process runs with its log
-// switched. A journal left by an agent killed on the way, by a failed
-// update or by a failed switch is finished by settleClaim: the main
-// process starts exactly once, and the container never serves a second
-// claim (Runtime.claims remembers it). The caller holds the sandbox's
-// lock.
+// (startClaimed); the claim answers once the main process runs. Then, in
+// the background and after relabelDelay, containerd gets the container's
+// new labels and stored spec (one update, which also marks the main
+// process started). The container's lock goes with the update, so
+// anything else that touches the container waits until containerd holds
+// the claim; the journal goes once containerd holds it and the main
+// process runs with its log switched. A journal left by an agent killed on
+// the way, by a failed update or by a failed switch is finished by
+// settleClaim: the main process starts exactly once, and the container
+// never serves a second claim (Runtime.claims remembers it). The caller
+// holds the sandbox's lock.
 func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 	id := sb.Claim
 	unlock := r.locks.lock(id)
@@ -159,11 +165,18 @@ func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 	outcome := make(chan claimOutcome, 1)
 	go func() {
 		defer unlock()
+		o := <-outcome
+		if o == claimDone {
+			// The claim's answer is on its way to the caller now:
+			// containerd's update, and the events it sends, wait until it
+			// is out rather than take the cores it needs.
+			time.Sleep(relabelDelay)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 		err := r.relabel(rctx, rec)
 		cancel()
 		relabelled <- err
-		if <-outcome == claimDone && err == nil {
+		if o == claimDone && err == nil {
 			r.claimHeld(id)
 		}
 		// Else the journal stays: settleClaim finishes the claim, or the
