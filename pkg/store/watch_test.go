@@ -348,17 +348,40 @@ func TestConcurrentWriters(t *testing.T) {
 		stopReading := make(chan struct{})
 		go func() {
 			defer close(reading)
+			cur, from := w, shared.ResourceVersion
+			defer func() {
+				if cur != w {
+					cur.Stop()
+				}
+			}()
 			for {
 				select {
-				case e, ok := <-w.ResultChan():
+				case e, ok := <-cur.ResultChan():
 					if !ok {
-						return
+						if !isKube(s) {
+							return
+						}
+						// The API server also ends a watch whose consumer
+						// fell behind on a loaded machine: go on from the
+						// last event, as an informer does.
+						if cur != w {
+							cur.Stop()
+						}
+						next, err := s.Watch(ctx, "", from)
+						if err != nil {
+							t.Errorf("watch again from %s: %v", from, err)
+							cur = w
+							return
+						}
+						cur = next
+						continue
 					}
 					sb, isSandbox := e.Object.(*v1alpha1.Sandbox)
 					if !isSandbox {
 						t.Errorf("watch event %s %v", e.Type, e.Object)
 						return
 					}
+					from = sb.ResourceVersion
 					mu.Lock()
 					seen = append(seen, rv(t, sb))
 					mu.Unlock()
