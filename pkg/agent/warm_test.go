@@ -135,21 +135,23 @@ func TestWarmClaimRunsTheCreatesProcessAndRefills(t *testing.T) {
 	h.delete(o1.GetSandboxId(), 0)
 	h.waitStock(entry, 2)
 
-	s := spec(`echo "hello $GREETING from $(pwd)"; sleep 1000`)
+	// The main process sees the sandbox's hostname, not the warm one.
+	s := spec(`echo "hello $GREETING from $(pwd) on $(hostname)"; sleep 1000`)
 	s.Envs = []*fsbv1.EnvVar{{Name: "GREETING", Value: "claim"}}
 	s.WorkingDir = "/tmp"
 	sb := h.create(s)
 	if !sb.GetWarm() || !strings.HasPrefix(sb.GetContainerId(), runtime.WarmIDPrefix) {
 		t.Fatalf("matching create was not served warm: %v", sb)
 	}
-	h.waitLog(sb, "hello claim from /tmp")
-	if got := logTexts(t, sb.GetLogPath()); len(got) != 1 || got[0] != "hello claim from /tmp" {
-		t.Fatalf("the claimed sandbox's log holds %q, want only its own line", got)
+	want := "hello claim from /tmp on " + sb.GetName()
+	h.waitLog(sb, want)
+	if got := logTexts(t, sb.GetLogPath()); len(got) != 1 || got[0] != want {
+		t.Fatalf("the claimed sandbox's log holds %q, want only %q", got, want)
 	}
 	if !strings.HasSuffix(sb.GetLogPath(), "/default/"+sb.GetName()+"/"+sb.GetSandboxId()+"-1.log") {
 		t.Fatalf("log path %s is not the sandbox's", sb.GetLogPath())
 	}
-	if got := h.sh(sb.GetSandboxId(), "echo $GREETING; cat /proc/1/comm"); got != "claim\nfsb-init\n" {
+	if got := h.sh(sb.GetSandboxId(), "echo $GREETING; cat /proc/1/comm; hostname"); got != "claim\nfsb-init\n"+sb.GetName()+"\n" {
 		t.Fatalf("exec in the claimed sandbox printed %q", got)
 	}
 	// A retried create answers the claimed sandbox.
@@ -352,6 +354,9 @@ func testClaimCutShort(t *testing.T, mainStarted, relabelled bool) {
 	}
 	if procs := h.sh(id, "ps -o args | grep -c '^sleep 1000'"); procs != "1\n" {
 		t.Fatalf("%q main processes run, want 1", procs)
+	}
+	if host := h.sh(id, "hostname"); host != "test-"+id+"\n" {
+		t.Fatalf("the settled sandbox's hostname is %q, want its name", host)
 	}
 	if _, err := os.Stat(filepath.Join(h.rcfg.LinkDir, runtime.LinkDirName(cid)+".claim")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the claim journal is still there (%v)", err)

@@ -275,5 +275,5 @@ func (r *Runtime) startClaimedSandbox(ctx context.Context, info Info) (mainRuns 
 	if err != nil {
 		return false, err
 	}
-	return r.startClaimed(ctx, info.ContainerID, info.LogPath, proc)
+	return r.startClaimed(ctx, info.ContainerID, info.LogPath, info.Name, proc)
 }

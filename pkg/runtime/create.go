@@ -563,13 +563,10 @@ func (r *Runtime) specOpts(sb Sandbox, imageName string, config ocispec.ImageCon
 	}
 	env = append(env, specEnv(spec)...)
 	cwd := workingDir(spec, config)
-	hostname := sb.Name
+	hostname := hostnameOf(sb.Name)
 	if sb.warm != "" {
 		// Set when the container is made, before any claim names it.
 		hostname = warmHostname
-	}
-	if len(hostname) > 63 {
-		hostname = hostname[:63]
 	}
 	pids := r.cfg.DefaultPidsLimit
 	if p := spec.GetResources().GetPids(); p > 0 {

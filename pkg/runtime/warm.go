@@ -29,7 +29,8 @@ const WarmIDPrefix = "warm-"
 const pid1WarmFlag = "--warm"
 
 // warmHostname is a warm sandbox's hostname: the container's UTS namespace
-// is made before any claim names the sandbox.
+// is made before any claim names the sandbox, and the claim renames it
+// (nameClaimed).
 const warmHostname = "sandbox"
 
 // warmRemoveGrace is how long the removal of a warm sandbox waits for its
@@ -182,7 +183,7 @@ func (r *Runtime) claim(ctx context.Context, sb Sandbox) (Info, error) {
 		// Else the journal stays: settleClaim finishes the claim, or the
 		// claim is undone (dropClaimed, once this goroutine unlocked).
 	}()
-	mainRuns, err := r.startClaimed(ctx, id, r.LogPath(sb), proc)
+	mainRuns, err := r.startClaimed(ctx, id, r.LogPath(sb), sb.Name, proc)
 	switch {
 	case err == nil:
 		outcome <- claimDone
@@ -290,12 +291,14 @@ func (r *Runtime) dropClaimed(ctx context.Context, id string) error {
 
 // startClaimed switches a claimed container's log to logPath and has init
 // start its main process, side by side: until the switch, the log driver
-// holds what the main process writes (logfile.Pending). mainRuns says
-// whether init started it. Both steps may be repeated: the log driver
-// ignores a switch to the file it writes, and init answers a second start
+// holds what the main process writes (logfile.Pending). Before the start
+// the container gets the sandbox's hostname, as a cold create gives it
+// (name, hostnameOf). mainRuns says whether init started the main process.
+// Every step may be repeated: the log driver ignores a switch to the file
+// it writes, the hostname is set again, and init answers a second start
 // with the process it started first; so a claim cut short at any point is
 // finished by running this again, and the main process starts once.
-func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *initlink.Process) (mainRuns bool, err error) {
+func (r *Runtime) startClaimed(ctx context.Context, id, logPath, name string, proc *initlink.Process) (mainRuns bool, err error) {
 	switched := make(chan error, 1)
 	// Owned by this call, which waits for it.
 	go func() {
@@ -307,8 +310,27 @@ func (r *Runtime) startClaimed(ctx context.Context, id, logPath string, proc *in
 		}
 		switched <- err
 	}()
-	err = r.startMain(ctx, id, proc)
+	if err = r.nameClaimed(id, name); err == nil {
+		err = r.startMain(ctx, id, proc)
+	}
 	return err == nil, errors.Join(err, <-switched)
+}
+
+// nameClaimed gives claimed container id the hostname of sandbox name.
+// Under gVisor the hostname lives in the sandbox's own kernel, out of the
+// host's reach: it stays warmHostname.
+func (r *Runtime) nameClaimed(id, name string) error {
+	known, ok := r.Sandbox(id)
+	if !ok {
+		return fmt.Errorf("claim %s: the container is not known", id)
+	}
+	if runtimeName(known.Spec.GetRuntime()) == RuntimeGVisor {
+		return nil
+	}
+	if err := setHostname(known.pid, hostnameOf(name)); err != nil {
+		return fmt.Errorf("claim %s: %w", id, err)
+	}
+	return nil
 }
 
 // startMain has init of claimed container id start its main process.
