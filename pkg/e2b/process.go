@@ -138,7 +138,7 @@ func (s *processService) afterTakeover(ctx context.Context, sb *Sandbox, pid int
 	for {
 		select {
 		case <-ctx.Done():
-			return connect.NewError(connect.CodeCanceled, ctx.Err())
+			return contextEnded(ctx)
 		case <-poll.C:
 		}
 		resp, lerr := s.api.ListProcesses(ctx, connect.NewRequest(&fsbv1.ListProcessesRequest{Name: sb.ID, Namespace: sb.Namespace}))
@@ -305,7 +305,7 @@ func relayProcess(ctx, callCtx context.Context, cancel context.CancelFunc, in ex
 		var out *processpb.ProcessEvent
 		select {
 		case <-ctx.Done():
-			return connect.NewError(connect.CodeCanceled, ctx.Err())
+			return contextEnded(ctx)
 		case err := <-ended:
 			if err == nil {
 				return connect.NewError(connect.CodeInternal, errors.New("the process's stream ended before its end"))
@@ -389,7 +389,19 @@ func processError(err error) error {
 	if errors.Is(err, context.Canceled) {
 		return connect.NewError(connect.CodeCanceled, err)
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
 	return connect.NewError(connect.CodeUnavailable, err)
+}
+
+// contextEnded is the answer of a call whose context ended: past the
+// request's deadline DeadlineExceeded, else Canceled.
+func contextEnded(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+	}
+	return connect.NewError(connect.CodeCanceled, ctx.Err())
 }
 
 // find returns the running process sel names, NotFound when there is

@@ -169,7 +169,11 @@ func (s *Server) agentError(ctx, callCtx context.Context, t *target, err error) 
 		return fault.Relay(ce)
 	}
 	if ctx.Err() != nil {
-		// The caller went away: it hears nothing more.
+		// The caller went away, or its deadline passed: it hears nothing
+		// more.
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+		}
 		return connect.NewError(connect.CodeCanceled, ctx.Err())
 	}
 	if callCtx != nil && errors.Is(context.Cause(callCtx), agentlink.ErrAgentDown) {
