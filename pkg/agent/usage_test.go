@@ -49,14 +49,26 @@ func TestSandboxUsage(t *testing.T) {
 		t.Run("busy loop/"+rt, func(t *testing.T) {
 			busy := h.create(runtimeSpec(rt, "while :; do :; done"))
 			defer h.delete(busy.GetSandboxId(), 0)
-			u, err := h.usage(ctx, busy.GetSandboxId())
-			if err != nil {
-				t.Fatal(err)
+			// One core busy: 100 % of one core, 50 % of two; on a machine
+			// a whole test run keeps busy, much less in some windows. The
+			// busiest of a few windows tells a busy loop (> 5 %) from an
+			// idle sandbox (about 0).
+			var u *fsbv1.SandboxUsage
+			for range 10 {
+				got, err := h.usage(ctx, busy.GetSandboxId())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u == nil || got.GetCpuPercent() > u.GetCpuPercent() {
+					u = got
+				}
+				if u.GetCpuPercent() > 10 {
+					break
+				}
 			}
 			t.Logf("busy: %v", u)
-			// One core busy: 100 % of one core, 50 % of two, under load less.
-			if u.GetCpuPercent() <= 10 || u.GetCpuPercent() > 100 {
-				t.Errorf("cpu %.1f%% of %d cores, want a busy loop's (> 10%%)", u.GetCpuPercent(), u.GetCpuCount())
+			if u.GetCpuPercent() <= 5 || u.GetCpuPercent() > 100 {
+				t.Errorf("cpu %.1f%% of %d cores at most in 10 windows, want a busy loop's (> 5%%)", u.GetCpuPercent(), u.GetCpuCount())
 			}
 			if u.GetCpuCount() != int32(goruntime.NumCPU()) {
 				t.Errorf("cpu_count %d without a limit, want the node's %d", u.GetCpuCount(), goruntime.NumCPU())
