@@ -1063,6 +1063,18 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	s.awaitCached(ctx, out)
+	// A FAST create's entry answers Get and List until the controller has
+	// written the object's status (awaitObserved): it shows the update too.
+	s.mu.Lock()
+	p := s.pending[key(namespace, msg.GetName())]
+	s.mu.Unlock()
+	if _, id, _ := v1alpha1.Placement(out); p != nil && p.id == id {
+		p.mu.Lock()
+		if !p.deleted {
+			apply(p.obj)
+		}
+		p.mu.Unlock()
+	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
 }
 
