@@ -258,7 +258,7 @@ func (b Baseline) stop(ctx context.Context, task containerd.Task) (containerd.Pr
 }
 
 // handlerWait bounds the wait for PID 1 to catch SIGTERM, as the agent's.
-const handlerWait = 2 * time.Second
+const handlerWait = 5 * time.Second
 
 // awaitCatch waits, up to limit, until process pid has a handler for sig:
 // the kernel drops a signal sent to a PID 1 without one. The agent waits

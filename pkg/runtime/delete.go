@@ -231,8 +231,11 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 }
 
 // handlerWait bounds how long a stop waits for a sandbox's PID 1 other
-// than fsb init to catch SIGTERM before sending it.
-const handlerWait = 2 * time.Second
+// than fsb init to catch SIGTERM before sending it. The wait counts
+// against the grace period, so a PID 1 that never catches it costs no
+// more; 2 s was too short for a shell that traps TERM at once on a loaded
+// machine (a CI run).
+const handlerWait = 5 * time.Second
 
 // initComm is fsb init's process name until it is ready: the name of
 // InitPath.
