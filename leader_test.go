@@ -221,8 +221,16 @@ func TestLeaderElection(t *testing.T) {
 	if !strings.HasPrefix(holder, first.pod+"_") {
 		t.Fatalf("the Lease is held by %q, want %s's identity", holder, first.pod)
 	}
+	// A standby that has not read the Lease yet says no leader is known:
+	// it must name the leader once it has (within a few retry periods).
+	names := func(err error) bool {
+		return connect.CodeOf(err) == connect.CodeUnavailable && strings.Contains(err.Error(), "not the leader; the leader is "+holder)
+	}
 	err = b.serves(ns)
-	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "not the leader; the leader is "+holder) {
+	for deadline := time.Now().Add(10 * testRetryPeriod); !names(err) && time.Now().Before(deadline); err = b.serves(ns) {
+		time.Sleep(testRetryPeriod / 5)
+	}
+	if !names(err) {
 		t.Errorf("the standby answered %v, want Unavailable naming %s", err, holder)
 	}
 	for _, r := range []*replica{a, b} {
