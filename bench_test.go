@@ -36,17 +36,9 @@ func BenchmarkCreateToFirstOutput(b *testing.B) {
 	ag := fsbv1connect.NewAgentServiceClient(http.DefaultClient, c.agent.base, connect.WithInterceptors(auth.Bearer(c.agent.token)))
 	logDir := filepath.Join(c.dir, "logs", "default")
 	waitLog := func(name string) (time.Time, error) {
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			matches, _ := filepath.Glob(filepath.Join(logDir, name, "*.log"))
-			for _, m := range matches {
-				if fi, err := os.Stat(m); err == nil && fi.Size() > 0 {
-					return time.Now(), nil
-				}
-			}
-			time.Sleep(bench.OutputPoll)
-		}
-		return time.Time{}, fmt.Errorf("no output from %s", name)
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		return bench.WaitForLog(ctx, filepath.Join(logDir, name))
 	}
 	del := func(name string) {
 		if _, err := fp.DeleteSandbox(ctx, connect.NewRequest(&fsbv1.DeleteSandboxRequest{Name: name})); err != nil {

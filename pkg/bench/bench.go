@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -38,25 +39,18 @@ func Millis(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000
 }
 
-// OutputPoll is how often WaitForOutput looks at the file: fine enough not
-// to blur millisecond figures, cheap enough not to slow what it measures.
-const OutputPoll = 200 * time.Microsecond
-
 // WaitForOutput waits until the file at path holds at least one byte and
-// returns when that was seen.
+// returns when that was seen (awaitFile: inotify, no poll).
 func WaitForOutput(ctx context.Context, path string) (time.Time, error) {
-	for {
+	seen, err := awaitFile(ctx, filepath.Dir(path), func() (bool, error) {
 		fi, err := os.Stat(path)
-		if err == nil && fi.Size() > 0 {
-			return time.Now(), nil
-		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return time.Time{}, fmt.Errorf("wait for output: %w", err)
+			return false, err
 		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("wait for output in %s: %w", path, ctx.Err())
-		case <-time.After(OutputPoll):
-		}
+		return err == nil && fi.Size() > 0, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("wait for output in %s: %w", path, err)
 	}
+	return seen, nil
 }

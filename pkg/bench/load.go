@@ -386,7 +386,7 @@ func (o LoadOptions) one(ctx context.Context, api fsbv1connect.FastPathServiceCl
 	t.warm = resp.Msg.GetSandbox().GetStatus().GetWarm()
 	waitCtx, cancelWait := context.WithTimeout(ctx, o.StepTimeout-time.Since(start))
 	defer cancelWait()
-	seen, err := waitForLog(waitCtx, filepath.Join(o.LogDir, o.Namespace, name))
+	seen, err := WaitForLog(waitCtx, filepath.Join(o.LogDir, o.Namespace, name))
 	if err != nil {
 		return t, err
 	}
@@ -455,24 +455,25 @@ func (o LoadOptions) sweep(ctx context.Context, api fsbv1connect.FastPathService
 	}
 }
 
-// waitForLog waits until a *.log file in dir holds at least one byte and
+// WaitForLog waits until a *.log file in dir holds at least one byte and
 // returns when that was seen. The agent names the file after the
-// sandbox's ID and revision, which the bench need not know.
-func waitForLog(ctx context.Context, dir string) (time.Time, error) {
+// sandbox's ID and revision, which the bench need not know; dir itself
+// may not be there yet.
+func WaitForLog(ctx context.Context, dir string) (time.Time, error) {
 	pattern := filepath.Join(dir, "*.log")
-	for {
+	seen, err := awaitFile(ctx, dir, func() (bool, error) {
 		matches, _ := filepath.Glob(pattern)
 		for _, m := range matches {
 			if fi, err := os.Stat(m); err == nil && fi.Size() > 0 {
-				return time.Now(), nil
+				return true, nil
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("no output in %s: %w", pattern, ctx.Err())
-		case <-time.After(OutputPoll):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("no output in %s: %w", pattern, err)
 	}
+	return seen, nil
 }
 
 // prepare checks that the baseline's image is there and unpacked for its
