@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
+	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -390,6 +391,56 @@ func TestUpdateOfPendingSandboxSurvivesTheWrite(t *testing.T) {
 		sb, err := p.store.Get(ctx, "default", "upd")
 		return err == nil && maps.Equal(sb.Labels, want)
 	})
+}
+
+// statusHold is the real store whose UpdateStatus fails while held: the
+// controller cannot write a sandbox's status, so a FAST create's pending
+// entry keeps answering Get after the object is written.
+type statusHold struct {
+	store.Interface
+	held *atomic.Bool
+}
+
+func (s statusHold) UpdateStatus(ctx context.Context, sb *v1alpha1.Sandbox) (*v1alpha1.Sandbox, error) {
+	if s.held.Load() {
+		return nil, apierrors.NewServiceUnavailable("injected: status writes are held")
+	}
+	return s.Interface.UpdateStatus(ctx, sb)
+}
+
+// TestUpdateBeforeTheStatusIsWrittenIsRead: a FAST sandbox whose object is
+// in the store but whose status the controller has not written yet (the
+// pending entry still answers Get) is updated through the store; a Get
+// right after reads the update, not the pending entry as it was created.
+func TestUpdateBeforeTheStatusIsWrittenIsRead(t *testing.T) {
+	var held atomic.Bool
+	held.Store(true)
+	p := newPlane(t, withControllerConfig(func(c *controller.Config) { c.Store = statusHold{c.Store, &held} }))
+	ctx := context.Background()
+	if _, err := p.fp.CreateSandbox(ctx, connect.NewRequest(&fsbv1.CreateSandboxRequest{
+		Name: "held", Labels: map[string]string{"app": "one"}, Spec: fastSpec("sleep", "300"),
+	})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the object in the controller's cache, without status", func() bool {
+		sb, ok := p.ctrl.Get("default", "held")
+		return ok && sb.Status.Phase == ""
+	})
+	want := map[string]string{"app": "two"}
+	if _, err := p.fp.UpdateSandbox(ctx, connect.NewRequest(&fsbv1.UpdateSandboxRequest{Name: "held", Labels: want})); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	got, err := p.fp.GetSandbox(ctx, connect.NewRequest(&fsbv1.GetSandboxRequest{Name: "held"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := got.Msg.GetSandbox().GetLabels(); !maps.Equal(l, want) {
+		t.Errorf("get right after the update: labels %v, want %v", l, want)
+	}
+	if phase := got.Msg.GetSandbox().GetStatus().GetPhase(); phase != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("get right after the update: phase %v, want the pending entry's running", phase)
+	}
+	held.Store(false)
 }
 
 // TestFastCreateAnswersTheAgentsImageError: a FAST create whose image
