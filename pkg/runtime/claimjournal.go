@@ -25,8 +25,12 @@ import (
 // and init has started the main process. So the containerd update and the
 // start run side by side, and an agent killed between them leaves a
 // journal that settleClaim finishes: the container becomes the sandbox it
-// was claimed for, never a warm one again. The file needs no fsync: the
-// link directory is on a tmpfs, and containers do not outlive the host.
+// was claimed for, never a warm one again. The file needs no fsync: it
+// matters only while the container's task runs, and no task outlives the
+// host. After a host crash a journal that was lost leaves a warm container
+// whose task is gone, removed as any stopped warm sandbox is, and one left
+// empty or torn cannot be read and is removed (settleClaims); the link
+// directory is under /run, a tmpfs on most hosts, where neither can be.
 const claimSuffix = ".claim"
 
 // claimRecord is a journal's content: the container update a claim makes.
