@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/logfile"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
+	"github.com/fast-sandbox/fast-sandbox/roles/internal/gctune"
 )
 
 // Command returns the `fsb agent` command.
@@ -90,13 +90,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// Creates allocate little but often, and at Go's default GOGC of 100
-	// the small heap is collected every few of them, on their path. 400
-	// (unless GOGC is set) took a quarter off warm claims' p90 on a 2-core
-	// machine, for a heap of tens of MiB (docs/benchmarks.md).
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
+	gctune.Apply()
 	tokens, err := auth.Required(c.Bool("insecure-no-auth"), "token-file", c.String("token-file"))
 	if err != nil {
 		return err

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +35,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 	"github.com/fast-sandbox/fast-sandbox/pkg/warmpool"
+	"github.com/fast-sandbox/fast-sandbox/roles/internal/gctune"
 )
 
 // poolWorkers is how many SandboxPools are synced at once.
@@ -96,13 +96,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	// Creates allocate little but often, and at Go's default GOGC of 100
-	// the small heap is collected every few of them, on their path. 400
-	// (unless GOGC is set) took a quarter off warm claims' p90 on a 2-core
-	// machine, for a heap of tens of MiB (docs/benchmarks.md).
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
+	gctune.Apply()
 	if c.IsSet("fastpath-orphan-timeout") {
 		log.Warn("--fastpath-orphan-timeout is ignored: the controller never removes an acknowledged FAST sandbox because the store is down; the janitor's --orphan-timeout decides when a container nothing knows is an orphan (docs/janitor.md)")
 	}
