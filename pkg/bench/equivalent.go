@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -202,8 +199,8 @@ func withoutInit(s *oci.Spec, ns, id string) {
 
 // stop ends task as the agent's delete does (FeatureStop): a task that
 // still runs gets SIGTERM once its PID 1 catches it (waiting up to the
-// grace period, at most handlerWait), then, after up to the grace period,
-// SIGKILL to every process. It returns once the task has exited, and
+// grace period, at most runtime.HandlerWait, as the agent does), then,
+// after up to the grace period, SIGKILL to every process. It returns once the task has exited, and
 // whether it had to stop it.
 func (b Baseline) stop(ctx context.Context, task containerd.Task) (containerd.ProcessStatus, error) {
 	st, err := task.Status(ctx)
@@ -232,7 +229,7 @@ func (b Baseline) stop(ctx context.Context, task containerd.Task) (containerd.Pr
 	}
 	if grace := b.Agent.Grace; grace > 0 {
 		start := time.Now()
-		awaitCatch(ctx, task.Pid(), syscall.SIGTERM, min(grace, handlerWait))
+		runtime.AwaitCatch(ctx, task.Pid(), syscall.SIGTERM, min(grace, runtime.HandlerWait))
 		if err := kill(syscall.SIGTERM); err != nil {
 			return "", err
 		}
@@ -255,40 +252,6 @@ func (b Baseline) stop(ctx context.Context, task containerd.Task) (containerd.Pr
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
-}
-
-// handlerWait bounds the wait for PID 1 to catch SIGTERM, as the agent's.
-const handlerWait = 5 * time.Second
-
-// awaitCatch waits, up to limit, until process pid has a handler for sig:
-// the kernel drops a signal sent to a PID 1 without one. The agent waits
-// the same way for a sandbox's PID 1 (for fsb init, for its ready name).
-func awaitCatch(ctx context.Context, pid uint32, sig syscall.Signal, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for !catches(pid, sig) && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-// catches reports whether process pid has a handler for sig, from the
-// SigCgt mask of /proc/<pid>/status; a process it cannot read counts as
-// catching it.
-func catches(pid uint32, sig syscall.Signal) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return true
-	}
-	for line := range strings.Lines(string(b)) {
-		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
-			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
-			return err != nil || bits&(1<<(uint(sig)-1)) != 0
-		}
-	}
-	return true
 }
 
 // copyImage makes b.Image present in the baseline's own namespace (ctx's)

@@ -230,12 +230,12 @@ func terminate(ctx context.Context, task containerd.Task, grace time.Duration, s
 	}
 }
 
-// handlerWait bounds how long a stop waits for a sandbox's PID 1 other
+// HandlerWait bounds how long a stop waits for a sandbox's PID 1 other
 // than fsb init to catch SIGTERM before sending it. The wait counts
 // against the grace period, so a PID 1 that never catches it costs no
 // more; 2 s was too short for a shell that traps TERM at once on a loaded
 // machine (a CI run).
-const handlerWait = 5 * time.Second
+const HandlerWait = 5 * time.Second
 
 // initComm is fsb init's process name until it is ready: the name of
 // InitPath.
@@ -250,21 +250,36 @@ var initComm = path.Base(InitPath)
 // sandbox with 2 (CI runs saw both). fsb init says it is ready by taking
 // the name initlink.ReadyName, and is waited for while it still has its
 // starting name: it will be ready, and a CI run on a loaded machine saw
-// it take longer than handlerWait. Any other PID 1 (a --no-init sandbox,
+// it take longer than HandlerWait. Any other PID 1 (a --no-init sandbox,
 // or gVisor's sandbox process) is ready once it catches sig, and is
-// waited for up to handlerWait only: it may never be. The wait counts
+// waited for up to HandlerWait only: it may never be. The wait counts
 // against the grace period.
 func awaitHandler(ctx context.Context, pid uint32, sig syscall.Signal, grace time.Duration) {
 	start := time.Now()
 	for {
 		ready, starting := readyFor(pid, sig)
-		limit := min(grace, handlerWait)
+		limit := min(grace, HandlerWait)
 		if starting {
 			limit = grace
 		}
 		if ready || time.Since(start) >= limit {
 			return
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// AwaitCatch waits, up to limit, until process pid catches sig: a stop's
+// wait for a PID 1 other than fsb init, which the equivalent baseline of
+// fsb ctl bench makes as the agent does (with limit min(grace,
+// HandlerWait)).
+func AwaitCatch(ctx context.Context, pid uint32, sig syscall.Signal, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for !catches(pid, sig) && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return

@@ -71,7 +71,7 @@ func TestSIGTERMRightAfterInitStarts(t *testing.T) {
 			t.Fatalf("start init as PID 1 of a new PID namespace (as root): %v", err)
 		}
 		pid := cmd.Process.Pid
-		awaitHandler(context.Background(), uint32(pid), syscall.SIGTERM, handlerWait)
+		awaitHandler(context.Background(), uint32(pid), syscall.SIGTERM, HandlerWait)
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
