@@ -200,8 +200,8 @@ func withoutInit(s *oci.Spec, ns, id string) {
 // stop ends task as the agent's delete does (FeatureStop): a task that
 // still runs gets SIGTERM once its PID 1 catches it (waiting up to the
 // grace period, at most runtime.HandlerWait, as the agent does), then,
-// after up to the grace period, SIGKILL to every process. It returns once the task has exited, and
-// whether it had to stop it.
+// after up to the grace period, SIGKILL to every process. It returns once
+// the task has exited, and whether it had to stop it.
 func (b Baseline) stop(ctx context.Context, task containerd.Task) (containerd.ProcessStatus, error) {
 	st, err := task.Status(ctx)
 	if err != nil {

@@ -27,10 +27,11 @@ import (
 // journal that settleClaim finishes: the container becomes the sandbox it
 // was claimed for, never a warm one again. The file needs no fsync: it
 // matters only while the container's task runs, and no task outlives the
-// host. After a host crash a journal that was lost leaves a warm container
-// whose task is gone, removed as any stopped warm sandbox is, and one left
-// empty or torn cannot be read and is removed (settleClaims); the link
-// directory is under /run, a tmpfs on most hosts, where neither can be.
+// host. After a host crash a journal that was lost leaves the container
+// as containerd holds it, warm (removed as any stopped warm sandbox is) or
+// already relabelled, with its task gone either way; one left empty or
+// torn cannot be read and is removed (settleClaims). The link directory is
+// under /run, a tmpfs on most hosts, which a reboot empties.
 const claimSuffix = ".claim"
 
 // claimRecord is a journal's content: the container update a claim makes.
