@@ -410,8 +410,8 @@ func (s statusHold) UpdateStatus(ctx context.Context, sb *v1alpha1.Sandbox) (*v1
 
 // TestUpdateBeforeTheStatusIsWrittenIsRead: a FAST sandbox whose object is
 // in the store but whose status the controller has not written yet (the
-// pending entry still answers Get) is updated through the store; a Get
-// right after reads the update, not the pending entry as it was created.
+// pending entry still gives its status) is updated through the store; a
+// Get and a List right after read the update, with the pending status.
 func TestUpdateBeforeTheStatusIsWrittenIsRead(t *testing.T) {
 	var held atomic.Bool
 	held.Store(true)
@@ -439,6 +439,13 @@ func TestUpdateBeforeTheStatusIsWrittenIsRead(t *testing.T) {
 	}
 	if phase := got.Msg.GetSandbox().GetStatus().GetPhase(); phase != fsbv1.Phase_PHASE_RUNNING {
 		t.Errorf("get right after the update: phase %v, want the pending entry's running", phase)
+	}
+	list, err := p.fp.ListSandboxes(ctx, connect.NewRequest(&fsbv1.ListSandboxesRequest{LabelSelector: "app=two"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if items := list.Msg.GetSandboxes(); len(items) != 1 || items[0].GetStatus().GetPhase() != fsbv1.Phase_PHASE_RUNNING {
+		t.Errorf("list app=two right after the update: %v, want the sandbox, running", items)
 	}
 	held.Store(false)
 }

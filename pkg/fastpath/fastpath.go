@@ -263,16 +263,31 @@ func NewID() string {
 func key(namespace, name string) string { return namespace + "/" + name }
 
 // lookup returns the sandbox namespace/name as the API shows it: the
-// cached object, else a pending FAST create.
+// cached object once the controller has written its status, else a
+// pending FAST create (withPendingStatus), else the cached object.
 func (s *Server) lookup(namespace, name string) *v1alpha1.Sandbox {
 	cached, ok := s.cfg.Controller.Get(namespace, name)
 	if ok && observed(cached) {
 		return cached
 	}
 	if p := s.pendingView(key(namespace, name)); p != nil {
-		return p
+		return withPendingStatus(cached, p)
 	}
 	return cached
+}
+
+// withPendingStatus is what the API shows of pending FAST create p while
+// the controller has not written its status: once its object is written
+// (cached, of the same sandbox ID), the object as stored, so that an
+// update or a label set in the store shows at once, with p's status;
+// before that, p.
+func withPendingStatus(cached, p *v1alpha1.Sandbox) *v1alpha1.Sandbox {
+	if cached == nil || cached.Annotations[v1alpha1.AnnotationID] != p.Annotations[v1alpha1.AnnotationID] {
+		return p
+	}
+	out := cached.DeepCopy()
+	out.Status = p.Status
+	return out
 }
 
 // pendingView returns a copy of the pending FAST create k, if there is
@@ -1063,18 +1078,6 @@ func (s *Server) UpdateSandbox(ctx context.Context, req *connect.Request[fsbv1.U
 		return nil, storeError(err)
 	}
 	s.awaitCached(ctx, out)
-	// A FAST create's entry answers Get and List until the controller has
-	// written the object's status (awaitObserved): it shows the update too.
-	s.mu.Lock()
-	p := s.pending[key(namespace, msg.GetName())]
-	s.mu.Unlock()
-	if _, id, _ := v1alpha1.Placement(out); p != nil && p.id == id {
-		p.mu.Lock()
-		if !p.deleted {
-			apply(p.obj)
-		}
-		p.mu.Unlock()
-	}
 	return connect.NewResponse(&fsbv1.UpdateSandboxResponse{Sandbox: v1alpha1.ToProto(out)}), nil
 }
 
@@ -1179,12 +1182,12 @@ func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.Lis
 		seen[k] = true
 		items = append(items, sb)
 	}
-	var unobserved []*v1alpha1.Sandbox
+	unobserved := map[string]*v1alpha1.Sandbox{}
 	for _, sb := range s.cfg.Controller.List() {
 		if observed(sb) {
 			add(sb)
 		} else {
-			unobserved = append(unobserved, sb)
+			unobserved[key(sb.Namespace, sb.Name)] = sb
 		}
 	}
 	s.mu.Lock()
@@ -1193,7 +1196,7 @@ func (s *Server) ListSandboxes(_ context.Context, req *connect.Request[fsbv1.Lis
 	for _, p := range pending {
 		p.mu.Lock()
 		if !p.deleted {
-			add(p.obj.DeepCopy())
+			add(withPendingStatus(unobserved[key(p.obj.Namespace, p.obj.Name)], p.obj.DeepCopy()))
 		}
 		p.mu.Unlock()
 	}
