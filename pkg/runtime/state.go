@@ -362,7 +362,13 @@ func (r *Runtime) apply(ctx context.Context, e *events.Envelope) {
 // shim that went away, and it may come after a new task of the same
 // container has started — a create that replaced a task left without its
 // process by a containerd restart. So only containerd's own view of the
-// container's task decides such an exit.
+// container's task decides such an exit, and only while no create or
+// delete of the container is under way. Such a call may be between deleting
+// a task left without its process and making its own (existingTask), where
+// containerd shows no task: an exit recorded then, with no pid to tell the
+// tasks apart, would match the task the call goes on to start and outlast
+// it (the sandbox reported Failed with 255 while it runs). The call's own
+// result, or the next resync, decides instead.
 func (r *Runtime) exitEvent(ctx context.Context, containerID string, pid, code uint32, at time.Time) {
 	if pid != 0 {
 		r.exited(containerID, pid, code, at)
@@ -371,6 +377,12 @@ func (r *Runtime) exitEvent(ctx context.Context, containerID string, pid, code u
 	if _, ok := r.Sandbox(containerID); !ok {
 		return
 	}
+	// Never wait: this runs on Watch's goroutine.
+	unlock, ok := r.locks.tryLock(containerID)
+	if !ok {
+		return
+	}
+	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	c, err := r.cfg.Client.LoadContainer(ctx, containerID)
