@@ -17,21 +17,26 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/rig"
 )
 
-// TestPoolsAppliedOnOneMachine: with the embedded store a controller
-// declares the SandboxPools applied with `fsb ctl apply`. An agent started
+// TestPoolsApplied: a controller whose agents --agents names declares the
+// SandboxPools applied with `fsb ctl apply`, with the embedded store or the
+// kube store (in fsb-system, which deploy/ makes). An agent started
 // with --pool gpu serves nothing until the pool gpu exists (a create naming
 // it is NotFound); after apply it runs the pool's sandboxes; re-apply
 // replaces the pool (configured, unchanged); get pools shows it with its
 // agent and warm entries; after delete pool a create naming it is NotFound
 // again. The pool named default gives the default pool its warm entries and
 // is no pool of its own: poolRef default runs on the default agent.
-func TestPoolsAppliedOnOneMachine(t *testing.T) {
+func TestPoolsApplied(t *testing.T) {
+	onEachStore(t, testPoolsApplied)
+}
+
+func testPoolsApplied(t *testing.T, kind storeKind) {
 	_, ns := rig.Containerd(t)
 	_, ns2 := rig.Containerd(t)
 	dir1, dir2 := t.TempDir(), t.TempDir()
 	def := startAgent(t, ns, "default-agent", dir1)
 	gpu := startAgent(t, ns2, "gpu-agent", dir2, "--pool", "gpu")
-	p := startPlane(t, dir1, []*agentProc{def, gpu})
+	p := startPlaneOn(t, kind, dir1, []*agentProc{def, gpu})
 	ctx := context.Background()
 
 	create := func(name, pool string) error {

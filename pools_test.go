@@ -23,8 +23,7 @@ import (
 // the pool named, through `fsb ctl run --pool` and the API, in either mode,
 // and nothing of it is left; sandboxes without a pool all land on the
 // default pool's agent, though the other has more free slots. On either
-// store: a controller whose agents are a fixed --agents list declares no
-// pools with the kube store either.
+// store.
 func TestPoolsOnTheCommandLine(t *testing.T) {
 	onEachStore(t, testPoolsOnTheCommandLine)
 }

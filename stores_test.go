@@ -42,7 +42,8 @@ func onEachStore(t *testing.T, test func(t *testing.T, kind storeKind)) {
 
 // storeArgs returns the controller flags of a store of kind: the embedded
 // store in dir, or the kube store on the suite's API server (suiteKube),
-// whose Sandboxes are all removed once t and its controller have ended.
+// whose Sandboxes and SandboxPools are all removed once t and its
+// controller have ended.
 func storeArgs(t testing.TB, kind storeKind, dir string) []string {
 	t.Helper()
 	switch kind {
@@ -59,16 +60,16 @@ func storeArgs(t testing.TB, kind storeKind, dir string) []string {
 }
 
 // kubeStoreArgs returns the controller flags of the kube store on the
-// suite's API server; the Sandboxes there are all removed once t and its
-// controller have ended.
+// suite's API server; the Sandboxes and SandboxPools there are all removed
+// once t and its controller have ended.
 func kubeStoreArgs(t testing.TB) []string {
 	t.Helper()
 	kubeconfig := suiteKube.get(t)
 	// Registered before the controller's own clean-up, so it runs after
 	// the controller is gone.
 	t.Cleanup(func() {
-		if err := removeSandboxObjects(kubeconfig); err != nil {
-			t.Errorf("remove the test's Sandboxes from the suite's API server: %v", err)
+		if err := removeTestObjects(kubeconfig); err != nil {
+			t.Errorf("remove the test's Sandboxes and SandboxPools from the suite's API server: %v", err)
 		}
 	})
 	return []string{"--store", "kube", "--kubeconfig", kubeconfig}
@@ -141,6 +142,11 @@ func (k *kubeSuite) start() error {
 	if err := kubectl("apply", "--server-side", "-f", "deploy/crds"); err != nil {
 		return err
 	}
+	// The pool namespace of a controller whose agents --agents names, as
+	// deploy/ makes it.
+	if err := kubectl("create", "namespace", "fsb-system"); err != nil {
+		return err
+	}
 	// kubectl wait fails at once on a CRD without conditions yet.
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -183,9 +189,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// removeSandboxObjects removes every Sandbox on the API server of
-// kubeconfig, finalizers dropped: the controller that set them is gone.
-func removeSandboxObjects(kubeconfig string) error {
+// removeTestObjects removes every Sandbox and SandboxPool on the API
+// server of kubeconfig, finalizers dropped: the controller that set them is
+// gone.
+func removeTestObjects(kubeconfig string) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
@@ -216,6 +223,27 @@ func removeSandboxObjects(kubeconfig string) error {
 		}
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("%s/%s: %w", sb.Namespace, sb.Name, err))
+		}
+	}
+	pools, err := st.Pools().List(ctx, "", nil)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, pool := range pools.Items {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			have, err := st.Pools().Get(ctx, pool.Namespace, pool.Name)
+			if err != nil || len(have.Finalizers) == 0 {
+				return err
+			}
+			have.Finalizers = nil
+			_, err = st.Pools().Update(ctx, have)
+			return err
+		})
+		if err == nil {
+			err = st.Pools().Delete(ctx, pool.Namespace, pool.Name)
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("sandboxpool %s/%s: %w", pool.Namespace, pool.Name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -185,9 +185,9 @@ func (c *Controller) PoolRefusal(err error) (code connect.Code, reason, msg stri
 	}
 	msg = fmt.Sprintf("sandbox pool %q not found: create it in namespace %s (%s lists them), or leave poolRef empty for the default pool", pe.Pool, ns, list)
 	if ns == "" {
-		// A kube-store controller whose agents are its --agents declares
-		// no pools: only the default pool exists.
-		msg = fmt.Sprintf("sandbox pool %q not found: this controller serves no SandboxPools (with the kube store they need --agent-pod-selector): leave poolRef empty for the default pool", pe.Pool)
+		// A controller configured without a pool namespace declares no
+		// pools: only the default pool exists.
+		msg = fmt.Sprintf("sandbox pool %q not found: this controller serves no SandboxPools: leave poolRef empty for the default pool", pe.Pool)
 	}
 	return connect.CodeNotFound, ReasonPoolNotFound, msg, true
 }

@@ -19,8 +19,9 @@ import (
 // get in between (the pool controller adding its finalizer, its status).
 const applyAttempts = 5
 
-// errNoPools is the answer of a controller that serves no SandboxPools.
-var errNoPools = errors.New("this controller serves no SandboxPools: with the kube store, pools need --agent-pod-selector")
+// errNoPools is the answer of a server configured without a pool store
+// (Config.Pools).
+var errNoPools = errors.New("this controller serves no SandboxPools")
 
 // pools returns the pool store, or FailedPrecondition when pools are not
 // served.

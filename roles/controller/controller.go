@@ -33,7 +33,6 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/leader"
 	"github.com/fast-sandbox/fast-sandbox/pkg/logging"
 	"github.com/fast-sandbox/fast-sandbox/pkg/registry"
-	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 	"github.com/fast-sandbox/fast-sandbox/pkg/warmpool"
 	"github.com/fast-sandbox/fast-sandbox/roles/internal/gctune"
 )
@@ -200,16 +199,12 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	poolNamespace := ""
-	var poolStore store.PoolInterface
-	if pools != nil {
-		if pools.scaler != nil {
-			if err := pools.scaler.Check(ctx); err != nil {
-				return err
-			}
+	if pools.scaler != nil {
+		if err := pools.scaler.Check(ctx); err != nil {
+			return err
 		}
-		poolNamespace, poolStore = pools.server.Namespace(), pools.store
 	}
+	poolNamespace, poolStore := pools.server.Namespace(), pools.store
 	ctrl = controller.New(controller.Config{
 		Store: st, Registry: reg, Agents: set, Logger: log, NewID: fastpath.NewID, Phases: metrics,
 		PoolNamespace:      poolNamespace,
@@ -268,7 +263,7 @@ func run(c *cli.Context) error {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() { defer wg.Done(); warm.Run(ctx) }()
-		if pools != nil && pools.scaler != nil {
+		if pools.scaler != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); pools.scaler.Work(ctx, poolWorkers) }()
 		}
@@ -299,16 +294,12 @@ func run(c *cli.Context) error {
 	// Ready: a create naming a pool must not get NotFound for a pool
 	// simply not listed yet.
 	poolsSynced := make(chan struct{})
-	if pools == nil {
-		close(poolsSynced)
-	} else {
-		g.Go(func() error {
-			if err := pools.server.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
-				return err
-			}
-			return nil
-		})
-	}
+	g.Go(func() error {
+		if err := pools.server.Start(gctx, poolsSynced); err != nil && gctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error {
 		return serve(gctx, c.String("health-probe-bind-address"), health(&ready), httpserver.Config{Logger: log})
 	})

@@ -15,8 +15,8 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
-// defaultPoolNamespace is the pool namespace of an embedded-store
-// controller, the namespace deploy/ installs Fast Sandbox in.
+// defaultPoolNamespace is the pool namespace of a controller whose agents
+// --agents names, the namespace deploy/ installs Fast Sandbox in.
 const defaultPoolNamespace = "fsb-system"
 
 // poolFlags are the flags of the SandboxPool controller.
@@ -24,7 +24,7 @@ func poolFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "pool-namespace", Usage: "the one namespace of SandboxPools (and, in Kubernetes, their agent pods); " +
 			"pools elsewhere are not served and say so in their Ready condition " +
-			"(default: --agent-pod-namespace in Kubernetes, " + defaultPoolNamespace + " with the embedded store)"},
+			"(default: --agent-pod-namespace with --agent-pod-selector, else " + defaultPoolNamespace + ")"},
 		&cli.StringFlag{Name: "agent-daemonset", Value: "fsb-agent", Usage: "the agent DaemonSet, in --pool-namespace, " +
 			"whose pod template a pool's agent pods start from"},
 		&cli.DurationFlag{Name: "pool-resync-period", Value: agentpool.DefaultResyncPeriod, Usage: "how often every pool is " +
@@ -49,16 +49,17 @@ type pools struct {
 	store store.PoolInterface
 }
 
-// newPools returns the SandboxPool machinery, or nil when pools are not
-// served: a kube-store controller whose agents are not found from their
-// pods (its agents come from --agents) declares none, and a Sandbox naming
-// a pool gets NotFound. An embedded-store controller declares the pools of
-// its store, whose agents are those --agents names, each with its --pool.
+// newPools returns the SandboxPool machinery. A controller whose agents
+// are those --agents names (the embedded store, or the kube store without
+// agent pods) declares the pools of its store, in --pool-namespace or else
+// fsb-system; each agent is in the pool its --pool names, and no pod is
+// started for a pool. A kube-store controller that finds its agents from
+// their pods also keeps each pool's agent pods.
 func newPools(c *cli.Context, opened *openedStore, agents *agentSource, reg *registry.Registry,
 	agentsSynced <-chan struct{}, sandboxes agentpool.Sandboxes, changed func(pool string),
 	warm func(pool string, entries []v1alpha1.WarmEntry), log *slog.Logger) (*pools, error) {
 	plog := log.With(slog.String("controller", "sandboxpool"))
-	if opened.Kind != storeKube {
+	if opened.Kind != storeKube || agents.pods == nil {
 		if c.IsSet("agent-daemonset") {
 			return nil, errors.New("--agent-daemonset: pools' agent pods need the kube store and --agent-pod-selector")
 		}
@@ -77,14 +78,6 @@ func newPools(c *cli.Context, opened *openedStore, agents *agentSource, reg *reg
 			return nil, err
 		}
 		return &pools{server: d, store: opened.Pools}, nil
-	}
-	if agents.pods == nil {
-		for _, f := range []string{"pool-namespace", "agent-daemonset"} {
-			if c.IsSet(f) {
-				return nil, fmt.Errorf("--%s: SandboxPools in Kubernetes need --agent-pod-selector", f)
-			}
-		}
-		return nil, nil
 	}
 	ns := c.String("pool-namespace")
 	if ns == "" {

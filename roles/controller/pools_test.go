@@ -14,17 +14,18 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/store"
 )
 
-// TestPoolController: pools are served with the embedded store (in
-// --pool-namespace, else fsb-system), and with the kube store when agents
-// are found from their pods (in --pool-namespace or else the agents'
-// namespace); the pool flags elsewhere are refused, naming what they need.
+// TestPoolController: pools are served in every mode: where --agents names
+// the agents (the embedded store, or the kube store without agent pods) in
+// --pool-namespace, else fsb-system; where agents are found from their pods
+// in --pool-namespace or else the agents' namespace. --agent-daemonset
+// without agent pods is refused, naming what it needs.
 func TestPoolController(t *testing.T) {
 	const sel = "app.kubernetes.io/name=fsb,app.kubernetes.io/component=agent"
 	kube, err := store.NewKube(&rest.Config{Host: "https://127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	withKube := &openedStore{Kind: storeKube, Store: kube, Config: &rest.Config{Host: "https://127.0.0.1:1"}}
+	withKube := &openedStore{Kind: storeKube, Store: kube, Pools: kube.Pools(), Config: &rest.Config{Host: "https://127.0.0.1:1"}}
 	emb, err := store.OpenEmbedded(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -42,15 +43,17 @@ func TestPoolController(t *testing.T) {
 		{name: "embedded: pools in --pool-namespace", args: []string{"--pool-namespace", "pools"}, opened: embedded, wantNS: "pools"},
 		{name: "embedded: a bad --pool-namespace", args: []string{"--pool-namespace", "Pools"}, opened: embedded,
 			wantErr: "--pool-namespace"},
-		{name: "named agents: no pools", args: []string{"--agents", "10.0.0.1"}, opened: withKube},
+		{name: "kube, named agents: pools in fsb-system", args: []string{"--agents", "10.0.0.1"}, opened: withKube, wantNS: "fsb-system"},
 		{name: "pools beside the agents", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "fsb-system"}, opened: withKube,
 			wantNS: "fsb-system"},
 		{name: "pools in a namespace of their own", args: []string{"--agent-pod-selector", sel, "--agent-pod-namespace", "agents",
 			"--pod-namespace", "ctl", "--pool-namespace", "pools"}, opened: withKube, wantNS: "pools"},
 		{name: "--agent-daemonset without Kubernetes", args: []string{"--agent-daemonset", "x"}, opened: embedded,
 			wantErr: "--agent-daemonset: pools' agent pods need the kube store and --agent-pod-selector"},
-		{name: "--pool-namespace with named agents", args: []string{"--agents", "10.0.0.1", "--pool-namespace", "pools"}, opened: withKube,
-			wantErr: "--pool-namespace: SandboxPools in Kubernetes need --agent-pod-selector"},
+		{name: "kube, named agents: pools in --pool-namespace", args: []string{"--agents", "10.0.0.1", "--pool-namespace", "pools"},
+			opened: withKube, wantNS: "pools"},
+		{name: "kube, named agents: --agent-daemonset", args: []string{"--agents", "10.0.0.1", "--agent-daemonset", "x"}, opened: withKube,
+			wantErr: "--agent-daemonset: pools' agent pods need the kube store and --agent-pod-selector"},
 		{name: "no DaemonSet", args: []string{"--agent-pod-selector", sel, "--pod-namespace", "a", "--agent-daemonset", ""}, opened: withKube,
 			wantErr: "--agent-daemonset"},
 	} {
