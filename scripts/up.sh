@@ -232,13 +232,14 @@ start_kube() {
 # CPU weight of NICE. When the kernel groups processes by session
 # (kernel.sched_autogroup_enabled, for processes in the root CPU cgroup, as
 # here), each session shares the CPU equally with the others, whatever its
-# threads' nice: containerd's session, which runs every create's shims,
-# runc and mounts, weighed as much as the agent or the controller, and on
-# a small machine a warm claim's every step waited behind that work. With
+# threads' nice. containerd's session, which runs every create's shims,
+# runc and mounts, weighed as much as the agent or the controller, so on a
+# small machine a warm claim's every step waited behind that work. With
 # containerd's session at 10 and the agent's and the controller's at -5,
-# `fsb ctl bench --warm -c 4` on 2 cores had its warm p99 fall from 20-29
-# to 8-13 ms, and cold creates lost nothing (docs/benchmarks.md). Nothing
-# to do where cgroups weigh them instead (systemd slices, Kubernetes pods).
+# `fsb ctl bench --warm -c 4` on 2 cores had its warm p99 fall from a
+# median of 20 ms to one of 13.3 (8-16), and cold creates lost nothing
+# (docs/benchmarks.md). Nothing to do where cgroups weigh them instead
+# (systemd slices, Kubernetes pods).
 weigh() {
 	local what=$1 pid=$2 nice=$3
 	[[ ${CPU_WEIGHTS:-1} == 1 ]] || return 0
