@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/initlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
@@ -84,13 +85,13 @@ func phaseWords(info runtime.Info) string {
 // linkError turns what a call to init failed with into the API's error.
 func linkError(err error) error {
 	var ie *initlink.Error
-	switch {
-	case errors.As(err, &ie):
+	if errors.As(err, &ie) {
 		return connect.NewError(initCode(ie.Code), errors.New(ie.Message))
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	if ce, ok := ctxerr.Of(err); ok {
+		return ce
+	}
+	switch {
 	case errors.Is(err, initlink.ErrProtocol):
 		return connect.NewError(connect.CodeInternal, err)
 	case errors.Is(err, initlink.ErrFrameTooLarge):

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/runtime"
 )
@@ -38,7 +39,7 @@ func (a *Agent) GetSandboxUsage(ctx context.Context, req *connect.Request[fsbv1.
 	}
 	select {
 	case <-ctx.Done():
-		return nil, connect.NewError(connect.CodeCanceled, ctx.Err())
+		return nil, ctxerr.Ended(ctx)
 	case <-time.After(CPUWindow):
 	}
 	second, err := a.cfg.Runtime.TaskUsage(ctx, info.ContainerID)
@@ -75,7 +76,7 @@ func usageError(ctx context.Context, info runtime.Info, err error) error {
 	case errors.Is(err, runtime.ErrNoTask):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("sandbox %s is not running: its task ended", name))
 	case ctx.Err() != nil:
-		return connect.NewError(connect.CodeCanceled, ctx.Err())
+		return ctxerr.Ended(ctx)
 	}
 	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("usage of sandbox %s: %w", name, err))
 }

@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	fspb "github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/filesystem"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/filesystem/filesystemconnect"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -221,11 +222,8 @@ func fsUpstream(err error) error {
 	if errors.As(err, &ce) {
 		return connect.NewError(ce.Code(), errors.New(ce.Message()))
 	}
-	if errors.Is(err, context.Canceled) {
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	if ce, ok := ctxerr.Of(err); ok {
+		return ce
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
 
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	processpb "github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/process"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/e2b/process/processconnect"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
@@ -138,7 +139,7 @@ func (s *processService) afterTakeover(ctx context.Context, sb *Sandbox, pid int
 	for {
 		select {
 		case <-ctx.Done():
-			return contextEnded(ctx)
+			return ctxerr.Ended(ctx)
 		case <-poll.C:
 		}
 		resp, lerr := s.api.ListProcesses(ctx, connect.NewRequest(&fsbv1.ListProcessesRequest{Name: sb.ID, Namespace: sb.Namespace}))
@@ -305,7 +306,7 @@ func relayProcess(ctx, callCtx context.Context, cancel context.CancelFunc, in ex
 		var out *processpb.ProcessEvent
 		select {
 		case <-ctx.Done():
-			return contextEnded(ctx)
+			return ctxerr.Ended(ctx)
 		case err := <-ended:
 			if err == nil {
 				return connect.NewError(connect.CodeInternal, errors.New("the process's stream ended before its end"))
@@ -386,22 +387,10 @@ func processError(err error) error {
 		}
 		return ce
 	}
-	if errors.Is(err, context.Canceled) {
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	if ce, ok := ctxerr.Of(err); ok {
+		return ce
 	}
 	return connect.NewError(connect.CodeUnavailable, err)
-}
-
-// contextEnded is the answer of a call whose context ended: past the
-// request's deadline DeadlineExceeded, else Canceled.
-func contextEnded(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
-	}
-	return connect.NewError(connect.CodeCanceled, ctx.Err())
 }
 
 // find returns the running process sel names, NotFound when there is

@@ -17,6 +17,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/auth"
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -171,10 +172,7 @@ func (s *Server) agentError(ctx, callCtx context.Context, t *target, err error) 
 	if ctx.Err() != nil {
 		// The caller went away, or its deadline passed: it hears nothing
 		// more.
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
-		}
-		return connect.NewError(connect.CodeCanceled, ctx.Err())
+		return ctxerr.Ended(ctx)
 	}
 	if callCtx != nil && errors.Is(context.Cause(callCtx), agentlink.ErrAgentDown) {
 		err = fmt.Errorf("%w: it stopped answering during a call for sandbox %s", agentlink.ErrAgentDown, t)

@@ -49,6 +49,7 @@ import (
 	"github.com/fast-sandbox/fast-sandbox/pkg/agentlink"
 	"github.com/fast-sandbox/fast-sandbox/pkg/api/v1alpha1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/controller"
+	"github.com/fast-sandbox/fast-sandbox/pkg/ctxerr"
 	"github.com/fast-sandbox/fast-sandbox/pkg/fault"
 	fsbv1 "github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1"
 	"github.com/fast-sandbox/fast-sandbox/pkg/gen/fsb/v1/fsbv1connect"
@@ -431,10 +432,8 @@ func (s *Server) createFast(ctx context.Context, obj *v1alpha1.Sandbox) (*v1alph
 	if err := ctx.Err(); err != nil || !s.begin() {
 		s.cfg.Registry.Release(id)
 		drop()
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
-		} else if err != nil {
-			return nil, connect.NewError(connect.CodeCanceled, err)
+		if ce, ok := ctxerr.Of(err); ok {
+			return nil, ce
 		}
 		return nil, fault.Unreachable(fault.Controller, errors.New("the controller is stopping"))
 	}
@@ -1391,10 +1390,9 @@ func storeError(err error) error {
 		return connect.NewError(connect.CodeUnimplemented, err)
 	case refusedForGood(err):
 		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	if ce, ok := ctxerr.Of(err); ok {
+		return ce
 	}
 	return fault.Unreachable(fault.Store, fmt.Errorf("the store is unreachable: %w", err))
 }
